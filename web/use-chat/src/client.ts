@@ -1,0 +1,1076 @@
+/**
+ * ChatClient: the framework-free engine behind `useChat`.
+ *
+ * It owns one WebSocket at a time and a plain immutable state snapshot (`getState()`), and tells
+ * subscribers whenever the snapshot is replaced. Everything the protocol promises about recovery
+ * (PROTOCOL.md §5) is used here:
+ *  - every connection authenticates with the first frame `{"type":"auth"}` (token from an async
+ *    getter, asked again on every attempt);
+ *  - after a drop it reconnects with capped, jittered exponential backoff; the backoff only resets
+ *    once a connection stayed up `stableAfterMs`;
+ *  - on every (re)connection it re-joins its rooms with `since` = last id seen, catches up DMs with
+ *    `dm_history after`, and re-sends unacknowledged frames with the same `clientId` (the server
+ *    never stores a clientId twice), while received messages are de-duplicated by id.
+ */
+import { backoffDelay, type BackoffOptions } from './backoff';
+import {
+  contentProblem,
+  HISTORY_PAGE_MAX,
+  isValidRoomName,
+  MAX_CLIENT_ID_LENGTH,
+  parseServerFrame,
+  type ClientFrame,
+  type DirectMessage,
+  type ErrorCode,
+  type MessageId,
+  type RoomInfo,
+  type RoomMessage,
+  type ServerFrame,
+  type UserId,
+  type UserRef,
+} from './protocol';
+
+// ---------------------------------------------------------------------------
+// Public types
+// ---------------------------------------------------------------------------
+
+export type ConnectionStatus =
+  /** not started yet */
+  | 'idle'
+  /** first connection attempt in progress (token, socket, waiting for `welcome`) */
+  | 'connecting'
+  /** authenticated, frames flow */
+  | 'open'
+  /** lost the connection (or never got one): waiting for / running the next attempt */
+  | 'reconnecting'
+  /** the server refused our token `maxAuthFailures` times in a row (close 4001): gave up */
+  | 'unauthorized'
+  /** stopped by the caller (`stop()`, close code 1000): no reconnection */
+  | 'closed';
+
+export interface RoomState {
+  name: string;
+  /** 'joining' until `join_ack` arrives (again after every reconnection) */
+  status: 'joining' | 'joined';
+  /** sorted by id, no duplicates */
+  messages: RoomMessage[];
+  /** who is online in the room (from join_ack, then presence events) */
+  users: UserRef[];
+  /** others typing right now (entries expire after `typingTtlMs`) */
+  typing: UserRef[];
+  /** the latest page has been loaded at least once */
+  historyLoaded: boolean;
+  /** there may be older messages than `messages[0]` */
+  hasMore: boolean;
+  loadingOlder: boolean;
+}
+
+export interface DmState {
+  /** the other user */
+  userId: UserId;
+  username: string;
+  /** sorted by id, no duplicates */
+  messages: DirectMessage[];
+  historyLoaded: boolean;
+  hasMore: boolean;
+  loadingOlder: boolean;
+}
+
+export interface PendingMessage {
+  clientId: string;
+  kind: 'message' | 'dm';
+  room?: string;
+  to?: UserId;
+  content: string;
+  createdAt: number;
+  /** how many times it was put on a socket */
+  attempts: number;
+  lastSentAt: number | null;
+  /** 'queued': not sent on the current connection; 'sent': waiting for the server's echo;
+   *  'failed': gave up after `maxSendAttempts` (use retry() or discard()) */
+  status: 'queued' | 'sent' | 'failed';
+}
+
+export interface ChatError {
+  /** increasing, unique per client */
+  id: number;
+  code: ErrorCode;
+  message: string;
+  at: number;
+}
+
+export interface ChatState {
+  status: ConnectionStatus;
+  me: UserRef | null;
+  /** consecutive connection attempts that did not last `stableAfterMs` */
+  attempt: number;
+  /** when the next attempt is due (epoch ms) while status is 'reconnecting' */
+  nextRetryAt: number | null;
+  lastCloseCode: number | null;
+  /** from the latest `rooms` frame */
+  rooms: RoomInfo[];
+  /** rooms this client is in (or joining), by name */
+  joined: Record<string, RoomState>;
+  /** DM conversations, by the other user's id */
+  dms: Record<number, DmState>;
+  /** every user seen so far (presence, join_ack, messages) */
+  users: Record<number, UserRef>;
+  /** frames sent but not yet acknowledged by the server, in sending order */
+  outbox: PendingMessage[];
+  /** latest errors, oldest first (at most `maxErrors`) */
+  errors: ChatError[];
+}
+
+export interface WebSocketLike {
+  readonly readyState: number;
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+  // Event parameters are `any` so that both the DOM WebSocket and the `ws` package fit.
+  /* eslint-disable @typescript-eslint/no-explicit-any */
+  onopen: ((ev: any) => void) | null;
+  onmessage: ((ev: any) => void) | null;
+  onclose: ((ev: any) => void) | null;
+  onerror: ((ev: any) => void) | null;
+  /* eslint-enable @typescript-eslint/no-explicit-any */
+}
+export type WebSocketCtor = new (url: string) => WebSocketLike;
+
+export interface TokenContext {
+  /** 0 for the first attempt, then consecutive failed attempts */
+  attempt: number;
+  /** 'unauthorized' when the server just refused the previous token (close 4001): refresh it */
+  reason: 'initial' | 'reconnect' | 'unauthorized';
+}
+
+export interface ChatClientOptions {
+  /** ws:// or wss:// URL of the server endpoint, e.g. `wss://chat.example/ws` */
+  url: string;
+  /** returns the JWT; called before every connection attempt. null/undefined = no credentials: stop. */
+  getToken: (ctx: TokenContext) => Promise<string | null | undefined> | string | null | undefined;
+  /** rooms to join when the client starts */
+  initialRooms?: string[];
+  /** WebSocket implementation; defaults to globalThis.WebSocket */
+  WebSocket?: WebSocketCtor;
+  backoff?: BackoffOptions;
+  /** a connection must stay up this long before the backoff resets (ms). Default 10000. */
+  stableAfterMs?: number;
+  /** give up on a socket that did not say `welcome` within this time (ms). Default 10000. */
+  welcomeTimeoutMs?: number;
+  /** send an application `ping` after this much silence (ms); 0 disables. Default 25000. */
+  pingIntervalMs?: number;
+  /** drop the connection if nothing at all arrived for pingIntervalMs + this (ms). Default 10000. */
+  pongTimeoutMs?: number;
+  /** history page size (1..200). Default 50. */
+  historyPageSize?: number;
+  /** at most one `typing` frame per room per this many ms. Default 3000. */
+  typingThrottleMs?: number;
+  /** how long a received typing event is shown (ms). Default 5000. */
+  typingTtlMs?: number;
+  /** re-send an unacknowledged frame (same clientId) after this long (ms). Default 8000. */
+  resendAfterMs?: number;
+  /** after this many sends without acknowledgement an outbox entry is marked 'failed'. Default 5. */
+  maxSendAttempts?: number;
+  /** consecutive 4001 closes before giving up with status 'unauthorized'. Default 3. */
+  maxAuthFailures?: number;
+  /** refresh the `rooms` list this often while open (ms); 0 disables. Default 30000. */
+  roomsRefreshMs?: number;
+  /** a history request without an answer is forgotten after this long (ms). Default 15000. */
+  historyTimeoutMs?: number;
+  /** housekeeping timer period (ms). Default 1000. */
+  tickMs?: number;
+  /** how many errors `state.errors` keeps. Default 5. */
+  maxErrors?: number;
+  onError?: (error: ChatError) => void;
+  onMessage?: (message: RoomMessage) => void;
+  onDm?: (message: DirectMessage) => void;
+  /** injectable for tests */
+  random?: () => number;
+  generateClientId?: () => string;
+  now?: () => number;
+}
+
+// ---------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------
+
+type Timer = ReturnType<typeof setTimeout>;
+type HistoryRequest = { kind: 'latest' | 'before' | 'after'; limit: number; at: number };
+
+const WS_OPEN = 1;
+/** Application close code used when the client drops a socket that stopped answering. */
+export const CLOSE_CLIENT_TIMEOUT = 4000;
+export const CLOSE_UNAUTHORIZED = 4001;
+
+function defaultClientId(): string {
+  const c = (globalThis as { crypto?: Crypto }).crypto;
+  if (c && typeof c.randomUUID === 'function') return c.randomUUID();
+  // Fallback for old browsers / insecure origins (randomUUID needs a secure context).
+  const bytes = new Uint8Array(16);
+  if (c && typeof c.getRandomValues === 'function') c.getRandomValues(bytes);
+  else for (let i = 0; i < 16; i++) bytes[i] = Math.floor(Math.random() * 256);
+  bytes[6] = (bytes[6] & 0x0f) | 0x40;
+  bytes[8] = (bytes[8] & 0x3f) | 0x80;
+  const h = Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}
+
+/** Merges `incoming` into the id-sorted, duplicate-free `list`. Returns `list` itself when nothing is new. */
+export function mergeById<T extends { id: MessageId }>(list: T[], incoming: T[]): T[] {
+  if (incoming.length === 0) return list;
+  const seen = new Set<number>(list.map((m) => m.id));
+  const fresh: T[] = [];
+  for (const m of incoming) {
+    if (!seen.has(m.id)) {
+      seen.add(m.id);
+      fresh.push(m);
+    }
+  }
+  if (fresh.length === 0) return list;
+  // Fast path: live messages arrive in id order after everything we have.
+  fresh.sort((a, b) => a.id - b.id);
+  if (list.length === 0 || fresh[0].id > list[list.length - 1].id) return list.concat(fresh);
+  return list.concat(fresh).sort((a, b) => a.id - b.id);
+}
+
+function lastId<T extends { id: MessageId }>(list: T[]): MessageId | null {
+  return list.length ? list[list.length - 1].id : null;
+}
+
+function newRoom(name: string): RoomState {
+  return {
+    name,
+    status: 'joining',
+    messages: [],
+    users: [],
+    typing: [],
+    historyLoaded: false,
+    hasMore: true,
+    loadingOlder: false,
+  };
+}
+
+function newDm(userId: UserId, username: string): DmState {
+  return { userId, username, messages: [], historyLoaded: false, hasMore: true, loadingOlder: false };
+}
+
+// ---------------------------------------------------------------------------
+// The client
+// ---------------------------------------------------------------------------
+
+export class ChatClient {
+  private readonly opts: Required<
+    Omit<ChatClientOptions, 'initialRooms' | 'WebSocket' | 'backoff' | 'onError' | 'onMessage' | 'onDm'>
+  > &
+    Pick<ChatClientOptions, 'initialRooms' | 'WebSocket' | 'backoff' | 'onError' | 'onMessage' | 'onDm'>;
+
+  private state: ChatState;
+  private readonly listeners = new Set<() => void>();
+
+  private ws: WebSocketLike | null = null;
+  /** bumped for every attempt: events of older sockets/attempts are ignored */
+  private gen = 0;
+  private stopped = true;
+  private authFailures = 0;
+  private nextReason: TokenContext['reason'] = 'initial';
+
+  private retryTimer: Timer | null = null;
+  private welcomeTimer: Timer | null = null;
+  private stableTimer: Timer | null = null;
+  private tickTimer: ReturnType<typeof setInterval> | null = null;
+  private roomsDebounce: Timer | null = null;
+
+  private lastRxAt = 0;
+  private lastTxAt = 0;
+  private lastRoomsAt = 0;
+  private errorSeq = 0;
+  private readonly typingSentAt = new Map<string, number>();
+  /** expiry (epoch ms) of received typing events, by room then user id */
+  private readonly typingUntil = new Map<string, Map<number, number>>();
+  /** outstanding history requests per room / per DM peer, in sending order (answers come in order) */
+  private readonly roomHistoryQ = new Map<string, HistoryRequest[]>();
+  private readonly dmHistoryQ = new Map<number, HistoryRequest[]>();
+
+  constructor(options: ChatClientOptions) {
+    this.opts = {
+      stableAfterMs: 10_000,
+      welcomeTimeoutMs: 10_000,
+      pingIntervalMs: 25_000,
+      pongTimeoutMs: 10_000,
+      historyPageSize: 50,
+      typingThrottleMs: 3_000,
+      typingTtlMs: 5_000,
+      resendAfterMs: 8_000,
+      maxSendAttempts: 5,
+      maxAuthFailures: 3,
+      roomsRefreshMs: 30_000,
+      historyTimeoutMs: 15_000,
+      tickMs: 1_000,
+      maxErrors: 5,
+      random: Math.random,
+      generateClientId: defaultClientId,
+      now: Date.now,
+      ...options,
+    };
+    this.opts.historyPageSize = Math.max(1, Math.min(HISTORY_PAGE_MAX, Math.floor(this.opts.historyPageSize)));
+    const joined: Record<string, RoomState> = {};
+    for (const r of options.initialRooms ?? []) if (isValidRoomName(r)) joined[r] = newRoom(r);
+    this.state = {
+      status: 'idle',
+      me: null,
+      attempt: 0,
+      nextRetryAt: null,
+      lastCloseCode: null,
+      rooms: [],
+      joined,
+      dms: {},
+      users: {},
+      outbox: [],
+      errors: [],
+    };
+  }
+
+  // ----- store plumbing ----------------------------------------------------
+
+  getState = (): ChatState => this.state;
+
+  subscribe = (listener: () => void): (() => void) => {
+    this.listeners.add(listener);
+    return () => {
+      this.listeners.delete(listener);
+    };
+  };
+
+  private set(patch: Partial<ChatState>): void {
+    this.state = { ...this.state, ...patch };
+    for (const l of [...this.listeners]) l();
+  }
+
+  private patchRoom(name: string, fn: (r: RoomState) => RoomState): void {
+    const r = this.state.joined[name];
+    if (!r) return;
+    const next = fn(r);
+    if (next !== r) this.set({ joined: { ...this.state.joined, [name]: next } });
+  }
+
+  private patchDm(userId: UserId, fn: (d: DmState) => DmState, create?: string): void {
+    let d = this.state.dms[userId];
+    if (!d) {
+      if (create === undefined) return;
+      d = newDm(userId, create);
+    }
+    const next = fn(d);
+    if (next !== this.state.dms[userId]) this.set({ dms: { ...this.state.dms, [userId]: next } });
+  }
+
+  private rememberUsers(users: UserRef[]): void {
+    let changed = false;
+    const all = { ...this.state.users };
+    for (const u of users) {
+      if (typeof u.userId !== 'number' || !u.username) continue;
+      if (all[u.userId]?.username !== u.username) {
+        all[u.userId] = { userId: u.userId, username: u.username };
+        changed = true;
+      }
+    }
+    if (changed) this.set({ users: all });
+  }
+
+  private pushError(code: ErrorCode, message: string): ChatError {
+    const err: ChatError = { id: ++this.errorSeq, code, message, at: this.opts.now() };
+    const errors = [...this.state.errors, err].slice(-this.opts.maxErrors);
+    this.set({ errors });
+    try {
+      this.opts.onError?.(err);
+    } catch {
+      /* a throwing callback must not break the client */
+    }
+    return err;
+  }
+
+  // ----- lifecycle ---------------------------------------------------------
+
+  /** Starts connecting (no-op while already running). */
+  start = (): void => {
+    if (!this.stopped) return;
+    this.stopped = false;
+    this.authFailures = 0;
+    this.nextReason = 'initial';
+    this.set({ status: 'connecting', attempt: 0, nextRetryAt: null });
+    this.tickTimer = setInterval(this.tick, this.opts.tickMs);
+    this.attachBrowserHooks();
+    void this.connect();
+  };
+
+  /** Closes with code 1000 and stops reconnecting. State (messages, outbox) is kept; start() resumes. */
+  stop = (): void => {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.gen++;
+    this.clearConnTimers();
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.retryTimer = null;
+    if (this.tickTimer) clearInterval(this.tickTimer);
+    this.tickTimer = null;
+    this.detachBrowserHooks();
+    const ws = this.ws;
+    this.ws = null;
+    if (ws) {
+      detach(ws);
+      try {
+        ws.close(1000, 'client closed');
+      } catch {
+        /* ignore */
+      }
+    }
+    this.resetConnectionState();
+    this.set({ status: 'closed', nextRetryAt: null });
+  };
+
+  /** Skips the remaining backoff delay (e.g. a "retry now" button, or the browser went online). */
+  reconnectNow = (): void => {
+    if (this.stopped) {
+      if (this.state.status === 'unauthorized') this.start();
+      return;
+    }
+    if (this.state.status !== 'reconnecting' || !this.retryTimer) return;
+    clearTimeout(this.retryTimer);
+    this.retryTimer = null;
+    void this.connect();
+  };
+
+  private onBrowserOnline = (): void => this.reconnectNow();
+
+  private attachBrowserHooks(): void {
+    const w = globalThis as { addEventListener?: (t: string, f: () => void) => void };
+    if (typeof w.addEventListener === 'function' && typeof (globalThis as { document?: unknown }).document !== 'undefined') {
+      w.addEventListener('online', this.onBrowserOnline);
+    }
+  }
+
+  private detachBrowserHooks(): void {
+    const w = globalThis as { removeEventListener?: (t: string, f: () => void) => void };
+    if (typeof w.removeEventListener === 'function') w.removeEventListener('online', this.onBrowserOnline);
+  }
+
+  private clearConnTimers(): void {
+    for (const t of [this.welcomeTimer, this.stableTimer, this.roomsDebounce]) if (t) clearTimeout(t);
+    this.welcomeTimer = this.stableTimer = this.roomsDebounce = null;
+  }
+
+  private async connect(): Promise<void> {
+    const gen = ++this.gen;
+    const reason = this.nextReason;
+    let token: string | null | undefined;
+    try {
+      token = await this.opts.getToken({ attempt: this.state.attempt, reason });
+    } catch (e) {
+      if (gen !== this.gen || this.stopped) return;
+      this.pushError('token', `could not get a token: ${e instanceof Error ? e.message : String(e)}`);
+      this.scheduleReconnect();
+      return;
+    }
+    if (gen !== this.gen || this.stopped) return;
+    if (!token) {
+      this.giveUpUnauthorized('no credentials');
+      return;
+    }
+    const Ctor = this.opts.WebSocket ?? (globalThis as { WebSocket?: WebSocketCtor }).WebSocket;
+    if (!Ctor) {
+      this.pushError('internal', 'no WebSocket implementation available');
+      this.stop();
+      return;
+    }
+    let ws: WebSocketLike;
+    try {
+      ws = new Ctor(this.opts.url);
+    } catch (e) {
+      this.pushError('internal', `cannot open WebSocket: ${e instanceof Error ? e.message : String(e)}`);
+      this.scheduleReconnect();
+      return;
+    }
+    this.ws = ws;
+    const authToken = token;
+    ws.onopen = () => {
+      if (gen !== this.gen) return;
+      // First frame, always: keeps the token out of URLs and access logs (PROTOCOL.md §1).
+      this.sendRaw({ type: 'auth', token: authToken });
+      this.welcomeTimer = setTimeout(() => {
+        if (gen === this.gen) this.abandon(CLOSE_CLIENT_TIMEOUT, 'no welcome');
+      }, this.opts.welcomeTimeoutMs);
+    };
+    ws.onmessage = (ev: { data: unknown }) => {
+      if (gen !== this.gen) return;
+      this.lastRxAt = this.opts.now();
+      if (typeof ev.data !== 'string') return;
+      const frame = parseServerFrame(ev.data);
+      if (frame) this.handle(frame);
+    };
+    ws.onerror = () => {
+      /* a close event always follows */
+    };
+    ws.onclose = (ev: { code: number; reason: string }) => {
+      if (gen !== this.gen) return;
+      this.onClosed(ev.code, ev.reason);
+    };
+  }
+
+  /** Drops the current socket ourselves (it stopped answering) and goes through the normal retry path. */
+  private abandon(code: number, reason: string): void {
+    const ws = this.ws;
+    if (ws) {
+      detach(ws);
+      try {
+        ws.close(code, reason);
+      } catch {
+        /* ignore */
+      }
+    }
+    this.onClosed(code, reason);
+  }
+
+  private onClosed(code: number, _reason: string): void {
+    this.gen++;
+    this.ws = null;
+    this.clearConnTimers();
+    this.resetConnectionState();
+    this.set({ lastCloseCode: code });
+    if (this.stopped) return;
+    if (code === CLOSE_UNAUTHORIZED) {
+      this.authFailures++;
+      if (this.authFailures >= this.opts.maxAuthFailures) {
+        this.giveUpUnauthorized('the server refused the token');
+        return;
+      }
+      this.nextReason = 'unauthorized';
+    } else {
+      this.nextReason = 'reconnect';
+    }
+    this.scheduleReconnect();
+  }
+
+  /** What was tied to the socket that just went away. Messages, DMs and the outbox are kept. */
+  private resetConnectionState(): void {
+    this.roomHistoryQ.clear();
+    this.dmHistoryQ.clear();
+    this.typingUntil.clear();
+    // Nothing is in flight any more: whatever was sent must be sent again on the next connection.
+    const outbox = this.state.outbox.map((p) => (p.status === 'sent' ? { ...p, status: 'queued' as const } : p));
+    const joined: Record<string, RoomState> = {};
+    for (const [k, r] of Object.entries(this.state.joined)) {
+      joined[k] = { ...r, status: 'joining', typing: [], users: [], loadingOlder: false };
+    }
+    const dms: Record<number, DmState> = {};
+    for (const [k, d] of Object.entries(this.state.dms)) dms[Number(k)] = d.loadingOlder ? { ...d, loadingOlder: false } : d;
+    this.set({ outbox, joined, dms });
+  }
+
+  private giveUpUnauthorized(why: string): void {
+    this.pushError('unauthorized', `not signed in: ${why}`);
+    this.stopped = true;
+    this.gen++;
+    if (this.tickTimer) clearInterval(this.tickTimer);
+    this.tickTimer = null;
+    this.detachBrowserHooks();
+    const ws = this.ws;
+    this.ws = null;
+    if (ws) {
+      detach(ws);
+      try {
+        ws.close(1000, 'unauthorized');
+      } catch {
+        /* ignore */
+      }
+    }
+    this.set({ status: 'unauthorized', nextRetryAt: null });
+  }
+
+  private scheduleReconnect(): void {
+    if (this.stopped) return;
+    const attempt = this.state.attempt;
+    const delay = backoffDelay(attempt, this.opts.backoff, this.opts.random);
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = null;
+      void this.connect();
+    }, delay);
+    this.set({ status: 'reconnecting', attempt: attempt + 1, nextRetryAt: this.opts.now() + delay });
+  }
+
+  // ----- sending -----------------------------------------------------------
+
+  private sendRaw(frame: ClientFrame): boolean {
+    const ws = this.ws;
+    if (!ws || ws.readyState !== WS_OPEN) return false;
+    try {
+      ws.send(JSON.stringify(frame));
+    } catch {
+      return false;
+    }
+    this.lastTxAt = this.opts.now();
+    return true;
+  }
+
+  /** Sends only on an authenticated connection. */
+  private send(frame: ClientFrame): boolean {
+    return this.state.status === 'open' && this.sendRaw(frame);
+  }
+
+  private requestRoomHistory(room: string, kind: HistoryRequest['kind'], ref?: MessageId): void {
+    const limit = this.opts.historyPageSize;
+    const frame: ClientFrame = { type: 'room_history', room, limit };
+    if (kind === 'before' && ref !== undefined) frame.before = ref;
+    if (kind === 'after' && ref !== undefined) frame.after = ref;
+    if (!this.send(frame)) return;
+    const q = this.roomHistoryQ.get(room) ?? [];
+    q.push({ kind, limit, at: this.opts.now() });
+    this.roomHistoryQ.set(room, q);
+  }
+
+  private requestDmHistory(peer: UserId, kind: HistoryRequest['kind'], ref?: MessageId): boolean {
+    const limit = this.opts.historyPageSize;
+    const frame: ClientFrame = { type: 'dm_history', with: peer, limit };
+    if (kind === 'before' && ref !== undefined) frame.before = ref;
+    if (kind === 'after' && ref !== undefined) frame.after = ref;
+    if (!this.send(frame)) return false;
+    const q = this.dmHistoryQ.get(peer) ?? [];
+    q.push({ kind, limit, at: this.opts.now() });
+    this.dmHistoryQ.set(peer, q);
+    return true;
+  }
+
+  private transmit(p: PendingMessage): PendingMessage {
+    const frame: ClientFrame =
+      p.kind === 'message'
+        ? { type: 'message', room: p.room!, content: p.content, clientId: p.clientId }
+        : { type: 'dm', to: p.to!, content: p.content, clientId: p.clientId };
+    if (!this.send(frame)) return p;
+    return { ...p, status: 'sent', attempts: p.attempts + 1, lastSentAt: this.opts.now() };
+  }
+
+  /** After `welcome`: bring the server up to date with what this client is and had. */
+  private resync(): void {
+    for (const room of Object.values(this.state.joined)) {
+      if (room.historyLoaded) {
+        // Everything after the last id we saw is replayed, then live: no gap, no duplicate.
+        this.send({ type: 'join', room: room.name, since: lastId(room.messages) ?? 0 });
+      } else {
+        this.send({ type: 'join', room: room.name });
+        this.requestRoomHistory(room.name, 'latest');
+      }
+    }
+    for (const dm of Object.values(this.state.dms)) {
+      const last = lastId(dm.messages);
+      // A loaded conversation continues after its last id (0 if it was empty): pages follow until done.
+      if (dm.historyLoaded) this.requestDmHistory(dm.userId, 'after', last ?? 0);
+      else if (dm.messages.length > 0) this.requestDmHistory(dm.userId, 'latest');
+    }
+    this.refreshRooms();
+    // Same clientId as before: the server answers with the stored message instead of storing it twice.
+    const outbox = this.state.outbox.map((p) => {
+      if (p.status === 'failed') return p;
+      if (p.kind === 'message' && !this.state.joined[p.room!]) return p;
+      return this.transmit(p);
+    });
+    this.set({ outbox });
+  }
+
+  // ----- incoming frames ---------------------------------------------------
+
+  private handle(frame: ServerFrame): void {
+    switch (frame.type) {
+      case 'welcome': {
+        if (this.welcomeTimer) clearTimeout(this.welcomeTimer);
+        this.welcomeTimer = null;
+        this.authFailures = 0;
+        const me = { userId: frame.data.userId, username: frame.data.username };
+        this.set({ status: 'open', me, nextRetryAt: null });
+        this.rememberUsers([me]);
+        const gen = this.gen;
+        this.stableTimer = setTimeout(() => {
+          if (gen === this.gen) this.set({ attempt: 0 });
+        }, this.opts.stableAfterMs);
+        this.resync();
+        return;
+      }
+      case 'message':
+        this.onRoomMessages(frame.data.room, [frame.data], true);
+        return;
+      case 'room_history': {
+        const q = this.roomHistoryQ.get(frame.room);
+        const req = q?.shift() ?? { kind: 'latest' as const, limit: this.opts.historyPageSize, at: 0 };
+        this.onRoomMessages(frame.room, frame.data, false);
+        const full = frame.data.length >= req.limit;
+        this.patchRoom(frame.room, (r) => {
+          if (req.kind === 'after') return r;
+          return {
+            ...r,
+            historyLoaded: true,
+            hasMore: req.kind === 'before' || !r.historyLoaded ? full : r.hasMore,
+            loadingOlder: req.kind === 'before' ? false : r.loadingOlder,
+          };
+        });
+        if (req.kind === 'after' && full && frame.data.length) {
+          this.requestRoomHistory(frame.room, 'after', frame.data[frame.data.length - 1].id);
+        }
+        return;
+      }
+      case 'dm':
+        this.onDms([frame.data], true);
+        return;
+      case 'dm_sent':
+        this.onDms([frame.data.message], true);
+        return;
+      case 'dm_history': {
+        const peer = frame.with;
+        const q = this.dmHistoryQ.get(peer);
+        const req = q?.shift() ?? { kind: 'latest' as const, limit: this.opts.historyPageSize, at: 0 };
+        const name =
+          this.state.users[peer]?.username ??
+          frame.data.find((m) => m.fromUser === peer)?.username ??
+          `user ${peer}`;
+        this.patchDm(peer, (d) => d, name);
+        this.onDms(frame.data, false, peer);
+        const full = frame.data.length >= req.limit;
+        this.patchDm(peer, (d) => {
+          if (req.kind === 'after') return d.historyLoaded ? d : { ...d, historyLoaded: true };
+          return {
+            ...d,
+            historyLoaded: true,
+            hasMore: req.kind === 'before' || !d.historyLoaded ? full : d.hasMore,
+            loadingOlder: req.kind === 'before' ? false : d.loadingOlder,
+          };
+        });
+        if (req.kind === 'after' && full && frame.data.length) {
+          this.requestDmHistory(peer, 'after', frame.data[frame.data.length - 1].id);
+        }
+        return;
+      }
+      case 'join_ack': {
+        this.rememberUsers(frame.data.users);
+        this.patchRoom(frame.room, (r) => ({ ...r, status: 'joined', users: dedupeUsers(frame.data.users) }));
+        this.refreshRoomsSoon();
+        return;
+      }
+      case 'left':
+        this.dropRoom(frame.room);
+        this.refreshRoomsSoon();
+        return;
+      case 'presence': {
+        const u = { userId: frame.data.userId, username: frame.data.username };
+        this.rememberUsers([u]);
+        this.patchRoom(frame.room, (r) => {
+          const others = r.users.filter((x) => x.userId !== u.userId);
+          if (frame.data.event === 'join') return { ...r, users: [...others, u] };
+          return { ...r, users: others, typing: r.typing.filter((x) => x.userId !== u.userId) };
+        });
+        if (frame.data.event === 'leave') this.typingUntil.get(frame.room)?.delete(u.userId);
+        this.refreshRoomsSoon();
+        return;
+      }
+      case 'typing': {
+        const u = { userId: frame.data.userId, username: frame.data.username };
+        if (u.userId === this.state.me?.userId || !this.state.joined[frame.room]) return;
+        this.rememberUsers([u]);
+        const m = this.typingUntil.get(frame.room) ?? new Map<number, number>();
+        m.set(u.userId, this.opts.now() + this.opts.typingTtlMs);
+        this.typingUntil.set(frame.room, m);
+        this.patchRoom(frame.room, (r) =>
+          r.typing.some((x) => x.userId === u.userId) ? r : { ...r, typing: [...r.typing, u] },
+        );
+        return;
+      }
+      case 'rooms':
+        this.lastRoomsAt = this.opts.now();
+        this.set({ rooms: frame.data.filter((r) => r && typeof r.name === 'string') });
+        return;
+      case 'error':
+        this.onServerError(frame.code, frame.message);
+        return;
+      case 'pong':
+        return;
+    }
+  }
+
+  private onRoomMessages(roomName: string, msgs: RoomMessage[], live: boolean): void {
+    this.ack(msgs);
+    this.rememberUsers(msgs.map((m) => ({ userId: m.fromUser, username: m.username })));
+    const room = this.state.joined[roomName];
+    if (!room) return;
+    const merged = mergeById(room.messages, msgs);
+    if (merged === room.messages) return;
+    const senders = new Set(msgs.map((m) => m.fromUser));
+    const typers = this.typingUntil.get(roomName);
+    for (const s of senders) typers?.delete(s);
+    this.patchRoom(roomName, (r) => ({
+      ...r,
+      messages: merged,
+      typing: r.typing.some((t) => senders.has(t.userId)) ? r.typing.filter((t) => !senders.has(t.userId)) : r.typing,
+    }));
+    if (live && this.opts.onMessage) {
+      const known = new Set(room.messages.map((m) => m.id));
+      for (const m of msgs) if (!known.has(m.id)) this.opts.onMessage(m);
+    }
+  }
+
+  private onDms(msgs: DirectMessage[], live: boolean, peerHint?: UserId): void {
+    this.ack(msgs);
+    const me = this.state.me?.userId;
+    const byPeer = new Map<number, DirectMessage[]>();
+    for (const m of msgs) {
+      const peer = peerHint ?? (m.fromUser === me ? m.to : m.fromUser);
+      if (m.fromUser !== me) this.rememberUsers([{ userId: m.fromUser, username: m.username }]);
+      const arr = byPeer.get(peer) ?? [];
+      arr.push(m);
+      byPeer.set(peer, arr);
+    }
+    for (const [peer, arr] of byPeer) {
+      const before = this.state.dms[peer]?.messages ?? [];
+      const name = this.state.users[peer]?.username ?? `user ${peer}`;
+      this.patchDm(peer, (d) => {
+        const merged = mergeById(d.messages, arr);
+        return merged === d.messages && this.state.dms[peer] ? d : { ...d, messages: merged };
+      }, name);
+      if (live && this.opts.onDm) {
+        const known = new Set(before.map((m) => m.id));
+        for (const m of arr) if (!known.has(m.id)) this.opts.onDm(m);
+      }
+    }
+  }
+
+  /** Removes from the outbox whatever the server echoed back with our clientId. */
+  private ack(msgs: Array<{ clientId?: string; fromUser: UserId }>): void {
+    if (!this.state.outbox.length) return;
+    const ids = new Set<string>();
+    for (const m of msgs) if (m.clientId && (this.state.me === null || m.fromUser === this.state.me.userId)) ids.add(m.clientId);
+    if (!ids.size) return;
+    const outbox = this.state.outbox.filter((p) => !ids.has(p.clientId));
+    if (outbox.length !== this.state.outbox.length) this.set({ outbox });
+  }
+
+  private onServerError(code: ErrorCode, message: string): void {
+    // A refused join names its room: stop showing it as "joining" forever.
+    if (code === 'not_found' || code === 'invalid') {
+      for (const r of Object.values(this.state.joined)) {
+        if (r.status === 'joining' && !r.historyLoaded && message.includes(r.name)) this.dropRoom(r.name);
+      }
+    }
+    if (code === 'rate_limited') {
+      // Unacknowledged frames may have been refused: allow the resend timer to pick them up sooner.
+      const soon = this.opts.now() - this.opts.resendAfterMs + 1000;
+      const outbox = this.state.outbox.map((p) =>
+        p.status === 'sent' && (p.lastSentAt ?? 0) > soon ? { ...p, lastSentAt: soon } : p,
+      );
+      this.set({ outbox });
+    }
+    this.pushError(code, message);
+  }
+
+  private dropRoom(name: string): void {
+    if (!this.state.joined[name]) return;
+    const joined = { ...this.state.joined };
+    delete joined[name];
+    this.roomHistoryQ.delete(name);
+    this.typingUntil.delete(name);
+    this.set({ joined, outbox: this.state.outbox.filter((p) => !(p.kind === 'message' && p.room === name)) });
+  }
+
+  private refreshRoomsSoon(): void {
+    if (this.roomsDebounce) return;
+    this.roomsDebounce = setTimeout(() => {
+      this.roomsDebounce = null;
+      this.refreshRooms();
+    }, 300);
+  }
+
+  // ----- housekeeping ------------------------------------------------------
+
+  private tick = (): void => {
+    const now = this.opts.now();
+    // Expire typing indicators.
+    for (const [room, m] of this.typingUntil) {
+      let changed = false;
+      for (const [uid, until] of m) {
+        if (until <= now) {
+          m.delete(uid);
+          changed = true;
+        }
+      }
+      if (changed) this.patchRoom(room, (r) => ({ ...r, typing: r.typing.filter((t) => m.has(t.userId)) }));
+    }
+    if (this.state.status !== 'open') return;
+    // Keepalive: a socket that says nothing at all for too long is dead (half-open TCP, sleeping laptop).
+    const ping = this.opts.pingIntervalMs;
+    if (ping > 0) {
+      if (now - this.lastRxAt > ping + this.opts.pongTimeoutMs) {
+        this.abandon(CLOSE_CLIENT_TIMEOUT, 'keepalive timeout');
+        return;
+      }
+      if (now - Math.max(this.lastRxAt, this.lastTxAt) >= ping) this.send({ type: 'ping' });
+    }
+    if (this.opts.roomsRefreshMs > 0 && now - this.lastRoomsAt >= this.opts.roomsRefreshMs) this.refreshRooms();
+    // Forget history requests that were never answered (e.g. refused with an error).
+    for (const [room, q] of this.roomHistoryQ) {
+      while (q.length && now - q[0].at > this.opts.historyTimeoutMs) {
+        const req = q.shift()!;
+        if (req.kind === 'before') this.patchRoom(room, (r) => ({ ...r, loadingOlder: false }));
+      }
+    }
+    for (const [peer, q] of this.dmHistoryQ) {
+      while (q.length && now - q[0].at > this.opts.historyTimeoutMs) {
+        const req = q.shift()!;
+        if (req.kind === 'before') this.patchDm(peer, (d) => ({ ...d, loadingOlder: false }));
+      }
+    }
+    // Re-send what was not acknowledged (same clientId, so never stored twice).
+    let changed = false;
+    const outbox = this.state.outbox.map((p) => {
+      if (p.status === 'failed') return p;
+      if (p.status === 'sent' && now - (p.lastSentAt ?? 0) < this.opts.resendAfterMs) return p;
+      if (p.attempts >= this.opts.maxSendAttempts) {
+        changed = true;
+        this.pushError('client_send_failed', `could not deliver: “${p.content.slice(0, 40)}”`);
+        return { ...p, status: 'failed' as const };
+      }
+      if (p.kind === 'message' && !this.state.joined[p.room!]) return p;
+      changed = true;
+      return this.transmit(p);
+    });
+    if (changed) this.set({ outbox });
+  };
+
+  // ----- public actions ----------------------------------------------------
+
+  /** Joins a room (created by the server on first join). Returns false if the name is invalid. */
+  join = (room: string): boolean => {
+    if (!isValidRoomName(room)) {
+      this.pushError('client_invalid', `invalid room name “${room}”: 1–64 letters, digits, “-”, “_” or “.”`);
+      return false;
+    }
+    if (this.state.joined[room]) return true;
+    this.set({ joined: { ...this.state.joined, [room]: newRoom(room) } });
+    if (this.send({ type: 'join', room })) this.requestRoomHistory(room, 'latest');
+    return true;
+  };
+
+  leave = (room: string): void => {
+    if (!this.state.joined[room]) return;
+    this.send({ type: 'leave', room });
+    this.dropRoom(room);
+  };
+
+  /** Queues a room message; returns its clientId, or null if it was refused locally. */
+  sendMessage = (room: string, content: string): string | null => {
+    const problem = contentProblem(content);
+    if (problem) {
+      this.pushError('client_invalid', problem);
+      return null;
+    }
+    if (!this.state.joined[room]) {
+      this.pushError('not_joined', `join #${room} before writing to it`);
+      return null;
+    }
+    return this.enqueue({ kind: 'message', room, content });
+  };
+
+  /** Queues a direct message; returns its clientId, or null if it was refused locally. */
+  sendDm = (to: UserId, content: string): string | null => {
+    const problem = contentProblem(content);
+    if (problem) {
+      this.pushError('client_invalid', problem);
+      return null;
+    }
+    if (!Number.isInteger(to)) {
+      this.pushError('client_invalid', 'invalid recipient');
+      return null;
+    }
+    if (!this.state.dms[to]) this.patchDm(to, (d) => d, this.state.users[to]?.username ?? `user ${to}`);
+    return this.enqueue({ kind: 'dm', to, content });
+  };
+
+  private enqueue(p: Pick<PendingMessage, 'kind' | 'room' | 'to' | 'content'>): string {
+    const clientId = this.opts.generateClientId().slice(0, MAX_CLIENT_ID_LENGTH);
+    let item: PendingMessage = {
+      ...p,
+      clientId,
+      createdAt: this.opts.now(),
+      attempts: 0,
+      lastSentAt: null,
+      status: 'queued',
+    };
+    // Frames are handled in order by the server, so a message right behind its room's `join`
+    // (even before join_ack) is fine.
+    item = this.transmit(item);
+    this.set({ outbox: [...this.state.outbox, item] });
+    return clientId;
+  };
+
+  /** Loads the page of room messages just before the oldest one loaded. */
+  loadOlder = (room: string): void => {
+    const r = this.state.joined[room];
+    if (!r || !r.hasMore || r.loadingOlder || !r.historyLoaded) return;
+    const oldest = r.messages[0]?.id;
+    if (oldest === undefined) return;
+    if (this.state.status !== 'open') return;
+    this.requestRoomHistory(room, 'before', oldest);
+    this.patchRoom(room, (x) => ({ ...x, loadingOlder: true }));
+  };
+
+  /** Opens (creates) the conversation with a user and loads its latest page once. */
+  openDm = (userId: UserId, username?: string): void => {
+    if (username) this.rememberUsers([{ userId, username }]);
+    this.patchDm(userId, (d) => d, username ?? this.state.users[userId]?.username ?? `user ${userId}`);
+    const d = this.state.dms[userId];
+    if (d.historyLoaded || this.dmHistoryQ.get(userId)?.some((q) => q.kind === 'latest')) return;
+    this.requestDmHistory(userId, 'latest');
+  };
+
+  loadOlderDms = (userId: UserId): void => {
+    const d = this.state.dms[userId];
+    if (!d || !d.hasMore || d.loadingOlder || !d.historyLoaded) return;
+    const oldest = d.messages[0]?.id;
+    if (oldest === undefined) return;
+    if (this.requestDmHistory(userId, 'before', oldest)) this.patchDm(userId, (x) => ({ ...x, loadingOlder: true }));
+  };
+
+  /** Tells the room I am typing; throttled to one frame per `typingThrottleMs` per room. */
+  typing = (room: string): void => {
+    if (this.state.joined[room]?.status !== 'joined') return;
+    const now = this.opts.now();
+    const last = this.typingSentAt.get(room);
+    if (last !== undefined && now - last < this.opts.typingThrottleMs) return;
+    if (this.send({ type: 'typing', room })) this.typingSentAt.set(room, now);
+  };
+
+  refreshRooms = (): void => {
+    if (this.send({ type: 'rooms' })) this.lastRoomsAt = this.opts.now();
+  };
+
+  /** Tries a 'failed' outbox entry again (same clientId). */
+  retry = (clientId: string): void => {
+    const outbox = this.state.outbox.map((p) =>
+      p.clientId === clientId && p.status === 'failed' ? { ...p, status: 'queued' as const, attempts: 0 } : p,
+    );
+    this.set({ outbox });
+    this.tick();
+  };
+
+  /** Forgets an outbox entry (it may still have been stored if it was sent). */
+  discard = (clientId: string): void => {
+    this.set({ outbox: this.state.outbox.filter((p) => p.clientId !== clientId) });
+  };
+
+  dismissError = (id: number): void => {
+    this.set({ errors: this.state.errors.filter((e) => e.id !== id) });
+  };
+}
+
+function detach(ws: WebSocketLike): void {
+  ws.onopen = ws.onmessage = ws.onerror = null;
+  ws.onclose = null;
+}
+
+function dedupeUsers(users: UserRef[]): UserRef[] {
+  const m = new Map<number, UserRef>();
+  for (const u of users) m.set(u.userId, { userId: u.userId, username: u.username });
+  return [...m.values()];
+}

@@ -1,0 +1,351 @@
+/**
+ * Typed frames of the chat wire protocol v1 (shared/PROTOCOL.md).
+ *
+ * Every frame is one JSON object with a `type`. The unions below cover the whole protocol;
+ * unknown `type`s and unknown fields coming from the server must be ignored by clients
+ * (the protocol grows by extension), which is why `ServerFrame` parsing is lenient.
+ */
+
+export type UserId = number;
+export type MessageId = number;
+
+export interface UserRef {
+  userId: UserId;
+  username: string;
+}
+
+/** `message` data: a message stored in a room. */
+export interface RoomMessage {
+  id: MessageId;
+  fromUser: UserId;
+  username: string;
+  content: string;
+  /** RFC 3339, UTC, microseconds, `Z` suffix. */
+  timestamp: string;
+  room: string;
+  clientId?: string;
+}
+
+/** `dm` data: a stored direct message. */
+export interface DirectMessage {
+  id: MessageId;
+  fromUser: UserId;
+  username: string;
+  to: UserId;
+  content: string;
+  timestamp: string;
+  clientId?: string;
+}
+
+export interface RoomInfo {
+  name: string;
+  description?: string | null;
+  online: number;
+}
+
+export type ErrorCode =
+  | 'bad_json'
+  | 'unknown_type'
+  | 'invalid'
+  | 'not_joined'
+  | 'not_found'
+  | 'too_large'
+  | 'rate_limited'
+  | 'unauthorized'
+  | 'unavailable'
+  | 'internal'
+  // codes produced by the client itself (never sent by the server)
+  | 'client_invalid'
+  | 'token'
+  | (string & {});
+
+// ---------------------------------------------------------------------------
+// Client -> server (§2)
+// ---------------------------------------------------------------------------
+
+export interface AuthFrame {
+  type: 'auth';
+  token: string;
+}
+export interface JoinFrame {
+  type: 'join';
+  room: string;
+  since?: MessageId;
+}
+export interface LeaveFrame {
+  type: 'leave';
+  room: string;
+}
+export interface SendMessageFrame {
+  type: 'message';
+  room: string;
+  content: string;
+  clientId?: string;
+}
+export interface SendDmFrame {
+  type: 'dm';
+  to: UserId;
+  content: string;
+  clientId?: string;
+}
+export interface RoomHistoryRequestFrame {
+  type: 'room_history';
+  room: string;
+  limit?: number;
+  before?: MessageId;
+  after?: MessageId;
+}
+export interface DmHistoryRequestFrame {
+  type: 'dm_history';
+  with: UserId;
+  limit?: number;
+  before?: MessageId;
+  after?: MessageId;
+}
+export interface TypingFrame {
+  type: 'typing';
+  room: string;
+}
+export interface RoomsRequestFrame {
+  type: 'rooms';
+}
+export interface PingFrame {
+  type: 'ping';
+}
+
+export type ClientFrame =
+  | AuthFrame
+  | JoinFrame
+  | LeaveFrame
+  | SendMessageFrame
+  | SendDmFrame
+  | RoomHistoryRequestFrame
+  | DmHistoryRequestFrame
+  | TypingFrame
+  | RoomsRequestFrame
+  | PingFrame;
+
+// ---------------------------------------------------------------------------
+// Server -> client (§3)
+// ---------------------------------------------------------------------------
+
+export interface WelcomeFrame {
+  type: 'welcome';
+  data: { userId: UserId; username: string; serverTime: string };
+}
+export interface MessageFrame {
+  type: 'message';
+  data: RoomMessage;
+}
+export interface DmFrame {
+  type: 'dm';
+  data: DirectMessage;
+}
+export interface DmSentFrame {
+  type: 'dm_sent';
+  data: { to: UserId; status: 'ok'; message: DirectMessage };
+}
+export interface RoomHistoryFrame {
+  type: 'room_history';
+  room: string;
+  data: RoomMessage[];
+}
+export interface DmHistoryFrame {
+  type: 'dm_history';
+  with: UserId;
+  data: DirectMessage[];
+}
+export interface ErrorFrame {
+  type: 'error';
+  message: string;
+  code: ErrorCode;
+  data?: { message: string; code: ErrorCode };
+}
+export interface JoinAckFrame {
+  type: 'join_ack';
+  room: string;
+  data: { room: string; status: 'ok'; users: UserRef[] };
+}
+export interface LeftFrame {
+  type: 'left';
+  room: string;
+}
+export interface PresenceFrame {
+  type: 'presence';
+  room: string;
+  data: { event: 'join' | 'leave'; userId: UserId; username: string };
+}
+export interface TypingEventFrame {
+  type: 'typing';
+  room: string;
+  data: UserRef;
+}
+export interface RoomsFrame {
+  type: 'rooms';
+  data: RoomInfo[];
+}
+export interface PongFrame {
+  type: 'pong';
+}
+
+export type ServerFrame =
+  | WelcomeFrame
+  | MessageFrame
+  | DmFrame
+  | DmSentFrame
+  | RoomHistoryFrame
+  | DmHistoryFrame
+  | ErrorFrame
+  | JoinAckFrame
+  | LeftFrame
+  | PresenceFrame
+  | TypingEventFrame
+  | RoomsFrame
+  | PongFrame;
+
+export type ServerFrameType = ServerFrame['type'];
+
+const SERVER_TYPES: ReadonlySet<string> = new Set<ServerFrameType>([
+  'welcome',
+  'message',
+  'dm',
+  'dm_sent',
+  'room_history',
+  'dm_history',
+  'error',
+  'join_ack',
+  'left',
+  'presence',
+  'typing',
+  'rooms',
+  'pong',
+]);
+
+// ---------------------------------------------------------------------------
+// Limits (§4) the client checks before sending, so that a frame the server would refuse
+// never sits in the outbox forever.
+// ---------------------------------------------------------------------------
+
+export const MAX_CONTENT_LENGTH = 4000;
+export const MAX_CLIENT_ID_LENGTH = 64;
+export const ROOM_NAME_RE = /^[A-Za-z0-9._-]{1,64}$/;
+export const HISTORY_PAGE_MAX = 200;
+
+export function isValidRoomName(room: string): boolean {
+  return ROOM_NAME_RE.test(room);
+}
+
+/** Returns a human readable reason when `content` would be refused by the server, else null. */
+export function contentProblem(content: string): string | null {
+  if (typeof content !== 'string') return 'content must be a string';
+  if (content.trim() === '') return 'message is empty';
+  if (content.includes('\u0000')) return 'message contains a NUL character';
+  // The server counts characters (code points), not UTF-16 units.
+  if ([...content].length > MAX_CONTENT_LENGTH) {
+    return `message is longer than ${MAX_CONTENT_LENGTH} characters`;
+  }
+  return null;
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function isRoomMessage(v: unknown): v is RoomMessage {
+  return (
+    isObject(v) &&
+    typeof v.id === 'number' &&
+    typeof v.fromUser === 'number' &&
+    typeof v.content === 'string' &&
+    typeof v.room === 'string'
+  );
+}
+
+function isDirectMessage(v: unknown): v is DirectMessage {
+  return (
+    isObject(v) &&
+    typeof v.id === 'number' &&
+    typeof v.fromUser === 'number' &&
+    typeof v.to === 'number' &&
+    typeof v.content === 'string'
+  );
+}
+
+/**
+ * Parses one text frame. Returns null for anything that is not a well-formed frame of a known
+ * type (unknown types are ignored, as the protocol asks of clients).
+ */
+export function parseServerFrame(text: string): ServerFrame | null {
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch {
+    return null;
+  }
+  if (!isObject(v) || typeof v.type !== 'string' || !SERVER_TYPES.has(v.type)) return null;
+  const d = v.data;
+  switch (v.type as ServerFrameType) {
+    case 'welcome':
+      return isObject(d) && typeof d.userId === 'number' ? (v as unknown as WelcomeFrame) : null;
+    case 'message':
+      return isRoomMessage(d) ? (v as unknown as MessageFrame) : null;
+    case 'dm':
+      return isDirectMessage(d) ? (v as unknown as DmFrame) : null;
+    case 'dm_sent':
+      return isObject(d) && isDirectMessage(d.message) ? (v as unknown as DmSentFrame) : null;
+    case 'room_history':
+      return typeof v.room === 'string' && Array.isArray(d) && d.every(isRoomMessage)
+        ? (v as unknown as RoomHistoryFrame)
+        : null;
+    case 'dm_history':
+      return typeof v.with === 'number' && Array.isArray(d) && d.every(isDirectMessage)
+        ? (v as unknown as DmHistoryFrame)
+        : null;
+    case 'error': {
+      // Existing clients read data.message; accept either place.
+      const message =
+        typeof v.message === 'string'
+          ? v.message
+          : isObject(d) && typeof d.message === 'string'
+            ? d.message
+            : 'unknown error';
+      const code =
+        typeof v.code === 'string' ? v.code : isObject(d) && typeof d.code === 'string' ? d.code : 'internal';
+      return { type: 'error', message, code, data: { message, code } };
+    }
+    case 'join_ack': {
+      const room = typeof v.room === 'string' ? v.room : isObject(d) && typeof d.room === 'string' ? d.room : null;
+      if (room === null) return null;
+      const users = isObject(d) && Array.isArray(d.users) ? (d.users as unknown[]) : [];
+      return {
+        type: 'join_ack',
+        room,
+        data: {
+          room,
+          status: 'ok',
+          users: users.filter(
+            (u): u is UserRef => isObject(u) && typeof u.userId === 'number' && typeof u.username === 'string',
+          ),
+        },
+      };
+    }
+    case 'left':
+      return typeof v.room === 'string' ? (v as unknown as LeftFrame) : null;
+    case 'presence':
+      return typeof v.room === 'string' &&
+        isObject(d) &&
+        (d.event === 'join' || d.event === 'leave') &&
+        typeof d.userId === 'number'
+        ? (v as unknown as PresenceFrame)
+        : null;
+    case 'typing':
+      return typeof v.room === 'string' && isObject(d) && typeof d.userId === 'number'
+        ? (v as unknown as TypingEventFrame)
+        : null;
+    case 'rooms':
+      return Array.isArray(d) ? (v as unknown as RoomsFrame) : null;
+    case 'pong':
+      return { type: 'pong' };
+  }
+  return null;
+}

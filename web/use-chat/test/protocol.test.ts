@@ -1,0 +1,62 @@
+import { describe, expect, it } from 'vitest';
+import { contentProblem, isValidRoomName, mergeById, parseServerFrame } from '../src';
+
+describe('parseServerFrame', () => {
+  it('accepts every server frame of PROTOCOL.md §3', () => {
+    const msg = { id: 1, fromUser: 2, username: 'b', content: 'x', timestamp: 't', room: 'r' };
+    const dm = { id: 2, fromUser: 2, username: 'b', to: 1, content: 'x', timestamp: 't' };
+    const frames = [
+      { type: 'welcome', data: { userId: 1, username: 'a', serverTime: 't' } },
+      { type: 'message', data: msg },
+      { type: 'dm', data: dm },
+      { type: 'dm_sent', data: { to: 1, status: 'ok', message: dm } },
+      { type: 'room_history', room: 'r', data: [msg] },
+      { type: 'dm_history', with: 2, data: [dm] },
+      { type: 'error', message: 'm', code: 'invalid', data: { message: 'm', code: 'invalid' } },
+      { type: 'join_ack', room: 'r', data: { room: 'r', status: 'ok', users: [{ userId: 1, username: 'a' }] } },
+      { type: 'left', room: 'r' },
+      { type: 'presence', room: 'r', data: { event: 'join', userId: 2, username: 'b' } },
+      { type: 'typing', room: 'r', data: { userId: 2, username: 'b' } },
+      { type: 'rooms', data: [{ name: 'r', description: '', online: 1 }] },
+      { type: 'pong' },
+    ];
+    for (const f of frames) expect(parseServerFrame(JSON.stringify(f))).toMatchObject({ type: f.type });
+  });
+
+  it('ignores unknown types, malformed JSON and ill-shaped frames', () => {
+    expect(parseServerFrame('{"type":"future"}')).toBeNull();
+    expect(parseServerFrame('not json')).toBeNull();
+    expect(parseServerFrame('[1,2]')).toBeNull();
+    expect(parseServerFrame('{"type":"message","data":{"id":"1"}}')).toBeNull();
+  });
+
+  it('reads error text from data.message when the top level lacks it (older servers)', () => {
+    expect(parseServerFrame('{"type":"error","data":{"message":"boom","code":"internal"}}')).toMatchObject({
+      message: 'boom',
+      code: 'internal',
+    });
+  });
+});
+
+describe('limits', () => {
+  it('checks room names and content like the server does', () => {
+    expect(isValidRoomName('general')).toBe(true);
+    expect(isValidRoomName('a.b-c_d9')).toBe(true);
+    expect(isValidRoomName('')).toBe(false);
+    expect(isValidRoomName('with space')).toBe(false);
+    expect(isValidRoomName('é')).toBe(false);
+    expect(contentProblem('hi')).toBeNull();
+    expect(contentProblem(' \n ')).not.toBeNull();
+    expect(contentProblem('a\u0000b')).not.toBeNull();
+    expect(contentProblem('😀'.repeat(4000))).toBeNull(); // 4000 characters, 8000 UTF-16 units
+    expect(contentProblem('x'.repeat(4001))).not.toBeNull();
+  });
+});
+
+describe('mergeById', () => {
+  it('keeps one copy per id, sorted by id, and returns the same array when nothing is new', () => {
+    const a = [{ id: 2 }, { id: 5 }];
+    expect(mergeById(a, [{ id: 5 }, { id: 2 }])).toBe(a);
+    expect(mergeById(a, [{ id: 9 }, { id: 1 }, { id: 9 }, { id: 3 }]).map((m) => m.id)).toEqual([1, 2, 3, 5, 9]);
+  });
+});
