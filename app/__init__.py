@@ -1,0 +1,33 @@
+"""The chat server: a Flask application factory."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask
+
+from .config import DEFAULTS, from_environment, load_dotenv_file
+
+
+def create_app(test_config: dict | None = None) -> Flask:
+    """Build the app: defaults, then the environment (and .env), then `test_config`."""
+    load_dotenv_file()
+    app = Flask(__name__)
+    app.config.from_mapping(DEFAULTS)
+    app.config.update(from_environment())
+    app.config.from_prefixed_env()
+    if test_config:
+        app.config.update(test_config)
+    logging.basicConfig(
+        level=str(app.config["LOG_LEVEL"]).upper(),
+        format="%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s",
+    )
+
+    from . import db, http, login, websocket
+
+    app.config["SOCK_SERVER_OPTIONS"] = websocket.server_options(app.config)
+    db.init_app(app)
+    app.register_blueprint(websocket.bp)
+    app.register_blueprint(http.bp)
+    app.register_blueprint(login.bp)
+    return app

@@ -1,0 +1,182 @@
+"""Fan-out between server processes and hosts through an existing engine.
+
+PostgreSQL LISTEN/NOTIFY by default (messages are announced inside their own insert
+transaction, see store.INSERT_AND_NOTIFY_MESSAGES), Redis pub/sub when REDIS_URL is set.
+Both are at-most-once: after the listener (re)connects, the process catches up from the
+database (`on_connected`), and per-channel gates (hub.py) repair order and gaps.
+
+Payloads are "<origin node>|<json>"; a process skips its own without parsing them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import gevent
+import gevent.socket
+import orjson
+import psycopg2
+
+from . import db
+from .messages import StoredMessage
+from .metrics import BUS_RECONNECTS
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "chat_events"
+RECONNECT_FIRST_SECONDS = 0.2
+RECONNECT_MAX_SECONDS = 5.0
+
+
+def message_payload(origin: str, message: StoredMessage) -> str:
+    body = orjson.dumps({"k": "m", "s": message.seq, "d": message.data}).decode()
+    return f"{origin}|{body}"
+
+
+def event_payload(origin: str, event: dict) -> str:
+    return f"{origin}|{orjson.dumps(event).decode()}"
+
+
+class Bus:
+    """Publishing and listening; subclasses choose the engine."""
+
+    # Name of the NOTIFY channel when messages are announced inside their transaction.
+    notify_channel: str | None = None
+
+    def __init__(self, origin: str, on_payload: Callable[[dict], None], on_connected: Callable[[], None]) -> None:
+        self.origin = origin
+        self.prefix = origin + "|"
+        self.on_payload = on_payload
+        self.on_connected = on_connected
+        self.connected = False
+        self.greenlet: gevent.Greenlet | None = None
+
+    def start(self) -> None:
+        self.greenlet = gevent.spawn(self._listen_forever)
+
+    def publish_messages(self, messages: list[StoredMessage]) -> None:
+        """Announce committed messages (engines that cannot do it inside the transaction)."""
+
+    def publish_event(self, event: dict, cur=None) -> None:
+        raise NotImplementedError
+
+    def _receive(self, payload: str) -> None:
+        if payload.startswith(self.prefix):
+            return  # our own: delivered locally already
+        try:
+            _, _, body = payload.partition("|")
+            self.on_payload(orjson.loads(body))
+        except Exception:
+            log.exception("bad bus payload")
+
+    def _listen_forever(self) -> None:
+        delay = RECONNECT_FIRST_SECONDS
+        while True:
+            try:
+                self._listen()
+            except gevent.GreenletExit:
+                raise
+            except Exception as exc:
+                log.warning("bus listener lost its connection (%s); reconnecting", exc.__class__.__name__)
+            self.connected = False
+            BUS_RECONNECTS.inc()
+            gevent.sleep(delay)
+            delay = min(delay * 2, RECONNECT_MAX_SECONDS)
+            if self.connected:
+                delay = RECONNECT_FIRST_SECONDS
+
+    def _listen(self) -> None:
+        raise NotImplementedError
+
+
+class PostgresBus(Bus):
+    """LISTEN/NOTIFY on the chat database: no extra component, announced at commit."""
+
+    notify_channel = CHANNEL
+
+    def __init__(self, dsn: str, pool: db.Pool, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.dsn = dsn
+        self.pool = pool
+
+    def publish_event(self, event: dict, cur=None) -> None:
+        payload = event_payload(self.origin, event)
+        if cur is not None:
+            cur.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
+            return
+        with self.pool.transaction() as cur:
+            cur.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
+
+    def _listen(self) -> None:
+        conn = db.connect(self.dsn, autocommit=True)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(f"LISTEN {CHANNEL}")
+            self.connected = True
+            log.info("bus: listening on PostgreSQL channel %s", CHANNEL)
+            # Listening first, then catching up: nothing committed falls in between.
+            self.on_connected()
+            while True:
+                gevent.socket.wait_read(conn.fileno())
+                conn.poll()
+                notifies, conn.notifies[:] = list(conn.notifies), []
+                for notify in notifies:
+                    self._receive(notify.payload)
+        finally:
+            try:
+                conn.close()
+            except psycopg2.Error:
+                pass
+
+
+class RedisBus(Bus):
+    """Redis pub/sub: published right after each commit, at most once."""
+
+    def __init__(self, url: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        import redis
+
+        self.url = url
+        # Publishing must never hold up the commit loop for long.
+        self.publisher = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+
+    def publish_messages(self, messages: list[StoredMessage]) -> None:
+        if not messages:
+            return
+        try:
+            pipe = self.publisher.pipeline(transaction=False)
+            for message in messages:
+                pipe.publish(CHANNEL, message_payload(self.origin, message))
+            pipe.execute()
+        except Exception as exc:
+            # Stored and delivered here; other processes find it by their gap checks.
+            log.warning("bus: publish to Redis failed (%s)", exc.__class__.__name__)
+
+    def publish_event(self, event: dict, cur=None) -> None:
+        try:
+            self.publisher.publish(CHANNEL, event_payload(self.origin, event))
+        except Exception as exc:
+            log.warning("bus: publish to Redis failed (%s)", exc.__class__.__name__)
+
+    def _listen(self) -> None:
+        import redis
+
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=2.0, health_check_interval=10)
+        pubsub = client.pubsub(ignore_subscribe_messages=False)
+        try:
+            pubsub.subscribe(CHANNEL)
+            for item in pubsub.listen():
+                if item["type"] == "subscribe":
+                    self.connected = True
+                    log.info("bus: subscribed to Redis channel %s", CHANNEL)
+                    self.on_connected()
+                elif item["type"] == "message":
+                    data = item["data"]
+                    self._receive(data.decode() if isinstance(data, bytes) else data)
+        finally:
+            try:
+                pubsub.close()
+                client.close()
+            except Exception:
+                pass

@@ -1,0 +1,92 @@
+"""Configuration defaults and the environment variables that override them.
+
+Every key of DEFAULTS can be set by an environment variable of the same name (or in a
+`.env` file in the working directory); values are coerced to the default's type.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+DEFAULTS: dict[str, Any] = {
+    # Where the data lives. Without DATABASE_URL, `make run` starts an embedded server.
+    "DATABASE_URL": "",
+    # Shared HS256 secret with the backend that issues tokens.
+    "JWT_SECRET": "",
+    # Cross-process fan-out: "postgres" (LISTEN/NOTIFY), "redis", or "auto" (redis when
+    # REDIS_URL is set, else postgres).
+    "CHAT_BUS": "auto",
+    "REDIS_URL": "",
+    "ROOMS_AUTO_CREATE": True,
+    "LOG_LEVEL": "INFO",
+    # Limits of PROTOCOL.md §4.
+    "MAX_CONTENT_CHARS": 4000,
+    "MAX_FRAME_BYTES": 64 * 1024,
+    "RATE_BURST_FRAMES": 30,
+    "RATE_FRAMES_PER_SECOND": 10.0,
+    "HISTORY_DEFAULT_LIMIT": 50,
+    "HISTORY_MAX_LIMIT": 200,
+    # Frames a replay (`join` with `since`) reads from the database per query.
+    "REPLAY_PAGE_SIZE": 500,
+    # An idle connection is pinged this often; one that sends nothing back within
+    # PONG_TIMEOUT_SECONDS after a ping is dropped.
+    "PING_INTERVAL_SECONDS": 25.0,
+    "PONG_TIMEOUT_SECONDS": 20.0,
+    # How long an unauthenticated connection may wait before its `auth` frame.
+    "AUTH_TIMEOUT_SECONDS": 10.0,
+    # Frames queued for one client before it counts as too slow and is closed with 1008.
+    "OUTBOX_MAX_FRAMES": 2000,
+    # How long a slow client gets to take its close frame before the socket is cut.
+    "CLOSE_TIMEOUT_SECONDS": 5.0,
+    # Database pool: connections per worker process, and how long to wait for one.
+    "DB_POOL_SIZE": 8,
+    "DB_CONNECT_TIMEOUT_SECONDS": 3,
+    "DB_ACQUIRE_TIMEOUT_SECONDS": 5.0,
+    # Group commit: at most this many messages share one transaction.
+    "BATCH_MAX_MESSAGES": 256,
+    # How long a send may wait for its commit before the client gets `unavailable`.
+    "STORE_TIMEOUT_SECONDS": 10.0,
+    # Cluster membership: a process that has not refreshed its heartbeat for
+    # NODE_TIMEOUT_SECONDS is dead and its presence entries are removed.
+    "HEARTBEAT_SECONDS": 3.0,
+    "NODE_TIMEOUT_SECONDS": 10.0,
+    # How long a message may wait for an earlier one of the same room before the
+    # gap is filled from the database.
+    "GAP_WAIT_SECONDS": 0.5,
+    # Standalone sign-in (POST /api/login); switch off where another backend issues tokens.
+    "LOGIN_ENABLED": True,
+    "TOKEN_TTL_SECONDS": 12 * 3600,
+    # Built React page served at GET /.
+    "WEB_DIST": str(PROJECT_ROOT / "web" / "app" / "dist"),
+}
+
+
+def _coerce(raw: str, default: Any) -> Any:
+    if isinstance(default, bool):
+        return raw.strip().lower() in ("1", "true", "yes", "on")
+    if isinstance(default, int):
+        return int(raw)
+    if isinstance(default, float):
+        return float(raw)
+    return raw
+
+
+def from_environment(environ: os._Environ[str] | dict[str, str] | None = None) -> dict[str, Any]:
+    """Return the keys of DEFAULTS that the environment sets, with the default's type."""
+    environ = os.environ if environ is None else environ
+    found: dict[str, Any] = {}
+    for key, default in DEFAULTS.items():
+        if key in environ and environ[key] != "":
+            found[key] = _coerce(environ[key], default)
+    return found
+
+
+def load_dotenv_file() -> None:
+    """Read `.env` from the working directory without overriding the real environment."""
+    from dotenv import load_dotenv
+
+    load_dotenv(Path.cwd() / ".env", override=False)

@@ -1,0 +1,222 @@
+"""PostgreSQL access: psycopg2 made cooperative under gevent, in a greenlet-safe pool.
+
+Take a connection per operation (`with pool.transaction() as cur:`), never for a
+socket's life. Connection-level failures become `Unavailable`, and the connection that
+failed is forgotten together with every idle one (after a server restart they are all dead).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+import psycopg2
+import psycopg2.extensions
+import psycopg2.extras
+from flask import Flask, current_app
+from gevent.lock import BoundedSemaphore
+from gevent.socket import wait_read, wait_write
+
+from .errors import Unavailable
+from .metrics import DB_SECONDS
+
+log = logging.getLogger(__name__)
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schema.sql"
+
+# Errors that mean "the connection or the server is gone", not "this statement is wrong".
+CONNECTION_ERRORS = (psycopg2.OperationalError, psycopg2.InterfaceError)
+
+
+def gevent_wait_callback(conn, timeout=None) -> None:
+    """Let other greenlets run while psycopg2 waits on the server's socket."""
+    while True:
+        state = conn.poll()
+        if state == psycopg2.extensions.POLL_OK:
+            return
+        if state == psycopg2.extensions.POLL_READ:
+            wait_read(conn.fileno(), timeout=timeout)
+        elif state == psycopg2.extensions.POLL_WRITE:
+            wait_write(conn.fileno(), timeout=timeout)
+        else:
+            raise psycopg2.OperationalError(f"bad poll state: {state!r}")
+
+
+def make_cooperative() -> None:
+    psycopg2.extensions.set_wait_callback(gevent_wait_callback)
+
+
+def connect(dsn: str, connect_timeout: int = 3, autocommit: bool = False):
+    """One new connection in UTC, with TCP keepalives so a vanished server is noticed."""
+    conn = psycopg2.connect(
+        dsn,
+        connect_timeout=connect_timeout,
+        options="-c timezone=UTC",
+        application_name="chat-server",
+        keepalives=1,
+        keepalives_idle=10,
+        keepalives_interval=5,
+        keepalives_count=3,
+    )
+    conn.autocommit = autocommit
+    return conn
+
+
+class Pool:
+    """A bounded pool: blocks when every connection is in use, forgets broken ones."""
+
+    def __init__(self, dsn: str, size: int = 8, connect_timeout: int = 3, acquire_timeout: float = 5.0) -> None:
+        self.dsn = dsn
+        self.size = size
+        self.connect_timeout = connect_timeout
+        self.acquire_timeout = acquire_timeout
+        self._idle: list = []
+        self._slots = BoundedSemaphore(size)
+
+    @contextmanager
+    def connection(self) -> Iterator:
+        """Lend one connection; broken ones are closed instead of returned."""
+        if not self._slots.acquire(timeout=self.acquire_timeout):
+            raise Unavailable("database is busy: no connection free, retry later")
+        conn = None
+        try:
+            try:
+                conn = self._idle.pop() if self._idle else connect(self.dsn, self.connect_timeout)
+            except CONNECTION_ERRORS as exc:
+                log.warning("database connection failed: %s", str(exc).strip().splitlines()[0] if str(exc) else exc)
+                raise Unavailable("database is unavailable, retry later") from None
+            yield conn
+        except CONNECTION_ERRORS as exc:
+            self._forget(conn)
+            conn = None
+            log.warning("database connection lost: %s", str(exc).strip().splitlines()[0] if str(exc) else exc)
+            raise Unavailable("database is unavailable, retry later") from None
+        finally:
+            if conn is not None:
+                if conn.closed or conn.info.transaction_status != psycopg2.extensions.TRANSACTION_STATUS_IDLE:
+                    self._forget(conn)
+                else:
+                    self._idle.append(conn)
+            self._slots.release()
+
+    @contextmanager
+    def transaction(self) -> Iterator:
+        """A cursor in one transaction: commit when the block ends, roll back if it raises."""
+        with self.connection() as conn:
+            started = time.perf_counter()
+            try:
+                with conn.cursor() as cur:
+                    yield cur
+                conn.commit()
+            except BaseException:
+                if not conn.closed:
+                    try:
+                        conn.rollback()
+                    except CONNECTION_ERRORS:
+                        pass
+                raise
+            finally:
+                DB_SECONDS.observe(time.perf_counter() - started)
+
+    def _forget(self, conn) -> None:
+        """Close a broken connection and every idle one: after a restart all are dead."""
+        stale, self._idle = self._idle, []
+        for each in [conn, *stale]:
+            if each is not None and not each.closed:
+                try:
+                    each.close()
+                except Exception:
+                    pass
+
+    def close(self) -> None:
+        self._forget(None)
+
+
+def load_schema(dsn: str) -> None:
+    """Apply schema.sql; every statement in it is safe to run again."""
+    conn = connect(dsn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(SCHEMA_PATH.read_text())
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def ping(dsn: str, timeout: int = 2) -> bool:
+    """True when the database answers a trivial query within `timeout` seconds."""
+    try:
+        conn = connect(dsn, connect_timeout=timeout)
+    except CONNECTION_ERRORS:
+        return False
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1")
+        return True
+    except CONNECTION_ERRORS:
+        return False
+    finally:
+        conn.close()
+
+
+@click.command("init-db")
+def init_db_command() -> None:
+    """Create or upgrade the tables in DATABASE_URL (safe to run twice)."""
+    load_schema(current_app.config["DATABASE_URL"])
+    click.echo("schema loaded")
+
+
+@click.command("create-user")
+@click.argument("username")
+@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True)
+def create_user_command(username: str, password: str) -> None:
+    """Create a user (or set its password) for standalone sign-in."""
+    from werkzeug.security import generate_password_hash
+
+    conn = connect(current_app.config["DATABASE_URL"])
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                """INSERT INTO users (username, password) VALUES (%s, %s)
+                   ON CONFLICT (username) DO UPDATE SET password = EXCLUDED.password
+                   RETURNING id""",
+                (username, generate_password_hash(password)),
+            )
+            user_id = cur.fetchone()[0]
+        conn.commit()
+    finally:
+        conn.close()
+    click.echo(f"user {username} has id {user_id}")
+
+
+@click.command("token")
+@click.argument("username")
+def token_command(username: str) -> None:
+    """Print a token for USERNAME (created when missing), signed with JWT_SECRET."""
+    from .tokens import issue_token
+
+    conn = connect(current_app.config["DATABASE_URL"])
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                """INSERT INTO users (username) VALUES (%s)
+                   ON CONFLICT (username) DO UPDATE SET username = EXCLUDED.username
+                   RETURNING id""",
+                (username,),
+            )
+            user_id = cur.fetchone()[0]
+        conn.commit()
+    finally:
+        conn.close()
+    config = current_app.config
+    click.echo(issue_token(config["JWT_SECRET"], user_id, username, config["TOKEN_TTL_SECONDS"]))
+
+
+def init_app(app: Flask) -> None:
+    app.cli.add_command(init_db_command)
+    app.cli.add_command(create_user_command)
+    app.cli.add_command(token_command)

@@ -1,0 +1,168 @@
+"""What each client command does: the routing table from frame type to action."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from . import protocol, store
+from .connection import Connection
+from .errors import ChatError, Invalid, NotFound, NotJoined
+from .protocol import Command
+from .runtime import ChatRuntime
+from .wsframe import text_frame
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[ChatRuntime, Connection, Command], None]
+
+
+def dispatch(rt: ChatRuntime, conn: Connection, command: Command) -> None:
+    HANDLERS[command.type](rt, conn, command)
+
+
+def handle_auth(rt: ChatRuntime, conn: Connection, command: Command) -> None:
+    raise Invalid("already authenticated")
+
+
+def handle_ping(rt: ChatRuntime, conn: Connection, command: Command) -> None:
+    conn.send_frame(PONG_FRAME)
+
+
+def handle_join(rt: ChatRuntime, conn: Connection, command: Command) -> None:
+    room = command.room
+    newly_joined = room not in conn.rooms
+    with rt.pool.transaction() as cur:
+        state = store.open_room(cur, room, create=rt.config["ROOMS_AUTO_CREATE"])
+        if state is None:
+            raise NotFound(f"room '{room}' does not exist")
+        announced: list[dict] = []
+        if newly_joined and not rt.hub.user_in_room(conn.user_id, room, besides=conn):
+            announced = rt.presence.enter(cur, room, conn.user_id, conn.username)
+        users = rt.presence.online_users(cur, room)
+    if not any(user["userId"] == conn.user_id for user in users):
+        users.append({"userId": conn.user_id, "username": conn.username})
+    if command.since is not None:
+        conn.replay_buffers[room] = []  # live messages wait until the replay is sent
+    rt.hub.join_room(conn, room, state.last_seq, state.last_id)
+    conn.rooms.add(room)
+    conn.send(protocol.join_ack_frame(room, users))
+    rt.presence.after_commit(announced)
+    if command.since is not None:
+        replay(rt, conn, room, command.since)
+
+
+def replay(rt: ChatRuntime, conn: Connection, room: str, since: int) -> None:
+    """Send every message of the room after `since`, then what arrived live meanwhile.
+
+    The connection was registered before the first query, so each message is either in
+    the database snapshot or in the live buffer (or both: sent once, by id).
+    """
+    last_sent = since
+    page_size = rt.config["REPLAY_PAGE_SIZE"]
+    try:
+        while True:
+            with rt.pool.transaction() as cur:
+                page = store.channel_after(cur, ("r", room), last_sent, None, page_size)
+            for message in page:
+                conn.send_frame(message.wire_frame)
+                last_sent = message.id
+            if len(page) < page_size:
+                break
+            conn.wait_until_drained()
+            if room not in conn.replay_buffers:
+                return  # left meanwhile
+    except ChatError:
+        # A replay with a hole would let the client skip messages for good: undo the
+        # join instead, so that it joins again with the same `since`.
+        conn.replay_buffers.pop(room, None)
+        leave_room(rt, conn, room)
+        raise
+    for message in conn.replay_buffers.pop(room, ()):
+        if message.id > last_sent:
+            conn.send_frame(message.wire_frame)
+
+
+def handle_leave(rt: ChatRuntime, conn: Connection, command: Command) -> None:
+    if command.room not in conn.rooms:
+        raise NotJoined(f"not joined to room '{command.room}'")
+    leave_room(rt, conn, command.room)
+    conn.send(protocol.left_frame(command.room))
+
+
+def leave_room(rt: ChatRuntime, conn: Connection, room: str) -> None:
+    conn.rooms.discard(room)
+    conn.replay_buffers.pop(room, None)
+    rt.hub.leave_room(conn, room)
+    if not rt.hub.user_in_room(conn.user_id, room):
+        rt.presence.leave(room, conn.user_id, conn.username)
+
+
+def handle_message(rt: ChatRuntime, conn: Connection, command: Command) -> None:
+    if command.room not in conn.rooms:
+        raise NotJoined(f"join room '{command.room}' before sending to it")
+    draft = store.Draft(conn.user_id, conn.username, command.content, room=command.room, client_id=command.client_id)
+    outcome = rt.batcher.submit(draft, conn)
+    if outcome.duplicate:
+        conn.send_frame(outcome.message.wire_frame)
+
+
+def handle_dm(rt: ChatRuntime, conn: Connection, command: Command) -> None:
+    ensure_user_exists(rt, command.to)
+    draft = store.Draft(conn.user_id, conn.username, command.content, to_user=command.to, client_id=command.client_id)
+    outcome = rt.batcher.submit(draft, conn)
+    if outcome.duplicate:
+        conn.send(protocol.dm_sent_frame(outcome.message.data))
+
+
+def ensure_user_exists(rt: ChatRuntime, user_id: int) -> None:
+    if user_id in rt.known_users:
+        return
+    with rt.pool.transaction() as cur:
+        exists = store.user_exists(cur, user_id)
+    if not exists:
+        raise NotFound(f"user {user_id} does not exist")
+    rt.known_users.add(user_id)
+
+
+def handle_room_history(rt: ChatRuntime, conn: Connection, command: Command) -> None:
+    with rt.pool.transaction() as cur:
+        if command.room not in conn.rooms and not store.room_exists(cur, command.room):
+            raise NotFound(f"room '{command.room}' does not exist")
+        messages = store.room_history(cur, command.room, command.limit, command.before, command.after)
+    conn.send(protocol.room_history_frame(command.room, [m.data for m in messages]))
+
+
+def handle_dm_history(rt: ChatRuntime, conn: Connection, command: Command) -> None:
+    ensure_user_exists(rt, command.to)
+    with rt.pool.transaction() as cur:
+        messages = store.dm_history(cur, conn.user_id, command.to, command.limit, command.before, command.after)
+    conn.send(protocol.dm_history_frame(command.to, [m.data for m in messages]))
+
+
+def handle_typing(rt: ChatRuntime, conn: Connection, command: Command) -> None:
+    if command.room not in conn.rooms:
+        raise NotJoined(f"not joined to room '{command.room}'")
+    rt.publish_typing(command.room, conn.user_id, conn.username)
+
+
+def handle_rooms(rt: ChatRuntime, conn: Connection, command: Command) -> None:
+    with rt.pool.transaction() as cur:
+        rooms = store.list_rooms(cur, rt.config["NODE_TIMEOUT_SECONDS"])
+    conn.send(protocol.rooms_frame(rooms))
+
+
+PONG_FRAME = text_frame(protocol.PONG)
+
+HANDLERS: dict[str, Handler] = {
+    "auth": handle_auth,
+    "ping": handle_ping,
+    "join": handle_join,
+    "leave": handle_leave,
+    "message": handle_message,
+    "dm": handle_dm,
+    "room_history": handle_room_history,
+    "dm_history": handle_dm_history,
+    "typing": handle_typing,
+    "rooms": handle_rooms,
+}

@@ -1,0 +1,231 @@
+"""The process-local side of delivery: who is connected here, and per-channel ordering.
+
+Messages reach this process from two directions: right after our own commits (the fast
+path) and from the bus (other processes' commits). Neither path alone keeps room order, and
+pub/sub may lose messages, so every room and conversation with a member here has a `Gate`
+that releases messages strictly in their channel sequence: duplicates are dropped, early
+ones wait, and a gap that does not close by itself is filled from the database.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import gevent
+
+from . import protocol
+from .errors import ChatError
+from .messages import ChannelKey, StoredMessage
+from .metrics import GAP_FILLS
+from .wsframe import text_frame
+
+if TYPE_CHECKING:
+    from .connection import Connection
+
+log = logging.getLogger(__name__)
+
+# Rows fetched per query while filling a gap or catching up after a bus outage.
+FILL_PAGE_SIZE = 500
+
+# fetch(channel, after_id, up_to_seq or None, limit) -> messages in id order
+Fetcher = Callable[[ChannelKey, int, "int | None", int], list[StoredMessage]]
+
+
+@dataclass
+class Gate:
+    """Where one channel's stream stands in this process."""
+
+    next_seq: int  # the sequence number to release next
+    last_id: int  # id of the last message released (or older): the fill query's lower bound
+    pending: dict[int, StoredMessage] = field(default_factory=dict)  # early arrivals by seq
+    filling: bool = False
+
+
+class Hub:
+    """Local membership tables, channel gates and fan-out for one server process."""
+
+    def __init__(self, fetch: Fetcher, gap_wait_seconds: float) -> None:
+        self.fetch = fetch
+        self.gap_wait_seconds = gap_wait_seconds
+        # room name -> connections of this process joined to it (a dict keeps join order)
+        self.members_by_room: dict[str, dict[Connection, None]] = {}
+        # user id -> that user's authenticated connections in this process
+        self.connections_by_user: dict[int, set[Connection]] = {}
+        # channel -> its gate, for every room and conversation with a member here
+        self.gates: dict[ChannelKey, Gate] = {}
+        # users whose conversations could not be listed when they connected (database
+        # down): a DM of theirs on an unknown channel starts the stream where it stands
+        self.users_without_threads: set[int] = set()
+
+    # --- membership ---------------------------------------------------------------------
+
+    def add_user_connection(self, conn: Connection, threads: list[tuple[ChannelKey, int, int]] | None) -> None:
+        """Register an authenticated connection; `threads` are its user's conversations."""
+        self.connections_by_user.setdefault(conn.user_id, set()).add(conn)
+        if threads is None:
+            self.users_without_threads.add(conn.user_id)
+            return
+        self.users_without_threads.discard(conn.user_id)
+        for channel, last_seq, last_id in threads:
+            self.track(channel, last_seq, last_id)
+
+    def remove_user_connection(self, conn: Connection) -> None:
+        connections = self.connections_by_user.get(conn.user_id)
+        if connections is None:
+            return
+        connections.discard(conn)
+        if connections:
+            return
+        del self.connections_by_user[conn.user_id]
+        self.users_without_threads.discard(conn.user_id)
+        for channel in [key for key in self.gates if key[0] == "d" and conn.user_id in key[1:]]:
+            if not any(user in self.connections_by_user for user in channel[1:]):
+                del self.gates[channel]
+
+    def join_room(self, conn: Connection, room: str, last_seq: int, last_id: int) -> None:
+        """Add a member; the room's stream here starts after (last_seq, last_id) if new."""
+        self.track(("r", room), last_seq, last_id)
+        self.members_by_room.setdefault(room, {})[conn] = None
+
+    def leave_room(self, conn: Connection, room: str) -> None:
+        members = self.members_by_room.get(room)
+        if members is None:
+            return
+        members.pop(conn, None)
+        if not members:
+            del self.members_by_room[room]
+            self.gates.pop(("r", room), None)
+
+    def user_in_room(self, user_id: int, room: str, besides: Connection | None = None) -> bool:
+        """Whether another connection of this user, here, is joined to the room."""
+        return any(c.user_id == user_id and c is not besides for c in self.members_by_room.get(room, ()))
+
+    def track(self, channel: ChannelKey, last_seq: int, last_id: int) -> None:
+        if channel not in self.gates:
+            self.gates[channel] = Gate(next_seq=last_seq + 1, last_id=last_id)
+
+    # --- delivery -------------------------------------------------------------------------
+
+    def deliver(self, message: StoredMessage) -> None:
+        """Release a committed message to local receivers in channel order (exactly once)."""
+        channel = message.channel
+        gate = self.gates.get(channel)
+        if gate is None:
+            gate = self._gate_for_new_conversation(message)
+            if gate is None:
+                return  # nobody here takes this channel
+        if message.seq < gate.next_seq:
+            return  # seen already (the fast path and the bus both bring our own)
+        if message.seq > gate.next_seq:
+            gate.pending[message.seq] = message
+            self._schedule_fill(channel, gate, delay=self.gap_wait_seconds)
+            return
+        self._release(gate, message)
+        self._drain(gate)
+
+    def _gate_for_new_conversation(self, message: StoredMessage) -> Gate | None:
+        if not message.is_dm:
+            return None
+        users = message.channel[1:]
+        if not any(user in self.connections_by_user for user in users):
+            return None
+        # A conversation unknown when its local user connected was started afterwards:
+        # all of it is news, from seq 1 (unless that listing failed: then from here).
+        if any(user in self.users_without_threads for user in users):
+            gate = Gate(next_seq=message.seq, last_id=message.id - 1)
+        else:
+            gate = Gate(next_seq=1, last_id=0)
+        self.gates[message.channel] = gate
+        return gate
+
+    def _release(self, gate: Gate, message: StoredMessage) -> None:
+        gate.next_seq = message.seq + 1
+        gate.last_id = max(gate.last_id, message.id)
+        if message.is_dm:
+            self._fan_out_dm(message)
+        else:
+            for conn in tuple(self.members_by_room.get(message.data["room"], ())):
+                conn.room_message(message)
+
+    def _drain(self, gate: Gate) -> None:
+        while gate.pending:
+            lowest = min(gate.pending)
+            if lowest < gate.next_seq:
+                del gate.pending[lowest]
+            elif lowest == gate.next_seq:
+                self._release(gate, gate.pending.pop(lowest))
+            else:
+                return
+
+    def _fan_out_dm(self, message: StoredMessage) -> None:
+        sender, recipient = message.data["fromUser"], message.data["to"]
+        frame = message.wire_frame
+        receivers = set(self.connections_by_user.get(recipient, ()))
+        receivers.update(self.connections_by_user.get(sender, ()))
+        for conn in receivers:
+            if conn is message.origin_connection:
+                conn.send_frame(text_frame(protocol.encode(protocol.dm_sent_frame(message.data))))
+            else:
+                conn.send_frame(frame)
+
+    # --- gaps ----------------------------------------------------------------------------------
+
+    def _schedule_fill(self, channel: ChannelKey, gate: Gate, delay: float, up_to_seq: int | None = None) -> None:
+        if not gate.filling:
+            gate.filling = True
+            gevent.spawn_later(delay, self._fill, channel, gate, up_to_seq)
+
+    def _fill(self, channel: ChannelKey, gate: Gate, up_to_seq: int | None) -> None:
+        """Fetch what is missing before the earliest waiting message (or up to a seq)."""
+        try:
+            while self.gates.get(channel) is gate:
+                target = up_to_seq if up_to_seq is not None else (min(gate.pending) - 1 if gate.pending else None)
+                if target is None or target < gate.next_seq:
+                    return
+                GAP_FILLS.inc()
+                found = self.fetch(channel, gate.last_id, target, FILL_PAGE_SIZE)
+                if self.gates.get(channel) is not gate:
+                    return
+                self.catch_up(gate, found)
+                if len(found) < FILL_PAGE_SIZE:
+                    # Everything up to `target` is committed: a seq still missing is a
+                    # hole (a resend another process stored first) and is skipped.
+                    gate.next_seq = max(gate.next_seq, target + 1)
+                    self._drain(gate)
+                    up_to_seq = None
+        except ChatError:
+            # The database is away; the periodic check tries again.
+            pass
+        except Exception:
+            log.exception("filling a gap in %s failed", channel)
+        finally:
+            gate.filling = False
+
+    def catch_up(self, gate: Gate, found: list[StoredMessage]) -> None:
+        """Release fetched messages (id order) that this process has not released yet."""
+        for message in found:
+            if message.seq >= gate.next_seq:
+                gate.next_seq = message.seq  # a lower seq missing here is a hole
+                self._release(gate, message)
+        self._drain(gate)
+
+    def check_heads(self, heads: dict[ChannelKey, int]) -> None:
+        """Given each channel's last committed seq, fetch whatever has not arrived."""
+        for channel, head in heads.items():
+            gate = self.gates.get(channel)
+            if gate is not None and head >= gate.next_seq:
+                self._schedule_fill(channel, gate, delay=0, up_to_seq=head)
+
+    # --- other events ----------------------------------------------------------------------------
+
+    def to_room_except_user(self, room: str, user_id: int, frame: bytes) -> None:
+        """Send a frame to every member of a room here but the connections of one user."""
+        for conn in tuple(self.members_by_room.get(room, ())):
+            if conn.user_id != user_id:
+                conn.send_frame(frame)
+
+    def all_connections(self) -> list[Connection]:
+        return [conn for conns in self.connections_by_user.values() for conn in conns]

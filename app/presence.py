@@ -1,0 +1,168 @@
+"""Who is online in which room, across every process and host, kept in PostgreSQL.
+
+Each process (node) holds a row in chat_nodes refreshed by a heartbeat, and a row in
+room_presence per (room, user) it has connections for. A user's presence event goes out
+when their first connection anywhere joins a room and when their last one leaves; an
+advisory lock per (room, user) makes "first" and "last" exact across nodes. A node whose
+heartbeat is older than NODE_TIMEOUT_SECONDS is dead: the others remove its rows and send
+the `leave` events, so a killed worker's users disappear within that bound.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from .bus import Bus
+from .db import Pool
+from .errors import ChatError
+
+log = logging.getLogger(__name__)
+
+ALIVE = "SELECT node_id FROM chat_nodes WHERE heartbeat_at > now() - make_interval(secs => %s)"
+
+
+class Presence:
+    def __init__(
+        self,
+        pool: Pool,
+        bus: Bus,
+        node_id: str,
+        node_timeout_seconds: float,
+        deliver_event: Callable[[dict], None],
+    ) -> None:
+        self.pool = pool
+        self.bus = bus
+        self.node_id = node_id
+        self.node_timeout = node_timeout_seconds
+        self.deliver_event = deliver_event
+        # (room, user_id, username) whose leave could not be written (database away)
+        self.unsaved_leaves: set[tuple[str, int, str]] = set()
+
+    def _lock(self, cur, room: str, user_id: int) -> None:
+        cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"presence:{room}:{user_id}",))
+
+    def _others_online(self, cur, room: str, user_id: int) -> bool:
+        cur.execute(
+            f"""SELECT EXISTS (SELECT 1 FROM room_presence WHERE room = %s AND user_id = %s
+                              AND node_id <> %s AND node_id IN ({ALIVE}))""",
+            (room, user_id, self.node_id, self.node_timeout),
+        )
+        return cur.fetchone()[0]
+
+    def enter(self, cur, room: str, user_id: int, username: str) -> list[dict]:
+        """Record the user here in the room, in the caller's transaction.
+
+        Returns the announcements to pass to `after_commit` once that transaction commits.
+        """
+        announced: list[dict] = []
+        self._lock(cur, room, user_id)
+        cur.execute(
+            "INSERT INTO room_presence (room, user_id, node_id) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+            (room, user_id, self.node_id),
+        )
+        if not self._others_online(cur, room, user_id):
+            self._announce(cur, announced, room, "join", user_id, username)
+        return announced
+
+    def leave(self, room: str, user_id: int, username: str) -> None:
+        """Forget the user here in the room; announce if no connection of theirs remains."""
+        announced: list[dict] = []
+        try:
+            with self.pool.transaction() as cur:
+                self._lock(cur, room, user_id)
+                cur.execute(
+                    "DELETE FROM room_presence WHERE room = %s AND user_id = %s AND node_id = %s",
+                    (room, user_id, self.node_id),
+                )
+                if not self._others_online(cur, room, user_id):
+                    self._announce(cur, announced, room, "leave", user_id, username)
+            self.unsaved_leaves.discard((room, user_id, username))
+            self.after_commit(announced)
+        except ChatError:
+            self.unsaved_leaves.add((room, user_id, username))
+
+    def _announce(self, cur, announced: list[dict], room: str, event: str, user_id: int, username: str) -> None:
+        payload = {"k": "p", "room": room, "event": event, "userId": user_id, "username": username}
+        if self.bus.notify_channel:
+            self.bus.publish_event(payload, cur)  # heard when this transaction commits
+        announced.append(payload)
+
+    def after_commit(self, announced: list[dict]) -> None:
+        """Deliver the announcements of a committed transaction here (and publish them)."""
+        for payload in announced:
+            if not self.bus.notify_channel:
+                self.bus.publish_event(payload)
+            self.deliver_event(payload)
+
+    def online_users(self, cur, room: str) -> list[dict]:
+        cur.execute(
+            f"""SELECT DISTINCT p.user_id, COALESCE(u.username, 'user' || p.user_id)
+                FROM room_presence p LEFT JOIN users u ON u.id = p.user_id
+                WHERE p.room = %s AND p.node_id IN ({ALIVE})
+                ORDER BY 1""",
+            (room, self.node_timeout),
+        )
+        return [{"userId": user_id, "username": username} for user_id, username in cur]
+
+    # --- the heartbeat ---------------------------------------------------------------------------
+
+    def heartbeat(self, local_presence: Callable[[], set[tuple[str, int, str]]]) -> None:
+        """Refresh our node, retry unsaved leaves, and bury nodes that stopped beating."""
+        with self.pool.transaction() as cur:
+            cur.execute(
+                """INSERT INTO chat_nodes (node_id) VALUES (%s)
+                   ON CONFLICT (node_id) DO UPDATE SET heartbeat_at = now()
+                   RETURNING (xmax = 0)""",
+                (self.node_id,),
+            )
+            was_missing = cur.fetchone()[0]
+        if was_missing:
+            # New, or buried by the others while we could not beat: say again who is here.
+            for room, user_id, username in local_presence():
+                with self.pool.transaction() as cur:
+                    announced = self.enter(cur, room, user_id, username)
+                self.after_commit(announced)
+        for room, user_id, username in list(self.unsaved_leaves):
+            if (room, user_id, username) not in local_presence():
+                self.leave(room, user_id, username)
+            else:
+                self.unsaved_leaves.discard((room, user_id, username))
+        self._bury_dead_nodes()
+
+    def _bury_dead_nodes(self) -> None:
+        with self.pool.transaction() as cur:
+            cur.execute(
+                """DELETE FROM chat_nodes WHERE heartbeat_at < now() - make_interval(secs => %s)
+                   RETURNING node_id""",
+                (self.node_timeout,),
+            )
+            dead = [row[0] for row in cur]
+            if not dead:
+                return
+            cur.execute(
+                """DELETE FROM room_presence p WHERE node_id = ANY(%s)
+                   RETURNING p.room, p.user_id,
+                             (SELECT username FROM users u WHERE u.id = p.user_id)""",
+                (dead,),
+            )
+            gone = sorted({(room, user_id, username or f"user{user_id}") for room, user_id, username in cur})
+        log.info("buried %d dead node(s): %s", len(dead), ", ".join(dead))
+        for room, user_id, username in gone:
+            announced: list[dict] = []
+            with self.pool.transaction() as cur:
+                self._lock(cur, room, user_id)
+                cur.execute(
+                    f"""SELECT EXISTS (SELECT 1 FROM room_presence WHERE room = %s AND user_id = %s
+                                      AND node_id IN ({ALIVE}))""",
+                    (room, user_id, self.node_timeout),
+                )
+                if not cur.fetchone()[0]:
+                    self._announce(cur, announced, room, "leave", user_id, username)
+            self.after_commit(announced)
+
+    def forget_node(self) -> None:
+        """On shutdown: remove our node and presence rows (the leaves were sent already)."""
+        with self.pool.transaction() as cur:
+            cur.execute("DELETE FROM room_presence WHERE node_id = %s", (self.node_id,))
+            cur.execute("DELETE FROM chat_nodes WHERE node_id = %s", (self.node_id,))

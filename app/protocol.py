@@ -1,0 +1,280 @@
+"""Client frames parsed into commands, and server frames built: PROTOCOL.md without I/O.
+
+`parse_frame` turns one received text frame into a `Command` or raises a `ChatError`;
+the `*_frame` functions build server frames as dicts and `encode` serialises them once.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from .errors import BadJson, Invalid, TooLarge, UnknownType
+
+ROOM_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
+CLIENT_ID_MAX_CHARS = 64
+
+# Older clients spoke these names; each maps to the current type (PROTOCOL.md §2).
+TYPE_ALIASES = {
+    "join_room": "join",
+    "room_message": "message",
+    "direct_message": "dm",
+}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The frame-level limits of PROTOCOL.md §4 (each configurable)."""
+
+    max_content_chars: int = 4000
+    history_default_limit: int = 50
+    history_max_limit: int = 200
+
+
+@dataclass(frozen=True)
+class Command:
+    """One validated client request: its type and its normalised fields."""
+
+    type: str
+    room: str | None = None
+    content: str | None = None
+    client_id: str | None = None
+    to: int | None = None
+    since: int | None = None
+    limit: int | None = None
+    before: int | None = None
+    after: int | None = None
+    token: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_frame(raw: str | bytes, limits: Limits = Limits()) -> Command:
+    """Parse and validate one client frame; raise a ChatError naming what is wrong."""
+    if isinstance(raw, (bytes, bytearray)):
+        raise BadJson("frames must be JSON text frames, not binary")
+    try:
+        frame = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadJson(f"frame is not valid JSON: {exc.msg}") from None
+    if not isinstance(frame, dict):
+        raise Invalid("frame must be a JSON object")
+    kind = frame.get("type")
+    if not isinstance(kind, str):
+        raise Invalid("field 'type' is missing or not a string")
+    kind = TYPE_ALIASES.get(kind, kind)
+    parser = _PARSERS.get(kind)
+    if parser is None:
+        raise UnknownType(f"unknown frame type '{kind[:64]}'")
+    return parser(frame, limits)
+
+
+# --- field readers -------------------------------------------------------------------
+
+
+def _int_field(frame: dict[str, Any], name: str, *, required: bool, minimum: int = 0) -> int | None:
+    value = frame.get(name)
+    if value is None:
+        if required:
+            raise Invalid(f"field '{name}' is required")
+        return None
+    # JSON true/false are ints to Python; ids never are.
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, str) and value.isdigit() and len(value) < 19:
+            value = int(value)
+        else:
+            raise Invalid(f"field '{name}' must be an integer")
+    if value < minimum:
+        raise Invalid(f"field '{name}' must be at least {minimum}")
+    if value > 2**63 - 1:
+        raise Invalid(f"field '{name}' is out of range")
+    return value
+
+
+def _room(frame: dict[str, Any]) -> str:
+    room = frame.get("room")
+    if room is None:
+        raise Invalid("field 'room' is required")
+    if not isinstance(room, str):
+        raise Invalid("field 'room' must be a string")
+    if not ROOM_NAME.fullmatch(room):
+        raise Invalid("field 'room' must be 1-64 letters, digits, '-', '_' or '.'")
+    return room
+
+
+def _content(frame: dict[str, Any], limits: Limits) -> str:
+    content = frame.get("content")
+    if content is None:
+        raise Invalid("field 'content' is required")
+    if not isinstance(content, str):
+        raise Invalid("field 'content' must be a string")
+    if len(content) > limits.max_content_chars:
+        raise TooLarge(f"field 'content' is longer than {limits.max_content_chars} characters")
+    if "\x00" in content:
+        raise Invalid("field 'content' must not contain NUL characters")
+    if not content.strip():
+        raise Invalid("field 'content' must not be blank")
+    return content
+
+
+def _client_id(frame: dict[str, Any]) -> str | None:
+    client_id = frame.get("clientId")
+    if client_id is None:
+        return None
+    if not isinstance(client_id, str) or not client_id:
+        raise Invalid("field 'clientId' must be a non-empty string")
+    if len(client_id) > CLIENT_ID_MAX_CHARS:
+        raise Invalid(f"field 'clientId' is longer than {CLIENT_ID_MAX_CHARS} characters")
+    if "\x00" in client_id:
+        raise Invalid("field 'clientId' must not contain NUL characters")
+    return client_id
+
+
+def _page(frame: dict[str, Any], limits: Limits) -> dict[str, int | None]:
+    limit = frame.get("limit")
+    if limit is None:
+        limit = limits.history_default_limit
+    elif isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0:
+        raise Invalid("field 'limit' must be a positive integer")
+    return {
+        "limit": min(limit, limits.history_max_limit),
+        "before": _int_field(frame, "before", required=False),
+        "after": _int_field(frame, "after", required=False),
+    }
+
+
+# --- one parser per type ---------------------------------------------------------------
+
+
+def _parse_auth(frame: dict[str, Any], limits: Limits) -> Command:
+    token = frame.get("token")
+    if not isinstance(token, str) or not token:
+        raise Invalid("field 'token' is required and must be a string")
+    return Command("auth", token=token)
+
+
+def _parse_join(frame: dict[str, Any], limits: Limits) -> Command:
+    return Command("join", room=_room(frame), since=_int_field(frame, "since", required=False))
+
+
+def _parse_leave(frame: dict[str, Any], limits: Limits) -> Command:
+    return Command("leave", room=_room(frame))
+
+
+def _parse_message(frame: dict[str, Any], limits: Limits) -> Command:
+    room = _room(frame)
+    return Command("message", room=room, content=_content(frame, limits), client_id=_client_id(frame))
+
+
+def _parse_dm(frame: dict[str, Any], limits: Limits) -> Command:
+    # `direct_message` clients name the recipient `to_user_id`.
+    key = "to" if "to" in frame or "to_user_id" not in frame else "to_user_id"
+    to = _int_field(frame, key, required=True, minimum=1)
+    return Command("dm", to=to, content=_content(frame, limits), client_id=_client_id(frame))
+
+
+def _parse_room_history(frame: dict[str, Any], limits: Limits) -> Command:
+    return Command("room_history", room=_room(frame), **_page(frame, limits))
+
+
+def _parse_dm_history(frame: dict[str, Any], limits: Limits) -> Command:
+    other = _int_field(frame, "with", required=True, minimum=1)
+    return Command("dm_history", to=other, **_page(frame, limits))
+
+
+def _parse_typing(frame: dict[str, Any], limits: Limits) -> Command:
+    return Command("typing", room=_room(frame))
+
+
+def _parse_bare(kind: str):
+    def parse(frame: dict[str, Any], limits: Limits) -> Command:
+        return Command(kind)
+
+    return parse
+
+
+_PARSERS = {
+    "auth": _parse_auth,
+    "join": _parse_join,
+    "leave": _parse_leave,
+    "message": _parse_message,
+    "dm": _parse_dm,
+    "room_history": _parse_room_history,
+    "dm_history": _parse_dm_history,
+    "typing": _parse_typing,
+    "rooms": _parse_bare("rooms"),
+    "ping": _parse_bare("ping"),
+}
+
+
+# --- server frames -----------------------------------------------------------------------
+
+
+def format_timestamp(moment: datetime) -> str:
+    """RFC 3339 in UTC with microseconds and a Z suffix; naive values are taken as UTC."""
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def encode(frame: dict[str, Any]) -> bytes:
+    """Serialise a server frame once; the bytes are shared by every recipient."""
+    return orjson.dumps(frame)
+
+
+def error_frame(code: str, message: str) -> dict[str, Any]:
+    # The text stands twice: existing React clients read data.message.
+    return {"type": "error", "message": message, "code": code, "data": {"message": message, "code": code}}
+
+
+def welcome_frame(user_id: int, username: str, server_time: datetime) -> dict[str, Any]:
+    return {
+        "type": "welcome",
+        "data": {"userId": user_id, "username": username, "serverTime": format_timestamp(server_time)},
+    }
+
+
+def message_frame(data: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "message", "data": data}
+
+
+def dm_frame(data: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "dm", "data": data}
+
+
+def dm_sent_frame(data: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "dm_sent", "data": {"to": data["to"], "status": "ok", "message": data}}
+
+
+def join_ack_frame(room: str, users: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"type": "join_ack", "room": room, "data": {"room": room, "status": "ok", "users": users}}
+
+
+def left_frame(room: str) -> dict[str, Any]:
+    return {"type": "left", "room": room}
+
+
+def presence_frame(room: str, event: str, user_id: int, username: str) -> dict[str, Any]:
+    return {"type": "presence", "room": room, "data": {"event": event, "userId": user_id, "username": username}}
+
+
+def typing_frame(room: str, user_id: int, username: str) -> dict[str, Any]:
+    return {"type": "typing", "room": room, "data": {"userId": user_id, "username": username}}
+
+
+def room_history_frame(room: str, messages: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"type": "room_history", "room": room, "data": messages}
+
+
+def dm_history_frame(other: int, messages: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"type": "dm_history", "with": other, "data": messages}
+
+
+def rooms_frame(rooms: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"type": "rooms", "data": rooms}
+
+
+PONG = encode({"type": "pong"})

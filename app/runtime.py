@@ -1,0 +1,200 @@
+"""The chat machinery of one server process, started on first use.
+
+Owns the database pool, the local hub, the group-commit batcher, the bus and presence, and
+the background greenlets (commit loop, bus listener, heartbeat).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import uuid
+
+import gevent
+from flask import Flask, current_app
+
+from . import db, protocol, store
+from .batcher import Batcher
+from .bus import Bus, PostgresBus, RedisBus
+from .errors import ChatError
+from .hub import Hub
+from .messages import StoredMessage, message_data
+from .presence import Presence
+from .wsframe import text_frame
+
+log = logging.getLogger(__name__)
+
+
+class ChatRuntime:
+    def __init__(self, config: dict) -> None:
+        self.config = config
+        db.make_cooperative()
+        self.node_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.pool = db.Pool(
+            config["DATABASE_URL"],
+            size=config["DB_POOL_SIZE"],
+            connect_timeout=config["DB_CONNECT_TIMEOUT_SECONDS"],
+            acquire_timeout=config["DB_ACQUIRE_TIMEOUT_SECONDS"],
+        )
+        self.limits = protocol.Limits(
+            max_content_chars=config["MAX_CONTENT_CHARS"],
+            history_default_limit=config["HISTORY_DEFAULT_LIMIT"],
+            history_max_limit=config["HISTORY_MAX_LIMIT"],
+        )
+        self.hub = Hub(self._fetch_channel, config["GAP_WAIT_SECONDS"])
+        self.bus = self._make_bus()
+        self.presence = Presence(self.pool, self.bus, self.node_id, config["NODE_TIMEOUT_SECONDS"], self.deliver_event)
+        self.batcher = Batcher(
+            self.pool,
+            origin=self.node_id,
+            notify_channel=self.bus.notify_channel,
+            on_committed=self._committed,
+            max_batch=config["BATCH_MAX_MESSAGES"],
+            timeout_seconds=config["STORE_TIMEOUT_SECONDS"],
+        )
+        # Users known to exist (a DM's recipient is looked up once).
+        self.known_users: set[int] = set()
+        self.shutting_down = False
+        self.bus.start()
+        self.heartbeat = gevent.spawn(self._heartbeat_forever)
+        log.info("chat runtime started as node %s (bus: %s)", self.node_id, type(self.bus).__name__)
+
+    def _make_bus(self) -> Bus:
+        kind = self.config["CHAT_BUS"]
+        if kind == "auto":
+            kind = "redis" if self.config["REDIS_URL"] else "postgres"
+        callbacks = {"origin": self.node_id, "on_payload": self.on_bus_payload, "on_connected": self.resync}
+        if kind == "redis":
+            return RedisBus(self.config["REDIS_URL"], **callbacks)
+        if kind != "postgres":
+            raise ValueError(f"CHAT_BUS must be postgres, redis or auto, not {kind!r}")
+        return PostgresBus(self.config["DATABASE_URL"], self.pool, **callbacks)
+
+    # --- messages in --------------------------------------------------------------------------
+
+    def _committed(self, messages: list[StoredMessage]) -> None:
+        """Our own commit: deliver here at once, and announce where the bus needs it."""
+        for message in messages:
+            self.hub.deliver(message)
+        self.bus.publish_messages(messages)
+
+    def on_bus_payload(self, payload: dict) -> None:
+        kind = payload.get("k")
+        if kind == "m":
+            data = payload["d"]
+            self.hub.deliver(StoredMessage(id=data["id"], seq=payload["s"], data=message_data(**_wire_to_args(data))))
+        elif kind == "ref":
+            gevent.spawn(self._deliver_by_id, payload["id"])
+        elif kind in ("p", "t"):
+            self.deliver_event(payload)
+
+    def _deliver_by_id(self, message_id: int) -> None:
+        try:
+            with self.pool.transaction() as cur:
+                found = store.messages_by_id(cur, [message_id])
+        except ChatError:
+            return  # the gate's gap filling fetches it once the database is back
+        for message in found:
+            self.hub.deliver(message)
+
+    def deliver_event(self, payload: dict) -> None:
+        """A presence or typing event: to the room's members here but that user's own."""
+        room, user_id, username = payload["room"], payload["userId"], payload["username"]
+        if payload["k"] == "p":
+            frame = protocol.presence_frame(room, payload["event"], user_id, username)
+        else:
+            frame = protocol.typing_frame(room, user_id, username)
+        self.hub.to_room_except_user(room, user_id, text_frame(protocol.encode(frame)))
+
+    def publish_typing(self, room: str, user_id: int, username: str) -> None:
+        payload = {"k": "t", "room": room, "userId": user_id, "username": username}
+        self.deliver_event(payload)
+        try:
+            self.bus.publish_event(payload)
+        except ChatError:
+            pass  # typing is best effort
+
+    # --- catching up ---------------------------------------------------------------------------
+
+    def _fetch_channel(self, channel: tuple, after_id: int, up_to_seq: int | None, limit: int) -> list[StoredMessage]:
+        below = None if up_to_seq is None else up_to_seq + 1
+        with self.pool.transaction() as cur:
+            return store.channel_after(cur, channel, after_id, below, limit)
+
+    def resync(self) -> None:
+        """After the bus (re)connects: fetch whatever was committed while it was away."""
+        gevent.spawn(self._check_heads)
+
+    def _check_heads(self) -> None:
+        gates = list(self.hub.gates)
+        rooms = [key[1] for key in gates if key[0] == "r"]
+        pairs = [key[1:] for key in gates if key[0] == "d"]
+        if not gates:
+            return
+        try:
+            with self.pool.transaction() as cur:
+                heads = store.channel_heads(cur, rooms, pairs)
+        except ChatError:
+            return
+        self.hub.check_heads(heads)
+
+    def _heartbeat_forever(self) -> None:
+        while True:
+            try:
+                self.presence.heartbeat(self.local_presence)
+                # Bounds how long a message lost by pub/sub stays undelivered.
+                self._check_heads()
+            except ChatError:
+                pass
+            except Exception:
+                log.exception("heartbeat failed")
+            gevent.sleep(self.config["HEARTBEAT_SECONDS"])
+
+    def local_presence(self) -> set[tuple[str, int, str]]:
+        return {
+            (room, conn.user_id, conn.username)
+            for room, members in self.hub.members_by_room.items()
+            for conn in members
+        }
+
+    # --- shutdown --------------------------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """Close every connection with 1001 so clients reconnect elsewhere."""
+        if self.shutting_down:
+            return
+        self.shutting_down = True
+        connections = self.hub.all_connections()
+        log.info("shutting down: closing %d connection(s) with 1001", len(connections))
+        for conn in connections:
+            conn.close(1001, "server shutting down")
+
+
+def _wire_to_args(data: dict) -> dict:
+    return {
+        "id": data["id"],
+        "from_user": data["fromUser"],
+        "username": data["username"],
+        "content": data["content"],
+        "timestamp": data["timestamp"],
+        "room": data.get("room"),
+        "to_user": data.get("to"),
+        "client_id": data.get("clientId"),
+    }
+
+
+_runtime: ChatRuntime | None = None
+
+
+def get_runtime(app: Flask | None = None) -> ChatRuntime:
+    """The process's runtime, created on first use (after gunicorn forked the worker)."""
+    global _runtime
+    if _runtime is None:
+        _runtime = ChatRuntime(dict((app or current_app).config))
+    return _runtime
+
+
+def shutdown_runtime() -> None:
+    if _runtime is not None:
+        _runtime.shutdown()

@@ -1,0 +1,83 @@
+"""JWT verification (HS256 only) and where a token is found in a handshake request."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass
+
+import jwt
+
+# The secret is the issuing backend's choice; PyJWT would warn on every call when short.
+warnings.filterwarnings("ignore", category=jwt.warnings.InsecureKeyLengthWarning)
+
+from .errors import Unauthorized
+
+ALGORITHM = "HS256"
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who a verified token speaks for; `username` is None when the token has none."""
+
+    user_id: int
+    username: str | None
+
+
+def verify_token(token: str, secret: str) -> Identity:
+    """Check signature, algorithm and exp/nbf/iat; raise Unauthorized with the reason."""
+    if not secret:
+        raise Unauthorized("server has no JWT secret configured")
+    try:
+        # `sub` may be an integer in our tokens, which PyJWT's subject check refuses.
+        claims = jwt.decode(token, secret, algorithms=[ALGORITHM], options={"verify_sub": False})
+    except jwt.ExpiredSignatureError:
+        raise Unauthorized("token has expired") from None
+    except jwt.ImmatureSignatureError:
+        raise Unauthorized("token is not valid yet") from None
+    except jwt.InvalidAlgorithmError:
+        raise Unauthorized("token algorithm is not HS256") from None
+    except jwt.InvalidSignatureError:
+        raise Unauthorized("token signature is invalid") from None
+    except jwt.InvalidTokenError as exc:
+        raise Unauthorized(f"token is invalid: {exc.__class__.__name__}") from None
+    return Identity(_user_id(claims), _username(claims))
+
+
+def _user_id(claims: dict) -> int:
+    for name in ("user_id", "sub"):
+        value = claims.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            break
+        if isinstance(value, int) and value > 0:
+            return value
+        if isinstance(value, str) and value.isdigit() and 0 < int(value) < 2**63:
+            return int(value)
+        break
+    raise Unauthorized("token names no integer user_id or sub")
+
+
+def _username(claims: dict) -> str | None:
+    name = claims.get("username")
+    if isinstance(name, str) and name.strip() and len(name) <= 64:
+        return name.strip()
+    return None
+
+
+def issue_token(secret: str, user_id: int, username: str, ttl_seconds: int) -> str:
+    """Sign a token the way the real backend does (dev tooling and standalone sign-in)."""
+    now = int(time.time())
+    claims = {"sub": str(user_id), "user_id": user_id, "username": username, "iat": now, "exp": now + ttl_seconds}
+    return jwt.encode(claims, secret, algorithm=ALGORITHM)
+
+
+def token_from_request(headers, args) -> str | None:
+    """The handshake token: `Authorization: Bearer` first, then `?token=`."""
+    authorization = headers.get("Authorization", "")
+    scheme, _, value = authorization.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    token = args.get("token")
+    return token or None

@@ -1,0 +1,156 @@
+"""The WebSocket endpoint: handshake checks, then a thin receive → dispatch → send loop."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+
+from flask import Blueprint, Response, current_app, g, request
+from flask_sock import Sock
+
+from . import protocol, store
+from .connection import CLOSE_UNAUTHORIZED, Connection
+from .errors import ChatError, Unauthorized
+from .handlers import dispatch
+from .metrics import AUTH_REFUSED, CONNECTIONS, FRAMES_IN
+from .runtime import ChatRuntime, get_runtime
+from .tokens import Identity, token_from_request, verify_token
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("websocket", __name__)
+sock = Sock()
+
+
+class _NoReaderThread:
+    """Stands in for simple-websocket's reader thread: our handler greenlet reads instead."""
+
+    def __init__(self, target=None) -> None:
+        self.name = "chat-reader"
+
+    def start(self) -> None:
+        pass
+
+
+def server_options(config: dict) -> dict:
+    return {
+        "max_message_size": config["MAX_FRAME_BYTES"],
+        "thread_class": _NoReaderThread,
+        "ping_interval": None,  # our writer pings, so that one greenlet owns the socket
+    }
+
+
+@bp.before_app_request
+def check_handshake() -> Response | None:
+    """Refuse a bad token before the upgrade (401); note a good one for the handler."""
+    if not request.environ.get("HTTP_UPGRADE", "").lower() == "websocket":
+        return None
+    # No permessage-deflate: its per-connection compressor costs ~300 KB of memory and
+    # CPU on every frame, and frames are encoded once for all receivers.
+    request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
+    token = token_from_request(request.headers, request.args)
+    g.identity = None
+    if token is None:
+        return None
+    try:
+        g.identity = verify_token(token, current_app.config["JWT_SECRET"])
+    except Unauthorized as exc:
+        AUTH_REFUSED.inc()
+        log.info("refused handshake from %s: %s", request.remote_addr, exc.message)
+        return Response(f"unauthorized: {exc.message}\n", status=401, mimetype="text/plain")
+    return None
+
+
+def chat_socket(ws) -> None:
+    rt = get_runtime()
+    conn = Connection(ws, rt.config, request.remote_addr or "?")
+    CONNECTIONS.inc()
+    try:
+        identity = g.get("identity") or authenticate_first_frame(rt, conn)
+        if identity is None:
+            return
+        start_session(rt, conn, identity)
+        serve(rt, conn)
+    finally:
+        end_session(rt, conn)
+        conn.finish()
+        CONNECTIONS.dec()
+
+
+sock.route("/ws", bp=bp)(chat_socket)
+sock.route("/", bp=bp, endpoint="chat_socket_root")(chat_socket)
+
+
+def authenticate_first_frame(rt: ChatRuntime, conn: Connection) -> Identity | None:
+    """An unauthenticated connection must send `auth` first, within the timeout, or 4001."""
+    reason = "authentication timed out"
+    try:
+        raw = conn.receive(timeout=rt.config["AUTH_TIMEOUT_SECONDS"])
+        if raw is None:
+            return None
+        command = protocol.parse_frame(raw, rt.limits)
+        if command.type != "auth":
+            raise Unauthorized("authenticate first: send {\"type\":\"auth\",\"token\":...}")
+        return verify_token(command.token, rt.config["JWT_SECRET"])
+    except TimeoutError:
+        pass
+    except ChatError as exc:
+        reason = exc.message
+    AUTH_REFUSED.inc()
+    log.info("refused %r: %s", conn, reason)
+    conn.send_error("unauthorized", reason)
+    conn.close(CLOSE_UNAUTHORIZED, reason[:120])
+    return None
+
+
+def start_session(rt: ChatRuntime, conn: Connection, identity: Identity) -> None:
+    conn.user_id = identity.user_id
+    threads = None
+    try:
+        with rt.pool.transaction() as cur:
+            conn.username = store.ensure_user(cur, identity)
+            threads = store.dm_threads_of(cur, identity.user_id)
+        rt.known_users.add(identity.user_id)
+        rt.batcher.known_users.add(identity.user_id)
+    except ChatError:
+        # Chatting needs the database anyway; until it is back, greet with the claims.
+        conn.username = identity.username or f"user{identity.user_id}"
+    rt.hub.add_user_connection(conn, threads)
+    log.info("user %s (%d) connected from %s as %r", conn.username, conn.user_id, conn.peer, conn)
+    conn.send(protocol.welcome_frame(conn.user_id, conn.username, datetime.now(UTC)))
+
+
+def serve(rt: ChatRuntime, conn: Connection) -> None:
+    """Receive, dispatch, answer errors: until the client goes or the server closes."""
+    while True:
+        raw = conn.receive()
+        if raw is None:
+            return
+        FRAMES_IN.inc()
+        if conn.close_code is not None:
+            continue  # closing: read until the client answers the close
+        if not conn.rate.allow():
+            conn.send_error("rate_limited", "too many frames: slow down")
+            continue
+        try:
+            dispatch(rt, conn, protocol.parse_frame(raw, rt.limits))
+        except ChatError as exc:
+            conn.send_error(exc.code, exc.message)
+        except Exception:
+            log.exception("handling a frame of %r failed", conn)
+            conn.send_error("internal", "internal server error")
+
+
+def end_session(rt: ChatRuntime, conn: Connection) -> None:
+    from .handlers import leave_room
+
+    started = time.monotonic()
+    for room in list(conn.rooms):
+        try:
+            leave_room(rt, conn, room)
+        except Exception:
+            log.exception("leaving %s for %r failed", room, conn)
+    if conn.user_id:
+        rt.hub.remove_user_connection(conn)
+        log.info("user %s (%d) disconnected (%r, %.0f ms cleanup)", conn.username, conn.user_id, conn, (time.monotonic() - started) * 1000)

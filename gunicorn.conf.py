@@ -1,0 +1,49 @@
+"""gunicorn settings: the gevent worker, bound to WS_BIND_ADDR.
+
+The plain gevent worker is the one that works with flask-sock (the gevent-websocket worker
+handshakes twice and corrupts frames).
+"""
+
+import os
+import signal
+
+from dotenv import load_dotenv
+
+load_dotenv(".env", override=False)
+
+bind = os.environ.get("WS_BIND_ADDR") or "127.0.0.1:9001"
+workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
+worker_class = "gevent"
+# Every WebSocket holds one "connection" of the worker for its whole life.
+worker_connections = int(os.environ.get("WORKER_CONNECTIONS", "20000"))
+# WebSocket handlers live long; the worker's heartbeat to the arbiter is what counts.
+timeout = 30
+graceful_timeout = 10
+keepalive = 5
+# The control socket lives at one fixed path per user: two instances on one machine
+# would fight over it, and nothing here uses it.
+control_socket_disable = True
+loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+# Access log off by default; when on, %(U)s logs the path without the query string,
+# which may hold a token.
+accesslog = os.environ.get("ACCESS_LOG") or None
+access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(D)sus'
+
+
+def post_worker_init(worker):
+    """On SIGTERM, close every WebSocket with 1001 before the worker stops."""
+    import gevent
+
+    from app.runtime import shutdown_runtime
+
+    def handle_term(signum, frame):
+        worker.alive = False
+        gevent.spawn(shutdown_runtime)
+
+    signal.signal(signal.SIGTERM, handle_term)
+
+
+def worker_int(worker):
+    from app.runtime import shutdown_runtime
+
+    shutdown_runtime()
