@@ -661,8 +661,9 @@ export class ChatClient {
     for (const dm of Object.values(this.state.dms)) {
       const last = lastId(dm.messages);
       // A loaded conversation continues after its last id (0 if it was empty): pages follow until done.
+      // An unloaded one (opened while offline, or only seen live) gets its latest page.
       if (dm.historyLoaded) this.requestDmHistory(dm.userId, 'after', last ?? 0);
-      else if (dm.messages.length > 0) this.requestDmHistory(dm.userId, 'latest');
+      else this.requestDmHistory(dm.userId, 'latest');
     }
     this.refreshRooms();
     // Same clientId as before: the server answers with the stored message instead of storing it twice.

@@ -485,3 +485,25 @@ describe('recovery: nothing lost, nothing doubled', () => {
     expect(bob.getState().dms[ALICE.userId].username).toBe('alice');
   });
 });
+
+describe('offline actions', () => {
+  it('joins rooms and opens DMs requested before the connection is up', async () => {
+    server.postDm(BOB, ALICE.userId, 'old dm');
+    server.post('lobby', BOB, 'old room message');
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const c = makeClient({
+      getToken: async () => {
+        await gate;
+        return 'tok-alice';
+      },
+    });
+    c.start();
+    c.join('lobby');
+    c.openDm(BOB.userId, 'bob');
+    expect(c.getState().joined.lobby.status).toBe('joining');
+    release();
+    await until(() => c.getState().joined.lobby?.messages.length === 1 && c.getState().dms[BOB.userId]?.messages.length === 1);
+    expect(c.getState().dms[BOB.userId].historyLoaded).toBe(true);
+  });
+});

@@ -1,0 +1,287 @@
+import { useCallback, useEffect, useMemo, useRef, useState } from 'react';
+import { useChat, type ChatError, type DirectMessage, type RoomMessage, type UserRef } from '@chat/use-chat';
+import { Avatar } from './Avatar';
+import { Composer } from './Composer';
+import { ConnectionBanner } from './ConnectionStatus';
+import { wsUrl } from './format';
+import { MembersPanel } from './MembersPanel';
+import { MessageList } from './MessageList';
+import { loadPrefs, savePrefs, type Session } from './session';
+import { Sidebar, targetKey, type Target } from './Sidebar';
+import { Toasts, useToasts } from './Toasts';
+
+const FRIENDLY: Record<string, string> = {
+  rate_limited: 'You are sending too fast. Slow down a little; unsent messages are retried.',
+  unavailable: 'The server cannot reach its database right now. Your messages will be retried.',
+  not_found: 'Not found.',
+  too_large: 'That was too large to send.',
+  internal: 'The server had a problem handling that.',
+};
+
+function describe(e: ChatError): { title: string; detail?: string } {
+  const title = FRIENDLY[e.code] ?? 'Something went wrong';
+  return FRIENDLY[e.code] && e.code !== 'not_found' ? { title, detail: undefined } : { title, detail: e.message };
+}
+
+export function ChatScreen({ session, onSignedOut }: { session: Session; onSignedOut: (why?: string) => void }) {
+  const prefs = useMemo(() => loadPrefs(session.userId), [session.userId]);
+  const [active, setActive] = useState<Target | null>(prefs.rooms[0] ? { kind: 'room', room: prefs.rooms[0] } : null);
+  const [unread, setUnread] = useState<Record<string, number>>({});
+  const { toasts, push, dismiss } = useToasts();
+  const activeKey = active ? targetKey(active) : null;
+  const activeKeyRef = useRef(activeKey);
+  activeKeyRef.current = activeKey;
+
+  const bump = useCallback((key: string) => {
+    if (activeKeyRef.current === key) return;
+    setUnread((u) => ({ ...u, [key]: (u[key] ?? 0) + 1 }));
+  }, []);
+
+  const chat = useChat({
+    url: wsUrl(),
+    getToken: async () => session.token,
+    initialRooms: prefs.rooms,
+    onError: (e) => {
+      if (e.code === 'unauthorized') return; // handled by signing out below
+      push({ ...describe(e), tone: 'error' });
+    },
+    onMessage: (m: RoomMessage) => {
+      if (m.fromUser !== session.userId) bump(`r:${m.room}`);
+    },
+    onDm: (m: DirectMessage) => {
+      if (m.fromUser !== session.userId) bump(`d:${m.fromUser}`);
+    },
+  });
+  const { openDm } = chat;
+
+  // Re-open the DM conversations of the last visit.
+  useEffect(() => {
+    for (const d of prefs.dms) openDm(d.userId, d.username);
+  }, [prefs, openDm]);
+
+  // Remember rooms and DM peers for the next visit.
+  const roomNames = Object.keys(chat.joined).sort().join('\n');
+  const dmPeers = Object.values(chat.dms)
+    .map((d) => `${d.userId}:${d.username}`)
+    .join('\n');
+  useEffect(() => {
+    savePrefs(session.userId, {
+      rooms: roomNames ? roomNames.split('\n') : [],
+      dms: dmPeers ? dmPeers.split('\n').map((s) => ({ userId: Number(s.split(':')[0]), username: s.slice(s.indexOf(':') + 1) })) : [],
+    });
+  }, [roomNames, dmPeers, session.userId]);
+
+  useEffect(() => {
+    if (chat.status === 'unauthorized') onSignedOut('Your session has expired. Please sign in again.');
+  }, [chat.status, onSignedOut]);
+
+  // Reading a conversation clears its unread count.
+  useEffect(() => {
+    if (!activeKey) return;
+    setUnread((u) => (u[activeKey] ? { ...u, [activeKey]: 0 } : u));
+  }, [activeKey]);
+
+  // The active room may disappear (left, or refused by the server): fall back to another one.
+  useEffect(() => {
+    if (active?.kind === 'room' && !chat.joined[active.room]) {
+      const next = Object.keys(chat.joined)[0];
+      setActive(next ? { kind: 'room', room: next } : null);
+    }
+  }, [active, chat.joined]);
+
+  const me: UserRef = chat.me ?? { userId: session.userId, username: session.username };
+
+  const online = useMemo(() => {
+    const m = new Map<number, UserRef>();
+    for (const r of Object.values(chat.joined)) for (const u of r.users) m.set(u.userId, u);
+    if (chat.status === 'open') m.set(me.userId, me);
+    return [...m.values()];
+  }, [chat.joined, chat.status, me]);
+  const onlineIds = useMemo(() => new Set(online.map((u) => u.userId)), [online]);
+
+  const rooms = useMemo(() => {
+    const list = chat.rooms.map((r) => ({ ...r, joined: !!chat.joined[r.name] }));
+    for (const name of Object.keys(chat.joined)) {
+      if (!list.some((r) => r.name === name)) {
+        list.push({ name, description: '', online: chat.joined[name].users.length, joined: true });
+      }
+    }
+    return list.sort((a, b) => Number(b.joined) - Number(a.joined) || a.name.localeCompare(b.name));
+  }, [chat.rooms, chat.joined]);
+
+  const dms = useMemo(
+    () =>
+      Object.values(chat.dms)
+        .map((d) => ({ userId: d.userId, username: chat.users[d.userId]?.username ?? d.username, online: onlineIds.has(d.userId) }))
+        .sort((a, b) => a.username.localeCompare(b.username)),
+    [chat.dms, chat.users, onlineIds],
+  );
+
+  const join = useCallback(
+    (room: string) => {
+      if (chat.join(room)) setActive({ kind: 'room', room });
+    },
+    [chat],
+  );
+
+  const startDm = useCallback(
+    (u: UserRef) => {
+      openDm(u.userId, u.username);
+      setActive({ kind: 'dm', userId: u.userId });
+    },
+    [openDm],
+  );
+
+  const signOut = () => {
+    chat.stop();
+    onSignedOut();
+  };
+
+  const room = active?.kind === 'room' ? chat.joined[active.room] : undefined;
+  const dm = active?.kind === 'dm' ? chat.dms[active.userId] : undefined;
+  const queued = chat.outbox.filter((p) => p.status !== 'failed').length;
+  const offline = chat.status !== 'open';
+  const { loadOlder, loadOlderDms } = chat;
+  const roomName = room?.name;
+  const dmUser = dm?.userId;
+  const onLoadOlder = useCallback(() => {
+    if (roomName) loadOlder(roomName);
+    else if (dmUser !== undefined) loadOlderDms(dmUser);
+  }, [roomName, dmUser, loadOlder, loadOlderDms]);
+
+  const roomInfo = room ? chat.rooms.find((r) => r.name === room.name) : undefined;
+  const typing = room?.typing ?? [];
+
+  return (
+    <div className="app-shell">
+      <Sidebar
+        me={me}
+        status={chat.status}
+        rooms={rooms}
+        dms={dms}
+        online={online}
+        active={active}
+        unread={unread}
+        onSelect={setActive}
+        onJoin={join}
+        onStartDm={startDm}
+        onSignOut={signOut}
+      />
+
+      <main className="conversation" aria-label="Conversation">
+        {room && (
+          <>
+            <header className="conv-head">
+              <div>
+                <h1 data-testid="conv-title">
+                  <span className="hash">#</span>
+                  {room.name}
+                </h1>
+                <p className="muted small">
+                  {room.status === 'joining' ? 'Joining…' : `${room.users.length} online`}
+                  {roomInfo?.description ? ` · ${roomInfo.description}` : ''}
+                </p>
+              </div>
+              <button className="btn btn-ghost btn-sm" onClick={() => chat.leave(room.name)} data-testid="leave-room">
+                Leave
+              </button>
+            </header>
+            <ConnectionBanner status={chat.status} nextRetryAt={chat.nextRetryAt} queued={queued} onRetry={chat.reconnectNow} />
+            <MessageList
+              key={`r:${room.name}`}
+              messages={room.messages}
+              pending={chat.outbox.filter((p) => p.kind === 'message' && p.room === room.name)}
+              meId={me.userId}
+              meName={me.username}
+              historyLoaded={room.historyLoaded}
+              hasMore={room.hasMore}
+              loadingOlder={room.loadingOlder}
+              onLoadOlder={onLoadOlder}
+              onRetry={chat.retry}
+              onDiscard={chat.discard}
+              beginningText={`This is the very beginning of #${room.name}.`}
+            />
+            <div className="typing-line" data-testid="typing" aria-live="polite">
+              {typing.length > 0 && (
+                <>
+                  <span className="typing-dots" aria-hidden="true">
+                    <i />
+                    <i />
+                    <i />
+                  </span>
+                  {typing.length === 1
+                    ? `${typing[0].username} is typing…`
+                    : typing.length === 2
+                      ? `${typing[0].username} and ${typing[1].username} are typing…`
+                      : 'Several people are typing…'}
+                </>
+              )}
+            </div>
+            <Composer
+              key={room.name}
+              placeholder={`Message #${room.name}`}
+              offline={offline}
+              onTyping={() => chat.typing(room.name)}
+              onSend={(text) => chat.sendMessage(room.name, text) !== null}
+            />
+          </>
+        )}
+
+        {dm && (
+          <>
+            <header className="conv-head">
+              <div className="conv-head-user">
+                <Avatar userId={dm.userId} name={dm.username} size={32} online={onlineIds.has(dm.userId)} />
+                <div>
+                  <h1 data-testid="conv-title">{chat.users[dm.userId]?.username ?? dm.username}</h1>
+                  <p className="muted small">{onlineIds.has(dm.userId) ? 'Online' : 'Offline'} · direct message</p>
+                </div>
+              </div>
+            </header>
+            <ConnectionBanner status={chat.status} nextRetryAt={chat.nextRetryAt} queued={queued} onRetry={chat.reconnectNow} />
+            <MessageList
+              key={`d:${dm.userId}`}
+              messages={dm.messages}
+              pending={chat.outbox.filter((p) => p.kind === 'dm' && p.to === dm.userId)}
+              meId={me.userId}
+              meName={me.username}
+              historyLoaded={dm.historyLoaded}
+              hasMore={dm.hasMore}
+              loadingOlder={dm.loadingOlder}
+              onLoadOlder={onLoadOlder}
+              onRetry={chat.retry}
+              onDiscard={chat.discard}
+              beginningText={`This is the beginning of your conversation with ${dm.username}.`}
+            />
+            <div className="typing-line" />
+            <Composer
+              key={`dm-${dm.userId}`}
+              placeholder={`Message ${dm.username}`}
+              offline={offline}
+              onSend={(text) => chat.sendDm(dm.userId, text) !== null}
+            />
+          </>
+        )}
+
+        {!room && !dm && (
+          <div className="empty-state">
+            <ConnectionBanner status={chat.status} nextRetryAt={chat.nextRetryAt} queued={queued} onRetry={chat.reconnectNow} />
+            <div className="empty-card">
+              <h1>Welcome, {me.username}</h1>
+              <p className="muted">Join a room from the sidebar, or create one by typing its name.</p>
+            </div>
+          </div>
+        )}
+      </main>
+
+      <MembersPanel
+        title={room ? `Online in #${room.name}` : 'Online now'}
+        users={room ? room.users : online}
+        meId={me.userId}
+        onMessage={startDm}
+      />
+
+      <Toasts toasts={toasts} onDismiss={dismiss} />
+    </div>
+  );
+}

@@ -1,0 +1,76 @@
+import { useRef, useState, type KeyboardEvent } from 'react';
+import { MAX_CONTENT_LENGTH } from '@chat/use-chat';
+
+interface Props {
+  placeholder: string;
+  onSend: (text: string) => boolean;
+  onTyping?: () => void;
+  offline: boolean;
+}
+
+export function Composer({ placeholder, onSend, onTyping, offline }: Props) {
+  const [text, setText] = useState('');
+  const ref = useRef<HTMLTextAreaElement>(null);
+  const length = [...text].length;
+  const tooLong = length > MAX_CONTENT_LENGTH;
+
+  function submit() {
+    if (!text.trim() || tooLong) return;
+    if (onSend(text)) {
+      setText('');
+      requestAnimationFrame(() => ref.current?.focus());
+    }
+  }
+
+  function onKeyDown(e: KeyboardEvent<HTMLTextAreaElement>) {
+    if (e.key === 'Enter' && !e.shiftKey && !e.nativeEvent.isComposing) {
+      e.preventDefault();
+      submit();
+    }
+  }
+
+  return (
+    <form
+      className="composer"
+      data-testid="composer"
+      onSubmit={(e) => {
+        e.preventDefault();
+        submit();
+      }}
+    >
+      <div className={`composer-box ${tooLong ? 'has-error' : ''}`}>
+        <textarea
+          ref={ref}
+          rows={1}
+          value={text}
+          placeholder={placeholder}
+          aria-label={placeholder}
+          onChange={(e) => {
+            setText(e.target.value);
+            if (e.target.value.trim()) onTyping?.();
+          }}
+          onKeyDown={onKeyDown}
+        />
+        <button type="submit" className="btn btn-primary send-btn" disabled={!text.trim() || tooLong} aria-label="Send">
+          <svg viewBox="0 0 24 24" width="18" height="18" aria-hidden="true">
+            <path d="M3 20.5 21 12 3 3.5v6.6l12 1.9-12 1.9z" fill="currentColor" />
+          </svg>
+        </button>
+      </div>
+      <div className="composer-hint">
+        {offline ? (
+          <span className="warn">Offline — what you send now is delivered when the connection is back.</span>
+        ) : (
+          <span>
+            <kbd>Enter</kbd> to send · <kbd>Shift</kbd>+<kbd>Enter</kbd> for a new line
+          </span>
+        )}
+        {length > MAX_CONTENT_LENGTH - 500 && (
+          <span className={tooLong ? 'error' : ''}>
+            {length}/{MAX_CONTENT_LENGTH}
+          </span>
+        )}
+      </div>
+    </form>
+  );
+}

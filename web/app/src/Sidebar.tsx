@@ -1,0 +1,179 @@
+import { useState, type FormEvent } from 'react';
+import { isValidRoomName, type ConnectionStatus, type RoomInfo, type UserRef } from '@chat/use-chat';
+import { Avatar } from './Avatar';
+import { ConnectionPill } from './ConnectionStatus';
+
+export type Target = { kind: 'room'; room: string } | { kind: 'dm'; userId: number };
+
+export const targetKey = (t: Target) => (t.kind === 'room' ? `r:${t.room}` : `d:${t.userId}`);
+
+interface Props {
+  me: UserRef;
+  status: ConnectionStatus;
+  rooms: Array<RoomInfo & { joined: boolean }>;
+  dms: Array<UserRef & { online: boolean }>;
+  online: UserRef[];
+  active: Target | null;
+  unread: Record<string, number>;
+  onSelect: (t: Target) => void;
+  onJoin: (room: string) => void;
+  onStartDm: (u: UserRef) => void;
+  onSignOut: () => void;
+}
+
+export function Sidebar(p: Props) {
+  const [roomName, setRoomName] = useState('');
+  const [roomError, setRoomError] = useState<string | null>(null);
+  const [picking, setPicking] = useState(false);
+
+  function join(e: FormEvent) {
+    e.preventDefault();
+    const name = roomName.trim().replace(/^#/, '');
+    if (!name) return;
+    if (!isValidRoomName(name)) {
+      setRoomError('Use 1–64 letters, digits, “-”, “_” or “.”');
+      return;
+    }
+    setRoomError(null);
+    setRoomName('');
+    p.onJoin(name);
+  }
+
+  const isActive = (t: Target) => p.active !== null && targetKey(p.active) === targetKey(t);
+  const others = p.online.filter((u) => u.userId !== p.me.userId);
+
+  return (
+    <aside className="sidebar">
+      <div className="sidebar-head">
+        <div className="brand">
+          <span className="brand-mark" aria-hidden="true" />
+          <span>Chat</span>
+        </div>
+        <ConnectionPill status={p.status} />
+      </div>
+
+      <nav className="sidebar-scroll" aria-label="Conversations">
+        <section>
+          <h2 className="section-title">Rooms</h2>
+          <ul className="nav-list" data-testid="room-list">
+            {p.rooms.map((r) => {
+              const t: Target = { kind: 'room', room: r.name };
+              const n = p.unread[targetKey(t)] ?? 0;
+              return (
+                <li key={r.name}>
+                  <button
+                    className={`nav-item ${isActive(t) ? 'is-active' : ''} ${r.joined ? '' : 'is-unjoined'} ${n ? 'has-unread' : ''}`}
+                    onClick={() => (r.joined ? p.onSelect(t) : p.onJoin(r.name))}
+                    title={r.joined ? r.description || r.name : `Join #${r.name}`}
+                    data-testid="room-item"
+                    data-room={r.name}
+                    data-joined={r.joined}
+                  >
+                    <span className="hash" aria-hidden="true">
+                      #
+                    </span>
+                    <span className="nav-label">{r.name}</span>
+                    {n > 0 && <span className="badge badge-unread">{n}</span>}
+                    <span className="online-count" title={`${r.online} online`} data-testid="room-online">
+                      <span className="mini-dot" aria-hidden="true" />
+                      {r.online}
+                    </span>
+                  </button>
+                </li>
+              );
+            })}
+          </ul>
+          <form className="join-form" onSubmit={join}>
+            <input
+              value={roomName}
+              onChange={(e) => {
+                setRoomName(e.target.value);
+                setRoomError(null);
+              }}
+              placeholder="Join or create a room"
+              aria-label="Join or create a room"
+              data-testid="join-input"
+            />
+            <button className="btn btn-ghost btn-sm" type="submit" disabled={!roomName.trim()}>
+              Join
+            </button>
+          </form>
+          {roomError && <p className="field-error">{roomError}</p>}
+        </section>
+
+        <section>
+          <h2 className="section-title">
+            Direct messages
+            <button
+              className="icon-btn"
+              aria-label="New direct message"
+              title="New direct message"
+              onClick={() => setPicking((x) => !x)}
+              data-testid="new-dm"
+            >
+              +
+            </button>
+          </h2>
+          {picking && (
+            <div className="picker" data-testid="dm-picker">
+              {others.length === 0 ? (
+                <p className="muted small">Nobody else is online in your rooms right now.</p>
+              ) : (
+                others.map((u) => (
+                  <button
+                    key={u.userId}
+                    className="picker-item"
+                    onClick={() => {
+                      setPicking(false);
+                      p.onStartDm(u);
+                    }}
+                  >
+                    <Avatar userId={u.userId} name={u.username} size={22} online />
+                    {u.username}
+                  </button>
+                ))
+              )}
+            </div>
+          )}
+          <ul className="nav-list">
+            {p.dms.map((u) => {
+              const t: Target = { kind: 'dm', userId: u.userId };
+              const n = p.unread[targetKey(t)] ?? 0;
+              return (
+                <li key={u.userId}>
+                  <button
+                    className={`nav-item ${isActive(t) ? 'is-active' : ''} ${n ? 'has-unread' : ''}`}
+                    onClick={() => p.onSelect(t)}
+                    data-testid="dm-item"
+                    data-user-id={u.userId}
+                    data-username={u.username}
+                  >
+                    <Avatar userId={u.userId} name={u.username} size={20} online={u.online} />
+                    <span className="nav-label">{u.username}</span>
+                    {n > 0 && (
+                      <span className="badge badge-unread" data-testid="dm-unread">
+                        {n}
+                      </span>
+                    )}
+                  </button>
+                </li>
+              );
+            })}
+            {p.dms.length === 0 && <li className="muted small empty-hint">Start one from the online list.</li>}
+          </ul>
+        </section>
+      </nav>
+
+      <div className="sidebar-foot">
+        <Avatar userId={p.me.userId} name={p.me.username} size={32} online={p.status === 'open'} />
+        <div className="me">
+          <strong data-testid="me">{p.me.username}</strong>
+          <span className="muted small">{p.status === 'open' ? 'Online' : 'Offline'}</span>
+        </div>
+        <button className="btn btn-ghost btn-sm" onClick={p.onSignOut} data-testid="sign-out">
+          Sign out
+        </button>
+      </div>
+    </aside>
+  );
+}

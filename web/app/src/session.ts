@@ -1,0 +1,82 @@
+export interface Session {
+  token: string;
+  userId: number;
+  username: string;
+}
+
+const KEY = 'chat.session';
+
+export function loadSession(): Session | null {
+  try {
+    const raw = sessionStorage.getItem(KEY);
+    if (!raw) return null;
+    const s = JSON.parse(raw) as Session;
+    return typeof s.token === 'string' && typeof s.userId === 'number' ? s : null;
+  } catch {
+    return null;
+  }
+}
+
+export function saveSession(s: Session | null): void {
+  try {
+    if (s) sessionStorage.setItem(KEY, JSON.stringify(s));
+    else sessionStorage.removeItem(KEY);
+  } catch {
+    /* storage disabled: the session lives in memory only */
+  }
+}
+
+export class LoginError extends Error {}
+
+/** POST /api/login → {token, userId, username}. */
+export async function login(username: string, password: string): Promise<Session> {
+  let res: Response;
+  try {
+    res = await fetch('/api/login', {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ username, password }),
+    });
+  } catch {
+    throw new LoginError('Cannot reach the server. Check your connection and try again.');
+  }
+  let body: Record<string, unknown> = {};
+  try {
+    body = await res.json();
+  } catch {
+    /* non-JSON error page */
+  }
+  if (res.status === 401) throw new LoginError('Wrong username or password.');
+  if (!res.ok) {
+    throw new LoginError(typeof body.error === 'string' ? body.error : `Sign-in failed (HTTP ${res.status}).`);
+  }
+  if (typeof body.token !== 'string' || typeof body.userId !== 'number') {
+    throw new LoginError('Unexpected answer from the server.');
+  }
+  return { token: body.token, userId: body.userId, username: String(body.username ?? username) };
+}
+
+/** Per-user preferences kept across reloads: joined rooms and DM peers. */
+export function loadPrefs(userId: number): { rooms: string[]; dms: Array<{ userId: number; username: string }> } {
+  try {
+    const raw = localStorage.getItem(`chat.prefs.${userId}`);
+    if (raw) {
+      const p = JSON.parse(raw);
+      return {
+        rooms: Array.isArray(p.rooms) ? p.rooms.filter((r: unknown) => typeof r === 'string') : ['general'],
+        dms: Array.isArray(p.dms) ? p.dms.filter((d: { userId?: unknown }) => typeof d?.userId === 'number') : [],
+      };
+    }
+  } catch {
+    /* ignore */
+  }
+  return { rooms: ['general'], dms: [] };
+}
+
+export function savePrefs(userId: number, prefs: { rooms: string[]; dms: Array<{ userId: number; username: string }> }): void {
+  try {
+    localStorage.setItem(`chat.prefs.${userId}`, JSON.stringify(prefs));
+  } catch {
+    /* ignore */
+  }
+}
