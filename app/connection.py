@@ -236,6 +236,8 @@ class Connection:
             try:
                 with gevent.Timeout(remaining, TimeoutError):
                     data = self.sock.recv(RECEIVE_BYTES)
+            except TimeoutError:
+                raise  # (a subclass of OSError, which means "connection gone" here)
             except OSError:
                 return None
             if not data:

@@ -1,0 +1,52 @@
+# Everything a fresh machine needs is installed from here: only the system python3 is assumed.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
+
+.PHONY: install run db token test test-python test-web lint web bench clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	rm -f $(VENV)/.installed-* && touch $@
+
+# Serve the chat on WS_BIND_ADDR (default 127.0.0.1:9001). Without DATABASE_URL an
+# embedded PostgreSQL runs in ./var; the web client is built when npm is available.
+run: install
+	@if command -v npm >/dev/null 2>&1 && [ -f web/Makefile ]; then $(MAKE) -C web build || echo "web client build failed: serving the API only"; fi
+	$(PY) scripts/devserver.py
+
+# Load schema.sql into DATABASE_URL (safe to run twice, also on the legacy backend's database).
+db: install
+	@test -n "$(DATABASE_URL)" || (echo "set DATABASE_URL" && exit 2)
+	$(VENV)/bin/flask --app wsgi init-db
+
+# A token for USER on the dev server (the real ones come from another backend).
+token: install
+	@test -n "$(USER_NAME)$(USER)" || (echo "usage: make token USER=alice" && exit 2)
+	@$(PY) scripts/devserver.py flask --app wsgi token $(or $(USER_NAME),$(USER))
+
+test: test-python test-web
+
+test-python: install
+	$(VENV)/bin/ruff check app tests scripts wsgi.py gunicorn.conf.py
+	$(VENV)/bin/pytest -q
+
+test-web:
+	@if [ -f web/Makefile ]; then $(MAKE) -C web test; else echo "no web client yet"; fi
+
+lint: install
+	$(VENV)/bin/ruff check app tests scripts wsgi.py gunicorn.conf.py
+
+web:
+	$(MAKE) -C web build
+
+bench: install
+	$(MAKE) -C bench bench
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .ruff_cache

@@ -1,0 +1,309 @@
+"""Fixtures: a real PostgreSQL database, real gunicorn servers and real WebSocket clients."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import jwt
+import psycopg2
+import pytest
+import websocket
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = "test-secret-that-is-long-enough-for-hs256"
+_user_ids = itertools.count(random.randint(1_000_000, 9_000_000) * 10)
+
+
+# --- database ----------------------------------------------------------------------------------
+
+
+def _admin_url() -> str:
+    """A PostgreSQL to create test databases in: TEST_ADMIN_DATABASE_URL, the local one, or embedded."""
+    candidates = [os.environ.get("TEST_ADMIN_DATABASE_URL")] + [
+        f"postgresql://{user}@127.0.0.1:5432/postgres" for user in ("postgres", "root")
+    ]
+    for url in filter(None, candidates):
+        try:
+            psycopg2.connect(url, connect_timeout=2).close()
+            return url
+        except psycopg2.OperationalError:
+            continue
+    import pgserver
+
+    return pgserver.get_server(ROOT / "var" / "test-pgdata", cleanup_mode="stop").get_uri()
+
+
+def create_database(admin_url: str, name: str) -> str:
+    conn = psycopg2.connect(admin_url)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    conn.close()
+    url = _database_url(admin_url, name)
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+        cur.execute((ROOT / "schema.sql").read_text())
+    conn.close()
+    return url
+
+
+def drop_database(admin_url: str, name: str) -> None:
+    conn = psycopg2.connect(admin_url)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    conn.close()
+
+
+def _database_url(admin_url: str, name: str) -> str:
+    base, _, query = admin_url.partition("?")
+    base = base.rsplit("/", 1)[0] + "/" + name
+    return base + ("?" + query if query else "")
+
+
+@pytest.fixture(scope="session")
+def admin_url() -> str:
+    return _admin_url()
+
+
+@pytest.fixture(scope="session")
+def database_url(admin_url: str) -> Iterator[str]:
+    name = f"chat_test_{uuid.uuid4().hex[:10]}"
+    url = create_database(admin_url, name)
+    yield url
+    drop_database(admin_url, name)
+
+
+def sql(url: str, query: str, params: tuple = ()) -> list[tuple]:
+    """Run one query against the test database (what `psql` would show)."""
+    conn = psycopg2.connect(url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(query, params)
+            rows = cur.fetchall() if cur.description else []
+        conn.commit()
+        return rows
+    finally:
+        conn.close()
+
+
+# --- tokens and users ----------------------------------------------------------------------------
+
+
+def new_user_id() -> int:
+    return next(_user_ids)
+
+
+def make_token(user_id: int, username: str | None = None, secret: str = SECRET, **claims) -> str:
+    payload: dict = {"user_id": user_id, "exp": int(time.time()) + 3600}
+    if username:
+        payload["username"] = username
+    payload.update(claims)
+    return jwt.encode(payload, secret, algorithm="HS256")
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+# --- servers ---------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A real gunicorn (gevent worker) serving the app, in its own process group."""
+
+    def __init__(self, database_url: str, port: int | None = None, workers: int = 1, **env: str) -> None:
+        self.database_url = database_url
+        self.port = port or free_port()
+        self.workers = workers
+        self.env = {k: str(v) for k, v in env.items()}
+        self.proc: subprocess.Popen | None = None
+        self.log_path = ROOT / "var" / "test-logs" / f"server-{self.port}.log"
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Server:
+        env = dict(os.environ)
+        env.update(
+            DATABASE_URL=self.database_url,
+            JWT_SECRET=SECRET,
+            WS_BIND_ADDR=f"127.0.0.1:{self.port}",
+            WEB_CONCURRENCY=str(self.workers),
+            LOG_LEVEL="info",
+        )
+        env.update(self.env)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [str(ROOT / ".venv" / "bin" / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc and self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: see {self.log_path}")
+            try:
+                with urllib.request.urlopen(self.http + "/healthz", timeout=1) as resp:
+                    if resp.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"server not ready on {self.port}: see {self.log_path}")
+
+    def worker_pids(self) -> list[int]:
+        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout
+        return [int(pid) for pid in out.split()]
+
+    def stop(self, sig: int = 15, timeout: float = 15.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, sig)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, 9)
+            self.proc.wait()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@pytest.fixture(scope="session")
+def server(database_url: str) -> Iterator[Server]:
+    srv = Server(database_url, AUTH_TIMEOUT_SECONDS="1.5").start()
+    yield srv
+    srv.stop()
+
+
+# --- clients -----------------------------------------------------------------------------------------
+
+
+class Client:
+    """A WebSocket client that reads frames as dicts and waits for the ones it wants."""
+
+    def __init__(self, ws: websocket.WebSocket) -> None:
+        self.ws = ws
+        self.seen: list[dict] = []  # frames read but not yet asked for
+
+    @classmethod
+    def connect(cls, base_url: str, token: str | None = None, how: str = "query", path: str = "/ws", **kw) -> Client:
+        headers = []
+        url = base_url + path
+        if token and how == "query":
+            url += f"?token={token}"
+        elif token and how == "header":
+            headers.append(f"Authorization: Bearer {token}")
+        ws = websocket.create_connection(url, header=headers, timeout=10, **kw)
+        client = cls(ws)
+        if token and how == "frame":
+            client.send({"type": "auth", "token": token})
+        return client
+
+    def send(self, frame: dict | str) -> None:
+        self.ws.send(frame if isinstance(frame, str) else json.dumps(frame))
+
+    def recv_any(self, timeout: float = 10.0) -> dict:
+        if self.seen:
+            return self.seen.pop(0)
+        self.ws.settimeout(timeout)
+        return json.loads(self.ws.recv())
+
+    def expect(self, kind: str, timeout: float = 10.0, **match) -> dict:
+        """The first frame of this type (and matching fields); others are kept for later."""
+        for index, frame in enumerate(self.seen):
+            if frame.get("type") == kind and _matches(frame, match):
+                return self.seen.pop(index)
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"no {kind} {match} within {timeout}s; seen {self.seen[-5:]}")
+            self.ws.settimeout(remaining)
+            try:
+                frame = json.loads(self.ws.recv())
+            except websocket.WebSocketTimeoutException:
+                continue
+            if frame.get("type") == kind and _matches(frame, match):
+                return frame
+            self.seen.append(frame)
+
+    def expect_error(self, code: str, timeout: float = 10.0) -> dict:
+        frame = self.expect("error", timeout)
+        assert frame["code"] == code, frame
+        assert frame["data"] == {"message": frame["message"], "code": code}
+        assert frame["message"]
+        return frame
+
+    def nothing_more(self, kind: str, wait: float = 0.5) -> None:
+        """Assert no frame of this type arrives within `wait` seconds."""
+        with pytest.raises(TimeoutError):
+            self.expect(kind, timeout=wait)
+
+    def close(self) -> None:
+        try:
+            self.ws.close()
+        except Exception:
+            pass
+
+
+def _matches(frame: dict, match: dict) -> bool:
+    for key, value in match.items():
+        holder = frame if key in frame else frame.get("data") or {}
+        if not isinstance(holder, dict) or holder.get(key) != value:
+            return False
+    return True
+
+
+@pytest.fixture
+def connect(server: Server):
+    """connect(user_id=None, username=None, ...) -> an authenticated Client (welcome read)."""
+    opened: list[Client] = []
+
+    def _connect(user_id: int | None = None, username: str | None = None, srv: Server | None = None, **kw) -> Client:
+        user_id = user_id or new_user_id()
+        username = username or f"user{user_id}"
+        client = Client.connect((srv or server).url, make_token(user_id, username), **kw)
+        welcome = client.expect("welcome")
+        assert welcome["data"]["userId"] == user_id
+        client.user_id, client.username = user_id, username
+        opened.append(client)
+        return client
+
+    yield _connect
+    for client in opened:
+        client.close()
+
+
+if not (ROOT / ".venv" / "bin" / "gunicorn").exists():  # pragma: no cover
+    sys.exit("run `make install` first")

@@ -1,0 +1,426 @@
+"""The protocol end to end: a real gunicorn gevent server, real WebSocket clients, real PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+import jwt
+import pytest
+import websocket
+from conftest import SECRET, Client, make_token, new_user_id, sql, unique
+
+TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
+
+
+def join(client: Client, room: str, **extra) -> dict:
+    client.send({"type": "join", "room": room, **extra})
+    return client.expect("join_ack", room=room)
+
+
+# --- authentication --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["query", "header", "frame"])
+@pytest.mark.parametrize("path", ["/ws", "/"])
+def test_every_way_to_authenticate_gets_welcome(server, how, path):
+    user_id = new_user_id()
+    client = Client.connect(server.url, make_token(user_id, "ann"), how=how, path=path)
+    welcome = client.expect("welcome")
+    assert welcome["data"]["userId"] == user_id
+    assert welcome["data"]["username"] == "ann"
+    assert TIMESTAMP.match(welcome["data"]["serverTime"])
+    client.close()
+
+
+def test_header_token_wins_over_query(server):
+    header_user, query_user = new_user_id(), new_user_id()
+    ws = websocket.create_connection(
+        f"{server.url}/ws?token={make_token(query_user)}",
+        header=[f"Authorization: Bearer {make_token(header_user)}"],
+        timeout=5,
+    )
+    assert json.loads(ws.recv())["data"]["userId"] == header_user
+    ws.close()
+
+
+def test_sub_claim_as_string_and_unknown_user_is_created(server, database_url):
+    user_id = new_user_id()
+    token = jwt.encode({"sub": str(user_id), "exp": int(time.time()) + 60}, SECRET, algorithm="HS256")
+    client = Client.connect(server.url, token)
+    welcome = client.expect("welcome")
+    assert welcome["data"] == {**welcome["data"], "userId": user_id, "username": f"user{user_id}"}
+    assert sql(database_url, "SELECT username FROM users WHERE id = %s", (user_id,)) == [(f"user{user_id}",)]
+    client.close()
+
+
+def test_username_comes_from_users_table_when_token_has_none(server, database_url):
+    user_id = new_user_id()
+    sql(database_url, "INSERT INTO users (id, username) VALUES (%s, %s)", (user_id, f"stored{user_id}"))
+    client = Client.connect(server.url, make_token(user_id))
+    assert client.expect("welcome")["data"]["username"] == f"stored{user_id}"
+    client.close()
+
+
+BAD_TOKENS = {
+    "wrong secret": lambda uid: make_token(uid, secret="another-secret-another-secret-123"),
+    "expired": lambda uid: make_token(uid, exp=int(time.time()) - 5),
+    "not yet valid": lambda uid: make_token(uid, nbf=int(time.time()) + 600),
+    "alg none": lambda uid: jwt.encode({"user_id": uid}, None, algorithm="none"),
+    "HS512": lambda uid: jwt.encode({"user_id": uid}, SECRET, algorithm="HS512"),
+    "no user id": lambda uid: jwt.encode({"username": "x"}, SECRET, algorithm="HS256"),
+    "garbage": lambda uid: "not.a.jwt",
+}
+
+
+@pytest.mark.parametrize("kind", BAD_TOKENS)
+def test_bad_token_at_handshake_is_refused_with_401(server, kind):
+    token = BAD_TOKENS[kind](new_user_id())
+    with pytest.raises(websocket.WebSocketBadStatusException) as info:
+        websocket.create_connection(f"{server.url}/ws?token={token}", timeout=5)
+    assert info.value.status_code == 401
+    assert token not in server.log()
+
+
+@pytest.mark.parametrize("kind", ["wrong secret", "expired", "alg none"])
+def test_bad_auth_frame_closes_with_4001(server, kind):
+    client = Client.connect(server.url)
+    client.send({"type": "auth", "token": BAD_TOKENS[kind](new_user_id())})
+    assert client.expect("error")["code"] == "unauthorized"
+    assert_closed_with(client, 4001)
+
+
+def test_other_frame_before_auth_closes_with_4001(server):
+    client = Client.connect(server.url)
+    client.send({"type": "join", "room": "general"})
+    assert client.expect("error")["code"] == "unauthorized"
+    assert_closed_with(client, 4001)
+
+
+def test_no_auth_within_timeout_closes_with_4001(server):
+    client = Client.connect(server.url)  # the test server gives 1.5 s
+    assert client.expect("error", timeout=5)["code"] == "unauthorized"
+    assert_closed_with(client, 4001)
+
+
+def assert_closed_with(client: Client, code: int) -> None:
+    client.ws.settimeout(5)
+    while True:
+        opcode, data = client.ws.recv_data(control_frame=True)
+        if opcode == websocket.ABNF.OPCODE_CLOSE:
+            assert int.from_bytes(data[:2], "big") == code
+            return
+
+
+# --- rooms, presence, messages ---------------------------------------------------------------------
+
+
+def test_join_ack_lists_online_users_and_presence_is_per_user(connect):
+    room = unique("room")
+    alice, bob = connect(), connect()
+    ack = join(alice, room)
+    assert ack["data"] == {"room": room, "status": "ok", "users": [{"userId": alice.user_id, "username": alice.username}]}
+    ack = join(bob, room)
+    assert {u["userId"] for u in ack["data"]["users"]} == {alice.user_id, bob.user_id}
+    event = alice.expect("presence", room=room)
+    assert event["data"] == {"event": "join", "userId": bob.user_id, "username": bob.username}
+    # A second tab of bob: no second presence event; closing it: no leave either.
+    bob2 = connect(bob.user_id, bob.username)
+    join(bob2, room)
+    bob2.close()
+    alice.nothing_more("presence", wait=0.7)
+    bob.send({"type": "leave", "room": room})
+    assert bob.expect("left") == {"type": "left", "room": room}
+    event = alice.expect("presence", room=room)
+    assert event["data"]["event"] == "leave" and event["data"]["userId"] == bob.user_id
+
+
+def test_room_message_reaches_every_member_and_is_stored(connect, database_url):
+    room = unique("room")
+    alice, bob, carol = connect(), connect(), connect()
+    for client in (alice, bob, carol):
+        join(client, room)
+    alice.send({"type": "message", "room": room, "content": "hello", "clientId": "m-1"})
+    frames = [c.expect("message", room=room) for c in (alice, bob, carol)]
+    assert frames[0] == frames[1] == frames[2]
+    data = frames[0]["data"]
+    assert data["fromUser"] == alice.user_id and data["username"] == alice.username
+    assert data["content"] == "hello" and data["clientId"] == "m-1" and data["room"] == room
+    assert TIMESTAMP.match(data["timestamp"])
+    rows = sql(database_url, "SELECT from_user, to_user, room, content FROM messages WHERE id = %s", (data["id"],))
+    assert rows == [(alice.user_id, None, room, "hello")]
+
+
+def test_order_is_id_order_for_every_receiver(connect):
+    room = unique("room")
+    senders = [connect() for _ in range(3)]
+    listener = connect()
+    for client in [*senders, listener]:
+        join(client, room)
+    for round_ in range(8):
+        for index, sender in enumerate(senders):
+            sender.send({"type": "message", "room": room, "content": f"{index}:{round_}"})
+    ids = [listener.expect("message", room=room)["data"]["id"] for _ in range(24)]
+    assert ids == sorted(ids) and len(set(ids)) == 24
+    for sender in senders:
+        assert [sender.expect("message", room=room)["data"]["id"] for _ in range(24)] == ids
+
+
+def test_dm_reaches_recipient_tabs_and_senders_other_tabs(connect, database_url):
+    alice, bob = connect(), connect()
+    alice2 = connect(alice.user_id, alice.username)
+    bob2 = connect(bob.user_id, bob.username)
+    alice.send({"type": "dm", "to": bob.user_id, "content": "psst", "clientId": "d-1"})
+    sent = alice.expect("dm_sent")
+    message = sent["data"]["message"]
+    assert sent["data"]["to"] == bob.user_id and sent["data"]["status"] == "ok"
+    assert message["to"] == bob.user_id and message["fromUser"] == alice.user_id and message["content"] == "psst"
+    for client in (bob, bob2, alice2):
+        assert client.expect("dm")["data"] == message
+    alice.nothing_more("dm", wait=0.5)
+    assert sql(database_url, "SELECT to_user, room FROM messages WHERE id = %s", (message["id"],)) == [(bob.user_id, None)]
+
+
+def test_dm_history_pages_and_catches_up(connect):
+    alice, bob = connect(), connect()
+    ids = []
+    for index in range(5):
+        alice.send({"type": "dm", "to": bob.user_id, "content": f"n{index}"})
+        ids.append(alice.expect("dm_sent")["data"]["message"]["id"])
+    bob.send({"type": "dm_history", "with": alice.user_id, "limit": 2})
+    history = bob.expect("dm_history")
+    assert history["with"] == alice.user_id
+    assert [m["id"] for m in history["data"]] == ids[-2:]
+    bob.send({"type": "dm_history", "with": alice.user_id, "before": ids[3], "limit": 2})
+    assert [m["id"] for m in bob.expect("dm_history")["data"]] == ids[1:3]
+    bob.send({"type": "dm_history", "with": alice.user_id, "after": ids[1]})
+    assert [m["id"] for m in bob.expect("dm_history")["data"]] == ids[2:]
+    # a third user cannot read the conversation: theirs with alice is empty
+    carol = connect()
+    carol.send({"type": "dm_history", "with": alice.user_id})
+    assert carol.expect("dm_history")["data"] == []
+
+
+def test_room_history_limit_before_after(connect):
+    room = unique("room")
+    alice = connect()
+    join(alice, room)
+    ids = []
+    for index in range(7):
+        alice.send({"type": "message", "room": room, "content": f"h{index}"})
+        ids.append(alice.expect("message", room=room)["data"]["id"])
+    alice.send({"type": "room_history", "room": room})
+    history = alice.expect("room_history", room=room)
+    assert [m["id"] for m in history["data"]] == ids
+    assert history["data"][0]["content"] == "h0" and history["data"][0]["username"] == alice.username
+    alice.send({"type": "room_history", "room": room, "limit": 3})
+    assert [m["id"] for m in alice.expect("room_history")["data"]] == ids[-3:]
+    alice.send({"type": "room_history", "room": room, "limit": 2, "before": ids[4]})
+    assert [m["id"] for m in alice.expect("room_history")["data"]] == ids[2:4]
+    alice.send({"type": "room_history", "room": room, "limit": 2, "after": ids[1]})
+    assert [m["id"] for m in alice.expect("room_history")["data"]] == ids[2:4]
+    alice.send({"type": "room_history", "room": room, "limit": 1000})
+    assert len(alice.expect("room_history")["data"]) == 7
+
+
+def test_history_limit_is_capped_at_200(connect, database_url):
+    room = unique("room")
+    alice = connect()
+    join(alice, room)
+    sql(
+        database_url,
+        "INSERT INTO messages (from_user, room, content) SELECT %s, %s, 'bulk ' || g FROM generate_series(1, 250) g",
+        (alice.user_id, room),
+    )
+    alice.send({"type": "room_history", "room": room, "limit": 500})
+    assert len(alice.expect("room_history")["data"]) == 200
+
+
+def test_same_client_id_never_stores_twice(connect, database_url):
+    room = unique("room")
+    alice, bob = connect(), connect()
+    join(alice, room)
+    join(bob, room)
+    alice.send({"type": "message", "room": room, "content": "once", "clientId": "same"})
+    first = alice.expect("message", room=room)
+    bob.expect("message", room=room)
+    alice2 = connect(alice.user_id, alice.username)  # e.g. after a reconnect
+    join(alice2, room)
+    alice2.send({"type": "message", "room": room, "content": "once", "clientId": "same"})
+    assert alice2.expect("message", room=room) == first
+    bob.nothing_more("message", wait=0.5)
+    alice.nothing_more("message", wait=0.1)
+    alice.send({"type": "dm", "to": bob.user_id, "content": "dm once", "clientId": "same-dm"})
+    sent = alice.expect("dm_sent")
+    alice.send({"type": "dm", "to": bob.user_id, "content": "dm once", "clientId": "same-dm"})
+    assert alice.expect("dm_sent") == sent
+    bob.expect("dm")
+    bob.nothing_more("dm", wait=0.5)
+    count = sql(database_url, "SELECT count(*) FROM messages WHERE from_user = %s", (alice.user_id,))
+    assert count == [(2,)]
+
+
+def test_typing_goes_to_other_members_only(connect):
+    room = unique("room")
+    alice, bob = connect(), connect()
+    join(alice, room)
+    join(bob, room)
+    alice.send({"type": "typing", "room": room})
+    frame = bob.expect("typing")
+    assert frame == {"type": "typing", "room": room, "data": {"userId": alice.user_id, "username": alice.username}}
+    alice.nothing_more("typing", wait=0.4)
+
+
+def test_rooms_lists_online_counts(connect):
+    room = unique("room")
+    alice, bob = connect(), connect()
+    join(alice, room)
+    join(bob, room)
+    alice.send({"type": "rooms"})
+    rooms = {r["name"]: r for r in alice.expect("rooms")["data"]}
+    assert rooms[room] == {"name": room, "description": "", "online": 2}
+
+
+def test_ping_pong(connect):
+    alice = connect()
+    alice.send({"type": "ping"})
+    assert alice.expect("pong") == {"type": "pong"}
+
+
+def test_aliases_of_the_earlier_server(connect):
+    room = unique("room")
+    alice, bob = connect(), connect()
+    alice.send({"type": "join_room", "room": room})
+    alice.expect("join_ack", room=room)
+    alice.send({"type": "room_message", "room": room, "content": "old style"})
+    assert alice.expect("message")["data"]["content"] == "old style"
+    alice.send({"type": "direct_message", "to_user_id": bob.user_id, "content": "old dm"})
+    assert alice.expect("dm_sent")["data"]["message"]["content"] == "old dm"
+    assert bob.expect("dm")["data"]["content"] == "old dm"
+
+
+def test_join_with_since_replays_without_gap_or_duplicate_while_others_send(connect):
+    room = unique("room")
+    senders = [connect() for _ in range(3)]
+    for sender in senders:
+        join(sender, room)
+    before = []
+    for index in range(10):
+        senders[0].send({"type": "message", "room": room, "content": f"old{index}"})
+        before.append(senders[0].expect("message", room=room)["data"]["id"])
+    since = before[3]
+    # Others keep sending while the late joiner replays.
+    for sender in senders[1:]:
+        for index in range(10):
+            sender.send({"type": "message", "room": room, "content": f"live{index}"})
+    late = connect()
+    join(late, room, since=since)
+    for sender in senders[1:]:
+        for index in range(10, 20):
+            sender.send({"type": "message", "room": room, "content": f"live{index}"})
+    expected_total = 6 + 40
+    got = [late.expect("message", room=room)["data"]["id"] for _ in range(expected_total)]
+    assert got == sorted(got) and len(set(got)) == len(got)
+    assert got[:6] == before[4:]
+    late.nothing_more("message", wait=0.5)
+    # ... and they are exactly what is stored after `since`
+    late.send({"type": "room_history", "room": room, "after": since, "limit": 200})
+    assert [m["id"] for m in late.expect("room_history")["data"]] == got
+
+
+# --- errors ----------------------------------------------------------------------------------------------
+
+# (frame, code, a word the error message must contain)
+BAD_FRAMES = [
+    ("not json", "bad_json", "JSON"),
+    ('{"type": "join", "room": ', "bad_json", "JSON"),
+    ("[1, 2]", "invalid", "object"),
+    ('{"room": "x"}', "invalid", "type"),
+    ({"type": "dance"}, "unknown_type", "dance"),
+    ({"type": "join"}, "invalid", "room"),
+    ({"type": "join", "room": ""}, "invalid", "room"),
+    ({"type": "join", "room": "has space"}, "invalid", "room"),
+    ({"type": "join", "room": "x" * 65}, "invalid", "room"),
+    ({"type": "join", "room": 5}, "invalid", "room"),
+    ({"type": "join", "room": "ok", "since": "abc"}, "invalid", "since"),
+    ({"type": "message", "room": "never-joined", "content": "hi"}, "not_joined", "never-joined"),
+    ({"type": "message", "room": "x"}, "invalid", "content"),
+    ({"type": "message", "room": "x", "content": "   "}, "invalid", "content"),
+    ({"type": "message", "room": "x", "content": "a\u0000b"}, "invalid", "NUL"),
+    ({"type": "message", "room": "x", "content": 42}, "invalid", "content"),
+    ({"type": "message", "room": "x", "content": "y" * 4001}, "too_large", "4000"),
+    ({"type": "message", "room": "x", "content": "hi", "clientId": "c" * 65}, "invalid", "clientId"),
+    ({"type": "dm", "content": "hi"}, "invalid", "to"),
+    ({"type": "dm", "to": "bob", "content": "hi"}, "invalid", "to"),
+    ({"type": "dm", "to": 1.5, "content": "hi"}, "invalid", "to"),
+    ({"type": "dm", "to": 999_999_999_999, "content": "hi"}, "not_found", "999999999999"),
+    ({"type": "room_history", "room": "x", "limit": 0}, "invalid", "limit"),
+    ({"type": "room_history", "room": "x", "limit": -3}, "invalid", "limit"),
+    ({"type": "room_history", "room": "x", "limit": "ten"}, "invalid", "limit"),
+    ({"type": "room_history", "room": "no-such-room-anywhere"}, "not_found", "no-such-room-anywhere"),
+    ({"type": "dm_history"}, "invalid", "with"),
+    ({"type": "dm_history", "with": 999_999_999_999}, "not_found", "999999999999"),
+    ({"type": "typing", "room": "never-joined"}, "not_joined", "never-joined"),
+    ({"type": "leave", "room": "never-joined"}, "not_joined", "never-joined"),
+    ({"type": "auth", "token": "again"}, "invalid", "authenticated"),
+]
+
+
+@pytest.mark.parametrize("frame,code,word", BAD_FRAMES, ids=[f"{i}-{c}" for i, (_, c, _) in enumerate(BAD_FRAMES)])
+def test_bad_frames_get_an_error_and_the_connection_stays_usable(connect, frame, code, word):
+    alice = connect()
+    alice.send(frame)
+    error = alice.expect_error(code)
+    assert word in error["message"], error
+    alice.send({"type": "ping"})
+    assert alice.expect("pong")
+
+
+def test_binary_frame_is_bad_json(connect):
+    alice = connect()
+    alice.ws.send_binary(b"\x00\x01")
+    alice.expect_error("bad_json")
+    alice.send({"type": "ping"})
+    alice.expect("pong")
+
+
+def test_oversize_frame_closes_with_1009(connect):
+    alice = connect()
+    alice.send({"type": "message", "room": "x", "content": "y" * (70 * 1024)})
+    assert_closed_with(alice, 1009)
+
+
+def test_rate_limit_answers_rate_limited_without_disconnecting(connect):
+    alice = connect()
+    for _ in range(45):
+        alice.send({"type": "ping"})
+    pongs = errors = 0
+    for _ in range(45):
+        frame = alice.recv_any()
+        if frame["type"] == "pong":
+            pongs += 1
+        else:
+            assert frame["code"] == "rate_limited"
+            errors += 1
+    assert 30 <= pongs < 45 and errors >= 1
+    time.sleep(0.25)  # the bucket refills at 10 frames/s
+    alice.send({"type": "ping"})
+    assert alice.expect("pong")
+
+
+def test_rooms_auto_create_off_gives_not_found(database_url):
+    from conftest import Server
+
+    srv = Server(database_url, ROOMS_AUTO_CREATE="false").start()
+    try:
+        client = Client.connect(srv.url, make_token(new_user_id()))
+        client.expect("welcome")
+        client.send({"type": "join", "room": unique("missing")})
+        client.expect_error("not_found")
+        sql(database_url, "INSERT INTO rooms (name, description) VALUES ('lobby-fixed', 'the lobby') ON CONFLICT DO NOTHING")
+        client.send({"type": "join", "room": "lobby-fixed"})
+        client.expect("join_ack", room="lobby-fixed")
+        client.close()
+    finally:
+        srv.stop()
