@@ -1,0 +1,717 @@
+'use strict';
+// Load generator for the chat benchmark. Speaks the wire protocol of shared/PROTOCOL.md.
+//
+//   node loadgen.js <mode> <config>        config: a JSON object or the path of a JSON file
+//
+// Modes
+//   chat     many clients in rooms of `members`; each member sends `rate` messages/s for
+//            `durationS`; latency send -> receipt at every receiver (one process, one clock);
+//            loss / duplicates / out-of-order per sender per receiver; id order per receiver.
+//   idle     `n` connections authenticated and joined to one room, then held open; prints
+//            "READY {...}" and obeys stdin commands "fanout" (one message to everyone, timed)
+//            and "stop".
+//   history  `clients` connections issuing room_history (limit 50) at `rate` requests/s each:
+//            latest page, then `pages` pages backwards with `before`, then a deep `before` at
+//            a random stored id; latency percentiles per kind.
+//   prime    connect users and join rooms so that the server creates their rows, then quit.
+//
+// Progress goes to stderr; the result is one line "RESULT {json}" on stdout.
+
+const fs = require('fs');
+const crypto = require('crypto');
+const readline = require('readline');
+const { performance, monitorEventLoopDelay } = require('perf_hooks');
+const WebSocket = require('ws');
+
+const mode = process.argv[2];
+const cfgArg = process.argv[3] || '{}';
+const cfg = JSON.parse(cfgArg.trim().startsWith('{') ? cfgArg : fs.readFileSync(cfgArg, 'utf8'));
+
+const URL_BASE = cfg.url || 'ws://127.0.0.1:9001/ws';
+const SECRET = cfg.secret || 'bench-secret';
+const WELCOME = !!cfg.welcome; // wait for a `welcome` frame after the open
+const CONNECT_CONCURRENCY = cfg.connectConcurrency || 100;
+const CONNECT_TIMEOUT_MS = cfg.connectTimeoutMs || 30000;
+
+function log(...a) {
+  process.stderr.write('[loadgen] ' + a.join(' ') + '\n');
+}
+function emit(tag, obj) {
+  process.stdout.write(tag + ' ' + JSON.stringify(obj) + '\n');
+}
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// ---------------------------------------------------------------- tokens
+function b64url(buf) {
+  return Buffer.from(buf).toString('base64').replace(/=+$/, '').replace(/\+/g, '-').replace(/\//g, '_');
+}
+const JWT_HEADER = b64url(JSON.stringify({ alg: 'HS256', typ: 'JWT' }));
+function token(uid) {
+  const claims = { sub: String(uid), user_id: uid, username: 'u' + uid, exp: Math.floor(Date.now() / 1000) + 6 * 3600 };
+  const body = JWT_HEADER + '.' + b64url(JSON.stringify(claims));
+  return body + '.' + b64url(crypto.createHmac('sha256', SECRET).update(body).digest());
+}
+
+// ---------------------------------------------------------------- stats helpers
+function percentiles(arr, n) {
+  // arr: Float64Array with n valid entries (sorted in place)
+  const a = arr.subarray(0, n).sort();
+  const at = (p) => (n ? a[Math.min(n - 1, Math.max(0, Math.ceil((p / 100) * n) - 1))] : null);
+  const r3 = (x) => (x === null ? null : Math.round(x * 1000) / 1000);
+  let sum = 0;
+  for (let i = 0; i < n; i++) sum += a[i];
+  return {
+    count: n,
+    mean: n ? r3(sum / n) : null,
+    p50: r3(at(50)),
+    p90: r3(at(90)),
+    p95: r3(at(95)),
+    p99: r3(at(99)),
+    p999: r3(at(99.9)),
+    max: n ? r3(a[n - 1]) : null,
+  };
+}
+class Samples {
+  constructor(cap) {
+    this.a = new Float64Array(Math.max(1024, cap | 0));
+    this.n = 0;
+  }
+  push(x) {
+    if (this.n === this.a.length) {
+      const b = new Float64Array(this.a.length * 2);
+      b.set(this.a);
+      this.a = b;
+    }
+    this.a[this.n++] = x;
+  }
+  summary() {
+    return percentiles(this.a, this.n);
+  }
+}
+function bump(obj, key, by = 1) {
+  obj[key] = (obj[key] || 0) + by;
+}
+
+// ---------------------------------------------------------------- connection
+// Opens a connection for user `uid`, waits for the open (and `welcome` if configured), joins
+// each room of `rooms` in turn waiting for its join_ack. `onFrame(client, buf, now)` gets
+// every frame after the last join_ack. Resolves with the client, rejects on failure.
+function connect(uid, rooms, onFrame, opts = {}) {
+  return new Promise((resolve, reject) => {
+    const c = { uid, ws: null, joined: false, closing: false, closeCode: null, pendingJoin: 0 };
+    let settled = false;
+    const fail = (why) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      try {
+        c.closing = true;
+        c.ws.terminate();
+      } catch (e) {}
+      reject(new Error(why));
+    };
+    const timer = setTimeout(() => fail('timeout'), CONNECT_TIMEOUT_MS);
+    const ws = new WebSocket(URL_BASE + '?token=' + token(uid), {
+      perMessageDeflate: false,
+      handshakeTimeout: CONNECT_TIMEOUT_MS,
+      maxPayload: 256 * 1024 * 1024,
+    });
+    c.ws = ws;
+    let welcomed = !WELCOME;
+    let joinIdx = 0;
+    const sendJoin = () => {
+      ws.send(JSON.stringify({ type: 'join', room: rooms[joinIdx] }));
+    };
+    ws.on('open', () => {
+      if (welcomed) {
+        if (rooms.length) sendJoin();
+        else done();
+      }
+    });
+    const done = () => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      c.joined = true;
+      c.joinedAt = performance.now();
+      resolve(c);
+    };
+    ws.on('message', (buf, isBinary) => {
+      const now = performance.now();
+      if (c.joined) return onFrame(c, buf, now);
+      // before being joined: small frames are parsed, big ones (join_ack with a long
+      // `users` list) are recognised by a substring test, to keep the loadgen cheap
+      let type;
+      if (buf.length > 4096) {
+        const head = buf.subarray(0, 64).toString();
+        const m = /"type"\s*:\s*"([a-z_]+)"/.exec(head);
+        type = m ? m[1] : buf.includes('"join_ack"') ? 'join_ack' : 'big';
+      } else {
+        let m;
+        try {
+          m = JSON.parse(buf);
+        } catch (e) {
+          return fail('bad json before join');
+        }
+        type = m.type;
+        if (type === 'error') return fail('error before join: ' + (m.code || m.message));
+      }
+      if (type === 'welcome') {
+        if (!welcomed) {
+          welcomed = true;
+          if (rooms.length) sendJoin();
+          else done();
+        }
+      } else if (type === 'join_ack') {
+        joinIdx++;
+        if (joinIdx < rooms.length) sendJoin();
+        else done();
+      } else if (opts.onEarlyFrame) {
+        opts.onEarlyFrame(c, type);
+      }
+    });
+    ws.on('unexpected-response', (req, res) => fail('http ' + res.statusCode));
+    ws.on('error', (e) => fail('ws error ' + e.message));
+    ws.on('close', (code) => {
+      c.closeCode = code;
+      if (!settled) fail('closed ' + code);
+      else if (!c.closing && opts.onClose) opts.onClose(c, code);
+    });
+  });
+}
+
+// Connects `specs` ([uid, rooms]) with bounded concurrency. Returns {clients, failures}.
+async function connectAll(specs, onFrame, opts = {}, deadlineMs = Infinity) {
+  const clients = new Array(specs.length).fill(null);
+  const failures = {};
+  let next = 0;
+  let lastReport = performance.now();
+  let doneCount = 0;
+  async function worker() {
+    while (next < specs.length && performance.now() < deadlineMs) {
+      const i = next++;
+      try {
+        clients[i] = await connect(specs[i][0], specs[i][1], onFrame, opts);
+      } catch (e) {
+        bump(failures, e.message.replace(/[0-9]{5,}/g, 'N'));
+      }
+      doneCount++;
+      if (performance.now() - lastReport > 5000) {
+        lastReport = performance.now();
+        log(`connected ${doneCount}/${specs.length}`);
+      }
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(CONNECT_CONCURRENCY, specs.length) }, worker));
+  return { clients, failures };
+}
+
+function closeAll(clients) {
+  for (const c of clients) {
+    if (!c) continue;
+    c.closing = true;
+    try {
+      c.ws.close(1000);
+    } catch (e) {}
+  }
+}
+async function waitClosed(clients, ms) {
+  const end = performance.now() + ms;
+  while (performance.now() < end && clients.some((c) => c && c.ws.readyState !== WebSocket.CLOSED)) await sleep(50);
+  for (const c of clients) if (c && c.ws.readyState !== WebSocket.CLOSED) c.ws.terminate();
+}
+
+// ================================================================ chat
+async function runChat() {
+  const ROOMS = cfg.rooms || 10;
+  const MEMBERS = cfg.members || 10;
+  const RATE = cfg.rate || 2; // messages per second per member
+  const DURATION = (cfg.durationS || 20) * 1000;
+  const WARMUP = (cfg.warmupS === undefined ? 3 : cfg.warmupS) * 1000;
+  const DRAIN = (cfg.drainS || 5) * 1000;
+  const TAG = String(cfg.tag || 'x' + Date.now().toString(36));
+  const PAD = cfg.contentPad === undefined ? 'lorem ipsum dolor sit amet consectetur' : cfg.contentPad;
+  const USER_BASE = cfg.userBase || 100000;
+  const ROOM_PREFIX = cfg.roomPrefix || 'bench';
+  const MAXSEQ = Math.ceil((RATE * DURATION) / 1000) + 8;
+  const INTERVAL = 1000 / RATE;
+
+  const st = {
+    sent: 0,
+    sentMeasured: 0,
+    recvUnique: 0,
+    recvTotal: 0,
+    dup: 0,
+    outOfOrder: 0,
+    idInversions: 0,
+    wrongRoom: 0,
+    foreign: 0,
+    badFrames: 0,
+    deliveredMeasured: 0,
+    errors: {},
+    otherFrames: {},
+    unexpectedCloses: {},
+  };
+  const lat = new Samples(ROOMS * MEMBERS * MEMBERS * RATE * ((DURATION - WARMUP) / 1000) * 1.05);
+  let measureStart = Infinity;
+  let measureEnd = Infinity;
+
+  const roomName = (r) => ROOM_PREFIX + r;
+  const sentPerRoom = new Int32Array(ROOMS);
+
+  function onFrame(c, buf, now) {
+    let m;
+    try {
+      m = JSON.parse(buf);
+    } catch (e) {
+      st.badFrames++;
+      return;
+    }
+    if (m.type === 'message') {
+      const d = m.data;
+      const content = d && d.content;
+      st.recvTotal++;
+      if (typeof content !== 'string' || !content.startsWith('b1 ')) {
+        st.foreign++;
+        return;
+      }
+      const p = content.split(' ', 6);
+      if (p[1] !== TAG) {
+        st.foreign++;
+        return;
+      }
+      const sRoom = +p[2];
+      const sIdx = +p[3];
+      const seq = +p[4];
+      const t = +p[5];
+      if (sRoom !== c.room || d.room !== c.roomName) {
+        st.wrongRoom++;
+        return;
+      }
+      if (d.id <= c.lastId) st.idInversions++;
+      else c.lastId = d.id;
+      const k = sIdx * MAXSEQ + seq;
+      if (c.seen[k]) {
+        st.dup++;
+        return;
+      }
+      c.seen[k] = 1;
+      st.recvUnique++;
+      if (seq < c.maxSeq[sIdx]) st.outOfOrder++;
+      else c.maxSeq[sIdx] = seq;
+      if (t >= measureStart && t < measureEnd) {
+        lat.push(now - t);
+        st.deliveredMeasured++;
+      }
+    } else if (m.type === 'error') {
+      bump(st.errors, m.code || 'unknown');
+    } else {
+      bump(st.otherFrames, m.type);
+    }
+  }
+  const onClose = (c, code) => bump(st.unexpectedCloses, code);
+
+  // connect: room r has users USER_BASE + r*MEMBERS + i
+  const specs = [];
+  for (let r = 0; r < ROOMS; r++) for (let i = 0; i < MEMBERS; i++) specs.push([USER_BASE + r * MEMBERS + i, [roomName(r)]]);
+  const t0 = performance.now();
+  const { clients, failures } = await connectAll(specs, onFrame, { onClose });
+  const connectS = (performance.now() - t0) / 1000;
+  const connected = clients.filter(Boolean).length;
+  log(`chat: ${connected}/${specs.length} connected+joined in ${connectS.toFixed(2)}s`);
+  clients.forEach((c, n) => {
+    if (!c) return;
+    c.room = Math.floor(n / MEMBERS);
+    c.idx = n % MEMBERS;
+    c.roomName = roomName(c.room);
+    c.seen = new Uint8Array(MEMBERS * MAXSEQ);
+    c.maxSeq = new Int32Array(MEMBERS).fill(-1);
+    c.lastId = -1;
+    c.seq = 0;
+  });
+  const membersInRoom = new Int32Array(ROOMS);
+  for (const c of clients) if (c) membersInRoom[c.room]++;
+
+  const result = {
+    mode: 'chat',
+    rooms: ROOMS,
+    members: MEMBERS,
+    ratePerMember: RATE,
+    targetMsgsPerS: ROOMS * MEMBERS * RATE,
+    durationS: DURATION / 1000,
+    warmupS: WARMUP / 1000,
+    clients: specs.length,
+    connected,
+    connectFailures: failures,
+    connectS: +connectS.toFixed(3),
+  };
+  if (connected === 0) {
+    emit('RESULT', Object.assign(result, { ok: false, reason: 'no client connected' }));
+    return;
+  }
+
+  await sleep(500);
+  // send phase
+  const eld = monitorEventLoopDelay({ resolution: 5 });
+  eld.enable();
+  const cpu0 = process.cpuUsage();
+  const sendStart = performance.now() + 50;
+  const sendEnd = sendStart + DURATION;
+  measureStart = sendStart + WARMUP;
+  measureEnd = sendEnd;
+  let lateSends = 0;
+  for (const c of clients) {
+    if (!c) continue;
+    const phase = Math.random() * INTERVAL;
+    let due = sendStart + phase;
+    const tick = () => {
+      const now = performance.now();
+      if (now >= sendEnd || c.ws.readyState !== WebSocket.OPEN || c.seq >= MAXSEQ) return;
+      if (now - due > 50) lateSends++;
+      const seq = c.seq++;
+      c.ws.send(
+        JSON.stringify({
+          type: 'message',
+          room: c.roomName,
+          content: `b1 ${TAG} ${c.room} ${c.idx} ${seq} ${now.toFixed(3)} ${PAD}`,
+        })
+      );
+      st.sent++;
+      sentPerRoom[c.room]++;
+      if (now >= measureStart) st.sentMeasured++;
+      due += INTERVAL;
+      setTimeout(tick, Math.max(0, due - performance.now()));
+    };
+    setTimeout(tick, Math.max(0, due - performance.now()));
+  }
+  let lastLog = performance.now();
+  while (performance.now() < sendEnd) {
+    await sleep(200);
+    if (performance.now() - lastLog >= 5000) {
+      lastLog = performance.now();
+      log(`chat: t=${((lastLog - sendStart) / 1000).toFixed(0)}s sent=${st.sent} recv=${st.recvUnique}`);
+    }
+  }
+  const cpuSend = process.cpuUsage(cpu0);
+  const sendWall = (performance.now() - sendStart) / 1000;
+  // drain
+  let expected = 0;
+  for (let r = 0; r < ROOMS; r++) expected += sentPerRoom[r] * membersInRoom[r];
+  const drainEnd = performance.now() + DRAIN;
+  while (performance.now() < drainEnd && st.recvUnique < expected) await sleep(20);
+  const drainS = (performance.now() - sendEnd) / 1000;
+  eld.disable();
+  closeAll(clients);
+  await waitClosed(clients, 3000);
+
+  // loss per receiver: expected = what its room sent; compare with unique receipts
+  const lost = expected - st.recvUnique;
+  const measuredS = (measureEnd - measureStart) / 1000;
+  const latency = lat.summary();
+  const failuresCount = Object.values(failures).reduce((a, b) => a + b, 0);
+  const errorsCount = Object.values(st.errors).reduce((a, b) => a + b, 0);
+  const closesCount = Object.values(st.unexpectedCloses).reduce((a, b) => a + b, 0);
+  Object.assign(result, {
+    sent: st.sent,
+    sentMsgsPerS: +(st.sentMeasured / measuredS).toFixed(1),
+    expectedDeliveries: expected,
+    deliveredUnique: st.recvUnique,
+    lost,
+    duplicates: st.dup,
+    outOfOrder: st.outOfOrder,
+    idInversions: st.idInversions,
+    wrongRoom: st.wrongRoom,
+    foreign: st.foreign,
+    badFrames: st.badFrames,
+    errors: st.errors,
+    otherFrames: st.otherFrames,
+    unexpectedCloses: st.unexpectedCloses,
+    // stored-and-delivered rate: messages sent in the measured window, all of them delivered
+    // to every member if lost == 0
+    storedMsgsPerS: +(st.sentMeasured / measuredS).toFixed(1),
+    deliveriesPerS: +(st.deliveredMeasured / measuredS).toFixed(1),
+    latencyMs: latency,
+    drainS: +drainS.toFixed(3),
+    loadgen: {
+      cpuPct: +((100 * (cpuSend.user + cpuSend.system)) / 1e6 / sendWall).toFixed(1),
+      eventLoopDelayP99Ms: +(eld.percentile(99) / 1e6).toFixed(2),
+      eventLoopDelayMaxMs: +(eld.max / 1e6).toFixed(2),
+      lateSends,
+    },
+  });
+  const reasons = [];
+  if (failuresCount) reasons.push(`${failuresCount} connect failures`);
+  if (lost > 0) reasons.push(`lost ${lost}`);
+  if (st.dup) reasons.push(`dup ${st.dup}`);
+  if (st.outOfOrder) reasons.push(`out-of-order ${st.outOfOrder}`);
+  if (st.wrongRoom) reasons.push(`wrong room ${st.wrongRoom}`);
+  if (errorsCount) reasons.push(`errors ${JSON.stringify(st.errors)}`);
+  if (closesCount) reasons.push(`closes ${JSON.stringify(st.unexpectedCloses)}`);
+  if (latency.p99 === null || latency.p99 > (cfg.p99LimitMs || 100)) reasons.push(`p99 ${latency.p99} ms`);
+  result.ok = reasons.length === 0;
+  result.reason = reasons.join('; ');
+  if (result.loadgen.cpuPct > 85) result.warning = 'load generator near its CPU limit: latencies may include its own queueing';
+  emit('RESULT', result);
+}
+
+// ================================================================ idle
+async function runIdle() {
+  const N = cfg.n || 10000;
+  const ROOM = cfg.room || 'lobby';
+  const USER_BASE = cfg.userBase || 500000;
+  const CONNECT_LIMIT_S = cfg.connectLimitS || 300;
+  const HOLD_MAX_S = cfg.holdMaxS || 300;
+  const MARK = 'fanout-' + Date.now().toString(36);
+  const st = { framesAfterJoin: 0, bytesAfterJoin: 0, earlyFrames: {}, unexpectedCloses: {} };
+  let fan = null; // {t0, times: Samples, got}
+
+  function onFrame(c, buf, now) {
+    st.framesAfterJoin++;
+    st.bytesAfterJoin += buf.length;
+    if (fan && buf.length < 4096 && buf.includes(MARK)) {
+      if (!c.gotFan) {
+        c.gotFan = true;
+        fan.got++;
+        fan.times.push(now - fan.t0);
+      }
+    }
+  }
+  const opts = {
+    onEarlyFrame: (c, type) => bump(st.earlyFrames, type),
+    onClose: (c, code) => bump(st.unexpectedCloses, code),
+  };
+  const specs = [];
+  for (let i = 0; i < N; i++) specs.push([USER_BASE + i, [ROOM]]);
+  const t0 = performance.now();
+  const { clients, failures } = await connectAll(specs, onFrame, opts, t0 + CONNECT_LIMIT_S * 1000);
+  const connectS = (performance.now() - t0) / 1000;
+  const live = clients.filter(Boolean);
+  const result = {
+    mode: 'idle',
+    n: N,
+    connected: live.length,
+    connectFailures: failures,
+    notAttempted: specs.length - live.length - Object.values(failures).reduce((a, b) => a + b, 0),
+    connectS: +connectS.toFixed(2),
+  };
+  log(`idle: ${live.length}/${N} connected+joined in ${connectS.toFixed(1)}s`);
+  // let the join-time traffic (presence etc.) settle: wait until no frame for 1 s (max 60 s)
+  let last = st.framesAfterJoin;
+  const settleEnd = performance.now() + 60000;
+  for (;;) {
+    await sleep(1000);
+    if (st.framesAfterJoin === last || performance.now() > settleEnd) break;
+    last = st.framesAfterJoin;
+  }
+  result.settleS = +((performance.now() - t0) / 1000 - connectS).toFixed(2);
+  result.framesDuringJoin = Object.assign({ afterOwnJoin: st.framesAfterJoin }, st.earlyFrames);
+  emit('READY', result);
+
+  async function fanout() {
+    if (!live.length) return { error: 'nobody connected' };
+    const sender = live[0];
+    for (const c of live) c.gotFan = false;
+    fan = { t0: performance.now(), times: new Samples(live.length), got: 0 };
+    sender.ws.send(JSON.stringify({ type: 'message', room: ROOM, content: 'b1 ' + MARK + ' one message to the whole room' }));
+    const end = performance.now() + (cfg.fanoutTimeoutS || 30) * 1000;
+    while (performance.now() < end && fan.got < live.length) await sleep(5);
+    const s = fan.times.summary();
+    const r = { receivers: live.length, received: fan.got, msToP50: s.p50, msToP99: s.p99, msToAll: fan.got === live.length ? s.max : null };
+    fan = null;
+    return r;
+  }
+
+  let stopped = false;
+  const stop = async (why) => {
+    if (stopped) return;
+    stopped = true;
+    result.stopReason = why;
+    result.unexpectedCloses = st.unexpectedCloses;
+    result.stillOpen = live.filter((c) => c.ws.readyState === WebSocket.OPEN).length;
+    closeAll(live);
+    await waitClosed(live, 10000);
+    emit('RESULT', result);
+    process.exit(0);
+  };
+  setTimeout(() => stop('holdMaxS'), HOLD_MAX_S * 1000);
+  const rl = readline.createInterface({ input: process.stdin });
+  rl.on('line', async (line) => {
+    const cmd = line.trim();
+    if (cmd === 'fanout') {
+      result.fanout = await fanout();
+      emit('FANOUT', result.fanout);
+    } else if (cmd === 'stop') stop('stop');
+  });
+  rl.on('close', () => stop('stdin closed'));
+}
+
+// ================================================================ history
+async function runHistory() {
+  const C = cfg.clients || 20;
+  const RATE = cfg.rate || 5; // requests per second per client
+  const DURATION = (cfg.durationS || 20) * 1000;
+  const WARMUP = (cfg.warmupS === undefined ? 2 : cfg.warmupS) * 1000;
+  const LIMIT = cfg.limit || 50;
+  const PAGES = cfg.pages === undefined ? 3 : cfg.pages;
+  const USER_BASE = cfg.userBase || 900000;
+  const deep = cfg.deepFile ? JSON.parse(fs.readFileSync(cfg.deepFile, 'utf8')) : cfg.deep || {}; // room -> [ids]
+  const rooms = cfg.roomNames || Object.keys(deep);
+  if (!rooms.length) throw new Error('history: no rooms');
+  const JOIN = cfg.join !== false;
+
+  const lat = { latest: new Samples(1e5), page: new Samples(1e5), deep: new Samples(1e5) };
+  const st = { requests: 0, responses: 0, invalid: 0, invalidSamples: [], errors: {}, otherFrames: {}, unexpectedCloses: {}, backlogMax: 0 };
+  let measureStart = Infinity;
+  let measureEnd = Infinity;
+
+  // client k queries (and joins) rooms k, k+C, k+2C, ... (one room when there are more clients than rooms)
+  const myRooms = (k) => (C >= rooms.length ? [rooms[k % rooms.length]] : rooms.filter((_, i) => i % C === k));
+  function invalid(why) {
+    st.invalid++;
+    if (st.invalidSamples.length < 5) st.invalidSamples.push(why);
+  }
+  function onFrame(c, buf, now) {
+    let m;
+    try {
+      m = JSON.parse(buf);
+    } catch (e) {
+      invalid('bad json');
+      return;
+    }
+    if (m.type === 'room_history') {
+      const req = c.inflight;
+      if (!req) return invalid('unexpected room_history');
+      c.inflight = null;
+      st.responses++;
+      const d = m.data;
+      if (!Array.isArray(d)) invalid('data not an array');
+      else if (m.room !== req.room) invalid(`room ${m.room} != ${req.room}`);
+      else if (d.length !== LIMIT) invalid(`${req.kind}: ${d.length} rows, wanted ${LIMIT}`);
+      else {
+        for (let i = 1; i < d.length; i++) if (!(d[i].id > d[i - 1].id)) return invalid('ids not ascending');
+        if (req.before !== undefined && d[d.length - 1].id >= req.before) invalid('id >= before');
+        c.oldest = d[0].id;
+      }
+      if (req.due >= measureStart && req.due < measureEnd) lat[req.kind].push(now - req.due);
+      pump(c);
+    } else if (m.type === 'error') {
+      bump(st.errors, m.code || 'unknown');
+      if (c.inflight) {
+        c.inflight = null;
+        pump(c);
+      }
+    } else bump(st.otherFrames, m.type);
+  }
+  // each client cycles: latest, PAGES x before=<oldest of previous page>, deep before=<random stored id>
+  function nextRequest(c) {
+    const step = c.step++ % (PAGES + 2);
+    if (step === 0 || (step <= PAGES && !c.oldest)) {
+      c.room = c.rooms[Math.floor(Math.random() * c.rooms.length)];
+      c.oldest = null;
+      return { kind: 'latest', room: c.room };
+    }
+    if (step <= PAGES) return { kind: 'page', room: c.room, before: c.oldest };
+    const r = c.rooms[Math.floor(Math.random() * c.rooms.length)];
+    const ids = deep[r];
+    if (!ids || !ids.length) return { kind: 'latest', room: r };
+    return { kind: 'deep', room: r, before: ids[Math.floor(Math.random() * ids.length)] };
+  }
+  function pump(c) {
+    if (c.inflight || !c.queue.length) return;
+    const due = c.queue.shift();
+    const req = nextRequest(c);
+    req.due = due;
+    c.inflight = req;
+    const frame = { type: 'room_history', room: req.room, limit: LIMIT };
+    if (req.before !== undefined) frame.before = req.before;
+    c.ws.send(JSON.stringify(frame));
+    st.requests++;
+  }
+
+  const specs = [];
+  for (let k = 0; k < C; k++) specs.push([USER_BASE + k, JOIN ? myRooms(k) : []]);
+  const t0 = performance.now();
+  const { clients, failures } = await connectAll(specs, onFrame, { onClose: (c, code) => bump(st.unexpectedCloses, code) });
+  const live = clients.filter(Boolean);
+  log(`history: ${live.length}/${C} connected in ${((performance.now() - t0) / 1000).toFixed(2)}s`);
+  live.forEach((c, k) => Object.assign(c, { rooms: myRooms(k), queue: [], inflight: null, step: 0, oldest: null }));
+  await sleep(1100); // let the rate-limit bucket of the joins refill a little
+  const start = performance.now() + 20;
+  const end = start + DURATION;
+  measureStart = start + WARMUP;
+  measureEnd = end;
+  const INTERVAL = 1000 / RATE;
+  for (const c of live) {
+    let due = start + Math.random() * INTERVAL;
+    const tick = () => {
+      if (due >= end || c.ws.readyState !== WebSocket.OPEN) return;
+      c.queue.push(due);
+      if (c.queue.length > st.backlogMax) st.backlogMax = c.queue.length;
+      pump(c);
+      due += INTERVAL;
+      setTimeout(tick, Math.max(0, due - performance.now()));
+    };
+    setTimeout(tick, Math.max(0, due - performance.now()));
+  }
+  while (performance.now() < end) await sleep(100);
+  const drainEnd = performance.now() + 5000;
+  while (performance.now() < drainEnd && live.some((c) => c.inflight || c.queue.length)) await sleep(20);
+  closeAll(live);
+  await waitClosed(live, 3000);
+  const all = new Samples(1);
+  for (const k of Object.keys(lat)) for (let i = 0; i < lat[k].n; i++) all.push(lat[k].a[i]);
+  const measuredS = (measureEnd - measureStart) / 1000;
+  emit('RESULT', {
+    mode: 'history',
+    clients: C,
+    connected: live.length,
+    connectFailures: failures,
+    targetReqPerS: C * RATE,
+    achievedReqPerS: +(all.n / measuredS).toFixed(1),
+    limit: LIMIT,
+    requests: st.requests,
+    responses: st.responses,
+    unanswered: live.reduce((a, c) => a + (c.inflight ? 1 : 0) + c.queue.length, 0),
+    invalid: st.invalid,
+    invalidSamples: st.invalidSamples,
+    errors: st.errors,
+    otherFrames: st.otherFrames,
+    unexpectedCloses: st.unexpectedCloses,
+    backlogMax: st.backlogMax,
+    latencyMs: { all: all.summary(), latest: lat.latest.summary(), page: lat.page.summary(), deep: lat.deep.summary() },
+  });
+}
+
+// ================================================================ prime
+async function runPrime() {
+  const users = cfg.users || [];
+  const rooms = cfg.roomNames || [];
+  const per = cfg.roomsPerUser || 10;
+  const specs = users.map((u, i) => {
+    const rs = [];
+    for (let j = i * per; j < (i + 1) * per && j < rooms.length; j++) rs.push(rooms[j]);
+    return [u, rs];
+  });
+  // users beyond the room list still connect once so that their rows exist
+  const { clients, failures } = await connectAll(specs, () => {});
+  const ok = clients.filter(Boolean);
+  closeAll(ok);
+  await waitClosed(ok, 3000);
+  emit('RESULT', { mode: 'prime', users: users.length, connected: ok.length, connectFailures: failures });
+}
+
+const modes = { chat: runChat, idle: runIdle, history: runHistory, prime: runPrime };
+if (!modes[mode]) {
+  log('usage: node loadgen.js chat|idle|history|prime <json config or file>');
+  process.exit(2);
+}
+modes[mode]().then(
+  () => {
+    if (mode !== 'idle') process.exit(0);
+  },
+  (e) => {
+    log('fatal: ' + (e.stack || e));
+    emit('RESULT', { mode, fatal: String(e.message || e) });
+    process.exit(1);
+  }
+);
