@@ -40,6 +40,9 @@ DEFAULTS: dict[str, Any] = {
     "AUTH_TIMEOUT_SECONDS": 10.0,
     # Frames queued for one client before it counts as too slow and is closed with 1008.
     "OUTBOX_MAX_FRAMES": 2000,
+    # Kernel send buffer per client socket: bounds the memory a client that stops reading
+    # can hold (the kernel would let it grow to megabytes) before its outbox overflows.
+    "SOCKET_SEND_BUFFER_BYTES": 256 * 1024,
     # How long a slow client gets to take its close frame before the socket is cut.
     "CLOSE_TIMEOUT_SECONDS": 5.0,
     # Database pool: connections per worker process, and how long to wait for one.

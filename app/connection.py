@@ -96,6 +96,8 @@ class Connection:
         self.ws = ws
         self.peer = peer
         self.lock = Semaphore()
+        if config["SOCKET_SEND_BUFFER_BYTES"]:
+            ws.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, config["SOCKET_SEND_BUFFER_BYTES"])
         self.sock = LockedSocket(ws.sock, self.lock)
         ws.sock = self.sock
         self.user_id: int = 0

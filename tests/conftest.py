@@ -307,3 +307,58 @@ def connect(server: Server):
 
 if not (ROOT / ".venv" / "bin" / "gunicorn").exists():  # pragma: no cover
     sys.exit("run `make install` first")
+
+
+# --- an embedded PostgreSQL that tests may stop and start ---------------------------------------------
+
+
+class EmbeddedPostgres:
+    """A private PostgreSQL (the pgserver package) in a folder, for restart tests."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def _python(self, code: str) -> str:
+        return subprocess.run(
+            [sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True, check=True, timeout=60
+        ).stdout.strip()
+
+    def start(self) -> str:
+        """Start (or find running) and return the URL of its `chat` database, schema loaded."""
+        url = self._python(
+            "import pgserver\n"
+            f"s = pgserver.get_server({str(self.path)!r}, cleanup_mode=None)\n"
+            "print(s.get_uri('postgres'))"
+        ).splitlines()[-1]
+        admin = psycopg2.connect(url)
+        admin.autocommit = True
+        with admin.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = 'chat'")
+            if not cur.fetchone():
+                cur.execute("CREATE DATABASE chat")
+        admin.close()
+        chat_url = url.replace("/postgres?", "/chat?")
+        with psycopg2.connect(chat_url) as conn, conn.cursor() as cur:
+            cur.execute((ROOT / "schema.sql").read_text())
+        conn.close()
+        return chat_url
+
+    def stop(self) -> None:
+        user = "pgserver" if os.geteuid() == 0 else None
+        self._python(
+            "import pathlib\nfrom pgserver._commands import pg_ctl\n"
+            f"pg_ctl(['-w', '-m', 'fast', 'stop'], pgdata=pathlib.Path({str(self.path)!r}), user={user!r})"
+        )
+
+
+@pytest.fixture
+def embedded_postgres(tmp_path_factory) -> Iterator[EmbeddedPostgres]:
+    # A short path: the server's Unix socket lives in this folder.
+    path = Path("/tmp") / f"chat-pg-{uuid.uuid4().hex[:8]}"
+    pg = EmbeddedPostgres(path)
+    yield pg
+    try:
+        pg.stop()
+    except subprocess.CalledProcessError:
+        pass
+    subprocess.run(["rm", "-rf", str(path)], check=False)

@@ -1,0 +1,193 @@
+"""Faults survived: restarts of the server and of PostgreSQL, slow and dead clients."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import websocket
+from conftest import Client, Server, make_token, new_user_id, sql, unique
+from test_chat import assert_closed_with, join
+
+
+def connect_to(srv: Server, user_id: int | None = None) -> Client:
+    user_id = user_id or new_user_id()
+    client = Client.connect(srv.url, make_token(user_id, f"user{user_id}"))
+    client.expect("welcome")
+    client.user_id = user_id
+    return client
+
+
+def test_shutdown_closes_with_1001_and_messages_survive_a_restart(database_url):
+    srv = Server(database_url).start()
+    room = unique("room")
+    alice = connect_to(srv)
+    join(alice, room)
+    sent = []
+    for index in range(5):
+        alice.send({"type": "message", "room": room, "content": f"keep {index}"})
+        sent.append(alice.expect("message", room=room)["data"])
+    srv.stop()  # SIGTERM
+    assert_closed_with(alice, 1001)
+    srv.start()  # same port, same database
+    try:
+        bob = connect_to(srv)
+        bob.send({"type": "room_history", "room": room})
+        assert bob.expect("room_history")["data"] == sent
+        join(bob, room, since=sent[1]["id"])
+        assert [bob.expect("message", room=room)["data"] for _ in range(3)] == sent[2:]
+    finally:
+        srv.stop()
+
+
+def test_a_slow_reader_is_closed_with_1008_and_does_not_slow_its_room(database_url):
+    srv = Server(database_url, OUTBOX_MAX_FRAMES="40", SOCKET_SEND_BUFFER_BYTES="16384", RATE_BURST_FRAMES="500", RATE_FRAMES_PER_SECOND="500").start()
+    try:
+        room = unique("room")
+        user_id = new_user_id()
+        # A client that reads nothing, with a tiny receive buffer.
+        slow = websocket.WebSocket(sockopt=[(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)])
+        slow.connect(f"{srv.url}/ws?token={make_token(user_id)}", timeout=10)
+        slow_client = Client(slow)
+        slow_client.expect("welcome")
+        join(slow_client, room)
+        fast, sender = connect_to(srv), connect_to(srv)
+        join(fast, room)
+        join(sender, room)
+        content = "x" * 3900
+        received = []
+        reader = threading.Thread(
+            target=lambda: received.extend(fast.expect("message", room=room) for _ in range(150))
+        )
+        reader.start()
+        # The sender reads its own echoes too (else it would be the slow one).
+        echoes = threading.Thread(target=lambda: [sender.expect("message", room=room) for _ in range(150)])
+        echoes.start()
+        for index in range(150):
+            sender.send({"type": "message", "room": room, "content": f"{index} {content}"})
+        # The room keeps flowing for the members that read.
+        reader.join(30)
+        echoes.join(30)
+        assert [m["data"]["content"].split()[0] for m in received] == [str(i) for i in range(150)]
+        # The slow one, reading at last, finds a close frame with 1008 after its backlog.
+        slow.settimeout(10)
+        while True:
+            opcode, data = slow.recv_data(control_frame=True)
+            if opcode == websocket.ABNF.OPCODE_CLOSE:
+                assert int.from_bytes(data[:2], "big") == 1008
+                break
+        assert "reads too slowly" in srv.log()
+    finally:
+        srv.stop()
+
+
+def test_a_peer_that_stops_answering_pings_is_dropped(database_url):
+    srv = Server(database_url, PING_INTERVAL_SECONDS="0.5", PONG_TIMEOUT_SECONDS="0.5").start()
+    try:
+        room = unique("room")
+        alice = connect_to(srv)
+        join(alice, room)
+        # websocket-client answers pings only while reading: this one stops reading.
+        silent = connect_to(srv)
+        join(silent, room)
+        alice.expect("presence", room=room, event="join")
+        deadline = time.monotonic() + 10
+        left = None
+        while left is None and time.monotonic() < deadline:
+            alice.send({"type": "ping"})  # alice reads, so alice answers pings
+            alice.expect("pong")
+            try:
+                left = alice.expect("presence", room=room, event="leave", timeout=0.5)
+            except TimeoutError:
+                pass
+        assert left is not None and left["data"]["userId"] == silent.user_id
+        assert "no answer to a ping" in srv.log()
+    finally:
+        srv.stop()
+
+
+def health(srv: Server) -> int:
+    try:
+        with urllib.request.urlopen(srv.http + "/healthz", timeout=5) as resp:
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def send_until_acked(client: Client, frame: dict, deadline: float) -> tuple[dict, int]:
+    """Send with a clientId until the server acknowledges it; count `unavailable` answers."""
+    unavailable = 0
+    while time.monotonic() < deadline:
+        client.send(frame)
+        while True:
+            reply = client.recv_any(timeout=15)
+            if reply["type"] == "message" and reply["data"].get("clientId") == frame["clientId"]:
+                return reply["data"], unavailable
+            if reply["type"] == "error":
+                assert reply["code"] in ("unavailable", "rate_limited"), reply
+                unavailable += reply["code"] == "unavailable"
+                time.sleep(0.25)
+                break
+    raise AssertionError(f"{frame['clientId']} never acknowledged")
+
+
+def test_database_restart_during_traffic_loses_nothing_and_recovers_by_itself(embedded_postgres):
+    url = embedded_postgres.start()
+    srv = Server(url, DB_CONNECT_TIMEOUT_SECONDS="1", STORE_TIMEOUT_SECONDS="4", HEARTBEAT_SECONDS="0.5").start()
+    try:
+        room = unique("room")
+        listener = connect_to(srv)
+        join(listener, room)
+        senders = [connect_to(srv) for _ in range(3)]
+        for sender in senders:
+            join(sender, room)
+        acked: dict[str, dict] = {}
+        refusals = []
+        per_sender = 40
+        restart_done = threading.Event()
+        health_during_outage = []
+
+        def send_all(index: int, sender: Client) -> None:
+            deadline = time.monotonic() + 60
+            for n in range(per_sender):
+                client_id = f"s{index}-{n}"
+                data, unavailable = send_until_acked(
+                    sender, {"type": "message", "room": room, "content": f"m {client_id}", "clientId": client_id}, deadline
+                )
+                acked[client_id] = data
+                refusals.append(unavailable)
+                time.sleep(0.02)
+
+        def restart_database() -> None:
+            time.sleep(0.4)
+            embedded_postgres.stop()
+            health_during_outage.append(health(srv))
+            time.sleep(1.5)
+            embedded_postgres.start()
+            restart_done.set()
+
+        threads = [threading.Thread(target=send_all, args=(i, s)) for i, s in enumerate(senders)]
+        threads.append(threading.Thread(target=restart_database))
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(90)
+        assert restart_done.is_set()
+        assert health_during_outage == [503]
+        assert sum(refusals) > 0, "the outage should have refused some sends"
+        assert len(acked) == 3 * per_sender
+        # Every acknowledged message is stored once...
+        stored = sql(url, "SELECT client_id, count(*) FROM messages WHERE room = %s GROUP BY client_id", (room,))
+        assert dict(stored) == {client_id: 1 for client_id in acked}
+        # ... and the listener that stayed joined received each exactly once, in id order.
+        received = [listener.expect("message", room=room, timeout=15)["data"] for _ in range(len(acked))]
+        listener.nothing_more("message", wait=1.0)
+        ids = [m["id"] for m in received]
+        assert ids == sorted(ids)
+        assert {m["clientId"] for m in received} == set(acked)
+        assert health(srv) == 200
+    finally:
+        srv.stop()
