@@ -1,0 +1,808 @@
+#!/usr/bin/env python3
+"""Benchmark orchestrator: the project server against two reference servers.
+
+    python3 bench/run.py                      # everything, full durations (~35-45 min)
+    python3 bench/run.py --quick              # short steps, 1M history rows, 2,000 idle conns
+    python3 bench/run.py --servers node,flask_plain --scenarios chat
+
+For every selected server, in one run and under the same conditions: a fresh PostgreSQL
+database (bench_<server>_<pid>), the server pinned to core 0 (`taskset -c 0`), the Node load
+generator pinned to core 1 (`taskset -c 1`), a fresh server process for each scenario, server
+RSS (summed over its process tree) and CPU seconds read from /proc. Scenarios:
+
+  chat     stepped saturation search: rooms of 10 members, each member sends 2 msgs/s; the
+           number of rooms grows until p99 > 100 ms or anything is lost / duplicated /
+           reordered / refused; the last passing step is the result.
+  idle     N connections authenticated and joined to one room; server RSS; then one message
+           fanned out to all N.
+  history  10M messages seeded by SQL; room_history limit 50 (latest, paging with `before`,
+           deep `before`) latency percentiles over WebSocket.
+
+Only 127.0.0.1 is used. Everything is bounded in time; servers and databases are removed at
+the end (also on Ctrl-C). Needs: psql, taskset, node + bench/node_modules (make -C bench setup),
+bench/.venv for the Flask reference. Standard library only.
+"""
+import argparse
+import atexit
+import datetime
+import json
+import os
+import queue
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+BENCH = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(BENCH)
+LOADGEN = os.path.join(BENCH, "loadgen", "loadgen.js")
+PG = dict(host="127.0.0.1", port="5432", user="postgres")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
+
+SERVER_CORE = "0"
+LOADGEN_CORE = "1"
+
+
+def log(*a):
+    print("[bench]", *a, file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------ /proc sampling
+def _children_map():
+    kids = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                s = f.read()
+        except OSError:
+            continue
+        ppid = int(s[s.rindex(")") + 2:].split()[1])
+        kids.setdefault(ppid, []).append(int(d))
+    return kids
+
+
+def process_tree(pid):
+    kids = _children_map()
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(kids.get(p, []))
+    return out
+
+
+def proc_cpu_s(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            s = f.read()
+    except OSError:
+        return 0.0
+    fields = s[s.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+
+
+def proc_rss_kb(pid):
+    try:
+        with open(f"/proc/{pid}/statm") as f:
+            return int(f.read().split()[1]) * PAGE_KB
+    except OSError:
+        return 0
+
+
+def proc_pss_kb(pid):
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def tree_stats(pid):
+    pids = process_tree(pid)
+    return {
+        "rss_mb": sum(proc_rss_kb(p) for p in pids) / 1024,
+        "pss_mb": sum(proc_pss_kb(p) for p in pids) / 1024,
+        "cpu_s": sum(proc_cpu_s(p) for p in pids),
+        "procs": len(pids),
+    }
+
+
+def postgres_cpu_s():
+    total = 0.0
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/comm") as f:
+                    if f.read().strip() != "postgres":
+                        continue
+            except OSError:
+                continue
+            total += proc_cpu_s(int(d))
+    return total
+
+
+class Sampler:
+    """Samples the server tree's RSS every `interval` s in a thread; keeps the peak."""
+
+    def __init__(self, pid, interval=0.5):
+        self.pid, self.interval = pid, interval
+        self.peak_rss = 0.0
+        self.stop_ev = threading.Event()
+        self.t = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self):
+        self.start = tree_stats(self.pid)
+        self.pg0 = postgres_cpu_s()
+        self.t0 = time.monotonic()
+        self.t.start()
+        return self
+
+    def _run(self):
+        while not self.stop_ev.wait(self.interval):
+            self.peak_rss = max(self.peak_rss, tree_stats(self.pid)["rss_mb"])
+
+    def __exit__(self, *exc):
+        self.stop_ev.set()
+        self.t.join()
+        end = tree_stats(self.pid)
+        self.result = {
+            "wall_s": round(time.monotonic() - self.t0, 2),
+            "server_cpu_s": round(end["cpu_s"] - self.start["cpu_s"], 2),
+            "postgres_cpu_s": round(postgres_cpu_s() - self.pg0, 2),
+            "rss_mb_start": round(self.start["rss_mb"], 1),
+            "rss_mb_end": round(end["rss_mb"], 1),
+            "rss_mb_peak": round(max(self.peak_rss, end["rss_mb"]), 1),
+            "pss_mb_end": round(end["pss_mb"], 1),
+        }
+        return False
+
+
+# ------------------------------------------------------------------ database
+def psql(db, *args, sql=None, check=True, capture=False):
+    cmd = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", PG["host"], "-p", PG["port"], "-U", PG["user"], "-d", db]
+    if sql is not None:
+        cmd += ["-c", sql]
+    cmd += list(args)
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if check and r.returncode != 0:
+        raise RuntimeError(f"psql failed ({db}): {r.stderr.strip()}")
+    return r.stdout if capture else r
+
+
+def db_url(db):
+    return f"postgresql://{PG['user']}@{PG['host']}:{PG['port']}/{db}"
+
+
+CREATED_DBS = []
+
+
+def create_db(name, schema_file):
+    psql("postgres", sql=f'DROP DATABASE IF EXISTS "{name}"')
+    psql("postgres", sql=f'CREATE DATABASE "{name}"')
+    CREATED_DBS.append(name)
+    psql(name, "-f", schema_file)
+
+
+def drop_db(name):
+    psql("postgres", sql=f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', check=False)
+    if name in CREATED_DBS:
+        CREATED_DBS.remove(name)
+
+
+# ------------------------------------------------------------------ servers
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def bench_python():
+    for p in (os.path.join(BENCH, ".venv", "bin"), os.path.join(ROOT, ".venv", "bin")):
+        if os.path.exists(os.path.join(p, "gunicorn")):
+            return p
+    raise RuntimeError("no venv with gunicorn: run `make -C bench setup`")
+
+
+SERVERS = {
+    "project": {
+        "label": "project (app/, gunicorn -w 1)",
+        "cwd": ROOT,
+        "cmd": lambda port: [os.path.join(ROOT, ".venv", "bin", "gunicorn"), "-c", "gunicorn.conf.py",
+                             "-b", f"127.0.0.1:{port}", "-w", "1", "wsgi:app"],
+        "schema": os.path.join(ROOT, "schema.sql"),
+        "welcome": True,
+        "available": lambda: os.path.exists(os.path.join(ROOT, "wsgi.py")) and os.path.exists(os.path.join(ROOT, "schema.sql")),
+    },
+    "flask_plain": {
+        "label": "plain Flask+flask-sock+gevent",
+        "cwd": os.path.join(BENCH, "reference", "flask_plain"),
+        "cmd": lambda port: [os.path.join(bench_python(), "gunicorn"), "-c", "gunicorn.conf.py",
+                             "-b", f"127.0.0.1:{port}", "-w", "1", "app:app"],
+        "schema": os.path.join(BENCH, "schema_reference.sql"),
+        "welcome": False,
+        "available": lambda: True,
+    },
+    "node": {
+        "label": "Node ws + pg",
+        "cwd": os.path.join(BENCH, "reference", "node"),
+        "cmd": lambda port: ["node", "server.js"],
+        "schema": os.path.join(BENCH, "schema_reference.sql"),
+        "welcome": False,
+        "available": lambda: True,
+    },
+}
+
+RUNNING = []
+LOADGENS = []
+KEEP_DBS = False
+
+
+class Server:
+    def __init__(self, key, db, secret, extra_env, logdir, tag):
+        self.key, self.spec = key, SERVERS[key]
+        self.port = free_port()
+        env = dict(os.environ)
+        env.update({
+            "DATABASE_URL": db_url(db),
+            "JWT_SECRET": secret,
+            "WS_BIND_ADDR": f"127.0.0.1:{self.port}",
+            "WEB_CONCURRENCY": "1",
+            "PYTHONUNBUFFERED": "1",
+        })
+        env.update(extra_env)
+        self.logpath = os.path.join(logdir, f"{key}-{tag}.log")
+        self.logf = open(self.logpath, "w")
+        cmd = ["taskset", "-c", SERVER_CORE] + self.spec["cmd"](self.port)
+        log(f"start {key} on 127.0.0.1:{self.port} ({' '.join(cmd[3:])}); log {os.path.relpath(self.logpath, ROOT)}")
+        self.proc = subprocess.Popen(cmd, cwd=self.spec["cwd"], env=env, stdout=self.logf, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        RUNNING.append(self)
+        self.url = f"ws://127.0.0.1:{self.port}/ws"
+        self._wait_ready()
+
+    def _wait_ready(self, timeout=30):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.key} exited with {self.proc.returncode}; see {self.logpath}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    pass
+                # for gunicorn the master listens before the worker has booted: wait for a worker
+                if self.key != "node":
+                    if len(process_tree(self.proc.pid)) < 2:
+                        time.sleep(0.2)
+                        continue
+                time.sleep(1.0)  # let the worker finish importing
+                return
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError(f"{self.key} did not listen within {timeout}s; see {self.logpath}")
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def stats(self):
+        return tree_stats(self.proc.pid)
+
+    def stop(self):
+        if self in RUNNING:
+            RUNNING.remove(self)
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self.proc.wait(5)
+        self.logf.close()
+
+
+def cleanup():
+    for s in list(RUNNING):
+        try:
+            s.stop()
+        except Exception as e:  # noqa: BLE001
+            log(f"cleanup: {e}")
+    for p in LOADGENS:
+        if p.poll() is None:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    if not KEEP_DBS:
+        for d in list(CREATED_DBS):
+            drop_db(d)
+
+
+# ------------------------------------------------------------------ load generator
+def loadgen_cmd(mode, cfg, workdir):
+    path = os.path.join(workdir, f"cfg-{mode}-{secrets.token_hex(4)}.json")
+    with open(path, "w") as f:
+        json.dump(cfg, f)
+    return ["taskset", "-c", LOADGEN_CORE, "node", LOADGEN, mode, path]
+
+
+def run_loadgen(mode, cfg, workdir, timeout):
+    cmd = loadgen_cmd(mode, cfg, workdir)
+    try:
+        r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=None, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return {"fatal": f"loadgen timed out after {timeout}s"}
+    for line in r.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[7:])
+    return {"fatal": f"loadgen exit {r.returncode} without a result"}
+
+
+class Interactive:
+    """A loadgen process driven through stdin (idle mode)."""
+
+    def __init__(self, mode, cfg, workdir):
+        self.p = subprocess.Popen(loadgen_cmd(mode, cfg, workdir), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  text=True, start_new_session=True)
+        LOADGENS.append(self.p)
+        self.q = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.p.stdout:
+            self.q.put(line.rstrip("\n"))
+        self.q.put(None)
+
+    def expect(self, tag, timeout):
+        end = time.monotonic() + timeout
+        while True:
+            left = end - time.monotonic()
+            if left <= 0:
+                return None
+            try:
+                line = self.q.get(timeout=left)
+            except queue.Empty:
+                return None
+            if line is None:
+                return None
+            if line.startswith(tag + " "):
+                return json.loads(line[len(tag) + 1:])
+
+    def send(self, cmd):
+        try:
+            self.p.stdin.write(cmd + "\n")
+            self.p.stdin.flush()
+        except (BrokenPipeError, OSError):
+            pass
+
+    def finish(self, timeout=30):
+        self.send("stop")
+        res = self.expect("RESULT", timeout)
+        try:
+            self.p.wait(5)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.p.pid, signal.SIGKILL)
+            self.p.wait()
+        return res
+
+
+# ------------------------------------------------------------------ scenarios
+def checkpoint(db):
+    psql(db, sql="CHECKPOINT", check=False)
+
+
+def chat_step(ctx, srv, db, rooms, step_no):
+    o = ctx.opts
+    cfg = {
+        "url": srv.url, "secret": ctx.secret, "welcome": srv.spec["welcome"],
+        "rooms": rooms, "members": o.members, "rate": o.rate,
+        "durationS": o.step_seconds, "warmupS": o.warmup_seconds, "drainS": 5,
+        "tag": f"s{step_no}", "userBase": 100000, "roomPrefix": "bench",
+    }
+    checkpoint(db)
+    with Sampler(srv.proc.pid) as smp:
+        res = run_loadgen("chat", cfg, ctx.workdir, timeout=o.step_seconds + 120)
+    res["server"] = smp.result
+    res["serverAlive"] = srv.alive()
+    if "fatal" in res:
+        res["ok"] = False
+        res["reason"] = res["fatal"]
+    if not srv.alive():
+        res["ok"] = False
+        res["reason"] = (res.get("reason", "") + "; server died").strip("; ")
+    lat = res.get("latencyMs", {})
+    log(f"  step {step_no}: rooms={rooms} target={rooms * o.members * o.rate} msg/s -> "
+        f"stored {res.get('storedMsgsPerS')} msg/s, deliveries {res.get('deliveriesPerS')}/s, "
+        f"p50 {lat.get('p50')} p99 {lat.get('p99')} ms, lost {res.get('lost')}, "
+        f"server cpu {smp.result['server_cpu_s']}s/{smp.result['wall_s']}s, postgres cpu {smp.result['postgres_cpu_s']}s, rss {smp.result['rss_mb_peak']} MB, "
+        f"loadgen cpu {res.get('loadgen', {}).get('cpuPct')}% -> {'PASS' if res.get('ok') else 'FAIL: ' + res.get('reason', '')}")
+    time.sleep(2)
+    return res
+
+
+def scenario_chat(ctx, key, db):
+    o = ctx.opts
+    srv = ctx.start(key, db, "chat")
+    steps, tried = [], {}
+    try:
+        # untimed warm-up at the first step's load: opens the server's database pool, warms
+        # caches and JITs, so that the first measured step is not penalised
+        warm = run_loadgen("chat", {"url": srv.url, "secret": ctx.secret, "welcome": srv.spec["welcome"],
+                                    "rooms": o.start_rooms, "members": o.members, "rate": o.rate, "durationS": 4,
+                                    "warmupS": 1, "drainS": 3, "tag": "warm", "userBase": 100000, "roomPrefix": "bench"},
+                           ctx.workdir, timeout=120)
+        log(f"  warm-up: {warm.get('storedMsgsPerS')} msg/s p99 {warm.get('latencyMs', {}).get('p99')} ms "
+            f"{'ok' if warm.get('ok') else warm.get('reason') or warm.get('fatal')}")
+        time.sleep(1)
+        def step(rooms):
+            if rooms not in tried:
+                if not srv.alive():
+                    return False
+                r = chat_step(ctx, srv, db, rooms, len(steps) + 1)
+                steps.append(r)
+                tried[rooms] = r
+            return tried[rooms].get("ok", False)
+
+        lo, hi = 0, None  # lo: highest passing rooms, hi: lowest failing rooms
+        rooms = o.start_rooms
+        while rooms <= o.max_rooms:
+            if step(rooms):
+                lo = rooms
+                rooms = max(rooms + 1, int(round(rooms * o.step_factor)))
+            else:
+                hi = rooms
+                break
+        if lo == 0 and hi is not None:  # first step failed: go down
+            rooms = hi // 2
+            while rooms >= 1:
+                if step(rooms):
+                    lo = rooms
+                    break
+                hi = rooms
+                rooms //= 2
+        for _ in range(o.bisect):
+            if hi is None or lo == 0 or (hi - lo) <= max(1, lo * 0.05):
+                break
+            mid = (lo + hi) // 2
+            if step(mid):
+                lo = mid
+            else:
+                hi = mid
+    finally:
+        srv.stop()
+    best = tried.get(lo) if lo else None
+    return {"steps": steps, "best": best, "bestRooms": lo, "firstFailRooms": hi}
+
+
+def scenario_idle(ctx, key, db):
+    o = ctx.opts
+    srv = ctx.start(key, db, "idle")
+    out = {"n": o.idle_n}
+    try:
+        time.sleep(1)
+        base = srv.stats()
+        out["rss_mb_before"] = round(base["rss_mb"], 1)
+        out["pss_mb_before"] = round(base["pss_mb"], 1)
+        cpu0 = base["cpu_s"]
+        lg = Interactive("idle", {
+            "url": srv.url, "secret": ctx.secret, "welcome": srv.spec["welcome"], "n": o.idle_n, "room": "lobby",
+            "userBase": 500000, "connectLimitS": o.idle_connect_limit, "holdMaxS": o.idle_connect_limit + 180,
+            "connectConcurrency": 200,
+        }, ctx.workdir)
+        ready = lg.expect("READY", o.idle_connect_limit + 90)
+        if ready is None:
+            out["error"] = "loadgen did not become ready"
+            out["loadgen"] = lg.finish()
+            return out
+        out["loadgen"] = ready
+        rss = []
+        for _ in range(10):  # 5 s of samples with everything connected and quiet
+            rss.append(srv.stats())
+            time.sleep(0.5)
+        out["rss_mb"] = round(max(s["rss_mb"] for s in rss), 1)
+        out["pss_mb"] = round(max(s["pss_mb"] for s in rss), 1)
+        out["kb_per_conn"] = round((out["rss_mb"] - out["rss_mb_before"]) * 1024 / max(1, ready["connected"]), 1)
+        out["server_cpu_s_connect"] = round(rss[-1]["cpu_s"] - cpu0, 2)
+        lg.send("fanout")
+        out["fanout"] = lg.expect("FANOUT", 60)
+        out["loadgen_end"] = lg.finish()
+        out["serverAlive"] = srv.alive()
+        log(f"  idle: {ready['connected']}/{o.idle_n} joined in {ready['connectS']}s (+{ready.get('settleS')}s settle), "
+            f"RSS {out['rss_mb_before']} -> {out['rss_mb']} MB (PSS {out['pss_mb']} MB), fanout {out['fanout']}")
+    finally:
+        srv.stop()
+    return out
+
+
+HIST_ROOMS = 100
+HIST_USERS = 100
+
+
+def seed_history(db, rows, fast):
+    """10M (or `rows`) room messages spread round-robin over rooms h0..h99 by users 1..100."""
+    t0 = time.monotonic()
+    pre = "SET synchronous_commit = off;"
+    if fast:
+        # bulk load without per-row FK trigger checks (rows are valid by construction)
+        pre += " SET session_replication_role = replica;"
+    sql = (f"{pre} INSERT INTO messages (from_user, room, content, timestamp) "
+           f"SELECT 1 + (g % {HIST_USERS}), 'h' || (g % {HIST_ROOMS}), "
+           f"'seeded history message ' || g || ' lorem ipsum dolor sit amet, consectetur adipiscing', "
+           f"now() - ({rows} - g) * interval '10 milliseconds' FROM generate_series(1, {rows}) g")
+    psql(db, sql=sql)
+    psql(db, sql="VACUUM ANALYZE")
+    psql(db, sql="CHECKPOINT")
+    n = int(psql(db, "-At", sql="SELECT count(*) FROM messages", capture=True).strip())
+    return {"rows": n, "seed_s": round(time.monotonic() - t0, 1)}
+
+
+def scenario_history(ctx, key, db):
+    o = ctx.opts
+    rooms = [f"h{i}" for i in range(HIST_ROOMS)]
+    out = {}
+    # 1. let the server itself create the users' and rooms' rows (whatever its schema needs)
+    srv = ctx.start(key, db, "history-prime")
+    try:
+        pr = run_loadgen("prime", {"url": srv.url, "secret": ctx.secret, "welcome": srv.spec["welcome"],
+                                   "users": list(range(1, HIST_USERS + 1)), "roomNames": rooms, "roomsPerUser": 1},
+                         ctx.workdir, timeout=120)
+    finally:
+        srv.stop()
+    if pr.get("connected") != HIST_USERS:
+        return {"error": f"prime failed: {pr}"}
+    # 2. seed by SQL
+    log(f"  history: seeding {o.history_rows:,} messages ...")
+    out["seed"] = seed_history(db, o.history_rows, o.seed_fast)
+    log(f"  history: {out['seed']['rows']:,} rows in {out['seed']['seed_s']} s")
+    # deep `before` targets: random stored ids with at least one page older than them
+    deep = {}
+    sample = psql(db, "-At", "-F", ",", capture=True,
+                  sql=f"SELECT room, id FROM messages TABLESAMPLE SYSTEM (0.2) WHERE room LIKE 'h%' "
+                      f"AND id > (SELECT min(id) FROM messages) + {HIST_ROOMS * 200} LIMIT 20000")
+    for line in sample.splitlines():
+        r, i = line.split(",")
+        deep.setdefault(r, []).append(int(i))
+    deep_file = os.path.join(ctx.workdir, f"deep-{key}.json")
+    with open(deep_file, "w") as f:
+        json.dump(deep, f)
+    # 3. measure on a fresh server process
+    srv = ctx.start(key, db, "history")
+    try:
+        cfg = {"url": srv.url, "secret": ctx.secret, "welcome": srv.spec["welcome"], "clients": o.history_clients,
+               "rate": o.history_rate, "durationS": o.history_seconds, "warmupS": 3, "limit": 50, "pages": 3,
+               "roomNames": rooms, "deepFile": deep_file, "userBase": 900000}
+        with Sampler(srv.proc.pid) as smp:
+            res = run_loadgen("history", cfg, ctx.workdir, timeout=o.history_seconds + 90)
+        res["server"] = smp.result
+        res["serverAlive"] = srv.alive()
+    finally:
+        srv.stop()
+    out.update(res)
+    lat = res.get("latencyMs", {})
+    log(f"  history: {res.get('achievedReqPerS')} req/s, all p50 {lat.get('all', {}).get('p50')} p99 "
+        f"{lat.get('all', {}).get('p99')} ms (latest p99 {lat.get('latest', {}).get('p99')}, page p99 "
+        f"{lat.get('page', {}).get('p99')}, deep p99 {lat.get('deep', {}).get('p99')}), invalid {res.get('invalid')}, "
+        f"errors {res.get('errors')}")
+    return out
+
+
+# ------------------------------------------------------------------ report
+def fmt(x, nd=0):
+    if x is None:
+        return "-"
+    if isinstance(x, float) and nd == 0:
+        return f"{x:,.0f}"
+    return f"{x:,.{nd}f}" if isinstance(x, (int, float)) else str(x)
+
+
+def ratio(a, b):
+    if not a or not b:
+        return "-"
+    return f"{a / b:.2f}x"
+
+
+def table(headers, rows):
+    widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) if rows else len(str(h)) for i, h in enumerate(headers)]
+    line = "| " + " | ".join(str(h).ljust(w) for h, w in zip(headers, widths)) + " |"
+    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([line, sep] + ["| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |" for r in rows])
+
+
+def first_fail(chat, opts):
+    if not chat.get("firstFailRooms"):
+        return chat.get("error", "not reached")[:80]
+    step = next((s for s in chat["steps"] if s.get("rooms") == chat["firstFailRooms"]), {})
+    return f"{chat['firstFailRooms'] * opts.members * opts.rate:,.0f}: {step.get('reason', '')[:70]}"
+
+
+def report(results, opts):
+    out = []
+    chat = {k: v["chat"] for k, v in results.items() if "chat" in v}
+    if chat:
+        base = {k: (v["best"] or {}).get("storedMsgsPerS") for k, v in chat.items()}
+        rows = []
+        for k, v in chat.items():
+            b = v["best"] or {}
+            lat = b.get("latencyMs", {})
+            srv = b.get("server", {})
+            rows.append([k, fmt(b.get("storedMsgsPerS")), fmt(b.get("deliveriesPerS")), v["bestRooms"] * opts.members or "-",
+                         fmt(lat.get("p50"), 1), fmt(lat.get("p99"), 1), fmt(srv.get("rss_mb_peak"), 0),
+                         (f"{srv.get('server_cpu_s')}/{srv.get('wall_s')}" if srv else "-"),
+                         fmt(b.get("idInversions")),
+                         first_fail(v, opts),
+                         ratio(base.get(k), base.get("flask_plain")), ratio(base.get(k), base.get("node"))])
+        out.append("### Chat saturation (last passing step: p99 <= %d ms, nothing lost/duplicated/reordered/refused)\n" % opts.p99_limit)
+        out.append(table(["server", "stored msgs/s", "deliveries/s", "clients", "p50 ms", "p99 ms", "RSS MB",
+                          "server CPU s/wall s", "id-order inversions", "first failing msgs/s: why",
+                          "vs flask_plain", "vs node"], rows))
+    idle = {k: v["idle"] for k, v in results.items() if "idle" in v}
+    if idle:
+        rows = []
+        node_rss = (idle.get("node") or {}).get("rss_mb")
+        plain_rss = (idle.get("flask_plain") or {}).get("rss_mb")
+        for k, v in idle.items():
+            lg = v.get("loadgen") or {}
+            fo = v.get("fanout") or {}
+            rows.append([k, f"{lg.get('connected', '-')}/{v['n']}", fmt(lg.get("connectS"), 1), fmt(v.get("rss_mb_before"), 0),
+                         fmt(v.get("rss_mb"), 0), fmt(v.get("pss_mb"), 0), fmt(v.get("kb_per_conn"), 1),
+                         fmt(fo.get("msToAll"), 1) if fo else "-", ratio(v.get("rss_mb"), node_rss), ratio(v.get("rss_mb"), plain_rss)])
+        out.append("\n### Idle connections in one room (server RSS summed over its process tree)\n")
+        out.append(table(["server", "joined", "connect+join s", "RSS MB before", "RSS MB with conns", "PSS MB",
+                          "KB/conn", "1 msg to all ms", "RSS vs node", "RSS vs flask_plain"], rows))
+    hist = {k: v["history"] for k, v in results.items() if "history" in v}
+    if hist:
+        rows = []
+        for k, v in hist.items():
+            lat = v.get("latencyMs", {})
+            g = lambda kind, p: fmt((lat.get(kind) or {}).get(p), 2)  # noqa: E731
+            rows.append([k, fmt((v.get("seed") or {}).get("rows")), fmt(v.get("achievedReqPerS"), 0),
+                         g("all", "p50"), g("all", "p99"), g("latest", "p99"), g("page", "p99"), g("deep", "p99"),
+                         g("all", "max"), f"{v.get('invalid', '-')}/{sum((v.get('errors') or {}).values())}",
+                         v.get("error", "")])
+        out.append("\n### room_history limit 50 over WebSocket\n")
+        out.append(table(["server", "rows", "req/s", "p50 ms", "p99 ms", "latest p99", "before-page p99", "deep before p99",
+                          "max ms", "invalid/errors", "note"], rows))
+    return "\n".join(out)
+
+
+# ------------------------------------------------------------------ main
+class Ctx:
+    def __init__(self, opts, workdir):
+        self.opts, self.workdir = opts, workdir
+        self.secret = secrets.token_urlsafe(32)
+
+    def start(self, key, db, tag):
+        return Server(key, db, self.secret, self.opts.env.get(key, {}), self.workdir, tag)
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--servers", default="project,flask_plain,node", help="comma list of project,flask_plain,node")
+    ap.add_argument("--scenarios", default="chat,idle,history", help="comma list of chat,idle,history")
+    ap.add_argument("--quick", action="store_true", help="short run (~10 min): 8 s steps, 2,000 idle, 1M history rows")
+    ap.add_argument("--step-seconds", type=float)
+    ap.add_argument("--warmup-seconds", type=float)
+    ap.add_argument("--start-rooms", type=int, help="rooms in the first saturation step (10 clients each)")
+    ap.add_argument("--step-factor", type=float)
+    ap.add_argument("--bisect", type=int, help="bisection steps after the first failure")
+    ap.add_argument("--max-rooms", type=int, default=2000)
+    ap.add_argument("--members", type=int, default=10)
+    ap.add_argument("--rate", type=float, default=2.0, help="messages/s per member")
+    ap.add_argument("--p99-limit", type=float, default=100.0)
+    ap.add_argument("--idle-n", type=int)
+    ap.add_argument("--idle-connect-limit", type=int, default=240, help="seconds allowed to connect+join all idle clients")
+    ap.add_argument("--history-rows", type=int)
+    ap.add_argument("--history-clients", type=int, default=40)
+    ap.add_argument("--history-rate", type=float, default=5.0, help="room_history requests/s per client")
+    ap.add_argument("--history-seconds", type=float)
+    ap.add_argument("--no-seed-fast", dest="seed_fast", action="store_false",
+                    help="seed with FK/trigger checks on (slower)")
+    ap.add_argument("--env", action="append", default=[], metavar="SERVER:KEY=VALUE",
+                    help="extra environment for one server, e.g. project:CHAT_RATE_BURST=100")
+    ap.add_argument("--keep", action="store_true", help="keep the databases")
+    ap.add_argument("--out", default=os.path.join(BENCH, "results"))
+    o = ap.parse_args(argv)
+    q = o.quick
+    defaults = dict(step_seconds=8 if q else 20, warmup_seconds=2 if q else 4, start_rooms=20 if q else 30,
+                    step_factor=2.0 if q else 1.4, bisect=1 if q else 3, idle_n=2000 if q else 10000,
+                    history_rows=1_000_000 if q else 10_000_000, history_seconds=10 if q else 30)
+    for k, v in defaults.items():
+        if getattr(o, k) is None:
+            setattr(o, k, v)
+    env = {}
+    for e in o.env:
+        srv, kv = e.split(":", 1)
+        k, v = kv.split("=", 1)
+        env.setdefault(srv, {})[k] = v
+    o.env = env
+    return o
+
+
+def preflight(servers):
+    for tool in ("psql", "taskset", "node"):
+        if not shutil.which(tool):
+            sys.exit(f"missing {tool}")
+    if not os.path.isdir(os.path.join(BENCH, "node_modules", "ws")):
+        sys.exit("bench/node_modules missing: run `make -C bench setup` (npm ci)")
+    if os.cpu_count() < 2:
+        log("WARNING: fewer than 2 CPUs; server and load generator will share a core")
+    if "flask_plain" in servers:
+        bench_python()
+
+
+def main(argv=None):
+    o = parse_args(argv if argv is not None else sys.argv[1:])
+    servers = [s.strip() for s in o.servers.split(",") if s.strip()]
+    scenarios = [s.strip() for s in o.scenarios.split(",") if s.strip()]
+    for s in servers:
+        if s not in SERVERS:
+            sys.exit(f"unknown server {s}")
+    for s in scenarios:
+        if s not in ("chat", "idle", "history"):
+            sys.exit(f"unknown scenario {s}")
+    skipped = [s for s in servers if not SERVERS[s]["available"]()]
+    for s in skipped:
+        log(f"skipping {s}: not available yet (needs {ROOT}/wsgi.py and schema.sql)")
+    servers = [s for s in servers if s not in skipped]
+    preflight(servers)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    workdir = os.path.join(o.out, stamp)
+    os.makedirs(workdir, exist_ok=True)
+    ctx = Ctx(o, workdir)
+    global KEEP_DBS
+    KEEP_DBS = o.keep
+    atexit.register(cleanup)
+    signal.signal(signal.SIGTERM, lambda *a: sys.exit(143))
+    git = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    meta = {"started": stamp, "argv": sys.argv[1:], "git": git, "quick": o.quick, "servers": servers,
+            "scenarios": scenarios, "cpus": os.cpu_count(), "server_core": SERVER_CORE, "loadgen_core": LOADGEN_CORE,
+            "postgres": psql("postgres", "-At", sql="SHOW server_version", capture=True).strip(),
+            "node": subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()}
+    results = {}
+    t_start = time.monotonic()
+    try:
+        for key in servers:
+            results[key] = {}
+            for sc in scenarios:
+                db = f"bench_{key}_{sc}_{os.getpid()}"
+                log(f"== {key}: {sc} (database {db})")
+                create_db(db, SERVERS[key]["schema"])
+                try:
+                    fn = {"chat": scenario_chat, "idle": scenario_idle, "history": scenario_history}[sc]
+                    results[key][sc] = fn(ctx, key, db)
+                except Exception as e:  # noqa: BLE001 - one failing server must not stop the others
+                    log(f"  {key}/{sc} failed: {e}")
+                    results[key][sc] = {"error": str(e), "best": None, "bestRooms": 0, "firstFailRooms": None, "steps": []} \
+                        if sc == "chat" else {"error": str(e), "n": o.idle_n}
+                finally:
+                    if not o.keep:
+                        drop_db(db)
+                with open(os.path.join(workdir, "results.json"), "w") as f:
+                    json.dump({"meta": meta, "results": results}, f, indent=1)
+    finally:
+        cleanup()
+    meta["elapsed_s"] = round(time.monotonic() - t_start)
+    text = report(results, o)
+    with open(os.path.join(workdir, "results.json"), "w") as f:
+        json.dump({"meta": meta, "results": results}, f, indent=1)
+    with open(os.path.join(workdir, "report.md"), "w") as f:
+        f.write(f"Run {stamp} (git {git}), `python3 bench/run.py {' '.join(sys.argv[1:])}`, {meta['elapsed_s']} s\n\n{text}\n")
+    print(text)
+    log(f"results in {os.path.relpath(workdir, ROOT)}/ (results.json, report.md, server logs); {meta['elapsed_s']} s")
+
+
+if __name__ == "__main__":
+    main()
