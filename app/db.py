@@ -18,6 +18,7 @@ import psycopg2
 import psycopg2.extensions
 import psycopg2.extras
 from flask import Flask, current_app
+from flask.cli import with_appcontext
 from gevent.lock import BoundedSemaphore
 from gevent.socket import wait_read, wait_write
 
@@ -164,13 +165,25 @@ def ping(dsn: str, timeout: int = 2) -> bool:
 
 
 @click.command("init-db")
+@with_appcontext
 def init_db_command() -> None:
     """Create or upgrade the tables in DATABASE_URL (safe to run twice)."""
     load_schema(current_app.config["DATABASE_URL"])
     click.echo("schema loaded")
 
 
+def _sync_user_ids(cur) -> None:
+    """Move the id sequence past ids that tokens brought in (users created from claims)."""
+    cur.execute(
+        """SELECT setval(pg_get_serial_sequence('users', 'id'), GREATEST(max(id), 1))
+           FROM users
+           HAVING max(id) >= (SELECT COALESCE(last_value, 0) FROM pg_sequences
+                              WHERE schemaname || '.' || sequencename = pg_get_serial_sequence('users', 'id'))"""
+    )
+
+
 @click.command("create-user")
+@with_appcontext
 @click.argument("username")
 @click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True)
 def create_user_command(username: str, password: str) -> None:
@@ -180,6 +193,7 @@ def create_user_command(username: str, password: str) -> None:
     conn = connect(current_app.config["DATABASE_URL"])
     try:
         with conn.cursor() as cur:
+            _sync_user_ids(cur)
             cur.execute(
                 """INSERT INTO users (username, password) VALUES (%s, %s)
                    ON CONFLICT (username) DO UPDATE SET password = EXCLUDED.password
@@ -194,6 +208,7 @@ def create_user_command(username: str, password: str) -> None:
 
 
 @click.command("token")
+@with_appcontext
 @click.argument("username")
 def token_command(username: str) -> None:
     """Print a token for USERNAME (created when missing), signed with JWT_SECRET."""
@@ -202,6 +217,7 @@ def token_command(username: str) -> None:
     conn = connect(current_app.config["DATABASE_URL"])
     try:
         with conn.cursor() as cur:
+            _sync_user_ids(cur)
             cur.execute(
                 """INSERT INTO users (username) VALUES (%s)
                    ON CONFLICT (username) DO UPDATE SET username = EXCLUDED.username

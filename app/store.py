@@ -117,14 +117,18 @@ def _page(where: str, params: list, limit: int, before: int | None, after: int |
     return sql, params
 
 
-def room_history(cur, room: str, limit: int, before: int | None = None, after: int | None = None) -> list[StoredMessage]:
+def room_history(
+    cur, room: str, limit: int, before: int | None = None, after: int | None = None
+) -> list[StoredMessage]:
     sql, params = _page("m.room = %s", [room], limit, before, after)
     cur.execute(sql, params)
     rows = [row_to_message(row) for row in cur]
     return rows if after is not None else rows[::-1]
 
 
-def dm_history(cur, me: int, other: int, limit: int, before: int | None = None, after: int | None = None) -> list[StoredMessage]:
+def dm_history(
+    cur, me: int, other: int, limit: int, before: int | None = None, after: int | None = None
+) -> list[StoredMessage]:
     where = "m.to_user IS NOT NULL AND LEAST(m.from_user, m.to_user) = %s AND GREATEST(m.from_user, m.to_user) = %s"
     sql, params = _page(where, [min(me, other), max(me, other)], limit, before, after)
     cur.execute(sql, params)
@@ -293,7 +297,9 @@ INSERT_MESSAGES = _INSERT_MESSAGES + "SELECT id, seq, from_user, to_user, room, 
 # committed, in commit order. A payload over PostgreSQL's 8000-byte limit carries only the
 # id; listeners fetch the rest. Payloads are "<origin>|<json>" so a process can skip its
 # own announcements without parsing them.
-INSERT_AND_NOTIFY_MESSAGES = _INSERT_MESSAGES + """
+INSERT_AND_NOTIFY_MESSAGES = (
+    _INSERT_MESSAGES
+    + """
 SELECT id, seq, from_user, to_user, room, ts, client_id,
        pg_notify(%(channel)s, CASE WHEN octet_length(body) <= 7900 THEN body
                                    ELSE %(origin)s || '|' || json_build_object('k', 'ref', 'id', id)::text END)
@@ -304,6 +310,7 @@ FROM (SELECT wire.*, %(origin)s || '|' || json_build_object(
       FROM wire) AS announced
 ORDER BY id
 """
+)
 
 
 def insert_messages(cur, drafts: list[Draft], notify_channel: str | None, origin: str) -> dict[tuple, StoredMessage]:

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 
 import jwt
 
+from .errors import Unauthorized
+
 # The secret is the issuing backend's choice; PyJWT would warn on every call when short.
 warnings.filterwarnings("ignore", category=jwt.warnings.InsecureKeyLengthWarning)
-
-from .errors import Unauthorized
 
 ALGORITHM = "HS256"
 

@@ -91,7 +91,7 @@ def authenticate_first_frame(rt: ChatRuntime, conn: Connection) -> Identity | No
             return None
         command = protocol.parse_frame(raw, rt.limits)
         if command.type != "auth":
-            raise Unauthorized("authenticate first: send {\"type\":\"auth\",\"token\":...}")
+            raise Unauthorized('authenticate first: send {"type":"auth","token":...}')
         return verify_token(command.token, rt.config["JWT_SECRET"])
     except TimeoutError:
         pass
@@ -153,4 +153,10 @@ def end_session(rt: ChatRuntime, conn: Connection) -> None:
             log.exception("leaving %s for %r failed", room, conn)
     if conn.user_id:
         rt.hub.remove_user_connection(conn)
-        log.info("user %s (%d) disconnected (%r, %.0f ms cleanup)", conn.username, conn.user_id, conn, (time.monotonic() - started) * 1000)
+        log.info(
+            "user %s (%d) disconnected (%r, %.0f ms cleanup)",
+            conn.username,
+            conn.user_id,
+            conn,
+            (time.monotonic() - started) * 1000,
+        )

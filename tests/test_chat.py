@@ -120,7 +120,11 @@ def test_join_ack_lists_online_users_and_presence_is_per_user(connect):
     room = unique("room")
     alice, bob = connect(), connect()
     ack = join(alice, room)
-    assert ack["data"] == {"room": room, "status": "ok", "users": [{"userId": alice.user_id, "username": alice.username}]}
+    assert ack["data"] == {
+        "room": room,
+        "status": "ok",
+        "users": [{"userId": alice.user_id, "username": alice.username}],
+    }
     ack = join(bob, room)
     assert {u["userId"] for u in ack["data"]["users"]} == {alice.user_id, bob.user_id}
     event = alice.expect("presence", room=room)
@@ -179,7 +183,9 @@ def test_dm_reaches_recipient_tabs_and_senders_other_tabs(connect, database_url)
     for client in (bob, bob2, alice2):
         assert client.expect("dm")["data"] == message
     alice.nothing_more("dm", wait=0.5)
-    assert sql(database_url, "SELECT to_user, room FROM messages WHERE id = %s", (message["id"],)) == [(bob.user_id, None)]
+    assert sql(database_url, "SELECT to_user, room FROM messages WHERE id = %s", (message["id"],)) == [
+        (bob.user_id, None)
+    ]
 
 
 def test_dm_history_pages_and_catches_up(connect):
@@ -418,7 +424,10 @@ def test_rooms_auto_create_off_gives_not_found(database_url):
         client.expect("welcome")
         client.send({"type": "join", "room": unique("missing")})
         client.expect_error("not_found")
-        sql(database_url, "INSERT INTO rooms (name, description) VALUES ('lobby-fixed', 'the lobby') ON CONFLICT DO NOTHING")
+        sql(
+            database_url,
+            "INSERT INTO rooms (name, description) VALUES ('lobby-fixed', 'the lobby') ON CONFLICT DO NOTHING",
+        )
         client.send({"type": "join", "room": "lobby-fixed"})
         client.expect("join_ack", room="lobby-fixed")
         client.close()

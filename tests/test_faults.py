@@ -44,7 +44,13 @@ def test_shutdown_closes_with_1001_and_messages_survive_a_restart(database_url):
 
 
 def test_a_slow_reader_is_closed_with_1008_and_does_not_slow_its_room(database_url):
-    srv = Server(database_url, OUTBOX_MAX_FRAMES="40", SOCKET_SEND_BUFFER_BYTES="16384", RATE_BURST_FRAMES="500", RATE_FRAMES_PER_SECOND="500").start()
+    srv = Server(
+        database_url,
+        OUTBOX_MAX_FRAMES="40",
+        SOCKET_SEND_BUFFER_BYTES="16384",
+        RATE_BURST_FRAMES="500",
+        RATE_FRAMES_PER_SECOND="500",
+    ).start()
     try:
         room = unique("room")
         user_id = new_user_id()
@@ -59,9 +65,7 @@ def test_a_slow_reader_is_closed_with_1008_and_does_not_slow_its_room(database_u
         join(sender, room)
         content = "x" * 3900
         received = []
-        reader = threading.Thread(
-            target=lambda: received.extend(fast.expect("message", room=room) for _ in range(150))
-        )
+        reader = threading.Thread(target=lambda: received.extend(fast.expect("message", room=room) for _ in range(150)))
         reader.start()
         # The sender reads its own echoes too (else it would be the slow one).
         echoes = threading.Thread(target=lambda: [sender.expect("message", room=room) for _ in range(150)])
@@ -155,7 +159,9 @@ def test_database_restart_during_traffic_loses_nothing_and_recovers_by_itself(em
             for n in range(per_sender):
                 client_id = f"s{index}-{n}"
                 data, unavailable = send_until_acked(
-                    sender, {"type": "message", "room": room, "content": f"m {client_id}", "clientId": client_id}, deadline
+                    sender,
+                    {"type": "message", "room": room, "content": f"m {client_id}", "clientId": client_id},
+                    deadline,
                 )
                 acked[client_id] = data
                 refusals.append(unavailable)

@@ -170,6 +170,13 @@ export interface ChatClientOptions {
   resendAfterMs?: number;
   /** after this many sends without acknowledgement an outbox entry is marked 'failed'. Default 5. */
   maxSendAttempts?: number;
+  /**
+   * After close code 1001 (the server is shutting down or restarting) the first retry waits a
+   * random time in [goingAwayMinMs, goingAwayMaxMs]: spreads the reconnection storm of every
+   * client, and avoids landing on the process that is going away. Defaults 1000 and 3000.
+   */
+  goingAwayMinMs?: number;
+  goingAwayMaxMs?: number;
   /** consecutive 4001 closes before giving up with status 'unauthorized'. Default 3. */
   maxAuthFailures?: number;
   /** refresh the `rooms` list this often while open (ms); 0 disables. Default 30000. */
@@ -302,6 +309,8 @@ export class ChatClient {
       resendAfterMs: 8_000,
       maxSendAttempts: 5,
       maxAuthFailures: 3,
+      goingAwayMinMs: 1_000,
+      goingAwayMaxMs: 3_000,
       roomsRefreshMs: 30_000,
       historyTimeoutMs: 15_000,
       tickMs: 1_000,
@@ -545,7 +554,12 @@ export class ChatClient {
     } else {
       this.nextReason = 'reconnect';
     }
-    this.scheduleReconnect();
+    this.scheduleReconnect(code === 1001 ? this.goingAwayDelay() : 0);
+  }
+
+  private goingAwayDelay(): number {
+    const { goingAwayMinMs: lo, goingAwayMaxMs: hi } = this.opts;
+    return Math.round(lo + Math.max(0, hi - lo) * this.opts.random());
   }
 
   /** What was tied to the socket that just went away. Messages, DMs and the outbox are kept. */
@@ -584,10 +598,10 @@ export class ChatClient {
     this.set({ status: 'unauthorized', nextRetryAt: null });
   }
 
-  private scheduleReconnect(): void {
+  private scheduleReconnect(minDelay = 0): void {
     if (this.stopped) return;
     const attempt = this.state.attempt;
-    const delay = backoffDelay(attempt, this.opts.backoff, this.opts.random);
+    const delay = Math.max(minDelay, backoffDelay(attempt, this.opts.backoff, this.opts.random));
     if (this.retryTimer) clearTimeout(this.retryTimer);
     this.retryTimer = setTimeout(() => {
       this.retryTimer = null;
@@ -970,6 +984,8 @@ export class ChatClient {
       this.pushError('not_joined', `join #${room} before writing to it`);
       return null;
     }
+    // Receivers clear my typing indicator when my message arrives: the next keystroke must show it again.
+    this.typingSentAt.delete(room);
     return this.enqueue({ kind: 'message', room, content });
   };
 

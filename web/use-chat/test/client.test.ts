@@ -21,6 +21,8 @@ function makeClient(opts: Partial<ChatClientOptions> = {}, token = 'tok-alice'):
     welcomeTimeoutMs: 2000,
     pingIntervalMs: 0,
     typingTtlMs: 300,
+    goingAwayMinMs: 0,
+    goingAwayMaxMs: 0,
     ...opts,
   });
   clients.push(c);
@@ -178,6 +180,19 @@ describe('connecting', () => {
     expect(c.getState().attempt).toBe(1);
   });
 
+  it('spreads reconnections after the server said it is going away (1001)', async () => {
+    const c = makeClient({ goingAwayMinMs: 300, goingAwayMaxMs: 500, random: () => 0.5 });
+    c.start();
+    await until(() => c.getState().status === 'open');
+    server.closeAll(1001, 'going away');
+    await until(() => c.getState().status === 'reconnecting');
+    const s = c.getState();
+    expect(s.lastCloseCode).toBe(1001);
+    expect(s.nextRetryAt! - Date.now()).toBeGreaterThan(350);
+    expect(s.nextRetryAt! - Date.now()).toBeLessThanOrEqual(400);
+    await until(() => c.getState().status === 'open', 2000);
+  });
+
   it('drops a connection that stops answering (keepalive) and reconnects', async () => {
     const c = makeClient({ pingIntervalMs: 100, pongTimeoutMs: 100 });
     c.start();
@@ -304,6 +319,10 @@ describe('typing', () => {
     a.sendMessage('general', 'done typing');
     await until(() => b.getState().joined.general.messages.length === 1);
     expect(b.getState().joined.general.typing).toEqual([]);
+    // typing again right after sending is announced again, despite the throttle
+    a.typing('general');
+    await until(() => b.getState().joined.general.typing.length === 1);
+    expect(server.framesOfType('typing')).toHaveLength(2);
   });
 });
 

@@ -1,0 +1,93 @@
+"""Per-channel gates: order, duplicates and gaps, without sockets or a database."""
+
+from __future__ import annotations
+
+import gevent
+
+from app.hub import Hub
+from app.messages import StoredMessage, message_data
+
+
+class FakeConnection:
+    def __init__(self, user_id: int) -> None:
+        self.user_id = user_id
+        self.received: list[int] = []
+        self.frames: list[bytes] = []
+
+    def room_message(self, message: StoredMessage) -> None:
+        self.received.append(message.id)
+
+    def send_frame(self, frame: bytes) -> None:
+        self.frames.append(frame)
+
+
+def room_message(id: int, seq: int, room: str = "r") -> StoredMessage:
+    return StoredMessage(id=id, seq=seq, data=message_data(id, 1, "u", "c", "t", room=room))
+
+
+def make_hub(stored: list[StoredMessage] | None = None) -> tuple[Hub, FakeConnection, list]:
+    calls = []
+
+    def fetch(channel, after_id, up_to_seq, limit):
+        calls.append((channel, after_id, up_to_seq))
+        return [m for m in stored or [] if m.id > after_id and (up_to_seq is None or m.seq <= up_to_seq)][:limit]
+
+    hub = Hub(fetch, gap_wait_seconds=0.01)
+    conn = FakeConnection(5)
+    hub.join_room(conn, "r", last_seq=10, last_id=100)
+    return hub, conn, calls
+
+
+def test_in_order_messages_are_released_once():
+    hub, conn, _ = make_hub()
+    for message in (room_message(101, 11), room_message(102, 12), room_message(102, 12), room_message(90, 9)):
+        hub.deliver(message)
+    assert conn.received == [101, 102]
+
+
+def test_early_message_waits_for_the_one_before_it():
+    hub, conn, calls = make_hub()
+    hub.deliver(room_message(105, 12))
+    assert conn.received == []
+    hub.deliver(room_message(103, 11))
+    assert conn.received == [103, 105]
+    gevent.sleep(0.05)
+    assert calls == []  # the gap closed by itself
+
+
+def test_a_gap_that_stays_open_is_filled_from_the_database():
+    lost = room_message(103, 11)
+    hub, conn, calls = make_hub(stored=[lost])
+    hub.deliver(room_message(105, 12))
+    gevent.sleep(0.05)
+    assert conn.received == [103, 105]
+    assert calls == [(("r", "r"), 100, 11)]
+
+
+def test_a_hole_left_by_a_lost_idempotency_race_is_skipped():
+    hub, conn, _ = make_hub(stored=[])  # seq 11 was allocated but never stored
+    hub.deliver(room_message(105, 12))
+    gevent.sleep(0.05)
+    assert conn.received == [105]
+
+
+def test_check_heads_fetches_what_pubsub_lost_at_the_end_of_a_stream():
+    hub, conn, _ = make_hub(stored=[room_message(101, 11), room_message(102, 12)])
+    hub.check_heads({("r", "r"): 12})
+    gevent.sleep(0.02)
+    assert conn.received == [101, 102]
+
+
+def test_messages_of_rooms_without_members_here_are_ignored():
+    hub, conn, _ = make_hub()
+    hub.deliver(room_message(200, 1, room="elsewhere"))
+    assert conn.received == [] and ("r", "elsewhere") not in hub.gates
+
+
+def test_a_new_conversation_starts_at_seq_one():
+    hub, _, _ = make_hub()
+    alice = FakeConnection(1)
+    hub.add_user_connection(alice, threads=[])
+    dm = StoredMessage(id=300, seq=1, data=message_data(300, 2, "bob", "hi", "t", to_user=1))
+    hub.deliver(dm)
+    assert len(alice.frames) == 1 and b'"type":"dm"' in alice.frames[0]

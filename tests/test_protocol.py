@@ -1,0 +1,120 @@
+"""The protocol layer without sockets: parsing, validation, frames, tokens."""
+
+from __future__ import annotations
+
+import time
+
+import jwt
+import pytest
+
+from app import protocol
+from app.errors import BadJson, ChatError, Invalid, TooLarge, Unauthorized, UnknownType
+from app.protocol import Command, Limits, parse_frame
+from app.tokens import issue_token, token_from_request, verify_token
+
+SECRET = "unit-test-secret-unit-test-secret"
+
+
+@pytest.mark.parametrize(
+    "raw,expected",
+    [
+        ('{"type":"join","room":"general"}', Command("join", room="general")),
+        ('{"type":"join_room","room":"a.b-c_d","since":7}', Command("join", room="a.b-c_d", since=7)),
+        ('{"type":"leave","room":"r"}', Command("leave", room="r")),
+        (
+            '{"type":"message","room":"r","content":"hi","clientId":"x"}',
+            Command("message", room="r", content="hi", client_id="x"),
+        ),
+        ('{"type":"room_message","room":"r","content":"hi"}', Command("message", room="r", content="hi")),
+        ('{"type":"dm","to":5,"content":"hi"}', Command("dm", to=5, content="hi")),
+        ('{"type":"direct_message","to_user_id":5,"content":"hi"}', Command("dm", to=5, content="hi")),
+        ('{"type":"dm","to":"5","content":"hi"}', Command("dm", to=5, content="hi")),
+        ('{"type":"room_history","room":"r"}', Command("room_history", room="r", limit=50)),
+        (
+            '{"type":"room_history","room":"r","limit":999,"before":10}',
+            Command("room_history", room="r", limit=200, before=10),
+        ),
+        ('{"type":"dm_history","with":3,"after":4}', Command("dm_history", to=3, limit=50, after=4)),
+        ('{"type":"typing","room":"r"}', Command("typing", room="r")),
+        ('{"type":"rooms"}', Command("rooms")),
+        ('{"type":"ping","extra":"ignored"}', Command("ping")),
+        ('{"type":"auth","token":"t"}', Command("auth", token="t")),
+    ],
+)
+def test_valid_frames_parse_to_commands(raw, expected):
+    assert parse_frame(raw) == expected
+
+
+@pytest.mark.parametrize(
+    "raw,error,word",
+    [
+        ("{", BadJson, "JSON"),
+        (b'{"type":"ping"}', BadJson, "binary"),
+        ("42", Invalid, "object"),
+        ('{"type": 3}', Invalid, "type"),
+        ('{"type":"nope"}', UnknownType, "nope"),
+        ('{"type":"join","room":"a/b"}', Invalid, "room"),
+        ('{"type":"join","room":"r","since":-1}', Invalid, "since"),
+        ('{"type":"join","room":"r","since":true}', Invalid, "since"),
+        ('{"type":"message","room":"r","content":""}', Invalid, "blank"),
+        ('{"type":"message","room":"r","content":"\\u0000"}', Invalid, "NUL"),
+        ('{"type":"message","room":"r","content":"hi","clientId":""}', Invalid, "clientId"),
+        ('{"type":"message","room":"r","content":"hi","clientId":5}', Invalid, "clientId"),
+        ('{"type":"dm","to":0,"content":"hi"}', Invalid, "to"),
+        ('{"type":"dm","to":true,"content":"hi"}', Invalid, "to"),
+        ('{"type":"room_history","room":"r","limit":2.5}', Invalid, "limit"),
+        ('{"type":"room_history","room":"r","before":"x"}', Invalid, "before"),
+        ('{"type":"auth"}', Invalid, "token"),
+    ],
+)
+def test_bad_frames_raise_the_error_for_their_code(raw, error, word):
+    with pytest.raises(error) as info:
+        parse_frame(raw)
+    assert word in info.value.message
+    assert isinstance(info.value, ChatError)
+
+
+def test_content_limit_is_configurable():
+    limits = Limits(max_content_chars=5)
+    assert parse_frame('{"type":"message","room":"r","content":"12345"}', limits).content == "12345"
+    with pytest.raises(TooLarge):
+        parse_frame('{"type":"message","room":"r","content":"123456"}', limits)
+
+
+def test_error_frame_carries_the_text_twice():
+    assert protocol.error_frame("invalid", "field 'room' is required") == {
+        "type": "error",
+        "message": "field 'room' is required",
+        "code": "invalid",
+        "data": {"message": "field 'room' is required", "code": "invalid"},
+    }
+
+
+def test_timestamps_are_rfc3339_utc_with_microseconds():
+    from datetime import datetime, timedelta, timezone
+
+    moment = datetime(2026, 11, 23, 13, 0, 0, 123456, tzinfo=timezone(timedelta(hours=1)))
+    assert protocol.format_timestamp(moment) == "2026-11-23T12:00:00.123456Z"
+    assert protocol.format_timestamp(datetime(2026, 1, 2, 3, 4, 5)) == "2026-01-02T03:04:05.000000Z"
+
+
+def test_tokens_are_verified():
+    token = issue_token(SECRET, 7, "gus", ttl_seconds=60)
+    identity = verify_token(token, SECRET)
+    assert (identity.user_id, identity.username) == (7, "gus")
+    assert verify_token(jwt.encode({"sub": 8}, SECRET, algorithm="HS256"), SECRET).user_id == 8
+    for bad in (
+        jwt.encode({"user_id": 1, "exp": int(time.time()) - 1}, SECRET, algorithm="HS256"),
+        jwt.encode({"user_id": 1}, "other-secret-other-secret-other-secret", algorithm="HS256"),
+        jwt.encode({"user_id": 1}, None, algorithm="none"),
+        jwt.encode({"user_id": "one"}, SECRET, algorithm="HS256"),
+        jwt.encode({"user_id": True}, SECRET, algorithm="HS256"),
+    ):
+        with pytest.raises(Unauthorized):
+            verify_token(bad, SECRET)
+
+
+def test_token_precedence_header_then_query():
+    assert token_from_request({"Authorization": "Bearer aaa"}, {"token": "bbb"}) == "aaa"
+    assert token_from_request({}, {"token": "bbb"}) == "bbb"
+    assert token_from_request({"Authorization": "Basic xyz"}, {}) is None

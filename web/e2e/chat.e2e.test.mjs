@@ -1,0 +1,332 @@
+// Browser test of the chat page against the real server and a real PostgreSQL:
+// two people sign in, talk in a room and by DM, see each other online and typing, scroll back
+// through history; the server is restarted twice mid-conversation (graceful SIGTERM, then a
+// SIGKILL crash) and no message may be lost or doubled, neither in the pages nor in the database.
+//
+// Run: node --test chat.e2e.test.mjs   (after `make -C web build`; the server's .venv must exist)
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { chromium } from 'playwright-core';
+import { ARTIFACTS, ChatServer, Database, freePort, WEB_DIST } from './lib/harness.mjs';
+import { existsSync } from 'node:fs';
+
+const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+const CHROMIUM_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-background-networking',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-component-update',
+  '--disable-sync',
+];
+const WAIT = 30_000;
+
+const pw = () => randomBytes(9).toString('base64url');
+const users = { alice: pw(), bob: pw() };
+
+let db;
+let server;
+let browser;
+/** @type {Record<string, import('playwright-core').Page>} */
+const pages = {};
+let shot = 0;
+
+async function snap(name) {
+  shot++;
+  await Promise.all(
+    Object.entries(pages).map(([who, page]) =>
+      page
+        .screenshot({ path: path.join(ARTIFACTS, `${String(shot).padStart(2, '0')}-${name}-${who}.png`) })
+        .catch(() => {}),
+    ),
+  );
+}
+
+/** A test step that leaves screenshots behind when it fails. */
+function step(name, fn) {
+  it(name, async () => {
+    try {
+      await fn();
+    } catch (e) {
+      await snap(`FAILED-${name.replace(/\W+/g, '-').slice(0, 40)}`);
+      throw e;
+    }
+  });
+}
+
+// ----- DOM helpers (everything waits on the DOM, nothing sleeps) -----------------------------
+
+const composer = (page) => page.locator('[data-testid=composer] textarea');
+
+async function send(page, text) {
+  await composer(page).fill(text);
+  await composer(page).press('Enter');
+  // the composer is cleared once the hook accepted the message (queued or sent)
+  await page.waitForFunction(() => document.querySelector('[data-testid=composer] textarea')?.value === '');
+}
+
+/** [{id, text, from}] of the confirmed messages in the open conversation, in DOM order. */
+function domMessages(page) {
+  return page.$$eval('[data-testid=message]', (els) =>
+    els.map((e) => ({
+      id: Number(e.getAttribute('data-id')),
+      from: e.getAttribute('data-from'),
+      text: e.querySelector('.message-content')?.textContent ?? '',
+    })),
+  );
+}
+
+function waitForText(page, text, timeout = WAIT) {
+  return page.waitForFunction(
+    (t) => [...document.querySelectorAll('[data-testid=message] .message-content')].some((e) => e.textContent === t),
+    text,
+    { timeout },
+  );
+}
+
+function waitForStatus(page, status, timeout = WAIT) {
+  return page.waitForSelector(`[data-testid=conn-status][data-status=${status}]`, { timeout });
+}
+
+function waitNoPending(page, timeout = WAIT) {
+  return page.waitForFunction(() => document.querySelectorAll('[data-testid=pending-message]').length === 0, null, {
+    timeout,
+  });
+}
+
+async function openRoom(page, room) {
+  await page.click(`[data-testid=room-item][data-room="${room}"]`);
+  await page.waitForFunction((r) => document.querySelector('[data-testid=conv-title]')?.textContent === `#${r}`, room);
+}
+
+async function openDm(page, username) {
+  await page.click(`[data-testid=dm-item][data-username="${username}"]`);
+  await page.waitForFunction((u) => document.querySelector('[data-testid=conv-title]')?.textContent === u, username);
+}
+
+/** Every expected text exactly once, nothing else, ids unique and increasing. */
+async function assertExactly(page, expected, label) {
+  const got = await domMessages(page);
+  const ids = got.map((m) => m.id);
+  assert.deepEqual(
+    ids,
+    [...ids].sort((a, b) => a - b),
+    `${label}: messages are not in id order`,
+  );
+  assert.equal(new Set(ids).size, ids.length, `${label}: a message id is shown twice`);
+  assert.deepEqual(
+    got.map((m) => m.text),
+    expected,
+    `${label}: the conversation differs from what was sent`,
+  );
+}
+
+async function signIn(name, password) {
+  const page = pages[name];
+  await page.goto(server.base + '/');
+  await page.fill('input[name=username]', name);
+  await page.fill('input[name=password]', password);
+  await page.click('button[type=submit]');
+  await waitForStatus(page, 'open');
+  await page.waitForFunction((n) => document.querySelector('[data-testid=me]')?.textContent === n, name);
+}
+
+// ----- the scenario -----------------------------------------------------------------------------
+
+describe('chat page against the real server', { timeout: 180_000 }, () => {
+  const general = []; // expected #general conversation, in order
+  const dm = []; // expected alice<->bob DM conversation, in order
+
+  before(async () => {
+    assert.ok(existsSync(path.join(WEB_DIST, 'index.html')), `no ${WEB_DIST}/index.html: run make -C web build`);
+    db = new Database();
+    await db.create();
+    server = new ChatServer({ db, port: await freePort() });
+    for (const [name, password] of Object.entries(users)) await server.createUser(name, password);
+    await server.start();
+    browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+    for (const name of Object.keys(users)) {
+      const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+      const page = await ctx.newPage();
+      page.setDefaultTimeout(WAIT);
+      page.on('pageerror', (e) => console.error(`[${name}] page error:`, e.message));
+      pages[name] = page;
+    }
+  });
+
+  after(async () => {
+    await browser?.close().catch(() => {});
+    await server?.kill('SIGKILL').catch(() => {});
+    await db?.drop().catch((e) => console.error('dropdb failed:', e.message));
+  });
+
+  step('refuses a wrong password with a visible error', async () => {
+    const page = pages.alice;
+    await page.goto(server.base + '/');
+    await page.fill('input[name=username]', 'alice');
+    await page.fill('input[name=password]', 'not-the-password');
+    await page.click('button[type=submit]');
+    const err = await page.waitForSelector('[data-testid=login-error]');
+    assert.match(await err.textContent(), /wrong username or password/i);
+  });
+
+  step('both sign in, land in #general and see each other online', async () => {
+    await signIn('alice', users.alice);
+    await signIn('bob', users.bob);
+    for (const [me, other] of [
+      ['alice', 'bob'],
+      ['bob', 'alice'],
+    ]) {
+      const page = pages[me];
+      await page.waitForFunction(() => document.querySelector('[data-testid=conv-title]')?.textContent === '#general');
+      await page.waitForSelector(`[data-testid=online-user][data-username=${other}]`);
+      // the room list shows 2 people online in #general
+      await page.waitForFunction(
+        () =>
+          document.querySelector('[data-testid=room-item][data-room=general] [data-testid=room-online]')?.textContent ===
+          '2',
+      );
+    }
+    await snap('signed-in');
+  });
+
+  step('exchange room messages, with the typing indicator', async () => {
+    await composer(pages.bob).fill('bob is about to say something');
+    const typing = await pages.alice.waitForSelector('[data-testid=typing]:has-text("bob is typing")');
+    assert.ok(typing);
+    await snap('typing');
+    await composer(pages.bob).fill('');
+    const lines = [
+      ['alice', 'Hi Bob! Did you see the release notes?'],
+      ['bob', 'Hi Alice, yes: reconnects are seamless now.'],
+      ['alice', 'Let us test that right away.'],
+      ['bob', 'Go ahead 🚀'],
+    ];
+    for (const [who, text] of lines) {
+      await send(pages[who], text);
+      general.push(text);
+      await Promise.all([waitForText(pages.alice, text), waitForText(pages.bob, text)]);
+    }
+    // the indicator goes away once bob's message arrived
+    await pages.alice.waitForFunction(() => !document.querySelector('[data-testid=typing]')?.textContent);
+    await assertExactly(pages.alice, general, 'alice #general');
+    await assertExactly(pages.bob, general, 'bob #general');
+    await snap('room-conversation');
+  });
+
+  step('direct messages between the two', async () => {
+    // alice starts a DM from the online list
+    await pages.alice.click('[data-testid=online-user][data-username=bob] [data-testid=dm-button]');
+    await pages.alice.waitForFunction(() => document.querySelector('[data-testid=conv-title]')?.textContent === 'bob');
+    await send(pages.alice, 'psst, a private word');
+    dm.push('psst, a private word');
+    await waitForText(pages.alice, 'psst, a private word');
+    // bob gets an unread badge on a new conversation with alice, opens it
+    await pages.bob.waitForSelector('[data-testid=dm-item][data-username=alice] [data-testid=dm-unread]');
+    await snap('dm-unread');
+    await openDm(pages.bob, 'alice');
+    await waitForText(pages.bob, 'psst, a private word');
+    await send(pages.bob, 'Private answer, received.');
+    dm.push('Private answer, received.');
+    await Promise.all([waitForText(pages.alice, 'Private answer, received.'), waitForText(pages.bob, 'Private answer, received.')]);
+    await assertExactly(pages.alice, dm, 'alice DM');
+    await assertExactly(pages.bob, dm, 'bob DM');
+    await snap('dm');
+  });
+
+  step('infinite scroll loads older history pages with `before`', async () => {
+    await server.seedRoom('bob', users.bob, 'archive', 70, 'archived message');
+    const page = pages.alice;
+    await page.fill('[data-testid=join-input]', 'archive');
+    await page.press('[data-testid=join-input]', 'Enter');
+    await page.waitForFunction(() => document.querySelector('[data-testid=conv-title]')?.textContent === '#archive');
+    await page.waitForFunction(() => document.querySelectorAll('[data-testid=message]').length === 50);
+    let got = await domMessages(page);
+    assert.equal(got[0].text, 'archived message 21');
+    assert.equal(got.at(-1).text, 'archived message 70');
+    // scroll to the top: the next (last) page comes in, then the beginning marker
+    await page.$eval('[data-testid=message-list]', (el) => el.scrollTo(0, 0));
+    await page.waitForSelector('[data-testid=history-start]');
+    await page.waitForFunction(() => document.querySelectorAll('[data-testid=message]').length === 70);
+    await assertExactly(
+      page,
+      Array.from({ length: 70 }, (_, i) => `archived message ${i + 1}`),
+      'alice #archive',
+    );
+    await snap('history');
+    await openRoom(page, 'general');
+    await openRoom(pages.bob, 'general');
+  });
+
+  step('graceful restart (SIGTERM) mid-conversation: nothing lost, nothing doubled', async () => {
+    await server.kill('SIGTERM');
+    await Promise.all([waitForStatus(pages.alice, 'reconnecting'), waitForStatus(pages.bob, 'reconnecting')]);
+    await pages.alice.waitForSelector('[data-testid=conn-banner]');
+    // written while the server is down: queued, shown as pending
+    await send(pages.alice, 'written while the server restarts');
+    general.push('written while the server restarts');
+    await pages.alice.waitForSelector('[data-testid=pending-message]');
+    await send(pages.bob, 'me too, offline');
+    general.push('me too, offline');
+    await snap('reconnecting');
+    await server.start();
+    await Promise.all([waitForStatus(pages.alice, 'open'), waitForStatus(pages.bob, 'open')]);
+    for (const p of [pages.alice, pages.bob]) {
+      await waitForText(p, 'written while the server restarts');
+      await waitForText(p, 'me too, offline');
+      await waitNoPending(p);
+    }
+    // the two offline messages may be stored in either order: compare as the server ordered them
+    const order = (await domMessages(pages.alice)).map((m) => m.text);
+    general.splice(-2, 2, ...order.slice(-2));
+    await assertExactly(pages.alice, general, 'alice #general after restart');
+    await assertExactly(pages.bob, general, 'bob #general after restart');
+    // both online again
+    await pages.alice.waitForSelector('[data-testid=online-user][data-username=bob]');
+    await snap('after-graceful-restart');
+  });
+
+  step('crash (SIGKILL) while messages are in flight: nothing lost, nothing doubled', async () => {
+    await openDm(pages.bob, 'alice');
+    // alice fires a burst; the server dies in the middle of it
+    for (let i = 1; i <= 6; i++) {
+      await send(pages.alice, `burst ${i}`);
+      general.push(`burst ${i}`);
+      if (i === 3) await server.kill('SIGKILL');
+    }
+    await waitForStatus(pages.alice, 'reconnecting');
+    await waitForStatus(pages.bob, 'reconnecting');
+    // a DM from bob while down
+    await send(pages.bob, 'are you still there?');
+    dm.push('are you still there?');
+    await server.start();
+    await Promise.all([waitForStatus(pages.alice, 'open'), waitForStatus(pages.bob, 'open')]);
+    await waitNoPending(pages.alice);
+    await waitNoPending(pages.bob);
+    for (let i = 1; i <= 6; i++) await waitForText(pages.alice, `burst ${i}`);
+    await assertExactly(pages.alice, general, 'alice #general after crash');
+    await openRoom(pages.bob, 'general');
+    for (let i = 1; i <= 6; i++) await waitForText(pages.bob, `burst ${i}`);
+    await assertExactly(pages.bob, general, 'bob #general after crash');
+    // DMs caught up on both sides
+    await openDm(pages.alice, 'bob');
+    await waitForText(pages.alice, 'are you still there?');
+    await assertExactly(pages.alice, dm, 'alice DM after crash');
+    await openDm(pages.bob, 'alice');
+    await assertExactly(pages.bob, dm, 'bob DM after crash');
+    await snap('after-crash');
+  });
+
+  step('the database holds every message exactly once', async () => {
+    const rows = await db.query(
+      "SELECT content, count(*) FROM messages WHERE content NOT LIKE 'archived message %' GROUP BY content ORDER BY content",
+    );
+    const counts = Object.fromEntries(rows.map(([content, n]) => [content, Number(n)]));
+    for (const text of [...general, ...dm]) assert.equal(counts[text], 1, `stored ${counts[text] ?? 0} times: ${text}`);
+    assert.equal(rows.length, general.length + dm.length, 'unexpected extra messages stored');
+  });
+});
