@@ -204,7 +204,7 @@ describe('chat page against the real server', { timeout: 180_000 }, () => {
       ['alice', 'Hi Bob! Did you see the release notes?'],
       ['bob', 'Hi Alice, yes: reconnects are seamless now.'],
       ['alice', 'Let us test that right away.'],
-      ['bob', 'Go ahead 🚀'],
+      ['bob', 'Go ahead — ça marche, « vraiment ».'],
     ];
     for (const [who, text] of lines) {
       await send(pages[who], text);
