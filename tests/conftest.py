@@ -362,3 +362,48 @@ def embedded_postgres(tmp_path_factory) -> Iterator[EmbeddedPostgres]:
     except subprocess.CalledProcessError:
         pass
     subprocess.run(["rm", "-rf", str(path)], check=False)
+
+
+# --- a private Redis that tests may stop and start ------------------------------------------------------
+
+
+class PrivateRedis:
+    """redis-server on a free port, without persistence."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> PrivateRedis:
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def start_on_same_port(self) -> PrivateRedis:
+        return self.start()
+
+
+@pytest.fixture
+def private_redis() -> Iterator[PrivateRedis]:
+    redis = PrivateRedis().start()
+    yield redis
+    redis.stop()

@@ -1,0 +1,269 @@
+"""Scale-out: two server instances ("hosts") of two workers each, sharing one PostgreSQL.
+
+Every check of the single-server tests must hold across processes: delivery, order,
+presence, typing, DMs, idempotency and replay; then with workers killed and the bus's
+engine restarted during traffic.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+from conftest import Client, Server, make_token, new_user_id, sql, unique
+from test_chat import join
+
+CLUSTER_ENV = {"HEARTBEAT_SECONDS": "0.5", "NODE_TIMEOUT_SECONDS": "3", "GAP_WAIT_SECONDS": "0.2"}
+
+
+def start_cluster(database_url: str, **env: str) -> list[Server]:
+    return [Server(database_url, workers=2, **CLUSTER_ENV, **env).start() for _ in range(2)]
+
+
+@pytest.fixture(params=["postgres", "redis"])
+def cluster(request, database_url):
+    env = {"CHAT_BUS": request.param}
+    if request.param == "redis":
+        redis = request.getfixturevalue("private_redis")
+        env["REDIS_URL"] = redis.url
+    servers = start_cluster(database_url, **env)
+    yield servers
+    for srv in servers:
+        srv.stop()
+
+
+def connect(srv: Server, user_id: int | None = None) -> Client:
+    user_id = user_id or new_user_id()
+    client = Client.connect(srv.url, make_token(user_id, f"user{user_id}"))
+    client.expect("welcome")
+    client.user_id, client.username = user_id, f"user{user_id}"
+    return client
+
+
+def spread(servers: list[Server], count: int) -> list[Client]:
+    """`count` clients, alternating between the instances (and so over their workers)."""
+    return [connect(servers[index % len(servers)]) for index in range(count)]
+
+
+def test_room_messages_reach_every_member_once_in_the_same_order(cluster):
+    room = unique("room")
+    clients = spread(cluster, 8)
+    for client in clients:
+        join(client, room)
+    per_sender = 6
+    threads = [
+        threading.Thread(
+            target=lambda c=c: [
+                c.send({"type": "message", "room": room, "content": f"{c.user_id}:{n}"}) for n in range(per_sender)
+            ]
+        )
+        for c in clients
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    total = per_sender * len(clients)
+    orders = [[c.expect("message", room=room, timeout=15)["data"]["id"] for _ in range(total)] for c in clients]
+    assert orders[0] == sorted(orders[0]) and len(set(orders[0])) == total
+    assert all(order == orders[0] for order in orders)
+    for client in clients:
+        client.nothing_more("message", wait=0.3)
+
+
+def test_presence_join_ack_rooms_and_typing_are_cluster_wide(cluster):
+    room = unique("room")
+    alice = connect(cluster[0])
+    bob_first = connect(cluster[1])
+    join(alice, room)
+    ack = join(bob_first, room)
+    assert {u["userId"] for u in ack["data"]["users"]} == {alice.user_id, bob_first.user_id}
+    assert alice.expect("presence", room=room, event="join")["data"]["userId"] == bob_first.user_id
+    # bob's second tab, on the other instance: no second presence event
+    bob_second = connect(cluster[0], bob_first.user_id)
+    join(bob_second, room)
+    alice.nothing_more("presence", wait=0.8)
+    alice.send({"type": "rooms"})
+    counts = {r["name"]: r["online"] for r in alice.expect("rooms")["data"]}
+    assert counts[room] == 2
+    alice.send({"type": "typing", "room": room})
+    assert bob_first.expect("typing", room=room)["data"]["userId"] == alice.user_id
+    assert bob_second.expect("typing", room=room)["data"]["userId"] == alice.user_id
+    # closing one of bob's tabs: still online; closing the last: leave
+    bob_first.close()
+    alice.nothing_more("presence", wait=0.8)
+    bob_second.send({"type": "leave", "room": room})
+    assert alice.expect("presence", room=room, event="leave")["data"]["userId"] == bob_first.user_id
+
+
+def test_dms_and_idempotency_across_instances(cluster, database_url):
+    alice = connect(cluster[0])
+    alice_other = connect(cluster[1], alice.user_id)
+    bob = connect(cluster[1])
+    bob_other = connect(cluster[0], bob.user_id)
+    alice.send({"type": "dm", "to": bob.user_id, "content": "across", "clientId": "x-1"})
+    message = alice.expect("dm_sent")["data"]["message"]
+    for client in (bob, bob_other, alice_other):
+        assert client.expect("dm")["data"] == message
+    # the same clientId through the other instance: the stored message, not a new one
+    alice_other.send({"type": "dm", "to": bob.user_id, "content": "across", "clientId": "x-1"})
+    assert alice_other.expect("dm_sent")["data"]["message"] == message
+    bob.nothing_more("dm", wait=0.5)
+    assert sql(database_url, "SELECT count(*) FROM messages WHERE from_user = %s", (alice.user_id,)) == [(1,)]
+
+
+def test_join_with_since_across_instances_while_others_send(cluster):
+    room = unique("room")
+    senders = spread(cluster, 4)
+    for sender in senders:
+        join(sender, room)
+    first = []
+    for n in range(5):
+        senders[0].send({"type": "message", "room": room, "content": f"before {n}"})
+        first.append(senders[0].expect("message", room=room)["data"]["id"])
+
+    def keep_sending(client: Client) -> None:
+        for n in range(15):
+            client.send({"type": "message", "room": room, "content": f"during {n}"})
+            time.sleep(0.01)
+
+    threads = [threading.Thread(target=keep_sending, args=(s,)) for s in senders[1:]]
+    for thread in threads:
+        thread.start()
+    late = connect(cluster[1])
+    join(late, room, since=first[1])
+    for thread in threads:
+        thread.join()
+    got = [late.expect("message", room=room, timeout=15)["data"]["id"] for _ in range(3 + 45)]
+    assert got == sorted(got) and len(set(got)) == len(got) and got[:3] == first[2:]
+    late.nothing_more("message", wait=0.5)
+
+
+def test_killed_worker_clients_resume_and_its_presence_disappears(database_url):
+    servers = start_cluster(database_url)
+    try:
+        room = unique("room")
+        watcher = connect(servers[1])
+        join(watcher, room)
+        victims = [connect(servers[0]) for _ in range(4)]
+        for client in victims:
+            join(client, room)
+        sender = connect(servers[1])
+        join(sender, room)
+        for n in range(5):
+            sender.send({"type": "message", "room": room, "content": f"before {n}"})
+        last_seen = {c.user_id: [c.expect("message", room=room)["data"]["id"] for _ in range(5)][-1] for c in victims}
+        for _ in range(5):
+            watcher.expect("message", room=room)
+        # kill -9 every worker of instance 0: its clients lose their connections
+        for pid in servers[0].worker_pids():
+            os.kill(pid, signal.SIGKILL)
+        for n in range(5):
+            sender.send({"type": "message", "room": room, "content": f"after {n}"})
+        after = [watcher.expect("message", room=room)["data"]["id"] for _ in range(5)]
+        # their users disappear within NODE_TIMEOUT_SECONDS (+ a heartbeat)
+        gone = set()
+        deadline = time.monotonic() + 10
+        while len(gone) < 4 and time.monotonic() < deadline:
+            gone.add(watcher.expect("presence", room=room, event="leave", timeout=10)["data"]["userId"])
+        assert gone == {c.user_id for c in victims}
+        # they reconnect to the surviving instance and resume without loss or repeat
+        for client in victims:
+            again = connect(servers[1], client.user_id)
+            join(again, room, since=last_seen[client.user_id])
+            assert [again.expect("message", room=room)["data"]["id"] for _ in range(5)] == after
+            again.nothing_more("message", wait=0.2)
+    finally:
+        for srv in servers:
+            srv.stop()
+
+
+def traffic_with_fault(servers: list[Server], fault, database_url: str) -> None:
+    """Senders on every instance send with clientIds and retry until acknowledged while
+    `fault` runs; afterwards every stored message reached every listener exactly once."""
+    room = unique("room")
+    listeners = spread(servers, 4)
+    senders = spread(servers, 4)
+    for client in listeners + senders:
+        join(client, room)
+    per_sender = 25
+    acked: dict[str, int] = {}
+
+    def send_all(index: int, sender: Client) -> None:
+        for n in range(per_sender):
+            client_id = f"f{index}-{n}"
+            frame = {"type": "message", "room": room, "content": client_id, "clientId": client_id}
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                sender.send(frame)
+                reply = sender.expect_any_of(client_id)
+                if reply is not None:
+                    acked[client_id] = reply
+                    break
+                time.sleep(0.25)
+            time.sleep(0.02)
+
+    threads = [threading.Thread(target=send_all, args=(i, s)) for i, s in enumerate(senders)]
+    fault_thread = threading.Thread(target=fault)
+    for thread in [*threads, fault_thread]:
+        thread.start()
+    for thread in [*threads, fault_thread]:
+        thread.join(120)
+    assert len(acked) == per_sender * len(senders)
+    stored = dict(sql(database_url, "SELECT client_id, id FROM messages WHERE room = %s", (room,)))
+    assert stored == acked
+    expected = sorted(stored.values())
+    for listener in listeners:
+        got = [listener.expect("message", room=room, timeout=20)["data"]["id"] for _ in range(len(expected))]
+        assert got == expected
+        listener.nothing_more("message", wait=0.3)
+
+
+def _expect_ack(self: Client, client_id: str) -> int | None:
+    """The id of our message once acknowledged, or None after an `unavailable`."""
+    while True:
+        frame = self.recv_any(timeout=15)
+        if frame["type"] == "message" and frame["data"].get("clientId") == client_id:
+            return frame["data"]["id"]
+        if frame["type"] == "error":
+            assert frame["code"] in ("unavailable", "rate_limited"), frame
+            return None
+
+
+Client.expect_any_of = _expect_ack
+
+
+def test_redis_restart_during_traffic(database_url, private_redis):
+    servers = start_cluster(database_url, CHAT_BUS="redis", REDIS_URL=private_redis.url)
+
+    def restart_redis() -> None:
+        time.sleep(0.5)
+        private_redis.stop()
+        time.sleep(1.5)
+        private_redis.start_on_same_port()
+
+    try:
+        traffic_with_fault(servers, restart_redis, database_url)
+    finally:
+        for srv in servers:
+            srv.stop()
+
+
+def test_postgres_restart_during_traffic_across_instances(embedded_postgres):
+    url = embedded_postgres.start()
+    servers = start_cluster(url, DB_CONNECT_TIMEOUT_SECONDS="1", STORE_TIMEOUT_SECONDS="4")
+
+    def restart_postgres() -> None:
+        time.sleep(0.5)
+        embedded_postgres.stop()
+        time.sleep(1.5)
+        embedded_postgres.start()
+
+    try:
+        traffic_with_fault(servers, restart_postgres, url)
+    finally:
+        for srv in servers:
+            srv.stop()
