@@ -84,6 +84,20 @@ def database_url(admin_url: str) -> Iterator[str]:
     drop_database(admin_url, name)
 
 
+@pytest.fixture(scope="session")
+def fresh_database(admin_url: str) -> Iterator:
+    """fresh_database() -> the URL of a new database with the schema (dropped at the end)."""
+    names: list[str] = []
+
+    def _create() -> str:
+        names.append(f"chat_test_{uuid.uuid4().hex[:10]}")
+        return create_database(admin_url, names[-1])
+
+    yield _create
+    for name in names:
+        drop_database(admin_url, name)
+
+
 def sql(url: str, query: str, params: tuple = ()) -> list[tuple]:
     """Run one query against the test database (what `psql` would show)."""
     conn = psycopg2.connect(url)

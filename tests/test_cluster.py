@@ -13,7 +13,7 @@ import threading
 import time
 
 import pytest
-from conftest import Client, Server, make_token, new_user_id, sql, unique
+from conftest import Client, PrivateRedis, Server, make_token, new_user_id, sql, unique
 from test_chat import join
 
 CLUSTER_ENV = {"HEARTBEAT_SECONDS": "0.5", "NODE_TIMEOUT_SECONDS": "3", "GAP_WAIT_SECONDS": "0.2"}
@@ -23,16 +23,21 @@ def start_cluster(database_url: str, **env: str) -> list[Server]:
     return [Server(database_url, workers=2, **CLUSTER_ENV, **env).start() for _ in range(2)]
 
 
-@pytest.fixture(params=["postgres", "redis"])
-def cluster(request, database_url):
+@pytest.fixture(scope="module", params=["postgres", "redis"])
+def cluster(request, fresh_database):
+    # A database of its own: nodes on another bus must not bury this cluster's nodes.
+    database_url = fresh_database()
     env = {"CHAT_BUS": request.param}
+    redis = None
     if request.param == "redis":
-        redis = request.getfixturevalue("private_redis")
+        redis = PrivateRedis().start()
         env["REDIS_URL"] = redis.url
     servers = start_cluster(database_url, **env)
     yield servers
     for srv in servers:
         srv.stop()
+    if redis:
+        redis.stop()
 
 
 def connect(srv: Server, user_id: int | None = None) -> Client:
@@ -99,7 +104,8 @@ def test_presence_join_ack_rooms_and_typing_are_cluster_wide(cluster):
     assert alice.expect("presence", room=room, event="leave")["data"]["userId"] == bob_first.user_id
 
 
-def test_dms_and_idempotency_across_instances(cluster, database_url):
+def test_dms_and_idempotency_across_instances(cluster):
+    database_url = cluster[0].database_url
     alice = connect(cluster[0])
     alice_other = connect(cluster[1], alice.user_id)
     bob = connect(cluster[1])
@@ -236,7 +242,8 @@ def _expect_ack(self: Client, client_id: str) -> int | None:
 Client.expect_any_of = _expect_ack
 
 
-def test_redis_restart_during_traffic(database_url, private_redis):
+def test_redis_restart_during_traffic(fresh_database, private_redis):
+    database_url = fresh_database()
     servers = start_cluster(database_url, CHAT_BUS="redis", REDIS_URL=private_redis.url)
 
     def restart_redis() -> None:
