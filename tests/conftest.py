@@ -50,7 +50,7 @@ def create_database(admin_url: str, name: str) -> str:
     with conn.cursor() as cur:
         cur.execute(f'CREATE DATABASE "{name}"')
     conn.close()
-    url = _database_url(admin_url, name)
+    url = database_url_for(admin_url, name)
     with psycopg2.connect(url) as conn, conn.cursor() as cur:
         cur.execute((ROOT / "schema.sql").read_text())
     conn.close()
@@ -65,7 +65,7 @@ def drop_database(admin_url: str, name: str) -> None:
     conn.close()
 
 
-def _database_url(admin_url: str, name: str) -> str:
+def database_url_for(admin_url: str, name: str) -> str:
     base, _, query = admin_url.partition("?")
     base = base.rsplit("/", 1)[0] + "/" + name
     return base + ("?" + query if query else "")

@@ -1,0 +1,85 @@
+"""schema.sql on a fresh database and on the existing backend's older tables."""
+
+from __future__ import annotations
+
+import subprocess
+
+import psycopg2
+import pytest
+from conftest import ROOT, Client, Server, database_url_for, drop_database, make_token, new_user_id, sql
+
+LEGACY_TABLES = """
+CREATE TABLE users (id SERIAL PRIMARY KEY, username VARCHAR(50) UNIQUE NOT NULL,
+                    created_at TIMESTAMP DEFAULT NOW());
+CREATE TABLE rooms (id SERIAL PRIMARY KEY, name VARCHAR(100) UNIQUE NOT NULL,
+                    is_private BOOLEAN DEFAULT FALSE, created_at TIMESTAMP DEFAULT NOW());
+CREATE TABLE messages (id SERIAL PRIMARY KEY, from_user INTEGER NOT NULL REFERENCES users(id),
+                       to_user INTEGER REFERENCES users(id), room VARCHAR(100), content TEXT NOT NULL,
+                       timestamp TIMESTAMP DEFAULT NOW());
+INSERT INTO users (username) VALUES ('old-timer');
+INSERT INTO rooms (name, is_private) VALUES ('legacy', false);
+INSERT INTO messages (from_user, room, content, timestamp)
+    VALUES (1, 'legacy', 'from the old days', '2025-01-02 03:04:05.678901');
+"""
+
+
+@pytest.fixture
+def legacy_database(admin_url):
+    name = f"chat_legacy_{new_user_id()}"
+    conn_url = database_url_for(admin_url, name)
+    admin = psycopg2.connect(admin_url)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    admin.close()
+    sql(conn_url, LEGACY_TABLES)
+    yield conn_url
+    drop_database(admin_url, name)
+
+
+def make_db(url: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["make", "--no-print-directory", "db", f"DATABASE_URL={url}"], cwd=ROOT, capture_output=True, text=True
+    )
+
+
+def test_make_db_twice_on_the_legacy_tables_keeps_their_data_and_serves(legacy_database):
+    for _ in range(2):
+        result = make_db(legacy_database)
+        assert result.returncode == 0, result.stderr
+    assert sql(legacy_database, "SELECT name, is_private, description FROM rooms") == [("legacy", False, "")]
+    assert sql(legacy_database, "SELECT count(*) FROM messages") == [(1,)]
+    srv = Server(legacy_database).start()
+    try:
+        user_id = new_user_id() % 1_000_000_000  # an int4 id, as the legacy table has
+        client = Client.connect(srv.url, make_token(user_id, "newcomer"))
+        client.expect("welcome")
+        client.send({"type": "join", "room": "legacy"})
+        client.expect("join_ack", room="legacy")
+        client.send({"type": "room_history", "room": "legacy"})
+        old = client.expect("room_history")["data"]
+        assert [(m["id"], m["username"], m["content"], m["timestamp"]) for m in old] == [
+            (1, "old-timer", "from the old days", "2025-01-02T03:04:05.678901Z")
+        ]
+        client.send({"type": "message", "room": "legacy", "content": "hello old friends"})
+        new = client.expect("message", room="legacy")["data"]
+        assert new["id"] == 2
+        client.send({"type": "join", "room": "legacy", "since": 0})
+        client.expect("join_ack", room="legacy")
+        assert [client.expect("message", room="legacy")["data"]["id"] for _ in range(2)] == [1, 2]
+        client.send({"type": "dm", "to": 1, "content": "hi old-timer"})
+        assert client.expect("dm_sent")["data"]["message"]["to"] == 1
+        client.close()
+    finally:
+        srv.stop()
+
+
+def test_schema_loads_twice_on_a_fresh_database(fresh_database):
+    url = fresh_database()
+    assert make_db(url).returncode == 0
+    tables = {row[0] for row in sql(url, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+    assert {"users", "rooms", "messages", "dm_threads", "chat_nodes", "room_presence"} <= tables
+    columns = {
+        row[0] for row in sql(url, "SELECT column_name FROM information_schema.columns WHERE table_name = 'messages'")
+    }
+    assert {"id", "from_user", "to_user", "room", "content", "timestamp"} <= columns
