@@ -321,6 +321,38 @@ describe('chat page against the real server', { timeout: 180_000 }, () => {
     await snap('after-crash');
   });
 
+  step('a fast sender is paced, not refused: complete and in order', async () => {
+    await openRoom(pages.alice, 'general');
+    await openRoom(pages.bob, 'general');
+    for (let i = 1; i <= 30; i++) {
+      await send(pages.alice, `rapid ${i}`);
+      general.push(`rapid ${i}`);
+    }
+    await waitNoPending(pages.alice);
+    await waitForText(pages.bob, 'rapid 30');
+    await assertExactly(pages.alice, general, 'alice #general after a burst');
+    await assertExactly(pages.bob, general, 'bob #general after a burst');
+    assert.equal(await pages.alice.locator('[data-testid=toast]').count(), 0, 'no error toast expected');
+  });
+
+  step('database outage: the error is shown, the message is delivered once it is back', async () => {
+    await db.block();
+    try {
+      await send(pages.alice, 'sent during a database outage');
+      general.push('sent during a database outage');
+      const toast = await pages.alice.waitForSelector('[data-testid=toast]');
+      assert.match(await toast.textContent(), /database/i);
+      await pages.alice.waitForSelector('[data-testid=pending-message]');
+      await snap('database-outage');
+    } finally {
+      await db.unblock();
+    }
+    for (const p of [pages.alice, pages.bob]) await waitForText(p, 'sent during a database outage');
+    await waitNoPending(pages.alice);
+    await assertExactly(pages.alice, general, 'alice #general after the outage');
+    await assertExactly(pages.bob, general, 'bob #general after the outage');
+  });
+
   step('the database holds every message exactly once', async () => {
     const rows = await db.query(
       "SELECT content, count(*) FROM messages WHERE content NOT LIKE 'archived message %' GROUP BY content ORDER BY content",
@@ -328,5 +360,22 @@ describe('chat page against the real server', { timeout: 180_000 }, () => {
     const counts = Object.fromEntries(rows.map(([content, n]) => [content, Number(n)]));
     for (const text of [...general, ...dm]) assert.equal(counts[text], 1, `stored ${counts[text] ?? 0} times: ${text}`);
     assert.equal(rows.length, general.length + dm.length, 'unexpected extra messages stored');
+  });
+
+  step('a refused token sends the user back to the sign-in page', async () => {
+    const page = pages.alice;
+    await page.evaluate(() => {
+      const s = JSON.parse(sessionStorage.getItem('chat.session'));
+      sessionStorage.setItem('chat.session', JSON.stringify({ ...s, token: 'not.a.valid-token' }));
+    });
+    await page.reload();
+    const notice = await page.waitForSelector('.login-notice');
+    assert.match(await notice.textContent(), /session has expired/i);
+    await snap('session-expired');
+    // signing in again restores the rooms, their history and the conversation that was open
+    await signIn('alice', users.alice);
+    await page.waitForFunction(() => document.querySelector('[data-testid=conv-title]')?.textContent === '#general');
+    await waitForText(page, 'sent during a database outage');
+    await assertExactly(page, general, 'alice #general after signing in again');
   });
 });

@@ -6,7 +6,7 @@ import { ConnectionBanner } from './ConnectionStatus';
 import { wsUrl } from './format';
 import { MembersPanel } from './MembersPanel';
 import { MessageList } from './MessageList';
-import { loadPrefs, savePrefs, type Session } from './session';
+import { loadPrefs, savePrefs, type Prefs, type Session } from './session';
 import { Sidebar, targetKey, type Target } from './Sidebar';
 import { Toasts, useToasts } from './Toasts';
 
@@ -23,9 +23,16 @@ function describe(e: ChatError): { title: string; detail?: string } {
   return FRIENDLY[e.code] && e.code !== 'not_found' ? { title, detail: undefined } : { title, detail: e.message };
 }
 
+function initialTarget(prefs: Prefs): Target | null {
+  const a = prefs.active;
+  if (a?.startsWith('r:') && prefs.rooms.includes(a.slice(2))) return { kind: 'room', room: a.slice(2) };
+  if (a?.startsWith('d:') && prefs.dms.some((d) => d.userId === Number(a.slice(2)))) return { kind: 'dm', userId: Number(a.slice(2)) };
+  return prefs.rooms[0] ? { kind: 'room', room: prefs.rooms[0] } : null;
+}
+
 export function ChatScreen({ session, onSignedOut }: { session: Session; onSignedOut: (why?: string) => void }) {
   const prefs = useMemo(() => loadPrefs(session.userId), [session.userId]);
-  const [active, setActive] = useState<Target | null>(prefs.rooms[0] ? { kind: 'room', room: prefs.rooms[0] } : null);
+  const [active, setActive] = useState<Target | null>(() => initialTarget(prefs));
   const [unread, setUnread] = useState<Record<string, number>>({});
   const { toasts, push, dismiss } = useToasts();
   const activeKey = active ? targetKey(active) : null;
@@ -68,8 +75,9 @@ export function ChatScreen({ session, onSignedOut }: { session: Session; onSigne
     savePrefs(session.userId, {
       rooms: roomNames ? roomNames.split('\n') : [],
       dms: dmPeers ? dmPeers.split('\n').map((s) => ({ userId: Number(s.split(':')[0]), username: s.slice(s.indexOf(':') + 1) })) : [],
+      active: activeKey,
     });
-  }, [roomNames, dmPeers, session.userId]);
+  }, [roomNames, dmPeers, session.userId, activeKey]);
 
   useEffect(() => {
     if (chat.status === 'unauthorized') onSignedOut('Your session has expired. Please sign in again.');

@@ -56,8 +56,15 @@ export async function login(username: string, password: string): Promise<Session
   return { token: body.token, userId: body.userId, username: String(body.username ?? username) };
 }
 
-/** Per-user preferences kept across reloads: joined rooms and DM peers. */
-export function loadPrefs(userId: number): { rooms: string[]; dms: Array<{ userId: number; username: string }> } {
+export interface Prefs {
+  rooms: string[];
+  dms: Array<{ userId: number; username: string }>;
+  /** the conversation open last: `r:<room>` or `d:<userId>` */
+  active: string | null;
+}
+
+/** Per-user preferences kept across reloads: joined rooms, DM peers, the open conversation. */
+export function loadPrefs(userId: number): Prefs {
   try {
     const raw = localStorage.getItem(`chat.prefs.${userId}`);
     if (raw) {
@@ -65,15 +72,16 @@ export function loadPrefs(userId: number): { rooms: string[]; dms: Array<{ userI
       return {
         rooms: Array.isArray(p.rooms) ? p.rooms.filter((r: unknown) => typeof r === 'string') : ['general'],
         dms: Array.isArray(p.dms) ? p.dms.filter((d: { userId?: unknown }) => typeof d?.userId === 'number') : [],
+        active: typeof p.active === 'string' ? p.active : null,
       };
     }
   } catch {
     /* ignore */
   }
-  return { rooms: ['general'], dms: [] };
+  return { rooms: ['general'], dms: [], active: null };
 }
 
-export function savePrefs(userId: number, prefs: { rooms: string[]; dms: Array<{ userId: number; username: string }> }): void {
+export function savePrefs(userId: number, prefs: Prefs): void {
   try {
     localStorage.setItem(`chat.prefs.${userId}`, JSON.stringify(prefs));
   } catch {

@@ -2,7 +2,7 @@
 // (gunicorn) started and killed by process group, users, and a protocol-level seeding client.
 import { spawn, execFile } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { createWriteStream, existsSync, mkdirSync } from 'node:fs';
+import { createWriteStream, existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -20,6 +20,8 @@ const PG_PORT = process.env.PGPORT_E2E ?? '5432';
 const PG_USER = process.env.PGUSER_E2E ?? 'postgres';
 
 mkdirSync(ARTIFACTS, { recursive: true });
+// Screenshots of an earlier run would be mistaken for this one's.
+for (const f of readdirSync(ARTIFACTS)) if (f.endsWith('.png')) rmSync(path.join(ARTIFACTS, f));
 
 /** Polls `fn` until it returns a truthy value (or throws after `timeoutMs`). */
 export async function until(what, fn, { timeoutMs = 20_000, intervalMs = 100 } = {}) {
@@ -69,7 +71,22 @@ export class Database {
       .map((l) => l.split('\t'));
   }
 
+  /** Simulates a database outage for this database only: refuse and cut its connections. */
+  async block() {
+    await this.admin(`ALTER DATABASE ${this.name} ALLOW_CONNECTIONS false`);
+    await this.admin(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '${this.name}'`);
+  }
+
+  async unblock() {
+    await this.admin(`ALTER DATABASE ${this.name} ALLOW_CONNECTIONS true`);
+  }
+
+  async admin(sql) {
+    await run('psql', ['-q', '-h', PG_HOST, '-p', PG_PORT, '-U', PG_USER, '-d', 'postgres', '-v', 'ON_ERROR_STOP=1', '-c', sql]);
+  }
+
   async drop() {
+    await this.unblock().catch(() => {});
     await run('dropdb', ['-h', PG_HOST, '-p', PG_PORT, '-U', PG_USER, '--if-exists', '--force', this.name]);
   }
 }

@@ -177,6 +177,13 @@ export interface ChatClientOptions {
    */
   goingAwayMinMs?: number;
   goingAwayMaxMs?: number;
+  /**
+   * Client-side send budget per connection, below the server's rate limit (a burst of 30 frames
+   * then 10/s, all types together): frames beyond it wait (joins, history, messages, in order)
+   * or are skipped (typing, ping) instead of being refused as rate_limited. Defaults 24 and 8.
+   */
+  rateBurst?: number;
+  ratePerSecond?: number;
   /** consecutive 4001 closes before giving up with status 'unauthorized'. Default 3. */
   maxAuthFailures?: number;
   /** refresh the `rooms` list this often while open (ms); 0 disables. Default 30000. */
@@ -285,6 +292,12 @@ export class ChatClient {
   private stableTimer: Timer | null = null;
   private tickTimer: ReturnType<typeof setInterval> | null = null;
   private roomsDebounce: Timer | null = null;
+  private pumpTimer: Timer | null = null;
+  /** send budget (token bucket), reset on every connection */
+  private tokens = 0;
+  private tokensAt = 0;
+  /** control frames waiting for budget, sent before any outbox entry */
+  private txQueue: ClientFrame[] = [];
 
   private lastRxAt = 0;
   private lastTxAt = 0;
@@ -310,6 +323,8 @@ export class ChatClient {
       maxSendAttempts: 5,
       maxAuthFailures: 3,
       goingAwayMinMs: 1_000,
+      rateBurst: 24,
+      ratePerSecond: 8,
       goingAwayMaxMs: 3_000,
       roomsRefreshMs: 30_000,
       historyTimeoutMs: 15_000,
@@ -462,8 +477,8 @@ export class ChatClient {
   }
 
   private clearConnTimers(): void {
-    for (const t of [this.welcomeTimer, this.stableTimer, this.roomsDebounce]) if (t) clearTimeout(t);
-    this.welcomeTimer = this.stableTimer = this.roomsDebounce = null;
+    for (const t of [this.welcomeTimer, this.stableTimer, this.roomsDebounce, this.pumpTimer]) if (t) clearTimeout(t);
+    this.welcomeTimer = this.stableTimer = this.roomsDebounce = this.pumpTimer = null;
   }
 
   private async connect(): Promise<void> {
@@ -564,6 +579,7 @@ export class ChatClient {
 
   /** What was tied to the socket that just went away. Messages, DMs and the outbox are kept. */
   private resetConnectionState(): void {
+    this.txQueue = [];
     this.roomHistoryQ.clear();
     this.dmHistoryQ.clear();
     this.typingUntil.clear();
@@ -624,9 +640,57 @@ export class ChatClient {
     return true;
   }
 
-  /** Sends only on an authenticated connection. */
-  private send(frame: ClientFrame): boolean {
-    return this.state.status === 'open' && this.sendRaw(frame);
+  private refill(): void {
+    const now = this.opts.now();
+    const rate = Math.max(0.1, this.opts.ratePerSecond);
+    this.tokens = Math.min(this.opts.rateBurst, this.tokens + ((now - this.tokensAt) / 1000) * rate);
+    this.tokensAt = now;
+  }
+
+  /** Sends now if the budget allows and nothing is waiting before it. */
+  private trySendNow(frame: ClientFrame): boolean {
+    if (this.state.status !== 'open' || this.txQueue.length) return false;
+    this.refill();
+    if (this.tokens < 1) return false;
+    if (!this.sendRaw(frame)) return false;
+    this.tokens -= 1;
+    return true;
+  }
+
+  /**
+   * Sends on an authenticated connection, within the budget. `droppable` frames (typing, ping,
+   * rooms) are skipped when over budget; the others wait in order. False when not connected.
+   */
+  private send(frame: ClientFrame, droppable = false): boolean {
+    if (this.state.status !== 'open') return false;
+    if (this.trySendNow(frame)) return true;
+    if (droppable) return false;
+    this.txQueue.push(frame);
+    this.scheduleDrain();
+    return true;
+  }
+
+  private scheduleDrain(): void {
+    if (this.pumpTimer) return;
+    const rate = Math.max(0.1, this.opts.ratePerSecond);
+    const wait = Math.max(10, Math.ceil(((1 - this.tokens) / rate) * 1000));
+    this.pumpTimer = setTimeout(() => {
+      this.pumpTimer = null;
+      this.drain();
+    }, wait);
+  }
+
+  /** Waiting control frames first, then the outbox. */
+  private drain(): void {
+    if (this.state.status !== 'open') return;
+    this.refill();
+    while (this.txQueue.length && this.tokens >= 1) {
+      if (!this.sendRaw(this.txQueue[0])) break;
+      this.txQueue.shift();
+      this.tokens -= 1;
+    }
+    if (this.txQueue.length) this.scheduleDrain();
+    else this.pump();
   }
 
   private requestRoomHistory(room: string, kind: HistoryRequest['kind'], ref?: MessageId): void {
@@ -657,7 +721,7 @@ export class ChatClient {
       p.kind === 'message'
         ? { type: 'message', room: p.room!, content: p.content, clientId: p.clientId }
         : { type: 'dm', to: p.to!, content: p.content, clientId: p.clientId };
-    if (!this.send(frame)) return p;
+    if (!this.trySendNow(frame)) return p;
     return { ...p, status: 'sent', attempts: p.attempts + 1, lastSentAt: this.opts.now() };
   }
 
@@ -681,12 +745,40 @@ export class ChatClient {
     }
     this.refreshRooms();
     // Same clientId as before: the server answers with the stored message instead of storing it twice.
+    this.pump();
+  }
+
+  /**
+   * Puts outbox entries on the socket, oldest first, within the send budget: new ones, ones to
+   * re-send after a reconnection, and ones whose echo did not come within resendAfterMs.
+   * Order is kept: once an entry has to wait, the entries behind it wait too.
+   */
+  private pump(): void {
+    if (this.state.status !== 'open') return;
+    const now = this.opts.now();
+    let changed = false;
+    let blocked = false;
+    const failed: PendingMessage[] = [];
     const outbox = this.state.outbox.map((p) => {
       if (p.status === 'failed') return p;
+      const due = p.status === 'queued' || now - (p.lastSentAt ?? 0) >= this.opts.resendAfterMs;
+      if (!due) return p;
+      if (p.attempts >= this.opts.maxSendAttempts) {
+        changed = true;
+        const f = { ...p, status: 'failed' as const };
+        failed.push(f);
+        return f;
+      }
       if (p.kind === 'message' && !this.state.joined[p.room!]) return p;
-      return this.transmit(p);
+      if (blocked) return p;
+      const sent = this.transmit(p);
+      if (sent === p) blocked = true;
+      else changed = true;
+      return sent;
     });
-    this.set({ outbox });
+    if (changed) this.set({ outbox });
+    for (const f of failed) this.pushError('client_send_failed', `could not deliver: “${f.content.slice(0, 40)}”`);
+    if (blocked) this.scheduleDrain();
   }
 
   // ----- incoming frames ---------------------------------------------------
@@ -698,6 +790,10 @@ export class ChatClient {
         this.welcomeTimer = null;
         this.authFailures = 0;
         const me = { userId: frame.data.userId, username: frame.data.username };
+        // A new connection starts with the server's full burst allowance.
+        this.tokens = this.opts.rateBurst;
+        this.tokensAt = this.opts.now();
+        this.txQueue = [];
         this.set({ status: 'open', me, nextRetryAt: null });
         this.rememberUsers([me]);
         const gen = this.gen;
@@ -869,9 +965,10 @@ export class ChatClient {
         if (r.status === 'joining' && !r.historyLoaded && message.includes(r.name)) this.dropRoom(r.name);
       }
     }
-    if (code === 'rate_limited') {
-      // Unacknowledged frames may have been refused: allow the resend timer to pick them up sooner.
-      const soon = this.opts.now() - this.opts.resendAfterMs + 1000;
+    if (code === 'rate_limited' || code === 'unavailable') {
+      // Unacknowledged frames may have been refused (errors name no frame): re-send them sooner
+      // than resendAfterMs, 1 s after a rate limit, 3 s after a database hiccup.
+      const soon = this.opts.now() - this.opts.resendAfterMs + (code === 'rate_limited' ? 1000 : 3000);
       const outbox = this.state.outbox.map((p) =>
         p.status === 'sent' && (p.lastSentAt ?? 0) > soon ? { ...p, lastSentAt: soon } : p,
       );
@@ -920,7 +1017,7 @@ export class ChatClient {
         this.abandon(CLOSE_CLIENT_TIMEOUT, 'keepalive timeout');
         return;
       }
-      if (now - Math.max(this.lastRxAt, this.lastTxAt) >= ping) this.send({ type: 'ping' });
+      if (now - Math.max(this.lastRxAt, this.lastTxAt) >= ping) this.send({ type: 'ping' }, true);
     }
     if (this.opts.roomsRefreshMs > 0 && now - this.lastRoomsAt >= this.opts.roomsRefreshMs) this.refreshRooms();
     // Forget history requests that were never answered (e.g. refused with an error).
@@ -937,20 +1034,7 @@ export class ChatClient {
       }
     }
     // Re-send what was not acknowledged (same clientId, so never stored twice).
-    let changed = false;
-    const outbox = this.state.outbox.map((p) => {
-      if (p.status === 'failed') return p;
-      if (p.status === 'sent' && now - (p.lastSentAt ?? 0) < this.opts.resendAfterMs) return p;
-      if (p.attempts >= this.opts.maxSendAttempts) {
-        changed = true;
-        this.pushError('client_send_failed', `could not deliver: “${p.content.slice(0, 40)}”`);
-        return { ...p, status: 'failed' as const };
-      }
-      if (p.kind === 'message' && !this.state.joined[p.room!]) return p;
-      changed = true;
-      return this.transmit(p);
-    });
-    if (changed) this.set({ outbox });
+    this.pump();
   };
 
   // ----- public actions ----------------------------------------------------
@@ -984,8 +1068,9 @@ export class ChatClient {
       this.pushError('not_joined', `join #${room} before writing to it`);
       return null;
     }
-    // Receivers clear my typing indicator when my message arrives: the next keystroke must show it again.
-    this.typingSentAt.delete(room);
+    // Receivers clear my typing indicator when my message arrives: the next keystroke may show it
+    // again, but not sooner than 1 s after sending (a fast sender would double its frame rate).
+    this.typingSentAt.set(room, this.opts.now() - this.opts.typingThrottleMs + 1000);
     return this.enqueue({ kind: 'message', room, content });
   };
 
@@ -1006,7 +1091,7 @@ export class ChatClient {
 
   private enqueue(p: Pick<PendingMessage, 'kind' | 'room' | 'to' | 'content'>): string {
     const clientId = this.opts.generateClientId().slice(0, MAX_CLIENT_ID_LENGTH);
-    let item: PendingMessage = {
+    const item: PendingMessage = {
       ...p,
       clientId,
       createdAt: this.opts.now(),
@@ -1016,8 +1101,8 @@ export class ChatClient {
     };
     // Frames are handled in order by the server, so a message right behind its room's `join`
     // (even before join_ack) is fine.
-    item = this.transmit(item);
     this.set({ outbox: [...this.state.outbox, item] });
+    this.pump();
     return clientId;
   };
 
@@ -1055,11 +1140,11 @@ export class ChatClient {
     const now = this.opts.now();
     const last = this.typingSentAt.get(room);
     if (last !== undefined && now - last < this.opts.typingThrottleMs) return;
-    if (this.send({ type: 'typing', room })) this.typingSentAt.set(room, now);
+    if (this.send({ type: 'typing', room }, true)) this.typingSentAt.set(room, now);
   };
 
   refreshRooms = (): void => {
-    if (this.send({ type: 'rooms' })) this.lastRoomsAt = this.opts.now();
+    if (this.send({ type: 'rooms' }, true)) this.lastRoomsAt = this.opts.now();
   };
 
   /** Tries a 'failed' outbox entry again (same clientId). */
@@ -1068,7 +1153,7 @@ export class ChatClient {
       p.clientId === clientId && p.status === 'failed' ? { ...p, status: 'queued' as const, attempts: 0 } : p,
     );
     this.set({ outbox });
-    this.tick();
+    this.pump();
   };
 
   /** Forgets an outbox entry (it may still have been stored if it was sent). */

@@ -319,9 +319,16 @@ describe('typing', () => {
     a.sendMessage('general', 'done typing');
     await until(() => b.getState().joined.general.messages.length === 1);
     expect(b.getState().joined.general.typing).toEqual([]);
-    // typing again right after sending is announced again, despite the throttle
+    // typing again after sending is announced again despite the throttle, but only after 1 s
+    // (a fast sender must not send a typing frame per message)
+    const sentAt = Date.now();
     a.typing('general');
-    await until(() => b.getState().joined.general.typing.length === 1);
+    expect(server.framesOfType('typing')).toHaveLength(1);
+    await until(() => {
+      a.typing('general');
+      return b.getState().joined.general.typing.length === 1;
+    }, 3000);
+    expect(Date.now() - sentAt).toBeGreaterThanOrEqual(900);
     expect(server.framesOfType('typing')).toHaveLength(2);
   });
 });
@@ -430,6 +437,47 @@ describe('recovery: nothing lost, nothing doubled', () => {
     c.retry(cid);
     await until(() => c.getState().outbox.length === 0);
     expect(c.getState().joined.general.messages).toHaveLength(1);
+  });
+
+  it('paces a fast sender below the server rate limit, keeping the order', async () => {
+    const c = makeClient({ initialRooms: ['general'], rateBurst: 3, ratePerSecond: 20 });
+    c.start();
+    await until(() => c.getState().joined.general?.status === 'joined');
+    const at: number[] = [];
+    server.onFrame = (_conn, f) => {
+      if (f.type === 'message') at.push(Date.now());
+    };
+    await new Promise((r) => setTimeout(r, 200)); // budget back to full after joining
+    for (let i = 1; i <= 9; i++) c.sendMessage('general', `fast ${i}`);
+    // the burst went out at once, the rest waits in the outbox
+    expect(c.getState().outbox.map((p) => p.status)).toEqual([...Array(3).fill('sent'), ...Array(6).fill('queued')]);
+    await until(() => c.getState().outbox.length === 0);
+    expect(server.framesOfType('message').map((f) => f.content)).toEqual(Array.from({ length: 9 }, (_, i) => `fast ${i + 1}`));
+    // 6 more at 20/s: at least ~250 ms after the burst
+    expect(at[8] - at[0]).toBeGreaterThanOrEqual(250);
+    expect(c.getState().joined.general.messages.map((m) => m.content)).toEqual(
+      Array.from({ length: 9 }, (_, i) => `fast ${i + 1}`),
+    );
+  });
+
+  it('stays under the server rate limit when re-joining many rooms and re-sending a backlog', async () => {
+    server.rateLimit = { burst: 30, perSecond: 10 };
+    const rooms = Array.from({ length: 20 }, (_, i) => `room-${i}`);
+    const c = makeClient({ initialRooms: rooms, typingThrottleMs: 0 });
+    c.start();
+    await until(() => rooms.every((r) => c.getState().joined[r]?.status === 'joined'), 8000);
+    await server.kill();
+    await until(() => c.getState().status === 'reconnecting');
+    for (let i = 0; i < 15; i++) c.sendMessage(rooms[i % rooms.length], `backlog ${i}`);
+    await server.start(server.port);
+    await until(() => c.getState().joined['room-0'].status === 'joined');
+    // typing is skipped rather than queued when over budget
+    for (let i = 0; i < 20; i++) c.typing('room-0');
+    await until(() => c.getState().outbox.length === 0 && rooms.every((r) => c.getState().joined[r].status === 'joined'), 10000);
+    expect(server.rateLimited).toBe(0);
+    expect(c.getState().errors).toEqual([]);
+    const all = Object.values(c.getState().joined).flatMap((r) => r.messages.map((m) => m.content));
+    expect(all.sort()).toEqual(Array.from({ length: 15 }, (_, i) => `backlog ${i}`).sort());
   });
 
   it('de-duplicates messages received twice (live + replay + history)', async () => {

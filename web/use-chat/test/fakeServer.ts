@@ -48,6 +48,10 @@ export class FakeChatServer {
   onFrame: FrameHook | null = null;
   /** when true, the server reads but answers nothing (not even pong) */
   mute = false;
+  /** per-connection rate limit like the real server's (every frame counts); null: none */
+  rateLimit: { burst: number; perSecond: number } | null = null;
+  rateLimited = 0;
+  private readonly buckets = new Map<number, { tokens: number; at: number }>();
 
   get url(): string {
     return `ws://127.0.0.1:${this.port}/ws`;
@@ -181,6 +185,19 @@ export class FakeChatServer {
       return;
     }
     this.received.push({ conn: conn.id, user: conn.user?.userId ?? null, frame: f });
+    if (this.rateLimit) {
+      const now = Date.now();
+      const b = this.buckets.get(conn.id) ?? { tokens: this.rateLimit.burst, at: now };
+      b.tokens = Math.min(this.rateLimit.burst, b.tokens + ((now - b.at) / 1000) * this.rateLimit.perSecond);
+      b.at = now;
+      this.buckets.set(conn.id, b);
+      if (b.tokens < 1) {
+        this.rateLimited++;
+        this.error(conn, 'rate_limited', 'too many frames');
+        return;
+      }
+      b.tokens -= 1;
+    }
     const verdict = this.onFrame?.(conn, f);
     if (verdict === 'ignore') return;
     if (verdict === 'drop-before') {
