@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 
-.PHONY: install run db token test test-python test-web lint web bench clean
+.PHONY: install run db token user test test-python test-web lint web bench clean
 
 install: $(STAMP)
 
@@ -29,6 +29,11 @@ db: install
 token: install
 	@test -n "$(USER_NAME)$(USER)" || (echo "usage: make token USER=alice" && exit 2)
 	@$(PY) scripts/devserver.py flask --app wsgi token $(or $(USER_NAME),$(USER))
+
+# A user who can sign in on the web page of the dev server: make user USER=alice PASSWORD=secret
+user: install
+	@test -n "$(PASSWORD)" || (echo "usage: make user USER=alice PASSWORD=secret" && exit 2)
+	@$(PY) scripts/devserver.py flask --app wsgi create-user $(or $(USER_NAME),$(USER)) --password "$(PASSWORD)"
 
 test: test-python test-web
 
