@@ -34,6 +34,12 @@ export function ChatScreen({ session, onSignedOut }: { session: Session; onSigne
   const prefs = useMemo(() => loadPrefs(session.userId), [session.userId]);
   const [active, setActive] = useState<Target | null>(() => initialTarget(prefs));
   const [unread, setUnread] = useState<Record<string, number>>({});
+  // Narrow screens: the sidebar is a drawer.
+  const [navOpen, setNavOpen] = useState(false);
+  const select = useCallback((t: Target | null) => {
+    setActive(t);
+    setNavOpen(false);
+  }, []);
   const { toasts, push, dismiss } = useToasts();
   const activeKey = active ? targetKey(active) : null;
   const activeKeyRef = useRef(activeKey);
@@ -127,17 +133,17 @@ export function ChatScreen({ session, onSignedOut }: { session: Session; onSigne
 
   const join = useCallback(
     (room: string) => {
-      if (chat.join(room)) setActive({ kind: 'room', room });
+      if (chat.join(room)) select({ kind: 'room', room });
     },
-    [chat],
+    [chat, select],
   );
 
   const startDm = useCallback(
     (u: UserRef) => {
       openDm(u.userId, u.username);
-      setActive({ kind: 'dm', userId: u.userId });
+      select({ kind: 'dm', userId: u.userId });
     },
-    [openDm],
+    [openDm, select],
   );
 
   const signOut = () => {
@@ -157,11 +163,13 @@ export function ChatScreen({ session, onSignedOut }: { session: Session; onSigne
     else if (dmUser !== undefined) loadOlderDms(dmUser);
   }, [roomName, dmUser, loadOlder, loadOlderDms]);
 
+  const totalUnread = Object.values(unread).reduce((a, b) => a + b, 0);
   const roomInfo = room ? chat.rooms.find((r) => r.name === room.name) : undefined;
   const typing = room?.typing ?? [];
 
   return (
-    <div className="app-shell">
+    <div className={`app-shell ${navOpen ? 'nav-open' : ''}`}>
+      <button className="nav-scrim" aria-label="Close menu" onClick={() => setNavOpen(false)} />
       <Sidebar
         me={me}
         status={chat.status}
@@ -170,7 +178,7 @@ export function ChatScreen({ session, onSignedOut }: { session: Session; onSigne
         online={online}
         active={active}
         unread={unread}
-        onSelect={setActive}
+        onSelect={select}
         onJoin={join}
         onStartDm={startDm}
         onSignOut={signOut}
@@ -180,6 +188,7 @@ export function ChatScreen({ session, onSignedOut }: { session: Session; onSigne
         {room && (
           <>
             <header className="conv-head">
+              <MenuButton onClick={() => setNavOpen(true)} unread={totalUnread} />
               <div>
                 <h1 data-testid="conv-title">
                   <span className="hash">#</span>
@@ -238,6 +247,7 @@ export function ChatScreen({ session, onSignedOut }: { session: Session; onSigne
         {dm && (
           <>
             <header className="conv-head">
+              <MenuButton onClick={() => setNavOpen(true)} unread={totalUnread} />
               <div className="conv-head-user">
                 <Avatar userId={dm.userId} name={dm.username} size={32} online={onlineIds.has(dm.userId)} />
                 <div>
@@ -291,5 +301,16 @@ export function ChatScreen({ session, onSignedOut }: { session: Session; onSigne
 
       <Toasts toasts={toasts} onDismiss={dismiss} />
     </div>
+  );
+}
+
+function MenuButton({ onClick, unread }: { onClick: () => void; unread: number }) {
+  return (
+    <button className="menu-btn icon-btn" aria-label="Open conversations" onClick={onClick}>
+      <svg viewBox="0 0 24 24" width="20" height="20" aria-hidden="true">
+        <path d="M4 6h16M4 12h16M4 18h16" stroke="currentColor" strokeWidth="2" strokeLinecap="round" />
+      </svg>
+      {unread > 0 && <span className="menu-dot" />}
+    </button>
   );
 }
