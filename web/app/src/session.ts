@@ -47,6 +47,8 @@ export async function login(username: string, password: string): Promise<Session
     /* non-JSON error page */
   }
   if (res.status === 401) throw new LoginError('Wrong username or password.');
+  // LOGIN_ENABLED=false on the server: tokens come from another backend.
+  if (res.status === 404) throw new LoginError('Sign-in is not available on this server.');
   if (!res.ok) {
     throw new LoginError(typeof body.error === 'string' ? body.error : `Sign-in failed (HTTP ${res.status}).`);
   }
