@@ -37,6 +37,10 @@ function log(...a) {
   process.stderr.write('[loadgen] ' + a.join(' ') + '\n');
 }
 function emit(tag, obj) {
+  if (tag === 'RESULT') {
+    const u = process.cpuUsage();
+    obj.cpuTotalS = +((u.user + u.system) / 1e6).toFixed(3); // the load generator's own CPU time
+  }
   process.stdout.write(tag + ' ' + JSON.stringify(obj) + '\n');
 }
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -228,7 +232,7 @@ async function runChat() {
   const RATE = cfg.rate || 2; // messages per second per member
   const DURATION = (cfg.durationS || 20) * 1000;
   const WARMUP = (cfg.warmupS === undefined ? 3 : cfg.warmupS) * 1000;
-  const DRAIN = (cfg.drainS || 5) * 1000;
+  const DRAIN = (cfg.drainS || 3) * 1000; // give up after this long without any delivery
   const TAG = String(cfg.tag || 'x' + Date.now().toString(36));
   const PAD = cfg.contentPad === undefined ? 'lorem ipsum dolor sit amet consectetur' : cfg.contentPad;
   const USER_BASE = cfg.userBase || 100000;
@@ -397,8 +401,18 @@ async function runChat() {
   // drain
   let expected = 0;
   for (let r = 0; r < ROOMS; r++) expected += sentPerRoom[r] * membersInRoom[r];
-  const drainEnd = performance.now() + DRAIN;
-  while (performance.now() < drainEnd && st.recvUnique < expected) await sleep(20);
+  // drain: until everything arrived, or nothing arrived for DRAIN ms (then the rest is lost),
+  // at most 60 s; late deliveries are not losses, they show in the latency
+  const drainCap = performance.now() + 60000;
+  let lastCount = st.recvUnique;
+  let lastProgress = performance.now();
+  while (performance.now() < drainCap && st.recvUnique < expected) {
+    await sleep(20);
+    if (st.recvUnique !== lastCount) {
+      lastCount = st.recvUnique;
+      lastProgress = performance.now();
+    } else if (performance.now() - lastProgress > DRAIN) break;
+  }
   const drainS = (performance.now() - sendEnd) / 1000;
   eld.disable();
   closeAll(clients);
