@@ -481,8 +481,11 @@ def chat_step(ctx, srv, db, rooms, step_no):
     }
     checkpoint(db)
     busy = wait_quiet(o.quiet_wait, o.quiet_limit)
+    prof = start_profile(ctx, srv, f"step{step_no}-rooms{rooms}", o.step_seconds + 5)
     with Sampler(srv.proc.pid, db) as smp:
         res = run_loadgen("chat", cfg, ctx.workdir, timeout=o.step_seconds + 180)
+    if prof:
+        res["profile"] = finish_profile(*prof)
     res["server"] = smp.finish(res.get("cpuTotalS"))
     res["busyBeforePct"] = round(busy, 1)
     res["disturbed"] = smp.result["other_cpu_pct"] > o.disturbed_limit
@@ -503,6 +506,55 @@ def chat_step(ctx, srv, db, rooms, step_no):
         f"{' (DISTURBED by other load)' if res['disturbed'] else ''}")
     time.sleep(2)
     return res
+
+
+def start_profile(ctx, srv, tag, seconds):
+    """py-spy on the server's (Python) worker for one step, if --profile names this server."""
+    if srv.key not in ctx.opts.profile:
+        return None
+    spy = os.path.join(BENCH, ".venv", "bin", "py-spy")
+    if not os.path.exists(spy):
+        log("  --profile: bench/.venv/bin/py-spy missing (make -C bench setup)")
+        return None
+    pids = process_tree(srv.proc.pid)
+    worker = pids[-1]  # gunicorn: the worker is the master's child
+    out = os.path.join(ctx.workdir, f"profile-{srv.key}-{tag}")
+    cmd = ["taskset", "-c", LOADGEN_CORE, spy, "record", "--pid", str(worker), "--duration", str(int(seconds)),
+           "--rate", "200", "--nonblocking", "--format", "raw", "--output", out + ".txt"]
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    LOADGENS.append(p)
+    return p, out
+
+
+def finish_profile(p, out):
+    try:
+        p.wait(60)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+    path = out + ".txt"
+    if not os.path.exists(path):
+        return None
+    # collapsed stacks "f1;f2;f3 N": self and inclusive samples per function
+    own, incl, total = {}, {}, 0
+    with open(path) as f:
+        for line in f:
+            stack, _, n = line.rstrip("\n").rpartition(" ")
+            if not n.isdigit():
+                continue
+            n = int(n)
+            total += n
+            frames = stack.split(";")
+            own[frames[-1]] = own.get(frames[-1], 0) + n
+            for fr in set(frames):
+                incl[fr] = incl.get(fr, 0) + n
+    lines = [f"py-spy samples: {total} (idle excluded); collapsed stacks in {os.path.basename(path)}", "", "self %  function"]
+    lines += [f"{100 * n / total:6.1f}  {fn}" for fn, n in sorted(own.items(), key=lambda x: -x[1])[:40]]
+    lines += ["", "inclusive %  function"]
+    lines += [f"{100 * n / total:6.1f}  {fn}" for fn, n in sorted(incl.items(), key=lambda x: -x[1])[:60]]
+    with open(out + "-top.txt", "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return os.path.relpath(out + "-top.txt", ROOT)
 
 
 def scenario_chat(ctx, key, db):
@@ -797,6 +849,7 @@ def parse_args(argv):
     ap.add_argument("--disturbed-limit", type=float, default=15.0,
                     help="a step during which other processes used more than this %% of a core is 'disturbed'")
     ap.add_argument("--retries", type=int, default=2, help="re-runs of a failing step that was disturbed")
+    ap.add_argument("--profile", default="", help="comma list of Python servers to sample with py-spy during each chat step")
     ap.add_argument("--keep", action="store_true", help="keep the databases")
     ap.add_argument("--out", default=os.path.join(BENCH, "results"))
     o = ap.parse_args(argv)
@@ -813,6 +866,7 @@ def parse_args(argv):
         k, v = kv.split("=", 1)
         env.setdefault(srv, {})[k] = v
     o.env = env
+    o.profile = [s for s in o.profile.split(",") if s]
     return o
 
 
