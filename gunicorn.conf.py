@@ -31,8 +31,17 @@ access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(D)sus'
 
 
 def post_worker_init(worker):
-    """On SIGTERM, close every WebSocket with 1001 before the worker stops."""
+    """Tune the garbage collector, and on SIGTERM close every WebSocket with 1001."""
+    import gc
+
     import gevent
+
+    # Everything loaded so far (Flask, gevent, psycopg2, the app) lives as long as the
+    # worker: freezing it keeps it out of every full collection, which otherwise paused
+    # the event loop for 50-150 ms under load. Fewer, larger young collections too.
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
 
     from app.runtime import shutdown_runtime
 

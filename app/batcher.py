@@ -17,7 +17,7 @@ import gevent
 from gevent.event import AsyncResult, Event
 
 from . import store
-from .db import Pool
+from .db import Pool, SingleConnection
 from .errors import ChatError, Unavailable
 from .messages import StoredMessage
 from .metrics import BATCH_SIZE, MESSAGES_STORED
@@ -40,6 +40,20 @@ class Outcome:
     duplicate: bool
 
 
+class Lane:
+    """One group-commit loop: a queue of drafts, a greenlet, a database connection."""
+
+    def __init__(self, batcher: Batcher, connection: SingleConnection) -> None:
+        self.connection = connection
+        self.queue: deque[Pending] = deque()
+        self.wakeup = Event()
+        self.greenlet = gevent.spawn(batcher.run_lane, self)
+
+    def add(self, pending: Pending) -> None:
+        self.queue.append(pending)
+        self.wakeup.set()
+
+
 class Batcher:
     """Collects drafts and commits them in groups, in the order they were submitted."""
 
@@ -51,6 +65,7 @@ class Batcher:
         on_committed: Callable[[list[StoredMessage]], None],
         max_batch: int,
         timeout_seconds: float,
+        pipelines: int = 2,
     ) -> None:
         self.pool = pool
         self.origin = origin
@@ -58,38 +73,39 @@ class Batcher:
         self.on_committed = on_committed
         self.max_batch = max_batch
         self.timeout_seconds = timeout_seconds
-        self.queue: deque[Pending] = deque()
-        self.wakeup = Event()
+        # senders known to have a users row (so far only the ones created here)
         self.known_users: set[int] = set()
-        self.greenlet = gevent.spawn(self._run)
+        # Lanes commit in parallel, each on a connection of its own (autocommit, so a
+        # batch never waits for the pool). A room or conversation always takes the same
+        # lane, so two batches of this process never wait for the same room's lock.
+        self.lanes = [Lane(self, SingleConnection(pool.dsn, pool.connect_timeout)) for _ in range(pipelines)]
 
     def submit(self, draft: store.Draft, origin: object) -> Outcome:
         """Store a draft; return once it is committed (raise ChatError if it cannot be)."""
         pending = Pending(draft, origin)
-        self.queue.append(pending)
-        self.wakeup.set()
+        self.lanes[hash(draft.channel) % len(self.lanes)].add(pending)
         try:
             return pending.result.get(timeout=self.timeout_seconds)
         except gevent.Timeout:
             raise Unavailable("storing the message timed out, retry later") from None
 
-    def _run(self) -> None:
+    def run_lane(self, lane: Lane) -> None:
         while True:
-            self.wakeup.wait()
-            self.wakeup.clear()
-            while self.queue:
-                batch = [self.queue.popleft() for _ in range(min(len(self.queue), self.max_batch))]
+            lane.wakeup.wait()
+            lane.wakeup.clear()
+            while lane.queue:
+                batch = [lane.queue.popleft() for _ in range(min(len(lane.queue), self.max_batch))]
                 try:
-                    self._commit_batch(batch)
+                    self._commit_batch(lane.connection, batch)
                 except Exception:
                     log.exception("group commit failed unexpectedly")
                     for pending in batch:
                         if not pending.result.ready():
                             pending.result.set_exception(ChatError("internal error while storing"))
 
-    def _commit_batch(self, batch: list[Pending]) -> None:
+    def _commit_batch(self, connection: SingleConnection, batch: list[Pending]) -> None:
         try:
-            self._store(batch)
+            self._store(connection, batch)
         except Unavailable as exc:
             for pending in batch:
                 pending.result.set_exception(exc)
@@ -104,25 +120,53 @@ class Batcher:
             # One bad draft must not sink the others: store them one by one.
             log.warning("a group commit of %d failed; storing them one by one", len(batch))
             for pending in batch:
-                self._commit_batch([pending])
+                self._commit_batch(connection, [pending])
 
-    def _store(self, batch: list[Pending]) -> None:
-        """One transaction for the whole batch; retried once if the connection was stale."""
-        for attempt in (1, 2):
-            reached_commit = False
-            try:
-                with self.pool.transaction() as cur:
-                    outcomes = self._write(cur, batch)
-                    reached_commit = True
-                break
-            except Unavailable:
-                # A connection that died before COMMIT was sent stored nothing: try a
-                # fresh one once (the pool dropped the stale ones). After COMMIT was sent
-                # the outcome is unknown, and only a resend with its clientId is safe.
-                if reached_commit or attempt == 2:
-                    raise
-        self.known_users.update(p.draft.from_user for p in batch)
-        fresh = [o.message for o in outcomes.values() if not o.duplicate]
+    def _store(self, connection: SingleConnection, batch: list[Pending]) -> None:
+        """One statement (one round trip, its own transaction) for the whole batch."""
+        unknown = {p.draft.from_user: p.draft.username for p in batch if p.draft.from_user not in self.known_users}
+        if unknown:
+            with self.pool.transaction() as cur:
+                for user_id, username in unknown.items():
+                    store.ensure_user(cur, store.Identity(user_id, username))
+            self.known_users.update(unknown)
+        # The same resend twice in one batch: store the first, answer both with it.
+        first_by_key: dict[tuple, Pending] = {}
+        unique: list[Pending] = []
+        for pending in batch:
+            key = (pending.draft.from_user, pending.draft.client_id)
+            if pending.draft.client_id is None or key not in first_by_key:
+                first_by_key.setdefault(key, pending)
+                unique.append(pending)
+        drafts = [p.draft for p in unique]
+        results = connection.run(lambda cur: store.store_batch(cur, drafts, self.notify_channel, self.origin))
+        outcomes: dict[int, Outcome] = {}
+        fresh: list[StoredMessage] = []
+        lookups: list[Pending] = []
+        earlier_ids: dict[int, Pending] = {}
+        for index, pending in enumerate(unique):
+            result = results.get(index)
+            if result is None:
+                lookups.append(pending)  # lost a race for its clientId to another process
+            elif result.duplicate:
+                earlier_ids[result.id] = pending
+            else:
+                message = store.draft_message(pending.draft, result)
+                message.origin_connection = pending.origin
+                outcomes[id(pending)] = Outcome(message, duplicate=False)
+                fresh.append(message)
+        if earlier_ids or lookups:
+            with self.pool.transaction() as cur:
+                for message in store.messages_by_id(cur, list(earlier_ids)):
+                    outcomes[id(earlier_ids[message.id])] = Outcome(message, duplicate=True)
+                keys = [(p.draft.from_user, p.draft.client_id) for p in lookups]
+                found = store.find_by_client_ids(cur, keys)
+                for pending, key in zip(lookups, keys, strict=True):
+                    outcomes[id(pending)] = Outcome(found[key], duplicate=True)
+        for pending in batch:
+            if id(pending) not in outcomes:
+                first = first_by_key[(pending.draft.from_user, pending.draft.client_id)]
+                outcomes[id(pending)] = Outcome(outcomes[id(first)].message, duplicate=True)
         fresh.sort(key=lambda m: m.id)
         BATCH_SIZE.observe(len(batch))
         for message in fresh:
@@ -131,45 +175,3 @@ class Batcher:
         self.on_committed(fresh)
         for pending in batch:
             pending.result.set(outcomes[id(pending)])
-
-    def _write(self, cur, batch: list[Pending]) -> dict[int, Outcome]:
-        unknown = {p.draft.from_user: p.draft.username for p in batch if p.draft.from_user not in self.known_users}
-        for user_id, username in unknown.items():
-            store.ensure_user(cur, store.Identity(user_id, username))
-        keyed = [p for p in batch if p.draft.client_id is not None]
-        earlier = store.find_by_client_ids(cur, [(p.draft.from_user, p.draft.client_id) for p in keyed])
-        outcomes: dict[int, Outcome] = {}
-        to_insert: list[Pending] = []
-        first_by_key: dict[tuple, Pending] = {}
-        for pending in batch:
-            draft = pending.draft
-            key = (draft.from_user, draft.client_id)
-            if draft.client_id is not None and key in earlier:
-                outcomes[id(pending)] = Outcome(earlier[key], duplicate=True)
-            elif draft.client_id is not None and key in first_by_key:
-                continue  # the same resend twice in one batch: answered below
-            else:
-                if draft.client_id is not None:
-                    first_by_key[key] = pending
-                to_insert.append(pending)
-        if to_insert:
-            drafts = [p.draft for p in to_insert]
-            store.allocate_seqs(cur, drafts)
-            stored = store.insert_messages(cur, drafts, self.notify_channel, self.origin)
-            lost_race = []
-            for pending in to_insert:
-                message = stored.get((pending.draft.channel, pending.draft.seq))
-                if message is None:
-                    lost_race.append(pending)  # another process stored this clientId first
-                else:
-                    message.origin_connection = pending.origin
-                    outcomes[id(pending)] = Outcome(message, duplicate=False)
-            if lost_race:
-                found = store.find_by_client_ids(cur, [(p.draft.from_user, p.draft.client_id) for p in lost_race])
-                for pending in lost_race:
-                    outcomes[id(pending)] = Outcome(found[(pending.draft.from_user, pending.draft.client_id)], True)
-        for pending in batch:
-            if id(pending) not in outcomes:
-                first = first_by_key[(pending.draft.from_user, pending.draft.client_id)]
-                outcomes[id(pending)] = Outcome(outcomes[id(first)].message, duplicate=True)
-        return outcomes

@@ -51,6 +51,8 @@ DEFAULTS: dict[str, Any] = {
     "DB_ACQUIRE_TIMEOUT_SECONDS": 5.0,
     # Group commit: at most this many messages share one transaction.
     "BATCH_MAX_MESSAGES": 256,
+    # Group commits in flight at once (each on a connection of its own).
+    "COMMIT_PIPELINES": 2,
     # How long a send may wait for its commit before the client gets `unavailable`.
     "STORE_TIMEOUT_SECONDS": 10.0,
     # Cluster membership: a process that has not refreshed its heartbeat for

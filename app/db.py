@@ -8,6 +8,7 @@ failed is forgotten together with every idle one (after a server restart they ar
 from __future__ import annotations
 
 import logging
+import select
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import click
 import psycopg2
+import psycopg2.errors
 import psycopg2.extensions
 import psycopg2.extras
 from flask import Flask, current_app
@@ -86,15 +88,21 @@ class Pool:
         conn = None
         try:
             try:
-                conn = self._idle.pop() if self._idle else connect(self.dsn, self.connect_timeout)
+                while self._idle and conn is None:
+                    conn = self._idle.pop()
+                    if closed_by_server(conn):
+                        self._forget(conn)  # and every idle one: after a restart all are dead
+                        conn = None
+                if conn is None:
+                    conn = connect(self.dsn, self.connect_timeout)
             except CONNECTION_ERRORS as exc:
-                log.warning("database connection failed: %s", str(exc).strip().splitlines()[0] if str(exc) else exc)
+                log.warning("database connection failed: %s", _first_line(exc))
                 raise Unavailable("database is unavailable, retry later") from None
             yield conn
         except CONNECTION_ERRORS as exc:
             self._forget(conn)
             conn = None
-            log.warning("database connection lost: %s", str(exc).strip().splitlines()[0] if str(exc) else exc)
+            log.warning("database connection lost: %s", _first_line(exc))
             raise Unavailable("database is unavailable, retry later") from None
         finally:
             if conn is not None:
@@ -135,6 +143,67 @@ class Pool:
 
     def close(self) -> None:
         self._forget(None)
+
+
+class SingleConnection:
+    """One autocommit connection owned by one greenlet (the group commit): every
+    statement is its own transaction and its own round trip."""
+
+    def __init__(self, dsn: str, connect_timeout: int) -> None:
+        self.dsn = dsn
+        self.connect_timeout = connect_timeout
+        self.conn = None
+
+    def run(self, work):
+        """`work(cursor)` as one statement's transaction; returns what it returns.
+
+        Connection failures raise Unavailable and are never retried here: a statement
+        whose connection died may have committed, and only a resend with its clientId
+        is safe then.
+        """
+        for attempt in (1, 2):
+            if self.conn is not None and closed_by_server(self.conn):
+                self.close()
+            try:
+                if self.conn is None:
+                    self.conn = connect(self.dsn, self.connect_timeout, autocommit=True)
+                started = time.perf_counter()
+                with self.conn.cursor() as cur:
+                    result = work(cur)
+                DB_SECONDS.observe(time.perf_counter() - started)
+                return result
+            except CONNECTION_ERRORS as exc:
+                self.close()
+                log.warning("database unavailable: %s", _first_line(exc))
+                raise Unavailable("database is unavailable, retry later") from None
+            except psycopg2.errors.DeadlockDetected:
+                # Two batches locked rooms crosswise; this one was rolled back whole.
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            except Exception:
+                pass
+            self.conn = None
+
+
+def closed_by_server(conn) -> bool:
+    """An idle connection with something to read was closed by the server (a restart,
+    an administrator): nothing else is sent to an idle connection that does not LISTEN."""
+    try:
+        readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    except (OSError, ValueError, psycopg2.InterfaceError):
+        return True
+    return bool(readable)
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else exc.__class__.__name__
 
 
 def load_schema(dsn: str) -> None:

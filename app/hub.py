@@ -42,6 +42,9 @@ class Gate:
     last_id: int  # id of the last message released (or older): the fill query's lower bound
     pending: dict[int, StoredMessage] = field(default_factory=dict)  # early arrivals by seq
     filling: bool = False
+    # next_seq when the periodic check last found the channel behind its head: a gap that
+    # is still there at the next check was lost by the bus (not merely in flight)
+    behind_at: int | None = None
 
 
 class Hub:
@@ -212,12 +215,24 @@ class Hub:
                 self._release(gate, message)
         self._drain(gate)
 
-    def check_heads(self, heads: dict[ChannelKey, int]) -> None:
-        """Given each channel's last committed seq, fetch whatever has not arrived."""
+    def check_heads(self, heads: dict[ChannelKey, int], at_once: bool) -> None:
+        """Given each channel's last committed seq, fetch whatever has not arrived.
+
+        Right after the bus reconnects (`at_once`) everything behind is fetched; on the
+        periodic check only what was behind already at the previous check, since a
+        message committed a moment ago may simply not have arrived yet.
+        """
         for channel, head in heads.items():
             gate = self.gates.get(channel)
-            if gate is not None and head >= gate.next_seq:
+            if gate is None:
+                continue
+            if head < gate.next_seq:
+                gate.behind_at = None
+            elif at_once or gate.behind_at == gate.next_seq:
+                gate.behind_at = None
                 self._schedule_fill(channel, gate, delay=0, up_to_seq=head)
+            else:
+                gate.behind_at = gate.next_seq
 
     # --- other events ----------------------------------------------------------------------------
 

@@ -1,12 +1,41 @@
-"""Prometheus metrics of one server process (served at /metrics)."""
+"""Prometheus metrics of one server process (served at /metrics).
+
+Counters bumped once per frame sent or received are plain integers (`Tally`) read at
+scrape time: prometheus_client's Counter takes a lock on every `inc`, which cost 8% of a
+core on the fan-out path of the benchmark.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
+
+
+class Tally:
+    """A counter for hot paths: `tally.value += n`, exported as a Prometheus counter."""
+
+    def __init__(self, name: str, documentation: str) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.value = 0
+
+
+class _TallyCollector:
+    def __init__(self, *tallies: Tally) -> None:
+        self.tallies = tallies
+
+    def collect(self):
+        for tally in self.tallies:
+            family = CounterMetricFamily(tally.name, tally.documentation)
+            family.add_metric([], tally.value)
+            yield family
+
+
+FRAMES_IN = Tally("chat_frames_in", "Frames received from clients")
+FRAMES_OUT = Tally("chat_frames_out", "Frames sent or queued for clients")
+REGISTRY.register(_TallyCollector(FRAMES_IN, FRAMES_OUT))
 
 CONNECTIONS = Gauge("chat_connections", "Open WebSocket connections (authenticated or not)")
-FRAMES_IN = Counter("chat_frames_in_total", "Frames received from clients")
-FRAMES_OUT = Counter("chat_frames_out_total", "Frames queued for clients")
 MESSAGES_STORED = Counter("chat_messages_stored_total", "Messages committed to PostgreSQL", ["kind"])
 ERRORS = Counter("chat_errors_total", "Error frames sent, by code", ["code"])
 AUTH_REFUSED = Counter("chat_auth_refused_total", "Connections refused for authentication")

@@ -14,7 +14,11 @@ import uuid
 import gevent
 from flask import Flask, current_app
 
-from . import db, protocol, store
+from . import (
+    db,
+    protocol,
+    store,
+)
 from .batcher import Batcher
 from .bus import Bus, PostgresBus, RedisBus
 from .errors import ChatError
@@ -52,6 +56,7 @@ class ChatRuntime:
             on_committed=self._committed,
             max_batch=config["BATCH_MAX_MESSAGES"],
             timeout_seconds=config["STORE_TIMEOUT_SECONDS"],
+            pipelines=config["COMMIT_PIPELINES"],
         )
         # Users known to exist (a DM's recipient is looked up once).
         self.known_users: set[int] = set()
@@ -124,9 +129,9 @@ class ChatRuntime:
 
     def resync(self) -> None:
         """After the bus (re)connects: fetch whatever was committed while it was away."""
-        gevent.spawn(self._check_heads)
+        gevent.spawn(self._check_heads, True)
 
-    def _check_heads(self) -> None:
+    def _check_heads(self, at_once: bool = False) -> None:
         gates = list(self.hub.gates)
         rooms = [key[1] for key in gates if key[0] == "r"]
         pairs = [key[1:] for key in gates if key[0] == "d"]
@@ -137,7 +142,7 @@ class ChatRuntime:
                 heads = store.channel_heads(cur, rooms, pairs)
         except ChatError:
             return
-        self.hub.check_heads(heads)
+        self.hub.check_heads(heads, at_once)
 
     def _heartbeat_forever(self) -> None:
         while True:

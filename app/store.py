@@ -234,108 +234,132 @@ def find_by_client_ids(cur, keys: list[tuple[int, str]]) -> dict[tuple[int, str]
     return {(m.data["fromUser"], m.data["clientId"]): m for m in found}
 
 
-def allocate_seqs(cur, drafts: list[Draft]) -> None:
-    """Number the drafts within their rooms and conversations, under those rows' locks.
-
-    The row lock is held until commit, so within one room (or conversation) commits happen
-    in seq order, and seq order is id order. Rows are locked in sorted order so that two
-    batches never wait for each other crosswise.
-    """
-    counts: dict[tuple, int] = {}
-    for draft in drafts:
-        counts[draft.channel] = counts.get(draft.channel, 0) + 1
-    rooms = sorted(key[1] for key in counts if key[0] == "r")
-    pairs = sorted(key[1:] for key in counts if key[0] == "d")
-    heads: dict[tuple, int] = {}
-    if rooms:
-        cur.execute(
-            """SELECT name FROM rooms WHERE name = ANY(%(rooms)s) ORDER BY name FOR UPDATE;
-               UPDATE rooms r SET last_seq = r.last_seq + c.n
-               FROM unnest(%(rooms)s::text[], %(counts)s::bigint[]) AS c(name, n)
-               WHERE r.name = c.name RETURNING r.name, r.last_seq""",
-            {"rooms": rooms, "counts": [counts[("r", name)] for name in rooms]},
-        )
-        heads.update({("r", name): last for name, last in cur})
-    if pairs:
-        cur.execute(
-            """INSERT INTO dm_threads AS t (user_low, user_high, last_seq)
-               SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[]) ORDER BY 1, 2
-               ON CONFLICT (user_low, user_high) DO UPDATE SET last_seq = t.last_seq + EXCLUDED.last_seq
-               RETURNING user_low, user_high, last_seq""",
-            ([p[0] for p in pairs], [p[1] for p in pairs], [counts[("d", *p)] for p in pairs]),
-        )
-        heads.update({("d", low, high): last for low, high, last in cur})
-    # Hand out the numbers that end at each head, in the drafts' order.
-    next_seq = {key: heads[key] - counts[key] + 1 for key in counts if key in heads}
-    for draft in drafts:
-        draft.seq = next_seq[draft.channel]
-        next_seq[draft.channel] += 1
-
-
-_INSERT_MESSAGES = """
-WITH drafts AS (
-    SELECT * FROM unnest(%(from_user)s::bigint[], %(to_user)s::bigint[], %(room)s::text[],
-                         %(content)s::text[], %(client_id)s::text[], %(seq)s::bigint[],
-                         %(username)s::text[])
-        AS d(from_user, to_user, room, content, client_id, seq, username)
+# One statement stores a whole batch, so that in autocommit mode a group commit is one
+# round trip and the rooms' row locks are held only while PostgreSQL runs it:
+#   - the rooms' and conversations' rows are locked first, in sorted order, so that two
+#     batches (two pipelines, or two processes) never wait for each other crosswise; the
+#     statements of one query string run in one transaction (autocommit), one round trip;
+#   - drafts whose (sender, clientId) is stored already are answered with that message;
+#   - the others are numbered per room / conversation by bumping rooms.last_seq and
+#     dm_threads.last_seq (the row lock orders commits within a room like ids);
+#   - they are inserted, and (with a NOTIFY channel) announced inside the same transaction,
+#     so that listeners hear each exactly when it is committed, in commit order. A payload
+#     over PostgreSQL's 8000-byte limit carries only the id; listeners fetch the rest.
+# Payloads are "<origin>|<json>" so that a process skips its own without parsing them.
+_STORE_BATCH = """
+SELECT 1 FROM rooms WHERE name = ANY(%(lock_rooms)s) ORDER BY name FOR UPDATE;
+SELECT 1 FROM dm_threads t JOIN unnest(%(lock_low)s::bigint[], %(lock_high)s::bigint[]) AS w(low, high)
+    ON t.user_low = w.low AND t.user_high = w.high
+    ORDER BY t.user_low, t.user_high FOR UPDATE OF t;
+WITH input AS (
+    SELECT d.*,
+           CASE WHEN d.to_user IS NULL THEN NULL ELSE LEAST(d.from_user, d.to_user) END AS low,
+           CASE WHEN d.to_user IS NULL THEN NULL ELSE GREATEST(d.from_user, d.to_user) END AS high
+    FROM unnest(%(ord)s::int[], %(from_user)s::bigint[], %(to_user)s::bigint[], %(room)s::text[],
+                %(content)s::text[], %(client_id)s::text[], %(username)s::text[])
+         AS d(ord, from_user, to_user, room, content, client_id, username)
+), earlier AS (
+    SELECT d.ord, m.id FROM input d
+    JOIN messages m ON m.from_user = d.from_user AND m.client_id = d.client_id
+    WHERE d.client_id IS NOT NULL AND m.client_id IS NOT NULL
+), fresh AS (
+    SELECT d.*,
+           row_number() OVER (PARTITION BY d.room, d.low, d.high ORDER BY d.ord) AS rank,
+           count(*) OVER (PARTITION BY d.room, d.low, d.high) AS n
+    FROM input d WHERE d.ord NOT IN (SELECT ord FROM earlier)
+), room_heads AS (
+    UPDATE rooms r SET last_seq = r.last_seq + c.n
+    FROM (SELECT room, max(n) AS n FROM fresh WHERE room IS NOT NULL GROUP BY room ORDER BY room) AS c
+    WHERE r.name = c.room
+    RETURNING r.name, r.last_seq
+), pair_heads AS (
+    INSERT INTO dm_threads AS t (user_low, user_high, last_seq)
+    SELECT low, high, max(n) FROM fresh WHERE low IS NOT NULL GROUP BY low, high ORDER BY low, high
+    ON CONFLICT (user_low, user_high) DO UPDATE SET last_seq = t.last_seq + EXCLUDED.last_seq
+    RETURNING user_low, user_high, last_seq
+), numbered AS (
+    SELECT f.*, COALESCE(rh.last_seq, ph.last_seq) - f.n + f.rank AS seq
+    FROM fresh f
+    LEFT JOIN room_heads rh ON rh.name = f.room
+    LEFT JOIN pair_heads ph ON ph.user_low = f.low AND ph.user_high = f.high
 ), inserted AS (
     INSERT INTO messages (from_user, to_user, room, content, timestamp, client_id, seq)
-    SELECT from_user, to_user, room, content, now(), client_id, seq FROM drafts
+    SELECT from_user, to_user, room, content, now(), client_id, seq FROM numbered ORDER BY ord
     ON CONFLICT (from_user, client_id) WHERE client_id IS NOT NULL DO NOTHING
-    RETURNING id, seq, from_user, to_user, room, content, timestamp, client_id
-), wire AS (
-    SELECT m.id, m.seq, m.from_user, m.to_user, m.room, m.content, m.client_id, d.username,
-           to_char(m.timestamp, 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS ts
-    FROM inserted m JOIN drafts d ON d.from_user = m.from_user AND d.seq = m.seq
-         AND d.room IS NOT DISTINCT FROM m.room AND d.to_user IS NOT DISTINCT FROM m.to_user
+    RETURNING id, seq, from_user, to_user, room, timestamp, client_id
+), stored AS (
+    SELECT n.ord, i.id, i.seq, i.room, i.to_user, i.client_id, n.username, n.content, n.from_user,
+           to_char(i.timestamp, 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS ts
+    FROM inserted i JOIN numbered n ON n.seq = i.seq AND n.from_user = i.from_user
+         AND n.room IS NOT DISTINCT FROM i.room AND n.to_user IS NOT DISTINCT FROM i.to_user
 )
+SELECT ord, false AS duplicate, id, seq, ts, client_id {announce} FROM stored
+UNION ALL
+SELECT ord, true, id, 0, NULL, NULL {no_announce} FROM earlier
 """
 
-INSERT_MESSAGES = _INSERT_MESSAGES + "SELECT id, seq, from_user, to_user, room, ts, client_id FROM wire ORDER BY id"
-
-# Announce each message inside its own transaction, so that it is heard exactly when it is
-# committed, in commit order. A payload over PostgreSQL's 8000-byte limit carries only the
-# id; listeners fetch the rest. Payloads are "<origin>|<json>" so a process can skip its
-# own announcements without parsing them.
-INSERT_AND_NOTIFY_MESSAGES = (
-    _INSERT_MESSAGES
-    + """
-SELECT id, seq, from_user, to_user, room, ts, client_id,
+_ANNOUNCE = """,
        pg_notify(%(channel)s, CASE WHEN octet_length(body) <= 7900 THEN body
                                    ELSE %(origin)s || '|' || json_build_object('k', 'ref', 'id', id)::text END)
-FROM (SELECT wire.*, %(origin)s || '|' || json_build_object(
-          'k', 'm', 's', seq, 'd', json_strip_nulls(json_build_object(
-              'id', id, 'fromUser', from_user, 'username', username, 'to', to_user,
-              'content', content, 'timestamp', ts, 'room', room, 'clientId', client_id)))::text AS body
-      FROM wire) AS announced
-ORDER BY id
-"""
+       FROM (SELECT stored.*, %(origin)s || '|' || json_build_object(
+                 'k', 'm', 's', seq, 'd', json_strip_nulls(json_build_object(
+                     'id', id, 'fromUser', from_user, 'username', username, 'to', to_user,
+                     'content', content, 'timestamp', ts, 'room', room, 'clientId', client_id)))::text AS body
+             FROM stored) AS announced"""
+
+STORE_BATCH = _STORE_BATCH.format(announce="", no_announce="")
+STORE_AND_ANNOUNCE_BATCH = _STORE_BATCH.replace(" {announce} FROM stored\n", _ANNOUNCE + "\n").format(
+    no_announce=", NULL"
 )
 
 
-def insert_messages(cur, drafts: list[Draft], notify_channel: str | None, origin: str) -> dict[tuple, StoredMessage]:
-    """Insert numbered drafts in one statement; return what was stored by (channel, seq).
+@dataclass(frozen=True)
+class BatchResult:
+    """What became of one draft: stored now (with its seq), or stored before (a resend)."""
 
-    A draft whose (sender, clientId) another process stored meanwhile is skipped by the
-    unique index and missing from the result; its seq stays a hole that receivers skip.
+    ord: int
+    duplicate: bool
+    id: int
+    seq: int
+    timestamp: str | None
+
+
+def store_batch(cur, drafts: list[Draft], notify_channel: str | None, origin: str) -> dict[int, BatchResult]:
+    """Store drafts in one statement; results by position in `drafts`.
+
+    A draft missing from the result lost a race: another process stored its (sender,
+    clientId) meanwhile. Its seq stays a hole that receivers skip.
     """
     params = {
+        "ord": list(range(len(drafts))),
         "from_user": [d.from_user for d in drafts],
         "to_user": [d.to_user for d in drafts],
         "room": [d.room for d in drafts],
         "content": [d.content for d in drafts],
         "client_id": [d.client_id for d in drafts],
-        "seq": [d.seq for d in drafts],
         "username": [d.username for d in drafts],
         "channel": notify_channel,
         "origin": origin,
     }
-    cur.execute(INSERT_AND_NOTIFY_MESSAGES if notify_channel else INSERT_MESSAGES, params)
-    drafts_by_key = {(d.channel, d.seq): d for d in drafts}
-    stored: dict[tuple, StoredMessage] = {}
-    for id, seq, from_user, to_user, room, ts, client_id, *_ in cur.fetchall():
-        key = (("d", min(from_user, to_user), max(from_user, to_user)) if to_user is not None else ("r", room), seq)
-        draft = drafts_by_key[key]
-        data = message_data(id, from_user, draft.username, draft.content, ts, room, to_user, client_id)
-        stored[key] = StoredMessage(id=id, seq=seq, data=data)
-    return stored
+    channels = sorted({d.channel for d in drafts}, key=repr)
+    params["lock_rooms"] = sorted(c[1] for c in channels if c[0] == "r")
+    pairs = sorted(c[1:] for c in channels if c[0] == "d")
+    params["lock_low"] = [p[0] for p in pairs]
+    params["lock_high"] = [p[1] for p in pairs]
+    cur.execute(STORE_AND_ANNOUNCE_BATCH if notify_channel else STORE_BATCH, params)
+    return {row[0]: BatchResult(*row[:5]) for row in cur.fetchall()}
+
+
+def draft_message(draft: Draft, result: BatchResult) -> StoredMessage:
+    """The stored message of a draft that was stored now."""
+    data = message_data(
+        result.id,
+        draft.from_user,
+        draft.username,
+        draft.content,
+        result.timestamp,
+        draft.room,
+        draft.to_user,
+        draft.client_id,
+    )
+    return StoredMessage(id=result.id, seq=result.seq, data=data)

@@ -127,7 +127,7 @@ def serve(rt: ChatRuntime, conn: Connection) -> None:
         raw = conn.receive()
         if raw is None:
             return
-        FRAMES_IN.inc()
+        FRAMES_IN.value += 1
         if conn.close_code is not None:
             continue  # closing: read until the client answers the close
         if not conn.rate.allow():

@@ -73,9 +73,19 @@ def test_a_hole_left_by_a_lost_idempotency_race_is_skipped():
 
 def test_check_heads_fetches_what_pubsub_lost_at_the_end_of_a_stream():
     hub, conn, _ = make_hub(stored=[room_message(101, 11), room_message(102, 12)])
-    hub.check_heads({("r", "r"): 12})
+    hub.check_heads({("r", "r"): 12}, at_once=False)
+    gevent.sleep(0.02)
+    assert conn.received == []  # may be in flight: wait for the next check
+    hub.check_heads({("r", "r"): 12}, at_once=False)
     gevent.sleep(0.02)
     assert conn.received == [101, 102]
+
+
+def test_check_heads_after_a_reconnect_fetches_at_once():
+    hub, conn, _ = make_hub(stored=[room_message(101, 11)])
+    hub.check_heads({("r", "r"): 11}, at_once=True)
+    gevent.sleep(0.02)
+    assert conn.received == [101]
 
 
 def test_messages_of_rooms_without_members_here_are_ignored():
