@@ -21,7 +21,7 @@ from wsproto.events import CloseConnection, Ping
 
 from . import protocol
 from .messages import StoredMessage
-from .metrics import FRAMES_OUT, SLOW_CLIENTS
+from .metrics import ERRORS, FRAMES_OUT, SLOW_CLIENTS
 from .wsframe import text_frame
 
 log = logging.getLogger(__name__)
@@ -162,11 +162,9 @@ class Connection:
     def send(self, frame: dict) -> None:
         self.send_frame(text_frame(protocol.encode(frame)))
 
-    def send_error(self, code: str, message: str) -> None:
-        from .metrics import ERRORS
-
+    def send_error(self, code: str, message: str, about: dict | None = None) -> None:
         ERRORS.labels(code).inc()
-        self.send(protocol.error_frame(code, message))
+        self.send(protocol.error_frame(code, message, about))
 
     def room_message(self, message: StoredMessage) -> None:
         """A live message of a joined room: held back while that room is being replayed."""

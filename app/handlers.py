@@ -130,14 +130,14 @@ def handle_room_history(rt: ChatRuntime, conn: Connection, command: Command) -> 
         if command.room not in conn.rooms and not store.room_exists(cur, command.room):
             raise NotFound(f"room '{command.room}' does not exist")
         messages = store.room_history(cur, command.room, command.limit, command.before, command.after)
-    conn.send(protocol.room_history_frame(command.room, [m.data for m in messages]))
+    conn.send(protocol.room_history_frame(command, [m.data for m in messages]))
 
 
 def handle_dm_history(rt: ChatRuntime, conn: Connection, command: Command) -> None:
     ensure_user_exists(rt, command.to)
     with rt.pool.transaction() as cur:
         messages = store.dm_history(cur, conn.user_id, command.to, command.limit, command.before, command.after)
-    conn.send(protocol.dm_history_frame(command.to, [m.data for m in messages]))
+    conn.send(protocol.dm_history_frame(command, [m.data for m in messages]))
 
 
 def handle_typing(rt: ChatRuntime, conn: Connection, command: Command) -> None:
@@ -150,6 +150,12 @@ def handle_rooms(rt: ChatRuntime, conn: Connection, command: Command) -> None:
     with rt.pool.transaction() as cur:
         rooms = store.list_rooms(cur, rt.config["NODE_TIMEOUT_SECONDS"])
     conn.send(protocol.rooms_frame(rooms))
+
+
+def handle_conversations(rt: ChatRuntime, conn: Connection, command: Command) -> None:
+    with rt.pool.transaction() as cur:
+        conversations = store.conversations_of(cur, conn.user_id)
+    conn.send(protocol.conversations_frame(conversations))
 
 
 PONG_FRAME = text_frame(protocol.PONG)
@@ -165,4 +171,5 @@ HANDLERS: dict[str, Handler] = {
     "dm_history": handle_dm_history,
     "typing": handle_typing,
     "rooms": handle_rooms,
+    "conversations": handle_conversations,
 }

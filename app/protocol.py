@@ -206,6 +206,7 @@ _PARSERS = {
     "dm_history": _parse_dm_history,
     "typing": _parse_typing,
     "rooms": _parse_bare("rooms"),
+    "conversations": _parse_bare("conversations"),
     "ping": _parse_bare("ping"),
 }
 
@@ -225,9 +226,30 @@ def encode(frame: dict[str, Any]) -> bytes:
     return orjson.dumps(frame)
 
 
-def error_frame(code: str, message: str) -> dict[str, Any]:
-    # The text stands twice: existing React clients read data.message.
-    return {"type": "error", "message": message, "code": code, "data": {"message": message, "code": code}}
+def error_frame(code: str, message: str, about: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An error; `about` names the request it answers (requestType, room, clientId).
+
+    The text stands twice: existing React clients read data.message.
+    """
+    data = {"message": message, "code": code, **(about or {})}
+    return {"type": "error", "message": message, "code": code, **(about or {}), "data": data}
+
+
+def request_reference(raw: str | bytes) -> dict[str, Any]:
+    """What an error should echo of the frame it answers, so that a client can tell which
+    of its requests failed: its type, room and clientId, where the frame has them."""
+    if not isinstance(raw, str) or not raw.startswith("{"):
+        return {}
+    try:
+        frame = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return {}
+    about = {}
+    for field_name, key in (("type", "requestType"), ("room", "room"), ("clientId", "clientId")):
+        value = frame.get(field_name)
+        if isinstance(value, str) and len(value) <= 64:
+            about[key] = value
+    return about
 
 
 def welcome_frame(user_id: int, username: str, server_time: datetime) -> dict[str, Any]:
@@ -265,12 +287,26 @@ def typing_frame(room: str, user_id: int, username: str) -> dict[str, Any]:
     return {"type": "typing", "room": room, "data": {"userId": user_id, "username": username}}
 
 
-def room_history_frame(room: str, messages: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"type": "room_history", "room": room, "data": messages}
+def _page_echo(command: Command) -> dict[str, Any]:
+    """The page a history answer is for, so that a client can match answers to requests."""
+    echo: dict[str, Any] = {"limit": command.limit}
+    if command.before is not None:
+        echo["before"] = command.before
+    if command.after is not None:
+        echo["after"] = command.after
+    return echo
 
 
-def dm_history_frame(other: int, messages: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"type": "dm_history", "with": other, "data": messages}
+def room_history_frame(command: Command, messages: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"type": "room_history", "room": command.room, **_page_echo(command), "data": messages}
+
+
+def dm_history_frame(command: Command, messages: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"type": "dm_history", "with": command.to, **_page_echo(command), "data": messages}
+
+
+def conversations_frame(conversations: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"type": "conversations", "data": conversations}
 
 
 def rooms_frame(rooms: list[dict[str, Any]]) -> dict[str, Any]:

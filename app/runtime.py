@@ -200,6 +200,10 @@ def get_runtime(app: Flask | None = None) -> ChatRuntime:
     return _runtime
 
 
+def shutting_down() -> bool:
+    return _runtime is not None and _runtime.shutting_down
+
+
 def shutdown_runtime() -> None:
     if _runtime is not None:
         _runtime.shutdown()

@@ -180,6 +180,24 @@ def dm_threads_of(cur, user_id: int) -> list[tuple[tuple, int, int]]:
     return [(("d", low, high), last_seq, last_id) for low, high, last_seq, last_id in cur]
 
 
+def conversations_of(cur, user_id: int) -> list[dict[str, Any]]:
+    """The user's DM partners, the most recently active first, with the last message id."""
+    cur.execute(
+        """SELECT other, COALESCE(u.username, 'user' || other), last_id FROM (
+               SELECT CASE WHEN t.user_low = %(me)s THEN t.user_high ELSE t.user_low END AS other,
+                      (SELECT id FROM messages m
+                       WHERE m.to_user IS NOT NULL
+                         AND LEAST(m.from_user, m.to_user) = t.user_low
+                         AND GREATEST(m.from_user, m.to_user) = t.user_high
+                       ORDER BY id DESC LIMIT 1) AS last_id
+               FROM dm_threads t WHERE t.user_low = %(me)s OR t.user_high = %(me)s
+           ) c LEFT JOIN users u ON u.id = c.other
+           WHERE last_id IS NOT NULL ORDER BY last_id DESC""",
+        {"me": user_id},
+    )
+    return [{"userId": other, "username": name, "lastId": last_id} for other, name, last_id in cur]
+
+
 def channel_heads(cur, rooms: list[str], pairs: list[tuple[int, int]]) -> dict[tuple, int]:
     """The last_seq of each room and conversation named (for the periodic gap check)."""
     heads: dict[tuple, int] = {}

@@ -10,11 +10,11 @@ from flask import Blueprint, Response, current_app, g, request
 from flask_sock import Sock
 
 from . import protocol, store
-from .connection import CLOSE_UNAUTHORIZED, Connection
+from .connection import CLOSE_GOING_AWAY, CLOSE_UNAUTHORIZED, Connection
 from .errors import ChatError, Unauthorized
 from .handlers import dispatch
 from .metrics import AUTH_REFUSED, CONNECTIONS, FRAMES_IN
-from .runtime import ChatRuntime, get_runtime
+from .runtime import ChatRuntime, get_runtime, shutting_down
 from .tokens import Identity, token_from_request, verify_token
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,9 @@ def check_handshake() -> Response | None:
     # No permessage-deflate: its per-connection compressor costs ~300 KB of memory and
     # CPU on every frame, and frames are encoded once for all receivers.
     request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
+    if shutting_down():
+        # Clients reconnect elsewhere (or here, after the restart).
+        return Response("shutting down\n", status=503, mimetype="text/plain")
     token = token_from_request(request.headers, request.args)
     g.identity = None
     if token is None:
@@ -67,6 +70,9 @@ def chat_socket(ws) -> None:
     conn = Connection(ws, rt.config, request.remote_addr or "?")
     CONNECTIONS.inc()
     try:
+        if rt.shutting_down:
+            conn.close(CLOSE_GOING_AWAY, "server shutting down")
+            return
         identity = g.get("identity") or authenticate_first_frame(rt, conn)
         if identity is None:
             return
@@ -131,15 +137,15 @@ def serve(rt: ChatRuntime, conn: Connection) -> None:
         if conn.close_code is not None:
             continue  # closing: read until the client answers the close
         if not conn.rate.allow():
-            conn.send_error("rate_limited", "too many frames: slow down")
+            conn.send_error("rate_limited", "too many frames: slow down", protocol.request_reference(raw))
             continue
         try:
             dispatch(rt, conn, protocol.parse_frame(raw, rt.limits))
         except ChatError as exc:
-            conn.send_error(exc.code, exc.message)
+            conn.send_error(exc.code, exc.message, protocol.request_reference(raw))
         except Exception:
             log.exception("handling a frame of %r failed", conn)
-            conn.send_error("internal", "internal server error")
+            conn.send_error("internal", "internal server error", protocol.request_reference(raw))
 
 
 def end_session(rt: ChatRuntime, conn: Connection) -> None:

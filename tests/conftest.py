@@ -275,7 +275,7 @@ class Client:
     def expect_error(self, code: str, timeout: float = 10.0) -> dict:
         frame = self.expect("error", timeout)
         assert frame["code"] == code, frame
-        assert frame["data"] == {"message": frame["message"], "code": code}
+        assert frame["data"]["message"] == frame["message"] and frame["data"]["code"] == code
         assert frame["message"]
         return frame
 

@@ -433,3 +433,40 @@ def test_rooms_auto_create_off_gives_not_found(database_url):
         client.close()
     finally:
         srv.stop()
+
+
+def test_errors_name_the_request_they_answer(connect):
+    alice = connect()
+    alice.send({"type": "message", "room": "not-mine", "content": "hi", "clientId": "c-77"})
+    error = alice.expect_error("not_joined")
+    assert (error["requestType"], error["room"], error["clientId"]) == ("message", "not-mine", "c-77")
+    assert error["data"]["clientId"] == "c-77"
+    alice.send("not json at all")
+    assert "requestType" not in alice.expect_error("bad_json")
+
+
+def test_history_answers_echo_the_page_asked_for(connect):
+    room = unique("room")
+    alice, bob = connect(), connect()
+    join(alice, room)
+    alice.send({"type": "room_history", "room": room, "before": 10, "limit": 5})
+    frame = alice.expect("room_history")
+    assert (frame["room"], frame["before"], frame["limit"]) == (room, 10, 5) and "after" not in frame
+    alice.send({"type": "dm_history", "with": bob.user_id, "after": 3})
+    frame = alice.expect("dm_history")
+    assert (frame["with"], frame["after"], frame["limit"]) == (bob.user_id, 3, 50)
+
+
+def test_conversations_lists_dm_partners_latest_first(connect):
+    alice, bob, carol = connect(), connect(), connect()
+    alice.send({"type": "conversations"})
+    assert alice.expect("conversations")["data"] == []
+    bob.send({"type": "dm", "to": alice.user_id, "content": "first"})
+    bob.expect("dm_sent")
+    carol.send({"type": "dm", "to": alice.user_id, "content": "second"})
+    last = carol.expect("dm_sent")["data"]["message"]["id"]
+    alice.send({"type": "conversations"})
+    assert alice.expect("conversations")["data"] == [
+        {"userId": carol.user_id, "username": carol.username, "lastId": last},
+        {"userId": bob.user_id, "username": bob.username, "lastId": last - 1},
+    ]
