@@ -274,3 +274,16 @@ def test_postgres_restart_during_traffic_across_instances(embedded_postgres):
     finally:
         for srv in servers:
             srv.stop()
+
+
+def test_a_message_too_large_for_a_notify_payload_still_crosses(cluster):
+    room = unique("room")
+    sender, receiver = connect(cluster[0]), connect(cluster[1])
+    join(sender, room)
+    join(receiver, room)
+    content = "é" * 4000  # 8,000 bytes of UTF-8: over PostgreSQL's NOTIFY payload limit
+    sender.send({"type": "message", "room": room, "content": content})
+    sender.send({"type": "message", "room": room, "content": "small one after"})
+    first, second = (receiver.expect("message", room=room)["data"] for _ in range(2))
+    assert first["content"] == content and second["content"] == "small one after"
+    assert first["id"] < second["id"]
