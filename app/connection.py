@@ -1,8 +1,11 @@
-"""One client connection: its identity, joined rooms, rate limit and outgoing queue.
+"""One client connection: its identity, joined rooms, rate limit, and the socket.
 
-Everything sent to a client goes through its outbox, drained by one writer greenlet that
-joins queued frames into one socket write. A client that reads too slowly overflows the
-outbox and is closed with 1008; its rooms never wait for it.
+After the handshake the connection speaks WebSocket frames itself (app/wsframe.py): the
+handler greenlet reads; sending writes straight to the non-blocking socket from whoever
+sends, and only what the kernel does not take at once is queued in the outbox, drained by
+a flusher greenlet that exists only while there is something to drain. So an idle
+connection costs one greenlet and a few small objects. A client too far behind is closed
+with 1008; its rooms never wait for it.
 """
 
 from __future__ import annotations
@@ -14,15 +17,11 @@ import time
 from collections import deque
 
 import gevent
-from gevent.event import Event
 from gevent.lock import Semaphore
-from simple_websocket import Server
-from wsproto.events import CloseConnection, Ping
 
-from . import protocol
+from . import protocol, wsframe
 from .messages import StoredMessage
 from .metrics import ERRORS, FRAMES_OUT, SLOW_CLIENTS
-from .wsframe import text_frame
 
 log = logging.getLogger(__name__)
 
@@ -36,43 +35,10 @@ RECEIVE_BYTES = 16 * 1024
 _ids = itertools.count(1)
 
 
-class LockedSocket:
-    """The socket as simple-websocket sees it: every write whole, one writer at a time.
-
-    simple-websocket answers pings and closes from its event handling while our writer may
-    be half-way through a frame; a lock and sendall keep frames from interleaving.
-    """
-
-    def __init__(self, sock, lock: Semaphore) -> None:
-        self._sock = sock
-        self._lock = lock
-        # The OS socket under gevent's wrapper: non-blocking, never yields.
-        self.raw = sock._sock
-
-    def send(self, data: bytes) -> int:
-        with self._lock:
-            self._sock.sendall(data)
-        return len(data)
-
-    def recv(self, size: int) -> bytes:
-        return self._sock.recv(size)
-
-    def close(self) -> None:
-        self._sock.close()
-
-    def fileno(self) -> int:
-        return self._sock.fileno()
-
-    def abort(self) -> None:
-        """Cut the TCP connection at once: wakes any greenlet blocked on it."""
-        try:
-            self._sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-
-
 class TokenBucket:
     """A burst of `burst` frames, refilled at `rate` frames per second."""
+
+    __slots__ = ("burst", "rate", "tokens", "updated")
 
     def __init__(self, burst: int, rate: float) -> None:
         self.burst = burst
@@ -91,17 +57,17 @@ class TokenBucket:
 
 
 class Connection:
-    """A client's WebSocket, with its writer greenlet and its chat state."""
+    """A client's WebSocket after the handshake, with its chat state."""
 
-    def __init__(self, ws: Server, config: dict, peer: str) -> None:
+    def __init__(self, sock, config: dict, peer: str) -> None:
         self.id = next(_ids)
-        self.ws = ws
-        self.peer = peer
-        self.lock = Semaphore()
+        self.sock = sock  # gevent socket: recv and sendall yield
+        self.raw = sock._sock  # the OS socket under it: non-blocking, never yields
         if config["SOCKET_SEND_BUFFER_BYTES"]:
-            ws.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, config["SOCKET_SEND_BUFFER_BYTES"])
-        self.sock = LockedSocket(ws.sock, self.lock)
-        ws.sock = self.sock
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, config["SOCKET_SEND_BUFFER_BYTES"])
+        self.peer = peer
+        self.reader = wsframe.FrameReader(config["MAX_FRAME_BYTES"])
+        self.received: deque[wsframe.Frame] = deque()
         self.user_id: int = 0
         self.username: str = ""
         self.rooms: set[str] = set()
@@ -110,18 +76,16 @@ class Connection:
         self.rate = TokenBucket(config["RATE_BURST_FRAMES"], config["RATE_FRAMES_PER_SECOND"])
         self.outbox: deque[bytes] = deque()
         self.outbox_limit = config["OUTBOX_MAX_FRAMES"]
-        self.ping_interval = config["PING_INTERVAL_SECONDS"]
-        self.pong_timeout = config["PONG_TIMEOUT_SECONDS"]
         self.close_timeout = config["CLOSE_TIMEOUT_SECONDS"]
-        self.wakeup = Event()
-        # set by the writer whenever the outbox is empty (a replay waits on it)
-        self.drained = Event()
-        self.drained.set()
+        # held by whoever is in a blocking sendall, so that frames never interleave
+        self.write_lock = Semaphore()
+        self.flusher: gevent.Greenlet | None = None
         self.close_code: int | None = None
         self.close_reason = ""
         self.last_heard = time.monotonic()
+        self.ping_sent_at: float | None = None
         self.closed = False
-        self.writer = gevent.spawn(self._write_loop)
+        self.discarding = False
 
     def __repr__(self) -> str:
         return f"<Connection {self.id} user={self.user_id} peer={self.peer}>"
@@ -132,16 +96,19 @@ class Connection:
         """Send a complete WebSocket frame now if the socket takes it, else queue it.
 
         Writing straight from the fan-out loop costs one non-blocking send() and no
-        greenlet switch; only what the kernel does not take at once goes through the
-        outbox and the writer greenlet. A client too far behind is closed with 1008.
+        greenlet switch; only what the kernel does not take at once is queued for the
+        flusher. A client too far behind is closed with 1008.
         """
         if self.close_code is not None:
             return
         FRAMES_OUT.value += 1
-        if not self.outbox and not self.lock.locked():
+        self._write(frame)
+
+    def _write(self, frame: bytes) -> None:
+        if not self.outbox and not self.write_lock.locked():
             # Nothing queued and nobody mid-write: bytes cannot interleave.
             try:
-                sent = self.sock.raw.send(frame)
+                sent = self.raw.send(frame)
             except BlockingIOError:
                 sent = 0
             except OSError:
@@ -156,11 +123,10 @@ class Connection:
             self.close(CLOSE_POLICY_VIOLATION, "too slow: outgoing queue overflowed")
             return
         self.outbox.append(frame)
-        self.drained.clear()
-        self.wakeup.set()
+        self._start_flusher()
 
     def send(self, frame: dict) -> None:
-        self.send_frame(text_frame(protocol.encode(frame)))
+        self.send_frame(wsframe.text_frame(protocol.encode(frame)))
 
     def send_error(self, code: str, message: str, about: dict | None = None) -> None:
         ERRORS.labels(code).inc()
@@ -175,8 +141,14 @@ class Connection:
             self.send_frame(message.wire_frame)
 
     def wait_until_drained(self, timeout: float = 30.0) -> None:
-        """Wait until the writer has caught up (flow control for long replays)."""
-        self.drained.wait(timeout)
+        """Wait until the kernel took everything queued (flow control for long replays)."""
+        deadline = time.monotonic() + timeout
+        while self.outbox and not self.closed and time.monotonic() < deadline:
+            gevent.sleep(0.005)
+
+    def ping(self) -> None:
+        self.ping_sent_at = time.monotonic()
+        self._write(wsframe.ping_frame())
 
     def close(self, code: int, reason: str = "") -> None:
         """Send what is queued, then a close frame; cut the socket if that takes too long."""
@@ -184,69 +156,61 @@ class Connection:
             return
         self.close_code = code
         self.close_reason = reason
-        self.wakeup.set()
-        gevent.spawn_later(self.close_timeout, self.sock.abort)
+        self._start_flusher()
+        gevent.spawn_later(self.close_timeout, self.abort)
 
-    # --- the writer greenlet --------------------------------------------------------------------
-
-    def _write_loop(self) -> None:
-        ping_sent_at: float | None = None
+    def abort(self) -> None:
+        """Cut the TCP connection at once: wakes any greenlet blocked on it."""
         try:
-            while True:
-                now = time.monotonic()
-                if ping_sent_at is not None and self.last_heard >= ping_sent_at:
-                    ping_sent_at = None  # it answered (any frame counts)
-                if ping_sent_at is not None and now - ping_sent_at >= self.pong_timeout:
-                    log.info("dropping %r: no answer to a ping for %.0f s", self, now - ping_sent_at)
-                    self.sock.abort()
-                    return
-                if ping_sent_at is None and now - self.last_heard >= self.ping_interval:
-                    ping_sent_at = now
-                    self.sock.send(self.ws.ws.send(Ping()))
-                if ping_sent_at is not None:
-                    timeout = ping_sent_at + self.pong_timeout - now
-                else:
-                    timeout = self.last_heard + self.ping_interval - now
-                self.wakeup.wait(max(timeout, 0.05))
-                self.wakeup.clear()
-                if self.outbox:
-                    frames = b"".join(self.outbox)
-                    self.outbox.clear()
-                    self.sock.send(frames)
-                if not self.outbox:
-                    self.drained.set()
-                if self.close_code is not None:
-                    self._send_close()
-                    return
-                if self.closed:
-                    return
-        except (OSError, gevent.GreenletExit):
-            self.sock.abort()
-        except Exception:
-            log.exception("writer of %r failed", self)
-            self.sock.abort()
-
-    def _send_close(self) -> None:
-        try:
-            self.sock.send(self.ws.ws.send(CloseConnection(self.close_code, self.close_reason)))
-        except Exception:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
             pass
-        self.ws.connected = False
-        # Give the client a moment to answer the close handshake, then cut.
-        gevent.spawn_later(1.0, self.sock.abort)
+
+    def _start_flusher(self) -> None:
+        if self.flusher is None:
+            self.flusher = gevent.spawn(self._flush)
+
+    def _flush(self) -> None:
+        """Write what is queued, blocking as long as the client reads slowly."""
+        try:
+            while self.outbox:
+                frames = b"".join(self.outbox)
+                self.outbox.clear()
+                with self.write_lock:
+                    self.sock.sendall(frames)
+            if self.close_code is not None:
+                with self.write_lock:
+                    self.sock.sendall(wsframe.close_frame(self.close_code, self.close_reason))
+                # Give the client a moment to answer the close handshake, then cut.
+                gevent.spawn_later(1.0, self.abort)
+        except OSError:
+            self.abort()
+        finally:
+            self.flusher = None
+            if self.outbox and not self.closed:
+                self._start_flusher()
 
     # --- receiving ----------------------------------------------------------------------------
 
     def receive(self, timeout: float | None = None) -> str | bytes | None:
-        """The next complete frame from the client; None when the connection is over.
+        """The next complete message from the client; None when the connection is over.
 
-        Reads in this greenlet (simple-websocket's reader thread is not started), so a
-        connection costs two greenlets: this one and the writer.
+        Answers pings, notes pongs, and answers a close frame (then returns None). A
+        protocol violation (an oversize message: 1009) closes the connection.
         """
-        ws = self.ws
         deadline = None if timeout is None else time.monotonic() + timeout
-        while not ws.input_buffer:
-            if not ws.connected or self.closed:
+        while True:
+            while self.received:
+                frame = self.received.popleft()
+                if frame.opcode in (wsframe.OP_TEXT, wsframe.OP_BINARY):
+                    return frame.payload
+                if frame.opcode == wsframe.OP_PING:
+                    self._write(wsframe.pong_frame(frame.payload))
+                elif frame.opcode == wsframe.OP_CLOSE:
+                    self.close(frame.close_code if 1000 <= frame.close_code < 5000 else 1000)
+                    return None
+                # a pong: last_heard was updated when it arrived
+            if self.closed:
                 return None
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
@@ -264,16 +228,51 @@ class Connection:
             if not data:
                 return None
             self.last_heard = time.monotonic()
-            ws.ws.receive_data(data)
-            # simple-websocket's event handling: answers pings, closes on oversize (1009)
-            # and on the client's close, and collects complete messages in input_buffer.
-            ws.connected = ws._handle_events()
-        return ws.input_buffer.pop(0)
+            if self.discarding:
+                continue  # after a violation: read until the client closes, drop it all
+            try:
+                self.received.extend(self.reader.feed(data))
+            except wsframe.ProtocolViolation as exc:
+                log.info("closing %r: %s", self, exc.reason)
+                self.discarding = True
+                self.close(exc.code, exc.reason)
 
     def finish(self) -> None:
-        """The handler is done: stop the writer once what is queued is written."""
+        """The handler is done: let the flusher write what is queued, then stop.
+
+        After a close frame of ours, read (and drop) what the client still sends until it
+        closes, briefly: closing a socket with unread data resets it, and the client
+        could lose the close frame.
+        """
+        if self.close_code is not None:
+            with gevent.Timeout(1.0, False):
+                try:
+                    while self.sock.recv(RECEIVE_BYTES):
+                        pass
+                except OSError:
+                    pass
         self.closed = True
-        self.wakeup.set()
-        self.writer.join(timeout=2)
-        if not self.writer.dead:
-            self.writer.kill(block=False)
+        if self.flusher is not None:
+            self.flusher.join(timeout=2)
+            if self.flusher is not None:
+                self.flusher.kill(block=False)
+
+
+def keep_alive(connections, ping_interval: float, pong_timeout: float) -> None:
+    """Ping connections that were silent for `ping_interval`; drop those that then stay
+    silent for `pong_timeout` (any frame counts as an answer). One greenlet for all."""
+    tick = min(max(min(ping_interval, pong_timeout) / 5, 0.05), 1.0)
+    while True:
+        gevent.sleep(tick)
+        now = time.monotonic()
+        for conn in list(connections):
+            if conn.ping_sent_at is not None:
+                if conn.last_heard >= conn.ping_sent_at:
+                    conn.ping_sent_at = None
+                elif now - conn.ping_sent_at >= pong_timeout:
+                    log.info("dropping %r: no answer to a ping for %.0f s", conn, now - conn.ping_sent_at)
+                    conn.ping_sent_at = None
+                    conn.abort()
+                    continue
+            if conn.ping_sent_at is None and now - conn.last_heard >= ping_interval and conn.close_code is None:
+                conn.ping()

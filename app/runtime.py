@@ -21,6 +21,7 @@ from . import (
 )
 from .batcher import Batcher
 from .bus import Bus, PostgresBus, RedisBus
+from .connection import keep_alive
 from .errors import ChatError
 from .hub import Hub
 from .messages import StoredMessage, message_data
@@ -60,6 +61,11 @@ class ChatRuntime:
         )
         # Users known to exist (a DM's recipient is looked up once).
         self.known_users: set[int] = set()
+        # every open WebSocket of this process, authenticated or not
+        self.connections: set = set()
+        self.keep_alive = gevent.spawn(
+            keep_alive, self.connections, config["PING_INTERVAL_SECONDS"], config["PONG_TIMEOUT_SECONDS"]
+        )
         self.shutting_down = False
         self.bus.start()
         self.heartbeat = gevent.spawn(self._heartbeat_forever)
@@ -170,7 +176,7 @@ class ChatRuntime:
         if self.shutting_down:
             return
         self.shutting_down = True
-        connections = self.hub.all_connections()
+        connections = list(self.connections)
         log.info("shutting down: closing %d connection(s) with 1001", len(connections))
         for conn in connections:
             conn.close(1001, "server shutting down")

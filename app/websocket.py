@@ -34,11 +34,8 @@ class _NoReaderThread:
 
 
 def server_options(config: dict) -> dict:
-    return {
-        "max_message_size": config["MAX_FRAME_BYTES"],
-        "thread_class": _NoReaderThread,
-        "ping_interval": None,  # our writer pings, so that one greenlet owns the socket
-    }
+    # simple-websocket only does the handshake; frames are ours (app/wsframe.py).
+    return {"thread_class": _NoReaderThread, "ping_interval": None}
 
 
 @bp.before_app_request
@@ -67,7 +64,12 @@ def check_handshake() -> Response | None:
 
 def chat_socket(ws) -> None:
     rt = get_runtime()
-    conn = Connection(ws, rt.config, request.remote_addr or "?")
+    conn = Connection(ws.sock, rt.config, request.remote_addr or "?")
+    # Done with simple-websocket after its handshake: drop its protocol state (wsproto,
+    # h11), which is most of an idle connection's memory. Its own close() then does nothing.
+    ws.connected = False
+    ws.ws = None
+    rt.connections.add(conn)
     CONNECTIONS.inc()
     try:
         if rt.shutting_down:
@@ -81,6 +83,7 @@ def chat_socket(ws) -> None:
     finally:
         end_session(rt, conn)
         conn.finish()
+        rt.connections.discard(conn)
         CONNECTIONS.dec()
 
 

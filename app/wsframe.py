@@ -1,23 +1,162 @@
-"""WebSocket frames built by hand for what the server sends most: unmasked text frames.
+"""WebSocket frames (RFC 6455) after the handshake: encoding and a small incremental reader.
 
-A server's frames are never masked, so the bytes of one message are the same for every
-receiver: build them once per message and write them to every socket.
+The handshake is simple-websocket's (through flask-sock); after it the connection speaks
+frames directly. Server frames are never masked, so the bytes of one message are the same
+for every receiver: they are built once per message and written to every socket.
 """
 
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 
-_OPCODE_TEXT_FIN = 0x81
+OP_CONTINUATION, OP_TEXT, OP_BINARY = 0x0, 0x1, 0x2
+OP_CLOSE, OP_PING, OP_PONG = 0x8, 0x9, 0xA
+
+CLOSE_NORMAL = 1000
+CLOSE_PROTOCOL_ERROR = 1002
+CLOSE_INVALID_DATA = 1007
+CLOSE_TOO_BIG = 1009
+
+
+def _frame(opcode: int, payload: bytes) -> bytes:
+    first = 0x80 | opcode  # FIN: the server never fragments
+    length = len(payload)
+    if length < 126:
+        header = bytes((first, length))
+    elif length < 65536:
+        header = struct.pack("!BBH", first, 126, length)
+    else:
+        header = struct.pack("!BBQ", first, 127, length)
+    return header + payload
 
 
 def text_frame(payload: bytes) -> bytes:
-    """One complete (FIN) text frame carrying `payload`, which must be UTF-8."""
+    """One complete text frame carrying `payload`, which must be UTF-8."""
+    return _frame(OP_TEXT, payload)
+
+
+def ping_frame(payload: bytes = b"") -> bytes:
+    return _frame(OP_PING, payload)
+
+
+def pong_frame(payload: bytes) -> bytes:
+    return _frame(OP_PONG, payload)
+
+
+def close_frame(code: int, reason: str = "") -> bytes:
+    return _frame(OP_CLOSE, struct.pack("!H", code) + reason.encode()[:120])
+
+
+def unmask(payload: bytes, mask: bytes) -> bytes:
+    """XOR with the 4-byte mask, as one big-integer operation instead of a byte loop."""
     length = len(payload)
-    if length < 126:
-        header = bytes((_OPCODE_TEXT_FIN, length))
-    elif length < 65536:
-        header = struct.pack("!BBH", _OPCODE_TEXT_FIN, 126, length)
-    else:
-        header = struct.pack("!BBQ", _OPCODE_TEXT_FIN, 127, length)
-    return header + payload
+    if not length:
+        return b""
+    key = (mask * (length // 4 + 1))[:length]
+    return (int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")).to_bytes(length, "little")
+
+
+class ProtocolViolation(Exception):
+    """The client broke RFC 6455 (or a limit): close the connection with `code`."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Frame:
+    """A complete message (text: str, binary: bytes) or a control frame."""
+
+    opcode: int
+    payload: bytes | str
+    close_code: int | None = None
+
+
+class FrameReader:
+    """Turns received bytes into complete messages and control frames."""
+
+    def __init__(self, max_message_bytes: int) -> None:
+        self.max_message_bytes = max_message_bytes
+        self.buffer = bytearray()
+        self.fragments: list[bytes] | None = None  # parts of a fragmented message
+        self.fragments_opcode = OP_TEXT
+        self.fragments_size = 0
+
+    def feed(self, data: bytes) -> list[Frame]:
+        self.buffer += data
+        frames: list[Frame] = []
+        while True:
+            frame = self._next_frame()
+            if frame is None:
+                return frames
+            frames.append(frame)
+
+    def _next_frame(self) -> Frame | None:
+        while True:
+            buffer = self.buffer
+            if len(buffer) < 2:
+                return None
+            first, second = buffer[0], buffer[1]
+            fin, opcode, length = first & 0x80, first & 0x0F, second & 0x7F
+            if first & 0x70:
+                raise ProtocolViolation(CLOSE_PROTOCOL_ERROR, "no extension was negotiated")
+            if not second & 0x80:
+                raise ProtocolViolation(CLOSE_PROTOCOL_ERROR, "client frames must be masked")
+            offset = 2
+            if length == 126:
+                if len(buffer) < 4:
+                    return None
+                length = struct.unpack_from("!H", buffer, 2)[0]
+                offset = 4
+            elif length == 127:
+                if len(buffer) < 10:
+                    return None
+                length = struct.unpack_from("!Q", buffer, 2)[0]
+                offset = 10
+            if opcode >= OP_CLOSE:
+                if not fin or length > 125:
+                    raise ProtocolViolation(CLOSE_PROTOCOL_ERROR, "bad control frame")
+            elif opcode in (OP_TEXT, OP_BINARY, OP_CONTINUATION):
+                # Refuse an oversize message before its bytes arrive.
+                if self.fragments_size + length > self.max_message_bytes:
+                    raise ProtocolViolation(CLOSE_TOO_BIG, "message too big")
+            else:
+                raise ProtocolViolation(CLOSE_PROTOCOL_ERROR, f"unknown opcode {opcode}")
+            end = offset + 4 + length
+            if len(buffer) < end:
+                return None
+            payload = unmask(bytes(buffer[offset + 4 : end]), bytes(buffer[offset : offset + 4]))
+            del buffer[:end]
+            message = self._assemble(fin, opcode, payload)
+            if message is not None:
+                return message
+
+    def _assemble(self, fin: int, opcode: int, payload: bytes) -> Frame | None:
+        if opcode == OP_CLOSE:
+            code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else CLOSE_NORMAL
+            return Frame(OP_CLOSE, payload[2:], close_code=code)
+        if opcode in (OP_PING, OP_PONG):
+            return Frame(opcode, payload)
+        if opcode == OP_CONTINUATION:
+            if self.fragments is None:
+                raise ProtocolViolation(CLOSE_PROTOCOL_ERROR, "continuation without a message")
+            self.fragments.append(payload)
+            self.fragments_size += len(payload)
+            if not fin:
+                return None
+            opcode, payload = self.fragments_opcode, b"".join(self.fragments)
+            self.fragments, self.fragments_size = None, 0
+        elif self.fragments is not None:
+            raise ProtocolViolation(CLOSE_PROTOCOL_ERROR, "new message inside a fragmented one")
+        elif not fin:
+            self.fragments, self.fragments_opcode, self.fragments_size = [payload], opcode, len(payload)
+            return None
+        if opcode == OP_TEXT:
+            try:
+                return Frame(OP_TEXT, payload.decode("utf-8"))
+            except UnicodeDecodeError:
+                raise ProtocolViolation(CLOSE_INVALID_DATA, "text frame is not UTF-8") from None
+        return Frame(OP_BINARY, payload)
