@@ -30,6 +30,11 @@ DEFAULTS: dict[str, Any] = {
     "RATE_FRAMES_PER_SECOND": 10.0,
     "HISTORY_DEFAULT_LIMIT": 50,
     "HISTORY_MAX_LIMIT": 200,
+    # join_ack lists at most this many online users (and counts them all in `online`).
+    "JOIN_ACK_MAX_USERS": 1000,
+    # Joins and leaves are announced (presence) only in rooms with at most this many
+    # users online: a crowd of N joining would otherwise cost N² presence frames.
+    "PRESENCE_MAX_ROOM_SIZE": 500,
     # Frames a replay (`join` with `since`) reads from the database per query.
     "REPLAY_PAGE_SIZE": 500,
     # An idle connection is pinged this often; one that sends nothing back within

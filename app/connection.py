@@ -73,6 +73,9 @@ class Connection:
         self.rooms: set[str] = set()
         # rooms being replayed (join with since): live messages wait here meanwhile
         self.replay_buffers: dict[str, list[StoredMessage]] = {}
+        # room -> the last id a replay sent: this process's stream of the room may still
+        # be behind the database the replay read, so live messages up to it are dropped
+        self.replayed_up_to: dict[str, int] = {}
         self.rate = TokenBucket(config["RATE_BURST_FRAMES"], config["RATE_FRAMES_PER_SECOND"])
         self.outbox: list[bytes] = []
         self.outbox_limit = config["OUTBOX_MAX_FRAMES"]
@@ -133,12 +136,20 @@ class Connection:
         self.send(protocol.error_frame(code, message, about))
 
     def room_message(self, message: StoredMessage) -> None:
-        """A live message of a joined room: held back while that room is being replayed."""
-        buffer = self.replay_buffers.get(message.data["room"])
+        """A live message of a joined room: held back while that room is being replayed,
+        dropped if a replay sent it already."""
+        room = message.data["room"]
+        buffer = self.replay_buffers.get(room)
         if buffer is not None:
             buffer.append(message)
-        else:
-            self.send_frame(message.wire_frame)
+            return
+        if self.replayed_up_to:
+            floor = self.replayed_up_to.get(room)
+            if floor is not None:
+                if message.id <= floor:
+                    return
+                del self.replayed_up_to[room]  # the stream has passed the replay
+        self.send_frame(message.wire_frame)
 
     def wait_until_drained(self, timeout: float = 30.0) -> None:
         """Wait until the kernel took everything queued (flow control for long replays)."""

@@ -41,12 +41,12 @@ def handle_join(rt: ChatRuntime, conn: Connection, command: Command) -> None:
             announced = rt.presence.enter(cur, room, conn.user_id, conn.username)
         users = rt.presence.online_users(cur, room)
     if not any(user["userId"] == conn.user_id for user in users):
-        users.append({"userId": conn.user_id, "username": conn.username})
+        users = [*users, {"userId": conn.user_id, "username": conn.username}]
     if command.since is not None:
         conn.replay_buffers[room] = []  # live messages wait until the replay is sent
     rt.hub.join_room(conn, room, state.last_seq, state.last_id)
     conn.rooms.add(room)
-    conn.send(protocol.join_ack_frame(room, users))
+    conn.send(protocol.join_ack_frame(room, users, rt.config["JOIN_ACK_MAX_USERS"]))
     rt.presence.after_commit(announced)
     if command.since is not None:
         replay(rt, conn, room, command.since)
@@ -56,7 +56,10 @@ def replay(rt: ChatRuntime, conn: Connection, room: str, since: int) -> None:
     """Send every message of the room after `since`, then what arrived live meanwhile.
 
     The connection was registered before the first query, so each message is either in
-    the database snapshot or in the live buffer (or both: sent once, by id).
+    the database snapshot or in the live stream (or both: sent once, by id). The live
+    stream of this process may lag behind what the replay read from the database (a
+    message still on its way through the bus), so what it brings up to the last replayed
+    id is dropped (Connection.replayed_up_to).
     """
     last_sent = since
     page_size = rt.config["REPLAY_PAGE_SIZE"]
@@ -78,9 +81,9 @@ def replay(rt: ChatRuntime, conn: Connection, room: str, since: int) -> None:
         conn.replay_buffers.pop(room, None)
         leave_room(rt, conn, room)
         raise
+    conn.replayed_up_to[room] = last_sent
     for message in conn.replay_buffers.pop(room, ()):
-        if message.id > last_sent:
-            conn.send_frame(message.wire_frame)
+        conn.room_message(message)
 
 
 def handle_leave(rt: ChatRuntime, conn: Connection, command: Command) -> None:
@@ -93,6 +96,7 @@ def handle_leave(rt: ChatRuntime, conn: Connection, command: Command) -> None:
 def leave_room(rt: ChatRuntime, conn: Connection, room: str) -> None:
     conn.rooms.discard(room)
     conn.replay_buffers.pop(room, None)
+    conn.replayed_up_to.pop(room, None)
     rt.hub.leave_room(conn, room)
     if not rt.hub.user_in_room(conn.user_id, room):
         rt.presence.leave(room, conn.user_id, conn.username)

@@ -11,6 +11,7 @@ the `leave` events, so a killed worker's users disappear within that bound.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 from .bus import Bus
@@ -30,6 +31,8 @@ class Presence:
         node_id: str,
         node_timeout_seconds: float,
         deliver_event: Callable[[dict], None],
+        max_announced_room_size: int = 500,
+        online_cache_seconds: float = 1.0,
     ) -> None:
         self.pool = pool
         self.bus = bus
@@ -38,6 +41,13 @@ class Presence:
         self.deliver_event = deliver_event
         # (room, user_id, username) whose leave could not be written (database away)
         self.unsaved_leaves: set[tuple[str, int, str]] = set()
+        # In rooms with more users online than this, joins and leaves are not announced:
+        # 10,000 people joining one room would otherwise be 50 million presence frames.
+        self.max_announced_room_size = max_announced_room_size
+        # room -> (when it was read, who is online): join_ack lists are read at most this
+        # often per room, so that a crowd joining does not read the crowd once per join.
+        self.online_cache_seconds = online_cache_seconds
+        self.online_by_room: dict[str, tuple[float, list[dict]]] = {}
 
     def _lock(self, cur, room: str, user_id: int) -> None:
         cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"presence:{room}:{user_id}",))
@@ -62,7 +72,10 @@ class Presence:
             (room, user_id, self.node_id),
         )
         if not self._others_online(cur, room, user_id):
-            self._announce(cur, announced, room, "join", user_id, username)
+            if self._announced_in(cur, room, user_id):
+                self._announce(cur, announced, room, "join", user_id, username)
+            else:
+                self.note(room, "join", user_id, username)
         return announced
 
     def leave(self, room: str, user_id: int, username: str) -> None:
@@ -75,7 +88,7 @@ class Presence:
                     "DELETE FROM room_presence WHERE room = %s AND user_id = %s AND node_id = %s",
                     (room, user_id, self.node_id),
                 )
-                if not self._others_online(cur, room, user_id):
+                if not self._others_online(cur, room, user_id) and self._announced_in(cur, room, user_id):
                     self._announce(cur, announced, room, "leave", user_id, username)
             self.unsaved_leaves.discard((room, user_id, username))
             self.after_commit(announced)
@@ -95,7 +108,35 @@ class Presence:
                 self.bus.publish_event(payload)
             self.deliver_event(payload)
 
+    def _announced_in(self, cur, room: str, user_id: int) -> bool:
+        """Whether the room, counting this user, is small enough for presence events."""
+        users = self.online_users(cur, room)
+        counted = len(users) + (not any(user["userId"] == user_id for user in users))
+        return counted <= self.max_announced_room_size
+
     def online_users(self, cur, room: str) -> list[dict]:
+        """Who is online in the room, cluster-wide (read at most once a second per room)."""
+        now = time.monotonic()
+        cached = self.online_by_room.get(room)
+        if cached is not None and now - cached[0] < self.online_cache_seconds:
+            return cached[1]
+        if len(self.online_by_room) > 10_000:
+            self.online_by_room.clear()
+        users = self._read_online_users(cur, room)
+        self.online_by_room[room] = (now, users)
+        return users
+
+    def note(self, room: str, event: str, user_id: int, username: str) -> None:
+        """Keep the cached list of a room current with a presence event heard or sent."""
+        cached = self.online_by_room.get(room)
+        if cached is None:
+            return
+        others = [user for user in cached[1] if user["userId"] != user_id]
+        if event == "join":
+            others.append({"userId": user_id, "username": username})
+        self.online_by_room[room] = (cached[0], others)
+
+    def _read_online_users(self, cur, room: str) -> list[dict]:
         cur.execute(
             f"""SELECT DISTINCT p.user_id, COALESCE(u.username, 'user' || p.user_id)
                 FROM room_presence p LEFT JOIN users u ON u.id = p.user_id

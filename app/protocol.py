@@ -271,8 +271,11 @@ def dm_sent_frame(data: dict[str, Any]) -> dict[str, Any]:
     return {"type": "dm_sent", "data": {"to": data["to"], "status": "ok", "message": data}}
 
 
-def join_ack_frame(room: str, users: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"type": "join_ack", "room": room, "data": {"room": room, "status": "ok", "users": users}}
+def join_ack_frame(room: str, users: list[dict[str, Any]], max_users: int = 1000) -> dict[str, Any]:
+    """The ack of a join with who is online; `online` counts them all, `users` lists at
+    most `max_users` of them (a crowd's list would cost more than it tells)."""
+    data = {"room": room, "status": "ok", "users": users[:max_users], "online": len(users)}
+    return {"type": "join_ack", "room": room, "data": data}
 
 
 def left_frame(room: str) -> dict[str, Any]:

@@ -49,7 +49,14 @@ class ChatRuntime:
         )
         self.hub = Hub(self._fetch_channel, config["GAP_WAIT_SECONDS"])
         self.bus = self._make_bus()
-        self.presence = Presence(self.pool, self.bus, self.node_id, config["NODE_TIMEOUT_SECONDS"], self.deliver_event)
+        self.presence = Presence(
+            self.pool,
+            self.bus,
+            self.node_id,
+            config["NODE_TIMEOUT_SECONDS"],
+            self.deliver_event,
+            max_announced_room_size=config["PRESENCE_MAX_ROOM_SIZE"],
+        )
         self.batcher = Batcher(
             self.pool,
             origin=self.node_id,
@@ -113,6 +120,7 @@ class ChatRuntime:
         """A presence or typing event: to the room's members here but that user's own."""
         room, user_id, username = payload["room"], payload["userId"], payload["username"]
         if payload["k"] == "p":
+            self.presence.note(room, payload["event"], user_id, username)
             frame = protocol.presence_frame(room, payload["event"], user_id, username)
         else:
             frame = protocol.typing_frame(room, user_id, username)

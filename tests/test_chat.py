@@ -124,6 +124,7 @@ def test_join_ack_lists_online_users_and_presence_is_per_user(connect):
         "room": room,
         "status": "ok",
         "users": [{"userId": alice.user_id, "username": alice.username}],
+        "online": 1,
     }
     ack = join(bob, room)
     assert {u["userId"] for u in ack["data"]["users"]} == {alice.user_id, bob.user_id}
@@ -470,3 +471,25 @@ def test_conversations_lists_dm_partners_latest_first(connect):
         {"userId": carol.user_id, "username": carol.username, "lastId": last},
         {"userId": bob.user_id, "username": bob.username, "lastId": last - 1},
     ]
+
+
+def test_crowded_rooms_list_some_users_and_announce_no_presence(database_url):
+    from conftest import Server
+
+    srv = Server(database_url, JOIN_ACK_MAX_USERS="2", PRESENCE_MAX_ROOM_SIZE="2").start()
+    try:
+        room = unique("crowd")
+        clients = []
+        for _ in range(4):
+            client = Client.connect(srv.url, make_token(new_user_id()))
+            client.expect("welcome")
+            clients.append(client)
+            ack = join(client, room)
+        assert ack["data"]["online"] == 4 and len(ack["data"]["users"]) == 2
+        # the second joiner was announced (2 online), the third and fourth were not
+        assert clients[0].expect("presence", room=room)["data"]["event"] == "join"
+        clients[0].nothing_more("presence", wait=0.5)
+        for client in clients:
+            client.close()
+    finally:
+        srv.stop()
