@@ -251,6 +251,27 @@ def _sync_user_ids(cur) -> None:
     )
 
 
+def upsert_user(dsn: str, username: str, password_hash: str | None = None) -> int:
+    """The id of the user named `username`, created if missing (with the password hash
+    given, which replaces the old one)."""
+    conn = connect(dsn)
+    try:
+        with conn.cursor() as cur:
+            _sync_user_ids(cur)
+            cur.execute(
+                """INSERT INTO users (username, password) VALUES (%s, %s)
+                   ON CONFLICT (username) DO UPDATE
+                   SET password = COALESCE(EXCLUDED.password, users.password)
+                   RETURNING id""",
+                (username, password_hash),
+            )
+            user_id = cur.fetchone()[0]
+        conn.commit()
+    finally:
+        conn.close()
+    return user_id
+
+
 @click.command("create-user")
 @with_appcontext
 @click.argument("username")
@@ -259,20 +280,7 @@ def create_user_command(username: str, password: str) -> None:
     """Create a user (or set its password) for standalone sign-in."""
     from werkzeug.security import generate_password_hash
 
-    conn = connect(current_app.config["DATABASE_URL"])
-    try:
-        with conn.cursor() as cur:
-            _sync_user_ids(cur)
-            cur.execute(
-                """INSERT INTO users (username, password) VALUES (%s, %s)
-                   ON CONFLICT (username) DO UPDATE SET password = EXCLUDED.password
-                   RETURNING id""",
-                (username, generate_password_hash(password)),
-            )
-            user_id = cur.fetchone()[0]
-        conn.commit()
-    finally:
-        conn.close()
+    user_id = upsert_user(current_app.config["DATABASE_URL"], username, generate_password_hash(password))
     click.echo(f"user {username} has id {user_id}")
 
 
@@ -283,21 +291,8 @@ def token_command(username: str) -> None:
     """Print a token for USERNAME (created when missing), signed with JWT_SECRET."""
     from .tokens import issue_token
 
-    conn = connect(current_app.config["DATABASE_URL"])
-    try:
-        with conn.cursor() as cur:
-            _sync_user_ids(cur)
-            cur.execute(
-                """INSERT INTO users (username) VALUES (%s)
-                   ON CONFLICT (username) DO UPDATE SET username = EXCLUDED.username
-                   RETURNING id""",
-                (username,),
-            )
-            user_id = cur.fetchone()[0]
-        conn.commit()
-    finally:
-        conn.close()
     config = current_app.config
+    user_id = upsert_user(config["DATABASE_URL"], username)
     click.echo(issue_token(config["JWT_SECRET"], user_id, username, config["TOKEN_TTL_SECONDS"]))
 
 

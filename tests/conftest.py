@@ -412,9 +412,6 @@ class PrivateRedis:
             self.proc.kill()
             self.proc.wait()
 
-    def start_on_same_port(self) -> PrivateRedis:
-        return self.start()
-
 
 @pytest.fixture
 def private_redis() -> Iterator[PrivateRedis]:

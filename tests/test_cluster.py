@@ -242,38 +242,37 @@ def _expect_ack(self: Client, client_id: str) -> int | None:
 Client.expect_any_of = _expect_ack
 
 
-def test_redis_restart_during_traffic(fresh_database, private_redis):
-    database_url = fresh_database()
-    servers = start_cluster(database_url, CHAT_BUS="redis", REDIS_URL=private_redis.url)
+def restart_during_traffic(database_url: str, stop, start, **env: str) -> None:
+    """Two instances under traffic while a service is stopped for 1.5 s and started again."""
+    servers = start_cluster(database_url, **env)
 
-    def restart_redis() -> None:
+    def outage() -> None:
         time.sleep(0.5)
-        private_redis.stop()
+        stop()
         time.sleep(1.5)
-        private_redis.start_on_same_port()
+        start()
 
     try:
-        traffic_with_fault(servers, restart_redis, database_url)
+        traffic_with_fault(servers, outage, database_url)
     finally:
         for srv in servers:
             srv.stop()
+
+
+def test_redis_restart_during_traffic(fresh_database, private_redis):
+    restart_during_traffic(
+        fresh_database(), private_redis.stop, private_redis.start, CHAT_BUS="redis", REDIS_URL=private_redis.url
+    )
 
 
 def test_postgres_restart_during_traffic_across_instances(embedded_postgres):
-    url = embedded_postgres.start()
-    servers = start_cluster(url, DB_CONNECT_TIMEOUT_SECONDS="1", STORE_TIMEOUT_SECONDS="4")
-
-    def restart_postgres() -> None:
-        time.sleep(0.5)
-        embedded_postgres.stop()
-        time.sleep(1.5)
-        embedded_postgres.start()
-
-    try:
-        traffic_with_fault(servers, restart_postgres, url)
-    finally:
-        for srv in servers:
-            srv.stop()
+    restart_during_traffic(
+        embedded_postgres.start(),
+        embedded_postgres.stop,
+        embedded_postgres.start,
+        DB_CONNECT_TIMEOUT_SECONDS="1",
+        STORE_TIMEOUT_SECONDS="4",
+    )
 
 
 def test_a_message_too_large_for_a_notify_payload_still_crosses(cluster):
