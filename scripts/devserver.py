@@ -36,6 +36,22 @@ def dev_secret() -> str:
     return path.read_text().strip()
 
 
+# Users a newcomer can sign in as on the page of the embedded development server.
+DEMO_USERS = ("alice", "bob")
+DEMO_PASSWORD = "chat-demo"
+
+
+def create_demo_users(database_url: str) -> None:
+    """alice and bob, password chat-demo, in the embedded database only (never in yours)."""
+    from werkzeug.security import generate_password_hash
+
+    from app.db import upsert_user
+
+    for name in DEMO_USERS:
+        upsert_user(database_url, name, generate_password_hash(DEMO_PASSWORD))
+    print(f"sign in on the page as {' or '.join(DEMO_USERS)}, password {DEMO_PASSWORD}", file=sys.stderr)
+
+
 def prepare_environment() -> dict[str, str]:
     """DATABASE_URL and JWT_SECRET for the dev server: from the environment or ./var."""
     from dotenv import load_dotenv
@@ -45,6 +61,7 @@ def prepare_environment() -> dict[str, str]:
     env = dict(os.environ)
     if not env.get("DATABASE_URL"):
         env["DATABASE_URL"] = dev_database_url()
+        env["CHAT_EMBEDDED_DATABASE"] = "1"
         print(f"embedded PostgreSQL in {VAR / 'pgdata'}", file=sys.stderr)
     if not env.get("JWT_SECRET"):
         env["JWT_SECRET"] = dev_secret()
@@ -59,6 +76,8 @@ def main() -> None:
     from app.db import load_schema
 
     load_schema(env["DATABASE_URL"])
+    if env.get("CHAT_EMBEDDED_DATABASE") and len(sys.argv) == 1:
+        create_demo_users(env["DATABASE_URL"])
     if len(sys.argv) > 1:
         # `devserver.py flask token alice`: a command against the dev database.
         os.execvpe(str(ROOT / ".venv" / "bin" / sys.argv[1]), sys.argv[1:], env)
