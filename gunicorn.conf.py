@@ -45,9 +45,14 @@ def post_worker_init(worker):
 
     from app.runtime import shutdown_runtime
 
-    def handle_term(signum, frame):
+    def close_then_stop():
+        # WebSocket sessions run outside gunicorn's request pool (see app/websocket.py):
+        # the worker must not exit before they have sent their close frames.
+        shutdown_runtime(wait_seconds=graceful_timeout - 2)
         worker.alive = False
-        gevent.spawn(shutdown_runtime)
+
+    def handle_term(signum, frame):
+        gevent.spawn(close_then_stop)
 
     signal.signal(signal.SIGTERM, handle_term)
 
@@ -55,4 +60,4 @@ def post_worker_init(worker):
 def worker_int(worker):
     from app.runtime import shutdown_runtime
 
-    shutdown_runtime()
+    shutdown_runtime(wait_seconds=2)

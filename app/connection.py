@@ -267,6 +267,7 @@ class Connection:
             self.flusher.join(timeout=2)
             if self.flusher is not None:
                 self.flusher.kill(block=False)
+        self.sock.close()
 
 
 def keep_alive(connections, ping_interval: float, pong_timeout: float) -> None:

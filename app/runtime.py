@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 import uuid
 
 import gevent
@@ -218,6 +219,11 @@ def shutting_down() -> bool:
     return _runtime is not None and _runtime.shutting_down
 
 
-def shutdown_runtime() -> None:
-    if _runtime is not None:
-        _runtime.shutdown()
+def shutdown_runtime(wait_seconds: float = 0.0) -> None:
+    """Close every connection with 1001; wait up to `wait_seconds` for them to finish."""
+    if _runtime is None:
+        return
+    _runtime.shutdown()
+    deadline = time.monotonic() + wait_seconds
+    while _runtime.connections and time.monotonic() < deadline:
+        gevent.sleep(0.05)

@@ -6,6 +6,7 @@ import logging
 import time
 from datetime import UTC, datetime
 
+import gevent
 from flask import Blueprint, Response, current_app, g, request
 from flask_sock import Sock
 
@@ -63,19 +64,27 @@ def check_handshake() -> Response | None:
 
 
 def chat_socket(ws) -> None:
+    """Take the socket over from the HTTP request and serve it in a greenlet of its own.
+
+    The request's greenlet, with gunicorn's parser, the WSGI environ, Flask's request
+    context and simple-websocket's protocol state, ends right after the handshake: held
+    for the connection's whole life they were most of an idle connection's memory.
+    gunicorn closes its socket object; the session keeps a duplicate of it.
+    """
     rt = get_runtime()
-    conn = Connection(ws.sock, rt.config, request.remote_addr or "?")
-    # Done with simple-websocket after its handshake: drop its protocol state (wsproto,
-    # h11), which is most of an idle connection's memory. Its own close() then does nothing.
-    ws.connected = False
-    ws.ws = None
+    conn = Connection(ws.sock.dup(), rt.config, request.remote_addr or "?")
+    ws.connected = False  # simple-websocket's own close() now does nothing
     rt.connections.add(conn)
     CONNECTIONS.inc()
+    gevent.spawn(run_session, rt, conn, g.get("identity"))
+
+
+def run_session(rt: ChatRuntime, conn: Connection, identity: Identity | None) -> None:
     try:
         if rt.shutting_down:
             conn.close(CLOSE_GOING_AWAY, "server shutting down")
             return
-        identity = g.get("identity") or authenticate_first_frame(rt, conn)
+        identity = identity or authenticate_first_frame(rt, conn)
         if identity is None:
             return
         start_session(rt, conn, identity)
