@@ -227,3 +227,8 @@ def shutdown_runtime(wait_seconds: float = 0.0) -> None:
     deadline = time.monotonic() + wait_seconds
     while _runtime.connections and time.monotonic() < deadline:
         gevent.sleep(0.05)
+    if not _runtime.connections:
+        try:
+            _runtime.presence.forget_node()  # its users' leaves went out as they closed
+        except ChatError:
+            pass
