@@ -125,8 +125,7 @@ async function assertExactly(page, expected, label) {
   );
 }
 
-async function signIn(name, password) {
-  const page = pages[name];
+async function signIn(name, password, page = pages[name]) {
   await page.goto(server.base + '/');
   await page.fill('input[name=username]', name);
   await page.fill('input[name=password]', password);
@@ -377,5 +376,23 @@ describe('chat page against the real server', { timeout: 180_000 }, () => {
     await page.waitForFunction(() => document.querySelector('[data-testid=conv-title]')?.textContent === '#general');
     await waitForText(page, 'sent during a database outage');
     await assertExactly(page, general, 'alice #general after signing in again');
+  });
+
+  step('a new device lists the past DM conversations (server list), loaded when opened', async () => {
+    // A fresh browser context has no remembered conversations: only the server's list knows them.
+    const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+    try {
+      const page = await ctx.newPage();
+      page.setDefaultTimeout(WAIT);
+      pages['bob-new-device'] = page;
+      await signIn('bob', users.bob, page);
+      await openDm(page, 'alice');
+      await waitForText(page, dm.at(-1));
+      await assertExactly(page, dm, 'bob DM on a new device');
+      await snap('new-device');
+    } finally {
+      delete pages['bob-new-device'];
+      await ctx.close();
+    }
   });
 });

@@ -1,5 +1,5 @@
 import { useCallback, useEffect, useMemo, useRef, useState } from 'react';
-import { useChat, type ChatError, type DirectMessage, type RoomMessage, type UserRef } from '@chat/use-chat';
+import { useChat, type ChatError, type DirectMessage, type RoomMessage, type RoomState, type UserRef } from '@chat/use-chat';
 import { Avatar } from './Avatar';
 import { Composer } from './Composer';
 import { ConnectionBanner } from './ConnectionStatus';
@@ -21,6 +21,11 @@ const FRIENDLY: Record<string, string> = {
 function describe(e: ChatError): { title: string; detail?: string } {
   const title = FRIENDLY[e.code] ?? 'Something went wrong';
   return FRIENDLY[e.code] && e.code !== 'not_found' ? { title, detail: undefined } : { title, detail: e.message };
+}
+
+/** Who is online in a room: the server's count where it sends one (crowded rooms list fewer users). */
+function onlineCount(room: RoomState): number {
+  return Math.max(room.online ?? 0, room.users.length);
 }
 
 function initialTarget(prefs: Prefs): Target | null {
@@ -65,12 +70,18 @@ export function ChatScreen({ session, onSignedOut }: { session: Session; onSigne
       if (m.fromUser !== session.userId) bump(`d:${m.fromUser}`);
     },
   });
-  const { openDm } = chat;
+  const { openDm, addDm } = chat;
 
-  // Re-open the DM conversations of the last visit.
+  // List the DM conversations of the last visit (servers that list conversations add the others).
   useEffect(() => {
-    for (const d of prefs.dms) openDm(d.userId, d.username);
-  }, [prefs, openDm]);
+    for (const d of prefs.dms) addDm(d.userId, d.username);
+  }, [prefs, addDm]);
+
+  // A conversation's latest page is loaded when it is opened (once).
+  const activeDmId = active?.kind === 'dm' ? active.userId : null;
+  useEffect(() => {
+    if (activeDmId !== null) openDm(activeDmId);
+  }, [activeDmId, openDm]);
 
   // Remember rooms and DM peers for the next visit.
   const roomNames = Object.keys(chat.joined).sort().join('\n');
@@ -115,19 +126,23 @@ export function ChatScreen({ session, onSignedOut }: { session: Session; onSigne
 
   const rooms = useMemo(() => {
     const list = chat.rooms.map((r) => ({ ...r, joined: !!chat.joined[r.name] }));
-    for (const name of Object.keys(chat.joined)) {
-      if (!list.some((r) => r.name === name)) {
-        list.push({ name, description: '', online: chat.joined[name].users.length, joined: true });
-      }
+    for (const [name, r] of Object.entries(chat.joined)) {
+      if (!list.some((x) => x.name === name)) list.push({ name, description: '', online: onlineCount(r), joined: true });
     }
     return list.sort((a, b) => Number(b.joined) - Number(a.joined) || a.name.localeCompare(b.name));
   }, [chat.rooms, chat.joined]);
 
+  // Latest conversation first, also before its messages are loaded (the server's list says).
   const dms = useMemo(
     () =>
       Object.values(chat.dms)
-        .map((d) => ({ userId: d.userId, username: chat.users[d.userId]?.username ?? d.username, online: onlineIds.has(d.userId) }))
-        .sort((a, b) => a.username.localeCompare(b.username)),
+        .map((d) => ({
+          userId: d.userId,
+          username: chat.users[d.userId]?.username ?? d.username,
+          online: onlineIds.has(d.userId),
+          latest: Math.max(d.listedLastId ?? 0, d.messages.at(-1)?.id ?? 0),
+        }))
+        .sort((a, b) => b.latest - a.latest || a.username.localeCompare(b.username)),
     [chat.dms, chat.users, onlineIds],
   );
 
@@ -195,7 +210,7 @@ export function ChatScreen({ session, onSignedOut }: { session: Session; onSigne
                   {room.name}
                 </h1>
                 <p className="muted small">
-                  {room.status === 'joining' ? 'Joining…' : `${room.users.length} online`}
+                  {room.status === 'joining' ? 'Joining…' : `${onlineCount(room)} online`}
                   {roomInfo?.description ? ` · ${roomInfo.description}` : ''}
                 </p>
               </div>
@@ -295,6 +310,7 @@ export function ChatScreen({ session, onSignedOut }: { session: Session; onSigne
       <MembersPanel
         title={room ? `Online in #${room.name}` : 'Online now'}
         users={room ? room.users : online}
+        total={room ? onlineCount(room) : online.length}
         meId={me.userId}
         onMessage={startDm}
       />

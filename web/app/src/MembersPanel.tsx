@@ -1,24 +1,28 @@
 import type { UserRef } from '@chat/use-chat';
 import { Avatar } from './Avatar';
 
+/** Who is online; `total` counts them all when the list is capped (crowded rooms). */
 export function MembersPanel({
   title,
   users,
+  total,
   meId,
   onMessage,
 }: {
   title: string;
   users: UserRef[];
+  total: number;
   meId: number;
   onMessage: (u: UserRef) => void;
 }) {
+  const unlisted = Math.max(0, total - users.length);
   const sorted = [...users].sort((a, b) =>
     a.userId === meId ? -1 : b.userId === meId ? 1 : a.username.localeCompare(b.username),
   );
   return (
     <aside className="members" aria-label={title}>
       <h2 className="section-title">
-        {title} <span className="count" data-testid="online-count">{users.length}</span>
+        {title} <span className="count" data-testid="online-count">{users.length + unlisted}</span>
       </h2>
       <ul className="member-list" data-testid="online-list">
         {sorted.map((u) => (
@@ -35,7 +39,12 @@ export function MembersPanel({
             )}
           </li>
         ))}
-        {users.length === 0 && <li className="muted small">Nobody here right now.</li>}
+        {unlisted > 0 && (
+          <li className="muted small member-more" data-testid="online-more">
+            and {unlisted.toLocaleString()} more online
+          </li>
+        )}
+        {users.length + unlisted === 0 && <li className="muted small">Nobody here right now.</li>}
       </ul>
     </aside>
   );

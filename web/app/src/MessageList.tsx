@@ -1,5 +1,5 @@
 import { Fragment, useEffect, useLayoutEffect, useRef } from 'react';
-import type { DirectMessage, PendingMessage, RoomMessage } from '@chat/use-chat';
+import { isRetryable, type DirectMessage, type PendingMessage, type RoomMessage } from '@chat/use-chat';
 import { Avatar } from './Avatar';
 import { formatDay, formatTime, parseTime } from './format';
 
@@ -126,13 +126,18 @@ export function MessageList(props: Props) {
             <header>
               <span className="message-author">{meName}</span>
               {p.status === 'failed' ? (
-                <span className="pending-state failed">
-                  Not delivered ·{' '}
-                  <button className="link-btn" onClick={() => props.onRetry(p.clientId)}>
-                    Retry
-                  </button>{' '}
-                  ·{' '}
-                  <button className="link-btn" onClick={() => props.onDiscard(p.clientId)}>
+                <span className="pending-state failed" data-testid="pending-failed">
+                  {p.error ? `Not delivered: ${p.error.message}` : 'Not delivered'}
+                  {isRetryable(p) && (
+                    <>
+                      {' · '}
+                      <button className="link-btn" onClick={() => props.onRetry(p.clientId)} data-testid="pending-retry">
+                        Retry
+                      </button>
+                    </>
+                  )}
+                  {' · '}
+                  <button className="link-btn" onClick={() => props.onDiscard(p.clientId)} data-testid="pending-discard">
                     Discard
                   </button>
                 </span>

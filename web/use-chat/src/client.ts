@@ -10,7 +10,11 @@
  *    once a connection stayed up `stableAfterMs`;
  *  - on every (re)connection it re-joins its rooms with `since` = last id seen, catches up DMs with
  *    `dm_history after`, and re-sends unacknowledged frames with the same `clientId` (the server
- *    never stores a clientId twice), while received messages are de-duplicated by id.
+ *    never stores a clientId twice), while received messages are de-duplicated by id;
+ *  - it uses the server's extensions where they are offered and does without them elsewhere: the
+ *    `conversations` list (DM partners on a new device), errors naming the request they answer (a
+ *    refused message is marked failed, a refused join forgotten or tried again later), and the
+ *    online count of crowded rooms (`join_ack.data.online`).
  */
 import { backoffDelay, type BackoffOptions } from './backoff';
 import {
@@ -20,8 +24,11 @@ import {
   MAX_CLIENT_ID_LENGTH,
   parseServerFrame,
   type ClientFrame,
+  type ConversationInfo,
   type DirectMessage,
+  type ErrorAbout,
   type ErrorCode,
+  type ErrorFrame,
   type MessageId,
   type RoomInfo,
   type RoomMessage,
@@ -56,6 +63,12 @@ export interface RoomState {
   messages: RoomMessage[];
   /** who is online in the room (from join_ack, then presence events) */
   users: UserRef[];
+  /**
+   * How many users are online in the room, where the server says (`join_ack.data.online`, then
+   * kept current with presence events and the rooms list). Larger than `users.length` in crowded
+   * rooms, whose list the server caps. null: the server does not send it.
+   */
+  online: number | null;
   /** others typing right now (entries expire after `typingTtlMs`) */
   typing: UserRef[];
   /** the latest page has been loaded at least once */
@@ -71,6 +84,11 @@ export interface DmState {
   username: string;
   /** sorted by id, no duplicates */
   messages: DirectMessage[];
+  /**
+   * id of the conversation's newest message according to the server's `conversations` list
+   * (null: not listed), e.g. to order conversations whose messages are not loaded yet
+   */
+  listedLastId: MessageId | null;
   historyLoaded: boolean;
   hasMore: boolean;
   loadingOlder: boolean;
@@ -87,11 +105,15 @@ export interface PendingMessage {
   attempts: number;
   lastSentAt: number | null;
   /** 'queued': not sent on the current connection; 'sent': waiting for the server's echo;
-   *  'failed': gave up after `maxSendAttempts` (use retry() or discard()) */
+   *  'failed': gave up after `maxSendAttempts`, or refused by the server (see `error`):
+   *  use retry() (where `isRetryable`) or discard() */
   status: 'queued' | 'sent' | 'failed';
+  /** why the server refused it, when its error named this clientId ('failed' entries only) */
+  error?: { code: ErrorCode; message: string };
 }
 
-export interface ChatError {
+/** `requestType`, `room` and `clientId`: what a server error names of the request it answers (servers with that extension). */
+export interface ChatError extends ErrorAbout {
   /** increasing, unique per client */
   id: number;
   code: ErrorCode;
@@ -209,6 +231,13 @@ export interface ChatClientOptions {
 
 type Timer = ReturnType<typeof setTimeout>;
 type HistoryRequest = { kind: 'latest' | 'before' | 'after'; limit: number; at: number };
+/** A request refused for a passing reason, to send again later: a room's join, its latest page, the conversations list. */
+type RetryKey = `join:${string}` | `history:${string}` | 'conversations';
+
+/** Error codes that may not repeat if the same request is sent again later (busy server or database). */
+const PASSING_CODES: ReadonlySet<string> = new Set(['rate_limited', 'unavailable', 'internal']);
+/** Refusals of a message that sending it again cannot change (its content or recipient is wrong). */
+const FINAL_CODES: ReadonlySet<string> = new Set(['invalid', 'too_large', 'not_found', 'bad_json', 'unknown_type']);
 
 const WS_OPEN = 1;
 /** Application close code used when the client drops a socket that stopped answering. */
@@ -250,12 +279,49 @@ function lastId<T extends { id: MessageId }>(list: T[]): MessageId | null {
   return list.length ? list[list.length - 1].id : null;
 }
 
+/** Whether trying a failed outbox entry again makes sense: not when the server refused its content or recipient. */
+export function isRetryable(p: PendingMessage): boolean {
+  return !p.error || !FINAL_CODES.has(p.error.code);
+}
+
+/** How long to wait before sending again what was refused for a passing reason (ms). */
+function retryDelay(code: ErrorCode): number {
+  return code === 'rate_limited' ? 1000 : 3000;
+}
+
+/** What an error frame names of the request it answers (only the fields it has). */
+function aboutOf(frame: ErrorFrame): ErrorAbout {
+  const about: ErrorAbout = {};
+  if (frame.requestType !== undefined) about.requestType = frame.requestType;
+  if (frame.room !== undefined) about.room = frame.room;
+  if (frame.clientId !== undefined) about.clientId = frame.clientId;
+  return about;
+}
+
+/** A room's online count after a presence event that changes it by `delta`, never below its listed users. */
+function onlineAfter(r: RoomState, users: UserRef[], delta: number): number | null {
+  return r.online === null ? null : Math.max(users.length, r.online + delta);
+}
+
+/** Joined rooms whose online count the server sends, updated from the rooms list (crowded rooms get no presence events). */
+function withOnlineCounts(joined: Record<string, RoomState>, rooms: RoomInfo[]): Record<string, RoomState> {
+  let next = joined;
+  for (const info of rooms) {
+    const r = joined[info.name];
+    if (!r || r.online === null || r.status !== 'joined' || typeof info.online !== 'number') continue;
+    const online = Math.max(r.users.length, info.online);
+    if (online !== r.online) next = { ...next, [info.name]: { ...r, online } };
+  }
+  return next;
+}
+
 function newRoom(name: string): RoomState {
   return {
     name,
     status: 'joining',
     messages: [],
     users: [],
+    online: null,
     typing: [],
     historyLoaded: false,
     hasMore: true,
@@ -264,7 +330,7 @@ function newRoom(name: string): RoomState {
 }
 
 function newDm(userId: UserId, username: string): DmState {
-  return { userId, username, messages: [], historyLoaded: false, hasMore: true, loadingOlder: false };
+  return { userId, username, messages: [], listedLastId: null, historyLoaded: false, hasMore: true, loadingOlder: false };
 }
 
 // ---------------------------------------------------------------------------
@@ -309,6 +375,12 @@ export class ChatClient {
   /** outstanding history requests per room / per DM peer, in sending order (answers come in order) */
   private readonly roomHistoryQ = new Map<string, HistoryRequest[]>();
   private readonly dmHistoryQ = new Map<number, HistoryRequest[]>();
+  /** requests refused for a passing reason (rate_limited, unavailable…), sent again at this time (epoch ms) */
+  private readonly retryAt = new Map<RetryKey, number>();
+  /** conversations opened (`openDm`) whose latest page has not arrived yet: loaded on the next connection */
+  private readonly dmsToOpen = new Set<number>();
+  /** when the `conversations` request waiting for its answer on this connection was sent (epoch ms) */
+  private conversationsAskedAt: number | null = null;
 
   constructor(options: ChatClientOptions) {
     this.opts = {
@@ -399,8 +471,8 @@ export class ChatClient {
     if (changed) this.set({ users: all });
   }
 
-  private pushError(code: ErrorCode, message: string): ChatError {
-    const err: ChatError = { id: ++this.errorSeq, code, message, at: this.opts.now() };
+  private pushError(code: ErrorCode, message: string, about: ErrorAbout = {}): ChatError {
+    const err: ChatError = { id: ++this.errorSeq, code, message, at: this.opts.now(), ...about };
     const errors = [...this.state.errors, err].slice(-this.opts.maxErrors);
     this.set({ errors });
     try {
@@ -582,12 +654,14 @@ export class ChatClient {
     this.txQueue = [];
     this.roomHistoryQ.clear();
     this.dmHistoryQ.clear();
+    this.retryAt.clear();
+    this.conversationsAskedAt = null;
     this.typingUntil.clear();
     // Nothing is in flight any more: whatever was sent must be sent again on the next connection.
     const outbox = this.state.outbox.map((p) => (p.status === 'sent' ? { ...p, status: 'queued' as const } : p));
     const joined: Record<string, RoomState> = {};
     for (const [k, r] of Object.entries(this.state.joined)) {
-      joined[k] = { ...r, status: 'joining', typing: [], users: [], loadingOlder: false };
+      joined[k] = { ...r, status: 'joining', typing: [], users: [], online: null, loadingOlder: false };
     }
     const dms: Record<number, DmState> = {};
     for (const [k, d] of Object.entries(this.state.dms)) dms[Number(k)] = d.loadingOlder ? { ...d, loadingOlder: false } : d;
@@ -727,25 +801,74 @@ export class ChatClient {
 
   /** After `welcome`: bring the server up to date with what this client is and had. */
   private resync(): void {
-    for (const room of Object.values(this.state.joined)) {
-      if (room.historyLoaded) {
-        // Everything after the last id we saw is replayed, then live: no gap, no duplicate.
-        this.send({ type: 'join', room: room.name, since: lastId(room.messages) ?? 0 });
-      } else {
-        this.send({ type: 'join', room: room.name });
-        this.requestRoomHistory(room.name, 'latest');
-      }
-    }
-    for (const dm of Object.values(this.state.dms)) {
-      const last = lastId(dm.messages);
-      // A loaded conversation continues after its last id (0 if it was empty): pages follow until done.
-      // An unloaded one (opened while offline, or only seen live) gets its latest page.
-      if (dm.historyLoaded) this.requestDmHistory(dm.userId, 'after', last ?? 0);
-      else this.requestDmHistory(dm.userId, 'latest');
-    }
+    for (const room of Object.values(this.state.joined)) this.sendJoin(room);
+    for (const dm of Object.values(this.state.dms)) this.loadDmIfOpened(dm);
     this.refreshRooms();
+    // Names the conversations with news (caught up then) and those this client does not know yet
+    // (new device, reloaded page). Without it (older servers) every loaded conversation catches up.
+    this.requestConversations();
     // Same clientId as before: the server answers with the stored message instead of storing it twice.
     this.pump();
+  }
+
+  /**
+   * Joins a room on this connection. Once its history is loaded, with `since` = the last id seen:
+   * everything after it is replayed, then live (no gap, no duplicate); else plainly, followed by a
+   * request for the latest page.
+   */
+  private sendJoin(room: RoomState): void {
+    if (room.historyLoaded) {
+      this.send({ type: 'join', room: room.name, since: lastId(room.messages) ?? 0 });
+      return;
+    }
+    this.send({ type: 'join', room: room.name });
+    if (!this.roomHistoryQ.get(room.name)?.some((q) => q.kind === 'latest')) this.requestRoomHistory(room.name, 'latest');
+  }
+
+  /**
+   * An unloaded conversation gets its latest page if it was opened or has messages (seen live);
+   * one that is only listed (`conversations`, `addDm`) is loaded when it is opened.
+   */
+  private loadDmIfOpened(dm: DmState): void {
+    if (!dm.historyLoaded && (dm.messages.length || this.dmsToOpen.has(dm.userId))) {
+      this.requestDmHistory(dm.userId, 'latest');
+    }
+  }
+
+  /** Catches up a loaded conversation after its last id (0 if it was empty): pages follow until done. */
+  private catchUpDm(dm: DmState): void {
+    this.requestDmHistory(dm.userId, 'after', lastId(dm.messages) ?? 0);
+  }
+
+  /** Catches up every loaded conversation, for want of a `conversations` list naming those with news. */
+  private catchUpAllDms(): void {
+    for (const d of Object.values(this.state.dms)) if (this.missesNewer(d, Number.POSITIVE_INFINITY)) this.catchUpDm(d);
+  }
+
+  /** Asks for my DM partners (an extension: a server without it answers unknown_type, which is ignored). */
+  private requestConversations(): void {
+    if (this.send({ type: 'conversations' })) this.conversationsAskedAt = this.opts.now();
+  }
+
+  /** Sends a refused request again after `delayMs` (the earliest wins if it is already waiting). */
+  private retryLater(key: RetryKey, delayMs: number): void {
+    if (!this.retryAt.has(key)) this.retryAt.set(key, this.opts.now() + delayMs);
+  }
+
+  /** Sends again the refused requests whose wait is over. */
+  private runDueRetries(now: number): void {
+    for (const [key, at] of [...this.retryAt]) {
+      if (at > now) continue;
+      this.retryAt.delete(key);
+      if (key === 'conversations') {
+        this.requestConversations();
+        continue;
+      }
+      const room = this.state.joined[key.slice(key.indexOf(':') + 1)];
+      if (!room) continue;
+      if (key.startsWith('join:')) this.sendJoin(room);
+      else if (!room.historyLoaded) this.requestRoomHistory(room.name, 'latest');
+    }
   }
 
   /**
@@ -769,7 +892,8 @@ export class ChatClient {
         failed.push(f);
         return f;
       }
-      if (p.kind === 'message' && !this.state.joined[p.room!]) return p;
+      // A room waiting to be joined again holds its messages (they would be refused as not_joined).
+      if (p.kind === 'message' && (!this.state.joined[p.room!] || this.retryAt.has(`join:${p.room}`))) return p;
       if (blocked) return p;
       const sent = this.transmit(p);
       if (sent === p) blocked = true;
@@ -851,6 +975,7 @@ export class ChatClient {
             loadingOlder: req.kind === 'before' ? false : d.loadingOlder,
           };
         });
+        if (req.kind !== 'after') this.dmsToOpen.delete(peer);
         if (req.kind === 'after' && full && frame.data.length) {
           this.requestDmHistory(peer, 'after', frame.data[frame.data.length - 1].id);
         }
@@ -858,7 +983,9 @@ export class ChatClient {
       }
       case 'join_ack': {
         this.rememberUsers(frame.data.users);
-        this.patchRoom(frame.room, (r) => ({ ...r, status: 'joined', users: dedupeUsers(frame.data.users) }));
+        const users = dedupeUsers(frame.data.users);
+        const online = frame.data.online === undefined ? null : Math.max(users.length, frame.data.online);
+        this.patchRoom(frame.room, (r) => ({ ...r, status: 'joined', users, online }));
         this.refreshRoomsSoon();
         return;
       }
@@ -871,8 +998,19 @@ export class ChatClient {
         this.rememberUsers([u]);
         this.patchRoom(frame.room, (r) => {
           const others = r.users.filter((x) => x.userId !== u.userId);
-          if (frame.data.event === 'join') return { ...r, users: [...others, u] };
-          return { ...r, users: others, typing: r.typing.filter((x) => x.userId !== u.userId) };
+          const listed = others.length !== r.users.length;
+          if (frame.data.event === 'join') {
+            const users = [...others, u];
+            return { ...r, users, online: onlineAfter(r, users, listed ? 0 : 1) };
+          }
+          // A capped list (crowded room) may not show who left.
+          const counted = listed || (r.online ?? 0) > r.users.length;
+          return {
+            ...r,
+            users: others,
+            online: onlineAfter(r, others, counted ? -1 : 0),
+            typing: r.typing.filter((x) => x.userId !== u.userId),
+          };
         });
         if (frame.data.event === 'leave') this.typingUntil.get(frame.room)?.delete(u.userId);
         this.refreshRoomsSoon();
@@ -890,12 +1028,18 @@ export class ChatClient {
         );
         return;
       }
-      case 'rooms':
+      case 'rooms': {
         this.lastRoomsAt = this.opts.now();
-        this.set({ rooms: frame.data.filter((r) => r && typeof r.name === 'string') });
+        const rooms = frame.data.filter((r) => r && typeof r.name === 'string');
+        this.set({ rooms, joined: withOnlineCounts(this.state.joined, rooms) });
+        return;
+      }
+      case 'conversations':
+        this.conversationsAskedAt = null;
+        this.onConversations(frame.data);
         return;
       case 'error':
-        this.onServerError(frame.code, frame.message);
+        this.onServerError(frame.code, frame.message, aboutOf(frame));
         return;
       case 'pong':
         return;
@@ -958,23 +1102,145 @@ export class ChatClient {
     if (outbox.length !== this.state.outbox.length) this.set({ outbox });
   }
 
-  private onServerError(code: ErrorCode, message: string): void {
-    // A refused join names its room: stop showing it as "joining" forever.
+  /**
+   * My DM partners from the server (latest first): each one is listed in `dms`, so that a new
+   * device or a reloaded page finds its conversations, also with users who are offline. A loaded
+   * conversation that misses newer messages catches up with `dm_history after`; the others are
+   * loaded when opened.
+   */
+  private onConversations(list: ConversationInfo[]): void {
+    this.rememberUsers(list.map((c) => ({ userId: c.userId, username: c.username })));
+    const dms = { ...this.state.dms };
+    for (const c of list) {
+      const d = dms[c.userId] ?? newDm(c.userId, c.username);
+      dms[c.userId] = { ...d, username: c.username, listedLastId: c.lastId };
+    }
+    this.set({ dms });
+    for (const c of list) {
+      const d = this.state.dms[c.userId];
+      if (this.missesNewer(d, c.lastId)) this.catchUpDm(d);
+    }
+  }
+
+  /** A loaded conversation whose newest message (`newest`, per the server) is neither here nor on its way. */
+  private missesNewer(d: DmState, newest: MessageId | null): boolean {
+    if (!d.historyLoaded || newest === null || newest <= (lastId(d.messages) ?? 0)) return false;
+    return !this.dmHistoryQ.get(d.userId)?.some((q) => q.kind !== 'before');
+  }
+
+  /**
+   * A server `error`. Servers with the extension name the request it answers (`about`): then a
+   * refused join, history page or outbox entry is handled precisely; older servers name nothing,
+   * and the client guesses what it can.
+   */
+  private onServerError(code: ErrorCode, message: string, about: ErrorAbout): void {
+    if (this.onConversationsRefused(code, about)) return;
+    switch (about.requestType) {
+      case undefined:
+        this.guessRefusedJoin(code, message);
+        // Unacknowledged frames may have been refused (the error names none): re-send them all sooner.
+        if (code === 'rate_limited' || code === 'unavailable') this.resendSoon(code);
+        break;
+      case 'join':
+      case 'join_room':
+        this.onJoinRefused(code, about.room);
+        break;
+      case 'room_history':
+        this.onRoomHistoryRefused(code, about.room);
+        break;
+    }
+    // A message that only waits for its room to be joined again is no news for the user.
+    if (about.clientId !== undefined && this.onSendRefused(code, message, about.clientId)) return;
+    this.pushError(code, message, about);
+  }
+
+  /**
+   * Whether the error refuses our `conversations` request, which is no business of the user: a
+   * server without the extension answers unknown_type (older ones naming no request). Every loaded
+   * conversation catches up instead; after a passing refusal the list is asked for again later.
+   */
+  private onConversationsRefused(code: ErrorCode, about: ErrorAbout): boolean {
+    if (this.conversationsAskedAt === null) return false;
+    const ours = about.requestType === 'conversations' || (about.requestType === undefined && code === 'unknown_type');
+    if (!ours) return false;
+    this.conversationsAskedAt = null;
+    this.catchUpAllDms();
+    if (PASSING_CODES.has(code)) this.retryLater('conversations', retryDelay(code));
+    return true;
+  }
+
+  /** Older servers name no request: a refused join is recognised by its room's name in the message. */
+  private guessRefusedJoin(code: ErrorCode, message: string): void {
+    if (code !== 'not_found' && code !== 'invalid') return;
+    for (const r of Object.values(this.state.joined)) {
+      if (r.status === 'joining' && !r.historyLoaded && message.includes(r.name)) this.dropRoom(r.name);
+    }
+  }
+
+  /**
+   * A refused `join`: a room the server will not let us in (unknown, bad name) is forgotten, so
+   * that it is not joined again on every reconnection; after a passing refusal (or a replay that
+   * failed half-way, which undoes the join) it is joined again later, its messages held meanwhile.
+   */
+  private onJoinRefused(code: ErrorCode, room: string | undefined): void {
+    if (room === undefined || !this.state.joined[room]) return;
     if (code === 'not_found' || code === 'invalid') {
-      for (const r of Object.values(this.state.joined)) {
-        if (r.status === 'joining' && !r.historyLoaded && message.includes(r.name)) this.dropRoom(r.name);
-      }
+      this.dropRoom(room);
+    } else if (PASSING_CODES.has(code)) {
+      this.patchRoom(room, (r) => (r.status === 'joining' ? r : { ...r, status: 'joining' }));
+      this.retryLater(`join:${room}`, retryDelay(code));
     }
-    if (code === 'rate_limited' || code === 'unavailable') {
-      // Unacknowledged frames may have been refused (errors name no frame): re-send them sooner
-      // than resendAfterMs, 1 s after a rate limit, 3 s after a database hiccup.
-      const soon = this.opts.now() - this.opts.resendAfterMs + (code === 'rate_limited' ? 1000 : 3000);
-      const outbox = this.state.outbox.map((p) =>
-        p.status === 'sent' && (p.lastSentAt ?? 0) > soon ? { ...p, lastSentAt: soon } : p,
-      );
-      this.set({ outbox });
+  }
+
+  /** A refused `room_history`: it answers the room's oldest request still waiting (answers come in order). */
+  private onRoomHistoryRefused(code: ErrorCode, room: string | undefined): void {
+    if (room === undefined) return;
+    const req = this.roomHistoryQ.get(room)?.shift();
+    if (!req) return;
+    if (req.kind === 'before') this.patchRoom(room, (r) => ({ ...r, loadingOlder: false }));
+    else if (req.kind === 'latest' && PASSING_CODES.has(code)) this.retryLater(`history:${room}`, retryDelay(code));
+  }
+
+  /**
+   * The server refused the outbox entry `clientId`. After a passing refusal it is re-sent soon; a
+   * message refused as not_joined because its room's join failed waits for the room to be joined
+   * again (true: that refusal is not worth showing); any other refusal marks it failed, with the
+   * reason, and it is not re-sent.
+   */
+  private onSendRefused(code: ErrorCode, message: string, clientId: string): boolean {
+    const p = this.state.outbox.find((x) => x.clientId === clientId);
+    if (!p || p.status === 'failed') return false;
+    if (PASSING_CODES.has(code)) {
+      this.resendSoon(code, clientId);
+      return false;
     }
-    this.pushError(code, message);
+    const room = p.kind === 'message' ? this.state.joined[p.room!] : undefined;
+    if (code === 'not_joined' && room?.status === 'joining') {
+      // Not a delivery attempt: the room was not joined. Sent again right behind the next join.
+      this.retryLater(`join:${room.name}`, retryDelay('rate_limited'));
+      this.patchOutbox(clientId, (x) => ({ ...x, status: 'queued', attempts: Math.max(0, x.attempts - 1) }));
+      return true;
+    }
+    this.patchOutbox(clientId, (x) => ({ ...x, status: 'failed', error: { code, message } }));
+    return false;
+  }
+
+  /**
+   * Re-sends unacknowledged frames sooner than resendAfterMs (1 s after a rate limit, 3 s after a
+   * database hiccup): the one named by `clientId`, or all of them when the error names none.
+   */
+  private resendSoon(code: ErrorCode, clientId?: string): void {
+    const soon = this.opts.now() - this.opts.resendAfterMs + retryDelay(code);
+    const outbox = this.state.outbox.map((p) =>
+      p.status === 'sent' && (clientId === undefined || p.clientId === clientId) && (p.lastSentAt ?? 0) > soon
+        ? { ...p, lastSentAt: soon }
+        : p,
+    );
+    this.set({ outbox });
+  }
+
+  private patchOutbox(clientId: string, fn: (p: PendingMessage) => PendingMessage): void {
+    this.set({ outbox: this.state.outbox.map((p) => (p.clientId === clientId ? fn(p) : p)) });
   }
 
   private dropRoom(name: string): void {
@@ -982,6 +1248,8 @@ export class ChatClient {
     const joined = { ...this.state.joined };
     delete joined[name];
     this.roomHistoryQ.delete(name);
+    this.retryAt.delete(`join:${name}`);
+    this.retryAt.delete(`history:${name}`);
     this.typingUntil.delete(name);
     this.set({ joined, outbox: this.state.outbox.filter((p) => !(p.kind === 'message' && p.room === name)) });
   }
@@ -1020,6 +1288,11 @@ export class ChatClient {
       if (now - Math.max(this.lastRxAt, this.lastTxAt) >= ping) this.send({ type: 'ping' }, true);
     }
     if (this.opts.roomsRefreshMs > 0 && now - this.lastRoomsAt >= this.opts.roomsRefreshMs) this.refreshRooms();
+    this.runDueRetries(now);
+    if (this.conversationsAskedAt !== null && now - this.conversationsAskedAt > this.opts.historyTimeoutMs) {
+      this.conversationsAskedAt = null;
+      this.catchUpAllDms();
+    }
     // Forget history requests that were never answered (e.g. refused with an error).
     for (const [room, q] of this.roomHistoryQ) {
       while (q.length && now - q[0].at > this.opts.historyTimeoutMs) {
@@ -1047,7 +1320,7 @@ export class ChatClient {
     }
     if (this.state.joined[room]) return true;
     this.set({ joined: { ...this.state.joined, [room]: newRoom(room) } });
-    if (this.send({ type: 'join', room })) this.requestRoomHistory(room, 'latest');
+    this.sendJoin(this.state.joined[room]);
     return true;
   };
 
@@ -1119,11 +1392,19 @@ export class ChatClient {
 
   /** Opens (creates) the conversation with a user and loads its latest page once. */
   openDm = (userId: UserId, username?: string): void => {
+    this.addDm(userId, username);
+    const d = this.state.dms[userId];
+    if (!d || d.historyLoaded || this.dmHistoryQ.get(userId)?.some((q) => q.kind === 'latest')) return;
+    // Remembered until the page arrives: a connection that drops first loads it on the next one.
+    this.dmsToOpen.add(userId);
+    this.requestDmHistory(userId, 'latest');
+  };
+
+  /** Lists the conversation with a user in `dms` without loading it (e.g. one remembered from an earlier visit); `openDm` loads it. */
+  addDm = (userId: UserId, username?: string): void => {
+    if (!Number.isInteger(userId)) return;
     if (username) this.rememberUsers([{ userId, username }]);
     this.patchDm(userId, (d) => d, username ?? this.state.users[userId]?.username ?? `user ${userId}`);
-    const d = this.state.dms[userId];
-    if (d.historyLoaded || this.dmHistoryQ.get(userId)?.some((q) => q.kind === 'latest')) return;
-    this.requestDmHistory(userId, 'latest');
   };
 
   loadOlderDms = (userId: UserId): void => {
@@ -1147,10 +1428,10 @@ export class ChatClient {
     if (this.send({ type: 'rooms' }, true)) this.lastRoomsAt = this.opts.now();
   };
 
-  /** Tries a 'failed' outbox entry again (same clientId). */
+  /** Tries a 'failed' outbox entry again (same clientId); see `isRetryable`. */
   retry = (clientId: string): void => {
     const outbox = this.state.outbox.map((p) =>
-      p.clientId === clientId && p.status === 'failed' ? { ...p, status: 'queued' as const, attempts: 0 } : p,
+      p.clientId === clientId && p.status === 'failed' ? { ...p, status: 'queued' as const, attempts: 0, error: undefined } : p,
     );
     this.set({ outbox });
     this.pump();

@@ -1,6 +1,7 @@
 export { useChat, type UseChatOptions, type UseChatResult } from './useChat';
 export {
   ChatClient,
+  isRetryable,
   mergeById,
   CLOSE_CLIENT_TIMEOUT,
   CLOSE_UNAUTHORIZED,

@@ -37,6 +37,14 @@ export interface DirectMessage {
   clientId?: string;
 }
 
+/** One entry of the `conversations` list (a server extension): a DM partner and the newest id. */
+export interface ConversationInfo {
+  userId: UserId;
+  username: string;
+  /** id of the newest message of the conversation */
+  lastId: MessageId | null;
+}
+
 export interface RoomInfo {
   name: string;
   description?: string | null;
@@ -112,6 +120,10 @@ export interface RoomsRequestFrame {
 export interface PingFrame {
   type: 'ping';
 }
+/** Extension: asks for my DM partners, latest first (a server without it answers `unknown_type`). */
+export interface ConversationsRequestFrame {
+  type: 'conversations';
+}
 
 export type ClientFrame =
   | AuthFrame
@@ -123,7 +135,8 @@ export type ClientFrame =
   | DmHistoryRequestFrame
   | TypingFrame
   | RoomsRequestFrame
-  | PingFrame;
+  | PingFrame
+  | ConversationsRequestFrame;
 
 // ---------------------------------------------------------------------------
 // Server -> client (§3)
@@ -155,16 +168,26 @@ export interface DmHistoryFrame {
   with: UserId;
   data: DirectMessage[];
 }
-export interface ErrorFrame {
+/**
+ * What an error names of the request it answers (a server extension, at the top level and in
+ * `data`): the request's `type`, and its `room` and `clientId` where it had them.
+ */
+export interface ErrorAbout {
+  requestType?: string;
+  room?: string;
+  clientId?: string;
+}
+export interface ErrorFrame extends ErrorAbout {
   type: 'error';
   message: string;
   code: ErrorCode;
-  data?: { message: string; code: ErrorCode };
+  data?: { message: string; code: ErrorCode } & ErrorAbout;
 }
 export interface JoinAckFrame {
   type: 'join_ack';
   room: string;
-  data: { room: string; status: 'ok'; users: UserRef[] };
+  /** `online` (extension): how many users are online in the room; `users` may list fewer of them */
+  data: { room: string; status: 'ok'; users: UserRef[]; online?: number };
 }
 export interface LeftFrame {
   type: 'left';
@@ -187,6 +210,11 @@ export interface RoomsFrame {
 export interface PongFrame {
   type: 'pong';
 }
+/** Extension: answer to `conversations`. */
+export interface ConversationsFrame {
+  type: 'conversations';
+  data: ConversationInfo[];
+}
 
 export type ServerFrame =
   | WelcomeFrame
@@ -201,7 +229,8 @@ export type ServerFrame =
   | PresenceFrame
   | TypingEventFrame
   | RoomsFrame
-  | PongFrame;
+  | PongFrame
+  | ConversationsFrame;
 
 export type ServerFrameType = ServerFrame['type'];
 
@@ -219,6 +248,7 @@ const SERVER_TYPES: ReadonlySet<string> = new Set<ServerFrameType>([
   'typing',
   'rooms',
   'pong',
+  'conversations',
 ]);
 
 // ---------------------------------------------------------------------------
@@ -271,6 +301,26 @@ function isDirectMessage(v: unknown): v is DirectMessage {
   );
 }
 
+/** The request an error names, from the top level or from `data` (absent on older servers). */
+function errorAbout(v: Record<string, unknown>): ErrorAbout {
+  const d: Record<string, unknown> = isObject(v.data) ? v.data : {};
+  const about: ErrorAbout = {};
+  for (const key of ['requestType', 'room', 'clientId'] as const) {
+    const value = typeof v[key] === 'string' ? v[key] : d[key];
+    if (typeof value === 'string') about[key] = value;
+  }
+  return about;
+}
+
+function parseConversation(v: unknown): ConversationInfo | null {
+  if (!isObject(v) || typeof v.userId !== 'number') return null;
+  return {
+    userId: v.userId,
+    username: typeof v.username === 'string' && v.username ? v.username : `user ${v.userId}`,
+    lastId: typeof v.lastId === 'number' ? v.lastId : null,
+  };
+}
+
 /**
  * Parses one text frame. Returns null for anything that is not a well-formed frame of a known
  * type (unknown types are ignored, as the protocol asks of clients).
@@ -311,12 +361,14 @@ export function parseServerFrame(text: string): ServerFrame | null {
             : 'unknown error';
       const code =
         typeof v.code === 'string' ? v.code : isObject(d) && typeof d.code === 'string' ? d.code : 'internal';
-      return { type: 'error', message, code, data: { message, code } };
+      const about = errorAbout(v);
+      return { type: 'error', message, code, ...about, data: { message, code, ...about } };
     }
     case 'join_ack': {
       const room = typeof v.room === 'string' ? v.room : isObject(d) && typeof d.room === 'string' ? d.room : null;
       if (room === null) return null;
       const users = isObject(d) && Array.isArray(d.users) ? (d.users as unknown[]) : [];
+      const online = isObject(d) && typeof d.online === 'number' && d.online >= 0 ? { online: d.online } : {};
       return {
         type: 'join_ack',
         room,
@@ -326,6 +378,7 @@ export function parseServerFrame(text: string): ServerFrame | null {
           users: users.filter(
             (u): u is UserRef => isObject(u) && typeof u.userId === 'number' && typeof u.username === 'string',
           ),
+          ...online,
         },
       };
     }
@@ -346,6 +399,10 @@ export function parseServerFrame(text: string): ServerFrame | null {
       return Array.isArray(d) ? (v as unknown as RoomsFrame) : null;
     case 'pong':
       return { type: 'pong' };
+    case 'conversations':
+      return Array.isArray(d)
+        ? { type: 'conversations', data: d.map(parseConversation).filter((c): c is ConversationInfo => c !== null) }
+        : null;
   }
   return null;
 }

@@ -15,6 +15,7 @@ export type UseChatResult = ChatState &
     | 'sendDm'
     | 'loadOlder'
     | 'openDm'
+    | 'addDm'
     | 'loadOlderDms'
     | 'typing'
     | 'refreshRooms'
@@ -73,6 +74,7 @@ export function useChat(options: UseChatOptions): UseChatResult {
       sendDm: client.sendDm,
       loadOlder: client.loadOlder,
       openDm: client.openDm,
+      addDm: client.addDm,
       loadOlderDms: client.loadOlderDms,
       typing: client.typing,
       refreshRooms: client.refreshRooms,

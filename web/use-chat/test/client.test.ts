@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { WebSocket } from 'ws';
-import { ChatClient, type ChatClientOptions, type TokenContext, type WebSocketCtor } from '../src';
+import { ChatClient, isRetryable, type ChatClientOptions, type TokenContext, type WebSocketCtor } from '../src';
 import { FakeChatServer } from './fakeServer';
 
 const ALICE = { userId: 1, username: 'alice' };
@@ -572,5 +572,194 @@ describe('offline actions', () => {
     release();
     await until(() => c.getState().joined.lobby?.messages.length === 1 && c.getState().dms[BOB.userId]?.messages.length === 1);
     expect(c.getState().dms[BOB.userId].historyLoaded).toBe(true);
+  });
+});
+
+describe('server extensions (and their absence)', () => {
+  const CAROL = { userId: 3, username: 'carol' };
+
+  /** The frames of a type received on the latest connection. */
+  const onLatestConnection = (type: string) => {
+    const conn = Math.max(...server.received.map((r) => r.conn));
+    return server.received.filter((r) => r.conn === conn && r.frame.type === type).map((r) => r.frame);
+  };
+
+  it('lists past DM conversations on connect, offline partners too, and loads one when it is opened', async () => {
+    server.addUser(CAROL.userId, CAROL.username);
+    server.postDm(BOB, ALICE.userId, 'from bob');
+    server.postDm(ALICE, CAROL.userId, 'to carol, who is offline');
+    const c = makeClient(); // a new device: knows no conversation
+    c.start();
+    await until(() => Object.keys(c.getState().dms).length === 2);
+    const { dms, users } = c.getState();
+    expect(dms[BOB.userId]).toMatchObject({ username: 'bob', listedLastId: 1, historyLoaded: false, messages: [] });
+    expect(dms[CAROL.userId]).toMatchObject({ username: 'carol', listedLastId: 2, historyLoaded: false });
+    expect(users[CAROL.userId]).toEqual(CAROL);
+    expect(server.framesOfType('conversations')).toEqual([{ type: 'conversations' }]);
+    // listed, not loaded: the latest page comes when the conversation is opened
+    await new Promise((r) => setTimeout(r, 100));
+    expect(server.framesOfType('dm_history')).toEqual([]);
+    c.openDm(CAROL.userId);
+    await until(() => c.getState().dms[CAROL.userId].historyLoaded);
+    expect(c.getState().dms[CAROL.userId].messages.map((m) => m.content)).toEqual(['to carol, who is offline']);
+    expect(server.framesOfType('dm_history')).toEqual([{ type: 'dm_history', with: CAROL.userId, limit: 50 }]);
+    expect(c.getState().errors).toEqual([]);
+  });
+
+  it('asks for the list on every connection and catches up only the conversations with news', async () => {
+    server.addUser(CAROL.userId, CAROL.username);
+    const c = makeClient();
+    c.start();
+    await until(() => c.getState().status === 'open');
+    c.openDm(BOB.userId);
+    c.openDm(CAROL.userId);
+    server.postDm(CAROL, ALICE.userId, 'old news from carol');
+    await until(() => {
+      const { dms } = c.getState();
+      return dms[BOB.userId]?.historyLoaded && dms[CAROL.userId]?.historyLoaded && dms[CAROL.userId].messages.length === 1;
+    });
+    server.postDm(BOB, ALICE.userId, 'seen live');
+    await until(() => c.getState().dms[BOB.userId].messages.length === 1);
+    const seen = c.getState().dms[BOB.userId].messages[0].id;
+    await server.kill();
+    await until(() => c.getState().status === 'reconnecting');
+    server.postDm(BOB, ALICE.userId, 'missed');
+    await server.start(server.port);
+    await until(() => c.getState().dms[BOB.userId].messages.length === 2);
+    expect(c.getState().dms[BOB.userId].messages.map((m) => m.content)).toEqual(['seen live', 'missed']);
+    expect(onLatestConnection('conversations')).toHaveLength(1);
+    // carol's conversation has nothing new: not asked for
+    expect(onLatestConnection('dm_history')).toEqual([{ type: 'dm_history', with: BOB.userId, limit: 50, after: seen }]);
+    expect(c.getState().dms[BOB.userId].listedLastId).toBe(c.getState().dms[BOB.userId].messages[1].id);
+  });
+
+  it('without the list (older servers) catches up every loaded conversation and shows no error', async () => {
+    server.extensions = false;
+    const onError = vi.fn();
+    const c = makeClient({ onError, initialRooms: ['general'] });
+    c.start();
+    await until(() => c.getState().joined.general?.status === 'joined');
+    c.openDm(BOB.userId);
+    await until(() => c.getState().dms[BOB.userId]?.historyLoaded);
+    expect(c.getState().joined.general.online).toBeNull();
+    await server.kill();
+    await until(() => c.getState().status === 'reconnecting');
+    server.postDm(BOB, ALICE.userId, 'missed');
+    await server.start(server.port);
+    await until(() => c.getState().dms[BOB.userId].messages.length === 1);
+    expect(onLatestConnection('conversations')).toHaveLength(1);
+    expect(onLatestConnection('dm_history')).toEqual([{ type: 'dm_history', with: BOB.userId, limit: 50, after: 0 }]);
+    expect(onError).not.toHaveBeenCalled();
+    expect(c.getState().errors).toEqual([]);
+  });
+
+  it('marks a message the server refuses failed, with the reason, and stops re-sending it', async () => {
+    const c = makeClient({ initialRooms: ['general'], resendAfterMs: 100 });
+    c.start();
+    await until(() => c.getState().joined.general?.status === 'joined');
+    server.refuse = (_conn, f) => (f.type === 'message' && f.content === 'huge' ? { code: 'too_large', message: 'too large' } : null);
+    const big = c.sendMessage('general', 'huge')!;
+    const dm = c.sendDm(99, 'to nobody')!; // an unknown user: not_found
+    await until(() => c.getState().outbox.every((p) => p.status === 'failed'));
+    const [p1, p2] = c.getState().outbox;
+    expect(p1).toMatchObject({ clientId: big, status: 'failed', error: { code: 'too_large', message: 'too large' } });
+    expect(p2).toMatchObject({ clientId: dm, status: 'failed', error: { code: 'not_found' } });
+    expect(isRetryable(p1)).toBe(false);
+    expect(isRetryable(p2)).toBe(false);
+    expect(c.getState().errors.map((e) => [e.code, e.requestType, e.clientId])).toEqual([
+      ['too_large', 'message', big],
+      ['not_found', 'dm', dm],
+    ]);
+    await new Promise((r) => setTimeout(r, 400)); // 4 × resendAfterMs
+    expect(server.framesOfType('message')).toHaveLength(1);
+    expect(server.framesOfType('dm')).toHaveLength(1);
+    c.discard(big);
+    c.discard(dm);
+    expect(c.getState().outbox).toEqual([]);
+  });
+
+  it('a message refused as not_joined in a joined room is failed and can be retried', async () => {
+    const c = makeClient({ initialRooms: ['general'] });
+    c.start();
+    await until(() => c.getState().joined.general?.status === 'joined');
+    let refusals = 1;
+    server.refuse = (_conn, f) => (f.type === 'message' && refusals-- > 0 ? { code: 'not_joined', message: 'not joined to general' } : null);
+    const cid = c.sendMessage('general', 'again, please')!;
+    await until(() => c.getState().outbox[0]?.status === 'failed');
+    expect(isRetryable(c.getState().outbox[0])).toBe(true);
+    c.retry(cid);
+    expect(c.getState().outbox[0].error).toBeUndefined();
+    await until(() => c.getState().outbox.length === 0);
+    expect(c.getState().joined.general.messages.map((m) => m.content)).toEqual(['again, please']);
+  });
+
+  it('keeps a message pending after a passing refusal (rate_limited) and re-sends it soon', async () => {
+    const c = makeClient({ initialRooms: ['general'], resendAfterMs: 60_000 });
+    c.start();
+    await until(() => c.getState().joined.general?.status === 'joined');
+    let refusals = 1;
+    server.refuse = (_conn, f) => (f.type === 'message' && refusals-- > 0 ? { code: 'rate_limited', message: 'slow down' } : null);
+    const cid = c.sendMessage('general', 'patience')!;
+    await until(() => c.getState().errors.some((e) => e.code === 'rate_limited'));
+    expect(c.getState().outbox).toMatchObject([{ clientId: cid, status: 'sent' }]);
+    await until(() => c.getState().outbox.length === 0, 3000); // 1 s later, not resendAfterMs
+    expect(server.framesOfType('message').map((f) => f.clientId)).toEqual([cid, cid]);
+    expect(c.getState().joined.general.messages).toHaveLength(1);
+  });
+
+  it('joins again after a passing refusal of the join, holding its messages meanwhile', async () => {
+    const c = makeClient({ initialRooms: ['general'] });
+    c.start();
+    await until(() => c.getState().joined.general?.status === 'joined');
+    await server.kill();
+    await until(() => c.getState().status === 'reconnecting');
+    const cid = c.sendMessage('general', 'written offline')!;
+    let refusals = 1; // the database is down when the client comes back
+    server.refuse = (_conn, f) => (f.type === 'join' && refusals-- > 0 ? { code: 'unavailable', message: 'database unavailable' } : null);
+    const statuses = new Set<string>();
+    const unsub = c.subscribe(() => c.getState().outbox.forEach((p) => statuses.add(p.status)));
+    await server.start(server.port);
+    await until(() => c.getState().outbox.length === 0, 8000);
+    unsub();
+    expect(statuses.has('failed')).toBe(false);
+    expect(c.getState().joined.general.status).toBe('joined');
+    expect(c.getState().joined.general.messages.map((m) => m.content)).toEqual(['written offline']);
+    expect(server.roomMsgs.filter((m) => m.clientId === cid)).toHaveLength(1);
+    expect(onLatestConnection('join')).toHaveLength(2);
+    // the not_joined refusal that followed the refused join is not shown
+    expect(c.getState().errors.map((e) => e.code)).toEqual(['unavailable']);
+  });
+
+  it('forgets a room the server refuses to join, instead of joining it on every reconnection', async () => {
+    server.roomsAutoCreate = false;
+    const c = makeClient({ initialRooms: ['general', 'gone'] });
+    c.start();
+    await until(() => c.getState().joined.general?.status === 'joined' && !c.getState().joined.gone);
+    expect(c.getState().errors[0]).toMatchObject({ code: 'not_found', requestType: 'join', room: 'gone' });
+    server.dropAll();
+    await until(() => server.connections === 2 && c.getState().joined.general?.status === 'joined');
+    expect(server.framesOfType('join').filter((f) => f.room === 'gone')).toHaveLength(1);
+    expect(Object.keys(c.getState().joined)).toEqual(['general']);
+  });
+
+  it('counts who is online in a crowded room beyond the capped list', async () => {
+    server.crowd = 1500; // users online in #general that the tests do not connect
+    server.joinAckMaxUsers = 1;
+    const a = makeClient({ initialRooms: ['general'] });
+    a.start();
+    await until(() => a.getState().joined.general?.status === 'joined');
+    expect(a.getState().joined.general).toMatchObject({ users: [ALICE], online: 1501 });
+    const b = makeClient({ initialRooms: ['general'] }, 'tok-bob');
+    b.start();
+    await until(() => b.getState().joined.general?.status === 'joined');
+    expect(b.getState().joined.general.users).toHaveLength(1);
+    expect(b.getState().joined.general.online).toBe(1502);
+    await until(() => a.getState().joined.general.users.length === 2);
+    expect(a.getState().joined.general.online).toBe(1502);
+    b.stop();
+    await until(() => a.getState().joined.general.users.length === 1);
+    expect(a.getState().joined.general.online).toBe(1501);
+    await until(() => a.getState().rooms.find((r) => r.name === 'general')?.online === 1501);
+    expect(a.getState().joined.general.online).toBe(1501);
   });
 });

@@ -2,6 +2,8 @@
  * A small in-process implementation of the server side of PROTOCOL.md, on the `ws` package,
  * for the client's tests. It keeps its "database" across restart() so that tests can drop
  * connections or restart the server mid-conversation, and it records every frame it receives.
+ * Like the real server, it speaks the extensions of the server's README (`conversations`, errors
+ * naming their request, `join_ack.data.online`) unless `extensions` is false.
  */
 import { AddressInfo } from 'node:net';
 import { WebSocketServer, WebSocket } from 'ws';
@@ -51,6 +53,16 @@ export class FakeChatServer {
   /** per-connection rate limit like the real server's (every frame counts); null: none */
   rateLimit: { burst: number; perSecond: number } | null = null;
   rateLimited = 0;
+  /** false: behave like a server without the README's extensions (no `conversations`, errors name no request, no `online`) */
+  extensions = true;
+  /** false: joining an unknown room is `not_found` (ROOMS_AUTO_CREATE off) */
+  roomsAutoCreate = true;
+  /** join_ack lists at most this many users (JOIN_ACK_MAX_USERS) */
+  joinAckMaxUsers = 1000;
+  /** extra users counted online in every room (a crowd the tests do not connect one by one) */
+  crowd = 0;
+  /** when set, answers a frame with this error instead of handling it (return null to handle it) */
+  refuse: ((conn: Conn, frame: AnyFrame) => { code: string; message: string } | null) | null = null;
   private readonly buckets = new Map<number, { tokens: number; at: number }>();
 
   get url(): string {
@@ -112,6 +124,7 @@ export class FakeChatServer {
       ...(clientId ? { clientId } : {}),
     };
     this.roomMsgs.push(m);
+    if (!this.rooms.has(room)) this.rooms.set(room, '');
     for (const c of this.conns) if (c.rooms.has(room)) this.sendTo(c, { type: 'message', data: m });
     return m;
   }
@@ -147,8 +160,35 @@ export class FakeChatServer {
     });
   }
 
-  private error(c: Conn, code: string, message: string): void {
-    this.sendTo(c, { type: 'error', message, code, data: { message, code } });
+  /** An error answering `f`: with the extensions, it names the request (requestType, room, clientId). */
+  error(c: Conn, code: string, message: string, f?: AnyFrame): void {
+    const about: AnyFrame = {};
+    if (this.extensions && f) {
+      for (const [field, key] of [
+        ['type', 'requestType'],
+        ['room', 'room'],
+        ['clientId', 'clientId'],
+      ]) {
+        if (typeof f[field] === 'string') about[key] = f[field];
+      }
+    }
+    this.sendTo(c, { type: 'error', message, code, ...about, data: { message, code, ...about } });
+  }
+
+  private knownUser(userId: number): UserRef | undefined {
+    return [...this.tokens.values()].find((u) => u.userId === userId);
+  }
+
+  /** The caller's DM partners, the most recently active first (the `conversations` extension). */
+  private conversations(me: UserRef): Array<{ userId: number; username: string; lastId: number }> {
+    const last = new Map<number, number>();
+    for (const m of this.dms) {
+      const other = m.fromUser === me.userId ? m.to : m.to === me.userId ? m.fromUser : null;
+      if (other !== null) last.set(other, Math.max(last.get(other) ?? 0, m.id));
+    }
+    return [...last]
+      .sort((a, b) => b[1] - a[1])
+      .map(([userId, lastId]) => ({ userId, username: this.knownUser(userId)?.username ?? `user${userId}`, lastId }));
   }
 
   private online(room: string): UserRef[] {
@@ -193,7 +233,7 @@ export class FakeChatServer {
       this.buckets.set(conn.id, b);
       if (b.tokens < 1) {
         this.rateLimited++;
-        this.error(conn, 'rate_limited', 'too many frames');
+        this.error(conn, 'rate_limited', 'too many frames', f);
         return;
       }
       b.tokens -= 1;
@@ -205,6 +245,11 @@ export class FakeChatServer {
       return;
     }
     if (this.mute) return;
+    const refusal = conn.user ? this.refuse?.(conn, f) : null;
+    if (refusal) {
+      this.error(conn, refusal.code, refusal.message, f);
+      return;
+    }
     if (verdict === 'lose-reply') conn.ws.terminate();
     this.dispatch(conn, f);
     if (verdict === 'drop-after') conn.ws.terminate();
@@ -225,10 +270,19 @@ export class FakeChatServer {
     switch (f.type) {
       case 'join': {
         const room = f.room as string;
-        if (!this.rooms.has(room)) this.rooms.set(room, '');
+        if (!this.rooms.has(room)) {
+          if (!this.roomsAutoCreate) {
+            this.error(conn, 'not_found', `room '${room}' does not exist`, f);
+            return;
+          }
+          this.rooms.set(room, '');
+        }
         const first = ![...this.conns].some((c) => c.user?.userId === me.userId && c.rooms.has(room));
         conn.rooms.add(room);
-        this.sendTo(conn, { type: 'join_ack', room, data: { room, status: 'ok', users: this.online(room) } });
+        const users = this.online(room);
+        const data: AnyFrame = { room, status: 'ok', users: users.slice(0, this.joinAckMaxUsers) };
+        if (this.extensions) data.online = users.length + this.crowd;
+        this.sendTo(conn, { type: 'join_ack', room, data });
         if (typeof f.since === 'number') {
           for (const m of this.roomMsgs) if (m.room === room && m.id > f.since) this.sendTo(conn, { type: 'message', data: m });
         }
@@ -247,7 +301,11 @@ export class FakeChatServer {
         return;
       case 'message': {
         if (!conn.rooms.has(f.room)) {
-          this.error(conn, 'not_joined', `not joined to ${f.room}`);
+          this.error(conn, 'not_joined', `not joined to ${f.room}`, f);
+          return;
+        }
+        if (typeof f.content === 'string' && [...f.content].length > 4000) {
+          this.error(conn, 'too_large', "field 'content' is longer than 4000 characters", f);
           return;
         }
         const key = `${me.userId}:${f.clientId}`;
@@ -264,6 +322,10 @@ export class FakeChatServer {
         const existing = f.clientId ? (this.byClientId.get(key) as DirectMessage | undefined) : undefined;
         if (existing) {
           this.sendTo(conn, { type: 'dm_sent', data: { to: existing.to, status: 'ok', message: existing } });
+          return;
+        }
+        if (!this.knownUser(f.to)) {
+          this.error(conn, 'not_found', `user ${String(f.to)} does not exist`, f);
           return;
         }
         const m: DirectMessage = {
@@ -284,6 +346,10 @@ export class FakeChatServer {
         return;
       }
       case 'room_history':
+        if (!this.rooms.has(f.room) && !this.roomsAutoCreate) {
+          this.error(conn, 'not_found', `room '${String(f.room)}' does not exist`, f);
+          return;
+        }
         this.sendTo(conn, {
           type: 'room_history',
           room: f.room,
@@ -308,14 +374,21 @@ export class FakeChatServer {
       case 'rooms':
         this.sendTo(conn, {
           type: 'rooms',
-          data: [...this.rooms].map(([name, description]) => ({ name, description, online: this.online(name).length })),
+          data: [...this.rooms].map(([name, description]) => ({
+            name,
+            description,
+            online: this.online(name).length + this.crowd,
+          })),
         });
+        return;
+      case 'conversations':
+        if (!this.extensions) break;
+        this.sendTo(conn, { type: 'conversations', data: this.conversations(me) });
         return;
       case 'ping':
         this.sendTo(conn, { type: 'pong' });
         return;
-      default:
-        this.error(conn, 'unknown_type', `unknown type ${String(f.type)}`);
     }
+    this.error(conn, 'unknown_type', `unknown type ${String(f.type)}`, f);
   }
 }

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { contentProblem, isValidRoomName, mergeById, parseServerFrame } from '../src';
 
 describe('parseServerFrame', () => {
-  it('accepts every server frame of PROTOCOL.md §3', () => {
+  it('accepts every server frame of PROTOCOL.md §3 (and the conversations extension)', () => {
     const msg = { id: 1, fromUser: 2, username: 'b', content: 'x', timestamp: 't', room: 'r' };
     const dm = { id: 2, fromUser: 2, username: 'b', to: 1, content: 'x', timestamp: 't' };
     const frames = [
@@ -19,6 +19,7 @@ describe('parseServerFrame', () => {
       { type: 'typing', room: 'r', data: { userId: 2, username: 'b' } },
       { type: 'rooms', data: [{ name: 'r', description: '', online: 1 }] },
       { type: 'pong' },
+      { type: 'conversations', data: [{ userId: 2, username: 'b', lastId: 2 }] },
     ];
     for (const f of frames) expect(parseServerFrame(JSON.stringify(f))).toMatchObject({ type: f.type });
   });
@@ -35,6 +36,52 @@ describe('parseServerFrame', () => {
       message: 'boom',
       code: 'internal',
     });
+  });
+});
+
+describe('parseServerFrame: the server extensions', () => {
+  it('reads the conversations list, skipping ill-shaped entries', () => {
+    const text = JSON.stringify({
+      type: 'conversations',
+      data: [{ userId: 3, username: 'carol', lastId: 9 }, { userId: 2 }, { username: 'no id' }, 'junk'],
+    });
+    expect(parseServerFrame(text)).toEqual({
+      type: 'conversations',
+      data: [
+        { userId: 3, username: 'carol', lastId: 9 },
+        { userId: 2, username: 'user 2', lastId: null },
+      ],
+    });
+    expect(parseServerFrame('{"type":"conversations","data":{}}')).toBeNull();
+  });
+
+  it('reads what an error names of its request, at the top level or in data', () => {
+    const top = { type: 'error', code: 'not_joined', message: 'm', requestType: 'message', room: 'x', clientId: 'c1' };
+    expect(parseServerFrame(JSON.stringify({ ...top, data: { code: 'not_joined', message: 'm' } }))).toMatchObject({
+      requestType: 'message',
+      room: 'x',
+      clientId: 'c1',
+      data: { requestType: 'message', room: 'x', clientId: 'c1' },
+    });
+    const inData = parseServerFrame(
+      JSON.stringify({ type: 'error', data: { code: 'not_found', message: 'm', requestType: 'dm', clientId: 'c2' } }),
+    );
+    expect(inData).toMatchObject({ code: 'not_found', requestType: 'dm', clientId: 'c2' });
+    expect(inData).not.toHaveProperty('room');
+    // older servers name nothing
+    expect(parseServerFrame('{"type":"error","code":"invalid","message":"m"}')).toEqual({
+      type: 'error',
+      code: 'invalid',
+      message: 'm',
+      data: { code: 'invalid', message: 'm' },
+    });
+  });
+
+  it('keeps the online count of join_ack when there is one', () => {
+    const ack = (data: object) => parseServerFrame(JSON.stringify({ type: 'join_ack', room: 'r', data: { room: 'r', status: 'ok', users: [], ...data } }));
+    expect(ack({ online: 1234 })).toMatchObject({ data: { online: 1234 } });
+    expect(ack({})).not.toHaveProperty('data.online');
+    expect(ack({ online: 'many' })).not.toHaveProperty('data.online');
   });
 });
 
