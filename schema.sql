@@ -35,6 +35,9 @@ CREATE TABLE IF NOT EXISTS messages (
 ALTER TABLE messages ADD COLUMN IF NOT EXISTS client_id text;
 -- Position in its room or conversation (see rooms.last_seq, dm_threads.last_seq).
 ALTER TABLE messages ADD COLUMN IF NOT EXISTS seq bigint;
+-- The sender's name as its token gave it when sending: history shows a message with the
+-- name it arrived with live (users.username may differ: taken by someone else, or renamed).
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS from_username text;
 
 -- One counter per direct-message conversation, like rooms.last_seq.
 CREATE TABLE IF NOT EXISTS dm_threads (
@@ -57,6 +60,8 @@ CREATE TABLE IF NOT EXISTS room_presence (
     node_id  text NOT NULL,
     PRIMARY KEY (room, user_id, node_id)
 );
+-- The name the user's token gave, shown in join_ack lists and leave events.
+ALTER TABLE room_presence ADD COLUMN IF NOT EXISTS username text;
 
 -- Indexes. A legacy table may hold rows that a unique index refuses; then that index is
 -- skipped with a notice rather than failing the whole load.

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from . import protocol, store
 from .connection import Connection
 from .errors import ChatError, Invalid, NotFound, NotJoined
+from .messages import StoredMessage
 from .protocol import Command
 from .runtime import ChatRuntime
 from .wsframe import text_frame
@@ -37,7 +38,7 @@ def handle_join(rt: ChatRuntime, conn: Connection, command: Command) -> None:
         if state is None:
             raise NotFound(f"room '{room}' does not exist")
         announced: list[dict] = []
-        if newly_joined and not rt.hub.user_in_room(conn.user_id, room, besides=conn):
+        if newly_joined:
             announced = rt.presence.enter(cur, room, conn.user_id, conn.username)
         users = rt.presence.online_users(cur, room)
     if not any(user["userId"] == conn.user_id for user in users):
@@ -99,7 +100,9 @@ def leave_room(rt: ChatRuntime, conn: Connection, room: str) -> None:
     conn.replayed_up_to.pop(room, None)
     rt.hub.leave_room(conn, room)
     if not rt.hub.user_in_room(conn.user_id, room):
-        rt.presence.leave(room, conn.user_id, conn.username)
+        rt.presence.leave(
+            room, conn.user_id, conn.username, still_here=lambda: rt.hub.user_in_room(conn.user_id, room)
+        )
 
 
 def handle_message(rt: ChatRuntime, conn: Connection, command: Command) -> None:
@@ -108,7 +111,7 @@ def handle_message(rt: ChatRuntime, conn: Connection, command: Command) -> None:
     draft = store.Draft(conn.user_id, conn.username, command.content, room=command.room, client_id=command.client_id)
     outcome = rt.batcher.submit(draft, conn)
     if outcome.duplicate:
-        conn.send_frame(outcome.message.wire_frame)
+        answer_resend(conn, outcome.message)
 
 
 def handle_dm(rt: ChatRuntime, conn: Connection, command: Command) -> None:
@@ -116,7 +119,16 @@ def handle_dm(rt: ChatRuntime, conn: Connection, command: Command) -> None:
     draft = store.Draft(conn.user_id, conn.username, command.content, to_user=command.to, client_id=command.client_id)
     outcome = rt.batcher.submit(draft, conn)
     if outcome.duplicate:
-        conn.send(protocol.dm_sent_frame(outcome.message.data))
+        answer_resend(conn, outcome.message)
+
+
+def answer_resend(conn: Connection, stored: StoredMessage) -> None:
+    """A clientId sent again: answer with the message stored under it, as if it had just
+    been sent (PROTOCOL.md §2), in the frame of its own kind whatever the resend was."""
+    if stored.is_dm:
+        conn.send(protocol.dm_sent_frame(stored.data))
+    else:
+        conn.send_frame(stored.wire_frame)
 
 
 def ensure_user_exists(rt: ChatRuntime, user_id: int) -> None:

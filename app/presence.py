@@ -63,27 +63,39 @@ class Presence:
     def enter(self, cur, room: str, user_id: int, username: str) -> list[dict]:
         """Record the user here in the room, in the caller's transaction.
 
-        Returns the announcements to pass to `after_commit` once that transaction commits.
+        Announces a join only when this node had no row for the user yet and no other
+        node has one: two tabs joining at once on one node take the (room, user) lock in
+        turn, and the second finds the first one's row. Returns the announcements to pass
+        to `after_commit` once that transaction commits.
         """
         announced: list[dict] = []
         self._lock(cur, room, user_id)
         cur.execute(
-            "INSERT INTO room_presence (room, user_id, node_id) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
-            (room, user_id, self.node_id),
+            """INSERT INTO room_presence (room, user_id, node_id, username) VALUES (%s, %s, %s, %s)
+               ON CONFLICT DO NOTHING""",
+            (room, user_id, self.node_id, username),
         )
-        if not self._others_online(cur, room, user_id):
+        first_here = cur.rowcount == 1
+        if first_here and not self._others_online(cur, room, user_id):
             if self._announced_in(cur, room, user_id):
                 self._announce(cur, announced, room, "join", user_id, username)
             else:
                 self.note(room, "join", user_id, username)
         return announced
 
-    def leave(self, room: str, user_id: int, username: str) -> None:
-        """Forget the user here in the room; announce if no connection of theirs remains."""
+    def leave(self, room: str, user_id: int, username: str, still_here: Callable[[], bool] = lambda: False) -> None:
+        """Forget the user here in the room; announce if no connection of theirs remains.
+
+        `still_here` tells whether a connection of the user joined the room here
+        meanwhile; it is asked under the (room, user) lock, which a join holds until it
+        has committed, so a tab that joins while another leaves is never announced gone.
+        """
         announced: list[dict] = []
         try:
             with self.pool.transaction() as cur:
                 self._lock(cur, room, user_id)
+                if still_here():
+                    return
                 cur.execute(
                     "DELETE FROM room_presence WHERE room = %s AND user_id = %s AND node_id = %s",
                     (room, user_id, self.node_id),
@@ -138,10 +150,10 @@ class Presence:
 
     def _read_online_users(self, cur, room: str) -> list[dict]:
         cur.execute(
-            f"""SELECT DISTINCT p.user_id, COALESCE(u.username, 'user' || p.user_id)
+            f"""SELECT DISTINCT ON (p.user_id) p.user_id, COALESCE(p.username, u.username, 'user' || p.user_id)
                 FROM room_presence p LEFT JOIN users u ON u.id = p.user_id
                 WHERE p.room = %s AND p.node_id IN ({ALIVE})
-                ORDER BY 1""",
+                ORDER BY p.user_id""",
             (room, self.node_timeout),
         )
         return [{"userId": user_id, "username": username} for user_id, username in cur]
@@ -184,7 +196,7 @@ class Presence:
             cur.execute(
                 """DELETE FROM room_presence p WHERE node_id = ANY(%s)
                    RETURNING p.room, p.user_id,
-                             (SELECT username FROM users u WHERE u.id = p.user_id)""",
+                             COALESCE(p.username, (SELECT username FROM users u WHERE u.id = p.user_id))""",
                 (dead,),
             )
             gone = sorted({(room, user_id, username or f"user{user_id}") for room, user_id, username in cur})

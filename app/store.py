@@ -14,7 +14,7 @@ from .messages import StoredMessage, message_data
 from .tokens import Identity
 
 WIRE_TIMESTAMP = """to_char(m.timestamp, 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
-USERNAME = "COALESCE(u.username, 'user' || m.from_user)"
+USERNAME = "COALESCE(m.from_username, u.username, 'user' || m.from_user)"
 MESSAGE_COLUMNS = f"m.id, m.seq, m.from_user, {USERNAME}, m.content, {WIRE_TIMESTAMP}, m.room, m.to_user, m.client_id"
 
 
@@ -301,8 +301,8 @@ WITH input AS (
     LEFT JOIN room_heads rh ON rh.name = f.room
     LEFT JOIN pair_heads ph ON ph.user_low = f.low AND ph.user_high = f.high
 ), inserted AS (
-    INSERT INTO messages (from_user, to_user, room, content, timestamp, client_id, seq)
-    SELECT from_user, to_user, room, content, now(), client_id, seq FROM numbered ORDER BY ord
+    INSERT INTO messages (from_user, to_user, room, content, timestamp, client_id, seq, from_username)
+    SELECT from_user, to_user, room, content, now(), client_id, seq, username FROM numbered ORDER BY ord
     ON CONFLICT (from_user, client_id) WHERE client_id IS NOT NULL DO NOTHING
     RETURNING id, seq, from_user, to_user, room, timestamp, client_id
 ), stored AS (

@@ -70,6 +70,7 @@ BAD_TOKENS = {
     "alg none": lambda uid: jwt.encode({"user_id": uid}, None, algorithm="none"),
     "HS512": lambda uid: jwt.encode({"user_id": uid}, SECRET, algorithm="HS512"),
     "no user id": lambda uid: jwt.encode({"username": "x"}, SECRET, algorithm="HS256"),
+    "user id beyond bigint": lambda uid: jwt.encode({"user_id": 2**70}, SECRET, algorithm="HS256"),
     "garbage": lambda uid: "not.a.jwt",
 }
 
@@ -113,6 +114,19 @@ def assert_closed_with(client: Client, code: int) -> None:
             return
 
 
+def test_server_ends_the_tcp_connection_once_the_close_handshake_is_done(connect):
+    """Once close frames have crossed, the server closes TCP at once (RFC 6455 §7.1.1):
+    clients waiting for that do not hang."""
+    client = connect()
+    client.ws.send_close(1000)
+    # Read the raw stream (websocket-client would answer the close frame once more).
+    client.ws.sock.settimeout(0.8)  # the server used to linger a full second
+    received = b""
+    while chunk := client.ws.sock.recv(64):
+        received += chunk
+    assert received == b"\x88\x02\x03\xe8"  # the server's close frame (1000), then EOF
+
+
 # --- rooms, presence, messages ---------------------------------------------------------------------
 
 
@@ -139,6 +153,56 @@ def test_join_ack_lists_online_users_and_presence_is_per_user(connect):
     assert bob.expect("left") == {"type": "left", "room": room}
     event = alice.expect("presence", room=room)
     assert event["data"]["event"] == "leave" and event["data"]["userId"] == bob.user_id
+
+
+def test_two_tabs_joining_at_once_announce_one_presence(connect):
+    room = unique("room")
+    alice = connect()
+    join(alice, room)
+    bob = connect()
+    bob2 = connect(bob.user_id, bob.username)
+    # Both tabs ask before either is acknowledged: one user came, one event.
+    bob.send({"type": "join", "room": room})
+    bob2.send({"type": "join", "room": room})
+    bob.expect("join_ack", room=room)
+    bob2.expect("join_ack", room=room)
+    alice.expect("presence", room=room, event="join")
+    alice.nothing_more("presence", wait=0.7)
+    # One tab leaves while the other joins again: bob stays online in the end.
+    bob.send({"type": "leave", "room": room})
+    bob2.send({"type": "leave", "room": room})
+    bob2.send({"type": "join", "room": room})
+    bob.expect("left")
+    bob2.expect("left")
+    bob2.expect("join_ack", room=room)
+    carol = connect()
+    assert bob.user_id in {user["userId"] for user in join(carol, room)["data"]["users"]}
+
+
+def test_history_names_senders_as_their_tokens_did(connect, database_url):
+    """A message keeps the name it was sent under, live and in history alike, even when
+    the users table holds another name for the sender."""
+    room = unique("room")
+    taken = unique("carol")
+    first = connect(username=taken)
+    second = connect(username=taken)  # another user claiming the same name
+    renamed = new_user_id()
+    sql(database_url, "INSERT INTO users (id, username) VALUES (%s, %s)", (renamed, unique("oldname")))
+    third = connect(renamed, "newname")
+    for client in (first, second, third):
+        join(client, room)
+    names = {}
+    for client in (second, third):
+        client.send({"type": "message", "room": room, "content": "hello"})
+        live = client.expect("message", room=room, fromUser=client.user_id)["data"]
+        names[live["id"]] = live["username"]
+    assert sorted(names.values()) == sorted([taken, "newname"])
+    first.send({"type": "room_history", "room": room})
+    history = {m["id"]: m["username"] for m in first.expect("room_history")["data"]}
+    assert history == names
+    fourth = connect()
+    users = {u["userId"]: u["username"] for u in join(fourth, room)["data"]["users"]}
+    assert users[second.user_id] == taken and users[third.user_id] == "newname"
 
 
 def test_room_message_reaches_every_member_and_is_stored(connect, database_url):
@@ -264,6 +328,23 @@ def test_same_client_id_never_stores_twice(connect, database_url):
     assert alice.expect("dm_sent") == sent
     bob.expect("dm")
     bob.nothing_more("dm", wait=0.5)
+    count = sql(database_url, "SELECT count(*) FROM messages WHERE from_user = %s", (alice.user_id,))
+    assert count == [(2,)]
+
+
+def test_client_id_resent_as_the_other_kind_answers_with_what_is_stored(connect, database_url):
+    room = unique("room")
+    alice, bob = connect(), connect()
+    join(alice, room)
+    alice.send({"type": "message", "room": room, "content": "to the room", "clientId": "k1"})
+    stored_message = alice.expect("message", room=room)
+    alice.send({"type": "dm", "to": bob.user_id, "content": "as a dm", "clientId": "k1"})
+    assert alice.expect("message", room=room) == stored_message
+    alice.send({"type": "dm", "to": bob.user_id, "content": "a dm", "clientId": "k2"})
+    stored_dm = alice.expect("dm_sent")
+    alice.send({"type": "message", "room": room, "content": "as a message", "clientId": "k2"})
+    assert alice.expect("dm_sent") == stored_dm
+    alice.nothing_more("error", wait=0.3)
     count = sql(database_url, "SELECT count(*) FROM messages WHERE from_user = %s", (alice.user_id,))
     assert count == [(2,)]
 
@@ -442,6 +523,10 @@ def test_errors_name_the_request_they_answer(connect):
     error = alice.expect_error("not_joined")
     assert (error["requestType"], error["room"], error["clientId"]) == ("message", "not-mine", "c-77")
     assert error["data"]["clientId"] == "c-77"
+    missing = new_user_id()
+    alice.send({"type": "dm_history", "with": missing})
+    error = alice.expect_error("not_found")
+    assert (error["requestType"], error["with"], error["data"]["with"]) == ("dm_history", missing, missing)
     alice.send("not json at all")
     assert "requestType" not in alice.expect_error("bad_json")
 
