@@ -88,6 +88,7 @@ class Connection:
         self.last_heard = time.monotonic()
         self.ping_sent_at: float | None = None
         self.closed = False
+        self.close_received = False  # the client's close frame arrived
         self.discarding = False
 
     def __repr__(self) -> str:
@@ -218,6 +219,7 @@ class Connection:
                 if frame.opcode == wsframe.OP_PING:
                     self._write(wsframe.pong_frame(frame.payload))
                 elif frame.opcode == wsframe.OP_CLOSE:
+                    self.close_received = True
                     self.close(frame.close_code if 1000 <= frame.close_code < 5000 else 1000)
                     return None
                 # a pong: last_heard was updated when it arrived
@@ -249,25 +251,40 @@ class Connection:
                 self.close(exc.code, exc.reason)
 
     def finish(self) -> None:
-        """The handler is done: let the flusher write what is queued, then stop.
+        """The handler is done: let the flusher write what is queued, then close.
 
-        After a close frame of ours, read (and drop) what the client still sends until it
-        closes, briefly: closing a socket with unread data resets it, and the client
-        could lose the close frame.
+        After a close frame of ours, wait briefly for the client's close frame, dropping
+        whatever comes before it: closing a socket with unread data resets it, and the
+        client could lose our close frame. Once both close frames have crossed, the
+        server closes the TCP connection at once (RFC 6455 §7.1.1).
         """
-        if self.close_code is not None:
-            with gevent.Timeout(1.0, False):
-                try:
-                    while self.sock.recv(RECEIVE_BYTES):
-                        pass
-                except OSError:
-                    pass
+        if self.close_code is not None and not self.close_received:
+            self._await_close_reply(self.CLOSE_REPLY_WAIT_SECONDS)
         self.closed = True
         if self.flusher is not None:
             self.flusher.join(timeout=2)
             if self.flusher is not None:
                 self.flusher.kill(block=False)
         self.sock.close()
+
+    # How long a client that was sent a close frame gets to answer it.
+    CLOSE_REPLY_WAIT_SECONDS = 1.0
+
+    def _await_close_reply(self, timeout: float) -> None:
+        with gevent.Timeout(timeout, False):
+            try:
+                while not any(frame.opcode == wsframe.OP_CLOSE for frame in self.received):
+                    self.received.clear()
+                    data = self.sock.recv(RECEIVE_BYTES)
+                    if not data:
+                        return
+                    if not self.discarding:
+                        try:
+                            self.received.extend(self.reader.feed(data))
+                        except wsframe.ProtocolViolation:
+                            self.discarding = True  # then wait for the end of the stream
+            except OSError:
+                pass
 
 
 def keep_alive(connections, ping_interval: float, pong_timeout: float) -> None:

@@ -135,6 +135,10 @@ def _client_id(frame: dict[str, Any]) -> str | None:
 
 def _page(frame: dict[str, Any], limits: Limits) -> dict[str, int | None]:
     limit = frame.get("limit")
+    if isinstance(limit, float) and limit.is_integer():
+        # An integral number all the same: 1e3, or one too big for a 64-bit integer,
+        # which the JSON parser hands over as a float. Capped below like any other.
+        limit = int(limit)
     if limit is None:
         limit = limits.history_default_limit
     elif isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0:
@@ -244,11 +248,15 @@ def request_reference(raw: str | bytes) -> dict[str, Any]:
         frame = orjson.loads(raw)
     except orjson.JSONDecodeError:
         return {}
-    about = {}
+    about: dict[str, Any] = {}
     for field_name, key in (("type", "requestType"), ("room", "room"), ("clientId", "clientId")):
         value = frame.get(field_name)
         if isinstance(value, str) and len(value) <= 64:
             about[key] = value
+    for field_name in ("to", "with"):
+        value = frame.get(field_name)
+        if isinstance(value, int) and not isinstance(value, bool):
+            about[field_name] = value
     return about
 
 

@@ -51,7 +51,7 @@ def _user_id(claims: dict) -> int:
             continue
         if isinstance(value, bool):
             break
-        if isinstance(value, int) and value > 0:
+        if isinstance(value, int) and 0 < value < 2**63:  # users.id is a bigint
             return value
         if isinstance(value, str) and value.isdigit() and 0 < int(value) < 2**63:
             return int(value)

@@ -34,6 +34,12 @@ SECRET = "unit-test-secret-unit-test-secret"
             '{"type":"room_history","room":"r","limit":999,"before":10}',
             Command("room_history", room="r", limit=200, before=10),
         ),
+        # Integral numbers beyond 64 bits arrive as floats: capped like any large limit.
+        (
+            '{"type":"room_history","room":"r","limit":18446744073709551616}',
+            Command("room_history", room="r", limit=200),
+        ),
+        ('{"type":"room_history","room":"r","limit":1e3}', Command("room_history", room="r", limit=200)),
         ('{"type":"dm_history","with":3,"after":4}', Command("dm_history", to=3, limit=50, after=4)),
         ('{"type":"typing","room":"r"}', Command("typing", room="r")),
         ('{"type":"rooms"}', Command("rooms")),
