@@ -1,11 +1,13 @@
 """One client connection: its identity, joined rooms, rate limit, and the socket.
 
-After the handshake the connection speaks WebSocket frames itself (app/wsframe.py): the
-handler greenlet reads; sending writes straight to the non-blocking socket from whoever
-sends, and only what the kernel does not take at once is queued in the outbox, drained by
-a flusher greenlet that exists only while there is something to drain. So an idle
-connection costs one greenlet and a few small objects. A client too far behind is closed
-with 1008; its rooms never wait for it.
+After the handshake the connection speaks WebSocket frames itself (app/wsframe.py).
+Reading is event driven: an idle connection is a libev read watcher, and only when bytes
+arrive does a greenlet run to handle the frames they complete, then end (a greenlet
+parked in recv() would cost ~9 KB for the connection's whole life). Sending writes
+straight to the non-blocking socket from whoever sends, and only what the kernel does not
+take at once is queued in the outbox, drained by a flusher greenlet that exists only
+while there is something to drain. A client too far behind is closed with 1008; its rooms
+never wait for it.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import itertools
 import logging
 import socket
 import time
+from collections.abc import Callable
 
 import gevent
 from gevent.lock import Semaphore
@@ -30,6 +33,11 @@ CLOSE_UNAUTHORIZED = 4001
 
 # Bytes asked of the socket per read; a chat frame is usually far smaller.
 RECEIVE_BYTES = 16 * 1024
+# Messages one reading turn handles before letting other connections have theirs.
+MESSAGES_PER_TURN = 32
+
+# What _take_message returns when the bytes read so far complete no message.
+_NEED_MORE = object()
 
 _ids = itertools.count(1)
 
@@ -90,6 +98,11 @@ class Connection:
         self.closed = False
         self.close_received = False  # the client's close frame arrived
         self.discarding = False
+        # set by watch(): the read watcher and what to do with each message and at the end
+        self.watcher = None
+        self.on_message: Callable[[Connection, str | bytes], None] | None = None
+        self.on_end: Callable[[Connection], None] | None = None
+        self.ended = False
 
     def __repr__(self) -> str:
         return f"<Connection {self.id} user={self.user_id} peer={self.peer}>"
@@ -205,26 +218,13 @@ class Connection:
     # --- receiving ----------------------------------------------------------------------------
 
     def receive(self, timeout: float | None = None) -> str | bytes | None:
-        """The next complete message from the client; None when the connection is over.
-
-        Answers pings, notes pongs, and answers a close frame (then returns None). A
-        protocol violation (an oversize message: 1009) closes the connection.
-        """
+        """The next complete message from the client, waiting for it (the first-frame
+        `auth`); None when the connection is over. Raises TimeoutError."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            while self.received:
-                frame = self.received.pop(0)
-                if frame.opcode in (wsframe.OP_TEXT, wsframe.OP_BINARY):
-                    return frame.payload
-                if frame.opcode == wsframe.OP_PING:
-                    self._write(wsframe.pong_frame(frame.payload))
-                elif frame.opcode == wsframe.OP_CLOSE:
-                    self.close_received = True
-                    self.close(frame.close_code if 1000 <= frame.close_code < 5000 else 1000)
-                    return None
-                # a pong: last_heard was updated when it arrived
-            if self.closed:
-                return None
+            message = self._take_message()
+            if message is not _NEED_MORE:
+                return message
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 raise TimeoutError
@@ -238,17 +238,98 @@ class Connection:
                 raise  # (a subclass of OSError, which means "connection gone" here)
             except OSError:
                 return None
-            if not data:
+            if not self._absorb(data):
                 return None
-            self.last_heard = time.monotonic()
-            if self.discarding:
-                continue  # after a violation: read until the client closes, drop it all
-            try:
-                self.received.extend(self.reader.feed(data))
-            except wsframe.ProtocolViolation as exc:
-                log.info("closing %r: %s", self, exc.reason)
-                self.discarding = True
-                self.close(exc.code, exc.reason)
+
+    def watch(
+        self, on_message: Callable[[Connection, str | bytes], None], on_end: Callable[[Connection], None]
+    ) -> None:
+        """From now on, call on_message for each message the client sends, in order, and
+        on_end once when the connection is over; no greenlet waits meanwhile."""
+        self.on_message = on_message
+        self.on_end = on_end
+        self.watcher = gevent.get_hub().loop.io(self.raw.fileno(), 1)
+        if self.received:
+            gevent.spawn(self._pump)  # frames that arrived with the first-frame auth
+        else:
+            self.watcher.start(self._on_readable)
+
+    def _on_readable(self) -> None:
+        # In the event loop: no blocking here. The watcher stays off while the turn
+        # runs, so a connection's messages are handled one after another, in order.
+        self.watcher.stop()
+        gevent.spawn(self._pump)
+
+    def _pump(self) -> None:
+        """One reading turn: handle what the client sent, then watch again (or end)."""
+        try:
+            for _ in range(MESSAGES_PER_TURN):
+                message = self._take_message()
+                while message is _NEED_MORE:
+                    try:
+                        data = self.raw.recv(RECEIVE_BYTES)
+                    except BlockingIOError:
+                        self.watcher.start(self._on_readable)
+                        return
+                    except OSError:
+                        data = b""
+                    if not self._absorb(data):
+                        message = None
+                    else:
+                        message = self._take_message()
+                if message is None:
+                    break
+                self.on_message(self, message)
+            else:
+                self.watcher.start(self._on_readable)  # more later: others' turn first
+                return
+        except Exception:
+            log.exception("reading from %r failed", self)
+        self._end()
+
+    def _end(self) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        if self.watcher is not None:
+            self.watcher.stop()
+        if self.on_end is not None:
+            self.on_end(self)
+
+    def _take_message(self):
+        """The next message among the frames read so far, answering pings and the close
+        frame on the way; _NEED_MORE if none is complete, None when the connection is over."""
+        while self.received:
+            frame = self.received.pop(0)
+            if frame.opcode in (wsframe.OP_TEXT, wsframe.OP_BINARY):
+                return frame.payload
+            if frame.opcode == wsframe.OP_PING:
+                self._write(wsframe.pong_frame(frame.payload))
+            elif frame.opcode == wsframe.OP_CLOSE:
+                self.close_received = True
+                self.close(frame.close_code if 1000 <= frame.close_code < 5000 else 1000)
+                return None
+            # a pong: last_heard was updated when it arrived
+        return None if self.closed else _NEED_MORE
+
+    def _absorb(self, data: bytes) -> bool:
+        """Take bytes read from the socket; False at the end of the stream.
+
+        A protocol violation (an oversize message: 1009) closes the connection; what the
+        client sends after it is dropped until it closes.
+        """
+        if not data:
+            return False
+        self.last_heard = time.monotonic()
+        if self.discarding:
+            return True
+        try:
+            self.received.extend(self.reader.feed(data))
+        except wsframe.ProtocolViolation as exc:
+            log.info("closing %r: %s", self, exc.reason)
+            self.discarding = True
+            self.close(exc.code, exc.reason)
+        return True
 
     def finish(self) -> None:
         """The handler is done: let the flusher write what is queued, then close.
@@ -261,6 +342,9 @@ class Connection:
         if self.close_code is not None and not self.close_received:
             self._await_close_reply(self.CLOSE_REPLY_WAIT_SECONDS)
         self.closed = True
+        if self.watcher is not None:
+            self.watcher.stop()
+            self.watcher.close()
         if self.flusher is not None:
             self.flusher.join(timeout=2)
             if self.flusher is not None:

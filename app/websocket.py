@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from datetime import UTC, datetime
@@ -80,17 +81,27 @@ def chat_socket(ws) -> None:
 
 
 def run_session(rt: ChatRuntime, conn: Connection, identity: Identity | None) -> None:
+    """Authenticate and greet; then the connection is served by events (see
+    Connection.watch) and this greenlet ends."""
     try:
         if rt.shutting_down:
             conn.close(CLOSE_GOING_AWAY, "server shutting down")
-            return
-        identity = identity or authenticate_first_frame(rt, conn)
-        if identity is None:
-            return
-        start_session(rt, conn, identity)
-        serve(rt, conn)
-    finally:
+        else:
+            identity = identity or authenticate_first_frame(rt, conn)
+            if identity is not None:
+                start_session(rt, conn, identity)
+                conn.watch(functools.partial(serve_message, rt), functools.partial(end_connection, rt))
+                return
+    except Exception:
+        log.exception("starting the session of %r failed", conn)
+    end_connection(rt, conn)
+
+
+def end_connection(rt: ChatRuntime, conn: Connection) -> None:
+    """The client went (or was closed): leave its rooms, then close the socket."""
+    try:
         end_session(rt, conn)
+    finally:
         conn.finish()
         rt.connections.discard(conn)
         CONNECTIONS.dec()
@@ -139,25 +150,21 @@ def start_session(rt: ChatRuntime, conn: Connection, identity: Identity) -> None
     conn.send(protocol.welcome_frame(conn.user_id, conn.username, datetime.now(UTC)))
 
 
-def serve(rt: ChatRuntime, conn: Connection) -> None:
-    """Receive, dispatch, answer errors: until the client goes or the server closes."""
-    while True:
-        raw = conn.receive()
-        if raw is None:
-            return
-        FRAMES_IN.value += 1
-        if conn.close_code is not None:
-            continue  # closing: read until the client answers the close
-        if not conn.rate.allow():
-            conn.send_error("rate_limited", "too many frames: slow down", protocol.request_reference(raw))
-            continue
-        try:
-            dispatch(rt, conn, protocol.parse_frame(raw, rt.limits))
-        except ChatError as exc:
-            conn.send_error(exc.code, exc.message, protocol.request_reference(raw))
-        except Exception:
-            log.exception("handling a frame of %r failed", conn)
-            conn.send_error("internal", "internal server error", protocol.request_reference(raw))
+def serve_message(rt: ChatRuntime, conn: Connection, raw: str | bytes) -> None:
+    """One message of an authenticated client: rate limit, parse, dispatch, answer errors."""
+    FRAMES_IN.value += 1
+    if conn.close_code is not None:
+        return  # closing: only the client's close frame matters now
+    if not conn.rate.allow():
+        conn.send_error("rate_limited", "too many frames: slow down", protocol.request_reference(raw))
+        return
+    try:
+        dispatch(rt, conn, protocol.parse_frame(raw, rt.limits))
+    except ChatError as exc:
+        conn.send_error(exc.code, exc.message, protocol.request_reference(raw))
+    except Exception:
+        log.exception("handling a frame of %r failed", conn)
+        conn.send_error("internal", "internal server error", protocol.request_reference(raw))
 
 
 def end_session(rt: ChatRuntime, conn: Connection) -> None:
