@@ -263,7 +263,8 @@ class Connection:
     def _pump(self) -> None:
         """One reading turn: handle what the client sent, then watch again (or end)."""
         try:
-            for _ in range(MESSAGES_PER_TURN):
+            handled = 0
+            while True:
                 message = self._take_message()
                 while message is _NEED_MORE:
                     try:
@@ -273,16 +274,13 @@ class Connection:
                         return
                     except OSError:
                         data = b""
-                    if not self._absorb(data):
-                        message = None
-                    else:
-                        message = self._take_message()
+                    message = self._take_message() if self._absorb(data) else None
                 if message is None:
                     break
                 self.on_message(self, message)
-            else:
-                self.watcher.start(self._on_readable)  # more later: others' turn first
-                return
+                handled += 1
+                if handled % MESSAGES_PER_TURN == 0:
+                    gevent.sleep(0)  # a client sending much: other connections' turn first
         except Exception:
             log.exception("reading from %r failed", self)
         self._end()

@@ -497,6 +497,16 @@ def test_rate_limit_answers_rate_limited_without_disconnecting(connect):
     assert alice.expect("pong")
 
 
+def test_many_frames_in_one_write_are_all_answered(connect):
+    """Frames that arrive together are handled to the last one, even past the number a
+    connection handles before giving others their turn."""
+    alice = connect()
+    frame = websocket.ABNF.create_frame(json.dumps({"type": "ping"}), websocket.ABNF.OPCODE_TEXT).format()
+    alice.ws.sock.sendall(frame * 80)  # one write: the server reads them in one go
+    answers = [alice.recv_any()["type"] for _ in range(80)]
+    assert answers.count("pong") >= 30 and set(answers) <= {"pong", "error"}
+
+
 def test_rooms_auto_create_off_gives_not_found(database_url):
     from conftest import Server
 
