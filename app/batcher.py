@@ -78,12 +78,7 @@ class Batcher:
         # Lanes commit in parallel, each on a connection of its own (autocommit, so a
         # batch never waits for the pool). A room or conversation always takes the same
         # lane, so two batches of this process never wait for the same room's lock.
-        self.lanes = [
-            Lane(self, SingleConnection(pool.dsn, pool.connect_timeout, setup=self._prepare)) for _ in range(pipelines)
-        ]
-
-    def _prepare(self, cur) -> None:
-        store.prepare_store_batch(cur, self.notify_channel)
+        self.lanes = [Lane(self, SingleConnection(pool.dsn, pool.connect_timeout)) for _ in range(pipelines)]
 
     def submit(self, draft: store.Draft, origin: object) -> Outcome:
         """Store a draft; return once it is committed (raise ChatError if it cannot be)."""
@@ -144,9 +139,7 @@ class Batcher:
                 first_by_key.setdefault(key, pending)
                 unique.append(pending)
         drafts = [p.draft for p in unique]
-        results = connection.run(
-            lambda cur: store.store_batch(cur, drafts, self.notify_channel, self.origin, prepared=True)
-        )
+        results = connection.run(lambda cur: store.store_batch(cur, drafts, self.notify_channel, self.origin))
         outcomes: dict[int, Outcome] = {}
         fresh: list[StoredMessage] = []
         lookups: list[Pending] = []

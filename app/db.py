@@ -149,10 +149,9 @@ class SingleConnection:
     """One autocommit connection owned by one greenlet (the group commit): every
     statement is its own transaction and its own round trip."""
 
-    def __init__(self, dsn: str, connect_timeout: int, setup=None) -> None:
+    def __init__(self, dsn: str, connect_timeout: int) -> None:
         self.dsn = dsn
         self.connect_timeout = connect_timeout
-        self.setup = setup  # setup(cursor) on each new connection (prepared statements)
         self.conn = None
 
     def run(self, work):
@@ -168,13 +167,6 @@ class SingleConnection:
             try:
                 if self.conn is None:
                     self.conn = connect(self.dsn, self.connect_timeout, autocommit=True)
-                    if self.setup is not None:
-                        try:
-                            with self.conn.cursor() as cur:
-                                self.setup(cur)
-                        except Exception:
-                            self.close()  # never keep a connection that lacks its setup
-                            raise
                 started = time.perf_counter()
                 with self.conn.cursor() as cur:
                     result = work(cur)

@@ -342,58 +342,9 @@ class BatchResult:
     timestamp: str | None
 
 
-# The batch statements are prepared once per connection of the group commit: planning the
-# statement above cost PostgreSQL more CPU than running it for the small batches of a
-# moderate load. The parameters, in order, of each prepared statement:
-_LOCK_ROOMS_PARAMS = ("lock_rooms",)
-_LOCK_PAIRS_PARAMS = ("lock_low", "lock_high")
-_STORE_PARAMS = ("ord", "from_user", "to_user", "room", "content", "client_id", "username", "channel", "origin")
-_PARAM_TYPES = {
-    "lock_rooms": "text[]", "lock_low": "bigint[]", "lock_high": "bigint[]", "ord": "int[]",
-    "from_user": "bigint[]", "to_user": "bigint[]", "room": "text[]", "content": "text[]",
-    "client_id": "text[]", "username": "text[]", "channel": "text", "origin": "text",
-}  # fmt: skip
-
-
-def _prepare(name: str, sql: str, params: tuple[str, ...]) -> str:
-    """A PREPARE of `sql`, its %(name)s placeholders turned into $1, $2, ..."""
-    for number, param in enumerate(params, start=1):
-        sql = sql.replace(f"%({param})s", f"${number}")
-    types = ", ".join(_PARAM_TYPES[param] for param in params)
-    return f"PREPARE {name} ({types}) AS {sql}"
-
-
-def prepare_store_batch(cur, notify_channel: str | None) -> None:
-    """Prepare the statements of store_batch on this connection (once per connection)."""
-    lock_rooms, lock_pairs, store_sql = (part.strip() for part in _statement(notify_channel).split(";"))
-    cur.execute(_prepare("chat_lock_rooms", lock_rooms, _LOCK_ROOMS_PARAMS))
-    cur.execute(_prepare("chat_lock_pairs", lock_pairs, _LOCK_PAIRS_PARAMS))
-    params = _STORE_PARAMS if notify_channel else _STORE_PARAMS[:-2]
-    cur.execute(_prepare("chat_store", store_sql, params))
-
-
-def _statement(notify_channel: str | None) -> str:
-    return STORE_AND_ANNOUNCE_BATCH if notify_channel else STORE_BATCH
-
-
-def _execute_prepared(notify_channel: str | None) -> str:
-    params = _STORE_PARAMS if notify_channel else _STORE_PARAMS[:-2]
-    return "; ".join(
-        f"EXECUTE {name}({', '.join(f'%({param})s' for param in names)})"
-        for name, names in (
-            ("chat_lock_rooms", _LOCK_ROOMS_PARAMS),
-            ("chat_lock_pairs", _LOCK_PAIRS_PARAMS),
-            ("chat_store", params),
-        )
-    )
-
-
-def store_batch(
-    cur, drafts: list[Draft], notify_channel: str | None, origin: str, prepared: bool = False
-) -> dict[int, BatchResult]:
+def store_batch(cur, drafts: list[Draft], notify_channel: str | None, origin: str) -> dict[int, BatchResult]:
     """Store drafts in one statement; results by position in `drafts`.
 
-    With `prepared`, the statements made by prepare_store_batch on this connection run.
     A draft missing from the result lost a race: another process stored its (sender,
     clientId) meanwhile. Its seq stays a hole that receivers skip.
     """
@@ -413,14 +364,7 @@ def store_batch(
     pairs = sorted(c[1:] for c in channels if c[0] == "d")
     params["lock_low"] = [p[0] for p in pairs]
     params["lock_high"] = [p[1] for p in pairs]
-    if prepared:
-        # psycopg2 spells an all-NULL list ARRAY[NULL], of type text[]: cast each argument.
-        sql = _execute_prepared(notify_channel)
-        for name, kind in _PARAM_TYPES.items():
-            sql = sql.replace(f"%({name})s", f"%({name})s::{kind}")
-        cur.execute(sql, params)
-    else:
-        cur.execute(_statement(notify_channel), params)
+    cur.execute(STORE_AND_ANNOUNCE_BATCH if notify_channel else STORE_BATCH, params)
     return {row[0]: BatchResult(*row[:5]) for row in cur.fetchall()}
 
 
