@@ -48,8 +48,9 @@ PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 PG_BIN = "/usr/lib/postgresql/"
 PG_CLUSTER = os.environ.get("BENCH_PG_CLUSTER", "15/main")
 
-SERVER_CORE = "0"
-LOADGEN_CORE = "1"
+SERVER_CORE = "0"  # --server-cpus
+LOADGEN_CORE = "1"  # --loadgen-cpus
+WORKERS = "1"  # --workers: gunicorn workers of the Python servers
 
 
 def log(*a):
@@ -285,7 +286,7 @@ SERVERS = {
         "label": "project (app/, gunicorn -w 1)",
         "cwd": ROOT,
         "cmd": lambda port: [os.path.join(ROOT, ".venv", "bin", "gunicorn"), "-c", "gunicorn.conf.py",
-                             "-b", f"127.0.0.1:{port}", "-w", "1", "wsgi:app"],
+                             "-b", f"127.0.0.1:{port}", "-w", WORKERS, "wsgi:app"],
         "schema": os.path.join(ROOT, "schema.sql"),
         "welcome": True,
         "available": lambda: os.path.exists(os.path.join(ROOT, "wsgi.py")) and os.path.exists(os.path.join(ROOT, "schema.sql")),
@@ -294,7 +295,7 @@ SERVERS = {
         "label": "plain Flask+flask-sock+gevent",
         "cwd": os.path.join(BENCH, "reference", "flask_plain"),
         "cmd": lambda port: [os.path.join(bench_python(), "gunicorn"), "-c", "gunicorn.conf.py",
-                             "-b", f"127.0.0.1:{port}", "-w", "1", "app:app"],
+                             "-b", f"127.0.0.1:{port}", "-w", WORKERS, "app:app"],
         "schema": os.path.join(BENCH, "schema_reference.sql"),
         "welcome": False,
         "available": lambda: True,
@@ -323,7 +324,7 @@ class Server:
             "DATABASE_URL": db_url(db),
             "JWT_SECRET": secret,
             "WS_BIND_ADDR": f"127.0.0.1:{self.port}",
-            "WEB_CONCURRENCY": "1",
+            "WEB_CONCURRENCY": WORKERS,
             "PYTHONUNBUFFERED": "1",
         })
         env.update(extra_env)
@@ -851,8 +852,14 @@ def parse_args(argv):
     ap.add_argument("--retries", type=int, default=2, help="re-runs of a failing step that was disturbed")
     ap.add_argument("--profile", default="", help="comma list of Python servers to sample with py-spy during each chat step")
     ap.add_argument("--keep", action="store_true", help="keep the databases")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="gunicorn workers of the Python servers (node has one process whatever this says)")
+    ap.add_argument("--server-cpus", default="0", help="taskset CPU list of the server (default: core 0)")
+    ap.add_argument("--loadgen-cpus", default="1", help="taskset CPU list of the load generator (default: core 1)")
     ap.add_argument("--out", default=os.path.join(BENCH, "results"))
     o = ap.parse_args(argv)
+    global SERVER_CORE, LOADGEN_CORE, WORKERS
+    SERVER_CORE, LOADGEN_CORE, WORKERS = o.server_cpus, o.loadgen_cpus, str(o.workers)
     q = o.quick
     defaults = dict(step_seconds=8 if q else 20, warmup_seconds=2 if q else 4, start_rooms=20 if q else 30,
                     step_factor=2.0 if q else 1.4, bisect=1 if q else 3, idle_n=2000 if q else 10000,
