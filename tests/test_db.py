@@ -1,0 +1,36 @@
+"""The database layer's own checks, against a real PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+from conftest import sql
+
+from app import db
+
+
+@pytest.fixture
+def many_descriptors():
+    """Hold 1,100 descriptors open, as a worker with that many clients does."""
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    yield
+    for fd in held:
+        os.close(fd)
+
+
+def test_idle_connection_check_works_past_descriptor_1023(database_url, many_descriptors):
+    """select() refuses descriptors above 1023; a live connection must not be taken for
+    closed there (the group commit reconnected for every batch), nor a dead one for live."""
+    conn = db.connect(database_url)
+    try:
+        assert conn.fileno() > 1024
+        assert not db.closed_by_server(conn)
+        sql(database_url, "SELECT pg_terminate_backend(%s)", (conn.get_backend_pid(),))
+        deadline = time.monotonic() + 5  # the server's goodbye arrives a moment later
+        while not db.closed_by_server(conn) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert db.closed_by_server(conn)
+    finally:
+        conn.close()
