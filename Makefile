@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 
-.PHONY: install run db token user test test-python test-web lint web bench clean
+.PHONY: install run stop-db db token user test test-python test-web lint web bench clean
 
 install: $(STAMP)
 
@@ -19,6 +19,15 @@ $(STAMP): requirements.txt requirements-dev.txt
 run: install
 	@if command -v npm >/dev/null 2>&1 && [ -f web/Makefile ]; then $(MAKE) -C web build || echo "web client build failed: serving the API only"; fi
 	$(PY) scripts/devserver.py
+
+# Stop the embedded PostgreSQL of `make run` (it keeps running between runs).
+stop-db:
+	@if [ -f var/pgdata/postmaster.pid ]; then \
+		pg_ctl=$$(ls $(VENV)/lib/python*/site-packages/pgserver/pginstall/bin/pg_ctl 2>/dev/null | head -1); \
+		owner=$$(stat -c %U var/pgdata); \
+		if [ "$$(id -u)" = 0 ] && [ "$$owner" != root ]; then su "$$owner" -s /bin/sh -c "$$pg_ctl -D var/pgdata -m fast stop"; \
+		else "$$pg_ctl" -D var/pgdata -m fast stop; fi; \
+	else echo "no embedded PostgreSQL running"; fi
 
 # Load schema.sql into DATABASE_URL (safe to run twice, also on the legacy backend's database).
 db: install
