@@ -9,6 +9,7 @@ import random
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import uuid
@@ -23,6 +24,67 @@ import websocket
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "test-secret-that-is-long-enough-for-hs256"
 _user_ids = itertools.count(random.randint(1_000_000, 9_000_000) * 10)
+
+
+# --- waiting for events ------------------------------------------------------------------------
+
+
+def wait_for(predicate, timeout: float, what: str, pause: float = 0.02):
+    """Poll `predicate` until it returns something true (returned), or fail naming `what`.
+
+    For events nothing announces (a process listening, a server noticing a dead peer);
+    where a frame or a thread announces the event, wait for that instead.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"{what}: not within {timeout} s")
+        time.sleep(pause)
+
+
+class FaultPhases:
+    """Orders traffic around a fault by events, not timed sleeps.
+
+    Every sender sends half its messages and waits; then the fault begins (`stop`), the
+    senders send the rest into it, and the fault ends (`start`) once each sender has had
+    an answer while it lasted. A sender refused during the fault waits for its end, then
+    sends again with the same clientId.
+    """
+
+    def __init__(self, senders: int) -> None:
+        self.senders = senders
+        self.halfway = threading.Barrier(senders + 1)
+        self.begun = threading.Event()
+        self.over = threading.Event()
+        self.answered_during: set[int] = set()
+
+    def at_halfway(self) -> None:
+        """Called by each sender half-way through: returns once the fault has begun."""
+        self.halfway.wait(60)
+        self.begun.wait(60)
+
+    def answered(self, sender: int) -> None:
+        if self.begun.is_set() and not self.over.is_set():
+            self.answered_during.add(sender)
+
+    def refused(self, sender: int) -> None:
+        """A send was refused: wait for the end of the fault before sending again."""
+        self.answered(sender)
+        if self.begun.is_set():
+            self.over.wait(60)
+
+    def run(self, stop, start, during=lambda: None) -> None:
+        """The fault: `stop` once every sender is half-way, `start` once each was answered."""
+        self.halfway.wait(60)
+        stop()
+        during()
+        self.begun.set()
+        wait_for(lambda: len(self.answered_during) == self.senders, 60, "every sender answered during the fault")
+        start()
+        self.over.set()
 
 
 # --- database ----------------------------------------------------------------------------------
@@ -182,18 +244,16 @@ class Server:
         return self
 
     def wait_ready(self, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def ready() -> bool:
             if self.proc and self.proc.poll() is not None:
                 raise RuntimeError(f"server exited: see {self.log_path}")
             try:
                 with urllib.request.urlopen(self.http + "/healthz", timeout=1) as resp:
-                    if resp.status == 200:
-                        return
+                    return resp.status == 200
             except OSError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError(f"server not ready on {self.port}: see {self.log_path}")
+                return False
+
+        wait_for(ready, timeout, f"server on {self.port} ready (log: {self.log_path})")
 
     def worker_pids(self) -> list[int]:
         out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout
@@ -398,14 +458,15 @@ class PrivateRedis:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+        def listening() -> bool:
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                return self
+                return True
             except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
+                return False
+
+        wait_for(listening, 10, "redis-server listening")
+        return self
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import os
-import time
 
 import pytest
-from conftest import sql
+from conftest import sql, wait_for
 
 from app import db
 
@@ -28,9 +27,7 @@ def test_idle_connection_check_works_past_descriptor_1023(database_url, many_des
         assert conn.fileno() > 1024
         assert not db.closed_by_server(conn)
         sql(database_url, "SELECT pg_terminate_backend(%s)", (conn.get_backend_pid(),))
-        deadline = time.monotonic() + 5  # the server's goodbye arrives a moment later
-        while not db.closed_by_server(conn) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert db.closed_by_server(conn)
+        # the server's goodbye arrives a moment later
+        wait_for(lambda: db.closed_by_server(conn), 5, "the terminated connection seen as closed")
     finally:
         conn.close()

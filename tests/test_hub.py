@@ -21,6 +21,13 @@ class FakeConnection:
         self.frames.append(frame)
 
 
+def settle(hub: Hub) -> None:
+    """Wait until no gap fill is scheduled or running (they run in their own greenlets)."""
+    with gevent.Timeout(2):
+        while any(gate.filling for gate in hub.gates.values()):
+            gevent.sleep(0.001)  # let the fill's greenlet run
+
+
 def room_message(id: int, seq: int, room: str = "r") -> StoredMessage:
     return StoredMessage(id=id, seq=seq, data=message_data(id, 1, "u", "c", "t", room=room))
 
@@ -51,7 +58,7 @@ def test_early_message_waits_for_the_one_before_it():
     assert conn.received == []
     hub.deliver(room_message(103, 11))
     assert conn.received == [103, 105]
-    gevent.sleep(0.05)
+    settle(hub)
     assert calls == []  # the gap closed by itself
 
 
@@ -59,7 +66,7 @@ def test_a_gap_that_stays_open_is_filled_from_the_database():
     lost = room_message(103, 11)
     hub, conn, calls = make_hub(stored=[lost])
     hub.deliver(room_message(105, 12))
-    gevent.sleep(0.05)
+    settle(hub)
     assert conn.received == [103, 105]
     assert calls == [(("r", "r"), 100, 11)]
 
@@ -67,24 +74,24 @@ def test_a_gap_that_stays_open_is_filled_from_the_database():
 def test_a_hole_left_by_a_lost_idempotency_race_is_skipped():
     hub, conn, _ = make_hub(stored=[])  # seq 11 was allocated but never stored
     hub.deliver(room_message(105, 12))
-    gevent.sleep(0.05)
+    settle(hub)
     assert conn.received == [105]
 
 
 def test_check_heads_fetches_what_pubsub_lost_at_the_end_of_a_stream():
     hub, conn, _ = make_hub(stored=[room_message(101, 11), room_message(102, 12)])
     hub.check_heads({("r", "r"): 12}, at_once=False)
-    gevent.sleep(0.02)
+    settle(hub)
     assert conn.received == []  # may be in flight: wait for the next check
     hub.check_heads({("r", "r"): 12}, at_once=False)
-    gevent.sleep(0.02)
+    settle(hub)
     assert conn.received == [101, 102]
 
 
 def test_check_heads_after_a_reconnect_fetches_at_once():
     hub, conn, _ = make_hub(stored=[room_message(101, 11)])
     hub.check_heads({("r", "r"): 11}, at_once=True)
-    gevent.sleep(0.02)
+    settle(hub)
     assert conn.received == [101]
 
 

@@ -489,8 +489,8 @@ describe('recovery: nothing lost, nothing doubled', () => {
     server.sendTo(conn, { type: 'message', data: m });
     server.sendTo(conn, { type: 'room_history', room: 'general', data: [m] });
     server.post('general', BOB, 'second');
+    // 'second' came after the others on the same socket: a duplicate would be there by now
     await until(() => c.getState().joined.general.messages.length === 2);
-    await new Promise((r) => setTimeout(r, 50));
     expect(c.getState().joined.general.messages.map((x) => x.content)).toEqual(['only once', 'second']);
   });
 
@@ -596,10 +596,11 @@ describe('server extensions (and their absence)', () => {
     expect(dms[CAROL.userId]).toMatchObject({ username: 'carol', listedLastId: 2, historyLoaded: false });
     expect(users[CAROL.userId]).toEqual(CAROL);
     expect(server.framesOfType('conversations')).toEqual([{ type: 'conversations' }]);
-    // listed, not loaded: the latest page comes when the conversation is opened
-    await new Promise((r) => setTimeout(r, 100));
-    expect(server.framesOfType('dm_history')).toEqual([]);
+    // listed, not loaded: the latest page comes when the conversation is opened. Frames
+    // arrive in order, so once the one for carol is in, any earlier one would be too.
     c.openDm(CAROL.userId);
+    await until(() => server.framesOfType('dm_history').length > 0);
+    expect(server.framesOfType('dm_history').map((f) => f.with)).toEqual([CAROL.userId]);
     await until(() => c.getState().dms[CAROL.userId].historyLoaded);
     expect(c.getState().dms[CAROL.userId].messages.map((m) => m.content)).toEqual(['to carol, who is offline']);
     expect(server.framesOfType('dm_history')).toEqual([{ type: 'dm_history', with: CAROL.userId, limit: 50 }]);
