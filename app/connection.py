@@ -248,7 +248,7 @@ class Connection:
         on_end once when the connection is over; no greenlet waits meanwhile."""
         self.on_message = on_message
         self.on_end = on_end
-        self.watcher = gevent.get_hub().loop.io(self.raw.fileno(), 1)
+        self.watcher = gevent.get_hub().loop.io(self.raw.fileno(), 1)  # 1: readable
         if self.received:
             gevent.spawn(self._pump)  # frames that arrived with the first-frame auth
         else:
@@ -302,7 +302,8 @@ class Connection:
             if frame.opcode in (wsframe.OP_TEXT, wsframe.OP_BINARY):
                 return frame.payload
             if frame.opcode == wsframe.OP_PING:
-                self._write(wsframe.pong_frame(frame.payload))
+                if self.close_code is None:  # nothing may follow our close frame
+                    self._write(wsframe.pong_frame(frame.payload))
             elif frame.opcode == wsframe.OP_CLOSE:
                 self.close_received = True
                 self.close(frame.close_code if 1000 <= frame.close_code < 5000 else 1000)
@@ -353,18 +354,16 @@ class Connection:
     CLOSE_REPLY_WAIT_SECONDS = 1.0
 
     def _await_close_reply(self, timeout: float) -> None:
+        """Read until the client's close frame (or the end of the stream), dropping the
+        messages that come before it."""
         with gevent.Timeout(timeout, False):
             try:
-                while not any(frame.opcode == wsframe.OP_CLOSE for frame in self.received):
-                    self.received.clear()
-                    data = self.sock.recv(RECEIVE_BYTES)
-                    if not data:
+                while not self.close_received:
+                    message = self._take_message()
+                    if message is None:
                         return
-                    if not self.discarding:
-                        try:
-                            self.received.extend(self.reader.feed(data))
-                        except wsframe.ProtocolViolation:
-                            self.discarding = True  # then wait for the end of the stream
+                    if message is _NEED_MORE and not self._absorb(self.sock.recv(RECEIVE_BYTES)):
+                        return
             except OSError:
                 pass
 

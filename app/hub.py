@@ -102,9 +102,9 @@ class Hub:
             del self.members_by_room[room]
             self.gates.pop(("r", room), None)
 
-    def user_in_room(self, user_id: int, room: str, besides: Connection | None = None) -> bool:
-        """Whether another connection of this user, here, is joined to the room."""
-        return any(c.user_id == user_id and c is not besides for c in self.members_by_room.get(room, ()))
+    def user_in_room(self, user_id: int, room: str) -> bool:
+        """Whether a connection of this user, here, is joined to the room."""
+        return any(c.user_id == user_id for c in self.members_by_room.get(room, ()))
 
     def track(self, channel: ChannelKey, last_seq: int, last_id: int) -> None:
         if channel not in self.gates:
