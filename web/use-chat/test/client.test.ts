@@ -37,6 +37,14 @@ const until = (fn: () => unknown, timeout = 5000) =>
     { timeout, interval: 10 },
   );
 
+/** Takes the server down until `c` notices, runs `meanwhile`, and starts it again. */
+async function whileServerDown(c: ChatClient, meanwhile: () => void) {
+  await server.kill();
+  await until(() => c.getState().status === 'reconnecting');
+  meanwhile();
+  await server.start(server.port);
+}
+
 beforeEach(async () => {
   server = new FakeChatServer();
   server.addUser(ALICE.userId, ALICE.username);
@@ -466,10 +474,9 @@ describe('recovery: nothing lost, nothing doubled', () => {
     const c = makeClient({ initialRooms: rooms, typingThrottleMs: 0 });
     c.start();
     await until(() => rooms.every((r) => c.getState().joined[r]?.status === 'joined'), 8000);
-    await server.kill();
-    await until(() => c.getState().status === 'reconnecting');
-    for (let i = 0; i < 15; i++) c.sendMessage(rooms[i % rooms.length], `backlog ${i}`);
-    await server.start(server.port);
+    await whileServerDown(c, () => {
+      for (let i = 0; i < 15; i++) c.sendMessage(rooms[i % rooms.length], `backlog ${i}`);
+    });
     await until(() => c.getState().joined['room-0'].status === 'joined');
     // typing is skipped rather than queued when over budget
     for (let i = 0; i < 20; i++) c.typing('room-0');
@@ -505,10 +512,7 @@ describe('recovery: nothing lost, nothing doubled', () => {
     c.sendDm(BOB.userId, 'hi bob');
     await until(() => c.getState().dms[BOB.userId].messages.length === 2 && c.getState().outbox.length === 0);
     const lastSeen = c.getState().dms[BOB.userId].messages[1].id;
-    await server.kill();
-    await until(() => c.getState().status === 'reconnecting');
-    server.postDm(BOB, ALICE.userId, 'while you were away');
-    await server.start(server.port);
+    await whileServerDown(c, () => server.postDm(BOB, ALICE.userId, 'while you were away'));
     await until(() => c.getState().dms[BOB.userId].messages.length === 3);
     expect(server.framesOfType('dm_history').at(-1)).toEqual({ type: 'dm_history', with: 2, limit: 50, after: lastSeen });
     expect(c.getState().dms[BOB.userId].messages.map((m) => m.content)).toEqual([
@@ -524,10 +528,9 @@ describe('recovery: nothing lost, nothing doubled', () => {
     await until(() => c.getState().status === 'open');
     c.openDm(BOB.userId);
     await until(() => c.getState().dms[BOB.userId]?.historyLoaded);
-    await server.kill();
-    await until(() => c.getState().status === 'reconnecting');
-    for (let i = 1; i <= 7; i++) server.postDm(BOB, ALICE.userId, `away ${i}`);
-    await server.start(server.port);
+    await whileServerDown(c, () => {
+      for (let i = 1; i <= 7; i++) server.postDm(BOB, ALICE.userId, `away ${i}`);
+    });
     await until(() => c.getState().dms[BOB.userId].messages.length === 7);
     // an empty conversation continues after 0, page after page (3 + 3 + 1)
     expect(server.framesOfType('dm_history').slice(1).map((f) => f.after)).toEqual([0, 3, 6].map((n) => (n === 0 ? 0 : c.getState().dms[BOB.userId].messages[n - 1].id)));
@@ -622,10 +625,7 @@ describe('server extensions (and their absence)', () => {
     server.postDm(BOB, ALICE.userId, 'seen live');
     await until(() => c.getState().dms[BOB.userId].messages.length === 1);
     const seen = c.getState().dms[BOB.userId].messages[0].id;
-    await server.kill();
-    await until(() => c.getState().status === 'reconnecting');
-    server.postDm(BOB, ALICE.userId, 'missed');
-    await server.start(server.port);
+    await whileServerDown(c, () => server.postDm(BOB, ALICE.userId, 'missed'));
     await until(() => c.getState().dms[BOB.userId].messages.length === 2);
     expect(c.getState().dms[BOB.userId].messages.map((m) => m.content)).toEqual(['seen live', 'missed']);
     expect(onLatestConnection('conversations')).toHaveLength(1);
@@ -643,10 +643,7 @@ describe('server extensions (and their absence)', () => {
     c.openDm(BOB.userId);
     await until(() => c.getState().dms[BOB.userId]?.historyLoaded);
     expect(c.getState().joined.general.online).toBeNull();
-    await server.kill();
-    await until(() => c.getState().status === 'reconnecting');
-    server.postDm(BOB, ALICE.userId, 'missed');
-    await server.start(server.port);
+    await whileServerDown(c, () => server.postDm(BOB, ALICE.userId, 'missed'));
     await until(() => c.getState().dms[BOB.userId].messages.length === 1);
     expect(onLatestConnection('conversations')).toHaveLength(1);
     expect(onLatestConnection('dm_history')).toEqual([{ type: 'dm_history', with: BOB.userId, limit: 50, after: 0 }]);
