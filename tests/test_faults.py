@@ -9,7 +9,7 @@ import urllib.error
 import urllib.request
 
 import websocket
-from conftest import Client, FaultPhases, Server, make_token, new_user_id, sql, unique
+from conftest import Client, FaultPhases, Server, make_token, new_user_id, sql, unique, wait_for
 from test_chat import assert_closed_with, join
 
 
@@ -64,14 +64,23 @@ def test_a_slow_reader_is_closed_with_1008_and_does_not_slow_its_room(database_u
         join(fast, room)
         join(sender, room)
         content = "x" * 3900
-        received = []
-        reader = threading.Thread(target=lambda: received.extend(fast.expect("message", room=room) for _ in range(150)))
+        received, echoed = [], []
+
+        def read(client: Client, into: list) -> None:
+            for _ in range(150):
+                into.append(client.expect("message", room=room))
+
+        reader = threading.Thread(target=read, args=(fast, received))
         reader.start()
         # The sender reads its own echoes too (else it would be the slow one).
-        echoes = threading.Thread(target=lambda: [sender.expect("message", room=room) for _ in range(150)])
+        echoes = threading.Thread(target=read, args=(sender, echoed))
         echoes.start()
         for index in range(150):
             sender.send({"type": "message", "room": room, "content": f"{index} {content}"})
+            if index % 10 == 9:
+                # Paced by the clients that read, so that only the one reading nothing
+                # falls behind (the test's reader threads can be slower than the server).
+                wait_for(lambda floor=index - 10: min(len(received), len(echoed)) > floor, 10, "the readers keeping up")
         # The room keeps flowing for the members that read.
         reader.join(30)
         echoes.join(30)
