@@ -78,7 +78,10 @@ class Batcher:
         # Lanes commit in parallel, each on a connection of its own (autocommit, so a
         # batch never waits for the pool). A room or conversation always takes the same
         # lane, so two batches of this process never wait for the same room's lock.
-        self.lanes = [Lane(self, SingleConnection(pool.dsn, pool.connect_timeout)) for _ in range(pipelines)]
+        self.lanes = [
+            Lane(self, SingleConnection(pool.dsn, pool.connect_timeout, setup=store.prepare_batch_statements))
+            for _ in range(pipelines)
+        ]
 
     def submit(self, draft: store.Draft, origin: object) -> Outcome:
         """Store a draft; return once it is committed (raise ChatError if it cannot be)."""

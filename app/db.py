@@ -10,9 +10,10 @@ from __future__ import annotations
 import logging
 import select
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import click
 import psycopg2
@@ -148,11 +149,15 @@ class Pool:
 
 class SingleConnection:
     """One autocommit connection owned by one greenlet (the group commit): every
-    statement is its own transaction and its own round trip."""
+    statement is its own transaction and its own round trip.
 
-    def __init__(self, dsn: str, connect_timeout: int) -> None:
+    `setup(cursor)` runs on every new connection (to prepare statements, say).
+    """
+
+    def __init__(self, dsn: str, connect_timeout: int, setup: Callable[[Any], None] | None = None) -> None:
         self.dsn = dsn
         self.connect_timeout = connect_timeout
+        self.setup = setup
         self.conn = None
 
     def run(self, work):
@@ -168,11 +173,21 @@ class SingleConnection:
             try:
                 if self.conn is None:
                     self.conn = connect(self.dsn, self.connect_timeout, autocommit=True)
+                    if self.setup is not None:
+                        with self.conn.cursor() as cur:
+                            self.setup(cur)
                 started = time.perf_counter()
                 with self.conn.cursor() as cur:
                     result = work(cur)
                 DB_SECONDS.observe(time.perf_counter() - started)
                 return result
+            except psycopg2.errors.InvalidSqlStatementName:
+                # Our prepared statements are gone (DISCARD ALL by a connection pooler in
+                # between): nothing ran, and a new connection prepares them again. psycopg2
+                # counts this error as an OperationalError: it must be caught before those.
+                self.close()
+                if attempt == 2:
+                    raise
             except CONNECTION_ERRORS as exc:
                 self.close()
                 log.warning("database unavailable: %s", _first_line(exc))

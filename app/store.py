@@ -7,6 +7,7 @@ time zone is UTC, so legacy `timestamp without time zone` columns read the same)
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -252,29 +253,29 @@ def find_by_client_ids(cur, keys: list[tuple[int, str]]) -> dict[tuple[int, str]
     return {(m.data["fromUser"], m.data["clientId"]): m for m in found}
 
 
-# One statement stores a whole batch, so that in autocommit mode a group commit is one
-# round trip and the rooms' row locks are held only while PostgreSQL runs it:
-#   - the rooms' and conversations' rows are locked first, in sorted order, so that two
-#     batches (two pipelines, or two processes) never wait for each other crosswise; the
-#     statements of one query string run in one transaction (autocommit), one round trip;
-#   - drafts whose (sender, clientId) is stored already are answered with that message;
-#   - the others are numbered per room / conversation by bumping rooms.last_seq and
+# One query stores a whole batch, so that in autocommit mode a group commit is one round
+# trip and the rooms' row locks are held only while PostgreSQL runs it. Its statements
+# (one query string runs in one transaction):
+#   - lock the rooms' and conversations' rows first, in sorted order, so that two batches
+#     (two pipelines, or two processes) never wait for each other crosswise;
+#   - answer drafts whose (sender, clientId) is stored already with that message;
+#   - number the others per room / conversation by bumping rooms.last_seq and
 #     dm_threads.last_seq (the row lock orders commits within a room like ids);
-#   - they are inserted, and (with a NOTIFY channel) announced inside the same transaction,
+#   - insert them, and (with a NOTIFY channel) announce them inside the same transaction,
 #     so that listeners hear each exactly when it is committed, in commit order. A payload
 #     over PostgreSQL's 8000-byte limit carries only the id; listeners fetch the rest.
 # Payloads are "<origin>|<json>" so that a process skips its own without parsing them.
-_STORE_BATCH = """
-SELECT 1 FROM rooms WHERE name = ANY(%(lock_rooms)s) ORDER BY name FOR UPDATE;
-SELECT 1 FROM dm_threads t JOIN unnest(%(lock_low)s::bigint[], %(lock_high)s::bigint[]) AS w(low, high)
+_LOCK_ROOMS = "SELECT 1 FROM rooms WHERE name = ANY(%(lock_rooms)s) ORDER BY name FOR UPDATE"
+_LOCK_PAIRS = """
+SELECT 1 FROM dm_threads t JOIN unnest(%(lock_low)s, %(lock_high)s) AS w(low, high)
     ON t.user_low = w.low AND t.user_high = w.high
-    ORDER BY t.user_low, t.user_high FOR UPDATE OF t;
+    ORDER BY t.user_low, t.user_high FOR UPDATE OF t"""
+_STORE = """
 WITH input AS (
     SELECT d.*,
            CASE WHEN d.to_user IS NULL THEN NULL ELSE LEAST(d.from_user, d.to_user) END AS low,
            CASE WHEN d.to_user IS NULL THEN NULL ELSE GREATEST(d.from_user, d.to_user) END AS high
-    FROM unnest(%(ord)s::int[], %(from_user)s::bigint[], %(to_user)s::bigint[], %(room)s::text[],
-                %(content)s::text[], %(client_id)s::text[], %(username)s::text[])
+    FROM unnest(%(ord)s, %(from_user)s, %(to_user)s, %(room)s, %(content)s, %(client_id)s, %(username)s)
          AS d(ord, from_user, to_user, room, content, client_id, username)
 ), earlier AS (
     SELECT d.ord, m.id FROM input d
@@ -325,10 +326,65 @@ _ANNOUNCE = """,
                      'content', content, 'timestamp', ts, 'room', room, 'clientId', client_id)))::text AS body
              FROM stored) AS announced"""
 
-STORE_BATCH = _STORE_BATCH.format(announce="", no_announce="")
-STORE_AND_ANNOUNCE_BATCH = _STORE_BATCH.replace(" {announce} FROM stored\n", _ANNOUNCE + "\n").format(
-    no_announce=", NULL"
-)
+# The parameters of the batch statements, in the order of the prepared statements' $n.
+_BATCH_PARAMETERS = {
+    "lock_rooms": "text[]",
+    "lock_low": "bigint[]",
+    "lock_high": "bigint[]",
+    "ord": "int[]",
+    "from_user": "bigint[]",
+    "to_user": "bigint[]",
+    "room": "text[]",
+    "content": "text[]",
+    "client_id": "text[]",
+    "username": "text[]",
+    "channel": "text",
+    "origin": "text",
+}
+
+# Prepared once per connection and planned once: planning this query cost PostgreSQL
+# more than running it (bench/README.md, item 9). Generic plans are forced on the
+# group-commit connections, since the plan does not depend on the values, and with
+# PostgreSQL's default choice every batch was planned again (custom plans).
+BATCH_STATEMENTS = {
+    "chat_lock_rooms": _LOCK_ROOMS,
+    "chat_lock_pairs": _LOCK_PAIRS,
+    "chat_store": _STORE.format(announce="", no_announce=""),
+    "chat_store_announce": _STORE.replace(" {announce} FROM stored\n", _ANNOUNCE + "\n").format(no_announce=", NULL"),
+}
+
+
+def _with_parameters(sql: str, names: list[str]) -> str:
+    """The statement with its %(name)s placeholders numbered as in `names`."""
+    return re.sub(r"%\((\w+)\)s", lambda m: f"${names.index(m.group(1)) + 1}", sql)
+
+
+def _used_parameters(sql: str) -> list[str]:
+    return [name for name in _BATCH_PARAMETERS if f"%({name})s" in sql]
+
+
+def prepare_batch_statements(cur) -> None:
+    """Prepare the group-commit statements on a new connection (see BATCH_STATEMENTS)."""
+    cur.execute("SET plan_cache_mode = force_generic_plan")
+    # Every batch updates rows of `rooms`, so that small table is mostly dead row versions
+    # between vacuums, and a sequential scan of it (which the planner prefers for a small
+    # table) reads them all, under the row locks: measured at 3,240 msgs/s, the median
+    # latency was 47 ms with it and 12 ms without. This connection runs only these
+    # statements, so index scans are forced.
+    cur.execute("SET enable_seqscan = off")
+    for name, sql in BATCH_STATEMENTS.items():
+        names = _used_parameters(sql)
+        types = ", ".join(_BATCH_PARAMETERS[n] for n in names)
+        cur.execute(f"PREPARE {name} ({types}) AS {_with_parameters(sql, names)}")
+
+
+def _execute(name: str) -> str:
+    """`EXECUTE name(...)` with the statement's parameters as psycopg2 placeholders."""
+    names = _used_parameters(BATCH_STATEMENTS[name])
+    return f"EXECUTE {name}({', '.join(f'%({n})s::{_BATCH_PARAMETERS[n]}' for n in names)})"
+
+
+_EXECUTE = {name: _execute(name) for name in BATCH_STATEMENTS}
 
 
 @dataclass(frozen=True)
@@ -343,7 +399,9 @@ class BatchResult:
 
 
 def store_batch(cur, drafts: list[Draft], notify_channel: str | None, origin: str) -> dict[int, BatchResult]:
-    """Store drafts in one statement; results by position in `drafts`.
+    """Store drafts in one round trip; results by position in `drafts`.
+
+    The cursor's connection must have run `prepare_batch_statements`.
 
     A draft missing from the result lost a race: another process stored its (sender,
     clientId) meanwhile. Its seq stays a hole that receivers skip.
@@ -364,7 +422,14 @@ def store_batch(cur, drafts: list[Draft], notify_channel: str | None, origin: st
     pairs = sorted(c[1:] for c in channels if c[0] == "d")
     params["lock_low"] = [p[0] for p in pairs]
     params["lock_high"] = [p[1] for p in pairs]
-    cur.execute(STORE_AND_ANNOUNCE_BATCH if notify_channel else STORE_BATCH, params)
+    # Locks that would lock nothing are left out (most batches hold no DM).
+    statements = [
+        _EXECUTE[name]
+        for name, needed in (("chat_lock_rooms", params["lock_rooms"]), ("chat_lock_pairs", pairs))
+        if needed
+    ]
+    statements.append(_EXECUTE["chat_store_announce" if notify_channel else "chat_store"])
+    cur.execute("; ".join(statements), params)
     return {row[0]: BatchResult(*row[:5]) for row in cur.fetchall()}
 
 

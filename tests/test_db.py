@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 
 import pytest
-from conftest import sql, wait_for
+from conftest import new_user_id, sql, unique, wait_for
 
-from app import db
+from app import db, store
 
 
 @pytest.fixture
@@ -31,3 +31,25 @@ def test_idle_connection_check_works_past_descriptor_1023(database_url, many_des
         wait_for(lambda: db.closed_by_server(conn), 5, "the terminated connection seen as closed")
     finally:
         conn.close()
+
+
+def test_group_commit_prepares_again_when_its_statements_are_gone(database_url):
+    """A connection pooler's DISCARD ALL drops the prepared batch statements between two
+    batches: the next batch prepares them again on a new connection, and stores."""
+    lane = db.SingleConnection(database_url, 3, setup=store.prepare_batch_statements)
+    room, user = unique("prepared"), new_user_id()
+    sql(database_url, "INSERT INTO rooms (name) VALUES (%s)", (room,))
+
+    def send(text: str) -> store.BatchResult:
+        draft = store.Draft(from_user=user, username="p", content=text, room=room)
+        return lane.run(lambda cur: store.store_batch(cur, [draft], None, "test"))[0]
+
+    try:
+        first = send("one")
+        lane.run(lambda cur: cur.execute("DISCARD ALL"))
+        second = send("two")
+    finally:
+        lane.close()
+    assert (first.seq, second.seq) == (1, 2)
+    stored = sql(database_url, "SELECT content FROM messages WHERE room = %s ORDER BY id", (room,))
+    assert stored == [("one",), ("two",)]
