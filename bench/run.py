@@ -51,6 +51,7 @@ PG_CLUSTER = os.environ.get("BENCH_PG_CLUSTER", "15/main")
 SERVER_CORE = "0"  # --server-cpus
 LOADGEN_CORE = "1"  # --loadgen-cpus
 WORKERS = "1"  # --workers: gunicorn workers of the Python servers
+WORKER_CPU_SHARE = None  # --worker-cpu-share: each server process capped at this fraction of a core
 
 
 def log(*a):
@@ -313,6 +314,49 @@ SERVERS = {
 RUNNING = []
 LOADGENS = []
 KEEP_DBS = False
+CGROUPS = []  # CPU cgroups made for --worker-cpu-share, removed at the end
+
+
+# Throttling period of --worker-cpu-share: short, so that a capped process waits at most
+# 10 ms x (1 - share) for its next slice (the default 100 ms period would stall a worker
+# for up to 65 ms at a 0.35 share, which the p99 limit of 100 ms would mostly measure).
+CPU_PERIOD_US = 10_000
+
+
+def cap_cpu(pid, share, name):
+    """Let process `pid` (all its threads) use at most `share` of one core, through a CPU
+    cgroup of its own (cgroup v1 `cpu` controller, or v2 `cpu.max`). This stands in for a
+    machine with a core per worker: two workers capped at 0.35 each compete for 0.7 of a
+    core the way they would for two cores, while the rest stays free for PostgreSQL and
+    the load generator."""
+    quota = max(1000, int(CPU_PERIOD_US * share))
+    v1 = "/sys/fs/cgroup/cpu"
+    if os.path.exists(os.path.join(v1, "cpu.cfs_quota_us")):
+        path = os.path.join(v1, name)
+        os.makedirs(path, exist_ok=True)
+        CGROUPS.append(path)
+        for key, value in (("cpu.cfs_period_us", CPU_PERIOD_US), ("cpu.cfs_quota_us", quota), ("cgroup.procs", pid)):
+            with open(os.path.join(path, key), "w") as f:
+                f.write(str(value))
+    elif os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
+        path = os.path.join("/sys/fs/cgroup", name)
+        os.makedirs(path, exist_ok=True)
+        CGROUPS.append(path)
+        with open(os.path.join(path, "cpu.max"), "w") as f:
+            f.write(f"{quota} {CPU_PERIOD_US}")
+        with open(os.path.join(path, "cgroup.procs"), "w") as f:
+            f.write(str(pid))
+    else:
+        raise RuntimeError("--worker-cpu-share needs a writable CPU cgroup (/sys/fs/cgroup)")
+
+
+def remove_cgroups():
+    for path in CGROUPS:
+        try:
+            os.rmdir(path)  # empty once its processes have exited
+        except OSError as e:
+            log(f"cgroup {path} not removed: {e}")
+    CGROUPS.clear()
 
 
 class Server:
@@ -337,6 +381,18 @@ class Server:
         RUNNING.append(self)
         self.url = f"ws://127.0.0.1:{self.port}/ws"
         self._wait_ready()
+        if WORKER_CPU_SHARE:
+            self._cap_workers()
+
+    def worker_pids(self):
+        """The processes that serve connections: gunicorn's workers (not its master), or node."""
+        tree = process_tree(self.proc.pid)
+        return tree if self.key == "node" else [p for p in tree if p != self.proc.pid]
+
+    def _cap_workers(self):
+        for i, pid in enumerate(self.worker_pids()):
+            cap_cpu(pid, WORKER_CPU_SHARE, f"chatbench-{os.getpid()}-{self.port}-{i}")
+        log(f"  each of {len(self.worker_pids())} server process(es) capped at {WORKER_CPU_SHARE:g} of a core")
 
     def _wait_ready(self, timeout=30):
         end = time.monotonic() + timeout
@@ -346,9 +402,9 @@ class Server:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
                     pass
-                # for gunicorn the master listens before the worker has booted: wait for a worker
+                # for gunicorn the master listens before the workers have booted: wait for them
                 if self.key != "node":
-                    if len(process_tree(self.proc.pid)) < 2:
+                    if len(process_tree(self.proc.pid)) < 1 + int(WORKERS):
                         time.sleep(0.2)
                         continue
                 time.sleep(1.0)  # let the worker finish importing
@@ -394,6 +450,7 @@ def cleanup():
                 os.killpg(p.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+    remove_cgroups()
     if not KEEP_DBS:
         for d in list(CREATED_DBS):
             drop_db(d)
@@ -854,12 +911,16 @@ def parse_args(argv):
     ap.add_argument("--keep", action="store_true", help="keep the databases")
     ap.add_argument("--workers", type=int, default=1,
                     help="gunicorn workers of the Python servers (node has one process whatever this says)")
+    ap.add_argument("--worker-cpu-share", type=float,
+                    help="cap each server process (gunicorn worker, node) at this fraction of one core, "
+                         "e.g. 0.35: stands in for a core per worker when measuring scaling with --workers")
     ap.add_argument("--server-cpus", default="0", help="taskset CPU list of the server (default: core 0)")
     ap.add_argument("--loadgen-cpus", default="1", help="taskset CPU list of the load generator (default: core 1)")
     ap.add_argument("--out", default=os.path.join(BENCH, "results"))
     o = ap.parse_args(argv)
-    global SERVER_CORE, LOADGEN_CORE, WORKERS
+    global SERVER_CORE, LOADGEN_CORE, WORKERS, WORKER_CPU_SHARE
     SERVER_CORE, LOADGEN_CORE, WORKERS = o.server_cpus, o.loadgen_cpus, str(o.workers)
+    WORKER_CPU_SHARE = o.worker_cpu_share
     q = o.quick
     defaults = dict(step_seconds=8 if q else 20, warmup_seconds=2 if q else 4, start_rooms=20 if q else 30,
                     step_factor=2.0 if q else 1.4, bisect=1 if q else 3, idle_n=2000 if q else 10000,
@@ -915,6 +976,7 @@ def main(argv=None):
     git = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     meta = {"started": stamp, "argv": sys.argv[1:], "git": git, "quick": o.quick, "servers": servers,
             "scenarios": scenarios, "cpus": os.cpu_count(), "server_core": SERVER_CORE, "loadgen_core": LOADGEN_CORE,
+            "workers": int(WORKERS), "worker_cpu_share": WORKER_CPU_SHARE,
             "postgres": psql("postgres", "-At", sql="SHOW server_version", capture=True).strip(),
             "node": subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()}
     results = {}
