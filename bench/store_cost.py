@@ -1,0 +1,134 @@
+"""What one group commit costs: PostgreSQL CPU per stored message and client CPU per batch.
+
+Runs the project's batch statements (app/store.py) on one connection, back to back, in a
+database of its own (created, seeded with rooms and users, dropped at the end), for
+batches of 1, 10 and 40 room messages, with and without NOTIFY. PostgreSQL's CPU is read
+from /proc for the connection's backend, so it needs PostgreSQL on this machine.
+
+    .venv/bin/python bench/store_cost.py               # as the server runs them
+    .venv/bin/python bench/store_cost.py --plans auto  # prepared, PostgreSQL's own plan choice
+    .venv/bin/python bench/store_cost.py --plans unprepared  # the whole query text each time
+
+One connection does not show what concurrency adds (two lanes updating `rooms`, see
+bench/README.md item 9); the chat scenario of run.py does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+import time
+
+import psycopg2
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from app import store  # noqa: E402
+
+ADMIN_URL = os.environ.get("BENCH_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+ROOMS = 350  # about as many as the chat scenario's saturation steps have
+USERS = 1000
+SEEDED_MESSAGES = 200_000  # so that the indexes have depth, as in a live database
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def backend_cpu_s(conn) -> float:
+    with open(f"/proc/{conn.get_backend_pid()}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def seed(url: str) -> None:
+    conn = psycopg2.connect(url)
+    with conn.cursor() as cur:
+        with open(os.path.join(ROOT, "schema.sql")) as schema:
+            cur.execute(schema.read())
+        cur.execute("INSERT INTO rooms (name) SELECT 'r' || g FROM generate_series(0, %s) g", (ROOMS - 1,))
+        cur.execute("INSERT INTO users (id, username) SELECT g, 'u' || g FROM generate_series(1, %s) g", (USERS,))
+        cur.execute(
+            """INSERT INTO messages (from_user, room, content, seq)
+               SELECT g %% %s + 1, 'r' || g %% %s, 'seeded', g FROM generate_series(1, %s) g""",
+            (USERS, ROOMS, SEEDED_MESSAGES),
+        )
+    conn.commit()
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("VACUUM ANALYZE")
+    conn.close()
+
+
+def measure(url: str, size: int, notify: str | None, plans: str) -> str:
+    conn = psycopg2.connect(url)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        store.prepare_batch_statements(cur)
+        if plans != "generic":
+            cur.execute("RESET plan_cache_mode")
+    rnd = random.Random(size)
+
+    def drafts() -> list[store.Draft]:
+        return [
+            store.Draft(
+                from_user=rnd.randint(1, USERS),
+                username="u",
+                content="b1 run room member 12 1733000000000 lorem ipsum dolor sit amet",
+                room=f"r{rnd.randrange(ROOMS)}",
+            )
+            for _ in range(size)
+        ]
+
+    batches = max(200, 4000 // size)
+    with conn.cursor() as cur:
+        for _ in range(50):  # warm: plans made, caches filled
+            cur.execute(*store.batch_query(drafts(), notify, "bench", prepared=plans != "unprepared"))
+        work = [store.batch_query(drafts(), notify, "bench", prepared=plans != "unprepared") for _ in range(batches)]
+        pg_before, cpu_before, wall_before = backend_cpu_s(conn), time.process_time(), time.perf_counter()
+        for query, params in work:
+            cur.execute(query, params)
+            cur.fetchall()
+        pg = backend_cpu_s(conn) - pg_before
+        client = time.process_time() - cpu_before
+        wall = time.perf_counter() - wall_before
+    conn.close()
+    messages = batches * size
+    return (
+        f"| {size:>5} | {'yes' if notify else 'no':>6} | {pg / messages * 1e6:>14.0f} | "
+        f"{client / batches * 1e6:>16.0f} | {wall / batches * 1e3:>12.2f} |"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--plans",
+        choices=("generic", "auto", "unprepared"),
+        default="generic",
+        help="generic: as the server prepares them; auto: prepared, PostgreSQL chooses (custom plans); "
+        "unprepared: the whole query, planned each run",
+    )
+    options = parser.parse_args()
+    name = f"bench_store_cost_{os.getpid()}"
+    admin = psycopg2.connect(ADMIN_URL)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {name}")
+    url = ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    try:
+        seed(url)
+        print(f"plans: {options.plans}\n")
+        print("| batch | NOTIFY | PG CPU us/msg | client CPU us/batch | wall ms/batch |")
+        print("|------:|-------:|--------------:|--------------------:|--------------:|")
+        for size in (1, 10, 40):
+            for notify in (None, "chat_bench"):
+                print(measure(url, size, notify, options.plans), flush=True)
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.close()
+
+
+if __name__ == "__main__":
+    main()
