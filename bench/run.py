@@ -535,7 +535,7 @@ def chat_step(ctx, srv, db, rooms, step_no):
         "url": srv.url, "secret": ctx.secret, "welcome": srv.spec["welcome"],
         "rooms": rooms, "members": o.members, "rate": o.rate,
         "durationS": o.step_seconds, "warmupS": o.warmup_seconds, "drainS": 3,
-        "tag": f"s{step_no}", "userBase": 100000, "roomPrefix": "bench",
+        "tag": f"s{step_no}", "userBase": 100000, "roomPrefix": "bench", "clientIds": o.client_ids,
     }
     checkpoint(db)
     busy = wait_quiet(o.quiet_wait, o.quiet_limit)
@@ -624,7 +624,8 @@ def scenario_chat(ctx, key, db):
         # caches and JITs, so that the first measured step is not penalised
         warm = run_loadgen("chat", {"url": srv.url, "secret": ctx.secret, "welcome": srv.spec["welcome"],
                                     "rooms": o.start_rooms, "members": o.members, "rate": o.rate, "durationS": 4,
-                                    "warmupS": 1, "drainS": 3, "tag": "warm", "userBase": 100000, "roomPrefix": "bench"},
+                                    "warmupS": 1, "drainS": 3, "tag": "warm", "userBase": 100000, "roomPrefix": "bench",
+                                    "clientIds": o.client_ids},
                            ctx.workdir, timeout=120)
         log(f"  warm-up: {warm.get('storedMsgsPerS')} msg/s p99 {warm.get('latencyMs', {}).get('p99')} ms "
             f"{'ok' if warm.get('ok') else warm.get('reason') or warm.get('fatal')}")
@@ -891,6 +892,8 @@ def parse_args(argv):
     ap.add_argument("--members", type=int, default=10)
     ap.add_argument("--rate", type=float, default=2.0, help="messages/s per member")
     ap.add_argument("--p99-limit", type=float, default=100.0)
+    ap.add_argument("--client-ids", action="store_true",
+                    help="chat: every message carries a clientId, as the React client sends them")
     ap.add_argument("--idle-n", type=int)
     ap.add_argument("--idle-connect-limit", type=int, default=600, help="seconds allowed to connect+join all idle clients")
     ap.add_argument("--history-rows", type=int)

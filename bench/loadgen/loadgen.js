@@ -237,6 +237,8 @@ async function runChat() {
   const PAD = cfg.contentPad === undefined ? 'lorem ipsum dolor sit amet consectetur' : cfg.contentPad;
   const USER_BASE = cfg.userBase || 100000;
   const ROOM_PREFIX = cfg.roomPrefix || 'bench';
+  // like the React client: every message carries a clientId (the server's resend key)
+  const CLIENT_IDS = Boolean(cfg.clientIds);
   const MAXSEQ = Math.ceil((RATE * DURATION) / 1000) + 8;
   const INTERVAL = 1000 / RATE;
 
@@ -373,13 +375,13 @@ async function runChat() {
       if (now >= sendEnd || c.ws.readyState !== WebSocket.OPEN || c.seq >= MAXSEQ) return;
       if (now - due > 50) lateSends++;
       const seq = c.seq++;
-      c.ws.send(
-        JSON.stringify({
-          type: 'message',
-          room: c.roomName,
-          content: `b1 ${TAG} ${c.room} ${c.idx} ${seq} ${now.toFixed(3)} ${PAD}`,
-        })
-      );
+      const frame = {
+        type: 'message',
+        room: c.roomName,
+        content: `b1 ${TAG} ${c.room} ${c.idx} ${seq} ${now.toFixed(3)} ${PAD}`,
+      };
+      if (CLIENT_IDS) frame.clientId = `${TAG}-${c.room}-${c.idx}-${seq}`;
+      c.ws.send(JSON.stringify(frame));
       st.sent++;
       sentPerRoom[c.room]++;
       if (now >= measureStart) st.sentMeasured++;
