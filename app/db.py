@@ -172,10 +172,7 @@ class SingleConnection:
                 self.close()
             try:
                 if self.conn is None:
-                    self.conn = connect(self.dsn, self.connect_timeout, autocommit=True)
-                    if self.setup is not None:
-                        with self.conn.cursor() as cur:
-                            self.setup(cur)
+                    self.conn = self._connect()
                 started = time.perf_counter()
                 with self.conn.cursor() as cur:
                     result = work(cur)
@@ -197,6 +194,18 @@ class SingleConnection:
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
+
+    def _connect(self):
+        """A new connection, set up; closed again if the setup fails (it would be half done)."""
+        conn = connect(self.dsn, self.connect_timeout, autocommit=True)
+        if self.setup is not None:
+            try:
+                with conn.cursor() as cur:
+                    self.setup(cur)
+            except BaseException:
+                conn.close()
+                raise
+        return conn
 
     def close(self) -> None:
         if self.conn is not None:

@@ -359,9 +359,13 @@ BATCH_STATEMENTS = {
 }
 
 
+# psycopg2's named placeholder, %(name)s
+_PLACEHOLDER = re.compile(r"%\((\w+)\)s")
+
+
 def _with_parameters(sql: str, names: list[str]) -> str:
     """The statement with its %(name)s placeholders numbered as in `names`."""
-    return re.sub(r"%\((\w+)\)s", lambda m: f"${names.index(m.group(1)) + 1}", sql)
+    return _PLACEHOLDER.sub(lambda m: f"${names.index(m.group(1)) + 1}", sql)
 
 
 def _used_parameters(sql: str) -> list[str]:
@@ -392,7 +396,7 @@ def _execute(name: str) -> str:
 _EXECUTE = {name: _execute(name) for name in BATCH_STATEMENTS}
 # The statements unprepared, with their parameters' types written in.
 _INLINE = {
-    name: re.sub(r"%\((\w+)\)s", lambda m: f"{m.group(0)}::{_BATCH_PARAMETERS[m.group(1)]}", sql)
+    name: _PLACEHOLDER.sub(lambda m: f"{m.group(0)}::{_BATCH_PARAMETERS[m.group(1)]}", sql)
     for name, sql in BATCH_STATEMENTS.items()
 }
 

@@ -1,7 +1,8 @@
 """What one group commit costs: PostgreSQL CPU per stored message and client CPU per batch.
 
 Runs the project's batch statements (app/store.py) on one connection, back to back, in a
-database of its own (created, seeded with rooms and users, dropped at the end), for
+database of its own (created, seeded with rooms and users, dropped at the end, as run.py
+does it), for
 batches of 1, 10 and 40 room messages, with and without NOTIFY. PostgreSQL's CPU is read
 from /proc for the connection's backend, so it needs PostgreSQL on this machine.
 
@@ -22,30 +23,25 @@ import sys
 import time
 
 import psycopg2
+from run import ROOT, create_db, db_url, drop_db, proc_cpu_s  # bench/run.py: same database, same /proc reading
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from app import store  # noqa: E402
 
-ADMIN_URL = os.environ.get("BENCH_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 ROOMS = 350  # about as many as the chat scenario's saturation steps have
 USERS = 1000
 SEEDED_MESSAGES = 200_000  # so that the indexes have depth, as in a live database
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def backend_cpu_s(conn) -> float:
-    with open(f"/proc/{conn.get_backend_pid()}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return proc_cpu_s(conn.get_backend_pid())
 
 
 def seed(url: str) -> None:
+    """Rooms, users and messages in a database that has the schema."""
     conn = psycopg2.connect(url)
     with conn.cursor() as cur:
-        with open(os.path.join(ROOT, "schema.sql")) as schema:
-            cur.execute(schema.read())
         cur.execute("INSERT INTO rooms (name) SELECT 'r' || g FROM generate_series(0, %s) g", (ROOMS - 1,))
         cur.execute("INSERT INTO users (id, username) SELECT g, 'u' || g FROM generate_series(1, %s) g", (USERS,))
         cur.execute(
@@ -111,11 +107,8 @@ def main() -> None:
     )
     options = parser.parse_args()
     name = f"bench_store_cost_{os.getpid()}"
-    admin = psycopg2.connect(ADMIN_URL)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f"CREATE DATABASE {name}")
-    url = ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    create_db(name, os.path.join(ROOT, "schema.sql"))
+    url = db_url(name)
     try:
         seed(url)
         print(f"plans: {options.plans}\n")
@@ -125,9 +118,7 @@ def main() -> None:
             for notify in (None, "chat_bench"):
                 print(measure(url, size, notify, options.plans), flush=True)
     finally:
-        with admin.cursor() as cur:
-            cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.close()
+        drop_db(name)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import psycopg2.errors
 import pytest
 from conftest import new_user_id, sql, unique, wait_for
 
@@ -53,6 +54,32 @@ def test_group_commit_prepares_again_when_its_statements_are_gone(database_url):
     assert (first.seq, second.seq) == (1, 2)
     stored = sql(database_url, "SELECT content FROM messages WHERE room = %s ORDER BY id", (room,))
     assert stored == [("one",), ("two",)]
+
+
+def test_a_connection_whose_setup_fails_is_not_kept(database_url):
+    """A half-prepared connection would fail every batch after it: it is closed, and the
+    next batch connects and sets up anew."""
+    attempts = []
+
+    def setup(cur) -> None:
+        attempts.append(cur.connection.get_backend_pid())
+        if len(attempts) == 1:
+            cur.execute("PREPARE broken AS SELECT * FROM no_such_table")
+
+    lane = db.SingleConnection(database_url, 3, setup=setup)
+    try:
+        with pytest.raises(psycopg2.errors.UndefinedTable):
+            lane.run(lambda cur: cur.execute("SELECT 1"))
+        assert lane.conn is None
+        assert lane.run(lambda cur: cur.execute("SELECT 1") or "ran") == "ran"
+    finally:
+        lane.close()
+    assert len(attempts) == 2
+    wait_for(
+        lambda: not sql(database_url, "SELECT 1 FROM pg_stat_activity WHERE pid = %s", (attempts[0],)),
+        5,
+        "the first backend gone",
+    )
 
 
 def test_batch_plans_made_on_empty_tables_stay_lookups_as_the_tables_grow(fresh_database):
