@@ -61,7 +61,7 @@ class Batcher:
         self,
         pool: Pool,
         origin: str,
-        notify_channel: str | None,
+        notify_channel: Callable[[], str | None],  # asked per batch: None when nobody listens
         on_committed: Callable[[list[StoredMessage]], None],
         max_batch: int,
         timeout_seconds: float,
@@ -142,7 +142,7 @@ class Batcher:
                 first_by_key.setdefault(key, pending)
                 unique.append(pending)
         drafts = [p.draft for p in unique]
-        results = connection.run(lambda cur: store.store_batch(cur, drafts, self.notify_channel, self.origin))
+        results = connection.run(lambda cur: store.store_batch(cur, drafts, self.notify_channel(), self.origin))
         outcomes: dict[int, Outcome] = {}
         fresh: list[StoredMessage] = []
         lookups: list[Pending] = []

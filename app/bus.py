@@ -1,16 +1,24 @@
 """Fan-out between server processes and hosts through an existing engine.
 
 PostgreSQL LISTEN/NOTIFY by default (messages are announced inside their own insert
-transaction, see store.INSERT_AND_NOTIFY_MESSAGES), Redis pub/sub when REDIS_URL is set.
+transaction, see store.BATCH_STATEMENTS), Redis pub/sub when REDIS_URL is set.
 Both are at-most-once: after the listener (re)connects, the process catches up from the
 database (`on_connected`), and per-channel gates (hub.py) repair order and gaps.
 
 Payloads are "<origin node>|<json>"; a process skips its own without parsing them.
+
+A process alone (no other node alive in chat_nodes, no hello or payload from one lately)
+does not announce its messages at all: nobody would hear them, and announcing cost a
+single worker about a third of its median latency (bench/README.md, item 12). A node says
+hello when its listener connects, so that the others start announcing at once; a message
+committed before they heard it is one more message pub/sub did not bring, found by the
+gates' gap filling.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 import gevent
@@ -19,6 +27,7 @@ import orjson
 import psycopg2
 
 from . import db
+from .errors import ChatError
 from .messages import StoredMessage
 from .metrics import BUS_RECONNECTS
 
@@ -44,16 +53,51 @@ class Bus:
     # Name of the NOTIFY channel when messages are announced inside their transaction.
     notify_channel: str | None = None
 
-    def __init__(self, origin: str, on_payload: Callable[[dict], None], on_connected: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        origin: str,
+        on_payload: Callable[[dict], None],
+        on_connected: Callable[[], None],
+        peer_hold_seconds: float,
+    ) -> None:
         self.origin = origin
         self.prefix = origin + "|"
         self.on_payload = on_payload
         self.on_connected = on_connected
         self.connected = False
         self.greenlet: gevent.Greenlet | None = None
+        # How long a sign of another node keeps this one announcing (the node timeout:
+        # a node that said nothing for that long is dead to the others as well).
+        self.peer_hold_seconds = peer_hold_seconds
+        # Until then (time.monotonic()) another node may be listening. A new node
+        # announces from the start, until its heartbeats have found it alone for a while.
+        self.peers_until = time.monotonic() + peer_hold_seconds
 
     def start(self) -> None:
         self.greenlet = gevent.spawn(self._listen_forever)
+
+    def announcing(self) -> bool:
+        """Whether committed messages go on the bus: another node may be listening."""
+        return time.monotonic() < self.peers_until
+
+    def batch_notify_channel(self) -> str | None:
+        """The NOTIFY channel for the next group commit, None when nobody would listen."""
+        return self.notify_channel if self.notify_channel and self.announcing() else None
+
+    def note_peers(self, alive_others: int) -> None:
+        """The heartbeat's count of the other live nodes."""
+        if alive_others:
+            self._peer_seen()
+
+    def _peer_seen(self) -> None:
+        self.peers_until = time.monotonic() + self.peer_hold_seconds
+
+    def _say_hello(self) -> None:
+        """Tell the other nodes that one more listens, so that they announce from now on."""
+        try:
+            self.publish_event({"k": "hello"})
+        except ChatError:
+            pass  # the heartbeat tells them too, a little later
 
     def publish_messages(self, messages: list[StoredMessage]) -> None:
         """Announce committed messages (engines that cannot do it inside the transaction)."""
@@ -64,6 +108,7 @@ class Bus:
     def _receive(self, payload: str) -> None:
         if payload.startswith(self.prefix):
             return  # our own: delivered locally already
+        self._peer_seen()  # (a hello says nothing more than that: on_payload ignores it)
         try:
             _, _, body = payload.partition("|")
             self.on_payload(orjson.loads(body))
@@ -117,6 +162,7 @@ class PostgresBus(Bus):
             log.info("bus: listening on PostgreSQL channel %s", CHANNEL)
             # Listening first, then catching up: nothing committed falls in between.
             self.on_connected()
+            self._say_hello()
             while True:
                 gevent.socket.wait_read(conn.fileno())
                 conn.poll()
@@ -142,7 +188,7 @@ class RedisBus(Bus):
         self.publisher = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
 
     def publish_messages(self, messages: list[StoredMessage]) -> None:
-        if not messages:
+        if not messages or not self.announcing():
             return
         try:
             pipe = self.publisher.pipeline(transaction=False)
@@ -171,6 +217,7 @@ class RedisBus(Bus):
                     self.connected = True
                     log.info("bus: subscribed to Redis channel %s", CHANNEL)
                     self.on_connected()
+                    self._say_hello()
                 elif item["type"] == "message":
                     data = item["data"]
                     self._receive(data.decode() if isinstance(data, bytes) else data)

@@ -160,16 +160,19 @@ class Presence:
 
     # --- the heartbeat ---------------------------------------------------------------------------
 
-    def heartbeat(self, local_presence: Callable[[], set[tuple[str, int, str]]]) -> None:
-        """Refresh our node, retry unsaved leaves, and bury nodes that stopped beating."""
+    def heartbeat(self, local_presence: Callable[[], set[tuple[str, int, str]]]) -> int:
+        """Refresh our node, retry unsaved leaves, and bury nodes that stopped beating.
+
+        Returns how many other nodes are alive.
+        """
         with self.pool.transaction() as cur:
             cur.execute(
-                """INSERT INTO chat_nodes (node_id) VALUES (%s)
-                   ON CONFLICT (node_id) DO UPDATE SET heartbeat_at = now()
-                   RETURNING (xmax = 0)""",
-                (self.node_id,),
+                f"""INSERT INTO chat_nodes (node_id) VALUES (%s)
+                    ON CONFLICT (node_id) DO UPDATE SET heartbeat_at = now()
+                    RETURNING (xmax = 0), (SELECT count(*) FROM ({ALIVE}) AS alive WHERE node_id <> %s)""",
+                (self.node_id, self.node_timeout, self.node_id),
             )
-            was_missing = cur.fetchone()[0]
+            was_missing, alive_others = cur.fetchone()
         if was_missing:
             # New, or buried by the others while we could not beat: say again who is here.
             for room, user_id, username in local_presence():
@@ -182,6 +185,7 @@ class Presence:
             else:
                 self.unsaved_leaves.discard((room, user_id, username))
         self._bury_dead_nodes()
+        return alive_others
 
     def _bury_dead_nodes(self) -> None:
         with self.pool.transaction() as cur:

@@ -61,7 +61,7 @@ class ChatRuntime:
         self.batcher = Batcher(
             self.pool,
             origin=self.node_id,
-            notify_channel=self.bus.notify_channel,
+            notify_channel=self.bus.batch_notify_channel,
             on_committed=self._committed,
             max_batch=config["BATCH_MAX_MESSAGES"],
             timeout_seconds=config["STORE_TIMEOUT_SECONDS"],
@@ -83,7 +83,12 @@ class ChatRuntime:
         kind = self.config["CHAT_BUS"]
         if kind == "auto":
             kind = "redis" if self.config["REDIS_URL"] else "postgres"
-        callbacks = {"origin": self.node_id, "on_payload": self.on_bus_payload, "on_connected": self.resync}
+        callbacks = {
+            "origin": self.node_id,
+            "on_payload": self.on_bus_payload,
+            "on_connected": self.resync,
+            "peer_hold_seconds": self.config["NODE_TIMEOUT_SECONDS"],
+        }
         if kind == "redis":
             return RedisBus(self.config["REDIS_URL"], **callbacks)
         if kind != "postgres":
@@ -107,6 +112,7 @@ class ChatRuntime:
             gevent.spawn(self._deliver_by_id, payload["id"])
         elif kind in ("p", "t"):
             self.deliver_event(payload)
+        # "hello": a node started listening; the bus noted it, nothing to deliver
 
     def _deliver_by_id(self, message_id: int) -> None:
         try:
@@ -162,7 +168,7 @@ class ChatRuntime:
     def _heartbeat_forever(self) -> None:
         while True:
             try:
-                self.presence.heartbeat(self.local_presence)
+                self.bus.note_peers(self.presence.heartbeat(self.local_presence))
                 # Bounds how long a message lost by pub/sub stays undelivered.
                 self._check_heads()
             except ChatError:

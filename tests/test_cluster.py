@@ -7,12 +7,16 @@ engine restarted during traffic.
 
 from __future__ import annotations
 
+import json
 import os
+import select
 import signal
 import threading
 import time
 
+import psycopg2
 import pytest
+import redis
 from conftest import Client, FaultPhases, PrivateRedis, Server, make_token, new_user_id, sql, unique
 from test_chat import join
 
@@ -283,3 +287,75 @@ def test_a_message_too_large_for_a_notify_payload_still_crosses(cluster):
     first, second = (receiver.expect("message", room=room)["data"] for _ in range(2))
     assert first["content"] == content and second["content"] == "small one after"
     assert first["id"] < second["id"]
+
+
+class Announcements:
+    """What the servers put on the bus, heard the way another node would hear it."""
+
+    def __init__(self, bus: str, database_url: str, redis_url: str | None) -> None:
+        if bus == "postgres":
+            self.conn = psycopg2.connect(database_url)
+            self.conn.autocommit = True
+            self.conn.cursor().execute("LISTEN chat_events")
+        else:
+            self.pubsub = redis.Redis.from_url(redis_url).pubsub(ignore_subscribe_messages=True)
+            self.pubsub.subscribe("chat_events")
+        self.bus = bus
+
+    def message_ids(self, wait: float) -> list[int]:
+        """Ids of the messages announced within `wait` seconds from now."""
+        payloads: list[str] = []
+        deadline = time.monotonic() + wait
+        while (left := deadline - time.monotonic()) > 0:
+            if self.bus == "postgres":
+                if select.select([self.conn], [], [], left)[0]:
+                    self.conn.poll()
+                    payloads += [n.payload for n in self.conn.notifies]
+                    self.conn.notifies.clear()
+            elif item := self.pubsub.get_message(timeout=left):
+                payloads.append(item["data"].decode())
+        bodies = [json.loads(payload.partition("|")[2]) for payload in payloads]
+        return [body["d"]["id"] for body in bodies if body["k"] == "m"]
+
+    def close(self) -> None:
+        if self.bus == "postgres":
+            self.conn.close()
+        else:
+            self.pubsub.close()
+
+
+@pytest.mark.parametrize("bus", ["postgres", "redis"])
+def test_a_lone_node_announces_nothing_until_another_says_hello(fresh_database, private_redis, bus):
+    database_url = fresh_database()
+    node_timeout = 2.0
+    env = {**CLUSTER_ENV, "NODE_TIMEOUT_SECONDS": str(node_timeout), "CHAT_BUS": bus, "REDIS_URL": private_redis.url}
+    room = unique("room")
+    heard = Announcements(bus, database_url, private_redis.url)
+    first = Server(database_url, **env).start()
+    alice = connect(first)
+    join(alice, room)
+    # A new node announces until its heartbeats have found it alone for NODE_TIMEOUT_SECONDS.
+    time.sleep(node_timeout + 1.0)
+    alice.send({"type": "message", "room": room, "content": "nobody else listens"})
+    alone = alice.expect("message", room=room)["data"]["id"]
+    assert heard.message_ids(wait=1.0) == [], "a node alone put its messages on the bus"
+
+    second = Server(database_url, **env).start()
+    bob = connect(second)  # the second node's listener says hello as its worker starts
+    assert join(bob, room)["data"]["status"] == "ok"
+    alice.send({"type": "message", "room": room, "content": "now someone does"})
+    first_after = alice.expect("message", room=room)["data"]["id"]
+    assert bob.expect("message", room=room)["data"]["id"] == first_after
+    bob.send({"type": "message", "room": room, "content": "and answers"})
+    answer = alice.expect("message", room=room)["data"]["id"]
+    assert heard.message_ids(wait=1.0) == [first_after, answer]
+    assert alone < first_after < answer
+
+    second.stop()
+    # Its last heartbeat counts for NODE_TIMEOUT_SECONDS, and holds the first for as long.
+    time.sleep(2 * node_timeout + 1.0)
+    alice.send({"type": "message", "room": room, "content": "alone again"})
+    alice.expect("message", room=room)
+    assert heard.message_ids(wait=1.0) == [], "the node kept announcing after the other left"
+    heard.close()
+    first.stop()
