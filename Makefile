@@ -2,6 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+PY_SOURCES := app tests scripts wsgi.py gunicorn.conf.py
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 
 .PHONY: install run stop-db db token user test test-python test-web lint web bench clean
@@ -46,15 +47,15 @@ user: install
 
 test: test-python test-web
 
-test-python: install
-	$(VENV)/bin/ruff check app tests scripts wsgi.py gunicorn.conf.py
+test-python: lint
 	$(VENV)/bin/pytest -q
 
 test-web:
 	@if [ -f web/Makefile ]; then $(MAKE) -C web test; else echo "no web client yet"; fi
 
 lint: install
-	$(VENV)/bin/ruff check app tests scripts wsgi.py gunicorn.conf.py
+	$(VENV)/bin/ruff check $(PY_SOURCES)
+	$(VENV)/bin/ruff format --check $(PY_SOURCES)
 
 web:
 	$(MAKE) -C web build

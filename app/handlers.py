@@ -100,9 +100,7 @@ def leave_room(rt: ChatRuntime, conn: Connection, room: str) -> None:
     conn.replayed_up_to.pop(room, None)
     rt.hub.leave_room(conn, room)
     if not rt.hub.user_in_room(conn.user_id, room):
-        rt.presence.leave(
-            room, conn.user_id, conn.username, still_here=lambda: rt.hub.user_in_room(conn.user_id, room)
-        )
+        rt.presence.leave(room, conn.user_id, conn.username, still_here=lambda: rt.hub.user_in_room(conn.user_id, room))
 
 
 def handle_message(rt: ChatRuntime, conn: Connection, command: Command) -> None:

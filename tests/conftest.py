@@ -458,6 +458,7 @@ class PrivateRedis:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
+
         def listening() -> bool:
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()

@@ -492,6 +492,7 @@ def test_rate_limit_answers_rate_limited_without_disconnecting(connect):
             assert frame["code"] == "rate_limited"
             errors += 1
     assert 30 <= pongs < 45 and errors >= 1
+
     def answered_with_pong() -> bool:  # once the bucket has refilled (10 frames/s)
         alice.send({"type": "ping"})
         return alice.recv_any()["type"] == "pong"
