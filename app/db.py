@@ -250,6 +250,40 @@ def load_schema(dsn: str) -> None:
         conn.close()
 
 
+# The tables the server needs; when one is missing the database is new (or predates it).
+SCHEMA_TABLES = ("users", "rooms", "messages", "dm_threads", "chat_nodes", "room_presence")
+# Taken while a starting process loads the schema, so that workers starting together
+# do not create the same tables at once (an arbitrary key of this application).
+SCHEMA_LOCK_KEY = 0x63686174  # "chat"
+
+
+def ensure_schema(dsn: str, connect_timeout: int = 3) -> None:
+    """Load schema.sql if a table of it is missing: a new database works without `make db`.
+
+    Only then: on a database in use, schema.sql's ALTER TABLEs would take locks that stall
+    every query behind them, so upgrading one stays `make db`'s job. Failures are logged,
+    not raised (the database may be down for now, or the role not allowed to create).
+    """
+    try:
+        conn = connect(dsn, connect_timeout=connect_timeout)
+    except CONNECTION_ERRORS as exc:
+        log.warning("schema not checked: database unreachable (%s)", _first_line(exc))
+        return
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_KEY,))
+            cur.execute("SELECT name FROM unnest(%s) AS name WHERE to_regclass(name) IS NULL", (list(SCHEMA_TABLES),))
+            missing = [row[0] for row in cur]
+            if missing:
+                cur.execute(SCHEMA_PATH.read_text())
+                log.info("schema loaded (the database had no table %s)", ", ".join(missing))
+        conn.commit()
+    except psycopg2.Error as exc:
+        log.error("could not load the schema (%s): run `make db` as a role that may", _first_line(exc))
+    finally:
+        conn.close()
+
+
 def ping(dsn: str, timeout: int = 2) -> bool:
     """True when the database answers a trivial query within `timeout` seconds."""
     try:

@@ -24,17 +24,22 @@ INSERT INTO messages (from_user, room, content, timestamp)
 
 
 @pytest.fixture
-def legacy_database(admin_url):
-    name = f"chat_legacy_{new_user_id()}"
-    conn_url = database_url_for(admin_url, name)
+def empty_database(admin_url):
+    """A database with no table at all."""
+    name = f"chat_empty_{new_user_id()}"
     admin = psycopg2.connect(admin_url)
     admin.autocommit = True
     with admin.cursor() as cur:
         cur.execute(f'CREATE DATABASE "{name}"')
     admin.close()
-    sql(conn_url, LEGACY_TABLES)
-    yield conn_url
+    yield database_url_for(admin_url, name)
     drop_database(admin_url, name)
+
+
+@pytest.fixture
+def legacy_database(empty_database):
+    sql(empty_database, LEGACY_TABLES)
+    return empty_database
 
 
 def make_db(url: str) -> subprocess.CompletedProcess:
@@ -83,3 +88,24 @@ def test_schema_loads_twice_on_a_fresh_database(fresh_database):
         row[0] for row in sql(url, "SELECT column_name FROM information_schema.columns WHERE table_name = 'messages'")
     }
     assert {"id", "from_user", "to_user", "room", "content", "timestamp"} <= columns
+
+
+def test_a_server_on_an_empty_database_creates_the_tables_itself(empty_database):
+    srv = Server(empty_database, workers=2).start()
+    try:
+        clients = []
+        for _ in range(4):  # likely both workers: they take the schema lock in turn
+            user_id = new_user_id()
+            clients.append(Client.connect(srv.url, make_token(user_id, f"user{user_id}")))
+            clients[-1].expect("welcome")
+        first = clients[0]
+        first.send({"type": "join", "room": "lobby"})
+        first.expect("join_ack", room="lobby")
+        first.send({"type": "message", "room": "lobby", "content": "first words"})
+        assert first.expect("message", room="lobby")["data"]["content"] == "first words"
+        assert sql(empty_database, "SELECT content FROM messages") == [("first words",)]
+        assert srv.log().count("schema loaded") == 1
+        for client in clients:
+            client.close()
+    finally:
+        srv.stop()
