@@ -304,9 +304,21 @@ class Announcements:
 
     def message_ids(self, wait: float) -> list[int]:
         """Ids of the messages announced within `wait` seconds from now."""
+        return [body["d"]["id"] for body in self.bodies(wait) if body["k"] == "m"]
+
+    def wait_for_hello(self, timeout: float = 10.0) -> None:
+        """Until a node says hello (heard at once by the other nodes as well)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(body["k"] == "hello" for body in self.bodies(wait=0.1, until_any=True)):
+                return
+        raise AssertionError("no node said hello")
+
+    def bodies(self, wait: float, until_any: bool = False) -> list[dict]:
+        """What was put on the bus within `wait` seconds (or up to the first, with until_any)."""
         payloads: list[str] = []
         deadline = time.monotonic() + wait
-        while (left := deadline - time.monotonic()) > 0:
+        while (left := deadline - time.monotonic()) > 0 and not (until_any and payloads):
             if self.bus == "postgres":
                 if select.select([self.conn], [], [], left)[0]:
                     self.conn.poll()
@@ -314,8 +326,7 @@ class Announcements:
                     self.conn.notifies.clear()
             elif item := self.pubsub.get_message(timeout=left):
                 payloads.append(item["data"].decode())
-        bodies = [json.loads(payload.partition("|")[2]) for payload in payloads]
-        return [body["d"]["id"] for body in bodies if body["k"] == "m"]
+        return [json.loads(payload.partition("|")[2]) for payload in payloads]
 
     def close(self) -> None:
         if self.bus == "postgres":
@@ -331,31 +342,35 @@ def test_a_lone_node_announces_nothing_until_another_says_hello(fresh_database, 
     env = {**CLUSTER_ENV, "NODE_TIMEOUT_SECONDS": str(node_timeout), "CHAT_BUS": bus, "REDIS_URL": private_redis.url}
     room = unique("room")
     heard = Announcements(bus, database_url, private_redis.url)
-    first = Server(database_url, **env).start()
-    alice = connect(first)
-    join(alice, room)
-    # A new node announces until its heartbeats have found it alone for NODE_TIMEOUT_SECONDS.
-    time.sleep(node_timeout + 1.0)
-    alice.send({"type": "message", "room": room, "content": "nobody else listens"})
-    alone = alice.expect("message", room=room)["data"]["id"]
-    assert heard.message_ids(wait=1.0) == [], "a node alone put its messages on the bus"
+    servers = [Server(database_url, **env).start()]
+    try:
+        alice = connect(servers[0])
+        join(alice, room)
+        # A new node announces until its heartbeats have found it alone for NODE_TIMEOUT_SECONDS.
+        time.sleep(node_timeout + 1.0)
+        alice.send({"type": "message", "room": room, "content": "nobody else listens"})
+        alone = alice.expect("message", room=room)["data"]["id"]
+        assert heard.message_ids(wait=1.0) == [], "a node alone put its messages on the bus"
 
-    second = Server(database_url, **env).start()
-    bob = connect(second)  # the second node's listener says hello as its worker starts
-    assert join(bob, room)["data"]["status"] == "ok"
-    alice.send({"type": "message", "room": room, "content": "now someone does"})
-    first_after = alice.expect("message", room=room)["data"]["id"]
-    assert bob.expect("message", room=room)["data"]["id"] == first_after
-    bob.send({"type": "message", "room": room, "content": "and answers"})
-    answer = alice.expect("message", room=room)["data"]["id"]
-    assert heard.message_ids(wait=1.0) == [first_after, answer]
-    assert alone < first_after < answer
+        servers.append(Server(database_url, **env).start())
+        bob = connect(servers[1])  # its worker starts chatting: its listener says hello
+        heard.wait_for_hello()
+        assert join(bob, room)["data"]["status"] == "ok"
+        alice.send({"type": "message", "room": room, "content": "now someone does"})
+        first_after = alice.expect("message", room=room)["data"]["id"]
+        assert bob.expect("message", room=room)["data"]["id"] == first_after
+        bob.send({"type": "message", "room": room, "content": "and answers"})
+        answer = alice.expect("message", room=room)["data"]["id"]
+        assert heard.message_ids(wait=1.0) == [first_after, answer]
+        assert alone < first_after < answer
 
-    second.stop()
-    # Its last heartbeat counts for NODE_TIMEOUT_SECONDS, and holds the first for as long.
-    time.sleep(2 * node_timeout + 1.0)
-    alice.send({"type": "message", "room": room, "content": "alone again"})
-    alice.expect("message", room=room)
-    assert heard.message_ids(wait=1.0) == [], "the node kept announcing after the other left"
-    heard.close()
-    first.stop()
+        servers[1].stop()
+        # Its last heartbeat counts for NODE_TIMEOUT_SECONDS, and holds the first for as long.
+        time.sleep(2 * node_timeout + 1.0)
+        alice.send({"type": "message", "room": room, "content": "alone again"})
+        alice.expect("message", room=room)
+        assert heard.message_ids(wait=1.0) == [], "the node kept announcing after the other left"
+    finally:
+        heard.close()
+        for srv in servers:
+            srv.stop()
