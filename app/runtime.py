@@ -14,6 +14,7 @@ import uuid
 
 import gevent
 from flask import Flask, current_app
+from gevent.lock import Semaphore
 
 from . import (
     db,
@@ -212,13 +213,18 @@ def _wire_to_args(data: dict) -> dict:
 
 
 _runtime: ChatRuntime | None = None
+# Creating the runtime waits on the database (the schema check), and meanwhile other
+# connections arrive: they wait for the one runtime instead of each making their own.
+_runtime_lock = Semaphore()
 
 
 def get_runtime(app: Flask | None = None) -> ChatRuntime:
     """The process's runtime, created on first use (after gunicorn forked the worker)."""
     global _runtime
     if _runtime is None:
-        _runtime = ChatRuntime(dict((app or current_app).config))
+        with _runtime_lock:
+            if _runtime is None:
+                _runtime = ChatRuntime(dict((app or current_app).config))
     return _runtime
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 
 import psycopg2
 import pytest
@@ -93,11 +94,17 @@ def test_schema_loads_twice_on_a_fresh_database(fresh_database):
 def test_a_server_on_an_empty_database_creates_the_tables_itself(empty_database):
     srv = Server(empty_database, workers=2).start()
     try:
-        clients = []
-        for _ in range(4):  # likely both workers: they take the schema lock in turn
+
+        def connect_one() -> Client:
             user_id = new_user_id()
-            clients.append(Client.connect(srv.url, make_token(user_id, f"user{user_id}")))
-            clients[-1].expect("welcome")
+            client = Client.connect(srv.url, make_token(user_id, f"user{user_id}"))
+            client.expect("welcome")
+            return client
+
+        # At once, while the first of each worker waits for the schema: both workers
+        # take the schema lock in turn, and each makes one runtime, not one per client.
+        with ThreadPoolExecutor(max_workers=20) as pool:
+            clients = list(pool.map(lambda _: connect_one(), range(20)))
         first = clients[0]
         first.send({"type": "join", "room": "lobby"})
         first.expect("join_ack", room="lobby")
@@ -105,6 +112,7 @@ def test_a_server_on_an_empty_database_creates_the_tables_itself(empty_database)
         assert first.expect("message", room="lobby")["data"]["content"] == "first words"
         assert sql(empty_database, "SELECT content FROM messages") == [("first words",)]
         assert srv.log().count("schema loaded") == 1
+        assert 1 <= srv.log().count("chat runtime started") <= 2
         for client in clients:
             client.close()
     finally:
