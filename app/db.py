@@ -8,6 +8,7 @@ failed is forgotten together with every idle one (after a server restart they ar
 from __future__ import annotations
 
 import logging
+import re
 import select
 import time
 from collections.abc import Callable, Iterator
@@ -239,22 +240,28 @@ def _first_line(exc: Exception) -> str:
     return text.splitlines()[0] if text else exc.__class__.__name__
 
 
-def load_schema(dsn: str) -> None:
-    """Apply schema.sql; every statement in it is safe to run again."""
-    conn = connect(dsn)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(SCHEMA_PATH.read_text())
-        conn.commit()
-    finally:
-        conn.close()
-
-
-# The tables the server needs; when one is missing the database is new (or predates it).
-SCHEMA_TABLES = ("users", "rooms", "messages", "dm_threads", "chat_nodes", "room_presence")
-# Taken while a starting process loads the schema, so that workers starting together
+# The tables schema.sql creates: when one is missing the database is new (or predates it).
+SCHEMA_TABLES = tuple(re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", SCHEMA_PATH.read_text()))
+# Held while schema.sql runs, so that workers starting together (or `make db` beside them)
 # do not create the same tables at once (an arbitrary key of this application).
 SCHEMA_LOCK_KEY = 0x63686174  # "chat"
+
+
+def load_schema(dsn: str, only_if_missing: bool = False, connect_timeout: int = 3) -> list[str]:
+    """Apply schema.sql (every statement in it is safe to run again); return the tables
+    that were missing. With `only_if_missing`, apply it only if one was."""
+    conn = connect(dsn, connect_timeout=connect_timeout)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_KEY,))
+            cur.execute("SELECT name FROM unnest(%s) AS name WHERE to_regclass(name) IS NULL", (list(SCHEMA_TABLES),))
+            missing = [row[0] for row in cur]
+            if missing or not only_if_missing:
+                cur.execute(SCHEMA_PATH.read_text())
+        conn.commit()
+        return missing
+    finally:
+        conn.close()
 
 
 def ensure_schema(dsn: str, connect_timeout: int = 3) -> None:
@@ -265,23 +272,14 @@ def ensure_schema(dsn: str, connect_timeout: int = 3) -> None:
     not raised (the database may be down for now, or the role not allowed to create).
     """
     try:
-        conn = connect(dsn, connect_timeout=connect_timeout)
+        missing = load_schema(dsn, only_if_missing=True, connect_timeout=connect_timeout)
     except CONNECTION_ERRORS as exc:
         log.warning("schema not checked: database unreachable (%s)", _first_line(exc))
-        return
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_KEY,))
-            cur.execute("SELECT name FROM unnest(%s) AS name WHERE to_regclass(name) IS NULL", (list(SCHEMA_TABLES),))
-            missing = [row[0] for row in cur]
-            if missing:
-                cur.execute(SCHEMA_PATH.read_text())
-                log.info("schema loaded (the database had no table %s)", ", ".join(missing))
-        conn.commit()
     except psycopg2.Error as exc:
         log.error("could not load the schema (%s): run `make db` as a role that may", _first_line(exc))
-    finally:
-        conn.close()
+    else:
+        if missing:
+            log.info("schema loaded (the database had no table %s)", ", ".join(missing))
 
 
 def ping(dsn: str, timeout: int = 2) -> bool:

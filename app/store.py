@@ -231,7 +231,6 @@ class Draft:
     room: str | None = None
     to_user: int | None = None
     client_id: str | None = None
-    seq: int = 0
 
     @property
     def channel(self) -> tuple:
@@ -338,7 +337,7 @@ _ANNOUNCE = """,
              FROM stored) AS announced"""
 
 # The parameters of the batch statements, in the order of the prepared statements' $n.
-_BATCH_PARAMETERS = {
+BATCH_PARAMETERS = {
     "lock_rooms": "text[]",
     "lock_low": "bigint[]",
     "lock_high": "bigint[]",
@@ -360,16 +359,16 @@ BATCH_STATEMENTS = {
 
 
 # psycopg2's named placeholder, %(name)s
-_PLACEHOLDER = re.compile(r"%\((\w+)\)s")
+PLACEHOLDER = re.compile(r"%\((\w+)\)s")
 
 
 def _with_parameters(sql: str, names: list[str]) -> str:
     """The statement with its %(name)s placeholders numbered as in `names`."""
-    return _PLACEHOLDER.sub(lambda m: f"${names.index(m.group(1)) + 1}", sql)
+    return PLACEHOLDER.sub(lambda m: f"${names.index(m.group(1)) + 1}", sql)
 
 
 def _used_parameters(sql: str) -> list[str]:
-    return [name for name in _BATCH_PARAMETERS if f"%({name})s" in sql]
+    return [name for name in BATCH_PARAMETERS if f"%({name})s" in sql]
 
 
 def prepare_batch_statements(cur) -> None:
@@ -383,22 +382,17 @@ def prepare_batch_statements(cur) -> None:
     cur.execute("SET enable_seqscan = off")
     for name, sql in BATCH_STATEMENTS.items():
         names = _used_parameters(sql)
-        types = ", ".join(_BATCH_PARAMETERS[n] for n in names)
+        types = ", ".join(BATCH_PARAMETERS[n] for n in names)
         cur.execute(f"PREPARE {name} ({types}) AS {_with_parameters(sql, names)}")
 
 
 def _execute(name: str) -> str:
     """`EXECUTE name(...)` with the statement's parameters as psycopg2 placeholders."""
     names = _used_parameters(BATCH_STATEMENTS[name])
-    return f"EXECUTE {name}({', '.join(f'%({n})s::{_BATCH_PARAMETERS[n]}' for n in names)})"
+    return f"EXECUTE {name}({', '.join(f'%({n})s::{BATCH_PARAMETERS[n]}' for n in names)})"
 
 
-_EXECUTE = {name: _execute(name) for name in BATCH_STATEMENTS}
-# The statements unprepared, with their parameters' types written in.
-_INLINE = {
-    name: _PLACEHOLDER.sub(lambda m: f"{m.group(0)}::{_BATCH_PARAMETERS[m.group(1)]}", sql)
-    for name, sql in BATCH_STATEMENTS.items()
-}
+EXECUTE_BATCH_STATEMENTS = {name: _execute(name) for name in BATCH_STATEMENTS}
 
 
 @dataclass(frozen=True)
@@ -413,12 +407,13 @@ class BatchResult:
 
 
 def batch_query(
-    drafts: list[Draft], notify_channel: str | None, origin: str, prepared: bool = True
+    drafts: list[Draft], notify_channel: str | None, origin: str, statements: dict[str, str] = EXECUTE_BATCH_STATEMENTS
 ) -> tuple[str, dict]:
     """The query that stores `drafts`, and its parameters.
 
-    Prepared: EXECUTEs of the statements `prepare_batch_statements` made. Not prepared:
-    the same statements in full, planned by each run (for bench/store_cost.py).
+    `statements` gives the SQL run for each name of BATCH_STATEMENTS: by default the
+    EXECUTEs of what `prepare_batch_statements` prepared (bench/store_cost.py passes the
+    statements written out, to measure them unprepared).
     """
     params = {
         # One JSON array of the drafts' fields (orjson writes dataclasses): psycopg2 quotes
@@ -436,7 +431,6 @@ def batch_query(
     # Locks that would lock nothing are left out (most batches hold no DM).
     names = [name for name, needed in (("chat_lock_rooms", params["lock_rooms"]), ("chat_lock_pairs", pairs)) if needed]
     names.append("chat_store_announce" if notify_channel else "chat_store")
-    statements = _EXECUTE if prepared else _INLINE
     return "; ".join(statements[name] for name in names), params
 
 

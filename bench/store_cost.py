@@ -32,6 +32,11 @@ from app import store  # noqa: E402
 ROOMS = 350  # about as many as the chat scenario's saturation steps have
 USERS = 1000
 SEEDED_MESSAGES = 200_000  # so that the indexes have depth, as in a live database
+# The batch statements written out in full (each run planned anew), their parameters typed.
+INLINE_STATEMENTS = {
+    name: store.PLACEHOLDER.sub(lambda m: f"{m.group(0)}::{store.BATCH_PARAMETERS[m.group(1)]}", sql)
+    for name, sql in store.BATCH_STATEMENTS.items()
+}
 
 
 def backend_cpu_s(conn) -> float:
@@ -76,11 +81,12 @@ def measure(url: str, size: int, notify: str | None, plans: str) -> str:
             for _ in range(size)
         ]
 
+    statements = INLINE_STATEMENTS if plans == "unprepared" else store.EXECUTE_BATCH_STATEMENTS
     batches = max(200, 4000 // size)
     with conn.cursor() as cur:
         for _ in range(50):  # warm: plans made, caches filled
-            cur.execute(*store.batch_query(drafts(), notify, "bench", prepared=plans != "unprepared"))
-        work = [store.batch_query(drafts(), notify, "bench", prepared=plans != "unprepared") for _ in range(batches)]
+            cur.execute(*store.batch_query(drafts(), notify, "bench", statements))
+        work = [store.batch_query(drafts(), notify, "bench", statements) for _ in range(batches)]
         pg_before, cpu_before, wall_before = backend_cpu_s(conn), time.process_time(), time.perf_counter()
         for query, params in work:
             cur.execute(query, params)
