@@ -1,7 +1,7 @@
 """The chat machinery of one server process, started on first use.
 
 Owns the database pool, the local hub, the group-commit batcher, the bus and presence, and
-the background greenlets (commit loop, bus listener, heartbeat).
+the background greenlets (commit loop, bus listener, heartbeat, event-loop lag probe).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from gevent.lock import Semaphore
 
 from . import (
     db,
+    pauses,
     protocol,
     store,
 )
@@ -79,6 +80,8 @@ class ChatRuntime:
         self.shutting_down = False
         self.bus.start()
         self.heartbeat = gevent.spawn(self._heartbeat_forever)
+        pauses.watch_garbage_collector()
+        self.lag_probe = pauses.watch_event_loop()
         log.info("chat runtime started as node %s (bus: %s)", self.node_id, type(self.bus).__name__)
 
     def _make_bus(self) -> Bus:
