@@ -40,14 +40,18 @@ def handle_join(rt: ChatRuntime, conn: Connection, command: Command) -> None:
         announced: list[dict] = []
         if newly_joined:
             announced = rt.presence.enter(cur, room, conn.user_id, conn.username)
-        users = rt.presence.online_users(cur, room)
-    if not any(user["userId"] == conn.user_id for user in users):
-        users = [*users, {"userId": conn.user_id, "username": conn.username}]
+        online = rt.presence.online_users(cur, room)
+    max_listed = rt.config["JOIN_ACK_MAX_USERS"]
+    if conn.user_id in online.users:
+        ack = protocol.join_ack_frame(room, online.listed(max_listed), len(online.users))
+    else:  # not yet heard of (its join is announced after the ack): list it too
+        users = {**online.users, conn.user_id: conn.username}
+        ack = protocol.join_ack_frame(room, protocol.listed_users(users, max_listed), len(users))
     if command.since is not None:
         conn.replay_buffers[room] = []  # live messages wait until the replay is sent
     rt.hub.join_room(conn, room, state.last_seq, state.last_id)
     conn.rooms.add(room)
-    conn.send(protocol.join_ack_frame(room, users, rt.config["JOIN_ACK_MAX_USERS"]))
+    conn.send(ack)
     rt.presence.after_commit(announced)
     if command.since is not None:
         replay(rt, conn, room, command.since)

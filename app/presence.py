@@ -14,13 +14,52 @@ import logging
 import time
 from collections.abc import Callable
 
+import orjson
+
 from .bus import Bus
 from .db import Pool
 from .errors import ChatError
+from .protocol import listed_users
 
 log = logging.getLogger(__name__)
 
 ALIVE = "SELECT node_id FROM chat_nodes WHERE heartbeat_at > now() - make_interval(secs => %s)"
+
+
+class RoomOnline:
+    """Who is online in one room (user id -> name, in the order they came), as last read.
+
+    Presence events keep it current in constant time, however large the crowd; the
+    join_ack list of its first users is encoded once and kept until one of them changes,
+    so that a crowd joining a room is not listed and encoded once per join.
+    """
+
+    __slots__ = ("read_at", "users", "_listed", "_listed_ids")
+
+    def __init__(self, read_at: float, users: dict[int, str]) -> None:
+        self.read_at = read_at
+        self.users = users
+        self._listed: tuple[int, orjson.Fragment] | None = None  # (how many at most, the JSON)
+        self._listed_ids: set[int] = set()
+
+    def add(self, user_id: int, username: str) -> None:
+        if self.users.get(user_id) == username:
+            return
+        if self._listed and (user_id in self._listed_ids or len(self.users) < self._listed[0]):
+            self._listed = None  # a listed name changed, or the newcomer is listed too
+        self.users[user_id] = username
+
+    def remove(self, user_id: int) -> None:
+        if self.users.pop(user_id, None) is not None and user_id in self._listed_ids:
+            self._listed = None  # the next one moves up into the list
+
+    def listed(self, max_users: int) -> orjson.Fragment:
+        """The JSON array of the first `max_users` users as join_ack lists them."""
+        if self._listed is None or self._listed[0] != max_users:
+            entries = listed_users(self.users, max_users)
+            self._listed_ids = {entry["userId"] for entry in entries}
+            self._listed = (max_users, orjson.Fragment(orjson.dumps(entries)))
+        return self._listed[1]
 
 
 class Presence:
@@ -44,10 +83,10 @@ class Presence:
         # In rooms with more users online than this, joins and leaves are not announced:
         # 10,000 people joining one room would otherwise be 50 million presence frames.
         self.max_announced_room_size = max_announced_room_size
-        # room -> (when it was read, who is online): join_ack lists are read at most this
-        # often per room, so that a crowd joining does not read the crowd once per join.
+        # room -> who is online there: read at most this often per room, so that a crowd
+        # joining does not read the crowd once per join.
         self.online_cache_seconds = online_cache_seconds
-        self.online_by_room: dict[str, tuple[float, list[dict]]] = {}
+        self.online_by_room: dict[str, RoomOnline] = {}
 
     def _lock(self, cur, room: str, user_id: int) -> None:
         cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"presence:{room}:{user_id}",))
@@ -100,8 +139,11 @@ class Presence:
                     "DELETE FROM room_presence WHERE room = %s AND user_id = %s AND node_id = %s",
                     (room, user_id, self.node_id),
                 )
-                if not self._others_online(cur, room, user_id) and self._announced_in(cur, room, user_id):
-                    self._announce(cur, announced, room, "leave", user_id, username)
+                if not self._others_online(cur, room, user_id):
+                    if self._announced_in(cur, room, user_id):
+                        self._announce(cur, announced, room, "leave", user_id, username)
+                    else:
+                        self.note(room, "leave", user_id, username)
             self.unsaved_leaves.discard((room, user_id, username))
             self.after_commit(announced)
         except ChatError:
@@ -122,33 +164,33 @@ class Presence:
 
     def _announced_in(self, cur, room: str, user_id: int) -> bool:
         """Whether the room, counting this user, is small enough for presence events."""
-        users = self.online_users(cur, room)
-        counted = len(users) + (not any(user["userId"] == user_id for user in users))
-        return counted <= self.max_announced_room_size
+        users = self.online_users(cur, room).users
+        return len(users) + (user_id not in users) <= self.max_announced_room_size
 
-    def online_users(self, cur, room: str) -> list[dict]:
-        """Who is online in the room, cluster-wide (read at most once a second per room)."""
+    def online_users(self, cur, room: str) -> RoomOnline:
+        """Who is online in the room, cluster-wide (read at most once a second per room;
+        presence events keep it current in between)."""
         now = time.monotonic()
         cached = self.online_by_room.get(room)
-        if cached is not None and now - cached[0] < self.online_cache_seconds:
-            return cached[1]
+        if cached is not None and now - cached.read_at < self.online_cache_seconds:
+            return cached
         if len(self.online_by_room) > 10_000:
             self.online_by_room.clear()
-        users = self._read_online_users(cur, room)
-        self.online_by_room[room] = (now, users)
-        return users
+        online = RoomOnline(now, self._read_online_users(cur, room))
+        self.online_by_room[room] = online
+        return online
 
     def note(self, room: str, event: str, user_id: int, username: str) -> None:
         """Keep the cached list of a room current with a presence event heard or sent."""
         cached = self.online_by_room.get(room)
         if cached is None:
             return
-        others = [user for user in cached[1] if user["userId"] != user_id]
         if event == "join":
-            others.append({"userId": user_id, "username": username})
-        self.online_by_room[room] = (cached[0], others)
+            cached.add(user_id, username)
+        else:
+            cached.remove(user_id)
 
-    def _read_online_users(self, cur, room: str) -> list[dict]:
+    def _read_online_users(self, cur, room: str) -> dict[int, str]:
         cur.execute(
             f"""SELECT DISTINCT ON (p.user_id) p.user_id, COALESCE(p.username, u.username, 'user' || p.user_id)
                 FROM room_presence p LEFT JOIN users u ON u.id = p.user_id
@@ -156,7 +198,7 @@ class Presence:
                 ORDER BY p.user_id""",
             (room, self.node_timeout),
         )
-        return [{"userId": user_id, "username": username} for user_id, username in cur]
+        return dict(cur.fetchall())
 
     # --- the heartbeat ---------------------------------------------------------------------------
 

@@ -7,8 +7,10 @@ the `*_frame` functions build server frames as dicts and `encode` serialises the
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import islice
 from typing import Any
 
 import orjson
@@ -279,10 +281,16 @@ def dm_sent_frame(data: dict[str, Any]) -> dict[str, Any]:
     return {"type": "dm_sent", "data": {"to": data["to"], "status": "ok", "message": data}}
 
 
-def join_ack_frame(room: str, users: list[dict[str, Any]], max_users: int = 1000) -> dict[str, Any]:
-    """The ack of a join with who is online; `online` counts them all, `users` lists at
-    most `max_users` of them (a crowd's list would cost more than it tells)."""
-    data = {"room": room, "status": "ok", "users": users[:max_users], "online": len(users)}
+def listed_users(users: Mapping[int, str], max_users: int) -> list[dict[str, Any]]:
+    """join_ack's list of who is online (user id -> name): the first `max_users` of them
+    (a crowd's list would cost more than it tells)."""
+    return [{"userId": user_id, "username": name} for user_id, name in islice(users.items(), max_users)]
+
+
+def join_ack_frame(room: str, listed: list[dict[str, Any]] | orjson.Fragment, online: int) -> dict[str, Any]:
+    """The ack of a join: `listed` (see listed_users, or that list as encoded JSON) and how
+    many are `online` in all."""
+    data = {"room": room, "status": "ok", "users": listed, "online": online}
     return {"type": "join_ack", "room": room, "data": data}
 
 

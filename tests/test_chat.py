@@ -577,17 +577,30 @@ def test_crowded_rooms_list_some_users_and_announce_no_presence(database_url):
     srv = Server(database_url, JOIN_ACK_MAX_USERS="2", PRESENCE_MAX_ROOM_SIZE="2").start()
     try:
         room = unique("crowd")
-        clients = []
+        clients = {}  # user id -> client
         for _ in range(4):
-            client = Client.connect(srv.url, make_token(new_user_id()))
+            user_id = new_user_id()
+            client = Client.connect(srv.url, make_token(user_id))
             client.expect("welcome")
-            clients.append(client)
+            clients[user_id] = client
             ack = join(client, room)
         assert ack["data"]["online"] == 4 and len(ack["data"]["users"]) == 2
         # the second joiner was announced (2 online), the third and fourth were not
-        assert clients[0].expect("presence", room=room)["data"]["event"] == "join"
-        clients[0].nothing_more("presence", wait=0.5)
-        for client in clients:
+        first = next(iter(clients.values()))
+        assert first.expect("presence", room=room)["data"]["event"] == "join"
+        first.nothing_more("presence", wait=0.5)
+        # a listed user leaves: the next joiner's list moves up, without them
+        first_listed = ack["data"]["users"][0]["userId"]
+        leaver = clients[first_listed]
+        leaver.send({"type": "leave", "room": room})
+        leaver.expect("left", room=room)
+        late_id = new_user_id()
+        clients[late_id] = Client.connect(srv.url, make_token(late_id))
+        clients[late_id].expect("welcome")
+        ack = join(clients[late_id], room)
+        listed = [user["userId"] for user in ack["data"]["users"]]
+        assert ack["data"]["online"] == 4 and len(listed) == 2 and first_listed not in listed
+        for client in clients.values():
             client.close()
     finally:
         srv.stop()
