@@ -464,16 +464,49 @@ def loadgen_cmd(mode, cfg, workdir):
     return ["taskset", "-c", LOADGEN_CORE, "node", LOADGEN, mode, path]
 
 
-def run_loadgen(mode, cfg, workdir, timeout):
-    cmd = loadgen_cmd(mode, cfg, workdir)
+def run_loadgen(mode, cfg, workdir, timeout, window=None):
+    """Run the load generator to its RESULT; `window(at)` is called at each MARK it emits."""
+    p = subprocess.Popen(loadgen_cmd(mode, cfg, workdir), stdout=subprocess.PIPE, stderr=None, text=True,
+                         stdin=subprocess.DEVNULL, start_new_session=True)
+    LOADGENS.append(p)
+    killer = threading.Timer(timeout, lambda: os.killpg(p.pid, signal.SIGKILL))
+    killer.start()
+    result = None
     try:
-        r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=None, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
+        for line in p.stdout:
+            if line.startswith("MARK ") and window:
+                window(json.loads(line[5:])["at"])
+            elif line.startswith("RESULT "):
+                result = json.loads(line[7:])
+        p.wait()
+    finally:
+        killer.cancel()
+    if result is not None:
+        return result
+    if p.returncode == -signal.SIGKILL:
         return {"fatal": f"loadgen timed out after {timeout}s"}
-    for line in r.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[7:])
-    return {"fatal": f"loadgen exit {r.returncode} without a result"}
+    return {"fatal": f"loadgen exit {p.returncode} without a result"}
+
+
+class Window:
+    """CPU seconds of the server and of PostgreSQL between the load generator's two MARKs."""
+
+    def __init__(self, server_pid, db):
+        self.server_pid, self.db = server_pid, db
+        self.start = None
+        self.result = None
+
+    def __call__(self, at):
+        sample = (time.monotonic(), tree_stats(self.server_pid)["cpu_s"], postgres_cpu(self.db))
+        if at == "measure-start":
+            self.start = sample
+        elif at == "measure-end" and self.start:
+            (t0, s0, pg0), (t1, s1, pg1) = self.start, sample
+            self.result = {
+                "wall_s": round(t1 - t0, 2),
+                "server_cpu_s": round(s1 - s0, 2),
+                "postgres_cpu_s": round(sum(c - pg0.get(p, 0.0) for p, c in pg1.items()), 2),
+            }
 
 
 class Interactive:
@@ -540,8 +573,15 @@ def chat_step(ctx, srv, db, rooms, step_no):
     checkpoint(db)
     busy = wait_quiet(o.quiet_wait, o.quiet_limit)
     prof = start_profile(ctx, srv, f"step{step_no}-rooms{rooms}", o.step_seconds + 5)
+    window = Window(srv.proc.pid, db)
     with Sampler(srv.proc.pid, db) as smp:
-        res = run_loadgen("chat", cfg, ctx.workdir, timeout=o.step_seconds + 180)
+        res = run_loadgen("chat", cfg, ctx.workdir, timeout=o.step_seconds + 180, window=window)
+    if window.result and res.get("sentMsgsPerS"):
+        # CPU per stored message in the measured window: the connects and the warm-up left out
+        messages = res["sentMsgsPerS"] * window.result["wall_s"]
+        window.result["server_us_per_msg"] = round(1e6 * window.result["server_cpu_s"] / messages, 1)
+        window.result["postgres_us_per_msg"] = round(1e6 * window.result["postgres_cpu_s"] / messages, 1)
+        res["measuredWindow"] = window.result
     if prof:
         res["profile"] = finish_profile(*prof)
     res["server"] = smp.finish(res.get("cpuTotalS"))
@@ -562,8 +602,21 @@ def chat_step(ctx, srv, db, rooms, step_no):
         f"{smp.result['loadgen_cpu_s']} other {smp.result['other_cpu_s']} in {smp.result['wall_s']} s, rss {smp.result['rss_mb_peak']} MB, "
         f"-> {'PASS' if res.get('ok') else 'FAIL: ' + res.get('reason', '')}"
         f"{' (DISTURBED by other load)' if res['disturbed'] else ''}")
+    if "measuredWindow" in res:
+        w = res["measuredWindow"]
+        log(f"    measured window ({w['wall_s']} s): server {w['server_cpu_s']} CPU s, {w['server_us_per_msg']} us/msg; "
+            f"postgres {w['postgres_cpu_s']} CPU s, {w['postgres_us_per_msg']} us/msg")
+    spikes = slow_seconds(res, o.p99_limit)
+    if spikes:
+        log(f"    seconds with deliveries over {o.p99_limit:g} ms (second: worst ms, how many): {spikes}")
     time.sleep(2)
     return res
+
+
+def slow_seconds(res, limit_ms):
+    """The seconds of a step (by send time) that held a delivery slower than the limit."""
+    worst, slow = res.get("worstMsBySecond") or [], res.get("slowBySecond") or []
+    return " ".join(f"{k}: {w} ms ({n})" for k, (w, n) in enumerate(zip(worst, slow)) if w > limit_ms)
 
 
 def start_profile(ctx, srv, tag, seconds):
@@ -828,15 +881,18 @@ def report(results, opts):
             b = v["best"] or {}
             lat = b.get("latencyMs", {})
             srv = b.get("server", {})
+            win = b.get("measuredWindow", {})
             rows.append([k, fmt(b.get("storedMsgsPerS")), fmt(b.get("deliveriesPerS")), v["bestRooms"] * opts.members or "-",
                          fmt(lat.get("p50"), 1), fmt(lat.get("p99"), 1), fmt(srv.get("rss_mb_peak"), 0),
                          (f"{srv.get('server_cpu_s')}/{srv.get('wall_s')}" if srv else "-"),
+                         fmt(win.get("server_us_per_msg"), 0), fmt(win.get("postgres_us_per_msg"), 0),
                          fmt(b.get("idInversions")), fmt(srv.get("other_cpu_pct"), 0),
                          first_fail(v, opts),
                          ratio(base.get(k), base.get("flask_plain")), ratio(base.get(k), base.get("node"))])
         out.append("### Chat saturation (last passing step: p99 <= %d ms, nothing lost/duplicated/reordered/refused)\n" % opts.p99_limit)
         out.append(table(["server", "stored msgs/s", "deliveries/s", "clients", "p50 ms", "p99 ms", "RSS MB",
-                          "server CPU s/wall s", "id-order inversions", "other load %", "first failing msgs/s: why",
+                          "server CPU s/wall s", "server CPU us/msg", "postgres CPU us/msg", "id-order inversions",
+                          "other load %", "first failing msgs/s: why",
                           "vs flask_plain", "vs node"], rows))
     idle = {k: v["idle"] for k, v in results.items() if "idle" in v}
     if idle:

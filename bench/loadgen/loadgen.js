@@ -261,6 +261,13 @@ async function runChat() {
   const lat = new Samples(ROOMS * MEMBERS * MEMBERS * RATE * ((DURATION - WARMUP) / 1000) * 1.05);
   let measureStart = Infinity;
   let measureEnd = Infinity;
+  let sendStart = Infinity;
+  // per second of send time: the slowest delivery, and how many took longer than the
+  // p99 limit, to tell one pause from a load the server cannot keep up with
+  const seconds = Math.ceil(DURATION / 1000);
+  const worstBySecond = new Float64Array(seconds);
+  const slowBySecond = new Int32Array(seconds);
+  const P99_LIMIT = cfg.p99LimitMs || 100;
 
   const roomName = (r) => ROOM_PREFIX + r;
   const sentPerRoom = new Int32Array(ROOMS);
@@ -305,9 +312,15 @@ async function runChat() {
       st.recvUnique++;
       if (seq < c.maxSeq[sIdx]) st.outOfOrder++;
       else c.maxSeq[sIdx] = seq;
+      const ms = now - t;
       if (t >= measureStart && t < measureEnd) {
-        lat.push(now - t);
+        lat.push(ms);
         st.deliveredMeasured++;
+      }
+      const second = Math.floor((t - sendStart) / 1000);
+      if (second >= 0 && second < seconds) {
+        if (ms > worstBySecond[second]) worstBySecond[second] = ms;
+        if (ms > P99_LIMIT) slowBySecond[second]++;
       }
     } else if (m.type === 'error') {
       bump(st.errors, m.code || 'unknown');
@@ -361,10 +374,15 @@ async function runChat() {
   const eld = monitorEventLoopDelay({ resolution: 5 });
   eld.enable();
   const cpu0 = process.cpuUsage();
-  const sendStart = performance.now() + 50;
+  sendStart = performance.now() + 50;
+  const sendStartEpochMs = Date.now() + 50;
   const sendEnd = sendStart + DURATION;
   measureStart = sendStart + WARMUP;
   measureEnd = sendEnd;
+  // tell the driver when the measured window opens and closes (it samples the server's
+  // and PostgreSQL's CPU time then, leaving out the connects and the warm-up)
+  setTimeout(() => emit('MARK', { at: 'measure-start' }), Math.max(0, measureStart - performance.now()));
+  setTimeout(() => emit('MARK', { at: 'measure-end' }), Math.max(0, measureEnd - performance.now()));
   let lateSends = 0;
   for (const c of clients) {
     if (!c) continue;
@@ -447,6 +465,10 @@ async function runChat() {
     storedMsgsPerS: +(st.sentMeasured / measuredS).toFixed(1),
     deliveriesPerS: +(st.deliveredMeasured / measuredS).toFixed(1),
     latencyMs: latency,
+    // second k covers messages sent from sendStartEpochMs + k s (warm-up included)
+    sendStartEpochMs,
+    worstMsBySecond: Array.from(worstBySecond, (v) => Math.round(v)),
+    slowBySecond: Array.from(slowBySecond),
     drainS: +drainS.toFixed(3),
     loadgen: {
       cpuPct: +((100 * (cpuSend.user + cpuSend.system)) / 1e6 / sendWall).toFixed(1),
@@ -463,7 +485,7 @@ async function runChat() {
   if (st.wrongRoom) reasons.push(`wrong room ${st.wrongRoom}`);
   if (errorsCount) reasons.push(`errors ${JSON.stringify(st.errors)}`);
   if (closesCount) reasons.push(`closes ${JSON.stringify(st.unexpectedCloses)}`);
-  if (latency.p99 === null || latency.p99 > (cfg.p99LimitMs || 100)) reasons.push(`p99 ${latency.p99} ms`);
+  if (latency.p99 === null || latency.p99 > P99_LIMIT) reasons.push(`p99 ${latency.p99} ms`);
   result.ok = reasons.length === 0;
   result.reason = reasons.join('; ');
   if (result.loadgen.cpuPct > 85) result.warning = 'load generator near its CPU limit: latencies may include its own queueing';
@@ -579,6 +601,13 @@ async function runHistory() {
   const st = { requests: 0, responses: 0, invalid: 0, invalidSamples: [], errors: {}, otherFrames: {}, unexpectedCloses: {}, backlogMax: 0 };
   let measureStart = Infinity;
   let measureEnd = Infinity;
+  let sendStart = Infinity;
+  // per second of send time: the slowest delivery, and how many took longer than the
+  // p99 limit, to tell one pause from a load the server cannot keep up with
+  const seconds = Math.ceil(DURATION / 1000);
+  const worstBySecond = new Float64Array(seconds);
+  const slowBySecond = new Int32Array(seconds);
+  const P99_LIMIT = cfg.p99LimitMs || 100;
 
   // client k queries (and joins) rooms k, k+C, k+2C, ... (one room when there are more clients than rooms)
   const myRooms = (k) => (C >= rooms.length ? [rooms[k % rooms.length]] : rooms.filter((_, i) => i % C === k));
