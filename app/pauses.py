@@ -23,6 +23,8 @@ LONG_PAUSE_SECONDS = 0.05
 # How often the lag probe wakes: often enough to catch most pauses that matter,
 # rarely enough to cost nothing (20 wake-ups per second).
 LAG_PROBE_INTERVAL_SECONDS = 0.05
+# An overloaded worker lags on every wake-up: one log line per second says so well enough.
+LAG_LOG_EVERY_SECONDS = 1.0
 
 GC_PAUSES = Histogram(
     "chat_gc_pause_seconds", "Garbage collections, by generation", ["generation"], buckets=PAUSE_BUCKETS_SECONDS
@@ -65,12 +67,21 @@ def watch_event_loop(interval_seconds: float = LAG_PROBE_INTERVAL_SECONDS) -> ge
     """Start a greenlet that sleeps `interval_seconds` at a time and records how late it wakes."""
 
     def probe() -> None:
+        logged_at = -LAG_LOG_EVERY_SECONDS
+        unlogged = 0  # long pauses since the last line
         while True:
             asleep_at = time.perf_counter()
             gevent.sleep(interval_seconds)
-            lag = time.perf_counter() - asleep_at - interval_seconds
+            woke_at = time.perf_counter()
+            lag = woke_at - asleep_at - interval_seconds
             LOOP_LAG.observe(max(lag, 0.0))
-            if lag >= LONG_PAUSE_SECONDS:
-                log.warning("the event loop was held for %.0f ms", lag * 1000)
+            if lag < LONG_PAUSE_SECONDS:
+                continue
+            if woke_at - logged_at < LAG_LOG_EVERY_SECONDS:
+                unlogged += 1
+                continue
+            more = f" ({unlogged} more since the last report)" if unlogged else ""
+            log.warning("the event loop was held for %.0f ms%s", lag * 1000, more)
+            logged_at, unlogged = woke_at, 0
 
     return gevent.spawn(probe)

@@ -38,13 +38,15 @@ def test_a_held_event_loop_is_measured_and_logged(caplog):
         long_before = sample("chat_event_loop_lag_seconds_count") - sample(
             "chat_event_loop_lag_seconds_bucket", le="0.05"
         )
-        time.sleep(0.15)  # not gevent's sleep: this holds the loop, no greenlet runs
-        gevent.sleep(0.05)
+        for _ in range(2):
+            time.sleep(0.15)  # not gevent's sleep: this holds the loop, no greenlet runs
+            gevent.sleep(0.05)
     finally:
         probe.kill()
     long_after = sample("chat_event_loop_lag_seconds_count") - sample("chat_event_loop_lag_seconds_bucket", le="0.05")
-    assert long_after == long_before + 1
-    assert "the event loop was held for" in caplog.text
+    assert long_after == long_before + 2
+    # both measured, one logged: an overloaded worker writes a line a second, not twenty
+    assert caplog.text.count("the event loop was held for") == 1
 
 
 def test_the_server_exports_its_pauses(server, connect):
