@@ -41,12 +41,9 @@ def handle_join(rt: ChatRuntime, conn: Connection, command: Command) -> None:
         if newly_joined:
             announced = rt.presence.enter(cur, room, conn.user_id, conn.username)
         online = rt.presence.online_users(cur, room)
-    max_listed = rt.config["JOIN_ACK_MAX_USERS"]
-    if conn.user_id in online.users:
-        ack = protocol.join_ack_frame(room, online.listed(max_listed), len(online.users))
-    else:  # not yet heard of (its join is announced after the ack): list it too
-        users = {**online.users, conn.user_id: conn.username}
-        ack = protocol.join_ack_frame(room, protocol.listed_users(users, max_listed), len(users))
+    # Committed: the joiner is online, even before its own join event comes back.
+    online.add(conn.user_id, conn.username)
+    ack = protocol.join_ack_frame(room, online.listed(rt.config["JOIN_ACK_MAX_USERS"]), len(online.users))
     if command.since is not None:
         conn.replay_buffers[room] = []  # live messages wait until the replay is sent
     rt.hub.join_room(conn, room, state.last_seq, state.last_id)

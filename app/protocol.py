@@ -288,8 +288,8 @@ def listed_users(users: Mapping[int, str], max_users: int) -> list[dict[str, Any
 
 
 def join_ack_frame(room: str, listed: list[dict[str, Any]] | orjson.Fragment, online: int) -> dict[str, Any]:
-    """The ack of a join: `listed` (see listed_users, or that list as encoded JSON) and how
-    many are `online` in all."""
+    """The ack of a join: `listed` (listed_users' list, or that list encoded) and how many
+    are `online` in all."""
     data = {"room": room, "status": "ok", "users": listed, "online": online}
     return {"type": "join_ack", "room": room, "data": data}
 
