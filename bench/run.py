@@ -166,6 +166,11 @@ def postgres_cpu(db):
     return out
 
 
+def postgres_cpu_since(before, after):
+    """CPU seconds PostgreSQL spent between two postgres_cpu() readings (new backends count whole)."""
+    return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
+
+
 class Sampler:
     """Samples the server tree's RSS every `interval` s in a thread (keeps the peak) and, over
     the whole window, the CPU time of the server, of the PostgreSQL processes serving `db` and
@@ -196,7 +201,7 @@ class Sampler:
         end = tree_stats(self.pid)
         busy = machine_busy_s() - self.busy0
         pg1 = postgres_cpu(self.db)
-        pg = sum(c - self.pg0.get(p, 0.0) for p, c in pg1.items())
+        pg = postgres_cpu_since(self.pg0, pg1)
         self.result = {
             "wall_s": round(time.monotonic() - self.t0, 2),
             "server_cpu_s": round(end["cpu_s"] - self.start["cpu_s"], 2),
@@ -505,7 +510,7 @@ class Window:
             self.result = {
                 "wall_s": round(t1 - t0, 2),
                 "server_cpu_s": round(s1 - s0, 2),
-                "postgres_cpu_s": round(sum(c - pg0.get(p, 0.0) for p, c in pg1.items()), 2),
+                "postgres_cpu_s": round(postgres_cpu_since(pg0, pg1), 2),
             }
 
 
