@@ -32,23 +32,19 @@ def handle_ping(rt: ChatRuntime, conn: Connection, command: Command) -> None:
 
 def handle_join(rt: ChatRuntime, conn: Connection, command: Command) -> None:
     room = command.room
-    newly_joined = room not in conn.rooms
-    with rt.pool.transaction() as cur:
-        state = store.open_room(cur, room, create=rt.config["ROOMS_AUTO_CREATE"])
-        if state is None:
+    with rt.presence.changing(room, conn.user_id):
+        entered = rt.presence.enter(room, conn.user_id, conn.username, create_room=rt.config["ROOMS_AUTO_CREATE"])
+        if entered is None:
             raise NotFound(f"room '{room}' does not exist")
-        announced: list[dict] = []
-        if newly_joined:
-            announced = rt.presence.enter(cur, room, conn.user_id, conn.username)
-        online = rt.presence.online_users(cur, room)
+        state, announced = entered
+        if command.since is not None:
+            conn.replay_buffers[room] = []  # live messages wait until the replay is sent
+        rt.hub.join_room(conn, room, state.last_seq, state.last_id)
+        conn.rooms.add(room)
     # Committed: the joiner is online, even before its own join event comes back.
+    online = rt.presence.online_users(room)
     online.add(conn.user_id, conn.username)
-    ack = protocol.join_ack_frame(room, online.listed(rt.config["JOIN_ACK_MAX_USERS"]), len(online.users))
-    if command.since is not None:
-        conn.replay_buffers[room] = []  # live messages wait until the replay is sent
-    rt.hub.join_room(conn, room, state.last_seq, state.last_id)
-    conn.rooms.add(room)
-    conn.send(ack)
+    conn.send(protocol.join_ack_frame(room, online.listed(rt.config["JOIN_ACK_MAX_USERS"]), len(online.users)))
     rt.presence.after_commit(announced)
     if command.since is not None:
         replay(rt, conn, room, command.since)
@@ -100,8 +96,9 @@ def leave_room(rt: ChatRuntime, conn: Connection, room: str) -> None:
     conn.replay_buffers.pop(room, None)
     conn.replayed_up_to.pop(room, None)
     rt.hub.leave_room(conn, room)
-    if not rt.hub.user_in_room(conn.user_id, room):
-        rt.presence.leave(room, conn.user_id, conn.username, still_here=lambda: rt.hub.user_in_room(conn.user_id, room))
+    with rt.presence.changing(room, conn.user_id):
+        if not rt.hub.user_in_room(conn.user_id, room):
+            rt.presence.leave(room, conn.user_id, conn.username)
 
 
 def handle_message(rt: ChatRuntime, conn: Connection, command: Command) -> None:

@@ -12,18 +12,51 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import orjson
+from gevent.event import AsyncResult
+from gevent.lock import Semaphore
 
-from .bus import Bus
+from . import store
+from .bus import Bus, event_payload
 from .db import Pool
 from .errors import ChatError
 from .protocol import listed_users
+from .store import RoomState
 
 log = logging.getLogger(__name__)
 
-ALIVE = "SELECT node_id FROM chat_nodes WHERE heartbeat_at > now() - make_interval(secs => %s)"
+ALIVE = "SELECT node_id FROM chat_nodes WHERE heartbeat_at > now() - make_interval(secs => %(alive_seconds)s)"
+# Whether a process other than this one, alive, has the user in the room.
+OTHERS_ONLINE = f"""EXISTS (SELECT 1 FROM room_presence WHERE room = %(room)s AND user_id = %(user_id)s
+                          AND node_id <> %(node_id)s AND node_id IN ({ALIVE}))"""
+# A join (see Presence.enter) as one query string, so one round trip and one transaction:
+# create the room if asked; take the (room, user) advisory lock, held until the end; then,
+# in a statement of its own (so that its snapshot comes after the lock and sees what the
+# previous holder committed), read the room's stream position, add our row unless there
+# is one, and tell whether this is the user's first connection in the room anywhere,
+# announcing it if so.
+ENTER = """{create_room}
+SELECT pg_advisory_xact_lock(hashtextextended(%(lock)s, 0));
+WITH room AS ({room_state}),
+entered AS (
+    INSERT INTO room_presence (room, user_id, node_id, username)
+    SELECT name, %(user_id)s, %(node_id)s, %(username)s FROM room
+    ON CONFLICT DO NOTHING RETURNING 1
+), step AS (
+    SELECT last_seq, last_id, EXISTS (SELECT 1 FROM entered) AND NOT {others_online} AS first FROM room
+)
+SELECT last_seq, last_id, first, {notify} FROM step"""
+# A leave, likewise: remove our row; was it the user's last connection in the room anywhere?
+LEAVE = """SELECT pg_advisory_xact_lock(hashtextextended(%(lock)s, 0));
+WITH gone AS (
+    DELETE FROM room_presence WHERE room = %(room)s AND user_id = %(user_id)s AND node_id = %(node_id)s
+), step AS (
+    SELECT NOT {others_online} AS last
+)
+SELECT last, {notify} FROM step"""
 
 
 class RoomOnline:
@@ -62,6 +95,27 @@ class RoomOnline:
         return self._listed[1]
 
 
+class KeyedLocks:
+    """One lock per key, existing only while someone holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[object, list] = {}  # key -> [lock, holders and waiters]
+
+    @contextmanager
+    def hold(self, key: object) -> Iterator[None]:
+        entry = self._locks.get(key)
+        if entry is None:
+            entry = self._locks[key] = [Semaphore(), 0]
+        entry[1] += 1
+        try:
+            with entry[0]:
+                yield
+        finally:
+            entry[1] -= 1
+            if not entry[1]:
+                del self._locks[key]
+
+
 class Presence:
     def __init__(
         self,
@@ -87,73 +141,99 @@ class Presence:
         # joining does not read the crowd once per join.
         self.online_cache_seconds = online_cache_seconds
         self.online_by_room: dict[str, RoomOnline] = {}
+        # room -> the read of its online users in flight, which other joiners wait for
+        self._reading: dict[str, AsyncResult] = {}
+        # (room, user_id) -> held while this process changes that user's presence there
+        # (see `changing`)
+        self._changing = KeyedLocks()
 
-    def _lock(self, cur, room: str, user_id: int) -> None:
-        cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"presence:{room}:{user_id}",))
+    def changing(self, room: str, user_id: int):
+        """Hold while a connection of the user joins or leaves the room in this process.
 
-    def _others_online(self, cur, room: str, user_id: int) -> bool:
-        cur.execute(
-            f"""SELECT EXISTS (SELECT 1 FROM room_presence WHERE room = %s AND user_id = %s
-                              AND node_id <> %s AND node_id IN ({ALIVE}))""",
-            (room, user_id, self.node_id, self.node_timeout),
-        )
-        return cur.fetchone()[0]
-
-    def enter(self, cur, room: str, user_id: int, username: str) -> list[dict]:
-        """Record the user here in the room, in the caller's transaction.
-
-        Announces a join only when this node had no row for the user yet and no other
-        node has one: two tabs joining at once on one node take the (room, user) lock in
-        turn, and the second finds the first one's row. Returns the announcements to pass
-        to `after_commit` once that transaction commits.
+        A join holds it from its statement until the hub lists the connection, a leave
+        from asking the hub whether another tab of the user is still in the room until its
+        statement is done: so this process's joins and leaves of one user and room happen
+        one after the other, and a tab joining while another leaves is never announced
+        gone. Across processes the advisory lock of the statements orders them.
         """
-        announced: list[dict] = []
-        self._lock(cur, room, user_id)
-        cur.execute(
-            """INSERT INTO room_presence (room, user_id, node_id, username) VALUES (%s, %s, %s, %s)
-               ON CONFLICT DO NOTHING""",
-            (room, user_id, self.node_id, username),
-        )
-        first_here = cur.rowcount == 1
-        if first_here and not self._others_online(cur, room, user_id):
-            if self._announced_in(cur, room, user_id):
-                self._announce(cur, announced, room, "join", user_id, username)
-            else:
-                self.note(room, "join", user_id, username)
-        return announced
+        return self._changing.hold((room, user_id))
 
-    def leave(self, room: str, user_id: int, username: str, still_here: Callable[[], bool] = lambda: False) -> None:
-        """Forget the user here in the room; announce if no connection of theirs remains.
+    def enter(self, room: str, user_id: int, username: str, create_room: bool) -> tuple[RoomState, list[dict]] | None:
+        """Record the user here in the room (created first if `create_room`): one round trip.
 
-        `still_here` tells whether a connection of the user joined the room here
-        meanwhile; it is asked under the (room, user) lock, which a join holds until it
-        has committed, so a tab that joins while another leaves is never announced gone.
+        Returns the room's stream position and the announcements to pass to `after_commit`,
+        or None when the room does not exist. A join is announced only when this process
+        had no row for the user yet and no other process has one; the statement runs under
+        the (room, user) advisory lock, so two tabs joining at once on two processes take
+        turns and the second finds the first one's row.
         """
-        announced: list[dict] = []
+        online = self.online_users(room)
+        event = {"k": "p", "room": room, "event": "join", "userId": user_id, "username": username}
+        announce = self._announced_in(online, user_id)
+        sql = ENTER.format(
+            create_room=store.CREATE_ROOM + ";" if create_room else "",
+            room_state=store.ROOM_STATE,
+            others_online=OTHERS_ONLINE,
+            notify=self._notify_if("first", announce),
+        )
+        with self.pool.autocommit() as cur:
+            cur.execute(sql, self._parameters(room, user_id, username, event, self.node_id))
+            row = cur.fetchone()
+        if row is None:
+            return None
+        last_seq, last_id, first = row[:3]
+        announced = self._after_statement(first, announce, event)
+        return RoomState(last_seq, last_id), announced
+
+    def leave(self, room: str, user_id: int, username: str) -> None:
+        """Forget the user here in the room, announcing it if no connection of theirs
+        remains anywhere: one round trip, under the (room, user) advisory lock."""
         try:
-            with self.pool.transaction() as cur:
-                self._lock(cur, room, user_id)
-                if still_here():
-                    return
-                cur.execute(
-                    "DELETE FROM room_presence WHERE room = %s AND user_id = %s AND node_id = %s",
-                    (room, user_id, self.node_id),
-                )
-                if not self._others_online(cur, room, user_id):
-                    if self._announced_in(cur, room, user_id):
-                        self._announce(cur, announced, room, "leave", user_id, username)
-                    else:
-                        self.note(room, "leave", user_id, username)
-            self.unsaved_leaves.discard((room, user_id, username))
-            self.after_commit(announced)
+            announced = self._leave(room, user_id, username, self.node_id)
         except ChatError:
             self.unsaved_leaves.add((room, user_id, username))
+            return
+        self.unsaved_leaves.discard((room, user_id, username))
+        self.after_commit(announced)
 
-    def _announce(self, cur, announced: list[dict], room: str, event: str, user_id: int, username: str) -> None:
-        payload = {"k": "p", "room": room, "event": event, "userId": user_id, "username": username}
-        if self.bus.notify_channel:
-            self.bus.publish_event(payload, cur)  # heard when this transaction commits
-        announced.append(payload)
+    def _leave(self, room: str, user_id: int, username: str, node_id: str) -> list[dict]:
+        """Remove `node_id`'s row of the user in the room; the announcements to make."""
+        event = {"k": "p", "room": room, "event": "leave", "userId": user_id, "username": username}
+        announce = self._announced_in(self.online_users(room), user_id)
+        sql = LEAVE.format(others_online=OTHERS_ONLINE, notify=self._notify_if("last", announce))
+        with self.pool.autocommit() as cur:
+            cur.execute(sql, self._parameters(room, user_id, username, event, node_id))
+            last = cur.fetchone()[0]
+        return self._after_statement(last, announce, event)
+
+    def _parameters(self, room: str, user_id: int, username: str, event: dict, node_id: str) -> dict:
+        return {
+            "room": room,
+            "user_id": user_id,
+            "username": username,
+            "node_id": node_id,
+            "alive_seconds": self.node_timeout,
+            "lock": f"presence:{room}:{user_id}",
+            "channel": self.bus.notify_channel,
+            "payload": event_payload(self.bus.origin, event),
+        }
+
+    def _notify_if(self, condition: str, announce: bool) -> str:
+        """The statement's announcement: NOTIFY inside its transaction, so that listeners
+        hear a user's joins and leaves in the order they were committed."""
+        if announce and self.bus.notify_channel:
+            return f"CASE WHEN {condition} THEN pg_notify(%(channel)s, %(payload)s) END"
+        return "NULL"
+
+    def _after_statement(self, changed: bool, announce: bool, event: dict) -> list[dict]:
+        """The announcements of a committed join or leave (`changed`: the user's first or
+        last anywhere); in a room too large to announce, only the cached list changes."""
+        if not changed:
+            return []
+        if announce:
+            return [event]
+        self.note(event["room"], event["event"], event["userId"], event["username"])
+        return []
 
     def after_commit(self, announced: list[dict]) -> None:
         """Deliver the announcements of a committed transaction here (and publish them)."""
@@ -162,22 +242,34 @@ class Presence:
                 self.bus.publish_event(payload)
             self.deliver_event(payload)
 
-    def _announced_in(self, cur, room: str, user_id: int) -> bool:
+    def _announced_in(self, online: RoomOnline, user_id: int) -> bool:
         """Whether the room, counting this user, is small enough for presence events."""
-        users = self.online_users(cur, room).users
-        return len(users) + (user_id not in users) <= self.max_announced_room_size
+        return len(online.users) + (user_id not in online.users) <= self.max_announced_room_size
 
-    def online_users(self, cur, room: str) -> RoomOnline:
-        """Who is online in the room, cluster-wide (read at most once a second per room;
-        presence events keep it current in between)."""
+    def online_users(self, room: str) -> RoomOnline:
+        """Who is online in the room, cluster-wide (read at most once a second per room,
+        by one greenlet while the others wait for it; presence events keep it current in
+        between)."""
         now = time.monotonic()
         cached = self.online_by_room.get(room)
         if cached is not None and now - cached.read_at < self.online_cache_seconds:
             return cached
+        reading = self._reading.get(room)
+        if reading is not None:
+            return reading.get()
+        reading = self._reading[room] = AsyncResult()
+        try:
+            with self.pool.autocommit() as cur:
+                online = RoomOnline(now, self._read_online_users(cur, room))
+        except BaseException as exc:
+            reading.set_exception(exc)
+            raise
+        finally:
+            del self._reading[room]
         if len(self.online_by_room) > 10_000:
             self.online_by_room.clear()
-        online = RoomOnline(now, self._read_online_users(cur, room))
         self.online_by_room[room] = online
+        reading.set(online)
         return online
 
     def note(self, room: str, event: str, user_id: int, username: str) -> None:
@@ -194,9 +286,9 @@ class Presence:
         cur.execute(
             f"""SELECT DISTINCT ON (p.user_id) p.user_id, COALESCE(p.username, u.username, 'user' || p.user_id)
                 FROM room_presence p LEFT JOIN users u ON u.id = p.user_id
-                WHERE p.room = %s AND p.node_id IN ({ALIVE})
+                WHERE p.room = %(room)s AND p.node_id IN ({ALIVE})
                 ORDER BY p.user_id""",
-            (room, self.node_timeout),
+            {"room": room, "alive_seconds": self.node_timeout},
         )
         return dict(cur.fetchall())
 
@@ -207,25 +299,29 @@ class Presence:
 
         Returns how many other nodes are alive.
         """
-        with self.pool.transaction() as cur:
+        with self.pool.autocommit() as cur:
             cur.execute(
-                f"""INSERT INTO chat_nodes (node_id) VALUES (%s)
+                f"""INSERT INTO chat_nodes (node_id) VALUES (%(node_id)s)
                     ON CONFLICT (node_id) DO UPDATE SET heartbeat_at = now()
-                    RETURNING (xmax = 0), (SELECT count(*) FROM ({ALIVE}) AS alive WHERE node_id <> %s)""",
-                (self.node_id, self.node_timeout, self.node_id),
+                    RETURNING (xmax = 0), (SELECT count(*) FROM ({ALIVE}) AS alive WHERE node_id <> %(node_id)s)""",
+                {"node_id": self.node_id, "alive_seconds": self.node_timeout},
             )
             was_missing, alive_others = cur.fetchone()
         if was_missing:
             # New, or buried by the others while we could not beat: say again who is here.
             for room, user_id, username in local_presence():
-                with self.pool.transaction() as cur:
-                    announced = self.enter(cur, room, user_id, username)
-                self.after_commit(announced)
-        for room, user_id, username in list(self.unsaved_leaves):
-            if (room, user_id, username) not in local_presence():
-                self.leave(room, user_id, username)
-            else:
-                self.unsaved_leaves.discard((room, user_id, username))
+                with self.changing(room, user_id):
+                    entered = self.enter(room, user_id, username, create_room=False)
+                if entered is not None:
+                    self.after_commit(entered[1])
+        if self.unsaved_leaves:
+            here = local_presence()
+            for room, user_id, username in list(self.unsaved_leaves):
+                if (room, user_id, username) in here:
+                    self.unsaved_leaves.discard((room, user_id, username))
+                else:
+                    with self.changing(room, user_id):
+                        self.leave(room, user_id, username)
         self._bury_dead_nodes()
         return alive_others
 
@@ -248,17 +344,9 @@ class Presence:
             gone = sorted({(room, user_id, username or f"user{user_id}") for room, user_id, username in cur})
         log.info("buried %d dead node(s): %s", len(dead), ", ".join(dead))
         for room, user_id, username in gone:
-            announced: list[dict] = []
-            with self.pool.transaction() as cur:
-                self._lock(cur, room, user_id)
-                cur.execute(
-                    f"""SELECT EXISTS (SELECT 1 FROM room_presence WHERE room = %s AND user_id = %s
-                                      AND node_id IN ({ALIVE}))""",
-                    (room, user_id, self.node_timeout),
-                )
-                if not cur.fetchone()[0]:
-                    self._announce(cur, announced, room, "leave", user_id, username)
-            self.after_commit(announced)
+            # The leave of a dead node's connection: is the user still online on a live one
+            # (this one included)?
+            self.after_commit(self._leave(room, user_id, username, node_id=dead[0]))
 
     def forget_node(self) -> None:
         """On shutdown: remove our node and presence rows (the leaves were sent already)."""

@@ -36,6 +36,12 @@ def ensure_user(cur, identity: Identity) -> str:
     row = cur.fetchone()
     if row:
         return identity.username or row[0]
+    return create_user(cur, identity)
+
+
+def create_user(cur, identity: Identity) -> str:
+    """Add the row of a user that has none (another session may add it meanwhile);
+    return its username."""
     wanted = identity.username or f"user{identity.user_id}"
     # The name may belong to someone else already: then keep the user id visible in it.
     for candidate in (wanted, f"{wanted}#{identity.user_id}"):
@@ -49,6 +55,29 @@ def ensure_user(cur, identity: Identity) -> str:
     cur.execute("SELECT username FROM users WHERE id = %s", (identity.user_id,))
     row = cur.fetchone()
     return identity.username or (row[0] if row else wanted)
+
+
+def user_and_threads(cur, user_id: int) -> tuple[str | None, list[tuple[tuple, int, int]]]:
+    """A connecting user's stored name (None: no row yet) and every conversation of theirs
+    with its stream position, (channel, last_seq, last_id): one statement for the two."""
+    cur.execute(
+        """SELECT u.username, t.user_low, t.user_high, t.last_seq, t.last_id
+           FROM (SELECT %(id)s::bigint AS id) AS me
+           LEFT JOIN users u ON u.id = me.id
+           LEFT JOIN LATERAL (
+               SELECT t.user_low, t.user_high, t.last_seq,
+                      COALESCE((SELECT id FROM messages m
+                                WHERE m.to_user IS NOT NULL
+                                  AND LEAST(m.from_user, m.to_user) = t.user_low
+                                  AND GREATEST(m.from_user, m.to_user) = t.user_high
+                                ORDER BY id DESC LIMIT 1), 0) AS last_id
+               FROM dm_threads t WHERE t.user_low = me.id OR t.user_high = me.id
+           ) AS t ON true""",
+        {"id": user_id},
+    )
+    rows = cur.fetchall()
+    threads = [(("d", low, high), last_seq, last_id) for _, low, high, last_seq, last_id in rows if low is not None]
+    return rows[0][0], threads
 
 
 def user_exists(cur, user_id: int) -> bool:
@@ -67,19 +96,14 @@ class RoomState:
     last_id: int
 
 
-def open_room(cur, room: str, create: bool) -> RoomState | None:
-    """The room's stream position, creating the room first if allowed; None if unknown."""
-    if create:
-        cur.execute("INSERT INTO rooms (name) VALUES (%s) ON CONFLICT DO NOTHING", (room,))
-    # One statement, one snapshot: last_seq and the newest id agree.
-    cur.execute(
-        """SELECT r.last_seq,
-                  COALESCE((SELECT id FROM messages WHERE room = r.name ORDER BY id DESC LIMIT 1), 0)
-           FROM rooms r WHERE r.name = %s""",
-        (room,),
-    )
-    row = cur.fetchone()
-    return RoomState(row[0], row[1]) if row else None
+# Creates a room unless it exists, without drawing an id from the sequence when it does
+# (every join runs it).
+CREATE_ROOM = """INSERT INTO rooms (name) SELECT %(room)s
+    WHERE NOT EXISTS (SELECT 1 FROM rooms WHERE name = %(room)s) ON CONFLICT DO NOTHING"""
+# A room's stream position in one snapshot: its last_seq and the id of that message.
+ROOM_STATE = """SELECT r.name, r.last_seq,
+           COALESCE((SELECT id FROM messages WHERE room = r.name ORDER BY id DESC LIMIT 1), 0) AS last_id
+    FROM rooms r WHERE r.name = %(room)s"""
 
 
 def room_exists(cur, room: str) -> bool:
@@ -166,21 +190,6 @@ def messages_by_id(cur, ids: list[int]) -> list[StoredMessage]:
         (ids,),
     )
     return [row_to_message(row) for row in cur]
-
-
-def dm_threads_of(cur, user_id: int) -> list[tuple[tuple, int, int]]:
-    """Every conversation of a user with its stream position: (channel, last_seq, last_id)."""
-    cur.execute(
-        """SELECT t.user_low, t.user_high, t.last_seq,
-                  COALESCE((SELECT id FROM messages m
-                            WHERE m.to_user IS NOT NULL
-                              AND LEAST(m.from_user, m.to_user) = t.user_low
-                              AND GREATEST(m.from_user, m.to_user) = t.user_high
-                            ORDER BY id DESC LIMIT 1), 0)
-           FROM dm_threads t WHERE t.user_low = %s OR t.user_high = %s""",
-        (user_id, user_id),
-    )
-    return [(("d", low, high), last_seq, last_id) for low, high, last_seq, last_id in cur]
 
 
 def conversations_of(cur, user_id: int) -> list[dict[str, Any]]:

@@ -137,9 +137,11 @@ def start_session(rt: ChatRuntime, conn: Connection, identity: Identity) -> None
     conn.user_id = identity.user_id
     threads = None
     try:
-        with rt.pool.transaction() as cur:
-            conn.username = store.ensure_user(cur, identity)
-            threads = store.dm_threads_of(cur, identity.user_id)
+        with rt.pool.autocommit() as cur:
+            stored_name, threads = store.user_and_threads(cur, identity.user_id)
+            if stored_name is None:
+                stored_name = store.create_user(cur, identity)
+        conn.username = identity.username or stored_name
         rt.known_users.add(identity.user_id)
         rt.batcher.known_users.add(identity.user_id)
     except ChatError:
