@@ -1,7 +1,7 @@
 """Fan-out between server processes and hosts through an existing engine.
 
 PostgreSQL LISTEN/NOTIFY by default (messages are announced inside their own insert
-transaction, see store.BATCH_STATEMENTS), Redis pub/sub when REDIS_URL is set.
+transaction, see store.BATCH), Redis pub/sub when REDIS_URL is set.
 Both are at-most-once: after the listener (re)connects, the process catches up from the
 database (`on_connected`), and per-channel gates (hub.py) repair order and gaps.
 

@@ -56,8 +56,9 @@ def make_cooperative() -> None:
     psycopg2.extensions.set_wait_callback(gevent_wait_callback)
 
 
-def connect(dsn: str, connect_timeout: int = 3, autocommit: bool = False):
-    """One new connection in UTC, with TCP keepalives so a vanished server is noticed."""
+def connect(dsn: str, connect_timeout: int = 3, autocommit: bool = False, setup: Callable[[Any], None] | None = None):
+    """One new connection in UTC, with TCP keepalives so a vanished server is noticed;
+    `setup(cursor)` runs on it first, in autocommit (the connection is closed if it fails)."""
     conn = psycopg2.connect(
         dsn,
         connect_timeout=connect_timeout,
@@ -68,6 +69,14 @@ def connect(dsn: str, connect_timeout: int = 3, autocommit: bool = False):
         keepalives_interval=5,
         keepalives_count=3,
     )
+    if setup is not None:
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cur:
+                setup(cur)
+        except BaseException:
+            conn.close()
+            raise
     conn.autocommit = autocommit
     return conn
 
@@ -75,11 +84,20 @@ def connect(dsn: str, connect_timeout: int = 3, autocommit: bool = False):
 class Pool:
     """A bounded pool: blocks when every connection is in use, forgets broken ones."""
 
-    def __init__(self, dsn: str, size: int = 8, connect_timeout: int = 3, acquire_timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        size: int = 8,
+        connect_timeout: int = 3,
+        acquire_timeout: float = 5.0,
+        setup: Callable[[Any], None] | None = None,
+    ) -> None:
         self.dsn = dsn
         self.size = size
         self.connect_timeout = connect_timeout
         self.acquire_timeout = acquire_timeout
+        # run on every new connection, in autocommit (to prepare statements, say)
+        self.setup = setup
         self._idle: list = []
         self._slots = BoundedSemaphore(size)
 
@@ -97,7 +115,7 @@ class Pool:
                         self._forget(conn)  # and every idle one: after a restart all are dead
                         conn = None
                 if conn is None:
-                    conn = connect(self.dsn, self.connect_timeout)
+                    conn = connect(self.dsn, self.connect_timeout, setup=self.setup)
             except CONNECTION_ERRORS as exc:
                 log.warning("database connection failed: %s", _first_line(exc))
                 raise Unavailable("database is unavailable, retry later") from None
@@ -193,7 +211,7 @@ class SingleConnection:
                 self.close()
             try:
                 if self.conn is None:
-                    self.conn = self._connect()
+                    self.conn = connect(self.dsn, self.connect_timeout, autocommit=True, setup=self.setup)
                 started = time.perf_counter()
                 with self.conn.cursor() as cur:
                     result = work(cur)
@@ -215,18 +233,6 @@ class SingleConnection:
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
-
-    def _connect(self):
-        """A new connection, set up; closed again if the setup fails (it would be half done)."""
-        conn = connect(self.dsn, self.connect_timeout, autocommit=True)
-        if self.setup is not None:
-            try:
-                with conn.cursor() as cur:
-                    self.setup(cur)
-            except BaseException:
-                conn.close()
-                raise
-        return conn
 
     def close(self) -> None:
         if self.conn is not None:

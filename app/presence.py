@@ -23,40 +23,71 @@ from . import store
 from .bus import Bus, event_payload
 from .db import Pool
 from .errors import ChatError
+from .prepared import PreparedStatements
 from .protocol import listed_users
 from .store import RoomState
 
 log = logging.getLogger(__name__)
 
 ALIVE = "SELECT node_id FROM chat_nodes WHERE heartbeat_at > now() - make_interval(secs => %(alive_seconds)s)"
-# Whether a process other than this one, alive, has the user in the room.
-OTHERS_ONLINE = f"""EXISTS (SELECT 1 FROM room_presence WHERE room = %(room)s AND user_id = %(user_id)s
-                          AND node_id <> %(node_id)s AND node_id IN ({ALIVE}))"""
-# A join (see Presence.enter) as one query string, so one round trip and one transaction:
-# create the room if asked; take the (room, user) advisory lock, held until the end; then,
-# in a statement of its own (so that its snapshot comes after the lock and sees what the
+# Whether a process other than `node_id`, alive, has the user in the room.
+_OTHERS_ONLINE = f"""EXISTS (SELECT 1 FROM room_presence WHERE room = %(room)s AND user_id = %(user_id)s
+                           AND node_id <> %(node_id)s AND node_id IN ({ALIVE}))"""
+# The announcement of a join or leave: a NOTIFY inside its transaction, so that listeners
+# hear a user's joins and leaves in the order they were committed (no channel: none).
+_NOTIFY_IF = "CASE WHEN {} AND %(channel)s IS NOT NULL THEN pg_notify(%(channel)s, %(payload)s) END"
+
+# The statements of joining and leaving, prepared on every connection of the pool. A join
+# (Presence.enter) is one query string, so one round trip and one transaction: create the
+# room if asked; take the (room, user) advisory lock, held until the end; then, in a
+# statement of its own (so that its snapshot comes after the lock and sees what the
 # previous holder committed), read the room's stream position, add our row unless there
 # is one, and tell whether this is the user's first connection in the room anywhere,
-# announcing it if so.
-ENTER = """{create_room}
-SELECT pg_advisory_xact_lock(hashtextextended(%(lock)s, 0));
-WITH room AS ({room_state}),
-entered AS (
-    INSERT INTO room_presence (room, user_id, node_id, username)
-    SELECT name, %(user_id)s, %(node_id)s, %(username)s FROM room
-    ON CONFLICT DO NOTHING RETURNING 1
-), step AS (
-    SELECT last_seq, last_id, EXISTS (SELECT 1 FROM entered) AND NOT {others_online} AS first FROM room
+# announcing it if so. A leave likewise removes the row, and tells (and announces) whether
+# it was the user's last.
+STATEMENTS = PreparedStatements(
+    {
+        "chat_create_room": store.CREATE_ROOM,
+        "chat_presence_lock": "SELECT pg_advisory_xact_lock(hashtextextended(%(lock)s, 0))",
+        "chat_enter": f"""
+            WITH room AS ({store.ROOM_STATE}),
+            entered AS (
+                INSERT INTO room_presence (room, user_id, node_id, username)
+                SELECT name, %(user_id)s, %(node_id)s, %(username)s FROM room
+                ON CONFLICT DO NOTHING RETURNING 1
+            ), step AS MATERIALIZED (
+                SELECT last_seq, last_id, EXISTS (SELECT 1 FROM entered) AND NOT {_OTHERS_ONLINE} AS first FROM room
+            )
+            SELECT last_seq, last_id, first, {_NOTIFY_IF.format("first")} FROM step""",
+        "chat_leave": f"""
+            WITH gone AS (
+                DELETE FROM room_presence WHERE room = %(room)s AND user_id = %(user_id)s AND node_id = %(node_id)s
+            ), step AS MATERIALIZED (
+                SELECT NOT {_OTHERS_ONLINE} AS last
+            )
+            SELECT last, {_NOTIFY_IF.format("last")} FROM step""",
+        "chat_online_users": f"""
+            SELECT DISTINCT ON (p.user_id) p.user_id, COALESCE(p.username, u.username, 'user' || p.user_id)
+            FROM room_presence p LEFT JOIN users u ON u.id = p.user_id
+            WHERE p.room = %(room)s AND p.node_id IN ({ALIVE})
+            ORDER BY p.user_id""",
+    },
+    types={
+        "room": "text",
+        "user_id": "bigint",
+        "node_id": "text",
+        "username": "text",
+        "alive_seconds": "float8",
+        "lock": "text",
+        "channel": "text",
+        "payload": "text",
+    },
+    settings=("SET plan_cache_mode = force_generic_plan",),
 )
-SELECT last_seq, last_id, first, {notify} FROM step"""
-# A leave, likewise: remove our row; was it the user's last connection in the room anywhere?
-LEAVE = """SELECT pg_advisory_xact_lock(hashtextextended(%(lock)s, 0));
-WITH gone AS (
-    DELETE FROM room_presence WHERE room = %(room)s AND user_id = %(user_id)s AND node_id = %(node_id)s
-), step AS (
-    SELECT NOT {others_online} AS last
-)
-SELECT last, {notify} FROM step"""
+_EXECUTE = STATEMENTS.execute
+_JOIN = "; ".join([_EXECUTE["chat_presence_lock"], _EXECUTE["chat_enter"]])
+_JOIN_CREATING = "; ".join([_EXECUTE["chat_create_room"], _JOIN])
+_LEAVE = "; ".join([_EXECUTE["chat_presence_lock"], _EXECUTE["chat_leave"]])
 
 
 class RoomOnline:
@@ -170,14 +201,11 @@ class Presence:
         online = self.online_users(room)
         event = {"k": "p", "room": room, "event": "join", "userId": user_id, "username": username}
         announce = self._announced_in(online, user_id)
-        sql = ENTER.format(
-            create_room=store.CREATE_ROOM + ";" if create_room else "",
-            room_state=store.ROOM_STATE,
-            others_online=OTHERS_ONLINE,
-            notify=self._notify_if("first", announce),
-        )
         with self.pool.autocommit() as cur:
-            cur.execute(sql, self._parameters(room, user_id, username, event, self.node_id))
+            cur.execute(
+                _JOIN_CREATING if create_room else _JOIN,
+                self._parameters(room, user_id, username, event, self.node_id, announce),
+            )
             row = cur.fetchone()
         if row is None:
             return None
@@ -200,13 +228,12 @@ class Presence:
         """Remove `node_id`'s row of the user in the room; the announcements to make."""
         event = {"k": "p", "room": room, "event": "leave", "userId": user_id, "username": username}
         announce = self._announced_in(self.online_users(room), user_id)
-        sql = LEAVE.format(others_online=OTHERS_ONLINE, notify=self._notify_if("last", announce))
         with self.pool.autocommit() as cur:
-            cur.execute(sql, self._parameters(room, user_id, username, event, node_id))
+            cur.execute(_LEAVE, self._parameters(room, user_id, username, event, node_id, announce))
             last = cur.fetchone()[0]
         return self._after_statement(last, announce, event)
 
-    def _parameters(self, room: str, user_id: int, username: str, event: dict, node_id: str) -> dict:
+    def _parameters(self, room: str, user_id: int, username: str, event: dict, node_id: str, announce: bool) -> dict:
         return {
             "room": room,
             "user_id": user_id,
@@ -214,16 +241,10 @@ class Presence:
             "node_id": node_id,
             "alive_seconds": self.node_timeout,
             "lock": f"presence:{room}:{user_id}",
-            "channel": self.bus.notify_channel,
+            # announced inside the transaction on the PostgreSQL bus (after it, on others)
+            "channel": self.bus.notify_channel if announce else None,
             "payload": event_payload(self.bus.origin, event),
         }
-
-    def _notify_if(self, condition: str, announce: bool) -> str:
-        """The statement's announcement: NOTIFY inside its transaction, so that listeners
-        hear a user's joins and leaves in the order they were committed."""
-        if announce and self.bus.notify_channel:
-            return f"CASE WHEN {condition} THEN pg_notify(%(channel)s, %(payload)s) END"
-        return "NULL"
 
     def _after_statement(self, changed: bool, announce: bool, event: dict) -> list[dict]:
         """The announcements of a committed join or leave (`changed`: the user's first or
@@ -283,13 +304,7 @@ class Presence:
             cached.remove(user_id)
 
     def _read_online_users(self, cur, room: str) -> dict[int, str]:
-        cur.execute(
-            f"""SELECT DISTINCT ON (p.user_id) p.user_id, COALESCE(p.username, u.username, 'user' || p.user_id)
-                FROM room_presence p LEFT JOIN users u ON u.id = p.user_id
-                WHERE p.room = %(room)s AND p.node_id IN ({ALIVE})
-                ORDER BY p.user_id""",
-            {"room": room, "alive_seconds": self.node_timeout},
-        )
+        cur.execute(_EXECUTE["chat_online_users"], {"room": room, "alive_seconds": self.node_timeout})
         return dict(cur.fetchall())
 
     # --- the heartbeat ---------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from .connection import keep_alive
 from .errors import ChatError
 from .hub import Hub
 from .messages import StoredMessage, message_data
+from .presence import STATEMENTS as PRESENCE_STATEMENTS
 from .presence import Presence
 from .wsframe import text_frame
 
@@ -45,6 +46,7 @@ class ChatRuntime:
             size=config["DB_POOL_SIZE"],
             connect_timeout=config["DB_CONNECT_TIMEOUT_SECONDS"],
             acquire_timeout=config["DB_ACQUIRE_TIMEOUT_SECONDS"],
+            setup=prepare_pool_statements,
         )
         self.limits = protocol.Limits(
             max_content_chars=config["MAX_CONTENT_CHARS"],
@@ -200,6 +202,12 @@ class ChatRuntime:
         log.info("shutting down: closing %d connection(s) with 1001", len(connections))
         for conn in connections:
             conn.close(1001, "server shutting down")
+
+
+def prepare_pool_statements(cur) -> None:
+    """What every connection of the pool prepares: the statements each connect and join run."""
+    store.SESSION.prepare(cur)
+    PRESENCE_STATEMENTS.prepare(cur)
 
 
 def _wire_to_args(data: dict) -> dict:

@@ -7,13 +7,13 @@ time zone is UTC, so legacy `timestamp without time zone` columns read the same)
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from .messages import StoredMessage, message_data
+from .prepared import PreparedStatements
 from .tokens import Identity
 
 WIRE_TIMESTAMP = """to_char(m.timestamp, 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
@@ -57,24 +57,33 @@ def create_user(cur, identity: Identity) -> str:
     return identity.username or (row[0] if row else wanted)
 
 
+# What a connection needs when it opens, prepared on every connection of the pool (like
+# the join's statements, app/presence.py), since every client runs it.
+SESSION = PreparedStatements(
+    {
+        "chat_user_and_threads": """
+            SELECT u.username, t.user_low, t.user_high, t.last_seq, t.last_id
+            FROM (SELECT %(user_id)s AS id) AS me
+            LEFT JOIN users u ON u.id = me.id
+            LEFT JOIN LATERAL (
+                SELECT t.user_low, t.user_high, t.last_seq,
+                       COALESCE((SELECT id FROM messages m
+                                 WHERE m.to_user IS NOT NULL
+                                   AND LEAST(m.from_user, m.to_user) = t.user_low
+                                   AND GREATEST(m.from_user, m.to_user) = t.user_high
+                                 ORDER BY id DESC LIMIT 1), 0) AS last_id
+                FROM dm_threads t WHERE t.user_low = me.id OR t.user_high = me.id
+            ) AS t ON true""",
+    },
+    types={"user_id": "bigint"},
+    settings=("SET plan_cache_mode = force_generic_plan",),
+)
+
+
 def user_and_threads(cur, user_id: int) -> tuple[str | None, list[tuple[tuple, int, int]]]:
     """A connecting user's stored name (None: no row yet) and every conversation of theirs
     with its stream position, (channel, last_seq, last_id): one statement for the two."""
-    cur.execute(
-        """SELECT u.username, t.user_low, t.user_high, t.last_seq, t.last_id
-           FROM (SELECT %(id)s::bigint AS id) AS me
-           LEFT JOIN users u ON u.id = me.id
-           LEFT JOIN LATERAL (
-               SELECT t.user_low, t.user_high, t.last_seq,
-                      COALESCE((SELECT id FROM messages m
-                                WHERE m.to_user IS NOT NULL
-                                  AND LEAST(m.from_user, m.to_user) = t.user_low
-                                  AND GREATEST(m.from_user, m.to_user) = t.user_high
-                                ORDER BY id DESC LIMIT 1), 0) AS last_id
-               FROM dm_threads t WHERE t.user_low = me.id OR t.user_high = me.id
-           ) AS t ON true""",
-        {"id": user_id},
-    )
+    cur.execute(SESSION.execute["chat_user_and_threads"], {"user_id": user_id})
     rows = cur.fetchall()
     threads = [(("d", low, high), last_seq, last_id) for _, low, high, last_seq, last_id in rows if low is not None]
     return rows[0][0], threads
@@ -345,63 +354,42 @@ _ANNOUNCE = """,
                      'content', content, 'timestamp', ts, 'room', room, 'clientId', client_id)))::text AS body
              FROM stored) AS announced"""
 
-# The parameters of the batch statements, in the order of the prepared statements' $n.
-BATCH_PARAMETERS = {
-    "lock_rooms": "text[]",
-    "lock_low": "bigint[]",
-    "lock_high": "bigint[]",
-    "drafts": "json",
-    "channel": "text",
-    "origin": "text",
-}
-
 # Prepared once per connection and planned once: planning this query cost PostgreSQL
 # more than running it (bench/README.md, item 9). Generic plans are forced on the
 # group-commit connections, since the plan does not depend on the values, and with
 # PostgreSQL's default choice every batch was planned again (custom plans).
-BATCH_STATEMENTS = {
-    "chat_lock_rooms": _LOCK_ROOMS,
-    "chat_lock_pairs": _LOCK_PAIRS,
-    "chat_store": _STORE.format(announce="", no_announce=""),
-    "chat_store_announce": _STORE.replace(" {announce} FROM stored\n", _ANNOUNCE + "\n").format(no_announce=", NULL"),
-}
-
-
-# psycopg2's named placeholder, %(name)s
-PLACEHOLDER = re.compile(r"%\((\w+)\)s")
-
-
-def _with_parameters(sql: str, names: list[str]) -> str:
-    """The statement with its %(name)s placeholders numbered as in `names`."""
-    return PLACEHOLDER.sub(lambda m: f"${names.index(m.group(1)) + 1}", sql)
-
-
-def _used_parameters(sql: str) -> list[str]:
-    return [name for name in BATCH_PARAMETERS if f"%({name})s" in sql]
+BATCH = PreparedStatements(
+    {
+        "chat_lock_rooms": _LOCK_ROOMS,
+        "chat_lock_pairs": _LOCK_PAIRS,
+        "chat_store": _STORE.format(announce="", no_announce=""),
+        "chat_store_announce": _STORE.replace(" {announce} FROM stored\n", _ANNOUNCE + "\n").format(
+            no_announce=", NULL"
+        ),
+    },
+    types={
+        "lock_rooms": "text[]",
+        "lock_low": "bigint[]",
+        "lock_high": "bigint[]",
+        "drafts": "json",
+        "channel": "text",
+        "origin": "text",
+    },
+    settings=(
+        "SET plan_cache_mode = force_generic_plan",
+        # Every batch updates rows of `rooms`, so that small table is mostly dead row
+        # versions between vacuums, and a sequential scan of it (which the planner prefers
+        # for a small table) reads them all, under the row locks: measured at 3,240
+        # msgs/s, the median latency was 47 ms with it and 12 ms without. These
+        # connections run only these statements, so index scans are forced.
+        "SET enable_seqscan = off",
+    ),
+)
 
 
 def prepare_batch_statements(cur) -> None:
-    """Prepare the group-commit statements on a new connection (see BATCH_STATEMENTS)."""
-    cur.execute("SET plan_cache_mode = force_generic_plan")
-    # Every batch updates rows of `rooms`, so that small table is mostly dead row versions
-    # between vacuums, and a sequential scan of it (which the planner prefers for a small
-    # table) reads them all, under the row locks: measured at 3,240 msgs/s, the median
-    # latency was 47 ms with it and 12 ms without. This connection runs only these
-    # statements, so index scans are forced.
-    cur.execute("SET enable_seqscan = off")
-    for name, sql in BATCH_STATEMENTS.items():
-        names = _used_parameters(sql)
-        types = ", ".join(BATCH_PARAMETERS[n] for n in names)
-        cur.execute(f"PREPARE {name} ({types}) AS {_with_parameters(sql, names)}")
-
-
-def _execute(name: str) -> str:
-    """`EXECUTE name(...)` with the statement's parameters as psycopg2 placeholders."""
-    names = _used_parameters(BATCH_STATEMENTS[name])
-    return f"EXECUTE {name}({', '.join(f'%({n})s::{BATCH_PARAMETERS[n]}' for n in names)})"
-
-
-EXECUTE_BATCH_STATEMENTS = {name: _execute(name) for name in BATCH_STATEMENTS}
+    """Prepare the group-commit statements on a new connection (see BATCH)."""
+    BATCH.prepare(cur)
 
 
 @dataclass(frozen=True)
@@ -416,13 +404,13 @@ class BatchResult:
 
 
 def batch_query(
-    drafts: list[Draft], notify_channel: str | None, origin: str, statements: dict[str, str] = EXECUTE_BATCH_STATEMENTS
+    drafts: list[Draft], notify_channel: str | None, origin: str, statements: dict[str, str] = BATCH.execute
 ) -> tuple[str, dict]:
     """The query that stores `drafts`, and its parameters.
 
-    `statements` gives the SQL run for each name of BATCH_STATEMENTS: by default the
-    EXECUTEs of what `prepare_batch_statements` prepared (bench/store_cost.py passes the
-    statements written out, to measure them unprepared).
+    `statements` gives the SQL run for each statement of BATCH: by default the EXECUTEs of
+    what `prepare_batch_statements` prepared (bench/store_cost.py passes the statements
+    written out, to measure them unprepared).
     """
     params = {
         # One JSON array of the drafts' fields (orjson writes dataclasses): psycopg2 quotes

@@ -33,10 +33,7 @@ ROOMS = 350  # about as many as the chat scenario's saturation steps have
 USERS = 1000
 SEEDED_MESSAGES = 200_000  # so that the indexes have depth, as in a live database
 # The batch statements written out in full (each run planned anew), their parameters typed.
-INLINE_STATEMENTS = {
-    name: store.PLACEHOLDER.sub(lambda m: f"{m.group(0)}::{store.BATCH_PARAMETERS[m.group(1)]}", sql)
-    for name, sql in store.BATCH_STATEMENTS.items()
-}
+INLINE_STATEMENTS = {name: store.BATCH.inline(name) for name in store.BATCH.statements}
 
 
 def backend_cpu_s(conn) -> float:
@@ -81,7 +78,7 @@ def measure(url: str, size: int, notify: str | None, plans: str) -> str:
             for _ in range(size)
         ]
 
-    statements = INLINE_STATEMENTS if plans == "unprepared" else store.EXECUTE_BATCH_STATEMENTS
+    statements = INLINE_STATEMENTS if plans == "unprepared" else store.BATCH.execute
     batches = max(200, 4000 // size)
     with conn.cursor() as cur:
         for _ in range(50):  # warm: plans made, caches filled

@@ -1,0 +1,52 @@
+"""Statements prepared once per database connection, so that PostgreSQL plans them once.
+
+A statement that runs on every join or group commit costs PostgreSQL more to parse and
+plan than to run (bench/README.md, items 9 and 14). Each set here is written with
+psycopg2's `%(name)s` placeholders and a SQL type per parameter; `prepare` runs on every
+new connection, and `execute[name]` is the `EXECUTE` to send instead of the statement.
+"""
+
+from __future__ import annotations
+
+import re
+
+# psycopg2's named placeholder, %(name)s
+PLACEHOLDER = re.compile(r"%\((\w+)\)s")
+
+
+class PreparedStatements:
+    """Named statements sharing one table of parameter types."""
+
+    def __init__(self, statements: dict[str, str], types: dict[str, str], settings: tuple[str, ...] = ()) -> None:
+        self.statements = statements
+        self.types = types  # parameter -> SQL type; their order numbers the $n
+        # run before preparing, on the same connection (SET ...)
+        self.settings = settings
+        self.execute = {name: self._execute(name) for name in statements}
+
+    def parameters(self, name: str) -> list[str]:
+        """The parameters a statement uses, in the order of its $n."""
+        return [p for p in self.types if f"%({p})s" in self.statements[name]]
+
+    def prepare(self, cur) -> None:
+        """Prepare every statement on the cursor's connection (one round trip)."""
+        commands = list(self.settings)
+        for name, sql in self.statements.items():
+            names = self.parameters(name)
+            types = f"({', '.join(self.types[n] for n in names)})" if names else ""
+            commands.append(f"PREPARE {name} {types} AS {_numbered(sql, names)}")
+        cur.execute(";\n".join(commands))
+
+    def inline(self, name: str) -> str:
+        """The statement itself with its parameters cast, to run it unprepared (bench)."""
+        return PLACEHOLDER.sub(lambda m: f"{m.group(0)}::{self.types[m.group(1)]}", self.statements[name])
+
+    def _execute(self, name: str) -> str:
+        """`EXECUTE name(...)` with the statement's parameters as psycopg2 placeholders."""
+        arguments = ", ".join(f"%({p})s::{self.types[p]}" for p in self.parameters(name))
+        return f"EXECUTE {name}({arguments})" if arguments else f"EXECUTE {name}"
+
+
+def _numbered(sql: str, names: list[str]) -> str:
+    """The statement with its %(name)s placeholders numbered ($1, $2, ...) as in `names`."""
+    return PLACEHOLDER.sub(lambda m: f"${names.index(m.group(1)) + 1}", sql)
