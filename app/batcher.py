@@ -24,6 +24,10 @@ from .metrics import BATCH_SIZE, MESSAGES_STORED
 
 log = logging.getLogger(__name__)
 
+# Counted once per batch: a labelled counter's lookup and lock per message showed in profiles.
+STORED_ROOM_MESSAGES = MESSAGES_STORED.labels("room")
+STORED_DMS = MESSAGES_STORED.labels("dm")
+
 
 @dataclass
 class Pending:
@@ -172,8 +176,11 @@ class Batcher:
                 outcomes[id(pending)] = Outcome(outcomes[id(first)].message, duplicate=True)
         fresh.sort(key=lambda m: m.id)
         BATCH_SIZE.observe(len(batch))
-        for message in fresh:
-            MESSAGES_STORED.labels("dm" if message.is_dm else "room").inc()
+        dms = sum(message.is_dm for message in fresh)
+        if dms:
+            STORED_DMS.inc(dms)
+        if len(fresh) > dms:
+            STORED_ROOM_MESSAGES.inc(len(fresh) - dms)
         # Deliver before answering the senders, so a sender sees its own message first.
         self.on_committed(fresh)
         for pending in batch:

@@ -179,6 +179,34 @@ def test_two_tabs_joining_at_once_announce_one_presence(connect):
     assert bob.user_id in {user["userId"] for user in join(carol, room)["data"]["users"]}
 
 
+def test_a_tab_joining_as_another_leaves_keeps_the_user_online(connect, database_url):
+    """The leave of one tab and the join of another, sent together, again and again: the
+    user ends each turn in the room, so its presence row stays, and whatever the order the
+    two were handled in, the others' last word on the user is that it joined."""
+    room = unique("room")
+    alice = connect()
+    join(alice, room)
+    bob = connect()
+    tabs = [bob, connect(bob.user_id, bob.username)]
+    join(tabs[0], room)
+    alice.expect("presence", room=room, event="join")
+    for turn in range(20):
+        leaving, joining = tabs[turn % 2], tabs[(turn + 1) % 2]
+        joining.send({"type": "join", "room": room})
+        leaving.send({"type": "leave", "room": room})
+        joining.expect("join_ack", room=room)
+        leaving.expect("left")
+        rows = sql(
+            database_url, "SELECT count(*) FROM room_presence WHERE room = %s AND user_id = %s", (room, bob.user_id)
+        )
+        assert rows == [(1,)], f"turn {turn}: bob's presence row is gone while a tab of his is joined"
+    events = []
+    with pytest.raises(TimeoutError):
+        while True:
+            events.append(alice.expect("presence", room=room, timeout=0.5)["data"]["event"])
+    assert events == ["leave", "join"] * (len(events) // 2)
+
+
 def test_history_names_senders_as_their_tokens_did(connect, database_url):
     """A message keeps the name it was sent under, live and in history alike, even when
     the users table holds another name for the sender."""
