@@ -50,8 +50,12 @@ DEFAULTS: dict[str, Any] = {
     "SOCKET_SEND_BUFFER_BYTES": 256 * 1024,
     # How long a slow client gets to take its close frame before the socket is cut.
     "CLOSE_TIMEOUT_SECONDS": 5.0,
-    # Database pool: connections per worker process, and how long to wait for one.
-    "DB_POOL_SIZE": 8,
+    # Database pool: connections per worker process, and how long to wait for one. A crowd
+    # connecting holds them one round trip at a time, but each waits for the busy event
+    # loop to come round: 10,000 connects took 16-24 s with 8, 14-15 s with 16 or 32. Each
+    # worker also holds COMMIT_PIPELINES + 1 more (group commit, bus listener): mind
+    # PostgreSQL's max_connections (100 by default) when adding workers.
+    "DB_POOL_SIZE": 16,
     "DB_CONNECT_TIMEOUT_SECONDS": 3,
     "DB_ACQUIRE_TIMEOUT_SECONDS": 5.0,
     # Group commit: at most this many messages share one transaction.
