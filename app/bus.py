@@ -150,7 +150,7 @@ class PostgresBus(Bus):
         if cur is not None:
             cur.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
             return
-        with self.pool.transaction() as cur:
+        with self.pool.autocommit() as cur:
             cur.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
 
     def _listen(self) -> None:
