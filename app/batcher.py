@@ -133,7 +133,7 @@ class Batcher:
         """One statement (one round trip, its own transaction) for the whole batch."""
         unknown = {p.draft.from_user: p.draft.username for p in batch if p.draft.from_user not in self.known_users}
         if unknown:
-            with self.pool.transaction() as cur:
+            with self.pool.autocommit() as cur:
                 for user_id, username in unknown.items():
                     store.ensure_user(cur, store.Identity(user_id, username))
             self.known_users.update(unknown)
@@ -163,7 +163,7 @@ class Batcher:
                 outcomes[id(pending)] = Outcome(message, duplicate=False)
                 fresh.append(message)
         if earlier_ids or lookups:
-            with self.pool.transaction() as cur:
+            with self.pool.autocommit() as cur:
                 for message in store.messages_by_id(cur, list(earlier_ids)):
                     outcomes[id(earlier_ids[message.id])] = Outcome(message, duplicate=True)
                 keys = [(p.draft.from_user, p.draft.client_id) for p in lookups]

@@ -1,7 +1,8 @@
 """PostgreSQL access: psycopg2 made cooperative under gevent, in a greenlet-safe pool.
 
-Take a connection per operation (`with pool.transaction() as cur:`), never for a
-socket's life. Connection-level failures become `Unavailable`, and the connection that
+Take a connection per operation, never for a socket's life: `with pool.autocommit() as
+cur:` where each statement (or query string) stands alone, `pool.transaction()` where
+several must commit together. Connection-level failures become `Unavailable`, and the connection that
 failed is forgotten together with every idle one (after a server restart they are all dead).
 """
 

@@ -63,7 +63,7 @@ def replay(rt: ChatRuntime, conn: Connection, room: str, since: int) -> None:
     page_size = rt.config["REPLAY_PAGE_SIZE"]
     try:
         while True:
-            with rt.pool.transaction() as cur:
+            with rt.pool.autocommit() as cur:
                 page = store.channel_after(cur, ("r", room), last_sent, None, page_size)
             for message in page:
                 conn.send_frame(message.wire_frame)
@@ -130,7 +130,7 @@ def answer_resend(conn: Connection, stored: StoredMessage) -> None:
 def ensure_user_exists(rt: ChatRuntime, user_id: int) -> None:
     if user_id in rt.known_users:
         return
-    with rt.pool.transaction() as cur:
+    with rt.pool.autocommit() as cur:
         exists = store.user_exists(cur, user_id)
     if not exists:
         raise NotFound(f"user {user_id} does not exist")
@@ -138,7 +138,7 @@ def ensure_user_exists(rt: ChatRuntime, user_id: int) -> None:
 
 
 def handle_room_history(rt: ChatRuntime, conn: Connection, command: Command) -> None:
-    with rt.pool.transaction() as cur:
+    with rt.pool.autocommit() as cur:
         if command.room not in conn.rooms and not store.room_exists(cur, command.room):
             raise NotFound(f"room '{command.room}' does not exist")
         messages = store.room_history(cur, command.room, command.limit, command.before, command.after)
@@ -147,7 +147,7 @@ def handle_room_history(rt: ChatRuntime, conn: Connection, command: Command) -> 
 
 def handle_dm_history(rt: ChatRuntime, conn: Connection, command: Command) -> None:
     ensure_user_exists(rt, command.to)
-    with rt.pool.transaction() as cur:
+    with rt.pool.autocommit() as cur:
         messages = store.dm_history(cur, conn.user_id, command.to, command.limit, command.before, command.after)
     conn.send(protocol.dm_history_frame(command, [m.data for m in messages]))
 
@@ -159,13 +159,13 @@ def handle_typing(rt: ChatRuntime, conn: Connection, command: Command) -> None:
 
 
 def handle_rooms(rt: ChatRuntime, conn: Connection, command: Command) -> None:
-    with rt.pool.transaction() as cur:
+    with rt.pool.autocommit() as cur:
         rooms = store.list_rooms(cur, rt.config["NODE_TIMEOUT_SECONDS"])
     conn.send(protocol.rooms_frame(rooms))
 
 
 def handle_conversations(rt: ChatRuntime, conn: Connection, command: Command) -> None:
-    with rt.pool.transaction() as cur:
+    with rt.pool.autocommit() as cur:
         conversations = store.conversations_of(cur, conn.user_id)
     conn.send(protocol.conversations_frame(conversations))
 

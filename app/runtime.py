@@ -123,7 +123,7 @@ class ChatRuntime:
 
     def _deliver_by_id(self, message_id: int) -> None:
         try:
-            with self.pool.transaction() as cur:
+            with self.pool.autocommit() as cur:
                 found = store.messages_by_id(cur, [message_id])
         except ChatError:
             return  # the gate's gap filling fetches it once the database is back
@@ -154,7 +154,7 @@ class ChatRuntime:
 
     def _fetch_channel(self, channel: tuple, after_id: int, up_to_seq: int | None, limit: int) -> list[StoredMessage]:
         below = None if up_to_seq is None else up_to_seq + 1
-        with self.pool.transaction() as cur:
+        with self.pool.autocommit() as cur:
             return store.channel_after(cur, channel, after_id, below, limit)
 
     def resync(self) -> None:
@@ -168,7 +168,7 @@ class ChatRuntime:
         if not gates:
             return
         try:
-            with self.pool.transaction() as cur:
+            with self.pool.autocommit() as cur:
                 heads = store.channel_heads(cur, rooms, pairs)
         except ChatError:
             return
