@@ -8,7 +8,8 @@ import psycopg2.errors
 import pytest
 from conftest import new_user_id, sql, unique, wait_for
 
-from app import db, store
+from app import db, presence, runtime, store
+from app.errors import Unavailable
 
 
 @pytest.fixture
@@ -117,3 +118,61 @@ def test_batch_plans_made_on_empty_tables_stay_lookups_as_the_tables_grow(fresh_
         conn.close()
     # index lookups of 7 drafts and their inserts: 167 pages; the whole-join plan: 1,228
     assert read < 400, f"one batch read {read} pages"
+
+
+def test_pooled_connections_prepare_again_when_their_statements_are_gone(database_url):
+    """A pooler's DISCARD ALL between two uses drops what a pooled connection prepared:
+    that request fails as `unavailable`, and the next one gets a new connection."""
+    pool = db.Pool(database_url, size=2, setup=runtime.prepare_pool_statements)
+    user = new_user_id()
+    try:
+        with pool.autocommit() as cur:
+            assert store.user_and_threads(cur, user) == (None, [])
+            cur.execute("DISCARD ALL")
+        with pytest.raises(Unavailable), pool.autocommit() as cur:
+            store.user_and_threads(cur, user)
+        with pool.autocommit() as cur:
+            assert store.user_and_threads(cur, user) == (None, [])
+    finally:
+        pool.close()
+
+
+def test_join_plans_made_on_empty_tables_stay_lookups_as_the_tables_grow(fresh_database):
+    """The statements of a join are planned once per pooled connection, perhaps on empty
+    tables: a join must still read only its own rows once rooms hold thousands."""
+    url = fresh_database()
+    pool = db.Pool(url, size=1, setup=runtime.prepare_pool_statements)
+    node = unique("node")
+    parameters = {
+        "room": "plan1",
+        "user_id": 1,
+        "username": "u1",
+        "node_id": node,
+        "alive_seconds": 10.0,
+        "lock": "presence:plan1:1",
+        "channel": None,
+        "payload": "",
+    }
+    try:
+        with pool.autocommit() as cur:
+            cur.execute("INSERT INTO chat_nodes (node_id) VALUES (%s)", (node,))
+            cur.execute(presence._JOIN_CREATING, parameters)  # plans made now, on empty tables
+            cur.execute(
+                """INSERT INTO rooms (name) SELECT 'plan' || g FROM generate_series(2, 2000) g;
+                   INSERT INTO room_presence (room, user_id, node_id, username)
+                   SELECT 'plan' || (g %% 2000 + 1), g, %s, 'u' || g FROM generate_series(2, 40000) g;
+                   INSERT INTO messages (from_user, room, content, seq)
+                   SELECT g %% 1000, 'plan' || (g %% 2000 + 1), 'grown', 0 FROM generate_series(1, 60000) g""",
+                (node,),
+            )
+            # No ANALYZE (see the batch test above).
+            read = 0
+            parameters.update(user_id=2, lock="presence:plan1:2")
+            for statement in presence._JOIN_CREATING.split("; ") + [presence._LEAVE.split("; ")[1]]:
+                cur.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + statement, parameters)
+                plan = cur.fetchone()[0][0]["Plan"]
+                read += plan["Shared Hit Blocks"] + plan["Shared Read Blocks"]
+    finally:
+        pool.close()
+    # index lookups: 27 pages; planned with sequential scans: 1,356
+    assert read < 200, f"one join and leave read {read} pages"
