@@ -83,6 +83,16 @@ def test_a_connection_whose_setup_fails_is_not_kept(database_url):
     )
 
 
+def pages_read(cur, statements: list[str], params: dict) -> int:
+    """The shared buffers (pages) that running these statements touches."""
+    read = 0
+    for statement in statements:
+        cur.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + statement, params)
+        plan = cur.fetchone()[0][0]["Plan"]
+        read += plan["Shared Hit Blocks"] + plan["Shared Read Blocks"]
+    return read
+
+
 def test_batch_plans_made_on_empty_tables_stay_lookups_as_the_tables_grow(fresh_database):
     """The group commit plans its statements once, perhaps while the tables are empty: a
     batch must still read only its own rows once they hold many (a plan that joined
@@ -109,11 +119,7 @@ def test_batch_plans_made_on_empty_tables_stay_lookups_as_the_tables_grow(fresh_
             # No ANALYZE: it would make PostgreSQL plan again, while in a live server the
             # plans from before can be used for long (autovacuum analyzes once a minute at most).
             query, params = store.batch_query(batch("second"), "chat_plan_test", "test")
-            read = 0
-            for statement in query.split("; "):
-                cur.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + statement, params)
-                plan = cur.fetchone()[0][0]["Plan"]
-                read += plan["Shared Hit Blocks"] + plan["Shared Read Blocks"]
+            read = pages_read(cur, query.split("; "), params)
     finally:
         conn.close()
     # index lookups of 7 drafts and their inserts: 167 pages; the whole-join plan: 1,228
@@ -166,12 +172,9 @@ def test_join_plans_made_on_empty_tables_stay_lookups_as_the_tables_grow(fresh_d
                 (node,),
             )
             # No ANALYZE (see the batch test above).
-            read = 0
             parameters.update(user_id=2, lock="presence:plan1:2")
-            for statement in presence._JOIN_CREATING.split("; ") + [presence._LEAVE.split("; ")[1]]:
-                cur.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + statement, parameters)
-                plan = cur.fetchone()[0][0]["Plan"]
-                read += plan["Shared Hit Blocks"] + plan["Shared Read Blocks"]
+            statements = presence._JOIN_CREATING.split("; ") + [presence._LEAVE.split("; ")[1]]
+            read = pages_read(cur, statements, parameters)
     finally:
         pool.close()
     # index lookups: 27 pages; planned with sequential scans: 1,356
