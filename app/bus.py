@@ -102,7 +102,9 @@ class Bus:
     def publish_messages(self, messages: list[StoredMessage]) -> None:
         """Announce committed messages (engines that cannot do it inside the transaction)."""
 
-    def publish_event(self, event: dict, cur=None) -> None:
+    def publish_event(self, event: dict) -> None:
+        """Announce a presence or typing event (presence on PostgreSQL goes inside the
+        transaction that changes it instead: app/presence.py)."""
         raise NotImplementedError
 
     def _receive(self, payload: str) -> None:
@@ -145,13 +147,9 @@ class PostgresBus(Bus):
         self.dsn = dsn
         self.pool = pool
 
-    def publish_event(self, event: dict, cur=None) -> None:
-        payload = event_payload(self.origin, event)
-        if cur is not None:
-            cur.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
-            return
+    def publish_event(self, event: dict) -> None:
         with self.pool.autocommit() as cur:
-            cur.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
+            cur.execute("SELECT pg_notify(%s, %s)", (CHANNEL, event_payload(self.origin, event)))
 
     def _listen(self) -> None:
         conn = db.connect(self.dsn, autocommit=True)
@@ -199,7 +197,7 @@ class RedisBus(Bus):
             # Stored and delivered here; other processes find it by their gap checks.
             log.warning("bus: publish to Redis failed (%s)", exc.__class__.__name__)
 
-    def publish_event(self, event: dict, cur=None) -> None:
+    def publish_event(self, event: dict) -> None:
         try:
             self.publisher.publish(CHANNEL, event_payload(self.origin, event))
         except Exception as exc:

@@ -2,8 +2,9 @@
 
 Take a connection per operation, never for a socket's life: `with pool.autocommit() as
 cur:` where each statement (or query string) stands alone, `pool.transaction()` where
-several must commit together. Connection-level failures become `Unavailable`, and the connection that
-failed is forgotten together with every idle one (after a server restart they are all dead).
+several must commit together. Connection-level failures become `Unavailable`, and the
+connection that failed is forgotten together with every idle one (after a server restart
+they are all dead).
 """
 
 from __future__ import annotations
