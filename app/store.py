@@ -58,13 +58,22 @@ def create_user(cur, identity: Identity) -> str:
 
 
 # What a connection needs when it opens, prepared on every connection of the pool (like
-# the join's statements, app/presence.py), since every client runs it.
+# the join's statements, app/presence.py), since every client runs it: the user's stored
+# name, the row added first if there is none (unless the name is taken: then None), and
+# each of their conversations with its stream position.
 SESSION = PreparedStatements(
     {
-        "chat_user_and_threads": """
-            SELECT u.username, t.user_low, t.user_high, t.last_seq, t.last_id
+        "chat_open_session": """
+            WITH stored AS (
+                SELECT username FROM users WHERE id = %(user_id)s
+            ), created AS (
+                INSERT INTO users (id, username) SELECT %(user_id)s, %(username)s
+                WHERE NOT EXISTS (SELECT 1 FROM stored)
+                ON CONFLICT DO NOTHING RETURNING username
+            )
+            SELECT COALESCE((SELECT username FROM stored), (SELECT username FROM created)),
+                   t.user_low, t.user_high, t.last_seq, t.last_id
             FROM (SELECT %(user_id)s AS id) AS me
-            LEFT JOIN users u ON u.id = me.id
             LEFT JOIN LATERAL (
                 SELECT t.user_low, t.user_high, t.last_seq,
                        COALESCE((SELECT id FROM messages m
@@ -75,18 +84,25 @@ SESSION = PreparedStatements(
                 FROM dm_threads t WHERE t.user_low = me.id OR t.user_high = me.id
             ) AS t ON true""",
     },
-    types={"user_id": "bigint"},
+    types={"user_id": "bigint", "username": "text"},
     settings=("SET plan_cache_mode = force_generic_plan",),
 )
 
 
-def user_and_threads(cur, user_id: int) -> tuple[str | None, list[tuple[tuple, int, int]]]:
-    """A connecting user's stored name (None: no row yet) and every conversation of theirs
-    with its stream position, (channel, last_seq, last_id): one statement for the two."""
-    cur.execute(SESSION.execute["chat_user_and_threads"], {"user_id": user_id})
+def open_session(cur, identity: Identity) -> tuple[str, list[tuple[tuple, int, int]]]:
+    """A connecting user's name and every conversation of theirs with its stream position,
+    (channel, last_seq, last_id); the user's row is created if missing. One statement,
+    unless a new user's name is taken by another id."""
+    cur.execute(
+        SESSION.execute["chat_open_session"],
+        {"user_id": identity.user_id, "username": identity.username or f"user{identity.user_id}"},
+    )
     rows = cur.fetchall()
     threads = [(("d", low, high), last_seq, last_id) for _, low, high, last_seq, last_id in rows if low is not None]
-    return rows[0][0], threads
+    stored = rows[0][0]
+    if stored is None:
+        return create_user(cur, identity), threads
+    return identity.username or stored, threads
 
 
 def user_exists(cur, user_id: int) -> bool:

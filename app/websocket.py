@@ -138,10 +138,7 @@ def start_session(rt: ChatRuntime, conn: Connection, identity: Identity) -> None
     threads = None
     try:
         with rt.pool.autocommit() as cur:
-            stored_name, threads = store.user_and_threads(cur, identity.user_id)
-            if stored_name is None:
-                stored_name = store.create_user(cur, identity)
-        conn.username = identity.username or stored_name
+            conn.username, threads = store.open_session(cur, identity)
         rt.known_users.add(identity.user_id)
         rt.batcher.known_users.add(identity.user_id)
     except ChatError:

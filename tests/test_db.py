@@ -130,15 +130,15 @@ def test_pooled_connections_prepare_again_when_their_statements_are_gone(databas
     """A pooler's DISCARD ALL between two uses drops what a pooled connection prepared:
     that request fails as `unavailable`, and the next one gets a new connection."""
     pool = db.Pool(database_url, size=2, setup=runtime.prepare_pool_statements)
-    user = new_user_id()
+    alice = store.Identity(new_user_id(), unique("alice"))
     try:
         with pool.autocommit() as cur:
-            assert store.user_and_threads(cur, user) == (None, [])
+            assert store.open_session(cur, alice) == (alice.username, [])
             cur.execute("DISCARD ALL")
         with pytest.raises(Unavailable), pool.autocommit() as cur:
-            store.user_and_threads(cur, user)
+            store.open_session(cur, alice)
         with pool.autocommit() as cur:
-            assert store.user_and_threads(cur, user) == (None, [])
+            assert store.open_session(cur, alice) == (alice.username, [])
     finally:
         pool.close()
 
