@@ -103,8 +103,10 @@ class Hub:
             self.gates.pop(("r", room), None)
 
     def user_in_room(self, user_id: int, room: str) -> bool:
-        """Whether a connection of this user, here, is joined to the room."""
-        return any(c.user_id == user_id for c in self.members_by_room.get(room, ()))
+        """Whether a connection of this user, here, is joined to the room (asked at every
+        leave: it looks at the user's few connections, not at the room's crowd)."""
+        members = self.members_by_room.get(room)
+        return members is not None and any(c in members for c in self.connections_by_user.get(user_id, ()))
 
     def track(self, channel: ChannelKey, last_seq: int, last_id: int) -> None:
         if channel not in self.gates:

@@ -108,3 +108,21 @@ def test_a_new_conversation_starts_at_seq_one():
     dm = StoredMessage(id=300, seq=1, data=message_data(300, 2, "bob", "hi", "t", to_user=1))
     hub.deliver(dm)
     assert len(alice.frames) == 1 and b'"type":"dm"' in alice.frames[0]
+
+
+def test_a_user_is_in_a_room_while_one_of_its_connections_is():
+    hub = Hub(lambda *args: [], gap_wait_seconds=0.01)
+    crowd = [FakeConnection(1000 + i) for i in range(50)]
+    tab, other_tab, elsewhere = FakeConnection(7), FakeConnection(7), FakeConnection(7)
+    for conn in [*crowd, tab, other_tab, elsewhere]:
+        hub.add_user_connection(conn, threads=[])
+    for conn in [*crowd, tab, other_tab]:
+        hub.join_room(conn, "r", last_seq=0, last_id=0)
+    hub.join_room(elsewhere, "s", last_seq=0, last_id=0)
+    assert hub.user_in_room(7, "r")
+    hub.leave_room(tab, "r")
+    assert hub.user_in_room(7, "r")  # the other tab is still there
+    hub.leave_room(other_tab, "r")
+    assert not hub.user_in_room(7, "r")  # in another room only
+    assert hub.user_in_room(7, "s") and not hub.user_in_room(7, "nowhere")
+    assert hub.user_in_room(1000, "r") and not hub.user_in_room(8, "r")
