@@ -59,6 +59,9 @@ class Hub:
         self.connections_by_user: dict[int, set[Connection]] = {}
         # channel -> its gate, for every room and conversation with a member here
         self.gates: dict[ChannelKey, Gate] = {}
+        # user id -> the conversations of that user with a gate here (so that a user's
+        # last disconnect drops them without looking at every gate of the process)
+        self.conversations_by_user: dict[int, set[ChannelKey]] = {}
         # users whose conversations could not be listed when they connected (database
         # down): a DM of theirs on an unknown channel starts the stream where it stands
         self.users_without_threads: set[int] = set()
@@ -84,9 +87,15 @@ class Hub:
             return
         del self.connections_by_user[conn.user_id]
         self.users_without_threads.discard(conn.user_id)
-        for channel in [key for key in self.gates if key[0] == "d" and conn.user_id in key[1:]]:
-            if not any(user in self.connections_by_user for user in channel[1:]):
+        for channel in self.conversations_by_user.pop(conn.user_id, ()):
+            other = channel[2] if channel[1] == conn.user_id else channel[1]
+            if other not in self.connections_by_user:
                 del self.gates[channel]
+                others = self.conversations_by_user.get(other)
+                if others is not None:
+                    others.discard(channel)
+                    if not others:
+                        del self.conversations_by_user[other]
 
     def join_room(self, conn: Connection, room: str, last_seq: int, last_id: int) -> None:
         """Add a member; the room's stream here starts after (last_seq, last_id) if new."""
@@ -111,6 +120,12 @@ class Hub:
     def track(self, channel: ChannelKey, last_seq: int, last_id: int) -> None:
         if channel not in self.gates:
             self.gates[channel] = Gate(next_seq=last_seq + 1, last_id=last_id)
+        self._note_conversation(channel)
+
+    def _note_conversation(self, channel: ChannelKey) -> None:
+        if channel[0] == "d":
+            for user in channel[1:]:
+                self.conversations_by_user.setdefault(user, set()).add(channel)
 
     # --- delivery -------------------------------------------------------------------------
 
@@ -144,6 +159,7 @@ class Hub:
         else:
             gate = Gate(next_seq=1, last_id=0)
         self.gates[message.channel] = gate
+        self._note_conversation(message.channel)
         return gate
 
     def _release(self, gate: Gate, message: StoredMessage) -> None:

@@ -126,3 +126,25 @@ def test_a_user_is_in_a_room_while_one_of_its_connections_is():
     assert not hub.user_in_room(7, "r")  # in another room only
     assert hub.user_in_room(7, "s") and not hub.user_in_room(7, "nowhere")
     assert hub.user_in_room(1000, "r") and not hub.user_in_room(8, "r")
+
+
+def test_a_conversations_gate_lives_while_one_of_its_users_is_connected_here():
+    hub = Hub(lambda *args: [], gap_wait_seconds=0.01)
+    alice, bob, alice_again = FakeConnection(1), FakeConnection(2), FakeConnection(1)
+    pair = ("d", 1, 2)
+    hub.add_user_connection(alice, threads=[(pair, 3, 30)])
+    hub.add_user_connection(bob, threads=[(pair, 3, 30)])
+    hub.remove_user_connection(alice)
+    assert pair in hub.gates  # bob is still here
+    hub.add_user_connection(alice_again, threads=[(pair, 3, 30)])
+    hub.remove_user_connection(bob)
+    assert pair in hub.gates  # alice is back
+    hub.remove_user_connection(alice_again)
+    assert pair not in hub.gates and hub.conversations_by_user == {}
+    # A conversation started while connected, with someone never connected here:
+    carol = FakeConnection(3)
+    hub.add_user_connection(carol, threads=[])
+    hub.deliver(StoredMessage(id=40, seq=1, data=message_data(40, 9, "dave", "hi", "t", to_user=3)))
+    assert carol.frames and ("d", 3, 9) in hub.gates
+    hub.remove_user_connection(carol)
+    assert hub.gates == {} and hub.conversations_by_user == {}
