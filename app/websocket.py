@@ -75,6 +75,12 @@ def chat_socket(ws) -> None:
     rt = get_runtime()
     conn = Connection(ws.sock.dup(), rt.config, request.remote_addr or "?")
     ws.connected = False  # simple-websocket's own close() now does nothing
+    # flask-sock defines a Response class per request whose method closes over `ws`; a
+    # class is always in a reference cycle, so everything `ws` holds (the WSGI environ
+    # with gunicorn's request, wsproto's and h11's state: ~60 objects) would wait for the
+    # garbage collector, which then paused the loop for tens of ms in a crowd's connect.
+    # Dropped here, they go by reference counting.
+    ws.environ = ws.ws = ws.sock = ws.event = ws.thread = None
     rt.connections.add(conn)
     CONNECTIONS.inc()
     gevent.spawn(run_session, rt, conn, g.get("identity"))
