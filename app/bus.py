@@ -72,6 +72,10 @@ class Bus:
         # Until then (time.monotonic()) another node may be listening. A new node
         # announces from the start, until its heartbeats have found it alone for a while.
         self.peers_until = time.monotonic() + peer_hold_seconds
+        # Every payload that reached the listener before this moment has been handled
+        # (see handled_until); and the listener's socket while it waits for more.
+        self._handled_until = 0.0
+        self._waiting_on: int | None = None
 
     def start(self) -> None:
         self.greenlet = gevent.spawn(self._listen_forever)
@@ -79,6 +83,25 @@ class Bus:
     def announcing(self) -> bool:
         """Whether committed messages go on the bus: another node may be listening."""
         return time.monotonic() < self.peers_until
+
+    def handled_until(self) -> float | None:
+        """A moment (time.monotonic()) before which every payload that reached this
+        process has been handled; None when that is not known (not listening, or an
+        engine that does not track it).
+
+        A busy process handles the bus's payloads late: a message missing from a room is
+        then most likely among those not handled yet, not lost (see Hub._fill).
+        """
+        return None
+
+    def _listener_handled_until(self) -> float | None:
+        """handled_until for a listener that keeps `_waiting_on` and `_handled_until`."""
+        if not self.connected:
+            return None
+        fd = self._waiting_on
+        if fd is not None and not db.readable(fd):
+            return time.monotonic()  # waiting, and nothing has come: all handled
+        return self._handled_until
 
     def batch_notify_channel(self) -> str | None:
         """The NOTIFY channel for the next group commit, None when nobody would listen."""
@@ -151,6 +174,9 @@ class PostgresBus(Bus):
         with self.pool.autocommit() as cur:
             cur.execute("SELECT pg_notify(%s, %s)", (CHANNEL, event_payload(self.origin, event)))
 
+    def handled_until(self) -> float | None:
+        return self._listener_handled_until()
+
     def _listen(self) -> None:
         conn = db.connect(self.dsn, autocommit=True)
         try:
@@ -162,12 +188,17 @@ class PostgresBus(Bus):
             self.on_connected()
             self._say_hello()
             while True:
+                self._waiting_on = conn.fileno()
                 gevent.socket.wait_read(conn.fileno())
-                conn.poll()
+                self._waiting_on = None
+                read_at = time.monotonic()
+                conn.poll()  # reads everything that has come
                 notifies, conn.notifies[:] = list(conn.notifies), []
                 for notify in notifies:
                     self._receive(notify.payload)
+                self._handled_until = read_at
         finally:
+            self._waiting_on = None
             try:
                 conn.close()
             except psycopg2.Error:

@@ -252,13 +252,18 @@ class SingleConnection:
 _os_poll = get_original("select", "poll")
 
 
+def readable(fd: int) -> bool:
+    """Whether a descriptor has something to read now (never waits)."""
+    poller = _os_poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))
+
+
 def closed_by_server(conn) -> bool:
     """An idle connection with something to read was closed by the server (a restart,
     an administrator): nothing else is sent to an idle connection that does not LISTEN."""
     try:
-        poller = _os_poll()
-        poller.register(conn.fileno(), select.POLLIN)
-        return bool(poller.poll(0))
+        return readable(conn.fileno())
     except (OSError, ValueError, psycopg2.InterfaceError):
         return True
 

@@ -10,16 +10,18 @@ ones wait, and a gap that does not close by itself is filled from the database.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import gevent
+from gevent.lock import Semaphore
 
 from . import protocol
 from .errors import ChatError
 from .messages import ChannelKey, StoredMessage
-from .metrics import GAP_FILLS
+from .metrics import GAP_FILL_DEFERRALS, GAP_FILLS
 from .wsframe import text_frame
 
 if TYPE_CHECKING:
@@ -29,9 +31,14 @@ log = logging.getLogger(__name__)
 
 # Rows fetched per query while filling a gap or catching up after a bus outage.
 FILL_PAGE_SIZE = 500
+# Gap fills querying the database at once, per process.
+FILLS_AT_ONCE = 2
 
 # fetch(channel, after_id, up_to_seq or None, limit) -> messages in id order
 Fetcher = Callable[[ChannelKey, int, "int | None", int], list[StoredMessage]]
+# () -> a moment before which every bus payload that reached this process was handled, or
+# None when unknown (Bus.handled_until)
+BusProgress = Callable[[], "float | None"]
 
 
 @dataclass
@@ -50,9 +57,13 @@ class Gate:
 class Hub:
     """Local membership tables, channel gates and fan-out for one server process."""
 
-    def __init__(self, fetch: Fetcher, gap_wait_seconds: float) -> None:
+    def __init__(self, fetch: Fetcher, gap_wait_seconds: float, bus_handled_until: BusProgress = lambda: None) -> None:
         self.fetch = fetch
         self.gap_wait_seconds = gap_wait_seconds
+        self.bus_handled_until = bus_handled_until
+        # Fills fetching at once. A process that falls behind finds gaps in nearly every
+        # room; one query each at once is what made it fall further behind.
+        self._fetching = Semaphore(FILLS_AT_ONCE)
         # room name -> connections of this process joined to it (a dict keeps join order)
         self.members_by_room: dict[str, dict[Connection, None]] = {}
         # user id -> that user's authenticated connections in this process
@@ -197,17 +208,33 @@ class Hub:
     def _schedule_fill(self, channel: ChannelKey, gate: Gate, delay: float, up_to_seq: int | None = None) -> None:
         if not gate.filling:
             gate.filling = True
-            gevent.spawn_later(delay, self._fill, channel, gate, up_to_seq)
+            gevent.spawn_later(delay, self._fill, channel, gate, up_to_seq, time.monotonic() + delay)
 
-    def _fill(self, channel: ChannelKey, gate: Gate, up_to_seq: int | None) -> None:
-        """Fetch what is missing before the earliest waiting message (or up to a seq)."""
+    def _fill(self, channel: ChannelKey, gate: Gate, up_to_seq: int | None, due: float) -> None:
+        """Fetch what is missing before the earliest waiting message (or up to a seq).
+
+        A gap is fetched only once the bus has handled what reached this process by the
+        time the fill was due. A process too busy to keep up with the bus would otherwise
+        fetch, for nearly every room, messages that are waiting among the payloads it has
+        not handled yet: measured with two workers at overload, ~450 fetches a second
+        each, which loaded PostgreSQL and the worker more and the lag grew without bound
+        (bench/README.md, item 15).
+        """
+        if up_to_seq is None:
+            handled = self.bus_handled_until()
+            if handled is not None and handled < due:
+                GAP_FILL_DEFERRALS.inc()
+                gevent.spawn_later(self.gap_wait_seconds, self._fill, channel, gate, up_to_seq, due)
+                return  # still `filling`: this greenlet looks again later
         try:
             while self.gates.get(channel) is gate:
-                target = up_to_seq if up_to_seq is not None else (min(gate.pending) - 1 if gate.pending else None)
-                if target is None or target < gate.next_seq:
-                    return
-                GAP_FILLS.inc()
-                found = self.fetch(channel, gate.last_id, target, FILL_PAGE_SIZE)
+                with self._fetching:
+                    # (looked at once a fetch may run: the gap may have closed meanwhile)
+                    target = up_to_seq if up_to_seq is not None else (min(gate.pending) - 1 if gate.pending else None)
+                    if target is None or target < gate.next_seq:
+                        return
+                    GAP_FILLS.inc()
+                    found = self.fetch(channel, gate.last_id, target, FILL_PAGE_SIZE)
                 if self.gates.get(channel) is not gate:
                     return
                 self.catch_up(gate, found)

@@ -52,3 +52,6 @@ BATCH_SIZE = Histogram(
 )
 BUS_RECONNECTS = Counter("chat_bus_reconnects_total", "Times the fan-out listener reconnected")
 GAP_FILLS = Counter("chat_gap_fills_total", "Times missing messages were fetched from the database")
+GAP_FILL_DEFERRALS = Counter(
+    "chat_gap_fill_deferrals_total", "Times a gap fill waited for the bus listener to catch up instead of fetching"
+)

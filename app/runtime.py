@@ -53,8 +53,8 @@ class ChatRuntime:
             history_default_limit=config["HISTORY_DEFAULT_LIMIT"],
             history_max_limit=config["HISTORY_MAX_LIMIT"],
         )
-        self.hub = Hub(self._fetch_channel, config["GAP_WAIT_SECONDS"])
         self.bus = self._make_bus()
+        self.hub = Hub(self._fetch_channel, config["GAP_WAIT_SECONDS"], self.bus.handled_until)
         self.presence = Presence(
             self.pool,
             self.bus,

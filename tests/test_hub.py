@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import gevent
 
 from app.hub import Hub
@@ -32,14 +34,16 @@ def room_message(id: int, seq: int, room: str = "r") -> StoredMessage:
     return StoredMessage(id=id, seq=seq, data=message_data(id, 1, "u", "c", "t", room=room))
 
 
-def make_hub(stored: list[StoredMessage] | None = None) -> tuple[Hub, FakeConnection, list]:
+def make_hub(
+    stored: list[StoredMessage] | None = None, bus_handled_until=lambda: None
+) -> tuple[Hub, FakeConnection, list]:
     calls = []
 
     def fetch(channel, after_id, up_to_seq, limit):
         calls.append((channel, after_id, up_to_seq))
         return [m for m in stored or [] if m.id > after_id and (up_to_seq is None or m.seq <= up_to_seq)][:limit]
 
-    hub = Hub(fetch, gap_wait_seconds=0.01)
+    hub = Hub(fetch, gap_wait_seconds=0.01, bus_handled_until=bus_handled_until)
     conn = FakeConnection(5)
     hub.join_room(conn, "r", last_seq=10, last_id=100)
     return hub, conn, calls
@@ -66,6 +70,48 @@ def test_a_gap_that_stays_open_is_filled_from_the_database():
     lost = room_message(103, 11)
     hub, conn, calls = make_hub(stored=[lost])
     hub.deliver(room_message(105, 12))
+    settle(hub)
+    assert conn.received == [103, 105]
+    assert calls == [(("r", "r"), 100, 11)]
+
+
+class LaggingBus:
+    """A bus whose listener is behind (a busy process) until `catch_up`."""
+
+    def __init__(self) -> None:
+        self.asked = 0
+        self.behind = True
+
+    def handled_until(self) -> float:
+        self.asked += 1
+        return 0.0 if self.behind else time.monotonic()
+
+    def wait_until_asked(self, times: int) -> None:
+        with gevent.Timeout(2):
+            while self.asked < times:
+                gevent.sleep(0.001)
+
+
+def test_a_gap_is_not_fetched_while_the_bus_is_behind():
+    bus = LaggingBus()
+    hub, conn, calls = make_hub(stored=[room_message(103, 11)], bus_handled_until=bus.handled_until)
+    hub.deliver(room_message(105, 12))
+    bus.wait_until_asked(3)  # three gap waits, and the fill has not fetched
+    assert calls == [] and conn.received == []
+    hub.deliver(room_message(103, 11))  # the payload the listener had not handled yet
+    bus.behind = False
+    settle(hub)
+    assert conn.received == [103, 105]
+    assert calls == []
+
+
+def test_a_gap_is_fetched_once_the_bus_has_caught_up_without_it():
+    bus = LaggingBus()
+    hub, conn, calls = make_hub(stored=[room_message(103, 11)], bus_handled_until=bus.handled_until)
+    hub.deliver(room_message(105, 12))
+    bus.wait_until_asked(2)
+    assert calls == []
+    bus.behind = False  # caught up, and seq 11 was not there: pub/sub lost it
     settle(hub)
     assert conn.received == [103, 105]
     assert calls == [(("r", "r"), 100, 11)]
