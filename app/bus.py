@@ -72,10 +72,6 @@ class Bus:
         # Until then (time.monotonic()) another node may be listening. A new node
         # announces from the start, until its heartbeats have found it alone for a while.
         self.peers_until = time.monotonic() + peer_hold_seconds
-        # Every payload that reached the listener before this moment has been handled
-        # (see handled_until); and the listener's socket while it waits for more.
-        self._handled_until = 0.0
-        self._waiting_on: int | None = None
 
     def start(self) -> None:
         self.greenlet = gevent.spawn(self._listen_forever)
@@ -93,15 +89,6 @@ class Bus:
         then most likely among those not handled yet, not lost (see Hub._fill).
         """
         return None
-
-    def _listener_handled_until(self) -> float | None:
-        """handled_until for a listener that keeps `_waiting_on` and `_handled_until`."""
-        if not self.connected:
-            return None
-        fd = self._waiting_on
-        if fd is not None and not db.readable(fd):
-            return time.monotonic()  # waiting, and nothing has come: all handled
-        return self._handled_until
 
     def batch_notify_channel(self) -> str | None:
         """The NOTIFY channel for the next group commit, None when nobody would listen."""
@@ -169,13 +156,22 @@ class PostgresBus(Bus):
         super().__init__(**kwargs)
         self.dsn = dsn
         self.pool = pool
+        # Every payload that reached the listener before this moment has been handled;
+        # and the listener's socket while it waits for more (see handled_until).
+        self._handled_until = 0.0
+        self._waiting_on: int | None = None
 
     def publish_event(self, event: dict) -> None:
         with self.pool.autocommit() as cur:
             cur.execute("SELECT pg_notify(%s, %s)", (CHANNEL, event_payload(self.origin, event)))
 
     def handled_until(self) -> float | None:
-        return self._listener_handled_until()
+        if not self.connected:
+            return None
+        fd = self._waiting_on
+        if fd is not None and not db.readable(fd):
+            return time.monotonic()  # waiting, and nothing has come: all handled
+        return self._handled_until
 
     def _listen(self) -> None:
         conn = db.connect(self.dsn, autocommit=True)
