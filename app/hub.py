@@ -213,15 +213,16 @@ class Hub:
     def _fill(self, channel: ChannelKey, gate: Gate, up_to_seq: int | None, due: float) -> None:
         """Fetch what is missing before the earliest waiting message (or up to a seq).
 
-        A process too busy to keep up with the bus sees a gap in nearly every room, and
-        fetched, one query per room at once, messages that were still on their way:
-        measured with two workers at overload, ~450 fetches a second each, which loaded
-        PostgreSQL and the worker more, and the lag grew without bound (bench/README.md,
-        item 15). So at most FILLS_AT_ONCE fills query at once, each looking again
-        whether its gap is still open when its turn comes; and a gap is fetched only once
-        the bus has handled what reached this process by the time the fill was due.
+        A process too busy to keep up with the bus sees a gap in nearly every room. It
+        used to fetch, one query per room at once, messages that were still on their
+        way: measured with two workers at overload, ~450 fetches a second each, which
+        loaded PostgreSQL and the worker more, and the lag grew without bound
+        (bench/README.md, item 15). So at most FILLS_AT_ONCE fills query at once, each
+        looking again whether its gap is still open when its turn comes; and a gap is
+        fetched only once the bus has handled what reached this process by the time the
+        fill was due.
         """
-        if up_to_seq is None:
+        if up_to_seq is None and self.gates.get(channel) is gate:
             handled = self.bus_handled_until()
             if handled is not None and handled < due:
                 GAP_FILL_DEFERRALS.inc()

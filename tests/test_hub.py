@@ -117,6 +117,19 @@ def test_a_gap_is_fetched_once_the_bus_has_caught_up_without_it():
     assert calls == [(("r", "r"), 100, 11)]
 
 
+def test_a_fill_waiting_for_the_bus_ends_when_the_room_is_left():
+    bus = LaggingBus()
+    hub, conn, calls = make_hub(bus_handled_until=bus.handled_until)
+    hub.deliver(room_message(105, 12))
+    gate = hub.gates[("r", "r")]
+    bus.wait_until_asked(1)
+    hub.leave_room(conn, "r")
+    with gevent.Timeout(2):
+        while gate.filling:  # waiting on for a bus that stays behind, it would never end
+            gevent.sleep(0.001)
+    assert calls == []
+
+
 def test_a_hole_left_by_a_lost_idempotency_race_is_skipped():
     hub, conn, _ = make_hub(stored=[])  # seq 11 was allocated but never stored
     hub.deliver(room_message(105, 12))
