@@ -8,7 +8,7 @@ database (`on_connected`), and per-channel gates (hub.py) repair order and gaps.
 Payloads are "<origin node>|<json>"; a process skips its own without parsing them.
 
 A process alone (no other node alive in chat_nodes, no hello or payload from one lately)
-does not announce its messages at all: nobody would hear them, and announcing cost a
+does not announce its messages or typing at all: nobody would hear them, and announcing cost a
 single worker about a third of its median latency (bench/README.md, item 12). A node says
 hello when its listener connects, so that the others start announcing at once; a message
 committed before they heard it is one more message pub/sub did not bring, found by the
@@ -112,9 +112,20 @@ class Bus:
     def publish_messages(self, messages: list[StoredMessage]) -> None:
         """Announce committed messages (engines that cannot do it inside the transaction)."""
 
-    def publish_event(self, event: dict) -> None:
+    def publish_event(self, event: dict, only_if_heard: bool = False) -> None:
         """Announce a presence or typing event (presence on PostgreSQL goes inside the
-        transaction that changes it instead: app/presence.py)."""
+        transaction that changes it instead: app/presence.py).
+
+        `only_if_heard` skips it while no other node seems to listen, as messages are
+        skipped (typing). Presence goes out regardless: nothing repairs a lost presence
+        event, and a node that has just started may listen before this one heard its
+        hello.
+        """
+        if only_if_heard and not self.announcing():
+            return
+        self._publish_event(event)
+
+    def _publish_event(self, event: dict) -> None:
         raise NotImplementedError
 
     def _receive(self, payload: str) -> None:
@@ -161,7 +172,7 @@ class PostgresBus(Bus):
         self._handled_until = 0.0
         self._waiting_on: int | None = None
 
-    def publish_event(self, event: dict) -> None:
+    def _publish_event(self, event: dict) -> None:
         with self.pool.autocommit() as cur:
             cur.execute("SELECT pg_notify(%s, %s)", (CHANNEL, event_payload(self.origin, event)))
 
@@ -224,7 +235,7 @@ class RedisBus(Bus):
             # Stored and delivered here; other processes find it by their gap checks.
             log.warning("bus: publish to Redis failed (%s)", exc.__class__.__name__)
 
-    def publish_event(self, event: dict) -> None:
+    def _publish_event(self, event: dict) -> None:
         try:
             self.publisher.publish(CHANNEL, event_payload(self.origin, event))
         except Exception as exc:

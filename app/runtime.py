@@ -143,10 +143,8 @@ class ChatRuntime:
     def publish_typing(self, room: str, user_id: int, username: str) -> None:
         payload = {"k": "t", "room": room, "userId": user_id, "username": username}
         self.deliver_event(payload)
-        if not self.bus.announcing():
-            return  # no other node listens
         try:
-            self.bus.publish_event(payload)
+            self.bus.publish_event(payload, only_if_heard=True)
         except ChatError:
             pass  # typing is best effort
 
