@@ -234,17 +234,11 @@ class Presence:
         return self._after_statement(last, announce, event)
 
     def _parameters(self, room: str, user_id: int, username: str, event: dict, node_id: str, announce: bool) -> dict:
-        return {
-            "room": room,
-            "user_id": user_id,
-            "username": username,
-            "node_id": node_id,
-            "alive_seconds": self.node_timeout,
-            "lock": f"presence:{room}:{user_id}",
-            # announced inside the transaction on the PostgreSQL bus (after it, on others)
-            "channel": self.bus.notify_channel if announce else None,
-            "payload": event_payload(self.bus.origin, event),
-        }
+        # announced inside the transaction on the PostgreSQL bus (after it, on others)
+        channel = self.bus.notify_channel if announce else None
+        return statement_parameters(
+            room, user_id, username, node_id, self.node_timeout, channel, event_payload(self.bus.origin, event)
+        )
 
     def _after_statement(self, changed: bool, announce: bool, event: dict) -> list[dict]:
         """The announcements of a committed join or leave (`changed`: the user's first or
@@ -368,3 +362,19 @@ class Presence:
         with self.pool.transaction() as cur:
             cur.execute("DELETE FROM room_presence WHERE node_id = %s", (self.node_id,))
             cur.execute("DELETE FROM chat_nodes WHERE node_id = %s", (self.node_id,))
+
+
+def statement_parameters(
+    room: str, user_id: int, username: str, node_id: str, alive_seconds: float, channel: str | None, payload: str
+) -> dict:
+    """The parameters of the join and leave statements: `channel` None announces nothing."""
+    return {
+        "room": room,
+        "user_id": user_id,
+        "username": username,
+        "node_id": node_id,
+        "alive_seconds": alive_seconds,
+        "lock": f"presence:{room}:{user_id}",
+        "channel": channel,
+        "payload": payload,
+    }
