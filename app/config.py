@@ -17,6 +17,8 @@ DEFAULTS: dict[str, Any] = {
     "DATABASE_URL": "",
     # Shared HS256 secret with the backend that issues tokens.
     "JWT_SECRET": "",
+    # When set, tokens must carry this `aud` claim; when empty, `aud` is not checked.
+    "JWT_AUDIENCE": "",
     # Cross-process fan-out: "postgres" (LISTEN/NOTIFY), "redis", or "auto" (redis when
     # REDIS_URL is set, else postgres).
     "CHAT_BUS": "auto",

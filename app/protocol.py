@@ -85,7 +85,9 @@ def _int_field(frame: dict[str, Any], name: str, *, required: bool, minimum: int
         return None
     # JSON true/false are ints to Python; ids never are.
     if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, str) and value.isdigit() and len(value) < 19:
+        # ASCII digits only: str.isdigit() is true for "²" and "٦", which int() refuses
+        # or reads as another number.
+        if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) < 19:
             value = int(value)
         else:
             raise Invalid(f"field '{name}' must be an integer")

@@ -24,13 +24,26 @@ class Identity:
     username: str | None
 
 
-def verify_token(token: str, secret: str) -> Identity:
-    """Check signature, algorithm and exp/nbf/iat; raise Unauthorized with the reason."""
+def verify_token(token: str, secret: str, audience: str | None = None) -> Identity:
+    """Check signature, algorithm, exp/nbf/iat and (when given) the audience; raise
+    Unauthorized with the reason.
+
+    Without `audience` an `aud` claim is not checked: the shared secret is what says the
+    issuer made the token, and PyJWT would otherwise refuse every token that has one.
+    """
     if not secret:
         raise Unauthorized("server has no JWT secret configured")
+    if not token:
+        raise Unauthorized("token is empty")
+    options = {
+        # `sub` may be an integer in our tokens, which PyJWT's subject check refuses; the
+        # `jti` is the issuer's business (PyJWT refuses one that is not a string).
+        "verify_sub": False,
+        "verify_jti": False,
+        "verify_aud": audience is not None,
+    }
     try:
-        # `sub` may be an integer in our tokens, which PyJWT's subject check refuses.
-        claims = jwt.decode(token, secret, algorithms=[ALGORITHM], options={"verify_sub": False})
+        claims = jwt.decode(token, secret, algorithms=[ALGORITHM], audience=audience, options=options)
     except jwt.ExpiredSignatureError:
         raise Unauthorized("token has expired") from None
     except jwt.ImmatureSignatureError:
@@ -39,6 +52,8 @@ def verify_token(token: str, secret: str) -> Identity:
         raise Unauthorized("token algorithm is not HS256") from None
     except jwt.InvalidSignatureError:
         raise Unauthorized("token signature is invalid") from None
+    except jwt.InvalidAudienceError:
+        raise Unauthorized("token is for another audience") from None
     except jwt.InvalidTokenError as exc:
         raise Unauthorized(f"token is invalid: {exc.__class__.__name__}") from None
     return Identity(_user_id(claims), _username(claims))
@@ -53,7 +68,7 @@ def _user_id(claims: dict) -> int:
             break
         if isinstance(value, int) and 0 < value < 2**63:  # users.id is a bigint
             return value
-        if isinstance(value, str) and value.isdigit() and 0 < int(value) < 2**63:
+        if isinstance(value, str) and value.isascii() and value.isdigit() and 0 < int(value) < 2**63:
             return int(value)
         break
     raise Unauthorized("token names no integer user_id or sub")
@@ -74,10 +89,11 @@ def issue_token(secret: str, user_id: int, username: str, ttl_seconds: int) -> s
 
 
 def token_from_request(headers, args) -> str | None:
-    """The handshake token: `Authorization: Bearer` first, then `?token=`."""
+    """The handshake token: `Authorization: Bearer` first, then `?token=`; None when the
+    request names none. An empty one is returned as "" (refused: a client that meant to
+    send a token, not one that will send `auth` next)."""
     authorization = headers.get("Authorization", "")
     scheme, _, value = authorization.partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
+    if scheme.lower() == "bearer":
         return value.strip()
-    token = args.get("token")
-    return token or None
+    return args.get("token")

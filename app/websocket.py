@@ -56,7 +56,7 @@ def check_handshake() -> Response | None:
     if token is None:
         return None
     try:
-        g.identity = verify_token(token, current_app.config["JWT_SECRET"])
+        g.identity = verify_token(token, current_app.config["JWT_SECRET"], current_app.config["JWT_AUDIENCE"] or None)
     except Unauthorized as exc:
         AUTH_REFUSED.inc()
         log.info("refused handshake from %s: %s", request.remote_addr, exc.message)
@@ -127,7 +127,7 @@ def authenticate_first_frame(rt: ChatRuntime, conn: Connection) -> Identity | No
         command = protocol.parse_frame(raw, rt.limits)
         if command.type != "auth":
             raise Unauthorized('authenticate first: send {"type":"auth","token":...}')
-        return verify_token(command.token, rt.config["JWT_SECRET"])
+        return verify_token(command.token, rt.config["JWT_SECRET"], rt.config["JWT_AUDIENCE"] or None)
     except TimeoutError:
         pass
     except ChatError as exc:

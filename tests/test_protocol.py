@@ -70,6 +70,10 @@ def test_valid_frames_parse_to_commands(raw, expected):
         ('{"type":"dm","to":true,"content":"hi"}', Invalid, "to"),
         ('{"type":"room_history","room":"r","limit":2.5}', Invalid, "limit"),
         ('{"type":"room_history","room":"r","before":"x"}', Invalid, "before"),
+        # Unicode digits are digits to str.isdigit(), not decimal ids.
+        ('{"type":"dm","to":"\u00b2","content":"hi"}', Invalid, "to"),
+        ('{"type":"join","room":"r","since":"\u0661"}', Invalid, "since"),
+        ('{"type":"dm_history","with":"\u0666\u0660"}', Invalid, "with"),
         ('{"type":"auth"}', Invalid, "token"),
     ],
 )
@@ -115,12 +119,34 @@ def test_tokens_are_verified():
         jwt.encode({"user_id": 1}, None, algorithm="none"),
         jwt.encode({"user_id": "one"}, SECRET, algorithm="HS256"),
         jwt.encode({"user_id": True}, SECRET, algorithm="HS256"),
+        jwt.encode({"sub": "\u00b2"}, SECRET, algorithm="HS256"),
+        jwt.encode({"sub": "\u0661\u0662"}, SECRET, algorithm="HS256"),
+        "",
     ):
         with pytest.raises(Unauthorized):
             verify_token(bad, SECRET)
+
+
+def test_claims_the_server_does_not_use_do_not_refuse_a_token():
+    token = jwt.encode({"user_id": 4, "aud": "chat", "jti": 17, "iss": "backend"}, SECRET, algorithm="HS256")
+    assert verify_token(token, SECRET).user_id == 4
+
+
+def test_a_configured_audience_must_be_the_tokens():
+    def token(**claims):
+        return jwt.encode({"user_id": 4, **claims}, SECRET, algorithm="HS256")
+
+    assert verify_token(token(aud="chat"), SECRET, audience="chat").user_id == 4
+    assert verify_token(token(aud=["mail", "chat"]), SECRET, audience="chat").user_id == 4
+    for bad in (token(aud="mail"), token()):
+        with pytest.raises(Unauthorized):
+            verify_token(bad, SECRET, audience="chat")
 
 
 def test_token_precedence_header_then_query():
     assert token_from_request({"Authorization": "Bearer aaa"}, {"token": "bbb"}) == "aaa"
     assert token_from_request({}, {"token": "bbb"}) == "bbb"
     assert token_from_request({"Authorization": "Basic xyz"}, {}) is None
+    # Named but empty: refused (401), not taken for "no token, `auth` comes next".
+    assert token_from_request({}, {"token": ""}) == ""
+    assert token_from_request({"Authorization": "Bearer "}, {"token": "bbb"}) == ""
