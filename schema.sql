@@ -62,6 +62,9 @@ CREATE TABLE IF NOT EXISTS room_presence (
 );
 -- The name the user's token gave, shown in join_ack lists and leave events.
 ALTER TABLE room_presence ADD COLUMN IF NOT EXISTS username text;
+-- Whether the room heard this user's join (presence): then it hears the leave too, even
+-- if the room has grown too crowded for presence meanwhile.
+ALTER TABLE room_presence ADD COLUMN IF NOT EXISTS announced boolean NOT NULL DEFAULT false;
 
 -- Indexes. A legacy table may hold rows that a unique index refuses; then that index is
 -- skipped with a notice rather than failing the whole load.

@@ -275,6 +275,8 @@ def _first_line(exc: Exception) -> str:
 
 # The tables schema.sql creates: when one is missing the database is new (or predates it).
 SCHEMA_TABLES = tuple(re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", SCHEMA_PATH.read_text()))
+# The columns it adds to them since: when one is missing the database predates this server.
+SCHEMA_COLUMNS = tuple(re.findall(r"ALTER TABLE (\w+) ADD COLUMN IF NOT EXISTS (\w+)", SCHEMA_PATH.read_text()))
 # Held while schema.sql runs, so that workers starting together (or `make db` beside them)
 # do not create the same tables at once (an arbitrary key of this application).
 SCHEMA_LOCK_KEY = 0x63686174  # "chat"
@@ -282,13 +284,22 @@ SCHEMA_LOCK_KEY = 0x63686174  # "chat"
 
 def load_schema(dsn: str, only_if_missing: bool = False, connect_timeout: int = 3) -> list[str]:
     """Apply schema.sql (every statement in it is safe to run again); return the tables
-    that were missing. With `only_if_missing`, apply it only if one was."""
+    and columns ("table.column") that were missing. With `only_if_missing`, apply it only
+    if one was."""
     conn = connect(dsn, connect_timeout=connect_timeout)
     try:
         with conn.cursor() as cur:
             cur.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_KEY,))
             cur.execute("SELECT name FROM unnest(%s) AS name WHERE to_regclass(name) IS NULL", (list(SCHEMA_TABLES),))
             missing = [row[0] for row in cur]
+            cur.execute(
+                """SELECT t || '.' || c FROM unnest(%s::text[], %s::text[]) AS added(t, c)
+                   WHERE to_regclass(t) IS NOT NULL AND NOT EXISTS (
+                       SELECT 1 FROM pg_attribute
+                       WHERE attrelid = to_regclass(t) AND attname = c AND NOT attisdropped)""",
+                ([t for t, _ in SCHEMA_COLUMNS], [c for _, c in SCHEMA_COLUMNS]),
+            )
+            missing += [row[0] for row in cur]
             if missing or not only_if_missing:
                 cur.execute(SCHEMA_PATH.read_text())
         conn.commit()
@@ -298,11 +309,12 @@ def load_schema(dsn: str, only_if_missing: bool = False, connect_timeout: int = 
 
 
 def ensure_schema(dsn: str, connect_timeout: int = 3) -> None:
-    """Load schema.sql if a table of it is missing: a new database works without `make db`.
+    """Load schema.sql if a table or column of it is missing: a new database works without
+    `make db`, and so does one that an older version of this server made.
 
-    Only then: on a database in use, schema.sql's ALTER TABLEs would take locks that stall
-    every query behind them, so upgrading one stays `make db`'s job. Failures are logged,
-    not raised (the database may be down for now, or the role not allowed to create).
+    Only then: schema.sql's ALTER TABLEs take locks that stall every query behind them
+    for as long as they wait (an upgrade takes them once). Failures are logged, not
+    raised (the database may be down for now, or the role not allowed to alter).
     """
     try:
         missing = load_schema(dsn, only_if_missing=True, connect_timeout=connect_timeout)
@@ -312,7 +324,7 @@ def ensure_schema(dsn: str, connect_timeout: int = 3) -> None:
         log.error("could not load the schema (%s): run `make db` as a role that may", _first_line(exc))
     else:
         if missing:
-            log.info("schema loaded (the database had no table %s)", ", ".join(missing))
+            log.info("schema loaded (the database lacked %s)", ", ".join(missing))
 
 
 def ping(dsn: str, timeout: int = 2) -> bool:

@@ -36,6 +36,14 @@ _OTHERS_ONLINE = f"""EXISTS (SELECT 1 FROM room_presence WHERE room = %(room)s A
 # The announcement of a join or leave: a NOTIFY inside its transaction, so that listeners
 # hear a user's joins and leaves in the order they were committed (no channel: none).
 _NOTIFY_IF = "CASE WHEN {} AND %(channel)s IS NOT NULL THEN pg_notify(%(channel)s, %(payload)s) END"
+# Whether a new presence row stands for a join the room heard: this one (announced: the
+# user's first connection, in a room small enough), or an earlier one of the user's other
+# connections there (rows of dead nodes too, until they are cleaned up). A leave is
+# announced when the room is small enough or its row says the room heard the join, so
+# that nobody keeps seeing online a user whose join reached them before the room grew
+# too crowded for presence.
+_ANNOUNCED_ROW = """(%(announce)s AND NOT others.online) OR EXISTS (
+    SELECT 1 FROM room_presence WHERE room = %(room)s AND user_id = %(user_id)s AND announced)"""
 
 # The statements of joining and leaving, prepared on every connection of the pool. A join
 # (Presence.enter) is one query string, so one round trip and one transaction: create the
@@ -51,21 +59,26 @@ STATEMENTS = PreparedStatements(
         "chat_presence_lock": "SELECT pg_advisory_xact_lock(hashtextextended(%(lock)s, 0))",
         "chat_enter": f"""
             WITH room AS ({store.ROOM_STATE}),
+            others AS MATERIALIZED (SELECT {_OTHERS_ONLINE} AS online),
             entered AS (
-                INSERT INTO room_presence (room, user_id, node_id, username)
-                SELECT name, %(user_id)s, %(node_id)s, %(username)s FROM room
+                INSERT INTO room_presence (room, user_id, node_id, username, announced)
+                SELECT name, %(user_id)s, %(node_id)s, %(username)s, {_ANNOUNCED_ROW} FROM room, others
                 ON CONFLICT DO NOTHING RETURNING 1
             ), step AS MATERIALIZED (
-                SELECT last_seq, last_id, EXISTS (SELECT 1 FROM entered) AND NOT {_OTHERS_ONLINE} AS first FROM room
+                SELECT last_seq, last_id, EXISTS (SELECT 1 FROM entered) AND NOT others.online AS first
+                FROM room, others
             )
-            SELECT last_seq, last_id, first, {_NOTIFY_IF.format("first")} FROM step""",
+            SELECT last_seq, last_id, first, first AND %(announce)s, {_NOTIFY_IF.format("first AND %(announce)s")}
+            FROM step""",
         "chat_leave": f"""
             WITH gone AS (
                 DELETE FROM room_presence WHERE room = %(room)s AND user_id = %(user_id)s AND node_id = %(node_id)s
+                RETURNING announced
             ), step AS MATERIALIZED (
-                SELECT NOT {_OTHERS_ONLINE} AS last
+                SELECT NOT {_OTHERS_ONLINE} AS last,
+                       %(announce)s OR COALESCE((SELECT bool_or(announced) FROM gone), false) AS heard
             )
-            SELECT last, {_NOTIFY_IF.format("last")} FROM step""",
+            SELECT last, last AND heard, {_NOTIFY_IF.format("last AND heard")} FROM step""",
         "chat_online_users": f"""
             SELECT DISTINCT ON (p.user_id) p.user_id, COALESCE(p.username, u.username, 'user' || p.user_id)
             FROM room_presence p LEFT JOIN users u ON u.id = p.user_id
@@ -81,6 +94,7 @@ STATEMENTS = PreparedStatements(
         "lock": "text",
         "channel": "text",
         "payload": "text",
+        "announce": "boolean",
     },
     settings=("SET plan_cache_mode = force_generic_plan",),
 )
@@ -209,9 +223,8 @@ class Presence:
             row = cur.fetchone()
         if row is None:
             return None
-        last_seq, last_id, first = row[:3]
-        announced = self._after_statement(first, announce, event)
-        return RoomState(last_seq, last_id), announced
+        last_seq, last_id, first, announced = row[:4]
+        return RoomState(last_seq, last_id), self._after_statement(first, announced, event)
 
     def leave(self, room: str, user_id: int, username: str) -> None:
         """Forget the user here in the room, announcing it if no connection of theirs
@@ -224,28 +237,38 @@ class Presence:
         self.unsaved_leaves.discard((room, user_id, username))
         self.after_commit(announced)
 
-    def _leave(self, room: str, user_id: int, username: str, node_id: str) -> list[dict]:
-        """Remove `node_id`'s row of the user in the room; the announcements to make."""
+    def _leave(self, room: str, user_id: int, username: str, node_id: str, heard_join: bool = False) -> list[dict]:
+        """Remove `node_id`'s row of the user in the room; the announcements to make.
+
+        `heard_join`: the room heard the user's join, from a row removed already.
+        """
         event = {"k": "p", "room": room, "event": "leave", "userId": user_id, "username": username}
-        announce = self._announced_in(self.online_users(room), user_id)
+        announce = heard_join or self._announced_in(self.online_users(room), user_id)
         with self.pool.autocommit() as cur:
             cur.execute(_LEAVE, self._parameters(room, user_id, username, event, node_id, announce))
-            last = cur.fetchone()[0]
-        return self._after_statement(last, announce, event)
+            last, announced = cur.fetchone()[:2]
+        return self._after_statement(last, announced, event)
 
     def _parameters(self, room: str, user_id: int, username: str, event: dict, node_id: str, announce: bool) -> dict:
-        # announced inside the transaction on the PostgreSQL bus (after it, on others)
-        channel = self.bus.notify_channel if announce else None
         return statement_parameters(
-            room, user_id, username, node_id, self.node_timeout, channel, event_payload(self.bus.origin, event)
+            room,
+            user_id,
+            username,
+            node_id,
+            self.node_timeout,
+            announce,
+            # announced inside the transaction on the PostgreSQL bus (after it, on others)
+            self.bus.notify_channel,
+            event_payload(self.bus.origin, event),
         )
 
-    def _after_statement(self, changed: bool, announce: bool, event: dict) -> list[dict]:
+    def _after_statement(self, changed: bool, announced: bool, event: dict) -> list[dict]:
         """The announcements of a committed join or leave (`changed`: the user's first or
-        last anywhere); in a room too large to announce, only the cached list changes."""
+        last anywhere); when it is not announced (a crowded room), only the cached list
+        changes."""
         if not changed:
             return []
-        if announce:
+        if announced:
             return [event]
         self.note(event["room"], event["event"], event["userId"], event["username"])
         return []
@@ -345,17 +368,19 @@ class Presence:
             if not dead:
                 return
             cur.execute(
-                """DELETE FROM room_presence p WHERE node_id = ANY(%s)
-                   RETURNING p.room, p.user_id,
-                             COALESCE(p.username, (SELECT username FROM users u WHERE u.id = p.user_id))""",
+                """WITH p AS (DELETE FROM room_presence WHERE node_id = ANY(%s) RETURNING *)
+                   SELECT p.room, p.user_id,
+                          COALESCE(max(p.username), (SELECT username FROM users u WHERE u.id = p.user_id)),
+                          bool_or(p.announced)
+                   FROM p GROUP BY p.room, p.user_id ORDER BY p.room, p.user_id""",
                 (dead,),
             )
-            gone = sorted({(room, user_id, username or f"user{user_id}") for room, user_id, username in cur})
+            gone = [(room, user_id, username or f"user{user_id}", heard) for room, user_id, username, heard in cur]
         log.info("buried %d dead node(s): %s", len(dead), ", ".join(dead))
-        for room, user_id, username in gone:
+        for room, user_id, username, heard in gone:
             # The leave of a dead node's connection: is the user still online on a live one
             # (this one included)?
-            self.after_commit(self._leave(room, user_id, username, node_id=dead[0]))
+            self.after_commit(self._leave(room, user_id, username, node_id=dead[0], heard_join=heard))
 
     def forget_node(self) -> None:
         """On shutdown: remove our node and presence rows (the leaves were sent already)."""
@@ -365,9 +390,20 @@ class Presence:
 
 
 def statement_parameters(
-    room: str, user_id: int, username: str, node_id: str, alive_seconds: float, channel: str | None, payload: str
+    room: str,
+    user_id: int,
+    username: str,
+    node_id: str,
+    alive_seconds: float,
+    announce: bool,
+    channel: str | None,
+    payload: str,
 ) -> dict:
-    """The parameters of the join and leave statements: `channel` None announces nothing."""
+    """The parameters of the join and leave statements.
+
+    `announce`: the room is small enough for presence events; `channel`: where the
+    statement NOTIFYs the event it announces (None: the caller publishes it).
+    """
     return {
         "room": room,
         "user_id": user_id,
@@ -375,6 +411,7 @@ def statement_parameters(
         "node_id": node_id,
         "alive_seconds": alive_seconds,
         "lock": f"presence:{room}:{user_id}",
+        "announce": announce,
         "channel": channel,
         "payload": payload,
     }

@@ -601,6 +601,33 @@ def test_conversations_lists_dm_partners_latest_first(connect):
     ]
 
 
+def test_a_room_that_heard_a_join_hears_the_leave_even_once_crowded(database_url):
+    """Nobody keeps seeing online a user whose join reached them before the room grew
+    too crowded for presence; the joins and leaves of the crowd stay unannounced."""
+    from conftest import Server
+
+    srv = Server(database_url, PRESENCE_MAX_ROOM_SIZE="2").start()
+    try:
+        room = unique("grown")
+        first, early, crowd = (Client.connect(srv.url, make_token(new_user_id())) for _ in range(3))
+        early_id = early.expect("welcome")["data"]["userId"]
+        for client in (first, crowd):
+            client.expect("welcome")
+        join(first, room)
+        join(early, room)
+        assert first.expect("presence", room=room)["data"]["event"] == "join"
+        join(crowd, room)  # three online: a crowd, whose joins and leaves go unannounced
+        early.send({"type": "leave", "room": room})
+        early.expect("left", room=room)
+        gone = first.expect("presence", room=room)["data"]
+        assert (gone["event"], gone["userId"]) == ("leave", early_id)
+        first.nothing_more("presence", wait=0.5)  # nothing of the crowd's join
+        for client in (first, early, crowd):
+            client.close()
+    finally:
+        srv.stop()
+
+
 def test_crowded_rooms_list_some_users_and_announce_no_presence(database_url):
     from conftest import Server
 

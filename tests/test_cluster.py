@@ -108,6 +108,30 @@ def test_presence_join_ack_rooms_and_typing_are_cluster_wide(cluster):
     assert alice.expect("presence", room=room, event="leave")["data"]["userId"] == bob_first.user_id
 
 
+def test_a_join_heard_before_the_room_grew_crowded_has_its_leave_heard_across_nodes(fresh_database):
+    """The user's last tab to leave may be another node's than the one whose join the
+    room heard, in a room since grown too crowded for presence: the leave still goes out."""
+    servers = start_cluster(fresh_database(), PRESENCE_MAX_ROOM_SIZE="2")
+    try:
+        room = unique("grown")
+        alice, bob_first = connect(servers[0]), connect(servers[1])
+        join(alice, room)
+        join(bob_first, room)
+        assert alice.expect("presence", room=room, event="join")["data"]["userId"] == bob_first.user_id
+        join(connect(servers[0]), room)  # carol: three online, a crowd
+        bob_second = connect(servers[0], bob_first.user_id)
+        join(bob_second, room)
+        bob_first.send({"type": "leave", "room": room})
+        bob_first.expect("left", room=room)
+        alice.nothing_more("presence", wait=0.8)  # bob is still online; carol came unannounced
+        bob_second.send({"type": "leave", "room": room})
+        bob_second.expect("left", room=room)
+        assert alice.expect("presence", room=room, event="leave")["data"]["userId"] == bob_first.user_id
+    finally:
+        for srv in servers:
+            srv.stop()
+
+
 def test_dms_and_idempotency_across_instances(cluster):
     database_url = cluster[0].database_url
     alice = connect(cluster[0])
@@ -187,6 +211,26 @@ def test_killed_worker_clients_resume_and_its_presence_disappears(database_url):
             join(again, room, since=last_seen[client.user_id])
             assert [again.expect("message", room=room)["data"]["id"] for _ in range(5)] == after
             again.nothing_more("message", wait=0.2)
+    finally:
+        for srv in servers:
+            srv.stop()
+
+
+def test_a_killed_workers_user_whose_join_was_heard_leaves_a_crowded_room(fresh_database):
+    """Burying a dead node announces the leave of a user whose join the room heard, even
+    though the room has since grown too crowded for presence."""
+    servers = start_cluster(fresh_database(), PRESENCE_MAX_ROOM_SIZE="2")
+    try:
+        room = unique("grown")
+        watcher, early = connect(servers[1]), connect(servers[0])
+        join(watcher, room)
+        join(early, room)
+        assert watcher.expect("presence", room=room, event="join")["data"]["userId"] == early.user_id
+        join(connect(servers[1]), room)  # a crowd now
+        for pid in servers[0].worker_pids():
+            os.kill(pid, signal.SIGKILL)
+        gone = watcher.expect("presence", room=room, event="leave", timeout=15)["data"]
+        assert gone["userId"] == early.user_id
     finally:
         for srv in servers:
             srv.stop()

@@ -149,7 +149,7 @@ def test_join_plans_made_on_empty_tables_stay_lookups_as_the_tables_grow(fresh_d
     url = fresh_database()
     pool = db.Pool(url, size=1, setup=runtime.prepare_pool_statements)
     node = unique("node")
-    parameters = presence.statement_parameters("plan1", 1, "u1", node, 10.0, channel=None, payload="")
+    parameters = presence.statement_parameters("plan1", 1, "u1", node, 10.0, True, channel=None, payload="")
     try:
         with pool.autocommit() as cur:
             cur.execute("INSERT INTO chat_nodes (node_id) VALUES (%s)", (node,))
@@ -163,7 +163,7 @@ def test_join_plans_made_on_empty_tables_stay_lookups_as_the_tables_grow(fresh_d
                 (node,),
             )
             # No ANALYZE (see the batch test above).
-            parameters = presence.statement_parameters("plan1", 2, "u2", node, 10.0, channel=None, payload="")
+            parameters = presence.statement_parameters("plan1", 2, "u2", node, 10.0, True, channel=None, payload="")
             statements = presence._JOIN_CREATING.split("; ") + [presence._LEAVE.split("; ")[1]]
             read = pages_read(cur, statements, parameters)
     finally:

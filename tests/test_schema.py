@@ -117,3 +117,24 @@ def test_a_server_on_an_empty_database_creates_the_tables_itself(empty_database)
             client.close()
     finally:
         srv.stop()
+
+
+def test_a_server_adds_the_columns_its_older_version_did_not_have(fresh_database):
+    """A database an older server made (all tables, a column fewer) is upgraded at start:
+    without the column the prepared join statement would fail on every pooled connection."""
+    url = fresh_database()
+    sql(url, "ALTER TABLE room_presence DROP COLUMN announced")
+    srv = Server(url).start()
+    try:
+        user_id = new_user_id()
+        client = Client.connect(srv.url, make_token(user_id, f"user{user_id}"))
+        client.expect("welcome")
+        client.send({"type": "join", "room": "upgraded"})
+        client.expect("join_ack", room="upgraded")
+        client.close()
+    finally:
+        srv.stop()
+    assert sql(
+        url, "SELECT 1 FROM information_schema.columns WHERE table_name = 'room_presence' AND column_name = 'announced'"
+    ) == [(1,)]
+    assert "room_presence.announced" in srv.log()
