@@ -34,6 +34,8 @@ class Pending:
     draft: store.Draft
     origin: object  # the sending connection
     result: AsyncResult = field(default_factory=AsyncResult)
+    # The sender gave up waiting (told `unavailable`): not stored if not sent yet.
+    abandoned: bool = False
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,10 @@ class Batcher:
         try:
             return pending.result.get(timeout=self.timeout_seconds)
         except gevent.Timeout:
+            # Told it failed, the sender may send it again: if it is still queued it is
+            # not stored. (One already being committed is; a resend with its clientId
+            # then gets that message back.)
+            pending.abandoned = True
             raise Unavailable("storing the message timed out, retry later") from None
 
     def run_lane(self, lane: Lane) -> None:
@@ -101,7 +107,10 @@ class Batcher:
             lane.wakeup.wait()
             lane.wakeup.clear()
             while lane.queue:
-                batch = [lane.queue.popleft() for _ in range(min(len(lane.queue), self.max_batch))]
+                taken = [lane.queue.popleft() for _ in range(min(len(lane.queue), self.max_batch))]
+                batch = [pending for pending in taken if not pending.abandoned]
+                if not batch:
+                    continue
                 try:
                     self._commit_batch(lane.connection, batch)
                 except Exception:
@@ -111,26 +120,34 @@ class Batcher:
                             pending.result.set_exception(ChatError("internal error while storing"))
 
     def _commit_batch(self, connection: SingleConnection, batch: list[Pending]) -> None:
+        """Store a batch, then deliver and answer; a batch whose statement failed (nothing
+        committed) is stored again one by one, so that one bad draft sinks no other."""
         try:
-            self._store(connection, batch)
-        except Unavailable as exc:
-            for pending in batch:
-                pending.result.set_exception(exc)
+            stored = self._store(connection, batch)
         except ChatError as exc:
             for pending in batch:
                 pending.result.set_exception(exc)
+            return
         except Exception:
             if len(batch) == 1:
                 log.exception("storing a message failed")
                 batch[0].result.set_exception(ChatError("internal error while storing"))
                 return
-            # One bad draft must not sink the others: store them one by one.
             log.warning("a group commit of %d failed; storing them one by one", len(batch))
             for pending in batch:
                 self._commit_batch(connection, [pending])
+            return
+        # Committed: from here on nothing may fail the batch or store it again.
+        self._answer(batch, *stored)
 
-    def _store(self, connection: SingleConnection, batch: list[Pending]) -> None:
-        """One statement (one round trip, its own transaction) for the whole batch."""
+    def _store(
+        self, connection: SingleConnection, batch: list[Pending]
+    ) -> tuple[list[Pending], dict[int, store.BatchResult]]:
+        """One statement (one round trip, its own transaction) for the whole batch.
+
+        Returns the pendings whose drafts it stored (the first of each (sender, clientId))
+        and what became of each, by position; one missing lost a race for its clientId.
+        """
         unknown = {p.draft.from_user: p.draft.username for p in batch if p.draft.from_user not in self.known_users}
         if unknown:
             with self.pool.autocommit() as cur:
@@ -138,43 +155,31 @@ class Batcher:
                     store.ensure_user(cur, store.Identity(user_id, username))
             self.known_users.update(unknown)
         # The same resend twice in one batch: store the first, answer both with it.
-        first_by_key: dict[tuple, Pending] = {}
+        seen: set[tuple] = set()
         unique: list[Pending] = []
         for pending in batch:
             key = (pending.draft.from_user, pending.draft.client_id)
-            if pending.draft.client_id is None or key not in first_by_key:
-                first_by_key.setdefault(key, pending)
+            if pending.draft.client_id is None or key not in seen:
+                seen.add(key)
                 unique.append(pending)
         drafts = [p.draft for p in unique]
         results = connection.run(lambda cur: store.store_batch(cur, drafts, self.notify_channel(), self.origin))
+        return unique, results
+
+    def _answer(self, batch: list[Pending], unique: list[Pending], results: dict[int, store.BatchResult]) -> None:
+        """Deliver a committed batch's new messages, then answer every sender; resends are
+        answered with their stored message, which takes a query of its own."""
         outcomes: dict[int, Outcome] = {}
-        fresh: list[StoredMessage] = []
-        lookups: list[Pending] = []
-        earlier_ids: dict[int, Pending] = {}
+        earlier: list[tuple[Pending, store.BatchResult | None]] = []
         for index, pending in enumerate(unique):
             result = results.get(index)
-            if result is None:
-                lookups.append(pending)  # lost a race for its clientId to another process
-            elif result.duplicate:
-                earlier_ids[result.id] = pending
+            if result is None or result.duplicate:
+                earlier.append((pending, result))
             else:
                 message = store.draft_message(pending.draft, result)
                 message.origin_connection = pending.origin
                 outcomes[id(pending)] = Outcome(message, duplicate=False)
-                fresh.append(message)
-        if earlier_ids or lookups:
-            with self.pool.autocommit() as cur:
-                for message in store.messages_by_id(cur, list(earlier_ids)):
-                    outcomes[id(earlier_ids[message.id])] = Outcome(message, duplicate=True)
-                keys = [(p.draft.from_user, p.draft.client_id) for p in lookups]
-                found = store.find_by_client_ids(cur, keys)
-                for pending, key in zip(lookups, keys, strict=True):
-                    outcomes[id(pending)] = Outcome(found[key], duplicate=True)
-        for pending in batch:
-            if id(pending) not in outcomes:
-                first = first_by_key[(pending.draft.from_user, pending.draft.client_id)]
-                outcomes[id(pending)] = Outcome(outcomes[id(first)].message, duplicate=True)
-        fresh.sort(key=lambda m: m.id)
+        fresh = sorted((outcome.message for outcome in outcomes.values()), key=lambda m: m.id)
         BATCH_SIZE.observe(len(batch))
         dms = sum(message.is_dm for message in fresh)
         if dms:
@@ -182,6 +187,39 @@ class Batcher:
         if len(fresh) > dms:
             STORED_ROOM_MESSAGES.inc(len(fresh) - dms)
         # Deliver before answering the senders, so a sender sees its own message first.
-        self.on_committed(fresh)
+        try:
+            self.on_committed(fresh)
+        except Exception:
+            log.exception("delivering a committed batch failed")  # the gates' gap fills repair it
+        failed: ChatError | None = None
+        if earlier:
+            try:
+                outcomes.update(self._find_earlier(earlier))
+            except ChatError as exc:
+                failed = exc  # the resends are stored; sent again, they are found then
+        first_by_key: dict[tuple, Pending] = {}
         for pending in batch:
-            pending.result.set(outcomes[id(pending)])
+            key = (pending.draft.from_user, pending.draft.client_id)
+            first = first_by_key.setdefault(key, pending) if pending.draft.client_id is not None else pending
+            outcome = outcomes.get(id(first))
+            if outcome is None:
+                pending.result.set_exception(failed or ChatError("internal error while storing"))
+            elif first is pending:
+                pending.result.set(outcome)
+            else:  # the same resend twice in one batch: answered with the first's message
+                pending.result.set(Outcome(outcome.message, duplicate=True))
+
+    def _find_earlier(self, earlier: list[tuple[Pending, store.BatchResult | None]]) -> dict[int, Outcome]:
+        """The stored messages that resends name: by id, or by (sender, clientId) for a
+        draft that lost the race for its clientId to another process."""
+        outcomes: dict[int, Outcome] = {}
+        by_id = {result.id: pending for pending, result in earlier if result is not None}
+        lookups = [pending for pending, result in earlier if result is None]
+        with self.pool.autocommit() as cur:
+            for message in store.messages_by_id(cur, list(by_id)):
+                outcomes[id(by_id[message.id])] = Outcome(message, duplicate=True)
+            keys = [(p.draft.from_user, p.draft.client_id) for p in lookups]
+            found = store.find_by_client_ids(cur, keys)
+            for pending, key in zip(lookups, keys, strict=True):
+                outcomes[id(pending)] = Outcome(found[key], duplicate=True)
+        return outcomes

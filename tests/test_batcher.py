@@ -1,0 +1,110 @@
+"""The group commit in this process, over a real database: what a sender is told when
+the database stalls or fails half-way, and that nothing is stored twice meanwhile."""
+
+from __future__ import annotations
+
+import gevent
+import psycopg2
+import pytest
+from conftest import sql
+
+from app import db, store
+from app.batcher import Batcher
+from app.errors import Unavailable
+
+ROOM = "stalled"
+
+
+@pytest.fixture
+def stalled_room(fresh_database):
+    """(url, lock): `lock()` holds the room's row lock in a transaction of its own, as a
+    long statement or a stalled database would, until `release()`."""
+    db.make_cooperative()
+    url = fresh_database()
+    sql(url, "INSERT INTO rooms (name) VALUES (%s)", (ROOM,))
+    sql(url, "INSERT INTO users (id, username) VALUES (1, 'one')")
+    holder = psycopg2.connect(url)
+
+    class Lock:
+        def hold(self) -> None:
+            with holder.cursor() as cur:
+                cur.execute("SELECT 1 FROM rooms WHERE name = %s FOR UPDATE", (ROOM,))
+
+        def release(self) -> None:
+            holder.rollback()
+
+    yield url, Lock()
+    holder.close()
+
+
+def make_batcher(pool: db.Pool, delivered: list, timeout_seconds: float) -> Batcher:
+    batcher = Batcher(
+        pool,
+        origin="test",
+        notify_channel=lambda: None,
+        on_committed=delivered.extend,
+        max_batch=256,
+        timeout_seconds=timeout_seconds,
+        pipelines=1,
+    )
+    batcher.known_users.add(1)
+    return batcher
+
+
+def draft(content: str, client_id: str | None = None) -> store.Draft:
+    return store.Draft(from_user=1, username="one", content=content, room=ROOM, client_id=client_id)
+
+
+def stored_contents(url: str) -> list[str]:
+    return [row[0] for row in sql(url, "SELECT content FROM messages ORDER BY id")]
+
+
+def test_a_draft_whose_sender_gave_up_before_it_was_sent_is_not_stored(stalled_room):
+    url, lock = stalled_room
+    pool = db.Pool(url, size=2)
+    batcher = make_batcher(pool, [], timeout_seconds=0.5)
+    try:
+        lock.hold()
+        in_flight = gevent.spawn(batcher.submit, draft("in flight"), None)
+        gevent.sleep(0.1)  # its batch now waits for the room's lock
+        with pytest.raises(Unavailable):
+            batcher.submit(draft("queued behind it"), None)  # told: not stored, retry
+        lock.release()
+        in_flight.join(timeout=5)
+        gevent.sleep(0.3)  # the lane's next turn
+        # The first was already being committed (the sender, told `unavailable`, would
+        # get it back by resending its clientId); the second was withdrawn.
+        assert stored_contents(url) == ["in flight"]
+    finally:
+        lock.release()
+        pool.close()
+
+
+def test_a_committed_batch_is_delivered_and_answered_when_looking_up_a_resend_fails(stalled_room):
+    url, lock = stalled_room
+    pool = db.Pool(url, size=1, acquire_timeout=0.3)
+    delivered: list = []
+    batcher = make_batcher(pool, delivered, timeout_seconds=5)
+    try:
+        earlier = batcher.submit(draft("stored before", client_id="c1"), None).message
+        lock.hold()
+        first = gevent.spawn(batcher.submit, draft("first"), None)
+        gevent.sleep(0.1)  # the lane waits for the lock: the next three share a batch
+        answers = [gevent.spawn(batcher.submit, d, None) for d in (draft("a"), draft("again", "c1"), draft("b"))]
+        gevent.sleep(0.1)
+        with pool.connection():  # the pool is busy: the resend's lookup cannot get one
+            lock.release()
+            first.join(timeout=5)
+            gevent.joinall(answers, timeout=5)
+        fresh_a, resend, fresh_b = answers
+        assert fresh_a.value.message.data["content"] == "a" and not fresh_a.value.duplicate
+        assert fresh_b.value.message.data["content"] == "b"
+        assert isinstance(resend.exception, Unavailable)
+        assert [m.data["content"] for m in delivered] == ["stored before", "first", "a", "b"]
+        assert stored_contents(url) == ["stored before", "first", "a", "b"]
+        # Sent again once the pool is free, the resend is answered with what it stored.
+        again = batcher.submit(draft("again", "c1"), None)
+        assert again.duplicate and again.message.id == earlier.id
+    finally:
+        lock.release()
+        pool.close()
