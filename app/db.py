@@ -38,6 +38,9 @@ SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schema.sql"
 
 # Errors that mean "the connection or the server is gone", not "this statement is wrong".
 CONNECTION_ERRORS = (psycopg2.OperationalError, psycopg2.InterfaceError)
+# OperationalErrors that undo one statement and leave the connection fine (a deadlock, a
+# serialization failure, a statement timeout): caught before CONNECTION_ERRORS.
+STATEMENT_ROLLED_BACK = (psycopg2.errors.TransactionRollbackError, psycopg2.errors.QueryCanceled)
 
 
 def gevent_wait_callback(conn, timeout=None) -> None:
@@ -122,6 +125,9 @@ class Pool:
                 log.warning("database connection failed: %s", _first_line(exc))
                 raise Unavailable("database is unavailable, retry later") from None
             yield conn
+        except STATEMENT_ROLLED_BACK as exc:
+            log.warning("database statement rolled back: %s", _first_line(exc))
+            raise Unavailable("database is busy, retry later") from None
         except CONNECTION_ERRORS as exc:
             self._forget(conn)
             conn = None
@@ -226,14 +232,17 @@ class SingleConnection:
                 self.close()
                 if attempt == 2:
                     raise
+            except STATEMENT_ROLLED_BACK as exc:
+                # Rolled back whole (two batches locked rooms crosswise, say): nothing was
+                # committed, so running it once more is safe. (An OperationalError too:
+                # caught before those.)
+                log.warning("database statement rolled back: %s", _first_line(exc))
+                if attempt == 2:
+                    raise Unavailable("database is busy, retry later") from None
             except CONNECTION_ERRORS as exc:
                 self.close()
                 log.warning("database unavailable: %s", _first_line(exc))
                 raise Unavailable("database is unavailable, retry later") from None
-            except psycopg2.errors.DeadlockDetected:
-                # Two batches locked rooms crosswise; this one was rolled back whole.
-                if attempt == 2:
-                    raise
         raise AssertionError("unreachable")
 
     def close(self) -> None:

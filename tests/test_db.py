@@ -170,3 +170,41 @@ def test_join_plans_made_on_empty_tables_stay_lookups_as_the_tables_grow(fresh_d
         pool.close()
     # index lookups: 27 pages; planned with sequential scans: 1,356
     assert read < 200, f"one join and leave read {read} pages"
+
+
+# A deadlock as PostgreSQL reports it (SQLSTATE 40P01), without staging two lockers.
+RAISE_DEADLOCK = "DO $$ BEGIN RAISE EXCEPTION USING ERRCODE = '40P01', MESSAGE = 'deadlock detected'; END $$"
+
+
+def test_a_deadlocked_group_commit_runs_once_more_on_the_same_connection(database_url):
+    connection = db.SingleConnection(database_url, 3)
+    attempts: list[int] = []
+
+    def work(cur):
+        attempts.append(cur.connection.get_backend_pid())
+        if len(attempts) == 1:
+            cur.execute(RAISE_DEADLOCK)
+        cur.execute("SELECT 1")
+        return cur.fetchone()[0]
+
+    try:
+        assert connection.run(work) == 1
+        assert len(attempts) == 2 and attempts[0] == attempts[1]  # not taken for a lost connection
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize("statement", [RAISE_DEADLOCK, "SET statement_timeout = 1; SELECT pg_sleep(1)"])
+def test_a_statement_rolled_back_is_unavailable_and_keeps_the_pools_connections(database_url, statement):
+    pool = db.Pool(database_url, size=2)
+    try:
+        with pool.autocommit() as cur:
+            cur.execute("SELECT pg_backend_pid()")
+            backend = cur.fetchone()[0]
+        with pytest.raises(Unavailable), pool.autocommit() as cur:
+            cur.execute(statement)
+        with pool.autocommit() as cur:
+            cur.execute("RESET statement_timeout; SELECT pg_backend_pid()")
+            assert cur.fetchone()[0] == backend
+    finally:
+        pool.close()
