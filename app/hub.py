@@ -183,14 +183,21 @@ class Hub:
                 conn.room_message(message)
 
     def _drain(self, gate: Gate) -> None:
-        while gate.pending:
-            lowest = min(gate.pending)
-            if lowest < gate.next_seq:
-                del gate.pending[lowest]
-            elif lowest == gate.next_seq:
-                self._release(gate, gate.pending.pop(lowest))
-            else:
-                return
+        """Release the early arrivals that are next in order; drop those a jump of
+        next_seq (a hole skipped, a fill) has overtaken.
+
+        By key, not by min() per message: thousands can wait behind one gap, and a scan
+        per release blocked the event loop for a second at 10,000.
+        """
+        pending = gate.pending
+        while pending:
+            message = pending.pop(gate.next_seq, None)
+            if message is None:
+                break
+            self._release(gate, message)
+        if pending:
+            for seq in [seq for seq in pending if seq < gate.next_seq]:
+                del pending[seq]
 
     def _fan_out_dm(self, message: StoredMessage) -> None:
         sender, recipient = message.data["fromUser"], message.data["to"]

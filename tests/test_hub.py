@@ -207,3 +207,26 @@ def test_a_conversations_gate_lives_while_one_of_its_users_is_connected_here():
     assert carol.frames and ("d", 3, 9) in hub.gates
     hub.remove_user_connection(carol)
     assert hub.gates == {} and hub.conversations_by_user == {}
+
+
+def test_thousands_waiting_behind_a_gap_go_out_in_order_when_it_closes():
+    hub, conn, _ = make_hub()
+    hub.gap_wait_seconds = 60  # no fill: the missing one comes by the bus
+    waiting = 10_000
+    for seq in range(12, 12 + waiting):
+        hub.deliver(room_message(seq + 90, seq))
+    hub.deliver(room_message(101, 11))
+    assert conn.received == list(range(101, 101 + waiting + 1))
+    assert hub.gates[("r", "r")].pending == {}
+
+
+def test_arrivals_a_fill_has_overtaken_are_dropped_not_released():
+    # Seq 12 is a hole (a resend stored elsewhere); 13 and 14 are on their way.
+    stored = [room_message(101, 11), room_message(103, 13)]
+    hub, conn, _ = make_hub(stored)
+    hub.deliver(room_message(103, 13))  # early: waits, and a fill is scheduled
+    settle(hub)  # the fill fetched 11 and 13 and skipped the hole
+    hub.deliver(room_message(103, 13))
+    hub.deliver(room_message(104, 14))
+    assert conn.received == [101, 103, 104]
+    assert hub.gates[("r", "r")].pending == {}
