@@ -147,12 +147,12 @@ class Bus:
                 raise
             except Exception as exc:
                 log.warning("bus listener lost its connection (%s); reconnecting", exc.__class__.__name__)
+            if self.connected:
+                delay = RECONNECT_FIRST_SECONDS  # it was listening: a new outage starts
             self.connected = False
             BUS_RECONNECTS.inc()
             gevent.sleep(delay)
             delay = min(delay * 2, RECONNECT_MAX_SECONDS)
-            if self.connected:
-                delay = RECONNECT_FIRST_SECONDS
 
     def _listen(self) -> None:
         raise NotImplementedError

@@ -44,3 +44,42 @@ def test_the_listener_tells_how_far_it_has_handled_the_bus(fresh_database):
     finally:
         bus.greenlet.kill()
         pool.close()
+
+
+def test_a_listener_that_was_connected_reconnects_soon_again(monkeypatch):
+    """The pause before reconnecting doubles while reconnecting fails, and starts over
+    once a connection has served: a fifth restart of the database, days later, must not
+    find the listener at the longest pause."""
+    from types import SimpleNamespace
+
+    from app import bus as bus_module
+
+    pauses: list[float] = []
+
+    def pause(seconds: float) -> None:
+        pauses.append(seconds)
+        gevent.sleep(0)
+
+    monkeypatch.setattr(
+        bus_module, "gevent", SimpleNamespace(sleep=pause, spawn=gevent.spawn, GreenletExit=gevent.GreenletExit)
+    )
+
+    class Flaky(bus_module.Bus):
+        """Fails to connect twice, then serves a while and loses the connection; twice."""
+
+        attempts = 0
+
+        def _listen(self) -> None:
+            self.attempts += 1
+            if self.attempts in (3, 6):
+                self.connected = True
+            raise OSError("server closed the connection")
+
+    listener = Flaky("me", lambda payload: None, lambda: None, peer_hold_seconds=5)
+    listener.start()
+    with gevent.Timeout(5):
+        while listener.attempts < 7:
+            gevent.sleep(0.001)
+    listener.greenlet.kill()
+    first = bus_module.RECONNECT_FIRST_SECONDS
+    assert pauses[:6] == [first, first * 2, first, first * 2, first * 4, first]
