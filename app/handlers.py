@@ -36,16 +36,17 @@ def handle_join(rt: ChatRuntime, conn: Connection, command: Command) -> None:
         entered = rt.presence.enter(room, conn.user_id, conn.username, create_room=rt.config["ROOMS_AUTO_CREATE"])
         if entered is None:
             raise NotFound(f"room '{room}' does not exist")
-        state, announced = entered
         if command.since is not None:
             conn.replay_buffers[room] = []  # live messages wait until the replay is sent
-        rt.hub.join_room(conn, room, state.last_seq, state.last_id)
+        rt.hub.join_room(conn, room, entered.state.last_seq, entered.state.last_id)
         conn.rooms.add(room)
-    # Committed: the joiner is online, even before its own join event comes back.
-    online = rt.presence.online_users(room)
+    # Committed, and listed by the hub: from here on nothing may yield before join_ack, or
+    # a live message could reach the joiner first. The joiner is online, even before its
+    # own join event comes back.
+    online = entered.online
     online.add(conn.user_id, conn.username)
     conn.send(protocol.join_ack_frame(room, online.listed(rt.config["JOIN_ACK_MAX_USERS"]), len(online.users)))
-    rt.presence.after_commit(announced)
+    rt.presence.after_commit(entered.announced)
     if command.since is not None:
         replay(rt, conn, room, command.since)
 
@@ -73,6 +74,8 @@ def replay(rt: ChatRuntime, conn: Connection, room: str, since: int) -> None:
             conn.wait_until_drained()
             if room not in conn.replay_buffers:
                 return  # left meanwhile
+            if conn.closed or conn.close_code is not None:
+                return  # gone (or going): the rest would be read for nobody
     except ChatError:
         # A replay with a hole would let the client skip messages for good: undo the
         # join instead, so that it joins again with the same `since`.

@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import NamedTuple
 
 import orjson
 from gevent.event import AsyncResult
@@ -140,6 +141,14 @@ class RoomOnline:
         return self._listed[1]
 
 
+class Entered(NamedTuple):
+    """What a join's statement found: see Presence.enter."""
+
+    state: RoomState
+    announced: list[dict]
+    online: RoomOnline
+
+
 class KeyedLocks:
     """One lock per key, existing only while someone holds or waits for it."""
 
@@ -203,10 +212,11 @@ class Presence:
         """
         return self._changing.hold((room, user_id))
 
-    def enter(self, room: str, user_id: int, username: str, create_room: bool) -> tuple[RoomState, list[dict]] | None:
+    def enter(self, room: str, user_id: int, username: str, create_room: bool) -> Entered | None:
         """Record the user here in the room (created first if `create_room`): one round trip.
 
-        Returns the room's stream position and the announcements to pass to `after_commit`,
+        Returns the room's stream position, the announcements to pass to `after_commit`
+        and who was online (read before, so that answering the join needs no more I/O),
         or None when the room does not exist. A join is announced only when this process
         had no row for the user yet and no other process has one; the statement runs under
         the (room, user) advisory lock, so two tabs joining at once on two processes take
@@ -224,7 +234,7 @@ class Presence:
         if row is None:
             return None
         last_seq, last_id, first, announced = row[:4]
-        return RoomState(last_seq, last_id), self._after_statement(first, announced, event)
+        return Entered(RoomState(last_seq, last_id), self._after_statement(first, announced, event), online)
 
     def leave(self, room: str, user_id: int, username: str) -> None:
         """Forget the user here in the room, announcing it if no connection of theirs
@@ -345,7 +355,7 @@ class Presence:
                 with self.changing(room, user_id):
                     entered = self.enter(room, user_id, username, create_room=False)
                 if entered is not None:
-                    self.after_commit(entered[1])
+                    self.after_commit(entered.announced)
         if self.unsaved_leaves:
             here = local_presence()
             for room, user_id, username in list(self.unsaved_leaves):
