@@ -38,6 +38,9 @@ MESSAGES_PER_TURN = 32
 
 # What _take_message returns when the bytes read so far complete no message.
 _NEED_MORE = object()
+# Not a wire opcode: queued in `received` for a protocol violation, so that the frames
+# read before it are handled (and answered) before the connection is closed.
+_VIOLATION = -1
 
 _ids = itertools.count(1)
 
@@ -306,16 +309,20 @@ class Connection:
                     self._write(wsframe.pong_frame(frame.payload))
             elif frame.opcode == wsframe.OP_CLOSE:
                 self.close_received = True
-                self.close(frame.close_code if 1000 <= frame.close_code < 5000 else 1000)
+                # An invalid code was a violation already: what is left is fit to echo.
+                self.close(frame.close_code)
                 return None
+            elif frame.opcode == _VIOLATION:
+                self.close(frame.close_code, frame.payload)
             # a pong: last_heard was updated when it arrived
         return None if self.closed else _NEED_MORE
 
     def _absorb(self, data: bytes) -> bool:
         """Take bytes read from the socket; False at the end of the stream.
 
-        A protocol violation (an oversize message: 1009) closes the connection; what the
-        client sends after it is dropped until it closes.
+        A protocol violation (an oversize message: 1009) closes the connection once the
+        frames read before it are handled; what the client sends after it is dropped
+        until it closes.
         """
         if not data:
             return False
@@ -327,7 +334,8 @@ class Connection:
         except wsframe.ProtocolViolation as exc:
             log.info("closing %r: %s", self, exc.reason)
             self.discarding = True
-            self.close(exc.code, exc.reason)
+            self.received += exc.frames
+            self.received.append(wsframe.Frame(_VIOLATION, exc.reason, close_code=exc.code))
         return True
 
     def finish(self) -> None:

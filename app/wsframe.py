@@ -18,6 +18,21 @@ CLOSE_PROTOCOL_ERROR = 1002
 CLOSE_INVALID_DATA = 1007
 CLOSE_TOO_BIG = 1009
 
+# A control frame's payload is at most 125 bytes (RFC 6455 §5.5); a close frame's starts
+# with the 2-byte code, which leaves 123 for the reason.
+MAX_CONTROL_PAYLOAD = 125
+MAX_CLOSE_REASON_BYTES = MAX_CONTROL_PAYLOAD - 2
+# Codes that may appear in a close frame (RFC 6455 §7.4, IANA registry): 1004 is reserved,
+# 1005, 1006 and 1015 only report a closure locally and must never be sent, the rest of
+# 0-2999 is unassigned; 3000-4999 are for libraries and applications.
+REGISTERED_CLOSE_CODES = frozenset((*range(1000, 1004), *range(1007, 1015)))
+APPLICATION_CLOSE_CODES = range(3000, 5000)
+
+
+def valid_close_code(code: int) -> bool:
+    """Whether `code` may be sent in a close frame (RFC 6455 §7.4)."""
+    return code in REGISTERED_CLOSE_CODES or code in APPLICATION_CLOSE_CODES
+
 
 def _frame(opcode: int, payload: bytes) -> bytes:
     first = 0x80 | opcode  # FIN: the server never fragments
@@ -45,7 +60,12 @@ def pong_frame(payload: bytes) -> bytes:
 
 
 def close_frame(code: int, reason: str = "") -> bytes:
-    return _frame(OP_CLOSE, struct.pack("!H", code) + reason.encode()[:120])
+    """A close frame; a reason too long for it is cut on a character boundary."""
+    encoded = reason.encode()
+    if len(encoded) > MAX_CLOSE_REASON_BYTES:
+        # Cutting valid UTF-8 can only leave a partial character at the end: drop it.
+        encoded = encoded[:MAX_CLOSE_REASON_BYTES].decode("utf-8", "ignore").encode()
+    return _frame(OP_CLOSE, struct.pack("!H", code) + encoded)
 
 
 def unmask(payload: bytes, mask: bytes) -> bytes:
@@ -64,11 +84,17 @@ class ProtocolViolation(Exception):
         super().__init__(reason)
         self.code = code
         self.reason = reason
+        # the frames the same feed() completed before the violation: they still count
+        self.frames: list[Frame] = []
 
 
 @dataclass(frozen=True)
 class Frame:
-    """A complete message (text: str, binary: bytes) or a control frame."""
+    """A complete message (text: str, binary: bytes) or a control frame.
+
+    A close frame's payload is its reason (UTF-8 bytes) and close_code its code, which
+    is valid to send back; 1000 when the frame has none.
+    """
 
     opcode: int
     payload: bytes | str
@@ -86,13 +112,21 @@ class FrameReader:
         self.fragments_size = 0
 
     def feed(self, data: bytes) -> list[Frame]:
+        """The messages and control frames that `data` completes, in order.
+
+        Raises ProtocolViolation, carrying the frames completed before it.
+        """
         self.buffer += data
         frames: list[Frame] = []
-        while True:
-            frame = self._next_frame()
-            if frame is None:
-                return frames
-            frames.append(frame)
+        try:
+            while True:
+                frame = self._next_frame()
+                if frame is None:
+                    return frames
+                frames.append(frame)
+        except ProtocolViolation as exc:
+            exc.frames = frames
+            raise
 
     def _next_frame(self) -> Frame | None:
         while True:
@@ -117,7 +151,9 @@ class FrameReader:
                 length = struct.unpack_from("!Q", buffer, 2)[0]
                 offset = 10
             if opcode >= OP_CLOSE:
-                if not fin or length > 125:
+                if opcode > OP_PONG:
+                    raise ProtocolViolation(CLOSE_PROTOCOL_ERROR, f"unknown opcode {opcode}")
+                if not fin or length > MAX_CONTROL_PAYLOAD:
                     raise ProtocolViolation(CLOSE_PROTOCOL_ERROR, "bad control frame")
             elif opcode in (OP_TEXT, OP_BINARY, OP_CONTINUATION):
                 # Refuse an oversize message before its bytes arrive.
@@ -136,8 +172,7 @@ class FrameReader:
 
     def _assemble(self, fin: int, opcode: int, payload: bytes) -> Frame | None:
         if opcode == OP_CLOSE:
-            code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else CLOSE_NORMAL
-            return Frame(OP_CLOSE, payload[2:], close_code=code)
+            return self._close(payload)
         if opcode in (OP_PING, OP_PONG):
             return Frame(opcode, payload)
         if opcode == OP_CONTINUATION:
@@ -160,3 +195,20 @@ class FrameReader:
             except UnicodeDecodeError:
                 raise ProtocolViolation(CLOSE_INVALID_DATA, "text frame is not UTF-8") from None
         return Frame(OP_BINARY, payload)
+
+    @staticmethod
+    def _close(payload: bytes) -> Frame:
+        """A close frame, checked as RFC 6455 §5.5.1 and §7.4 ask."""
+        if not payload:
+            return Frame(OP_CLOSE, b"", close_code=CLOSE_NORMAL)
+        if len(payload) == 1:
+            raise ProtocolViolation(CLOSE_PROTOCOL_ERROR, "close frame with half a code")
+        code = struct.unpack_from("!H", payload)[0]
+        if not valid_close_code(code):
+            raise ProtocolViolation(CLOSE_PROTOCOL_ERROR, f"invalid close code {code}")
+        reason = payload[2:]
+        try:
+            reason.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ProtocolViolation(CLOSE_INVALID_DATA, "close reason is not UTF-8") from None
+        return Frame(OP_CLOSE, reason, close_code=code)
