@@ -10,9 +10,11 @@ import time
 
 import gevent
 from flask import Blueprint, Response, abort, current_app, jsonify, request
+from gevent.lock import Semaphore
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from . import db
+from .errors import Unavailable
+from .runtime import get_runtime
 from .tokens import issue_token
 
 bp = Blueprint("login", __name__)
@@ -20,39 +22,64 @@ bp = Blueprint("login", __name__)
 # Failures before the answers start to slow down, and the slowest answer.
 FREE_FAILURES = 3
 MAX_DELAY_SECONDS = 5.0
-# A failure is forgotten after this long.
+# A key's attempts are forgotten this long after its last one.
 FAILURE_MEMORY_SECONDS = 15 * 60
+# Keys remembered at most: usernames are whatever clients send, so a spray of them would
+# grow the table without bound. The least recently tried go first: the counters of an
+# attack in progress, touched at each of its attempts, stay.
+MAX_TRACKED_KEYS = 10_000
+# Password checks running at once. Each takes a thread of gevent's pool (which its DNS
+# resolver shares) and a core for ~140 ms: a flood of logins waits here, and leaves the
+# event loop the CPU it needs to serve the WebSockets.
+HASHES_AT_ONCE = 2
 
 # Checked against when the user does not exist, so that both cases take as long.
 _DUMMY_HASH = generate_password_hash("not a password")
 
-# (client address or username) -> (failures, time of the last one)
-failures_by_key: dict[str, tuple[int, float]] = {}
+# (client address or username) -> (attempts not followed by a success, time of the last
+# one), least recently tried first: each attempt moves its keys to the end.
+attempts_by_key: dict[str, tuple[int, float]] = {}
+_hash_slots = Semaphore(HASHES_AT_ONCE)
 
 
-def _delay_for(keys: list[str]) -> float:
+def _count_attempt(keys: list[str]) -> float:
+    """Count an attempt against each of its keys; return how long it must wait first.
+
+    It is counted before the password is checked, so that attempts running at once see
+    each other: counted after, they all read the same count and none was slowed down.
+    """
     now = time.monotonic()
-    worst = 0
+    while attempts_by_key:
+        oldest = next(iter(attempts_by_key))
+        if now - attempts_by_key[oldest][1] < FAILURE_MEMORY_SECONDS:
+            break
+        del attempts_by_key[oldest]
+    earlier = 0
     for key in keys:
-        count, last = failures_by_key.get(key, (0, 0.0))
-        if now - last < FAILURE_MEMORY_SECONDS:
-            worst = max(worst, count)
-    if worst < FREE_FAILURES:
+        count, _ = attempts_by_key.pop(key, (0, now))
+        earlier = max(earlier, count)
+        attempts_by_key[key] = (count + 1, now)
+    while len(attempts_by_key) > MAX_TRACKED_KEYS:
+        del attempts_by_key[next(iter(attempts_by_key))]
+    if earlier < FREE_FAILURES:
         return 0.0
-    return min(MAX_DELAY_SECONDS, 0.25 * 2 ** (worst - FREE_FAILURES))
+    # The exponent is capped: 2 ** n overflows a float past n = 1023 (a long attack).
+    return min(MAX_DELAY_SECONDS, 0.25 * 2 ** min(earlier - FREE_FAILURES, 10))
 
 
-def _record_failure(keys: list[str]) -> None:
-    now = time.monotonic()
-    for key in keys:
-        count, last = failures_by_key.get(key, (0, 0.0))
-        if now - last >= FAILURE_MEMORY_SECONDS:
-            count = 0
-        failures_by_key[key] = (count + 1, now)
+def _check_password(stored_hash: str, password: str) -> bool:
+    """check_password_hash in a thread of gevent's pool, at most HASHES_AT_ONCE at a time.
+
+    scrypt holds a core for ~140 ms: in the event loop's thread that froze every WebSocket
+    of the worker. hashlib.scrypt releases the GIL, so the loop runs on meanwhile.
+    """
+    with _hash_slots:
+        return gevent.get_hub().threadpool.apply(check_password_hash, (stored_hash, password))
 
 
 @bp.post("/api/login")
 def login() -> tuple[Response, int]:
+    """A token for the right username and password; the same 401 for any wrong pair."""
     config = current_app.config
     if not config["LOGIN_ENABLED"]:
         abort(404)
@@ -61,20 +88,18 @@ def login() -> tuple[Response, int]:
     if not isinstance(username, str) or not isinstance(password, str) or not username or not password:
         return jsonify(error="username and password are required"), 400
     keys = [f"addr:{request.remote_addr}", f"user:{username.lower()}"]
-    gevent.sleep(_delay_for(keys))
-    conn = db.connect(config["DATABASE_URL"], config["DB_CONNECT_TIMEOUT_SECONDS"])
+    gevent.sleep(_count_attempt(keys))
     try:
-        with conn.cursor() as cur:
+        with get_runtime(current_app).pool.autocommit() as cur:
             cur.execute("SELECT id, username, password FROM users WHERE username = %s", (username,))
             row = cur.fetchone()
-    finally:
-        conn.close()
+    except Unavailable as exc:
+        return jsonify(error=exc.message), 503
     stored_hash = row[2] if row and row[2] else _DUMMY_HASH
-    if not (check_password_hash(stored_hash, password) and row and row[2]):
-        _record_failure(keys)
+    if not (_check_password(stored_hash, password) and row and row[2]):
         return jsonify(error="invalid credentials"), 401
     for key in keys:
-        failures_by_key.pop(key, None)
+        attempts_by_key.pop(key, None)
     user_id, name = row[0], row[1]
     token = issue_token(config["JWT_SECRET"], user_id, name, config["TOKEN_TTL_SECONDS"])
     return jsonify(token=token, userId=user_id, username=name), 200

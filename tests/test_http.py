@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from types import SimpleNamespace
+
+import gevent
 import pytest
 from conftest import SECRET, sql
+from werkzeug.security import generate_password_hash
 
-from app import create_app, login
+from app import create_app, db, login, runtime
 from app.tokens import verify_token
 
 
 @pytest.fixture
-def app(database_url):
-    return create_app({"TESTING": True, "DATABASE_URL": database_url, "JWT_SECRET": SECRET})
+def app(database_url, monkeypatch):
+    # Sign-in takes its connections from the runtime's pool. A pool alone stands in for the
+    # runtime: the real one's greenlets (bus, heartbeat, lag probe) would outlive the test.
+    pool = db.Pool(database_url, size=4)
+    monkeypatch.setattr(runtime, "_runtime", SimpleNamespace(pool=pool))
+    yield create_app({"TESTING": True, "DATABASE_URL": database_url, "JWT_SECRET": SECRET})
+    pool.close()
 
 
 @pytest.fixture
@@ -62,7 +73,7 @@ def alice(runner, database_url):
     sql(database_url, "DELETE FROM users WHERE username = %s", (name,))
     result = runner.invoke(args=["create-user", name, "--password", "correct horse"])
     assert result.exit_code == 0, result.output
-    login.failures_by_key.clear()
+    login.attempts_by_key.clear()
     return name
 
 
@@ -92,6 +103,93 @@ def test_repeated_failures_are_slowed_down(client, alice, monkeypatch):
         client.post("/api/login", json={"username": alice, "password": "wrong"})
     assert delays[:3] == [0.0, 0.0, 0.0]
     assert delays[3] > 0 and delays[5] > delays[4] > delays[3]
+
+
+def test_failures_at_once_are_slowed_down_as_one_after_another(client, alice, monkeypatch):
+    delays = []
+
+    def sleep(seconds: float) -> None:
+        delays.append(seconds)
+        real_sleep(0)  # the others get to start meanwhile
+
+    real_sleep = gevent.sleep
+    monkeypatch.setattr(login.gevent, "sleep", sleep)
+    wrong = {"username": alice, "password": "wrong"}
+    attempts = [gevent.spawn(client.post, "/api/login", json=wrong) for _ in range(6)]
+    gevent.joinall(attempts, raise_error=True)
+    assert [attempt.value.status_code for attempt in attempts] == [401] * 6
+    delays.sort()
+    assert delays[:3] == [0.0, 0.0, 0.0]
+    assert delays[3] > 0 and delays[5] > delays[4] > delays[3]
+
+
+def test_the_event_loop_runs_while_passwords_are_checked(client, alice, monkeypatch):
+    """Each check waits until a greenlet has run after it began: held in the event loop's
+    thread, it would wait in vain (and say so) since no greenlet can run meanwhile."""
+    waiting: list[threading.Event] = []
+    ran_meanwhile: list[bool] = []
+    running, most_running = [0], [0]
+    counting = threading.Lock()
+    real_check = login.check_password_hash
+
+    def check_once_a_greenlet_ran(stored_hash: str, password: str) -> bool:
+        with counting:
+            running[0] += 1
+            most_running[0] = max(most_running[0], running[0])
+        greenlet_ran = threading.Event()
+        waiting.append(greenlet_ran)
+        ran_meanwhile.append(greenlet_ran.wait(timeout=10))
+        with counting:
+            running[0] -= 1
+        return real_check(stored_hash, password)
+
+    def ticker() -> None:
+        while True:
+            for event in list(waiting):
+                event.set()
+            gevent.sleep(0.001)
+
+    monkeypatch.setattr(login, "check_password_hash", check_once_a_greenlet_ran)
+    ticking = gevent.spawn(ticker)
+    try:
+        logins = [
+            gevent.spawn(client.post, "/api/login", json={"username": alice, "password": "correct horse"})
+            for _ in range(4)
+        ]
+        gevent.joinall(logins, raise_error=True)
+    finally:
+        ticking.kill()
+    assert [each.value.status_code for each in logins] == [200] * 4
+    assert ran_meanwhile == [True] * 4
+    assert most_running[0] <= login.HASHES_AT_ONCE
+
+
+def test_the_throttling_table_stays_bounded_under_many_usernames(client, alice, monkeypatch):
+    monkeypatch.setattr(login, "MAX_TRACKED_KEYS", 20)
+    monkeypatch.setattr(login, "_DUMMY_HASH", generate_password_hash("x", method="pbkdf2:sha256:1"))  # fast
+    monkeypatch.setattr(login.gevent, "sleep", lambda seconds: None)
+    for n in range(50):
+        response = client.post("/api/login", json={"username": f"sprayed-{n}", "password": "guess"})
+        assert response.status_code == 401
+    assert len(login.attempts_by_key) == 20
+    # the address's counter, touched by every attempt, is the one kept longest
+    assert login.attempts_by_key["addr:127.0.0.1"][0] == 50
+
+
+def test_the_throttling_table_forgets_attempts_older_than_its_memory(client, alice, monkeypatch):
+    monkeypatch.setattr(login, "_DUMMY_HASH", generate_password_hash("x", method="pbkdf2:sha256:1"))  # fast
+    long_ago = time.monotonic() - login.FAILURE_MEMORY_SECONDS - 1
+    login.attempts_by_key.update({f"user:old-{n}": (1, long_ago) for n in range(100)})
+    client.post("/api/login", json={"username": "someone-new", "password": "guess"})
+    assert set(login.attempts_by_key) == {"addr:127.0.0.1", "user:someone-new"}
+
+
+def test_a_long_attack_is_slowed_down_at_most_to_the_slowest_answer(client, alice, monkeypatch):
+    delays = []
+    monkeypatch.setattr(login.gevent, "sleep", delays.append)
+    login.attempts_by_key[f"user:{alice}"] = (5000, time.monotonic())
+    assert client.post("/api/login", json={"username": alice, "password": "wrong"}).status_code == 401
+    assert delays == [login.MAX_DELAY_SECONDS]
 
 
 def test_login_can_be_switched_off(database_url):
