@@ -28,6 +28,9 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     from . import db, http, login, websocket
 
+    # psycopg2 waits through gevent from the start, not only once the chat runtime exists:
+    # a /healthz or a login before the first WebSocket must not block the worker either.
+    db.make_cooperative()
     app.config["SOCK_SERVER_OPTIONS"] = websocket.server_options(app.config)
     db.init_app(app)
     app.register_blueprint(websocket.bp)
