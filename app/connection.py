@@ -99,6 +99,9 @@ class Connection:
         self.last_heard = time.monotonic()
         self.ping_sent_at: float | None = None
         self.closed = False
+        # A send failed: the peer is gone, though its reader may not have found out yet
+        # (it is busy, say, sending a replay).
+        self.peer_gone = False
         self.close_received = False  # the client's close frame arrived
         self.discarding = False
         # set by watch(): the read watcher and what to do with each message and at the end
@@ -132,7 +135,8 @@ class Connection:
             except BlockingIOError:
                 sent = 0
             except OSError:
-                return  # the connection is gone; its reader finds out and cleans up
+                self.peer_gone = True  # its reader finds out and cleans up
+                return
             if sent == len(frame):
                 return
             frame = frame[sent:]
@@ -171,7 +175,7 @@ class Connection:
     def wait_until_drained(self, timeout: float = 30.0) -> None:
         """Wait until the kernel took everything queued (flow control for long replays)."""
         deadline = time.monotonic() + timeout
-        while self.outbox and not self.closed and time.monotonic() < deadline:
+        while self.outbox and not self.closed and not self.peer_gone and time.monotonic() < deadline:
             gevent.sleep(0.005)
 
     def ping(self) -> None:
@@ -212,6 +216,7 @@ class Connection:
                 # Give the client a moment to answer the close handshake, then cut.
                 gevent.spawn_later(1.0, self.abort)
         except OSError:
+            self.peer_gone = True
             self.abort()
         finally:
             self.flusher = None

@@ -74,7 +74,7 @@ def replay(rt: ChatRuntime, conn: Connection, room: str, since: int) -> None:
             conn.wait_until_drained()
             if room not in conn.replay_buffers:
                 return  # left meanwhile
-            if conn.closed or conn.close_code is not None:
+            if conn.peer_gone or conn.close_code is not None:
                 return  # gone (or going): the rest would be read for nobody
     except ChatError:
         # A replay with a hole would let the client skip messages for good: undo the
