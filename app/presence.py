@@ -188,6 +188,12 @@ class Presence:
         self.deliver_event = deliver_event
         # (room, user_id, username) whose leave could not be written (database away)
         self.unsaved_leaves: set[tuple[str, int, str]] = set()
+        # (room, user_id, username) of this process to write again after the others
+        # buried it (see heartbeat)
+        self.unsaved_entries: set[tuple[str, int, str]] = set()
+        # (room, user_id, username, dead node, heard_join): leaves of buried nodes' users
+        # not announced yet
+        self.unsaved_burial_leaves: set[tuple[str, int, str, str, bool]] = set()
         # In rooms with more users online than this, joins and leaves are not announced:
         # 10,000 people joining one room would otherwise be 50 million presence frames.
         self.max_announced_room_size = max_announced_room_size
@@ -336,10 +342,19 @@ class Presence:
 
     # --- the heartbeat ---------------------------------------------------------------------------
 
-    def heartbeat(self, local_presence: Callable[[], set[tuple[str, int, str]]]) -> int:
-        """Refresh our node, retry unsaved leaves, and bury nodes that stopped beating.
+    def heartbeat(
+        self,
+        local_presence: Callable[[], set[tuple[str, int, str]]],
+        user_in_room: Callable[[int, str], bool],
+    ) -> int:
+        """Refresh our node, write again what could not be written, and bury nodes that
+        stopped beating.
 
-        Returns how many other nodes are alive.
+        `local_presence()` lists (room, user id, name) of this process's connections;
+        `user_in_room(user_id, room)` says whether one of the user's connections here is
+        in the room now. Each write looks at it under the (room, user) lock, since joins
+        and leaves go on during the heartbeat's round trips. Returns how many other nodes
+        are alive.
         """
         with self.pool.autocommit() as cur:
             cur.execute(
@@ -350,24 +365,33 @@ class Presence:
             )
             was_missing, alive_others = cur.fetchone()
         if was_missing:
-            # New, or buried by the others while we could not beat: say again who is here.
-            for room, user_id, username in local_presence():
-                with self.changing(room, user_id):
+            # New, or buried by the others while we could not beat: say again who is here
+            # (kept until written: a failure half-way must not leave the rest unwritten).
+            self.unsaved_entries.update(local_presence())
+        for entry in sorted(self.unsaved_entries):
+            room, user_id, username = entry
+            with self.changing(room, user_id):
+                if user_in_room(user_id, room):
                     entered = self.enter(room, user_id, username, create_room=False)
-                if entered is not None:
-                    self.after_commit(entered.announced)
-        if self.unsaved_leaves:
-            here = local_presence()
-            for room, user_id, username in list(self.unsaved_leaves):
-                if (room, user_id, username) in here:
-                    self.unsaved_leaves.discard((room, user_id, username))
+                    if entered is not None:
+                        self.after_commit(entered.announced)
+            self.unsaved_entries.discard(entry)  # written, or left meanwhile
+        for entry in list(self.unsaved_leaves):
+            room, user_id, username = entry
+            with self.changing(room, user_id):
+                if user_in_room(user_id, room):
+                    self.unsaved_leaves.discard(entry)  # back here: the row stands for them
                 else:
-                    with self.changing(room, user_id):
-                        self.leave(room, user_id, username)
+                    self.leave(room, user_id, username)
         self._bury_dead_nodes()
+        for burial in sorted(self.unsaved_burial_leaves):
+            self.after_commit(self._leave(*burial))
+            self.unsaved_burial_leaves.discard(burial)
         return alive_others
 
     def _bury_dead_nodes(self) -> None:
+        """Remove the rows of nodes that stopped beating, and announce their users' leaves
+        (those whose announcement fails are kept for the next heartbeat: the rows are gone)."""
         with self.pool.transaction() as cur:
             cur.execute(
                 """DELETE FROM chat_nodes WHERE heartbeat_at < now() - make_interval(secs => %s)
@@ -387,10 +411,11 @@ class Presence:
             )
             gone = [(room, user_id, username or f"user{user_id}", heard) for room, user_id, username, heard in cur]
         log.info("buried %d dead node(s): %s", len(dead), ", ".join(dead))
-        for room, user_id, username, heard in gone:
-            # The leave of a dead node's connection: is the user still online on a live one
-            # (this one included)?
-            self.after_commit(self._leave(room, user_id, username, node_id=dead[0], heard_join=heard))
+        # The leave of a dead node's connection: is the user still online on a live one
+        # (this one included)?
+        self.unsaved_burial_leaves.update(
+            (room, user_id, username, dead[0], heard) for room, user_id, username, heard in gone
+        )
 
     def forget_node(self) -> None:
         """On shutdown: remove our node and presence rows (the leaves were sent already)."""

@@ -175,7 +175,7 @@ class ChatRuntime:
     def _heartbeat_forever(self) -> None:
         while True:
             try:
-                self.bus.note_peers(self.presence.heartbeat(self.local_presence))
+                self.bus.note_peers(self.presence.heartbeat(self.local_presence, self.hub.user_in_room))
                 # Bounds how long a message lost by pub/sub stays undelivered.
                 self._check_heads()
             except ChatError:

@@ -1,0 +1,93 @@
+"""Presence's heartbeat in this process, over a real database: what it writes again after
+a failure or a burial, while joins and leaves go on."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import sql
+
+from app import db, runtime
+from app.bus import PostgresBus
+from app.errors import Unavailable
+from app.presence import Presence
+
+ALICE, BOB = (1, "alice"), (2, "bob")
+
+
+@pytest.fixture
+def presence(fresh_database):
+    """(presence, url, events): a node's Presence; `events` gets what it announces."""
+    db.make_cooperative()
+    url = fresh_database()
+    sql(url, "INSERT INTO rooms (name) VALUES ('lobby')")
+    pool = db.Pool(url, size=2, setup=runtime.prepare_pool_statements)
+    bus = PostgresBus(url, pool, origin="n1", on_payload=print, on_connected=lambda: None, peer_hold_seconds=10)
+    events: list[tuple[str, int]] = []
+    node = Presence(pool, bus, "n1", 10.0, lambda event: events.append((event["event"], event["userId"])))
+    yield node, url, events
+    pool.close()
+
+
+def rows(url: str) -> list[tuple[str, int]]:
+    return sql(url, "SELECT node_id, user_id FROM room_presence ORDER BY user_id")
+
+
+def test_users_are_written_again_until_every_one_is(presence, monkeypatch):
+    """A node the others buried writes its users again; one write failing must not leave
+    the others unwritten once the heartbeat that noticed has passed."""
+    node, url, _ = presence
+    here = {("lobby", *ALICE), ("lobby", *BOB)}
+    enter = node.enter
+
+    def fails_for_bob_once(room, user_id, username, create_room):
+        if user_id == BOB[0] and not failed:
+            failed.append(user_id)
+            raise Unavailable("database is busy")
+        return enter(room, user_id, username, create_room)
+
+    failed: list[int] = []
+    monkeypatch.setattr(node, "enter", fails_for_bob_once)
+    with pytest.raises(Unavailable):
+        node.heartbeat(lambda: here, lambda user_id, room: True)  # new node: writes its users
+    node.heartbeat(lambda: here, lambda user_id, room: True)  # its row is back: not "missing"
+    assert rows(url) == [("n1", ALICE[0]), ("n1", BOB[0])]
+
+
+def test_a_user_who_left_meanwhile_is_not_written_again(presence):
+    node, url, events = presence
+    here = {("lobby", *ALICE), ("lobby", *BOB)}
+    # Bob left between the listing and his turn: the hub no longer has him in the room.
+    node.heartbeat(lambda: here, lambda user_id, room: user_id != BOB[0])
+    assert rows(url) == [("n1", ALICE[0])]
+    assert ("join", BOB[0]) not in events
+
+
+def test_an_unsaved_leave_of_a_user_back_in_the_room_is_dropped(presence):
+    node, url, events = presence
+    with node.changing("lobby", BOB[0]):
+        node.enter("lobby", *BOB, create_room=False)
+    node.unsaved_leaves.add(("lobby", *BOB))  # the leave could not be written, then he rejoined
+    node.heartbeat(lambda: {("lobby", *BOB)}, lambda user_id, room: True)
+    assert rows(url) == [("n1", BOB[0])]
+    assert ("leave", BOB[0]) not in events
+
+
+def test_a_buried_nodes_leaves_are_announced_even_after_a_failure(presence, monkeypatch):
+    node, url, events = presence
+    sql(url, "INSERT INTO chat_nodes (node_id, heartbeat_at) VALUES ('dead', now() - interval '1 hour')")
+    sql(url, "INSERT INTO room_presence (room, user_id, node_id, username) VALUES ('lobby', 2, 'dead', 'bob')")
+    leave = node._leave
+
+    def fails_once(*args, **kwargs):
+        if not failed:
+            failed.append(1)
+            raise Unavailable("database is busy")
+        return leave(*args, **kwargs)
+
+    failed: list[int] = []
+    monkeypatch.setattr(node, "_leave", fails_once)
+    with pytest.raises(Unavailable):
+        node.heartbeat(set, lambda user_id, room: False)  # buries 'dead'; the leave fails
+    assert rows(url) == []
+    node.heartbeat(set, lambda user_id, room: False)
+    assert ("leave", BOB[0]) in events
