@@ -45,8 +45,12 @@ DEFAULTS: dict[str, Any] = {
     "PONG_TIMEOUT_SECONDS": 20.0,
     # How long an unauthenticated connection may wait before its `auth` frame.
     "AUTH_TIMEOUT_SECONDS": 10.0,
-    # Frames queued for one client before it counts as too slow and is closed with 1008.
+    # Frames, and bytes, queued for one client before it counts as too slow and is closed
+    # with 1008. The bytes bound what a client that asks for history and never reads can
+    # hold (an answer of 200 long messages is ~3 MB); a replay page of 500 of the longest
+    # messages (8 MB) still fits.
     "OUTBOX_MAX_FRAMES": 2000,
+    "OUTBOX_MAX_BYTES": 16 * 1024 * 1024,
     # Kernel send buffer per client socket: bounds the memory a client that stops reading
     # can hold (the kernel would let it grow to megabytes) before its outbox overflows.
     "SOCKET_SEND_BUFFER_BYTES": 256 * 1024,

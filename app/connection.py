@@ -16,6 +16,7 @@ import itertools
 import logging
 import socket
 import time
+from collections import deque
 from collections.abc import Callable
 
 import gevent
@@ -35,6 +36,10 @@ CLOSE_UNAUTHORIZED = 4001
 RECEIVE_BYTES = 16 * 1024
 # Messages one reading turn handles before letting other connections have theirs.
 MESSAGES_PER_TURN = 32
+
+# The flusher writes at most about this much per sendall(): joining a slow client's whole
+# queue into one bytes object copied up to the whole queue, per slow client.
+FLUSH_CHUNK_BYTES = 64 * 1024
 
 # What _take_message returns when the bytes read so far complete no message.
 _NEED_MORE = object()
@@ -88,8 +93,10 @@ class Connection:
         # be behind the database the replay read, so live messages up to it are dropped
         self.replayed_up_to: dict[str, int] = {}
         self.rate = TokenBucket(config["RATE_BURST_FRAMES"], config["RATE_FRAMES_PER_SECOND"])
-        self.outbox: list[bytes] = []
+        self.outbox: deque[bytes] = deque()
+        self.outbox_bytes = 0
         self.outbox_limit = config["OUTBOX_MAX_FRAMES"]
+        self.outbox_max_bytes = config["OUTBOX_MAX_BYTES"]
         self.close_timeout = config["CLOSE_TIMEOUT_SECONDS"]
         # held by whoever is in a blocking sendall, so that frames never interleave
         self.write_lock = Semaphore()
@@ -140,13 +147,20 @@ class Connection:
             if sent == len(frame):
                 return
             frame = frame[sent:]
-        if len(self.outbox) >= self.outbox_limit:
+        if len(self.outbox) >= self.outbox_limit or self.outbox_bytes + len(frame) > self.outbox_max_bytes:
             SLOW_CLIENTS.inc()
-            log.info("closing %r: it reads too slowly (%d frames queued)", self, len(self.outbox))
+            log.info(
+                "closing %r: it reads too slowly (%d frames, %d bytes queued)",
+                self,
+                len(self.outbox),
+                self.outbox_bytes,
+            )
             self.outbox.clear()
+            self.outbox_bytes = 0
             self.close(CLOSE_POLICY_VIOLATION, "too slow: outgoing queue overflowed")
             return
         self.outbox.append(frame)
+        self.outbox_bytes += len(frame)
         self._start_flusher()
 
     def send(self, frame: dict) -> None:
@@ -206,10 +220,14 @@ class Connection:
         """Write what is queued, blocking as long as the client reads slowly."""
         try:
             while self.outbox:
-                frames = b"".join(self.outbox)
-                self.outbox.clear()
+                chunk: list[bytes] = []
+                size = 0
+                while self.outbox and size < FLUSH_CHUNK_BYTES:
+                    chunk.append(self.outbox.popleft())
+                    size += len(chunk[-1])
+                self.outbox_bytes -= size
                 with self.write_lock:
-                    self.sock.sendall(frames)
+                    self.sock.sendall(b"".join(chunk))
             if self.close_code is not None:
                 with self.write_lock:
                     self.sock.sendall(wsframe.close_frame(self.close_code, self.close_reason))

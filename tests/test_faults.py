@@ -8,6 +8,7 @@ import time
 import urllib.error
 import urllib.request
 
+import pytest
 import websocket
 from conftest import Client, FaultPhases, Server, make_token, new_user_id, sql, unique, wait_for
 from test_chat import assert_closed_with, join
@@ -43,10 +44,16 @@ def test_shutdown_closes_with_1001_and_messages_survive_a_restart(database_url):
         srv.stop()
 
 
-def test_a_slow_reader_is_closed_with_1008_and_does_not_slow_its_room(database_url):
+@pytest.mark.parametrize(
+    "limit",
+    # 150 frames of ~3.9 KB each: past 40 frames, or past 100 KB
+    [{"OUTBOX_MAX_FRAMES": "40"}, {"OUTBOX_MAX_BYTES": "100000"}],
+    ids=["frames", "bytes"],
+)
+def test_a_slow_reader_is_closed_with_1008_and_does_not_slow_its_room(database_url, limit):
     srv = Server(
         database_url,
-        OUTBOX_MAX_FRAMES="40",
+        **limit,
         SOCKET_SEND_BUFFER_BYTES="16384",
         RATE_BURST_FRAMES="500",
         RATE_FRAMES_PER_SECOND="500",
