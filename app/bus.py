@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 
 import gevent
 import gevent.socket
 import orjson
 import psycopg2
+from gevent.event import Event
 
 from . import db
 from .errors import ChatError
@@ -36,6 +38,11 @@ log = logging.getLogger(__name__)
 CHANNEL = "chat_events"
 RECONNECT_FIRST_SECONDS = 0.2
 RECONNECT_MAX_SECONDS = 5.0
+# Redis payloads waiting for their publisher at most: with Redis hung, the oldest are
+# dropped (their messages are stored; other processes find them by their gap checks).
+REDIS_OUTGOING_MAX = 10_000
+# Payloads per pipelined round trip to Redis.
+REDIS_PUBLISH_BATCH = 256
 
 
 def message_payload(origin: str, message: StoredMessage) -> str:
@@ -213,33 +220,51 @@ class PostgresBus(Bus):
 
 
 class RedisBus(Bus):
-    """Redis pub/sub: published right after each commit, at most once."""
+    """Redis pub/sub: published right after each commit, at most once.
+
+    A greenlet of its own publishes, in order, what the commits and events queue: a
+    Redis that does not answer must not hold up the group commit (it waited out the
+    socket timeout, 1 s, in every batch).
+    """
 
     def __init__(self, url: str, **kwargs) -> None:
         super().__init__(**kwargs)
         import redis
 
         self.url = url
-        # Publishing must never hold up the commit loop for long.
         self.publisher = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+        self.outgoing: deque[str] = deque(maxlen=REDIS_OUTGOING_MAX)
+        self.outgoing_ready = Event()
+        self.publisher_greenlet: gevent.Greenlet | None = None
+
+    def start(self) -> None:
+        super().start()
+        self.publisher_greenlet = gevent.spawn(self._publish_forever)
 
     def publish_messages(self, messages: list[StoredMessage]) -> None:
         if not messages or not self.announcing():
             return
-        try:
-            pipe = self.publisher.pipeline(transaction=False)
-            for message in messages:
-                pipe.publish(CHANNEL, message_payload(self.origin, message))
-            pipe.execute()
-        except Exception as exc:
-            # Stored and delivered here; other processes find it by their gap checks.
-            log.warning("bus: publish to Redis failed (%s)", exc.__class__.__name__)
+        self.outgoing.extend(message_payload(self.origin, message) for message in messages)
+        self.outgoing_ready.set()
 
     def _publish_event(self, event: dict) -> None:
-        try:
-            self.publisher.publish(CHANNEL, event_payload(self.origin, event))
-        except Exception as exc:
-            log.warning("bus: publish to Redis failed (%s)", exc.__class__.__name__)
+        self.outgoing.append(event_payload(self.origin, event))
+        self.outgoing_ready.set()
+
+    def _publish_forever(self) -> None:
+        while True:
+            self.outgoing_ready.wait()
+            self.outgoing_ready.clear()
+            while self.outgoing:
+                payloads = [self.outgoing.popleft() for _ in range(min(len(self.outgoing), REDIS_PUBLISH_BATCH))]
+                try:
+                    pipe = self.publisher.pipeline(transaction=False)
+                    for payload in payloads:
+                        pipe.publish(CHANNEL, payload)
+                    pipe.execute()
+                except Exception as exc:
+                    # Stored and delivered here; other processes find them by their gap checks.
+                    log.warning("bus: publish to Redis failed (%s)", exc.__class__.__name__)
 
     def _listen(self) -> None:
         import redis

@@ -5,10 +5,12 @@ from __future__ import annotations
 import time
 
 import gevent
+import orjson
 from conftest import sql
 
 from app import db
 from app.bus import CHANNEL, PostgresBus
+from app.messages import StoredMessage, message_data
 
 
 def test_the_listener_tells_how_far_it_has_handled_the_bus(fresh_database):
@@ -83,3 +85,62 @@ def test_a_listener_that_was_connected_reconnects_soon_again(monkeypatch):
     listener.greenlet.kill()
     first = bus_module.RECONNECT_FIRST_SECONDS
     assert pauses[:6] == [first, first * 2, first, first * 2, first * 4, first]
+
+
+def test_publishing_to_a_hung_redis_does_not_hold_up_the_commit():
+    """The group commit calls publish_messages before answering its senders: it only
+    queues, so a Redis that accepts connections and never answers costs it nothing (it
+    waited out the socket timeout, 1 s, in every batch)."""
+    import select
+    import socket
+
+    from app.bus import RedisBus
+
+    hung = socket.socket()
+    hung.bind(("127.0.0.1", 0))
+    hung.listen(8)
+    try:
+        bus = RedisBus(
+            f"redis://127.0.0.1:{hung.getsockname()[1]}/0",
+            origin="me",
+            on_payload=lambda payload: None,
+            on_connected=lambda: None,
+            peer_hold_seconds=5,
+        )
+        bus.publish_messages([room_message(1), room_message(2)])
+        assert select.select([hung], [], [], 0)[0] == [], "the commit itself went to Redis"
+        assert len(bus.outgoing) == 2
+    finally:
+        hung.close()
+
+
+def test_queued_payloads_reach_redis_in_order(private_redis):
+    import redis
+
+    from app.bus import RedisBus
+
+    listener = redis.Redis.from_url(private_redis.url).pubsub(ignore_subscribe_messages=True)
+    listener.subscribe(CHANNEL)
+    bus = RedisBus(
+        private_redis.url, origin="me", on_payload=lambda payload: None, on_connected=lambda: None, peer_hold_seconds=5
+    )
+    bus.publisher_greenlet = gevent.spawn(bus._publish_forever)  # the publisher alone, no listener
+    try:
+        bus.publish_messages([room_message(1), room_message(2)])
+        bus.publish_event({"k": "t", "room": "r", "userId": 1, "username": "u"})
+        bus.publish_messages([room_message(3)])
+        heard: list[dict] = []
+        with gevent.Timeout(5):
+            while len(heard) < 4:
+                gevent.sleep(0.01)  # the publisher's turn
+                item = listener.get_message(timeout=0)
+                if item:
+                    heard.append(orjson.loads(item["data"].partition(b"|")[2]))
+        assert [(p["k"], p.get("s")) for p in heard] == [("m", 1), ("m", 2), ("t", None), ("m", 3)]
+    finally:
+        bus.publisher_greenlet.kill()
+        listener.close()
+
+
+def room_message(seq: int) -> StoredMessage:
+    return StoredMessage(id=seq, seq=seq, data=message_data(seq, 1, "u", "c", "t", room="r"))
