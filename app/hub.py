@@ -100,13 +100,18 @@ class Hub:
         self.users_without_threads.discard(conn.user_id)
         for channel in self.conversations_by_user.pop(conn.user_id, ()):
             other = channel[2] if channel[1] == conn.user_id else channel[1]
-            if other not in self.connections_by_user:
-                del self.gates[channel]
-                others = self.conversations_by_user.get(other)
-                if others is not None:
-                    others.discard(channel)
-                    if not others:
-                        del self.conversations_by_user[other]
+            if other in self.connections_by_user:
+                # The gate stays for the other user, whose index must hold it: one who
+                # connected while conversations could not be listed has none of its own,
+                # and the gate would outlive them both.
+                self.conversations_by_user.setdefault(other, set()).add(channel)
+                continue
+            self.gates.pop(channel, None)
+            others = self.conversations_by_user.get(other)
+            if others is not None:
+                others.discard(channel)
+                if not others:
+                    del self.conversations_by_user[other]
 
     def join_room(self, conn: Connection, room: str, last_seq: int, last_id: int) -> None:
         """Add a member; the room's stream here starts after (last_seq, last_id) if new."""

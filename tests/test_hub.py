@@ -209,6 +209,23 @@ def test_a_conversations_gate_lives_while_one_of_its_users_is_connected_here():
     assert hub.gates == {} and hub.conversations_by_user == {}
 
 
+def test_a_conversations_gate_goes_with_its_users_when_one_came_back_unlisted():
+    """A user who reconnected while the database could not list their conversations has
+    no index entry of their own for the gate kept for them: it must still go when the last
+    of the two leaves."""
+    hub = Hub(lambda *args: [], gap_wait_seconds=0.01)
+    alice, bob, alice_again = FakeConnection(1), FakeConnection(2), FakeConnection(1)
+    pair = ("d", 1, 2)
+    hub.add_user_connection(alice, threads=[(pair, 3, 30)])
+    hub.add_user_connection(bob, threads=[(pair, 3, 30)])
+    hub.remove_user_connection(alice)
+    hub.add_user_connection(alice_again, threads=None)  # the listing failed
+    hub.remove_user_connection(bob)
+    assert pair in hub.gates  # alice is here
+    hub.remove_user_connection(alice_again)
+    assert hub.gates == {} and hub.conversations_by_user == {}
+
+
 def test_thousands_waiting_behind_a_gap_go_out_in_order_when_it_closes():
     hub, conn, _ = make_hub()
     hub.gap_wait_seconds = 60  # no fill: the missing one comes by the bus
