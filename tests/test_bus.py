@@ -6,6 +6,7 @@ import time
 
 import gevent
 import orjson
+import psycopg2.extensions
 from conftest import sql
 
 from app import db
@@ -30,7 +31,14 @@ def test_the_listener_tells_how_far_it_has_handled_the_bus(fresh_database):
                 gevent.sleep(0.01)
 
         sent_at = time.monotonic()
-        sql(url, "SELECT pg_notify(%s, %s)", (CHANNEL, 'other|{"k":"hello"}'))
+        # As another process would: without yielding to the listener meanwhile (the app
+        # makes psycopg2 wait through gevent, for every connection of this process).
+        cooperative = psycopg2.extensions.get_wait_callback()
+        psycopg2.extensions.set_wait_callback(None)
+        try:
+            sql(url, "SELECT pg_notify(%s, %s)", (CHANNEL, 'other|{"k":"hello"}'))
+        finally:
+            psycopg2.extensions.set_wait_callback(cooperative)
         # This greenlet does not yield, so the listener cannot run: like a busy process.
         deadline = time.monotonic() + 5
         while bus.handled_until() >= sent_at:
