@@ -167,8 +167,8 @@ class Batcher:
         return unique, results
 
     def _answer(self, batch: list[Pending], unique: list[Pending], results: dict[int, store.BatchResult]) -> None:
-        """Deliver a committed batch's new messages, then answer every sender; resends are
-        answered with their stored message, which takes a query of its own."""
+        """Deliver a committed batch's new messages and answer their senders; then answer
+        the resends with their stored messages, which takes a query of its own."""
         outcomes: dict[int, Outcome] = {}
         earlier: list[tuple[Pending, store.BatchResult | None]] = []
         for index, pending in enumerate(unique):
@@ -191,19 +191,30 @@ class Batcher:
             self.on_committed(fresh)
         except Exception:
             log.exception("delivering a committed batch failed")  # the gates' gap fills repair it
-        failed: ChatError | None = None
-        if earlier:
-            try:
-                outcomes.update(self._find_earlier(earlier))
-            except ChatError as exc:
-                failed = exc  # the resends are stored; sent again, they are found then
+        self._settle(batch, outcomes)
+        if not earlier:
+            return
+        try:
+            outcomes.update(self._find_earlier(earlier))
+        except ChatError as exc:
+            # The resends are stored; sent again, they are found then.
+            self._settle(batch, outcomes, failed=exc)
+        else:
+            self._settle(batch, outcomes, failed=ChatError("internal error while storing"))
+
+    @staticmethod
+    def _settle(batch: list[Pending], outcomes: dict[int, Outcome], failed: ChatError | None = None) -> None:
+        """Answer the senders whose outcome is known (with `failed`: the others too, so)."""
         first_by_key: dict[tuple, Pending] = {}
         for pending in batch:
             key = (pending.draft.from_user, pending.draft.client_id)
             first = first_by_key.setdefault(key, pending) if pending.draft.client_id is not None else pending
+            if pending.result.ready():
+                continue
             outcome = outcomes.get(id(first))
             if outcome is None:
-                pending.result.set_exception(failed or ChatError("internal error while storing"))
+                if failed is not None:
+                    pending.result.set_exception(failed)
             elif first is pending:
                 pending.result.set(outcome)
             else:  # the same resend twice in one batch: answered with the first's message

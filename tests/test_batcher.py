@@ -82,7 +82,7 @@ def test_a_draft_whose_sender_gave_up_before_it_was_sent_is_not_stored(stalled_r
 
 def test_a_committed_batch_is_delivered_and_answered_when_looking_up_a_resend_fails(stalled_room):
     url, lock = stalled_room
-    pool = db.Pool(url, size=1, acquire_timeout=0.3)
+    pool = db.Pool(url, size=1, acquire_timeout=2)
     delivered: list = []
     batcher = make_batcher(pool, delivered, timeout_seconds=5)
     try:
@@ -92,11 +92,13 @@ def test_a_committed_batch_is_delivered_and_answered_when_looking_up_a_resend_fa
         gevent.sleep(0.1)  # the lane waits for the lock: the next three share a batch
         answers = [gevent.spawn(batcher.submit, d, None) for d in (draft("a"), draft("again", "c1"), draft("b"))]
         gevent.sleep(0.1)
+        fresh_a, resend, fresh_b = answers
         with pool.connection():  # the pool is busy: the resend's lookup cannot get one
             lock.release()
             first.join(timeout=5)
+            fresh_a.join(timeout=5)
+            assert not resend.ready(), "the new messages' senders waited for the resend's lookup"
             gevent.joinall(answers, timeout=5)
-        fresh_a, resend, fresh_b = answers
         assert fresh_a.value.message.data["content"] == "a" and not fresh_a.value.duplicate
         assert fresh_b.value.message.data["content"] == "b"
         assert isinstance(resend.exception, Unavailable)
