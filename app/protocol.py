@@ -7,6 +7,7 @@ the `*_frame` functions build server frames as dicts and `encode` serialises the
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -119,9 +120,19 @@ def _content(frame: dict[str, Any], limits: Limits) -> str:
         raise TooLarge(f"field 'content' is longer than {limits.max_content_chars} characters")
     if "\x00" in content:
         raise Invalid("field 'content' must not contain NUL characters")
-    if not content.strip():
+    if _blank(content):
         raise Invalid("field 'content' must not be blank")
     return content
+
+
+def _blank(text: str) -> bool:
+    """Whether text shows nothing: only whitespace and invisible format characters (a
+    zero-width space, a word joiner, a BOM), which str.strip() keeps. Looks only as far
+    as the first visible character, the first one of nearly every message."""
+    for char in text:
+        if not char.isspace() and unicodedata.category(char) != "Cf":
+            return False
+    return True
 
 
 def _client_id(frame: dict[str, Any]) -> str | None:

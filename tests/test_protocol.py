@@ -29,6 +29,8 @@ SECRET = "unit-test-secret-unit-test-secret"
         ('{"type":"dm","to":5,"content":"hi"}', Command("dm", to=5, content="hi")),
         ('{"type":"direct_message","to_user_id":5,"content":"hi"}', Command("dm", to=5, content="hi")),
         ('{"type":"dm","to":"5","content":"hi"}', Command("dm", to=5, content="hi")),
+        # a zero-width joiner is invisible, the emoji it joins are not
+        ('{"type":"dm","to":5,"content":"\\u200d\\ud83d\\udc4d"}', Command("dm", to=5, content="\u200d\U0001f44d")),
         ('{"type":"room_history","room":"r"}', Command("room_history", room="r", limit=50)),
         (
             '{"type":"room_history","room":"r","limit":999,"before":10}',
@@ -64,6 +66,7 @@ def test_valid_frames_parse_to_commands(raw, expected):
         ('{"type":"join","room":"r","since":true}', Invalid, "since"),
         ('{"type":"message","room":"r","content":""}', Invalid, "blank"),
         ('{"type":"message","room":"r","content":"\\u0000"}', Invalid, "NUL"),
+        ('{"type":"message","room":"r","content":" \\u200b\\u2060\\ufeff "}', Invalid, "blank"),
         ('{"type":"message","room":"r","content":"hi","clientId":""}', Invalid, "clientId"),
         ('{"type":"message","room":"r","content":"hi","clientId":5}', Invalid, "clientId"),
         ('{"type":"dm","to":0,"content":"hi"}', Invalid, "to"),
