@@ -154,7 +154,12 @@ class Hub:
             if gate is None:
                 return  # nobody here takes this channel
         if message.seq < gate.next_seq:
-            return  # seen already (the fast path and the bus both bring our own)
+            # Seen already (the fast path and the bus both bring our own). A DM of ours
+            # that a gap fill released first went out without knowing its sending tab:
+            # that tab still gets its dm_sent.
+            if message.origin_connection is not None and message.is_dm:
+                message.origin_connection.send_frame(self._dm_sent_frame(message))
+            return
         if message.seq > gate.next_seq:
             gate.pending[message.seq] = message
             self._schedule_fill(channel, gate, delay=self.gap_wait_seconds)
@@ -211,9 +216,13 @@ class Hub:
         receivers.update(self.connections_by_user.get(sender, ()))
         for conn in receivers:
             if conn is message.origin_connection:
-                conn.send_frame(text_frame(protocol.encode(protocol.dm_sent_frame(message.data))))
+                conn.send_frame(self._dm_sent_frame(message))
             else:
                 conn.send_frame(frame)
+
+    @staticmethod
+    def _dm_sent_frame(message: StoredMessage) -> bytes:
+        return text_frame(protocol.encode(protocol.dm_sent_frame(message.data)))
 
     # --- gaps ----------------------------------------------------------------------------------
 

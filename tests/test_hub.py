@@ -169,6 +169,22 @@ def test_a_new_conversation_starts_at_seq_one():
     assert len(alice.frames) == 1 and b'"type":"dm"' in alice.frames[0]
 
 
+def test_a_dm_a_fill_released_first_is_still_acknowledged_to_its_sending_tab():
+    """The sender's own commit delivers its DM with the sending tab; a gap fill that read
+    the committed row a moment earlier released it without: the tab gets dm_sent anyway."""
+    hub = Hub(lambda *args: [], gap_wait_seconds=0.01)
+    sending_tab, other_tab = FakeConnection(1), FakeConnection(1)
+    pair = ("d", 1, 2)
+    hub.add_user_connection(sending_tab, threads=[(pair, 0, 0)])
+    hub.add_user_connection(other_tab, threads=[(pair, 0, 0)])
+    data = message_data(300, 1, "alice", "hi", "t", to_user=2)
+    hub.catch_up(hub.gates[pair], [StoredMessage(id=300, seq=1, data=data)])  # the fill
+    ours = StoredMessage(id=300, seq=1, data=data, origin_connection=sending_tab)
+    hub.deliver(ours)  # the commit path, a moment later
+    assert [b'"type":"dm_sent"' in frame for frame in sending_tab.frames] == [False, True]
+    assert len(other_tab.frames) == 1  # its dm, once
+
+
 def test_a_user_is_in_a_room_while_one_of_its_connections_is():
     hub = Hub(lambda *args: [], gap_wait_seconds=0.01)
     crowd = [FakeConnection(1000 + i) for i in range(50)]
