@@ -32,6 +32,9 @@ MAX_TRACKED_KEYS = 10_000
 # resolver shares) and a core for ~140 ms: a flood of logins waits here, and leaves the
 # event loop the CPU it needs to serve the WebSockets.
 HASHES_AT_ONCE = 2
+# How long a login waits for one of them before it is answered 503 (retry later): under
+# a flood, a queue without end would hold every request (and its greenlet) for good.
+HASH_WAIT_SECONDS = 10.0
 
 # Checked against when the user does not exist, so that both cases take as long.
 _DUMMY_HASH = generate_password_hash("not a password")
@@ -73,8 +76,12 @@ def _check_password(stored_hash: str, password: str) -> bool:
     scrypt holds a core for ~140 ms: in the event loop's thread that froze every WebSocket
     of the worker. hashlib.scrypt releases the GIL, so the loop runs on meanwhile.
     """
-    with _hash_slots:
+    if not _hash_slots.acquire(timeout=HASH_WAIT_SECONDS):
+        raise Unavailable("too many sign-ins at once, retry later")
+    try:
         return gevent.get_hub().threadpool.apply(check_password_hash, (stored_hash, password))
+    finally:
+        _hash_slots.release()
 
 
 @bp.post("/api/login")
@@ -96,7 +103,11 @@ def login() -> tuple[Response, int]:
     except Unavailable as exc:
         return jsonify(error=exc.message), 503
     stored_hash = row[2] if row and row[2] else _DUMMY_HASH
-    if not (_check_password(stored_hash, password) and row and row[2]):
+    try:
+        matches = _check_password(stored_hash, password)
+    except Unavailable as exc:
+        return jsonify(error=exc.message), 503
+    if not (matches and row and row[2]):
         return jsonify(error="invalid credentials"), 401
     for key in keys:
         attempts_by_key.pop(key, None)

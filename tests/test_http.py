@@ -91,6 +91,20 @@ def test_login_refuses_wrong_credentials_without_saying_which(client, alice, use
     assert response.json == {"error": "invalid credentials"}
 
 
+def test_a_login_that_waits_too_long_for_a_password_check_is_told_to_retry(client, alice, monkeypatch):
+    monkeypatch.setattr(login, "HASH_WAIT_SECONDS", 0.05)
+    for _ in range(login.HASHES_AT_ONCE):  # a flood holds every check
+        login._hash_slots.acquire()
+    try:
+        busy = client.post("/api/login", json={"username": alice, "password": "correct horse"})
+    finally:
+        for _ in range(login.HASHES_AT_ONCE):
+            login._hash_slots.release()
+    assert busy.status_code == 503 and "retry" in busy.json["error"]
+    again = client.post("/api/login", json={"username": alice, "password": "correct horse"})
+    assert again.status_code == 200
+
+
 @pytest.mark.parametrize("body", [None, {}, {"username": "x"}, {"username": 1, "password": 2}])
 def test_login_needs_username_and_password(client, body):
     assert client.post("/api/login", json=body).status_code == 400
