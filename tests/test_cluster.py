@@ -108,22 +108,30 @@ def test_presence_join_ack_rooms_and_typing_are_cluster_wide(cluster):
     assert alice.expect("presence", room=room, event="leave")["data"]["userId"] == bob_first.user_id
 
 
+def grown_crowded(servers: list[Server], watcher_at: int, early_at: int) -> tuple[str, Client, Client]:
+    """A room (of a cluster with PRESENCE_MAX_ROOM_SIZE=2) where the watcher heard the
+    early user's join, then grown too crowded for presence by a third user (who joins
+    at the watcher's instance, unannounced): (room, watcher, early)."""
+    room = unique("grown")
+    watcher, early = connect(servers[watcher_at]), connect(servers[early_at])
+    join(watcher, room)
+    join(early, room)
+    assert watcher.expect("presence", room=room, event="join")["data"]["userId"] == early.user_id
+    join(connect(servers[watcher_at]), room)
+    return room, watcher, early
+
+
 def test_a_join_heard_before_the_room_grew_crowded_has_its_leave_heard_across_nodes(fresh_database):
     """The user's last tab to leave may be another node's than the one whose join the
     room heard, in a room since grown too crowded for presence: the leave still goes out."""
     servers = start_cluster(fresh_database(), PRESENCE_MAX_ROOM_SIZE="2")
     try:
-        room = unique("grown")
-        alice, bob_first = connect(servers[0]), connect(servers[1])
-        join(alice, room)
-        join(bob_first, room)
-        assert alice.expect("presence", room=room, event="join")["data"]["userId"] == bob_first.user_id
-        join(connect(servers[0]), room)  # carol: three online, a crowd
+        room, alice, bob_first = grown_crowded(servers, watcher_at=0, early_at=1)
         bob_second = connect(servers[0], bob_first.user_id)
         join(bob_second, room)
         bob_first.send({"type": "leave", "room": room})
         bob_first.expect("left", room=room)
-        alice.nothing_more("presence", wait=0.8)  # bob is still online; carol came unannounced
+        alice.nothing_more("presence", wait=0.8)  # bob is still online; the third came unannounced
         bob_second.send({"type": "leave", "room": room})
         bob_second.expect("left", room=room)
         assert alice.expect("presence", room=room, event="leave")["data"]["userId"] == bob_first.user_id
@@ -221,12 +229,7 @@ def test_a_killed_workers_user_whose_join_was_heard_leaves_a_crowded_room(fresh_
     though the room has since grown too crowded for presence."""
     servers = start_cluster(fresh_database(), PRESENCE_MAX_ROOM_SIZE="2")
     try:
-        room = unique("grown")
-        watcher, early = connect(servers[1]), connect(servers[0])
-        join(watcher, room)
-        join(early, room)
-        assert watcher.expect("presence", room=room, event="join")["data"]["userId"] == early.user_id
-        join(connect(servers[1]), room)  # a crowd now
+        room, watcher, early = grown_crowded(servers, watcher_at=1, early_at=0)
         for pid in servers[0].worker_pids():
             os.kill(pid, signal.SIGKILL)
         gone = watcher.expect("presence", room=room, event="leave", timeout=15)["data"]

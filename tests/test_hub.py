@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import gevent
+import pytest
 
 from app.hub import Hub
 from app.messages import StoredMessage, message_data
@@ -203,7 +204,10 @@ def test_a_user_is_in_a_room_while_one_of_its_connections_is():
     assert hub.user_in_room(1000, "r") and not hub.user_in_room(8, "r")
 
 
-def test_a_conversations_gate_lives_while_one_of_its_users_is_connected_here():
+@pytest.mark.parametrize("listed", [True, False], ids=["listed", "listing failed"])
+def test_a_conversations_gate_lives_while_one_of_its_users_is_connected_here(listed):
+    """Also when a user came back while the database could not list their conversations:
+    the gate kept for them then has no index entry of theirs, and must still go with them."""
     hub = Hub(lambda *args: [], gap_wait_seconds=0.01)
     alice, bob, alice_again = FakeConnection(1), FakeConnection(2), FakeConnection(1)
     pair = ("d", 1, 2)
@@ -211,7 +215,7 @@ def test_a_conversations_gate_lives_while_one_of_its_users_is_connected_here():
     hub.add_user_connection(bob, threads=[(pair, 3, 30)])
     hub.remove_user_connection(alice)
     assert pair in hub.gates  # bob is still here
-    hub.add_user_connection(alice_again, threads=[(pair, 3, 30)])
+    hub.add_user_connection(alice_again, threads=[(pair, 3, 30)] if listed else None)
     hub.remove_user_connection(bob)
     assert pair in hub.gates  # alice is back
     hub.remove_user_connection(alice_again)
@@ -222,23 +226,6 @@ def test_a_conversations_gate_lives_while_one_of_its_users_is_connected_here():
     hub.deliver(StoredMessage(id=40, seq=1, data=message_data(40, 9, "dave", "hi", "t", to_user=3)))
     assert carol.frames and ("d", 3, 9) in hub.gates
     hub.remove_user_connection(carol)
-    assert hub.gates == {} and hub.conversations_by_user == {}
-
-
-def test_a_conversations_gate_goes_with_its_users_when_one_came_back_unlisted():
-    """A user who reconnected while the database could not list their conversations has
-    no index entry of their own for the gate kept for them: it must still go when the last
-    of the two leaves."""
-    hub = Hub(lambda *args: [], gap_wait_seconds=0.01)
-    alice, bob, alice_again = FakeConnection(1), FakeConnection(2), FakeConnection(1)
-    pair = ("d", 1, 2)
-    hub.add_user_connection(alice, threads=[(pair, 3, 30)])
-    hub.add_user_connection(bob, threads=[(pair, 3, 30)])
-    hub.remove_user_connection(alice)
-    hub.add_user_connection(alice_again, threads=None)  # the listing failed
-    hub.remove_user_connection(bob)
-    assert pair in hub.gates  # alice is here
-    hub.remove_user_connection(alice_again)
     assert hub.gates == {} and hub.conversations_by_user == {}
 
 
