@@ -127,6 +127,11 @@ async function assertExactly(page, expected, label) {
 
 async function signIn(name, password, page = pages[name]) {
   await page.goto(server.base + '/');
+  await signInHere(name, password, page);
+}
+
+/** Signs in on the sign-in page already shown (no reload: what the page holds in memory stays). */
+async function signInHere(name, password, page = pages[name]) {
   await page.fill('input[name=username]', name);
   await page.fill('input[name=password]', password);
   await page.click('button[type=submit]');
@@ -376,6 +381,33 @@ describe('chat page against the real server', { timeout: 180_000 }, () => {
     await page.waitForFunction(() => document.querySelector('[data-testid=conv-title]')?.textContent === '#general');
     await waitForText(page, 'sent during a database outage');
     await assertExactly(page, general, 'alice #general after signing in again');
+  });
+
+  step('an expired session keeps what was written offline: sent once signed in again', async () => {
+    // The server goes away; alice writes meanwhile; it comes back signing with another secret,
+    // so every token it handed out is refused (4001), as after an expiry: both are signed out.
+    await server.kill('SIGKILL');
+    await Promise.all([waitForStatus(pages.alice, 'reconnecting'), waitForStatus(pages.bob, 'reconnecting')]);
+    const text = 'written offline, then the session expired';
+    await send(pages.alice, text);
+    general.push(text);
+    await pages.alice.waitForSelector('[data-testid=pending-message]');
+    server.jwtSecret = randomBytes(32).toString('hex');
+    await server.start();
+    const notice = await pages.alice.waitForSelector('.login-notice');
+    assert.match(await notice.textContent(), /session has expired.*unsent message/i);
+    await pages.bob.waitForSelector('.login-notice');
+    await snap('session-expired-unsent');
+    await signInHere('alice', users.alice);
+    await waitForText(pages.alice, text);
+    await waitNoPending(pages.alice);
+    await assertExactly(pages.alice, general, 'alice #general after the session expired');
+    await signInHere('bob', users.bob);
+    await openRoom(pages.bob, 'general');
+    await waitForText(pages.bob, text);
+    await assertExactly(pages.bob, general, 'bob #general after the session expired');
+    const rows = await db.query(`SELECT count(*) FROM messages WHERE content = '${text}'`);
+    assert.equal(Number(rows[0][0]), 1, 'stored once');
   });
 
   step('a new device lists the past DM conversations (server list), loaded when opened', async () => {

@@ -1,24 +1,44 @@
 import { useCallback, useState } from 'react';
+import type { PendingMessage } from '@chat/use-chat';
 import { ChatScreen } from './ChatScreen';
 import { LoginScreen } from './LoginScreen';
 import { loadSession, saveSession, type Session } from './session';
 
+/** Messages not yet delivered when the session expired: sent once the same user signs in again (kept in memory only). */
+export interface Unsent {
+  userId: number;
+  outbox: PendingMessage[];
+}
+
 export function App() {
   const [session, setSession] = useState<Session | null>(() => loadSession());
   const [notice, setNotice] = useState<string | null>(null);
+  const [unsent, setUnsent] = useState<Unsent | null>(null);
+  const [initialOutbox, setInitialOutbox] = useState<PendingMessage[]>([]);
 
-  const onSignedIn = useCallback((s: Session) => {
-    saveSession(s);
-    setNotice(null);
-    setSession(s);
-  }, []);
+  const onSignedIn = useCallback(
+    (s: Session) => {
+      saveSession(s);
+      setNotice(null);
+      // Another user signing in never gets them.
+      setInitialOutbox(unsent?.userId === s.userId ? unsent.outbox : []);
+      setUnsent(null);
+      setSession(s);
+    },
+    [unsent],
+  );
 
-  const onSignedOut = useCallback((why?: string) => {
+  const onSignedOut = useCallback((why?: string, left?: Unsent) => {
     saveSession(null);
     setNotice(why ?? null);
+    setUnsent(left?.outbox.length ? left : null);
     setSession(null);
   }, []);
 
-  if (!session) return <LoginScreen onSignedIn={onSignedIn} notice={notice} />;
-  return <ChatScreen key={session.token} session={session} onSignedOut={onSignedOut} />;
+  if (!session) {
+    const n = unsent?.outbox.length ?? 0;
+    const full = notice && n ? `${notice} ${n === 1 ? 'Your unsent message' : `Your ${n} unsent messages`} will be sent once you are signed in.` : notice;
+    return <LoginScreen onSignedIn={onSignedIn} notice={full} />;
+  }
+  return <ChatScreen key={session.token} session={session} initialOutbox={initialOutbox} onSignedOut={onSignedOut} />;
 }

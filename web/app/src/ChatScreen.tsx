@@ -1,5 +1,14 @@
 import { useCallback, useEffect, useMemo, useRef, useState } from 'react';
-import { useChat, type ChatError, type DirectMessage, type RoomMessage, type RoomState, type UserRef } from '@chat/use-chat';
+import {
+  useChat,
+  type ChatError,
+  type DirectMessage,
+  type PendingMessage,
+  type RoomMessage,
+  type RoomState,
+  type UserRef,
+} from '@chat/use-chat';
+import type { Unsent } from './App';
 import { Avatar } from './Avatar';
 import { Composer } from './Composer';
 import { ConnectionBanner } from './ConnectionStatus';
@@ -35,8 +44,22 @@ function initialTarget(prefs: Prefs): Target | null {
   return prefs.rooms[0] ? { kind: 'room', room: prefs.rooms[0] } : null;
 }
 
-export function ChatScreen({ session, onSignedOut }: { session: Session; onSignedOut: (why?: string) => void }) {
-  const prefs = useMemo(() => loadPrefs(session.userId), [session.userId]);
+export function ChatScreen({
+  session,
+  initialOutbox,
+  onSignedOut,
+}: {
+  session: Session;
+  /** what was not delivered when the previous session of this user expired */
+  initialOutbox?: PendingMessage[];
+  onSignedOut: (why?: string, unsent?: Unsent) => void;
+}) {
+  const prefs = useMemo(() => {
+    const p = loadPrefs(session.userId);
+    // the rooms of messages still to send, also if they were not remembered
+    for (const m of initialOutbox ?? []) if (m.kind === 'message' && m.room && !p.rooms.includes(m.room)) p.rooms.push(m.room);
+    return p;
+  }, [session.userId, initialOutbox]);
   const [active, setActive] = useState<Target | null>(() => initialTarget(prefs));
   const [unread, setUnread] = useState<Record<string, number>>({});
   // Narrow screens: the sidebar is a drawer.
@@ -59,6 +82,7 @@ export function ChatScreen({ session, onSignedOut }: { session: Session; onSigne
     url: wsUrl(),
     getToken: async () => session.token,
     initialRooms: prefs.rooms,
+    initialOutbox,
     onError: (e) => {
       if (e.code === 'unauthorized') return; // handled by signing out below
       push({ ...describe(e), tone: 'error' });
@@ -96,9 +120,14 @@ export function ChatScreen({ session, onSignedOut }: { session: Session; onSigne
     });
   }, [roomNames, dmPeers, session.userId, activeKey]);
 
+  // Messages written while offline are not lost with the session: sent after signing in again.
+  const outboxRef = useRef(chat.outbox);
+  outboxRef.current = chat.outbox;
   useEffect(() => {
-    if (chat.status === 'unauthorized') onSignedOut('Your session has expired. Please sign in again.');
-  }, [chat.status, onSignedOut]);
+    if (chat.status === 'unauthorized') {
+      onSignedOut('Your session has expired. Please sign in again.', { userId: session.userId, outbox: outboxRef.current });
+    }
+  }, [chat.status, onSignedOut, session.userId]);
 
   // Reading a conversation clears its unread count.
   useEffect(() => {

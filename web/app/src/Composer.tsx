@@ -1,5 +1,5 @@
 import { useRef, useState, type KeyboardEvent } from 'react';
-import { MAX_CONTENT_LENGTH } from '@chat/use-chat';
+import { isBlank, MAX_CONTENT_LENGTH } from '@chat/use-chat';
 
 interface Props {
   placeholder: string;
@@ -13,9 +13,11 @@ export function Composer({ placeholder, onSend, onTyping, offline }: Props) {
   const ref = useRef<HTMLTextAreaElement>(null);
   const length = [...text].length;
   const tooLong = length > MAX_CONTENT_LENGTH;
+  // Blank as the server counts it: whitespace and invisible characters (a zero-width space…).
+  const blank = isBlank(text);
 
   function submit() {
-    if (!text.trim() || tooLong) return;
+    if (blank || tooLong) return;
     if (onSend(text)) {
       setText('');
       requestAnimationFrame(() => ref.current?.focus());
@@ -47,11 +49,11 @@ export function Composer({ placeholder, onSend, onTyping, offline }: Props) {
           aria-label={placeholder}
           onChange={(e) => {
             setText(e.target.value);
-            if (e.target.value.trim()) onTyping?.();
+            if (!isBlank(e.target.value)) onTyping?.();
           }}
           onKeyDown={onKeyDown}
         />
-        <button type="submit" className="btn btn-primary send-btn" disabled={!text.trim() || tooLong} aria-label="Send">
+        <button type="submit" className="btn btn-primary send-btn" disabled={blank || tooLong} aria-label="Send">
           <svg viewBox="0 0 24 24" width="18" height="18" aria-hidden="true">
             <path d="M3 20.5 21 12 3 3.5v6.6l12 1.9-12 1.9z" fill="currentColor" />
           </svg>

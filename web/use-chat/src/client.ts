@@ -171,6 +171,12 @@ export interface ChatClientOptions {
   getToken: (ctx: TokenContext) => Promise<string | null | undefined> | string | null | undefined;
   /** rooms to join when the client starts */
   initialRooms?: string[];
+  /**
+   * Outbox entries of an earlier client of the same user (e.g. `outbox` before the token expired
+   * and the user signed in again): sent again with their clientId, so never stored twice. Room
+   * messages need their room among `initialRooms`.
+   */
+  initialOutbox?: PendingMessage[];
   /** WebSocket implementation; defaults to globalThis.WebSocket */
   WebSocket?: WebSocketCtor;
   backoff?: BackoffOptions;
@@ -180,10 +186,16 @@ export interface ChatClientOptions {
   welcomeTimeoutMs?: number;
   /** send an application `ping` after this much silence (ms); 0 disables. Default 25000. */
   pingIntervalMs?: number;
-  /** drop the connection if nothing at all arrived for pingIntervalMs + this (ms). Default 10000. */
+  /** drop the connection if nothing at all arrived within this long after a `ping` (ms). Default 10000. */
   pongTimeoutMs?: number;
   /** history page size (1..200). Default 50. */
   historyPageSize?: number;
+  /**
+   * At most this many messages are kept per room and per conversation: when new ones arrive, the
+   * oldest beyond it are dropped (`hasMore` becomes true and `loadOlder` fetches them again).
+   * Older pages loaded on purpose are kept until the next new message. Default 1000.
+   */
+  maxMessages?: number;
   /** at most one `typing` frame per room per this many ms. Default 3000. */
   typingThrottleMs?: number;
   /** how long a received typing event is shown (ms). Default 5000. */
@@ -202,7 +214,7 @@ export interface ChatClientOptions {
   /**
    * Client-side send budget per connection, below the server's rate limit (a burst of 30 frames
    * then 10/s, all types together): frames beyond it wait (joins, history, messages, in order)
-   * or are skipped (typing, ping) instead of being refused as rate_limited. Defaults 24 and 8.
+   * or are skipped (typing, rooms refreshes) instead of being refused as rate_limited. Defaults 24 and 8.
    */
   rateBurst?: number;
   ratePerSecond?: number;
@@ -231,11 +243,13 @@ export interface ChatClientOptions {
 
 type Timer = ReturnType<typeof setTimeout>;
 type HistoryRequest = { kind: 'latest' | 'before' | 'after'; limit: number; at: number };
-/** A request refused for a passing reason, to send again later: a room's join, its latest page, the conversations list. */
-type RetryKey = `join:${string}` | `history:${string}` | 'conversations';
+/** A request refused for a passing reason, to send again later: a room's join, its latest page, a conversation's latest page or catch-up, the conversations list. */
+type RetryKey = `join:${string}` | `history:${string}` | `dm:${number}` | 'conversations';
 
 /** Error codes that may not repeat if the same request is sent again later (busy server or database). */
 const PASSING_CODES: ReadonlySet<string> = new Set(['rate_limited', 'unavailable', 'internal']);
+/** The server's "not now, try again later": a message refused so was not lost on its way, and is not given up on. */
+const TRY_LATER_CODES: ReadonlySet<string> = new Set(['rate_limited', 'unavailable']);
 /** Refusals of a message that sending it again cannot change (its content or recipient is wrong). */
 const FINAL_CODES: ReadonlySet<string> = new Set(['invalid', 'too_large', 'not_found', 'bad_json', 'unknown_type']);
 
@@ -279,6 +293,27 @@ function lastId<T extends { id: MessageId }>(list: T[]): MessageId | null {
   return list.length ? list[list.length - 1].id : null;
 }
 
+/**
+ * `merged` (= `list` plus new messages) without its oldest messages beyond `max`, when it grew at
+ * its end (new messages: a long session in a busy room would otherwise keep every message, in
+ * memory and in the page). A list that only grew at its start (older pages) is kept whole.
+ */
+function capped<T extends { id: MessageId }>(list: T[], merged: T[], max: number): T[] {
+  if (merged.length <= max || lastId(merged) === lastId(list)) return merged;
+  return merged.slice(merged.length - max);
+}
+
+/**
+ * The messages of a list after its first (latest) `page` was merged. A full page may not reach the
+ * live messages received before it (a conversation never opened, then a night offline): those
+ * would sit beyond a hole that paging back from the oldest message never fills. They are dropped;
+ * paging back from the page loads them again, in order.
+ */
+function withoutHole<T extends { id: MessageId }>(list: T[], page: T[], full: boolean): T[] {
+  if (!full || page.length === 0 || list.length === 0 || list[0].id >= page[0].id) return list;
+  return list.filter((m) => m.id >= page[0].id);
+}
+
 /** Whether trying a failed outbox entry again makes sense: not when the server refused its content or recipient. */
 export function isRetryable(p: PendingMessage): boolean {
   return !p.error || !FINAL_CODES.has(p.error.code);
@@ -295,6 +330,8 @@ function aboutOf(frame: ErrorFrame): ErrorAbout {
   if (frame.requestType !== undefined) about.requestType = frame.requestType;
   if (frame.room !== undefined) about.room = frame.room;
   if (frame.clientId !== undefined) about.clientId = frame.clientId;
+  if (frame.to !== undefined) about.to = frame.to;
+  if (frame.with !== undefined) about.with = frame.with;
   return about;
 }
 
@@ -339,9 +376,9 @@ function newDm(userId: UserId, username: string): DmState {
 
 export class ChatClient {
   private readonly opts: Required<
-    Omit<ChatClientOptions, 'initialRooms' | 'WebSocket' | 'backoff' | 'onError' | 'onMessage' | 'onDm'>
+    Omit<ChatClientOptions, 'initialRooms' | 'initialOutbox' | 'WebSocket' | 'backoff' | 'onError' | 'onMessage' | 'onDm'>
   > &
-    Pick<ChatClientOptions, 'initialRooms' | 'WebSocket' | 'backoff' | 'onError' | 'onMessage' | 'onDm'>;
+    Pick<ChatClientOptions, 'initialRooms' | 'initialOutbox' | 'WebSocket' | 'backoff' | 'onError' | 'onMessage' | 'onDm'>;
 
   private state: ChatState;
   private readonly listeners = new Set<() => void>();
@@ -366,7 +403,8 @@ export class ChatClient {
   private txQueue: ClientFrame[] = [];
 
   private lastRxAt = 0;
-  private lastTxAt = 0;
+  /** when the `ping` still waiting for an answer (any frame) was sent (epoch ms) */
+  private pingSentAt: number | null = null;
   private lastRoomsAt = 0;
   private errorSeq = 0;
   private readonly typingSentAt = new Map<string, number>();
@@ -381,6 +419,13 @@ export class ChatClient {
   private readonly dmsToOpen = new Set<number>();
   /** when the `conversations` request waiting for its answer on this connection was sent (epoch ms) */
   private conversationsAskedAt: number | null = null;
+  /**
+   * Per loaded conversation, its newest id when this connection said `welcome`, until its
+   * catch-up is complete. DMs arrive live from `welcome` on, before the catch-up is asked for (it
+   * waits for the `conversations` answer): it starts from here, not from a live message that
+   * would skip everything sent while this client was away.
+   */
+  private readonly dmSeenUpTo = new Map<number, MessageId>();
 
   constructor(options: ChatClientOptions) {
     this.opts = {
@@ -389,6 +434,7 @@ export class ChatClient {
       pingIntervalMs: 25_000,
       pongTimeoutMs: 10_000,
       historyPageSize: 50,
+      maxMessages: 1000,
       typingThrottleMs: 3_000,
       typingTtlMs: 5_000,
       resendAfterMs: 8_000,
@@ -408,8 +454,14 @@ export class ChatClient {
       ...options,
     };
     this.opts.historyPageSize = Math.max(1, Math.min(HISTORY_PAGE_MAX, Math.floor(this.opts.historyPageSize)));
+    this.opts.maxMessages = Math.max(this.opts.historyPageSize, Math.floor(this.opts.maxMessages));
     const joined: Record<string, RoomState> = {};
     for (const r of options.initialRooms ?? []) if (isValidRoomName(r)) joined[r] = newRoom(r);
+    const outbox = (options.initialOutbox ?? [])
+      .filter((p) => (p.kind === 'message' ? !!joined[p.room!] : Number.isInteger(p.to)))
+      .map((p) => (p.status === 'sent' ? { ...p, status: 'queued' as const } : { ...p }));
+    const dms: Record<number, DmState> = {};
+    for (const p of outbox) if (p.kind === 'dm' && !dms[p.to!]) dms[p.to!] = newDm(p.to!, `user ${p.to}`);
     this.state = {
       status: 'idle',
       me: null,
@@ -418,9 +470,9 @@ export class ChatClient {
       lastCloseCode: null,
       rooms: [],
       joined,
-      dms: {},
+      dms,
       users: {},
-      outbox: [],
+      outbox,
       errors: [],
     };
   }
@@ -638,9 +690,12 @@ export class ChatClient {
         return;
       }
       this.nextReason = 'unauthorized';
-    } else {
-      this.nextReason = 'reconnect';
+      // The server is up and answered: the wait grows with the refusals, not with the attempts
+      // of an outage before (the user would wait up to capMs per refusal to be asked to sign in).
+      this.scheduleReconnect(0, this.authFailures - 1);
+      return;
     }
+    this.nextReason = 'reconnect';
     this.scheduleReconnect(code === 1001 ? this.goingAwayDelay() : 0);
   }
 
@@ -688,10 +743,10 @@ export class ChatClient {
     this.set({ status: 'unauthorized', nextRetryAt: null });
   }
 
-  private scheduleReconnect(minDelay = 0): void {
+  private scheduleReconnect(minDelay = 0, delayAttempt?: number): void {
     if (this.stopped) return;
     const attempt = this.state.attempt;
-    const delay = Math.max(minDelay, backoffDelay(attempt, this.opts.backoff, this.opts.random));
+    const delay = Math.max(minDelay, backoffDelay(delayAttempt ?? attempt, this.opts.backoff, this.opts.random));
     if (this.retryTimer) clearTimeout(this.retryTimer);
     this.retryTimer = setTimeout(() => {
       this.retryTimer = null;
@@ -710,7 +765,6 @@ export class ChatClient {
     } catch {
       return false;
     }
-    this.lastTxAt = this.opts.now();
     return true;
   }
 
@@ -732,8 +786,8 @@ export class ChatClient {
   }
 
   /**
-   * Sends on an authenticated connection, within the budget. `droppable` frames (typing, ping,
-   * rooms) are skipped when over budget; the others wait in order. False when not connected.
+   * Sends on an authenticated connection, within the budget. `droppable` frames (typing,
+   * rooms refreshes) are skipped when over budget; the others wait in order. False when not connected.
    */
   private send(frame: ClientFrame, droppable = false): boolean {
     if (this.state.status !== 'open') return false;
@@ -835,9 +889,14 @@ export class ChatClient {
     }
   }
 
-  /** Catches up a loaded conversation after its last id (0 if it was empty): pages follow until done. */
+  /** Catches up a loaded conversation after the last id seen before this connection (0 if it was empty): pages follow until done. */
   private catchUpDm(dm: DmState): void {
-    this.requestDmHistory(dm.userId, 'after', lastId(dm.messages) ?? 0);
+    this.requestDmHistory(dm.userId, 'after', this.caughtUpTo(dm));
+  }
+
+  /** The id up to which a loaded conversation is known to be complete. */
+  private caughtUpTo(dm: DmState): MessageId {
+    return this.dmSeenUpTo.get(dm.userId) ?? lastId(dm.messages) ?? 0;
   }
 
   /** Catches up every loaded conversation, for want of a `conversations` list naming those with news. */
@@ -862,6 +921,13 @@ export class ChatClient {
       this.retryAt.delete(key);
       if (key === 'conversations') {
         this.requestConversations();
+        continue;
+      }
+      if (key.startsWith('dm:')) {
+        const d = this.state.dms[Number(key.slice(3))];
+        if (!d || this.dmHistoryQ.get(d.userId)?.some((q) => q.kind !== 'before')) continue;
+        if (d.historyLoaded) this.catchUpDm(d);
+        else this.requestDmHistory(d.userId, 'latest');
         continue;
       }
       const room = this.state.joined[key.slice(key.indexOf(':') + 1)];
@@ -917,7 +983,12 @@ export class ChatClient {
         // A new connection starts with the server's full burst allowance.
         this.tokens = this.opts.rateBurst;
         this.tokensAt = this.opts.now();
+        this.pingSentAt = null;
         this.txQueue = [];
+        this.dmSeenUpTo.clear();
+        for (const d of Object.values(this.state.dms)) {
+          if (d.historyLoaded) this.dmSeenUpTo.set(d.userId, lastId(d.messages) ?? 0);
+        }
         this.set({ status: 'open', me, nextRetryAt: null });
         this.rememberUsers([me]);
         const gen = this.gen;
@@ -939,6 +1010,7 @@ export class ChatClient {
           if (req.kind === 'after') return r;
           return {
             ...r,
+            messages: req.kind === 'latest' && !r.historyLoaded ? withoutHole(r.messages, frame.data, full) : r.messages,
             historyLoaded: true,
             hasMore: req.kind === 'before' || !r.historyLoaded ? full : r.hasMore,
             loadingOlder: req.kind === 'before' ? false : r.loadingOlder,
@@ -970,6 +1042,7 @@ export class ChatClient {
           if (req.kind === 'after') return d.historyLoaded ? d : { ...d, historyLoaded: true };
           return {
             ...d,
+            messages: req.kind === 'latest' && !d.historyLoaded ? withoutHole(d.messages, frame.data, full) : d.messages,
             historyLoaded: true,
             hasMore: req.kind === 'before' || !d.historyLoaded ? full : d.hasMore,
             loadingOlder: req.kind === 'before' ? false : d.loadingOlder,
@@ -978,6 +1051,8 @@ export class ChatClient {
         if (req.kind !== 'after') this.dmsToOpen.delete(peer);
         if (req.kind === 'after' && full && frame.data.length) {
           this.requestDmHistory(peer, 'after', frame.data[frame.data.length - 1].id);
+        } else if (req.kind === 'after') {
+          this.dmSeenUpTo.delete(peer); // complete: from here on the newest id is
         }
         return;
       }
@@ -990,7 +1065,8 @@ export class ChatClient {
         return;
       }
       case 'left':
-        this.dropRoom(frame.room);
+        // leave() forgot the room already. Joined again since (leave, then join before this ack
+        // came back): the server has it joined again, and so does this client.
         this.refreshRoomsSoon();
         return;
       case 'presence': {
@@ -1051,14 +1127,16 @@ export class ChatClient {
     this.rememberUsers(msgs.map((m) => ({ userId: m.fromUser, username: m.username })));
     const room = this.state.joined[roomName];
     if (!room) return;
-    const merged = mergeById(room.messages, msgs);
-    if (merged === room.messages) return;
+    const all = mergeById(room.messages, msgs);
+    if (all === room.messages) return;
+    const merged = capped(room.messages, all, this.opts.maxMessages);
     const senders = new Set(msgs.map((m) => m.fromUser));
     const typers = this.typingUntil.get(roomName);
     for (const s of senders) typers?.delete(s);
     this.patchRoom(roomName, (r) => ({
       ...r,
       messages: merged,
+      hasMore: merged !== all || r.hasMore,
       typing: r.typing.some((t) => senders.has(t.userId)) ? r.typing.filter((t) => !senders.has(t.userId)) : r.typing,
     }));
     if (live && this.opts.onMessage) {
@@ -1082,8 +1160,10 @@ export class ChatClient {
       const before = this.state.dms[peer]?.messages ?? [];
       const name = this.state.users[peer]?.username ?? `user ${peer}`;
       this.patchDm(peer, (d) => {
-        const merged = mergeById(d.messages, arr);
-        return merged === d.messages && this.state.dms[peer] ? d : { ...d, messages: merged };
+        const all = mergeById(d.messages, arr);
+        if (all === d.messages && this.state.dms[peer]) return d;
+        const merged = capped(d.messages, all, this.opts.maxMessages);
+        return { ...d, messages: merged, hasMore: merged !== all || d.hasMore };
       }, name);
       if (live && this.opts.onDm) {
         const known = new Set(before.map((m) => m.id));
@@ -1124,7 +1204,7 @@ export class ChatClient {
 
   /** A loaded conversation whose newest message (`newest`, per the server) is neither here nor on its way. */
   private missesNewer(d: DmState, newest: MessageId | null): boolean {
-    if (!d.historyLoaded || newest === null || newest <= (lastId(d.messages) ?? 0)) return false;
+    if (!d.historyLoaded || newest === null || newest <= this.caughtUpTo(d)) return false;
     return !this.dmHistoryQ.get(d.userId)?.some((q) => q.kind !== 'before');
   }
 
@@ -1147,6 +1227,9 @@ export class ChatClient {
         break;
       case 'room_history':
         this.onRoomHistoryRefused(code, about.room);
+        break;
+      case 'dm_history':
+        this.onDmHistoryRefused(code, about.with);
         break;
     }
     // A message that only waits for its room to be joined again is no news for the user.
@@ -1202,6 +1285,27 @@ export class ChatClient {
   }
 
   /**
+   * A refused `dm_history`: it answers the conversation's oldest request still waiting (answers
+   * come in order). After a passing refusal (the database is down) the latest page or the
+   * catch-up is asked for again later: messages that came while this client was away would
+   * otherwise be missing until the next reconnection.
+   */
+  private onDmHistoryRefused(code: ErrorCode, peer: UserId | undefined): void {
+    if (peer === undefined) return;
+    const req = this.dmHistoryQ.get(peer)?.shift();
+    if (!req) return;
+    if (req.kind === 'before') {
+      this.patchDm(peer, (d) => ({ ...d, loadingOlder: false }));
+    } else if (PASSING_CODES.has(code)) {
+      this.retryLater(`dm:${peer}`, retryDelay(code));
+    } else if (req.kind === 'latest') {
+      // Refused for good (an unknown user): nothing to load, now or on the next connection.
+      this.dmsToOpen.delete(peer);
+      this.patchDm(peer, (d) => (d.historyLoaded ? d : { ...d, historyLoaded: true, hasMore: false }));
+    }
+  }
+
+  /**
    * The server refused the outbox entry `clientId`. After a passing refusal it is re-sent soon; a
    * message refused as not_joined because its room's join failed waits for the room to be joined
    * again (true: that refusal is not worth showing); any other refusal marks it failed, with the
@@ -1211,6 +1315,9 @@ export class ChatClient {
     const p = this.state.outbox.find((x) => x.clientId === clientId);
     if (!p || p.status === 'failed') return false;
     if (PASSING_CODES.has(code)) {
+      // An answer, not a delivery lost on the way: a database outage longer than
+      // maxSendAttempts refusals must not turn the message into 'failed'.
+      if (TRY_LATER_CODES.has(code)) this.patchOutbox(clientId, (x) => ({ ...x, attempts: Math.max(0, x.attempts - 1) }));
       this.resendSoon(code, clientId);
       return false;
     }
@@ -1278,14 +1385,19 @@ export class ChatClient {
       if (changed) this.patchRoom(room, (r) => ({ ...r, typing: r.typing.filter((t) => m.has(t.userId)) }));
     }
     if (this.state.status !== 'open') return;
-    // Keepalive: a socket that says nothing at all for too long is dead (half-open TCP, sleeping laptop).
+    // Keepalive: a socket that does not answer a ping is dead (half-open TCP, sleeping laptop).
+    // Silence is measured on what arrives only: frames that get no answer (typing) prove nothing.
+    // And only an unanswered ping counts, not the time since the last frame: a background tab's
+    // timer may fire once a minute, long after the answer came.
     const ping = this.opts.pingIntervalMs;
     if (ping > 0) {
-      if (now - this.lastRxAt > ping + this.opts.pongTimeoutMs) {
+      if (this.pingSentAt !== null && this.lastRxAt >= this.pingSentAt) this.pingSentAt = null;
+      if (this.pingSentAt !== null && now - this.pingSentAt > this.opts.pongTimeoutMs) {
         this.abandon(CLOSE_CLIENT_TIMEOUT, 'keepalive timeout');
         return;
       }
-      if (now - Math.max(this.lastRxAt, this.lastTxAt) >= ping) this.send({ type: 'ping' }, true);
+      // Queued when over budget (one at a time), not skipped: a backlog must not starve it.
+      if (this.pingSentAt === null && now - this.lastRxAt >= ping && this.send({ type: 'ping' })) this.pingSentAt = now;
     }
     if (this.opts.roomsRefreshMs > 0 && now - this.lastRoomsAt >= this.opts.roomsRefreshMs) this.refreshRooms();
     this.runDueRetries(now);

@@ -176,6 +176,10 @@ export interface ErrorAbout {
   requestType?: string;
   room?: string;
   clientId?: string;
+  /** the recipient of a refused `dm` */
+  to?: UserId;
+  /** the other user of a refused `dm_history` */
+  with?: UserId;
 }
 export interface ErrorFrame extends ErrorAbout {
   type: 'error';
@@ -265,11 +269,26 @@ export function isValidRoomName(room: string): boolean {
   return ROOM_NAME_RE.test(room);
 }
 
+/**
+ * What the server counts as blank: whitespace (Python's str.isspace(), which also counts the
+ * separators U+001C–U+001F and U+0085 that JavaScript's \s does not) and invisible format
+ * characters (category Cf: a zero-width space, a word joiner, a soft hyphen, a BOM…).
+ */
+const BLANK_RE = /^[\s\p{Cf}\u001c-\u001f\u0085]*$/u;
+/** A UTF-16 surrogate without its other half: JSON the server cannot read (`bad_json`). */
+const LONE_SURROGATE_RE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+
+/** Whether the server would refuse `content` as blank: it shows nothing. */
+export function isBlank(content: string): boolean {
+  return BLANK_RE.test(content);
+}
+
 /** Returns a human readable reason when `content` would be refused by the server, else null. */
 export function contentProblem(content: string): string | null {
   if (typeof content !== 'string') return 'content must be a string';
-  if (content.trim() === '') return 'message is empty';
+  if (isBlank(content)) return 'message is empty';
   if (content.includes('\u0000')) return 'message contains a NUL character';
+  if (LONE_SURROGATE_RE.test(content)) return 'message contains a broken character (half of an emoji?)';
   // The server counts characters (code points), not UTF-16 units.
   if ([...content].length > MAX_CONTENT_LENGTH) {
     return `message is longer than ${MAX_CONTENT_LENGTH} characters`;
@@ -308,6 +327,10 @@ function errorAbout(v: Record<string, unknown>): ErrorAbout {
   for (const key of ['requestType', 'room', 'clientId'] as const) {
     const value = typeof v[key] === 'string' ? v[key] : d[key];
     if (typeof value === 'string') about[key] = value;
+  }
+  for (const key of ['to', 'with'] as const) {
+    const value = typeof v[key] === 'number' ? v[key] : d[key];
+    if (typeof value === 'number' && Number.isInteger(value)) about[key] = value;
   }
   return about;
 }

@@ -160,7 +160,7 @@ export class FakeChatServer {
     });
   }
 
-  /** An error answering `f`: with the extensions, it names the request (requestType, room, clientId). */
+  /** An error answering `f`: with the extensions, it names the request (requestType, room, clientId, to, with). */
   error(c: Conn, code: string, message: string, f?: AnyFrame): void {
     const about: AnyFrame = {};
     if (this.extensions && f) {
@@ -171,6 +171,8 @@ export class FakeChatServer {
       ]) {
         if (typeof f[field] === 'string') about[key] = f[field];
       }
+      // like the real server: the user ids of a refused dm (`to`) or dm_history (`with`)
+      for (const field of ['to', 'with']) if (Number.isInteger(f[field])) about[field] = f[field];
     }
     this.sendTo(c, { type: 'error', message, code, ...about, data: { message, code, ...about } });
   }

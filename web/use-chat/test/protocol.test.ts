@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { contentProblem, isValidRoomName, mergeById, parseServerFrame } from '../src';
+import { contentProblem, isBlank, isValidRoomName, mergeById, parseServerFrame } from '../src';
 
 describe('parseServerFrame', () => {
   it('accepts every server frame of PROTOCOL.md §3 (and the conversations extension)', () => {
@@ -68,6 +68,13 @@ describe('parseServerFrame: the server extensions', () => {
     );
     expect(inData).toMatchObject({ code: 'not_found', requestType: 'dm', clientId: 'c2' });
     expect(inData).not.toHaveProperty('room');
+    // the user ids of a refused dm / dm_history
+    const dmHistory = parseServerFrame(
+      JSON.stringify({ type: 'error', code: 'unavailable', message: 'm', requestType: 'dm_history', with: 7, data: { code: 'unavailable', message: 'm', with: 7 } }),
+    );
+    expect(dmHistory).toMatchObject({ requestType: 'dm_history', with: 7 });
+    expect(parseServerFrame(JSON.stringify({ type: 'error', code: 'not_found', message: 'm', data: { to: 9 } }))).toMatchObject({ to: 9 });
+    expect(parseServerFrame(JSON.stringify({ type: 'error', code: 'invalid', message: 'm', with: '7' }))).not.toHaveProperty('with');
     // older servers name nothing
     expect(parseServerFrame('{"type":"error","code":"invalid","message":"m"}')).toEqual({
       type: 'error',
@@ -97,6 +104,25 @@ describe('limits', () => {
     expect(contentProblem('a\u0000b')).not.toBeNull();
     expect(contentProblem('😀'.repeat(4000))).toBeNull(); // 4000 characters, 8000 UTF-16 units
     expect(contentProblem('x'.repeat(4001))).not.toBeNull();
+  });
+
+  it('counts as blank what the server does: whitespace and invisible format characters only', () => {
+    // the server refuses these as blank (str.isspace() or Unicode category Cf, app/protocol.py)
+    for (const blank of ['\u200b', ' \u200b\u2060\ufeff ', '\u00ad', '\u200c\u200d', '\u2028\u3000', '\u001c\u001f', '\u0085', '\u180e']) {
+      expect(isBlank(blank), JSON.stringify(blank)).toBe(true);
+      expect(contentProblem(blank), JSON.stringify(blank)).toBe('message is empty');
+    }
+    // ...and accepts these: something visible is there
+    for (const shown of ['\u200d👍', 'a\u200b', '\u200b.', '\u3164x', '-']) {
+      expect(isBlank(shown), JSON.stringify(shown)).toBe(false);
+      expect(contentProblem(shown), JSON.stringify(shown)).toBeNull();
+    }
+  });
+
+  it('refuses a lone surrogate, which makes the frame unreadable to the server (bad_json)', () => {
+    expect(contentProblem('broken \ud83d')).not.toBeNull();
+    expect(contentProblem('\ude00 broken')).not.toBeNull();
+    expect(contentProblem('fine 😀\ud83d\ude00')).toBeNull();
   });
 });
 
