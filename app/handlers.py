@@ -162,9 +162,7 @@ def handle_typing(rt: ChatRuntime, conn: Connection, command: Command) -> None:
 
 
 def handle_rooms(rt: ChatRuntime, conn: Connection, command: Command) -> None:
-    with rt.pool.autocommit() as cur:
-        rooms = store.list_rooms(cur, rt.config["NODE_TIMEOUT_SECONDS"])
-    conn.send(protocol.rooms_frame(rooms))
+    conn.send_frame(rt.rooms_frame.get())
 
 
 def handle_conversations(rt: ChatRuntime, conn: Connection, command: Command) -> None:

@@ -30,9 +30,14 @@ from .hub import Hub
 from .messages import StoredMessage, message_data
 from .presence import STATEMENTS as PRESENCE_STATEMENTS
 from .presence import Presence
+from .shared_read import SharedRead
 from .wsframe import text_frame
 
 log = logging.getLogger(__name__)
+
+# How old the `rooms` list may be: room counts move with every join anyway, and a crowd
+# asking at once must cost the database one query, not one each.
+ROOMS_MAX_AGE_SECONDS = 1.0
 
 
 class ChatRuntime:
@@ -72,6 +77,9 @@ class ChatRuntime:
             timeout_seconds=config["STORE_TIMEOUT_SECONDS"],
             pipelines=config["COMMIT_PIPELINES"],
         )
+        # The `rooms` answer, encoded: read at most once a second, however many clients ask
+        # (each presence event made every member of the room ask at once).
+        self.rooms_frame = SharedRead(self._read_rooms_frame, ROOMS_MAX_AGE_SECONDS)
         # Users known to exist (a DM's recipient is looked up once).
         self.known_users: set[int] = set()
         # every open WebSocket of this process, authenticated or not
@@ -147,6 +155,11 @@ class ChatRuntime:
             self.bus.publish_event(payload, only_if_heard=True)
         except ChatError:
             pass  # typing is best effort
+
+    def _read_rooms_frame(self) -> bytes:
+        with self.pool.autocommit() as cur:
+            rooms = store.list_rooms(cur, self.config["NODE_TIMEOUT_SECONDS"])
+        return text_frame(protocol.encode(protocol.rooms_frame(rooms)))
 
     # --- catching up ---------------------------------------------------------------------------
 

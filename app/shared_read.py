@@ -1,0 +1,45 @@
+"""A value read from the database at most once in a while, however many ask for it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+from gevent.event import AsyncResult
+
+T = TypeVar("T")
+
+
+class SharedRead(Generic[T]):
+    """The result of `read()`, read again only once it is `max_age_seconds` old.
+
+    Callers in between get the last result; callers while a read is running wait for it
+    instead of reading too. So when a crowd asks at once (every member of a room that
+    heard a join), the database answers once.
+    """
+
+    def __init__(self, read: Callable[[], T], max_age_seconds: float) -> None:
+        self.read = read
+        self.max_age_seconds = max_age_seconds
+        self._value: T | None = None
+        self._read_at = 0.0
+        self._reading: AsyncResult | None = None
+
+    def get(self) -> T:
+        if self._value is not None and time.monotonic() - self._read_at < self.max_age_seconds:
+            return self._value
+        if self._reading is not None:
+            return self._reading.get()
+        reading = self._reading = AsyncResult()
+        started = time.monotonic()
+        try:
+            value = self.read()
+        except BaseException as exc:
+            reading.set_exception(exc)
+            raise
+        finally:
+            self._reading = None
+        self._value, self._read_at = value, started
+        reading.set(value)
+        return value
