@@ -129,7 +129,12 @@ export interface ChatState {
   /** when the next attempt is due (epoch ms) while status is 'reconnecting' */
   nextRetryAt: number | null;
   lastCloseCode: number | null;
-  /** from the latest `rooms` frame */
+  /**
+   * From the latest `rooms` frame, refreshed on every (re)connection and every `roomsRefreshMs`
+   * (jittered). In between, the online counts of joined rooms are kept current locally: presence
+   * events (+1 for a user not counted yet, -1 for one who was), `join_ack` (which also adds a room
+   * missing from the list) and `left`.
+   */
   rooms: RoomInfo[];
   /** rooms this client is in (or joining), by name */
   joined: Record<string, RoomState>;
@@ -220,8 +225,15 @@ export interface ChatClientOptions {
   ratePerSecond?: number;
   /** consecutive 4001 closes before giving up with status 'unauthorized'. Default 3. */
   maxAuthFailures?: number;
-  /** refresh the `rooms` list this often while open (ms); 0 disables. Default 30000. */
+  /**
+   * Refresh the `rooms` list this often while open (ms), plus a random share of it up to
+   * `roomsRefreshJitter` (0.5: every 30–45 s), so that the clients connected at the same moment
+   * (a server restart) do not all ask in the same second; 0 disables. It is also refreshed on every
+   * (re)connection; presence events only update the counts locally. Default 30000.
+   */
   roomsRefreshMs?: number;
+  /** the random part of the `rooms` refresh period, as a share of `roomsRefreshMs`. Default 0.5. */
+  roomsRefreshJitter?: number;
   /** a history request without an answer is forgotten after this long (ms). Default 15000. */
   historyTimeoutMs?: number;
   /** housekeeping timer period (ms). Default 1000. */
@@ -340,6 +352,38 @@ function onlineAfter(r: RoomState, users: UserRef[], delta: number): number | nu
   return r.online === null ? null : Math.max(users.length, r.online + delta);
 }
 
+/**
+ * The rooms list with `room`'s online count set to `online` (a room missing from it is added when
+ * `add`, in name order, as the server sorts it). Returns `rooms` itself when nothing changes.
+ */
+function withRoomOnline(rooms: RoomInfo[], room: string, online: number, add = false): RoomInfo[] {
+  const i = rooms.findIndex((x) => x.name === room);
+  if (i < 0) {
+    if (!add) return rooms;
+    const at = rooms.findIndex((x) => x.name > room);
+    const next = rooms.slice();
+    next.splice(at < 0 ? rooms.length : at, 0, { name: room, description: '', online });
+    return next;
+  }
+  if (rooms[i].online === online) return rooms;
+  const next = rooms.slice();
+  next[i] = { ...rooms[i], online };
+  return next;
+}
+
+/**
+ * A `rooms` frame's list, where a joined room counts at least the users its own list shows online
+ * (the server may answer from a list read a moment before one of their joins).
+ */
+function withListedUsers(rooms: RoomInfo[], joined: Record<string, RoomState>): RoomInfo[] {
+  return rooms.map((info) => {
+    const r = joined[info.name];
+    if (!r || r.status !== 'joined') return info;
+    const online = typeof info.online === 'number' ? Math.max(info.online, r.users.length) : r.users.length;
+    return online === info.online ? info : { ...info, online };
+  });
+}
+
 /** Joined rooms whose online count the server sends, updated from the rooms list (crowded rooms get no presence events). */
 function withOnlineCounts(joined: Record<string, RoomState>, rooms: RoomInfo[]): Record<string, RoomState> {
   let next = joined;
@@ -394,7 +438,6 @@ export class ChatClient {
   private welcomeTimer: Timer | null = null;
   private stableTimer: Timer | null = null;
   private tickTimer: ReturnType<typeof setInterval> | null = null;
-  private roomsDebounce: Timer | null = null;
   private pumpTimer: Timer | null = null;
   /** send budget (token bucket), reset on every connection */
   private tokens = 0;
@@ -405,7 +448,8 @@ export class ChatClient {
   private lastRxAt = 0;
   /** when the `ping` still waiting for an answer (any frame) was sent (epoch ms) */
   private pingSentAt: number | null = null;
-  private lastRoomsAt = 0;
+  /** when the periodic `rooms` refresh is due (epoch ms); 0: at the next tick */
+  private roomsDueAt = 0;
   private errorSeq = 0;
   private readonly typingSentAt = new Map<string, number>();
   /** expiry (epoch ms) of received typing events, by room then user id */
@@ -445,6 +489,7 @@ export class ChatClient {
       ratePerSecond: 8,
       goingAwayMaxMs: 3_000,
       roomsRefreshMs: 30_000,
+      roomsRefreshJitter: 0.5,
       historyTimeoutMs: 15_000,
       tickMs: 1_000,
       maxErrors: 5,
@@ -601,8 +646,8 @@ export class ChatClient {
   }
 
   private clearConnTimers(): void {
-    for (const t of [this.welcomeTimer, this.stableTimer, this.roomsDebounce, this.pumpTimer]) if (t) clearTimeout(t);
-    this.welcomeTimer = this.stableTimer = this.roomsDebounce = this.pumpTimer = null;
+    for (const t of [this.welcomeTimer, this.stableTimer, this.pumpTimer]) if (t) clearTimeout(t);
+    this.welcomeTimer = this.stableTimer = this.pumpTimer = null;
   }
 
   private async connect(): Promise<void> {
@@ -985,6 +1030,8 @@ export class ChatClient {
         this.tokensAt = this.opts.now();
         this.pingSentAt = null;
         this.txQueue = [];
+        // The rooms list is asked for now (resync), or at the next tick if the joins used the budget.
+        this.roomsDueAt = 0;
         this.dmSeenUpTo.clear();
         for (const d of Object.values(this.state.dms)) {
           if (d.historyLoaded) this.dmSeenUpTo.set(d.userId, lastId(d.messages) ?? 0);
@@ -1061,37 +1108,27 @@ export class ChatClient {
         const users = dedupeUsers(frame.data.users);
         const online = frame.data.online === undefined ? null : Math.max(users.length, frame.data.online);
         this.patchRoom(frame.room, (r) => ({ ...r, status: 'joined', users, online }));
-        this.refreshRoomsSoon();
+        // The rooms list counts the room as the server just did (a new room is added to it): no
+        // `rooms` request, which the whole room would otherwise send on every join.
+        if (this.state.joined[frame.room]) {
+          this.set({ rooms: withRoomOnline(this.state.rooms, frame.room, online ?? users.length, true) });
+        }
         return;
       }
-      case 'left':
+      case 'left': {
         // leave() forgot the room already. Joined again since (leave, then join before this ack
-        // came back): the server has it joined again, and so does this client.
-        this.refreshRoomsSoon();
-        return;
-      case 'presence': {
-        const u = { userId: frame.data.userId, username: frame.data.username };
-        this.rememberUsers([u]);
-        this.patchRoom(frame.room, (r) => {
-          const others = r.users.filter((x) => x.userId !== u.userId);
-          const listed = others.length !== r.users.length;
-          if (frame.data.event === 'join') {
-            const users = [...others, u];
-            return { ...r, users, online: onlineAfter(r, users, listed ? 0 : 1) };
-          }
-          // A capped list (crowded room) may not show who left.
-          const counted = listed || (r.online ?? 0) > r.users.length;
-          return {
-            ...r,
-            users: others,
-            online: onlineAfter(r, others, counted ? -1 : 0),
-            typing: r.typing.filter((x) => x.userId !== u.userId),
-          };
-        });
-        if (frame.data.event === 'leave') this.typingUntil.get(frame.room)?.delete(u.userId);
-        this.refreshRoomsSoon();
+        // came back): the server has it joined again, and so does this client (its join_ack counts).
+        // Else this user is no longer counted there (another tab of theirs may still be: the next
+        // refresh says).
+        const info = this.state.rooms.find((r) => r.name === frame.room);
+        if (!this.state.joined[frame.room] && info && typeof info.online === 'number' && info.online > 0) {
+          this.set({ rooms: withRoomOnline(this.state.rooms, frame.room, info.online - 1) });
+        }
         return;
       }
+      case 'presence':
+        this.onPresence(frame.room, frame.data.event, { userId: frame.data.userId, username: frame.data.username });
+        return;
       case 'typing': {
         const u = { userId: frame.data.userId, username: frame.data.username };
         if (u.userId === this.state.me?.userId || !this.state.joined[frame.room]) return;
@@ -1105,9 +1142,10 @@ export class ChatClient {
         return;
       }
       case 'rooms': {
-        this.lastRoomsAt = this.opts.now();
+        this.scheduleRoomsRefresh();
         const rooms = frame.data.filter((r) => r && typeof r.name === 'string');
-        this.set({ rooms, joined: withOnlineCounts(this.state.joined, rooms) });
+        const joined = withOnlineCounts(this.state.joined, rooms);
+        this.set({ rooms: withListedUsers(rooms, joined), joined });
         return;
       }
       case 'conversations':
@@ -1120,6 +1158,38 @@ export class ChatClient {
       case 'pong':
         return;
     }
+  }
+
+  /**
+   * A user's first connection joined a room of ours, or their last one left it: its users, its
+   * online count and the rooms list's count change here, locally. Asking the server for the rooms
+   * list instead would make every member of the room send a request on every join and leave.
+   */
+  private onPresence(room: string, event: 'join' | 'leave', u: UserRef): void {
+    this.rememberUsers([u]);
+    const r = this.state.joined[room];
+    if (!r) return;
+    const others = r.users.filter((x) => x.userId !== u.userId);
+    const listed = others.length !== r.users.length;
+    const join = event === 'join';
+    // A join counts a user not listed yet. A leave uncounts a listed user, or one a capped list
+    // (crowded room) may not show.
+    const delta = join ? (listed ? 0 : 1) : listed || (r.online ?? 0) > r.users.length ? -1 : 0;
+    const users = join ? [...others, u] : others;
+    const next: RoomState = {
+      ...r,
+      users,
+      online: onlineAfter(r, users, delta),
+      typing: join ? r.typing : r.typing.filter((x) => x.userId !== u.userId),
+    };
+    let rooms = this.state.rooms;
+    const info = rooms.find((x) => x.name === room);
+    if (info && r.status === 'joined') {
+      const counted = typeof info.online === 'number' ? info.online : r.users.length;
+      rooms = withRoomOnline(rooms, room, Math.max(users.length, counted + delta));
+    }
+    if (!join) this.typingUntil.get(room)?.delete(u.userId);
+    this.set({ joined: { ...this.state.joined, [room]: next }, rooms });
   }
 
   private onRoomMessages(roomName: string, msgs: RoomMessage[], live: boolean): void {
@@ -1361,12 +1431,14 @@ export class ChatClient {
     this.set({ joined, outbox: this.state.outbox.filter((p) => !(p.kind === 'message' && p.room === name)) });
   }
 
-  private refreshRoomsSoon(): void {
-    if (this.roomsDebounce) return;
-    this.roomsDebounce = setTimeout(() => {
-      this.roomsDebounce = null;
-      this.refreshRooms();
-    }, 300);
+  /**
+   * The next periodic `rooms` refresh: `roomsRefreshMs` from now plus a random share of it, so that
+   * clients that connected together (a server restart) spread their requests over the period.
+   */
+  private scheduleRoomsRefresh(): void {
+    const every = this.opts.roomsRefreshMs;
+    const jitter = Math.max(0, this.opts.roomsRefreshJitter);
+    this.roomsDueAt = this.opts.now() + Math.round(every * (1 + jitter * this.opts.random()));
   }
 
   // ----- housekeeping ------------------------------------------------------
@@ -1399,7 +1471,7 @@ export class ChatClient {
       // Queued when over budget (one at a time), not skipped: a backlog must not starve it.
       if (this.pingSentAt === null && now - this.lastRxAt >= ping && this.send({ type: 'ping' })) this.pingSentAt = now;
     }
-    if (this.opts.roomsRefreshMs > 0 && now - this.lastRoomsAt >= this.opts.roomsRefreshMs) this.refreshRooms();
+    if (this.opts.roomsRefreshMs > 0 && now >= this.roomsDueAt) this.refreshRooms();
     this.runDueRetries(now);
     if (this.conversationsAskedAt !== null && now - this.conversationsAskedAt > this.opts.historyTimeoutMs) {
       this.conversationsAskedAt = null;
@@ -1536,8 +1608,9 @@ export class ChatClient {
     if (this.send({ type: 'typing', room }, true)) this.typingSentAt.set(room, now);
   };
 
+  /** Asks for the rooms list now (skipped when over the send budget); the periodic refresh starts over. */
   refreshRooms = (): void => {
-    if (this.send({ type: 'rooms' }, true)) this.lastRoomsAt = this.opts.now();
+    if (this.send({ type: 'rooms' }, true)) this.scheduleRoomsRefresh();
   };
 
   /** Tries a 'failed' outbox entry again (same clientId); see `isRetryable`. */

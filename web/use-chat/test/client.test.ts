@@ -762,6 +762,128 @@ describe('server extensions (and their absence)', () => {
   });
 });
 
+describe('rooms list at scale', () => {
+  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+  /** `rooms` requests user `userId` sent, over all its connections */
+  const roomsAskedBy = (userId: number) => server.received.filter((r) => r.user === userId && r.frame.type === 'rooms').length;
+  const connOf = (userId: number) => [...server.conns].find((c) => c.user?.userId === userId)!;
+  const presence = (userId: number, event: 'join' | 'leave') => ({
+    type: 'presence',
+    room: 'general',
+    data: { event, userId, username: `user${userId}` },
+  });
+  const listed = (c: ChatClient, room: string) => c.getState().rooms.find((r) => r.name === room);
+
+  it('counts presence events in the rooms list locally: a burst of joins and leaves sends no rooms request', async () => {
+    const a = makeClient({ initialRooms: ['general'] });
+    a.start();
+    await until(() => a.getState().joined.general?.status === 'joined' && listed(a, 'general')?.online === 1);
+    expect(roomsAskedBy(ALICE.userId)).toBe(1); // on connecting
+    const conn = connOf(ALICE.userId);
+    // 200 users join within a moment (a crowd signing in), one of them twice (already counted),
+    // then 50 leave, and someone never counted leaves (nothing to take off)
+    for (let id = 100; id < 300; id++) server.sendTo(conn, presence(id, 'join'));
+    server.sendTo(conn, presence(100, 'join'));
+    for (let id = 100; id < 150; id++) server.sendTo(conn, presence(id, 'leave'));
+    server.sendTo(conn, presence(999, 'leave'));
+    await until(() => a.getState().joined.general.users.length === 151);
+    expect(listed(a, 'general')?.online).toBe(151);
+    expect(a.getState().joined.general.online).toBe(151);
+    await sleep(700); // longer than any debounce
+    expect(roomsAskedBy(ALICE.userId)).toBe(1);
+    expect(listed(a, 'general')?.online).toBe(151);
+  });
+
+  it('counts real members joining and leaving, in every client, with one rooms request per connection', async () => {
+    const a = makeClient({ initialRooms: ['general'] });
+    a.start();
+    await until(() => listed(a, 'general')?.online === 1);
+    const b = makeClient({ initialRooms: ['general'] }, 'tok-bob');
+    b.start();
+    await until(() => listed(a, 'general')?.online === 2 && listed(b, 'general')?.online === 2);
+    b.stop();
+    await until(() => listed(a, 'general')?.online === 1);
+    await sleep(500);
+    expect(roomsAskedBy(ALICE.userId)).toBe(1);
+    expect(roomsAskedBy(BOB.userId)).toBe(1);
+  });
+
+  it('lists a room joined and counts its leave locally, and refreshes the list on reconnecting', async () => {
+    const a = makeClient({ initialRooms: ['general'] });
+    a.start();
+    await until(() => listed(a, 'general')?.online === 1);
+    expect(a.join('zebra')).toBe(true); // a new room: not in the list yet
+    await until(() => a.getState().joined.zebra?.status === 'joined');
+    expect(a.getState().rooms.map((r) => r.name)).toEqual(['general', 'zebra']);
+    expect(listed(a, 'zebra')).toEqual({ name: 'zebra', description: '', online: 1 });
+    a.leave('zebra');
+    await until(() => listed(a, 'zebra')?.online === 0);
+    await sleep(500);
+    expect(roomsAskedBy(ALICE.userId)).toBe(1);
+    server.dropAll();
+    await until(() => a.getState().status === 'reconnecting');
+    await until(() => a.getState().status === 'open' && a.getState().joined.general?.status === 'joined');
+    await sleep(500);
+    expect(roomsAskedBy(ALICE.userId)).toBe(2);
+  });
+
+  it('a rooms answer older than the room\'s own list counts at least the users listed online', async () => {
+    const a = makeClient({ initialRooms: ['general'] });
+    const b = makeClient({ initialRooms: ['general'] }, 'tok-bob');
+    a.start();
+    await until(() => listed(a, 'general')?.online === 1);
+    // the server answers from a list read before bob joined (the real one shares a read for 1 s)
+    server.onFrame = (conn, f) => {
+      if (f.type !== 'rooms') return;
+      server.sendTo(conn, { type: 'rooms', data: [{ name: 'general', description: 'Everyone', online: 1 }] });
+      return 'ignore';
+    };
+    b.start();
+    await until(() => b.getState().joined.general?.status === 'joined' && roomsAskedBy(BOB.userId) === 1);
+    await sleep(100);
+    expect(listed(b, 'general')).toEqual({ name: 'general', description: 'Everyone', online: 2 });
+    expect(b.getState().joined.general.online).toBe(2);
+  });
+
+  it('refreshes the rooms list periodically, with random jitter: never sooner than roomsRefreshMs', async () => {
+    let t = 1_000_000;
+    const now = () => t;
+    // started together (as after a server restart), they ask at different times
+    const a = makeClient({ initialRooms: ['general'], roomsRefreshMs: 10_000, now, random: () => 0.9 });
+    const b = makeClient({ initialRooms: ['general'], roomsRefreshMs: 10_000, now, random: () => 0.1 }, 'tok-bob');
+    a.start();
+    b.start();
+    await until(() => roomsAskedBy(ALICE.userId) === 1 && roomsAskedBy(BOB.userId) === 1);
+    await until(() => listed(a, 'general') && listed(b, 'general'));
+    t += 10_000; // the period without jitter: nobody asks yet
+    await sleep(150);
+    expect([roomsAskedBy(ALICE.userId), roomsAskedBy(BOB.userId)]).toEqual([1, 1]);
+    t += 600; // 10 000 × (1 + 0.5 × 0.1) = 10 500: bob's turn
+    await until(() => roomsAskedBy(BOB.userId) === 2);
+    await sleep(150);
+    expect(roomsAskedBy(ALICE.userId)).toBe(1);
+    t += 3_800; // 14 400 < 10 000 × (1 + 0.5 × 0.9) = 14 500
+    await sleep(150);
+    expect(roomsAskedBy(ALICE.userId)).toBe(1);
+    t += 200;
+    await until(() => roomsAskedBy(ALICE.userId) === 2);
+    await sleep(150);
+    expect(roomsAskedBy(BOB.userId)).toBe(2); // bob's next one is 10 500 after his last
+  });
+
+  it('spreads the refresh over roomsRefreshJitter, and roomsRefreshJitter 0 keeps the plain period', async () => {
+    let t = 1_000_000;
+    const a = makeClient({ roomsRefreshMs: 10_000, roomsRefreshJitter: 0, now: () => t, random: () => 0.99 });
+    a.start();
+    await until(() => roomsAskedBy(ALICE.userId) === 1);
+    t += 9_999;
+    await sleep(150);
+    expect(roomsAskedBy(ALICE.userId)).toBe(1);
+    t += 1;
+    await until(() => roomsAskedBy(ALICE.userId) === 2);
+  });
+});
+
 describe('review fixes', () => {
   const onLatestConnection = (type: string) => {
     const conn = Math.max(...server.received.map((r) => r.conn));
