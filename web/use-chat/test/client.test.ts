@@ -38,6 +38,16 @@ const until = (fn: () => unknown, timeout = 5000) =>
   );
 
 /** Takes the server down until `c` notices, runs `meanwhile`, and starts it again. */
+/** Starts `c`, opens bob's conversation and waits until `first`, from bob, is in it. */
+async function startWithDmFromBob(c: ChatClient, first: string) {
+  c.start();
+  await until(() => c.getState().status === 'open');
+  c.openDm(BOB.userId, 'bob');
+  await until(() => c.getState().dms[BOB.userId]?.historyLoaded);
+  server.postDm(BOB, ALICE.userId, first);
+  await until(() => c.getState().dms[BOB.userId].messages.length === 1);
+}
+
 async function whileServerDown(c: ChatClient, meanwhile: () => void) {
   await server.kill();
   await until(() => c.getState().status === 'reconnecting');
@@ -503,12 +513,7 @@ describe('recovery: nothing lost, nothing doubled', () => {
 
   it('catches up DMs with dm_history after the last id, per conversation', async () => {
     const c = makeClient();
-    c.start();
-    await until(() => c.getState().status === 'open');
-    c.openDm(BOB.userId, 'bob');
-    await until(() => c.getState().dms[BOB.userId]?.historyLoaded);
-    server.postDm(BOB, ALICE.userId, 'hi alice');
-    await until(() => c.getState().dms[BOB.userId].messages.length === 1);
+    await startWithDmFromBob(c, 'hi alice');
     c.sendDm(BOB.userId, 'hi bob');
     await until(() => c.getState().dms[BOB.userId].messages.length === 2 && c.getState().outbox.length === 0);
     const lastSeen = c.getState().dms[BOB.userId].messages[1].id;
@@ -919,12 +924,7 @@ describe('review fixes', () => {
 
   it('asks again for a DM catch-up the server refused for a passing reason (database down)', async () => {
     const c = makeClient();
-    c.start();
-    await until(() => c.getState().status === 'open');
-    c.openDm(BOB.userId, 'bob');
-    await until(() => c.getState().dms[BOB.userId]?.historyLoaded);
-    server.postDm(BOB, ALICE.userId, 'seen');
-    await until(() => c.getState().dms[BOB.userId].messages.length === 1);
+    await startWithDmFromBob(c, 'seen');
     let refusals = 1; // the database is still down when the client comes back
     server.refuse = (_conn, f) =>
       f.type === 'dm_history' && refusals-- > 0 ? { code: 'unavailable', message: 'database unavailable' } : null;
@@ -958,12 +958,7 @@ describe('review fixes', () => {
     it(`catches up DMs from the last id seen before reconnecting, also when a live DM comes first (extensions: ${extensions})`, async () => {
       server.extensions = extensions;
       const c = makeClient();
-      c.start();
-      await until(() => c.getState().status === 'open');
-      c.openDm(BOB.userId, 'bob');
-      await until(() => c.getState().dms[BOB.userId]?.historyLoaded);
-      server.postDm(BOB, ALICE.userId, 'seen');
-      await until(() => c.getState().dms[BOB.userId].messages.length === 1);
+      await startWithDmFromBob(c, 'seen');
       // Bob writes while alice is away, and once more right as she comes back: that one reaches
       // her live (DMs flow from `welcome` on) before her catch-up is asked for.
       let live = true;
