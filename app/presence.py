@@ -10,14 +10,13 @@ the `leave` events, so a killed worker's users disappear within that bound.
 
 from __future__ import annotations
 
+import functools
 import logging
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import NamedTuple
 
 import orjson
-from gevent.event import AsyncResult
 from gevent.lock import Semaphore
 
 from . import store
@@ -26,6 +25,7 @@ from .db import Pool
 from .errors import ChatError
 from .prepared import PreparedStatements
 from .protocol import listed_users
+from .shared_read import SharedRead
 from .store import RoomState
 
 log = logging.getLogger(__name__)
@@ -113,10 +113,9 @@ class RoomOnline:
     so that a crowd joining a room is not listed and encoded once per join.
     """
 
-    __slots__ = ("read_at", "users", "_listed", "_listed_ids")
+    __slots__ = ("users", "_listed", "_listed_ids")
 
-    def __init__(self, read_at: float, users: dict[int, str]) -> None:
-        self.read_at = read_at
+    def __init__(self, users: dict[int, str]) -> None:
         self.users = users
         self._listed: tuple[int, orjson.Fragment] | None = None  # (how many at most, the JSON)
         self._listed_ids: set[int] = set()
@@ -197,12 +196,11 @@ class Presence:
         # In rooms with more users online than this, joins and leaves are not announced:
         # 10,000 people joining one room would otherwise be 50 million presence frames.
         self.max_announced_room_size = max_announced_room_size
-        # room -> who is online there: read at most this often per room, so that a crowd
-        # joining does not read the crowd once per join.
+        # room -> who is online there: read at most this often per room, by one greenlet
+        # while the others wait for it, so that a crowd joining does not read the crowd
+        # once per join.
         self.online_cache_seconds = online_cache_seconds
-        self.online_by_room: dict[str, RoomOnline] = {}
-        # room -> the read of its online users in flight, which other joiners wait for
-        self._reading: dict[str, AsyncResult] = {}
+        self.online_by_room: dict[str, SharedRead[RoomOnline]] = {}
         # (room, user_id) -> held while this process changes that user's presence there
         # (see `changing`)
         self._changing = KeyedLocks()
@@ -304,31 +302,19 @@ class Presence:
         """Who is online in the room, cluster-wide (read at most once a second per room,
         by one greenlet while the others wait for it; presence events keep it current in
         between)."""
-        now = time.monotonic()
-        cached = self.online_by_room.get(room)
-        if cached is not None and now - cached.read_at < self.online_cache_seconds:
-            return cached
-        reading = self._reading.get(room)
-        if reading is not None:
-            return reading.get()
-        reading = self._reading[room] = AsyncResult()
-        try:
-            with self.pool.autocommit() as cur:
-                online = RoomOnline(now, self._read_online_users(cur, room))
-        except BaseException as exc:
-            reading.set_exception(exc)
-            raise
-        finally:
-            del self._reading[room]
-        if len(self.online_by_room) > 10_000:
-            self.online_by_room.clear()
-        self.online_by_room[room] = online
-        reading.set(online)
-        return online
+        shared = self.online_by_room.get(room)
+        if shared is None:
+            if len(self.online_by_room) > 10_000:
+                self.online_by_room.clear()
+            shared = self.online_by_room[room] = SharedRead(
+                functools.partial(self._read_online_users, room), self.online_cache_seconds
+            )
+        return shared.get()
 
     def note(self, room: str, event: str, user_id: int, username: str) -> None:
         """Keep the cached list of a room current with a presence event heard or sent."""
-        cached = self.online_by_room.get(room)
+        shared = self.online_by_room.get(room)
+        cached = shared.latest if shared is not None else None
         if cached is None:
             return
         if event == "join":
@@ -336,9 +322,10 @@ class Presence:
         else:
             cached.remove(user_id)
 
-    def _read_online_users(self, cur, room: str) -> dict[int, str]:
-        cur.execute(_EXECUTE["chat_online_users"], {"room": room, "alive_seconds": self.node_timeout})
-        return dict(cur.fetchall())
+    def _read_online_users(self, room: str) -> RoomOnline:
+        with self.pool.autocommit() as cur:
+            cur.execute(_EXECUTE["chat_online_users"], {"room": room, "alive_seconds": self.node_timeout})
+            return RoomOnline(dict(cur.fetchall()))
 
     # --- the heartbeat ---------------------------------------------------------------------------
 

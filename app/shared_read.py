@@ -19,12 +19,20 @@ class SharedRead(Generic[T]):
     heard a join), the database answers once.
     """
 
+    __slots__ = ("read", "max_age_seconds", "_value", "_read_at", "_reading")
+
     def __init__(self, read: Callable[[], T], max_age_seconds: float) -> None:
         self.read = read
         self.max_age_seconds = max_age_seconds
         self._value: T | None = None
         self._read_at = 0.0
         self._reading: AsyncResult | None = None
+
+    @property
+    def latest(self) -> T | None:
+        """The last result read, however old (None before the first read): for keeping
+        it current in place between reads."""
+        return self._value
 
     def get(self) -> T:
         if self._value is not None and time.monotonic() - self._read_at < self.max_age_seconds:
