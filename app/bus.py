@@ -8,11 +8,11 @@ database (`on_connected`), and per-channel gates (hub.py) repair order and gaps.
 Payloads are "<origin node>|<json>"; a process skips its own without parsing them.
 
 A process alone (no other node alive in chat_nodes, no hello or payload from one lately)
-does not announce its messages or typing at all: nobody would hear them, and announcing cost a
-single worker about a third of its median latency (bench/README.md, item 12). A node says
-hello when its listener connects, so that the others start announcing at once; a message
-committed before they heard it is one more message pub/sub did not bring, found by the
-gates' gap filling.
+does not announce its messages or typing at all: nobody would hear them, and announcing
+cost a single worker about a third of its median latency (bench/README.md, item 12). A
+node says hello when its listener connects, so that the others start announcing at once;
+a message committed before they heard it is one more message pub/sub did not bring,
+found by the gates' gap filling.
 """
 
 from __future__ import annotations

@@ -59,6 +59,11 @@ def verify_token(token: str, secret: str, audience: str | None = None) -> Identi
     return Identity(_user_id(claims), _username(claims))
 
 
+def verify_configured(token: str, config) -> Identity:
+    """verify_token with the app's JWT_SECRET and JWT_AUDIENCE (empty: not checked)."""
+    return verify_token(token, config["JWT_SECRET"], config["JWT_AUDIENCE"] or None)
+
+
 def _user_id(claims: dict) -> int:
     for name in ("user_id", "sub"):
         value = claims.get(name)

@@ -17,7 +17,7 @@ from .errors import ChatError, Unauthorized
 from .handlers import dispatch
 from .metrics import AUTH_REFUSED, CONNECTIONS, FRAMES_IN
 from .runtime import ChatRuntime, get_runtime, shutting_down
-from .tokens import Identity, token_from_request, verify_token
+from .tokens import Identity, token_from_request, verify_configured
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def check_handshake() -> Response | None:
     if token is None:
         return None
     try:
-        g.identity = verify_token(token, current_app.config["JWT_SECRET"], current_app.config["JWT_AUDIENCE"] or None)
+        g.identity = verify_configured(token, current_app.config)
     except Unauthorized as exc:
         AUTH_REFUSED.inc()
         log.info("refused handshake from %s: %s", request.remote_addr, exc.message)
@@ -127,7 +127,7 @@ def authenticate_first_frame(rt: ChatRuntime, conn: Connection) -> Identity | No
         command = protocol.parse_frame(raw, rt.limits)
         if command.type != "auth":
             raise Unauthorized('authenticate first: send {"type":"auth","token":...}')
-        return verify_token(command.token, rt.config["JWT_SECRET"], rt.config["JWT_AUDIENCE"] or None)
+        return verify_configured(command.token, rt.config)
     except TimeoutError:
         pass
     except ChatError as exc:
