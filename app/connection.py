@@ -85,6 +85,7 @@ class Connection:
         "received",
         "user_id",
         "username",
+        "token_expires_at",
         "rooms",
         "replay_buffers",
         "replayed_up_to",
@@ -122,6 +123,8 @@ class Connection:
         self.received: list[wsframe.Frame] = []
         self.user_id: int = 0
         self.username: str = ""
+        # when the token the client authenticated with expires (Unix seconds; None: never)
+        self.token_expires_at: float | None = None
         self.rooms: set[str] = set()
         # rooms being replayed (join with since): live messages wait here meanwhile
         self.replay_buffers: dict[str, list[StoredMessage]] = {}
@@ -240,6 +243,13 @@ class Connection:
         self.close_reason = reason
         self._start_flusher()
         gevent.spawn_later(self.close_timeout, self.abort)
+
+    def expire(self) -> None:
+        """The token has expired: say so and close with 4001, the code of a refused token
+        (clients fetch a fresh one and reconnect)."""
+        self.token_expires_at = None
+        self.send_error("unauthorized", "token has expired: connect again with a fresh one")
+        self.close(CLOSE_UNAUTHORIZED, "token expired")
 
     def abort(self) -> None:
         """Cut the TCP connection at once: wakes any greenlet blocked on it."""
@@ -436,14 +446,20 @@ class Connection:
                 pass
 
 
-def keep_alive(connections, ping_interval: float, pong_timeout: float) -> None:
+def watch_connections(connections, ping_interval: float, pong_timeout: float) -> None:
     """Ping connections that were silent for `ping_interval`; drop those that then stay
-    silent for `pong_timeout` (any frame counts as an answer). One greenlet for all."""
+    silent for `pong_timeout` (any frame counts as an answer); close those whose token
+    has expired. One greenlet for all, a pass at least once a second."""
     tick = min(max(min(ping_interval, pong_timeout) / 5, 0.05), 1.0)
     while True:
         gevent.sleep(tick)
         now = time.monotonic()
+        wall_clock = time.time()  # `exp` is a date, not a duration
         for conn in list(connections):
+            if conn.token_expires_at is not None and conn.token_expires_at <= wall_clock and conn.close_code is None:
+                log.info("closing %r: its token has expired", conn)
+                conn.expire()
+                continue
             if conn.ping_sent_at is not None:
                 if conn.last_heard >= conn.ping_sent_at:
                     conn.ping_sent_at = None

@@ -7,10 +7,11 @@ from collections.abc import Callable
 
 from . import protocol, store
 from .connection import Connection
-from .errors import ChatError, Invalid, NotFound, NotJoined
+from .errors import ChatError, NotFound, NotJoined, Unauthorized
 from .messages import StoredMessage
 from .protocol import Command
 from .runtime import ChatRuntime
+from .tokens import verify_configured
 from .wsframe import text_frame
 
 log = logging.getLogger(__name__)
@@ -23,7 +24,12 @@ def dispatch(rt: ChatRuntime, conn: Connection, command: Command) -> None:
 
 
 def handle_auth(rt: ChatRuntime, conn: Connection, command: Command) -> None:
-    raise Invalid("already authenticated")
+    """A fresh token of the same user keeps the connection open past the old one's expiry."""
+    identity = verify_configured(command.token, rt.config)
+    if identity.user_id != conn.user_id:
+        raise Unauthorized("token is for another user: open a new connection to switch users")
+    conn.token_expires_at = identity.expires_at
+    conn.send(protocol.auth_ok_frame(conn.user_id, identity.expires_at))
 
 
 def handle_ping(rt: ChatRuntime, conn: Connection, command: Command) -> None:

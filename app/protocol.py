@@ -282,6 +282,20 @@ def welcome_frame(user_id: int, username: str, server_time: datetime) -> dict[st
     }
 
 
+def auth_ok_frame(user_id: int, expires_at: float | None) -> dict[str, Any]:
+    """The answer to `auth` on an authenticated connection: the new token now counts.
+
+    `expiresAt` is null for a token without `exp` (or one past the year 9999).
+    """
+    expiry = None
+    if expires_at is not None:
+        try:
+            expiry = format_timestamp(datetime.fromtimestamp(expires_at, UTC))
+        except (ValueError, OverflowError, OSError):
+            pass
+    return {"type": "auth_ok", "data": {"userId": user_id, "expiresAt": expiry}}
+
+
 def message_frame(data: dict[str, Any]) -> dict[str, Any]:
     return {"type": "message", "data": data}
 

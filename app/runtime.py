@@ -24,7 +24,7 @@ from . import (
 )
 from .batcher import Batcher
 from .bus import Bus, PostgresBus, RedisBus
-from .connection import keep_alive
+from .connection import watch_connections
 from .errors import ChatError
 from .hub import Hub
 from .messages import StoredMessage, message_data
@@ -84,8 +84,8 @@ class ChatRuntime:
         self.known_users: set[int] = set()
         # every open WebSocket of this process, authenticated or not
         self.connections: set = set()
-        self.keep_alive = gevent.spawn(
-            keep_alive, self.connections, config["PING_INTERVAL_SECONDS"], config["PONG_TIMEOUT_SECONDS"]
+        self.connection_watch = gevent.spawn(
+            watch_connections, self.connections, config["PING_INTERVAL_SECONDS"], config["PONG_TIMEOUT_SECONDS"]
         )
         self.shutting_down = False
         self.bus.start()

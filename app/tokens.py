@@ -18,10 +18,14 @@ ALGORITHM = "HS256"
 
 @dataclass(frozen=True)
 class Identity:
-    """Who a verified token speaks for; `username` is None when the token has none."""
+    """Who a verified token speaks for, and until when (`exp` in Unix seconds).
+
+    `username` is None when the token has none, `expires_at` when it has no `exp`.
+    """
 
     user_id: int
     username: str | None
+    expires_at: float | None = None
 
 
 def verify_token(token: str, secret: str, audience: str | None = None) -> Identity:
@@ -56,7 +60,7 @@ def verify_token(token: str, secret: str, audience: str | None = None) -> Identi
         raise Unauthorized("token is for another audience") from None
     except jwt.InvalidTokenError as exc:
         raise Unauthorized(f"token is invalid: {exc.__class__.__name__}") from None
-    return Identity(_user_id(claims), _username(claims))
+    return Identity(_user_id(claims), _username(claims), _expires_at(claims))
 
 
 def verify_configured(token: str, config) -> Identity:
@@ -77,6 +81,15 @@ def _user_id(claims: dict) -> int:
             return int(value)
         break
     raise Unauthorized("token names no integer user_id or sub")
+
+
+def _expires_at(claims: dict) -> float | None:
+    if claims.get("exp") is None:
+        return None
+    try:
+        return float(int(claims["exp"]))  # PyJWT compared int(exp) with the clock
+    except OverflowError:
+        return None  # past any date a float holds: never
 
 
 def _username(claims: dict) -> str | None:

@@ -141,6 +141,7 @@ def authenticate_first_frame(rt: ChatRuntime, conn: Connection) -> Identity | No
 
 def start_session(rt: ChatRuntime, conn: Connection, identity: Identity) -> None:
     conn.user_id = identity.user_id
+    conn.token_expires_at = identity.expires_at
     threads = None
     try:
         with rt.pool.autocommit() as cur:

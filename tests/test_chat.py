@@ -116,6 +116,44 @@ def assert_closed_with(client: Client, code: int) -> None:
             return
 
 
+def test_a_connection_is_closed_with_4001_when_its_token_expires(server):
+    user_id = new_user_id()
+    client = Client.connect(server.url, make_token(user_id, exp=int(time.time()) + 2))
+    client.expect("welcome")
+    join(client, unique("expiring"))
+    client.send({"type": "ping"})
+    client.expect("pong")  # usable until the expiry
+    error = client.expect_error("unauthorized", timeout=5)
+    assert "expired" in error["message"]
+    assert_closed_with(client, 4001)
+
+
+def test_a_fresh_token_of_the_same_user_keeps_the_connection_open(server):
+    user_id = new_user_id()
+    client = Client.connect(server.url, make_token(user_id, exp=int(time.time()) + 2))
+    client.expect("welcome")
+    later = int(time.time()) + 3600
+    client.send({"type": "auth", "token": make_token(user_id, exp=later)})
+    ok = client.expect("auth_ok")
+    assert ok["data"]["userId"] == user_id
+    assert ok["data"]["expiresAt"] == time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime(later))
+    time.sleep(3)  # past the first token's expiry
+    client.send({"type": "ping"})
+    assert client.recv_any()["type"] == "pong"
+
+
+@pytest.mark.parametrize("kind", ["another user", "expired", "wrong secret", "garbage"])
+def test_a_refused_fresh_token_is_an_error_and_the_old_one_still_counts(server, kind):
+    user_id = new_user_id()
+    client = Client.connect(server.url, make_token(user_id))
+    client.expect("welcome")
+    token = make_token(new_user_id()) if kind == "another user" else BAD_TOKENS[kind](user_id)
+    client.send({"type": "auth", "token": token})
+    assert client.expect("error")["code"] == "unauthorized"
+    client.send({"type": "ping"})
+    client.expect("pong")
+
+
 def test_server_ends_the_tcp_connection_once_the_close_handshake_is_done(connect):
     """Once close frames have crossed, the server closes TCP at once (RFC 6455 §7.1.1):
     clients waiting for that do not hang."""
@@ -481,7 +519,7 @@ BAD_FRAMES = [
     ({"type": "dm_history", "with": 999_999_999_999}, "not_found", "999999999999"),
     ({"type": "typing", "room": "never-joined"}, "not_joined", "never-joined"),
     ({"type": "leave", "room": "never-joined"}, "not_joined", "never-joined"),
-    ({"type": "auth", "token": "again"}, "invalid", "authenticated"),
+    ({"type": "auth", "token": "not-a-token"}, "unauthorized", "token is invalid"),
 ]
 
 

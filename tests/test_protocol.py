@@ -130,6 +130,24 @@ def test_tokens_are_verified():
             verify_token(bad, SECRET)
 
 
+@pytest.mark.parametrize(
+    ("exp", "expires_at", "wire"),
+    [
+        (4102444800, 4102444800.0, "2100-01-01T00:00:00.000000Z"),
+        ("4102444800", 4102444800.0, "2100-01-01T00:00:00.000000Z"),  # PyJWT takes a numeric string
+        (10**12, 1e12, None),  # past the year 9999: "never" on the wire
+        (10**400, None, None),  # past what a float holds
+        (None, None, None),
+    ],
+)
+def test_a_tokens_expiry_is_kept_and_reported(exp, expires_at, wire):
+    claims = {"user_id": 5} if exp is None else {"user_id": 5, "exp": exp}
+    identity = verify_token(jwt.encode(claims, SECRET, algorithm="HS256"), SECRET)
+    assert identity.expires_at == expires_at
+    answer = protocol.auth_ok_frame(5, identity.expires_at)
+    assert answer == {"type": "auth_ok", "data": {"userId": 5, "expiresAt": wire}}
+
+
 def test_claims_the_server_does_not_use_do_not_refuse_a_token():
     token = jwt.encode({"user_id": 4, "aud": "chat", "jti": 17, "iss": "backend"}, SECRET, algorithm="HS256")
     assert verify_token(token, SECRET).user_id == 4
