@@ -165,8 +165,13 @@ export type WebSocketCtor = new (url: string) => WebSocketLike;
 export interface TokenContext {
   /** 0 for the first attempt, then consecutive failed attempts */
   attempt: number;
-  /** 'unauthorized' when the server just refused the previous token (close 4001): refresh it */
-  reason: 'initial' | 'reconnect' | 'unauthorized';
+  /**
+   * 'unauthorized' when the server just refused the previous token (close 4001): refresh it.
+   * 'refresh' while connected, shortly before the connection's token expires: return a fresh
+   * one to stay connected (the same token again: the server closes at its expiry, then
+   * 'unauthorized' follows).
+   */
+  reason: 'initial' | 'reconnect' | 'unauthorized' | 'refresh';
 }
 
 export interface ChatClientOptions {
@@ -223,6 +228,14 @@ export interface ChatClientOptions {
    */
   rateBurst?: number;
   ratePerSecond?: number;
+  /**
+   * Ask `getToken` for a fresh token this long before the connection's token expires, and hand
+   * it to the server on the open connection (it closes a connection whose token expired with
+   * 4001); a token that lives less than twice this is renewed half-way. 0 disables. Default 60000.
+   */
+  refreshBeforeExpiryMs?: number;
+  /** when a token expires (epoch ms), null if never or unknown. Default: the JWT's `exp`, read unverified. */
+  tokenExpiresAt?: (token: string) => number | null;
   /** consecutive 4001 closes before giving up with status 'unauthorized'. Default 3. */
   maxAuthFailures?: number;
   /**
@@ -281,6 +294,17 @@ function defaultClientId(): string {
   bytes[8] = (bytes[8] & 0x3f) | 0x80;
   const h = Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}
+
+/** The `exp` claim of a JWT in epoch ms (not verified: only the server can), or null. */
+export function jwtExpiresAt(token: string): number | null {
+  try {
+    const payload = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+    const exp = (JSON.parse(atob(payload)) as { exp?: unknown }).exp;
+    return typeof exp === 'number' && Number.isFinite(exp) ? exp * 1000 : null;
+  } catch {
+    return null;
+  }
 }
 
 /** Merges `incoming` into the id-sorted, duplicate-free `list`. Returns `list` itself when nothing is new. */
@@ -439,6 +463,9 @@ export class ChatClient {
   private stableTimer: Timer | null = null;
   private tickTimer: ReturnType<typeof setInterval> | null = null;
   private pumpTimer: Timer | null = null;
+  private refreshTimer: Timer | null = null;
+  /** the token the current connection authenticated with (or last renewed with) */
+  private connToken: string | null = null;
   /** send budget (token bucket), reset on every connection */
   private tokens = 0;
   private tokensAt = 0;
@@ -484,6 +511,8 @@ export class ChatClient {
       resendAfterMs: 8_000,
       maxSendAttempts: 5,
       maxAuthFailures: 3,
+      refreshBeforeExpiryMs: 60_000,
+      tokenExpiresAt: jwtExpiresAt,
       goingAwayMinMs: 1_000,
       rateBurst: 24,
       ratePerSecond: 8,
@@ -646,8 +675,8 @@ export class ChatClient {
   }
 
   private clearConnTimers(): void {
-    for (const t of [this.welcomeTimer, this.stableTimer, this.pumpTimer]) if (t) clearTimeout(t);
-    this.welcomeTimer = this.stableTimer = this.pumpTimer = null;
+    for (const t of [this.welcomeTimer, this.stableTimer, this.pumpTimer, this.refreshTimer]) if (t) clearTimeout(t);
+    this.welcomeTimer = this.stableTimer = this.pumpTimer = this.refreshTimer = null;
   }
 
   private async connect(): Promise<void> {
@@ -682,6 +711,7 @@ export class ChatClient {
       return;
     }
     this.ws = ws;
+    this.connToken = token;
     const authToken = token;
     ws.onopen = () => {
       if (gen !== this.gen) return;
@@ -705,6 +735,39 @@ export class ChatClient {
       if (gen !== this.gen) return;
       this.onClosed(ev.code, ev.reason);
     };
+  }
+
+  /** Arms the renewal of the connection's token before it expires (see `refreshBeforeExpiryMs`). */
+  private scheduleTokenRefresh(): void {
+    const lead = this.opts.refreshBeforeExpiryMs;
+    const expiresAt = this.connToken ? this.opts.tokenExpiresAt(this.connToken) : null;
+    if (lead <= 0 || expiresAt === null) return;
+    const left = expiresAt - this.opts.now();
+    if (left <= 0) return; // the server closes it at once: 'unauthorized' follows
+    const gen = this.gen;
+    if (this.refreshTimer) clearTimeout(this.refreshTimer);
+    this.refreshTimer = setTimeout(
+      () => {
+        this.refreshTimer = null;
+        if (gen === this.gen) void this.refreshToken(gen);
+      },
+      left > 2 * lead ? left - lead : left / 2,
+    );
+  }
+
+  /** Asks for a fresh token and, if it is one, authenticates the open connection with it. */
+  private async refreshToken(gen: number): Promise<void> {
+    let token: string | null | undefined;
+    try {
+      token = await this.opts.getToken({ attempt: 0, reason: 'refresh' });
+    } catch {
+      return; // not fatal: at the expiry the server closes, and reconnecting asks again
+    }
+    if (gen !== this.gen || !token || token === this.connToken) return;
+    if (this.sendRaw({ type: 'auth', token })) {
+      this.connToken = token;
+      this.scheduleTokenRefresh();
+    }
   }
 
   /** Drops the current socket ourselves (it stopped answering) and goes through the normal retry path. */
@@ -1042,6 +1105,7 @@ export class ChatClient {
         this.stableTimer = setTimeout(() => {
           if (gen === this.gen) this.set({ attempt: 0 });
         }, this.opts.stableAfterMs);
+        this.scheduleTokenRefresh();
         this.resync();
         return;
       }

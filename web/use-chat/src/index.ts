@@ -2,6 +2,7 @@ export { useChat, type UseChatOptions, type UseChatResult } from './useChat';
 export {
   ChatClient,
   isRetryable,
+  jwtExpiresAt,
   mergeById,
   CLOSE_CLIENT_TIMEOUT,
   CLOSE_UNAUTHORIZED,

@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { WebSocket } from 'ws';
-import { ChatClient, isRetryable, type ChatClientOptions, type TokenContext, type WebSocketCtor } from '../src';
+import { ChatClient, isRetryable, jwtExpiresAt, type ChatClientOptions, type TokenContext, type WebSocketCtor } from '../src';
 import { FakeChatServer } from './fakeServer';
 
 const ALICE = { userId: 1, username: 'alice' };
@@ -147,6 +147,55 @@ describe('connecting', () => {
     await until(() => c.getState().status === 'open');
     expect(c.getState().lastCloseCode).toBe(4001);
     expect(server.connections).toBe(2);
+  });
+
+  it('renews its token on the open connection before it expires, and stays connected', async () => {
+    server.tokenExpiry.set('tok-alice', Date.now() + 300);
+    const fresh = server.addUser(ALICE.userId, 'alice', 'tok-alice-2');
+    const calls: TokenContext[] = [];
+    const c = makeClient({
+      refreshBeforeExpiryMs: 100,
+      tokenExpiresAt: (t) => server.tokenExpiry.get(t) ?? null,
+      getToken: async (ctx) => {
+        calls.push(ctx);
+        return ctx.reason === 'refresh' ? fresh : 'tok-alice';
+      },
+    });
+    c.start();
+    await until(() => c.getState().status === 'open');
+    await until(() => server.received.some((r) => r.frame.type === 'auth' && r.frame.token === fresh));
+    await new Promise((r) => setTimeout(r, 400)); // past the first token's expiry
+    expect(c.getState().status).toBe('open');
+    expect(server.connections).toBe(1);
+    expect(calls.map((x) => x.reason)).toEqual(['initial', 'refresh']);
+  });
+
+  it('without a fresher token, is closed at the expiry and asks for one to reconnect', async () => {
+    server.tokenExpiry.set('tok-alice', Date.now() + 300);
+    const fresh = server.addUser(ALICE.userId, 'alice', 'tok-alice-2');
+    const calls: TokenContext[] = [];
+    const c = makeClient({
+      refreshBeforeExpiryMs: 100,
+      tokenExpiresAt: (t) => server.tokenExpiry.get(t) ?? null,
+      getToken: async (ctx) => {
+        calls.push(ctx);
+        return ctx.reason === 'unauthorized' ? fresh : 'tok-alice';
+      },
+    });
+    c.start();
+    await until(() => c.getState().status === 'open');
+    await until(() => c.getState().lastCloseCode === 4001);
+    await until(() => c.getState().status === 'open');
+    expect(calls.map((x) => x.reason)).toEqual(['initial', 'refresh', 'unauthorized']);
+    expect(server.received.filter((r) => r.frame.type === 'auth').map((r) => r.frame.token)).toEqual(['tok-alice', fresh]);
+  });
+
+  it('reads a JWT expiry without verifying it', () => {
+    const b64 = (o: object) => btoa(JSON.stringify(o)).replace(/=+$/, '').replace(/\+/g, '-').replace(/\//g, '_');
+    expect(jwtExpiresAt(`${b64({ alg: 'HS256' })}.${b64({ exp: 1700000000, n: '??>' })}.sig`)).toBe(1700000000000);
+    expect(jwtExpiresAt(`${b64({ alg: 'HS256' })}.${b64({ sub: '1' })}.sig`)).toBeNull();
+    expect(jwtExpiresAt('tok-alice')).toBeNull();
+    expect(jwtExpiresAt('a.%%%.b')).toBeNull();
   });
 
   it('backs off exponentially with a cap while the server is down', async () => {

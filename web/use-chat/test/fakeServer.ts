@@ -15,6 +15,8 @@ export interface Conn {
   user: UserRef | null;
   rooms: Set<string>;
   closeCode?: number;
+  /** closes the connection with 4001 when its token expires, like the real server */
+  expiryTimer?: ReturnType<typeof setTimeout>;
 }
 
 /**
@@ -34,6 +36,8 @@ export class FakeChatServer {
   port = 0;
   /** valid tokens */
   readonly tokens = new Map<string, UserRef>();
+  /** when tokens expire (epoch ms); a token not listed never does */
+  readonly tokenExpiry = new Map<string, number>();
   readonly roomMsgs: RoomMessage[] = [];
   readonly dms: DirectMessage[] = [];
   readonly rooms = new Map<string, string>([['general', 'Everyone']]);
@@ -153,6 +157,7 @@ export class FakeChatServer {
     this.conns.add(conn);
     ws.on('message', (raw) => this.onMessage(conn, raw.toString()));
     ws.on('close', (code) => {
+      clearTimeout(conn.expiryTimer);
       if (!this.conns.has(conn)) return;
       this.conns.delete(conn);
       this.clientCloseCodes.push(code);
@@ -257,15 +262,42 @@ export class FakeChatServer {
     if (verdict === 'drop-after') conn.ws.terminate();
   }
 
+  /** The user of a token that is valid now (known, not expired). */
+  private verify(token: unknown): UserRef | undefined {
+    const expiry = this.tokenExpiry.get(token as string);
+    return expiry !== undefined && expiry <= Date.now() ? undefined : this.tokens.get(token as string);
+  }
+
+  private armExpiry(conn: Conn, token: string): void {
+    clearTimeout(conn.expiryTimer);
+    const expiry = this.tokenExpiry.get(token);
+    if (expiry === undefined) return;
+    conn.expiryTimer = setTimeout(() => {
+      this.error(conn, 'unauthorized', 'token has expired');
+      conn.ws.close(4001, 'token expired');
+    }, expiry - Date.now());
+  }
+
   private dispatch(conn: Conn, f: AnyFrame): void {
     if (!conn.user) {
-      const user = f.type === 'auth' ? this.tokens.get(f.token) : undefined;
+      const user = f.type === 'auth' ? this.verify(f.token) : undefined;
       if (!user) {
         conn.ws.close(4001, 'unauthorized');
         return;
       }
       conn.user = user;
+      this.armExpiry(conn, f.token);
       this.sendTo(conn, { type: 'welcome', data: { ...user, serverTime: new Date().toISOString() } });
+      return;
+    }
+    if (f.type === 'auth') {
+      const user = this.verify(f.token);
+      if (user?.userId !== conn.user.userId) {
+        this.error(conn, 'unauthorized', 'token refused', f);
+        return;
+      }
+      this.armExpiry(conn, f.token);
+      this.sendTo(conn, { type: 'auth_ok', data: { userId: user.userId, expiresAt: null } });
       return;
     }
     const me = conn.user;
