@@ -1,12 +1,10 @@
 """Standalone sign-in: POST /api/login checks users.password and returns a JWT.
 
 Where another backend issues the tokens, switch it off with LOGIN_ENABLED=false.
-Wrong credentials always get the same 401, and repeated failures are slowed down.
+Wrong credentials always get the same 401; attempts are rate limited (app/throttle.py).
 """
 
 from __future__ import annotations
-
-import time
 
 import gevent
 from flask import Blueprint, Response, abort, current_app, jsonify, request
@@ -15,19 +13,11 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from .errors import Unavailable
 from .runtime import get_runtime
+from .throttle import Throttle, TooManyAttempts
 from .tokens import issue_token
 
 bp = Blueprint("login", __name__)
 
-# Failures before the answers start to slow down, and the slowest answer.
-FREE_FAILURES = 3
-MAX_DELAY_SECONDS = 5.0
-# A key's attempts are forgotten this long after its last one.
-FAILURE_MEMORY_SECONDS = 15 * 60
-# Keys remembered at most: usernames are whatever clients send, so a spray of them would
-# grow the table without bound. The least recently tried go first: the counters of an
-# attack in progress, touched at each of its attempts, stay.
-MAX_TRACKED_KEYS = 10_000
 # Password checks running at once. Each takes a thread of gevent's pool (which its DNS
 # resolver shares) and a core for ~140 ms: a flood of logins waits here, and leaves the
 # event loop the CPU it needs to serve the WebSockets.
@@ -39,35 +29,10 @@ HASH_WAIT_SECONDS = 10.0
 # Checked against when the user does not exist, so that both cases take as long.
 _DUMMY_HASH = generate_password_hash("not a password")
 
-# (client address or username) -> (attempts not followed by a success, time of the last
-# one), least recently tried first: each attempt moves its keys to the end.
-attempts_by_key: dict[str, tuple[int, float]] = {}
+# Attempts by client address and by username: three at once, then spaced 0.25 s, 0.5 s,
+# ... up to 5 s apart per key; one that would wait longer is answered 429.
+throttle = Throttle()
 _hash_slots = Semaphore(HASHES_AT_ONCE)
-
-
-def _count_attempt(keys: list[str]) -> float:
-    """Count an attempt against each of its keys; return how long it must wait first.
-
-    It is counted before the password is checked, so that attempts running at once see
-    each other: counted after, they all read the same count and none was slowed down.
-    """
-    now = time.monotonic()
-    while attempts_by_key:
-        oldest = next(iter(attempts_by_key))
-        if now - attempts_by_key[oldest][1] < FAILURE_MEMORY_SECONDS:
-            break
-        del attempts_by_key[oldest]
-    earlier = 0
-    for key in keys:
-        count, _ = attempts_by_key.pop(key, (0, now))
-        earlier = max(earlier, count)
-        attempts_by_key[key] = (count + 1, now)
-    while len(attempts_by_key) > MAX_TRACKED_KEYS:
-        del attempts_by_key[next(iter(attempts_by_key))]
-    if earlier < FREE_FAILURES:
-        return 0.0
-    # The exponent is capped: 2 ** n overflows a float past n = 1023 (a long attack).
-    return min(MAX_DELAY_SECONDS, 0.25 * 2 ** min(earlier - FREE_FAILURES, 10))
 
 
 def _check_password(stored_hash: str, password: str) -> bool:
@@ -94,8 +59,13 @@ def login() -> tuple[Response, int]:
     username, password = body.get("username"), body.get("password")
     if not isinstance(username, str) or not isinstance(password, str) or not username or not password:
         return jsonify(error="username and password are required"), 400
-    keys = [f"addr:{request.remote_addr}", f"user:{username.lower()}"]
-    gevent.sleep(_count_attempt(keys))
+    address_key, user_key = f"addr:{request.remote_addr}", f"user:{username.lower()}"
+    try:
+        gevent.sleep(throttle.reserve([address_key, user_key]))
+    except TooManyAttempts as exc:
+        response = jsonify(error=f"too many sign-in attempts: retry in {exc.retry_after} s")
+        response.headers["Retry-After"] = str(exc.retry_after)
+        return response, 429
     try:
         with get_runtime(current_app).pool.autocommit() as cur:
             cur.execute("SELECT id, username, password FROM users WHERE username = %s", (username,))
@@ -109,8 +79,8 @@ def login() -> tuple[Response, int]:
         return jsonify(error=exc.message), 503
     if not (matches and row and row[2]):
         return jsonify(error="invalid credentials"), 401
-    for key in keys:
-        attempts_by_key.pop(key, None)
+    throttle.forget(user_key)
+    throttle.uncount(address_key)  # shared by everyone behind it: a success just is no failure
     user_id, name = row[0], row[1]
     token = issue_token(config["JWT_SECRET"], user_id, name, config["TOKEN_TTL_SECONDS"])
     return jsonify(token=token, userId=user_id, username=name), 200
