@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from .errors import BadJson, Invalid, TooLarge, UnknownType
+from .errors import BadJson, Invalid, NotFound, TooLarge, UnknownType
 
 ROOM_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 CLIENT_ID_MAX_CHARS = 64
@@ -96,6 +96,15 @@ def _int_field(frame: dict[str, Any], name: str, *, required: bool, minimum: int
         raise Invalid(f"field '{name}' must be at least {minimum}")
     if value > 2**63 - 1:
         raise Invalid(f"field '{name}' is out of range")
+    return value
+
+
+def _user_field(frame: dict[str, Any], name: str) -> int:
+    """A user id: an integer like any id; one no user can have (0, negative) names an
+    unknown user, `not_found` like any other (it is not ill-typed)."""
+    value = _int_field(frame, name, required=True, minimum=-(2**63))
+    if value < 1:
+        raise NotFound(f"user {value} does not exist")
     return value
 
 
@@ -191,7 +200,7 @@ def _parse_message(frame: dict[str, Any], limits: Limits) -> Command:
 def _parse_dm(frame: dict[str, Any], limits: Limits) -> Command:
     # `direct_message` clients name the recipient `to_user_id`.
     key = "to" if "to" in frame or "to_user_id" not in frame else "to_user_id"
-    to = _int_field(frame, key, required=True, minimum=1)
+    to = _user_field(frame, key)
     return Command("dm", to=to, content=_content(frame, limits), client_id=_client_id(frame))
 
 
@@ -200,7 +209,7 @@ def _parse_room_history(frame: dict[str, Any], limits: Limits) -> Command:
 
 
 def _parse_dm_history(frame: dict[str, Any], limits: Limits) -> Command:
-    other = _int_field(frame, "with", required=True, minimum=1)
+    other = _user_field(frame, "with")
     return Command("dm_history", to=other, **_page(frame, limits))
 
 

@@ -8,7 +8,7 @@ import jwt
 import pytest
 
 from app import protocol
-from app.errors import BadJson, ChatError, Invalid, TooLarge, Unauthorized, UnknownType
+from app.errors import BadJson, ChatError, Invalid, NotFound, TooLarge, Unauthorized, UnknownType
 from app.protocol import Command, Limits, parse_frame
 from app.tokens import issue_token, token_from_request, verify_token
 
@@ -69,7 +69,8 @@ def test_valid_frames_parse_to_commands(raw, expected):
         ('{"type":"message","room":"r","content":" \\u200b\\u2060\\ufeff "}', Invalid, "blank"),
         ('{"type":"message","room":"r","content":"hi","clientId":""}', Invalid, "clientId"),
         ('{"type":"message","room":"r","content":"hi","clientId":5}', Invalid, "clientId"),
-        ('{"type":"dm","to":0,"content":"hi"}', Invalid, "to"),
+        ('{"type":"dm","to":0,"content":"hi"}', NotFound, "user 0"),
+        ('{"type":"dm_history","with":-1}', NotFound, "user -1"),
         ('{"type":"dm","to":true,"content":"hi"}', Invalid, "to"),
         ('{"type":"room_history","room":"r","limit":2.5}', Invalid, "limit"),
         ('{"type":"room_history","room":"r","before":"x"}', Invalid, "before"),
