@@ -266,8 +266,8 @@ def error_frame(code: str, message: str, about: dict[str, Any] | None = None) ->
 def request_reference(raw: str | bytes) -> dict[str, Any]:
     """What an error should echo of the frame it answers, so that a client can tell which
     of its requests failed: its type, room and clientId, where the frame has them."""
-    if not isinstance(raw, str) or not raw.startswith("{"):
-        return {}
+    if not isinstance(raw, str) or not raw.lstrip(" \t\r\n").startswith("{"):
+        return {}  # (JSON allows whitespace before the object)
     try:
         frame = orjson.loads(raw)
     except orjson.JSONDecodeError:
