@@ -267,7 +267,8 @@ export interface ChatClientOptions {
 // ---------------------------------------------------------------------------
 
 type Timer = ReturnType<typeof setTimeout>;
-type HistoryRequest = { kind: 'latest' | 'before' | 'after'; limit: number; at: number };
+/** A history request waiting for its answer; `ref` is its `before` / `after` id. */
+type HistoryRequest = { kind: 'latest' | 'before' | 'after'; limit: number; ref?: MessageId; at: number };
 /** A request refused for a passing reason, to send again later: a room's join, its latest page, a conversation's latest page or catch-up, the conversations list. */
 type RetryKey = `join:${string}` | `history:${string}` | `dm:${number}` | 'conversations';
 
@@ -305,6 +306,28 @@ export function jwtExpiresAt(token: string): number | null {
   } catch {
     return null;
   }
+}
+
+/** What `takeAnswered` returns for an answer to a request given up on: its messages are merged, nothing else. */
+const STALE = Object.freeze({ kind: 'stale', limit: 0, at: 0 } as const);
+
+/**
+ * Takes the waiting request a history answer is for out of `q`. A server that echoes the page
+ * asked for (`limit`, `before` / `after`: this one does) names it, so that an answer arriving
+ * after its request was given up on (`historyTimeoutMs`) is not taken for the next request, whose
+ * `hasMore` it would set from the wrong page: such an answer is STALE. Without the echo, answers
+ * come in order: the oldest request. undefined: nothing was asked (a server sending on its own).
+ */
+function takeAnswered(
+  q: HistoryRequest[] | undefined,
+  echo: { limit?: unknown; before?: unknown; after?: unknown },
+): HistoryRequest | typeof STALE | undefined {
+  if (typeof echo.limit !== 'number') return q?.shift();
+  const kind = typeof echo.before === 'number' ? 'before' : typeof echo.after === 'number' ? 'after' : 'latest';
+  const ref = kind === 'before' ? echo.before : kind === 'after' ? echo.after : undefined;
+  // Not by `limit`: the server caps it at its own maximum, which may be below the one asked for.
+  const i = q ? q.findIndex((r) => r.kind === kind && r.ref === ref) : -1;
+  return i < 0 ? STALE : q!.splice(i, 1)[0];
 }
 
 /** Merges `incoming` into the id-sorted, duplicate-free `list`. Returns `list` itself when nothing is new. */
@@ -737,6 +760,11 @@ export class ChatClient {
     };
   }
 
+  /** What an answer nobody asked for is taken as: the latest page. */
+  private unaskedLatest(): HistoryRequest {
+    return { kind: 'latest', limit: this.opts.historyPageSize, at: 0 };
+  }
+
   /** Arms the renewal of the connection's token before it expires (see `refreshBeforeExpiryMs`). */
   private scheduleTokenRefresh(): void {
     const lead = this.opts.refreshBeforeExpiryMs;
@@ -936,7 +964,7 @@ export class ChatClient {
     if (kind === 'after' && ref !== undefined) frame.after = ref;
     if (!this.send(frame)) return;
     const q = this.roomHistoryQ.get(room) ?? [];
-    q.push({ kind, limit, at: this.opts.now() });
+    q.push({ kind, limit, ref: kind === 'latest' ? undefined : ref, at: this.opts.now() });
     this.roomHistoryQ.set(room, q);
   }
 
@@ -947,7 +975,7 @@ export class ChatClient {
     if (kind === 'after' && ref !== undefined) frame.after = ref;
     if (!this.send(frame)) return false;
     const q = this.dmHistoryQ.get(peer) ?? [];
-    q.push({ kind, limit, at: this.opts.now() });
+    q.push({ kind, limit, ref: kind === 'latest' ? undefined : ref, at: this.opts.now() });
     this.dmHistoryQ.set(peer, q);
     return true;
   }
@@ -1113,9 +1141,9 @@ export class ChatClient {
         this.onRoomMessages(frame.data.room, [frame.data], true);
         return;
       case 'room_history': {
-        const q = this.roomHistoryQ.get(frame.room);
-        const req = q?.shift() ?? { kind: 'latest' as const, limit: this.opts.historyPageSize, at: 0 };
+        const req = takeAnswered(this.roomHistoryQ.get(frame.room), frame) ?? this.unaskedLatest();
         this.onRoomMessages(frame.room, frame.data, false);
+        if (req === STALE) return;
         const full = frame.data.length >= req.limit;
         this.patchRoom(frame.room, (r) => {
           if (req.kind === 'after') return r;
@@ -1140,14 +1168,14 @@ export class ChatClient {
         return;
       case 'dm_history': {
         const peer = frame.with;
-        const q = this.dmHistoryQ.get(peer);
-        const req = q?.shift() ?? { kind: 'latest' as const, limit: this.opts.historyPageSize, at: 0 };
+        const req = takeAnswered(this.dmHistoryQ.get(peer), frame) ?? this.unaskedLatest();
         const name =
           this.state.users[peer]?.username ??
           frame.data.find((m) => m.fromUser === peer)?.username ??
           `user ${peer}`;
         this.patchDm(peer, (d) => d, name);
         this.onDms(frame.data, false, peer);
+        if (req === STALE) return;
         const full = frame.data.length >= req.limit;
         this.patchDm(peer, (d) => {
           if (req.kind === 'after') return d.historyLoaded ? d : { ...d, historyLoaded: true };

@@ -158,12 +158,18 @@ export interface DmSentFrame {
   type: 'dm_sent';
   data: { to: UserId; status: 'ok'; message: DirectMessage };
 }
-export interface RoomHistoryFrame {
+/** The page a history answer is for, where the server echoes it (this one does). */
+export interface PageEcho {
+  limit?: number;
+  before?: MessageId;
+  after?: MessageId;
+}
+export interface RoomHistoryFrame extends PageEcho {
   type: 'room_history';
   room: string;
   data: RoomMessage[];
 }
-export interface DmHistoryFrame {
+export interface DmHistoryFrame extends PageEcho {
   type: 'dm_history';
   with: UserId;
   data: DirectMessage[];

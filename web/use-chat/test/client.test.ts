@@ -1,7 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { WebSocket } from 'ws';
 import { ChatClient, isRetryable, jwtExpiresAt, type ChatClientOptions, type TokenContext, type WebSocketCtor } from '../src';
-import { FakeChatServer } from './fakeServer';
+import { FakeChatServer, type Conn } from './fakeServer';
 
 const ALICE = { userId: 1, username: 'alice' };
 const BOB = { userId: 2, username: 'bob' };
@@ -1138,6 +1138,34 @@ describe('review fixes', () => {
       'early',
       ...Array.from({ length: 5 }, (_, i) => `away ${i + 1}`),
     ]);
+  });
+
+  it('an answer to a history request given up on is not taken for the next request', async () => {
+    for (let i = 1; i <= 10; i++) server.post('general', BOB, `m${i}`);
+    const c = makeClient({ historyPageSize: 3, historyTimeoutMs: 150, initialRooms: ['general'] });
+    c.start();
+    await until(() => c.getState().joined.general?.historyLoaded);
+    // The next request is held: the server answers it late, after the client gave up on it.
+    let held: Conn | null = null;
+    server.onFrame = (conn, f) => {
+      if (f.type !== 'room_history' || held) return undefined;
+      held = conn;
+      return 'ignore';
+    };
+    c.loadOlder('general'); // before m8
+    await until(() => held !== null && !c.getState().joined.general.loadingOlder); // given up
+    // Asked again; this time the answer is slow, and the late one of another page (an empty
+    // one: `after` the newest) comes first.
+    server.onFrame = (_conn, f) => (f.type === 'room_history' ? 'ignore' : undefined);
+    c.loadOlder('general');
+    await until(() => server.framesOfType('room_history').length === 3);
+    server.sendTo(held!, { type: 'room_history', room: 'general', limit: 3, after: 10, data: [] });
+    const page = server.roomMsgs.slice(4, 7);
+    server.sendTo(held!, { type: 'room_history', room: 'general', limit: 3, before: 8, data: page });
+    await until(() => c.getState().joined.general.messages.length === 6);
+    // m1..m4 are still there to load: the empty late page said nothing about them
+    expect(c.getState().joined.general.hasMore).toBe(true);
+    expect(c.getState().joined.general.loadingOlder).toBe(false);
   });
 
   it('a first room page that does not reach the live messages seen before leaves no hole', async () => {

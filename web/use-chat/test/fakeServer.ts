@@ -216,6 +216,15 @@ export class FakeChatServer {
     }
   }
 
+  /** The page asked for, echoed in the answer like the real server does (an extension). */
+  private pageEcho(f: AnyFrame): AnyFrame {
+    if (!this.extensions) return {};
+    const echo: AnyFrame = { limit: Math.min(200, typeof f.limit === 'number' ? f.limit : 50) };
+    if (typeof f.before === 'number') echo.before = f.before;
+    if (typeof f.after === 'number') echo.after = f.after;
+    return echo;
+  }
+
   private page<T extends { id: number }>(list: T[], f: AnyFrame): T[] {
     const limit = Math.min(200, typeof f.limit === 'number' ? f.limit : 50);
     if (typeof f.before === 'number') return list.filter((m) => m.id < f.before).slice(-limit);
@@ -387,6 +396,7 @@ export class FakeChatServer {
         this.sendTo(conn, {
           type: 'room_history',
           room: f.room,
+          ...this.pageEcho(f),
           data: this.page(this.roomMsgs.filter((m) => m.room === f.room), f),
         });
         return;
@@ -395,7 +405,7 @@ export class FakeChatServer {
         const conv = this.dms.filter(
           (m) => (m.fromUser === me.userId && m.to === other) || (m.fromUser === other && m.to === me.userId),
         );
-        this.sendTo(conn, { type: 'dm_history', with: other, data: this.page(conv, f) });
+        this.sendTo(conn, { type: 'dm_history', with: other, ...this.pageEcho(f), data: this.page(conv, f) });
         return;
       }
       case 'typing':
