@@ -254,7 +254,9 @@ export interface ChatClientOptions {
   /** how many errors `state.errors` keeps. Default 5. */
   maxErrors?: number;
   onError?: (error: ChatError) => void;
+  /** each new room message, live or replayed after a reconnection (not history pages), once */
   onMessage?: (message: RoomMessage) => void;
+  /** each new DM, live or brought by a catch-up after a reconnection (not history pages), once */
   onDm?: (message: DirectMessage) => void;
   /** injectable for tests */
   random?: () => number;
@@ -1174,7 +1176,8 @@ export class ChatClient {
           frame.data.find((m) => m.fromUser === peer)?.username ??
           `user ${peer}`;
         this.patchDm(peer, (d) => d, name);
-        this.onDms(frame.data, false, peer);
+        // A catch-up brings what was sent while this client was away: news, like live DMs.
+        this.onDms(frame.data, req !== STALE && req.kind === 'after', peer);
         if (req === STALE) return;
         const full = frame.data.length >= req.limit;
         this.patchDm(peer, (d) => {

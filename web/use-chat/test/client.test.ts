@@ -576,6 +576,20 @@ describe('recovery: nothing lost, nothing doubled', () => {
     ]);
   });
 
+  it('tells onDm of the DMs a catch-up brings, once each (unread badges)', async () => {
+    const told: string[] = [];
+    const c = makeClient({ onDm: (m) => told.push(m.content) });
+    await startWithDmFromBob(c, 'live');
+    await whileServerDown(c, () => {
+      server.postDm(BOB, ALICE.userId, 'away 1');
+      server.postDm(BOB, ALICE.userId, 'away 2');
+    });
+    await until(() => c.getState().dms[BOB.userId].messages.length === 3);
+    c.loadOlderDms(BOB.userId); // an older page is no news
+    await until(() => !c.getState().dms[BOB.userId].loadingOlder);
+    expect(told).toEqual(['live', 'away 1', 'away 2']);
+  });
+
   it('pages through a long DM catch-up until it is complete', async () => {
     const c = makeClient({ historyPageSize: 3 });
     c.start();
