@@ -282,6 +282,8 @@ const TRY_LATER_CODES: ReadonlySet<string> = new Set(['rate_limited', 'unavailab
 const FINAL_CODES: ReadonlySet<string> = new Set(['invalid', 'too_large', 'not_found', 'bad_json', 'unknown_type']);
 
 const WS_OPEN = 1;
+/** How old the server's `rooms` answer may be (it reads the list at most once a second), plus a margin. */
+const ROOMS_LIST_MAX_AGE_MS = 1_500;
 /** Application close code used when the client drops a socket that stopped answering. */
 export const CLOSE_CLIENT_TIMEOUT = 4000;
 export const CLOSE_UNAUTHORIZED = 4001;
@@ -1213,11 +1215,13 @@ export class ChatClient {
       case 'left': {
         // leave() forgot the room already. Joined again since (leave, then join before this ack
         // came back): the server has it joined again, and so does this client (its join_ack counts).
-        // Else this user is no longer counted there (another tab of theirs may still be: the next
-        // refresh says).
+        // Else this user is no longer counted there, unless another tab of theirs still is: the
+        // list is asked for again once the server's copy (up to ROOMS_LIST_MAX_AGE_MS old) has
+        // the leave; a leave is rare, so this costs little.
         const info = this.state.rooms.find((r) => r.name === frame.room);
         if (!this.state.joined[frame.room] && info && typeof info.online === 'number' && info.online > 0) {
           this.set({ rooms: withRoomOnline(this.state.rooms, frame.room, info.online - 1) });
+          if (this.opts.roomsRefreshMs > 0) this.roomsDueAt = Math.min(this.roomsDueAt, this.opts.now() + ROOMS_LIST_MAX_AGE_MS);
         }
         return;
       }

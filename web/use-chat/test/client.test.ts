@@ -895,6 +895,18 @@ describe('rooms list at scale', () => {
     expect(roomsAskedBy(ALICE.userId)).toBe(2);
   });
 
+  it('after leaving in one tab, the list is asked for again: another tab of the user may still be there', async () => {
+    const tab1 = makeClient({ initialRooms: ['general'], tickMs: 50 });
+    const tab2 = makeClient({ initialRooms: ['general'] });
+    tab1.start();
+    tab2.start();
+    await until(() => listed(tab1, 'general')?.online === 1 && tab2.getState().joined.general?.status === 'joined');
+    tab1.leave('general');
+    await until(() => listed(tab1, 'general')?.online === 0); // at once, locally
+    await until(() => listed(tab1, 'general')?.online === 1, 4000); // the server still counts tab2
+    expect(roomsAskedBy(ALICE.userId)).toBe(3); // one per connection, one after the leave
+  });
+
   it('a rooms answer older than the room\'s own list counts at least the users listed online', async () => {
     const a = makeClient({ initialRooms: ['general'] });
     const b = makeClient({ initialRooms: ['general'] }, 'tok-bob');
