@@ -339,7 +339,7 @@ describe('chat page against the real server', { timeout: 180_000 }, () => {
     assert.equal(await pages.alice.locator('[data-testid=toast]').count(), 0, 'no error toast expected');
   });
 
-  step('database outage: the error is shown, the message is delivered once it is back', async () => {
+  step('database outage: the error is shown, the message survives a reload and is delivered once it is back', async () => {
     await db.block();
     try {
       await send(pages.alice, 'sent during a database outage');
@@ -348,6 +348,9 @@ describe('chat page against the real server', { timeout: 180_000 }, () => {
       assert.match(await toast.textContent(), /database/i);
       await pages.alice.waitForSelector('[data-testid=pending-message]');
       await snap('database-outage');
+      // A reload meanwhile does not lose it: the tab kept it (sessionStorage) and sends it again.
+      await pages.alice.reload();
+      await pages.alice.waitForSelector('[data-testid=pending-message]');
     } finally {
       await db.unblock();
     }

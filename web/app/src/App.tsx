@@ -4,7 +4,7 @@ import { ChatScreen } from './ChatScreen';
 import { LoginScreen } from './LoginScreen';
 import { loadSession, saveSession, type Session } from './session';
 
-/** Messages not yet delivered when the session expired: sent once the same user signs in again (kept in memory only). */
+/** Messages not yet delivered when the session expired: sent once the same user signs in again (in memory; a reload keeps them through sessionStorage, see loadUnsent). */
 export interface Unsent {
   userId: number;
   outbox: PendingMessage[];

@@ -15,7 +15,7 @@ import { ConnectionBanner } from './ConnectionStatus';
 import { wsUrl } from './format';
 import { MembersPanel } from './MembersPanel';
 import { MessageList } from './MessageList';
-import { loadPrefs, savePrefs, type Prefs, type Session } from './session';
+import { loadPrefs, loadUnsent, savePrefs, saveUnsent, type Prefs, type Session } from './session';
 import { Sidebar, targetKey, type Target } from './Sidebar';
 import { Toasts, useToasts } from './Toasts';
 
@@ -54,12 +54,18 @@ export function ChatScreen({
   initialOutbox?: PendingMessage[];
   onSignedOut: (why?: string, unsent?: Unsent) => void;
 }) {
+  // What is still to send: the previous session's (it expired) and what this tab had not
+  // delivered before a reload.
+  const outboxAtStart = useMemo(() => {
+    const all = [...(initialOutbox ?? []), ...loadUnsent(session.userId)];
+    return all.filter((m, i) => all.findIndex((o) => o.clientId === m.clientId) === i);
+  }, [session.userId, initialOutbox]);
   const prefs = useMemo(() => {
     const p = loadPrefs(session.userId);
     // the rooms of messages still to send, also if they were not remembered
-    for (const m of initialOutbox ?? []) if (m.kind === 'message' && m.room && !p.rooms.includes(m.room)) p.rooms.push(m.room);
+    for (const m of outboxAtStart) if (m.kind === 'message' && m.room && !p.rooms.includes(m.room)) p.rooms.push(m.room);
     return p;
-  }, [session.userId, initialOutbox]);
+  }, [session.userId, outboxAtStart]);
   const [active, setActive] = useState<Target | null>(() => initialTarget(prefs));
   const [unread, setUnread] = useState<Record<string, number>>({});
   // Narrow screens: the sidebar is a drawer.
@@ -82,7 +88,7 @@ export function ChatScreen({
     url: wsUrl(),
     getToken: async () => session.token,
     initialRooms: prefs.rooms,
-    initialOutbox,
+    initialOutbox: outboxAtStart,
     onError: (e) => {
       if (e.code === 'unauthorized') return; // handled by signing out below
       push({ ...describe(e), tone: 'error' });
@@ -119,6 +125,9 @@ export function ChatScreen({
       active: activeKey,
     });
   }, [roomNames, dmPeers, session.userId, activeKey]);
+
+  // ...nor with a reload of the page.
+  useEffect(() => saveUnsent(session.userId, chat.outbox), [session.userId, chat.outbox]);
 
   // Messages written while offline are not lost with the session: sent after signing in again.
   const outboxRef = useRef(chat.outbox);
