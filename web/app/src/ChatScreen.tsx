@@ -201,6 +201,7 @@ export function ChatScreen({
 
   const signOut = () => {
     chat.stop();
+    saveUnsent(session.userId, []); // signing out on purpose abandons them (a shared computer)
     onSignedOut();
   };
 
