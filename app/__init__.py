@@ -32,6 +32,10 @@ def create_app(test_config: dict | None = None) -> Flask:
     # a /healthz or a login before the first WebSocket must not block the worker either.
     db.make_cooperative()
     app.config["SOCK_SERVER_OPTIONS"] = websocket.server_options(app.config)
+    if app.config["TRUSTED_PROXIES"]:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["TRUSTED_PROXIES"])  # type: ignore[method-assign]
     db.init_app(app)
     app.register_blueprint(websocket.bp)
     app.register_blueprint(http.bp)

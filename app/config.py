@@ -79,6 +79,11 @@ DEFAULTS: dict[str, Any] = {
     "GAP_WAIT_SECONDS": 0.5,
     # Standalone sign-in (POST /api/login); switch off where another backend issues tokens.
     "LOGIN_ENABLED": True,
+    # Largest HTTP request body (Flask's own setting; a sign-in needs well under 1 KB).
+    "MAX_CONTENT_LENGTH": 16 * 1024,
+    # Reverse proxies in front of the server whose X-Forwarded-For is trusted: with 1, the
+    # client address (sign-in rate limits, logs) is the one the proxy saw, not the proxy's.
+    "TRUSTED_PROXIES": 0,
     "TOKEN_TTL_SECONDS": 12 * 3600,
     # Built React page served at GET /.
     "WEB_DIST": str(PROJECT_ROOT / "web" / "app" / "dist"),

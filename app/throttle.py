@@ -1,12 +1,16 @@
 """A rate limit for guesses: each key's attempts are spaced out, further after each failure.
 
-Sign-in counts every attempt against its client address and its username. The first few
-run at once; from then on each must start a growing delay after the one before it, up to
-one attempt per `max_delay` seconds. The delay is a reservation, not a sleep counted from
-each attempt's arrival: attempts sent at once queue one behind the other instead of all
-waiting the same time and then all being checked (N parallel requests were N guesses per
-delay). An attempt that would have to wait longer than `max_wait` is refused with the
-time after which to retry, and not counted: a flood holds no request open.
+The first few attempts on a key run at once; from then on each must start a growing
+delay after the one before it, up to one attempt per `max_delay` seconds. The delay is a
+reservation, not a sleep counted from each attempt's arrival: attempts sent at once
+queue one behind the other instead of all waiting the same time and then all being
+checked (N parallel requests were N guesses per delay). An attempt that would have to
+wait longer than `max_wait` is refused with the time after which to retry, and not
+counted: a flood holds no request open.
+
+Whoever makes attempts on a key can get it refused, so a key must belong to the guesser
+(sign-in uses the client address, and the username from that address), never to the
+victim alone: refusals keyed by username would let anyone lock a user out.
 """
 
 from __future__ import annotations
@@ -67,24 +71,20 @@ class Throttle:
 
         Raises TooManyAttempts (nothing counted) when that wait would pass `max_wait`.
         """
-        now = time.monotonic() if now is None else now
-        self._forget_older_than(now - self.memory)
-        states = [self.states.get(key) for key in keys]
-        start = max([now] + [state.free_at for state in states if state is not None])
-        if start - now > self.max_wait:
-            raise TooManyAttempts(start - now)
-        for key, state in zip(keys, states, strict=True):
-            if state is None:
-                state = KeyState(0, now, now)
-            else:
-                del self.states[key]  # re-inserted last: the most recently tried
-            state.failures += 1
-            state.free_at = start + self.delay_after(state.failures)
-            state.seen_at = now
-            self.states[key] = state
+        return reserve_together([(self, key) for key in keys], now)
+
+    def _free_at(self, key: str, now: float) -> float:
+        state = self.states.get(key)
+        return now if state is None else max(now, state.free_at)
+
+    def _count(self, key: str, start: float, now: float) -> None:
+        state = self.states.pop(key, None) or KeyState(0, now, now)  # re-inserted last
+        state.failures += 1
+        state.free_at = start + self.delay_after(state.failures)
+        state.seen_at = now
+        self.states[key] = state
         while len(self.states) > self.max_keys:
             del self.states[next(iter(self.states))]
-        return start - now
 
     def forget(self, key: str) -> None:
         """The key's guesses are over (its user signed in): it starts afresh."""
@@ -100,9 +100,26 @@ class Throttle:
         if state is not None and state.failures > 0:
             state.failures -= 1
 
-    def _forget_older_than(self, moment: float) -> None:
+    def forget_older_than(self, moment: float) -> None:
         while self.states:
             oldest = next(iter(self.states))
             if self.states[oldest].seen_at >= moment:
                 break
             del self.states[oldest]
+
+
+def reserve_together(claims: list[tuple[Throttle, str]], now: float | None = None) -> float:
+    """One attempt against keys of several throttles (each with its own spacing): it starts
+    when the last of them is free, or is refused by the first that would make it wait
+    longer than its `max_wait`, and then counts against none."""
+    now = time.monotonic() if now is None else now
+    start = now
+    for throttle, key in claims:
+        throttle.forget_older_than(now - throttle.memory)
+        free_at = throttle._free_at(key, now)
+        if free_at - now > throttle.max_wait:
+            raise TooManyAttempts(free_at - now)
+        start = max(start, free_at)
+    for throttle, key in claims:
+        throttle._count(key, start, now)
+    return start - now

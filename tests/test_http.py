@@ -72,7 +72,8 @@ def alice(runner, database_url):
     sql(database_url, "DELETE FROM users WHERE username = %s", (name,))
     result = runner.invoke(args=["create-user", name, "--password", "correct horse"])
     assert result.exit_code == 0, result.output
-    login.throttle.states.clear()
+    login.by_address.states.clear()
+    login.by_account.states.clear()
     return name
 
 
@@ -146,8 +147,54 @@ def test_a_success_restarts_the_user_but_does_not_wipe_the_address(client, alice
         assert client.post("/api/login", json={"username": f"guessed-{n}", "password": "guess"}).status_code == 401
     client.post("/api/login", json={"username": alice, "password": "wrong"})
     assert client.post("/api/login", json={"username": alice, "password": "correct horse"}).status_code == 200
-    assert f"user:{alice}" not in login.throttle.states
-    assert login.throttle.states["addr:127.0.0.1"].failures == 5
+    assert f"{alice}@127.0.0.1" not in login.by_account.states
+    assert login.by_address.states["127.0.0.1"].failures == 5
+
+
+def test_guessing_a_users_password_from_elsewhere_does_not_lock_the_user_out(client, alice, monkeypatch):
+    """Refusals keyed by username alone let anyone keep a user from signing in."""
+    monkeypatch.setattr(login.gevent, "sleep", lambda seconds: None)  # the queue fills at once
+    attacker, owner = {"REMOTE_ADDR": "10.0.0.66"}, {"REMOTE_ADDR": "10.0.0.7"}
+    answers = [
+        client.post("/api/login", json={"username": alice, "password": f"guess {n}"}, environ_base=attacker)
+        for n in range(12)
+    ]
+    assert 429 in {answer.status_code for answer in answers}
+    mine = client.post("/api/login", json={"username": alice, "password": "correct horse"}, environ_base=owner)
+    assert mine.status_code == 200
+
+
+def test_behind_a_trusted_proxy_the_forwarded_address_is_the_clients(database_url, alice, monkeypatch):
+    monkeypatch.setattr(login, "_DUMMY_HASH", generate_password_hash("x", method="pbkdf2:sha256:1"))  # fast
+    app = create_app({"TESTING": True, "DATABASE_URL": database_url, "JWT_SECRET": SECRET, "TRUSTED_PROXIES": 1})
+    proxied = {"REMOTE_ADDR": "10.0.0.1"}
+    app.test_client().post(
+        "/api/login",
+        json={"username": "nobody", "password": "x"},
+        headers={"X-Forwarded-For": "203.0.113.9"},
+        environ_base=proxied,
+    )
+    assert set(login.by_address.states) == {"203.0.113.9"}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        [1, 2],
+        "just a string",
+        {"username": "u" * 65, "password": "x"},
+    ],
+    ids=["list", "string", "name too long"],
+)
+def test_bad_sign_in_bodies_are_400_and_remember_nothing(client, alice, body):
+    response = client.post("/api/login", json=body)
+    assert response.status_code == 400 and "error" in response.json
+    assert not login.by_address.states and not login.by_account.states
+
+
+def test_a_huge_sign_in_body_is_refused_before_it_is_read(client, alice):
+    response = client.post("/api/login", json={"username": "u" * 100_000, "password": "x"})
+    assert response.status_code == 413
 
 
 def test_the_event_loop_runs_while_passwords_are_checked(client, alice, monkeypatch):
@@ -206,3 +253,8 @@ def test_token_command_prints_a_valid_token(runner, database_url):
 def test_init_db_is_safe_to_run_twice(runner):
     assert runner.invoke(args=["init-db"]).exit_code == 0
     assert runner.invoke(args=["init-db"]).exit_code == 0
+
+
+def test_create_user_refuses_a_name_sign_in_would_not_take(runner):
+    result = runner.invoke(args=["create-user", "n" * 65, "--password", "pw"])
+    assert result.exit_code != 0 and "64" in result.output
