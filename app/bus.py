@@ -36,6 +36,11 @@ from .metrics import BUS_RECONNECTS
 log = logging.getLogger(__name__)
 
 CHANNEL = "chat_events"
+# A listener that has heard nothing for this long asks its server for an answer, and
+# reconnects when none comes within as long again: a hung server (or a proxy in between)
+# leaves the connection open and silent, and events from other nodes would be lost for
+# as long as it stays so, not just until TCP gives up hours later.
+LISTENER_PROBE_SECONDS = 5.0
 RECONNECT_FIRST_SECONDS = 0.2
 RECONNECT_MAX_SECONDS = 5.0
 # Redis payloads waiting for their publisher at most: with Redis hung, the oldest are
@@ -203,7 +208,11 @@ class PostgresBus(Bus):
             self._say_hello()
             while True:
                 self._waiting_on = conn.fileno()
-                gevent.socket.wait_read(conn.fileno())
+                try:
+                    gevent.socket.wait_read(conn.fileno(), LISTENER_PROBE_SECONDS, TimeoutError())
+                except TimeoutError:
+                    self._waiting_on = None
+                    self._probe(conn)  # notifications read meanwhile are handled below
                 self._waiting_on = None
                 read_at = time.monotonic()
                 conn.poll()  # reads everything that has come
@@ -217,6 +226,12 @@ class PostgresBus(Bus):
                 conn.close()
             except psycopg2.Error:
                 pass
+
+    @staticmethod
+    def _probe(conn) -> None:
+        """A silent listener asks PostgreSQL something; no answer in time: reconnect."""
+        with gevent.Timeout(LISTENER_PROBE_SECONDS, ConnectionError("no answer to a probe")), conn.cursor() as cur:
+            cur.execute("SELECT 1")
 
 
 class RedisBus(Bus):
@@ -269,11 +284,23 @@ class RedisBus(Bus):
     def _listen(self) -> None:
         import redis
 
-        client = redis.Redis.from_url(self.url, socket_connect_timeout=2.0, health_check_interval=10)
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=2.0)
         pubsub = client.pubsub(ignore_subscribe_messages=False)
         try:
             pubsub.subscribe(CHANNEL)
-            for item in pubsub.listen():
+            heard_at, probed = time.monotonic(), False
+            while True:
+                # Not pubsub.listen(): it blocks for good on a connection that went silent.
+                item = pubsub.get_message(timeout=LISTENER_PROBE_SECONDS)
+                if item is None:
+                    if time.monotonic() - heard_at < LISTENER_PROBE_SECONDS:
+                        continue
+                    if probed:
+                        raise ConnectionError("no answer to a probe")
+                    pubsub.ping()  # answered with a 'pong' message
+                    probed = True
+                    continue
+                heard_at, probed = time.monotonic(), False
                 if item["type"] == "subscribe":
                     self.connected = True
                     log.info("bus: subscribed to Redis channel %s", CHANNEL)

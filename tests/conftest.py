@@ -480,3 +480,50 @@ def private_redis() -> Iterator[PrivateRedis]:
     redis = PrivateRedis().start()
     yield redis
     redis.stop()
+
+
+# --- a TCP proxy that can go silent -------------------------------------------------------------------
+
+
+class StallingProxy:
+    """Forwards TCP connections to a port until stall(): then its connections stay open and
+    pass nothing either way, like a hung server or a proxy stuck in between. OS threads, so
+    that it runs while the test's own code blocks."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target = ("127.0.0.1", target_port)
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.stalled = threading.Event()
+        self.accepted = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def stall(self) -> None:
+        self.stalled.set()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            upstream = socket.create_connection(self.target)
+            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
+
+    def _pump(self, client: socket.socket, upstream: socket.socket) -> None:
+        import select
+
+        with client, upstream:
+            while True:
+                ready, _, _ = select.select([client, upstream], [], [], 0.05)
+                if self.stalled.is_set():
+                    continue
+                for sock in ready:
+                    data = sock.recv(65536)
+                    if not data:
+                        return
+                    (upstream if sock is client else client).sendall(data)
+
+    def close(self) -> None:
+        self.server.close()

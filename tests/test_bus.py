@@ -1,14 +1,17 @@
-"""The PostgreSQL bus's listener, in this process, over a real database."""
+"""The buses' listeners and publisher, in this process, over a real database and Redis."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import gevent
 import orjson
 import psycopg2.extensions
-from conftest import sql
+import pytest
+from conftest import StallingProxy, sql
 
+from app import bus as bus_module
 from app import db
 from app.bus import CHANNEL, PostgresBus
 from app.messages import StoredMessage, message_data
@@ -152,3 +155,65 @@ def test_queued_payloads_reach_redis_in_order(private_redis):
 
 def room_message(seq: int) -> StoredMessage:
     return StoredMessage(id=seq, seq=seq, data=message_data(seq, 1, "u", "c", "t", room="r"))
+
+
+def test_a_postgres_listener_whose_server_went_silent_reconnects(fresh_database, monkeypatch):
+    """A hung server or proxy leaves the LISTEN connection open and silent: NOTIFYs of the
+    other nodes would be lost until TCP gave up, hours later."""
+    monkeypatch.setattr(bus_module, "LISTENER_PROBE_SECONDS", 0.3)
+    db.make_cooperative()
+    url = fresh_database()
+    proxy = StallingProxy(5432)
+    proxied = url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
+    pool = db.Pool(url, size=1)
+    connected: list[bool] = []
+    bus = PostgresBus(
+        proxied,
+        pool,
+        origin="me",
+        on_payload=lambda p: None,
+        on_connected=lambda: connected.append(True),
+        peer_hold_seconds=5,
+    )
+    try:
+        listening = gevent.spawn(bus._listen)
+        with gevent.Timeout(5):
+            while not connected:
+                gevent.sleep(0.01)
+        gevent.sleep(1)  # quiet, but answering its probes: still listening
+        assert not listening.dead
+        proxy.stall()
+        listening.join(timeout=5)
+        assert listening.dead, "the listener still waits on a silent connection"
+        assert isinstance(listening.exception, ConnectionError)
+    finally:
+        listening.kill()
+        proxy.close()
+        pool.close()
+
+
+def test_a_redis_listener_whose_server_went_silent_reconnects(private_redis, monkeypatch):
+    from app.bus import RedisBus
+
+    monkeypatch.setattr(bus_module, "LISTENER_PROBE_SECONDS", 0.3)
+    proxy = StallingProxy(private_redis.port)
+    connected: list[bool] = []
+    bus = RedisBus(
+        f"redis://127.0.0.1:{proxy.port}/0",
+        origin="me",
+        on_payload=lambda p: None,
+        on_connected=lambda: connected.append(True),
+        peer_hold_seconds=5,
+    )
+    # redis-py blocks this thread (the tests do not patch sockets for gevent): the
+    # listener runs here, and the proxy in its own threads stalls a second after it
+    # subscribed, having answered its probes meanwhile.
+    threading.Timer(1.5, proxy.stall).start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(ConnectionError):
+            bus._listen()
+        assert connected == [True]
+        assert 1.5 < time.monotonic() - started < 5
+    finally:
+        proxy.close()
