@@ -201,6 +201,10 @@ class Presence:
         # once per join.
         self.online_cache_seconds = online_cache_seconds
         self.online_by_room: dict[str, SharedRead[RoomOnline]] = {}
+        # room -> the presence events noted while its list is being read: the read may
+        # come from a snapshot taken before they were committed, and replaces the list
+        # they were noted in (see _read_online_users)
+        self._noted_while_reading: dict[str, list[tuple[str, int, str]]] = {}
         # (room, user_id) -> held while this process changes that user's presence there
         # (see `changing`)
         self._changing = KeyedLocks()
@@ -311,21 +315,43 @@ class Presence:
             )
         return shared.get()
 
+    def online_now(self, room: str, read: RoomOnline) -> RoomOnline:
+        """The room's list as it stands now, with every presence event noted so far: the
+        newest list read (another greenlet may have read it again since `read` was), or
+        `read`. No I/O: for answering a join, whose later events reach the joiner."""
+        shared = self.online_by_room.get(room)
+        latest = shared.latest if shared is not None else None
+        return latest if latest is not None else read
+
     def note(self, room: str, event: str, user_id: int, username: str) -> None:
         """Keep the cached list of a room current with a presence event heard or sent."""
+        noted = self._noted_while_reading.get(room)
+        if noted is not None:
+            noted.append((event, user_id, username))
         shared = self.online_by_room.get(room)
         cached = shared.latest if shared is not None else None
-        if cached is None:
-            return
-        if event == "join":
-            cached.add(user_id, username)
-        else:
-            cached.remove(user_id)
+        if cached is not None:
+            _apply(cached, event, user_id, username)
 
     def _read_online_users(self, room: str) -> RoomOnline:
-        with self.pool.autocommit() as cur:
-            cur.execute(_EXECUTE["chat_online_users"], {"room": room, "alive_seconds": self.node_timeout})
-            return RoomOnline(dict(cur.fetchall()))
+        """Read the list, then apply the events noted meanwhile.
+
+        Its snapshot may predate an event that was committed elsewhere and noted here
+        while the query ran, in the list this read replaces: without them, the user
+        would stay missing (or, for a leave, online) in every join_ack until the next
+        read, and to the joiners for good. Events already in the snapshot apply again
+        harmlessly, in the order they were committed.
+        """
+        noted = self._noted_while_reading.setdefault(room, [])
+        try:
+            with self.pool.autocommit() as cur:
+                cur.execute(_EXECUTE["chat_online_users"], {"room": room, "alive_seconds": self.node_timeout})
+                online = RoomOnline(dict(cur.fetchall()))
+        finally:
+            self._noted_while_reading.pop(room, None)
+        for event, user_id, username in noted:
+            _apply(online, event, user_id, username)
+        return online
 
     # --- the heartbeat ---------------------------------------------------------------------------
 
@@ -409,6 +435,13 @@ class Presence:
         with self.pool.transaction() as cur:
             cur.execute("DELETE FROM room_presence WHERE node_id = %s", (self.node_id,))
             cur.execute("DELETE FROM chat_nodes WHERE node_id = %s", (self.node_id,))
+
+
+def _apply(online: RoomOnline, event: str, user_id: int, username: str) -> None:
+    if event == "join":
+        online.add(user_id, username)
+    else:
+        online.remove(user_id)
 
 
 def statement_parameters(

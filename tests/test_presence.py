@@ -91,3 +91,46 @@ def test_a_buried_nodes_leaves_are_announced_even_after_a_failure(presence, monk
     assert rows(url) == []
     node.heartbeat(set, lambda user_id, room: False)
     assert ("leave", BOB[0]) in events
+
+
+def test_an_event_noted_while_the_list_is_read_is_not_lost_with_the_old_list(presence, monkeypatch):
+    """The read's snapshot may come before a join committed elsewhere, whose event is noted
+    here while the query runs: the read then replaced the list the event went into, and
+    every joiner of the next second was told the user was not there (and never learned)."""
+    import gevent
+
+    from app import presence as presence_module
+
+    node, url, _ = presence
+    node.online_users("lobby")  # a list to note events in
+    node.online_by_room["lobby"].max_age_seconds = 0  # every call reads again
+
+    class SlowRoomOnline(presence_module.RoomOnline):
+        """Built from rows fetched: the snapshot is taken; now others get to run."""
+
+        def __init__(self, users: dict[int, str]) -> None:
+            super().__init__(users)
+            gevent.sleep(0.05)
+
+    def another_node_joins_bob() -> None:
+        sql(url, "INSERT INTO room_presence (room, user_id, node_id, username) VALUES ('lobby', 2, 'n2', 'bob')")
+        node.note("lobby", "join", *BOB)
+
+    monkeypatch.setattr(presence_module, "RoomOnline", SlowRoomOnline)
+    joining = gevent.spawn_later(0.01, another_node_joins_bob)
+    online = node.online_users("lobby")
+    joining.join()
+    assert 2 in online.users
+
+
+def test_a_join_is_answered_from_the_list_as_it_stands_now(presence):
+    """A join reads the list before its statement; another greenlet may read it again
+    meanwhile, and the events noted from then on go into that newer list only."""
+    node, url, _ = presence
+    sql(url, "INSERT INTO chat_nodes (node_id) VALUES ('n1')")  # alive: its rows count
+    node.online_cache_seconds = 0
+    entered = node.enter("lobby", *ALICE, create_room=False)
+    node.online_users("lobby")  # read again by someone else
+    node.note("lobby", "join", *BOB)
+    assert set(node.online_now("lobby", entered.online).users) == {1, 2}
+    assert 2 not in entered.online.users
