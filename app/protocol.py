@@ -100,12 +100,12 @@ def _int_field(frame: dict[str, Any], name: str, *, required: bool, minimum: int
 
 
 def _user_field(frame: dict[str, Any], name: str) -> int:
-    """A user id: an integer like any id; one no user can have (0, negative) names an
-    unknown user, `not_found` like any other (it is not ill-typed)."""
-    value = _int_field(frame, name, required=True, minimum=-(2**63))
-    if value < 1:
+    """A user id: an integer like any id; one no user can have (0, negative, beyond a
+    bigint) names an unknown user, `not_found` like any other (it is not ill-typed)."""
+    value = frame.get(name)
+    if isinstance(value, int) and not isinstance(value, bool) and not 0 < value < 2**63:
         raise NotFound(f"user {value} does not exist")
-    return value
+    return _int_field(frame, name, required=True, minimum=1)
 
 
 def _room(frame: dict[str, Any]) -> str:

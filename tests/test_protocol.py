@@ -71,6 +71,7 @@ def test_valid_frames_parse_to_commands(raw, expected):
         ('{"type":"message","room":"r","content":"hi","clientId":5}', Invalid, "clientId"),
         ('{"type":"dm","to":0,"content":"hi"}', NotFound, "user 0"),
         ('{"type":"dm_history","with":-1}', NotFound, "user -1"),
+        ('{"type":"dm","to":9223372036854775808,"content":"hi"}', NotFound, "does not exist"),
         ('{"type":"dm","to":true,"content":"hi"}', Invalid, "to"),
         ('{"type":"room_history","room":"r","limit":2.5}', Invalid, "limit"),
         ('{"type":"room_history","room":"r","before":"x"}', Invalid, "before"),
