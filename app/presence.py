@@ -193,6 +193,10 @@ class Presence:
         # (room, user_id, username, dead node, heard_join): leaves of buried nodes' users
         # not announced yet
         self.unsaved_burial_leaves: set[tuple[str, int, str, str, bool]] = set()
+        # (room, user_id, username) of joins that failed without telling whether they were
+        # committed (a connection lost after the commit): a row no connection stands for
+        # would show the user online for good (see heartbeat)
+        self.unsure_entries: set[tuple[str, int, str]] = set()
         # In rooms with more users online than this, joins and leaves are not announced:
         # 10,000 people joining one room would otherwise be 50 million presence frames.
         self.max_announced_room_size = max_announced_room_size
@@ -233,12 +237,16 @@ class Presence:
         online = self.online_users(room)
         event = {"k": "p", "room": room, "event": "join", "userId": user_id, "username": username}
         announce = self._announced_in(online, user_id)
-        with self.pool.autocommit() as cur:
-            cur.execute(
-                _JOIN_CREATING if create_room else _JOIN,
-                self._parameters(room, user_id, username, event, self.node_id, announce),
-            )
-            row = cur.fetchone()
+        try:
+            with self.pool.autocommit() as cur:
+                cur.execute(
+                    _JOIN_CREATING if create_room else _JOIN,
+                    self._parameters(room, user_id, username, event, self.node_id, announce),
+                )
+                row = cur.fetchone()
+        except ChatError:
+            self.unsure_entries.add((room, user_id, username))
+            raise
         if row is None:
             return None
         last_seq, last_id, first, announced = row[:4]
@@ -360,7 +368,8 @@ class Presence:
         local_presence: Callable[[], set[tuple[str, int, str]]],
         user_in_room: Callable[[int, str], bool],
     ) -> int:
-        """Refresh our node, write again what could not be written, and bury nodes that
+        """Refresh our node, write again what could not be written, undo joins committed
+        though they failed here (unsure_entries), and bury nodes that
         stopped beating.
 
         `local_presence()` lists (room, user id, name) of this process's connections;
@@ -396,11 +405,25 @@ class Presence:
                     self.unsaved_leaves.discard(entry)  # back here: the row stands for them
                 else:
                     self.leave(room, user_id, username)
+        for entry in sorted(self.unsure_entries):
+            room, user_id, username = entry
+            with self.changing(room, user_id):
+                if not user_in_room(user_id, room) and self._has_row(room, user_id):
+                    self.leave(room, user_id, username)  # the join was committed after all
+            self.unsure_entries.discard(entry)
         self._bury_dead_nodes()
         for burial in sorted(self.unsaved_burial_leaves):
             self.after_commit(self._leave(*burial))
             self.unsaved_burial_leaves.discard(burial)
         return alive_others
+
+    def _has_row(self, room: str, user_id: int) -> bool:
+        with self.pool.autocommit() as cur:
+            cur.execute(
+                "SELECT 1 FROM room_presence WHERE room = %s AND user_id = %s AND node_id = %s",
+                (room, user_id, self.node_id),
+            )
+            return cur.fetchone() is not None
 
     def _bury_dead_nodes(self) -> None:
         """Remove the rows of nodes that stopped beating, and announce their users' leaves

@@ -134,3 +134,38 @@ def test_a_join_is_answered_from_the_list_as_it_stands_now(presence):
     node.note("lobby", "join", *BOB)
     assert set(node.online_now("lobby", entered.online).users) == {1, 2}
     assert 2 not in entered.online.users
+
+
+def test_a_join_committed_but_not_answered_is_undone_by_the_heartbeat(presence, monkeypatch):
+    """The connection to PostgreSQL is lost after the join's commit: the joiner got
+    `unavailable` and is not in the room, but its row stood, online for good."""
+    from contextlib import contextmanager
+
+    node, url, events = presence
+    autocommit = node.pool.autocommit
+
+    @contextmanager
+    def lost_after_the_commit():
+        with autocommit() as cur:
+            yield cur
+        raise Unavailable("connection lost")
+
+    node.online_users("lobby")  # read now: the join's own statement is the one that fails
+    monkeypatch.setattr(node.pool, "autocommit", lost_after_the_commit)
+    with pytest.raises(Unavailable):
+        node.enter("lobby", *ALICE, create_room=False)
+
+    @contextmanager
+    def away():
+        raise Unavailable("database is away")
+        yield
+
+    monkeypatch.setattr(node.pool, "autocommit", away)
+    with pytest.raises(Unavailable):  # and one that was not committed: nothing to undo
+        node.enter("lobby", *BOB, create_room=False)
+    monkeypatch.setattr(node.pool, "autocommit", autocommit)
+    assert rows(url) == [("n1", ALICE[0])]
+    node.heartbeat(set, lambda user_id, room: False)
+    assert rows(url) == []
+    assert ("leave", ALICE[0]) in events and ("leave", BOB[0]) not in events
+    assert not node.unsure_entries
