@@ -369,8 +369,7 @@ class Presence:
         user_in_room: Callable[[int, str], bool],
     ) -> int:
         """Refresh our node, write again what could not be written, undo joins committed
-        though they failed here (unsure_entries), and bury nodes that
-        stopped beating.
+        though they failed here (unsure_entries), and bury nodes that stopped beating.
 
         `local_presence()` lists (room, user id, name) of this process's connections;
         `user_in_room(user_id, room)` says whether one of the user's connections here is
