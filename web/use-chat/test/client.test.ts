@@ -149,7 +149,8 @@ describe('connecting', () => {
     expect(server.connections).toBe(2);
   });
 
-  it('renews its token on the open connection before it expires, and stays connected', async () => {
+  /** A client whose first token expires in 300 ms; `getToken` has a fresh one only when asked for `freshOn`. */
+  function clientWithExpiringToken(freshOn: TokenContext['reason']) {
     server.tokenExpiry.set('tok-alice', Date.now() + 300);
     const fresh = server.addUser(ALICE.userId, 'alice', 'tok-alice-2');
     const calls: TokenContext[] = [];
@@ -158,9 +159,14 @@ describe('connecting', () => {
       tokenExpiresAt: (t) => server.tokenExpiry.get(t) ?? null,
       getToken: async (ctx) => {
         calls.push(ctx);
-        return ctx.reason === 'refresh' ? fresh : 'tok-alice';
+        return ctx.reason === freshOn ? fresh : 'tok-alice';
       },
     });
+    return { c, fresh, calls };
+  }
+
+  it('renews its token on the open connection before it expires, and stays connected', async () => {
+    const { c, fresh, calls } = clientWithExpiringToken('refresh');
     c.start();
     await until(() => c.getState().status === 'open');
     await until(() => server.received.some((r) => r.frame.type === 'auth' && r.frame.token === fresh));
@@ -171,17 +177,7 @@ describe('connecting', () => {
   });
 
   it('without a fresher token, is closed at the expiry and asks for one to reconnect', async () => {
-    server.tokenExpiry.set('tok-alice', Date.now() + 300);
-    const fresh = server.addUser(ALICE.userId, 'alice', 'tok-alice-2');
-    const calls: TokenContext[] = [];
-    const c = makeClient({
-      refreshBeforeExpiryMs: 100,
-      tokenExpiresAt: (t) => server.tokenExpiry.get(t) ?? null,
-      getToken: async (ctx) => {
-        calls.push(ctx);
-        return ctx.reason === 'unauthorized' ? fresh : 'tok-alice';
-      },
-    });
+    const { c, fresh, calls } = clientWithExpiringToken('unauthorized');
     c.start();
     await until(() => c.getState().status === 'open');
     await until(() => c.getState().lastCloseCode === 4001);
