@@ -65,6 +65,9 @@ ALTER TABLE room_presence ADD COLUMN IF NOT EXISTS username text;
 -- Whether the room heard this user's join (presence): then it hears the leave too, even
 -- if the room has grown too crowded for presence meanwhile.
 ALTER TABLE room_presence ADD COLUMN IF NOT EXISTS announced boolean NOT NULL DEFAULT false;
+-- Numbers the announced joins and leaves, each taken under its (room, user) advisory lock:
+-- a node that hears two nodes' events about one user out of order keeps the newer.
+CREATE SEQUENCE IF NOT EXISTS presence_versions;
 
 -- Indexes. A legacy table may hold rows that a unique index refuses; then that index is
 -- skipped with a notice rather than failing the whole load.

@@ -282,8 +282,9 @@ def _first_line(exc: Exception) -> str:
     return text.splitlines()[0] if text else exc.__class__.__name__
 
 
-# The tables schema.sql creates: when one is missing the database is new (or predates it).
-SCHEMA_TABLES = tuple(re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", SCHEMA_PATH.read_text()))
+# The tables and sequences schema.sql creates: when one is missing the database is new (or
+# predates it).
+SCHEMA_RELATIONS = tuple(re.findall(r"CREATE (?:TABLE|SEQUENCE) IF NOT EXISTS (\w+)", SCHEMA_PATH.read_text()))
 # The columns it adds to them since: when one is missing the database predates this server.
 SCHEMA_COLUMNS = tuple(re.findall(r"ALTER TABLE (\w+) ADD COLUMN IF NOT EXISTS (\w+)", SCHEMA_PATH.read_text()))
 # Held while schema.sql runs, so that workers starting together (or `make db` beside them)
@@ -299,7 +300,9 @@ def load_schema(dsn: str, only_if_missing: bool = False, connect_timeout: int = 
     try:
         with conn.cursor() as cur:
             cur.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_KEY,))
-            cur.execute("SELECT name FROM unnest(%s) AS name WHERE to_regclass(name) IS NULL", (list(SCHEMA_TABLES),))
+            cur.execute(
+                "SELECT name FROM unnest(%s) AS name WHERE to_regclass(name) IS NULL", (list(SCHEMA_RELATIONS),)
+            )
             missing = [row[0] for row in cur]
             cur.execute(
                 """SELECT t || '.' || c FROM unnest(%s::text[], %s::text[]) AS added(t, c)

@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import NamedTuple
 
 import orjson
 from gevent.lock import Semaphore
+from psycopg2.extras import Json
 
 from . import store
-from .bus import Bus, event_payload
+from .bus import Bus
 from .db import Pool
 from .errors import ChatError
 from .prepared import PreparedStatements
@@ -30,13 +33,23 @@ from .store import RoomState
 
 log = logging.getLogger(__name__)
 
+# How long the newest presence event of a user in a room is remembered here, to refuse an
+# older one heard after it. Events arrive late by their bus's delay: milliseconds, or
+# seconds while a Redis publisher catches up after an outage.
+EVENT_ORDER_MEMORY_SECONDS = 120.0
+
 ALIVE = "SELECT node_id FROM chat_nodes WHERE heartbeat_at > now() - make_interval(secs => %(alive_seconds)s)"
 # Whether a process other than `node_id`, alive, has the user in the room.
 _OTHERS_ONLINE = f"""EXISTS (SELECT 1 FROM room_presence WHERE room = %(room)s AND user_id = %(user_id)s
                            AND node_id <> %(node_id)s AND node_id IN ({ALIVE}))"""
-# The announcement of a join or leave: a NOTIFY inside its transaction, so that listeners
-# hear a user's joins and leaves in the order they were committed (no channel: none).
-_NOTIFY_IF = "CASE WHEN {} AND %(channel)s IS NOT NULL THEN pg_notify(%(channel)s, %(payload)s) END"
+# The number of an announced join or leave, taken under the (room, user) advisory lock: a
+# user's events are numbered in the order they were committed, which is how a node that
+# hears two nodes' events about one user out of order tells the newer (see `in_order`).
+_VERSION_IF = "CASE WHEN {} THEN nextval('presence_versions') END AS version"
+# The announcement of a join or leave on the PostgreSQL bus: a NOTIFY inside its
+# transaction, with its number (no channel: the caller publishes it after the commit).
+_NOTIFY = """CASE WHEN version IS NOT NULL AND %(channel)s IS NOT NULL THEN
+    pg_notify(%(channel)s, %(origin)s || '|' || (%(event)s || jsonb_build_object('v', version))::text) END"""
 # Whether a new presence row stands for a join the room heard: this one (announced: the
 # user's first connection, in a room small enough), or an earlier one of the user's other
 # connections there (rows of dead nodes too, until they are cleaned up). A leave is
@@ -68,9 +81,10 @@ STATEMENTS = PreparedStatements(
             ), step AS MATERIALIZED (
                 SELECT last_seq, last_id, EXISTS (SELECT 1 FROM entered) AND NOT others.online AS first
                 FROM room, others
+            ), told AS MATERIALIZED (
+                SELECT *, {_VERSION_IF.format("first AND %(announce)s")} FROM step
             )
-            SELECT last_seq, last_id, first, first AND %(announce)s, {_NOTIFY_IF.format("first AND %(announce)s")}
-            FROM step""",
+            SELECT last_seq, last_id, first, version, {_NOTIFY} FROM told""",
         "chat_leave": f"""
             WITH gone AS (
                 DELETE FROM room_presence WHERE room = %(room)s AND user_id = %(user_id)s AND node_id = %(node_id)s
@@ -78,8 +92,10 @@ STATEMENTS = PreparedStatements(
             ), step AS MATERIALIZED (
                 SELECT NOT {_OTHERS_ONLINE} AS last,
                        %(announce)s OR COALESCE((SELECT bool_or(announced) FROM gone), false) AS heard
+            ), told AS MATERIALIZED (
+                SELECT last, {_VERSION_IF.format("last AND heard")} FROM step
             )
-            SELECT last, last AND heard, {_NOTIFY_IF.format("last AND heard")} FROM step""",
+            SELECT last, version, {_NOTIFY} FROM told""",
         "chat_online_users": f"""
             SELECT DISTINCT ON (p.user_id) p.user_id, COALESCE(p.username, u.username, 'user' || p.user_id)
             FROM room_presence p LEFT JOIN users u ON u.id = p.user_id
@@ -94,7 +110,8 @@ STATEMENTS = PreparedStatements(
         "alive_seconds": "float8",
         "lock": "text",
         "channel": "text",
-        "payload": "text",
+        "origin": "text",
+        "event": "jsonb",
         "announce": "boolean",
     },
     settings=("SET plan_cache_mode = force_generic_plan",),
@@ -212,6 +229,9 @@ class Presence:
         # (room, user_id) -> held while this process changes that user's presence there
         # (see `changing`)
         self._changing = KeyedLocks()
+        # (room, user_id) -> (number, time.monotonic()) of the newest presence event heard
+        # here about that user in that room, the least recently heard first (see in_order)
+        self._newest_events: OrderedDict[tuple[str, int], tuple[int, float]] = OrderedDict()
 
     def changing(self, room: str, user_id: int):
         """Hold while a connection of the user joins or leaves the room in this process.
@@ -249,8 +269,8 @@ class Presence:
             raise
         if row is None:
             return None
-        last_seq, last_id, first, announced = row[:4]
-        return Entered(RoomState(last_seq, last_id), self._after_statement(first, announced, event), online)
+        last_seq, last_id, first, version = row[:4]
+        return Entered(RoomState(last_seq, last_id), self._after_statement(first, version, event), online)
 
     def leave(self, room: str, user_id: int, username: str) -> None:
         """Forget the user here in the room, announcing it if no connection of theirs
@@ -272,8 +292,8 @@ class Presence:
         announce = heard_join or self._announced_in(self.online_users(room), user_id)
         with self.pool.autocommit() as cur:
             cur.execute(_LEAVE, self._parameters(room, user_id, username, event, node_id, announce))
-            last, announced = cur.fetchone()[:2]
-        return self._after_statement(last, announced, event)
+            last, version = cur.fetchone()[:2]
+        return self._after_statement(last, version, event)
 
     def _parameters(self, room: str, user_id: int, username: str, event: dict, node_id: str, announce: bool) -> dict:
         return statement_parameters(
@@ -285,17 +305,18 @@ class Presence:
             announce,
             # announced inside the transaction on the PostgreSQL bus (after it, on others)
             self.bus.notify_channel,
-            event_payload(self.bus.origin, event),
+            self.bus.origin,
+            event,
         )
 
-    def _after_statement(self, changed: bool, announced: bool, event: dict) -> list[dict]:
+    def _after_statement(self, changed: bool, version: int | None, event: dict) -> list[dict]:
         """The announcements of a committed join or leave (`changed`: the user's first or
         last anywhere); when it is not announced (a crowded room), only the cached list
         changes."""
         if not changed:
             return []
-        if announced:
-            return [event]
+        if version is not None:
+            return [{**event, "v": version}]
         self.note(event["room"], event["event"], event["userId"], event["username"])
         return []
 
@@ -330,6 +351,32 @@ class Presence:
         shared = self.online_by_room.get(room)
         latest = shared.latest if shared is not None else None
         return latest if latest is not None else read
+
+    def in_order(self, payload: dict) -> bool:
+        """Whether a presence event is newer than any other heard here about its user in
+        its room, and so is to be applied (it is then remembered as the newest).
+
+        A user's leave on one node and their next join on another (a page reloaded onto
+        another worker) are committed in that order, numbered under the (room, user)
+        lock, but each node announces its own: where the leave arrives second (its
+        node's link to Redis slow, or the join delivered here at once while our listener
+        is behind), it would show the user gone for good. Events without a number are
+        applied.
+        """
+        version = payload.get("v")
+        if version is None:
+            return True
+        key = (payload["room"], payload["userId"])
+        newest = self._newest_events.get(key)
+        if newest is not None and newest[0] >= version:
+            return False
+        now = time.monotonic()
+        self._newest_events[key] = (version, now)
+        self._newest_events.move_to_end(key)
+        horizon = now - EVENT_ORDER_MEMORY_SECONDS
+        while self._newest_events and next(iter(self._newest_events.values()))[1] < horizon:
+            self._newest_events.popitem(last=False)
+        return True
 
     def note(self, room: str, event: str, user_id: int, username: str) -> None:
         """Keep the cached list of a room current with a presence event heard or sent."""
@@ -459,6 +506,10 @@ class Presence:
             cur.execute("DELETE FROM chat_nodes WHERE node_id = %s", (self.node_id,))
 
 
+def _dumps_text(value: object) -> str:
+    return orjson.dumps(value).decode()
+
+
 def _apply(online: RoomOnline, event: str, user_id: int, username: str) -> None:
     if event == "join":
         online.add(user_id, username)
@@ -474,7 +525,8 @@ def statement_parameters(
     alive_seconds: float,
     announce: bool,
     channel: str | None,
-    payload: str,
+    origin: str,
+    event: dict,
 ) -> dict:
     """The parameters of the join and leave statements.
 
@@ -490,5 +542,6 @@ def statement_parameters(
         "lock": f"presence:{room}:{user_id}",
         "announce": announce,
         "channel": channel,
-        "payload": payload,
+        "origin": origin,
+        "event": Json(event, dumps=_dumps_text),
     }

@@ -142,6 +142,8 @@ class ChatRuntime:
         """A presence or typing event: to the room's members here but that user's own."""
         room, user_id, username = payload["room"], payload["userId"], payload["username"]
         if payload["k"] == "p":
+            if not self.presence.in_order(payload):
+                return  # older than one applied already (another node announced it late)
             self.presence.note(room, payload["event"], user_id, username)
             frame = protocol.presence_frame(room, payload["event"], user_id, username)
         else:

@@ -487,8 +487,8 @@ def private_redis() -> Iterator[PrivateRedis]:
 
 class StallingProxy:
     """Forwards TCP connections to a port until stall(): then its connections stay open and
-    pass nothing either way, like a hung server or a proxy stuck in between. OS threads, so
-    that it runs while the test's own code blocks."""
+    pass nothing either way, like a hung server or a proxy stuck in between, until resume().
+    OS threads, so that it runs while the test's own code blocks."""
 
     def __init__(self, target_port: int) -> None:
         self.target = ("127.0.0.1", target_port)
@@ -500,6 +500,10 @@ class StallingProxy:
 
     def stall(self) -> None:
         self.stalled.set()
+
+    def resume(self) -> None:
+        """Pass again what waited meanwhile, and what comes next."""
+        self.stalled.clear()
 
     def _accept(self) -> None:
         while True:

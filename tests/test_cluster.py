@@ -17,7 +17,18 @@ import time
 import psycopg2
 import pytest
 import redis
-from conftest import Client, FaultPhases, PrivateRedis, Server, make_token, new_user_id, sql, unique
+from conftest import (
+    Client,
+    FaultPhases,
+    PrivateRedis,
+    Server,
+    StallingProxy,
+    make_token,
+    new_user_id,
+    sql,
+    unique,
+    wait_for,
+)
 from test_chat import join
 
 CLUSTER_ENV = {"HEARTBEAT_SECONDS": "0.5", "NODE_TIMEOUT_SECONDS": "3", "GAP_WAIT_SECONDS": "0.2"}
@@ -106,6 +117,40 @@ def test_presence_join_ack_rooms_and_typing_are_cluster_wide(cluster):
     alice.nothing_more("presence", wait=0.8)
     bob_second.send({"type": "leave", "room": room})
     assert alice.expect("presence", room=room, event="leave")["data"]["userId"] == bob_first.user_id
+
+
+def test_a_users_leave_heard_after_their_next_join_does_not_undo_it(fresh_database, private_redis):
+    """Bob's page reloads onto another node: his leave on the first node is committed
+    before his join on the second, but each node announces its own. Where the leave
+    arrives second (here the second node's link to Redis stalls meanwhile, so it hears
+    the leave only after delivering its own join), Bob must not be shown gone."""
+    database_url = fresh_database()
+    proxy = StallingProxy(private_redis.port)
+    env = {**CLUSTER_ENV, "CHAT_BUS": "redis"}
+    first = Server(database_url, REDIS_URL=private_redis.url, **env).start()
+    second = Server(database_url, REDIS_URL=f"redis://127.0.0.1:{proxy.port}/0", **env).start()
+    try:
+        room = unique("reload")
+        alice = connect(second)
+        join(alice, room)
+        bob = connect(first)
+        join(bob, room)
+        assert alice.expect("presence", room=room, event="join")["data"]["userId"] == bob.user_id
+        proxy.stall()
+        bob.close()
+        bobs_row = "SELECT 1 FROM room_presence WHERE room = %s AND user_id = %s"
+        wait_for(lambda: not sql(database_url, bobs_row, (room, bob.user_id)), 10, "bob's leave committed")
+        bob_again = connect(second, bob.user_id)
+        join(bob_again, room)
+        assert alice.expect("presence", room=room, event="join")["data"]["userId"] == bob.user_id
+        proxy.resume()
+        alice.nothing_more("presence", wait=1.5)
+        carol = connect(second)
+        assert bob.user_id in {user["userId"] for user in join(carol, room)["data"]["users"]}
+    finally:
+        first.stop()
+        second.stop()
+        proxy.close()
 
 
 def grown_crowded(servers: list[Server], watcher_at: int, early_at: int) -> tuple[str, Client, Client]:

@@ -143,13 +143,17 @@ def test_pooled_connections_prepare_again_when_their_statements_are_gone(databas
         pool.close()
 
 
+def join_parameters(room: str, user_id: int, node: str) -> dict:
+    return presence.statement_parameters(room, user_id, f"u{user_id}", node, 10.0, True, None, node, {})
+
+
 def test_join_plans_made_on_empty_tables_stay_lookups_as_the_tables_grow(fresh_database):
     """The statements of a join are planned once per pooled connection, perhaps on empty
     tables: a join must still read only its own rows once rooms hold thousands."""
     url = fresh_database()
     pool = db.Pool(url, size=1, setup=runtime.prepare_pool_statements)
     node = unique("node")
-    parameters = presence.statement_parameters("plan1", 1, "u1", node, 10.0, True, channel=None, payload="")
+    parameters = join_parameters("plan1", 1, node)
     try:
         with pool.autocommit() as cur:
             cur.execute("INSERT INTO chat_nodes (node_id) VALUES (%s)", (node,))
@@ -163,7 +167,7 @@ def test_join_plans_made_on_empty_tables_stay_lookups_as_the_tables_grow(fresh_d
                 (node,),
             )
             # No ANALYZE (see the batch test above).
-            parameters = presence.statement_parameters("plan1", 2, "u2", node, 10.0, True, channel=None, payload="")
+            parameters = join_parameters("plan1", 2, node)
             statements = presence._JOIN_CREATING.split("; ") + [presence._LEAVE.split("; ")[1]]
             read = pages_read(cur, statements, parameters)
     finally:

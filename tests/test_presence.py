@@ -169,3 +169,26 @@ def test_a_join_committed_but_not_answered_is_undone_by_the_heartbeat(presence, 
     assert rows(url) == []
     assert ("leave", ALICE[0]) in events and ("leave", BOB[0]) not in events
     assert not node.unsure_entries
+
+
+def test_a_users_events_are_numbered_in_commit_order_and_older_ones_refused(presence, monkeypatch):
+    """Each announced join and leave carries its number; an event older than one applied
+    about the same user and room is refused, until it is too old to remember."""
+    import app.presence as presence_module
+
+    node, _, _ = presence
+    announced: list[dict] = []
+    monkeypatch.setattr(node, "after_commit", announced.extend)
+    node.after_commit(node.enter("lobby", *ALICE, create_room=False).announced)
+    node.leave("lobby", *ALICE)
+    node.after_commit(node.enter("lobby", *ALICE, create_room=False).announced)
+    joined, left, joined_again = announced
+    assert joined["v"] < left["v"] < joined_again["v"]
+    assert node.in_order(joined) and node.in_order(joined_again)
+    assert not node.in_order(left)  # heard last, committed before the join applied
+    assert node.in_order({**left, "userId": BOB[0]})  # another user's events are their own
+    assert node.in_order({"room": "lobby", "userId": ALICE[0]})  # unnumbered: applied
+    now = presence_module.time.monotonic()
+    monkeypatch.setattr(presence_module.time, "monotonic", lambda: now + presence_module.EVENT_ORDER_MEMORY_SECONDS + 1)
+    assert node.in_order({**left, "userId": 99})  # (heard now: the older ones are forgotten)
+    assert node.in_order(left)

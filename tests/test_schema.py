@@ -119,11 +119,26 @@ def test_a_server_on_an_empty_database_creates_the_tables_itself(empty_database)
         srv.stop()
 
 
-def test_a_server_adds_the_columns_its_older_version_did_not_have(fresh_database):
-    """A database an older server made (all tables, a column fewer) is upgraded at start:
-    without the column the prepared join statement would fail on every pooled connection."""
+@pytest.mark.parametrize(
+    "older, added, present",
+    [
+        (
+            "ALTER TABLE room_presence DROP COLUMN announced",
+            "room_presence.announced",
+            "SELECT 1 FROM information_schema.columns WHERE table_name = 'room_presence' AND column_name = 'announced'",
+        ),
+        (
+            "DROP SEQUENCE presence_versions",
+            "presence_versions",
+            "SELECT 1 WHERE to_regclass('presence_versions') IS NOT NULL",
+        ),
+    ],
+)
+def test_a_server_adds_what_its_older_version_did_not_have(fresh_database, older, added, present):
+    """A database an older server made (a column or a sequence fewer) is upgraded at
+    start: without it the prepared join statement would fail on every pooled connection."""
     url = fresh_database()
-    sql(url, "ALTER TABLE room_presence DROP COLUMN announced")
+    sql(url, older)
     srv = Server(url).start()
     try:
         user_id = new_user_id()
@@ -134,7 +149,5 @@ def test_a_server_adds_the_columns_its_older_version_did_not_have(fresh_database
         client.close()
     finally:
         srv.stop()
-    assert sql(
-        url, "SELECT 1 FROM information_schema.columns WHERE table_name = 'room_presence' AND column_name = 'announced'"
-    ) == [(1,)]
-    assert "room_presence.announced" in srv.log()
+    assert sql(url, present) == [(1,)]
+    assert added in srv.log()
