@@ -19,6 +19,9 @@ CREATE TABLE IF NOT EXISTS rooms (
 );
 ALTER TABLE rooms ADD COLUMN IF NOT EXISTS description text NOT NULL DEFAULT '';
 ALTER TABLE rooms ADD COLUMN IF NOT EXISTS created_at timestamptz NOT NULL DEFAULT now();
+-- The existing backend's private rooms. Who may read one is that backend's business, which
+-- this server does not know: it serves none (not listed; joining or reading one is not_found).
+ALTER TABLE rooms ADD COLUMN IF NOT EXISTS is_private boolean NOT NULL DEFAULT false;
 -- Per-room message counter, bumped under the room's row lock by every insert: within a room
 -- it orders commits like ids, and lets each server process see a gap in what it received.
 ALTER TABLE rooms ADD COLUMN IF NOT EXISTS last_seq bigint NOT NULL DEFAULT 0;

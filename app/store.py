@@ -125,24 +125,29 @@ class RoomState:
 # (every join runs it).
 CREATE_ROOM = """INSERT INTO rooms (name) SELECT %(room)s
     WHERE NOT EXISTS (SELECT 1 FROM rooms WHERE name = %(room)s) ON CONFLICT DO NOTHING"""
+# The rooms this server serves: not the existing backend's private ones (see schema.sql).
+# (IS NOT TRUE: that backend's column may hold NULLs.)
+PUBLIC = "is_private IS NOT TRUE"
 # A room's stream position in one snapshot: its last_seq and the id of that message.
-ROOM_STATE = """SELECT r.name, r.last_seq,
+ROOM_STATE = f"""SELECT r.name, r.last_seq,
            COALESCE((SELECT id FROM messages WHERE room = r.name ORDER BY id DESC LIMIT 1), 0) AS last_id
-    FROM rooms r WHERE r.name = %(room)s"""
+    FROM rooms r WHERE r.name = %(room)s AND r.{PUBLIC}"""
 
 
 def room_exists(cur, room: str) -> bool:
-    cur.execute("SELECT 1 FROM rooms WHERE name = %s", (room,))
+    """Whether the room exists and is served here (a private one is not)."""
+    cur.execute(f"SELECT 1 FROM rooms WHERE name = %s AND {PUBLIC}", (room,))
     return cur.fetchone() is not None
 
 
 def list_rooms(cur, alive_seconds: float) -> list[dict[str, Any]]:
     cur.execute(
-        """SELECT r.name, r.description, COUNT(DISTINCT p.user_id)
+        f"""SELECT r.name, r.description, COUNT(DISTINCT p.user_id)
            FROM rooms r
            LEFT JOIN room_presence p ON p.room = r.name
                 AND p.node_id IN (SELECT node_id FROM chat_nodes
                                   WHERE heartbeat_at > now() - make_interval(secs => %s))
+           WHERE r.{PUBLIC}
            GROUP BY r.name, r.description ORDER BY r.name""",
         (alive_seconds,),
     )
