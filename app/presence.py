@@ -66,7 +66,8 @@ _ANNOUNCED_ROW = """(%(announce)s AND NOT others.online) OR EXISTS (
 # previous holder committed), read the room's stream position, add our row unless there
 # is one, and tell whether this is the user's first connection in the room anywhere,
 # announcing it if so. A leave likewise removes the row, and tells (and announces) whether
-# it was the user's last.
+# it was the user's last; one that finds no row to remove announces nothing (two tabs
+# leaving at once may both find the user gone from the hub: the first announced it).
 STATEMENTS = PreparedStatements(
     {
         "chat_create_room": store.CREATE_ROOM,
@@ -91,9 +92,10 @@ STATEMENTS = PreparedStatements(
                 RETURNING announced
             ), step AS MATERIALIZED (
                 SELECT NOT {_OTHERS_ONLINE} AS last,
-                       %(announce)s OR COALESCE((SELECT bool_or(announced) FROM gone), false) AS heard
+                       %(announce)s OR COALESCE((SELECT bool_or(announced) FROM gone), false) AS heard,
+                       %(removed_already)s OR EXISTS (SELECT 1 FROM gone) AS was_here
             ), told AS MATERIALIZED (
-                SELECT last, {_VERSION_IF.format("last AND heard")} FROM step
+                SELECT last, {_VERSION_IF.format("last AND heard AND was_here")} FROM step
             )
             SELECT last, version, {_NOTIFY} FROM told""",
         "chat_online_users": f"""
@@ -113,6 +115,7 @@ STATEMENTS = PreparedStatements(
         "origin": "text",
         "event": "jsonb",
         "announce": "boolean",
+        "removed_already": "boolean",
     },
     settings=("SET plan_cache_mode = force_generic_plan",),
 )
@@ -286,12 +289,15 @@ class Presence:
     def _leave(self, room: str, user_id: int, username: str, node_id: str, heard_join: bool = False) -> list[dict]:
         """Remove `node_id`'s row of the user in the room; the announcements to make.
 
-        `heard_join`: the room heard the user's join, from a row removed already.
+        Another node's leave is a buried node's, whose rows the burial removed already;
+        `heard_join`: the room heard the user's join, from such a row.
         """
         event = {"k": "p", "room": room, "event": "leave", "userId": user_id, "username": username}
         announce = heard_join or self._announced_in(self.online_users(room), user_id)
+        parameters = self._parameters(room, user_id, username, event, node_id, announce)
+        parameters["removed_already"] = node_id != self.node_id
         with self.pool.autocommit() as cur:
-            cur.execute(_LEAVE, self._parameters(room, user_id, username, event, node_id, announce))
+            cur.execute(_LEAVE, parameters)
             last, version = cur.fetchone()[:2]
         return self._after_statement(last, version, event)
 
@@ -544,4 +550,5 @@ def statement_parameters(
         "channel": channel,
         "origin": origin,
         "event": Json(event, dumps=_dumps_text),
+        "removed_already": False,
     }

@@ -192,3 +192,15 @@ def test_a_users_events_are_numbered_in_commit_order_and_older_ones_refused(pres
     monkeypatch.setattr(presence_module.time, "monotonic", lambda: now + presence_module.EVENT_ORDER_MEMORY_SECONDS + 1)
     assert node.in_order({**left, "userId": 99})  # (heard now: the older ones are forgotten)
     assert node.in_order(left)
+
+
+def test_a_leave_that_removes_no_row_announces_nothing(presence):
+    """Two tabs of a user leaving at once, one waiting for the other's (room, user) lock,
+    may both find the user gone from the hub and both run the leave (so may a leave
+    retried after a failure that was committed after all): only the one that removed
+    the row announces it."""
+    node, _, events = presence
+    node.after_commit(node.enter("lobby", *ALICE, create_room=False).announced)
+    node.leave("lobby", *ALICE)
+    node.leave("lobby", *ALICE)
+    assert events == [("join", ALICE[0]), ("leave", ALICE[0])]
