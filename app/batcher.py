@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 # Counted once per batch: a labelled counter's lookup and lock per message showed in profiles.
 STORED_ROOM_MESSAGES = MESSAGES_STORED.labels("room")
 STORED_DMS = MESSAGES_STORED.labels("dm")
+# A sender whose draft is in a batch being committed waits past the store timeout for its
+# outcome: at most the lane's statement timeout more, and this for the round trips.
+UNKNOWN_OUTCOME_GRACE_SECONDS = 5.0
 
 
 @dataclass
@@ -34,8 +37,10 @@ class Pending:
     draft: store.Draft
     origin: object  # the sending connection
     result: AsyncResult = field(default_factory=AsyncResult)
-    # The sender gave up waiting (told `unavailable`): not stored if not sent yet.
+    # The sender gave up waiting (told `unavailable`) while it was queued: never stored.
     abandoned: bool = False
+    # Taken into a batch: from then on its sender waits for that batch's outcome.
+    taken: bool = False
 
 
 @dataclass(frozen=True)
@@ -85,22 +90,43 @@ class Batcher:
         # batch never waits for the pool). A room or conversation always takes the same
         # lane, so two batches of this process never wait for the same room's lock.
         self.lanes = [
-            Lane(self, SingleConnection(pool.dsn, pool.connect_timeout, setup=store.prepare_batch_statements))
+            Lane(self, SingleConnection(pool.dsn, pool.connect_timeout, setup=self._prepare_lane))
             for _ in range(pipelines)
         ]
 
+    def _prepare_lane(self, cur) -> None:
+        """Set up a new lane connection: its statement timeout, its prepared statements.
+
+        A batch that cannot finish while its senders wait (a room's row locked by some
+        long transaction, say) is cancelled by PostgreSQL, so that no message is stored
+        and delivered after its sender was told `unavailable`.
+        """
+        cur.execute("SET statement_timeout = %s", (f"{round(self.timeout_seconds * 1000)}ms",))
+        store.prepare_batch_statements(cur)
+
     def submit(self, draft: store.Draft, origin: object) -> Outcome:
-        """Store a draft; return once it is committed (raise ChatError if it cannot be)."""
+        """Store a draft; return once it is committed (raise ChatError if it cannot be).
+
+        Told `unavailable`, a sender may send it again (without a clientId: as another
+        message), so it is told so only when the draft will never be stored: while it
+        is still queued, or when its batch failed. A batch being committed ends within
+        the lanes' statement timeout (the same time again) unless the connection hangs:
+        only then is the outcome unknown, and said so.
+        """
         pending = Pending(draft, origin)
         self.lanes[hash(draft.channel) % len(self.lanes)].add(pending)
         try:
             return pending.result.get(timeout=self.timeout_seconds)
         except gevent.Timeout:
-            # Told it failed, the sender may send it again: if it is still queued it is
-            # not stored. (One already being committed is; a resend with its clientId
-            # then gets that message back.)
-            pending.abandoned = True
-            raise Unavailable("storing the message timed out, retry later") from None
+            if not pending.taken:
+                pending.abandoned = True
+                raise Unavailable("storing the message timed out, nothing was stored: retry later") from None
+        try:
+            return pending.result.get(timeout=self.timeout_seconds + UNKNOWN_OUTCOME_GRACE_SECONDS)
+        except gevent.Timeout:
+            raise Unavailable(
+                "storing the message timed out and it may yet be stored: send it again with the same clientId"
+            ) from None
 
     def run_lane(self, lane: Lane) -> None:
         while True:
@@ -111,6 +137,8 @@ class Batcher:
                 batch = [pending for pending in taken if not pending.abandoned]
                 if not batch:
                     continue
+                for pending in batch:
+                    pending.taken = True
                 try:
                     self._commit_batch(lane.connection, batch)
                 except Exception:

@@ -232,6 +232,11 @@ class SingleConnection:
                 self.close()
                 if attempt == 2:
                     raise
+            except psycopg2.errors.QueryCanceled as exc:
+                # Cancelled (its statement_timeout, say): nothing was committed, and its
+                # senders have waited long enough. (An OperationalError too.)
+                log.warning("database statement cancelled: %s", _first_line(exc))
+                raise Unavailable("database is busy, nothing was stored: retry later") from None
             except STATEMENT_ROLLED_BACK as exc:
                 # Rolled back whole (two batches locked rooms crosswise, say): nothing was
                 # committed, so running it once more is safe. (An OperationalError too:

@@ -62,19 +62,21 @@ def stored_contents(url: str) -> list[str]:
 def test_a_draft_whose_sender_gave_up_before_it_was_sent_is_not_stored(stalled_room):
     url, lock = stalled_room
     pool = db.Pool(url, size=2)
-    batcher = make_batcher(pool, [], timeout_seconds=0.5)
+    batcher = make_batcher(pool, [], timeout_seconds=5)
     try:
+        batcher.submit(draft("connects the lane"), None)  # (statement timeout: 5 s)
+        batcher.timeout_seconds = 0.5  # the senders' wait, from now on
         lock.hold()
         in_flight = gevent.spawn(batcher.submit, draft("in flight"), None)
         gevent.sleep(0.1)  # its batch now waits for the room's lock
-        with pytest.raises(Unavailable):
+        with pytest.raises(Unavailable, match="nothing was stored"):
             batcher.submit(draft("queued behind it"), None)  # told: not stored, retry
+        assert not in_flight.ready()  # its batch is being committed: it waits for the outcome
         lock.release()
-        in_flight.join(timeout=5)
+        assert in_flight.get(timeout=5).message.data["content"] == "in flight"
         gevent.sleep(0.3)  # the lane's next turn
-        # The first was already being committed (the sender, told `unavailable`, would
-        # get it back by resending its clientId); the second was withdrawn.
-        assert stored_contents(url) == ["in flight"]
+        # The first was being committed, and its sender got it; the second was withdrawn.
+        assert stored_contents(url) == ["connects the lane", "in flight"]
     finally:
         lock.release()
         pool.close()

@@ -8,6 +8,7 @@ import time
 import urllib.error
 import urllib.request
 
+import psycopg2
 import pytest
 import websocket
 from conftest import Client, FaultPhases, Server, make_token, new_user_id, sql, unique, wait_for
@@ -217,4 +218,30 @@ def test_database_restart_during_traffic_loses_nothing_and_recovers_by_itself(em
         assert {m["clientId"] for m in received} == set(acked)
         assert health(srv) == 200
     finally:
+        srv.stop()
+
+
+def test_a_message_told_unavailable_is_never_stored_afterwards(database_url):
+    """A batch that outlasts its senders' wait (the room's row locked by a long transaction
+    elsewhere) is cancelled: a sender told `unavailable` may send again, without a
+    clientId as another message, so the first must not turn up later as well."""
+    srv = Server(database_url, STORE_TIMEOUT_SECONDS="1").start()
+    blocker = psycopg2.connect(database_url)
+    try:
+        room = unique("locked")
+        alice = connect_to(srv)
+        join(alice, room)
+        with blocker.cursor() as cur:
+            cur.execute("SELECT 1 FROM rooms WHERE name = %s FOR UPDATE", (room,))
+        alice.send({"type": "message", "room": room, "content": "first try"})
+        assert "nothing was stored" in alice.expect_error("unavailable")["message"]
+        time.sleep(1.5)  # the lock outlives the wait (and the statement timeout)
+        blocker.rollback()
+        alice.nothing_more("message", wait=1.0)
+        assert sql(database_url, "SELECT count(*) FROM messages WHERE room = %s", (room,)) == [(0,)]
+        alice.send({"type": "message", "room": room, "content": "second try"})
+        assert alice.expect("message", room=room)["data"]["content"] == "second try"
+        assert sql(database_url, "SELECT content FROM messages WHERE room = %s", (room,)) == [("second try",)]
+    finally:
+        blocker.close()
         srv.stop()
