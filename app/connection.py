@@ -226,10 +226,17 @@ class Connection:
         self.send_frame(message.wire_frame)
 
     def wait_until_drained(self, timeout: float = 30.0) -> None:
-        """Wait until the kernel took everything queued (flow control for long replays)."""
+        """Wait until the kernel took everything queued (flow control for long replays).
+
+        Nothing reads the socket meanwhile, so the client's answers to pings wait unread:
+        a client that keeps taking what is sent is alive, and counts as heard (else a
+        replay longer than the ping interval and pong timeout would be cut).
+        """
         deadline = time.monotonic() + timeout
         while self.outbox and not self.closed and not self.peer_gone and time.monotonic() < deadline:
             gevent.sleep(0.005)
+        if not self.outbox:
+            self.last_heard = time.monotonic()
 
     def ping(self) -> None:
         self.ping_sent_at = time.monotonic()

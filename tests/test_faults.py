@@ -245,3 +245,42 @@ def test_a_message_told_unavailable_is_never_stored_afterwards(database_url):
     finally:
         blocker.close()
         srv.stop()
+
+
+def test_a_long_replay_to_a_slow_reader_is_not_cut_by_the_keepalive(database_url):
+    """Nothing reads a connection while its replay runs, so the client's answers to pings
+    wait unread: a replay that outlasts the ping interval and pong timeout must not be
+    taken for a dead client while the client takes what is sent."""
+    srv = Server(
+        database_url,
+        PING_INTERVAL_SECONDS="0.5",
+        PONG_TIMEOUT_SECONDS="0.5",
+        REPLAY_PAGE_SIZE="100",
+        SOCKET_SEND_BUFFER_BYTES="4096",
+    ).start()
+    try:
+        room, backlog = unique("backlog"), 3000
+        sql(database_url, "INSERT INTO rooms (name, last_seq) VALUES (%s, %s)", (room, backlog))
+        sql(
+            database_url,
+            """INSERT INTO messages (from_user, room, content, seq)
+               SELECT 1, %s, 'old ' || g, g FROM generate_series(1, %s) g""",
+            (room, backlog),
+        )
+        user_id = new_user_id()
+        reader = Client.connect(
+            srv.url, make_token(user_id, "reader"), sockopt=((socket.SOL_SOCKET, socket.SO_RCVBUF, 4096),)
+        )
+        reader.expect("welcome")
+        reader.send({"type": "join", "room": room, "since": 0})
+        reader.expect("join_ack", room=room)
+        contents = []
+        while len(contents) < backlog:
+            contents.append(reader.expect("message", room=room)["data"]["content"])
+            if len(contents) % 100 == 0:
+                time.sleep(0.1)  # a slow link: the replay takes about 3 s
+        assert contents == [f"old {n}" for n in range(1, backlog + 1)]
+        reader.send({"type": "ping"})
+        reader.expect("pong")
+    finally:
+        srv.stop()
