@@ -84,9 +84,10 @@ def replay(rt: ChatRuntime, conn: Connection, room: str, since: int) -> None:
                 return  # left meanwhile
             if conn.peer_gone or conn.close_code is not None:
                 return  # gone (or going): the rest would be read for nobody
-    except ChatError:
+    except Exception:
         # A replay with a hole would let the client skip messages for good: undo the
-        # join instead, so that it joins again with the same `since`.
+        # join instead, so that it joins again with the same `since`. (Kept joined, the
+        # connection would also hold the room's live messages back for good.)
         conn.replay_buffers.pop(room, None)
         leave_room(rt, conn, room)
         raise

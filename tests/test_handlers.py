@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 from types import SimpleNamespace
 
 import gevent.socket
+import pytest
 from conftest import sql
 
 from app import db, handlers, store
 from app.connection import Connection
+from app.hub import Hub
 
 CONNECTION_CONFIG = {
     "SOCKET_SEND_BUFFER_BYTES": 0,
@@ -53,3 +56,46 @@ def test_a_replay_stops_reading_once_its_client_is_gone(fresh_database, monkeypa
         ours.close()
     assert conn.peer_gone
     assert len(pages) == 1, f"read {len(pages)} pages of 20 for a client that was gone"
+
+
+def test_a_replay_that_fails_unexpectedly_undoes_the_join(fresh_database, monkeypatch):
+    """Not only a database error: whatever stops a replay half-way leaves the room, or
+    the connection would stay joined with the room's live messages held back for good."""
+    db.make_cooperative()
+    url = fresh_database()
+    sql(url, "INSERT INTO rooms (name, last_seq) VALUES ('long', 300)")
+    sql(
+        url,
+        "INSERT INTO messages (from_user, room, content, seq) SELECT 1, 'long', 'x', g FROM generate_series(1, 300) g",
+    )
+    channel_after = store.channel_after
+
+    def failing_on_the_second_page(cur, channel, after_id, below, limit):
+        if after_id:
+            raise RuntimeError("a bug")
+        return channel_after(cur, channel, after_id, below, limit)
+
+    monkeypatch.setattr(store, "channel_after", failing_on_the_second_page)
+    ours, theirs = gevent.socket.socketpair()
+    conn = Connection(ours, CONNECTION_CONFIG, "test")
+    conn.user_id, conn.username = 1, "reader"
+    left: list[str] = []
+    hub = Hub(fetch=lambda *args: [], gap_wait_seconds=1.0)
+    presence = SimpleNamespace(
+        changing=lambda room, user: contextlib.nullcontext(), leave=lambda room, *_: left.append(room)
+    )
+    pool = db.Pool(url, size=1)
+    try:
+        runtime = SimpleNamespace(config={"REPLAY_PAGE_SIZE": 100}, pool=pool, hub=hub, presence=presence)
+        hub.join_room(conn, "long", 300, 300)
+        conn.rooms.add("long")
+        conn.replay_buffers["long"] = []
+        with pytest.raises(RuntimeError):
+            handlers.replay(runtime, conn, "long", since=0)
+    finally:
+        pool.close()
+        ours.close()
+        theirs.close()
+    assert "long" not in conn.rooms and "long" not in conn.replay_buffers
+    assert "long" not in hub.members_by_room
+    assert left == ["long"]
