@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from . import protocol, store
 from .connection import Connection
-from .errors import ChatError, NotFound, NotJoined, Unauthorized
+from .errors import NotFound, NotJoined, Unauthorized
 from .messages import StoredMessage
 from .protocol import Command
 from .runtime import ChatRuntime
