@@ -235,6 +235,8 @@ class Presence:
         # (room, user_id) -> (number, time.monotonic()) of the newest presence event heard
         # here about that user in that room, the least recently heard first (see in_order)
         self._newest_events: OrderedDict[tuple[str, int], tuple[int, float]] = OrderedDict()
+        # time.monotonic() of our node row's last refresh (see heartbeat)
+        self._beaten_at = 0.0
 
     def changing(self, room: str, user_id: int):
         """Hold while a connection of the user joins or leaves the room in this process.
@@ -430,19 +432,9 @@ class Presence:
         and leaves go on during the heartbeat's round trips. Returns how many other nodes
         are alive.
         """
-        with self.pool.autocommit() as cur:
-            cur.execute(
-                f"""INSERT INTO chat_nodes (node_id) VALUES (%(node_id)s)
-                    ON CONFLICT (node_id) DO UPDATE SET heartbeat_at = now()
-                    RETURNING (xmax = 0), (SELECT count(*) FROM ({ALIVE}) AS alive WHERE node_id <> %(node_id)s)""",
-                {"node_id": self.node_id, "alive_seconds": self.node_timeout},
-            )
-            was_missing, alive_others = cur.fetchone()
-        if was_missing:
-            # New, or buried by the others while we could not beat: say again who is here
-            # (kept until written: a failure half-way must not leave the rest unwritten).
-            self.unsaved_entries.update(local_presence())
+        alive_others = self._beat(local_presence)
         for entry in sorted(self.unsaved_entries):
+            self._beat_if_due(local_presence)
             room, user_id, username = entry
             with self.changing(room, user_id):
                 if user_in_room(user_id, room):
@@ -451,6 +443,7 @@ class Presence:
                         self.after_commit(entered.announced)
             self.unsaved_entries.discard(entry)  # written, or left meanwhile
         for entry in list(self.unsaved_leaves):
+            self._beat_if_due(local_presence)
             room, user_id, username = entry
             with self.changing(room, user_id):
                 if user_in_room(user_id, room):
@@ -458,6 +451,7 @@ class Presence:
                 else:
                     self.leave(room, user_id, username)
         for entry in sorted(self.unsure_entries):
+            self._beat_if_due(local_presence)
             room, user_id, username = entry
             with self.changing(room, user_id):
                 if not user_in_room(user_id, room) and self._has_row(room, user_id):
@@ -468,6 +462,33 @@ class Presence:
             self.after_commit(self._leave(*burial))
             self.unsaved_burial_leaves.discard(burial)
         return alive_others
+
+    def _beat(self, local_presence: Callable[[], set[tuple[str, int, str]]]) -> int:
+        """Refresh our node's row; return how many other nodes are alive."""
+        with self.pool.autocommit() as cur:
+            cur.execute(
+                f"""INSERT INTO chat_nodes (node_id) VALUES (%(node_id)s)
+                    ON CONFLICT (node_id) DO UPDATE SET heartbeat_at = now()
+                    RETURNING (xmax = 0), (SELECT count(*) FROM ({ALIVE}) AS alive WHERE node_id <> %(node_id)s)""",
+                {"node_id": self.node_id, "alive_seconds": self.node_timeout},
+            )
+            was_missing, alive_others = cur.fetchone()
+        self._beaten_at = time.monotonic()
+        if was_missing:
+            # New, or buried by the others while we could not beat: say again who is here
+            # (kept until written: a failure half-way must not leave the rest unwritten).
+            self.unsaved_entries.update(local_presence())
+        return alive_others
+
+    def _beat_if_due(self, local_presence: Callable[[], set[tuple[str, int, str]]]) -> None:
+        """Refresh our node's row again during a long heartbeat.
+
+        Writing thousands of users again (after a burial, say) takes a round trip or two
+        each: longer than the node timeout, and the others would bury us again before we
+        were done, and again after that.
+        """
+        if time.monotonic() - self._beaten_at >= self.node_timeout / 4:
+            self._beat(local_presence)
 
     def _has_row(self, room: str, user_id: int) -> bool:
         with self.pool.autocommit() as cur:

@@ -9,7 +9,7 @@ from conftest import sql
 from app import db, runtime
 from app.bus import PostgresBus
 from app.errors import Unavailable
-from app.presence import Presence
+from app.presence import ALIVE, Presence
 
 ALICE, BOB = (1, "alice"), (2, "bob")
 
@@ -204,3 +204,34 @@ def test_a_leave_that_removes_no_row_announces_nothing(presence):
     node.leave("lobby", *ALICE)
     node.leave("lobby", *ALICE)
     assert events == [("join", ALICE[0]), ("leave", ALICE[0])]
+
+
+def test_a_long_heartbeat_keeps_the_node_alive_while_it_writes(presence, monkeypatch):
+    """Writing thousands of users again after a burial takes longer than the node
+    timeout: the node must stay alive meanwhile, or the others bury it again, and again."""
+    import gevent
+
+    _, url, _ = presence
+    node = Presence(presence[0].pool, presence[0].bus, "n1", 1.0, lambda event: None)
+    here = {("lobby", 100 + n, f"user{n}") for n in range(8)}
+    enter = node.enter
+
+    def slow_enter(*args, **kwargs):
+        gevent.sleep(0.25)  # a busy database: 2 s for the 8
+        return enter(*args, **kwargs)
+
+    monkeypatch.setattr(node, "enter", slow_enter)
+    alive_seen: list[bool] = []
+
+    def watch() -> None:
+        while True:
+            gevent.sleep(0.1)
+            alive_seen.append(bool(sql(url, f"SELECT 1 FROM ({ALIVE}) alive", {"alive_seconds": 1.0})))
+
+    watcher = gevent.spawn(watch)
+    try:
+        node.heartbeat(lambda: here, lambda user_id, room: True)  # new: writes all 8
+    finally:
+        watcher.kill()
+    assert len(alive_seen) > 15 and all(alive_seen)
+    assert sorted(row[1] for row in rows(url)) == sorted(user_id for _, user_id, _ in here)
