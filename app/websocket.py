@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
 import logging
 import time
@@ -10,6 +12,7 @@ from datetime import UTC, datetime
 import gevent
 from flask import Blueprint, Response, current_app, g, request
 from flask_sock import Sock
+from wsproto.utilities import RemoteProtocolError
 
 from . import protocol, store
 from .connection import CLOSE_GOING_AWAY, CLOSE_UNAUTHORIZED, Connection
@@ -45,6 +48,9 @@ def check_handshake() -> Response | None:
     """Refuse a bad token before the upgrade (401); note a good one for the handler."""
     if not request.environ.get("HTTP_UPGRADE", "").lower() == "websocket":
         return None
+    refusal = malformed_upgrade(request.environ)
+    if refusal is not None:
+        return refusal
     # No permessage-deflate: its per-connection compressor costs ~300 KB of memory and
     # CPU on every frame, and frames are encoded once for all receivers.
     request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
@@ -62,6 +68,42 @@ def check_handshake() -> Response | None:
         log.info("refused handshake from %s: %s", request.remote_addr, exc.message)
         return Response(f"unauthorized: {exc.message}\n", status=401, mimetype="text/plain")
     return None
+
+
+def malformed_upgrade(environ: dict) -> Response | None:
+    """A 4xx answer for an upgrade request that breaks RFC 6455's rules, else None.
+
+    (wsproto, under simple-websocket, raised on some of them: a 500 and an error
+    traceback in the log, which anyone could fill that way.)
+    """
+    if environ.get("HTTP_SEC_WEBSOCKET_VERSION", "").strip() != "13":
+        return Response(
+            "unsupported WebSocket version: this server speaks version 13\n",
+            status=426,
+            mimetype="text/plain",
+            headers={"Sec-WebSocket-Version": "13"},
+        )
+    connection = {token.strip().lower() for token in environ.get("HTTP_CONNECTION", "").split(",")}
+    if "upgrade" not in connection:
+        return _bad_upgrade("Connection: Upgrade missing")
+    try:
+        key_bytes = len(base64.b64decode(environ.get("HTTP_SEC_WEBSOCKET_KEY", ""), validate=True))
+    except binascii.Error:
+        key_bytes = 0
+    if key_bytes != 16:
+        return _bad_upgrade("Sec-WebSocket-Key missing or not 16 bytes in base64")
+    return None
+
+
+def _bad_upgrade(problem: str) -> Response:
+    log.info("refused a malformed upgrade from %s: %s", request.remote_addr, problem)
+    return Response(f"bad WebSocket handshake: {problem}\n", status=400, mimetype="text/plain")
+
+
+@bp.app_errorhandler(RemoteProtocolError)
+def handshake_refused(exc: RemoteProtocolError) -> Response:
+    """Whatever else wsproto finds wrong with a handshake is the client's error too."""
+    return _bad_upgrade(str(exc))
 
 
 def chat_socket(ws) -> None:

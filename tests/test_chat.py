@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import time
 
 import jwt
@@ -84,6 +85,44 @@ def test_bad_token_at_handshake_is_refused_with_401(server, kind):
         websocket.create_connection(f"{server.url}/ws?token={token}", timeout=5)
     assert info.value.status_code == 401
     assert not token or token not in server.log()
+
+
+WEBSOCKET_KEY = "dGhlIHNhbXBsZSBub25jZQ=="  # RFC 6455's example
+# Upgrade requests that break the handshake's rules: (headers, status expected)
+BAD_UPGRADES = {
+    "no key": ("Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13", 400),
+    "key not 16 bytes": (
+        "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: c2hvcnQ=\r\nSec-WebSocket-Version: 13",
+        400,
+    ),
+    "no Connection: Upgrade": (
+        f"Upgrade: websocket\r\nSec-WebSocket-Key: {WEBSOCKET_KEY}\r\nSec-WebSocket-Version: 13",
+        400,
+    ),
+    "version 8": (
+        f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {WEBSOCKET_KEY}\r\nSec-WebSocket-Version: 8",
+        426,
+    ),
+    "no version": (f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {WEBSOCKET_KEY}", 426),
+}
+
+
+@pytest.mark.parametrize("kind", BAD_UPGRADES)
+def test_a_malformed_upgrade_request_is_a_client_error_not_a_server_one(server, kind):
+    """Anyone may send these, token or not: a 4xx answer, and no error traceback in the log."""
+    headers, status = BAD_UPGRADES[kind]
+    token = make_token(new_user_id(), "upgrader")
+    logged_before = len(server.log())
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(f"GET /ws?token={token} HTTP/1.1\r\nHost: chat\r\n{headers}\r\n\r\n".encode())
+        answer = sock.recv(4096).decode()
+    assert answer.startswith(f"HTTP/1.1 {status} "), answer
+    if status == 426:
+        assert "Sec-WebSocket-Version: 13" in answer
+    time.sleep(0.2)  # (what it logs)
+    log = server.log()[logged_before:]
+    assert "Traceback" not in log and " ERROR " not in log
+    assert token not in log
 
 
 @pytest.mark.parametrize("kind", ["wrong secret", "expired", "alg none"])
