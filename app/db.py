@@ -407,10 +407,10 @@ def create_user_command(username: str, password: str) -> None:
     """Create a user (or set its password) for standalone sign-in."""
     from werkzeug.security import generate_password_hash
 
-    from .login import USERNAME_MAX_CHARS
+    from .names import USERNAME_MAX_CHARS, is_valid_username
 
-    if not username.strip() or len(username) > USERNAME_MAX_CHARS:
-        raise click.BadParameter(f"1 to {USERNAME_MAX_CHARS} characters", param_hint="USERNAME")
+    if not is_valid_username(username.strip()):
+        raise click.BadParameter(f"1 to {USERNAME_MAX_CHARS} characters, no control characters", param_hint="USERNAME")
     user_id = upsert_user(current_app.config["DATABASE_URL"], username, generate_password_hash(password))
     click.echo(f"user {username} has id {user_id}")
 

@@ -12,6 +12,7 @@ from gevent.lock import Semaphore
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from .errors import Unavailable
+from .names import USERNAME_MAX_CHARS, is_valid_username
 from .runtime import get_runtime
 from .throttle import Throttle, TooManyAttempts, reserve_together
 from .tokens import issue_token
@@ -36,9 +37,6 @@ by_address = Throttle(free_attempts=10, first_delay_seconds=0.1, max_delay_secon
 # ... up to 5 s apart. Not per username alone: its refusals (429) would let anyone lock
 # the user out by guessing from elsewhere.
 by_account = Throttle()
-# The longest name a sign-in looks up (and create-user accepts, as tokens do): a key
-# of whatever length a client sends would be kept in memory for 15 minutes.
-USERNAME_MAX_CHARS = 64
 _hash_slots = Semaphore(HASHES_AT_ONCE)
 
 
@@ -67,8 +65,9 @@ def login() -> tuple[Response, int]:
     username, password = body.get("username"), body.get("password")
     if not isinstance(username, str) or not isinstance(password, str) or not username or not password:
         return jsonify(error="username and password are required"), 400
-    if len(username) > USERNAME_MAX_CHARS:
-        return jsonify(error=f"username is longer than {USERNAME_MAX_CHARS} characters"), 400
+    if not is_valid_username(username):
+        problem = f"a username is 1 to {USERNAME_MAX_CHARS} characters, none of them control characters"
+        return jsonify(error=problem), 400
     address, account = request.remote_addr or "?", f"{username.lower()}@{request.remote_addr}"
     try:
         gevent.sleep(reserve_together([(by_address, address), (by_account, account)]))

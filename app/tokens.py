@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import jwt
 
 from .errors import Unauthorized
+from .names import is_valid_username
 
 # The secret is the issuing backend's choice; PyJWT would warn on every call when short.
 warnings.filterwarnings("ignore", category=jwt.warnings.InsecureKeyLengthWarning)
@@ -93,8 +94,9 @@ def _expires_at(claims: dict) -> float | None:
 
 
 def _username(claims: dict) -> str | None:
+    """The name the token gives, unless it cannot be a name (then the stored one is used)."""
     name = claims.get("username")
-    if isinstance(name, str) and name.strip() and len(name) <= 64:
+    if isinstance(name, str) and is_valid_username(name.strip()):
         return name.strip()
     return None
 

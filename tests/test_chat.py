@@ -64,6 +64,25 @@ def test_username_comes_from_users_table_when_token_has_none(server, database_ur
     client.close()
 
 
+@pytest.mark.parametrize(
+    "claimed",
+    ["n" * 65, "   ", "ab\u0000cd", "ab\ud800cd", "two\nlines"],
+    ids=["65 chars", "blank", "NUL", "surrogate", "newline"],
+)
+@pytest.mark.parametrize("how", ["query", "frame"])
+def test_a_token_whose_username_cannot_be_a_name_still_connects(server, database_url, claimed, how):
+    """The claim is ignored (the stored name is used), as for a token without one."""
+    user_id = new_user_id()
+    sql(database_url, "INSERT INTO users (id, username) VALUES (%s, %s)", (user_id, f"stored{user_id}"))
+    client = Client.connect(server.url, make_token(user_id, claimed), how=how)
+    assert client.expect("welcome")["data"]["username"] == f"stored{user_id}"
+    room = unique("names")
+    join(client, room)
+    client.send({"type": "message", "room": room, "content": "still me"})
+    assert client.expect("message", room=room)["data"]["username"] == f"stored{user_id}"
+    client.close()
+
+
 BAD_TOKENS = {
     "wrong secret": lambda uid: make_token(uid, secret="another-secret-another-secret-123"),
     "expired": lambda uid: make_token(uid, exp=int(time.time()) - 5),

@@ -183,8 +183,10 @@ def test_behind_a_trusted_proxy_the_forwarded_address_is_the_clients(database_ur
         [1, 2],
         "just a string",
         {"username": "u" * 65, "password": "x"},
+        {"username": "a\u0000b", "password": "x"},
+        {"username": "a\ud800b", "password": "x"},
     ],
-    ids=["list", "string", "name too long"],
+    ids=["list", "string", "name too long", "NUL in the name", "lone surrogate in the name"],
 )
 def test_bad_sign_in_bodies_are_400_and_remember_nothing(client, alice, body):
     response = client.post("/api/login", json=body)
