@@ -39,6 +39,11 @@ MESSAGES_PER_TURN = 32
 # The flusher writes at most about this much per sendall(): joining a slow client's whole
 # queue into one bytes object copied up to the whole queue, per slow client.
 FLUSH_CHUNK_BYTES = 64 * 1024
+# A closing connection waits this long, beyond CLOSE_TIMEOUT_SECONDS, per byte of the write
+# in progress: a frame half-way out cannot be cut short, and the close frame can only
+# follow it. The speed of a slow mobile link: a client that reads that fast (or faster)
+# gets its close code, 1008 for a queue overflow, instead of a cut connection.
+SLOW_LINK_BYTES_PER_SECOND = 32 * 1024
 
 # What _take_message returns when the bytes read so far complete no message.
 _NEED_MORE = object()
@@ -97,6 +102,7 @@ class Connection:
         "close_timeout",
         "write_lock",
         "flusher",
+        "writing_bytes",
         "close_code",
         "close_reason",
         "last_heard",
@@ -140,6 +146,7 @@ class Connection:
         # held by whoever is in a blocking sendall, so that frames never interleave
         self.write_lock = Semaphore()
         self.flusher: gevent.Greenlet | None = None
+        self.writing_bytes = 0  # the size of the flusher's write in progress
         self.close_code: int | None = None
         self.close_reason = ""
         self.last_heard = time.monotonic()
@@ -249,7 +256,7 @@ class Connection:
         self.close_code = code
         self.close_reason = reason
         self._start_flusher()
-        gevent.spawn_later(self.close_timeout, self.abort)
+        gevent.spawn_later(self.close_timeout + self.writing_bytes / SLOW_LINK_BYTES_PER_SECOND, self.abort)
 
     def expire(self) -> None:
         """The token has expired: say so and close with 4001, the code of a refused token
@@ -280,8 +287,10 @@ class Connection:
                 chunk = b"".join(self.outbox[:taken])
                 del self.outbox[:taken]
                 self.outbox_bytes -= size
+                self.writing_bytes = len(chunk)
                 with self.write_lock:
                     self.sock.sendall(chunk)
+                self.writing_bytes = 0
             if self.close_code is not None:
                 with self.write_lock:
                     self.sock.sendall(wsframe.close_frame(self.close_code, self.close_reason))

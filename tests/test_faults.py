@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -282,5 +283,36 @@ def test_a_long_replay_to_a_slow_reader_is_not_cut_by_the_keepalive(database_url
         assert contents == [f"old {n}" for n in range(1, backlog + 1)]
         reader.send({"type": "ping"})
         reader.expect("pong")
+    finally:
+        srv.stop()
+
+
+def test_a_steady_but_slow_reader_closed_mid_frame_still_gets_1008(database_url):
+    """Its queue overflows while a large frame is half-way out: the frame cannot be cut
+    short, so the close frame waits for it, long enough for a slow link to take it."""
+    srv = Server(
+        database_url, OUTBOX_MAX_BYTES=str(1 << 20), CLOSE_TIMEOUT_SECONDS="0.5", SOCKET_SEND_BUFFER_BYTES="16384"
+    ).start()
+    try:
+        room = unique("big")
+        sql(database_url, "INSERT INTO rooms (name, last_seq) VALUES (%s, 100)", (room,))
+        sql(
+            database_url,
+            """INSERT INTO messages (from_user, room, content, seq)
+               SELECT 1, %s, repeat('y', 4000), g FROM generate_series(1, 100) g""",
+            (room,),
+        )
+        slow = websocket.WebSocket(sockopt=[(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)])
+        slow.connect(f"{srv.url}/ws?token={make_token(new_user_id())}", timeout=10)
+        Client(slow).expect("welcome")
+        for _ in range(6):  # six answers of 400 KB: past the 1 MiB the server queues
+            slow.send(json.dumps({"type": "room_history", "room": room, "limit": 100}))
+        received = bytearray()
+        slow.sock.settimeout(10)
+        while chunk := slow.sock.recv(8192):  # about 100 KB/s: a slow link
+            received += chunk
+            time.sleep(0.08)
+        close_frame = b"\x88" + bytes([2 + len(b"too slow: outgoing queue overflowed")]) + (1008).to_bytes(2, "big")
+        assert received.endswith(close_frame + b"too slow: outgoing queue overflowed")
     finally:
         srv.stop()
