@@ -84,14 +84,9 @@ def _int_field(frame: dict[str, Any], name: str, *, required: bool, minimum: int
         if required:
             raise Invalid(f"field '{name}' is required")
         return None
-    # JSON true/false are ints to Python; ids never are.
-    if isinstance(value, bool) or not isinstance(value, int):
-        # ASCII digits only: str.isdigit() is true for "²" and "٦", which int() refuses
-        # or reads as another number.
-        if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) < 19:
-            value = int(value)
-        else:
-            raise Invalid(f"field '{name}' must be an integer")
+    value = _as_integer(value)
+    if value is None:
+        raise Invalid(f"field '{name}' must be an integer")
     if value < minimum:
         raise Invalid(f"field '{name}' must be at least {minimum}")
     if value > 2**63 - 1:
@@ -99,11 +94,30 @@ def _int_field(frame: dict[str, Any], name: str, *, required: bool, minimum: int
     return value
 
 
+def _as_integer(value: Any) -> int | None:
+    """An id as a client may send it, or None when it is not one.
+
+    A JSON integer; orjson reads one of 2**64 or more as a float, so an integral float
+    that large stands for the integer it was. A string of ASCII digits, as older clients
+    send (str.isdigit() is true for "²" and "٦", which int() refuses or reads as another
+    number), at most 64 of them.
+    """
+    if isinstance(value, bool):
+        return None  # JSON true/false are ints to Python; ids never are
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and abs(value) >= 2**64 and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 64:
+        return int(value)
+    return None
+
+
 def _user_field(frame: dict[str, Any], name: str) -> int:
     """A user id: an integer like any id; one no user can have (0, negative, beyond a
     bigint) names an unknown user, `not_found` like any other (it is not ill-typed)."""
-    value = frame.get(name)
-    if isinstance(value, int) and not isinstance(value, bool) and not 0 < value < 2**63:
+    value = _as_integer(frame.get(name))
+    if value is not None and not 0 < value < 2**63:
         raise NotFound(f"user {value} does not exist")
     return _int_field(frame, name, required=True, minimum=1)
 
@@ -277,10 +291,10 @@ def request_reference(raw: str | bytes) -> dict[str, Any]:
         value = frame.get(field_name)
         if isinstance(value, str) and len(value) <= 64:
             about[key] = value
-    for field_name in ("to", "with"):
+    for field_name, key in (("to_user_id", "to"), ("to", "to"), ("with", "with")):
         value = frame.get(field_name)
-        if isinstance(value, int) and not isinstance(value, bool):
-            about[field_name] = value
+        if (isinstance(value, int) and not isinstance(value, bool)) or (isinstance(value, str) and len(value) <= 64):
+            about[key] = value
     return about
 
 

@@ -669,6 +669,9 @@ def test_errors_name_the_request_they_answer(connect):
     alice.send({"type": "dm_history", "with": missing})
     error = alice.expect_error("not_found")
     assert (error["requestType"], error["with"], error["data"]["with"]) == ("dm_history", missing, missing)
+    alice.send({"type": "direct_message", "to_user_id": str(missing), "content": "hi"})  # the earlier server's
+    error = alice.expect_error("not_found")
+    assert (error["requestType"], error["to"]) == ("direct_message", str(missing))
     alice.send('\n\t {"type": "message", "room": "not-mine", "content": "hi", "clientId": "c-78"}')
     assert alice.expect_error("not_joined")["clientId"] == "c-78"  # JSON may start with whitespace
     alice.send("not json at all")
