@@ -34,6 +34,9 @@ DEFAULTS: dict[str, Any] = {
     "HISTORY_MAX_LIMIT": 200,
     # join_ack lists at most this many online users (and counts them all in `online`).
     "JOIN_ACK_MAX_USERS": 1000,
+    # `rooms` lists at most this many rooms, the most crowded (anyone may create rooms:
+    # hundreds of thousands would make an answer no client could take).
+    "ROOMS_LIST_MAX": 1000,
     # Joins and leaves are announced (presence) only in rooms with at most this many
     # users online: a crowd of N joining would otherwise cost N² presence frames.
     "PRESENCE_MAX_ROOM_SIZE": 500,

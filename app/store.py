@@ -140,16 +140,19 @@ def room_exists(cur, room: str) -> bool:
     return cur.fetchone() is not None
 
 
-def list_rooms(cur, alive_seconds: float) -> list[dict[str, Any]]:
+def list_rooms(cur, alive_seconds: float, most: int) -> list[dict[str, Any]]:
+    """The `most` rooms with the most users online (then by name), in name order."""
     cur.execute(
-        f"""SELECT r.name, r.description, COUNT(DISTINCT p.user_id)
-           FROM rooms r
-           LEFT JOIN room_presence p ON p.room = r.name
-                AND p.node_id IN (SELECT node_id FROM chat_nodes
-                                  WHERE heartbeat_at > now() - make_interval(secs => %s))
-           WHERE r.{PUBLIC}
-           GROUP BY r.name, r.description ORDER BY r.name""",
-        (alive_seconds,),
+        f"""SELECT name, description, online FROM (
+               SELECT r.name, r.description, COUNT(DISTINCT p.user_id) AS online
+               FROM rooms r
+               LEFT JOIN room_presence p ON p.room = r.name
+                    AND p.node_id IN (SELECT node_id FROM chat_nodes
+                                      WHERE heartbeat_at > now() - make_interval(secs => %s))
+               WHERE r.{PUBLIC}
+               GROUP BY r.name, r.description ORDER BY online DESC, r.name LIMIT %s
+           ) listed ORDER BY name""",
+        (alive_seconds, most),
     )
     return [{"name": name, "description": description, "online": online} for name, description, online in cur]
 

@@ -10,7 +10,7 @@ import time
 import jwt
 import pytest
 import websocket
-from conftest import SECRET, Client, make_token, new_user_id, sql, unique, wait_for
+from conftest import SECRET, Client, Server, make_token, new_user_id, sql, unique, wait_for
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 
@@ -494,6 +494,26 @@ def test_rooms_lists_online_counts(connect):
     alice.send({"type": "rooms"})
     rooms = {r["name"]: r for r in alice.expect("rooms")["data"]}
     assert rooms[room] == {"name": room, "description": "", "online": 2}
+
+
+def test_rooms_lists_the_most_crowded_when_there_are_too_many(fresh_database):
+    srv = Server(fresh_database(), ROOMS_LIST_MAX="3").start()
+    try:
+        clients = [Client.connect(srv.url, make_token(new_user_id(), "crowd")) for _ in range(4)]
+        for client in clients:
+            client.expect("welcome")
+        # room-a: 1 online, room-b: 3, room-c: 0 (left), room-d: 2, room-e: 1
+        for room, members in (("room-e", 1), ("room-a", 1), ("room-b", 3), ("room-c", 1), ("room-d", 2)):
+            for client in clients[:members]:
+                join(client, room)
+        clients[0].send({"type": "leave", "room": "room-c"})
+        clients[0].expect("left", room="room-c")
+        time.sleep(1.1)  # (the list is read at most once a second)
+        clients[3].send({"type": "rooms"})
+        listed = clients[3].expect("rooms")["data"]
+        assert [(room["name"], room["online"]) for room in listed] == [("room-a", 1), ("room-b", 3), ("room-d", 2)]
+    finally:
+        srv.stop()
 
 
 def test_ping_pong(connect):
