@@ -235,8 +235,10 @@ class Presence:
         # (room, user_id) -> (number, time.monotonic()) of the newest presence event heard
         # here about that user in that room, the least recently heard first (see in_order)
         self._newest_events: OrderedDict[tuple[str, int], tuple[int, float]] = OrderedDict()
-        # time.monotonic() of our node row's last refresh (see heartbeat)
+        # time.monotonic() of our node row's last refresh (see heartbeat), and how many
+        # other nodes were alive then
         self._beaten_at = 0.0
+        self.alive_others = 0
 
     def changing(self, room: str, user_id: int):
         """Hold while a connection of the user joins or leaves the room in this process.
@@ -474,6 +476,7 @@ class Presence:
             )
             was_missing, alive_others = cur.fetchone()
         self._beaten_at = time.monotonic()
+        self.alive_others = alive_others
         if was_missing:
             # New, or buried by the others while we could not beat: say again who is here
             # (kept until written: a failure half-way must not leave the rest unwritten).

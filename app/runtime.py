@@ -188,16 +188,26 @@ class ChatRuntime:
         self.hub.check_heads(heads, at_once)
 
     def _heartbeat_forever(self) -> None:
+        # Each step on its own: presence upkeep failing half-way (the pool exhausted, say)
+        # must not skip the check that bounds how long a message lost by pub/sub stays
+        # undelivered.
+        steps = (self._tend_presence, self._check_heads)
         while True:
-            try:
-                self.bus.note_peers(self.presence.heartbeat(self.local_presence, self.hub.user_in_room))
-                # Bounds how long a message lost by pub/sub stays undelivered.
-                self._check_heads()
-            except ChatError:
-                pass
-            except Exception:
-                log.exception("heartbeat failed")
+            for step in steps:
+                try:
+                    step()
+                except ChatError:
+                    pass
+                except Exception:
+                    log.exception("heartbeat step %s failed", step.__name__)
             gevent.sleep(self.config["HEARTBEAT_SECONDS"])
+
+    def _tend_presence(self) -> None:
+        try:
+            self.presence.heartbeat(self.local_presence, self.hub.user_in_room)
+        finally:
+            # As counted by the node's refresh, even if what followed it failed.
+            self.bus.note_peers(self.presence.alive_others)
 
     def local_presence(self) -> set[tuple[str, int, str]]:
         return {
