@@ -88,6 +88,34 @@ function waitForText(page, text, timeout = WAIT) {
   );
 }
 
+/** Waits until the newest confirmed message `text` is on screen, inside the scrolled message list. */
+function waitInView(page, text) {
+  return page.waitForFunction((t) => {
+    const list = document.querySelector('[data-testid=message-list]');
+    const m = [...document.querySelectorAll('[data-testid=message] .message-content')].filter((e) => e.textContent === t).at(-1);
+    if (!list || !m) return false;
+    const box = list.getBoundingClientRect();
+    const r = m.getBoundingClientRect();
+    return r.top >= box.top && r.bottom <= box.bottom;
+  }, text);
+}
+
+/** Scrolls the message list to its top, and lets the page see that scroll. */
+async function scrollToTop(page) {
+  await page.$eval('[data-testid=message-list]', (el) => el.scrollTo(0, 0));
+  await page.evaluate(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r))));
+}
+
+/** Answers the next dialog (confirm) with `accept`, resolves to its text. */
+function nextDialog(page, accept) {
+  return new Promise((resolve) =>
+    page.once('dialog', async (d) => {
+      resolve(d.message());
+      await (accept ? d.accept() : d.dismiss());
+    }),
+  );
+}
+
 function waitForStatus(page, status, timeout = WAIT) {
   return page.waitForSelector(`[data-testid=conn-status][data-status=${status}]`, { timeout });
 }
@@ -144,6 +172,7 @@ async function signInHere(name, password, page = pages[name]) {
 describe('chat page against the real server', { timeout: 180_000 }, () => {
   const general = []; // expected #general conversation, in order
   const dm = []; // expected alice<->bob DM conversation, in order
+  const elsewhere = []; // messages stored in other rooms (but #archive)
 
   before(async () => {
     assert.ok(existsSync(path.join(WEB_DIST, 'index.html')), `no ${WEB_DIST}/index.html: run make -C web build`);
@@ -226,6 +255,8 @@ describe('chat page against the real server', { timeout: 180_000 }, () => {
     // alice starts a DM from the online list
     await pages.alice.click('[data-testid=online-user][data-username=bob] [data-testid=dm-button]');
     await pages.alice.waitForFunction(() => document.querySelector('[data-testid=conv-title]')?.textContent === 'bob');
+    // bob shares #general with alice: known online (otherwise nothing is said)
+    assert.match(await pages.alice.textContent('[data-testid=dm-presence]'), /^Online/);
     await send(pages.alice, 'psst, a private word');
     dm.push('psst, a private word');
     await waitForText(pages.alice, 'psst, a private word');
@@ -262,18 +293,77 @@ describe('chat page against the real server', { timeout: 180_000 }, () => {
       'alice #archive',
     );
     await snap('history');
+    // A new message while alice reads the beginning: what she reads stays, a control says there
+    // is news below and takes her there.
+    await server.seedRoom('bob', users.bob, 'archive', 1, 'archived message late');
+    const below = await page.waitForSelector('[data-testid=new-below]');
+    assert.match(await below.textContent(), /1 new message/);
+    assert.ok(await page.$('[data-testid=history-start]'), 'the beginning of the room is still shown');
+    await snap('new-below');
+    await below.click();
+    await waitInView(page, 'archived message late 1');
+    await page.waitForSelector('[data-testid=new-below]', { state: 'detached' });
+    // Scrolled up again, alice writes: she is taken down to her message.
+    await scrollToTop(page);
+    await send(page, 'archived message from alice');
+    await waitInView(page, 'archived message from alice');
     await openRoom(page, 'general');
     await openRoom(pages.bob, 'general');
+  });
+
+  step('a 64-character room name and right-to-left text fit a phone screen', async () => {
+    const page = pages.alice;
+    const room = 'a-room-name-that-takes-all-of-the-sixty-four-characters-allowed.';
+    assert.equal(room.length, 64);
+    const rtl = 'שלום, מה שלומך?';
+    await page.setViewportSize({ width: 375, height: 700 });
+    try {
+      await page.click('.menu-btn'); // the sidebar is a drawer there
+      await page.fill('[data-testid=join-input]', room);
+      await page.press('[data-testid=join-input]', 'Enter');
+      await page.waitForFunction((r) => document.querySelector('[data-testid=conv-title]')?.textContent === `#${r}`, room);
+      await send(page, rtl);
+      elsewhere.push(rtl);
+      await waitForText(page, rtl);
+      const layout = await page.evaluate(() => ({
+        pageWidth: document.documentElement.scrollWidth,
+        leaveRight: document.querySelector('[data-testid=leave-room]').getBoundingClientRect().right,
+        direction: getComputedStyle([...document.querySelectorAll('[data-testid=message] .message-content')].at(-1)).direction,
+      }));
+      await snap('phone-long-room-name');
+      assert.ok(layout.pageWidth <= 375, `the page scrolls sideways: ${layout.pageWidth}px wide`);
+      assert.ok(layout.leaveRight <= 375, 'the Leave button is off-screen');
+      assert.equal(layout.direction, 'rtl', 'Hebrew is not laid out right to left');
+      await page.click('[data-testid=leave-room]');
+    } finally {
+      await page.setViewportSize({ width: 1280, height: 800 });
+    }
+    await openRoom(page, 'general');
   });
 
   step('graceful restart (SIGTERM) mid-conversation: nothing lost, nothing doubled', async () => {
     await server.kill('SIGTERM');
     await Promise.all([waitForStatus(pages.alice, 'reconnecting'), waitForStatus(pages.bob, 'reconnecting')]);
-    await pages.alice.waitForSelector('[data-testid=conn-banner]');
+    const banner = await pages.alice.waitForSelector('[data-testid=conn-banner]');
+    // the countdown counts from now (1–3 s after a restart), not from when the page was opened
+    const countdown = Number((await banner.textContent()).match(/in (\d+)s/)?.[1] ?? 0);
+    assert.ok(countdown <= 3, `the banner says the next attempt is in ${countdown}s`);
+    // who is online is not known meanwhile: no stale count, no "nobody here"
+    await pages.alice.waitForSelector('[data-testid=online-unknown]');
+    assert.equal(await pages.alice.textContent('[data-testid=online-count]'), '–');
+    assert.equal(
+      await pages.alice.textContent('[data-testid=room-item][data-room=general] [data-testid=room-online]'),
+      '–',
+    );
     // written while the server is down: queued, shown as pending
     await send(pages.alice, 'written while the server restarts');
     general.push('written while the server restarts');
     await pages.alice.waitForSelector('[data-testid=pending-message]');
+    // leaving the room would discard it: alice is asked first, says no, and stays
+    const question = nextDialog(pages.alice, false);
+    await pages.alice.click('[data-testid=leave-room]');
+    assert.match(await question, /1 message you wrote in #general has not been sent yet/);
+    assert.equal(await pages.alice.textContent('[data-testid=conv-title]'), '#general');
     await send(pages.bob, 'me too, offline');
     general.push('me too, offline');
     await snap('reconnecting');
@@ -365,8 +455,8 @@ describe('chat page against the real server', { timeout: 180_000 }, () => {
       "SELECT content, count(*) FROM messages WHERE content NOT LIKE 'archived message %' GROUP BY content ORDER BY content",
     );
     const counts = Object.fromEntries(rows.map(([content, n]) => [content, Number(n)]));
-    for (const text of [...general, ...dm]) assert.equal(counts[text], 1, `stored ${counts[text] ?? 0} times: ${text}`);
-    assert.equal(rows.length, general.length + dm.length, 'unexpected extra messages stored');
+    for (const text of [...general, ...dm, ...elsewhere]) assert.equal(counts[text], 1, `stored ${counts[text] ?? 0} times: ${text}`);
+    assert.equal(rows.length, general.length + dm.length + elsewhere.length, 'unexpected extra messages stored');
   });
 
   step('a refused token sends the user back to the sign-in page', async () => {
@@ -395,6 +485,13 @@ describe('chat page against the real server', { timeout: 180_000 }, () => {
     await send(pages.alice, text);
     general.push(text);
     await pages.alice.waitForSelector('[data-testid=pending-message]');
+    // a draft stays with its conversation when switching, and through signing in again
+    const draft = 'a draft, not sent yet';
+    await composer(pages.alice).fill(draft);
+    await openDm(pages.alice, 'bob');
+    assert.equal(await composer(pages.alice).inputValue(), '');
+    await openRoom(pages.alice, 'general');
+    assert.equal(await composer(pages.alice).inputValue(), draft);
     server.jwtSecret = randomBytes(32).toString('hex');
     await server.start();
     const notice = await pages.alice.waitForSelector('.login-notice');
@@ -402,6 +499,8 @@ describe('chat page against the real server', { timeout: 180_000 }, () => {
     await pages.bob.waitForSelector('.login-notice');
     await snap('session-expired-unsent');
     await signInHere('alice', users.alice);
+    assert.equal(await composer(pages.alice).inputValue(), draft);
+    await composer(pages.alice).fill('');
     await waitForText(pages.alice, text);
     await waitNoPending(pages.alice);
     await assertExactly(pages.alice, general, 'alice #general after the session expired');

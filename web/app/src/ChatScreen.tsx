@@ -9,13 +9,23 @@ import {
   type UserRef,
 } from '@chat/use-chat';
 import type { Unsent } from './App';
-import { Avatar } from './Avatar';
 import { Composer } from './Composer';
 import { ConnectionBanner } from './ConnectionStatus';
+import { DmHeader, RoomHeader } from './ConversationHeader';
 import { wsUrl } from './format';
 import { MembersPanel } from './MembersPanel';
 import { MessageList } from './MessageList';
-import { loadPrefs, loadUnsent, savePrefs, saveUnsent, type Prefs, type Session } from './session';
+import {
+  clearDrafts,
+  loadDraft,
+  loadPrefs,
+  loadUnsent,
+  saveDraft,
+  savePrefs,
+  saveUnsent,
+  type Prefs,
+  type Session,
+} from './session';
 import { Sidebar, targetKey, type Target } from './Sidebar';
 import { Toasts, useToasts } from './Toasts';
 
@@ -35,6 +45,18 @@ function describe(e: ChatError): { title: string; detail?: string } {
 /** Who is online in a room: the server's count where it sends one (crowded rooms list fewer users). */
 function onlineCount(room: RoomState): number {
   return Math.max(room.online ?? 0, room.users.length);
+}
+
+/** Under a room's name: who is online once that is known (joined on an open connection), and its description. */
+function roomSummary(room: RoomState, connected: boolean, description: string | null | undefined): string {
+  const who = room.status === 'joined' ? `${onlineCount(room)} online` : connected ? 'Joining…' : 'Not connected';
+  return description ? `${who} · ${description}` : who;
+}
+
+/** The question asked before leaving a room whose messages are not all sent: leaving discards them. */
+function leaveUnsentQuestion(room: string, unsent: number): string {
+  const what = unsent === 1 ? '1 message you wrote in' : `${unsent} messages you wrote in`;
+  return `${what} #${room} ${unsent === 1 ? 'has' : 'have'} not been sent yet and will be discarded. Leave #${room} anyway?`;
 }
 
 function initialTarget(prefs: Prefs): Target | null {
@@ -201,25 +223,54 @@ export function ChatScreen({
 
   const signOut = () => {
     chat.stop();
-    saveUnsent(session.userId, []); // signing out on purpose abandons them (a shared computer)
+    // signing out on purpose abandons unsent messages and drafts (a shared computer)
+    saveUnsent(session.userId, []);
+    clearDrafts(session.userId);
     onSignedOut();
+  };
+
+  const leaveRoom = (name: string) => {
+    // Leaving drops the room's unsent messages: not without asking.
+    const unsent = chat.outbox.filter((p) => p.kind === 'message' && p.room === name).length;
+    if (unsent > 0 && !window.confirm(leaveUnsentQuestion(name, unsent))) return;
+    chat.leave(name);
   };
 
   const room = active?.kind === 'room' ? chat.joined[active.room] : undefined;
   const dm = active?.kind === 'dm' ? chat.dms[active.userId] : undefined;
   const queued = chat.outbox.filter((p) => p.status !== 'failed').length;
-  const offline = chat.status !== 'open';
-  const { loadOlder, loadOlderDms } = chat;
+  const connected = chat.status === 'open';
+  const { loadOlder, loadOlderDms, setReadingBack, setReadingBackDm } = chat;
   const roomName = room?.name;
   const dmUser = dm?.userId;
   const onLoadOlder = useCallback(() => {
     if (roomName) loadOlder(roomName);
     else if (dmUser !== undefined) loadOlderDms(dmUser);
   }, [roomName, dmUser, loadOlder, loadOlderDms]);
+  const onReadingBack = useCallback(
+    (readingBack: boolean) => {
+      if (roomName) setReadingBack(roomName, readingBack);
+      else if (dmUser !== undefined) setReadingBackDm(dmUser, readingBack);
+    },
+    [roomName, dmUser, setReadingBack, setReadingBackDm],
+  );
+
+  // The text being written in the open conversation, kept when switching (the composer is new per conversation).
+  const draft = useMemo(() => (activeKey ? loadDraft(session.userId, activeKey) : ''), [session.userId, activeKey]);
+  const onDraftChange = useCallback(
+    (text: string) => {
+      if (activeKey) saveDraft(session.userId, activeKey, text);
+    },
+    [session.userId, activeKey],
+  );
 
   const totalUnread = Object.values(unread).reduce((a, b) => a + b, 0);
   const roomInfo = room ? chat.rooms.find((r) => r.name === room.name) : undefined;
-  const typing = room?.typing ?? [];
+  // Unknown (not 0) while disconnected or joining: the last list may be stale.
+  const membersTotal = !connected ? null : room ? (room.status === 'joined' ? onlineCount(room) : null) : online.length;
+  const banner = (
+    <ConnectionBanner status={chat.status} nextRetryAt={chat.nextRetryAt} queued={queued} onRetry={chat.reconnectNow} />
+  );
 
   return (
     <div className={`app-shell ${navOpen ? 'nav-open' : ''}`}>
@@ -241,23 +292,14 @@ export function ChatScreen({
       <main className="conversation" aria-label="Conversation">
         {room && (
           <>
-            <header className="conv-head">
-              <MenuButton onClick={() => setNavOpen(true)} unread={totalUnread} />
-              <div>
-                <h1 data-testid="conv-title">
-                  <span className="hash">#</span>
-                  {room.name}
-                </h1>
-                <p className="muted small">
-                  {room.status === 'joining' ? 'Joining…' : `${onlineCount(room)} online`}
-                  {roomInfo?.description ? ` · ${roomInfo.description}` : ''}
-                </p>
-              </div>
-              <button className="btn btn-ghost btn-sm" onClick={() => chat.leave(room.name)} data-testid="leave-room">
-                Leave
-              </button>
-            </header>
-            <ConnectionBanner status={chat.status} nextRetryAt={chat.nextRetryAt} queued={queued} onRetry={chat.reconnectNow} />
+            <RoomHeader
+              name={room.name}
+              summary={roomSummary(room, connected, roomInfo?.description)}
+              onOpenNav={() => setNavOpen(true)}
+              unread={totalUnread}
+              onLeave={() => leaveRoom(room.name)}
+            />
+            {banner}
             <MessageList
               key={`r:${room.name}`}
               messages={room.messages}
@@ -268,30 +310,18 @@ export function ChatScreen({
               hasMore={room.hasMore}
               loadingOlder={room.loadingOlder}
               onLoadOlder={onLoadOlder}
+              onReadingBack={onReadingBack}
               onRetry={chat.retry}
               onDiscard={chat.discard}
               beginningText={`This is the very beginning of #${room.name}.`}
             />
-            <div className="typing-line" data-testid="typing" aria-live="polite">
-              {typing.length > 0 && (
-                <>
-                  <span className="typing-dots" aria-hidden="true">
-                    <i />
-                    <i />
-                    <i />
-                  </span>
-                  {typing.length === 1
-                    ? `${typing[0].username} is typing…`
-                    : typing.length === 2
-                      ? `${typing[0].username} and ${typing[1].username} are typing…`
-                      : 'Several people are typing…'}
-                </>
-              )}
-            </div>
+            <TypingLine typing={room.typing} />
             <Composer
-              key={room.name}
+              key={`composer:${activeKey}`}
               placeholder={`Message #${room.name}`}
-              offline={offline}
+              initialText={draft}
+              onTextChange={onDraftChange}
+              offline={!connected}
               onTyping={() => chat.typing(room.name)}
               onSend={(text) => chat.sendMessage(room.name, text) !== null}
             />
@@ -300,17 +330,14 @@ export function ChatScreen({
 
         {dm && (
           <>
-            <header className="conv-head">
-              <MenuButton onClick={() => setNavOpen(true)} unread={totalUnread} />
-              <div className="conv-head-user">
-                <Avatar userId={dm.userId} name={dm.username} size={32} online={onlineIds.has(dm.userId)} />
-                <div>
-                  <h1 data-testid="conv-title">{chat.users[dm.userId]?.username ?? dm.username}</h1>
-                  <p className="muted small">{onlineIds.has(dm.userId) ? 'Online' : 'Offline'} · direct message</p>
-                </div>
-              </div>
-            </header>
-            <ConnectionBanner status={chat.status} nextRetryAt={chat.nextRetryAt} queued={queued} onRetry={chat.reconnectNow} />
+            <DmHeader
+              userId={dm.userId}
+              username={chat.users[dm.userId]?.username ?? dm.username}
+              online={onlineIds.has(dm.userId)}
+              onOpenNav={() => setNavOpen(true)}
+              unread={totalUnread}
+            />
+            {banner}
             <MessageList
               key={`d:${dm.userId}`}
               messages={dm.messages}
@@ -321,15 +348,22 @@ export function ChatScreen({
               hasMore={dm.hasMore}
               loadingOlder={dm.loadingOlder}
               onLoadOlder={onLoadOlder}
+              onReadingBack={onReadingBack}
               onRetry={chat.retry}
               onDiscard={chat.discard}
-              beginningText={`This is the beginning of your conversation with ${dm.username}.`}
+              beginningText={
+                <>
+                  This is the beginning of your conversation with <bdi>{dm.username}</bdi>.
+                </>
+              }
             />
             <div className="typing-line" />
             <Composer
-              key={`dm-${dm.userId}`}
+              key={`composer:${activeKey}`}
               placeholder={`Message ${dm.username}`}
-              offline={offline}
+              initialText={draft}
+              onTextChange={onDraftChange}
+              offline={!connected}
               onSend={(text) => chat.sendDm(dm.userId, text) !== null}
             />
           </>
@@ -337,9 +371,11 @@ export function ChatScreen({
 
         {!room && !dm && (
           <div className="empty-state">
-            <ConnectionBanner status={chat.status} nextRetryAt={chat.nextRetryAt} queued={queued} onRetry={chat.reconnectNow} />
+            {banner}
             <div className="empty-card">
-              <h1>Welcome, {me.username}</h1>
+              <h1>
+                Welcome, <bdi>{me.username}</bdi>
+              </h1>
               <p className="muted">Join a room from the sidebar, or create one by typing its name.</p>
             </div>
           </div>
@@ -349,7 +385,8 @@ export function ChatScreen({
       <MembersPanel
         title={room ? `Online in #${room.name}` : 'Online now'}
         users={room ? room.users : online}
-        total={room ? onlineCount(room) : online.length}
+        total={membersTotal}
+        unknownNote={connected ? 'Joining…' : 'Not connected: shown again once reconnected.'}
         meId={me.userId}
         onMessage={startDm}
       />
@@ -359,13 +396,32 @@ export function ChatScreen({
   );
 }
 
-function MenuButton({ onClick, unread }: { onClick: () => void; unread: number }) {
+/** Who else is typing in the room (names in their own direction, the line cut when too long). */
+function TypingLine({ typing }: { typing: UserRef[] }) {
   return (
-    <button className="menu-btn icon-btn" aria-label="Open conversations" onClick={onClick}>
-      <svg viewBox="0 0 24 24" width="20" height="20" aria-hidden="true">
-        <path d="M4 6h16M4 12h16M4 18h16" stroke="currentColor" strokeWidth="2" strokeLinecap="round" />
-      </svg>
-      {unread > 0 && <span className="menu-dot" />}
-    </button>
+    <div className="typing-line" data-testid="typing" aria-live="polite">
+      {typing.length > 0 && (
+        <>
+          <span className="typing-dots" aria-hidden="true">
+            <i />
+            <i />
+            <i />
+          </span>
+          <span className="typing-text">
+            {typing.length === 1 ? (
+              <>
+                <bdi>{typing[0].username}</bdi> is typing…
+              </>
+            ) : typing.length === 2 ? (
+              <>
+                <bdi>{typing[0].username}</bdi> and <bdi>{typing[1].username}</bdi> are typing…
+              </>
+            ) : (
+              'Several people are typing…'
+            )}
+          </span>
+        </>
+      )}
+    </div>
   );
 }

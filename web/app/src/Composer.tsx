@@ -3,13 +3,17 @@ import { isBlank, MAX_CONTENT_LENGTH } from '@chat/use-chat';
 
 interface Props {
   placeholder: string;
+  /** the draft of this conversation, written earlier and not sent */
+  initialText: string;
+  /** every change of the text (also '' once sent), to keep it as the conversation's draft */
+  onTextChange: (text: string) => void;
   onSend: (text: string) => boolean;
   onTyping?: () => void;
   offline: boolean;
 }
 
-export function Composer({ placeholder, onSend, onTyping, offline }: Props) {
-  const [text, setText] = useState('');
+export function Composer({ placeholder, initialText, onTextChange, onSend, onTyping, offline }: Props) {
+  const [text, setText] = useState(initialText);
   const ref = useRef<HTMLTextAreaElement>(null);
   const length = [...text].length;
   const tooLong = length > MAX_CONTENT_LENGTH;
@@ -20,6 +24,7 @@ export function Composer({ placeholder, onSend, onTyping, offline }: Props) {
     if (blank || tooLong) return;
     if (onSend(text)) {
       setText('');
+      onTextChange('');
       requestAnimationFrame(() => ref.current?.focus());
     }
   }
@@ -47,8 +52,10 @@ export function Composer({ placeholder, onSend, onTyping, offline }: Props) {
           value={text}
           placeholder={placeholder}
           aria-label={placeholder}
+          dir="auto"
           onChange={(e) => {
             setText(e.target.value);
+            onTextChange(e.target.value);
             if (!isBlank(e.target.value)) onTyping?.();
           }}
           onKeyDown={onKeyDown}

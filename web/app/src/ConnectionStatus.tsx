@@ -10,14 +10,19 @@ const LABEL: Record<Status, string> = {
   closed: 'Disconnected',
 };
 
+/**
+ * Whole seconds left until `at`, counted from the time of each render: a clock kept in state would
+ * still hold the time of an earlier render when a new `at` comes (the banner stays mounted), and
+ * show the seconds since then until its next tick. The timer only makes it render again.
+ */
 function useSecondsUntil(at: number | null): number | null {
-  const [now, setNow] = useState(() => Date.now());
+  const [, setTicks] = useState(0);
   useEffect(() => {
     if (at === null) return;
-    const t = setInterval(() => setNow(Date.now()), 500);
+    const t = setInterval(() => setTicks((n) => n + 1), 250);
     return () => clearInterval(t);
   }, [at]);
-  return at === null ? null : Math.max(0, Math.ceil((at - now) / 1000));
+  return at === null ? null : Math.max(0, Math.ceil((at - Date.now()) / 1000));
 }
 
 /** Small status pill for the sidebar. */

@@ -1,51 +1,75 @@
 import type { UserRef } from '@chat/use-chat';
 import { Avatar } from './Avatar';
 
-/** Who is online; `total` counts them all when the list is capped (crowded rooms). */
+/**
+ * Who is online; `total` counts them all when the list is capped (crowded rooms). null: not known
+ * right now (disconnected, or joining the room): `unknownNote` says why, instead of a 0.
+ */
 export function MembersPanel({
   title,
   users,
   total,
+  unknownNote,
   meId,
   onMessage,
 }: {
   title: string;
   users: UserRef[];
-  total: number;
+  total: number | null;
+  unknownNote: string;
   meId: number;
   onMessage: (u: UserRef) => void;
 }) {
-  const unlisted = Math.max(0, total - users.length);
+  const unlisted = total === null ? 0 : Math.max(0, total - users.length);
   const sorted = [...users].sort((a, b) =>
     a.userId === meId ? -1 : b.userId === meId ? 1 : a.username.localeCompare(b.username),
   );
   return (
     <aside className="members" aria-label={title}>
       <h2 className="section-title">
-        {title} <span className="count" data-testid="online-count">{users.length + unlisted}</span>
+        <span className="section-title-text" title={title}>
+          {title}
+        </span>
+        <span className="count" data-testid="online-count">
+          {total === null ? '–' : users.length + unlisted}
+        </span>
       </h2>
       <ul className="member-list" data-testid="online-list">
-        {sorted.map((u) => (
-          <li key={u.userId} className="member" data-testid="online-user" data-user-id={u.userId} data-username={u.username}>
-            <Avatar userId={u.userId} name={u.username} size={28} online />
-            <span className="member-name">
-              {u.username}
-              {u.userId === meId && <span className="muted"> (you)</span>}
-            </span>
-            {u.userId !== meId && (
-              <button className="btn btn-ghost btn-sm" onClick={() => onMessage(u)} data-testid="dm-button">
-                Message
-              </button>
+        {total === null ? (
+          <li className="muted small" data-testid="online-unknown">
+            {unknownNote}
+          </li>
+        ) : (
+          <>
+            {sorted.map((u) => (
+              <Member key={u.userId} user={u} isMe={u.userId === meId} onMessage={onMessage} />
+            ))}
+            {unlisted > 0 && (
+              <li className="muted small member-more" data-testid="online-more">
+                and {unlisted.toLocaleString()} more online
+              </li>
             )}
-          </li>
-        ))}
-        {unlisted > 0 && (
-          <li className="muted small member-more" data-testid="online-more">
-            and {unlisted.toLocaleString()} more online
-          </li>
+            {users.length + unlisted === 0 && <li className="muted small">Nobody here right now.</li>}
+          </>
         )}
-        {users.length + unlisted === 0 && <li className="muted small">Nobody here right now.</li>}
       </ul>
     </aside>
+  );
+}
+
+function Member({ user: u, isMe, onMessage }: { user: UserRef; isMe: boolean; onMessage: (u: UserRef) => void }) {
+  return (
+    <li className="member" data-testid="online-user" data-user-id={u.userId} data-username={u.username}>
+      <Avatar userId={u.userId} name={u.username} size={28} online />
+      <span className="member-name" title={u.username}>
+        <bdi>{u.username}</bdi>
+        {isMe && <span className="muted"> (you)</span>}
+      </span>
+      {!isMe && (
+        <button className="btn btn-ghost btn-sm" onClick={() => onMessage(u)} data-testid="dm-button">
+          Message
+        </button>
+      )}
+    </li>
   );
 }

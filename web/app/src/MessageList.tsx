@@ -1,4 +1,4 @@
-import { Fragment, useEffect, useLayoutEffect, useRef } from 'react';
+import { useEffect, useLayoutEffect, useRef, useState, type ReactNode } from 'react';
 import { isRetryable, type DirectMessage, type PendingMessage, type RoomMessage } from '@chat/use-chat';
 import { Avatar } from './Avatar';
 import { formatDay, formatTime, parseTime } from './format';
@@ -14,25 +14,40 @@ interface Props {
   hasMore: boolean;
   loadingOlder: boolean;
   onLoadOlder: () => void;
+  /**
+   * The reader left the newest messages (true) or came back to them (false); false again when the
+   * list goes away. Must keep its identity: a new one while reading back would end and start it.
+   */
+  onReadingBack: (readingBack: boolean) => void;
   onRetry: (clientId: string) => void;
   onDiscard: (clientId: string) => void;
-  beginningText: string;
+  beginningText: ReactNode;
 }
 
 const GROUP_WINDOW_MS = 5 * 60_000;
+/** Closer than this to the end counts as reading the newest messages (px). */
+const BOTTOM_SLACK_PX = 60;
 
 export function MessageList(props: Props) {
-  const { messages, pending, meId, meName, historyLoaded, hasMore, loadingOlder, onLoadOlder } = props;
+  const { messages, pending, meId, meName, historyLoaded, hasMore, loadingOlder, onLoadOlder, onReadingBack } = props;
   const ref = useRef<HTMLDivElement>(null);
   const stick = useRef(true);
   const prevFirstId = useRef<number | null>(null);
   const prevHeight = useRef(0);
+  // What was already pending when the list was shown: only messages sent from here on scroll it.
+  const seenPending = useRef(new Set(pending.map((p) => p.clientId)));
+  // The newest message id when the reader scrolled away from the newest messages; null: they are there.
+  const [awayFrom, setAwayFrom] = useState<number | null>(null);
+  const readingBack = awayFrom !== null;
 
   // Keep the view anchored: on prepend (older page) the same message stays under the eye;
-  // on append the view follows if it was at the bottom.
+  // on append the view follows if it was at the bottom, or if I just sent something (I want to
+  // see it, wherever I was reading).
   useLayoutEffect(() => {
     const el = ref.current;
     if (!el) return;
+    if (pending.some((p) => !seenPending.current.has(p.clientId))) stick.current = true;
+    seenPending.current = new Set(pending.map((p) => p.clientId));
     const firstId = messages[0]?.id ?? null;
     if (prevFirstId.current !== null && firstId !== null && firstId < prevFirstId.current && !stick.current) {
       el.scrollTop += el.scrollHeight - prevHeight.current;
@@ -42,6 +57,14 @@ export function MessageList(props: Props) {
     prevFirstId.current = firstId;
     prevHeight.current = el.scrollHeight;
   });
+
+  // The hook keeps every message while the reader is back in the history (none dropped under
+  // their eyes) and trims the list once they are back at the newest, or gone.
+  useEffect(() => {
+    if (!readingBack) return;
+    onReadingBack(true);
+    return () => onReadingBack(false);
+  }, [readingBack, onReadingBack]);
 
   // A first page that does not fill the screen cannot be scrolled: fetch more right away.
   useEffect(() => {
@@ -53,102 +76,182 @@ export function MessageList(props: Props) {
   function onScroll() {
     const el = ref.current;
     if (!el) return;
-    stick.current = el.scrollHeight - el.scrollTop - el.clientHeight < 60;
+    stick.current = el.scrollHeight - el.scrollTop - el.clientHeight < BOTTOM_SLACK_PX;
+    if (stick.current === readingBack) setAwayFrom(stick.current ? null : (messages.at(-1)?.id ?? 0));
     if (el.scrollTop < 150 && hasMore && !loadingOlder && historyLoaded) onLoadOlder();
   }
 
+  function scrollToNewest() {
+    const el = ref.current;
+    if (!el) return;
+    stick.current = true;
+    el.scrollTop = el.scrollHeight;
+  }
+
+  const newBelow = awayFrom === null ? 0 : countNewFromOthers(messages, awayFrom, meId);
   let prev: Msg | null = null;
   return (
-    <div className="message-list" ref={ref} onScroll={onScroll} data-testid="message-list">
-      <div className="history-edge">
-        {loadingOlder && (
-          <span className="muted" data-testid="loading-older">
-            <span className="spinner" aria-hidden="true" /> Loading older messages…
-          </span>
-        )}
-        {!loadingOlder && historyLoaded && !hasMore && (
-          <div className="history-start" data-testid="history-start">
-            {props.beginningText}
-          </div>
-        )}
-        {!historyLoaded && <span className="muted">Loading…</span>}
+    <div className="message-pane">
+      <div className="message-list" ref={ref} onScroll={onScroll} data-testid="message-list">
+        <HistoryEdge historyLoaded={historyLoaded} hasMore={hasMore} loadingOlder={loadingOlder}>
+          {props.beginningText}
+        </HistoryEdge>
+        {messages.map((m) => {
+          const item = <MessageItem key={m.id} message={m} prev={prev} mine={m.fromUser === meId} />;
+          prev = m;
+          return item;
+        })}
+        {pending.map((p) => (
+          <PendingItem key={p.clientId} pending={p} meId={meId} meName={meName} onRetry={props.onRetry} onDiscard={props.onDiscard} />
+        ))}
       </div>
-      {messages.map((m) => {
-        const t = parseTime(m.timestamp)?.getTime() ?? 0;
-        const pt = prev ? parseTime(prev.timestamp)?.getTime() ?? 0 : 0;
-        const newDay = !prev || formatDay(prev.timestamp) !== formatDay(m.timestamp);
-        const grouped = !!prev && !newDay && prev.fromUser === m.fromUser && t - pt < GROUP_WINDOW_MS;
-        prev = m;
-        return (
-          <Fragment key={m.id}>
-            {newDay && (
-              <div className="day-divider" role="separator">
-                <span>{formatDay(m.timestamp)}</span>
-              </div>
-            )}
-            <article
-              className={`message ${grouped ? 'is-grouped' : ''} ${m.fromUser === meId ? 'is-mine' : ''}`}
-              data-testid="message"
-              data-id={m.id}
-              data-from={m.username}
-            >
-              <div className="message-gutter">
-                {grouped ? (
-                  <time className="message-hover-time">{formatTime(m.timestamp)}</time>
-                ) : (
-                  <Avatar userId={m.fromUser} name={m.username} />
-                )}
-              </div>
-              <div className="message-main">
-                {!grouped && (
-                  <header>
-                    <span className="message-author">{m.username}</span>
-                    <time dateTime={m.timestamp}>{formatTime(m.timestamp)}</time>
-                  </header>
-                )}
-                <p className="message-content">{m.content}</p>
-              </div>
-            </article>
-          </Fragment>
-        );
-      })}
-      {pending.map((p) => (
-        <article
-          key={p.clientId}
-          className={`message is-mine is-pending ${p.status === 'failed' ? 'is-failed' : ''}`}
-          data-testid="pending-message"
-          data-status={p.status}
-        >
-          <div className="message-gutter">
-            <Avatar userId={meId} name={meName} />
-          </div>
-          <div className="message-main">
-            <header>
-              <span className="message-author">{meName}</span>
-              {p.status === 'failed' ? (
-                <span className="pending-state failed" data-testid="pending-failed">
-                  {p.error ? `Not delivered: ${p.error.message}` : 'Not delivered'}
-                  {isRetryable(p) && (
-                    <>
-                      {' · '}
-                      <button className="link-btn" onClick={() => props.onRetry(p.clientId)} data-testid="pending-retry">
-                        Retry
-                      </button>
-                    </>
-                  )}
-                  {' · '}
-                  <button className="link-btn" onClick={() => props.onDiscard(p.clientId)} data-testid="pending-discard">
-                    Discard
-                  </button>
-                </span>
-              ) : (
-                <span className="pending-state">Sending…</span>
-              )}
-            </header>
-            <p className="message-content">{p.content}</p>
-          </div>
-        </article>
-      ))}
+      {newBelow > 0 && (
+        <button className="new-below" onClick={scrollToNewest} data-testid="new-below">
+          {newBelow === 1 ? '1 new message' : `${newBelow} new messages`} ↓
+        </button>
+      )}
     </div>
+  );
+}
+
+/** How many messages of others came after the id `after` (the list is sorted by id). */
+function countNewFromOthers(messages: Msg[], after: number, meId: number): number {
+  let n = 0;
+  for (let i = messages.length - 1; i >= 0 && messages[i].id > after; i--) if (messages[i].fromUser !== meId) n++;
+  return n;
+}
+
+/** The top of the list: older messages loading, or the beginning of the conversation. */
+function HistoryEdge({
+  historyLoaded,
+  hasMore,
+  loadingOlder,
+  children,
+}: {
+  historyLoaded: boolean;
+  hasMore: boolean;
+  loadingOlder: boolean;
+  children: ReactNode;
+}) {
+  return (
+    <div className="history-edge">
+      {loadingOlder && (
+        <span className="muted" data-testid="loading-older">
+          <span className="spinner" aria-hidden="true" /> Loading older messages…
+        </span>
+      )}
+      {!loadingOlder && historyLoaded && !hasMore && (
+        <div className="history-start" data-testid="history-start">
+          {children}
+        </div>
+      )}
+      {!historyLoaded && <span className="muted">Loading…</span>}
+    </div>
+  );
+}
+
+/** One message, grouped with the previous one when the same author wrote it shortly before. */
+function MessageItem({ message: m, prev, mine }: { message: Msg; prev: Msg | null; mine: boolean }) {
+  const t = parseTime(m.timestamp)?.getTime() ?? 0;
+  const pt = prev ? (parseTime(prev.timestamp)?.getTime() ?? 0) : 0;
+  const newDay = !prev || formatDay(prev.timestamp) !== formatDay(m.timestamp);
+  const grouped = !!prev && !newDay && prev.fromUser === m.fromUser && t - pt < GROUP_WINDOW_MS;
+  return (
+    <>
+      {newDay && (
+        <div className="day-divider" role="separator">
+          <span>{formatDay(m.timestamp)}</span>
+        </div>
+      )}
+      <article
+        className={`message ${grouped ? 'is-grouped' : ''} ${mine ? 'is-mine' : ''}`}
+        data-testid="message"
+        data-id={m.id}
+        data-from={m.username}
+      >
+        <div className="message-gutter">
+          {grouped ? (
+            <time className="message-hover-time">{formatTime(m.timestamp)}</time>
+          ) : (
+            <Avatar userId={m.fromUser} name={m.username} />
+          )}
+        </div>
+        <div className="message-main">
+          {!grouped && (
+            <header>
+              <AuthorName name={m.username} />
+              <time dateTime={m.timestamp}>{formatTime(m.timestamp)}</time>
+            </header>
+          )}
+          {/* dir=auto: a message in Hebrew or Arabic reads right to left, punctuation included */}
+          <p className="message-content" dir="auto">
+            {m.content}
+          </p>
+        </div>
+      </article>
+    </>
+  );
+}
+
+/** A name of any length and script: cut with an ellipsis (full name on hover), in its own direction. */
+function AuthorName({ name }: { name: string }) {
+  return (
+    <span className="message-author" dir="auto" title={name}>
+      {name}
+    </span>
+  );
+}
+
+/** A message of mine the server has not confirmed yet: sending, or failed (retry / discard). */
+function PendingItem({
+  pending: p,
+  meId,
+  meName,
+  onRetry,
+  onDiscard,
+}: {
+  pending: PendingMessage;
+  meId: number;
+  meName: string;
+  onRetry: (clientId: string) => void;
+  onDiscard: (clientId: string) => void;
+}) {
+  return (
+    <article
+      className={`message is-mine is-pending ${p.status === 'failed' ? 'is-failed' : ''}`}
+      data-testid="pending-message"
+      data-status={p.status}
+    >
+      <div className="message-gutter">
+        <Avatar userId={meId} name={meName} />
+      </div>
+      <div className="message-main">
+        <header>
+          <AuthorName name={meName} />
+          {p.status === 'failed' ? (
+            <span className="pending-state failed" data-testid="pending-failed">
+              {p.error ? `Not delivered: ${p.error.message}` : 'Not delivered'}
+              {isRetryable(p) && (
+                <>
+                  {' · '}
+                  <button className="link-btn" onClick={() => onRetry(p.clientId)} data-testid="pending-retry">
+                    Retry
+                  </button>
+                </>
+              )}
+              {' · '}
+              <button className="link-btn" onClick={() => onDiscard(p.clientId)} data-testid="pending-discard">
+                Discard
+              </button>
+            </span>
+          ) : (
+            <span className="pending-state">Sending…</span>
+          )}
+        </header>
+        <p className="message-content" dir="auto">
+          {p.content}
+        </p>
+      </div>
+    </article>
   );
 }

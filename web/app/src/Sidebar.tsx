@@ -11,6 +11,7 @@ interface Props {
   me: UserRef;
   status: ConnectionStatus;
   rooms: Array<RoomInfo & { joined: boolean }>;
+  /** `online`: known to be online (seen in a room I am in); else unknown, as the protocol has no user-level presence */
   dms: Array<UserRef & { online: boolean }>;
   online: UserRef[];
   active: Target | null;
@@ -74,10 +75,7 @@ export function Sidebar(p: Props) {
                     </span>
                     <span className="nav-label">{r.name}</span>
                     {n > 0 && <span className="badge badge-unread">{n}</span>}
-                    <span className="online-count" title={`${r.online} online`} data-testid="room-online">
-                      <span className="mini-dot" aria-hidden="true" />
-                      {r.online}
-                    </span>
+                    <RoomOnlineCount online={p.status === 'open' ? r.online : null} />
                   </button>
                 </li>
               );
@@ -129,7 +127,9 @@ export function Sidebar(p: Props) {
                     }}
                   >
                     <Avatar userId={u.userId} name={u.username} size={22} online />
-                    {u.username}
+                    <span className="nav-label" dir="auto">
+                      {u.username}
+                    </span>
                   </button>
                 ))
               )}
@@ -148,8 +148,11 @@ export function Sidebar(p: Props) {
                     data-user-id={u.userId}
                     data-username={u.username}
                   >
-                    <Avatar userId={u.userId} name={u.username} size={20} online={u.online} />
-                    <span className="nav-label">{u.username}</span>
+                    {/* no dot when not known online: "offline" could be wrong */}
+                    <Avatar userId={u.userId} name={u.username} size={20} online={u.online || undefined} />
+                    <span className="nav-label" dir="auto" title={u.username}>
+                      {u.username}
+                    </span>
                     {n > 0 && (
                       <span className="badge badge-unread" data-testid="dm-unread">
                         {n}
@@ -167,7 +170,9 @@ export function Sidebar(p: Props) {
       <div className="sidebar-foot">
         <Avatar userId={p.me.userId} name={p.me.username} size={32} online={p.status === 'open'} />
         <div className="me">
-          <strong data-testid="me">{p.me.username}</strong>
+          <strong data-testid="me" dir="auto" title={p.me.username}>
+            {p.me.username}
+          </strong>
           <span className="muted small">{p.status === 'open' ? 'Online' : 'Offline'}</span>
         </div>
         <button className="btn btn-ghost btn-sm" onClick={p.onSignOut} data-testid="sign-out">
@@ -175,5 +180,19 @@ export function Sidebar(p: Props) {
         </button>
       </div>
     </aside>
+  );
+}
+
+/** A room's online count; unknown (null) while disconnected, when the last one known may be stale. */
+function RoomOnlineCount({ online }: { online: number | null }) {
+  return (
+    <span
+      className={`online-count ${online === null ? 'is-unknown' : ''}`}
+      title={online === null ? 'Online count unknown while disconnected' : `${online} online`}
+      data-testid="room-online"
+    >
+      <span className="mini-dot" aria-hidden="true" />
+      {online ?? '–'}
+    </span>
   );
 }

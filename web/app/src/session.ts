@@ -131,3 +131,44 @@ function isPending(p: unknown): p is PendingMessage {
     ((m.kind === 'message' && typeof m.room === 'string') || (m.kind === 'dm' && typeof m.to === 'number'))
   );
 }
+
+/**
+ * What is being written in each conversation (by `targetKey`), not sent yet: kept while switching
+ * conversations, across a reload and a new sign-in after the session expired. Per tab, like the
+ * unsent messages; forgotten on signing out (`clearDrafts`).
+ */
+export function loadDraft(userId: number, conversation: string): string {
+  return loadDrafts(userId)[conversation] ?? '';
+}
+
+export function saveDraft(userId: number, conversation: string, text: string): void {
+  const drafts = loadDrafts(userId);
+  if (text) drafts[conversation] = text;
+  else delete drafts[conversation];
+  try {
+    if (Object.keys(drafts).length) sessionStorage.setItem(draftsKey(userId), JSON.stringify(drafts));
+    else sessionStorage.removeItem(draftsKey(userId));
+  } catch {
+    /* full or unavailable: the draft lives as long as its composer */
+  }
+}
+
+export function clearDrafts(userId: number): void {
+  try {
+    sessionStorage.removeItem(draftsKey(userId));
+  } catch {
+    /* ignore */
+  }
+}
+
+const draftsKey = (userId: number) => `chat.drafts.${userId}`;
+
+function loadDrafts(userId: number): Record<string, string> {
+  try {
+    const drafts: unknown = JSON.parse(sessionStorage.getItem(draftsKey(userId)) ?? '{}');
+    if (typeof drafts !== 'object' || drafts === null || Array.isArray(drafts)) return {};
+    return Object.fromEntries(Object.entries(drafts).filter(([, text]) => typeof text === 'string'));
+  } catch {
+    return {};
+  }
+}

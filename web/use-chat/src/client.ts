@@ -203,7 +203,9 @@ export interface ChatClientOptions {
   /**
    * At most this many messages are kept per room and per conversation: when new ones arrive, the
    * oldest beyond it are dropped (`hasMore` becomes true and `loadOlder` fetches them again).
-   * Older pages loaded on purpose are kept until the next new message. Default 1000.
+   * Older pages loaded on purpose are kept until the next new message. Nothing is dropped while
+   * the reader is back in the history (`setReadingBack`): the list is trimmed when they return to
+   * the newest messages. Default 1000.
    */
   maxMessages?: number;
   /** at most one `typing` frame per room per this many ms. Default 3000. */
@@ -362,8 +364,21 @@ function lastId<T extends { id: MessageId }>(list: T[]): MessageId | null {
  * memory and in the page). A list that only grew at its start (older pages) is kept whole.
  */
 function capped<T extends { id: MessageId }>(list: T[], merged: T[], max: number): T[] {
-  if (merged.length <= max || lastId(merged) === lastId(list)) return merged;
-  return merged.slice(merged.length - max);
+  return lastId(merged) === lastId(list) ? merged : trimmed(merged, max);
+}
+
+/** `list` without its oldest messages beyond `max` (those the reader left behind); `list` itself when it is short enough. */
+function trimmed<T extends { id: MessageId }>(list: T[], max: number): T[] {
+  return list.length > max ? list.slice(list.length - max) : list;
+}
+
+/**
+ * Whether a page of older messages asked for `before` the id `ref` joins `list`: not when the
+ * message it was asked before has been dropped meanwhile (`maxMessages`), which would leave a hole
+ * between the page and the rest that paging back never fills.
+ */
+function reachesBack<T extends { id: MessageId }>(list: T[] | undefined, ref: MessageId | undefined): boolean {
+  return !!list?.length && ref !== undefined && list[0].id <= ref;
 }
 
 /**
@@ -524,6 +539,9 @@ export class ChatClient {
    * would skip everything sent while this client was away.
    */
   private readonly dmSeenUpTo = new Map<number, MessageId>();
+  /** rooms / conversations whose reader is away from the newest messages: nothing is dropped from them (`maxMessages`) */
+  private readonly readingBackRooms = new Set<string>();
+  private readonly readingBackDms = new Set<number>();
 
   constructor(options: ChatClientOptions) {
     this.opts = {
@@ -1146,6 +1164,10 @@ export class ChatClient {
         return;
       case 'room_history': {
         const req = takeAnswered(this.roomHistoryQ.get(frame.room), frame) ?? this.unaskedLatest();
+        if (req !== STALE && req.kind === 'before' && !reachesBack(this.state.joined[frame.room]?.messages, req.ref)) {
+          this.patchRoom(frame.room, (r) => ({ ...r, loadingOlder: false }));
+          return;
+        }
         this.onRoomMessages(frame.room, frame.data, false);
         if (req === STALE) return;
         const full = frame.data.length >= req.limit;
@@ -1173,6 +1195,10 @@ export class ChatClient {
       case 'dm_history': {
         const peer = frame.with;
         const req = takeAnswered(this.dmHistoryQ.get(peer), frame) ?? this.unaskedLatest();
+        if (req !== STALE && req.kind === 'before' && !reachesBack(this.state.dms[peer]?.messages, req.ref)) {
+          this.patchDm(peer, (d) => ({ ...d, loadingOlder: false }));
+          return;
+        }
         const name =
           this.state.users[peer]?.username ??
           frame.data.find((m) => m.fromUser === peer)?.username ??
@@ -1298,7 +1324,7 @@ export class ChatClient {
     if (!room) return;
     const all = mergeById(room.messages, msgs);
     if (all === room.messages) return;
-    const merged = capped(room.messages, all, this.opts.maxMessages);
+    const merged = this.readingBackRooms.has(roomName) ? all : capped(room.messages, all, this.opts.maxMessages);
     const senders = new Set(msgs.map((m) => m.fromUser));
     const typers = this.typingUntil.get(roomName);
     for (const s of senders) typers?.delete(s);
@@ -1331,7 +1357,7 @@ export class ChatClient {
       this.patchDm(peer, (d) => {
         const all = mergeById(d.messages, arr);
         if (all === d.messages && this.state.dms[peer]) return d;
-        const merged = capped(d.messages, all, this.opts.maxMessages);
+        const merged = this.readingBackDms.has(peer) ? all : capped(d.messages, all, this.opts.maxMessages);
         return { ...d, messages: merged, hasMore: merged !== all || d.hasMore };
       }, name);
       if (live && this.opts.onDm) {
@@ -1527,6 +1553,7 @@ export class ChatClient {
     this.retryAt.delete(`join:${name}`);
     this.retryAt.delete(`history:${name}`);
     this.typingUntil.delete(name);
+    this.readingBackRooms.delete(name);
     this.set({ joined, outbox: this.state.outbox.filter((p) => !(p.kind === 'message' && p.room === name)) });
   }
 
@@ -1671,6 +1698,36 @@ export class ChatClient {
     if (this.state.status !== 'open') return;
     this.requestRoomHistory(room, 'before', oldest);
     this.patchRoom(room, (x) => ({ ...x, loadingOlder: true }));
+  };
+
+  /**
+   * The reader of a room is back in its history, away from the newest messages (true), or back at
+   * them (false). Meanwhile new messages drop nothing (`maxMessages`): the messages being read stay
+   * where they are. Back at the newest, the oldest beyond `maxMessages` are dropped (`hasMore`).
+   */
+  setReadingBack = (room: string, readingBack: boolean): void => {
+    if (readingBack) {
+      if (this.state.joined[room]) this.readingBackRooms.add(room);
+      return;
+    }
+    this.readingBackRooms.delete(room);
+    this.patchRoom(room, (r) => {
+      const messages = trimmed(r.messages, this.opts.maxMessages);
+      return messages === r.messages ? r : { ...r, messages, hasMore: true };
+    });
+  };
+
+  /** `setReadingBack` for the conversation with a user. */
+  setReadingBackDm = (userId: UserId, readingBack: boolean): void => {
+    if (readingBack) {
+      if (this.state.dms[userId]) this.readingBackDms.add(userId);
+      return;
+    }
+    this.readingBackDms.delete(userId);
+    this.patchDm(userId, (d) => {
+      const messages = trimmed(d.messages, this.opts.maxMessages);
+      return messages === d.messages ? d : { ...d, messages, hasMore: true };
+    });
   };
 
   /** Opens (creates) the conversation with a user and loads its latest page once. */

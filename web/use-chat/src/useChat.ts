@@ -17,6 +17,8 @@ export type UseChatResult = ChatState &
     | 'openDm'
     | 'addDm'
     | 'loadOlderDms'
+    | 'setReadingBack'
+    | 'setReadingBackDm'
     | 'typing'
     | 'refreshRooms'
     | 'retry'
@@ -76,6 +78,8 @@ export function useChat(options: UseChatOptions): UseChatResult {
       openDm: client.openDm,
       addDm: client.addDm,
       loadOlderDms: client.loadOlderDms,
+      setReadingBack: client.setReadingBack,
+      setReadingBackDm: client.setReadingBackDm,
       typing: client.typing,
       refreshRooms: client.refreshRooms,
       retry: client.retry,

@@ -1095,6 +1095,65 @@ describe('review fixes', () => {
     expect(c.getState().joined.general.messages.map((m) => m.content)).toEqual(Array.from({ length: 8 }, (_, i) => `live ${i + 1}`));
   });
 
+  it('drops nothing while the reader is back in the history; trims when they return to the newest', async () => {
+    for (let i = 1; i <= 6; i++) server.post('general', BOB, `old ${i}`);
+    for (let i = 1; i <= 6; i++) server.postDm(BOB, ALICE.userId, `old dm ${i}`);
+    const c = makeClient({ initialRooms: ['general'], historyPageSize: 3, maxMessages: 5 });
+    c.start();
+    await until(() => c.getState().joined.general?.historyLoaded);
+    c.openDm(BOB.userId, 'bob');
+    await until(() => c.getState().dms[BOB.userId]?.historyLoaded);
+    // the reader pages back to the very beginning of both
+    c.setReadingBack('general', true);
+    c.setReadingBackDm(BOB.userId, true);
+    while (c.getState().joined.general.hasMore || c.getState().dms[BOB.userId].hasMore) {
+      c.loadOlder('general');
+      c.loadOlderDms(BOB.userId);
+      await until(() => !c.getState().joined.general.loadingOlder && !c.getState().dms[BOB.userId].loadingOlder);
+    }
+    // new messages while they read: what they read stays, and so does the beginning
+    server.post('general', BOB, 'live');
+    server.postDm(BOB, ALICE.userId, 'live dm');
+    await until(() => c.getState().joined.general.messages.at(-1)?.content === 'live');
+    await until(() => c.getState().dms[BOB.userId].messages.at(-1)?.content === 'live dm');
+    expect(c.getState().joined.general.messages).toHaveLength(7);
+    expect(c.getState().joined.general.hasMore).toBe(false);
+    expect(c.getState().dms[BOB.userId].messages).toHaveLength(7);
+    expect(c.getState().dms[BOB.userId].hasMore).toBe(false);
+    // back at the newest: trimmed to maxMessages, the rest loads again
+    c.setReadingBack('general', false);
+    c.setReadingBackDm(BOB.userId, false);
+    const room = c.getState().joined.general;
+    expect(room.messages.map((m) => m.content)).toEqual(['old 3', 'old 4', 'old 5', 'old 6', 'live']);
+    expect(room.hasMore).toBe(true);
+    expect(c.getState().dms[BOB.userId].messages.map((m) => m.content)).toEqual(['old dm 3', 'old dm 4', 'old dm 5', 'old dm 6', 'live dm']);
+    expect(c.getState().dms[BOB.userId].hasMore).toBe(true);
+    c.loadOlder('general');
+    await until(() => !c.getState().joined.general.loadingOlder && !c.getState().joined.general.hasMore);
+    expect(c.getState().joined.general.messages).toHaveLength(7);
+  });
+
+  it('an older page asked for before a message dropped meanwhile (maxMessages) is not merged: no hole', async () => {
+    for (let i = 1; i <= 6; i++) server.post('general', BOB, `old ${i}`);
+    const c = makeClient({ initialRooms: ['general'], historyPageSize: 3, maxMessages: 3 });
+    c.start();
+    await until(() => c.getState().joined.general?.historyLoaded);
+    let held: Conn | null = null;
+    server.onFrame = (conn, f) => {
+      if (f.type !== 'room_history') return undefined;
+      held = conn;
+      return 'ignore';
+    };
+    c.loadOlder('general'); // before old 4
+    await until(() => held !== null);
+    server.post('general', BOB, 'live'); // drops old 4
+    await until(() => c.getState().joined.general.messages.at(-1)?.content === 'live');
+    server.sendTo(held!, { type: 'room_history', room: 'general', limit: 3, before: 4, data: server.roomMsgs.slice(0, 3) });
+    await until(() => !c.getState().joined.general.loadingOlder);
+    expect(c.getState().joined.general.messages.map((m) => m.content)).toEqual(['old 5', 'old 6', 'live']);
+    expect(c.getState().joined.general.hasMore).toBe(true);
+  });
+
   it('sends the outbox of a session whose token expired once the user signs in again (initialOutbox), never twice', async () => {
     let n = 0;
     const old = makeClient({ initialRooms: ['general'], getToken: async () => (n++ === 0 ? 'tok-alice' : 'expired') });
