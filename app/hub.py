@@ -49,6 +49,8 @@ class Gate:
     last_id: int  # id of the last message released (or older): the fill query's lower bound
     pending: dict[int, StoredMessage] = field(default_factory=dict)  # early arrivals by seq
     filling: bool = False
+    # a head the running fill is to reach as well (see _schedule_fill)
+    fill_up_to: int | None = None
     # next_seq when the periodic check last found the channel behind its head: a gap that
     # is still there at the next check was lost by the bus (not merely in flight)
     behind_at: int | None = None
@@ -227,9 +229,15 @@ class Hub:
     # --- gaps ----------------------------------------------------------------------------------
 
     def _schedule_fill(self, channel: ChannelKey, gate: Gate, delay: float, up_to_seq: int | None = None) -> None:
-        if not gate.filling:
-            gate.filling = True
-            gevent.spawn_later(delay, self._fill, channel, gate, up_to_seq, time.monotonic() + delay)
+        if gate.filling:
+            if up_to_seq is not None:
+                # A fill is on its way already (for a gap before an early arrival): it goes
+                # on to this head too, or what came after the last arrival would wait for
+                # two more periodic checks (after a bus reconnect, say).
+                gate.fill_up_to = max(gate.fill_up_to or 0, up_to_seq)
+            return
+        gate.filling = True
+        gevent.spawn_later(delay, self._fill, channel, gate, up_to_seq, time.monotonic() + delay)
 
     def _fill(self, channel: ChannelKey, gate: Gate, up_to_seq: int | None, due: float) -> None:
         """Fetch what is missing before the earliest waiting message (or up to a seq).
@@ -253,8 +261,10 @@ class Hub:
             while self.gates.get(channel) is gate:
                 with self._fetching:
                     # (looked at once a fetch may run: the gap may have closed meanwhile)
-                    target = up_to_seq if up_to_seq is not None else (min(gate.pending) - 1 if gate.pending else None)
+                    targets = [up_to_seq, gate.fill_up_to, min(gate.pending) - 1 if gate.pending else None]
+                    target = max((seq for seq in targets if seq is not None), default=None)
                     if target is None or target < gate.next_seq:
+                        gate.fill_up_to = None
                         return
                     GAP_FILLS.inc()
                     found = self.fetch(channel, gate.last_id, target, FILL_PAGE_SIZE)
@@ -267,6 +277,8 @@ class Hub:
                     gate.next_seq = max(gate.next_seq, target + 1)
                     self._drain(gate)
                     up_to_seq = None
+                    if gate.fill_up_to is not None and gate.fill_up_to <= target:
+                        gate.fill_up_to = None
         except ChatError:
             # The database is away; the periodic check tries again.
             pass

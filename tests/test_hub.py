@@ -250,3 +250,15 @@ def test_arrivals_a_fill_has_overtaken_are_dropped_not_released():
     hub.deliver(room_message(104, 14))
     assert conn.received == [101, 103, 104]
     assert hub.gates[("r", "r")].pending == {}
+
+
+def test_a_head_checked_while_a_fill_runs_is_reached_by_that_fill():
+    """After a bus reconnect, a room already filling a gap before an early arrival must
+    also fetch what came after it, not leave that to two more periodic checks."""
+    stored = [room_message(101 + n, 11 + n) for n in range(4)]  # seq 11-14
+    hub, conn, calls = make_hub(stored=stored)
+    hub.deliver(room_message(103, 13))  # early: a fill for 11-12 is scheduled
+    hub.check_heads({("r", "r"): 14}, at_once=True)  # the reconnect's catch-up, meanwhile
+    settle(hub)
+    assert conn.received == [101, 102, 103, 104]
+    assert hub.gates[("r", "r")].fill_up_to is None
