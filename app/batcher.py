@@ -109,9 +109,11 @@ class Batcher:
 
         Told `unavailable`, a sender may send it again (without a clientId: as another
         message), so it is told so only when the draft will never be stored: while it
-        is still queued, or when its batch failed. A batch being committed ends within
-        the lanes' statement timeout (the same time again) unless the connection hangs:
-        only then is the outcome unknown, and said so.
+        is still queued, or when its batch failed. Each statement of a batch being
+        committed (up to three) ends within the lanes' statement timeout unless the
+        connection hangs: a sender waits the same time again, plus a grace; past that,
+        or when the connection is lost mid-commit, the outcome is unknown, and said so
+        (or, for a lost connection, "retry later": a resend with its clientId is safe).
         """
         pending = Pending(draft, origin)
         self.lanes[hash(draft.channel) % len(self.lanes)].add(pending)

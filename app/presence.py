@@ -279,18 +279,30 @@ class Presence:
         last_seq, last_id, first, version = row[:4]
         return Entered(RoomState(last_seq, last_id), self._after_statement(first, version, event), online)
 
-    def leave(self, room: str, user_id: int, username: str) -> None:
+    def leave(self, room: str, user_id: int, username: str, retried: bool = False) -> None:
         """Forget the user here in the room, announcing it if no connection of theirs
-        remains anywhere: one round trip, under the (room, user) advisory lock."""
+        remains anywhere: one round trip, under the (room, user) advisory lock.
+
+        `retried`: an earlier attempt failed, perhaps after its commit (its answer lost):
+        the row may be gone already, and the leave was not announced here.
+        """
         try:
-            announced = self._leave(room, user_id, username, self.node_id)
+            announced = self._leave(room, user_id, username, self.node_id, removed_already=retried)
         except ChatError:
             self.unsaved_leaves.add((room, user_id, username))
             return
         self.unsaved_leaves.discard((room, user_id, username))
         self.after_commit(announced)
 
-    def _leave(self, room: str, user_id: int, username: str, node_id: str, heard_join: bool = False) -> list[dict]:
+    def _leave(
+        self,
+        room: str,
+        user_id: int,
+        username: str,
+        node_id: str,
+        heard_join: bool = False,
+        removed_already: bool = False,
+    ) -> list[dict]:
         """Remove `node_id`'s row of the user in the room; the announcements to make.
 
         Another node's leave is a buried node's, whose rows the burial removed already;
@@ -299,7 +311,7 @@ class Presence:
         event = {"k": "p", "room": room, "event": "leave", "userId": user_id, "username": username}
         announce = heard_join or self._announced_in(self.online_users(room), user_id)
         parameters = self._parameters(room, user_id, username, event, node_id, announce)
-        parameters["removed_already"] = node_id != self.node_id
+        parameters["removed_already"] = removed_already or node_id != self.node_id
         with self.pool.autocommit() as cur:
             cur.execute(_LEAVE, parameters)
             last, version = cur.fetchone()[:2]
@@ -451,7 +463,7 @@ class Presence:
                 if user_in_room(user_id, room):
                     self.unsaved_leaves.discard(entry)  # back here: the row stands for them
                 else:
-                    self.leave(room, user_id, username)
+                    self.leave(room, user_id, username, retried=True)
         for entry in sorted(self.unsure_entries):
             self._beat_if_due(local_presence)
             room, user_id, username = entry
@@ -461,6 +473,7 @@ class Presence:
             self.unsure_entries.discard(entry)
         self._bury_dead_nodes()
         for burial in sorted(self.unsaved_burial_leaves):
+            self._beat_if_due(local_presence)
             self.after_commit(self._leave(*burial))
             self.unsaved_burial_leaves.discard(burial)
         return alive_others

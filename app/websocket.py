@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 import functools
 import logging
 import time
@@ -88,7 +87,7 @@ def malformed_upgrade(environ: dict) -> Response | None:
         return _bad_upgrade("Connection: Upgrade missing")
     try:
         key_bytes = len(base64.b64decode(environ.get("HTTP_SEC_WEBSOCKET_KEY", ""), validate=True))
-    except binascii.Error:
+    except ValueError:  # binascii.Error, or a key that is not ASCII
         key_bytes = 0
     if key_bytes != 16:
         return _bad_upgrade("Sec-WebSocket-Key missing or not 16 bytes in base64")

@@ -122,6 +122,10 @@ BAD_UPGRADES = {
         f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {WEBSOCKET_KEY}\r\nSec-WebSocket-Version: 8",
         426,
     ),
+    "key not ASCII": (
+        "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: d\u00e9jà\r\nSec-WebSocket-Version: 13",
+        400,
+    ),
     "no version": (f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {WEBSOCKET_KEY}", 426),
 }
 

@@ -235,3 +235,28 @@ def test_a_long_heartbeat_keeps_the_node_alive_while_it_writes(presence, monkeyp
         watcher.kill()
     assert len(alive_seen) > 15 and all(alive_seen)
     assert sorted(row[1] for row in rows(url)) == sorted(user_id for _, user_id, _ in here)
+
+
+def test_a_leave_committed_but_not_answered_is_announced_by_its_retry(presence, monkeypatch):
+    """The connection is lost after the leave's commit: the heartbeat's retry finds no row
+    left, and must still announce it (this node's members never heard it)."""
+    from contextlib import contextmanager
+
+    node, url, events = presence
+    node.after_commit(node.enter("lobby", *ALICE, create_room=False).announced)
+    autocommit = node.pool.autocommit
+
+    @contextmanager
+    def lost_after_the_commit():
+        with autocommit() as cur:
+            yield cur
+        raise Unavailable("connection lost")
+
+    node.online_users("lobby")
+    monkeypatch.setattr(node.pool, "autocommit", lost_after_the_commit)
+    node.leave("lobby", *ALICE)  # committed; the answer lost: kept in unsaved_leaves
+    monkeypatch.setattr(node.pool, "autocommit", autocommit)
+    assert rows(url) == [] and node.unsaved_leaves
+    node.heartbeat(set, lambda user_id, room: False)  # the retry
+    assert not node.unsaved_leaves
+    assert events == [("join", ALICE[0]), ("leave", ALICE[0])]
