@@ -3,6 +3,8 @@ a failure or a burial, while joins and leaves go on."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import pytest
 from conftest import sql
 
@@ -26,6 +28,21 @@ def presence(fresh_database):
     node = Presence(pool, bus, "n1", 10.0, lambda event: events.append((event["event"], event["userId"])))
     yield node, url, events
     pool.close()
+
+
+def lose_answers_after_commit(pool, monkeypatch):
+    """From now on the pool's statements commit, then their connection is lost (their
+    callers get `unavailable`); returns what undoes it."""
+    autocommit = pool.autocommit
+
+    @contextmanager
+    def lost_after_the_commit():
+        with autocommit() as cur:
+            yield cur
+        raise Unavailable("connection lost")
+
+    monkeypatch.setattr(pool, "autocommit", lost_after_the_commit)
+    return lambda: monkeypatch.setattr(pool, "autocommit", autocommit)
 
 
 def rows(url: str) -> list[tuple[str, int]]:
@@ -139,19 +156,9 @@ def test_a_join_is_answered_from_the_list_as_it_stands_now(presence):
 def test_a_join_committed_but_not_answered_is_undone_by_the_heartbeat(presence, monkeypatch):
     """The connection to PostgreSQL is lost after the join's commit: the joiner got
     `unavailable` and is not in the room, but its row stood, online for good."""
-    from contextlib import contextmanager
-
     node, url, events = presence
-    autocommit = node.pool.autocommit
-
-    @contextmanager
-    def lost_after_the_commit():
-        with autocommit() as cur:
-            yield cur
-        raise Unavailable("connection lost")
-
     node.online_users("lobby")  # read now: the join's own statement is the one that fails
-    monkeypatch.setattr(node.pool, "autocommit", lost_after_the_commit)
+    restore = lose_answers_after_commit(node.pool, monkeypatch)
     with pytest.raises(Unavailable):
         node.enter("lobby", *ALICE, create_room=False)
 
@@ -163,7 +170,7 @@ def test_a_join_committed_but_not_answered_is_undone_by_the_heartbeat(presence, 
     monkeypatch.setattr(node.pool, "autocommit", away)
     with pytest.raises(Unavailable):  # and one that was not committed: nothing to undo
         node.enter("lobby", *BOB, create_room=False)
-    monkeypatch.setattr(node.pool, "autocommit", autocommit)
+    restore()
     assert rows(url) == [("n1", ALICE[0])]
     node.heartbeat(set, lambda user_id, room: False)
     assert rows(url) == []
@@ -240,22 +247,12 @@ def test_a_long_heartbeat_keeps_the_node_alive_while_it_writes(presence, monkeyp
 def test_a_leave_committed_but_not_answered_is_announced_by_its_retry(presence, monkeypatch):
     """The connection is lost after the leave's commit: the heartbeat's retry finds no row
     left, and must still announce it (this node's members never heard it)."""
-    from contextlib import contextmanager
-
     node, url, events = presence
     node.after_commit(node.enter("lobby", *ALICE, create_room=False).announced)
-    autocommit = node.pool.autocommit
-
-    @contextmanager
-    def lost_after_the_commit():
-        with autocommit() as cur:
-            yield cur
-        raise Unavailable("connection lost")
-
     node.online_users("lobby")
-    monkeypatch.setattr(node.pool, "autocommit", lost_after_the_commit)
+    restore = lose_answers_after_commit(node.pool, monkeypatch)
     node.leave("lobby", *ALICE)  # committed; the answer lost: kept in unsaved_leaves
-    monkeypatch.setattr(node.pool, "autocommit", autocommit)
+    restore()
     assert rows(url) == [] and node.unsaved_leaves
     node.heartbeat(set, lambda user_id, room: False)  # the retry
     assert not node.unsaved_leaves
