@@ -47,14 +47,16 @@ def handle_join(rt: ChatRuntime, conn: Connection, command: Command) -> None:
         rt.hub.join_room(conn, room, entered.state.last_seq, entered.state.last_id)
         conn.rooms.add(room)
     # Committed, and listed by the hub: from here on nothing may yield before join_ack, or
-    # a live message could reach the joiner first. The list as it stands now, not as read
-    # before the statement: events noted meanwhile did not reach the joiner, nor did they
-    # reach `entered.online` if the list was read again. The joiner is online, even
-    # before its own join event comes back.
+    # a live message could reach the joiner first. First the announcement (to the others
+    # here: it puts the joiner in the room's list, which tells whether an event is news
+    # to them; it does not yield). Then the list as it stands now, not as read before the
+    # statement: events noted meanwhile did not reach the joiner, nor did they reach
+    # `entered.online` if the list was read again. The joiner is in it even when not
+    # announced (another tab of theirs, a crowded room).
+    rt.presence.after_commit(entered.announced)
     online = rt.presence.online_now(room, entered.online)
     online.add(conn.user_id, conn.username)
     conn.send(protocol.join_ack_frame(room, online.listed(rt.config["JOIN_ACK_MAX_USERS"]), len(online.users)))
-    rt.presence.after_commit(entered.announced)
     if command.since is not None:
         replay(rt, conn, room, command.since)
 

@@ -14,7 +14,7 @@ import functools
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import NamedTuple
 
@@ -140,16 +140,22 @@ class RoomOnline:
         self._listed: tuple[int, orjson.Fragment] | None = None  # (how many at most, the JSON)
         self._listed_ids: set[int] = set()
 
-    def add(self, user_id: int, username: str) -> None:
+    def add(self, user_id: int, username: str) -> bool:
+        """Add (or rename) a user; whether the list changed."""
         if self.users.get(user_id) == username:
-            return
+            return False
         if self._listed and (user_id in self._listed_ids or len(self.users) < self._listed[0]):
             self._listed = None  # a listed name changed, or the newcomer is listed too
         self.users[user_id] = username
+        return True
 
-    def remove(self, user_id: int) -> None:
-        if self.users.pop(user_id, None) is not None and user_id in self._listed_ids:
+    def remove(self, user_id: int) -> bool:
+        """Remove a user; whether the list changed."""
+        if self.users.pop(user_id, None) is None:
+            return False
+        if user_id in self._listed_ids:
             self._listed = None  # the next one moves up into the list
+        return True
 
     def listed(self, max_users: int) -> orjson.Fragment:
         """The JSON array of the first `max_users` users as join_ack lists them."""
@@ -229,6 +235,8 @@ class Presence:
         # come from a snapshot taken before they were committed, and replaces the list
         # they were noted in (see _read_online_users)
         self._noted_while_reading: dict[str, list[tuple[str, int, str]]] = {}
+        # rooms whose presence events the bus may have lost here (see mark_unheard)
+        self.unheard_rooms: set[str] = set()
         # (room, user_id) -> held while this process changes that user's presence there
         # (see `changing`)
         self._changing = KeyedLocks()
@@ -400,24 +408,36 @@ class Presence:
             self._newest_events.popitem(last=False)
         return True
 
-    def note(self, room: str, event: str, user_id: int, username: str) -> None:
-        """Keep the cached list of a room current with a presence event heard or sent."""
+    def note(self, room: str, event: str, user_id: int, username: str) -> bool:
+        """Keep the cached list of a room current with a presence event heard or sent.
+
+        Returns whether the event is news to the room's members here, which is what the
+        list stands for (see `_read_online_users`): False when it changes nothing (a join
+        of someone listed already: a re-read or another node told it first).
+        """
         noted = self._noted_while_reading.get(room)
         if noted is not None:
             noted.append((event, user_id, username))
         shared = self.online_by_room.get(room)
         cached = shared.latest if shared is not None else None
-        if cached is not None:
-            _apply(cached, event, user_id, username)
+        if cached is None:
+            return True
+        return _apply(cached, event, user_id, username)
 
     def _read_online_users(self, room: str) -> RoomOnline:
-        """Read the list, then apply the events noted meanwhile.
+        """Read the list, apply the events noted meanwhile, and tell the room's members
+        here how it differs from the list it replaces.
 
         Its snapshot may predate an event that was committed elsewhere and noted here
         while the query ran, in the list this read replaces: without them, the user
         would stay missing (or, for a leave, online) in every join_ack until the next
         read, and to the joiners for good. Events already in the snapshot apply again
         harmlessly, in the order they were committed.
+
+        The list replaced is what the members here were told (join_acks from it, then
+        every event that changed it): a difference is an event they missed (lost with
+        the bus during an outage, see `mark_unheard`) or one still on its way (then
+        not told twice: `note`).
         """
         noted = self._noted_while_reading.setdefault(room, [])
         try:
@@ -428,7 +448,36 @@ class Presence:
             self._noted_while_reading.pop(room, None)
         for event, user_id, username in noted:
             _apply(online, event, user_id, username)
+        shared = self.online_by_room.get(room)
+        told = shared.latest if shared is not None else None
+        if told is not None:
+            self._tell_differences(room, told, online)
         return online
+
+    def _tell_differences(self, room: str, told: RoomOnline, online: RoomOnline) -> None:
+        """Deliver here, as presence events, what turns the list `told` into `online`
+        (not in rooms too crowded for presence, where nobody was told anything)."""
+        if max(len(told.users), len(online.users)) > self.max_announced_room_size:
+            return
+        before, after = told.users, online.users
+        differences = [("leave", user_id, name) for user_id, name in before.items() if user_id not in after]
+        differences += [("join", user_id, name) for user_id, name in after.items() if before.get(user_id) != name]
+        for event, user_id, username in differences:
+            # Without a number: the list read is newer than any event applied so far.
+            self.deliver_event({"k": "p", "room": room, "event": event, "userId": user_id, "username": username})
+
+    def mark_unheard(self, rooms: Iterable[str]) -> None:
+        """The bus was away: presence events of these rooms may have been lost here."""
+        self.unheard_rooms.update(rooms)
+
+    def repair_unheard(self) -> None:
+        """Read again the lists of the rooms marked unheard, which tells their members here
+        the joins and leaves they missed (see `_read_online_users`)."""
+        for room in sorted(self.unheard_rooms):
+            shared = self.online_by_room.get(room)
+            if shared is not None:
+                shared.refresh()
+            self.unheard_rooms.discard(room)
 
     # --- the heartbeat ---------------------------------------------------------------------------
 
@@ -553,11 +602,11 @@ def _dumps_text(value: object) -> str:
     return orjson.dumps(value).decode()
 
 
-def _apply(online: RoomOnline, event: str, user_id: int, username: str) -> None:
+def _apply(online: RoomOnline, event: str, user_id: int, username: str) -> bool:
+    """Apply a presence event to a list; whether it changed."""
     if event == "join":
-        online.add(user_id, username)
-    else:
-        online.remove(user_id)
+        return online.add(user_id, username)
+    return online.remove(user_id)
 
 
 def statement_parameters(

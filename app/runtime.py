@@ -6,6 +6,7 @@ the background greenlets (commit loop, bus listener, heartbeat, event-loop lag p
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -144,7 +145,8 @@ class ChatRuntime:
         if payload["k"] == "p":
             if not self.presence.in_order(payload):
                 return  # older than one applied already (another node announced it late)
-            self.presence.note(room, payload["event"], user_id, username)
+            if not self.presence.note(room, payload["event"], user_id, username):
+                return  # the members here know already (a re-read of the list told them)
             frame = protocol.presence_frame(room, payload["event"], user_id, username)
         else:
             frame = protocol.typing_frame(room, user_id, username)
@@ -171,8 +173,11 @@ class ChatRuntime:
             return store.channel_after(cur, channel, after_id, below, limit)
 
     def resync(self) -> None:
-        """After the bus (re)connects: fetch whatever was committed while it was away."""
+        """After the bus (re)connects: fetch whatever was committed while it was away, and
+        tell the members here the joins and leaves it lost."""
         gevent.spawn(self._check_heads, True)
+        self.presence.mark_unheard(self.hub.members_by_room)
+        gevent.spawn(self._repair_presence)
 
     def _check_heads(self, at_once: bool = False) -> None:
         gates = list(self.hub.gates)
@@ -191,7 +196,7 @@ class ChatRuntime:
         # Each step on its own: presence upkeep failing half-way (the pool exhausted, say)
         # must not skip the check that bounds how long a message lost by pub/sub stays
         # undelivered.
-        steps = (self._tend_presence, self._check_heads)
+        steps = (self._tend_presence, self._check_heads, self._repair_presence)
         while True:
             for step in steps:
                 try:
@@ -208,6 +213,11 @@ class ChatRuntime:
         finally:
             # As counted by the node's refresh, even if what followed it failed.
             self.bus.note_peers(self.presence.alive_others)
+
+    def _repair_presence(self) -> None:
+        # (the database away: the rooms stay marked, and the next heartbeat tries again)
+        with contextlib.suppress(ChatError):
+            self.presence.repair_unheard()
 
     def local_presence(self) -> set[tuple[str, int, str]]:
         return {

@@ -34,6 +34,17 @@ class SharedRead(Generic[T]):
         it current in place between reads."""
         return self._value
 
+    def refresh(self) -> T:
+        """Read again now: after a read already running, whose snapshot may be older than
+        what the caller knows has changed."""
+        if self._reading is not None:
+            try:
+                self._reading.get()
+            except Exception:
+                pass  # failed: ours reads anyway
+        self._read_at = float("-inf")
+        return self.get()
+
     def get(self) -> T:
         if self._value is not None and time.monotonic() - self._read_at < self.max_age_seconds:
             return self._value

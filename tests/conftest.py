@@ -488,22 +488,29 @@ def private_redis() -> Iterator[PrivateRedis]:
 class StallingProxy:
     """Forwards TCP connections to a port until stall(): then its connections stay open and
     pass nothing either way, like a hung server or a proxy stuck in between, until resume().
-    OS threads, so that it runs while the test's own code blocks."""
+    Or until cut(): then its connections are closed, and new ones too as soon as they come,
+    like a network partition, until resume(). OS threads, so that it runs while the test's
+    own code blocks."""
 
     def __init__(self, target_port: int) -> None:
         self.target = ("127.0.0.1", target_port)
         self.server = socket.create_server(("127.0.0.1", 0))
         self.port = self.server.getsockname()[1]
         self.stalled = threading.Event()
+        self.cut_off = threading.Event()
         self.accepted = 0
         threading.Thread(target=self._accept, daemon=True).start()
 
     def stall(self) -> None:
         self.stalled.set()
 
+    def cut(self) -> None:
+        self.cut_off.set()
+
     def resume(self) -> None:
         """Pass again what waited meanwhile, and what comes next."""
         self.stalled.clear()
+        self.cut_off.clear()
 
     def _accept(self) -> None:
         while True:
@@ -511,6 +518,9 @@ class StallingProxy:
                 client, _ = self.server.accept()
             except OSError:
                 return
+            if self.cut_off.is_set():
+                client.close()
+                continue
             self.accepted += 1
             upstream = socket.create_connection(self.target)
             threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
@@ -521,6 +531,8 @@ class StallingProxy:
         with client, upstream:
             while True:
                 ready, _, _ = select.select([client, upstream], [], [], 0.05)
+                if self.cut_off.is_set():
+                    return
                 if self.stalled.is_set():
                     continue
                 for sock in ready:

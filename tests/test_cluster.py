@@ -123,7 +123,8 @@ def test_a_users_leave_heard_after_their_next_join_does_not_undo_it(fresh_databa
     """Bob's page reloads onto another node: his leave on the first node is committed
     before his join on the second, but each node announces its own. Where the leave
     arrives second (here the second node's link to Redis stalls meanwhile, so it hears
-    the leave only after delivering its own join), Bob must not be shown gone."""
+    the leave only after delivering its own join), Bob must not be shown gone. (Alice,
+    on the second node, heard neither: to her he never left.)"""
     database_url = fresh_database()
     proxy = StallingProxy(private_redis.port)
     env = {**CLUSTER_ENV, "CHAT_BUS": "redis"}
@@ -141,12 +142,50 @@ def test_a_users_leave_heard_after_their_next_join_does_not_undo_it(fresh_databa
         bobs_row = "SELECT 1 FROM room_presence WHERE room = %s AND user_id = %s"
         wait_for(lambda: not sql(database_url, bobs_row, (room, bob.user_id)), 10, "bob's leave committed")
         bob_again = connect(second, bob.user_id)
-        join(bob_again, room)
-        assert alice.expect("presence", room=room, event="join")["data"]["userId"] == bob.user_id
+        join(bob_again, room)  # announced before its join_ack: not to Alice, who has him online
         proxy.resume()
         alice.nothing_more("presence", wait=1.5)
         carol = connect(second)
         assert bob.user_id in {user["userId"] for user in join(carol, room)["data"]["users"]}
+    finally:
+        first.stop()
+        second.stop()
+        proxy.close()
+
+
+def test_joins_and_leaves_lost_with_the_bus_are_told_once_it_is_back(fresh_database, private_redis):
+    """The second node's link to Redis is cut while Bob leaves and Carol joins on the
+    first: pub/sub keeps nothing for a subscriber that is away, so those events never
+    reach the second node. Once its listener is back, Alice (there) must be told both,
+    once each."""
+    database_url = fresh_database()
+    proxy = StallingProxy(private_redis.port)
+    env = {**CLUSTER_ENV, "CHAT_BUS": "redis"}
+    first = Server(database_url, REDIS_URL=private_redis.url, **env).start()
+    second = Server(database_url, REDIS_URL=f"redis://127.0.0.1:{proxy.port}/0", **env).start()
+    try:
+        room = unique("partition")
+        alice = connect(second)
+        join(alice, room)
+        bob = connect(first)
+        join(bob, room)
+        assert alice.expect("presence", room=room, event="join")["data"]["userId"] == bob.user_id
+        proxy.cut()
+        bob.send({"type": "leave", "room": room})
+        bob.expect("left", room=room)
+        carol = connect(first)
+        join(carol, room)
+        online = "SELECT user_id FROM room_presence WHERE room = %s ORDER BY user_id"
+        rows = sorted([(alice.user_id,), (carol.user_id,)])
+        wait_for(lambda: sql(database_url, online, (room,)) == rows, 10, "the leave and the join committed")
+        alice.nothing_more("presence", wait=0.5)
+        proxy.resume()
+        told = [alice.expect("presence", room=room, timeout=15)["data"] for _ in range(2)]
+        assert {(e["event"], e["userId"]) for e in told} == {("leave", bob.user_id), ("join", carol.user_id)}
+        # the second node's clients are told nothing twice, and its list is right
+        alice.nothing_more("presence", wait=1.0)
+        dave = connect(second)
+        assert {u["userId"] for u in join(dave, room)["data"]["users"]} == {alice.user_id, carol.user_id, dave.user_id}
     finally:
         first.stop()
         second.stop()

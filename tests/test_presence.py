@@ -140,6 +140,26 @@ def test_an_event_noted_while_the_list_is_read_is_not_lost_with_the_old_list(pre
     assert 2 in online.users
 
 
+def test_a_list_read_again_after_the_bus_was_away_tells_what_changed(presence):
+    """Events another node announced while our bus was away never reach us: reading the
+    room's list again tells the members here the difference, once."""
+    node, url, events = presence
+    sql(url, "INSERT INTO chat_nodes (node_id) VALUES ('n2')")  # alive: its rows count
+    node.online_users("lobby")  # what the members here were told: nobody
+    sql(url, "INSERT INTO room_presence (room, user_id, node_id, username) VALUES ('lobby', 1, 'n2', 'alice')")
+    node.repair_unheard()
+    assert events == []  # no room marked: nothing read
+    node.mark_unheard(["lobby"])
+    node.repair_unheard()
+    assert events == [("join", ALICE[0])] and node.unheard_rooms == set()
+    sql(url, "UPDATE room_presence SET user_id = 2, username = 'bob' WHERE user_id = 1")
+    node.mark_unheard(["lobby"])
+    node.repair_unheard()
+    assert events[1:] == [("leave", ALICE[0]), ("join", BOB[0])]
+    assert not node.note("lobby", "join", *BOB)  # then heard late: not news
+    assert node.note("lobby", "leave", *BOB)
+
+
 def test_a_join_is_answered_from_the_list_as_it_stands_now(presence):
     """A join reads the list before its statement; another greenlet may read it again
     meanwhile, and the events noted from then on go into that newer list only."""

@@ -47,3 +47,20 @@ def test_a_failed_read_fails_its_waiters_and_the_next_call_reads_again():
         with pytest.raises(RuntimeError):
             greenlet.get()
     assert shared.get() == "back"
+
+
+def test_refresh_reads_again_after_a_read_already_running():
+    """A read running when the caller learns of a change may have taken its snapshot
+    before it: refresh() waits for it, then reads again."""
+    reads: list[int] = []
+
+    def read() -> int:
+        reads.append(1)
+        gevent.sleep(0.01)
+        return len(reads)
+
+    shared = SharedRead(read, max_age_seconds=60)
+    running = gevent.spawn(shared.get)
+    gevent.sleep(0)  # its read has started
+    assert shared.refresh() == 2
+    assert running.get(timeout=5) == 1 and shared.get() == 2
