@@ -472,7 +472,14 @@ class Presence:
 
     def repair_unheard(self) -> None:
         """Read again the lists of the rooms marked unheard, which tells their members here
-        the joins and leaves they missed (see `_read_online_users`)."""
+        the joins and leaves they missed (see `_read_online_users`).
+
+        A step of the heartbeat, after the one that writes our users again if the others
+        buried us meanwhile: read before that, the lists would tell our own clients that
+        our users left, then that they came back. (A failure leaves the rooms marked.)
+        """
+        if self.unsaved_entries:
+            return  # not all written again yet
         for room in sorted(self.unheard_rooms):
             shared = self.online_by_room.get(room)
             if shared is not None:

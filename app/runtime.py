@@ -6,7 +6,6 @@ the background greenlets (commit loop, bus listener, heartbeat, event-loop lag p
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import socket
@@ -176,8 +175,7 @@ class ChatRuntime:
         """After the bus (re)connects: fetch whatever was committed while it was away, and
         tell the members here the joins and leaves it lost."""
         gevent.spawn(self._check_heads, True)
-        self.presence.mark_unheard(self.hub.members_by_room)
-        gevent.spawn(self._repair_presence)
+        self.presence.mark_unheard(self.hub.members_by_room)  # (by the next heartbeat)
 
     def _check_heads(self, at_once: bool = False) -> None:
         gates = list(self.hub.gates)
@@ -196,7 +194,7 @@ class ChatRuntime:
         # Each step on its own: presence upkeep failing half-way (the pool exhausted, say)
         # must not skip the check that bounds how long a message lost by pub/sub stays
         # undelivered.
-        steps = (self._tend_presence, self._check_heads, self._repair_presence)
+        steps = (self._tend_presence, self._check_heads, self.presence.repair_unheard)
         while True:
             for step in steps:
                 try:
@@ -213,11 +211,6 @@ class ChatRuntime:
         finally:
             # As counted by the node's refresh, even if what followed it failed.
             self.bus.note_peers(self.presence.alive_others)
-
-    def _repair_presence(self) -> None:
-        # (the database away: the rooms stay marked, and the next heartbeat tries again)
-        with contextlib.suppress(ChatError):
-            self.presence.repair_unheard()
 
     def local_presence(self) -> set[tuple[str, int, str]]:
         return {
