@@ -78,20 +78,67 @@ class Hub:
         # users whose conversations could not be listed when they connected (database
         # down): a DM of theirs on an unknown channel starts the stream where it stands
         self.users_without_threads: set[int] = set()
+        # user id -> connection being registered -> the DMs of that user that reached this
+        # process while its conversations were being listed (see begin_registration)
+        self.registering: dict[int, dict[Connection, list[StoredMessage]]] = {}
 
     # --- membership ---------------------------------------------------------------------
 
+    def begin_registration(self, conn: Connection) -> None:
+        """Keep the user's DMs from now until `add_user_connection`, which lists the
+        connection with its conversations as read meanwhile.
+
+        A DM committed after that read but delivered before the connection is listed
+        would reach it neither way: not listed yet for the live stream, and not in the
+        read (a conversation it starts is not even known). Those are sent on at listing.
+        """
+        self.registering.setdefault(conn.user_id, {})[conn] = []
+
     def add_user_connection(self, conn: Connection, threads: list[tuple[ChannelKey, int, int]] | None) -> None:
-        """Register an authenticated connection; `threads` are its user's conversations."""
+        """Register an authenticated connection; `threads` are its user's conversations
+        (None: they could not be listed)."""
+        held = self._end_registration(conn)
         self.connections_by_user.setdefault(conn.user_id, set()).add(conn)
         if threads is None:
             self.users_without_threads.add(conn.user_id)
-            return
-        self.users_without_threads.discard(conn.user_id)
-        for channel, last_seq, last_id in threads:
-            self.track(channel, last_seq, last_id)
+        else:
+            self.users_without_threads.discard(conn.user_id)
+            for channel, last_seq, last_id in threads:
+                self.track(channel, last_seq, last_id)
+        if held:
+            listed_seq = {channel: last_seq for channel, last_seq, _ in threads or ()}
+            self._send_on(conn, held, listed_seq)
+
+    def _end_registration(self, conn: Connection) -> list[StoredMessage]:
+        pending = self.registering.get(conn.user_id)
+        if pending is None:
+            return []
+        held = pending.pop(conn, [])
+        if not pending:
+            del self.registering[conn.user_id]
+        return held
+
+    def _send_on(self, conn: Connection, held: list[StoredMessage], listed_seq: dict[ChannelKey, int]) -> None:
+        """The DMs that came while `conn` was being registered, not in its listing."""
+        seen: set[tuple[ChannelKey, int]] = set()
+        for message in sorted(held, key=lambda m: (m.channel, m.seq)):
+            channel = message.channel
+            if message.seq <= listed_seq.get(channel, 0) or (channel, message.seq) in seen:
+                continue  # in the listing (the client reads it), or once already
+            seen.add((channel, message.seq))
+            gate = self.gates.get(channel)
+            if gate is not None and message.seq < gate.next_seq:
+                conn.send_frame(message.wire_frame)  # released to the others meanwhile
+            else:
+                self.deliver(message)  # dropped then (nobody here took the channel)
+
+    def _hold_for_registering(self, message: StoredMessage) -> None:
+        for user in message.channel[1:]:
+            for held in self.registering.get(user, {}).values():
+                held.append(message)
 
     def remove_user_connection(self, conn: Connection) -> None:
+        self._end_registration(conn)
         connections = self.connections_by_user.get(conn.user_id)
         if connections is None:
             return
@@ -149,6 +196,8 @@ class Hub:
 
     def deliver(self, message: StoredMessage) -> None:
         """Release a committed message to local receivers in channel order (exactly once)."""
+        if self.registering and message.is_dm:
+            self._hold_for_registering(message)
         channel = message.channel
         gate = self.gates.get(channel)
         if gate is None:
@@ -290,6 +339,8 @@ class Hub:
     def catch_up(self, gate: Gate, found: list[StoredMessage]) -> None:
         """Release fetched messages (id order) that this process has not released yet."""
         for message in found:
+            if self.registering and message.is_dm:
+                self._hold_for_registering(message)
             if message.seq >= gate.next_seq:
                 gate.next_seq = message.seq  # a lower seq missing here is a hole
                 self._release(gate, message)

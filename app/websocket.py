@@ -184,6 +184,7 @@ def start_session(rt: ChatRuntime, conn: Connection, identity: Identity) -> None
     conn.user_id = identity.user_id
     conn.token_expires_at = identity.expires_at
     threads = None
+    rt.hub.begin_registration(conn)  # DMs committed after the listing's snapshot are kept
     try:
         with rt.pool.autocommit() as cur:
             conn.username, threads = store.open_session(cur, identity)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import gevent
@@ -262,3 +263,42 @@ def test_a_head_checked_while_a_fill_runs_is_reached_by_that_fill():
     settle(hub)
     assert conn.received == [101, 102, 103, 104]
     assert hub.gates[("r", "r")].fill_up_to is None
+
+
+def dm(id: int, seq: int, sender: int, to: int) -> StoredMessage:
+    return StoredMessage(id=id, seq=seq, data=message_data(id, sender, f"user{sender}", f"m{id}", "t", to_user=to))
+
+
+def dm_ids(conn: FakeConnection) -> list[int]:
+    """The ids of the DM frames sent (unmasked server frames: 2 header bytes, or 4 from
+    126 bytes of payload)."""
+    return [json.loads(frame[2 if frame[1] < 126 else 4 :])["data"]["id"] for frame in conn.frames]
+
+
+def test_dms_committed_while_a_connection_is_registered_reach_it():
+    """Alice's conversations are read, then her connection is listed: a DM committed in
+    between reached this process before it could reach her, and must not be lost."""
+    hub = Hub(lambda *args: [], gap_wait_seconds=0.01)
+    carol = FakeConnection(3)  # here already, in a conversation with alice
+    hub.add_user_connection(carol, threads=[(("d", 1, 3), 4, 40)])
+    alice = FakeConnection(1)
+    hub.begin_registration(alice)
+    hub.deliver(dm(50, 1, sender=2, to=1))  # bob starts a conversation: nobody here takes it
+    hub.deliver(dm(41, 5, sender=3, to=1))  # carol writes: released to carol's tab only
+    hub.deliver(dm(40, 4, sender=3, to=1))  # in alice's listing (a late copy)
+    hub.deliver(dm(52, 2, sender=2, to=1))
+    hub.add_user_connection(alice, threads=[(("d", 1, 3), 4, 40)])  # read before 41 and 50
+    assert sorted(dm_ids(alice)) == [41, 50, 52]
+    assert dm_ids(alice).index(50) < dm_ids(alice).index(52)
+    assert ("d", 1, 2) in hub.gates and hub.registering == {}
+    hub.deliver(dm(53, 3, sender=2, to=1))  # and the conversation goes on live
+    assert dm_ids(alice)[-1] == 53 and len(alice.frames) == 4
+
+
+def test_a_connection_closed_while_registered_keeps_nothing():
+    hub = Hub(lambda *args: [], gap_wait_seconds=0.01)
+    alice = FakeConnection(1)
+    hub.begin_registration(alice)
+    hub.remove_user_connection(alice)
+    hub.deliver(dm(50, 1, sender=2, to=1))
+    assert hub.registering == {} and hub.gates == {}
