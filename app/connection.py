@@ -201,13 +201,25 @@ class Connection:
                 len(self.outbox),
                 self.outbox_bytes,
             )
-            self.outbox.clear()
-            self.outbox_bytes = 0
+            self._drop_queue()
             self.close(CLOSE_POLICY_VIOLATION, "too slow: outgoing queue overflowed")
             return
         self.outbox.append(frame)
         self.outbox_bytes += len(frame)
         self._start_flusher()
+
+    def _drop_queue(self) -> None:
+        """Forget what is queued, but for the rest of a frame begun on the wire.
+
+        With the flusher in a write, every queued frame is whole (it took the head). Else
+        the head may be what the socket did not take of a frame written straight away:
+        cut short, the close frame would land inside it and the client read garbage.
+        """
+        keep = 0 if self.write_lock.locked() else 1
+        del self.outbox[keep:]
+        self.outbox_bytes = sum(len(frame) for frame in self.outbox)
+        if self.outbox:
+            self.writing_bytes = self.outbox_bytes  # as good as in the write: see close()
 
     def send(self, frame: dict) -> None:
         self.send_frame(wsframe.text_frame(protocol.encode(frame)))

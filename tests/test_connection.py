@@ -1,0 +1,55 @@
+"""A connection's sending side over a real socket pair: what the client reads when the
+server gives up on a client that reads too slowly."""
+
+from __future__ import annotations
+
+import gevent
+import gevent.socket
+from test_handlers import CONNECTION_CONFIG
+
+from app.connection import CLOSE_POLICY_VIOLATION, Connection
+from app.wsframe import OP_CLOSE, OP_TEXT, text_frame
+
+
+def server_frames(stream: bytes) -> list[tuple[int, bytes]]:
+    """(opcode, payload) of each unmasked frame in what a client read, in order."""
+    frames, at = [], 0
+    while at < len(stream):
+        opcode, length = stream[at] & 0x0F, stream[at + 1] & 0x7F
+        at += 2
+        if length >= 126:
+            width = 2 if length == 126 else 8
+            length, at = int.from_bytes(stream[at : at + width], "big"), at + width
+        payload = stream[at : at + length]
+        assert len(payload) == length, f"the stream ends {length - len(payload)} bytes into a frame"
+        frames.append((opcode, payload))
+        at += length
+    return frames
+
+
+def read_to_the_end(sock) -> bytes:
+    received = bytearray()
+    with gevent.Timeout(10):
+        while chunk := sock.recv(1 << 16):
+            received += chunk
+    return bytes(received)
+
+
+def test_a_frame_half_written_when_the_queue_overflows_is_finished_before_the_close():
+    """The socket takes part of a frame at once, the rest is queued, and the queue
+    overflows before the flusher has run: the frame's rest must still go out before the
+    close frame, or the client reads garbage where the 1008 should be."""
+    ours, theirs = gevent.socket.socketpair()
+    conn = Connection(ours, {**CONNECTION_CONFIG, "OUTBOX_MAX_FRAMES": 3}, "test")
+    first = text_frame(b"1" * (1 << 20))  # more than the socket takes at once
+    for index in range(5):  # in one turn: no greenlet switch in between
+        conn.send_frame(first if index == 0 else text_frame(b"n" * (1 << 20)))
+    assert conn.close_code == CLOSE_POLICY_VIOLATION
+    try:
+        frames = server_frames(read_to_the_end(theirs))
+    finally:
+        ours.close()
+        theirs.close()
+    assert [opcode for opcode, _ in frames] == [OP_TEXT, OP_CLOSE]
+    assert frames[0][1] == b"1" * (1 << 20)
+    assert int.from_bytes(frames[1][1][:2], "big") == CLOSE_POLICY_VIOLATION
