@@ -97,8 +97,8 @@ def _int_field(frame: dict[str, Any], name: str, *, required: bool, minimum: int
 def _as_integer(value: Any) -> int | None:
     """An id as a client may send it, or None when it is not one.
 
-    A JSON integer; orjson reads one of 2**64 or more as a float, so an integral float
-    that large stands for the integer it was. A string of ASCII digits, as older clients
+    A JSON integer; orjson reads one outside [-2**63, 2**64) as a float, so an integral
+    float out there stands for the integer it was. A string of ASCII digits, as older clients
     send (str.isdigit() is true for "²" and "٦", which int() refuses or reads as another
     number), at most 64 of them.
     """
@@ -106,7 +106,7 @@ def _as_integer(value: Any) -> int | None:
         return None  # JSON true/false are ints to Python; ids never are
     if isinstance(value, int):
         return value
-    if isinstance(value, float) and abs(value) >= 2**64 and value.is_integer():
+    if isinstance(value, float) and not -(2**63) <= value < 2**64 and value.is_integer():
         return int(value)
     if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 64:
         return int(value)

@@ -79,6 +79,8 @@ def test_valid_frames_parse_to_commands(raw, expected):
         ('{"type":"dm","to":"9223372036854775808","content":"hi"}', NotFound, "does not exist"),
         ('{"type":"dm","to":18446744073709551616,"content":"hi"}', NotFound, "does not exist"),
         ('{"type":"dm_history","with":"18446744073709551616"}', NotFound, "does not exist"),
+        ('{"type":"dm","to":-9300000000000000000,"content":"hi"}', NotFound, "does not exist"),
+        ('{"type":"room_history","room":"r","after":-9300000000000000000}', Invalid, "at least"),
         ('{"type":"join","room":"r","since":18446744073709551616}', Invalid, "out of range"),
         ('{"type":"room_history","room":"r","before":-18446744073709551616}', Invalid, "at least"),
         ('{"type":"dm","to":2.5,"content":"hi"}', Invalid, "to"),
