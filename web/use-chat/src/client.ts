@@ -15,8 +15,12 @@
  *    `conversations` list (DM partners on a new device), errors naming the request they answer (a
  *    refused message is marked failed, a refused join forgotten or tried again later), and the
  *    online count of crowded rooms (`join_ack.data.online`).
+ *
+ * The shapes of its state and options are in state.ts, the pure helpers on message lists in
+ * messageLists.ts, those on rooms, conversations and online counts in rooms.ts.
  */
-import { backoffDelay, type BackoffOptions } from './backoff';
+import { backoffDelay } from './backoff';
+import { capped, lastId, mergeById, reachesBack, trimmed, withoutHole } from './messageLists';
 import {
   contentProblem,
   HISTORY_PAGE_MAX,
@@ -30,241 +34,23 @@ import {
   type ErrorCode,
   type ErrorFrame,
   type MessageId,
-  type RoomInfo,
   type RoomMessage,
   type ServerFrame,
   type UserId,
   type UserRef,
 } from './protocol';
-
-// ---------------------------------------------------------------------------
-// Public types
-// ---------------------------------------------------------------------------
-
-export type ConnectionStatus =
-  /** not started yet */
-  | 'idle'
-  /** first connection attempt in progress (token, socket, waiting for `welcome`) */
-  | 'connecting'
-  /** authenticated, frames flow */
-  | 'open'
-  /** lost the connection (or never got one): waiting for / running the next attempt */
-  | 'reconnecting'
-  /** the server refused our token `maxAuthFailures` times in a row (close 4001): gave up */
-  | 'unauthorized'
-  /** stopped by the caller (`stop()`, close code 1000): no reconnection */
-  | 'closed';
-
-export interface RoomState {
-  name: string;
-  /** 'joining' until `join_ack` arrives (again after every reconnection) */
-  status: 'joining' | 'joined';
-  /** sorted by id, no duplicates */
-  messages: RoomMessage[];
-  /** who is online in the room (from join_ack, then presence events) */
-  users: UserRef[];
-  /**
-   * How many users are online in the room, where the server says (`join_ack.data.online`, then
-   * kept current with presence events and the rooms list). Larger than `users.length` in crowded
-   * rooms, whose list the server caps. null: the server does not send it.
-   */
-  online: number | null;
-  /** others typing right now (entries expire after `typingTtlMs`) */
-  typing: UserRef[];
-  /** the latest page has been loaded at least once */
-  historyLoaded: boolean;
-  /** there may be older messages than `messages[0]` */
-  hasMore: boolean;
-  loadingOlder: boolean;
-}
-
-export interface DmState {
-  /** the other user */
-  userId: UserId;
-  username: string;
-  /** sorted by id, no duplicates */
-  messages: DirectMessage[];
-  /**
-   * id of the conversation's newest message according to the server's `conversations` list
-   * (null: not listed), e.g. to order conversations whose messages are not loaded yet
-   */
-  listedLastId: MessageId | null;
-  historyLoaded: boolean;
-  hasMore: boolean;
-  loadingOlder: boolean;
-}
-
-export interface PendingMessage {
-  clientId: string;
-  kind: 'message' | 'dm';
-  room?: string;
-  to?: UserId;
-  content: string;
-  createdAt: number;
-  /** how many times it was put on a socket */
-  attempts: number;
-  lastSentAt: number | null;
-  /** 'queued': not sent on the current connection; 'sent': waiting for the server's echo;
-   *  'failed': gave up after `maxSendAttempts`, or refused by the server (see `error`):
-   *  use retry() (where `isRetryable`) or discard() */
-  status: 'queued' | 'sent' | 'failed';
-  /** why the server refused it, when its error named this clientId ('failed' entries only) */
-  error?: { code: ErrorCode; message: string };
-}
-
-/** `requestType`, `room` and `clientId`: what a server error names of the request it answers (servers with that extension). */
-export interface ChatError extends ErrorAbout {
-  /** increasing, unique per client */
-  id: number;
-  code: ErrorCode;
-  message: string;
-  at: number;
-}
-
-export interface ChatState {
-  status: ConnectionStatus;
-  me: UserRef | null;
-  /** consecutive connection attempts that did not last `stableAfterMs` */
-  attempt: number;
-  /** when the next attempt is due (epoch ms) while status is 'reconnecting' */
-  nextRetryAt: number | null;
-  lastCloseCode: number | null;
-  /**
-   * From the latest `rooms` frame, refreshed on every (re)connection and every `roomsRefreshMs`
-   * (jittered). In between, the online counts of joined rooms are kept current locally: presence
-   * events (+1 for a user not counted yet, -1 for one who was), `join_ack` (which also adds a room
-   * missing from the list) and `left`.
-   */
-  rooms: RoomInfo[];
-  /** rooms this client is in (or joining), by name */
-  joined: Record<string, RoomState>;
-  /** DM conversations, by the other user's id */
-  dms: Record<number, DmState>;
-  /** every user seen so far (presence, join_ack, messages) */
-  users: Record<number, UserRef>;
-  /** frames sent but not yet acknowledged by the server, in sending order */
-  outbox: PendingMessage[];
-  /** latest errors, oldest first (at most `maxErrors`) */
-  errors: ChatError[];
-}
-
-export interface WebSocketLike {
-  readonly readyState: number;
-  send(data: string): void;
-  close(code?: number, reason?: string): void;
-  // Event parameters are `any` so that both the DOM WebSocket and the `ws` package fit.
-  /* eslint-disable @typescript-eslint/no-explicit-any */
-  onopen: ((ev: any) => void) | null;
-  onmessage: ((ev: any) => void) | null;
-  onclose: ((ev: any) => void) | null;
-  onerror: ((ev: any) => void) | null;
-  /* eslint-enable @typescript-eslint/no-explicit-any */
-}
-export type WebSocketCtor = new (url: string) => WebSocketLike;
-
-export interface TokenContext {
-  /** 0 for the first attempt, then consecutive failed attempts */
-  attempt: number;
-  /**
-   * 'unauthorized' when the server just refused the previous token (close 4001): refresh it.
-   * 'refresh' while connected, shortly before the connection's token expires: return a fresh
-   * one to stay connected (the same token again: the server closes at its expiry, then
-   * 'unauthorized' follows).
-   */
-  reason: 'initial' | 'reconnect' | 'unauthorized' | 'refresh';
-}
-
-export interface ChatClientOptions {
-  /** ws:// or wss:// URL of the server endpoint, e.g. `wss://chat.example/ws` */
-  url: string;
-  /** returns the JWT; called before every connection attempt. null/undefined = no credentials: stop. */
-  getToken: (ctx: TokenContext) => Promise<string | null | undefined> | string | null | undefined;
-  /** rooms to join when the client starts */
-  initialRooms?: string[];
-  /**
-   * Outbox entries of an earlier client of the same user (e.g. `outbox` before the token expired
-   * and the user signed in again): sent again with their clientId, so never stored twice. Room
-   * messages need their room among `initialRooms`.
-   */
-  initialOutbox?: PendingMessage[];
-  /** WebSocket implementation; defaults to globalThis.WebSocket */
-  WebSocket?: WebSocketCtor;
-  backoff?: BackoffOptions;
-  /** a connection must stay up this long before the backoff resets (ms). Default 10000. */
-  stableAfterMs?: number;
-  /** give up on a socket that did not say `welcome` within this time (ms). Default 10000. */
-  welcomeTimeoutMs?: number;
-  /** send an application `ping` after this much silence (ms); 0 disables. Default 25000. */
-  pingIntervalMs?: number;
-  /** drop the connection if nothing at all arrived within this long after a `ping` (ms). Default 10000. */
-  pongTimeoutMs?: number;
-  /** history page size (1..200). Default 50. */
-  historyPageSize?: number;
-  /**
-   * At most this many messages are kept per room and per conversation: when new ones arrive, the
-   * oldest beyond it are dropped (`hasMore` becomes true and `loadOlder` fetches them again).
-   * Older pages loaded on purpose are kept until the next new message. Nothing is dropped while
-   * the reader is back in the history (`setReadingBack`): the list is trimmed when they return to
-   * the newest messages. Default 1000.
-   */
-  maxMessages?: number;
-  /** at most one `typing` frame per room per this many ms. Default 3000. */
-  typingThrottleMs?: number;
-  /** how long a received typing event is shown (ms). Default 5000. */
-  typingTtlMs?: number;
-  /** re-send an unacknowledged frame (same clientId) after this long (ms). Default 8000. */
-  resendAfterMs?: number;
-  /** after this many sends without acknowledgement an outbox entry is marked 'failed'. Default 5. */
-  maxSendAttempts?: number;
-  /**
-   * After close code 1001 (the server is shutting down or restarting) the first retry waits a
-   * random time in [goingAwayMinMs, goingAwayMaxMs]: spreads the reconnection storm of every
-   * client, and avoids landing on the process that is going away. Defaults 1000 and 3000.
-   */
-  goingAwayMinMs?: number;
-  goingAwayMaxMs?: number;
-  /**
-   * Client-side send budget per connection, below the server's rate limit (a burst of 30 frames
-   * then 10/s, all types together): frames beyond it wait (joins, history, messages, in order)
-   * or are skipped (typing, rooms refreshes) instead of being refused as rate_limited. Defaults 24 and 8.
-   */
-  rateBurst?: number;
-  ratePerSecond?: number;
-  /**
-   * Ask `getToken` for a fresh token this long before the connection's token expires, and hand
-   * it to the server on the open connection (it closes a connection whose token expired with
-   * 4001); a token that lives less than twice this is renewed half-way. 0 disables. Default 60000.
-   */
-  refreshBeforeExpiryMs?: number;
-  /** when a token expires (epoch ms), null if never or unknown. Default: the JWT's `exp`, read unverified. */
-  tokenExpiresAt?: (token: string) => number | null;
-  /** consecutive 4001 closes before giving up with status 'unauthorized'. Default 3. */
-  maxAuthFailures?: number;
-  /**
-   * Refresh the `rooms` list this often while open (ms), plus a random share of it up to
-   * `roomsRefreshJitter` (0.5: every 30–45 s), so that the clients connected at the same moment
-   * (a server restart) do not all ask in the same second; 0 disables. It is also refreshed on every
-   * (re)connection; presence events only update the counts locally. Default 30000.
-   */
-  roomsRefreshMs?: number;
-  /** the random part of the `rooms` refresh period, as a share of `roomsRefreshMs`. Default 0.5. */
-  roomsRefreshJitter?: number;
-  /** a history request without an answer is forgotten after this long (ms). Default 15000. */
-  historyTimeoutMs?: number;
-  /** housekeeping timer period (ms). Default 1000. */
-  tickMs?: number;
-  /** how many errors `state.errors` keeps. Default 5. */
-  maxErrors?: number;
-  onError?: (error: ChatError) => void;
-  /** each new room message, live or replayed after a reconnection (not history pages), once */
-  onMessage?: (message: RoomMessage) => void;
-  /** each new DM, live or brought by a catch-up after a reconnection (not history pages), once */
-  onDm?: (message: DirectMessage) => void;
-  /** injectable for tests */
-  random?: () => number;
-  generateClientId?: () => string;
-  now?: () => number;
-}
+import { dedupeUsers, newDm, newRoom, onlineAfter, withListedUsers, withOnlineCounts, withRoomOnline } from './rooms';
+import type {
+  ChatClientOptions,
+  ChatError,
+  ChatState,
+  DmState,
+  PendingMessage,
+  RoomState,
+  TokenContext,
+  WebSocketCtor,
+  WebSocketLike,
+} from './state';
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -336,62 +122,6 @@ function takeAnswered(
   return i < 0 ? STALE : q!.splice(i, 1)[0];
 }
 
-/** Merges `incoming` into the id-sorted, duplicate-free `list`. Returns `list` itself when nothing is new. */
-export function mergeById<T extends { id: MessageId }>(list: T[], incoming: T[]): T[] {
-  if (incoming.length === 0) return list;
-  const seen = new Set<number>(list.map((m) => m.id));
-  const fresh: T[] = [];
-  for (const m of incoming) {
-    if (!seen.has(m.id)) {
-      seen.add(m.id);
-      fresh.push(m);
-    }
-  }
-  if (fresh.length === 0) return list;
-  // Fast path: live messages arrive in id order after everything we have.
-  fresh.sort((a, b) => a.id - b.id);
-  if (list.length === 0 || fresh[0].id > list[list.length - 1].id) return list.concat(fresh);
-  return list.concat(fresh).sort((a, b) => a.id - b.id);
-}
-
-function lastId<T extends { id: MessageId }>(list: T[]): MessageId | null {
-  return list.length ? list[list.length - 1].id : null;
-}
-
-/**
- * `merged` (= `list` plus new messages) without its oldest messages beyond `max`, when it grew at
- * its end (new messages: a long session in a busy room would otherwise keep every message, in
- * memory and in the page). A list that only grew at its start (older pages) is kept whole.
- */
-function capped<T extends { id: MessageId }>(list: T[], merged: T[], max: number): T[] {
-  return lastId(merged) === lastId(list) ? merged : trimmed(merged, max);
-}
-
-/** `list` without its oldest messages beyond `max` (those the reader left behind); `list` itself when it is short enough. */
-function trimmed<T extends { id: MessageId }>(list: T[], max: number): T[] {
-  return list.length > max ? list.slice(list.length - max) : list;
-}
-
-/**
- * Whether a page of older messages asked for `before` the id `ref` joins `list`: not when the
- * message it was asked before has been dropped meanwhile (`maxMessages`), which would leave a hole
- * between the page and the rest that paging back never fills.
- */
-function reachesBack<T extends { id: MessageId }>(list: T[] | undefined, ref: MessageId | undefined): boolean {
-  return !!list?.length && ref !== undefined && list[0].id <= ref;
-}
-
-/**
- * The messages of a list after its first (latest) `page` was merged. A full page may not reach the
- * live messages received before it (a conversation never opened, then a night offline): those
- * would sit beyond a hole that paging back from the oldest message never fills. They are dropped;
- * paging back from the page loads them again, in order.
- */
-function withoutHole<T extends { id: MessageId }>(list: T[], page: T[], full: boolean): T[] {
-  if (!full || page.length === 0 || list.length === 0 || list[0].id >= page[0].id) return list;
-  return list.filter((m) => m.id >= page[0].id);
-}
-
 /** Whether trying a failed outbox entry again makes sense: not when the server refused its content or recipient. */
 export function isRetryable(p: PendingMessage): boolean {
   return !p.error || !FINAL_CODES.has(p.error.code);
@@ -411,73 +141,6 @@ function aboutOf(frame: ErrorFrame): ErrorAbout {
   if (frame.to !== undefined) about.to = frame.to;
   if (frame.with !== undefined) about.with = frame.with;
   return about;
-}
-
-/** A room's online count after a presence event that changes it by `delta`, never below its listed users. */
-function onlineAfter(r: RoomState, users: UserRef[], delta: number): number | null {
-  return r.online === null ? null : Math.max(users.length, r.online + delta);
-}
-
-/**
- * The rooms list with `room`'s online count set to `online` (a room missing from it is added when
- * `add`, in name order, as the server sorts it). Returns `rooms` itself when nothing changes.
- */
-function withRoomOnline(rooms: RoomInfo[], room: string, online: number, add = false): RoomInfo[] {
-  const i = rooms.findIndex((x) => x.name === room);
-  if (i < 0) {
-    if (!add) return rooms;
-    const at = rooms.findIndex((x) => x.name > room);
-    const next = rooms.slice();
-    next.splice(at < 0 ? rooms.length : at, 0, { name: room, description: '', online });
-    return next;
-  }
-  if (rooms[i].online === online) return rooms;
-  const next = rooms.slice();
-  next[i] = { ...rooms[i], online };
-  return next;
-}
-
-/**
- * A `rooms` frame's list, where a joined room counts at least the users its own list shows online
- * (the server may answer from a list read a moment before one of their joins).
- */
-function withListedUsers(rooms: RoomInfo[], joined: Record<string, RoomState>): RoomInfo[] {
-  return rooms.map((info) => {
-    const r = joined[info.name];
-    if (!r || r.status !== 'joined') return info;
-    const online = typeof info.online === 'number' ? Math.max(info.online, r.users.length) : r.users.length;
-    return online === info.online ? info : { ...info, online };
-  });
-}
-
-/** Joined rooms whose online count the server sends, updated from the rooms list (crowded rooms get no presence events). */
-function withOnlineCounts(joined: Record<string, RoomState>, rooms: RoomInfo[]): Record<string, RoomState> {
-  let next = joined;
-  for (const info of rooms) {
-    const r = joined[info.name];
-    if (!r || r.online === null || r.status !== 'joined' || typeof info.online !== 'number') continue;
-    const online = Math.max(r.users.length, info.online);
-    if (online !== r.online) next = { ...next, [info.name]: { ...r, online } };
-  }
-  return next;
-}
-
-function newRoom(name: string): RoomState {
-  return {
-    name,
-    status: 'joining',
-    messages: [],
-    users: [],
-    online: null,
-    typing: [],
-    historyLoaded: false,
-    hasMore: true,
-    loadingOlder: false,
-  };
-}
-
-function newDm(userId: UserId, username: string): DmState {
-  return { userId, username, messages: [], listedLastId: null, historyLoaded: false, hasMore: true, loadingOlder: false };
 }
 
 // ---------------------------------------------------------------------------
@@ -1711,10 +1374,7 @@ export class ChatClient {
       return;
     }
     this.readingBackRooms.delete(room);
-    this.patchRoom(room, (r) => {
-      const messages = trimmed(r.messages, this.opts.maxMessages);
-      return messages === r.messages ? r : { ...r, messages, hasMore: true };
-    });
+    this.patchRoom(room, (r) => this.backAtNewest(r));
   };
 
   /** `setReadingBack` for the conversation with a user. */
@@ -1724,11 +1384,17 @@ export class ChatClient {
       return;
     }
     this.readingBackDms.delete(userId);
-    this.patchDm(userId, (d) => {
-      const messages = trimmed(d.messages, this.opts.maxMessages);
-      return messages === d.messages ? d : { ...d, messages, hasMore: true };
-    });
+    this.patchDm(userId, (d) => this.backAtNewest(d));
   };
+
+  /**
+   * A room or conversation whose reader is back at its newest messages: without its oldest messages
+   * beyond `maxMessages` (`hasMore`: they can be loaded again); `c` itself when it is short enough.
+   */
+  private backAtNewest<C extends RoomState | DmState>(c: C): C {
+    const messages = trimmed<RoomMessage | DirectMessage>(c.messages, this.opts.maxMessages);
+    return messages === c.messages ? c : { ...c, messages, hasMore: true };
+  }
 
   /** Opens (creates) the conversation with a user and loads its latest page once. */
   openDm = (userId: UserId, username?: string): void => {
@@ -1791,10 +1457,4 @@ export class ChatClient {
 function detach(ws: WebSocketLike): void {
   ws.onopen = ws.onmessage = ws.onerror = null;
   ws.onclose = null;
-}
-
-function dedupeUsers(users: UserRef[]): UserRef[] {
-  const m = new Map<number, UserRef>();
-  for (const u of users) m.set(u.userId, { userId: u.userId, username: u.username });
-  return [...m.values()];
 }

@@ -1,21 +1,17 @@
 export { useChat, type UseChatOptions, type UseChatResult } from './useChat';
-export {
-  ChatClient,
-  isRetryable,
-  jwtExpiresAt,
-  mergeById,
-  CLOSE_CLIENT_TIMEOUT,
-  CLOSE_UNAUTHORIZED,
-  type ChatClientOptions,
-  type ChatError,
-  type ChatState,
-  type ConnectionStatus,
-  type DmState,
-  type PendingMessage,
-  type RoomState,
-  type TokenContext,
-  type WebSocketCtor,
-  type WebSocketLike,
-} from './client';
+export { ChatClient, isRetryable, jwtExpiresAt, CLOSE_CLIENT_TIMEOUT, CLOSE_UNAUTHORIZED } from './client';
+export type {
+  ChatClientOptions,
+  ChatError,
+  ChatState,
+  ConnectionStatus,
+  DmState,
+  PendingMessage,
+  RoomState,
+  TokenContext,
+  WebSocketCtor,
+  WebSocketLike,
+} from './state';
+export { mergeById } from './messageLists';
 export { backoffDelay, DEFAULT_BACKOFF, type BackoffOptions } from './backoff';
 export * from './protocol';

@@ -1,5 +1,6 @@
 import { useEffect, useMemo, useRef, useSyncExternalStore } from 'react';
-import { ChatClient, type ChatClientOptions, type ChatState } from './client';
+import { ChatClient } from './client';
+import type { ChatClientOptions, ChatState } from './state';
 
 export interface UseChatOptions extends ChatClientOptions {
   /** false keeps the client idle (e.g. while signed out). Default true. */
