@@ -54,7 +54,7 @@ def handle_join(rt: ChatRuntime, conn: Connection, command: Command) -> None:
     # `entered.online` if the list was read again. The joiner is in it even when not
     # announced (another tab of theirs, a crowded room).
     rt.presence.after_commit(entered.announced)
-    online = rt.presence.online_now(room, entered.online)
+    online = rt.presence.online.now(room, entered.online)
     online.add(conn.user_id, conn.username)
     conn.send(protocol.join_ack_frame(room, online.listed(rt.config["JOIN_ACK_MAX_USERS"]), len(online.users)))
     if command.since is not None:

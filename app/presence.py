@@ -5,16 +5,16 @@ room_presence per (room, user) it has connections for. A user's presence event g
 when their first connection anywhere joins a room and when their last one leaves; an
 advisory lock per (room, user) makes "first" and "last" exact across nodes. A node whose
 heartbeat is older than NODE_TIMEOUT_SECONDS is dead: the others remove its rows and send
-the `leave` events, so a killed worker's users disappear within that bound.
+the `leave` events, so a killed worker's users disappear within that bound. What each
+process has read and told of these rows is online.py's.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import NamedTuple
 
@@ -26,9 +26,8 @@ from . import store
 from .bus import Bus
 from .db import Pool
 from .errors import ChatError
+from .online import OnlineLists, RoomOnline
 from .prepared import PreparedStatements
-from .protocol import listed_users
-from .shared_read import SharedRead
 from .store import RoomState
 
 log = logging.getLogger(__name__)
@@ -125,47 +124,6 @@ _JOIN_CREATING = "; ".join([_EXECUTE["chat_create_room"], _JOIN])
 _LEAVE = "; ".join([_EXECUTE["chat_presence_lock"], _EXECUTE["chat_leave"]])
 
 
-class RoomOnline:
-    """Who is online in one room (user id -> name, in the order they came), as last read.
-
-    Presence events keep it current in constant time, however large the crowd; the
-    join_ack list of its first users is encoded once and kept until one of them changes,
-    so that a crowd joining a room is not listed and encoded once per join.
-    """
-
-    __slots__ = ("users", "_listed", "_listed_ids")
-
-    def __init__(self, users: dict[int, str]) -> None:
-        self.users = users
-        self._listed: tuple[int, orjson.Fragment] | None = None  # (how many at most, the JSON)
-        self._listed_ids: set[int] = set()
-
-    def add(self, user_id: int, username: str) -> bool:
-        """Add (or rename) a user; whether the list changed."""
-        if self.users.get(user_id) == username:
-            return False
-        if self._listed and (user_id in self._listed_ids or len(self.users) < self._listed[0]):
-            self._listed = None  # a listed name changed, or the newcomer is listed too
-        self.users[user_id] = username
-        return True
-
-    def remove(self, user_id: int) -> bool:
-        """Remove a user; whether the list changed."""
-        if self.users.pop(user_id, None) is None:
-            return False
-        if user_id in self._listed_ids:
-            self._listed = None  # the next one moves up into the list
-        return True
-
-    def listed(self, max_users: int) -> orjson.Fragment:
-        """The JSON array of the first `max_users` users as join_ack lists them."""
-        if self._listed is None or self._listed[0] != max_users:
-            entries = listed_users(self.users, max_users)
-            self._listed_ids = {entry["userId"] for entry in entries}
-            self._listed = (max_users, orjson.Fragment(orjson.dumps(entries)))
-        return self._listed[1]
-
-
 class Entered(NamedTuple):
     """What a join's statement found: see Presence.enter."""
 
@@ -226,17 +184,8 @@ class Presence:
         # In rooms with more users online than this, joins and leaves are not announced:
         # 10,000 people joining one room would otherwise be 50 million presence frames.
         self.max_announced_room_size = max_announced_room_size
-        # room -> who is online there: read at most this often per room, by one greenlet
-        # while the others wait for it, so that a crowd joining does not read the crowd
-        # once per join.
-        self.online_cache_seconds = online_cache_seconds
-        self.online_by_room: dict[str, SharedRead[RoomOnline]] = {}
-        # room -> the presence events noted while its list is being read: the read may
-        # come from a snapshot taken before they were committed, and replaces the list
-        # they were noted in (see _read_online_users)
-        self._noted_while_reading: dict[str, list[tuple[str, int, str]]] = {}
-        # rooms whose presence events the bus may have lost here (see mark_unheard)
-        self.unheard_rooms: set[str] = set()
+        # who is online in each room, as this process has told its members
+        self.online = OnlineLists(self._read_online_users, deliver_event, max_announced_room_size, online_cache_seconds)
         # (room, user_id) -> held while this process changes that user's presence there
         # (see `changing`)
         self._changing = KeyedLocks()
@@ -269,7 +218,7 @@ class Presence:
         the (room, user) advisory lock, so two tabs joining at once on two processes take
         turns and the second finds the first one's row.
         """
-        online = self.online_users(room)
+        online = self.online.get(room)
         event = {"k": "p", "room": room, "event": "join", "userId": user_id, "username": username}
         announce = self._announced_in(online, user_id)
         try:
@@ -317,7 +266,7 @@ class Presence:
         `heard_join`: the room heard the user's join, from such a row.
         """
         event = {"k": "p", "room": room, "event": "leave", "userId": user_id, "username": username}
-        announce = heard_join or self._announced_in(self.online_users(room), user_id)
+        announce = heard_join or self._announced_in(self.online.get(room), user_id)
         parameters = self._parameters(room, user_id, username, event, node_id, announce)
         parameters["removed_already"] = removed_already or node_id != self.node_id
         with self.pool.autocommit() as cur:
@@ -347,7 +296,7 @@ class Presence:
             return []
         if version is not None:
             return [{**event, "v": version}]
-        self.note(event["room"], event["event"], event["userId"], event["username"])
+        self.online.note(event["room"], event["event"], event["userId"], event["username"])
         return []
 
     def after_commit(self, announced: list[dict]) -> None:
@@ -361,26 +310,20 @@ class Presence:
         """Whether the room, counting this user, is small enough for presence events."""
         return len(online.users) + (user_id not in online.users) <= self.max_announced_room_size
 
-    def online_users(self, room: str) -> RoomOnline:
-        """Who is online in the room, cluster-wide (read at most once a second per room,
-        by one greenlet while the others wait for it; presence events keep it current in
-        between)."""
-        shared = self.online_by_room.get(room)
-        if shared is None:
-            if len(self.online_by_room) > 10_000:
-                self.online_by_room.clear()
-            shared = self.online_by_room[room] = SharedRead(
-                functools.partial(self._read_online_users, room), self.online_cache_seconds
-            )
-        return shared.get()
+    def _read_online_users(self, room: str) -> dict[int, str]:
+        with self.pool.autocommit() as cur:
+            cur.execute(_EXECUTE["chat_online_users"], {"room": room, "alive_seconds": self.node_timeout})
+            return dict(cur.fetchall())
 
-    def online_now(self, room: str, read: RoomOnline) -> RoomOnline:
-        """The room's list as it stands now, with every presence event noted so far: the
-        newest list read (another greenlet may have read it again since `read` was), or
-        `read`. No I/O: for answering a join, whose later events reach the joiner."""
-        shared = self.online_by_room.get(room)
-        latest = shared.latest if shared is not None else None
-        return latest if latest is not None else read
+    def repair_unheard(self) -> None:
+        """Tell the members here the joins and leaves the bus lost (OnlineLists.repair_unheard).
+
+        A step of the heartbeat, after the one that writes our users again if the others
+        buried us meanwhile: read before that, the lists would tell our own clients that
+        our users left, then that they came back.
+        """
+        if not self.unsaved_entries:
+            self.online.repair_unheard()
 
     def in_order(self, payload: dict) -> bool:
         """Whether a presence event is newer than any other heard here about its user in
@@ -407,84 +350,6 @@ class Presence:
         while self._newest_events and next(iter(self._newest_events.values()))[1] < horizon:
             self._newest_events.popitem(last=False)
         return True
-
-    def note(self, room: str, event: str, user_id: int, username: str) -> bool:
-        """Keep the cached list of a room current with a presence event heard or sent.
-
-        Returns whether the event is news to the room's members here, which is what the
-        list stands for (see `_read_online_users`): False when it changes nothing (a join
-        of someone listed already: a re-read or another node told it first).
-        """
-        noted = self._noted_while_reading.get(room)
-        if noted is not None:
-            noted.append((event, user_id, username))
-        shared = self.online_by_room.get(room)
-        cached = shared.latest if shared is not None else None
-        if cached is None:
-            return True
-        return _apply(cached, event, user_id, username)
-
-    def _read_online_users(self, room: str) -> RoomOnline:
-        """Read the list, apply the events noted meanwhile, and tell the room's members
-        here how it differs from the list it replaces.
-
-        Its snapshot may predate an event that was committed elsewhere and noted here
-        while the query ran, in the list this read replaces: without them, the user
-        would stay missing (or, for a leave, online) in every join_ack until the next
-        read, and to the joiners for good. Events already in the snapshot apply again
-        harmlessly, in the order they were committed.
-
-        The list replaced is what the members here were told (join_acks from it, then
-        every event that changed it): a difference is an event they missed (lost with
-        the bus during an outage, see `mark_unheard`) or one still on its way (then
-        not told twice: `note`).
-        """
-        noted = self._noted_while_reading.setdefault(room, [])
-        try:
-            with self.pool.autocommit() as cur:
-                cur.execute(_EXECUTE["chat_online_users"], {"room": room, "alive_seconds": self.node_timeout})
-                online = RoomOnline(dict(cur.fetchall()))
-        finally:
-            self._noted_while_reading.pop(room, None)
-        for event, user_id, username in noted:
-            _apply(online, event, user_id, username)
-        shared = self.online_by_room.get(room)
-        told = shared.latest if shared is not None else None
-        if told is not None:
-            self._tell_differences(room, told, online)
-        return online
-
-    def _tell_differences(self, room: str, told: RoomOnline, online: RoomOnline) -> None:
-        """Deliver here, as presence events, what turns the list `told` into `online`
-        (not in rooms too crowded for presence, where nobody was told anything)."""
-        if max(len(told.users), len(online.users)) > self.max_announced_room_size:
-            return
-        before, after = told.users, online.users
-        differences = [("leave", user_id, name) for user_id, name in before.items() if user_id not in after]
-        differences += [("join", user_id, name) for user_id, name in after.items() if before.get(user_id) != name]
-        for event, user_id, username in differences:
-            # Without a number: the list read is newer than any event applied so far.
-            self.deliver_event({"k": "p", "room": room, "event": event, "userId": user_id, "username": username})
-
-    def mark_unheard(self, rooms: Iterable[str]) -> None:
-        """The bus was away: presence events of these rooms may have been lost here."""
-        self.unheard_rooms.update(rooms)
-
-    def repair_unheard(self) -> None:
-        """Read again the lists of the rooms marked unheard, which tells their members here
-        the joins and leaves they missed (see `_read_online_users`).
-
-        A step of the heartbeat, after the one that writes our users again if the others
-        buried us meanwhile: read before that, the lists would tell our own clients that
-        our users left, then that they came back. (A failure leaves the rooms marked.)
-        """
-        if self.unsaved_entries:
-            return  # not all written again yet
-        for room in sorted(self.unheard_rooms):
-            shared = self.online_by_room.get(room)
-            if shared is not None:
-                shared.refresh()
-            self.unheard_rooms.discard(room)
 
     # --- the heartbeat ---------------------------------------------------------------------------
 
@@ -607,13 +472,6 @@ class Presence:
 
 def _dumps_text(value: object) -> str:
     return orjson.dumps(value).decode()
-
-
-def _apply(online: RoomOnline, event: str, user_id: int, username: str) -> bool:
-    """Apply a presence event to a list; whether it changed."""
-    if event == "join":
-        return online.add(user_id, username)
-    return online.remove(user_id)
 
 
 def statement_parameters(

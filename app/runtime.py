@@ -144,7 +144,7 @@ class ChatRuntime:
         if payload["k"] == "p":
             if not self.presence.in_order(payload):
                 return  # older than one applied already (another node announced it late)
-            if not self.presence.note(room, payload["event"], user_id, username):
+            if not self.presence.online.note(room, payload["event"], user_id, username):
                 return  # the members here know already (a re-read of the list told them)
             frame = protocol.presence_frame(room, payload["event"], user_id, username)
         else:
@@ -175,7 +175,7 @@ class ChatRuntime:
         """After the bus (re)connects: fetch whatever was committed while it was away, and
         tell the members here the joins and leaves it lost."""
         gevent.spawn(self._check_heads, True)
-        self.presence.mark_unheard(self.hub.members_by_room)  # (by the next heartbeat)
+        self.presence.online.mark_unheard(self.hub.members_by_room)  # (by the next heartbeat)
 
     def _check_heads(self, at_once: bool = False) -> None:
         gates = list(self.hub.gates)

@@ -116,13 +116,13 @@ def test_an_event_noted_while_the_list_is_read_is_not_lost_with_the_old_list(pre
     every joiner of the next second was told the user was not there (and never learned)."""
     import gevent
 
-    from app import presence as presence_module
+    from app import online as online_module
 
     node, url, _ = presence
-    node.online_users("lobby")  # a list to note events in
-    node.online_by_room["lobby"].max_age_seconds = 0  # every call reads again
+    node.online.get("lobby")  # a list to note events in
+    node.online.by_room["lobby"].max_age_seconds = 0  # every call reads again
 
-    class SlowRoomOnline(presence_module.RoomOnline):
+    class SlowRoomOnline(online_module.RoomOnline):
         """Built from rows fetched: the snapshot is taken; now others get to run."""
 
         def __init__(self, users: dict[int, str]) -> None:
@@ -131,11 +131,11 @@ def test_an_event_noted_while_the_list_is_read_is_not_lost_with_the_old_list(pre
 
     def another_node_joins_bob() -> None:
         sql(url, "INSERT INTO room_presence (room, user_id, node_id, username) VALUES ('lobby', 2, 'n2', 'bob')")
-        node.note("lobby", "join", *BOB)
+        node.online.note("lobby", "join", *BOB)
 
-    monkeypatch.setattr(presence_module, "RoomOnline", SlowRoomOnline)
+    monkeypatch.setattr(online_module, "RoomOnline", SlowRoomOnline)
     joining = gevent.spawn_later(0.01, another_node_joins_bob)
-    online = node.online_users("lobby")
+    online = node.online.get("lobby")
     joining.join()
     assert 2 in online.users
 
@@ -145,19 +145,19 @@ def test_a_list_read_again_after_the_bus_was_away_tells_what_changed(presence):
     room's list again tells the members here the difference, once."""
     node, url, events = presence
     sql(url, "INSERT INTO chat_nodes (node_id) VALUES ('n2')")  # alive: its rows count
-    node.online_users("lobby")  # what the members here were told: nobody
+    node.online.get("lobby")  # what the members here were told: nobody
     sql(url, "INSERT INTO room_presence (room, user_id, node_id, username) VALUES ('lobby', 1, 'n2', 'alice')")
     node.repair_unheard()
     assert events == []  # no room marked: nothing read
-    node.mark_unheard(["lobby"])
+    node.online.mark_unheard(["lobby"])
     node.repair_unheard()
-    assert events == [("join", ALICE[0])] and node.unheard_rooms == set()
+    assert events == [("join", ALICE[0])] and node.online.unheard_rooms == set()
     sql(url, "UPDATE room_presence SET user_id = 2, username = 'bob' WHERE user_id = 1")
-    node.mark_unheard(["lobby"])
+    node.online.mark_unheard(["lobby"])
     node.repair_unheard()
     assert events[1:] == [("leave", ALICE[0]), ("join", BOB[0])]
-    assert not node.note("lobby", "join", *BOB)  # then heard late: not news
-    assert node.note("lobby", "leave", *BOB)
+    assert not node.online.note("lobby", "join", *BOB)  # then heard late: not news
+    assert node.online.note("lobby", "leave", *BOB)
 
 
 def test_a_join_is_answered_from_the_list_as_it_stands_now(presence):
@@ -165,11 +165,11 @@ def test_a_join_is_answered_from_the_list_as_it_stands_now(presence):
     meanwhile, and the events noted from then on go into that newer list only."""
     node, url, _ = presence
     sql(url, "INSERT INTO chat_nodes (node_id) VALUES ('n1')")  # alive: its rows count
-    node.online_cache_seconds = 0
+    node.online.max_age_seconds = 0
     entered = node.enter("lobby", *ALICE, create_room=False)
-    node.online_users("lobby")  # read again by someone else
-    node.note("lobby", "join", *BOB)
-    assert set(node.online_now("lobby", entered.online).users) == {1, 2}
+    node.online.get("lobby")  # read again by someone else
+    node.online.note("lobby", "join", *BOB)
+    assert set(node.online.now("lobby", entered.online).users) == {1, 2}
     assert 2 not in entered.online.users
 
 
@@ -177,7 +177,7 @@ def test_a_join_committed_but_not_answered_is_undone_by_the_heartbeat(presence, 
     """The connection to PostgreSQL is lost after the join's commit: the joiner got
     `unavailable` and is not in the room, but its row stood, online for good."""
     node, url, events = presence
-    node.online_users("lobby")  # read now: the join's own statement is the one that fails
+    node.online.get("lobby")  # read now: the join's own statement is the one that fails
     restore = lose_answers_after_commit(node.pool, monkeypatch)
     with pytest.raises(Unavailable):
         node.enter("lobby", *ALICE, create_room=False)
@@ -269,7 +269,7 @@ def test_a_leave_committed_but_not_answered_is_announced_by_its_retry(presence, 
     left, and must still announce it (this node's members never heard it)."""
     node, url, events = presence
     node.after_commit(node.enter("lobby", *ALICE, create_room=False).announced)
-    node.online_users("lobby")
+    node.online.get("lobby")
     restore = lose_answers_after_commit(node.pool, monkeypatch)
     node.leave("lobby", *ALICE)  # committed; the answer lost: kept in unsaved_leaves
     restore()

@@ -1,0 +1,186 @@
+"""Who is online in each room, as this process knows it and has told its members.
+
+The lists are read from PostgreSQL (presence.py writes them) at most once a second per
+room and kept current in between by the presence events this process sends and hears.
+A list stands for what the room's members here were told: their join_acks come from it,
+and an event reaches them only when it changes it; reading a list again tells them how
+the new one differs, which is how events lost with the bus are repaired.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable
+
+import orjson
+
+from .protocol import listed_users
+from .shared_read import SharedRead
+
+# Rooms whose lists one process keeps at most; past it they are all forgotten (read again
+# when asked), which bounds the memory of a process that saw many rooms come and go.
+MAX_ROOMS_KEPT = 10_000
+
+
+class RoomOnline:
+    """Who is online in one room (user id -> name, in the order they came), as last read.
+
+    Presence events keep it current in constant time, however large the crowd; the
+    join_ack list of its first users is encoded once and kept until one of them changes,
+    so that a crowd joining a room is not listed and encoded once per join.
+    """
+
+    __slots__ = ("users", "_listed", "_listed_ids")
+
+    def __init__(self, users: dict[int, str]) -> None:
+        self.users = users
+        self._listed: tuple[int, orjson.Fragment] | None = None  # (how many at most, the JSON)
+        self._listed_ids: set[int] = set()
+
+    def add(self, user_id: int, username: str) -> bool:
+        """Add (or rename) a user; whether the list changed."""
+        if self.users.get(user_id) == username:
+            return False
+        if self._listed and (user_id in self._listed_ids or len(self.users) < self._listed[0]):
+            self._listed = None  # a listed name changed, or the newcomer is listed too
+        self.users[user_id] = username
+        return True
+
+    def remove(self, user_id: int) -> bool:
+        """Remove a user; whether the list changed."""
+        if self.users.pop(user_id, None) is None:
+            return False
+        if user_id in self._listed_ids:
+            self._listed = None  # the next one moves up into the list
+        return True
+
+    def apply(self, event: str, user_id: int, username: str) -> bool:
+        """Apply a presence event ("join" or "leave"); whether the list changed."""
+        if event == "join":
+            return self.add(user_id, username)
+        return self.remove(user_id)
+
+    def listed(self, max_users: int) -> orjson.Fragment:
+        """The JSON array of the first `max_users` users as join_ack lists them."""
+        if self._listed is None or self._listed[0] != max_users:
+            entries = listed_users(self.users, max_users)
+            self._listed_ids = {entry["userId"] for entry in entries}
+            self._listed = (max_users, orjson.Fragment(orjson.dumps(entries)))
+        return self._listed[1]
+
+
+class OnlineLists:
+    """The lists of the rooms this process has asked about, read and kept current."""
+
+    def __init__(
+        self,
+        read_users: Callable[[str], dict[int, str]],
+        tell: Callable[[dict], None],
+        max_announced_room_size: int,
+        max_age_seconds: float = 1.0,
+    ) -> None:
+        # room -> who is online there, cluster-wide (a query)
+        self.read_users = read_users
+        # delivers a presence event here, as the bus would (runtime.deliver_event)
+        self.tell = tell
+        # rooms with more users online than this hear no joins and leaves (presence.py)
+        self.max_announced_room_size = max_announced_room_size
+        # room -> its list: read at most this often per room, by one greenlet while the
+        # others wait for it, so that a crowd joining does not read the crowd once per join
+        self.max_age_seconds = max_age_seconds
+        self.by_room: dict[str, SharedRead[RoomOnline]] = {}
+        # room -> the presence events noted while its list is being read: the read may
+        # come from a snapshot taken before they were committed, and replaces the list
+        # they were noted in (see _read)
+        self._noted_while_reading: dict[str, list[tuple[str, int, str]]] = {}
+        # rooms whose presence events the bus may have lost here (see mark_unheard)
+        self.unheard_rooms: set[str] = set()
+
+    def get(self, room: str) -> RoomOnline:
+        """Who is online in the room, cluster-wide (read at most once a second per room,
+        by one greenlet while the others wait for it; presence events keep it current in
+        between)."""
+        shared = self.by_room.get(room)
+        if shared is None:
+            if len(self.by_room) > MAX_ROOMS_KEPT:
+                self.by_room.clear()
+            shared = self.by_room[room] = SharedRead(functools.partial(self._read, room), self.max_age_seconds)
+        return shared.get()
+
+    def now(self, room: str, read: RoomOnline) -> RoomOnline:
+        """The room's list as it stands now, with every presence event noted so far: the
+        newest list read (another greenlet may have read it again since `read` was), or
+        `read`. No I/O: for answering a join, whose later events reach the joiner."""
+        latest = self._latest(room)
+        return latest if latest is not None else read
+
+    def note(self, room: str, event: str, user_id: int, username: str) -> bool:
+        """Keep the room's list current with a presence event heard or sent.
+
+        Returns whether the event is news to the room's members here, which is what the
+        list stands for: False when it changes nothing (a join of someone listed
+        already: a re-read or another node told it first).
+        """
+        noted = self._noted_while_reading.get(room)
+        if noted is not None:
+            noted.append((event, user_id, username))
+        cached = self._latest(room)
+        if cached is None:
+            return True
+        return cached.apply(event, user_id, username)
+
+    def mark_unheard(self, rooms: Iterable[str]) -> None:
+        """The bus was away: presence events of these rooms may have been lost here."""
+        self.unheard_rooms.update(rooms)
+
+    def repair_unheard(self) -> None:
+        """Read again the lists of the rooms marked unheard, which tells their members here
+        the joins and leaves they missed (see `_read`). A failure leaves the rest marked."""
+        for room in sorted(self.unheard_rooms):
+            shared = self.by_room.get(room)
+            if shared is not None:
+                shared.refresh()
+            self.unheard_rooms.discard(room)
+
+    def _latest(self, room: str) -> RoomOnline | None:
+        shared = self.by_room.get(room)
+        return shared.latest if shared is not None else None
+
+    def _read(self, room: str) -> RoomOnline:
+        """Read the list, apply the events noted meanwhile, and tell the room's members
+        here how it differs from the list it replaces.
+
+        Its snapshot may predate an event that was committed elsewhere and noted here
+        while the query ran, in the list this read replaces: without them, the user
+        would stay missing (or, for a leave, online) in every join_ack until the next
+        read, and to the joiners for good. Events already in the snapshot apply again
+        harmlessly, in the order they were committed.
+
+        The list replaced is what the members here were told (join_acks from it, then
+        every event that changed it): a difference is an event they missed (lost with
+        the bus during an outage, see `mark_unheard`) or one still on its way (then
+        not told twice: `note`).
+        """
+        noted = self._noted_while_reading.setdefault(room, [])
+        try:
+            online = RoomOnline(self.read_users(room))
+        finally:
+            self._noted_while_reading.pop(room, None)
+        for event, user_id, username in noted:
+            online.apply(event, user_id, username)
+        told = self._latest(room)
+        if told is not None:
+            self._tell_differences(room, told, online)
+        return online
+
+    def _tell_differences(self, room: str, told: RoomOnline, online: RoomOnline) -> None:
+        """Deliver here, as presence events, what turns the list `told` into `online`
+        (not in rooms too crowded for presence, where nobody was told anything)."""
+        if max(len(told.users), len(online.users)) > self.max_announced_room_size:
+            return
+        before, after = told.users, online.users
+        differences = [("leave", user_id, name) for user_id, name in before.items() if user_id not in after]
+        differences += [("join", user_id, name) for user_id, name in after.items() if before.get(user_id) != name]
+        for event, user_id, username in differences:
+            # Without a number: the list read is newer than any event applied so far.
+            self.tell({"k": "p", "room": room, "event": event, "userId": user_id, "username": username})
