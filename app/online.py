@@ -78,9 +78,13 @@ class OnlineLists:
         tell: Callable[[dict], None],
         max_announced_room_size: int,
         max_age_seconds: float = 1.0,
+        here: Callable[[int, str], bool] = lambda user_id, room: False,
     ) -> None:
         # room -> who is online there, cluster-wide (a query)
         self.read_users = read_users
+        # (user id, room) -> whether a connection of the user here is joined to the room
+        # (Hub.user_in_room)
+        self.here = here
         # delivers a presence event here, as the bus would (runtime.deliver_event)
         self.tell = tell
         # rooms with more users online than this hear no joins and leaves (presence.py)
@@ -169,6 +173,13 @@ class OnlineLists:
         for event, user_id, username in noted:
             online.apply(event, user_id, username)
         told = self._latest(room)
+        if told is not None:
+            # Joined here but without a row: this process was buried by the others while
+            # it could not beat, and its heartbeat has yet to write its users again. They
+            # are online (the others are told so once that is done), not gone and back.
+            for user_id, username in told.users.items():
+                if user_id not in online.users and self.here(user_id, room):
+                    online.add(user_id, username)
         if told is not None:
             self._tell_differences(room, told, online)
         return online

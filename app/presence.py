@@ -163,6 +163,7 @@ class Presence:
         deliver_event: Callable[[dict], None],
         max_announced_room_size: int = 500,
         online_cache_seconds: float = 1.0,
+        user_here: Callable[[int, str], bool] = lambda user_id, room: False,
     ) -> None:
         self.pool = pool
         self.bus = bus
@@ -185,7 +186,9 @@ class Presence:
         # 10,000 people joining one room would otherwise be 50 million presence frames.
         self.max_announced_room_size = max_announced_room_size
         # who is online in each room, as this process has told its members
-        self.online = OnlineLists(self._read_online_users, deliver_event, max_announced_room_size, online_cache_seconds)
+        self.online = OnlineLists(
+            self._read_online_users, deliver_event, max_announced_room_size, online_cache_seconds, user_here
+        )
         # (room, user_id) -> held while this process changes that user's presence there
         # (see `changing`)
         self._changing = KeyedLocks()

@@ -67,6 +67,7 @@ class ChatRuntime:
             config["NODE_TIMEOUT_SECONDS"],
             self.deliver_event,
             max_announced_room_size=config["PRESENCE_MAX_ROOM_SIZE"],
+            user_here=self.hub.user_in_room,
         )
         self.batcher = Batcher(
             self.pool,

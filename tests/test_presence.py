@@ -160,6 +160,22 @@ def test_a_list_read_again_after_the_bus_was_away_tells_what_changed(presence):
     assert node.online.note("lobby", "leave", *BOB)
 
 
+def test_a_user_joined_here_whose_row_the_others_removed_is_not_told_gone(presence):
+    """Buried while it could not beat, a node has its rows removed by the others until its
+    heartbeat writes them again: a list read meanwhile lacks its own users, who are still
+    here (and back in the table shortly), not gone."""
+    node, url, events = presence
+    sql(url, "INSERT INTO chat_nodes (node_id) VALUES ('n1'), ('n2')")
+    sql(url, "INSERT INTO room_presence (room, user_id, node_id) VALUES ('lobby', 1, 'n1'), ('lobby', 2, 'n2')")
+    node.online.get("lobby")
+    node.online.here = lambda user_id, room: user_id == ALICE[0]
+    sql(url, "DELETE FROM room_presence")  # both gone from the table: Bob has left
+    node.online.mark_unheard(["lobby"])
+    node.repair_unheard()
+    assert events == [("leave", BOB[0])]
+    assert set(node.online.get("lobby").users) == {ALICE[0]}
+
+
 def test_a_join_is_answered_from_the_list_as_it_stands_now(presence):
     """A join reads the list before its statement; another greenlet may read it again
     meanwhile, and the events noted from then on go into that newer list only."""
