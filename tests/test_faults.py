@@ -316,3 +316,70 @@ def test_a_steady_but_slow_reader_closed_mid_frame_still_gets_1008(database_url)
         assert received.endswith(close_frame + b"too slow: outgoing queue overflowed")
     finally:
         srv.stop()
+
+
+class Flood:
+    """Sends one kind of tiny masked frame as fast as the socket takes it, from an OS
+    thread, until stopped or the server ends the connection."""
+
+    def __init__(self, ws: websocket.WebSocket, frame: bytes) -> None:
+        self.sock = ws.sock
+        self.chunk = frame * (1 << 17)
+        self.stopped = threading.Event()
+        self.sent = 0
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            while not self.stopped.is_set():
+                self.sock.sendall(self.chunk)
+                self.sent += len(self.chunk)
+        except OSError:
+            pass  # ended by the server
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.thread.join(10)
+
+
+MASK = b"\x00\x00\x00\x00"
+TINY_FRAMES = {
+    # an unsolicited pong: nothing to answer
+    "pongs": b"\x8a\x80" + MASK,
+    # empty fragments of a message that never ends
+    "fragments": b"\x00\x80" + MASK,
+}
+
+
+@pytest.mark.parametrize("frame", TINY_FRAMES.values(), ids=TINY_FRAMES)
+@pytest.mark.parametrize("authenticated", [True, False], ids=["authenticated", "before auth"])
+def test_a_flood_of_tiny_frames_does_not_stop_the_worker(database_url, frame, authenticated):
+    """Frames that are not messages cost the worker more to parse than the client to
+    send: read without a pause, they held the event loop (and the first-frame auth's
+    timeout) for as long as the flood went on, until gunicorn killed the worker with
+    every connection on it. The others must be served meanwhile."""
+    srv = Server(database_url, AUTH_TIMEOUT_SECONDS="3").start()
+    flood = None
+    try:
+        other = connect_to(srv)
+        flooder = websocket.WebSocket()
+        token = f"?token={make_token(new_user_id())}" if authenticated else ""
+        flooder.connect(f"{srv.url}/ws{token}", timeout=10)
+        if authenticated:
+            assert json.loads(flooder.recv())["type"] == "welcome"
+        if frame[0] == 0x00:
+            flooder.sock.sendall(b"\x01\x80" + MASK)  # the first fragment of a text message
+        flood = Flood(flooder, frame)
+        wait_for(lambda: flood.sent > 2_000_000, 10, "the flood under way")
+        for _ in range(3):
+            other.send({"type": "ping"})
+            other.expect("pong", timeout=5)
+        if not authenticated:
+            flood.thread.join(20)  # the auth timeout ends it, flood or not
+            assert not flood.thread.is_alive()
+    finally:
+        if flood:
+            flood.stop()
+        srv.stop()
+    assert "WORKER TIMEOUT" not in srv.log()
