@@ -7,6 +7,7 @@ for every receiver: they are built once per message and written to every socket.
 
 from __future__ import annotations
 
+import codecs
 import struct
 from dataclasses import dataclass
 
@@ -27,6 +28,10 @@ MAX_CLOSE_REASON_BYTES = MAX_CONTROL_PAYLOAD - 2
 # 0-2999 is unassigned; 3000-4999 are for libraries and applications.
 REGISTERED_CLOSE_CODES = frozenset((*range(1000, 1004), *range(1007, 1015)))
 APPLICATION_CLOSE_CODES = range(3000, 5000)
+# Frames one fragmented message may take. Browsers send a message in one frame, libraries
+# in a few; empty fragments add nothing to a message's size, and without a cap a client
+# could keep one open for good, costing a little memory and parsing each.
+MAX_FRAGMENTS = 1024
 
 
 def valid_close_code(code: int) -> bool:
@@ -107,9 +112,12 @@ class FrameReader:
     def __init__(self, max_message_bytes: int) -> None:
         self.max_message_bytes = max_message_bytes
         self.buffer = bytearray()
-        self.fragments: list[bytes] | None = None  # parts of a fragmented message
+        self.fragments: bytearray | None = None  # a fragmented message so far
         self.fragments_opcode = OP_TEXT
-        self.fragments_size = 0
+        self.fragment_count = 0
+        # checks a fragmented text message's UTF-8 as its fragments come (RFC 6455 §8.1:
+        # fail as soon as invalid data is seen), not only once it is complete
+        self.utf8_check: codecs.IncrementalDecoder | None = None
 
     def feed(self, data: bytes) -> list[Frame]:
         """The messages and control frames that `data` completes, in order.
@@ -150,14 +158,20 @@ class FrameReader:
                     return None
                 length = struct.unpack_from("!Q", buffer, 2)[0]
                 offset = 10
+                if length >> 63:
+                    raise ProtocolViolation(CLOSE_PROTOCOL_ERROR, "the length's top bit must be 0")
             if opcode >= OP_CLOSE:
                 if opcode > OP_PONG:
                     raise ProtocolViolation(CLOSE_PROTOCOL_ERROR, f"unknown opcode {opcode}")
                 if not fin or length > MAX_CONTROL_PAYLOAD:
                     raise ProtocolViolation(CLOSE_PROTOCOL_ERROR, "bad control frame")
             elif opcode in (OP_TEXT, OP_BINARY, OP_CONTINUATION):
+                if opcode == OP_CONTINUATION and self.fragments is None:
+                    raise ProtocolViolation(CLOSE_PROTOCOL_ERROR, "continuation without a message")
+                if opcode != OP_CONTINUATION and self.fragments is not None:
+                    raise ProtocolViolation(CLOSE_PROTOCOL_ERROR, "new message inside a fragmented one")
                 # Refuse an oversize message before its bytes arrive.
-                if self.fragments_size + length > self.max_message_bytes:
+                if len(self.fragments or b"") + length > self.max_message_bytes:
                     raise ProtocolViolation(CLOSE_TOO_BIG, "message too big")
             else:
                 raise ProtocolViolation(CLOSE_PROTOCOL_ERROR, f"unknown opcode {opcode}")
@@ -175,19 +189,19 @@ class FrameReader:
             return self._close(payload)
         if opcode in (OP_PING, OP_PONG):
             return Frame(opcode, payload)
-        if opcode == OP_CONTINUATION:
-            if self.fragments is None:
-                raise ProtocolViolation(CLOSE_PROTOCOL_ERROR, "continuation without a message")
-            self.fragments.append(payload)
-            self.fragments_size += len(payload)
+        if opcode == OP_CONTINUATION:  # (of a message begun: checked with the header)
+            self.fragment_count += 1
+            if self.fragment_count > MAX_FRAGMENTS:
+                raise ProtocolViolation(CLOSE_TOO_BIG, "message in too many fragments")
+            self._take_fragment(payload, fin)
             if not fin:
                 return None
-            opcode, payload = self.fragments_opcode, b"".join(self.fragments)
-            self.fragments, self.fragments_size = None, 0
-        elif self.fragments is not None:
-            raise ProtocolViolation(CLOSE_PROTOCOL_ERROR, "new message inside a fragmented one")
+            opcode, payload = self.fragments_opcode, bytes(self.fragments)
+            self.fragments, self.utf8_check = None, None
         elif not fin:
-            self.fragments, self.fragments_opcode, self.fragments_size = [payload], opcode, len(payload)
+            self.fragments, self.fragments_opcode, self.fragment_count = bytearray(), opcode, 1
+            self.utf8_check = codecs.getincrementaldecoder("utf-8")() if opcode == OP_TEXT else None
+            self._take_fragment(payload, fin)
             return None
         if opcode == OP_TEXT:
             try:
@@ -195,6 +209,14 @@ class FrameReader:
             except UnicodeDecodeError:
                 raise ProtocolViolation(CLOSE_INVALID_DATA, "text frame is not UTF-8") from None
         return Frame(OP_BINARY, payload)
+
+    def _take_fragment(self, payload: bytes, fin: int) -> None:
+        self.fragments += payload
+        if self.utf8_check is not None:
+            try:
+                self.utf8_check.decode(payload, final=bool(fin))
+            except UnicodeDecodeError:
+                raise ProtocolViolation(CLOSE_INVALID_DATA, "text frame is not UTF-8") from None
 
     @staticmethod
     def _close(payload: bytes) -> Frame:

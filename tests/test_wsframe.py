@@ -75,12 +75,34 @@ def test_close_frame_carries_its_code():
         (client_frame(0, b"orphan"), 1002),
         (client_frame(0x3, b"?"), 1002),
         (client_frame(OP_TEXT, b"\xff\xfe"), 1007),
+        # found by an audit: the order of the checks decided the code
+        (b"\x81\xff" + (1 << 63 | 5).to_bytes(8, "big") + b"mask", 1002),  # length's top bit set
+        (client_frame(0, b"x" * 2000), 1002),  # an orphan continuation, if oversize too
+        (client_frame(OP_TEXT, b"x", fin=False) + client_frame(OP_BINARY, b"x" * 2000), 1002),
+        # invalid UTF-8 in the first fragment of a message that is never finished
+        (client_frame(OP_TEXT, b"ok \xff", fin=False), 1007),
+        (client_frame(OP_TEXT, b"\xe2\x82", fin=False) + client_frame(0, b"x", fin=False), 1007),
+        # a message that never ends in empty fragments
+        (client_frame(OP_TEXT, b"", fin=False) + client_frame(0, b"", fin=False) * 2000, 1009),
     ],
 )
 def test_violations_close_with_the_right_code(data, code):
     with pytest.raises(ProtocolViolation) as info:
         FrameReader(max_message_bytes=1000).feed(data)
     assert info.value.code == code
+
+
+def test_a_text_message_split_inside_characters_is_whole_again():
+    text = "é€😀" * 50
+    data = text.encode()
+    pieces = [data[:1]] + [data[at : at + 3] for at in range(1, len(data), 3)]  # mostly mid-character
+    frames = client_frame(OP_TEXT, pieces[0], fin=False)
+    frames += b"".join(client_frame(0, piece, fin=False) for piece in pieces[1:-1])
+    frames += client_frame(0, pieces[-1])
+    reader = FrameReader(1000)
+    got = reader.feed(frames)
+    assert [(f.opcode, f.payload) for f in got] == [(OP_TEXT, text)]
+    assert reader.fragments is None and reader.utf8_check is None
 
 
 def test_oversize_is_refused_from_the_header_alone():
