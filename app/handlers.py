@@ -58,7 +58,9 @@ def handle_join(rt: ChatRuntime, conn: Connection, command: Command) -> None:
     online.add(conn.user_id, conn.username)
     conn.send(protocol.join_ack_frame(room, online.listed(rt.config["JOIN_ACK_MAX_USERS"]), len(online.users)))
     if command.since is not None:
-        replay(rt, conn, room, command.since)
+        # A `since` past the newest message (a database restored from an older backup, a
+        # client's bug) means the newest: what comes after the join is all new to it.
+        replay(rt, conn, room, min(command.since, entered.state.last_id))
 
 
 def replay(rt: ChatRuntime, conn: Connection, room: str, since: int) -> None:

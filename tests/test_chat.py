@@ -570,6 +570,24 @@ def test_join_with_since_replays_without_gap_or_duplicate_while_others_send(conn
     assert [m["id"] for m in late.expect("room_history")["data"]] == got
 
 
+def test_join_with_since_beyond_the_newest_message_misses_nothing_after_it(connect):
+    """A `since` past the room's newest message (a database restored from a backup, a
+    client's bug): what is sent after the join must all arrive, not only what gets an
+    id beyond that `since`."""
+    room = unique("room")
+    sender = connect()
+    join(sender, room)
+    sender.send({"type": "message", "room": room, "content": "the newest"})
+    newest = sender.expect("message", room=room)["data"]["id"]
+    late = connect()
+    join(late, room, since=newest + 5)
+    for index in range(8):
+        sender.send({"type": "message", "room": room, "content": f"after{index}"})
+    got = [late.expect("message", room=room)["data"]["content"] for _ in range(8)]
+    assert got == [f"after{index}" for index in range(8)]
+    late.nothing_more("message", wait=0.3)
+
+
 # --- errors ----------------------------------------------------------------------------------------------
 
 # (frame, code, a word the error message must contain)
