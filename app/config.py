@@ -54,6 +54,10 @@ DEFAULTS: dict[str, Any] = {
     # messages (8 MB) still fits.
     "OUTBOX_MAX_FRAMES": 2000,
     "OUTBOX_MAX_BYTES": 16 * 1024 * 1024,
+    # Bytes queued for all clients of a process together, past which a client with more
+    # than 256 KiB queued is closed with 1008 too: one user's many connections, each
+    # asking for history and never reading, held 16 MiB each (1 GB for 60).
+    "OUTBOX_TOTAL_MAX_BYTES": 256 * 1024 * 1024,
     # Kernel send buffer per client socket: bounds the memory a client that stops reading
     # can hold (the kernel would let it grow to megabytes) before its outbox overflows.
     "SOCKET_SEND_BUFFER_BYTES": 256 * 1024,

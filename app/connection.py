@@ -54,6 +54,11 @@ FLUSH_CHUNK_BYTES = 64 * 1024
 # gets its close code, 1008 for a queue overflow, instead of a cut connection.
 SLOW_LINK_BYTES_PER_SECOND = 32 * 1024
 
+# Bytes queued for one client past which it is closed as too slow while the process's
+# queues together hold more than OUTBOX_TOTAL_MAX_BYTES: clients that keep up (a frame or
+# two waiting) are never closed for the others.
+OUTBOX_SHARE_BYTES = 256 * 1024
+
 # What _take_message returns when the bytes read so far complete no message.
 _NEED_MORE = object()
 # Not a wire opcode: queued in `received` for a protocol violation, so that the frames
@@ -106,6 +111,7 @@ class Connection:
         "rate",
         "outbox",
         "outbox_bytes",
+        "outbox_total_max_bytes",
         "outbox_limit",
         "outbox_max_bytes",
         "close_timeout",
@@ -125,6 +131,9 @@ class Connection:
         "on_end",
         "ended",
     )
+
+    # bytes queued for every client of this process together (see _over_process_budget)
+    queued_in_process = 0
 
     def __init__(self, sock, config: dict, peer: str) -> None:
         self.id = next(_ids)
@@ -151,6 +160,7 @@ class Connection:
         self.outbox_bytes = 0
         self.outbox_limit = config["OUTBOX_MAX_FRAMES"]
         self.outbox_max_bytes = config["OUTBOX_MAX_BYTES"]
+        self.outbox_total_max_bytes = config["OUTBOX_TOTAL_MAX_BYTES"]
         self.close_timeout = config["CLOSE_TIMEOUT_SECONDS"]
         # held by whoever is in a blocking sendall, so that frames never interleave
         self.write_lock = Semaphore()
@@ -202,20 +212,38 @@ class Connection:
             if sent == len(frame):
                 return
             frame = frame[sent:]
-        if len(self.outbox) >= self.outbox_limit or self.outbox_bytes + len(frame) > self.outbox_max_bytes:
+        if (
+            len(self.outbox) >= self.outbox_limit
+            or self.outbox_bytes + len(frame) > self.outbox_max_bytes
+            or self._over_process_budget(len(frame))
+        ):
             SLOW_CLIENTS.inc()
             log.info(
-                "closing %r: it reads too slowly (%d frames, %d bytes queued)",
+                "closing %r: it reads too slowly (%d frames, %d bytes queued; %d in the process)",
                 self,
                 len(self.outbox),
                 self.outbox_bytes,
+                Connection.queued_in_process,
             )
             self._drop_queue()
             self.close(CLOSE_POLICY_VIOLATION, "too slow: outgoing queue overflowed")
             return
         self.outbox.append(frame)
-        self.outbox_bytes += len(frame)
+        self._count_queued(len(frame))
         self._start_flusher()
+
+    def _over_process_budget(self, more: int) -> bool:
+        """Whether this client, behind already, would take the process's queues past
+        OUTBOX_TOTAL_MAX_BYTES: each client's bound alone let a thousand clients that
+        ask for history and never read hold 16 GB."""
+        return (
+            Connection.queued_in_process + more > self.outbox_total_max_bytes
+            and self.outbox_bytes + more > OUTBOX_SHARE_BYTES
+        )
+
+    def _count_queued(self, delta: int) -> None:
+        self.outbox_bytes += delta
+        Connection.queued_in_process += delta
 
     def _drop_queue(self) -> None:
         """Forget what is queued, but for the rest of a frame begun on the wire.
@@ -226,7 +254,7 @@ class Connection:
         """
         keep = 0 if self.write_lock.locked() else 1
         del self.outbox[keep:]
-        self.outbox_bytes = sum(len(frame) for frame in self.outbox)
+        self._count_queued(sum(len(frame) for frame in self.outbox) - self.outbox_bytes)
         if self.outbox:
             self.writing_bytes = self.outbox_bytes  # as good as in the write: see close()
 
@@ -307,7 +335,7 @@ class Connection:
                     taken += 1
                 chunk = b"".join(self.outbox[:taken])
                 del self.outbox[:taken]
-                self.outbox_bytes -= size
+                self._count_queued(-size)
                 self.writing_bytes = len(chunk)
                 with self.write_lock:
                     self.sock.sendall(chunk)
@@ -481,6 +509,8 @@ class Connection:
             self.flusher.join(timeout=2)
             if self.flusher is not None:
                 self.flusher.kill(block=False)
+        self._count_queued(-self.outbox_bytes)  # never to be written
+        self.outbox.clear()
         self.sock.close()
 
     # How long a client that was sent a close frame gets to answer it.

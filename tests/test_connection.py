@@ -53,3 +53,31 @@ def test_a_frame_half_written_when_the_queue_overflows_is_finished_before_the_cl
     assert [opcode for opcode, _ in frames] == [OP_TEXT, OP_CLOSE]
     assert frames[0][1] == b"1" * (1 << 20)
     assert int.from_bytes(frames[1][1][:2], "big") == CLOSE_POLICY_VIOLATION
+
+
+def test_clients_behind_are_closed_once_the_process_holds_too_much_for_them():
+    """Each client's queue is bounded (OUTBOX_MAX_BYTES), but one user's many connections
+    asking for history and never reading held that much each: past the process's total,
+    a client with more than its share queued is closed; one that keeps up is not."""
+    config = {**CONNECTION_CONFIG, "OUTBOX_TOTAL_MAX_BYTES": 2 << 20, "SOCKET_SEND_BUFFER_BYTES": 4096}
+    pairs = [gevent.socket.socketpair() for _ in range(3)]
+    hoarder, other_hoarder, light = (Connection(ours, config, "test") for ours, _ in pairs)
+    baseline = Connection.queued_in_process
+    big = text_frame(b"h" * (600 << 10))
+    try:
+        for _ in range(2):  # 2.4 MB asked for by the two: within each one's own bound
+            hoarder.send_frame(big)
+            other_hoarder.send_frame(big)
+        light.send_frame(text_frame(b"small"))
+        assert hoarder.close_code is None
+        assert other_hoarder.close_code == CLOSE_POLICY_VIOLATION  # the one that went past
+        light.send_frame(text_frame(b"more"))
+        assert light.close_code is None
+        assert Connection.queued_in_process - baseline == hoarder.outbox_bytes + other_hoarder.outbox_bytes
+    finally:
+        for conn in (hoarder, other_hoarder, light):
+            conn.abort()
+            conn.finish()
+        for _, theirs in pairs:
+            theirs.close()
+    assert Connection.queued_in_process == baseline
