@@ -23,6 +23,10 @@ keepalive = 5
 # The control socket lives at one fixed path per user: two instances on one machine
 # would fight over it, and nothing here uses it.
 control_socket_disable = True
+# Browsers cannot set headers on a WebSocket: the token comes in the query string, and a
+# token with many claims is past gunicorn's default request line (4094 bytes, then 414).
+# 8190 is the most gunicorn allows.
+limit_request_line = 8190
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 # Access log off by default; when on, %(U)s logs the path without the query string,
 # which may hold a token.

@@ -75,6 +75,8 @@ def malformed_upgrade(environ: dict) -> Response | None:
     (wsproto, under simple-websocket, raised on some of them: a 500 and an error
     traceback in the log, which anyone could fill that way.)
     """
+    if environ.get("SERVER_PROTOCOL") == "HTTP/1.0":
+        return _bad_upgrade("WebSocket needs HTTP/1.1 (RFC 6455 §4.1)")
     if environ.get("HTTP_SEC_WEBSOCKET_VERSION", "").strip() != "13":
         return Response(
             "unsupported WebSocket version: this server speaks version 13\n",

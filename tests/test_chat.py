@@ -147,6 +147,34 @@ def test_a_malformed_upgrade_request_is_a_client_error_not_a_server_one(server, 
     assert token not in log
 
 
+def test_a_token_with_many_claims_fits_in_the_query_string(server):
+    """Browsers cannot set headers on a WebSocket, so the token travels in the URL: one of
+    5 KB (many claims) was past gunicorn's default request line, a 414."""
+    user_id = new_user_id()
+    token = make_token(user_id, "claims", roles=["r" * 40] * 100)
+    assert len(token) > 5000
+    client = Client.connect(server.url, token)
+    assert client.expect("welcome")["data"]["userId"] == user_id
+
+
+GOOD_HEADERS = f"Connection: Upgrade\r\nSec-WebSocket-Key: {WEBSOCKET_KEY}\r\nSec-WebSocket-Version: 13"
+
+
+@pytest.mark.parametrize(
+    "request_line,upgrade,status",
+    [
+        ("GET /ws HTTP/1.0", "websocket", 400),  # RFC 6455 §4.1: HTTP/1.1 at least
+        ("GET /ws HTTP/1.1", "WebSocket", 101),
+    ],
+    ids=["HTTP/1.0", "Upgrade case"],
+)
+def test_an_upgrade_is_judged_by_the_http_rules(server, request_line, upgrade, status):
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(f"{request_line}\r\nHost: chat\r\nUpgrade: {upgrade}\r\n{GOOD_HEADERS}\r\n\r\n".encode())
+        answer = sock.recv(4096).decode()
+    assert answer.split(" ")[1] == str(status), answer
+
+
 @pytest.mark.parametrize("kind", ["wrong secret", "expired", "alg none"])
 def test_bad_auth_frame_closes_with_4001(server, kind):
     client = Client.connect(server.url)
