@@ -470,6 +470,12 @@ class Connection:
             # a pong: last_heard was updated when it arrived
         return None if self.closed else _NEED_MORE
 
+    def absorb_early(self, data: bytes) -> None:
+        """Take bytes the client sent before the connection was handed over (read by the
+        HTTP parser along with the upgrade request): they come first."""
+        if data:
+            self._absorb(data)
+
     def _absorb(self, data: bytes) -> bool:
         """Take bytes read from the socket; False at the end of the stream.
 

@@ -117,6 +117,7 @@ def chat_socket(ws) -> None:
     """
     rt = get_runtime()
     conn = Connection(ws.sock.dup(), rt.config, request.remote_addr or "?")
+    conn.absorb_early(pipelined_bytes(request.environ))
     ws.connected = False  # simple-websocket's own close() now does nothing
     # flask-sock defines a Response class per request whose method closes over `ws`; a
     # class is always in a reference cycle, so everything `ws` holds (the WSGI environ
@@ -127,6 +128,15 @@ def chat_socket(ws) -> None:
     rt.connections.add(conn)
     CONNECTIONS.inc()
     gevent.spawn(run_session, rt, conn, g.get("identity"))
+
+
+def pipelined_bytes(environ: dict) -> bytes:
+    """What the client sent right behind its upgrade request, which gunicorn's parser read
+    with it: frames of a client that did not wait for the 101 (RFC 6455 asks clients to
+    wait; some send their `auth` at once), lost otherwise."""
+    reader = getattr(environ.get("wsgi.input"), "reader", None)
+    take_buffered = getattr(getattr(reader, "unreader", None), "take_buffered", None)
+    return take_buffered() if take_buffered is not None else b""
 
 
 def run_session(rt: ChatRuntime, conn: Connection, identity: Identity | None) -> None:

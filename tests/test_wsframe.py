@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import struct
 
 import pytest
 import websocket
+from conftest import make_token, new_user_id
+from test_connection import server_frames
 
 from app import wsframe
 from app.wsframe import OP_BINARY, OP_CLOSE, OP_PING, OP_TEXT, FrameReader, ProtocolViolation
@@ -228,3 +231,26 @@ def test_an_invalid_close_code_is_answered_with_1002(connect, code):
     alice = connect()
     alice.ws.sock.sendall(websocket.ABNF.create_frame(close_payload(code), websocket.ABNF.OPCODE_CLOSE).format())
     assert close_code_received(alice) == 1002
+
+
+def test_frames_sent_before_the_101_are_not_lost(server):
+    """RFC 6455 asks clients to wait for the handshake's answer; some send their first
+    frames right behind the request, which the HTTP parser reads along with it."""
+    user_id = new_user_id()
+    auth = json.dumps({"type": "auth", "token": make_token(user_id, "eager")}).encode()
+    ping = json.dumps({"type": "ping"}).encode()
+    request = (
+        b"GET /ws HTTP/1.1\r\nHost: chat\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(request + client_frame(OP_TEXT, auth) + client_frame(OP_TEXT, ping))  # one write
+        received = b""
+        while received.count(b'"type":') < 2:
+            chunk = sock.recv(4096)
+            assert chunk, f"closed after {received!r}"
+            received += chunk
+    head, _, frames = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101")
+    kinds = [json.loads(payload)["type"] for _, payload in server_frames(frames)]
+    assert kinds == ["welcome", "pong"]
