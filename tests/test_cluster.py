@@ -13,6 +13,8 @@ import select
 import signal
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import psycopg2
 import pytest
@@ -119,18 +121,29 @@ def test_presence_join_ack_rooms_and_typing_are_cluster_wide(cluster):
     assert alice.expect("presence", room=room, event="leave")["data"]["userId"] == bob_first.user_id
 
 
+@contextmanager
+def second_behind_a_proxy(database_url: str, bus: PrivateRedis) -> Iterator[tuple[str, Server, Server, StallingProxy]]:
+    """Two nodes on Redis, the second's link to it through a proxy the test can stall or
+    cut: (database url, first, second, proxy)."""
+    proxy = StallingProxy(bus.port)
+    env = {**CLUSTER_ENV, "CHAT_BUS": "redis"}
+    first = Server(database_url, REDIS_URL=bus.url, **env).start()
+    second = Server(database_url, REDIS_URL=f"redis://127.0.0.1:{proxy.port}/0", **env).start()
+    try:
+        yield database_url, first, second, proxy
+    finally:
+        first.stop()
+        second.stop()
+        proxy.close()
+
+
 def test_a_users_leave_heard_after_their_next_join_does_not_undo_it(fresh_database, private_redis):
     """Bob's page reloads onto another node: his leave on the first node is committed
     before his join on the second, but each node announces its own. Where the leave
     arrives second (here the second node's link to Redis stalls meanwhile, so it hears
     the leave only after delivering its own join), Bob must not be shown gone. (Alice,
     on the second node, heard neither: to her he never left.)"""
-    database_url = fresh_database()
-    proxy = StallingProxy(private_redis.port)
-    env = {**CLUSTER_ENV, "CHAT_BUS": "redis"}
-    first = Server(database_url, REDIS_URL=private_redis.url, **env).start()
-    second = Server(database_url, REDIS_URL=f"redis://127.0.0.1:{proxy.port}/0", **env).start()
-    try:
+    with second_behind_a_proxy(fresh_database(), private_redis) as (database_url, first, second, proxy):
         room = unique("reload")
         alice = connect(second)
         join(alice, room)
@@ -147,10 +160,6 @@ def test_a_users_leave_heard_after_their_next_join_does_not_undo_it(fresh_databa
         alice.nothing_more("presence", wait=1.5)
         carol = connect(second)
         assert bob.user_id in {user["userId"] for user in join(carol, room)["data"]["users"]}
-    finally:
-        first.stop()
-        second.stop()
-        proxy.close()
 
 
 def test_joins_and_leaves_lost_with_the_bus_are_told_once_it_is_back(fresh_database, private_redis):
@@ -158,12 +167,7 @@ def test_joins_and_leaves_lost_with_the_bus_are_told_once_it_is_back(fresh_datab
     first: pub/sub keeps nothing for a subscriber that is away, so those events never
     reach the second node. Once its listener is back, Alice (there) must be told both,
     once each."""
-    database_url = fresh_database()
-    proxy = StallingProxy(private_redis.port)
-    env = {**CLUSTER_ENV, "CHAT_BUS": "redis"}
-    first = Server(database_url, REDIS_URL=private_redis.url, **env).start()
-    second = Server(database_url, REDIS_URL=f"redis://127.0.0.1:{proxy.port}/0", **env).start()
-    try:
+    with second_behind_a_proxy(fresh_database(), private_redis) as (database_url, first, second, proxy):
         room = unique("partition")
         alice = connect(second)
         join(alice, room)
@@ -186,10 +190,6 @@ def test_joins_and_leaves_lost_with_the_bus_are_told_once_it_is_back(fresh_datab
         alice.nothing_more("presence", wait=1.0)
         dave = connect(second)
         assert {u["userId"] for u in join(dave, room)["data"]["users"]} == {alice.user_id, carol.user_id, dave.user_id}
-    finally:
-        first.stop()
-        second.stop()
-        proxy.close()
 
 
 def grown_crowded(servers: list[Server], watcher_at: int, early_at: int) -> tuple[str, Client, Client]:
