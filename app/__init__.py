@@ -36,6 +36,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         from werkzeug.middleware.proxy_fix import ProxyFix
 
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["TRUSTED_PROXIES"])  # type: ignore[method-assign]
+    app.wsgi_app = websocket.upgrade_list_as_websocket(app.wsgi_app)  # type: ignore[method-assign]
     db.init_app(app)
     app.register_blueprint(websocket.bp)
     app.register_blueprint(http.bp)

@@ -130,6 +130,23 @@ def chat_socket(ws) -> None:
     gevent.spawn(run_session, rt, conn, g.get("identity"))
 
 
+def upgrade_list_as_websocket(wsgi_app):
+    """WSGI middleware: an `Upgrade` header that lists WebSocket among other protocols
+    (RFC 7230 §6.7: `websocket, h2c`, or the header twice) asks for WebSocket.
+
+    werkzeug routes a request to a WebSocket route only when the header is exactly
+    `websocket`, before any Flask hook runs; such a request got its HTML 400.
+    """
+
+    def app(environ, start_response):
+        upgrade = environ.get("HTTP_UPGRADE")
+        if upgrade and "," in upgrade and "websocket" in (p.strip().lower() for p in upgrade.split(",")):
+            environ["HTTP_UPGRADE"] = "websocket"
+        return wsgi_app(environ, start_response)
+
+    return app
+
+
 def pipelined_bytes(environ: dict) -> bytes:
     """What the client sent right behind its upgrade request, which gunicorn's parser read
     with it: frames of a client that did not wait for the 101 (RFC 6455 asks clients to

@@ -165,8 +165,11 @@ GOOD_HEADERS = f"Connection: Upgrade\r\nSec-WebSocket-Key: {WEBSOCKET_KEY}\r\nSe
     [
         ("GET /ws HTTP/1.0", "websocket", 400),  # RFC 6455 §4.1: HTTP/1.1 at least
         ("GET /ws HTTP/1.1", "WebSocket", 101),
+        ("GET /ws HTTP/1.1", "websocket, h2c", 101),  # a list (RFC 7230 §6.7): WebSocket is taken
+        ("GET /ws HTTP/1.1", "h2c, WebSocket", 101),
+        ("GET /ws HTTP/1.1", "h2c, websocket2", 400),  # (no route but the WebSocket one here)
     ],
-    ids=["HTTP/1.0", "Upgrade case"],
+    ids=["HTTP/1.0", "Upgrade case", "Upgrade list", "Upgrade list, second", "Upgrade list without it"],
 )
 def test_an_upgrade_is_judged_by_the_http_rules(server, request_line, upgrade, status):
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
