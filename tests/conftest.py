@@ -537,8 +537,8 @@ class StallingProxy:
                     continue
                 for sock in ready:
                     data = sock.recv(65536)
-                    if not data:
-                        return
+                    if not data or self.cut_off.is_set():
+                        return  # (what recv() read may have come after the cut)
                     (upstream if sock is client else client).sendall(data)
 
     def close(self) -> None:
