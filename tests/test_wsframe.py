@@ -10,6 +10,7 @@ import struct
 import pytest
 import websocket
 from conftest import make_token, new_user_id
+from test_chat import GOOD_HEADERS
 from test_connection import server_frames
 
 from app import wsframe
@@ -239,10 +240,7 @@ def test_frames_sent_before_the_101_are_not_lost(server):
     user_id = new_user_id()
     auth = json.dumps({"type": "auth", "token": make_token(user_id, "eager")}).encode()
     ping = json.dumps({"type": "ping"}).encode()
-    request = (
-        b"GET /ws HTTP/1.1\r\nHost: chat\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )
+    request = f"GET /ws HTTP/1.1\r\nHost: chat\r\nUpgrade: websocket\r\n{GOOD_HEADERS}\r\n\r\n".encode()
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
         sock.sendall(request + client_frame(OP_TEXT, auth) + client_frame(OP_TEXT, ping))  # one write
         received = b""
