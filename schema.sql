@@ -50,6 +50,17 @@ CREATE TABLE IF NOT EXISTS dm_threads (
     PRIMARY KEY (user_low, user_high)
 );
 
+-- The deployment this database belongs to, made up once: its id names the Redis channel
+-- of the deployment and starts each of its bus payloads (app/bus.py), so that deployments
+-- sharing one Redis never hear each other. (A copy of the database is the same deployment
+-- to a server: give a copy that shares a Redis with its original its own BUS_CHANNEL,
+-- or a new id here.)
+CREATE TABLE IF NOT EXISTS chat_deployment (
+    one_row  boolean PRIMARY KEY DEFAULT true CHECK (one_row),
+    id       text NOT NULL DEFAULT md5(random()::text || clock_timestamp()::text)
+);
+INSERT INTO chat_deployment DEFAULT VALUES ON CONFLICT DO NOTHING;
+
 -- Who is online in which room, per server process; rows of a process whose heartbeat
 -- stopped are removed by the others (see app/presence.py).
 CREATE TABLE IF NOT EXISTS chat_nodes (

@@ -23,6 +23,10 @@ DEFAULTS: dict[str, Any] = {
     # REDIS_URL is set, else postgres).
     "CHAT_BUS": "auto",
     "REDIS_URL": "",
+    # The Redis channel of this deployment; empty: "chat_events:<the database's deployment
+    # id>" (schema.sql), so that deployments sharing one Redis never hear each other
+    # (Redis pub/sub ignores REDIS_URL's database number). PostgreSQL's bus is per database.
+    "BUS_CHANNEL": "",
     "ROOMS_AUTO_CREATE": True,
     "LOG_LEVEL": "INFO",
     # Limits of PROTOCOL.md §4.

@@ -23,7 +23,7 @@ from . import (
     store,
 )
 from .batcher import Batcher
-from .bus import Bus, PostgresBus, RedisBus
+from .bus import Bus, PostgresBus, RedisBus, redis_channel
 from .connection import watch_connections
 from .errors import ChatError
 from .hub import Hub
@@ -53,6 +53,11 @@ class ChatRuntime:
             acquire_timeout=config["DB_ACQUIRE_TIMEOUT_SECONDS"],
             setup=prepare_pool_statements,
         )
+        # Which deployment this database is: it scopes the bus (app/bus.py). Read before
+        # anything starts: a worker that cannot read it cannot serve (the next connection
+        # tries again).
+        with self.pool.autocommit() as cur:
+            self.deployment = store.deployment_id(cur)
         self.limits = protocol.Limits(
             max_content_chars=config["MAX_CONTENT_CHARS"],
             history_default_limit=config["HISTORY_DEFAULT_LIMIT"],
@@ -71,7 +76,7 @@ class ChatRuntime:
         )
         self.batcher = Batcher(
             self.pool,
-            origin=self.node_id,
+            origin=self.bus.origin,
             notify_channel=self.bus.batch_notify_channel,
             on_committed=self._committed,
             max_batch=config["BATCH_MAX_MESSAGES"],
@@ -101,12 +106,14 @@ class ChatRuntime:
             kind = "redis" if self.config["REDIS_URL"] else "postgres"
         callbacks = {
             "origin": self.node_id,
+            "deployment": self.deployment,
             "on_payload": self.on_bus_payload,
             "on_connected": self.resync,
             "peer_hold_seconds": self.config["NODE_TIMEOUT_SECONDS"],
         }
         if kind == "redis":
-            return RedisBus(self.config["REDIS_URL"], **callbacks)
+            channel = self.config["BUS_CHANNEL"] or redis_channel(self.deployment)
+            return RedisBus(self.config["REDIS_URL"], channel, **callbacks)
         if kind != "postgres":
             raise ValueError(f"CHAT_BUS must be postgres, redis or auto, not {kind!r}")
         return PostgresBus(self.config["DATABASE_URL"], self.pool, **callbacks)

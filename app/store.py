@@ -105,6 +105,12 @@ def open_session(cur, identity: Identity) -> tuple[str, list[tuple[tuple, int, i
     return identity.username or stored, threads
 
 
+def deployment_id(cur) -> str:
+    """The id of the deployment this database belongs to (schema.sql, chat_deployment)."""
+    cur.execute("SELECT id FROM chat_deployment")
+    return cur.fetchone()[0]
+
+
 def user_exists(cur, user_id: int) -> bool:
     cur.execute("SELECT 1 FROM users WHERE id = %s", (user_id,))
     return cur.fetchone() is not None
@@ -307,7 +313,7 @@ def find_by_client_ids(cur, keys: list[tuple[int, str]]) -> dict[tuple[int, str]
 #   - insert them, and (with a NOTIFY channel) announce them inside the same transaction,
 #     so that listeners hear each exactly when it is committed, in commit order. A payload
 #     over PostgreSQL's 8000-byte limit carries only the id; listeners fetch the rest.
-# Payloads are "<origin>|<json>" so that a process skips its own without parsing them.
+# The payloads are those of app/bus.py ("<origin>|<json>", kinds "m" and "ref").
 _LOCK_ROOMS = "SELECT 1 FROM rooms WHERE name = ANY(%(lock_rooms)s) ORDER BY name FOR UPDATE"
 # The plans of these statements are made once, maybe while the tables are still empty,
 # and kept: so each statement reaches `messages`, `rooms` and `dm_threads` only by index
