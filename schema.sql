@@ -25,6 +25,9 @@ ALTER TABLE rooms ADD COLUMN IF NOT EXISTS is_private boolean NOT NULL DEFAULT f
 -- Per-room message counter, bumped under the room's row lock by every insert: within a room
 -- it orders commits like ids, and lets each server process see a gap in what it received.
 ALTER TABLE rooms ADD COLUMN IF NOT EXISTS last_seq bigint NOT NULL DEFAULT 0;
+-- Who created the room here (NULL: the existing backend, or before this column): bounds
+-- how many rooms one user creates a minute (ROOMS_CREATE_PER_MINUTE).
+ALTER TABLE rooms ADD COLUMN IF NOT EXISTS created_by bigint;
 
 CREATE TABLE IF NOT EXISTS messages (
     id          bigserial PRIMARY KEY,
@@ -106,5 +109,7 @@ CREATE INDEX IF NOT EXISTS messages_dm_pair_id
     WHERE to_user IS NOT NULL;
 CREATE UNIQUE INDEX IF NOT EXISTS messages_sender_client_id
     ON messages (from_user, client_id) WHERE client_id IS NOT NULL;
+-- A user's rooms of the last minute (the creation limit).
+CREATE INDEX IF NOT EXISTS rooms_created_by ON rooms (created_by, created_at) WHERE created_by IS NOT NULL;
 CREATE INDEX IF NOT EXISTS dm_threads_user_high ON dm_threads (user_high);
 CREATE INDEX IF NOT EXISTS room_presence_node ON room_presence (node_id);

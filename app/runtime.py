@@ -73,6 +73,7 @@ class ChatRuntime:
             self.deliver_event,
             max_announced_room_size=config["PRESENCE_MAX_ROOM_SIZE"],
             user_here=self.hub.user_in_room,
+            rooms_per_minute=config["ROOMS_CREATE_PER_MINUTE"],
         )
         self.batcher = Batcher(
             self.pool,

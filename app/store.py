@@ -127,10 +127,22 @@ class RoomState:
     last_id: int
 
 
-# Creates a room unless it exists, without drawing an id from the sequence when it does
-# (every join runs it).
-CREATE_ROOM = """INSERT INTO rooms (name) SELECT %(room)s
-    WHERE NOT EXISTS (SELECT 1 FROM rooms WHERE name = %(room)s) ON CONFLICT DO NOTHING"""
+# Room creation is limited per user in the database, not per worker: a user's connections
+# may be spread over every worker and host, and one token with 100 connections created
+# 16,630 rooms in 17 s. A join that would create a room first takes an advisory lock of the
+# user (held to the end of its transaction), so that the user's joins on every process
+# count their recent rooms one after the other and the limit is exact.
+LOCK_CREATOR = """SELECT pg_advisory_xact_lock(hashtextextended('rooms-by:' || %(user_id)s, 0))
+    WHERE NOT EXISTS (SELECT 1 FROM rooms WHERE name = %(room)s)"""
+# Creates a room unless it exists (without drawing an id from the sequence when it does:
+# every join runs it), or unless its user created `rooms_per_minute` in the last minute
+# (0: no limit).
+CREATE_ROOM = """INSERT INTO rooms (name, created_by) SELECT %(room)s, %(user_id)s
+    WHERE NOT EXISTS (SELECT 1 FROM rooms WHERE name = %(room)s)
+      AND (%(rooms_per_minute)s = 0 OR (SELECT count(*) FROM rooms
+                                      WHERE created_by = %(user_id)s AND created_at > now() - interval '1 minute')
+                                     < %(rooms_per_minute)s)
+    ON CONFLICT DO NOTHING"""
 # The rooms this server serves: not the existing backend's private ones (see schema.sql).
 # (IS NOT TRUE: that backend's column may hold NULLs.)
 PUBLIC = "is_private IS NOT TRUE"
@@ -146,20 +158,38 @@ def room_exists(cur, room: str) -> bool:
     return cur.fetchone() is not None
 
 
+def room_named(cur, room: str) -> bool:
+    """Whether a room of that name exists, served here or not."""
+    cur.execute("SELECT 1 FROM rooms WHERE name = %s", (room,))
+    return cur.fetchone() is not None
+
+
+# The `rooms` list: the `most` rooms with the most users online, then by name. Only rooms
+# with someone online have a count, and those are read from room_presence (as many rows
+# as users are in rooms, however many rooms exist); the rest of the list, rooms with
+# nobody online, is the first names of the rooms' name index. A GROUP BY over every room
+# took 650 ms at 517k rooms (bench/rooms_list.py measures this one).
+LIST_ROOMS = f"""
+WITH online AS (
+    SELECT p.room, count(DISTINCT p.user_id) AS online FROM room_presence p
+    WHERE p.node_id IN (SELECT node_id FROM chat_nodes WHERE heartbeat_at > now() - make_interval(secs => %(alive)s))
+    GROUP BY p.room
+), crowded AS (
+    SELECT r.name, r.description, o.online FROM online o JOIN rooms r ON r.name = o.room AND r.{PUBLIC}
+    ORDER BY o.online DESC, r.name LIMIT %(most)s
+), quiet AS (
+    SELECT r.name, r.description, 0::bigint AS online FROM rooms r
+    WHERE r.{PUBLIC} AND NOT EXISTS (SELECT 1 FROM crowded c WHERE c.name = r.name)
+    ORDER BY r.name LIMIT %(most)s
+)
+SELECT name, description, online FROM (
+    SELECT * FROM crowded UNION ALL SELECT * FROM quiet ORDER BY online DESC, name LIMIT %(most)s
+) listed ORDER BY name"""
+
+
 def list_rooms(cur, alive_seconds: float, most: int) -> list[dict[str, Any]]:
     """The `most` rooms with the most users online (then by name), in name order."""
-    cur.execute(
-        f"""SELECT name, description, online FROM (
-               SELECT r.name, r.description, COUNT(DISTINCT p.user_id) AS online
-               FROM rooms r
-               LEFT JOIN room_presence p ON p.room = r.name
-                    AND p.node_id IN (SELECT node_id FROM chat_nodes
-                                      WHERE heartbeat_at > now() - make_interval(secs => %s))
-               WHERE r.{PUBLIC}
-               GROUP BY r.name, r.description ORDER BY online DESC, r.name LIMIT %s
-           ) listed ORDER BY name""",
-        (alive_seconds, most),
-    )
+    cur.execute(LIST_ROOMS, {"alive": alive_seconds, "most": most})
     return [{"name": name, "description": description, "online": online} for name, description, online in cur]
 
 
