@@ -191,7 +191,7 @@ def handle_rooms(rt: ChatRuntime, conn: Connection, command: Command) -> None:
 
 def handle_conversations(rt: ChatRuntime, conn: Connection, command: Command) -> None:
     with rt.pool.autocommit() as cur:
-        conversations = store.conversations_of(cur, conn.user_id)
+        conversations = store.conversations_of(cur, conn.user_id, command.limit, command.offset)
     conn.send(protocol.conversations_frame(conversations))
 
 

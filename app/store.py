@@ -261,8 +261,9 @@ def messages_by_id(cur, ids: list[int]) -> list[StoredMessage]:
     return [row_to_message(row) for row in cur]
 
 
-def conversations_of(cur, user_id: int) -> list[dict[str, Any]]:
-    """The user's DM partners, the most recently active first, with the last message id."""
+def conversations_of(cur, user_id: int, limit: int, offset: int = 0) -> list[dict[str, Any]]:
+    """A page of the user's DM partners, the most recently active first, with the last
+    message id."""
     cur.execute(
         """SELECT other, COALESCE(u.username, 'user' || other), last_id FROM (
                SELECT CASE WHEN t.user_low = %(me)s THEN t.user_high ELSE t.user_low END AS other,
@@ -273,8 +274,8 @@ def conversations_of(cur, user_id: int) -> list[dict[str, Any]]:
                        ORDER BY id DESC LIMIT 1) AS last_id
                FROM dm_threads t WHERE t.user_low = %(me)s OR t.user_high = %(me)s
            ) c LEFT JOIN users u ON u.id = c.other
-           WHERE last_id IS NOT NULL ORDER BY last_id DESC""",
-        {"me": user_id},
+           WHERE last_id IS NOT NULL ORDER BY last_id DESC LIMIT %(limit)s OFFSET %(offset)s""",
+        {"me": user_id, "limit": limit, "offset": offset},
     )
     return [{"userId": other, "username": name, "lastId": last_id} for other, name, last_id in cur]
 
