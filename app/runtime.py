@@ -64,6 +64,9 @@ class ChatRuntime:
             history_max_limit=config["HISTORY_MAX_LIMIT"],
         )
         self.bus = self._make_bus()
+        # Users known to have a row: a DM's recipient is looked up once, a sender's row is
+        # created once (the batcher adds the senders it creates).
+        self.known_users: set[int] = set()
         self.hub = Hub(self._fetch_channel, config["GAP_WAIT_SECONDS"], self.bus.handled_until)
         self.presence = Presence(
             self.pool,
@@ -83,12 +86,11 @@ class ChatRuntime:
             max_batch=config["BATCH_MAX_MESSAGES"],
             timeout_seconds=config["STORE_TIMEOUT_SECONDS"],
             pipelines=config["COMMIT_PIPELINES"],
+            known_users=self.known_users,
         )
         # The `rooms` answer, encoded: read at most once a second, however many clients ask
         # (each presence event made every member of the room ask at once).
         self.rooms_frame = SharedRead(self._read_rooms_frame, ROOMS_MAX_AGE_SECONDS)
-        # Users known to exist (a DM's recipient is looked up once).
-        self.known_users: set[int] = set()
         # every open WebSocket of this process, authenticated or not
         self.connections: set = set()
         self.connection_watch = gevent.spawn(

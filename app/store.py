@@ -16,9 +16,18 @@ from .messages import StoredMessage, message_data
 from .prepared import PreparedStatements
 from .tokens import Identity
 
-WIRE_TIMESTAMP = """to_char(m.timestamp, 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
+# A timestamp column in the wire format (PROTOCOL.md: RFC 3339, UTC, microseconds).
+WIRE_TIMESTAMP = """to_char({}, 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
 USERNAME = "COALESCE(m.from_username, u.username, 'user' || m.from_user)"
-MESSAGE_COLUMNS = f"m.id, m.seq, m.from_user, {USERNAME}, m.content, {WIRE_TIMESTAMP}, m.room, m.to_user, m.client_id"
+# Stored messages as row_to_message reads them; a query adds its WHERE and ORDER BY.
+SELECT_MESSAGES = f"""SELECT m.id, m.seq, m.from_user, {USERNAME}, m.content, {WIRE_TIMESTAMP.format("m.timestamp")},
+           m.room, m.to_user, m.client_id
+    FROM messages m LEFT JOIN users u ON u.id = m.from_user"""
+# The messages of one conversation, by its (lower, higher) user ids: the expression of the
+# messages_dm_pair_id index (schema.sql), so that the index serves it.
+DM_PAIR = (
+    "m.to_user IS NOT NULL AND LEAST(m.from_user, m.to_user) = {low} AND GREATEST(m.from_user, m.to_user) = {high}"
+)
 
 
 def row_to_message(row: tuple) -> StoredMessage:
@@ -63,7 +72,7 @@ def create_user(cur, identity: Identity) -> str:
 # each of their conversations with its stream position.
 SESSION = PreparedStatements(
     {
-        "chat_open_session": """
+        "chat_open_session": f"""
             WITH stored AS (
                 SELECT username FROM users WHERE id = %(user_id)s
             ), created AS (
@@ -76,10 +85,7 @@ SESSION = PreparedStatements(
             FROM (SELECT %(user_id)s AS id) AS me
             LEFT JOIN LATERAL (
                 SELECT t.user_low, t.user_high, t.last_seq,
-                       COALESCE((SELECT id FROM messages m
-                                 WHERE m.to_user IS NOT NULL
-                                   AND LEAST(m.from_user, m.to_user) = t.user_low
-                                   AND GREATEST(m.from_user, m.to_user) = t.user_high
+                       COALESCE((SELECT id FROM messages m WHERE {DM_PAIR.format(low="t.user_low", high="t.user_high")}
                                  ORDER BY id DESC LIMIT 1), 0) AS last_id
                 FROM dm_threads t WHERE t.user_low = me.id OR t.user_high = me.id
             ) AS t ON true""",
@@ -207,8 +213,7 @@ def _page(where: str, params: list, limit: int, before: int | None, after: int |
         order = "ASC"  # the first ones after `after`
     else:
         order = "DESC"  # the latest ones (before `before`)
-    sql = f"""SELECT {MESSAGE_COLUMNS} FROM messages m LEFT JOIN users u ON u.id = m.from_user
-              WHERE {where} ORDER BY m.id {order} LIMIT %s"""
+    sql = f"{SELECT_MESSAGES} WHERE {where} ORDER BY m.id {order} LIMIT %s"
     params.append(limit)
     return sql, params
 
@@ -225,8 +230,7 @@ def room_history(
 def dm_history(
     cur, me: int, other: int, limit: int, before: int | None = None, after: int | None = None
 ) -> list[StoredMessage]:
-    where = "m.to_user IS NOT NULL AND LEAST(m.from_user, m.to_user) = %s AND GREATEST(m.from_user, m.to_user) = %s"
-    sql, params = _page(where, [min(me, other), max(me, other)], limit, before, after)
+    sql, params = _page(DM_PAIR.format(low="%s", high="%s"), [min(me, other), max(me, other)], limit, before, after)
     cur.execute(sql, params)
     rows = [row_to_message(row) for row in cur]
     return rows if after is not None else rows[::-1]
@@ -237,7 +241,7 @@ def channel_after(cur, channel: tuple, after_id: int, below_seq: int | None, lim
     if channel[0] == "r":
         where, params = "m.room = %s", [channel[1]]
     else:
-        where = "m.to_user IS NOT NULL AND LEAST(m.from_user, m.to_user) = %s AND GREATEST(m.from_user, m.to_user) = %s"
+        where = DM_PAIR.format(low="%s", high="%s")
         params = [channel[1], channel[2]]
     where += " AND m.id > %s"
     params.append(after_id)
@@ -245,8 +249,7 @@ def channel_after(cur, channel: tuple, after_id: int, below_seq: int | None, lim
         where += " AND m.seq < %s"
         params.append(below_seq)
     cur.execute(
-        f"""SELECT {MESSAGE_COLUMNS} FROM messages m LEFT JOIN users u ON u.id = m.from_user
-            WHERE {where} ORDER BY m.id LIMIT %s""",
+        f"{SELECT_MESSAGES} WHERE {where} ORDER BY m.id LIMIT %s",
         params + [limit],
     )
     return [row_to_message(row) for row in cur]
@@ -254,8 +257,7 @@ def channel_after(cur, channel: tuple, after_id: int, below_seq: int | None, lim
 
 def messages_by_id(cur, ids: list[int]) -> list[StoredMessage]:
     cur.execute(
-        f"""SELECT {MESSAGE_COLUMNS} FROM messages m LEFT JOIN users u ON u.id = m.from_user
-            WHERE m.id = ANY(%s) ORDER BY m.id""",
+        f"{SELECT_MESSAGES} WHERE m.id = ANY(%s) ORDER BY m.id",
         (ids,),
     )
     return [row_to_message(row) for row in cur]
@@ -265,12 +267,9 @@ def conversations_of(cur, user_id: int, limit: int, offset: int = 0) -> list[dic
     """A page of the user's DM partners, the most recently active first, with the last
     message id."""
     cur.execute(
-        """SELECT other, COALESCE(u.username, 'user' || other), last_id FROM (
+        f"""SELECT other, COALESCE(u.username, 'user' || other), last_id FROM (
                SELECT CASE WHEN t.user_low = %(me)s THEN t.user_high ELSE t.user_low END AS other,
-                      (SELECT id FROM messages m
-                       WHERE m.to_user IS NOT NULL
-                         AND LEAST(m.from_user, m.to_user) = t.user_low
-                         AND GREATEST(m.from_user, m.to_user) = t.user_high
+                      (SELECT id FROM messages m WHERE {DM_PAIR.format(low="t.user_low", high="t.user_high")}
                        ORDER BY id DESC LIMIT 1) AS last_id
                FROM dm_threads t WHERE t.user_low = %(me)s OR t.user_high = %(me)s
            ) c LEFT JOIN users u ON u.id = c.other
@@ -323,7 +322,7 @@ def find_by_client_ids(cur, keys: list[tuple[int, str]]) -> dict[tuple[int, str]
     if not keys:
         return {}
     cur.execute(
-        f"""SELECT {MESSAGE_COLUMNS} FROM messages m LEFT JOIN users u ON u.id = m.from_user
+        f"""{SELECT_MESSAGES}
             JOIN unnest(%s::bigint[], %s::text[]) AS k(from_user, client_id)
               ON m.from_user = k.from_user AND m.client_id = k.client_id
             WHERE m.client_id IS NOT NULL""",
@@ -397,7 +396,7 @@ WITH input AS (
     RETURNING id, seq, from_user, to_user, room, timestamp, client_id
 ), stored AS (
     SELECT n.ord, i.id, i.seq, i.room, i.to_user, i.client_id, n.username, n.content, n.from_user,
-           to_char(i.timestamp, 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS ts
+           {ts} AS ts
     FROM inserted i JOIN numbered n ON n.seq = i.seq AND n.from_user = i.from_user
          AND n.room IS NOT DISTINCT FROM i.room AND n.to_user IS NOT DISTINCT FROM i.to_user
 )
@@ -423,9 +422,9 @@ BATCH = PreparedStatements(
     {
         "chat_lock_rooms": _LOCK_ROOMS,
         "chat_lock_pairs": _LOCK_PAIRS,
-        "chat_store": _STORE.format(announce="", no_announce=""),
+        "chat_store": _STORE.format(announce="", no_announce="", ts=WIRE_TIMESTAMP.format("i.timestamp")),
         "chat_store_announce": _STORE.replace(" {announce} FROM stored\n", _ANNOUNCE + "\n").format(
-            no_announce=", NULL"
+            no_announce=", NULL", ts=WIRE_TIMESTAMP.format("i.timestamp")
         ),
     },
     types={
