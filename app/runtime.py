@@ -177,10 +177,12 @@ class ChatRuntime:
 
     # --- catching up ---------------------------------------------------------------------------
 
-    def _fetch_channel(self, channel: tuple, after_id: int, up_to_seq: int | None, limit: int) -> list[StoredMessage]:
+    def _fetch_channel(
+        self, channel: tuple, after_id: int | None, from_seq: int, up_to_seq: int | None, limit: int
+    ) -> list[StoredMessage]:
         below = None if up_to_seq is None else up_to_seq + 1
         with self.pool.autocommit() as cur:
-            return store.channel_after(cur, channel, after_id, below, limit)
+            return store.channel_after(cur, channel, after_id, below, limit, from_seq)
 
     def resync(self) -> None:
         """After the bus (re)connects: fetch whatever was committed while it was away, and

@@ -69,10 +69,12 @@ def create_user(cur, identity: Identity) -> str:
 # What a connection needs when it opens, prepared on every connection of the pool (like
 # the join's statements, app/presence.py), since every client runs it: the user's stored
 # name, the row added first if there is none (unless the name is taken: then None), and
-# each of their conversations with its stream position.
+# each of their conversations with its last seq. Only what dm_threads holds: the id of each
+# conversation's last message (a lookup in `messages` per conversation, ~200 ms for a user
+# with 50k partners) is looked up by a gate that needs it (see channel_after).
 SESSION = PreparedStatements(
     {
-        "chat_open_session": f"""
+        "chat_open_session": """
             WITH stored AS (
                 SELECT username FROM users WHERE id = %(user_id)s
             ), created AS (
@@ -81,30 +83,25 @@ SESSION = PreparedStatements(
                 ON CONFLICT DO NOTHING RETURNING username
             )
             SELECT COALESCE((SELECT username FROM stored), (SELECT username FROM created)),
-                   t.user_low, t.user_high, t.last_seq, t.last_id
+                   t.user_low, t.user_high, t.last_seq
             FROM (SELECT %(user_id)s AS id) AS me
-            LEFT JOIN LATERAL (
-                SELECT t.user_low, t.user_high, t.last_seq,
-                       COALESCE((SELECT id FROM messages m WHERE {DM_PAIR.format(low="t.user_low", high="t.user_high")}
-                                 ORDER BY id DESC LIMIT 1), 0) AS last_id
-                FROM dm_threads t WHERE t.user_low = me.id OR t.user_high = me.id
-            ) AS t ON true""",
+            LEFT JOIN dm_threads t ON t.user_low = me.id OR t.user_high = me.id""",
     },
     types={"user_id": "bigint", "username": "text"},
     settings=("SET plan_cache_mode = force_generic_plan",),
 )
 
 
-def open_session(cur, identity: Identity) -> tuple[str, list[tuple[tuple, int, int]]]:
-    """A connecting user's name and every conversation of theirs with its stream position,
-    (channel, last_seq, last_id); the user's row is created if missing. One statement,
-    unless a new user's name is taken by another id."""
+def open_session(cur, identity: Identity) -> tuple[str, list[tuple[tuple, int]]]:
+    """A connecting user's name and every conversation of theirs with its last seq,
+    (channel, last_seq); the user's row is created if missing. One statement, unless a
+    new user's name is taken by another id."""
     cur.execute(
         SESSION.execute["chat_open_session"],
         {"user_id": identity.user_id, "username": identity.username or f"user{identity.user_id}"},
     )
     rows = cur.fetchall()
-    threads = [(("d", low, high), last_seq, last_id) for _, low, high, last_seq, last_id in rows if low is not None]
+    threads = [(("d", low, high), last_seq) for _, low, high, last_seq in rows if low is not None]
     stored = rows[0][0]
     if stored is None:
         return create_user(cur, identity), threads
@@ -236,15 +233,25 @@ def dm_history(
     return rows if after is not None else rows[::-1]
 
 
-def channel_after(cur, channel: tuple, after_id: int, below_seq: int | None, limit: int) -> list[StoredMessage]:
-    """Messages of a room or conversation with id > after_id (and seq < below_seq), in id order."""
+def channel_after(
+    cur, channel: tuple, after_id: int | None, below_seq: int | None, limit: int, from_seq: int = 0
+) -> list[StoredMessage]:
+    """Messages of a room or conversation with id > after_id (and seq < below_seq), in id
+    order. `after_id` None: after the channel's last message numbered below `from_seq`
+    (within a channel ids grow with seq), looked up by the same query."""
     if channel[0] == "r":
         where, params = "m.room = %s", [channel[1]]
     else:
         where = DM_PAIR.format(low="%s", high="%s")
         params = [channel[1], channel[2]]
-    where += " AND m.id > %s"
-    params.append(after_id)
+    if after_id is None:
+        # (read backwards from the newest: past the messages not released yet only)
+        last_released = f"SELECT m.id FROM messages m WHERE {where} AND m.seq < %s ORDER BY m.id DESC LIMIT 1"
+        where += f" AND m.id > COALESCE(({last_released}), 0)"
+        params += [*params, from_seq]
+    else:
+        where += " AND m.id > %s"
+        params.append(after_id)
     if below_seq is not None:
         where += " AND m.seq < %s"
         params.append(below_seq)
