@@ -82,6 +82,22 @@ ALTER TABLE room_presence ADD COLUMN IF NOT EXISTS username text;
 -- Whether the room heard this user's join (presence): then it hears the leave too, even
 -- if the room has grown too crowded for presence meanwhile.
 ALTER TABLE room_presence ADD COLUMN IF NOT EXISTS announced boolean NOT NULL DEFAULT false;
+-- How many users have a row in room_presence, per room (what `rooms` lists): changed with
+-- a user's first row in the room and their last, under the locks of those rows (see
+-- app/presence.py), so that the list reads the most crowded rooms from an index instead of
+-- counting the rows. Filled from room_presence when created.
+DO $$
+BEGIN
+    IF to_regclass('room_online') IS NULL THEN
+        CREATE TABLE room_online (
+            room    text PRIMARY KEY,
+            online  integer NOT NULL
+        );
+        INSERT INTO room_online (room, online)
+        SELECT room, count(DISTINCT user_id) FROM room_presence GROUP BY room;
+    END IF;
+END $$;
+CREATE INDEX IF NOT EXISTS room_online_crowded ON room_online (online DESC, room) WHERE online > 0;
 -- Numbers the announced joins and leaves, each taken under its (room, user) advisory lock:
 -- a node that hears two nodes' events about one user out of order keeps the newer.
 CREATE SEQUENCE IF NOT EXISTS presence_versions;

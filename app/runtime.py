@@ -172,7 +172,7 @@ class ChatRuntime:
 
     def _read_rooms_frame(self) -> bytes:
         with self.pool.autocommit() as cur:
-            rooms = store.list_rooms(cur, self.config["NODE_TIMEOUT_SECONDS"], self.config["ROOMS_LIST_MAX"])
+            rooms = store.list_rooms(cur, self.config["ROOMS_LIST_MAX"])
         return text_frame(protocol.encode(protocol.rooms_frame(rooms)))
 
     # --- catching up ---------------------------------------------------------------------------

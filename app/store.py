@@ -167,19 +167,18 @@ def room_named(cur, room: str) -> bool:
     return cur.fetchone() is not None
 
 
-# The `rooms` list: the `most` rooms with the most users online, then by name. Only rooms
-# with someone online have a count, and those are read from room_presence (as many rows
-# as users are in rooms, however many rooms exist); the rest of the list, rooms with
-# nobody online, is the first names of the rooms' name index. A GROUP BY over every room
-# took 650 ms at 517k rooms (bench/rooms_list.py measures this one).
+# The `rooms` list: the `most` rooms with the most users online, then by name. The rooms
+# with someone online are read from their maintained counts (room_online, kept by joins,
+# leaves and burials: app/presence.py) in the order of its index, the rest of the list,
+# rooms with nobody online, from the first names of the rooms' name index: a few thousand
+# index entries, however many rooms exist and users are online. (Counting room_presence
+# took 40 ms p99 at 20k users online; a GROUP BY over every room 650 ms at 517k rooms.
+# bench/rooms_list.py measures this one.)
 LIST_ROOMS = f"""
-WITH online AS (
-    SELECT p.room, count(DISTINCT p.user_id) AS online FROM room_presence p
-    WHERE p.node_id IN (SELECT node_id FROM chat_nodes WHERE heartbeat_at > now() - make_interval(secs => %(alive)s))
-    GROUP BY p.room
-), crowded AS (
-    SELECT r.name, r.description, o.online FROM online o JOIN rooms r ON r.name = o.room AND r.{PUBLIC}
-    ORDER BY o.online DESC, r.name LIMIT %(most)s
+WITH crowded AS (
+    SELECT r.name, r.description, o.online::bigint AS online
+    FROM room_online o JOIN rooms r ON r.name = o.room AND r.{PUBLIC}
+    WHERE o.online > 0 ORDER BY o.online DESC, o.room LIMIT %(most)s
 ), quiet AS (
     SELECT r.name, r.description, 0::bigint AS online FROM rooms r
     WHERE r.{PUBLIC} AND NOT EXISTS (SELECT 1 FROM crowded c WHERE c.name = r.name)
@@ -190,9 +189,9 @@ SELECT name, description, online FROM (
 ) listed ORDER BY name"""
 
 
-def list_rooms(cur, alive_seconds: float, most: int) -> list[dict[str, Any]]:
+def list_rooms(cur, most: int) -> list[dict[str, Any]]:
     """The `most` rooms with the most users online (then by name), in name order."""
-    cur.execute(LIST_ROOMS, {"alive": alive_seconds, "most": most})
+    cur.execute(LIST_ROOMS, {"most": most})
     return [{"name": name, "description": description, "online": online} for name, description, online in cur]
 
 
