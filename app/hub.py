@@ -77,8 +77,8 @@ class Hub:
         self.connections_by_user: dict[int, set[Connection]] = {}
         # channel -> its gate, for every room and conversation with a member here
         self.gates: dict[ChannelKey, Gate] = {}
-        # user id -> the conversations of that user with a gate here (so that a user's
-        # last disconnect drops them without looking at every gate of the process)
+        # user id -> the conversations of that connected user with a gate here (so that
+        # a user's last disconnect drops them without looking at every gate of the process)
         self.conversations_by_user: dict[int, set[ChannelKey]] = {}
         # users whose conversations could not be listed when they connected (database
         # down): a DM of theirs on an unknown channel starts the stream where it stands
@@ -194,7 +194,11 @@ class Hub:
     def _note_conversation(self, channel: ChannelKey) -> None:
         if channel[0] == "d":
             for user in channel[1:]:
-                self.conversations_by_user.setdefault(user, set()).add(channel)
+                # Only users connected here: one connecting later notes the conversation
+                # with its listing (or takes it over at the other's last disconnect), and
+                # a set for each of a user's 50k partners was half of what a connect cost.
+                if user in self.connections_by_user:
+                    self.conversations_by_user.setdefault(user, set()).add(channel)
 
     # --- delivery -------------------------------------------------------------------------
 
