@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from types import SimpleNamespace
 
 import gevent
+import psycopg2.extensions
 import pytest
 from conftest import SECRET, sql
 from werkzeug.security import generate_password_hash
@@ -15,13 +17,26 @@ from app.tokens import verify_token
 
 
 @pytest.fixture
-def app(database_url, monkeypatch):
-    # Sign-in takes its connections from the runtime's pool. A pool alone stands in for the
-    # runtime: the real one's greenlets (bus, heartbeat, lag probe) would outlive the test.
+def pool(database_url):
     pool = db.Pool(database_url, size=4)
-    monkeypatch.setattr(runtime, "_runtime", SimpleNamespace(pool=pool))
-    yield create_app({"TESTING": True, "DATABASE_URL": database_url, "JWT_SECRET": SECRET})
+    yield pool
     pool.close()
+
+
+def app_with_pool(pool: db.Pool, monkeypatch, **config):
+    """The app, whose sign-in takes its connections from `pool`.
+
+    A pool alone stands in for the runtime: the real one's greenlets (bus, heartbeat, lag
+    probe) would outlive the test.
+    """
+    app = create_app({"TESTING": True, "JWT_SECRET": SECRET, "DATABASE_URL": pool.dsn, **config})
+    monkeypatch.setattr(runtime.chat(app), "_runtime", SimpleNamespace(pool=pool))
+    return app
+
+
+@pytest.fixture
+def app(pool, monkeypatch):
+    return app_with_pool(pool, monkeypatch)
 
 
 @pytest.fixture
@@ -32,6 +47,19 @@ def client(app):
 @pytest.fixture
 def runner(app):
     return app.test_cli_runner()
+
+
+def test_building_the_app_starts_nothing(database_url, monkeypatch):
+    """The factory is free of side effects: no runtime (pool, greenlets), no process-wide
+    setting (psycopg2's wait callback, logging); the runtime is an extension of the app."""
+    monkeypatch.setattr(logging.root, "handlers", [])
+    psycopg2.extensions.set_wait_callback(None)
+    app = create_app({"TESTING": True, "DATABASE_URL": database_url, "JWT_SECRET": SECRET})
+    assert psycopg2.extensions.get_wait_callback() is None
+    assert logging.root.handlers == []
+    extension = app.extensions["chat"]
+    assert isinstance(extension, runtime.Chat) and not extension.shutting_down
+    assert extension._runtime is None
 
 
 def test_healthz_is_ok_with_the_database(client):
@@ -168,9 +196,9 @@ def test_guessing_a_users_password_from_elsewhere_does_not_lock_the_user_out(cli
     assert mine.status_code == 200
 
 
-def test_behind_a_trusted_proxy_the_forwarded_address_is_the_clients(database_url, alice, monkeypatch):
+def test_behind_a_trusted_proxy_the_forwarded_address_is_the_clients(pool, alice, monkeypatch):
     monkeypatch.setattr(login, "_DUMMY_HASH", generate_password_hash("x", method="pbkdf2:sha256:1"))  # fast
-    app = create_app({"TESTING": True, "DATABASE_URL": database_url, "JWT_SECRET": SECRET, "TRUSTED_PROXIES": 1})
+    app = app_with_pool(pool, monkeypatch, TRUSTED_PROXIES=1)
     proxied = {"REMOTE_ADDR": "10.0.0.1"}
     app.test_client().post(
         "/api/login",
