@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import jwt
 
 from .errors import Unauthorized
-from .names import is_valid_username
+from .names import shown_username
 
 # The secret is the issuing backend's choice; PyJWT would warn on every call when short.
 warnings.filterwarnings("ignore", category=jwt.warnings.InsecureKeyLengthWarning)
@@ -96,9 +96,7 @@ def _expires_at(claims: dict) -> float | None:
 def _username(claims: dict) -> str | None:
     """The name the token gives, unless it cannot be a name (then the stored one is used)."""
     name = claims.get("username")
-    if isinstance(name, str) and is_valid_username(name.strip()):
-        return name.strip()
-    return None
+    return shown_username(name) if isinstance(name, str) else None
 
 
 def issue_token(secret: str, user_id: int, username: str, ttl_seconds: int) -> str:
