@@ -7,8 +7,8 @@ from flask import Flask, current_app
 from flask.cli import with_appcontext
 from werkzeug.security import generate_password_hash
 
-from . import db
-from .names import USERNAME_MAX_CHARS, is_valid_username
+from . import accounts, db
+from .names import local_username
 from .tokens import issue_token
 
 
@@ -24,22 +24,43 @@ def init_db_command() -> None:
 @with_appcontext
 @click.argument("username")
 @click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True)
-def create_user_command(username: str, password: str) -> None:
-    """Create a user (or set its password) for standalone sign-in."""
-    if not is_valid_username(username.strip()):
-        raise click.BadParameter(f"1 to {USERNAME_MAX_CHARS} characters, no control characters", param_hint="USERNAME")
-    user_id = db.upsert_user(current_app.config["DATABASE_URL"], username, generate_password_hash(password))
-    click.echo(f"user {username} has id {user_id}")
+@click.option("--reset-password", is_flag=True, help="Give a user made here (who has a password) a new one.")
+def create_user_command(username: str, password: str, reset_password: bool) -> None:
+    """Create a user who signs in with a password (standalone sign-in).
+
+    The name is stored in Unicode NFC without surrounding spaces; one holding invisible or
+    text-direction characters is refused. A name that exists is refused: with
+    --reset-password its password is replaced, but only if it has one. A user without a
+    password belongs to the tokens' issuer and never gets one here (whoever signed in
+    with it would read that user's direct messages).
+    """
+    name = _local_name(username)
+    try:
+        user_id, created = accounts.create_user(
+            current_app.config["DATABASE_URL"], name, generate_password_hash(password), reset_password
+        )
+    except accounts.Refused as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"user {name} {'created' if created else 'has a new password'}, id {user_id}")
 
 
 @click.command("token")
 @with_appcontext
 @click.argument("username")
 def token_command(username: str) -> None:
-    """Print a token for USERNAME (created when missing), signed with JWT_SECRET."""
+    """Print a token for USERNAME (created without a password when missing), signed with
+    JWT_SECRET: what the tokens' issuer would hand out."""
     config = current_app.config
-    user_id = db.upsert_user(config["DATABASE_URL"], username)
-    click.echo(issue_token(config["JWT_SECRET"], user_id, username, config["TOKEN_TTL_SECONDS"]))
+    name = _local_name(username)
+    user_id = accounts.token_user(config["DATABASE_URL"], name)
+    click.echo(issue_token(config["JWT_SECRET"], user_id, name, config["TOKEN_TTL_SECONDS"]))
+
+
+def _local_name(raw: str) -> str:
+    try:
+        return local_username(raw)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="USERNAME") from None
 
 
 def init_app(app: Flask) -> None:

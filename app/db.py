@@ -355,34 +355,3 @@ def ping(dsn: str, timeout: int = 2) -> bool:
         return False
     finally:
         conn.close()
-
-
-def _sync_user_ids(cur) -> None:
-    """Move the id sequence past ids that tokens brought in (users created from claims)."""
-    cur.execute(
-        """SELECT setval(pg_get_serial_sequence('users', 'id'), GREATEST(max(id), 1))
-           FROM users
-           HAVING max(id) >= (SELECT COALESCE(last_value, 0) FROM pg_sequences
-                              WHERE schemaname || '.' || sequencename = pg_get_serial_sequence('users', 'id'))"""
-    )
-
-
-def upsert_user(dsn: str, username: str, password_hash: str | None = None) -> int:
-    """The id of the user named `username`, created if missing (with the password hash
-    given, which replaces the old one)."""
-    conn = connect(dsn)
-    try:
-        with conn.cursor() as cur:
-            _sync_user_ids(cur)
-            cur.execute(
-                """INSERT INTO users (username, password) VALUES (%s, %s)
-                   ON CONFLICT (username) DO UPDATE
-                   SET password = COALESCE(EXCLUDED.password, users.password)
-                   RETURNING id""",
-                (username, password_hash),
-            )
-            user_id = cur.fetchone()[0]
-        conn.commit()
-    finally:
-        conn.close()
-    return user_id

@@ -45,10 +45,13 @@ def create_demo_users(database_url: str) -> None:
     """alice and bob, password chat-demo, in the embedded database only (never in yours)."""
     from werkzeug.security import generate_password_hash
 
-    from app.db import upsert_user
+    from app import accounts
 
     for name in DEMO_USERS:
-        upsert_user(database_url, name, generate_password_hash(DEMO_PASSWORD))
+        try:
+            accounts.create_user(database_url, name, generate_password_hash(DEMO_PASSWORD), reset_password=True)
+        except accounts.Refused as exc:
+            print(f"no demo user {name}: {exc}", file=sys.stderr)
     print(f"sign in on the page as {' or '.join(DEMO_USERS)}, password {DEMO_PASSWORD}", file=sys.stderr)
 
 

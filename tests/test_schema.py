@@ -9,6 +9,8 @@ import psycopg2
 import pytest
 from conftest import ROOT, Client, Server, database_url_for, drop_database, make_token, new_user_id, sql
 
+from app import create_app
+
 LEGACY_TABLES = """
 CREATE TABLE users (id SERIAL PRIMARY KEY, username VARCHAR(50) UNIQUE NOT NULL,
                     created_at TIMESTAMP DEFAULT NOW());
@@ -113,6 +115,23 @@ def test_the_legacy_backends_private_rooms_are_not_served(legacy_database):
     finally:
         srv.stop()
     assert sql(legacy_database, "SELECT count(*) FROM messages WHERE room = 'board'") == [(1,)]
+
+
+def test_create_user_on_the_legacy_tables_draws_from_the_backends_own_sequence(legacy_database):
+    """A user made here takes the next id of the existing backend's users.id serial, which
+    that backend's next user then skips; that backend's users get no password here."""
+    assert make_db(legacy_database).returncode == 0
+    app = create_app({"TESTING": True, "DATABASE_URL": legacy_database, "JWT_SECRET": "x"})
+    runner = app.test_cli_runner()
+    refused = runner.invoke(args=["create-user", "old-timer", "--password", "pw", "--reset-password"])
+    assert refused.exit_code == 1 and "user of the tokens' issuer" in refused.output
+    assert runner.invoke(args=["create-user", "newbie", "--password", "pw"]).exit_code == 0
+    sql(legacy_database, "INSERT INTO users (username) VALUES ('their-next')")
+    assert sql(legacy_database, "SELECT id, username, password IS NULL FROM users ORDER BY id") == [
+        (1, "old-timer", True),
+        (2, "newbie", False),
+        (3, "their-next", True),
+    ]
 
 
 def test_schema_loads_twice_on_a_fresh_database(fresh_database):
