@@ -27,6 +27,9 @@ ALTER TABLE rooms ADD COLUMN IF NOT EXISTS is_private boolean NOT NULL DEFAULT f
 -- Per-room message counter, bumped under the room's row lock by every insert: within a room
 -- it orders commits like ids, and lets each server process see a gap in what it received.
 ALTER TABLE rooms ADD COLUMN IF NOT EXISTS last_seq bigint NOT NULL DEFAULT 0;
+-- Who created the room here (NULL: the existing backend, or before this column): bounds
+-- how many rooms one user creates a minute (ROOMS_CREATE_PER_MINUTE).
+ALTER TABLE rooms ADD COLUMN IF NOT EXISTS created_by bigint;
 
 CREATE TABLE IF NOT EXISTS messages (
     id          bigserial PRIMARY KEY,
@@ -51,6 +54,17 @@ CREATE TABLE IF NOT EXISTS dm_threads (
     last_seq    bigint NOT NULL DEFAULT 0,
     PRIMARY KEY (user_low, user_high)
 );
+
+-- The deployment this database belongs to, made up once: its id names the Redis channel
+-- of the deployment and starts each of its bus payloads (app/bus.py), so that deployments
+-- sharing one Redis never hear each other. (A copy of the database is the same deployment
+-- to a server: give a copy that shares a Redis with its original its own BUS_CHANNEL,
+-- or a new id here.)
+CREATE TABLE IF NOT EXISTS chat_deployment (
+    one_row  boolean PRIMARY KEY DEFAULT true CHECK (one_row),
+    id       text NOT NULL DEFAULT md5(random()::text || clock_timestamp()::text)
+);
+INSERT INTO chat_deployment DEFAULT VALUES ON CONFLICT DO NOTHING;
 
 -- Who is online in which room, per server process; rows of a process whose heartbeat
 -- stopped are removed by the others (see app/presence.py).
@@ -97,5 +111,7 @@ CREATE INDEX IF NOT EXISTS messages_dm_pair_id
     WHERE to_user IS NOT NULL;
 CREATE UNIQUE INDEX IF NOT EXISTS messages_sender_client_id
     ON messages (from_user, client_id) WHERE client_id IS NOT NULL;
+-- A user's rooms of the last minute (the creation limit).
+CREATE INDEX IF NOT EXISTS rooms_created_by ON rooms (created_by, created_at) WHERE created_by IS NOT NULL;
 CREATE INDEX IF NOT EXISTS dm_threads_user_high ON dm_threads (user_high);
 CREATE INDEX IF NOT EXISTS room_presence_node ON room_presence (node_id);

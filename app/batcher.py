@@ -77,6 +77,7 @@ class Batcher:
         max_batch: int,
         timeout_seconds: float,
         pipelines: int = 2,
+        known_users: set[int] | None = None,
     ) -> None:
         self.pool = pool
         self.origin = origin
@@ -84,8 +85,8 @@ class Batcher:
         self.on_committed = on_committed
         self.max_batch = max_batch
         self.timeout_seconds = timeout_seconds
-        # senders known to have a users row (so far only the ones created here)
-        self.known_users: set[int] = set()
+        # users known to have a row (the process's one set: ChatRuntime.known_users)
+        self.known_users = set() if known_users is None else known_users
         # Lanes commit in parallel, each on a connection of its own (autocommit, so a
         # batch never waits for the pool). A room or conversation always takes the same
         # lane, so two batches of this process never wait for the same room's lock.

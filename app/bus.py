@@ -5,7 +5,27 @@ transaction, see store.BATCH), Redis pub/sub when REDIS_URL is set.
 Both are at-most-once: after the listener (re)connects, the process catches up from the
 database (`on_connected`), and per-channel gates (hub.py) repair order and gaps.
 
-Payloads are "<origin node>|<json>"; a process skips its own without parsing them.
+Every payload is "<deployment id>/<node id>|<json body>": a process skips its own by
+that prefix without parsing them, and drops one of another deployment (a Redis shared
+with it) before any gate sees it, so that it neither reaches a member here nor takes a
+sequence number. The body is one JSON object whose `k` says what it is:
+
+  {"k": "m", "s": seq, "d": data}   a committed message; `d` is its wire `data`
+                                    (PROTOCOL.md §3), `s` its room/conversation seq
+  {"k": "ref", "id": id}            a message too large for a NOTIFY: fetch it by id
+  {"k": "p", "room", "event": "join"|"leave", "userId", "username", "v": number}
+                                    presence, numbered per (room, user) (app/presence.py)
+  {"k": "t", "room", "userId", "username"}   typing
+  {"k": "hello"}                    a node started listening
+
+Short keys: a message's payload is built for every message on the PostgreSQL bus, in
+SQL (store.BATCH, announced inside the insert transaction; presence likewise), and in
+Python here for Redis; both follow this table.
+
+Channels are per deployment. PostgreSQL's NOTIFY is heard only by listeners of the same
+database, so its fixed CHANNEL is private to the deployment already. Redis pub/sub
+ignores the database number of REDIS_URL: its channel carries the deployment id that
+schema.sql stores in the database (chat_deployment), or is set by BUS_CHANNEL.
 
 A process alone (no other node alive in chat_nodes, no hello or payload from one lately)
 does not announce its messages or typing at all: nobody would hear them, and announcing
@@ -31,10 +51,11 @@ from gevent.event import Event
 from . import db
 from .errors import ChatError
 from .messages import StoredMessage
-from .metrics import BUS_RECONNECTS
+from .metrics import BUS_RECONNECTS, FOREIGN_PAYLOADS
 
 log = logging.getLogger(__name__)
 
+# The NOTIFY channel (per database, so per deployment), and the prefix of Redis channels.
 CHANNEL = "chat_events"
 # A listener that has heard nothing for this long asks its server for an answer, and
 # reconnects when none comes within as long again: a hung server (or a proxy in between)
@@ -48,6 +69,11 @@ RECONNECT_MAX_SECONDS = 5.0
 REDIS_OUTGOING_MAX = 10_000
 # Payloads per pipelined round trip to Redis.
 REDIS_PUBLISH_BATCH = 256
+
+
+def redis_channel(deployment: str) -> str:
+    """The Redis channel of a deployment, unless BUS_CHANNEL names another."""
+    return f"{CHANNEL}:{deployment}"
 
 
 def message_payload(origin: str, message: StoredMessage) -> str:
@@ -68,12 +94,16 @@ class Bus:
     def __init__(
         self,
         origin: str,
+        deployment: str,
         on_payload: Callable[[dict], None],
         on_connected: Callable[[], None],
         peer_hold_seconds: float,
     ) -> None:
-        self.origin = origin
-        self.prefix = origin + "|"
+        # What this process's payloads start with (store.BATCH and presence write it too).
+        self.origin = f"{deployment}/{origin}"
+        self.own_prefix = self.origin + "|"
+        self.deployment_prefix = deployment + "/"
+        self.foreign_seen = False
         self.on_payload = on_payload
         self.on_connected = on_connected
         self.connected = False
@@ -141,8 +171,14 @@ class Bus:
         raise NotImplementedError
 
     def _receive(self, payload: str) -> None:
-        if payload.startswith(self.prefix):
+        if payload.startswith(self.own_prefix):
             return  # our own: delivered locally already
+        if not payload.startswith(self.deployment_prefix):
+            FOREIGN_PAYLOADS.inc()
+            if not self.foreign_seen:
+                self.foreign_seen = True
+                log.error("bus: dropping payloads of another deployment on this channel (is BUS_CHANNEL shared?)")
+            return
         self._peer_seen()  # (a hello says nothing more than that: on_payload ignores it)
         try:
             _, _, body = payload.partition("|")
@@ -242,11 +278,12 @@ class RedisBus(Bus):
     socket timeout, 1 s, in every batch).
     """
 
-    def __init__(self, url: str, **kwargs) -> None:
+    def __init__(self, url: str, channel: str, **kwargs) -> None:
         super().__init__(**kwargs)
         import redis
 
         self.url = url
+        self.channel = channel
         self.publisher = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
         self.outgoing: deque[str] = deque(maxlen=REDIS_OUTGOING_MAX)
         self.outgoing_ready = Event()
@@ -275,7 +312,7 @@ class RedisBus(Bus):
                 try:
                     pipe = self.publisher.pipeline(transaction=False)
                     for payload in payloads:
-                        pipe.publish(CHANNEL, payload)
+                        pipe.publish(self.channel, payload)
                     pipe.execute()
                 except Exception as exc:
                     # Stored and delivered here; other processes find them by their gap checks.
@@ -287,7 +324,7 @@ class RedisBus(Bus):
         client = redis.Redis.from_url(self.url, socket_connect_timeout=2.0)
         pubsub = client.pubsub(ignore_subscribe_messages=False)
         try:
-            pubsub.subscribe(CHANNEL)
+            pubsub.subscribe(self.channel)
             heard_at, probed = time.monotonic(), False
             while True:
                 # Not pubsub.listen(): it blocks for good on a connection that went silent.
@@ -303,7 +340,7 @@ class RedisBus(Bus):
                 heard_at, probed = time.monotonic(), False
                 if item["type"] == "subscribe":
                     self.connected = True
-                    log.info("bus: subscribed to Redis channel %s", CHANNEL)
+                    log.info("bus: subscribed to Redis channel %s", self.channel)
                     self.on_connected()
                     self._say_hello()
                 elif item["type"] == "message":

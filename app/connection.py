@@ -27,10 +27,6 @@ from .metrics import ERRORS, FRAMES_OUT, SLOW_CLIENTS
 
 log = logging.getLogger(__name__)
 
-CLOSE_GOING_AWAY = 1001
-CLOSE_POLICY_VIOLATION = 1008
-CLOSE_UNAUTHORIZED = 4001
-
 # Bytes asked of the socket per read; a chat frame is usually far smaller.
 RECEIVE_BYTES = 16 * 1024
 # Messages one reading turn handles before letting other connections have theirs.
@@ -226,7 +222,7 @@ class Connection:
                 Connection.queued_in_process,
             )
             self._drop_queue()
-            self.close(CLOSE_POLICY_VIOLATION, "too slow: outgoing queue overflowed")
+            self.close(wsframe.CLOSE_POLICY_VIOLATION, "too slow: outgoing queue overflowed")
             return
         self.outbox.append(frame)
         self._count_queued(len(frame))
@@ -312,7 +308,7 @@ class Connection:
         (clients fetch a fresh one and reconnect)."""
         self.token_expires_at = None
         self.send_error("unauthorized", "token has expired: connect again with a fresh one")
-        self.close(CLOSE_UNAUTHORIZED, "token expired")
+        self.close(wsframe.CLOSE_UNAUTHORIZED, "token expired")
 
     def abort(self) -> None:
         """Cut the TCP connection at once: wakes any greenlet blocked on it."""

@@ -40,6 +40,8 @@ class TooLarge(ChatError):
 
 
 class RateLimited(ChatError):
+    """Too many frames, or too many rooms created: slow down."""
+
     code = "rate_limited"
 
 
@@ -51,17 +53,3 @@ class Unavailable(ChatError):
     """The database cannot be reached right now; the client should retry later."""
 
     code = "unavailable"
-
-
-ERROR_CODES = (
-    "bad_json",
-    "unknown_type",
-    "invalid",
-    "not_joined",
-    "not_found",
-    "too_large",
-    "rate_limited",
-    "unauthorized",
-    "unavailable",
-    "internal",
-)

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from . import protocol, store
 from .connection import Connection
-from .errors import NotFound, NotJoined, Unauthorized
+from .errors import NotFound, NotJoined, RateLimited, Unauthorized
 from .messages import StoredMessage
 from .protocol import Command
 from .runtime import ChatRuntime
@@ -41,7 +41,7 @@ def handle_join(rt: ChatRuntime, conn: Connection, command: Command) -> None:
     with rt.presence.changing(room, conn.user_id):
         entered = rt.presence.enter(room, conn.user_id, conn.username, create_room=rt.config["ROOMS_AUTO_CREATE"])
         if entered is None:
-            raise NotFound(f"room '{room}' does not exist")
+            raise_not_entered(rt, room)
         if command.since is not None:
             conn.replay_buffers[room] = []  # live messages wait until the replay is sent
         rt.hub.join_room(conn, room, entered.state.last_seq, entered.state.last_id)
@@ -61,6 +61,17 @@ def handle_join(rt: ChatRuntime, conn: Connection, command: Command) -> None:
         # A `since` past the newest message (a database restored from an older backup, a
         # client's bug) means the newest: what comes after the join is all new to it.
         replay(rt, conn, room, min(command.since, entered.state.last_id))
+
+
+def raise_not_entered(rt: ChatRuntime, room: str) -> None:
+    """Why a join found no room: it does not exist (or is private), or, where joining
+    creates rooms, the user has created as many as they may for now."""
+    if rt.config["ROOMS_AUTO_CREATE"]:
+        with rt.pool.autocommit() as cur:
+            if not store.room_named(cur, room):
+                limit = rt.config["ROOMS_CREATE_PER_MINUTE"]
+                raise RateLimited(f"too many rooms created: at most {limit} a minute; join an existing one or wait")
+    raise NotFound(f"room '{room}' does not exist")
 
 
 def replay(rt: ChatRuntime, conn: Connection, room: str, since: int) -> None:
@@ -180,7 +191,7 @@ def handle_rooms(rt: ChatRuntime, conn: Connection, command: Command) -> None:
 
 def handle_conversations(rt: ChatRuntime, conn: Connection, command: Command) -> None:
     with rt.pool.autocommit() as cur:
-        conversations = store.conversations_of(cur, conn.user_id)
+        conversations = store.conversations_of(cur, conn.user_id, command.limit, command.offset)
     conn.send(protocol.conversations_frame(conversations))
 
 

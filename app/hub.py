@@ -372,6 +372,3 @@ class Hub:
         for conn in tuple(self.members_by_room.get(room, ())):
             if conn.user_id != user_id:
                 conn.send_frame(frame)
-
-    def all_connections(self) -> list[Connection]:
-        return [conn for conns in self.connections_by_user.values() for conn in conns]

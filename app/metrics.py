@@ -51,6 +51,9 @@ BATCH_SIZE = Histogram(
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
 )
 BUS_RECONNECTS = Counter("chat_bus_reconnects_total", "Times the fan-out listener reconnected")
+FOREIGN_PAYLOADS = Counter(
+    "chat_bus_foreign_payloads_total", "Bus payloads of another deployment, dropped (a misconfigured shared channel)"
+)
 GAP_FILLS = Counter("chat_gap_fills_total", "Times missing messages were fetched from the database")
 GAP_FILL_DEFERRALS = Counter(
     "chat_gap_fill_deferrals_total", "Times a gap fill waited for the bus listener to catch up instead of fetching"

@@ -69,6 +69,7 @@ _ANNOUNCED_ROW = """(%(announce)s AND NOT others.online) OR EXISTS (
 # leaving at once may both find the user gone from the hub: the first announced it).
 STATEMENTS = PreparedStatements(
     {
+        "chat_lock_creator": store.LOCK_CREATOR,
         "chat_create_room": store.CREATE_ROOM,
         "chat_presence_lock": "SELECT pg_advisory_xact_lock(hashtextextended(%(lock)s, 0))",
         "chat_enter": f"""
@@ -115,12 +116,13 @@ STATEMENTS = PreparedStatements(
         "event": "jsonb",
         "announce": "boolean",
         "removed_already": "boolean",
+        "rooms_per_minute": "integer",
     },
     settings=("SET plan_cache_mode = force_generic_plan",),
 )
 _EXECUTE = STATEMENTS.execute
 _JOIN = "; ".join([_EXECUTE["chat_presence_lock"], _EXECUTE["chat_enter"]])
-_JOIN_CREATING = "; ".join([_EXECUTE["chat_create_room"], _JOIN])
+_JOIN_CREATING = "; ".join([_EXECUTE["chat_lock_creator"], _EXECUTE["chat_create_room"], _JOIN])
 _LEAVE = "; ".join([_EXECUTE["chat_presence_lock"], _EXECUTE["chat_leave"]])
 
 
@@ -164,6 +166,7 @@ class Presence:
         max_announced_room_size: int = 500,
         online_cache_seconds: float = 1.0,
         user_here: Callable[[int, str], bool] = lambda user_id, room: False,
+        rooms_per_minute: int = 0,
     ) -> None:
         self.pool = pool
         self.bus = bus
@@ -185,6 +188,8 @@ class Presence:
         # In rooms with more users online than this, joins and leaves are not announced:
         # 10,000 people joining one room would otherwise be 50 million presence frames.
         self.max_announced_room_size = max_announced_room_size
+        # Rooms a user may create a minute (0: no limit), counted in the database.
+        self.rooms_per_minute = rooms_per_minute
         # who is online in each room, as this process has told its members
         self.online = OnlineLists(
             self._read_online_users, deliver_event, max_announced_room_size, online_cache_seconds, user_here
@@ -289,6 +294,7 @@ class Presence:
             self.bus.notify_channel,
             self.bus.origin,
             event,
+            self.rooms_per_minute,
         )
 
     def _after_statement(self, changed: bool, version: int | None, event: dict) -> list[dict]:
@@ -487,11 +493,13 @@ def statement_parameters(
     channel: str | None,
     origin: str,
     event: dict,
+    rooms_per_minute: int = 0,
 ) -> dict:
     """The parameters of the join and leave statements.
 
     `announce`: the room is small enough for presence events; `channel`: where the
-    statement NOTIFYs the event it announces (None: the caller publishes it).
+    statement NOTIFYs the event it announces (None: the caller publishes it);
+    `rooms_per_minute`: how many rooms the user may create a minute (0: no limit).
     """
     return {
         "room": room,
@@ -505,4 +513,5 @@ def statement_parameters(
         "origin": origin,
         "event": Json(event, dumps=_dumps_text),
         "removed_already": False,
+        "rooms_per_minute": rooms_per_minute,
     }

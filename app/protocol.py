@@ -20,6 +20,10 @@ from .errors import BadJson, Invalid, NotFound, TooLarge, UnknownType
 
 ROOM_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 CLIENT_ID_MAX_CHARS = 64
+# Conversations per `conversations` answer (PROTOCOL.md §6): a user with 50k DM partners
+# got them all in one 2.7 MB frame.
+CONVERSATIONS_DEFAULT_LIMIT = 200
+CONVERSATIONS_MAX_LIMIT = 1000
 
 # Older clients spoke these names; each maps to the current type (PROTOCOL.md §2).
 TYPE_ALIASES = {
@@ -51,6 +55,7 @@ class Command:
     limit: int | None = None
     before: int | None = None
     after: int | None = None
+    offset: int | None = None
     token: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -171,18 +176,23 @@ def _client_id(frame: dict[str, Any]) -> str | None:
     return client_id
 
 
-def _page(frame: dict[str, Any], limits: Limits) -> dict[str, int | None]:
+def _limit(frame: dict[str, Any], default: int, cap: int) -> int:
+    """A page size: positive, `default` when absent, at most `cap`."""
     limit = frame.get("limit")
     if isinstance(limit, float) and limit.is_integer():
         # An integral number all the same: 1e3, or one too big for a 64-bit integer,
         # which the JSON parser hands over as a float. Capped below like any other.
         limit = int(limit)
     if limit is None:
-        limit = limits.history_default_limit
-    elif isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0:
+        return default
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0:
         raise Invalid("field 'limit' must be a positive integer")
+    return min(limit, cap)
+
+
+def _page(frame: dict[str, Any], limits: Limits) -> dict[str, int | None]:
     return {
-        "limit": min(limit, limits.history_max_limit),
+        "limit": _limit(frame, limits.history_default_limit, limits.history_max_limit),
         "before": _int_field(frame, "before", required=False),
         "after": _int_field(frame, "after", required=False),
     }
@@ -231,6 +241,14 @@ def _parse_typing(frame: dict[str, Any], limits: Limits) -> Command:
     return Command("typing", room=_room(frame))
 
 
+def _parse_conversations(frame: dict[str, Any], limits: Limits) -> Command:
+    return Command(
+        "conversations",
+        limit=_limit(frame, CONVERSATIONS_DEFAULT_LIMIT, CONVERSATIONS_MAX_LIMIT),
+        offset=_int_field(frame, "offset", required=False) or 0,
+    )
+
+
 def _parse_bare(kind: str):
     def parse(frame: dict[str, Any], limits: Limits) -> Command:
         return Command(kind)
@@ -248,7 +266,7 @@ _PARSERS = {
     "dm_history": _parse_dm_history,
     "typing": _parse_typing,
     "rooms": _parse_bare("rooms"),
-    "conversations": _parse_bare("conversations"),
+    "conversations": _parse_conversations,
     "ping": _parse_bare("ping"),
 }
 

@@ -23,7 +23,7 @@ from . import (
     store,
 )
 from .batcher import Batcher
-from .bus import Bus, PostgresBus, RedisBus
+from .bus import Bus, PostgresBus, RedisBus, redis_channel
 from .connection import watch_connections
 from .errors import ChatError
 from .hub import Hub
@@ -53,12 +53,20 @@ class ChatRuntime:
             acquire_timeout=config["DB_ACQUIRE_TIMEOUT_SECONDS"],
             setup=prepare_pool_statements,
         )
+        # Which deployment this database is: it scopes the bus (app/bus.py). Read before
+        # anything starts: a worker that cannot read it cannot serve (the next connection
+        # tries again).
+        with self.pool.autocommit() as cur:
+            self.deployment = store.deployment_id(cur)
         self.limits = protocol.Limits(
             max_content_chars=config["MAX_CONTENT_CHARS"],
             history_default_limit=config["HISTORY_DEFAULT_LIMIT"],
             history_max_limit=config["HISTORY_MAX_LIMIT"],
         )
         self.bus = self._make_bus()
+        # Users known to have a row: a DM's recipient is looked up once, a sender's row is
+        # created once (the batcher adds the senders it creates).
+        self.known_users: set[int] = set()
         self.hub = Hub(self._fetch_channel, config["GAP_WAIT_SECONDS"], self.bus.handled_until)
         self.presence = Presence(
             self.pool,
@@ -68,21 +76,21 @@ class ChatRuntime:
             self.deliver_event,
             max_announced_room_size=config["PRESENCE_MAX_ROOM_SIZE"],
             user_here=self.hub.user_in_room,
+            rooms_per_minute=config["ROOMS_CREATE_PER_MINUTE"],
         )
         self.batcher = Batcher(
             self.pool,
-            origin=self.node_id,
+            origin=self.bus.origin,
             notify_channel=self.bus.batch_notify_channel,
             on_committed=self._committed,
             max_batch=config["BATCH_MAX_MESSAGES"],
             timeout_seconds=config["STORE_TIMEOUT_SECONDS"],
             pipelines=config["COMMIT_PIPELINES"],
+            known_users=self.known_users,
         )
         # The `rooms` answer, encoded: read at most once a second, however many clients ask
         # (each presence event made every member of the room ask at once).
         self.rooms_frame = SharedRead(self._read_rooms_frame, ROOMS_MAX_AGE_SECONDS)
-        # Users known to exist (a DM's recipient is looked up once).
-        self.known_users: set[int] = set()
         # every open WebSocket of this process, authenticated or not
         self.connections: set = set()
         self.connection_watch = gevent.spawn(
@@ -101,12 +109,14 @@ class ChatRuntime:
             kind = "redis" if self.config["REDIS_URL"] else "postgres"
         callbacks = {
             "origin": self.node_id,
+            "deployment": self.deployment,
             "on_payload": self.on_bus_payload,
             "on_connected": self.resync,
             "peer_hold_seconds": self.config["NODE_TIMEOUT_SECONDS"],
         }
         if kind == "redis":
-            return RedisBus(self.config["REDIS_URL"], **callbacks)
+            channel = self.config["BUS_CHANNEL"] or redis_channel(self.deployment)
+            return RedisBus(self.config["REDIS_URL"], channel, **callbacks)
         if kind != "postgres":
             raise ValueError(f"CHAT_BUS must be postgres, redis or auto, not {kind!r}")
         return PostgresBus(self.config["DATABASE_URL"], self.pool, **callbacks)

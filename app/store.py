@@ -16,9 +16,18 @@ from .messages import StoredMessage, message_data
 from .prepared import PreparedStatements
 from .tokens import Identity
 
-WIRE_TIMESTAMP = """to_char(m.timestamp, 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
+# A timestamp column in the wire format (PROTOCOL.md: RFC 3339, UTC, microseconds).
+WIRE_TIMESTAMP = """to_char({}, 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
 USERNAME = "COALESCE(m.from_username, u.username, 'user' || m.from_user)"
-MESSAGE_COLUMNS = f"m.id, m.seq, m.from_user, {USERNAME}, m.content, {WIRE_TIMESTAMP}, m.room, m.to_user, m.client_id"
+# Stored messages as row_to_message reads them; a query adds its WHERE and ORDER BY.
+SELECT_MESSAGES = f"""SELECT m.id, m.seq, m.from_user, {USERNAME}, m.content, {WIRE_TIMESTAMP.format("m.timestamp")},
+           m.room, m.to_user, m.client_id
+    FROM messages m LEFT JOIN users u ON u.id = m.from_user"""
+# The messages of one conversation, by its (lower, higher) user ids: the expression of the
+# messages_dm_pair_id index (schema.sql), so that the index serves it.
+DM_PAIR = (
+    "m.to_user IS NOT NULL AND LEAST(m.from_user, m.to_user) = {low} AND GREATEST(m.from_user, m.to_user) = {high}"
+)
 
 
 def row_to_message(row: tuple) -> StoredMessage:
@@ -63,7 +72,7 @@ def create_user(cur, identity: Identity) -> str:
 # each of their conversations with its stream position.
 SESSION = PreparedStatements(
     {
-        "chat_open_session": """
+        "chat_open_session": f"""
             WITH stored AS (
                 SELECT username FROM users WHERE id = %(user_id)s
             ), created AS (
@@ -76,10 +85,7 @@ SESSION = PreparedStatements(
             FROM (SELECT %(user_id)s AS id) AS me
             LEFT JOIN LATERAL (
                 SELECT t.user_low, t.user_high, t.last_seq,
-                       COALESCE((SELECT id FROM messages m
-                                 WHERE m.to_user IS NOT NULL
-                                   AND LEAST(m.from_user, m.to_user) = t.user_low
-                                   AND GREATEST(m.from_user, m.to_user) = t.user_high
+                       COALESCE((SELECT id FROM messages m WHERE {DM_PAIR.format(low="t.user_low", high="t.user_high")}
                                  ORDER BY id DESC LIMIT 1), 0) AS last_id
                 FROM dm_threads t WHERE t.user_low = me.id OR t.user_high = me.id
             ) AS t ON true""",
@@ -105,6 +111,12 @@ def open_session(cur, identity: Identity) -> tuple[str, list[tuple[tuple, int, i
     return identity.username or stored, threads
 
 
+def deployment_id(cur) -> str:
+    """The id of the deployment this database belongs to (schema.sql, chat_deployment)."""
+    cur.execute("SELECT id FROM chat_deployment")
+    return cur.fetchone()[0]
+
+
 def user_exists(cur, user_id: int) -> bool:
     cur.execute("SELECT 1 FROM users WHERE id = %s", (user_id,))
     return cur.fetchone() is not None
@@ -121,10 +133,22 @@ class RoomState:
     last_id: int
 
 
-# Creates a room unless it exists, without drawing an id from the sequence when it does
-# (every join runs it).
-CREATE_ROOM = """INSERT INTO rooms (name) SELECT %(room)s
-    WHERE NOT EXISTS (SELECT 1 FROM rooms WHERE name = %(room)s) ON CONFLICT DO NOTHING"""
+# Room creation is limited per user in the database, not per worker: a user's connections
+# may be spread over every worker and host, and one token with 100 connections created
+# 16,630 rooms in 17 s. A join that would create a room first takes an advisory lock of the
+# user (held to the end of its transaction), so that the user's joins on every process
+# count their recent rooms one after the other and the limit is exact.
+LOCK_CREATOR = """SELECT pg_advisory_xact_lock(hashtextextended('rooms-by:' || %(user_id)s, 0))
+    WHERE NOT EXISTS (SELECT 1 FROM rooms WHERE name = %(room)s)"""
+# Creates a room unless it exists (without drawing an id from the sequence when it does:
+# every join runs it), or unless its user created `rooms_per_minute` in the last minute
+# (0: no limit).
+CREATE_ROOM = """INSERT INTO rooms (name, created_by) SELECT %(room)s, %(user_id)s
+    WHERE NOT EXISTS (SELECT 1 FROM rooms WHERE name = %(room)s)
+      AND (%(rooms_per_minute)s = 0 OR (SELECT count(*) FROM rooms
+                                      WHERE created_by = %(user_id)s AND created_at > now() - interval '1 minute')
+                                     < %(rooms_per_minute)s)
+    ON CONFLICT DO NOTHING"""
 # The rooms this server serves: not the existing backend's private ones (see schema.sql).
 # (IS NOT TRUE: that backend's column may hold NULLs.)
 PUBLIC = "is_private IS NOT TRUE"
@@ -140,20 +164,38 @@ def room_exists(cur, room: str) -> bool:
     return cur.fetchone() is not None
 
 
+def room_named(cur, room: str) -> bool:
+    """Whether a room of that name exists, served here or not."""
+    cur.execute("SELECT 1 FROM rooms WHERE name = %s", (room,))
+    return cur.fetchone() is not None
+
+
+# The `rooms` list: the `most` rooms with the most users online, then by name. Only rooms
+# with someone online have a count, and those are read from room_presence (as many rows
+# as users are in rooms, however many rooms exist); the rest of the list, rooms with
+# nobody online, is the first names of the rooms' name index. A GROUP BY over every room
+# took 650 ms at 517k rooms (bench/rooms_list.py measures this one).
+LIST_ROOMS = f"""
+WITH online AS (
+    SELECT p.room, count(DISTINCT p.user_id) AS online FROM room_presence p
+    WHERE p.node_id IN (SELECT node_id FROM chat_nodes WHERE heartbeat_at > now() - make_interval(secs => %(alive)s))
+    GROUP BY p.room
+), crowded AS (
+    SELECT r.name, r.description, o.online FROM online o JOIN rooms r ON r.name = o.room AND r.{PUBLIC}
+    ORDER BY o.online DESC, r.name LIMIT %(most)s
+), quiet AS (
+    SELECT r.name, r.description, 0::bigint AS online FROM rooms r
+    WHERE r.{PUBLIC} AND NOT EXISTS (SELECT 1 FROM crowded c WHERE c.name = r.name)
+    ORDER BY r.name LIMIT %(most)s
+)
+SELECT name, description, online FROM (
+    SELECT * FROM crowded UNION ALL SELECT * FROM quiet ORDER BY online DESC, name LIMIT %(most)s
+) listed ORDER BY name"""
+
+
 def list_rooms(cur, alive_seconds: float, most: int) -> list[dict[str, Any]]:
     """The `most` rooms with the most users online (then by name), in name order."""
-    cur.execute(
-        f"""SELECT name, description, online FROM (
-               SELECT r.name, r.description, COUNT(DISTINCT p.user_id) AS online
-               FROM rooms r
-               LEFT JOIN room_presence p ON p.room = r.name
-                    AND p.node_id IN (SELECT node_id FROM chat_nodes
-                                      WHERE heartbeat_at > now() - make_interval(secs => %s))
-               WHERE r.{PUBLIC}
-               GROUP BY r.name, r.description ORDER BY online DESC, r.name LIMIT %s
-           ) listed ORDER BY name""",
-        (alive_seconds, most),
-    )
+    cur.execute(LIST_ROOMS, {"alive": alive_seconds, "most": most})
     return [{"name": name, "description": description, "online": online} for name, description, online in cur]
 
 
@@ -171,8 +213,7 @@ def _page(where: str, params: list, limit: int, before: int | None, after: int |
         order = "ASC"  # the first ones after `after`
     else:
         order = "DESC"  # the latest ones (before `before`)
-    sql = f"""SELECT {MESSAGE_COLUMNS} FROM messages m LEFT JOIN users u ON u.id = m.from_user
-              WHERE {where} ORDER BY m.id {order} LIMIT %s"""
+    sql = f"{SELECT_MESSAGES} WHERE {where} ORDER BY m.id {order} LIMIT %s"
     params.append(limit)
     return sql, params
 
@@ -189,8 +230,7 @@ def room_history(
 def dm_history(
     cur, me: int, other: int, limit: int, before: int | None = None, after: int | None = None
 ) -> list[StoredMessage]:
-    where = "m.to_user IS NOT NULL AND LEAST(m.from_user, m.to_user) = %s AND GREATEST(m.from_user, m.to_user) = %s"
-    sql, params = _page(where, [min(me, other), max(me, other)], limit, before, after)
+    sql, params = _page(DM_PAIR.format(low="%s", high="%s"), [min(me, other), max(me, other)], limit, before, after)
     cur.execute(sql, params)
     rows = [row_to_message(row) for row in cur]
     return rows if after is not None else rows[::-1]
@@ -201,7 +241,7 @@ def channel_after(cur, channel: tuple, after_id: int, below_seq: int | None, lim
     if channel[0] == "r":
         where, params = "m.room = %s", [channel[1]]
     else:
-        where = "m.to_user IS NOT NULL AND LEAST(m.from_user, m.to_user) = %s AND GREATEST(m.from_user, m.to_user) = %s"
+        where = DM_PAIR.format(low="%s", high="%s")
         params = [channel[1], channel[2]]
     where += " AND m.id > %s"
     params.append(after_id)
@@ -209,8 +249,7 @@ def channel_after(cur, channel: tuple, after_id: int, below_seq: int | None, lim
         where += " AND m.seq < %s"
         params.append(below_seq)
     cur.execute(
-        f"""SELECT {MESSAGE_COLUMNS} FROM messages m LEFT JOIN users u ON u.id = m.from_user
-            WHERE {where} ORDER BY m.id LIMIT %s""",
+        f"{SELECT_MESSAGES} WHERE {where} ORDER BY m.id LIMIT %s",
         params + [limit],
     )
     return [row_to_message(row) for row in cur]
@@ -218,27 +257,24 @@ def channel_after(cur, channel: tuple, after_id: int, below_seq: int | None, lim
 
 def messages_by_id(cur, ids: list[int]) -> list[StoredMessage]:
     cur.execute(
-        f"""SELECT {MESSAGE_COLUMNS} FROM messages m LEFT JOIN users u ON u.id = m.from_user
-            WHERE m.id = ANY(%s) ORDER BY m.id""",
+        f"{SELECT_MESSAGES} WHERE m.id = ANY(%s) ORDER BY m.id",
         (ids,),
     )
     return [row_to_message(row) for row in cur]
 
 
-def conversations_of(cur, user_id: int) -> list[dict[str, Any]]:
-    """The user's DM partners, the most recently active first, with the last message id."""
+def conversations_of(cur, user_id: int, limit: int, offset: int = 0) -> list[dict[str, Any]]:
+    """A page of the user's DM partners, the most recently active first, with the last
+    message id."""
     cur.execute(
-        """SELECT other, COALESCE(u.username, 'user' || other), last_id FROM (
+        f"""SELECT other, COALESCE(u.username, 'user' || other), last_id FROM (
                SELECT CASE WHEN t.user_low = %(me)s THEN t.user_high ELSE t.user_low END AS other,
-                      (SELECT id FROM messages m
-                       WHERE m.to_user IS NOT NULL
-                         AND LEAST(m.from_user, m.to_user) = t.user_low
-                         AND GREATEST(m.from_user, m.to_user) = t.user_high
+                      (SELECT id FROM messages m WHERE {DM_PAIR.format(low="t.user_low", high="t.user_high")}
                        ORDER BY id DESC LIMIT 1) AS last_id
                FROM dm_threads t WHERE t.user_low = %(me)s OR t.user_high = %(me)s
            ) c LEFT JOIN users u ON u.id = c.other
-           WHERE last_id IS NOT NULL ORDER BY last_id DESC""",
-        {"me": user_id},
+           WHERE last_id IS NOT NULL ORDER BY last_id DESC LIMIT %(limit)s OFFSET %(offset)s""",
+        {"me": user_id, "limit": limit, "offset": offset},
     )
     return [{"userId": other, "username": name, "lastId": last_id} for other, name, last_id in cur]
 
@@ -286,7 +322,7 @@ def find_by_client_ids(cur, keys: list[tuple[int, str]]) -> dict[tuple[int, str]
     if not keys:
         return {}
     cur.execute(
-        f"""SELECT {MESSAGE_COLUMNS} FROM messages m LEFT JOIN users u ON u.id = m.from_user
+        f"""{SELECT_MESSAGES}
             JOIN unnest(%s::bigint[], %s::text[]) AS k(from_user, client_id)
               ON m.from_user = k.from_user AND m.client_id = k.client_id
             WHERE m.client_id IS NOT NULL""",
@@ -307,7 +343,7 @@ def find_by_client_ids(cur, keys: list[tuple[int, str]]) -> dict[tuple[int, str]
 #   - insert them, and (with a NOTIFY channel) announce them inside the same transaction,
 #     so that listeners hear each exactly when it is committed, in commit order. A payload
 #     over PostgreSQL's 8000-byte limit carries only the id; listeners fetch the rest.
-# Payloads are "<origin>|<json>" so that a process skips its own without parsing them.
+# The payloads are those of app/bus.py ("<origin>|<json>", kinds "m" and "ref").
 _LOCK_ROOMS = "SELECT 1 FROM rooms WHERE name = ANY(%(lock_rooms)s) ORDER BY name FOR UPDATE"
 # The plans of these statements are made once, maybe while the tables are still empty,
 # and kept: so each statement reaches `messages`, `rooms` and `dm_threads` only by index
@@ -360,7 +396,7 @@ WITH input AS (
     RETURNING id, seq, from_user, to_user, room, timestamp, client_id
 ), stored AS (
     SELECT n.ord, i.id, i.seq, i.room, i.to_user, i.client_id, n.username, n.content, n.from_user,
-           to_char(i.timestamp, 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS ts
+           {ts} AS ts
     FROM inserted i JOIN numbered n ON n.seq = i.seq AND n.from_user = i.from_user
          AND n.room IS NOT DISTINCT FROM i.room AND n.to_user IS NOT DISTINCT FROM i.to_user
 )
@@ -386,9 +422,9 @@ BATCH = PreparedStatements(
     {
         "chat_lock_rooms": _LOCK_ROOMS,
         "chat_lock_pairs": _LOCK_PAIRS,
-        "chat_store": _STORE.format(announce="", no_announce=""),
+        "chat_store": _STORE.format(announce="", no_announce="", ts=WIRE_TIMESTAMP.format("i.timestamp")),
         "chat_store_announce": _STORE.replace(" {announce} FROM stored\n", _ANNOUNCE + "\n").format(
-            no_announce=", NULL"
+            no_announce=", NULL", ts=WIRE_TIMESTAMP.format("i.timestamp")
         ),
     },
     types={

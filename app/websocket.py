@@ -14,12 +14,13 @@ from flask_sock import Sock
 from wsproto.utilities import RemoteProtocolError
 
 from . import protocol, store
-from .connection import CLOSE_GOING_AWAY, CLOSE_UNAUTHORIZED, Connection
-from .errors import ChatError, Unauthorized
+from .connection import Connection
+from .errors import ChatError, RateLimited, Unauthorized
 from .handlers import dispatch
 from .metrics import AUTH_REFUSED, CONNECTIONS, FRAMES_IN
 from .runtime import ChatRuntime, get_runtime, shutting_down
 from .tokens import Identity, token_from_request, verify_configured
+from .wsframe import CLOSE_GOING_AWAY, CLOSE_UNAUTHORIZED
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +219,6 @@ def start_session(rt: ChatRuntime, conn: Connection, identity: Identity) -> None
         with rt.pool.autocommit() as cur:
             conn.username, threads = store.open_session(cur, identity)
         rt.known_users.add(identity.user_id)
-        rt.batcher.known_users.add(identity.user_id)
     except ChatError:
         # Chatting needs the database anyway; until it is back, greet with the claims.
         conn.username = identity.username or f"user{identity.user_id}"
@@ -232,10 +232,9 @@ def serve_message(rt: ChatRuntime, conn: Connection, raw: str | bytes) -> None:
     FRAMES_IN.value += 1
     if conn.close_code is not None:
         return  # closing: only the client's close frame matters now
-    if not conn.rate.allow():
-        conn.send_error("rate_limited", "too many frames: slow down", protocol.request_reference(raw))
-        return
     try:
+        if not conn.rate.allow():
+            raise RateLimited("too many frames: slow down")
         dispatch(rt, conn, protocol.parse_frame(raw, rt.limits))
     except ChatError as exc:
         conn.send_error(exc.code, exc.message, protocol.request_reference(raw))

@@ -14,10 +14,14 @@ from dataclasses import dataclass
 OP_CONTINUATION, OP_TEXT, OP_BINARY = 0x0, 0x1, 0x2
 OP_CLOSE, OP_PING, OP_PONG = 0x8, 0x9, 0xA
 
+# Every close code the server sends (RFC 6455 §7.4), here alone.
 CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001  # shutting down: reconnect elsewhere
 CLOSE_PROTOCOL_ERROR = 1002
 CLOSE_INVALID_DATA = 1007
+CLOSE_POLICY_VIOLATION = 1008  # too slow a reader
 CLOSE_TOO_BIG = 1009
+CLOSE_UNAUTHORIZED = 4001  # no valid token, or it expired (PROTOCOL.md §1)
 
 # A control frame's payload is at most 125 bytes (RFC 6455 §5.5); a close frame's starts
 # with the 2-byte code, which leaves 123 for the reason.

@@ -22,7 +22,9 @@ def test_the_listener_tells_how_far_it_has_handled_the_bus(fresh_database):
     url = fresh_database()
     heard: list[dict] = []
     pool = db.Pool(url, size=1)
-    bus = PostgresBus(url, pool, origin="me", on_payload=heard.append, on_connected=lambda: None, peer_hold_seconds=5)
+    bus = PostgresBus(
+        url, pool, origin="me", deployment="d1", on_payload=heard.append, on_connected=lambda: None, peer_hold_seconds=5
+    )
     bus.start()
     try:
         with gevent.Timeout(5):
@@ -39,7 +41,7 @@ def test_the_listener_tells_how_far_it_has_handled_the_bus(fresh_database):
         cooperative = psycopg2.extensions.get_wait_callback()
         psycopg2.extensions.set_wait_callback(None)
         try:
-            sql(url, "SELECT pg_notify(%s, %s)", (CHANNEL, 'other|{"k":"hello"}'))
+            sql(url, "SELECT pg_notify(%s, %s)", (CHANNEL, 'd1/other|{"k":"hello"}'))
         finally:
             psycopg2.extensions.set_wait_callback(cooperative)
         # This greenlet does not yield, so the listener cannot run: like a busy process.
@@ -88,7 +90,7 @@ def test_a_listener_that_was_connected_reconnects_soon_again(monkeypatch):
                 self.connected = True
             raise OSError("server closed the connection")
 
-    listener = Flaky("me", lambda payload: None, lambda: None, peer_hold_seconds=5)
+    listener = Flaky("me", "d1", lambda payload: None, lambda: None, peer_hold_seconds=5)
     listener.start()
     with gevent.Timeout(5):
         while listener.attempts < 7:
@@ -113,7 +115,9 @@ def test_publishing_to_a_hung_redis_does_not_hold_up_the_commit():
     try:
         bus = RedisBus(
             f"redis://127.0.0.1:{hung.getsockname()[1]}/0",
+            "chat_events:d1",
             origin="me",
+            deployment="d1",
             on_payload=lambda payload: None,
             on_connected=lambda: None,
             peer_hold_seconds=5,
@@ -133,7 +137,13 @@ def test_queued_payloads_reach_redis_in_order(private_redis):
     listener = redis.Redis.from_url(private_redis.url).pubsub(ignore_subscribe_messages=True)
     listener.subscribe(CHANNEL)
     bus = RedisBus(
-        private_redis.url, origin="me", on_payload=lambda payload: None, on_connected=lambda: None, peer_hold_seconds=5
+        private_redis.url,
+        CHANNEL,
+        origin="me",
+        deployment="d1",
+        on_payload=lambda payload: None,
+        on_connected=lambda: None,
+        peer_hold_seconds=5,
     )
     bus.publisher_greenlet = gevent.spawn(bus._publish_forever)  # the publisher alone, no listener
     try:
@@ -171,6 +181,7 @@ def test_a_postgres_listener_whose_server_went_silent_reconnects(fresh_database,
         proxied,
         pool,
         origin="me",
+        deployment="d1",
         on_payload=lambda p: None,
         on_connected=lambda: connected.append(True),
         peer_hold_seconds=5,
@@ -200,7 +211,9 @@ def test_a_redis_listener_whose_server_went_silent_reconnects(private_redis, mon
     connected: list[bool] = []
     bus = RedisBus(
         f"redis://127.0.0.1:{proxy.port}/0",
+        "chat_events:d1",
         origin="me",
+        deployment="d1",
         on_payload=lambda p: None,
         on_connected=lambda: connected.append(True),
         peer_hold_seconds=5,
@@ -217,3 +230,19 @@ def test_a_redis_listener_whose_server_went_silent_reconnects(private_redis, mon
         assert 1.5 < time.monotonic() - started < 5
     finally:
         proxy.close()
+
+
+def test_a_payload_of_another_deployment_is_dropped_before_anything_sees_it():
+    """A channel shared by mistake (the same BUS_CHANNEL for two deployments): the other
+    deployment's payloads reach no gate, and do not count as a peer listening."""
+    from app.bus import Bus
+
+    heard: list[dict] = []
+    bus = Bus(origin="n1", deployment="d1", on_payload=heard.append, on_connected=lambda: None, peer_hold_seconds=5)
+    bus.peers_until = 0.0  # alone so far
+    bus._receive('d2/n9|{"k":"m","s":1,"d":{"id":1}}')
+    bus._receive('d2/n9|{"k":"hello"}')
+    bus._receive('d1/n1|{"k":"hello"}')  # its own
+    assert heard == [] and not bus.announcing()
+    bus._receive('d1/n2|{"k":"hello"}')
+    assert heard == [{"k": "hello"}] and bus.announcing()

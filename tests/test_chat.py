@@ -781,6 +781,30 @@ def test_conversations_lists_dm_partners_latest_first(connect):
     ]
 
 
+def test_conversations_come_in_pages_latest_first(connect, database_url):
+    alice = connect()
+    partners = [new_user_id() for _ in range(5)]
+    for partner in partners:
+        sql(database_url, "INSERT INTO users (id, username) VALUES (%s, %s)", (partner, f"p{partner}"))
+        alice.send({"type": "dm", "to": partner, "content": "hello"})
+        alice.expect("dm_sent")
+    latest_first = [{"userId": p, "username": f"p{p}"} for p in reversed(partners)]
+
+    def page(**bounds) -> list[dict]:
+        alice.send({"type": "conversations", **bounds})
+        return [{"userId": c["userId"], "username": c["username"]} for c in alice.expect("conversations")["data"]]
+
+    assert page() == latest_first
+    assert page(limit=2) == latest_first[:2]
+    assert page(limit=2, offset=2) == latest_first[2:4]
+    assert page(limit=2, offset=4) == latest_first[4:]
+    assert page(offset=5) == []
+    for bad in ({"limit": 0}, {"limit": "10"}, {"limit": 2.5}, {"offset": -1}, {"offset": "x"}):
+        alice.send({"type": "conversations", **bad})
+        assert alice.expect_error("invalid")["requestType"] == "conversations"
+    assert page(limit=1) == latest_first[:1]  # still usable
+
+
 def test_a_room_that_heard_a_join_hears_the_leave_even_once_crowded(database_url):
     """Nobody keeps seeing online a user whose join reached them before the room grew
     too crowded for presence; the joins and leaves of the crowd stay unannounced."""

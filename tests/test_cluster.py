@@ -20,6 +20,7 @@ import psycopg2
 import pytest
 import redis
 from conftest import (
+    SECRET,
     Client,
     FaultPhases,
     PrivateRedis,
@@ -32,6 +33,8 @@ from conftest import (
     wait_for,
 )
 from test_chat import join
+
+from app.bus import redis_channel
 
 CLUSTER_ENV = {"HEARTBEAT_SECONDS": "0.5", "NODE_TIMEOUT_SECONDS": "3", "GAP_WAIT_SECONDS": "0.2"}
 
@@ -429,7 +432,7 @@ class Announcements:
             self.conn.cursor().execute("LISTEN chat_events")
         else:
             self.pubsub = redis.Redis.from_url(redis_url).pubsub(ignore_subscribe_messages=True)
-            self.pubsub.subscribe("chat_events")
+            self.pubsub.subscribe(redis_channel(sql(database_url, "SELECT id FROM chat_deployment")[0][0]))
         self.bus = bus
 
     def message_ids(self, wait: float) -> list[int]:
@@ -505,4 +508,48 @@ def test_a_lone_node_announces_nothing_until_another_says_hello(fresh_database, 
     finally:
         heard.close()
         for srv in servers:
+            srv.stop()
+
+
+def test_deployments_sharing_a_redis_never_hear_each_other(fresh_database, private_redis):
+    """Two deployments, each with its own database and secret, on databases /0 and /1 of
+    one Redis (whose pub/sub ignores the number): the same room name and the same user
+    ids on both. A's room message and DM reach nobody of B, and B's first message in the
+    room, seq 1 like A's, reaches B's member on B's other node."""
+    sent_through = redis.Redis.from_url(private_redis.url).pubsub(ignore_subscribe_messages=True)
+    sent_through.psubscribe("*")  # whatever channel: to know when A's payloads have passed
+    secrets = {"a": SECRET, "b": "another-deployments-secret-long-enough-for-hs256"}
+    servers: dict[str, list[Server]] = {}
+    try:
+        for name, db in (("a", 0), ("b", 1)):
+            env = {**CLUSTER_ENV, "CHAT_BUS": "redis", "REDIS_URL": f"redis://127.0.0.1:{private_redis.port}/{db}"}
+            database_url = fresh_database()
+            servers[name] = [Server(database_url, JWT_SECRET=secrets[name], **env).start() for _ in range(2)]
+        room, first, second = unique("same-name"), new_user_id(), new_user_id()
+
+        def connect_as(deployment: str, node: int, user_id: int) -> Client:
+            token = make_token(user_id, f"{deployment}{user_id}", secret=secrets[deployment])
+            client = Client.connect(servers[deployment][node].url, token)
+            client.expect("welcome")
+            return client
+
+        a_first, a_second = connect_as("a", 0, first), connect_as("a", 1, second)
+        b_first, b_second = connect_as("b", 0, first), connect_as("b", 1, second)
+        for client in (a_first, a_second, b_first, b_second):
+            join(client, room)
+        a_first.send({"type": "message", "room": room, "content": "A's room message"})
+        a_first.send({"type": "dm", "to": second, "content": "A's DM"})
+        assert a_second.expect("message", room=room)["data"]["content"] == "A's room message"
+        assert a_second.expect("dm")["data"]["content"] == "A's DM"
+        wait_for(lambda: b"A's DM" in (sent_through.get_message(timeout=0.1) or {}).get("data", b""), 10, "A's DM out")
+
+        b_first.send({"type": "message", "room": room, "content": "B's first message"})
+        assert b_second.expect("message", room=room)["data"]["content"] == "B's first message"
+        assert b_first.expect("message", room=room)["data"]["content"] == "B's first message"
+        for client in (b_first, b_second):
+            client.nothing_more("message", wait=0.3)
+            client.nothing_more("dm", wait=0.3)
+    finally:
+        sent_through.close()
+        for srv in (srv for pair in servers.values() for srv in pair):
             srv.stop()

@@ -7,8 +7,8 @@ import gevent
 import gevent.socket
 from test_handlers import CONNECTION_CONFIG
 
-from app.connection import CLOSE_POLICY_VIOLATION, Connection
-from app.wsframe import OP_CLOSE, OP_TEXT, text_frame
+from app.connection import Connection
+from app.wsframe import CLOSE_POLICY_VIOLATION, OP_CLOSE, OP_TEXT, text_frame
 
 
 def server_frames(stream: bytes) -> list[tuple[int, bytes]]:

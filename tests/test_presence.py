@@ -23,7 +23,9 @@ def presence(fresh_database):
     url = fresh_database()
     sql(url, "INSERT INTO rooms (name) VALUES ('lobby')")
     pool = db.Pool(url, size=2, setup=runtime.prepare_pool_statements)
-    bus = PostgresBus(url, pool, origin="n1", on_payload=print, on_connected=lambda: None, peer_hold_seconds=10)
+    bus = PostgresBus(
+        url, pool, origin="n1", deployment="d1", on_payload=print, on_connected=lambda: None, peer_hold_seconds=10
+    )
     events: list[tuple[str, int]] = []
     node = Presence(pool, bus, "n1", 10.0, lambda event: events.append((event["event"], event["userId"])))
     yield node, url, events

@@ -43,6 +43,8 @@ SECRET = "unit-test-secret-unit-test-secret"
         ),
         ('{"type":"room_history","room":"r","limit":1e3}', Command("room_history", room="r", limit=200)),
         ('{"type":"dm_history","with":3,"after":4}', Command("dm_history", to=3, limit=50, after=4)),
+        ('{"type":"conversations"}', Command("conversations", limit=200, offset=0)),
+        ('{"type":"conversations","limit":5000,"offset":7}', Command("conversations", limit=1000, offset=7)),
         ('{"type":"join","room":"r","since":"1000000000000000000"}', Command("join", room="r", since=10**18)),
         ('{"type":"dm_history","with":"9223372036854775807"}', Command("dm_history", to=2**63 - 1, limit=50)),
         ('{"type":"typing","room":"r"}', Command("typing", room="r")),
