@@ -20,6 +20,7 @@ import jwt
 import psycopg2
 import pytest
 import websocket
+from support.asyncapi import check_client_frame, check_server_frame
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "test-secret-that-is-long-enough-for-hs256"
@@ -305,13 +306,15 @@ class Client:
         return client
 
     def send(self, frame: dict | str) -> None:
-        self.ws.send(frame if isinstance(frame, str) else json.dumps(frame))
+        """Send a frame: a dict must match docs/asyncapi.yaml; a str goes out unchecked (the
+        way to send a frame meant to be refused, see tests/support/asyncapi.py)."""
+        self.ws.send(frame if isinstance(frame, str) else json.dumps(check_client_frame(frame)))
 
     def recv_any(self, timeout: float = 10.0) -> dict:
         if self.seen:
             return self.seen.pop(0)
         self.ws.settimeout(timeout)
-        return json.loads(self.ws.recv())
+        return check_server_frame(json.loads(self.ws.recv()))
 
     def expect(self, kind: str, timeout: float = 10.0, **match) -> dict:
         """The first frame of this type (and matching fields); others are kept for later."""
@@ -325,7 +328,7 @@ class Client:
                 raise TimeoutError(f"no {kind} {match} within {timeout}s; seen {self.seen[-5:]}")
             self.ws.settimeout(remaining)
             try:
-                frame = json.loads(self.ws.recv())
+                frame = check_server_frame(json.loads(self.ws.recv()))
             except websocket.WebSocketTimeoutException:
                 continue
             if frame.get("type") == kind and _matches(frame, match):

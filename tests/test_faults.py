@@ -13,6 +13,7 @@ import psycopg2
 import pytest
 import websocket
 from conftest import Client, FaultPhases, Server, make_token, new_user_id, sql, unique, wait_for
+from support.asyncapi import check_server_frame
 from test_chat import assert_closed_with, join
 
 
@@ -367,7 +368,7 @@ def test_a_flood_of_tiny_frames_does_not_stop_the_worker(database_url, frame, au
         token = f"?token={make_token(new_user_id())}" if authenticated else ""
         flooder.connect(f"{srv.url}/ws{token}", timeout=10)
         if authenticated:
-            assert json.loads(flooder.recv())["type"] == "welcome"
+            assert check_server_frame(json.loads(flooder.recv()))["type"] == "welcome"
         if frame[0] == 0x00:
             flooder.sock.sendall(b"\x01\x80" + MASK)  # the first fragment of a text message
         flood = Flood(flooder, frame)

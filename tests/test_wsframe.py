@@ -10,6 +10,7 @@ import struct
 import pytest
 import websocket
 from conftest import make_token, new_user_id
+from support.asyncapi import check_server_frame
 from test_chat import GOOD_HEADERS
 from test_connection import server_frames
 
@@ -250,5 +251,5 @@ def test_frames_sent_before_the_101_are_not_lost(server):
             received += chunk
     head, _, frames = received.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 101")
-    kinds = [json.loads(payload)["type"] for _, payload in server_frames(frames)]
+    kinds = [check_server_frame(json.loads(payload))["type"] for _, payload in server_frames(frames)]
     assert kinds == ["welcome", "pong"]
