@@ -6,11 +6,11 @@ from __future__ import annotations
 import gevent
 import psycopg2
 import pytest
-from conftest import sql
 
 from app import db, store
 from app.batcher import Batcher
 from app.errors import Unavailable
+from tests.support.databases import sql
 
 ROOM = "stalled"
 

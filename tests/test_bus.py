@@ -9,12 +9,13 @@ import gevent
 import orjson
 import psycopg2.extensions
 import pytest
-from conftest import StallingProxy, sql
 
 from app import bus as bus_module
 from app import db
 from app.bus import CHANNEL, PostgresBus
 from app.messages import StoredMessage, message_data
+from tests.support.databases import sql
+from tests.support.faults import StallingProxy
 
 
 def test_the_listener_tells_how_far_it_has_handled_the_bus(fresh_database):

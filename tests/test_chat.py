@@ -10,14 +10,15 @@ import time
 import jwt
 import pytest
 import websocket
-from conftest import SECRET, Client, Server, make_token, new_user_id, sql, unique, wait_for
+
+from tests.support.clients import Client, assert_closed_with, join
+from tests.support.databases import sql
+from tests.support.frames import GOOD_HEADERS, WEBSOCKET_KEY
+from tests.support.identities import SECRET, make_token, new_user_id, unique
+from tests.support.servers import Server
+from tests.support.waiting import wait_for
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
-
-
-def join(client: Client, room: str, **extra) -> dict:
-    client.send({"type": "join", "room": room, **extra})
-    return client.expect("join_ack", room=room)
 
 
 # --- authentication --------------------------------------------------------------------------------
@@ -106,7 +107,6 @@ def test_bad_token_at_handshake_is_refused_with_401(server, kind):
     assert not token or token not in server.log()
 
 
-WEBSOCKET_KEY = "dGhlIHNhbXBsZSBub25jZQ=="  # RFC 6455's example
 # Upgrade requests that break the handshake's rules: (headers, status expected)
 BAD_UPGRADES = {
     "no key": ("Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13", 400),
@@ -157,9 +157,6 @@ def test_a_token_with_many_claims_fits_in_the_query_string(server):
     assert client.expect("welcome")["data"]["userId"] == user_id
 
 
-GOOD_HEADERS = f"Connection: Upgrade\r\nSec-WebSocket-Key: {WEBSOCKET_KEY}\r\nSec-WebSocket-Version: 13"
-
-
 @pytest.mark.parametrize(
     "request_line,upgrade,status",
     [
@@ -197,15 +194,6 @@ def test_no_auth_within_timeout_closes_with_4001(server):
     client = Client.connect(server.url)  # the test server gives 1.5 s
     assert client.expect("error", timeout=5)["code"] == "unauthorized"
     assert_closed_with(client, 4001)
-
-
-def assert_closed_with(client: Client, code: int) -> None:
-    client.ws.settimeout(5)
-    while True:
-        opcode, data = client.ws.recv_data(control_frame=True)
-        if opcode == websocket.ABNF.OPCODE_CLOSE:
-            assert int.from_bytes(data[:2], "big") == code
-            return
 
 
 def test_a_connection_is_closed_with_4001_when_its_token_expires(server):
@@ -716,8 +704,6 @@ def test_many_frames_in_one_write_are_all_answered(connect):
 
 
 def test_rooms_auto_create_off_gives_not_found(database_url):
-    from conftest import Server
-
     srv = Server(database_url, ROOMS_AUTO_CREATE="false").start()
     try:
         client = Client.connect(srv.url, make_token(new_user_id()))
@@ -784,8 +770,6 @@ def test_conversations_lists_dm_partners_latest_first(connect):
 def test_a_room_that_heard_a_join_hears_the_leave_even_once_crowded(database_url):
     """Nobody keeps seeing online a user whose join reached them before the room grew
     too crowded for presence; the joins and leaves of the crowd stay unannounced."""
-    from conftest import Server
-
     srv = Server(database_url, PRESENCE_MAX_ROOM_SIZE="2").start()
     try:
         room = unique("grown")
@@ -809,8 +793,6 @@ def test_a_room_that_heard_a_join_hears_the_leave_even_once_crowded(database_url
 
 
 def test_crowded_rooms_list_some_users_and_announce_no_presence(database_url):
-    from conftest import Server
-
     srv = Server(database_url, JOIN_ACK_MAX_USERS="2", PRESENCE_MAX_ROOM_SIZE="2").start()
     try:
         room = unique("crowd")

@@ -12,8 +12,13 @@ import urllib.request
 import psycopg2
 import pytest
 import websocket
-from conftest import Client, FaultPhases, Server, make_token, new_user_id, sql, unique, wait_for
-from test_chat import assert_closed_with, join
+
+from tests.support.clients import Client, assert_closed_with, join
+from tests.support.databases import sql
+from tests.support.faults import FaultPhases
+from tests.support.identities import make_token, new_user_id, unique
+from tests.support.servers import Server
+from tests.support.waiting import wait_for
 
 
 def connect_to(srv: Server, user_id: int | None = None) -> Client:

@@ -7,11 +7,12 @@ from types import SimpleNamespace
 
 import gevent
 import pytest
-from conftest import SECRET, sql
 from werkzeug.security import generate_password_hash
 
 from app import create_app, db, login, runtime
 from app.tokens import verify_token
+from tests.support.databases import sql
+from tests.support.identities import SECRET
 
 
 @pytest.fixture

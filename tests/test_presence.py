@@ -6,12 +6,12 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 import pytest
-from conftest import sql
 
 from app import db, runtime
 from app.bus import PostgresBus
 from app.errors import Unavailable
 from app.presence import ALIVE, Presence
+from tests.support.databases import sql
 
 ALICE, BOB = (1, "alice"), (2, "bob")
 

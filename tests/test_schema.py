@@ -7,7 +7,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import psycopg2
 import pytest
-from conftest import ROOT, Client, Server, database_url_for, drop_database, make_token, new_user_id, sql
+
+from tests.support.clients import Client
+from tests.support.databases import database_url_for, drop_database, sql
+from tests.support.identities import make_token, new_user_id
+from tests.support.project import ROOT
+from tests.support.servers import Server
 
 LEGACY_TABLES = """
 CREATE TABLE users (id SERIAL PRIMARY KEY, username VARCHAR(50) UNIQUE NOT NULL,
