@@ -158,6 +158,7 @@ def room_message(seq: int) -> StoredMessage:
     return StoredMessage(id=seq, seq=seq, data=message_data(seq, 1, "u", "c", "t", room="r"))
 
 
+@pytest.mark.slow
 def test_a_postgres_listener_whose_server_went_silent_reconnects(fresh_database, monkeypatch):
     """A hung server or proxy leaves the LISTEN connection open and silent: NOTIFYs of the
     other nodes would be lost until TCP gave up, hours later."""
@@ -193,6 +194,7 @@ def test_a_postgres_listener_whose_server_went_silent_reconnects(fresh_database,
         pool.close()
 
 
+@pytest.mark.slow
 def test_a_redis_listener_whose_server_went_silent_reconnects(private_redis, monkeypatch):
     from app.bus import RedisBus
 

@@ -190,12 +190,14 @@ def test_other_frame_before_auth_closes_with_4001(server):
     assert_closed_with(client, 4001)
 
 
+@pytest.mark.slow
 def test_no_auth_within_timeout_closes_with_4001(server):
     client = Client.connect(server.url)  # the test server gives 1.5 s
     assert client.expect("error", timeout=5)["code"] == "unauthorized"
     assert_closed_with(client, 4001)
 
 
+@pytest.mark.slow
 def test_a_connection_is_closed_with_4001_when_its_token_expires(server):
     user_id = new_user_id()
     client = Client.connect(server.url, make_token(user_id, exp=int(time.time()) + 2))
@@ -208,6 +210,7 @@ def test_a_connection_is_closed_with_4001_when_its_token_expires(server):
     assert_closed_with(client, 4001)
 
 
+@pytest.mark.slow
 def test_a_fresh_token_of_the_same_user_keeps_the_connection_open(server):
     user_id = new_user_id()
     client = Client.connect(server.url, make_token(user_id, exp=int(time.time()) + 2))
@@ -518,6 +521,7 @@ def test_rooms_lists_online_counts(connect):
     assert rooms[room] == {"name": room, "description": "", "online": 2}
 
 
+@pytest.mark.slow
 def test_rooms_lists_the_most_crowded_when_there_are_too_many(fresh_database):
     srv = Server(fresh_database(), ROOMS_LIST_MAX="3").start()
     try:
@@ -703,6 +707,7 @@ def test_many_frames_in_one_write_are_all_answered(connect):
     assert answers.count("pong") >= 30 and set(answers) <= {"pong", "error"}
 
 
+@pytest.mark.slow
 def test_rooms_auto_create_off_gives_not_found(database_url):
     srv = Server(database_url, ROOMS_AUTO_CREATE="false").start()
     try:
@@ -767,6 +772,7 @@ def test_conversations_lists_dm_partners_latest_first(connect):
     ]
 
 
+@pytest.mark.slow
 def test_a_room_that_heard_a_join_hears_the_leave_even_once_crowded(database_url):
     """Nobody keeps seeing online a user whose join reached them before the room grew
     too crowded for presence; the joins and leaves of the crowd stay unannounced."""
@@ -792,6 +798,7 @@ def test_a_room_that_heard_a_join_hears_the_leave_even_once_crowded(database_url
         srv.stop()
 
 
+@pytest.mark.slow
 def test_crowded_rooms_list_some_users_and_announce_no_presence(database_url):
     srv = Server(database_url, JOIN_ACK_MAX_USERS="2", PRESENCE_MAX_ROOM_SIZE="2").start()
     try:

@@ -28,6 +28,9 @@ from tests.support.restartable import PrivateRedis
 from tests.support.servers import Server
 from tests.support.waiting import wait_for
 
+# Every test here runs two or more server instances over a bus: `-m "not cluster"` leaves them out.
+pytestmark = pytest.mark.cluster
+
 CLUSTER_ENV = {"HEARTBEAT_SECONDS": "0.5", "NODE_TIMEOUT_SECONDS": "3", "GAP_WAIT_SECONDS": "0.2"}
 
 

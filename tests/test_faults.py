@@ -20,6 +20,9 @@ from tests.support.identities import make_token, new_user_id, unique
 from tests.support.servers import Server
 from tests.support.waiting import wait_for
 
+# Every test here starts its own server and waits a fault out: seconds each.
+pytestmark = pytest.mark.slow
+
 
 def connect_to(srv: Server, user_id: int | None = None) -> Client:
     user_id = user_id or new_user_id()

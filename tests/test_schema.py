@@ -56,6 +56,7 @@ def make_db(url: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_make_db_twice_on_the_legacy_tables_keeps_their_data_and_serves(legacy_database):
     for _ in range(2):
         result = make_db(legacy_database)
@@ -90,6 +91,7 @@ def test_make_db_twice_on_the_legacy_tables_keeps_their_data_and_serves(legacy_d
         srv.stop()
 
 
+@pytest.mark.slow
 def test_the_legacy_backends_private_rooms_are_not_served(legacy_database):
     """Who may read a private room is the existing backend's business, unknown here: such a
     room is not listed, and joining it or reading its history is not_found."""
@@ -131,6 +133,7 @@ def test_schema_loads_twice_on_a_fresh_database(fresh_database):
     assert {"id", "from_user", "to_user", "room", "content", "timestamp"} <= columns
 
 
+@pytest.mark.slow
 def test_a_server_on_an_empty_database_creates_the_tables_itself(empty_database):
     srv = Server(empty_database, workers=2).start()
     try:
@@ -174,6 +177,7 @@ def test_a_server_on_an_empty_database_creates_the_tables_itself(empty_database)
         ),
     ],
 )
+@pytest.mark.slow
 def test_a_server_adds_what_its_older_version_did_not_have(fresh_database, older, added, present):
     """A database an older server made (a column or a sequence fewer) is upgraded at
     start: without it the prepared join statement would fail on every pooled connection."""
