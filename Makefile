@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PY_SOURCES := app tests scripts wsgi.py gunicorn.conf.py
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 
-.PHONY: install run stop-db db token user token-usage user-usage test test-python test-web lint web bench clean
+.PHONY: install run stop-db db token user token-usage user-usage test test-python test-fast test-web lint web bench clean
 
 install: $(STAMP)
 
@@ -67,6 +67,10 @@ test: test-python test-web
 
 test-python: lint
 	$(VENV)/bin/pytest -q
+
+# The quick loop while working: leaves out the multi-node and the slow tests (`make test` runs them).
+test-fast: install
+	$(VENV)/bin/pytest -q -m "not cluster and not slow"
 
 test-web:
 	@if [ -f web/Makefile ]; then $(MAKE) -C web test; else echo "no web client yet"; fi

@@ -4,11 +4,14 @@ which ids users made here get beside the tokens' users, and what names are store
 from __future__ import annotations
 
 import pytest
-from conftest import SECRET, Client, Server, make_token, new_user_id, sql, unique
 from werkzeug.security import check_password_hash
 
 from app import create_app
 from app.tokens import verify_token
+from tests.support.clients import Client
+from tests.support.databases import sql
+from tests.support.identities import SECRET, make_token, new_user_id, unique
+from tests.support.servers import Server
 
 BIGGEST_ID = 2**63 - 1
 

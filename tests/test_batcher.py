@@ -6,11 +6,11 @@ from __future__ import annotations
 import gevent
 import psycopg2
 import pytest
-from conftest import sql
 
 from app import db, store
 from app.batcher import Batcher
 from app.errors import Unavailable
+from tests.support.databases import sql
 
 ROOM = "stalled"
 
@@ -82,6 +82,7 @@ def test_a_draft_whose_sender_gave_up_before_it_was_sent_is_not_stored(stalled_r
         pool.close()
 
 
+@pytest.mark.slow
 def test_a_committed_batch_is_delivered_and_answered_when_looking_up_a_resend_fails(stalled_room):
     url, lock = stalled_room
     pool = db.Pool(url, size=1, acquire_timeout=2)

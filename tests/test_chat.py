@@ -10,15 +10,16 @@ import time
 import jwt
 import pytest
 import websocket
-from conftest import SECRET, Client, Server, make_token, new_user_id, sql, unique, wait_for
-from support.asyncapi import check_server_frame
+
+from tests.support.asyncapi import check_server_frame
+from tests.support.clients import Client, assert_closed_with, join
+from tests.support.databases import sql
+from tests.support.frames import BAD_FRAMES, GOOD_HEADERS, WEBSOCKET_KEY
+from tests.support.identities import SECRET, make_token, new_user_id, unique
+from tests.support.servers import Server
+from tests.support.waiting import wait_for
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
-
-
-def join(client: Client, room: str, **extra) -> dict:
-    client.send({"type": "join", "room": room, **extra})
-    return client.expect("join_ack", room=room)
 
 
 # --- authentication --------------------------------------------------------------------------------
@@ -107,7 +108,6 @@ def test_bad_token_at_handshake_is_refused_with_401(server, kind):
     assert not token or token not in server.log()
 
 
-WEBSOCKET_KEY = "dGhlIHNhbXBsZSBub25jZQ=="  # RFC 6455's example
 # Upgrade requests that break the handshake's rules: (headers, status expected)
 BAD_UPGRADES = {
     "no key": ("Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13", 400),
@@ -158,9 +158,6 @@ def test_a_token_with_many_claims_fits_in_the_query_string(server):
     assert client.expect("welcome")["data"]["userId"] == user_id
 
 
-GOOD_HEADERS = f"Connection: Upgrade\r\nSec-WebSocket-Key: {WEBSOCKET_KEY}\r\nSec-WebSocket-Version: 13"
-
-
 @pytest.mark.parametrize(
     "request_line,upgrade,status",
     [
@@ -194,21 +191,14 @@ def test_other_frame_before_auth_closes_with_4001(server):
     assert_closed_with(client, 4001)
 
 
+@pytest.mark.slow
 def test_no_auth_within_timeout_closes_with_4001(server):
     client = Client.connect(server.url)  # the test server gives 1.5 s
     assert client.expect("error", timeout=5)["code"] == "unauthorized"
     assert_closed_with(client, 4001)
 
 
-def assert_closed_with(client: Client, code: int) -> None:
-    client.ws.settimeout(5)
-    while True:
-        opcode, data = client.ws.recv_data(control_frame=True)
-        if opcode == websocket.ABNF.OPCODE_CLOSE:
-            assert int.from_bytes(data[:2], "big") == code
-            return
-
-
+@pytest.mark.slow
 def test_a_connection_is_closed_with_4001_when_its_token_expires(server):
     user_id = new_user_id()
     client = Client.connect(server.url, make_token(user_id, exp=int(time.time()) + 2))
@@ -221,6 +211,7 @@ def test_a_connection_is_closed_with_4001_when_its_token_expires(server):
     assert_closed_with(client, 4001)
 
 
+@pytest.mark.slow
 def test_a_fresh_token_of_the_same_user_keeps_the_connection_open(server):
     user_id = new_user_id()
     client = Client.connect(server.url, make_token(user_id, exp=int(time.time()) + 2))
@@ -531,6 +522,7 @@ def test_rooms_lists_online_counts(connect):
     assert rooms[room] == {"name": room, "description": "", "online": 2}
 
 
+@pytest.mark.slow
 def test_rooms_lists_the_most_crowded_when_there_are_too_many(fresh_database):
     srv = Server(fresh_database(), ROOMS_LIST_MAX="3").start()
     try:
@@ -622,44 +614,6 @@ def test_join_with_since_beyond_the_newest_message_misses_nothing_after_it(conne
 
 # --- errors ----------------------------------------------------------------------------------------------
 
-# (frame, code, a word the error message must contain)
-BAD_FRAMES = [
-    ("not json", "bad_json", "JSON"),
-    ('{"type": "join", "room": ', "bad_json", "JSON"),
-    ("[1, 2]", "invalid", "object"),
-    ('{"room": "x"}', "invalid", "type"),
-    ({"type": "dance"}, "unknown_type", "dance"),
-    ({"type": "join"}, "invalid", "room"),
-    ({"type": "join", "room": ""}, "invalid", "room"),
-    ({"type": "join", "room": "has space"}, "invalid", "room"),
-    ({"type": "join", "room": "x" * 65}, "invalid", "room"),
-    ({"type": "join", "room": 5}, "invalid", "room"),
-    ({"type": "join", "room": "ok", "since": "abc"}, "invalid", "since"),
-    ({"type": "message", "room": "never-joined", "content": "hi"}, "not_joined", "never-joined"),
-    ({"type": "message", "room": "x"}, "invalid", "content"),
-    ({"type": "message", "room": "x", "content": "   "}, "invalid", "content"),
-    ({"type": "message", "room": "x", "content": "a\u0000b"}, "invalid", "NUL"),
-    ({"type": "message", "room": "x", "content": 42}, "invalid", "content"),
-    ({"type": "message", "room": "x", "content": "y" * 4001}, "too_large", "4000"),
-    ({"type": "message", "room": "x", "content": "hi", "clientId": "c" * 65}, "invalid", "clientId"),
-    ({"type": "dm", "content": "hi"}, "invalid", "to"),
-    ({"type": "dm", "to": "bob", "content": "hi"}, "invalid", "to"),
-    ({"type": "dm", "to": 1.5, "content": "hi"}, "invalid", "to"),
-    ({"type": "dm", "to": 999_999_999_999, "content": "hi"}, "not_found", "999999999999"),
-    ({"type": "dm", "to": 0, "content": "hi"}, "not_found", "user 0"),
-    ({"type": "dm", "to": -7, "content": "hi"}, "not_found", "user -7"),
-    ({"type": "room_history", "room": "x", "limit": 0}, "invalid", "limit"),
-    ({"type": "room_history", "room": "x", "limit": -3}, "invalid", "limit"),
-    ({"type": "room_history", "room": "x", "limit": "ten"}, "invalid", "limit"),
-    ({"type": "room_history", "room": "no-such-room-anywhere"}, "not_found", "no-such-room-anywhere"),
-    ({"type": "dm_history"}, "invalid", "with"),
-    ({"type": "dm_history", "with": 999_999_999_999}, "not_found", "999999999999"),
-    ({"type": "dm_history", "with": 0}, "not_found", "user 0"),
-    ({"type": "typing", "room": "never-joined"}, "not_joined", "never-joined"),
-    ({"type": "leave", "room": "never-joined"}, "not_joined", "never-joined"),
-    ({"type": "auth", "token": "not-a-token"}, "unauthorized", "token is invalid"),
-]
-
 
 @pytest.mark.parametrize("frame,code,word", BAD_FRAMES, ids=[f"{i}-{c}" for i, (_, c, _) in enumerate(BAD_FRAMES)])
 def test_bad_frames_get_an_error_and_the_connection_stays_usable(connect, frame, code, word):
@@ -716,9 +670,8 @@ def test_many_frames_in_one_write_are_all_answered(connect):
     assert answers.count("pong") >= 30 and set(answers) <= {"pong", "error"}
 
 
+@pytest.mark.slow
 def test_rooms_auto_create_off_gives_not_found(database_url):
-    from conftest import Server
-
     srv = Server(database_url, ROOMS_AUTO_CREATE="false").start()
     try:
         client = Client.connect(srv.url, make_token(new_user_id()))
@@ -806,11 +759,10 @@ def test_conversations_come_in_pages_latest_first(connect, database_url):
     assert page(limit=1) == latest_first[:1]  # still usable
 
 
+@pytest.mark.slow
 def test_a_room_that_heard_a_join_hears_the_leave_even_once_crowded(database_url):
     """Nobody keeps seeing online a user whose join reached them before the room grew
     too crowded for presence; the joins and leaves of the crowd stay unannounced."""
-    from conftest import Server
-
     srv = Server(database_url, PRESENCE_MAX_ROOM_SIZE="2").start()
     try:
         room = unique("grown")
@@ -833,9 +785,8 @@ def test_a_room_that_heard_a_join_hears_the_leave_even_once_crowded(database_url
         srv.stop()
 
 
+@pytest.mark.slow
 def test_crowded_rooms_list_some_users_and_announce_no_presence(database_url):
-    from conftest import Server
-
     srv = Server(database_url, JOIN_ACK_MAX_USERS="2", PRESENCE_MAX_ROOM_SIZE="2").start()
     try:
         room = unique("crowd")

@@ -5,26 +5,11 @@ from __future__ import annotations
 
 import gevent
 import gevent.socket
-from test_handlers import CONNECTION_CONFIG
 
 from app.connection import Connection
 from app.wsframe import CLOSE_POLICY_VIOLATION, OP_CLOSE, OP_TEXT, text_frame
-
-
-def server_frames(stream: bytes) -> list[tuple[int, bytes]]:
-    """(opcode, payload) of each unmasked frame in what a client read, in order."""
-    frames, at = [], 0
-    while at < len(stream):
-        opcode, length = stream[at] & 0x0F, stream[at + 1] & 0x7F
-        at += 2
-        if length >= 126:
-            width = 2 if length == 126 else 8
-            length, at = int.from_bytes(stream[at : at + width], "big"), at + width
-        payload = stream[at : at + length]
-        assert len(payload) == length, f"the stream ends {length - len(payload)} bytes into a frame"
-        frames.append((opcode, payload))
-        at += length
-    return frames
+from tests.support.connection_config import CONNECTION_CONFIG
+from tests.support.frames import server_frames
 
 
 def read_to_the_end(sock) -> bytes:

@@ -8,7 +8,11 @@ import subprocess
 import sys
 import urllib.request
 
-from conftest import ROOT, SECRET, free_port, sql, unique, wait_for
+from tests.support.databases import sql
+from tests.support.identities import SECRET, unique
+from tests.support.project import ROOT
+from tests.support.servers import free_port
+from tests.support.waiting import wait_for
 
 DEVSERVER = [sys.executable, str(ROOT / "scripts" / "devserver.py")]
 

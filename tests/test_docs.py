@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 from jsonschema import Draft7Validator
-from support import asyncapi
 
 from app import config, errors, protocol
+from tests.support import asyncapi
+from tests.support.frames import BAD_FRAMES
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -106,7 +107,6 @@ def test_the_frames_shown_in_protocol_md_match_their_schemas():
 def test_the_schemas_refuse_the_frames_the_server_refuses_as_ill_formed():
     """The bad frames test_chat sends raw: each one the server calls ill-formed (not a
     matter of state, like not_joined) the schemas refuse too, so they are strict enough."""
-    from test_chat import BAD_FRAMES
 
     ill_formed = [frame for frame, code, _ in BAD_FRAMES if code in ("invalid", "too_large", "unknown_type")]
     assert len(ill_formed) > 15

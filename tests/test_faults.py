@@ -12,9 +12,17 @@ import urllib.request
 import psycopg2
 import pytest
 import websocket
-from conftest import Client, FaultPhases, Server, make_token, new_user_id, sql, unique, wait_for
-from support.asyncapi import check_server_frame
-from test_chat import assert_closed_with, join
+
+from tests.support.asyncapi import check_server_frame
+from tests.support.clients import Client, assert_closed_with, join
+from tests.support.databases import sql
+from tests.support.faults import FaultPhases
+from tests.support.identities import make_token, new_user_id, unique
+from tests.support.servers import Server
+from tests.support.waiting import wait_for
+
+# Every test here starts its own server and waits a fault out: seconds each.
+pytestmark = pytest.mark.slow
 
 
 def connect_to(srv: Server, user_id: int | None = None) -> Client:

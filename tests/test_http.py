@@ -9,11 +9,12 @@ from types import SimpleNamespace
 import gevent
 import psycopg2.extensions
 import pytest
-from conftest import SECRET, sql
 from werkzeug.security import generate_password_hash
 
 from app import create_app, db, login, runtime
 from app.tokens import verify_token
+from tests.support.databases import sql
+from tests.support.identities import SECRET
 
 
 @pytest.fixture
@@ -138,6 +139,7 @@ def test_login_needs_username_and_password(client, body):
     assert client.post("/api/login", json=body).status_code == 400
 
 
+@pytest.mark.slow
 def test_repeated_failures_are_slowed_down(client, alice, monkeypatch):
     delays = []
     monkeypatch.setattr(login.gevent, "sleep", delays.append)
@@ -187,6 +189,7 @@ def test_a_success_restarts_the_user_but_does_not_wipe_the_address(client, alice
     assert login.by_address.states["127.0.0.1"].failures == 5
 
 
+@pytest.mark.slow
 def test_guessing_a_users_password_from_elsewhere_does_not_lock_the_user_out(client, alice, monkeypatch):
     """Refusals keyed by username alone let anyone keep a user from signing in."""
     monkeypatch.setattr(login.gevent, "sleep", lambda seconds: None)  # the queue fills at once

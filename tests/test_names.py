@@ -5,9 +5,11 @@ from __future__ import annotations
 import unicodedata
 
 import pytest
-from conftest import Client, make_token, new_user_id, sql, unique
 
 from app.names import USERNAME_MAX_CHARS, local_username, shown_username
+from tests.support.clients import Client
+from tests.support.databases import sql
+from tests.support.identities import make_token, new_user_id, unique
 
 HIDDEN = {
     "zero-width space": "\u200b",

@@ -9,13 +9,12 @@ import struct
 
 import pytest
 import websocket
-from conftest import make_token, new_user_id
-from support.asyncapi import check_server_frame
-from test_chat import GOOD_HEADERS
-from test_connection import server_frames
 
 from app import wsframe
 from app.wsframe import OP_BINARY, OP_CLOSE, OP_PING, OP_TEXT, FrameReader, ProtocolViolation
+from tests.support.asyncapi import check_server_frame
+from tests.support.frames import GOOD_HEADERS, server_frames
+from tests.support.identities import make_token, new_user_id
 
 
 def client_frame(opcode: int, payload: bytes, fin: bool = True, masked: bool = True, rsv: int = 0) -> bytes:
