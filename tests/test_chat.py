@@ -754,7 +754,7 @@ def test_conversations_come_in_pages_latest_first(connect, database_url):
     assert page(limit=2, offset=4) == latest_first[4:]
     assert page(offset=5) == []
     for bad in ({"limit": 0}, {"limit": "10"}, {"limit": 2.5}, {"offset": -1}, {"offset": "x"}):
-        alice.send({"type": "conversations", **bad})
+        alice.send(json.dumps({"type": "conversations", **bad}))  # raw: refused by design
         assert alice.expect_error("invalid")["requestType"] == "conversations"
     assert page(limit=1) == latest_first[:1]  # still usable
 
