@@ -51,7 +51,8 @@ DEFAULTS: dict[str, Any] = {
     # Frames a replay (`join` with `since`) reads from the database per query.
     "REPLAY_PAGE_SIZE": 500,
     # An idle connection is pinged this often; one that sends nothing back within
-    # PONG_TIMEOUT_SECONDS after a ping is dropped.
+    # PONG_TIMEOUT_SECONDS after a ping is dropped, and so is one that takes none of what
+    # waits for it for as long, whatever it sends.
     "PING_INTERVAL_SECONDS": 25.0,
     "PONG_TIMEOUT_SECONDS": 20.0,
     # How long an unauthenticated connection may wait before its `auth` frame.

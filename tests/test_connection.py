@@ -66,3 +66,27 @@ def test_clients_behind_are_closed_once_the_process_holds_too_much_for_them():
         for _, theirs in pairs:
             theirs.close()
     assert Connection.queued_in_process == baseline
+
+
+def test_the_process_total_counts_a_frame_until_the_kernel_has_taken_it():
+    """Clients that each ask for one large answer and read nothing: the flusher begins
+    writing each answer at once, and a frame that stopped counting then let 800 such
+    connections hold 1.5 GB past OUTBOX_TOTAL_MAX_BYTES."""
+    config = {**CONNECTION_CONFIG, "OUTBOX_TOTAL_MAX_BYTES": 2 << 20, "SOCKET_SEND_BUFFER_BYTES": 4096}
+    pairs = [gevent.socket.socketpair() for _ in range(3)]
+    conns = [Connection(ours, config, "test") for ours, _ in pairs]
+    baseline = Connection.queued_in_process
+    answer = text_frame(b"h" * (900 << 10))
+    try:
+        for conn in conns:
+            conn.send_frame(answer)
+            gevent.idle()  # its flusher is now in the write, waiting for the client to read
+        assert [conn.close_code for conn in conns] == [None, None, CLOSE_POLICY_VIOLATION]
+        assert Connection.queued_in_process - baseline == sum(conn.outbox_bytes for conn in conns)
+    finally:
+        for conn in conns:
+            conn.abort()
+            conn.finish()
+        for _, theirs in pairs:
+            theirs.close()
+    assert Connection.queued_in_process == baseline
