@@ -6,10 +6,10 @@ from __future__ import annotations
 import struct
 
 import pytest
-from test_wsframe import client_frame
 
 from app.wscore import CLOSE, END, NEED_MORE, SEND, WebSocketCore
 from app.wsframe import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT
+from tests.support.frames import client_frame
 
 MAX_MESSAGE_BYTES = 1000
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 import struct
 
@@ -13,24 +12,8 @@ import websocket
 from app import wsframe
 from app.wsframe import OP_BINARY, OP_CLOSE, OP_PING, OP_TEXT, FrameReader, ProtocolViolation
 from tests.support.asyncapi import check_server_frame
-from tests.support.frames import GOOD_HEADERS, server_frames
+from tests.support.frames import GOOD_HEADERS, client_frame, server_frames
 from tests.support.identities import make_token, new_user_id
-
-
-def client_frame(opcode: int, payload: bytes, fin: bool = True, masked: bool = True, rsv: int = 0) -> bytes:
-    """A frame as a client sends it: masked."""
-    first = (0x80 if fin else 0) | rsv | opcode
-    length = len(payload)
-    if length < 126:
-        header = bytes((first, (0x80 if masked else 0) | length))
-    elif length < 65536:
-        header = struct.pack("!BBH", first, (0x80 if masked else 0) | 126, length)
-    else:
-        header = struct.pack("!BBQ", first, (0x80 if masked else 0) | 127, length)
-    if not masked:
-        return header + payload
-    mask = os.urandom(4)
-    return header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 
 
 @pytest.mark.parametrize("size", [0, 1, 5, 125, 126, 65535, 65536, 70000])

@@ -1,10 +1,29 @@
-"""WebSocket bytes on the wire: a valid handshake's headers, and frames split out of what a client read."""
+"""WebSocket bytes on the wire: a valid handshake's headers, client frames, server frames split apart."""
 
 from __future__ import annotations
+
+import os
+import struct
 
 WEBSOCKET_KEY = "dGhlIHNhbXBsZSBub25jZQ=="  # RFC 6455's example
 # The headers of a valid upgrade but for the request line and Upgrade, which tests vary.
 GOOD_HEADERS = f"Connection: Upgrade\r\nSec-WebSocket-Key: {WEBSOCKET_KEY}\r\nSec-WebSocket-Version: 13"
+
+
+def client_frame(opcode: int, payload: bytes, fin: bool = True, masked: bool = True, rsv: int = 0) -> bytes:
+    """A frame as a client sends it: masked."""
+    first = (0x80 if fin else 0) | rsv | opcode
+    length = len(payload)
+    if length < 126:
+        header = bytes((first, (0x80 if masked else 0) | length))
+    elif length < 65536:
+        header = struct.pack("!BBH", first, (0x80 if masked else 0) | 126, length)
+    else:
+        header = struct.pack("!BBQ", first, (0x80 if masked else 0) | 127, length)
+    if not masked:
+        return header + payload
+    mask = os.urandom(4)
+    return header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 
 
 def server_frames(stream: bytes) -> list[tuple[int, bytes]]:
