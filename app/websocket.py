@@ -211,7 +211,7 @@ def authenticate_first_frame(rt: ChatRuntime, conn: Connection) -> Identity | No
 
 def start_session(rt: ChatRuntime, conn: Connection, identity: Identity) -> None:
     conn.user_id = identity.user_id
-    conn.token_expires_at = identity.expires_at
+    conn.token_expires_at = identity.refused_after
     threads = None
     rt.hub.begin_registration(conn)  # DMs committed after the listing's snapshot are kept
     try:
