@@ -54,6 +54,13 @@ def _check_password(stored_hash: str, password: str) -> bool:
         _hash_slots.release()
 
 
+@bp.after_request
+def not_stored(response: Response) -> Response:
+    """A token must not stay in a browser's or a proxy's cache."""
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
 @bp.post("/api/login")
 def login() -> tuple[Response, int]:
     """A token for the right username and password; the same 401 for any wrong pair."""
