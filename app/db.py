@@ -405,13 +405,12 @@ def upsert_user(dsn: str, username: str, password_hash: str | None = None) -> in
 @click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True)
 def create_user_command(username: str, password: str) -> None:
     """Create a user (or set its password) for standalone sign-in."""
-    from werkzeug.security import generate_password_hash
-
     from .names import USERNAME_MAX_CHARS, is_valid_username
+    from .passwords import hash_password
 
     if not is_valid_username(username.strip()):
         raise click.BadParameter(f"1 to {USERNAME_MAX_CHARS} characters, no control characters", param_hint="USERNAME")
-    user_id = upsert_user(current_app.config["DATABASE_URL"], username, generate_password_hash(password))
+    user_id = upsert_user(current_app.config["DATABASE_URL"], username, hash_password(password))
     click.echo(f"user {username} has id {user_id}")
 
 
