@@ -29,7 +29,7 @@ control_socket_disable = True
 limit_request_line = 8190
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 # Access log off by default; when on, %(U)s logs the path without the query string,
-# which may hold a token.
+# which may hold a token. (Every record of the worker is redacted besides: app/redact.py.)
 accesslog = os.environ.get("ACCESS_LOG") or None
 access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(D)sus'
 

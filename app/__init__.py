@@ -6,6 +6,7 @@ import logging
 
 from flask import Flask
 
+from . import redact
 from .config import DEFAULTS, from_environment, load_dotenv_file
 
 
@@ -25,6 +26,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         level=str(app.config["LOG_LEVEL"]).upper(),
         format="%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s",
     )
+    redact.install()  # no token in any log line of the process, gunicorn's included
 
     from . import db, http, login, websocket
 
