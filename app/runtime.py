@@ -77,6 +77,7 @@ class ChatRuntime:
             max_batch=config["BATCH_MAX_MESSAGES"],
             timeout_seconds=config["STORE_TIMEOUT_SECONDS"],
             pipelines=config["COMMIT_PIPELINES"],
+            local_commits=self.hub.local_commits,
         )
         # The `rooms` answer, encoded: read at most once a second, however many clients ask
         # (each presence event made every member of the room ask at once).
