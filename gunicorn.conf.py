@@ -52,7 +52,7 @@ def post_worker_init(worker):
     def close_then_stop():
         # WebSocket sessions run outside gunicorn's request pool (see app/websocket.py):
         # the worker must not exit before they have sent their close frames.
-        shutdown_runtime(wait_seconds=graceful_timeout - 2)
+        shutdown_runtime(worker.wsgi, wait_seconds=graceful_timeout - 2)
         worker.alive = False
 
     def handle_term(signum, frame):
@@ -64,4 +64,4 @@ def post_worker_init(worker):
 def worker_int(worker):
     from app.runtime import shutdown_runtime
 
-    shutdown_runtime(wait_seconds=2)
+    shutdown_runtime(worker.wsgi, wait_seconds=2)

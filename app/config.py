@@ -19,6 +19,10 @@ DEFAULTS: dict[str, Any] = {
     "JWT_SECRET": "",
     # When set, tokens must carry this `aud` claim; when empty, `aud` is not checked.
     "JWT_AUDIENCE": "",
+    # Clock skew allowed between the token issuer and this server, on `iat`, `nbf` and `exp`
+    # alike: an issuer whose clock runs ahead had its fresh tokens refused. An open
+    # connection is closed with 4001 once `exp` plus this has passed.
+    "JWT_LEEWAY_SECONDS": 30,
     # Cross-process fan-out: "postgres" (LISTEN/NOTIFY), "redis", or "auto" (redis when
     # REDIS_URL is set, else postgres).
     "CHAT_BUS": "auto",
@@ -51,7 +55,8 @@ DEFAULTS: dict[str, Any] = {
     # Frames a replay (`join` with `since`) reads from the database per query.
     "REPLAY_PAGE_SIZE": 500,
     # An idle connection is pinged this often; one that sends nothing back within
-    # PONG_TIMEOUT_SECONDS after a ping is dropped.
+    # PONG_TIMEOUT_SECONDS after a ping is dropped, and so is one that takes none of what
+    # waits for it for as long, whatever it sends.
     "PING_INTERVAL_SECONDS": 25.0,
     "PONG_TIMEOUT_SECONDS": 20.0,
     # How long an unauthenticated connection may wait before its `auth` frame.

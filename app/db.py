@@ -18,13 +18,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import click
 import psycopg2
 import psycopg2.errors
 import psycopg2.extensions
 import psycopg2.extras
-from flask import Flask, current_app
-from flask.cli import with_appcontext
 from gevent.lock import BoundedSemaphore
 from gevent.monkey import get_original
 from gevent.socket import wait_read, wait_write
@@ -358,76 +355,3 @@ def ping(dsn: str, timeout: int = 2) -> bool:
         return False
     finally:
         conn.close()
-
-
-@click.command("init-db")
-@with_appcontext
-def init_db_command() -> None:
-    """Create or upgrade the tables in DATABASE_URL (safe to run twice)."""
-    load_schema(current_app.config["DATABASE_URL"])
-    click.echo("schema loaded")
-
-
-def _sync_user_ids(cur) -> None:
-    """Move the id sequence past ids that tokens brought in (users created from claims)."""
-    cur.execute(
-        """SELECT setval(pg_get_serial_sequence('users', 'id'), GREATEST(max(id), 1))
-           FROM users
-           HAVING max(id) >= (SELECT COALESCE(last_value, 0) FROM pg_sequences
-                              WHERE schemaname || '.' || sequencename = pg_get_serial_sequence('users', 'id'))"""
-    )
-
-
-def upsert_user(dsn: str, username: str, password_hash: str | None = None) -> int:
-    """The id of the user named `username`, created if missing (with the password hash
-    given, which replaces the old one)."""
-    conn = connect(dsn)
-    try:
-        with conn.cursor() as cur:
-            _sync_user_ids(cur)
-            cur.execute(
-                """INSERT INTO users (username, password) VALUES (%s, %s)
-                   ON CONFLICT (username) DO UPDATE
-                   SET password = COALESCE(EXCLUDED.password, users.password)
-                   RETURNING id""",
-                (username, password_hash),
-            )
-            user_id = cur.fetchone()[0]
-        conn.commit()
-    finally:
-        conn.close()
-    return user_id
-
-
-@click.command("create-user")
-@with_appcontext
-@click.argument("username")
-@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True)
-def create_user_command(username: str, password: str) -> None:
-    """Create a user (or set its password) for standalone sign-in."""
-    from werkzeug.security import generate_password_hash
-
-    from .names import USERNAME_MAX_CHARS, is_valid_username
-
-    if not is_valid_username(username.strip()):
-        raise click.BadParameter(f"1 to {USERNAME_MAX_CHARS} characters, no control characters", param_hint="USERNAME")
-    user_id = upsert_user(current_app.config["DATABASE_URL"], username, generate_password_hash(password))
-    click.echo(f"user {username} has id {user_id}")
-
-
-@click.command("token")
-@with_appcontext
-@click.argument("username")
-def token_command(username: str) -> None:
-    """Print a token for USERNAME (created when missing), signed with JWT_SECRET."""
-    from .tokens import issue_token
-
-    config = current_app.config
-    user_id = upsert_user(config["DATABASE_URL"], username)
-    click.echo(issue_token(config["JWT_SECRET"], user_id, username, config["TOKEN_TTL_SECONDS"]))
-
-
-def init_app(app: Flask) -> None:
-    app.cli.add_command(init_db_command)
-    app.cli.add_command(create_user_command)
-    app.cli.add_command(token_command)

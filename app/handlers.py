@@ -28,7 +28,7 @@ def handle_auth(rt: ChatRuntime, conn: Connection, command: Command) -> None:
     identity = verify_configured(command.token, rt.config)
     if identity.user_id != conn.user_id:
         raise Unauthorized("token is for another user: open a new connection to switch users")
-    conn.token_expires_at = identity.expires_at
+    conn.token_expires_at = identity.refused_after
     conn.send(protocol.auth_ok_frame(conn.user_id, identity.expires_at))
 
 
@@ -103,11 +103,11 @@ def replay(rt: ChatRuntime, conn: Connection, room: str, since: int) -> None:
         # A replay with a hole would let the client skip messages for good: undo the
         # join instead, so that it joins again with the same `since`. (Kept joined, the
         # connection would also hold the room's live messages back for good.)
-        conn.replay_buffers.pop(room, None)
+        conn.end_replay(room)
         leave_room(rt, conn, room)
         raise
     conn.replayed_up_to[room] = last_sent
-    for message in conn.replay_buffers.pop(room, ()):
+    for message in conn.end_replay(room):
         conn.room_message(message)
 
 
@@ -120,7 +120,7 @@ def handle_leave(rt: ChatRuntime, conn: Connection, command: Command) -> None:
 
 def leave_room(rt: ChatRuntime, conn: Connection, room: str) -> None:
     conn.rooms.discard(room)
-    conn.replay_buffers.pop(room, None)
+    conn.end_replay(room)
     conn.replayed_up_to.pop(room, None)
     rt.hub.leave_room(conn, room)
     with rt.presence.changing(room, conn.user_id):

@@ -87,6 +87,7 @@ class ChatRuntime:
             timeout_seconds=config["STORE_TIMEOUT_SECONDS"],
             pipelines=config["COMMIT_PIPELINES"],
             known_users=self.known_users,
+            local_commits=self.hub.local_commits,
         )
         # The `rooms` answer, encoded: read at most once a second, however many clients ask
         # (each presence event made every member of the room ask at once).
@@ -264,36 +265,63 @@ def _wire_to_args(data: dict) -> dict:
     }
 
 
-_runtime: ChatRuntime | None = None
-# Creating the runtime waits on the database (the schema check), and meanwhile other
-# connections arrive: they wait for the one runtime instead of each making their own.
-_runtime_lock = Semaphore()
+class Chat:
+    """The Flask extension (`app.extensions["chat"]`): the app's ChatRuntime, made on first use.
+
+    Nothing starts when the app is built: the runtime's pool and greenlets belong to the
+    worker process that serves the first connection (gunicorn forks after loading the app).
+    """
+
+    def __init__(self, app: Flask) -> None:
+        self._app = app
+        self._runtime: ChatRuntime | None = None
+        # Creating the runtime waits on the database (the schema check), and meanwhile other
+        # connections arrive: they wait for the one runtime instead of each making their own.
+        self._lock = Semaphore()
+        app.extensions["chat"] = self
+
+    def runtime(self) -> ChatRuntime:
+        """The runtime, created by the first caller (after gunicorn forked the worker)."""
+        if self._runtime is None:
+            with self._lock:
+                if self._runtime is None:
+                    self._runtime = ChatRuntime(dict(self._app.config))
+        return self._runtime
+
+    @property
+    def shutting_down(self) -> bool:
+        return self._runtime is not None and self._runtime.shutting_down
+
+    def shutdown(self, wait_seconds: float = 0.0) -> None:
+        """Close every connection with 1001; wait up to `wait_seconds` for them to finish."""
+        rt = self._runtime
+        if rt is None:
+            return
+        rt.shutdown()
+        deadline = time.monotonic() + wait_seconds
+        while rt.connections and time.monotonic() < deadline:
+            gevent.sleep(0.05)
+        if not rt.connections:
+            try:
+                rt.presence.forget_node()  # its users' leaves went out as they closed
+            except ChatError:
+                pass
+
+
+def chat(app: Flask | None = None) -> Chat:
+    """The Chat extension of `app` (by default the current one)."""
+    return (app or current_app).extensions["chat"]
 
 
 def get_runtime(app: Flask | None = None) -> ChatRuntime:
-    """The process's runtime, created on first use (after gunicorn forked the worker)."""
-    global _runtime
-    if _runtime is None:
-        with _runtime_lock:
-            if _runtime is None:
-                _runtime = ChatRuntime(dict((app or current_app).config))
-    return _runtime
+    """The runtime of `app` (by default the current one), created on first use."""
+    return chat(app).runtime()
 
 
-def shutting_down() -> bool:
-    return _runtime is not None and _runtime.shutting_down
+def shutting_down(app: Flask | None = None) -> bool:
+    return chat(app).shutting_down
 
 
-def shutdown_runtime(wait_seconds: float = 0.0) -> None:
-    """Close every connection with 1001; wait up to `wait_seconds` for them to finish."""
-    if _runtime is None:
-        return
-    _runtime.shutdown()
-    deadline = time.monotonic() + wait_seconds
-    while _runtime.connections and time.monotonic() < deadline:
-        gevent.sleep(0.05)
-    if not _runtime.connections:
-        try:
-            _runtime.presence.forget_node()  # its users' leaves went out as they closed
-        except ChatError:
-            pass
+def shutdown_runtime(app: Flask, wait_seconds: float = 0.0) -> None:
+    """Close every connection of `app`'s runtime with 1001; wait up to `wait_seconds`."""
+    chat(app).shutdown(wait_seconds)

@@ -13,7 +13,7 @@ from flask import Blueprint, Response, current_app, g, request
 from flask_sock import Sock
 from wsproto.utilities import RemoteProtocolError
 
-from . import protocol, store
+from . import internals, protocol, store
 from .connection import Connection
 from .errors import ChatError, RateLimited, Unauthorized
 from .handlers import dispatch
@@ -28,19 +28,9 @@ bp = Blueprint("websocket", __name__)
 sock = Sock()
 
 
-class _NoReaderThread:
-    """Stands in for simple-websocket's reader thread: our handler greenlet reads instead."""
-
-    def __init__(self, target=None) -> None:
-        self.name = "chat-reader"
-
-    def start(self) -> None:
-        pass
-
-
 def server_options(config: dict) -> dict:
-    # simple-websocket only does the handshake; frames are ours (app/wsframe.py).
-    return {"thread_class": _NoReaderThread, "ping_interval": None}
+    # simple-websocket only does the handshake; frames are ours (app/wscore.py).
+    return internals.server_options()
 
 
 @bp.before_app_request
@@ -114,18 +104,10 @@ def chat_socket(ws) -> None:
     The request's greenlet, with gunicorn's parser, the WSGI environ, Flask's request
     context and simple-websocket's protocol state, ends right after the handshake: held
     for the connection's whole life they were most of an idle connection's memory.
-    gunicorn closes its socket object; the session keeps a duplicate of it.
     """
     rt = get_runtime()
-    conn = Connection(ws.sock.dup(), rt.config, request.remote_addr or "?")
-    conn.absorb_early(pipelined_bytes(request.environ))
-    ws.connected = False  # simple-websocket's own close() now does nothing
-    # flask-sock defines a Response class per request whose method closes over `ws`; a
-    # class is always in a reference cycle, so everything `ws` holds (the WSGI environ
-    # with gunicorn's request, wsproto's and h11's state: ~60 objects) would wait for the
-    # garbage collector, which then paused the loop for tens of ms in a crowd's connect.
-    # Dropped here, they go by reference counting.
-    ws.environ = ws.ws = ws.sock = ws.event = ws.thread = None
+    conn = Connection(internals.take_over(ws), rt.config, request.remote_addr or "?")
+    conn.absorb_early(internals.pipelined_bytes(request.environ))
     rt.connections.add(conn)
     CONNECTIONS.inc()
     gevent.spawn(run_session, rt, conn, g.get("identity"))
@@ -148,30 +130,27 @@ def upgrade_list_as_websocket(wsgi_app):
     return app
 
 
-def pipelined_bytes(environ: dict) -> bytes:
-    """What the client sent right behind its upgrade request, which gunicorn's parser read
-    with it: frames of a client that did not wait for the 101 (RFC 6455 asks clients to
-    wait; some send their `auth` at once), lost otherwise."""
-    reader = getattr(environ.get("wsgi.input"), "reader", None)
-    take_buffered = getattr(getattr(reader, "unreader", None), "take_buffered", None)
-    return take_buffered() if take_buffered is not None else b""
-
-
 def run_session(rt: ChatRuntime, conn: Connection, identity: Identity | None) -> None:
-    """Authenticate and greet; then the connection is served by events (see
-    Connection.watch) and this greenlet ends."""
+    """Greet an authenticated client, or wait for its `auth`; from then on the
+    connection is served by events (see Transport.watch) and this greenlet ends."""
+    end = functools.partial(end_connection, rt)
     try:
         if rt.shutting_down:
             conn.close(CLOSE_GOING_AWAY, "server shutting down")
+            conn.watch(ignore_message, end)  # until the client's close frame
+        elif identity is not None:
+            start_session(rt, conn, identity)
+            conn.watch(functools.partial(serve_message, rt), end)
         else:
-            identity = identity or authenticate_first_frame(rt, conn)
-            if identity is not None:
-                start_session(rt, conn, identity)
-                conn.watch(functools.partial(serve_message, rt), functools.partial(end_connection, rt))
-                return
+            FirstFrameAuth(rt, conn).watch()
+        return
     except Exception:
         log.exception("starting the session of %r failed", conn)
     end_connection(rt, conn)
+
+
+def ignore_message(conn: Connection, raw: str | bytes) -> None:
+    """A message that comes while the connection closes: only the close frame matters."""
 
 
 def end_connection(rt: ChatRuntime, conn: Connection) -> None:
@@ -188,31 +167,50 @@ sock.route("/ws", bp=bp)(chat_socket)
 sock.route("/", bp=bp, endpoint="chat_socket_root")(chat_socket)
 
 
-def authenticate_first_frame(rt: ChatRuntime, conn: Connection) -> Identity | None:
+class FirstFrameAuth:
     """An unauthenticated connection must send `auth` first, within the timeout, or 4001."""
-    reason = "authentication timed out"
-    try:
-        raw = conn.receive(timeout=rt.config["AUTH_TIMEOUT_SECONDS"])
-        if raw is None:
-            return None
-        command = protocol.parse_frame(raw, rt.limits)
-        if command.type != "auth":
-            raise Unauthorized('authenticate first: send {"type":"auth","token":...}')
-        return verify_configured(command.token, rt.config)
-    except TimeoutError:
-        pass
-    except ChatError as exc:
-        reason = exc.message
-    AUTH_REFUSED.inc()
-    log.info("refused %r: %s", conn, reason)
-    conn.send_error("unauthorized", reason)
-    conn.close(CLOSE_UNAUTHORIZED, reason[:120])
-    return None
+
+    __slots__ = ("rt", "conn", "timer")
+
+    def __init__(self, rt: ChatRuntime, conn: Connection) -> None:
+        self.rt = rt
+        self.conn = conn
+        timeout = rt.config["AUTH_TIMEOUT_SECONDS"]
+        self.timer = gevent.spawn_later(timeout, self.refuse, conn, "authentication timed out")
+
+    def watch(self) -> None:
+        self.conn.watch(self.on_message, self.on_end)
+
+    def on_message(self, conn: Connection, raw: str | bytes) -> None:
+        if conn.close_code is not None:
+            return  # refused already: only the close frame matters now
+        try:
+            command = protocol.parse_frame(raw, self.rt.limits)
+            if command.type != "auth":
+                raise Unauthorized('authenticate first: send {"type":"auth","token":...}')
+            identity = verify_configured(command.token, self.rt.config)
+        except ChatError as exc:
+            self.timer.kill(block=False)
+            self.refuse(conn, exc.message)
+            return
+        self.timer.kill(block=False)
+        start_session(self.rt, conn, identity)
+        conn.on_message = functools.partial(serve_message, self.rt)
+
+    def on_end(self, conn: Connection) -> None:
+        self.timer.kill(block=False)
+        end_connection(self.rt, conn)
+
+    def refuse(self, conn: Connection, reason: str) -> None:
+        AUTH_REFUSED.inc()
+        log.info("refused %r: %s", conn, reason)
+        conn.send_error("unauthorized", reason)
+        conn.close(CLOSE_UNAUTHORIZED, reason[:120])
 
 
 def start_session(rt: ChatRuntime, conn: Connection, identity: Identity) -> None:
     conn.user_id = identity.user_id
-    conn.token_expires_at = identity.expires_at
+    conn.token_expires_at = identity.refused_after
     threads = None
     rt.hub.begin_registration(conn)  # DMs committed after the listing's snapshot are kept
     try:

@@ -97,7 +97,7 @@ class ProtocolViolation(Exception):
         self.frames: list[Frame] = []
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Frame:
     """A complete message (text: str, binary: bytes) or a control frame.
 

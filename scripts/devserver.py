@@ -3,18 +3,25 @@
 Without DATABASE_URL an embedded PostgreSQL (the pgserver package) is started in
 ./var/pgdata and kept running between runs. Without JWT_SECRET a development secret is
 made once and kept in ./var/jwt_secret. The schema is loaded (it is safe to load again),
-then gunicorn takes over this process.
+then gunicorn serves until Ctrl-C. CHAT_VAR_DIR names another folder than ./var.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import signal
+import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-VAR = ROOT / "var"
+VAR = Path(os.environ.get("CHAT_VAR_DIR") or ROOT / "var")
+
+# platformdirs (for pgserver) warns when XDG_RUNTIME_DIR is unset (containers, su, ssh
+# without a session), and uses /tmp/runtime-UID, which serves as well.
+warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
 
 
 def dev_database_url() -> str:
@@ -31,9 +38,16 @@ def dev_database_url() -> str:
 def dev_secret() -> str:
     path = VAR / "jwt_secret"
     if not path.exists():
-        path.write_text(secrets.token_urlsafe(32))
-        path.chmod(0o600)
+        write_private(path, secrets.token_urlsafe(32))
     return path.read_text().strip()
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file only its owner may read (it holds a secret or a password)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as file:
+        os.fchmod(fd, 0o600)  # made before with other modes
+        file.write(text)
 
 
 # Users a newcomer can sign in as on the page of the embedded development server.
@@ -43,12 +57,13 @@ DEMO_PASSWORD = "chat-demo"
 
 def create_demo_users(database_url: str) -> None:
     """alice and bob, password chat-demo, in the embedded database only (never in yours)."""
-    from werkzeug.security import generate_password_hash
-
-    from app.db import upsert_user
+    from app import accounts, passwords
 
     for name in DEMO_USERS:
-        upsert_user(database_url, name, generate_password_hash(DEMO_PASSWORD))
+        try:
+            accounts.create_user(database_url, name, passwords.hash_password(DEMO_PASSWORD), reset_password=True)
+        except accounts.Refused as exc:
+            print(f"no demo user {name}: {exc}", file=sys.stderr)
     print(f"sign in on the page as {' or '.join(DEMO_USERS)}, password {DEMO_PASSWORD}", file=sys.stderr)
 
 
@@ -66,7 +81,7 @@ def prepare_environment() -> dict[str, str]:
     if not env.get("JWT_SECRET"):
         env["JWT_SECRET"] = dev_secret()
         print("using the development JWT secret in var/jwt_secret", file=sys.stderr)
-    (VAR / "database_url").write_text(env["DATABASE_URL"])
+    write_private(VAR / "database_url", env["DATABASE_URL"])
     return env
 
 
@@ -82,10 +97,30 @@ def main() -> None:
         # `devserver.py flask token alice`: a command against the dev database.
         os.execvpe(str(ROOT / ".venv" / "bin" / sys.argv[1]), sys.argv[1:], env)
     bind = env.get("WS_BIND_ADDR") or "127.0.0.1:9001"
-    print(f"chat server on http://{bind}  (WebSocket ws://{bind}/ws)", file=sys.stderr)
+    print(f"chat server on http://{bind}  (WebSocket ws://{bind}/ws); Ctrl-C stops it", file=sys.stderr)
+    sys.exit(serve(env))
+
+
+def serve(env: dict[str, str]) -> int:
+    """Run gunicorn until it stops; return its exit status.
+
+    gunicorn runs in a process group of its own, so that the terminal's Ctrl-C reaches its
+    master alone, which stops the workers: a worker that got the SIGINT too, besides its
+    master's SIGQUIT, exited twice and printed a traceback ending in SystemExit.
+    """
     gunicorn = str(ROOT / ".venv" / "bin" / "gunicorn")
-    os.chdir(ROOT)
-    os.execvpe(gunicorn, [gunicorn, "-c", "gunicorn.conf.py", "wsgi:app"], env)
+    started: list[subprocess.Popen] = []
+
+    def forward(signum: int, frame) -> None:
+        # SIGHUP (the terminal closed) would make gunicorn reload: it is told to stop.
+        for proc in started:
+            proc.send_signal(signal.SIGTERM if signum == signal.SIGHUP else signum)
+
+    for each in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(each, forward)
+    command = [gunicorn, "-c", "gunicorn.conf.py", "wsgi:app"]
+    started.append(subprocess.Popen(command, cwd=ROOT, env=env, process_group=0))
+    return started[0].wait()
 
 
 if __name__ == "__main__":

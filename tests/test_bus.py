@@ -9,12 +9,13 @@ import gevent
 import orjson
 import psycopg2.extensions
 import pytest
-from conftest import StallingProxy, sql
 
 from app import bus as bus_module
 from app import db
 from app.bus import CHANNEL, PostgresBus
 from app.messages import StoredMessage, message_data
+from tests.support.databases import sql
+from tests.support.faults import StallingProxy
 
 
 def test_the_listener_tells_how_far_it_has_handled_the_bus(fresh_database):
@@ -167,6 +168,7 @@ def room_message(seq: int) -> StoredMessage:
     return StoredMessage(id=seq, seq=seq, data=message_data(seq, 1, "u", "c", "t", room="r"))
 
 
+@pytest.mark.slow
 def test_a_postgres_listener_whose_server_went_silent_reconnects(fresh_database, monkeypatch):
     """A hung server or proxy leaves the LISTEN connection open and silent: NOTIFYs of the
     other nodes would be lost until TCP gave up, hours later."""
@@ -203,6 +205,7 @@ def test_a_postgres_listener_whose_server_went_silent_reconnects(fresh_database,
         pool.close()
 
 
+@pytest.mark.slow
 def test_a_redis_listener_whose_server_went_silent_reconnects(private_redis, monkeypatch):
     from app.bus import RedisBus
 

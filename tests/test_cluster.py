@@ -19,22 +19,19 @@ from contextlib import contextmanager
 import psycopg2
 import pytest
 import redis
-from conftest import (
-    SECRET,
-    Client,
-    FaultPhases,
-    PrivateRedis,
-    Server,
-    StallingProxy,
-    make_token,
-    new_user_id,
-    sql,
-    unique,
-    wait_for,
-)
-from test_chat import join
 
 from app.bus import redis_channel
+from tests.support.clients import Client, join
+from tests.support.databases import sql
+from tests.support.faults import FaultPhases, StallingProxy
+from tests.support.identities import SECRET, make_token, new_user_id, unique
+from tests.support.restartable import PrivateRedis
+from tests.support.servers import Server
+from tests.support.waiting import wait_for
+
+# Every test here runs two or more server instances over a bus: `-m "not cluster"` leaves them out.
+pytestmark = pytest.mark.cluster
+
 
 CLUSTER_ENV = {"HEARTBEAT_SECONDS": "0.5", "NODE_TIMEOUT_SECONDS": "3", "GAP_WAIT_SECONDS": "0.2"}
 

@@ -5,26 +5,11 @@ from __future__ import annotations
 
 import gevent
 import gevent.socket
-from test_handlers import CONNECTION_CONFIG
 
 from app.connection import Connection
 from app.wsframe import CLOSE_POLICY_VIOLATION, OP_CLOSE, OP_TEXT, text_frame
-
-
-def server_frames(stream: bytes) -> list[tuple[int, bytes]]:
-    """(opcode, payload) of each unmasked frame in what a client read, in order."""
-    frames, at = [], 0
-    while at < len(stream):
-        opcode, length = stream[at] & 0x0F, stream[at + 1] & 0x7F
-        at += 2
-        if length >= 126:
-            width = 2 if length == 126 else 8
-            length, at = int.from_bytes(stream[at : at + width], "big"), at + width
-        payload = stream[at : at + length]
-        assert len(payload) == length, f"the stream ends {length - len(payload)} bytes into a frame"
-        frames.append((opcode, payload))
-        at += length
-    return frames
+from tests.support.connection_config import CONNECTION_CONFIG
+from tests.support.frames import server_frames
 
 
 def read_to_the_end(sock) -> bytes:
@@ -76,6 +61,30 @@ def test_clients_behind_are_closed_once_the_process_holds_too_much_for_them():
         assert Connection.queued_in_process - baseline == hoarder.outbox_bytes + other_hoarder.outbox_bytes
     finally:
         for conn in (hoarder, other_hoarder, light):
+            conn.abort()
+            conn.finish()
+        for _, theirs in pairs:
+            theirs.close()
+    assert Connection.queued_in_process == baseline
+
+
+def test_the_process_total_counts_a_frame_until_the_kernel_has_taken_it():
+    """Clients that each ask for one large answer and read nothing: the flusher begins
+    writing each answer at once, and a frame that stopped counting then let 800 such
+    connections hold 1.5 GB past OUTBOX_TOTAL_MAX_BYTES."""
+    config = {**CONNECTION_CONFIG, "OUTBOX_TOTAL_MAX_BYTES": 2 << 20, "SOCKET_SEND_BUFFER_BYTES": 4096}
+    pairs = [gevent.socket.socketpair() for _ in range(3)]
+    conns = [Connection(ours, config, "test") for ours, _ in pairs]
+    baseline = Connection.queued_in_process
+    answer = text_frame(b"h" * (900 << 10))
+    try:
+        for conn in conns:
+            conn.send_frame(answer)
+            gevent.idle()  # its flusher is now in the write, waiting for the client to read
+        assert [conn.close_code for conn in conns] == [None, None, CLOSE_POLICY_VIOLATION]
+        assert Connection.queued_in_process - baseline == sum(conn.outbox_bytes for conn in conns)
+    finally:
+        for conn in conns:
             conn.abort()
             conn.finish()
         for _, theirs in pairs:

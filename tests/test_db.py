@@ -6,10 +6,12 @@ import os
 
 import psycopg2.errors
 import pytest
-from conftest import new_user_id, sql, unique, wait_for
 
 from app import db, presence, runtime, store
 from app.errors import Unavailable
+from tests.support.databases import sql
+from tests.support.identities import new_user_id, unique
+from tests.support.waiting import wait_for
 
 
 @pytest.fixture

@@ -12,8 +12,17 @@ import urllib.request
 import psycopg2
 import pytest
 import websocket
-from conftest import Client, FaultPhases, Server, make_token, new_user_id, sql, unique, wait_for
-from test_chat import assert_closed_with, join
+
+from tests.support.asyncapi import check_server_frame
+from tests.support.clients import Client, assert_closed_with, join
+from tests.support.databases import sql
+from tests.support.faults import FaultPhases
+from tests.support.identities import make_token, new_user_id, unique
+from tests.support.servers import Server
+from tests.support.waiting import wait_for
+
+# Every test here starts its own server and waits a fault out: seconds each.
+pytestmark = pytest.mark.slow
 
 
 def connect_to(srv: Server, user_id: int | None = None) -> Client:
@@ -367,7 +376,7 @@ def test_a_flood_of_tiny_frames_does_not_stop_the_worker(database_url, frame, au
         token = f"?token={make_token(new_user_id())}" if authenticated else ""
         flooder.connect(f"{srv.url}/ws{token}", timeout=10)
         if authenticated:
-            assert json.loads(flooder.recv())["type"] == "welcome"
+            assert check_server_frame(json.loads(flooder.recv()))["type"] == "welcome"
         if frame[0] == 0x00:
             flooder.sock.sendall(b"\x01\x80" + MASK)  # the first fragment of a text message
         flood = Flood(flooder, frame)
@@ -383,3 +392,107 @@ def test_a_flood_of_tiny_frames_does_not_stop_the_worker(database_url, frame, au
             flood.stop()
         srv.stop()
     assert "WORKER TIMEOUT" not in srv.log()
+
+
+class Pongs:
+    """Sends an unsolicited pong every `interval` seconds, from an OS thread, until the
+    server ends the connection (then `ended` is set) or it is stopped."""
+
+    def __init__(self, ws: websocket.WebSocket, interval: float) -> None:
+        self.sock = ws.sock
+        self.interval = interval
+        self.stopped = threading.Event()
+        self.ended = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            while not self.stopped.wait(self.interval):
+                self.sock.sendall(b"\x8a\x80" + MASK)
+        except OSError:
+            self.ended.set()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.thread.join(10)
+
+
+def test_a_client_that_reads_nothing_is_dropped_however_much_it_sends(database_url):
+    """Any frame from the client counts as a sign of life; one that keeps sending pongs
+    but never reads held its queue (a 400 KB answer here) for good. Closed after the
+    pong timeout without progress; a client that reads stays."""
+    srv = Server(
+        database_url, PING_INTERVAL_SECONDS="0.5", PONG_TIMEOUT_SECONDS="1", SOCKET_SEND_BUFFER_BYTES="16384"
+    ).start()
+    pongs = None
+    try:
+        room = unique("big")
+        sql(database_url, "INSERT INTO rooms (name, last_seq) VALUES (%s, 100)", (room,))
+        sql(
+            database_url,
+            """INSERT INTO messages (from_user, room, content, seq)
+               SELECT 1, %s, repeat('y', 4000), g FROM generate_series(1, 100) g""",
+            (room,),
+        )
+        alice = connect_to(srv)
+        hoarder = websocket.WebSocket(sockopt=[(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)])
+        hoarder.connect(f"{srv.url}/ws?token={make_token(new_user_id())}", timeout=10)
+        Client(hoarder).expect("welcome")
+        hoarder.send(json.dumps({"type": "room_history", "room": room, "limit": 100}))
+        pongs = Pongs(hoarder, 0.2)  # more often than the ping interval: never pinged
+        deadline = time.monotonic() + 15
+        while not pongs.ended.is_set() and time.monotonic() < deadline:
+            alice.send({"type": "ping"})  # alice reads, so alice answers pings
+            alice.expect("pong")
+            pongs.ended.wait(0.2)
+        assert pongs.ended.is_set(), "the client that reads nothing is still connected"
+        assert "read nothing" in srv.log()
+        alice.send({"type": "ping"})
+        alice.expect("pong")
+    finally:
+        if pongs:
+            pongs.stop()
+        srv.stop()
+
+
+def test_live_messages_held_back_by_a_replay_count_toward_the_outbox_limit(database_url):
+    """A `since` replay holds the room's live messages back until it is sent; in a busy
+    room, to a client that does not read, they piled up with no limit."""
+    srv = Server(
+        database_url,
+        OUTBOX_MAX_BYTES="200000",
+        REPLAY_PAGE_SIZE="100",
+        SOCKET_SEND_BUFFER_BYTES="4096",
+        RATE_BURST_FRAMES="500",
+        RATE_FRAMES_PER_SECOND="500",
+    ).start()
+    try:
+        room, backlog = unique("busy"), 3000
+        sql(database_url, "INSERT INTO rooms (name, last_seq) VALUES (%s, %s)", (room, backlog))
+        sql(
+            database_url,
+            """INSERT INTO messages (from_user, room, content, seq)
+               SELECT 1, %s, 'old ' || g, g FROM generate_series(1, %s) g""",
+            (room, backlog),
+        )
+        sender = connect_to(srv)
+        join(sender, room)
+        reader = Client.connect(
+            srv.url, make_token(new_user_id(), "reader"), sockopt=((socket.SOL_SOCKET, socket.SO_RCVBUF, 4096),)
+        )
+        reader.expect("welcome")
+        reader.send({"type": "join", "room": room, "since": 0})
+        reader.expect("join_ack", room=room)  # then it reads nothing: the replay waits
+        for index in range(60):  # 240 KB of live messages, held back for the reader
+            sender.send({"type": "message", "room": room, "content": f"{index} " + "z" * 3990})
+            sender.expect("message", room=room)
+        wait_for(lambda: "reads too slowly" in srv.log(), 10, "the reader closed as too slow")
+        reader.ws.settimeout(10)
+        while True:
+            opcode, data = reader.ws.recv_data(control_frame=True)
+            if opcode == websocket.ABNF.OPCODE_CLOSE:
+                assert int.from_bytes(data[:2], "big") == 1008
+                break
+    finally:
+        srv.stop()

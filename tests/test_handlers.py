@@ -7,22 +7,12 @@ from types import SimpleNamespace
 
 import gevent.socket
 import pytest
-from conftest import sql
 
 from app import db, handlers, store
 from app.connection import Connection
 from app.hub import Hub
-
-CONNECTION_CONFIG = {
-    "SOCKET_SEND_BUFFER_BYTES": 0,
-    "MAX_FRAME_BYTES": 65536,
-    "RATE_BURST_FRAMES": 30,
-    "RATE_FRAMES_PER_SECOND": 10.0,
-    "OUTBOX_MAX_FRAMES": 2000,
-    "OUTBOX_MAX_BYTES": 16 * 1024 * 1024,
-    "OUTBOX_TOTAL_MAX_BYTES": 256 * 1024 * 1024,
-    "CLOSE_TIMEOUT_SECONDS": 5.0,
-}
+from tests.support.connection_config import CONNECTION_CONFIG
+from tests.support.databases import sql
 
 
 def test_a_replay_stops_reading_once_its_client_is_gone(fresh_database, monkeypatch):

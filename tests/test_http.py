@@ -2,26 +2,42 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from types import SimpleNamespace
 
 import gevent
+import psycopg2.extensions
 import pytest
-from conftest import SECRET, sql
 from werkzeug.security import generate_password_hash
 
 from app import create_app, db, login, runtime
 from app.tokens import verify_token
+from tests.support.databases import sql
+from tests.support.identities import SECRET
 
 
 @pytest.fixture
-def app(database_url, monkeypatch):
-    # Sign-in takes its connections from the runtime's pool. A pool alone stands in for the
-    # runtime: the real one's greenlets (bus, heartbeat, lag probe) would outlive the test.
+def pool(database_url):
     pool = db.Pool(database_url, size=4)
-    monkeypatch.setattr(runtime, "_runtime", SimpleNamespace(pool=pool))
-    yield create_app({"TESTING": True, "DATABASE_URL": database_url, "JWT_SECRET": SECRET})
+    yield pool
     pool.close()
+
+
+def app_with_pool(pool: db.Pool, monkeypatch, **config):
+    """The app, whose sign-in takes its connections from `pool`.
+
+    A pool alone stands in for the runtime: the real one's greenlets (bus, heartbeat, lag
+    probe) would outlive the test.
+    """
+    app = create_app({"TESTING": True, "JWT_SECRET": SECRET, "DATABASE_URL": pool.dsn, **config})
+    monkeypatch.setattr(runtime.chat(app), "_runtime", SimpleNamespace(pool=pool))
+    return app
+
+
+@pytest.fixture
+def app(pool, monkeypatch):
+    return app_with_pool(pool, monkeypatch)
 
 
 @pytest.fixture
@@ -32,6 +48,19 @@ def client(app):
 @pytest.fixture
 def runner(app):
     return app.test_cli_runner()
+
+
+def test_building_the_app_starts_nothing(database_url, monkeypatch):
+    """The factory is free of side effects: no runtime (pool, greenlets), no process-wide
+    setting (psycopg2's wait callback, logging); the runtime is an extension of the app."""
+    monkeypatch.setattr(logging.root, "handlers", [])
+    psycopg2.extensions.set_wait_callback(None)
+    app = create_app({"TESTING": True, "DATABASE_URL": database_url, "JWT_SECRET": SECRET})
+    assert psycopg2.extensions.get_wait_callback() is None
+    assert logging.root.handlers == []
+    extension = app.extensions["chat"]
+    assert isinstance(extension, runtime.Chat) and not extension.shutting_down
+    assert extension._runtime is None
 
 
 def test_healthz_is_ok_with_the_database(client):
@@ -110,9 +139,14 @@ def test_login_needs_username_and_password(client, body):
     assert client.post("/api/login", json=body).status_code == 400
 
 
+@pytest.mark.slow
 def test_repeated_failures_are_slowed_down(client, alice, monkeypatch):
     delays = []
     monkeypatch.setattr(login.gevent, "sleep", delays.append)
+    # The clock stands still: on a busy machine each password check can outlast the
+    # delay it earned, and the next attempt would then owe nothing.
+    reserve = login.reserve_together
+    monkeypatch.setattr(login, "reserve_together", lambda claims: reserve(claims, now=1000.0))
     for _ in range(6):
         client.post("/api/login", json={"username": alice, "password": "wrong"})
     assert delays[:3] == [0.0, 0.0, 0.0]
@@ -155,6 +189,7 @@ def test_a_success_restarts_the_user_but_does_not_wipe_the_address(client, alice
     assert login.by_address.states["127.0.0.1"].failures == 5
 
 
+@pytest.mark.slow
 def test_guessing_a_users_password_from_elsewhere_does_not_lock_the_user_out(client, alice, monkeypatch):
     """Refusals keyed by username alone let anyone keep a user from signing in."""
     monkeypatch.setattr(login.gevent, "sleep", lambda seconds: None)  # the queue fills at once
@@ -168,9 +203,9 @@ def test_guessing_a_users_password_from_elsewhere_does_not_lock_the_user_out(cli
     assert mine.status_code == 200
 
 
-def test_behind_a_trusted_proxy_the_forwarded_address_is_the_clients(database_url, alice, monkeypatch):
+def test_behind_a_trusted_proxy_the_forwarded_address_is_the_clients(pool, alice, monkeypatch):
     monkeypatch.setattr(login, "_DUMMY_HASH", generate_password_hash("x", method="pbkdf2:sha256:1"))  # fast
-    app = create_app({"TESTING": True, "DATABASE_URL": database_url, "JWT_SECRET": SECRET, "TRUSTED_PROXIES": 1})
+    app = app_with_pool(pool, monkeypatch, TRUSTED_PROXIES=1)
     proxied = {"REMOTE_ADDR": "10.0.0.1"}
     app.test_client().post(
         "/api/login",
@@ -210,9 +245,9 @@ def test_the_event_loop_runs_while_passwords_are_checked(client, alice, monkeypa
     ran_meanwhile: list[bool] = []
     running, most_running = [0], [0]
     counting = threading.Lock()
-    real_check = login.check_password_hash
+    real_check = login.passwords.check
 
-    def check_once_a_greenlet_ran(stored_hash: str, password: str) -> bool:
+    def check_once_a_greenlet_ran(stored_hash: str, password: str) -> tuple[bool, str | None]:
         with counting:
             running[0] += 1
             most_running[0] = max(most_running[0], running[0])
@@ -229,7 +264,7 @@ def test_the_event_loop_runs_while_passwords_are_checked(client, alice, monkeypa
                 event.set()
             gevent.sleep(0.001)
 
-    monkeypatch.setattr(login, "check_password_hash", check_once_a_greenlet_ran)
+    monkeypatch.setattr(login.passwords, "check", check_once_a_greenlet_ran)
     ticking = gevent.spawn(ticker)
     try:
         logins = [

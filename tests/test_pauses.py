@@ -8,10 +8,10 @@ import time
 import urllib.request
 
 import gevent
-from conftest import wait_for
 from prometheus_client import REGISTRY
 
 from app import pauses
+from tests.support.waiting import wait_for
 
 
 def sample(name: str, **labels: str) -> float:

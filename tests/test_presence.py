@@ -6,12 +6,12 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 import pytest
-from conftest import sql
 
 from app import db, runtime
 from app.bus import PostgresBus
 from app.errors import Unavailable
 from app.presence import ALIVE, Presence
+from tests.support.databases import sql
 
 ALICE, BOB = (1, "alice"), (2, "bob")
 
@@ -251,6 +251,7 @@ def test_a_leave_that_removes_no_row_announces_nothing(presence):
     assert events == [("join", ALICE[0]), ("leave", ALICE[0])]
 
 
+@pytest.mark.slow
 def test_a_long_heartbeat_keeps_the_node_alive_while_it_writes(presence, monkeypatch):
     """Writing thousands of users again after a burial takes longer than the node
     timeout: the node must stay alive meanwhile, or the others bury it again, and again."""

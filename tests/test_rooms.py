@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from conftest import Client, Server, make_token, new_user_id, sql, unique, wait_for
-from test_chat import join
+from tests.support.clients import Client, join
+from tests.support.databases import sql
+from tests.support.identities import make_token, new_user_id, unique
+from tests.support.servers import Server
+from tests.support.waiting import wait_for
 
 
 def connect(srv: Server, user_id: int) -> Client:

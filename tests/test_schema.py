@@ -7,7 +7,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import psycopg2
 import pytest
-from conftest import ROOT, Client, Server, database_url_for, drop_database, make_token, new_user_id, sql
+
+from app import create_app
+from tests.support.clients import Client
+from tests.support.databases import database_url_for, drop_database, sql
+from tests.support.identities import make_token, new_user_id
+from tests.support.project import ROOT
+from tests.support.servers import Server
 
 LEGACY_TABLES = """
 CREATE TABLE users (id SERIAL PRIMARY KEY, username VARCHAR(50) UNIQUE NOT NULL,
@@ -51,6 +57,7 @@ def make_db(url: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_make_db_twice_on_the_legacy_tables_keeps_their_data_and_serves(legacy_database):
     for _ in range(2):
         result = make_db(legacy_database)
@@ -85,6 +92,7 @@ def test_make_db_twice_on_the_legacy_tables_keeps_their_data_and_serves(legacy_d
         srv.stop()
 
 
+@pytest.mark.slow
 def test_the_legacy_backends_private_rooms_are_not_served(legacy_database):
     """Who may read a private room is the existing backend's business, unknown here: such a
     room is not listed, and joining it or reading its history is not_found."""
@@ -115,6 +123,23 @@ def test_the_legacy_backends_private_rooms_are_not_served(legacy_database):
     assert sql(legacy_database, "SELECT count(*) FROM messages WHERE room = 'board'") == [(1,)]
 
 
+def test_create_user_on_the_legacy_tables_draws_from_the_backends_own_sequence(legacy_database):
+    """A user made here takes the next id of the existing backend's users.id serial, which
+    that backend's next user then skips; that backend's users get no password here."""
+    assert make_db(legacy_database).returncode == 0
+    app = create_app({"TESTING": True, "DATABASE_URL": legacy_database, "JWT_SECRET": "x"})
+    runner = app.test_cli_runner()
+    refused = runner.invoke(args=["create-user", "old-timer", "--password", "pw", "--reset-password"])
+    assert refused.exit_code == 1 and "user of the tokens' issuer" in refused.output
+    assert runner.invoke(args=["create-user", "newbie", "--password", "pw"]).exit_code == 0
+    sql(legacy_database, "INSERT INTO users (username) VALUES ('their-next')")
+    assert sql(legacy_database, "SELECT id, username, password IS NULL FROM users ORDER BY id") == [
+        (1, "old-timer", True),
+        (2, "newbie", False),
+        (3, "their-next", True),
+    ]
+
+
 def test_schema_loads_twice_on_a_fresh_database(fresh_database):
     url = fresh_database()
     assert make_db(url).returncode == 0
@@ -126,6 +151,7 @@ def test_schema_loads_twice_on_a_fresh_database(fresh_database):
     assert {"id", "from_user", "to_user", "room", "content", "timestamp"} <= columns
 
 
+@pytest.mark.slow
 def test_a_server_on_an_empty_database_creates_the_tables_itself(empty_database):
     srv = Server(empty_database, workers=2).start()
     try:
@@ -169,6 +195,7 @@ def test_a_server_on_an_empty_database_creates_the_tables_itself(empty_database)
         ),
     ],
 )
+@pytest.mark.slow
 def test_a_server_adds_what_its_older_version_did_not_have(fresh_database, older, added, present):
     """A database an older server made (a column or a sequence fewer) is upgraded at
     start: without it the prepared join statement would fail on every pooled connection."""

@@ -3,34 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 import struct
 
 import pytest
 import websocket
-from conftest import make_token, new_user_id
-from test_chat import GOOD_HEADERS
-from test_connection import server_frames
 
 from app import wsframe
 from app.wsframe import OP_BINARY, OP_CLOSE, OP_PING, OP_TEXT, FrameReader, ProtocolViolation
-
-
-def client_frame(opcode: int, payload: bytes, fin: bool = True, masked: bool = True, rsv: int = 0) -> bytes:
-    """A frame as a client sends it: masked."""
-    first = (0x80 if fin else 0) | rsv | opcode
-    length = len(payload)
-    if length < 126:
-        header = bytes((first, (0x80 if masked else 0) | length))
-    elif length < 65536:
-        header = struct.pack("!BBH", first, (0x80 if masked else 0) | 126, length)
-    else:
-        header = struct.pack("!BBQ", first, (0x80 if masked else 0) | 127, length)
-    if not masked:
-        return header + payload
-    mask = os.urandom(4)
-    return header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+from tests.support.asyncapi import check_server_frame
+from tests.support.frames import GOOD_HEADERS, client_frame, server_frames
+from tests.support.identities import make_token, new_user_id
 
 
 @pytest.mark.parametrize("size", [0, 1, 5, 125, 126, 65535, 65536, 70000])
@@ -250,5 +233,5 @@ def test_frames_sent_before_the_101_are_not_lost(server):
             received += chunk
     head, _, frames = received.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 101")
-    kinds = [json.loads(payload)["type"] for _, payload in server_frames(frames)]
+    kinds = [check_server_frame(json.loads(payload))["type"] for _, payload in server_frames(frames)]
     assert kinds == ["welcome", "pong"]

@@ -1,0 +1,413 @@
+"""A client's WebSocket transport: the socket, its read watcher, the outbox, one read loop.
+
+The protocol itself (frames, ping/pong, the close handshake) is app/wscore.py's; this
+moves its bytes. Reading is event driven: an idle connection is a libev read watcher,
+and only when bytes arrive does a greenlet run to handle the messages they complete,
+then end (a greenlet parked in recv() would cost ~9 KB for the connection's whole life).
+Sending writes straight to the non-blocking socket from whoever sends, and only what the
+kernel does not take at once is queued in the outbox, drained by a flusher greenlet that
+exists only while there is something to drain. A client too far behind is closed with
+1008; its rooms never wait for it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import socket
+import time
+from collections.abc import Callable
+
+import gevent
+from gevent.event import Event
+
+from . import internals
+from .metrics import FRAMES_OUT, SLOW_CLIENTS
+from .wscore import CLOSE, END, NEED_MORE, SEND, Signal, WebSocketCore
+from .wsframe import CLOSE_POLICY_VIOLATION, ping_frame
+
+log = logging.getLogger(__name__)
+
+# Bytes asked of the socket per read; a chat frame is usually far smaller.
+RECEIVE_BYTES = 16 * 1024
+# Messages one reading turn handles before letting other connections have theirs.
+MESSAGES_PER_TURN = 32
+# Bytes one reading turn takes from the socket before the next read waits for the other
+# connections: control frames and fragments are no messages, and a client sending them
+# faster than the worker parses them (6-byte pings, empty fragments: 3.4 MB/s did it)
+# held the event loop for as long as it kept sending, until gunicorn killed the worker.
+READ_BYTES_PER_TURN = RECEIVE_BYTES
+
+# The flusher writes at most about this much per send(): joining a slow client's whole
+# queue into one bytes object copied up to the whole queue, per slow client.
+FLUSH_CHUNK_BYTES = 64 * 1024
+# A closing connection waits this long, beyond CLOSE_TIMEOUT_SECONDS, per byte of the write
+# in progress: a frame half-way out cannot be cut short, and the close frame can only
+# follow it. The speed of a slow mobile link: a client that reads that fast (or faster)
+# gets its close code, 1008 for a queue overflow, instead of a cut connection.
+SLOW_LINK_BYTES_PER_SECOND = 32 * 1024
+# How long a client that was sent our close frame gets to answer it before the socket is
+# cut: closing a socket with unread data resets it, and the client could lose our close frame.
+CLOSE_REPLY_WAIT_SECONDS = 1.0
+
+# Bytes queued for one client past which it is closed as too slow while the process's
+# queues together hold more than OUTBOX_TOTAL_MAX_BYTES: clients that keep up (a frame or
+# two waiting) are never closed for the others.
+OUTBOX_SHARE_BYTES = 256 * 1024
+
+_ids = itertools.count(1)
+
+
+class Transport:
+    """The I/O of one client's WebSocket after the handshake."""
+
+    # Slots, not a __dict__: thousands of idle connections each hold one of these, and
+    # past 30 attributes an instance dict stops sharing its keys (CPython's limit) and
+    # costs ~1.5 KB more per connection (measured: 10,000 idle connections, +19 MB).
+    __slots__ = (
+        "id",
+        "sock",
+        "raw",
+        "peer",
+        "core",
+        "outbox",
+        "outbox_bytes",
+        "held_bytes",
+        "outbox_limit",
+        "outbox_max_bytes",
+        "outbox_total_max_bytes",
+        "close_timeout",
+        "flusher",
+        "writing",
+        "progress_at",
+        "drained",
+        "last_heard",
+        "ping_sent_at",
+        "closed",
+        "peer_gone",
+        "watcher",
+        "on_message",
+        "on_end",
+        "ended",
+    )
+
+    # Bytes held for every client of this process together, until the kernel takes them
+    # (see _over_process_budget).
+    queued_in_process = 0
+
+    def __init__(self, sock, config: dict, peer: str) -> None:
+        self.id = next(_ids)
+        self.sock = sock  # gevent socket: send waits for the socket to take something
+        self.raw = internals.os_socket(sock)  # non-blocking, never yields
+        if config["SOCKET_SEND_BUFFER_BYTES"]:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, config["SOCKET_SEND_BUFFER_BYTES"])
+        self.peer = peer
+        self.core = WebSocketCore(config["MAX_FRAME_BYTES"])
+        # Lists, not deques: an empty deque takes ~600 bytes, and an idle connection has one.
+        self.outbox: list[bytes] = []
+        # Bytes of the outbox and the write in progress that the kernel has not taken yet.
+        self.outbox_bytes = 0
+        # Bytes the session holds for the client outside the outbox (live messages waiting
+        # for a replay): they count toward the same limits.
+        self.held_bytes = 0
+        self.outbox_limit = config["OUTBOX_MAX_FRAMES"]
+        self.outbox_max_bytes = config["OUTBOX_MAX_BYTES"]
+        self.outbox_total_max_bytes = config["OUTBOX_TOTAL_MAX_BYTES"]
+        self.close_timeout = config["CLOSE_TIMEOUT_SECONDS"]
+        self.flusher: gevent.Greenlet | None = None
+        # What the kernel has not taken yet of a frame begun on the wire (or the flusher's
+        # chunk): it must be finished before anything else goes, the close frame included.
+        self.writing: memoryview | None = None
+        # When the kernel last took queued bytes (or queueing began): a client whose
+        # queue makes no progress for the pong timeout reads nothing.
+        self.progress_at = 0.0
+        self.drained: Event | None = None  # set when the queue empties, while awaited
+        self.last_heard = time.monotonic()
+        self.ping_sent_at: float | None = None
+        self.closed = False
+        # A send failed: the peer is gone, though its reader may not have found out yet
+        # (it is busy, say, sending a replay).
+        self.peer_gone = False
+        # set by watch(): the read watcher and what to do with each message and at the end
+        self.watcher = None
+        self.on_message: Callable[[Transport, str | bytes], None] | None = None
+        self.on_end: Callable[[Transport], None] | None = None
+        self.ended = False
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.id} peer={self.peer}>"
+
+    @property
+    def close_code(self) -> int | None:
+        """The code of our close frame once the connection is closing, else None."""
+        return self.core.close_code
+
+    # --- sending --------------------------------------------------------------------------
+
+    def send_frame(self, frame: bytes) -> None:
+        """Send a complete WebSocket frame now if the socket takes it, else queue it.
+
+        Writing straight from the fan-out loop costs one non-blocking send() and no
+        greenlet switch; only what the kernel does not take at once is queued for the
+        flusher. A client too far behind is closed with 1008.
+        """
+        if self.core.close_code is not None:
+            return
+        FRAMES_OUT.value += 1
+        self._write(frame)
+
+    def _write(self, frame: bytes) -> None:
+        if self.writing is None and not self.outbox:
+            # Nothing queued and nobody mid-write: bytes cannot interleave.
+            try:
+                sent = self.raw.send(frame)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                self.peer_gone = True  # its reader finds out and cleans up
+                return
+            if sent == len(frame):
+                return
+            self.progress_at = time.monotonic()
+            if sent:
+                # Begun on the wire: the rest goes first, whatever happens next.
+                self.writing = memoryview(frame)[sent:]
+                self._count_queued(len(frame) - sent)
+                if self._overflows(0):
+                    self._overflow()
+                else:
+                    self._start_flusher()
+                return
+        if self._overflows(len(frame)):
+            self._overflow()
+            return
+        self.outbox.append(frame)
+        self._count_queued(len(frame))
+        self._start_flusher()
+
+    def _overflows(self, more: int) -> bool:
+        return (
+            len(self.outbox) >= self.outbox_limit
+            or self.outbox_bytes + self.held_bytes + more > self.outbox_max_bytes
+            or self._over_process_budget(more)
+        )
+
+    def _over_process_budget(self, more: int) -> bool:
+        """Whether this client, behind already, would take the process's queues past
+        OUTBOX_TOTAL_MAX_BYTES: each client's bound alone let a thousand clients that
+        ask for history and never read hold 16 GB."""
+        return (
+            Transport.queued_in_process + more > self.outbox_total_max_bytes
+            and self.outbox_bytes + self.held_bytes + more > OUTBOX_SHARE_BYTES
+        )
+
+    def _overflow(self) -> None:
+        SLOW_CLIENTS.inc()
+        log.info(
+            "closing %r: it reads too slowly (%d frames, %d bytes queued, %d held; %d in the process)",
+            self,
+            len(self.outbox),
+            self.outbox_bytes,
+            self.held_bytes,
+            Transport.queued_in_process,
+        )
+        self._drop_queue()
+        self.close(CLOSE_POLICY_VIOLATION, "too slow: outgoing queue overflowed")
+
+    def _count_queued(self, delta: int) -> None:
+        self.outbox_bytes += delta
+        Transport.queued_in_process += delta
+
+    def hold(self, size: int) -> None:
+        """Count `size` bytes the session keeps for the client outside the outbox; a
+        client past its limits with them is closed with 1008 as too slow."""
+        self.held_bytes += size
+        Transport.queued_in_process += size
+        if size > 0 and self.core.close_code is None and self._overflows(0):
+            self._overflow()
+
+    def _drop_queue(self) -> None:
+        """Forget the queued frames, but for the rest of a frame begun on the wire: cut
+        short, the close frame would land inside it and the client read garbage."""
+        self.outbox.clear()
+        self._count_queued((0 if self.writing is None else len(self.writing)) - self.outbox_bytes)
+
+    def wait_until_drained(self, timeout: float = 30.0) -> None:
+        """Wait until the kernel took everything queued (flow control for long replays).
+
+        Nothing reads the socket meanwhile, so the client's answers to pings wait unread:
+        a client that keeps taking what is sent is alive, and counts as heard (else a
+        replay longer than the ping interval and pong timeout would be cut).
+        """
+        if self.outbox_bytes and not self.closed and not self.peer_gone:
+            self.drained = drained = Event()
+            drained.wait(timeout)
+            self.drained = None
+        if not self.outbox_bytes:
+            self.last_heard = time.monotonic()
+
+    def ping(self) -> None:
+        self.ping_sent_at = time.monotonic()
+        self._write(ping_frame())
+
+    def close(self, code: int, reason: str = "") -> None:
+        """Send what is queued, then a close frame; cut the socket if that takes too long."""
+        if self.core.start_close(code, reason):
+            self._closing()
+
+    def _closing(self) -> None:
+        self._start_flusher()
+        in_write = 0 if self.writing is None else len(self.writing)
+        gevent.spawn_later(self.close_timeout + in_write / SLOW_LINK_BYTES_PER_SECOND, self.abort)
+
+    def abort(self) -> None:
+        """Cut the TCP connection at once: wakes any greenlet blocked on it."""
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def _start_flusher(self) -> None:
+        if self.flusher is None:
+            self.flusher = gevent.spawn(self._flush)
+
+    def _flush(self) -> None:
+        """Write what is queued, then our close frame if closing, waiting as long as the
+        client reads slowly. Bytes stay counted until the kernel has taken them."""
+        closing = False
+        try:
+            while True:
+                view = self.writing
+                if view is None:
+                    if self.outbox:
+                        view = self.writing = memoryview(self._take_chunk())
+                    else:
+                        frame = self.core.take_close_frame()
+                        if frame is None:
+                            break
+                        closing = True
+                        self._count_queued(len(frame))
+                        view = self.writing = memoryview(frame)
+                sent = self.sock.send(view)  # waits until the socket takes something
+                self.progress_at = time.monotonic()
+                self._count_queued(-sent)
+                self.writing = view[sent:] if sent < len(view) else None
+            if closing:
+                gevent.spawn_later(CLOSE_REPLY_WAIT_SECONDS, self.abort)
+        except OSError:
+            self.peer_gone = True
+            self.abort()
+            self.writing = None
+            self.outbox.clear()  # never to be written
+            self._count_queued(-self.outbox_bytes)
+        finally:
+            self.flusher = None
+            if self.drained is not None:
+                self.drained.set()
+
+    def _take_chunk(self) -> bytes:
+        """About FLUSH_CHUNK_BYTES of whole frames from the head of the outbox, joined."""
+        outbox = self.outbox
+        taken = size = 0
+        while taken < len(outbox) and size < FLUSH_CHUNK_BYTES:
+            size += len(outbox[taken])
+            taken += 1
+        chunk = outbox[0] if taken == 1 else b"".join(outbox[:taken])
+        del outbox[:taken]
+        return chunk
+
+    # --- receiving ----------------------------------------------------------------------------
+
+    def absorb_early(self, data: bytes) -> None:
+        """Take bytes the client sent before the connection was handed over (read by the
+        HTTP parser along with the upgrade request): they come first."""
+        if data:
+            self.last_heard = time.monotonic()
+            self.core.receive_data(data)
+
+    def watch(self, on_message: Callable[[Transport, str | bytes], None], on_end: Callable[[Transport], None]) -> None:
+        """From now on, call on_message for each message the client sends, in order, and
+        on_end once when the connection is over; no greenlet waits meanwhile. on_message
+        may be replaced (self.on_message) between messages."""
+        self.on_message = on_message
+        self.on_end = on_end
+        self.watcher = internals.read_watcher(self.raw.fileno())
+        if self.core.frames:
+            gevent.spawn(self._pump)  # frames that arrived with the upgrade request
+        else:
+            self.watcher.start(self._on_readable)
+
+    def _on_readable(self) -> None:
+        # In the event loop: no blocking here. The watcher stays off while the turn
+        # runs, so a connection's messages are handled one after another, in order.
+        self.watcher.stop()
+        gevent.spawn(self._pump)
+
+    def _pump(self) -> None:
+        """One reading turn: handle what the client sent, then watch again (or end).
+
+        The only read loop: before authentication, in a session, and while closing
+        (our close frame sent, waiting for the client's, whose messages on_message
+        ignores) alike.
+        """
+        core = self.core
+        try:
+            handled = read = 0
+            while True:
+                event = core.next_event()
+                if event.__class__ is not Signal:
+                    self.on_message(self, event)
+                    handled += 1
+                    if handled % MESSAGES_PER_TURN == 0:
+                        gevent.sleep(0)  # a client sending much: other connections' turn first
+                elif event is NEED_MORE:
+                    if read >= READ_BYTES_PER_TURN:
+                        self.watcher.start(self._on_readable)  # the rest in a later turn
+                        return
+                    try:
+                        data = self.raw.recv(RECEIVE_BYTES)
+                    except BlockingIOError:
+                        self.watcher.start(self._on_readable)
+                        return
+                    except OSError:
+                        data = b""
+                    if not data:
+                        break
+                    read += len(data)
+                    self.last_heard = time.monotonic()
+                    core.receive_data(data)
+                elif event is SEND:
+                    self._write(core.output)
+                elif event is CLOSE:
+                    self._closing()
+                elif event is END:
+                    break
+        except Exception:
+            log.exception("reading from %r failed", self)
+        self._end()
+
+    def _end(self) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        if self.watcher is not None:
+            self.watcher.stop()
+        if self.on_end is not None:
+            self.on_end(self)
+
+    def finish(self) -> None:
+        """The connection is over: let the flusher write what is queued (and the close
+        frame), then close the socket, forgetting what the client was never sent."""
+        self.closed = True
+        if self.watcher is not None:
+            self.watcher.stop()
+            self.watcher.close()
+        if self.flusher is not None:
+            self.flusher.join(timeout=2)
+            if self.flusher is not None:
+                self.flusher.kill(block=False)
+        self.writing = None
+        self.outbox.clear()
+        self._count_queued(-self.outbox_bytes)
+        self.hold(-self.held_bytes)
+        self.sock.close()

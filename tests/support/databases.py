@@ -1,0 +1,68 @@
+"""Throwaway PostgreSQL databases with the schema loaded, and one-off queries against them."""
+
+from __future__ import annotations
+
+import os
+
+import psycopg2
+
+from tests.support.project import ROOT
+
+
+def find_admin_url() -> str:
+    """A PostgreSQL to create test databases in: TEST_ADMIN_DATABASE_URL, the local one, or embedded."""
+    candidates = [os.environ.get("TEST_ADMIN_DATABASE_URL")] + [
+        f"postgresql://{user}@127.0.0.1:5432/postgres" for user in ("postgres", "root")
+    ]
+    for url in filter(None, candidates):
+        try:
+            psycopg2.connect(url, connect_timeout=2).close()
+            return url
+        except psycopg2.OperationalError:
+            continue
+    import pgserver
+
+    return pgserver.get_server(ROOT / "var" / "test-pgdata", cleanup_mode="stop").get_uri()
+
+
+def create_database(admin_url: str, name: str) -> str:
+    """Create database `name` with schema.sql loaded, and return its URL."""
+    conn = psycopg2.connect(admin_url)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    conn.close()
+    url = database_url_for(admin_url, name)
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+        cur.execute((ROOT / "schema.sql").read_text())
+    conn.close()
+    return url
+
+
+def drop_database(admin_url: str, name: str) -> None:
+    """Drop database `name`, closing whatever is still connected to it."""
+    conn = psycopg2.connect(admin_url)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    conn.close()
+
+
+def database_url_for(admin_url: str, name: str) -> str:
+    """The URL of database `name` on the server of `admin_url`, with the same options."""
+    base, _, query = admin_url.partition("?")
+    base = base.rsplit("/", 1)[0] + "/" + name
+    return base + ("?" + query if query else "")
+
+
+def sql(url: str, query: str, params: tuple = ()) -> list[tuple]:
+    """Run one query against the test database (what `psql` would show)."""
+    conn = psycopg2.connect(url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(query, params)
+            rows = cur.fetchall() if cur.description else []
+        conn.commit()
+        return rows
+    finally:
+        conn.close()
