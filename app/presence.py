@@ -456,6 +456,7 @@ class Presence:
             dead = [row[0] for row in cur]
             if not dead:
                 return
+            cur.execute("DELETE FROM user_presence WHERE node_id = ANY(%s)", (dead,))
             cur.execute(
                 """WITH p AS (DELETE FROM room_presence WHERE node_id = ANY(%s) RETURNING *)
                    SELECT p.room, p.user_id,
@@ -476,6 +477,7 @@ class Presence:
         """On shutdown: remove our node and presence rows (the leaves were sent already)."""
         with self.pool.transaction() as cur:
             cur.execute("DELETE FROM room_presence WHERE node_id = %s", (self.node_id,))
+            cur.execute("DELETE FROM user_presence WHERE node_id = %s", (self.node_id,))
             cur.execute("DELETE FROM chat_nodes WHERE node_id = %s", (self.node_id,))
 
 
