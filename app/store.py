@@ -548,7 +548,7 @@ SELECT id, username, online FROM (
 
 
 # The user's stored name (a user connected while the database was away may have no row yet).
-_STORED_NAME = "COALESCE((SELECT username FROM users WHERE id = {0}), 'user' || {0})"
+_STORED_NAME = "COALESCE((SELECT s.username FROM users s WHERE s.id = {0}), 'user' || {0})"
 
 
 def like_prefix(text: str) -> str:
@@ -592,7 +592,8 @@ def note_users_online(cur, user_ids: list[int], node_id: str) -> None:
     )
     cur.execute(
         f"""INSERT INTO user_presence (user_id, node_id, username)
-            SELECT id, %(node_id)s, {_STORED_NAME.format("id")} FROM unnest(%(users)s::bigint[]) AS id
+            SELECT here.user_id, %(node_id)s, {_STORED_NAME.format("here.user_id")}
+            FROM unnest(%(users)s::bigint[]) AS here (user_id)
             ON CONFLICT DO NOTHING""",
         {"node_id": node_id, "users": user_ids},
     )

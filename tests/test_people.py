@@ -38,7 +38,7 @@ def test_users_finds_by_name_start_any_case_online_first(connect, database_url):
         {"userId": c, "username": f"{base}c", "online": False},
     ]
     zed.close()
-    wait_for(lambda: not find(asker, query=f"{base}z")[0]["online"], 5, "the closed user shown offline")
+    wait_for(lambda: not find(asker, query=f"{base}z")[0]["online"], 5, "the closed user shown offline", pause=0.2)
 
 
 def test_users_online_while_any_connection_of_the_user_is_open(connect):
@@ -51,7 +51,7 @@ def test_users_online_while_any_connection_of_the_user_is_open(connect):
     asker.expect("pong")
     assert find(asker, query=base) == [{"userId": first.user_id, "username": base, "online": True}]
     second.close()
-    wait_for(lambda: not find(asker, query=base)[0]["online"], 5, "offline once the last tab closed")
+    wait_for(lambda: not find(asker, query=base)[0]["online"], 5, "offline once the last tab closed", pause=0.2)
 
 
 def test_users_query_matches_like_characters_literally(connect, database_url):
@@ -127,3 +127,13 @@ def test_dm_typing_to_an_unknown_user_is_not_found_and_the_connection_stays_usab
     assert error["requestType"] == "typing" and error["to"] == 999_999_999_998
     alice.send({"type": "typing", "to": bob.user_id})
     assert bob.expect("typing")["with"] == alice.user_id
+
+
+def test_a_lost_online_row_is_written_again_by_the_heartbeat(connect, database_url):
+    """As after the other processes buried this one (its heartbeat late): rows gone, users here."""
+    name = unique("back")
+    user = connect(username=name)
+    asker = connect()
+    sql(database_url, "DELETE FROM user_presence WHERE user_id = %s", (user.user_id,))
+    assert not find(asker, query=name)[0]["online"]
+    wait_for(lambda: find(asker, query=name)[0]["online"], 10, "the row written again", pause=0.2)
