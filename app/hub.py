@@ -396,3 +396,8 @@ class Hub:
         for conn in tuple(self.members_by_room.get(room, ())):
             if conn.user_id != user_id:
                 conn.send_frame(frame)
+
+    def to_user(self, user_id: int, frame: bytes) -> None:
+        """Send a frame to every connection of one user here."""
+        for conn in tuple(self.connections_by_user.get(user_id, ())):
+            conn.send_frame(frame)

@@ -491,7 +491,7 @@ class Presence:
 
 
 def _remove_rows(cur, nodes: list[str]) -> list[tuple[str, int, str, bool]]:
-    """Remove the presence rows of `nodes` and count again the users online in their rooms,
+    """Remove the presence rows of `nodes` (rooms and users) and count again the users online in their rooms,
     in the caller's transaction; returns (room, user id, name, heard_join) per user removed.
 
     Without the advisory locks of joins and leaves (a dead node may have thousands of
@@ -501,6 +501,7 @@ def _remove_rows(cur, nodes: list[str]) -> list[tuple[str, int, str, bool]]:
     row is made sure of, so that no join inserts it after our snapshot) and taken again from
     the rows, each statement seeing what the previous one waited for.
     """
+    cur.execute("DELETE FROM user_presence WHERE node_id = ANY(%s)", (nodes,))
     cur.execute(
         """WITH p AS (DELETE FROM room_presence WHERE node_id = ANY(%s) RETURNING *)
            SELECT p.room, p.user_id,

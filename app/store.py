@@ -522,3 +522,84 @@ def draft_message(draft: Draft, result: BatchResult) -> StoredMessage:
         draft.client_id,
     )
     return StoredMessage(id=result.id, seq=result.seq, data=data)
+
+
+# --- who is connected, and finding people ---------------------------------------------------
+
+_ALIVE_NODES = "SELECT node_id FROM chat_nodes WHERE heartbeat_at > now() - make_interval(secs => %(alive)s)"
+# A name as `users` compares and orders it: the expression of the users_lower_username and
+# user_presence_lower_username indexes (schema.sql), so that they serve both.
+_SORT_NAME = 'lower({}.username) COLLATE "C"'
+# The online users whose name starts with the prefix, from user_presence (a scan of what
+# matches, however few of the users in that name range are online); then, only when they
+# are fewer than the limit, the offline ones from users (skipping at most those few online).
+FIND_USERS = f"""
+WITH online AS MATERIALIZED (
+    SELECT DISTINCT ON ({_SORT_NAME.format("p")}, p.user_id) p.user_id, {_SORT_NAME.format("p")} AS sort_name
+    FROM user_presence p
+    WHERE {_SORT_NAME.format("p")} LIKE lower(%(prefix)s) || '%%' AND p.node_id IN ({_ALIVE_NODES})
+    ORDER BY {_SORT_NAME.format("p")}, p.user_id LIMIT %(limit)s
+), offline AS (
+    SELECT u.id, u.username, {_SORT_NAME.format("u")} AS sort_name FROM users u
+    WHERE (SELECT count(*) FROM online) < %(limit)s
+      AND {_SORT_NAME.format("u")} LIKE lower(%(prefix)s) || '%%'
+      AND NOT EXISTS (SELECT 1 FROM user_presence p WHERE p.user_id = u.id AND p.node_id IN ({_ALIVE_NODES}))
+    ORDER BY {_SORT_NAME.format("u")}, u.id LIMIT %(limit)s
+)
+SELECT id, username, online FROM (
+    SELECT u.id, u.username, true AS online, o.sort_name FROM online o JOIN users u ON u.id = o.user_id
+    UNION ALL
+    SELECT id, username, false, sort_name FROM offline
+) found ORDER BY NOT online, sort_name, id LIMIT %(limit)s"""
+
+
+# The user's stored name (a user connected while the database was away may have no row yet).
+_STORED_NAME = "COALESCE((SELECT s.username FROM users s WHERE s.id = {0}), 'user' || {0})"
+
+
+def like_prefix(text: str) -> str:
+    r"""`text` as the start of a LIKE pattern: its own %, _ and \ match only themselves."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def find_users(cur, prefix: str, limit: int, alive_seconds: float) -> list[dict[str, Any]]:
+    """Up to `limit` users whose name starts with `prefix` (case-insensitive): the online
+    ones first, each group in name order."""
+    cur.execute(FIND_USERS, {"prefix": like_prefix(prefix), "limit": limit, "alive": alive_seconds})
+    return [{"userId": user_id, "username": name, "online": online} for user_id, name, online in cur]
+
+
+def note_user_online(cur, user_id: int, node_id: str) -> None:
+    """The user has a connection on this node (user_presence)."""
+    cur.execute(
+        f"""INSERT INTO user_presence (user_id, node_id, username)
+            VALUES (%(user_id)s, %(node_id)s, {_STORED_NAME.format("%(user_id)s")})
+            ON CONFLICT DO NOTHING""",
+        {"user_id": user_id, "node_id": node_id},
+    )
+
+
+def note_user_offline(cur, user_id: int, node_id: str) -> None:
+    """The user's last connection on this node closed."""
+    cur.execute("DELETE FROM user_presence WHERE user_id = %s AND node_id = %s", (user_id, node_id))
+
+
+def users_noted_online(cur, node_id: str) -> int:
+    """How many users user_presence has on this node."""
+    cur.execute("SELECT count(*) FROM user_presence WHERE node_id = %s", (node_id,))
+    return cur.fetchone()[0]
+
+
+def note_users_online(cur, user_ids: list[int], node_id: str) -> None:
+    """Make this node's user_presence rows exactly `user_ids`."""
+    cur.execute(
+        "DELETE FROM user_presence WHERE node_id = %(node_id)s AND NOT user_id = ANY(%(users)s::bigint[])",
+        {"node_id": node_id, "users": user_ids},
+    )
+    cur.execute(
+        f"""INSERT INTO user_presence (user_id, node_id, username)
+            SELECT here.user_id, %(node_id)s, {_STORED_NAME.format("here.user_id")}
+            FROM unnest(%(users)s::bigint[]) AS here (user_id)
+            ON CONFLICT DO NOTHING""",
+        {"node_id": node_id, "users": user_ids},
+    )
