@@ -66,10 +66,15 @@ def create_user(cur, identity: Identity) -> str:
     return identity.username or (row[0] if row else wanted)
 
 
+# The rooms this server serves: not the existing backend's private ones (see schema.sql).
+# (IS NOT TRUE: that backend's column may hold NULLs.)
+PUBLIC = "is_private IS NOT TRUE"
+
 # What a connection needs when it opens, prepared on every connection of the pool (like
 # the join's statements, app/presence.py), since every client runs it: the user's stored
 # name, the row added first if there is none (unless the name is taken: then None), and
-# each of their conversations with its stream position.
+# each of their conversations with its stream position and the partner's name; then the
+# rooms the user is a member of, each with its stream position and read state.
 SESSION = PreparedStatements(
     {
         "chat_open_session": f"""
@@ -81,34 +86,85 @@ SESSION = PreparedStatements(
                 ON CONFLICT DO NOTHING RETURNING username
             )
             SELECT COALESCE((SELECT username FROM stored), (SELECT username FROM created)),
-                   t.user_low, t.user_high, t.last_seq, t.last_id
+                   t.user_low, t.user_high, t.last_seq, t.last_id, t.partner
             FROM (SELECT %(user_id)s AS id) AS me
             LEFT JOIN LATERAL (
                 SELECT t.user_low, t.user_high, t.last_seq,
                        COALESCE((SELECT id FROM messages m WHERE {DM_PAIR.format(low="t.user_low", high="t.user_high")}
-                                 ORDER BY id DESC LIMIT 1), 0) AS last_id
+                                 ORDER BY id DESC LIMIT 1), 0) AS last_id,
+                       (SELECT username FROM users u
+                        WHERE u.id = CASE WHEN t.user_low = me.id THEN t.user_high ELSE t.user_low END) AS partner
                 FROM dm_threads t WHERE t.user_low = me.id OR t.user_high = me.id
             ) AS t ON true""",
+        "chat_member_rooms": f"""
+            SELECT m.room, r.last_seq,
+                   COALESCE((SELECT id FROM messages WHERE room = m.room ORDER BY id DESC LIMIT 1), 0),
+                   m.last_read_id
+            FROM chat_members m JOIN rooms r ON r.name = m.room AND r.{PUBLIC}
+            WHERE m.user_id = %(user_id)s""",
     },
     types={"user_id": "bigint", "username": "text"},
     settings=("SET plan_cache_mode = force_generic_plan",),
 )
 
 
-def open_session(cur, identity: Identity) -> tuple[str, list[tuple[tuple, int, int]]]:
-    """A connecting user's name and every conversation of theirs with its stream position,
-    (channel, last_seq, last_id); the user's row is created if missing. One statement,
-    unless a new user's name is taken by another id."""
-    cur.execute(
-        SESSION.execute["chat_open_session"],
-        {"user_id": identity.user_id, "username": identity.username or f"user{identity.user_id}"},
-    )
+@dataclass(frozen=True)
+class MemberRoom:
+    """A room the user is a member of, where its stream stands, and the user's read state."""
+
+    room: str
+    last_seq: int
+    last_id: int
+    last_read_id: int
+
+
+@dataclass(frozen=True)
+class Session:
+    """What a connecting user starts with: their name, their conversations (channel,
+    last_seq, last_id, partner id, partner name) and the rooms they are a member of."""
+
+    username: str
+    threads: list[tuple[tuple, int, int, int, str]]
+    rooms: list[MemberRoom]
+
+    def thread_positions(self) -> list[tuple[tuple, int, int]]:
+        """(channel, last_seq, last_id) of each conversation, as the hub tracks them."""
+        return [(channel, last_seq, last_id) for channel, last_seq, last_id, _, _ in self.threads]
+
+
+def open_session(cur, identity: Identity) -> Session:
+    """A connecting user's name, every conversation of theirs and every room they are a
+    member of, with stream positions; the user's row is created if missing. Two
+    statements, three if a new user's name is taken by another id."""
+    parameters = {"user_id": identity.user_id, "username": identity.username or f"user{identity.user_id}"}
+    cur.execute(SESSION.execute["chat_open_session"], parameters)
     rows = cur.fetchall()
-    threads = [(("d", low, high), last_seq, last_id) for _, low, high, last_seq, last_id in rows if low is not None]
+    threads = [
+        (("d", low, high), last_seq, last_id, high if low == identity.user_id else low, partner)
+        for _, low, high, last_seq, last_id, partner in rows
+        if low is not None
+    ]
+    threads = [(channel, seq, last, other, name or f"user{other}") for channel, seq, last, other, name in threads]
     stored = rows[0][0]
-    if stored is None:
-        return create_user(cur, identity), threads
-    return identity.username or stored, threads
+    username = create_user(cur, identity) if stored is None else identity.username or stored
+    cur.execute(SESSION.execute["chat_member_rooms"], parameters)
+    return Session(username, threads, [MemberRoom(*row) for row in cur])
+
+
+def member_rooms(cur, user_id: int) -> list[MemberRoom]:
+    """The rooms the user is a member of now (served ones only: not private)."""
+    cur.execute(SESSION.execute["chat_member_rooms"], {"user_id": user_id})
+    return [MemberRoom(*row) for row in cur]
+
+
+def members_of(cur, user_ids: list[int]) -> set[tuple[str, int]]:
+    """(room, user) of every membership of these users in a served room."""
+    cur.execute(
+        f"""SELECT m.room, m.user_id FROM chat_members m JOIN rooms r ON r.name = m.room AND r.{PUBLIC}
+            WHERE m.user_id = ANY(%s)""",
+        (user_ids,),
+    )
+    return set(cur)
 
 
 def deployment_id(cur) -> str:
@@ -149,9 +205,6 @@ CREATE_ROOM = """INSERT INTO rooms (name, created_by) SELECT %(room)s, %(user_id
                                       WHERE created_by = %(user_id)s AND created_at > now() - interval '1 minute')
                                      < %(rooms_per_minute)s)
     ON CONFLICT DO NOTHING"""
-# The rooms this server serves: not the existing backend's private ones (see schema.sql).
-# (IS NOT TRUE: that backend's column may hold NULLs.)
-PUBLIC = "is_private IS NOT TRUE"
 # A room's stream position in one snapshot: its last_seq and the id of that message.
 ROOM_STATE = f"""SELECT r.name, r.last_seq,
            COALESCE((SELECT id FROM messages WHERE room = r.name ORDER BY id DESC LIMIT 1), 0) AS last_id
@@ -188,15 +241,33 @@ WITH online AS (
     WHERE r.{PUBLIC} AND NOT EXISTS (SELECT 1 FROM crowded c WHERE c.name = r.name)
     ORDER BY r.name LIMIT %(most)s
 )
-SELECT name, description, online FROM (
+SELECT name, description, online, (SELECT count(*) FROM chat_members m WHERE m.room = listed.name) FROM (
     SELECT * FROM crowded UNION ALL SELECT * FROM quiet ORDER BY online DESC, name LIMIT %(most)s
 ) listed ORDER BY name"""
 
 
 def list_rooms(cur, alive_seconds: float, most: int) -> list[dict[str, Any]]:
-    """The `most` rooms with the most users online (then by name), in name order."""
+    """The `most` rooms with the most users online (then by name), in name order, with
+    their member counts (private rooms are not served: none is listed)."""
     cur.execute(LIST_ROOMS, {"alive": alive_seconds, "most": most})
-    return [{"name": name, "description": description, "online": online} for name, description, online in cur]
+    return [
+        {"name": name, "description": description, "online": online, "members": members, "private": False}
+        for name, description, online, members in cur
+    ]
+
+
+def my_rooms(cur, user_id: int, limit: int, offset: int = 0) -> list[MemberRoom]:
+    """A page of the rooms the user is a member of, the most recently active first."""
+    cur.execute(
+        f"""SELECT room, last_seq, last_id, last_read_id FROM (
+               SELECT m.room, r.last_seq, m.last_read_id,
+                      COALESCE((SELECT id FROM messages WHERE room = m.room ORDER BY id DESC LIMIT 1), 0) AS last_id
+               FROM chat_members m JOIN rooms r ON r.name = m.room AND r.{PUBLIC}
+               WHERE m.user_id = %(me)s
+           ) mine ORDER BY last_id DESC, room LIMIT %(limit)s OFFSET %(offset)s""",
+        {"me": user_id, "limit": limit, "offset": offset},
+    )
+    return [MemberRoom(*row) for row in cur]
 
 
 # --- history ---------------------------------------------------------------------------------
@@ -236,8 +307,11 @@ def dm_history(
     return rows if after is not None else rows[::-1]
 
 
-def channel_after(cur, channel: tuple, after_id: int, below_seq: int | None, limit: int) -> list[StoredMessage]:
-    """Messages of a room or conversation with id > after_id (and seq < below_seq), in id order."""
+def channel_after(
+    cur, channel: tuple, after_id: int, below_seq: int | None, limit: int, up_to_id: int | None = None
+) -> list[StoredMessage]:
+    """Messages of a room or conversation with id > after_id (and seq < below_seq, and
+    id <= up_to_id), in id order."""
     if channel[0] == "r":
         where, params = "m.room = %s", [channel[1]]
     else:
@@ -248,6 +322,9 @@ def channel_after(cur, channel: tuple, after_id: int, below_seq: int | None, lim
     if below_seq is not None:
         where += " AND m.seq < %s"
         params.append(below_seq)
+    if up_to_id is not None:
+        where += " AND m.id <= %s"
+        params.append(up_to_id)
     cur.execute(
         f"{SELECT_MESSAGES} WHERE {where} ORDER BY m.id LIMIT %s",
         params + [limit],
