@@ -342,12 +342,15 @@ describe('chat page against the real server', { timeout: 180_000 }, () => {
   });
 
   step('graceful restart (SIGTERM) mid-conversation: nothing lost, nothing doubled', async () => {
-    await server.kill('SIGTERM');
+    // Read the first countdown while gunicorn is still stopping: once it has exited (3-4 s
+    // later) the pages may have failed a few attempts and be showing a longer backoff.
+    const stopped = server.kill('SIGTERM');
     await Promise.all([waitForStatus(pages.alice, 'reconnecting'), waitForStatus(pages.bob, 'reconnecting')]);
     const banner = await pages.alice.waitForSelector('[data-testid=conn-banner]');
     // the countdown counts from now (1–3 s after a restart), not from when the page was opened
     const countdown = Number((await banner.textContent()).match(/in (\d+)s/)?.[1] ?? 0);
     assert.ok(countdown <= 3, `the banner says the next attempt is in ${countdown}s`);
+    await stopped;
     // who is online is not known meanwhile: no stale count, no "nobody here"
     await pages.alice.waitForSelector('[data-testid=online-unknown]');
     assert.equal(await pages.alice.textContent('[data-testid=online-count]'), '–');

@@ -1,5 +1,7 @@
 import { useCallback, useEffect, useMemo, useRef, useState } from 'react';
 import {
+  loadUnsent,
+  saveUnsent,
   useChat,
   type ChatError,
   type DirectMessage,
@@ -19,10 +21,8 @@ import {
   clearDrafts,
   loadDraft,
   loadPrefs,
-  loadUnsent,
   saveDraft,
   savePrefs,
-  saveUnsent,
   type Prefs,
   type Session,
 } from './session';
@@ -240,19 +240,15 @@ export function ChatScreen({
   const dm = active?.kind === 'dm' ? chat.dms[active.userId] : undefined;
   const queued = chat.outbox.filter((p) => p.status !== 'failed').length;
   const connected = chat.status === 'open';
-  const { loadOlder, loadOlderDms, setReadingBack, setReadingBackDm } = chat;
-  const roomName = room?.name;
-  const dmUser = dm?.userId;
+  const { loadOlder, setReadingBack } = chat;
   const onLoadOlder = useCallback(() => {
-    if (roomName) loadOlder(roomName);
-    else if (dmUser !== undefined) loadOlderDms(dmUser);
-  }, [roomName, dmUser, loadOlder, loadOlderDms]);
+    if (activeKey) loadOlder(activeKey);
+  }, [activeKey, loadOlder]);
   const onReadingBack = useCallback(
     (readingBack: boolean) => {
-      if (roomName) setReadingBack(roomName, readingBack);
-      else if (dmUser !== undefined) setReadingBackDm(dmUser, readingBack);
+      if (activeKey) setReadingBack(activeKey, readingBack);
     },
-    [roomName, dmUser, setReadingBack, setReadingBackDm],
+    [activeKey, setReadingBack],
   );
 
   // The text being written in the open conversation, kept when switching (the composer is new per conversation).

@@ -1,11 +1,12 @@
 import { useState, type FormEvent } from 'react';
-import { isValidRoomName, type ConnectionStatus, type RoomInfo, type UserRef } from '@chat/use-chat';
+import { dmKey, isValidRoomName, roomKey, type ConnectionStatus, type ConversationKey, type RoomInfo, type UserRef } from '@chat/use-chat';
 import { Avatar } from './Avatar';
 import { ConnectionPill } from './ConnectionStatus';
 
 export type Target = { kind: 'room'; room: string } | { kind: 'dm'; userId: number };
 
-export const targetKey = (t: Target) => (t.kind === 'room' ? `r:${t.room}` : `d:${t.userId}`);
+/** The conversation key of a target (`r:<room>` | `d:<userId>`), as the hook's `loadOlder` and `setReadingBack` take it. */
+export const targetKey = (t: Target): ConversationKey => (t.kind === 'room' ? roomKey(t.room) : dmKey(t.userId));
 
 interface Props {
   me: UserRef;

@@ -1,5 +1,3 @@
-import type { PendingMessage } from '@chat/use-chat';
-
 export interface Session {
   token: string;
   userId: number;
@@ -91,45 +89,6 @@ export function savePrefs(userId: number, prefs: Prefs): void {
   } catch {
     /* ignore */
   }
-}
-
-/**
- * Messages this tab has not got delivered yet, kept in sessionStorage: a reload (or a crash of
- * the tab) while offline sends them on the next start instead of losing them. Per tab, not
- * localStorage: two tabs would overwrite each other's. Their clientIds make a message sent
- * twice stored once.
- */
-export function loadUnsent(userId: number): PendingMessage[] {
-  try {
-    const raw = sessionStorage.getItem(`chat.outbox.${userId}`);
-    const list: unknown = raw ? JSON.parse(raw) : [];
-    return Array.isArray(list) ? list.filter(isPending) : [];
-  } catch {
-    return [];
-  }
-}
-
-export function saveUnsent(userId: number, outbox: PendingMessage[]): void {
-  try {
-    if (outbox.length) sessionStorage.setItem(`chat.outbox.${userId}`, JSON.stringify(outbox));
-    else sessionStorage.removeItem(`chat.outbox.${userId}`);
-  } catch {
-    /* full or unavailable: they stay in memory */
-  }
-}
-
-function isPending(p: unknown): p is PendingMessage {
-  const m = p as Partial<PendingMessage> | null;
-  return (
-    typeof m === 'object' &&
-    m !== null &&
-    typeof m.clientId === 'string' &&
-    typeof m.content === 'string' &&
-    typeof m.createdAt === 'number' &&
-    typeof m.attempts === 'number' &&
-    (m.status === 'queued' || m.status === 'sent' || m.status === 'failed') &&
-    ((m.kind === 'message' && typeof m.room === 'string') || (m.kind === 'dm' && typeof m.to === 'number'))
-  );
 }
 
 /**

@@ -1,10 +1,15 @@
 export { useChat, type UseChatOptions, type UseChatResult } from './useChat';
-export { ChatClient, isRetryable, jwtExpiresAt, CLOSE_CLIENT_TIMEOUT, CLOSE_UNAUTHORIZED } from './client';
+export { ChatClient, CHAT_ACTIONS, isRetryable, jwtExpiresAt, CLOSE_CLIENT_TIMEOUT, CLOSE_UNAUTHORIZED, type ChatActions } from './client';
+export { dmKey, keyOfPending, parseKey, roomKey, type ConversationRef } from './conversation';
+export { loadUnsent, saveUnsent, type UnsentStorage } from './outbox';
 export type {
   ChatClientOptions,
   ChatError,
   ChatState,
   ConnectionStatus,
+  Conversation,
+  ConversationKey,
+  ConversationState,
   DmState,
   PendingMessage,
   RoomState,

@@ -1,7 +1,7 @@
 /**
  * The shapes of ChatClient's state snapshot (`getState()`, what `useChat` returns) and of its options.
  *
- * Types only: the client (client.ts) builds and replaces these objects, never changes them.
+ * Types only: the client and its reducers (reducers.ts) build and replace these objects, never change them.
  */
 import type { BackoffOptions } from './backoff';
 import type { DirectMessage, ErrorAbout, ErrorCode, MessageId, RoomInfo, RoomMessage, UserId, UserRef } from './protocol';
@@ -20,12 +20,24 @@ export type ConnectionStatus =
   /** stopped by the caller (`stop()`, close code 1000): no reconnection */
   | 'closed';
 
-export interface RoomState {
+/** A conversation's key: `r:<room>` for a room, `d:<userId>` for the direct messages with a user. */
+export type ConversationKey = `r:${string}` | `d:${number}`;
+
+/** What a room and a DM conversation have in common: their messages and how much of their history is loaded. */
+export interface ConversationState<M extends RoomMessage | DirectMessage> {
+  /** sorted by id, no duplicates */
+  messages: M[];
+  /** the latest page has been loaded at least once */
+  historyLoaded: boolean;
+  /** there may be older messages than `messages[0]` */
+  hasMore: boolean;
+  loadingOlder: boolean;
+}
+
+export interface RoomState extends ConversationState<RoomMessage> {
   name: string;
   /** 'joining' until `join_ack` arrives (again after every reconnection) */
   status: 'joining' | 'joined';
-  /** sorted by id, no duplicates */
-  messages: RoomMessage[];
   /** who is online in the room (from join_ack, then presence events) */
   users: UserRef[];
   /**
@@ -36,28 +48,21 @@ export interface RoomState {
   online: number | null;
   /** others typing right now (entries expire after `typingTtlMs`) */
   typing: UserRef[];
-  /** the latest page has been loaded at least once */
-  historyLoaded: boolean;
-  /** there may be older messages than `messages[0]` */
-  hasMore: boolean;
-  loadingOlder: boolean;
 }
 
-export interface DmState {
+export interface DmState extends ConversationState<DirectMessage> {
   /** the other user */
   userId: UserId;
   username: string;
-  /** sorted by id, no duplicates */
-  messages: DirectMessage[];
   /**
    * id of the conversation's newest message according to the server's `conversations` list
    * (null: not listed), e.g. to order conversations whose messages are not loaded yet
    */
   listedLastId: MessageId | null;
-  historyLoaded: boolean;
-  hasMore: boolean;
-  loadingOlder: boolean;
 }
+
+/** A room or a DM conversation (see `ConversationKey`). */
+export type Conversation = RoomState | DmState;
 
 export interface PendingMessage {
   clientId: string;

@@ -1,5 +1,9 @@
+/**
+ * `useChat`: the React binding of ChatClient. The snapshot comes through `useSyncExternalStore`;
+ * the client's actions (`CHAT_ACTIONS`, listed once in client.ts) are handed out next to it.
+ */
 import { useEffect, useMemo, useRef, useSyncExternalStore } from 'react';
-import { ChatClient } from './client';
+import { CHAT_ACTIONS, ChatClient, type ChatActions } from './client';
 import type { ChatClientOptions, ChatState } from './state';
 
 export interface UseChatOptions extends ChatClientOptions {
@@ -8,35 +12,15 @@ export interface UseChatOptions extends ChatClientOptions {
 }
 
 export type UseChatResult = ChatState &
-  Pick<
-    ChatClient,
-    | 'join'
-    | 'leave'
-    | 'sendMessage'
-    | 'sendDm'
-    | 'loadOlder'
-    | 'openDm'
-    | 'addDm'
-    | 'loadOlderDms'
-    | 'setReadingBack'
-    | 'setReadingBackDm'
-    | 'typing'
-    | 'refreshRooms'
-    | 'retry'
-    | 'discard'
-    | 'dismissError'
-    | 'reconnectNow'
-    | 'stop'
-    | 'start'
-  > & {
+  ChatActions & {
     /** the underlying client, for advanced use */
     client: ChatClient;
   };
 
 /**
- * React binding of ChatClient: connects while mounted (and `enabled`), disconnects with code 1000
- * on unmount. A new client is made when `url` or `WebSocket` change; the other options are read
- * through a ref, so inline callbacks (getToken, onError…) do not reconnect.
+ * Connects while mounted (and `enabled`), disconnects with code 1000 on unmount. A new client is
+ * made when `url` or `WebSocket` change; the other options are read through a ref, so inline
+ * callbacks (getToken, onError…) do not reconnect.
  */
 export function useChat(options: UseChatOptions): UseChatResult {
   const latest = useRef(options);
@@ -58,6 +42,11 @@ export function useChat(options: UseChatOptions): UseChatResult {
       }),
     [url, WsImpl],
   );
+  // The actions are the client's own (stable) functions: made once per client.
+  const actions = useMemo(
+    () => Object.fromEntries(CHAT_ACTIONS.map((name) => [name, client[name]])) as ChatActions,
+    [client],
+  );
 
   useEffect(() => {
     if (!enabled) return;
@@ -67,29 +56,5 @@ export function useChat(options: UseChatOptions): UseChatResult {
 
   const state = useSyncExternalStore(client.subscribe, client.getState, client.getState);
 
-  return useMemo(
-    () => ({
-      ...state,
-      client,
-      join: client.join,
-      leave: client.leave,
-      sendMessage: client.sendMessage,
-      sendDm: client.sendDm,
-      loadOlder: client.loadOlder,
-      openDm: client.openDm,
-      addDm: client.addDm,
-      loadOlderDms: client.loadOlderDms,
-      setReadingBack: client.setReadingBack,
-      setReadingBackDm: client.setReadingBackDm,
-      typing: client.typing,
-      refreshRooms: client.refreshRooms,
-      retry: client.retry,
-      discard: client.discard,
-      dismissError: client.dismissError,
-      reconnectNow: client.reconnectNow,
-      stop: client.stop,
-      start: client.start,
-    }),
-    [state, client],
-  );
+  return useMemo(() => ({ ...state, ...actions, client }), [state, actions, client]);
 }

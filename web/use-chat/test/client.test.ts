@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { WebSocket } from 'ws';
-import { ChatClient, isRetryable, jwtExpiresAt, type ChatClientOptions, type TokenContext, type WebSocketCtor } from '../src';
+import { ChatClient, dmKey, isRetryable, jwtExpiresAt, type ChatClientOptions, type TokenContext, type WebSocketCtor } from '../src';
 import { FakeChatServer, type Conn } from './fakeServer';
 
 const ALICE = { userId: 1, username: 'alice' };
@@ -279,19 +279,19 @@ describe('rooms and history', () => {
     let room = c.getState().joined.general;
     expect(room.messages.map((m) => m.content)).toEqual(Array.from({ length: 10 }, (_, i) => `m${16 + i}`));
     expect(room.hasMore).toBe(true);
-    c.loadOlder('general');
+    c.loadOlder('r:general');
     expect(c.getState().joined.general.loadingOlder).toBe(true);
-    c.loadOlder('general'); // ignored while a page is loading
+    c.loadOlder('r:general'); // ignored while a page is loading
     await until(() => c.getState().joined.general.messages.length === 20);
     expect(server.framesOfType('room_history').slice(1)).toEqual([
       { type: 'room_history', room: 'general', limit: 10, before: 16 },
     ]);
-    c.loadOlder('general');
+    c.loadOlder('r:general');
     await until(() => !c.getState().joined.general.loadingOlder && c.getState().joined.general.messages.length === 25);
     room = c.getState().joined.general;
     expect(room.hasMore).toBe(false);
     expect(room.messages.map((m) => m.id)).toEqual(Array.from({ length: 25 }, (_, i) => i + 1));
-    c.loadOlder('general'); // nothing more to ask for
+    c.loadOlder('r:general'); // nothing more to ask for
     expect(server.framesOfType('room_history')).toHaveLength(3);
   });
 
@@ -581,7 +581,7 @@ describe('recovery: nothing lost, nothing doubled', () => {
       server.postDm(BOB, ALICE.userId, 'away 2');
     });
     await until(() => c.getState().dms[BOB.userId].messages.length === 3);
-    c.loadOlderDms(BOB.userId); // an older page is no news
+    c.loadOlder(dmKey(BOB.userId)); // an older page is no news
     await until(() => !c.getState().dms[BOB.userId].loadingOlder);
     expect(told).toEqual(['live', 'away 1', 'away 2']);
   });
@@ -1017,10 +1017,10 @@ describe('review fixes', () => {
     let refusals = 1;
     server.refuse = (_conn, f) =>
       f.type === 'dm_history' && refusals-- > 0 ? { code: 'rate_limited', message: 'slow down' } : null;
-    c.loadOlderDms(BOB.userId);
+    c.loadOlder(dmKey(BOB.userId));
     expect(c.getState().dms[BOB.userId].loadingOlder).toBe(true);
     await until(() => !c.getState().dms[BOB.userId].loadingOlder);
-    c.loadOlderDms(BOB.userId);
+    c.loadOlder(dmKey(BOB.userId));
     await until(() => c.getState().dms[BOB.userId].messages.length === 4 && !c.getState().dms[BOB.userId].loadingOlder);
     expect(c.getState().dms[BOB.userId].hasMore).toBe(true);
   });
@@ -1088,9 +1088,9 @@ describe('review fixes', () => {
     expect(dm.messages.map((m) => m.content)).toEqual(['dm 4', 'dm 5', 'dm 6', 'dm 7', 'dm 8']);
     expect(dm.hasMore).toBe(true);
     // scrolling back loads them again, and keeps them (older pages are not dropped)
-    c.loadOlder('general');
+    c.loadOlder('r:general');
     await until(() => c.getState().joined.general.messages.length === 8 && !c.getState().joined.general.loadingOlder);
-    c.loadOlder('general');
+    c.loadOlder('r:general');
     await until(() => !c.getState().joined.general.loadingOlder && !c.getState().joined.general.hasMore);
     expect(c.getState().joined.general.messages.map((m) => m.content)).toEqual(Array.from({ length: 8 }, (_, i) => `live ${i + 1}`));
   });
@@ -1104,11 +1104,11 @@ describe('review fixes', () => {
     c.openDm(BOB.userId, 'bob');
     await until(() => c.getState().dms[BOB.userId]?.historyLoaded);
     // the reader pages back to the very beginning of both
-    c.setReadingBack('general', true);
-    c.setReadingBackDm(BOB.userId, true);
+    c.setReadingBack('r:general', true);
+    c.setReadingBack(dmKey(BOB.userId), true);
     while (c.getState().joined.general.hasMore || c.getState().dms[BOB.userId].hasMore) {
-      c.loadOlder('general');
-      c.loadOlderDms(BOB.userId);
+      c.loadOlder('r:general');
+      c.loadOlder(dmKey(BOB.userId));
       await until(() => !c.getState().joined.general.loadingOlder && !c.getState().dms[BOB.userId].loadingOlder);
     }
     // new messages while they read: what they read stays, and so does the beginning
@@ -1121,14 +1121,14 @@ describe('review fixes', () => {
     expect(c.getState().dms[BOB.userId].messages).toHaveLength(7);
     expect(c.getState().dms[BOB.userId].hasMore).toBe(false);
     // back at the newest: trimmed to maxMessages, the rest loads again
-    c.setReadingBack('general', false);
-    c.setReadingBackDm(BOB.userId, false);
+    c.setReadingBack('r:general', false);
+    c.setReadingBack(dmKey(BOB.userId), false);
     const room = c.getState().joined.general;
     expect(room.messages.map((m) => m.content)).toEqual(['old 3', 'old 4', 'old 5', 'old 6', 'live']);
     expect(room.hasMore).toBe(true);
     expect(c.getState().dms[BOB.userId].messages.map((m) => m.content)).toEqual(['old dm 3', 'old dm 4', 'old dm 5', 'old dm 6', 'live dm']);
     expect(c.getState().dms[BOB.userId].hasMore).toBe(true);
-    c.loadOlder('general');
+    c.loadOlder('r:general');
     await until(() => !c.getState().joined.general.loadingOlder && !c.getState().joined.general.hasMore);
     expect(c.getState().joined.general.messages).toHaveLength(7);
   });
@@ -1144,7 +1144,7 @@ describe('review fixes', () => {
       held = conn;
       return 'ignore';
     };
-    c.loadOlder('general'); // before old 4
+    c.loadOlder('r:general'); // before old 4
     await until(() => held !== null);
     server.post('general', BOB, 'live'); // drops old 4
     await until(() => c.getState().joined.general.messages.at(-1)?.content === 'live');
@@ -1212,7 +1212,7 @@ describe('review fixes', () => {
     await until(() => c.getState().dms[BOB.userId].historyLoaded);
     c.openDm(BOB.userId);
     for (let pages = 0; c.getState().dms[BOB.userId].hasMore && pages < 5; pages++) {
-      c.loadOlderDms(BOB.userId);
+      c.loadOlder(dmKey(BOB.userId));
       await until(() => !c.getState().dms[BOB.userId].loadingOlder);
     }
     expect(c.getState().dms[BOB.userId].messages.map((m) => m.content)).toEqual([
@@ -1233,12 +1233,12 @@ describe('review fixes', () => {
       held = conn;
       return 'ignore';
     };
-    c.loadOlder('general'); // before m8
+    c.loadOlder('r:general'); // before m8
     await until(() => held !== null && !c.getState().joined.general.loadingOlder); // given up
     // Asked again; this time the answer is slow, and the late one of another page (an empty
     // one: `after` the newest) comes first.
     server.onFrame = (_conn, f) => (f.type === 'room_history' ? 'ignore' : undefined);
-    c.loadOlder('general');
+    c.loadOlder('r:general');
     await until(() => server.framesOfType('room_history').length === 3);
     server.sendTo(held!, { type: 'room_history', room: 'general', limit: 3, after: 10, data: [] });
     const page = server.roomMsgs.slice(4, 7);
@@ -1263,7 +1263,7 @@ describe('review fixes', () => {
     });
     await until(() => c.getState().joined.general.historyLoaded);
     for (let pages = 0; c.getState().joined.general.hasMore && pages < 5; pages++) {
-      c.loadOlder('general');
+      c.loadOlder('r:general');
       await until(() => !c.getState().joined.general.loadingOlder);
     }
     expect(c.getState().joined.general.messages.map((m) => m.content)).toEqual([

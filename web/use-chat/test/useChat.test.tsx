@@ -2,7 +2,7 @@
 import { act, cleanup, renderHook, waitFor } from '@testing-library/react';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { WebSocket } from 'ws';
-import { useChat, type WebSocketCtor } from '../src';
+import { CHAT_ACTIONS, useChat, type WebSocketCtor } from '../src';
 import { FakeChatServer } from './fakeServer';
 
 let server: FakeChatServer;
@@ -56,6 +56,17 @@ describe('useChat', () => {
     expect(onError1).not.toHaveBeenCalled();
     expect(onError2).toHaveBeenCalledTimes(1);
     expect(server.connections).toBe(1);
+  });
+
+  it("hands out each of the client's actions, the same functions on every render", async () => {
+    const { result, rerender } = renderHook(() =>
+      useChat({ url: server.url, WebSocket: Ws, getToken: async () => 'tok-alice', initialRooms: ['general'], tickMs: 50 }),
+    );
+    const first = result.current;
+    for (const name of CHAT_ACTIONS) expect(first[name]).toBe(first.client[name]);
+    await waitFor(() => expect(result.current.status).toBe('open'));
+    rerender();
+    for (const name of CHAT_ACTIONS) expect(result.current[name]).toBe(first[name]);
   });
 
   it('stays idle while disabled', async () => {
