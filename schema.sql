@@ -115,6 +115,33 @@ CREATE TABLE IF NOT EXISTS user_presence (
 -- a node that hears two nodes' events about one user out of order keeps the newer.
 CREATE SEQUENCE IF NOT EXISTS presence_versions;
 
+-- Membership belongs to the user and is stored (PROTOCOL.md §6): a row per (room, user) from
+-- `join` until `leave`, whatever connections come and go. `role` is 'owner' for a room's
+-- creator once rooms are created as private ones (§8), else 'member'. `last_read_id` is the
+-- read state of §9: the room's last message id when the user became a member.
+-- Created with its upgrade rule: on a database that had messages before this table existed,
+-- whoever sent to a room in the last 30 days becomes a member of it (read up to their own
+-- last message there), once, when the table is made; later loads find it and do nothing.
+DO $$
+BEGIN
+    IF to_regclass('chat_members') IS NULL THEN
+        CREATE TABLE IF NOT EXISTS chat_members (
+            room          text NOT NULL,
+            user_id       bigint NOT NULL,
+            role          text NOT NULL DEFAULT 'member' CHECK (role IN ('member', 'owner')),
+            joined_at     timestamptz NOT NULL DEFAULT now(),
+            last_read_id  bigint NOT NULL DEFAULT 0,
+            PRIMARY KEY (room, user_id)
+        );
+        INSERT INTO chat_members (room, user_id, joined_at, last_read_id)
+        SELECT m.room, m.from_user, min(m.timestamp), max(m.id)
+        FROM messages m JOIN rooms r ON r.name = m.room
+        WHERE m.room IS NOT NULL AND m.timestamp > now() - interval '30 days'
+        GROUP BY m.room, m.from_user
+        ON CONFLICT DO NOTHING;
+    END IF;
+END $$;
+
 -- Indexes. A legacy table may hold rows that a unique index refuses; then that index is
 -- skipped with a notice rather than failing the whole load.
 DO $$
@@ -142,6 +169,8 @@ CREATE UNIQUE INDEX IF NOT EXISTS messages_sender_client_id
 CREATE INDEX IF NOT EXISTS rooms_created_by ON rooms (created_by, created_at) WHERE created_by IS NOT NULL;
 CREATE INDEX IF NOT EXISTS dm_threads_user_high ON dm_threads (user_high);
 CREATE INDEX IF NOT EXISTS room_presence_node ON room_presence (node_id);
+-- A user's rooms (welcome, my_rooms, the heartbeat's membership check).
+CREATE INDEX IF NOT EXISTS chat_members_user ON chat_members (user_id, room);
 CREATE INDEX IF NOT EXISTS user_presence_node ON user_presence (node_id);
 -- `users`: a case-insensitive prefix search in name order. In the "C" collation a btree
 -- serves both LIKE 'prefix%' and the ORDER BY (text_pattern_ops would serve only the LIKE).

@@ -50,6 +50,7 @@ class Connection(Transport):
         "username",
         "token_expires_at",
         "rooms",
+        "legacy",
         "replay_buffers",
         "replayed_up_to",
         "rate",
@@ -61,7 +62,11 @@ class Connection(Transport):
         self.username: str = ""
         # when the token the client authenticated with expires (Unix seconds; None: never)
         self.token_expires_at: float | None = None
-        self.rooms: set[str] = set()
+        # room -> floor: the rooms of the user this connection receives, each with the id
+        # above which every message of the room has reached it or will, live (app/membership.py)
+        self.rooms: dict[str, int] = {}
+        # connected at `/`, the endpoint of the earlier server's clients (PROTOCOL.md §7)
+        self.legacy = False
         # rooms being replayed (join with since): live messages wait here meanwhile,
         # counted as held for the client (Transport.hold)
         self.replay_buffers: dict[str, list[StoredMessage]] = {}

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from . import protocol, store
 from .connection import Connection
 from .errors import NotFound, NotJoined, RateLimited, Unauthorized
+from .membership import room_item
 from .messages import StoredMessage
 from .protocol import Command
 from .runtime import ChatRuntime
@@ -37,30 +38,16 @@ def handle_ping(rt: ChatRuntime, conn: Connection, command: Command) -> None:
 
 
 def handle_join(rt: ChatRuntime, conn: Connection, command: Command) -> None:
-    room = command.room
-    with rt.presence.changing(room, conn.user_id):
-        entered = rt.presence.enter(room, conn.user_id, conn.username, create_room=rt.config["ROOMS_AUTO_CREATE"])
-        if entered is None:
-            raise_not_entered(rt, room)
-        if command.since is not None:
-            conn.replay_buffers[room] = []  # live messages wait until the replay is sent
-        rt.hub.join_room(conn, room, entered.state.last_seq, entered.state.last_id)
-        conn.rooms.add(room)
-    # Committed, and listed by the hub: from here on nothing may yield before join_ack, or
-    # a live message could reach the joiner first. First the announcement (to the others
-    # here: it puts the joiner in the room's list, which tells whether an event is news
-    # to them; it does not yield). Then the list as it stands now, not as read before the
-    # statement: events noted meanwhile did not reach the joiner, nor did they reach
-    # `entered.online` if the list was read again. The joiner is in it even when not
-    # announced (another tab of theirs, a crowded room).
-    rt.presence.after_commit(entered.announced)
-    online = rt.presence.online.now(room, entered.online)
-    online.add(conn.user_id, conn.username)
-    conn.send(protocol.join_ack_frame(room, online.listed(rt.config["JOIN_ACK_MAX_USERS"]), len(online.users)))
-    if command.since is not None:
-        # A `since` past the newest message (a database restored from an older backup, a
-        # client's bug) means the newest: what comes after the join is all new to it.
-        replay(rt, conn, room, min(command.since, entered.state.last_id))
+    join_room(rt, conn, command.room, command.since)
+
+
+def join_room(rt: ChatRuntime, conn: Connection, room: str, since: int | None = None) -> None:
+    """Make the user a member of the room, then replay to this connection if asked."""
+    joined = rt.membership.join(conn, room, since, create_room=rt.config["ROOMS_AUTO_CREATE"])
+    if joined is None:
+        raise_not_entered(rt, room)
+    if joined.since is not None:
+        replay(rt, conn, room, joined.since, joined.up_to)
 
 
 def raise_not_entered(rt: ChatRuntime, room: str) -> None:
@@ -74,21 +61,23 @@ def raise_not_entered(rt: ChatRuntime, room: str) -> None:
     raise NotFound(f"room '{room}' does not exist")
 
 
-def replay(rt: ChatRuntime, conn: Connection, room: str, since: int) -> None:
-    """Send every message of the room after `since`, then what arrived live meanwhile.
+def replay(rt: ChatRuntime, conn: Connection, room: str, since: int, up_to: int | None = None) -> None:
+    """Send every message of the room after `since` (up to `up_to` if given), then what
+    arrived live meanwhile.
 
     The connection was registered before the first query, so each message is either in
     the database snapshot or in the live stream (or both: sent once, by id). The live
     stream of this process may lag behind what the replay read from the database (a
     message still on its way through the bus), so what it brings up to the last replayed
-    id is dropped (Connection.replayed_up_to).
+    id is dropped (Connection.replayed_up_to). With `up_to` (the connection's floor),
+    everything above it came or comes live, and the replay stops there.
     """
     last_sent = since
     page_size = rt.config["REPLAY_PAGE_SIZE"]
     try:
         while True:
             with rt.pool.autocommit() as cur:
-                page = store.channel_after(cur, ("r", room), last_sent, None, page_size)
+                page = store.channel_after(cur, ("r", room), last_sent, None, page_size, up_to_id=up_to)
             for message in page:
                 conn.send_frame(message.wire_frame)
                 last_sent = message.id
@@ -100,37 +89,34 @@ def replay(rt: ChatRuntime, conn: Connection, room: str, since: int) -> None:
             if conn.peer_gone or conn.close_code is not None:
                 return  # gone (or going): the rest would be read for nobody
     except Exception:
-        # A replay with a hole would let the client skip messages for good: undo the
-        # join instead, so that it joins again with the same `since`. (Kept joined, the
-        # connection would also hold the room's live messages back for good.)
-        conn.end_replay(room)
-        leave_room(rt, conn, room)
+        # A replay with a hole would let the client skip messages for good: this
+        # connection stops receiving the room instead (the membership stays), so that
+        # it joins again with the same `since`. (Kept listed, the connection would also
+        # hold the room's live messages back for good.)
+        rt.membership.unregister(conn, room)
         raise
-    conn.replayed_up_to[room] = last_sent
+    if room in conn.rooms:
+        # Everything above `since` has now been sent, or comes live.
+        conn.rooms[room] = since if up_to is None else min(conn.rooms[room], since)
+    if up_to is None:
+        conn.replayed_up_to[room] = last_sent
     for message in conn.end_replay(room):
         conn.room_message(message)
 
 
 def handle_leave(rt: ChatRuntime, conn: Connection, command: Command) -> None:
     if command.room not in conn.rooms:
-        raise NotJoined(f"not joined to room '{command.room}'")
-    leave_room(rt, conn, command.room)
-    conn.send(protocol.left_frame(command.room))
-
-
-def leave_room(rt: ChatRuntime, conn: Connection, room: str) -> None:
-    conn.rooms.discard(room)
-    conn.end_replay(room)
-    conn.replayed_up_to.pop(room, None)
-    rt.hub.leave_room(conn, room)
-    with rt.presence.changing(room, conn.user_id):
-        if not rt.hub.user_in_room(conn.user_id, room):
-            rt.presence.leave(room, conn.user_id, conn.username)
+        raise NotJoined(f"not a member of room '{command.room}'")
+    rt.membership.leave(conn, command.room)
 
 
 def handle_message(rt: ChatRuntime, conn: Connection, command: Command) -> None:
     if command.room not in conn.rooms:
-        raise NotJoined(f"join room '{command.room}' before sending to it")
+        if not conn.legacy:
+            raise NotJoined(f"join room '{command.room}' before sending to it")
+        # The earlier server took messages to rooms without a join, and its clients rely
+        # on it (PROTOCOL.md §7): the sender becomes a member first, as by `join`.
+        join_room(rt, conn, command.room)
     draft = store.Draft(conn.user_id, conn.username, command.content, room=command.room, client_id=command.client_id)
     outcome = rt.batcher.submit(draft, conn)
     if outcome.duplicate:
@@ -170,6 +156,10 @@ def handle_room_history(rt: ChatRuntime, conn: Connection, command: Command) -> 
             raise NotFound(f"room '{command.room}' does not exist")
         messages = store.room_history(cur, command.room, command.limit, command.before, command.after)
     conn.send(protocol.room_history_frame(command, [m.data for m in messages]))
+    if conn.legacy:
+        # What the earlier server's clients render: one untyped frame per message.
+        for message in messages:
+            conn.send(protocol.legacy_history_entry(message.data))
 
 
 def handle_dm_history(rt: ChatRuntime, conn: Connection, command: Command) -> None:
@@ -203,7 +193,14 @@ def handle_users(rt: ChatRuntime, conn: Connection, command: Command) -> None:
 
 
 def handle_rooms(rt: ChatRuntime, conn: Connection, command: Command) -> None:
-    conn.send_frame(rt.rooms_frame.get())
+    rooms = rt.rooms_list.get()
+    conn.send(protocol.rooms_frame([{**room, "member": room["name"] in conn.rooms} for room in rooms]))
+
+
+def handle_my_rooms(rt: ChatRuntime, conn: Connection, command: Command) -> None:
+    with rt.pool.autocommit() as cur:
+        rooms = store.my_rooms(cur, conn.user_id, command.limit, command.offset)
+    conn.send(protocol.my_rooms_frame([room_item(r.room, r.last_id, r.last_read_id) for r in rooms]))
 
 
 def handle_conversations(rt: ChatRuntime, conn: Connection, command: Command) -> None:
@@ -225,6 +222,7 @@ HANDLERS: dict[str, Handler] = {
     "dm_history": handle_dm_history,
     "typing": handle_typing,
     "rooms": handle_rooms,
+    "my_rooms": handle_my_rooms,
     "conversations": handle_conversations,
     "users": handle_users,
 }

@@ -78,7 +78,8 @@ class Hub:
         # Fills fetching at once. A process that falls behind finds gaps in nearly every
         # room; one query each at once is what made it fall further behind.
         self._fetching = Semaphore(FILLS_AT_ONCE)
-        # room name -> connections of this process joined to it (a dict keeps join order)
+        # room name -> connections of this process of the room's members (a dict keeps
+        # the order they came in)
         self.members_by_room: dict[str, dict[Connection, None]] = {}
         # user id -> that user's authenticated connections in this process
         self.connections_by_user: dict[int, set[Connection]] = {}
@@ -176,10 +177,13 @@ class Hub:
                 if not others:
                     del self.conversations_by_user[other]
 
-    def join_room(self, conn: Connection, room: str, last_seq: int, last_id: int) -> None:
-        """Add a member; the room's stream here starts after (last_seq, last_id) if new."""
+    def join_room(self, conn: Connection, room: str, last_seq: int, last_id: int) -> int:
+        """List a connection in a room; the room's stream here starts after (last_seq,
+        last_id) if new. Returns the id of the last message released here before it
+        (every later one reaches the connection, in order)."""
         self.track(("r", room), last_seq, last_id)
         self.members_by_room.setdefault(room, {})[conn] = None
+        return self.gates[("r", room)].last_id
 
     def leave_room(self, conn: Connection, room: str) -> None:
         members = self.members_by_room.get(room)

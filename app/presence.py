@@ -1,12 +1,15 @@
-"""Who is online in which room, across every process and host, kept in PostgreSQL.
+"""Membership and who is online in which room, across every process and host, in PostgreSQL.
 
-Each process (node) holds a row in chat_nodes refreshed by a heartbeat, and a row in
-room_presence per (room, user) it has connections for. A user's presence event goes out
-when their first connection anywhere joins a room and when their last one leaves; an
-advisory lock per (room, user) makes "first" and "last" exact across nodes. A node whose
-heartbeat is older than NODE_TIMEOUT_SECONDS is dead: the others remove its rows and send
-the `leave` events, so a killed worker's users disappear within that bound. What each
-process has read and told of these rows is online.py's.
+Membership is the user's (chat_members): `join` and `leave` change it, each in one
+transaction with the presence it implies. A user is online in a room while they are a
+member with a connection anywhere: each process (node) holds a row in chat_nodes refreshed
+by a heartbeat, and a row in room_presence per (room, user) it has connections of a member
+for. A user's presence event goes out when their first connection anywhere comes (or their
+membership starts) and when their last one goes (or it ends); an advisory lock per (room,
+user) makes "first" and "last" exact across nodes. Every heartbeat reconciles this node's
+rows with its connections. A node whose heartbeat is older than NODE_TIMEOUT_SECONDS is
+dead: the others remove its rows and send the `leave` events, so a killed worker's users
+disappear within that bound. What each process has read and told of these rows is online.py's.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import NamedTuple
 
+import gevent
 import orjson
 from gevent.lock import Semaphore
 from psycopg2.extras import Json
@@ -58,33 +62,22 @@ _NOTIFY = """CASE WHEN version IS NOT NULL AND %(channel)s IS NOT NULL THEN
 _ANNOUNCED_ROW = """(%(announce)s AND NOT others.online) OR EXISTS (
     SELECT 1 FROM room_presence WHERE room = %(room)s AND user_id = %(user_id)s AND announced)"""
 
+# Whether this node may remove the row of `node_id`: its own, or a dead node's (a node
+# taken for dead that beats again keeps its rows: it is alive).
+_REMOVABLE = f"NOT (%(only_if_dead)s AND %(node_id)s <> %(me)s AND %(node_id)s IN ({ALIVE}))"
 # Whether a process other than `node_id`, dead or alive, has a row of the user in the room:
 # each room's count of users online (room_online, what `rooms` lists) changes with the
 # user's first row there and their last.
 _OTHER_ROWS = """EXISTS (SELECT 1 FROM room_presence WHERE room = %(room)s AND user_id = %(user_id)s
                         AND node_id <> %(node_id)s)"""
-
-# The statements of joining and leaving, prepared on every connection of the pool. A join
-# (Presence.enter) is one query string, so one round trip and one transaction: create the
-# room if asked; take the (room, user) advisory lock, held until the end, and lock the
-# user's rows in the room (a burial removing one waits for us, or we for it: see
-# Presence._remove_rows); then, in a statement of its own (so that its snapshot comes
-# after the locks and sees what the previous holder committed), read the room's stream
-# position, add our row unless there is one, count the user in the room if it is their
-# first row, and tell whether this is the user's first connection in the room on a live
-# node, announcing it if so. A leave likewise removes the row, uncounts the user if it was
-# their last, and tells (and announces) whether it was the last; one that finds no row to
-# remove announces nothing (two tabs leaving at once may both find the user gone from the
-# hub: the first announced it).
-STATEMENTS = PreparedStatements(
-    {
-        "chat_lock_creator": store.LOCK_CREATOR,
-        "chat_create_room": store.CREATE_ROOM,
-        "chat_presence_lock": "SELECT pg_advisory_xact_lock(hashtextextended(%(lock)s, 0))",
-        "chat_presence_rows": """SELECT 1 FROM room_presence WHERE room = %(room)s AND user_id = %(user_id)s
-                                 ORDER BY node_id FOR UPDATE""",
-        "chat_enter": f"""
-            WITH room AS ({store.ROOM_STATE}),
+# The announcement of a membership that began or ended, on the PostgreSQL bus, inside its
+# transaction: the user's connections on other nodes follow it (app/membership.py).
+_NOTIFY_MEMBER = """CASE WHEN member_changed AND %(channel)s IS NOT NULL THEN
+    pg_notify(%(channel)s, %(origin)s || '|' || json_build_object('k', 'member', 'room', %(room)s,
+                                                                  'userId', %(user_id)s)::text) END"""
+# A user's presence row here, in a room they are a member of: the first CTEs say which room
+# (`room`: name, last_seq, last_id) and whether the membership is new (`added`).
+_ENTER = f"""
             others AS MATERIALIZED (SELECT {_OTHERS_ONLINE} AS online),
             entered AS (
                 INSERT INTO room_presence (room, user_id, node_id, username, announced)
@@ -95,15 +88,56 @@ STATEMENTS = PreparedStatements(
                 SELECT name, 1 FROM room WHERE EXISTS (SELECT 1 FROM entered) AND NOT {_OTHER_ROWS}
                 ON CONFLICT (room) DO UPDATE SET online = o.online + 1
             ), step AS MATERIALIZED (
-                SELECT last_seq, last_id, EXISTS (SELECT 1 FROM entered) AND NOT others.online AS first
+                SELECT last_seq, last_id, EXISTS (SELECT 1 FROM entered) AND NOT others.online AS first,
+                       EXISTS (SELECT 1 FROM added) AS member_changed,
+                       (SELECT count(*) FROM chat_members WHERE room = %(room)s) + (SELECT count(*) FROM added)
+                           AS members
                 FROM room, others
             ), told AS MATERIALIZED (
                 SELECT *, {_VERSION_IF.format("first AND %(announce)s")} FROM step
             )
-            SELECT last_seq, last_id, first, version, {_NOTIFY} FROM told""",
+            SELECT last_seq, last_id, first, version, member_changed, members, {_NOTIFY}, {_NOTIFY_MEMBER}
+            FROM told"""
+
+# The statements of membership and presence, prepared on every connection of the pool.
+# Each change is one query string, so one round trip and one transaction: create the room
+# if asked; take the (room, user) advisory lock, held until the end, and lock the user's
+# rows in the room (a burial removing one waits for us, or we for it); then, in a statement
+# of its own (so that its snapshot comes after the locks and sees what the previous holder
+# committed), the change itself. Each keeps the room's count of users online (room_online)
+# with the user's first row there and their last:
+# - chat_join: make the user a member (unless they are), add this node's presence row
+#   unless there is one, read the room's stream position, and tell whether this is the
+#   user's first connection in the room anywhere, announcing it if so. A worker killed
+#   before the commit leaves neither the membership nor the row.
+# - chat_enter: the same for a member only (the heartbeat's reconcile, a membership made
+#   on another node): a user who is no longer a member gets no row.
+# - chat_leave: remove one node's row (ours, or a dead node's), telling (and announcing)
+#   whether it was the user's last anywhere; one that finds no row to remove announces
+#   nothing (the heartbeat may find a row that a leave has just removed).
+# - chat_end_membership: end the membership and remove every node's row of the user in
+#   the room: they are online there nowhere now.
+STATEMENTS = PreparedStatements(
+    {
+        "chat_lock_creator": store.LOCK_CREATOR,
+        "chat_create_room": store.CREATE_ROOM,
+        "chat_presence_lock": "SELECT pg_advisory_xact_lock(hashtextextended(%(lock)s, 0))",
+        "chat_presence_rows": """SELECT 1 FROM room_presence WHERE room = %(room)s AND user_id = %(user_id)s
+                                 ORDER BY node_id FOR UPDATE""",
+        "chat_join": f"""
+            WITH room AS ({store.ROOM_STATE}),
+            added AS (
+                INSERT INTO chat_members (room, user_id, last_read_id) SELECT name, %(user_id)s, last_id FROM room
+                ON CONFLICT DO NOTHING RETURNING 1
+            ),{_ENTER}""",
+        "chat_enter": f"""
+            WITH room AS ({store.ROOM_STATE}
+                          AND EXISTS (SELECT 1 FROM chat_members m WHERE m.room = r.name AND m.user_id = %(user_id)s)),
+            added AS (SELECT 1 WHERE false),{_ENTER}""",
         "chat_leave": f"""
             WITH gone AS (
                 DELETE FROM room_presence WHERE room = %(room)s AND user_id = %(user_id)s AND node_id = %(node_id)s
+                                                AND {_REMOVABLE}
                 RETURNING announced
             ), uncounted AS (
                 UPDATE room_online SET online = online - 1
@@ -111,11 +145,25 @@ STATEMENTS = PreparedStatements(
             ), step AS MATERIALIZED (
                 SELECT NOT {_OTHERS_ONLINE} AS last,
                        %(announce)s OR COALESCE((SELECT bool_or(announced) FROM gone), false) AS heard,
-                       %(removed_already)s OR EXISTS (SELECT 1 FROM gone) AS was_here
+                       EXISTS (SELECT 1 FROM gone) AS was_here
             ), told AS MATERIALIZED (
                 SELECT last, {_VERSION_IF.format("last AND heard AND was_here")} FROM step
             )
             SELECT last, version, {_NOTIFY} FROM told""",
+        "chat_end_membership": f"""
+            WITH ended AS (
+                DELETE FROM chat_members WHERE room = %(room)s AND user_id = %(user_id)s RETURNING 1
+            ), gone AS (
+                DELETE FROM room_presence WHERE room = %(room)s AND user_id = %(user_id)s RETURNING announced
+            ), uncounted AS (
+                UPDATE room_online SET online = online - 1 WHERE room = %(room)s AND EXISTS (SELECT 1 FROM gone)
+            ), step AS MATERIALIZED (
+                SELECT EXISTS (SELECT 1 FROM ended) AS member_changed, EXISTS (SELECT 1 FROM gone) AS was_here,
+                       %(announce)s OR COALESCE((SELECT bool_or(announced) FROM gone), false) AS heard
+            ), told AS MATERIALIZED (
+                SELECT member_changed, was_here, {_VERSION_IF.format("was_here AND heard")} FROM step
+            )
+            SELECT member_changed, was_here, version, {_NOTIFY}, {_NOTIFY_MEMBER} FROM told""",
         "chat_online_users": f"""
             SELECT DISTINCT ON (p.user_id) p.user_id, COALESCE(p.username, u.username, 'user' || p.user_id)
             FROM room_presence p LEFT JOIN users u ON u.id = p.user_id
@@ -126,6 +174,7 @@ STATEMENTS = PreparedStatements(
         "room": "text",
         "user_id": "bigint",
         "node_id": "text",
+        "me": "text",
         "username": "text",
         "alive_seconds": "float8",
         "lock": "text",
@@ -133,24 +182,28 @@ STATEMENTS = PreparedStatements(
         "origin": "text",
         "event": "jsonb",
         "announce": "boolean",
-        "removed_already": "boolean",
+        "only_if_dead": "boolean",
         "rooms_per_minute": "integer",
     },
     settings=("SET plan_cache_mode = force_generic_plan",),
 )
 _EXECUTE = STATEMENTS.execute
 _LOCKS = [_EXECUTE["chat_presence_lock"], _EXECUTE["chat_presence_rows"]]
-_JOIN = "; ".join([*_LOCKS, _EXECUTE["chat_enter"]])
+_JOIN = "; ".join([*_LOCKS, _EXECUTE["chat_join"]])
 _JOIN_CREATING = "; ".join([_EXECUTE["chat_lock_creator"], _EXECUTE["chat_create_room"], _JOIN])
+_ENTER_MEMBER = "; ".join([*_LOCKS, _EXECUTE["chat_enter"]])
 _LEAVE = "; ".join([*_LOCKS, _EXECUTE["chat_leave"]])
+_END_MEMBERSHIP = "; ".join([*_LOCKS, _EXECUTE["chat_end_membership"]])
 
 
 class Entered(NamedTuple):
-    """What a join's statement found: see Presence.enter."""
+    """What a join's (or a member's entry's) statement found: see Presence.join."""
 
     state: RoomState
     announced: list[dict]
     online: RoomOnline
+    members: int  # the room's member count, the user included
+    new_member: bool  # the statement made the user a member
 
 
 class KeyedLocks:
@@ -192,18 +245,9 @@ class Presence:
         self.node_id = node_id
         self.node_timeout = node_timeout_seconds
         self.deliver_event = deliver_event
-        # (room, user_id, username) whose leave could not be written (database away)
-        self.unsaved_leaves: set[tuple[str, int, str]] = set()
-        # (room, user_id, username) of this process to write again after the others
-        # buried it (see heartbeat)
-        self.unsaved_entries: set[tuple[str, int, str]] = set()
-        # (room, user_id, username, dead node, heard_join): leaves of buried nodes' users
-        # not announced yet
-        self.unsaved_burial_leaves: set[tuple[str, int, str, str, bool]] = set()
-        # (room, user_id, username) of joins that failed without telling whether they were
-        # committed (a connection lost after the commit): a row no connection stands for
-        # would show the user online for good (see heartbeat)
-        self.unsure_entries: set[tuple[str, int, str]] = set()
+        # (user id, room) -> whether a connection of the user here is in the room
+        # (Hub.user_in_room): what this node's presence rows should say
+        self.user_here = user_here
         # In rooms with more users online than this, joins and leaves are not announced:
         # 10,000 people joining one room would otherwise be 50 million presence frames.
         self.max_announced_room_size = max_announced_room_size
@@ -213,8 +257,8 @@ class Presence:
         self.online = OnlineLists(
             self._read_online_users, deliver_event, max_announced_room_size, online_cache_seconds, user_here
         )
-        # (room, user_id) -> held while this process changes that user's presence there
-        # (see `changing`)
+        # (room, user_id) -> held while this process changes that user's membership or
+        # presence there (see `changing`)
         self._changing = KeyedLocks()
         # (room, user_id) -> (number, time.monotonic()) of the newest presence event heard
         # here about that user in that room, the least recently heard first (see in_order)
@@ -225,84 +269,103 @@ class Presence:
         self.alive_others = 0
 
     def changing(self, room: str, user_id: int):
-        """Hold while a connection of the user joins or leaves the room in this process.
+        """Hold while this process changes the user's membership or presence in the room.
 
-        A join holds it from its statement until the hub lists the connection, a leave
-        from asking the hub whether another tab of the user is still in the room until its
-        statement is done: so this process's joins and leaves of one user and room happen
-        one after the other, and a tab joining while another leaves is never announced
-        gone. Across processes the advisory lock of the statements orders them.
+        A join holds it from its statement until the hub lists the connections, a leave
+        from its statement until the hub has dropped them, the reconcile from asking the
+        hub until its statement is done: so this process's changes of one user and room
+        happen one after the other, and a tab joining while another leaves is never
+        announced gone. Across processes the advisory lock of the statements orders them.
         """
         return self._changing.hold((room, user_id))
 
-    def enter(self, room: str, user_id: int, username: str, create_room: bool) -> Entered | None:
-        """Record the user here in the room (created first if `create_room`): one round trip.
+    def join(self, room: str, user_id: int, username: str, create_room: bool) -> Entered | None:
+        """Make the user a member of the room (created first if `create_room`) and record
+        this node's connection there: one round trip, one transaction.
 
-        Returns the room's stream position, the announcements to pass to `after_commit`
-        and who was online (read before, so that answering the join needs no more I/O),
-        or None when the room does not exist. A join is announced only when this process
-        had no row for the user yet and no other process has one; the statement runs under
-        the (room, user) advisory lock, so two tabs joining at once on two processes take
-        turns and the second finds the first one's row.
+        Returns the room's stream position, the announcements to pass to `after_commit`,
+        who was online (read before, so that answering the join needs no more I/O) and
+        the member count; None when the room does not exist. A join is announced only
+        when this process had no row for the user yet and no other process has one; the
+        statement runs under the (room, user) advisory lock, so two tabs joining at once
+        on two processes take turns and the second finds the first one's row.
         """
+        return self._enter(_JOIN_CREATING if create_room else _JOIN, room, user_id, username)
+
+    def enter(self, room: str, user_id: int, username: str) -> Entered | None:
+        """Record this node's connection of a member in the room (as `join`, without
+        making anyone a member); None when the user is not a member (any more)."""
+        return self._enter(_ENTER_MEMBER, room, user_id, username)
+
+    def _enter(self, statement: str, room: str, user_id: int, username: str) -> Entered | None:
         online = self.online.get(room)
         event = {"k": "p", "room": room, "event": "join", "userId": user_id, "username": username}
         announce = self._announced_in(online, user_id)
         try:
             with self.pool.autocommit() as cur:
-                cur.execute(
-                    _JOIN_CREATING if create_room else _JOIN,
-                    self._parameters(room, user_id, username, event, self.node_id, announce),
-                )
+                cur.execute(statement, self._parameters(room, user_id, username, event, self.node_id, announce))
                 row = cur.fetchone()
         except ChatError:
-            self.unsure_entries.add((room, user_id, username))
+            # Committed or not, the heartbeat's reconcile makes the row what the hub says;
+            # the members here learn what happened when the list is read again.
+            self.online.mark_unheard([room])
             raise
         if row is None:
             return None
-        last_seq, last_id, first, version = row[:4]
-        return Entered(RoomState(last_seq, last_id), self._after_statement(first, version, event), online)
+        last_seq, last_id, first, version, new_member, members = row[:6]
+        if new_member:
+            self._publish_member(room, user_id)
+        announced = self._after_statement(first, version, event)
+        return Entered(RoomState(last_seq, last_id), announced, online, members, new_member)
 
-    def leave(self, room: str, user_id: int, username: str, retried: bool = False) -> None:
-        """Forget the user here in the room, announcing it if no connection of theirs
-        remains anywhere: one round trip, under the (room, user) advisory lock.
-
-        `retried`: an earlier attempt failed, perhaps after its commit (its answer lost):
-        the row may be gone already, and the leave was not announced here.
-        """
+    def leave(self, room: str, user_id: int, username: str) -> None:
+        """Forget this node's connection of the user in the room, announcing it if no
+        connection of theirs remains anywhere: one round trip, under the (room, user)
+        advisory lock. A failure is the heartbeat's to repair."""
         try:
-            announced = self._leave(room, user_id, username, self.node_id, removed_already=retried)
+            announced = self._leave(room, user_id, username, self.node_id)
         except ChatError:
-            self.unsaved_leaves.add((room, user_id, username))
-            return
-        self.unsaved_leaves.discard((room, user_id, username))
+            self.online.mark_unheard([room])
+            raise
         self.after_commit(announced)
 
-    def _leave(
-        self,
-        room: str,
-        user_id: int,
-        username: str,
-        node_id: str,
-        heard_join: bool = False,
-        removed_already: bool = False,
-    ) -> list[dict]:
-        """Remove `node_id`'s row of the user in the room; the announcements to make.
-
-        Another node's leave is a buried node's, whose rows the burial removed already;
-        `heard_join`: the room heard the user's join, from such a row.
-        """
+    def end_membership(self, room: str, user_id: int, username: str) -> bool:
+        """End the user's membership of the room and their presence there on every node,
+        announcing the leave if they were online: one round trip. Whether they were a
+        member."""
         event = {"k": "p", "room": room, "event": "leave", "userId": user_id, "username": username}
-        announce = heard_join or self._announced_in(self.online.get(room), user_id)
+        announce = self._announced_in(self.online.get(room), user_id)
+        try:
+            with self.pool.autocommit() as cur:
+                cur.execute(_END_MEMBERSHIP, self._parameters(room, user_id, username, event, self.node_id, announce))
+                ended, was_here, version = cur.fetchone()[:3]
+        except ChatError:
+            self.online.mark_unheard([room])
+            raise
+        if ended:
+            self._publish_member(room, user_id)
+        self.after_commit(self._after_statement(was_here, version, event))
+        return ended
+
+    def _publish_member(self, room: str, user_id: int) -> None:
+        """A membership began or ended: the PostgreSQL bus told it inside the transaction;
+        other buses are told now."""
+        if not self.bus.notify_channel:
+            self.bus.publish_event({"k": "member", "room": room, "userId": user_id})
+
+    def _leave(self, room: str, user_id: int, username: str, node_id: str) -> list[dict]:
+        """Remove `node_id`'s row of the user in the room (ours, or a dead node's while it
+        stays dead); the announcements to make."""
+        event = {"k": "p", "room": room, "event": "leave", "userId": user_id, "username": username}
+        announce = self._announced_in(self.online.get(room), user_id)
         parameters = self._parameters(room, user_id, username, event, node_id, announce)
-        parameters["removed_already"] = removed_already or node_id != self.node_id
         with self.pool.autocommit() as cur:
             cur.execute(_LEAVE, parameters)
             last, version = cur.fetchone()[:2]
         return self._after_statement(last, version, event)
 
     def _parameters(self, room: str, user_id: int, username: str, event: dict, node_id: str, announce: bool) -> dict:
-        return statement_parameters(
+        parameters = statement_parameters(
             room,
             user_id,
             username,
@@ -315,6 +378,8 @@ class Presence:
             event,
             self.rooms_per_minute,
         )
+        parameters["me"] = self.node_id
+        return parameters
 
     def _after_statement(self, changed: bool, version: int | None, event: dict) -> list[dict]:
         """The announcements of a committed join or leave (`changed`: the user's first or
@@ -346,12 +411,11 @@ class Presence:
     def repair_unheard(self) -> None:
         """Tell the members here the joins and leaves the bus lost (OnlineLists.repair_unheard).
 
-        A step of the heartbeat, after the one that writes our users again if the others
-        buried us meanwhile: read before that, the lists would tell our own clients that
-        our users left, then that they came back.
+        A step of the heartbeat, after the reconcile that writes our users again if the
+        others buried us meanwhile: read before that, the lists would tell our own
+        clients that our users left, then that they came back (OnlineLists asks the hub).
         """
-        if not self.unsaved_entries:
-            self.online.repair_unheard()
+        self.online.repair_unheard()
 
     def in_order(self, payload: dict) -> bool:
         """Whether a presence event is newer than any other heard here about its user in
@@ -379,73 +443,75 @@ class Presence:
             self._newest_events.popitem(last=False)
         return True
 
-    # --- the heartbeat ---------------------------------------------------------------------------
+    # --- the reconcile, and the heartbeat --------------------------------------------------------
 
-    def heartbeat(
-        self,
-        local_presence: Callable[[], set[tuple[str, int, str]]],
-        user_in_room: Callable[[int, str], bool],
-    ) -> int:
-        """Refresh our node, write again what could not be written, undo joins committed
-        though they failed here (unsure_entries), and bury nodes that stopped beating.
+    def tend(self, room: str, user_id: int, username: str) -> None:
+        """Make this node's row of the user in the room say what the hub says: there while
+        a connection of theirs here is in the room (and they are a member), else gone.
+        Under the (room, user) lock, asking the hub then: joins and leaves go on meanwhile.
+        Both statements change nothing when the row is as it should be already."""
+        with self.changing(room, user_id):
+            if self.user_here(user_id, room):
+                entered = self.enter(room, user_id, username)
+                if entered is not None:
+                    self.after_commit(entered.announced)
+            else:
+                self.leave(room, user_id, username)
 
-        `local_presence()` lists (room, user id, name) of this process's connections;
-        `user_in_room(user_id, room)` says whether one of the user's connections here is
-        in the room now. Each write looks at it under the (room, user) lock, since joins
-        and leaves go on during the heartbeat's round trips. Returns how many other nodes
-        are alive.
+    def tend_soon(self, pairs: list[tuple[str, int, str]]) -> None:
+        """Tend these (room, user id, name) now, in a greenlet of their own (a connection's
+        first or last here: its rooms' rows); what fails is the heartbeat's."""
+        if pairs:
+            gevent.spawn(self._tend_all, pairs)
+
+    def _tend_all(self, pairs: list[tuple[str, int, str]]) -> None:
+        try:
+            for room, user_id, username in pairs:
+                self.tend(room, user_id, username)
+        except ChatError:
+            pass  # the next heartbeat's reconcile finds what is left
+        except Exception:
+            log.exception("writing presence failed")
+
+    def heartbeat(self, local_presence: Callable[[], dict[tuple[str, int], str]]) -> int:
+        """Refresh our node, reconcile its presence rows with its connections, and bury
+        nodes that stopped beating. Returns how many other nodes are alive.
+
+        `local_presence()` maps (room, user id) to the name, for every connection here in
+        a room. The reconcile compares it with our rows and tends each difference (see
+        `tend`): a leave or join that could not be written, one committed though its
+        answer was lost, our rows removed by the others while we could not beat: one step
+        repairs them all, since the database and the hub say what is true.
         """
-        alive_others = self._beat(local_presence)
-        for entry in sorted(self.unsaved_entries):
-            self._beat_if_due(local_presence)
-            room, user_id, username = entry
-            with self.changing(room, user_id):
-                if user_in_room(user_id, room):
-                    entered = self.enter(room, user_id, username, create_room=False)
-                    if entered is not None:
-                        self.after_commit(entered.announced)
-            self.unsaved_entries.discard(entry)  # written, or left meanwhile
-        for entry in list(self.unsaved_leaves):
-            self._beat_if_due(local_presence)
-            room, user_id, username = entry
-            with self.changing(room, user_id):
-                if user_in_room(user_id, room):
-                    self.unsaved_leaves.discard(entry)  # back here: the row stands for them
-                else:
-                    self.leave(room, user_id, username, retried=True)
-        for entry in sorted(self.unsure_entries):
-            self._beat_if_due(local_presence)
-            room, user_id, username = entry
-            with self.changing(room, user_id):
-                if not user_in_room(user_id, room) and self._has_row(room, user_id):
-                    self.leave(room, user_id, username)  # the join was committed after all
-            self.unsure_entries.discard(entry)
+        alive_others = self._beat()
+        should = local_presence()
+        with self.pool.autocommit() as cur:
+            cur.execute("SELECT room, user_id, username FROM room_presence WHERE node_id = %s", (self.node_id,))
+            have = {(room, user_id): username for room, user_id, username in cur}
+        for key in sorted(should.keys() - have.keys()):
+            self._beat_if_due()
+            self.tend(*key, should[key])
+        for key in sorted(have.keys() - should.keys()):
+            self._beat_if_due()
+            self.tend(*key, have[key] or f"user{key[1]}")
         self._bury_dead_nodes()
-        for burial in sorted(self.unsaved_burial_leaves):
-            self._beat_if_due(local_presence)
-            self.after_commit(self._leave(*burial))
-            self.unsaved_burial_leaves.discard(burial)
         return alive_others
 
-    def _beat(self, local_presence: Callable[[], set[tuple[str, int, str]]]) -> int:
+    def _beat(self) -> int:
         """Refresh our node's row; return how many other nodes are alive."""
         with self.pool.autocommit() as cur:
             cur.execute(
                 f"""INSERT INTO chat_nodes (node_id) VALUES (%(node_id)s)
                     ON CONFLICT (node_id) DO UPDATE SET heartbeat_at = now()
-                    RETURNING (xmax = 0), (SELECT count(*) FROM ({ALIVE}) AS alive WHERE node_id <> %(node_id)s)""",
+                    RETURNING (SELECT count(*) FROM ({ALIVE}) AS alive WHERE node_id <> %(node_id)s)""",
                 {"node_id": self.node_id, "alive_seconds": self.node_timeout},
             )
-            was_missing, alive_others = cur.fetchone()
+            (alive_others,) = cur.fetchone()
         self._beaten_at = time.monotonic()
         self.alive_others = alive_others
-        if was_missing:
-            # New, or buried by the others while we could not beat: say again who is here
-            # (kept until written: a failure half-way must not leave the rest unwritten).
-            self.unsaved_entries.update(local_presence())
         return alive_others
 
-    def _beat_if_due(self, local_presence: Callable[[], set[tuple[str, int, str]]]) -> None:
+    def _beat_if_due(self) -> None:
         """Refresh our node's row again during a long heartbeat.
 
         Writing thousands of users again (after a burial, say) takes a round trip or two
@@ -453,35 +519,40 @@ class Presence:
         were done, and again after that.
         """
         if time.monotonic() - self._beaten_at >= self.node_timeout / 4:
-            self._beat(local_presence)
-
-    def _has_row(self, room: str, user_id: int) -> bool:
-        with self.pool.autocommit() as cur:
-            cur.execute(
-                "SELECT 1 FROM room_presence WHERE room = %s AND user_id = %s AND node_id = %s",
-                (room, user_id, self.node_id),
-            )
-            return cur.fetchone() is not None
+            self._beat()
 
     def _bury_dead_nodes(self) -> None:
-        """Remove the rows of nodes that stopped beating, and announce their users' leaves
-        (those whose announcement fails are kept for the next heartbeat: the rows are gone)."""
-        with self.pool.transaction() as cur:
+        """Remove the rows of nodes that stopped beating one by one, each under its
+        (room, user) lock and announcing the user's leave if they are online nowhere else;
+        then the nodes without rows. What fails stays in the table for the next heartbeat
+        (of any node): the rows are the list of what is left to do."""
+        with self.pool.autocommit() as cur:
             cur.execute(
-                """DELETE FROM chat_nodes WHERE heartbeat_at < now() - make_interval(secs => %s)
-                   RETURNING node_id""",
+                """SELECT p.room, p.user_id, COALESCE(p.username, u.username, 'user' || p.user_id), p.node_id
+                   FROM room_presence p LEFT JOIN users u ON u.id = p.user_id
+                   WHERE p.node_id IN (SELECT node_id FROM chat_nodes
+                                       WHERE heartbeat_at < now() - make_interval(secs => %s))
+                   ORDER BY p.room, p.user_id""",
+                (self.node_timeout,),
+            )
+            rows = cur.fetchall()
+        for room, user_id, username, node_id in rows:
+            self._beat_if_due()
+            with self.changing(room, user_id):
+                self.after_commit(self._leave(room, user_id, username, node_id))
+        with self.pool.autocommit() as cur:
+            cur.execute(
+                """WITH dead AS (
+                       DELETE FROM chat_nodes n WHERE heartbeat_at < now() - make_interval(secs => %s)
+                         AND NOT EXISTS (SELECT 1 FROM room_presence p WHERE p.node_id = n.node_id)
+                       RETURNING node_id
+                   ), offline AS (DELETE FROM user_presence WHERE node_id IN (SELECT node_id FROM dead))
+                   SELECT node_id FROM dead""",
                 (self.node_timeout,),
             )
             dead = [row[0] for row in cur]
-            if not dead:
-                return
-            gone = _remove_rows(cur, dead)
-        log.info("buried %d dead node(s): %s", len(dead), ", ".join(dead))
-        # The leave of a dead node's connection: is the user still online on a live one
-        # (this one included)?
-        self.unsaved_burial_leaves.update(
-            (room, user_id, username, dead[0], heard) for room, user_id, username, heard in gone
-        )
+        if dead:
+            log.info("buried %d dead node(s): %s", len(dead), ", ".join(dead))
 
     def forget_node(self) -> None:
         """On shutdown: remove our node and presence rows (the leaves were sent already)."""
@@ -490,28 +561,17 @@ class Presence:
             cur.execute("DELETE FROM chat_nodes WHERE node_id = %s", (self.node_id,))
 
 
-def _remove_rows(cur, nodes: list[str]) -> list[tuple[str, int, str, bool]]:
-    """Remove the presence rows of `nodes` (rooms and users) and count again the users online in their rooms,
-    in the caller's transaction; returns (room, user id, name, heard_join) per user removed.
+def _remove_rows(cur, nodes: list[str]) -> None:
+    """Remove the presence rows of `nodes` (rooms and users), in the caller's transaction,
+    and count again the users online in their rooms.
 
-    Without the advisory locks of joins and leaves (a dead node may have thousands of
-    users, more locks than PostgreSQL's lock table holds), yet exact: a join or leave locks
-    every row of its user in the room, a dead node's too, so removing such a row waits for
-    one under way (or it for the removal); and each room's count is then locked (after its
-    row is made sure of, so that no join inserts it after our snapshot) and taken again from
-    the rows, each statement seeing what the previous one waited for.
+    Each room's count is locked (after its row is made sure of, so that no join inserts
+    it after our snapshot) and taken again from the rows, each statement seeing what the
+    previous one waited for.
     """
     cur.execute("DELETE FROM user_presence WHERE node_id = ANY(%s)", (nodes,))
-    cur.execute(
-        """WITH p AS (DELETE FROM room_presence WHERE node_id = ANY(%s) RETURNING *)
-           SELECT p.room, p.user_id,
-                  COALESCE(max(p.username), (SELECT username FROM users u WHERE u.id = p.user_id)),
-                  bool_or(p.announced)
-           FROM p GROUP BY p.room, p.user_id ORDER BY p.room, p.user_id""",
-        (nodes,),
-    )
-    gone = [(room, user_id, username or f"user{user_id}", heard) for room, user_id, username, heard in cur]
-    rooms = sorted({room for room, *_ in gone})
+    cur.execute("DELETE FROM room_presence WHERE node_id = ANY(%s) RETURNING room", (nodes,))
+    rooms = sorted({room for (room,) in cur})
     if rooms:
         cur.execute(
             """INSERT INTO room_online (room, online) SELECT unnest(%(rooms)s::text[]), 0 ON CONFLICT DO NOTHING;
@@ -524,7 +584,6 @@ def _remove_rows(cur, nodes: list[str]) -> list[tuple[str, int, str, bool]]:
                WHERE o.room = ANY(%s)""",
             (rooms,),
         )
-    return gone
 
 
 def _dumps_text(value: object) -> str:
@@ -543,7 +602,7 @@ def statement_parameters(
     event: dict,
     rooms_per_minute: int = 0,
 ) -> dict:
-    """The parameters of the join and leave statements.
+    """The parameters of the membership and presence statements.
 
     `announce`: the room is small enough for presence events; `channel`: where the
     statement NOTIFYs the event it announces (None: the caller publishes it);
@@ -554,12 +613,13 @@ def statement_parameters(
         "user_id": user_id,
         "username": username,
         "node_id": node_id,
+        "me": node_id,
         "alive_seconds": alive_seconds,
         "lock": f"presence:{room}:{user_id}",
         "announce": announce,
         "channel": channel,
         "origin": origin,
         "event": Json(event, dumps=_dumps_text),
-        "removed_already": False,
+        "only_if_dead": True,
         "rooms_per_minute": rooms_per_minute,
     }

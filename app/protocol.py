@@ -24,6 +24,9 @@ CLIENT_ID_MAX_CHARS = 64
 # got them all in one 2.7 MB frame.
 CONVERSATIONS_DEFAULT_LIMIT = 200
 CONVERSATIONS_MAX_LIMIT = 1000
+# Rooms per `my_rooms` answer, likewise (PROTOCOL.md §6).
+MY_ROOMS_DEFAULT_LIMIT = 200
+MY_ROOMS_MAX_LIMIT = 1000
 # Users per `users` answer (PROTOCOL.md §11): a picker shows a screenful; everyone at once
 # (100k) is not a list anybody reads.
 USERS_DEFAULT_LIMIT = 20
@@ -276,6 +279,14 @@ def _parse_conversations(frame: dict[str, Any], limits: Limits) -> Command:
     )
 
 
+def _parse_my_rooms(frame: dict[str, Any], limits: Limits) -> Command:
+    return Command(
+        "my_rooms",
+        limit=_limit(frame, MY_ROOMS_DEFAULT_LIMIT, MY_ROOMS_MAX_LIMIT),
+        offset=_int_field(frame, "offset", required=False) or 0,
+    )
+
+
 def _parse_bare(kind: str):
     def parse(frame: dict[str, Any], limits: Limits) -> Command:
         return Command(kind)
@@ -294,6 +305,7 @@ _PARSERS = {
     "typing": _parse_typing,
     "rooms": _parse_bare("rooms"),
     "conversations": _parse_conversations,
+    "my_rooms": _parse_my_rooms,
     "users": _parse_users,
     "ping": _parse_bare("ping"),
 }
@@ -344,11 +356,19 @@ def request_reference(raw: str | bytes) -> dict[str, Any]:
     return about
 
 
-def welcome_frame(user_id: int, username: str, server_time: datetime) -> dict[str, Any]:
-    return {
-        "type": "welcome",
-        "data": {"userId": user_id, "username": username, "serverTime": format_timestamp(server_time)},
+def welcome_frame(
+    user_id: int, username: str, server_time: datetime, rooms: list[dict[str, Any]], conversations: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The greeting: who the connection is, and the user's rooms and conversations (the
+    first page of each, as `my_rooms` and `conversations` list them)."""
+    data = {
+        "userId": user_id,
+        "username": username,
+        "serverTime": format_timestamp(server_time),
+        "rooms": rooms,
+        "conversations": conversations,
     }
+    return {"type": "welcome", "data": data}
 
 
 def auth_ok_frame(user_id: int, expires_at: float | None) -> dict[str, Any]:
@@ -383,10 +403,12 @@ def listed_users(users: Mapping[int, str], max_users: int) -> list[dict[str, Any
     return [{"userId": user_id, "username": name} for user_id, name in islice(users.items(), max_users)]
 
 
-def join_ack_frame(room: str, listed: list[dict[str, Any]] | orjson.Fragment, online: int) -> dict[str, Any]:
-    """The ack of a join: `listed` (listed_users' list, or that list encoded) and how many
-    are `online` in all."""
-    data = {"room": room, "status": "ok", "users": listed, "online": online}
+def join_ack_frame(
+    room: str, listed: list[dict[str, Any]] | orjson.Fragment, online: int, members: int, last_id: int
+) -> dict[str, Any]:
+    """The ack of a join: `listed` (listed_users' list, or that list encoded), how many
+    are `online` in all, the room's member count and the id of its newest message."""
+    data = {"room": room, "status": "ok", "users": listed, "online": online, "members": members, "lastId": last_id}
     return {"type": "join_ack", "room": room, "data": data}
 
 
@@ -435,6 +457,20 @@ def users_frame(users: list[dict[str, Any]]) -> dict[str, Any]:
 
 def rooms_frame(rooms: list[dict[str, Any]]) -> dict[str, Any]:
     return {"type": "rooms", "data": rooms}
+
+
+def my_rooms_frame(rooms: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"type": "my_rooms", "data": rooms}
+
+
+# The fields of a message as the earlier server's history listed it, one frame each.
+LEGACY_HISTORY_FIELDS = ("id", "fromUser", "username", "content", "timestamp")
+
+
+def legacy_history_entry(data: dict[str, Any]) -> dict[str, Any]:
+    """One message of a history as the earlier server sent it (and its clients render it):
+    an untyped frame, at `/` only (PROTOCOL.md §7)."""
+    return {name: data[name] for name in LEGACY_HISTORY_FIELDS}
 
 
 PONG = encode({"type": "pong"})

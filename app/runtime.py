@@ -27,6 +27,7 @@ from .bus import Bus, PostgresBus, RedisBus, redis_channel
 from .connection import watch_connections
 from .errors import ChatError
 from .hub import Hub
+from .membership import Memberships
 from .messages import StoredMessage, message_data
 from .presence import STATEMENTS as PRESENCE_STATEMENTS
 from .presence import Presence
@@ -79,6 +80,7 @@ class ChatRuntime:
             user_here=self.hub.user_in_room,
             rooms_per_minute=config["ROOMS_CREATE_PER_MINUTE"],
         )
+        self.membership = Memberships(self.hub, self.presence, self.pool, config["JOIN_ACK_MAX_USERS"])
         self.users_online = UsersOnline(self.pool, self.node_id, lambda: self.hub.connections_by_user)
         self.batcher = Batcher(
             self.pool,
@@ -91,9 +93,9 @@ class ChatRuntime:
             known_users=self.known_users,
             local_commits=self.hub.local_commits,
         )
-        # The `rooms` answer, encoded: read at most once a second, however many clients ask
-        # (each presence event made every member of the room ask at once).
-        self.rooms_frame = SharedRead(self._read_rooms_frame, ROOMS_MAX_AGE_SECONDS)
+        # The `rooms` list: read at most once a second, however many clients ask (each
+        # presence event made every member of the room ask at once).
+        self.rooms_list = SharedRead(self._read_rooms, ROOMS_MAX_AGE_SECONDS)
         # every open WebSocket of this process, authenticated or not
         self.connections: set = set()
         self.connection_watch = gevent.spawn(
@@ -141,9 +143,20 @@ class ChatRuntime:
             gevent.spawn(self._deliver_by_id, payload["id"])
         elif kind in ("p", "t"):
             self.deliver_event(payload)
+        elif kind == "member":
+            if payload["userId"] in self.hub.connections_by_user:
+                gevent.spawn(self._apply_membership, payload["room"], payload["userId"])
         elif kind == "dt":
             self.deliver_dm_typing(payload)
         # "hello": a node started listening; the bus noted it, nothing to deliver
+
+    def _apply_membership(self, room: str, user_id: int) -> None:
+        try:
+            self.membership.apply(room, user_id)
+        except ChatError:
+            pass  # the heartbeat's membership check applies it once the database is back
+        except Exception:
+            log.exception("applying a membership change of user %d in %s failed", user_id, room)
 
     def _deliver_by_id(self, message_id: int) -> None:
         try:
@@ -188,10 +201,9 @@ class ChatRuntime:
         frame = protocol.dm_typing_frame(payload["userId"], payload["username"])
         self.hub.to_user(payload["to"], text_frame(protocol.encode(frame)))
 
-    def _read_rooms_frame(self) -> bytes:
+    def _read_rooms(self) -> list[dict]:
         with self.pool.autocommit() as cur:
-            rooms = store.list_rooms(cur, self.config["ROOMS_LIST_MAX"])
-        return text_frame(protocol.encode(protocol.rooms_frame(rooms)))
+            return store.list_rooms(cur, self.config["ROOMS_LIST_MAX"])
 
     # --- catching up ---------------------------------------------------------------------------
 
@@ -225,7 +237,14 @@ class ChatRuntime:
         # Each step on its own: presence upkeep failing half-way (the pool exhausted, say)
         # must not skip the check that bounds how long a message lost by pub/sub stays
         # undelivered.
-        steps = (self._tend_presence, self._check_heads, self.presence.repair_unheard, self.users_online.repair)
+        # Memberships before presence: the rows follow the connections listed in the rooms.
+        steps = (
+            self.membership.reconcile,
+            self._tend_presence,
+            self._check_heads,
+            self.presence.repair_unheard,
+            self.users_online.repair,
+        )
         while True:
             for step in steps:
                 try:
@@ -238,14 +257,15 @@ class ChatRuntime:
 
     def _tend_presence(self) -> None:
         try:
-            self.presence.heartbeat(self.local_presence, self.hub.user_in_room)
+            self.presence.heartbeat(self.local_presence)
         finally:
             # As counted by the node's refresh, even if what followed it failed.
             self.bus.note_peers(self.presence.alive_others)
 
-    def local_presence(self) -> set[tuple[str, int, str]]:
+    def local_presence(self) -> dict[tuple[str, int], str]:
+        """(room, user id) -> name, for every connection here listed in a room."""
         return {
-            (room, conn.user_id, conn.username)
+            (room, conn.user_id): conn.username
             for room, members in self.hub.members_by_room.items()
             for conn in members
         }

@@ -66,12 +66,17 @@ def create_user(cur, identity: Identity) -> str:
     return identity.username or (row[0] if row else wanted)
 
 
+# The rooms this server serves: not the existing backend's private ones (see schema.sql).
+# (IS NOT TRUE: that backend's column may hold NULLs.)
+PUBLIC = "is_private IS NOT TRUE"
+
 # What a connection needs when it opens, prepared on every connection of the pool (like
 # the join's statements, app/presence.py), since every client runs it: the user's stored
 # name, the row added first if there is none (unless the name is taken: then None), and
-# each of their conversations with its last seq. Only what dm_threads holds: the id of each
-# conversation's last message (a lookup in `messages` per conversation, ~200 ms for a user
-# with 50k partners) is looked up by a gate that needs it (see channel_after).
+# each of their conversations with its last seq; then the rooms the user is a member of,
+# each with its stream position and read state. Of a conversation only what dm_threads
+# holds: the id of its last message (a lookup in `messages` per conversation, ~200 ms for
+# a user with 50k partners) is looked up by a gate that needs it (see channel_after).
 SESSION = PreparedStatements(
     {
         "chat_open_session": """
@@ -86,26 +91,66 @@ SESSION = PreparedStatements(
                    t.user_low, t.user_high, t.last_seq
             FROM (SELECT %(user_id)s AS id) AS me
             LEFT JOIN dm_threads t ON t.user_low = me.id OR t.user_high = me.id""",
+        "chat_member_rooms": f"""
+            SELECT m.room, r.last_seq,
+                   COALESCE((SELECT id FROM messages WHERE room = m.room ORDER BY id DESC LIMIT 1), 0),
+                   m.last_read_id
+            FROM chat_members m JOIN rooms r ON r.name = m.room AND r.{PUBLIC}
+            WHERE m.user_id = %(user_id)s""",
     },
     types={"user_id": "bigint", "username": "text"},
     settings=("SET plan_cache_mode = force_generic_plan",),
 )
 
 
-def open_session(cur, identity: Identity) -> tuple[str, list[tuple[tuple, int]]]:
-    """A connecting user's name and every conversation of theirs with its last seq,
-    (channel, last_seq); the user's row is created if missing. One statement, unless a
-    new user's name is taken by another id."""
-    cur.execute(
-        SESSION.execute["chat_open_session"],
-        {"user_id": identity.user_id, "username": identity.username or f"user{identity.user_id}"},
-    )
+@dataclass(frozen=True)
+class MemberRoom:
+    """A room the user is a member of, where its stream stands, and the user's read state."""
+
+    room: str
+    last_seq: int
+    last_id: int
+    last_read_id: int
+
+
+@dataclass(frozen=True)
+class Session:
+    """What a connecting user starts with: their name, their conversations (channel,
+    last_seq) as the hub tracks them, and the rooms they are a member of."""
+
+    username: str
+    threads: list[tuple[tuple, int]]
+    rooms: list[MemberRoom]
+
+
+def open_session(cur, identity: Identity) -> Session:
+    """A connecting user's name, every conversation of theirs with its last seq and every
+    room they are a member of with its stream position; the user's row is created if
+    missing. Two statements, three if a new user's name is taken by another id."""
+    parameters = {"user_id": identity.user_id, "username": identity.username or f"user{identity.user_id}"}
+    cur.execute(SESSION.execute["chat_open_session"], parameters)
     rows = cur.fetchall()
     threads = [(("d", low, high), last_seq) for _, low, high, last_seq in rows if low is not None]
     stored = rows[0][0]
-    if stored is None:
-        return create_user(cur, identity), threads
-    return identity.username or stored, threads
+    username = create_user(cur, identity) if stored is None else identity.username or stored
+    cur.execute(SESSION.execute["chat_member_rooms"], parameters)
+    return Session(username, threads, [MemberRoom(*row) for row in cur])
+
+
+def member_rooms(cur, user_id: int) -> list[MemberRoom]:
+    """The rooms the user is a member of now (served ones only: not private)."""
+    cur.execute(SESSION.execute["chat_member_rooms"], {"user_id": user_id})
+    return [MemberRoom(*row) for row in cur]
+
+
+def members_of(cur, user_ids: list[int]) -> set[tuple[str, int]]:
+    """(room, user) of every membership of these users in a served room."""
+    cur.execute(
+        f"""SELECT m.room, m.user_id FROM chat_members m JOIN rooms r ON r.name = m.room AND r.{PUBLIC}
+            WHERE m.user_id = ANY(%s)""",
+        (user_ids,),
+    )
+    return set(cur)
 
 
 def deployment_id(cur) -> str:
@@ -146,9 +191,6 @@ CREATE_ROOM = """INSERT INTO rooms (name, created_by) SELECT %(room)s, %(user_id
                                       WHERE created_by = %(user_id)s AND created_at > now() - interval '1 minute')
                                      < %(rooms_per_minute)s)
     ON CONFLICT DO NOTHING"""
-# The rooms this server serves: not the existing backend's private ones (see schema.sql).
-# (IS NOT TRUE: that backend's column may hold NULLs.)
-PUBLIC = "is_private IS NOT TRUE"
 # A room's stream position in one snapshot: its last_seq and the id of that message.
 ROOM_STATE = f"""SELECT r.name, r.last_seq,
            COALESCE((SELECT id FROM messages WHERE room = r.name ORDER BY id DESC LIMIT 1), 0) AS last_id
@@ -184,15 +226,33 @@ WITH crowded AS (
     WHERE r.{PUBLIC} AND NOT EXISTS (SELECT 1 FROM crowded c WHERE c.name = r.name)
     ORDER BY r.name LIMIT %(most)s
 )
-SELECT name, description, online FROM (
+SELECT name, description, online, (SELECT count(*) FROM chat_members m WHERE m.room = listed.name) FROM (
     SELECT * FROM crowded UNION ALL SELECT * FROM quiet ORDER BY online DESC, name LIMIT %(most)s
 ) listed ORDER BY name"""
 
 
 def list_rooms(cur, most: int) -> list[dict[str, Any]]:
-    """The `most` rooms with the most users online (then by name), in name order."""
+    """The `most` rooms with the most users online (then by name), in name order, with
+    their member counts (private rooms are not served: none is listed)."""
     cur.execute(LIST_ROOMS, {"most": most})
-    return [{"name": name, "description": description, "online": online} for name, description, online in cur]
+    return [
+        {"name": name, "description": description, "online": online, "members": members, "private": False}
+        for name, description, online, members in cur
+    ]
+
+
+def my_rooms(cur, user_id: int, limit: int, offset: int = 0) -> list[MemberRoom]:
+    """A page of the rooms the user is a member of, the most recently active first."""
+    cur.execute(
+        f"""SELECT room, last_seq, last_id, last_read_id FROM (
+               SELECT m.room, r.last_seq, m.last_read_id,
+                      COALESCE((SELECT id FROM messages WHERE room = m.room ORDER BY id DESC LIMIT 1), 0) AS last_id
+               FROM chat_members m JOIN rooms r ON r.name = m.room AND r.{PUBLIC}
+               WHERE m.user_id = %(me)s
+           ) mine ORDER BY last_id DESC, room LIMIT %(limit)s OFFSET %(offset)s""",
+        {"me": user_id, "limit": limit, "offset": offset},
+    )
+    return [MemberRoom(*row) for row in cur]
 
 
 # --- history ---------------------------------------------------------------------------------
@@ -233,11 +293,18 @@ def dm_history(
 
 
 def channel_after(
-    cur, channel: tuple, after_id: int | None, below_seq: int | None, limit: int, from_seq: int = 0
+    cur,
+    channel: tuple,
+    after_id: int | None,
+    below_seq: int | None,
+    limit: int,
+    from_seq: int = 0,
+    up_to_id: int | None = None,
 ) -> list[StoredMessage]:
-    """Messages of a room or conversation with id > after_id (and seq < below_seq), in id
-    order. `after_id` None: after the channel's last message numbered below `from_seq`
-    (within a channel ids grow with seq), looked up by the same query."""
+    """Messages of a room or conversation with id > after_id (and seq < below_seq, and
+    id <= up_to_id), in id order. `after_id` None: after the channel's last message
+    numbered below `from_seq` (within a channel ids grow with seq), looked up by the same
+    query."""
     if channel[0] == "r":
         where, params = "m.room = %s", [channel[1]]
     else:
@@ -254,6 +321,9 @@ def channel_after(
     if below_seq is not None:
         where += " AND m.seq < %s"
         params.append(below_seq)
+    if up_to_id is not None:
+        where += " AND m.id <= %s"
+        params.append(up_to_id)
     cur.execute(
         f"{SELECT_MESSAGES} WHERE {where} ORDER BY m.id LIMIT %s",
         params + [limit],

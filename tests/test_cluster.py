@@ -212,11 +212,10 @@ def test_a_join_heard_before_the_room_grew_crowded_has_its_leave_heard_across_no
         room, alice, bob_first = grown_crowded(servers, watcher_at=0, early_at=1)
         bob_second = connect(servers[0], bob_first.user_id)
         join(bob_second, room)
-        bob_first.send({"type": "leave", "room": room})
-        bob_first.expect("left", room=room)
+        # (a leave would end bob's membership on both tabs: his connections close instead)
+        bob_first.close()
         alice.nothing_more("presence", wait=0.8)  # bob is still online; the third came unannounced
-        bob_second.send({"type": "leave", "room": room})
-        bob_second.expect("left", room=room)
+        bob_second.close()
         assert alice.expect("presence", room=room, event="leave")["data"]["userId"] == bob_first.user_id
     finally:
         for srv in servers:
@@ -550,3 +549,53 @@ def test_deployments_sharing_a_redis_never_hear_each_other(fresh_database, priva
         sent_through.close()
         for srv in (srv for pair in servers.values() for srv in pair):
             srv.stop()
+
+
+def test_membership_follows_the_user_on_every_worker_and_host(cluster):
+    """Four tabs of one user, over both instances (and so their workers): a join on one
+    gives join_ack on all, all receive; a leave on another gives `left` on all, and none
+    receives the room any more. The watcher hears one join and one leave."""
+    room = unique("devices")
+    watcher, sender = connect(cluster[0]), connect(cluster[1])
+    join(watcher, room)
+    join(sender, room)
+    watcher.expect("presence", room=room, event="join", userId=sender.user_id)
+    user_id = new_user_id()
+    tabs = [connect(cluster[index % 2], user_id) for index in range(4)]
+    join(tabs[0], room)
+    for tab in tabs[1:]:
+        tab.expect("join_ack", room=room, timeout=15)
+    watcher.expect("presence", room=room, event="join", userId=user_id)
+    sender.send({"type": "message", "room": room, "content": "to every device"})
+    sent = sender.expect("message", room=room)["data"]
+    for tab in tabs:
+        assert tab.expect("message", room=room)["data"] == sent
+    tabs[3].send({"type": "leave", "room": room})
+    for tab in tabs:
+        assert tab.expect("left", room=room, timeout=15) == {"type": "left", "room": room}
+    assert watcher.expect("presence", room=room, event="leave")["data"]["userId"] == user_id
+    sender.send({"type": "message", "room": room, "content": "to nobody of theirs"})
+    sender.expect("message", room=room)
+    for tab in tabs:
+        tab.nothing_more("message", wait=0.3)
+    watcher.nothing_more("presence", wait=0.5)
+
+
+def test_a_member_reconnecting_elsewhere_is_told_once_and_receives_without_a_join(cluster):
+    """A member's only connection closes (leave, once), then one opens on the other
+    instance without a join (join, once): it receives the room from its welcome on."""
+    room = unique("roam")
+    watcher, sender = connect(cluster[0]), connect(cluster[0])
+    join(watcher, room)
+    join(sender, room)
+    watcher.expect("presence", room=room, event="join", userId=sender.user_id)
+    roamer = connect(cluster[0])
+    join(roamer, room)
+    watcher.expect("presence", room=room, event="join", userId=roamer.user_id)
+    roamer.close()
+    watcher.expect("presence", room=room, event="leave", userId=roamer.user_id, timeout=15)
+    again = connect(cluster[1], roamer.user_id)
+    watcher.expect("presence", room=room, event="join", userId=roamer.user_id, timeout=15)
+    sender.send({"type": "message", "room": room, "content": "welcome back"})
+    assert again.expect("message", room=room, timeout=15)["data"]["content"] == "welcome back"
+    watcher.nothing_more("presence", wait=1.0)

@@ -135,12 +135,12 @@ def test_pooled_connections_prepare_again_when_their_statements_are_gone(databas
     alice = store.Identity(new_user_id(), unique("alice"))
     try:
         with pool.autocommit() as cur:
-            assert store.open_session(cur, alice) == (alice.username, [])
+            assert store.open_session(cur, alice) == store.Session(alice.username, [], [])
             cur.execute("DISCARD ALL")
         with pytest.raises(Unavailable), pool.autocommit() as cur:
             store.open_session(cur, alice)
         with pool.autocommit() as cur:
-            assert store.open_session(cur, alice) == (alice.username, [])
+            assert store.open_session(cur, alice) == store.Session(alice.username, [], [])
     finally:
         pool.close()
 

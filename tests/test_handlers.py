@@ -11,6 +11,7 @@ import pytest
 from app import db, handlers, store
 from app.connection import Connection
 from app.hub import Hub
+from app.membership import Memberships
 from tests.support.connection_config import CONNECTION_CONFIG
 from tests.support.databases import sql
 
@@ -29,9 +30,9 @@ def test_a_replay_stops_reading_once_its_client_is_gone(fresh_database, monkeypa
     pages: list[int] = []
     channel_after = store.channel_after
 
-    def counted(cur, channel, after_id, below, limit):
+    def counted(cur, channel, after_id, below, limit, **bounds):
         pages.append(after_id)
-        return channel_after(cur, channel, after_id, below, limit)
+        return channel_after(cur, channel, after_id, below, limit, **bounds)
 
     monkeypatch.setattr(store, "channel_after", counted)
     ours, theirs = gevent.socket.socketpair()
@@ -49,9 +50,10 @@ def test_a_replay_stops_reading_once_its_client_is_gone(fresh_database, monkeypa
     assert len(pages) == 1, f"read {len(pages)} pages of 20 for a client that was gone"
 
 
-def test_a_replay_that_fails_unexpectedly_undoes_the_join(fresh_database, monkeypatch):
-    """Not only a database error: whatever stops a replay half-way leaves the room, or
-    the connection would stay joined with the room's live messages held back for good."""
+def test_a_replay_that_fails_unexpectedly_unlists_the_connection(fresh_database, monkeypatch):
+    """Not only a database error: whatever stops a replay half-way takes the connection
+    out of the room (the membership stays: the client joins again with its `since`), or
+    it would stay listed with the room's live messages held back for good."""
     db.make_cooperative()
     url = fresh_database()
     sql(url, "INSERT INTO rooms (name, last_seq) VALUES ('long', 300)")
@@ -61,25 +63,23 @@ def test_a_replay_that_fails_unexpectedly_undoes_the_join(fresh_database, monkey
     )
     channel_after = store.channel_after
 
-    def failing_on_the_second_page(cur, channel, after_id, below, limit):
+    def failing_on_the_second_page(cur, channel, after_id, below, limit, **bounds):
         if after_id:
             raise RuntimeError("a bug")
-        return channel_after(cur, channel, after_id, below, limit)
+        return channel_after(cur, channel, after_id, below, limit, **bounds)
 
     monkeypatch.setattr(store, "channel_after", failing_on_the_second_page)
     ours, theirs = gevent.socket.socketpair()
     conn = Connection(ours, CONNECTION_CONFIG, "test")
     conn.user_id, conn.username = 1, "reader"
-    left: list[str] = []
+    tended: list[tuple[str, int, str]] = []
     hub = Hub(fetch=lambda *args: [], gap_wait_seconds=1.0)
-    presence = SimpleNamespace(
-        changing=lambda room, user: contextlib.nullcontext(), leave=lambda room, *_: left.append(room)
-    )
+    presence = SimpleNamespace(changing=lambda room, user: contextlib.nullcontext(), tend_soon=tended.extend)
     pool = db.Pool(url, size=1)
     try:
-        runtime = SimpleNamespace(config={"REPLAY_PAGE_SIZE": 100}, pool=pool, hub=hub, presence=presence)
-        hub.join_room(conn, "long", 300, 300)
-        conn.rooms.add("long")
+        membership = Memberships(hub, presence, pool, join_ack_max_users=10)
+        runtime = SimpleNamespace(config={"REPLAY_PAGE_SIZE": 100}, pool=pool, hub=hub, membership=membership)
+        conn.rooms["long"] = hub.join_room(conn, "long", 300, 300)
         conn.replay_buffers["long"] = []
         with pytest.raises(RuntimeError):
             handlers.replay(runtime, conn, "long", since=0)
@@ -89,4 +89,4 @@ def test_a_replay_that_fails_unexpectedly_undoes_the_join(fresh_database, monkey
         theirs.close()
     assert "long" not in conn.rooms and "long" not in conn.replay_buffers
     assert "long" not in hub.members_by_room
-    assert left == ["long"]
+    assert tended == [("long", 1, "reader")]  # its presence row here goes

@@ -1,4 +1,4 @@
-"""Presence's heartbeat in this process, over a real database: what it writes again after
+"""Presence's heartbeat in this process, over a real database: how its reconcile repairs
 a failure or a burial, while joins and leaves go on."""
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ def presence(fresh_database):
     db.make_cooperative()
     url = fresh_database()
     sql(url, "INSERT INTO rooms (name) VALUES ('lobby')")
+    sql(url, "INSERT INTO chat_members (room, user_id) VALUES ('lobby', 1), ('lobby', 2)")  # alice, bob
     pool = db.Pool(url, size=2, setup=runtime.prepare_pool_statements)
     bus = PostgresBus(
         url, pool, origin="n1", deployment="d1", on_payload=print, on_connected=lambda: None, peer_hold_seconds=10
@@ -52,43 +53,57 @@ def rows(url: str) -> list[tuple[str, int]]:
 
 
 def test_users_are_written_again_until_every_one_is(presence, monkeypatch):
-    """A node the others buried writes its users again; one write failing must not leave
-    the others unwritten once the heartbeat that noticed has passed."""
+    """A node's reconcile writes the rows of its connections' users; one write failing
+    leaves the others for the next heartbeat, which writes them."""
     node, url, _ = presence
-    here = {("lobby", *ALICE), ("lobby", *BOB)}
+    here = {("lobby", ALICE[0]): ALICE[1], ("lobby", BOB[0]): BOB[1]}
+    node.user_here = lambda user_id, room: True
     enter = node.enter
 
-    def fails_for_bob_once(room, user_id, username, create_room):
+    def fails_for_bob_once(room, user_id, username):
         if user_id == BOB[0] and not failed:
             failed.append(user_id)
             raise Unavailable("database is busy")
-        return enter(room, user_id, username, create_room)
+        return enter(room, user_id, username)
 
     failed: list[int] = []
     monkeypatch.setattr(node, "enter", fails_for_bob_once)
     with pytest.raises(Unavailable):
-        node.heartbeat(lambda: here, lambda user_id, room: True)  # new node: writes its users
-    node.heartbeat(lambda: here, lambda user_id, room: True)  # its row is back: not "missing"
+        node.heartbeat(lambda: here)
+    node.heartbeat(lambda: here)
     assert rows(url) == [("n1", ALICE[0]), ("n1", BOB[0])]
 
 
 def test_a_user_who_left_meanwhile_is_not_written_again(presence):
     node, url, events = presence
-    here = {("lobby", *ALICE), ("lobby", *BOB)}
+    here = {("lobby", ALICE[0]): ALICE[1], ("lobby", BOB[0]): BOB[1]}
     # Bob left between the listing and his turn: the hub no longer has him in the room.
-    node.heartbeat(lambda: here, lambda user_id, room: user_id != BOB[0])
+    node.user_here = lambda user_id, room: user_id != BOB[0]
+    node.heartbeat(lambda: here)
     assert rows(url) == [("n1", ALICE[0])]
     assert ("join", BOB[0]) not in events
 
 
-def test_an_unsaved_leave_of_a_user_back_in_the_room_is_dropped(presence):
+def test_a_row_of_a_user_with_no_connection_here_is_removed_and_announced(presence, monkeypatch):
+    """A leave that could not be written leaves a row no connection stands for: the next
+    heartbeat removes it and announces the leave."""
     node, url, events = presence
-    with node.changing("lobby", BOB[0]):
-        node.enter("lobby", *BOB, create_room=False)
-    node.unsaved_leaves.add(("lobby", *BOB))  # the leave could not be written, then he rejoined
-    node.heartbeat(lambda: {("lobby", *BOB)}, lambda user_id, room: True)
-    assert rows(url) == [("n1", BOB[0])]
-    assert ("leave", BOB[0]) not in events
+    node.after_commit(node.join("lobby", *BOB, create_room=False).announced)
+    away = lose_answers_after_commit(node.pool, monkeypatch)
+    away()  # (undone at once: only the heartbeat's own statements run below)
+    node.heartbeat(dict)
+    assert rows(url) == []
+    assert events == [("join", BOB[0]), ("leave", BOB[0])]
+
+
+def test_a_member_no_more_gets_no_row(presence):
+    """The reconcile writes rows for members only: a connection here whose membership
+    ended elsewhere (the news still on the bus) makes no row, and announces nothing."""
+    node, url, events = presence
+    sql(url, "DELETE FROM chat_members WHERE user_id = %s", (BOB[0],))
+    node.user_here = lambda user_id, room: True
+    node.heartbeat(lambda: {("lobby", BOB[0]): BOB[1]})
+    assert rows(url) == [] and events == []
 
 
 def test_a_buried_nodes_leaves_are_announced_even_after_a_failure(presence, monkeypatch):
@@ -106,10 +121,11 @@ def test_a_buried_nodes_leaves_are_announced_even_after_a_failure(presence, monk
     failed: list[int] = []
     monkeypatch.setattr(node, "_leave", fails_once)
     with pytest.raises(Unavailable):
-        node.heartbeat(set, lambda user_id, room: False)  # buries 'dead'; the leave fails
-    assert rows(url) == []
-    node.heartbeat(set, lambda user_id, room: False)
-    assert ("leave", BOB[0]) in events
+        node.heartbeat(dict)  # buries 'dead'; the leave fails: its row stays, the list of what is left
+    assert rows(url) == [("dead", BOB[0])]
+    node.heartbeat(dict)
+    assert rows(url) == [] and ("leave", BOB[0]) in events
+    assert sql(url, "SELECT node_id FROM chat_nodes WHERE node_id = 'dead'") == []
 
 
 def test_an_event_noted_while_the_list_is_read_is_not_lost_with_the_old_list(presence, monkeypatch):
@@ -184,7 +200,7 @@ def test_a_join_is_answered_from_the_list_as_it_stands_now(presence):
     node, url, _ = presence
     sql(url, "INSERT INTO chat_nodes (node_id) VALUES ('n1')")  # alive: its rows count
     node.online.max_age_seconds = 0
-    entered = node.enter("lobby", *ALICE, create_room=False)
+    entered = node.join("lobby", *ALICE, create_room=False)
     node.online.get("lobby")  # read again by someone else
     node.online.note("lobby", "join", *BOB)
     assert set(node.online.now("lobby", entered.online).users) == {1, 2}
@@ -193,12 +209,12 @@ def test_a_join_is_answered_from_the_list_as_it_stands_now(presence):
 
 def test_a_join_committed_but_not_answered_is_undone_by_the_heartbeat(presence, monkeypatch):
     """The connection to PostgreSQL is lost after the join's commit: the joiner got
-    `unavailable` and is not in the room, but its row stood, online for good."""
+    `unavailable` and is not listed here, but its row stood, online for good."""
     node, url, events = presence
     node.online.get("lobby")  # read now: the join's own statement is the one that fails
     restore = lose_answers_after_commit(node.pool, monkeypatch)
     with pytest.raises(Unavailable):
-        node.enter("lobby", *ALICE, create_room=False)
+        node.join("lobby", *ALICE, create_room=False)
 
     @contextmanager
     def away():
@@ -207,13 +223,12 @@ def test_a_join_committed_but_not_answered_is_undone_by_the_heartbeat(presence, 
 
     monkeypatch.setattr(node.pool, "autocommit", away)
     with pytest.raises(Unavailable):  # and one that was not committed: nothing to undo
-        node.enter("lobby", *BOB, create_room=False)
+        node.join("lobby", *BOB, create_room=False)
     restore()
     assert rows(url) == [("n1", ALICE[0])]
-    node.heartbeat(set, lambda user_id, room: False)
+    node.heartbeat(dict)
     assert rows(url) == []
     assert ("leave", ALICE[0]) in events and ("leave", BOB[0]) not in events
-    assert not node.unsure_entries
 
 
 def test_a_users_events_are_numbered_in_commit_order_and_older_ones_refused(presence, monkeypatch):
@@ -224,9 +239,9 @@ def test_a_users_events_are_numbered_in_commit_order_and_older_ones_refused(pres
     node, _, _ = presence
     announced: list[dict] = []
     monkeypatch.setattr(node, "after_commit", announced.extend)
-    node.after_commit(node.enter("lobby", *ALICE, create_room=False).announced)
+    node.after_commit(node.join("lobby", *ALICE, create_room=False).announced)
     node.leave("lobby", *ALICE)
-    node.after_commit(node.enter("lobby", *ALICE, create_room=False).announced)
+    node.after_commit(node.join("lobby", *ALICE, create_room=False).announced)
     joined, left, joined_again = announced
     assert joined["v"] < left["v"] < joined_again["v"]
     assert node.in_order(joined) and node.in_order(joined_again)
@@ -245,7 +260,7 @@ def test_a_leave_that_removes_no_row_announces_nothing(presence):
     retried after a failure that was committed after all): only the one that removed
     the row announces it."""
     node, _, events = presence
-    node.after_commit(node.enter("lobby", *ALICE, create_room=False).announced)
+    node.after_commit(node.join("lobby", *ALICE, create_room=False).announced)
     node.leave("lobby", *ALICE)
     node.leave("lobby", *ALICE)
     assert events == [("join", ALICE[0]), ("leave", ALICE[0])]
@@ -259,7 +274,9 @@ def test_a_long_heartbeat_keeps_the_node_alive_while_it_writes(presence, monkeyp
 
     _, url, _ = presence
     node = Presence(presence[0].pool, presence[0].bus, "n1", 1.0, lambda event: None)
-    here = {("lobby", 100 + n, f"user{n}") for n in range(8)}
+    here = {("lobby", 100 + n): f"user{n}" for n in range(8)}
+    sql(url, "INSERT INTO chat_members (room, user_id) SELECT 'lobby', 100 + g FROM generate_series(0, 7) g")
+    node.user_here = lambda user_id, room: True
     enter = node.enter
 
     def slow_enter(*args, **kwargs):
@@ -276,25 +293,28 @@ def test_a_long_heartbeat_keeps_the_node_alive_while_it_writes(presence, monkeyp
 
     watcher = gevent.spawn(watch)
     try:
-        node.heartbeat(lambda: here, lambda user_id, room: True)  # new: writes all 8
+        node.heartbeat(lambda: here)  # new: writes all 8
     finally:
         watcher.kill()
     assert len(alive_seen) > 15 and all(alive_seen)
-    assert sorted(row[1] for row in rows(url)) == sorted(user_id for _, user_id, _ in here)
+    assert sorted(row[1] for row in rows(url)) == sorted(user_id for _, user_id in here)
 
 
-def test_a_leave_committed_but_not_answered_is_announced_by_its_retry(presence, monkeypatch):
-    """The connection is lost after the leave's commit: the heartbeat's retry finds no row
-    left, and must still announce it (this node's members never heard it)."""
+def test_a_leave_committed_but_not_answered_is_told_here_by_the_heartbeat(presence, monkeypatch):
+    """The connection is lost after the leave's commit (announced inside it on the
+    PostgreSQL bus, to the other nodes): this node's members never heard it, and are
+    told once the heartbeat reads the room's list again."""
     node, url, events = presence
-    node.after_commit(node.enter("lobby", *ALICE, create_room=False).announced)
-    node.online.get("lobby")
+    sql(url, "INSERT INTO chat_nodes (node_id) VALUES ('n1')")  # alive: its rows count
+    node.after_commit(node.join("lobby", *ALICE, create_room=False).announced)
+    node.online.note("lobby", "join", *ALICE)  # told here, as the runtime's deliver_event does
     restore = lose_answers_after_commit(node.pool, monkeypatch)
-    node.leave("lobby", *ALICE)  # committed; the answer lost: kept in unsaved_leaves
+    with pytest.raises(Unavailable):
+        node.leave("lobby", *ALICE)
     restore()
-    assert rows(url) == [] and node.unsaved_leaves
-    node.heartbeat(set, lambda user_id, room: False)  # the retry
-    assert not node.unsaved_leaves
+    assert rows(url) == []
+    node.heartbeat(dict)
+    node.repair_unheard()
     assert events == [("join", ALICE[0]), ("leave", ALICE[0])]
 
 
@@ -319,16 +339,16 @@ def test_the_rooms_online_counts_stay_exact_through_joins_leaves_and_burials(pre
         assert listed == rows
         return listed
 
-    node.enter("lobby", *ALICE, create_room=False)
-    other.enter("lobby", *ALICE, create_room=False)  # her second tab, on the other node
-    other.enter("lobby", *BOB, create_room=False)
-    other.enter("side", *BOB, create_room=False)
-    node.enter("lobby", *carol, create_room=False)
+    node.join("lobby", *ALICE, create_room=False)
+    other.join("lobby", *ALICE, create_room=False)  # her second tab, on the other node
+    other.join("lobby", *BOB, create_room=False)
+    other.join("side", *BOB, create_room=False)
+    node.join("lobby", *carol, create_room=False)
     assert counts() == {"lobby": 3, "side": 1}
     node.leave("lobby", *carol)
     node.leave("lobby", *ALICE)  # her tab on n2 is still there
     assert counts() == {"lobby": 2, "side": 1}
-    node.enter("lobby", *ALICE, create_room=False)
+    node.join("lobby", *ALICE, create_room=False)
     assert counts() == {"lobby": 2, "side": 1}
 
     # n2 dies while Bob's join of 'side' on n1 is being committed: that join sees n2's row
@@ -344,7 +364,9 @@ def test_the_rooms_online_counts_stay_exact_through_joins_leaves_and_burials(pre
 
     joining = gevent.spawn(join_bob)
     joined.wait(timeout=5)
-    burying = gevent.spawn(node.heartbeat, set, lambda user_id, room: False)
+    here = {("lobby", ALICE[0]): ALICE[1], ("side", BOB[0]): BOB[1]}  # n1's connections
+    node.user_here = lambda user_id, room: (room, user_id) in here
+    burying = gevent.spawn(node.heartbeat, lambda: here)
     with gevent.Timeout(5):
         while not sql(
             url, "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"

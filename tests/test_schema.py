@@ -84,7 +84,9 @@ def test_make_db_twice_on_the_legacy_tables_keeps_their_data_and_serves(legacy_d
         assert new["id"] == 2
         client.send({"type": "join", "room": "legacy", "since": 0})
         client.expect("join_ack", room="legacy")
-        assert [client.expect("message", room="legacy")["data"]["id"] for _ in range(2)] == [1, 2]
+        # A member resuming: the replay sends what did not reach this connection live.
+        assert client.expect("message", room="legacy")["data"]["id"] == 1
+        client.nothing_more("message", wait=0.3)
         client.send({"type": "dm", "to": 1, "content": "hi old-timer"})
         assert client.expect("dm_sent")["data"]["message"]["to"] == 1
         client.close()
@@ -213,3 +215,28 @@ def test_a_server_adds_what_its_older_version_did_not_have(fresh_database, older
         srv.stop()
     assert sql(url, present) == [(1,)]
     assert added in srv.log()
+
+
+@pytest.mark.slow
+def test_the_upgrade_makes_recent_senders_members_of_their_rooms_once(legacy_database):
+    """On the existing backend's database, the members table is made with its upgrade
+    rule: whoever sent to a room in the last 30 days is a member of it (read up to their
+    own last message); an older sender is not. A second load changes nothing."""
+    sql(legacy_database, "INSERT INTO users (username) VALUES ('recent')")
+    sql(legacy_database, "INSERT INTO rooms (name) VALUES ('lively')")
+    sql(
+        legacy_database,
+        """INSERT INTO messages (from_user, room, content, timestamp) VALUES
+           (2, 'lively', 'a week ago', now() - interval '7 days'),
+           (2, 'lively', 'yesterday', now() - interval '1 day'),
+           (1, 'lively', 'long ago', now() - interval '60 days'),
+           (2, 'board', 'members only', now())""",
+    )
+    assert make_db(legacy_database).returncode == 0
+    members = "SELECT room, user_id, role, last_read_id FROM chat_members ORDER BY room, user_id"
+    last = sql(legacy_database, "SELECT max(id) FROM messages WHERE room = 'lively' AND from_user = 2")[0][0]
+    board = sql(legacy_database, "SELECT max(id) FROM messages WHERE room = 'board'")[0][0]
+    assert sql(legacy_database, members) == [("board", 2, "member", board), ("lively", 2, "member", last)]
+    sql(legacy_database, "DELETE FROM chat_members WHERE room = 'board'")  # left since
+    assert make_db(legacy_database).returncode == 0
+    assert sql(legacy_database, members) == [("lively", 2, "member", last)]

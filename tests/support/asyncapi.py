@@ -14,7 +14,9 @@ with a dict). The rule for what the tests send:
 
 Frames are matched to their schema by `type`: client frames among the messages of the
 `receive` operations (what the server receives), server frames among those of the `send`
-operations. A failure raises AssertionError naming the message, the field and the frame.
+operations. A server frame without `type` is matched to the one untyped message (the
+history entries that `/` sends after `room_history`). A failure raises AssertionError
+naming the message, the field and the frame.
 """
 
 from __future__ import annotations
@@ -51,9 +53,9 @@ def resolve(pointer: str) -> Any:
 
 
 @functools.cache
-def _validators(action: str) -> dict[str, tuple[str, Draft7Validator]]:
-    """Frame type -> (message name, validator) for the messages of every operation with
-    this action ("receive": client frames, "send": server frames)."""
+def _validators(action: str) -> dict[str | None, tuple[str, Draft7Validator]]:
+    """Frame type (None: untyped) -> (message name, validator) for the messages of every
+    operation with this action ("receive": client frames, "send": server frames)."""
     registry = Registry().with_resource(DOCUMENT_URI, DRAFT7.create_resource(document()))
     found: dict[str, tuple[str, Draft7Validator]] = {}
     for operation in document()["operations"].values():
@@ -62,24 +64,25 @@ def _validators(action: str) -> dict[str, tuple[str, Draft7Validator]]:
         for reference in operation["messages"]:
             message = resolve(reference["$ref"])
             payload_ref = message["payload"]["$ref"]
-            frame_type = resolve(payload_ref)["properties"]["type"]["const"]
+            frame_type = resolve(payload_ref)["properties"].get("type", {}).get("const")
             validator = Draft7Validator({"$ref": DOCUMENT_URI + payload_ref}, registry=registry)
             found.setdefault(frame_type, (reference["$ref"].rsplit("/", 1)[-1], validator))
     return found
 
 
 def client_frame_types() -> set[str]:
-    return set(_validators("receive"))
+    return set(_validators("receive")) - {None}
 
 
 def server_frame_types() -> set[str]:
-    return set(_validators("send"))
+    return set(_validators("send")) - {None}
 
 
 def _check(frame: Any, action: str, side: str) -> Any:
-    if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
+    untyped = isinstance(frame, dict) and "type" not in frame and None in _validators(action)
+    if not untyped and (not isinstance(frame, dict) or not isinstance(frame.get("type"), str)):
         raise AssertionError(f"{side} frame without a string `type` (docs/asyncapi.yaml has none such): {frame!r}")
-    entry = _validators(action).get(frame["type"])
+    entry = _validators(action).get(None if untyped else frame["type"])
     if entry is None:
         raise AssertionError(f"{side} frame of a type docs/asyncapi.yaml does not describe: {_shown(frame)}")
     name, validator = entry

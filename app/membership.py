@@ -1,0 +1,225 @@
+"""Stored membership on the live path: which connections of this process receive a room.
+
+Membership belongs to the user and is stored (chat_members, changed in one transaction
+with presence by app/presence.py). Every connection of a member is registered in the hub
+for the room from its `welcome` on: the user's memberships are read once when it connects,
+and changed by `join` and `leave` here, by the bus's `member` events from other nodes, and
+by the heartbeat's check against the database (what the bus lost). Nothing here runs per
+message: `message` looks at `Connection.rooms` only.
+
+`Connection.rooms` maps each room to the connection's *floor*: every message of the room
+with an id above it has been sent to the connection or will be, live. A `join` with
+`since` replays what lies between `since` and the floor, so that nothing is missed or sent
+twice on that connection, counting what came live since `welcome`.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from . import protocol, store
+from .connection import Connection
+from .db import Pool
+from .hub import Hub
+from .presence import Entered, Presence
+
+# Rooms and conversations listed in `welcome` at most (PROTOCOL.md §1); the rest come with
+# `my_rooms` and `conversations`.
+WELCOME_LIST_MAX = 200
+
+
+class Joined(NamedTuple):
+    """What a join leaves to replay to its connection: the messages with an id above
+    `since` (None: no replay) and, when given, at most `up_to`."""
+
+    since: int | None
+    up_to: int | None
+
+
+class Memberships:
+    """This process's side of membership: registering connections, telling them."""
+
+    def __init__(self, hub: Hub, presence: Presence, pool: Pool, join_ack_max_users: int) -> None:
+        self.hub = hub
+        self.presence = presence
+        self.pool = pool
+        self.join_ack_max_users = join_ack_max_users
+
+    # --- a connection's life ------------------------------------------------------------------
+
+    def connected(self, conn: Connection, rooms: list[store.MemberRoom]) -> list[dict]:
+        """Register a new connection for its user's rooms (read just before, nothing
+        yielding since); the `welcome` items of the rooms, the latest active first."""
+        firsts = []
+        items = []
+        for member in rooms:
+            if not self.hub.user_in_room(conn.user_id, member.room):
+                firsts.append((member.room, conn.user_id, conn.username))
+            floor = self._register(conn, member.room, member.last_seq, member.last_id)
+            items.append(room_item(member.room, max(member.last_id, floor), member.last_read_id))
+        # The user's first connection here in these rooms: this node's presence rows.
+        self.presence.tend_soon(firsts)
+        items.sort(key=lambda item: (-item["lastId"], item["room"]))
+        return items[:WELCOME_LIST_MAX]
+
+    def disconnected(self, conn: Connection) -> None:
+        """Unregister a closing connection; its user's last one here leaves this node's
+        presence rows to remove (membership stays)."""
+        lasts = []
+        for room in list(conn.rooms):
+            self._unregister(conn, room)
+            if not self.hub.user_in_room(conn.user_id, room):
+                lasts.append((room, conn.user_id, conn.username))
+        self.presence.tend_soon(lasts)
+
+    # --- join and leave -------------------------------------------------------------------------
+
+    def join(self, conn: Connection, room: str, since: int | None, create_room: bool) -> Joined | None:
+        """Make the user a member (if not yet) and register every connection of theirs
+        here; the join_ack goes to `conn` and to those newly registered. Returns what
+        to replay to `conn`, or None when the room is not found.
+
+        With `since`, the room's live messages wait in `conn.replay_buffers` from before
+        the registration; the caller replays, then sends them on.
+        """
+        user_id = conn.user_id
+        with self.presence.changing(room, user_id):
+            entered = self.presence.join(room, user_id, conn.username, create_room)
+            if entered is None:
+                return None
+            state = entered.state
+            known = room in conn.rooms
+            if since is not None:
+                conn.replay_buffers[room] = []  # live messages wait until the replay is sent
+            newly = [c for c in self.hub.connections_by_user.get(user_id, ()) if room not in c.rooms]
+            for other in newly:
+                self._register(other, room, state.last_seq, state.last_id)
+        # Committed, and listed by the hub: from here on nothing may yield before the
+        # join_acks, or a live message could reach a connection first. First the
+        # announcement (to the others here: it puts the joiner in the room's list, which
+        # tells whether an event is news to them; it does not yield). Then the list as it
+        # stands now, not as read before the statement: events noted meanwhile did not
+        # reach the joiner, nor did they reach `entered.online` if the list was read
+        # again. The joiner is in it even when not announced (another tab, a crowd).
+        self.presence.after_commit(entered.announced)
+        ack = self._join_ack(room, entered, conn.user_id, conn.username)
+        conn.send(ack)
+        for other in newly:
+            if other is not conn:
+                other.send(ack)
+        if since is None:
+            return Joined(None, None)
+        # A `since` past the newest message (a database restored from an older backup, a
+        # client's bug) means the newest: what comes after the join is all new to it.
+        since = min(since, state.last_id)
+        # Registered before: everything above the floor came (or comes) live, so the
+        # replay ends there. Registered now: it reads up to the newest message, and live
+        # messages up to what it read are dropped (Connection.replayed_up_to).
+        return Joined(since, conn.rooms[room] if known else None)
+
+    def leave(self, conn: Connection, room: str) -> None:
+        """End the user's membership: every connection of theirs here leaves the room and
+        gets `left` (those on other nodes hear it on the bus)."""
+        user_id = conn.user_id
+        with self.presence.changing(room, user_id):
+            self.presence.end_membership(room, user_id, conn.username)
+            for other in list(self.hub.connections_by_user.get(user_id, ())):
+                if room in other.rooms:
+                    self._unregister(other, room)
+                    other.send(protocol.left_frame(room))
+
+    def unregister(self, conn: Connection, room: str) -> None:
+        """One connection stops receiving a room (a replay that failed: the client joins
+        again with the same `since`), its membership staying."""
+        with self.presence.changing(room, conn.user_id):
+            self._unregister(conn, room)
+        if not self.hub.user_in_room(conn.user_id, room):
+            self.presence.tend_soon([(room, conn.user_id, conn.username)])
+
+    # --- what happened elsewhere ----------------------------------------------------------------
+
+    def apply(self, room: str, user_id: int) -> None:
+        """Make this process's connections of the user follow their membership of the room
+        as stored now: registered with a join_ack, or unregistered with `left`.
+
+        For a `member` event from another node, and for a difference the heartbeat found.
+        The membership is read again under the (room, user) lock rather than taken from the
+        event, so events heard out of order, or twice, end in the stored state.
+        """
+        connections = self.hub.connections_by_user.get(user_id)
+        if not connections:
+            return
+        username = next(iter(connections)).username
+        with self.presence.changing(room, user_id):
+            entered = self.presence.enter(room, user_id, username)
+            connections = list(self.hub.connections_by_user.get(user_id, ()))
+            if entered is None:
+                gone = [conn for conn in connections if room in conn.rooms]
+                for conn in gone:
+                    self._unregister(conn, room)
+                    conn.send(protocol.left_frame(room))
+                if gone:
+                    self.presence.leave(room, user_id, username)
+                return
+            newly = [conn for conn in connections if room not in conn.rooms]
+            for conn in newly:
+                self._register(conn, room, entered.state.last_seq, entered.state.last_id)
+        self.presence.after_commit(entered.announced)
+        if newly:
+            ack = self._join_ack(room, entered, user_id, username)
+            for conn in newly:
+                conn.send(ack)
+
+    def reconcile(self) -> None:
+        """Compare the memberships of the users connected here with the database and
+        apply each difference (a `member` event the bus lost, a join whose answer was
+        lost after its commit). One query; a statement per difference only."""
+        users = list(self.hub.connections_by_user)
+        if not users:
+            return
+        with self.pool.autocommit() as cur:
+            stored = store.members_of(cur, users)
+        by_user: dict[int, set[str]] = {}
+        for room, user_id in stored:
+            by_user.setdefault(user_id, set()).add(room)
+        differences: set[tuple[str, int]] = set()
+        for user_id in users:
+            rooms = by_user.get(user_id, set())
+            for conn in tuple(self.hub.connections_by_user.get(user_id, ())):
+                differences.update((room, user_id) for room in rooms.symmetric_difference(conn.rooms))
+        for room, user_id in sorted(differences):
+            self.apply(room, user_id)
+
+    # --- helpers --------------------------------------------------------------------------------
+
+    def _register(self, conn: Connection, room: str, last_seq: int, last_id: int) -> int:
+        """List a connection in the room's members here; its floor (see module doc)."""
+        floor = self.hub.join_room(conn, room, last_seq, last_id)
+        conn.rooms[room] = floor
+        return floor
+
+    def _unregister(self, conn: Connection, room: str) -> None:
+        conn.rooms.pop(room, None)
+        conn.end_replay(room)
+        conn.replayed_up_to.pop(room, None)
+        self.hub.leave_room(conn, room)
+
+    def _join_ack(self, room: str, entered: Entered, user_id: int, username: str) -> dict:
+        online = self.presence.online.now(room, entered.online)
+        online.add(user_id, username)
+        gate = self.hub.gates.get(("r", room))
+        last_id = max(entered.state.last_id, gate.last_id if gate is not None else 0)
+        listed = online.listed(self.join_ack_max_users)
+        return protocol.join_ack_frame(room, listed, len(online.users), entered.members, last_id)
+
+
+def room_item(room: str, last_id: int, last_read_id: int) -> dict:
+    """A room of `welcome` and `my_rooms`. Read state (§9) is not counted yet: unread and
+    mentions are 0 until `read` exists (docs/protocol.md, Not served yet)."""
+    return {"room": room, "private": False, "lastId": last_id, "lastReadId": last_read_id, "unread": 0, "mentions": 0}
+
+
+def conversation_items(partners: list[dict]) -> list[dict]:
+    """The `welcome` items of the user's conversations (store.conversations_of, the latest
+    first), with their read state (not counted yet)."""
+    return [{**partner, "lastReadId": 0, "unread": 0} for partner in partners]
