@@ -16,6 +16,9 @@ sequence number. The body is one JSON object whose `k` says what it is:
   {"k": "p", "room", "event": "join"|"leave", "userId", "username", "v": number}
                                     presence, numbered per (room, user) (app/presence.py)
   {"k": "t", "room", "userId", "username"}   typing
+  {"k": "read", "userId", "room"|"with", "d": {"lastReadId", "unread", "mentions"}}
+                                    a user's read state after a `read` (PROTOCOL.md §9),
+                                    for that user's connections
   {"k": "hello"}                    a node started listening
 
 Short keys: a message's payload is built for every message on the PostgreSQL bus, in

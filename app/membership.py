@@ -214,17 +214,17 @@ class Memberships:
 
 
 def room_item(room: str, last_id: int, last_read_id: int) -> dict:
-    """A room of `welcome` and `my_rooms`. Read state (§9) is not counted yet: unread and
-    mentions are 0 until `read` exists (docs/protocol.md, Not served yet)."""
+    """A room of `welcome` and `my_rooms`; its unread and mention counts are set by
+    read_state.add_counts."""
     return {"room": room, "private": False, "lastId": last_id, "lastReadId": last_read_id, "unread": 0, "mentions": 0}
 
 
 def conversation_items(threads: list[tuple[tuple, int, int, int, str]]) -> list[dict]:
     """The `welcome` items of the user's conversations, the latest first (read state as
-    for rooms: not counted yet)."""
+    for rooms: set by read_state.add_counts)."""
     started = [thread for thread in threads if thread[2]]
     started.sort(key=lambda thread: -thread[2])
     return [
-        {"userId": other, "username": name, "lastId": last_id, "lastReadId": 0, "unread": 0}
+        {"userId": other, "username": name, "lastId": last_id, "lastReadId": 0, "unread": 0, "mentions": 0}
         for _, _, last_id, other, name in started[:WELCOME_LIST_MAX]
     ]
