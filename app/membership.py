@@ -219,12 +219,7 @@ def room_item(room: str, last_id: int, last_read_id: int) -> dict:
     return {"room": room, "private": False, "lastId": last_id, "lastReadId": last_read_id, "unread": 0, "mentions": 0}
 
 
-def conversation_items(threads: list[tuple[tuple, int, int, int, str]]) -> list[dict]:
-    """The `welcome` items of the user's conversations, the latest first (read state as
-    for rooms: set by read_state.add_counts)."""
-    started = [thread for thread in threads if thread[2]]
-    started.sort(key=lambda thread: -thread[2])
-    return [
-        {"userId": other, "username": name, "lastId": last_id, "lastReadId": 0, "unread": 0, "mentions": 0}
-        for _, _, last_id, other, name in started[:WELCOME_LIST_MAX]
-    ]
+def conversation_items(partners: list[dict]) -> list[dict]:
+    """The `welcome` items of the user's conversations (store.conversations_of, the latest
+    first); their read state is set by read_state.add_counts."""
+    return [{**partner, "lastReadId": 0, "unread": 0, "mentions": 0} for partner in partners]

@@ -213,34 +213,32 @@ class FirstFrameAuth:
 def start_session(rt: ChatRuntime, conn: Connection, identity: Identity) -> None:
     conn.user_id = identity.user_id
     conn.token_expires_at = identity.refused_after
-    session = None
-    conversations: list[dict] = []
+    session, partners = None, []
     room_states: dict = {}
     dm_states: dict = {}
     rt.hub.begin_registration(conn)  # DMs committed after the listing's snapshot are kept
     try:
         with rt.pool.autocommit() as cur:
             session = store.open_session(cur, identity)
-            conversations = conversation_items(session.threads)
+            partners = store.conversations_of(cur, identity.user_id, WELCOME_LIST_MAX)
             # Counted before the connection is listed in its rooms: from then on, nothing
             # may yield before `welcome` (it comes before any live message).
             listed = sorted(session.rooms, key=lambda r: (-r.last_id, r.room))[:WELCOME_LIST_MAX]
             room_states = read_state.room_counts(
                 cur, identity.user_id, session.username, {r.room: r.last_read_id for r in listed}
             )
-            dm_states = read_state.dm_counts(
-                cur, identity.user_id, session.username, [c["userId"] for c in conversations]
-            )
+            dm_states = read_state.dm_counts(cur, identity.user_id, session.username, [p["userId"] for p in partners])
         conn.username = session.username
         rt.known_users.add(identity.user_id)
     except ChatError:
         # Chatting needs the database anyway; until it is back, greet with the claims (the
         # heartbeat's membership check lists the connection in its rooms once it is back).
         conn.username = identity.username or f"user{identity.user_id}"
-    rt.hub.add_user_connection(conn, session.thread_positions() if session else None)
+    rt.hub.add_user_connection(conn, session.threads if session else None)
     # Listed in its rooms with no yield since the read: live messages from here on.
     rooms = read_state.add_counts(rt.membership.connected(conn, session.rooms if session else []), room_states, "room")
-    read_state.add_counts(conversations, dm_states, "userId")
+    conversations = read_state.add_counts(conversation_items(partners), dm_states, "userId")
+    rt.users_online.connected(conn.user_id)  # (yields: after the rooms' listing)
     log.info("user %s (%d) connected from %s as %r", conn.username, conn.user_id, conn.peer, conn)
     conn.send(protocol.welcome_frame(conn.user_id, conn.username, datetime.now(UTC), rooms, conversations))
 
@@ -269,6 +267,7 @@ def end_session(rt: ChatRuntime, conn: Connection) -> None:
         log.exception("unlisting %r from its rooms failed", conn)
     if conn.user_id:
         rt.hub.remove_user_connection(conn)
+        rt.users_online.disconnected(conn.user_id)
         log.info(
             "user %s (%d) disconnected (%r, %.0f ms cleanup)",
             conn.username,
