@@ -189,8 +189,8 @@ ALTER TABLE messages ADD COLUMN IF NOT EXISTS mentions text[];
 -- Full-text search over what a message says now: generated from `content`, so an edit
 -- re-indexes it and a delete (which empties the content) takes it out of every search.
 -- The 'simple' configuration: words as written (lower-cased), in any language, no
--- stemming. Adding it to a big table rewrites the table once, under an exclusive lock
--- (about a minute per 10 M rows here): do it in a maintenance window.
+-- stemming. Adding it to a big table rewrites the table once, under an exclusive lock:
+-- do it in a maintenance window (docs/design.md, "Search").
 ALTER TABLE messages ADD COLUMN IF NOT EXISTS search tsvector
     GENERATED ALWAYS AS (to_tsvector('simple'::regconfig, content)) STORED;
 -- A user's read marker in each DM conversation (a room's is chat_members.last_read_id):
