@@ -157,8 +157,13 @@ EXCEPTION WHEN unique_violation THEN
     RAISE NOTICE 'rooms.name has duplicates; unique index not created';
 END $$;
 
--- Room history, replay after `since`, and gap filling: newest-first and id-range scans.
-CREATE INDEX IF NOT EXISTS messages_room_id ON messages (room, id) WHERE room IS NOT NULL;
+-- Room history, replay after `since`, gap filling, and unread counts: newest-first and
+-- id-range scans. `from_user` rides in the index so that counting a room's unread messages
+-- (not the user's own) reads the index alone. It replaced messages_room_id (the same
+-- without from_user) rather than adding a second index to every insert.
+CREATE INDEX IF NOT EXISTS messages_room_id_sender ON messages (room, id) INCLUDE (from_user)
+    WHERE room IS NOT NULL;
+DROP INDEX IF EXISTS messages_room_id;
 -- DM history of one conversation, whichever side sent.
 CREATE INDEX IF NOT EXISTS messages_dm_pair_id
     ON messages (LEAST(from_user, to_user), GREATEST(from_user, to_user), id)
@@ -176,3 +181,31 @@ CREATE INDEX IF NOT EXISTS user_presence_node ON user_presence (node_id);
 -- serves both LIKE 'prefix%' and the ORDER BY (text_pattern_ops would serve only the LIKE).
 CREATE INDEX IF NOT EXISTS users_lower_username ON users ((lower(username)) COLLATE "C", id);
 CREATE INDEX IF NOT EXISTS user_presence_lower_username ON user_presence ((lower(username)) COLLATE "C", user_id);
+
+-- Read state and search (PROTOCOL.md §9, §11; reasons in docs/design.md, "Read state").
+-- The names a message mentions, lower-cased ('room' for @room), found when it is sent
+-- (protocol.mentions_in); NULL for a message that mentions nobody, nearly every one.
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS mentions text[];
+-- Full-text search over what a message says now: generated from `content`, so an edit
+-- re-indexes it and a delete (which empties the content) takes it out of every search.
+-- The 'simple' configuration: words as written (lower-cased), in any language, no
+-- stemming. Adding it to a big table rewrites the table once, under an exclusive lock:
+-- do it in a maintenance window (docs/design.md, "Search").
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS search tsvector
+    GENERATED ALWAYS AS (to_tsvector('simple'::regconfig, content)) STORED;
+-- A user's read marker in each DM conversation (a room's is chat_members.last_read_id):
+-- a table of its own rather than columns of dm_threads, whose row every DM locks to
+-- number itself; a `read` must not wait behind a busy conversation's commits.
+CREATE TABLE IF NOT EXISTS dm_reads (
+    user_id       bigint NOT NULL,
+    other_id      bigint NOT NULL,
+    last_read_id  bigint NOT NULL DEFAULT 0,
+    PRIMARY KEY (user_id, other_id)
+);
+-- Mentions among a room's unread messages: the few messages that mention anybody.
+CREATE INDEX IF NOT EXISTS messages_room_mentions ON messages (room, id) INCLUDE (from_user, mentions)
+    WHERE room IS NOT NULL AND mentions IS NOT NULL;
+-- A user's unread DMs from one partner, counted from the index alone.
+CREATE INDEX IF NOT EXISTS messages_dm_inbox ON messages (to_user, from_user, id) INCLUDE (mentions)
+    WHERE to_user IS NOT NULL;
+CREATE INDEX IF NOT EXISTS messages_search ON messages USING gin (search);

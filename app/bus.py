@@ -19,6 +19,9 @@ sequence number. The body is one JSON object whose `k` says what it is:
   {"k": "member", "room", "userId"}  the user's membership of the room began or ended:
                                     their connections there read it again (app/membership.py)
   {"k": "dt", "to", "userId", "username"}    typing in the DM conversation with `to`
+  {"k": "read", "userId", "room"|"with", "d": {"lastReadId", "unread", "mentions"}}
+                                    a user's read state after a `read` (PROTOCOL.md §9),
+                                    for that user's connections
   {"k": "hello"}                    a node started listening
 
 Short keys: a message's payload is built for every message on the PostgreSQL bus, in

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from . import protocol, store
+from . import protocol, read_state, search, store
 from .connection import Connection
 from .errors import NotFound, NotJoined, RateLimited, Unauthorized
 from .membership import room_item
@@ -117,7 +117,14 @@ def handle_message(rt: ChatRuntime, conn: Connection, command: Command) -> None:
         # The earlier server took messages to rooms without a join, and its clients rely
         # on it (PROTOCOL.md §7): the sender becomes a member first, as by `join`.
         join_room(rt, conn, command.room)
-    draft = store.Draft(conn.user_id, conn.username, command.content, room=command.room, client_id=command.client_id)
+    draft = store.Draft(
+        conn.user_id,
+        conn.username,
+        command.content,
+        room=command.room,
+        client_id=command.client_id,
+        mentions=protocol.mentions_in(command.content),
+    )
     outcome = rt.batcher.submit(draft, conn)
     if outcome.duplicate:
         answer_resend(conn, outcome.message)
@@ -125,7 +132,14 @@ def handle_message(rt: ChatRuntime, conn: Connection, command: Command) -> None:
 
 def handle_dm(rt: ChatRuntime, conn: Connection, command: Command) -> None:
     ensure_user_exists(rt, command.to)
-    draft = store.Draft(conn.user_id, conn.username, command.content, to_user=command.to, client_id=command.client_id)
+    draft = store.Draft(
+        conn.user_id,
+        conn.username,
+        command.content,
+        to_user=command.to,
+        client_id=command.client_id,
+        mentions=protocol.mentions_in(command.content),
+    )
     outcome = rt.batcher.submit(draft, conn)
     if outcome.duplicate:
         answer_resend(conn, outcome.message)
@@ -200,13 +214,52 @@ def handle_rooms(rt: ChatRuntime, conn: Connection, command: Command) -> None:
 def handle_my_rooms(rt: ChatRuntime, conn: Connection, command: Command) -> None:
     with rt.pool.autocommit() as cur:
         rooms = store.my_rooms(cur, conn.user_id, command.limit, command.offset)
-    conn.send(protocol.my_rooms_frame([room_item(r.room, r.last_id, r.last_read_id) for r in rooms]))
+        states = read_state.room_counts(cur, conn.user_id, conn.username, {r.room: r.last_read_id for r in rooms})
+    items = [room_item(r.room, r.last_id, r.last_read_id) for r in rooms]
+    conn.send(protocol.my_rooms_frame(read_state.add_counts(items, states, "room")))
 
 
 def handle_conversations(rt: ChatRuntime, conn: Connection, command: Command) -> None:
     with rt.pool.autocommit() as cur:
         conversations = store.conversations_of(cur, conn.user_id, command.limit, command.offset)
-    conn.send(protocol.conversations_frame(conversations))
+        states = read_state.dm_counts(cur, conn.user_id, conn.username, [c["userId"] for c in conversations])
+    conn.send(protocol.conversations_frame(read_state.add_counts(conversations, states, "userId")))
+
+
+def handle_read(rt: ChatRuntime, conn: Connection, command: Command) -> None:
+    """Move the user's read marker forward; every connection of theirs, anywhere, gets
+    the read state as it stands after (the current one, for an id it had passed)."""
+    if command.to is not None:
+        ensure_user_exists(rt, command.to)
+    with rt.pool.autocommit() as cur:
+        if command.room is not None:
+            last_read = read_state.mark_room(cur, conn.user_id, command.room, command.id)
+            if last_read is None:
+                raise_not_member(cur, command.room)
+            state = read_state.room_counts(cur, conn.user_id, conn.username, {command.room: last_read})[command.room]
+        else:
+            read_state.mark_dm(cur, conn.user_id, command.to, command.id)
+            state = read_state.dm_counts(cur, conn.user_id, conn.username, [command.to])[command.to]
+    rt.publish_read(conn.user_id, command.room, command.to, state)
+
+
+def raise_not_member(cur, room: str) -> None:
+    """Why a room the user is not a member of cannot be read: `not_joined` for a room
+    they may join, `not_found` for one that does not exist (or is private)."""
+    if store.room_exists(cur, room):
+        raise NotJoined(f"join room '{room}' before marking it read")
+    raise NotFound(f"room '{room}' does not exist")
+
+
+def handle_search(rt: ChatRuntime, conn: Connection, command: Command) -> None:
+    """Full-text search over the user's rooms and conversations, or the one asked for."""
+    if command.to is not None:
+        ensure_user_exists(rt, command.to)
+    with rt.pool.autocommit() as cur:
+        if command.room is not None and command.room not in conn.rooms and not store.room_exists(cur, command.room):
+            raise NotFound(f"room '{command.room}' does not exist")
+        found = search.search(cur, conn.user_id, command.query, command.room, command.to, command.before, command.limit)
+    conn.send(protocol.search_frame(command.query, [m.data for m in found]))
 
 
 PONG_FRAME = text_frame(protocol.PONG)
@@ -225,4 +278,6 @@ HANDLERS: dict[str, Handler] = {
     "my_rooms": handle_my_rooms,
     "conversations": handle_conversations,
     "users": handle_users,
+    "read": handle_read,
+    "search": handle_search,
 }

@@ -214,12 +214,12 @@ class Memberships:
 
 
 def room_item(room: str, last_id: int, last_read_id: int) -> dict:
-    """A room of `welcome` and `my_rooms`. Read state (§9) is not counted yet: unread and
-    mentions are 0 until `read` exists (docs/protocol.md, Not served yet)."""
+    """A room of `welcome` and `my_rooms`; its unread and mention counts are set by
+    read_state.add_counts."""
     return {"room": room, "private": False, "lastId": last_id, "lastReadId": last_read_id, "unread": 0, "mentions": 0}
 
 
 def conversation_items(partners: list[dict]) -> list[dict]:
     """The `welcome` items of the user's conversations (store.conversations_of, the latest
-    first), with their read state (not counted yet)."""
-    return [{**partner, "lastReadId": 0, "unread": 0} for partner in partners]
+    first); their read state is set by read_state.add_counts."""
+    return [{**partner, "lastReadId": 0, "unread": 0, "mentions": 0} for partner in partners]

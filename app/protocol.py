@@ -33,6 +33,18 @@ USERS_DEFAULT_LIMIT = 20
 USERS_MAX_LIMIT = 100
 # The longest `users` query: no name is longer (app/names.py, USERNAME_MAX_CHARS).
 USERS_QUERY_MAX_CHARS = 64
+# Search results per answer (PROTOCOL.md §11).
+SEARCH_DEFAULT_LIMIT = 20
+SEARCH_MAX_LIMIT = 100
+# The longest search query: a few words; a paragraph is no query (and costs the index a
+# lookup per word).
+SEARCH_QUERY_MAX_CHARS = 256
+# A mention (PROTOCOL.md §9): "@" where no word character stands before it, then a name
+# of word characters, "." and "-". Names made of other characters (a space) cannot be
+# mentioned; everyone can with @room.
+MENTION = re.compile(r"(?<!\w)@(\w[\w.-]*)")
+# The word that mentions every member of the room.
+ROOM_MENTION = "room"
 
 # Older clients spoke these names; each maps to the current type (PROTOCOL.md §2).
 TYPE_ALIASES = {
@@ -67,6 +79,7 @@ class Command:
     offset: int | None = None
     token: str | None = None
     query: str | None = None
+    id: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -287,6 +300,62 @@ def _parse_my_rooms(frame: dict[str, Any], limits: Limits) -> Command:
     )
 
 
+def _parse_read(frame: dict[str, Any], limits: Limits) -> Command:
+    """Read up to `id` in a room (`room`) or in the DM conversation with `with`."""
+    room, other = _channel_fields(frame, required=True)
+    return Command("read", room=room, to=other, id=_int_field(frame, "id", required=True))
+
+
+def _parse_search(frame: dict[str, Any], limits: Limits) -> Command:
+    query = frame.get("query")
+    if not isinstance(query, str):
+        raise Invalid("field 'query' is required and must be a string")
+    if len(query) > SEARCH_QUERY_MAX_CHARS:
+        raise Invalid(f"field 'query' is longer than {SEARCH_QUERY_MAX_CHARS} characters")
+    if "\x00" in query:
+        raise Invalid("field 'query' must not contain NUL characters")
+    if _blank(query):
+        raise Invalid("field 'query' must not be blank")
+    room, other = _channel_fields(frame, required=False)
+    return Command(
+        "search",
+        query=query,
+        room=room,
+        to=other,
+        before=_int_field(frame, "before", required=False),
+        limit=_limit(frame, SEARCH_DEFAULT_LIMIT, SEARCH_MAX_LIMIT),
+    )
+
+
+def _channel_fields(frame: dict[str, Any], required: bool) -> tuple[str | None, int | None]:
+    """A room (`room`) or a DM conversation (`with`), one of the two."""
+    if "room" in frame and frame["room"] is not None:
+        if "with" in frame and frame["with"] is not None:
+            raise Invalid("give either 'room' or 'with', not both")
+        return _room(frame), None
+    if "with" in frame and frame["with"] is not None:
+        return None, _user_field(frame, "with")
+    if required:
+        raise Invalid("field 'room' or 'with' is required")
+    return None, None
+
+
+def mentions_in(content: str) -> list[str] | None:
+    """The names a message mentions, lower-cased, for the unread mention counts (None:
+    none). "@alice.smith!" yields "alice.smith" and "alice": a name is mentioned when no
+    word character follows it, so "@alice." mentions alice and "@alicea" does not."""
+    if "@" not in content:
+        return None  # nearly every message: no regex
+    names: set[str] = set()
+    for match in MENTION.finditer(content):
+        word = match.group(1).lower()
+        names.add(word)
+        for index, char in enumerate(word):
+            if char in ".-":
+                names.add(word[:index])
+    return sorted(names) or None
+
+
 def _parse_bare(kind: str):
     def parse(frame: dict[str, Any], limits: Limits) -> Command:
         return Command(kind)
@@ -308,6 +377,8 @@ _PARSERS = {
     "my_rooms": _parse_my_rooms,
     "users": _parse_users,
     "ping": _parse_bare("ping"),
+    "read": _parse_read,
+    "search": _parse_search,
 }
 
 
@@ -461,6 +532,16 @@ def rooms_frame(rooms: list[dict[str, Any]]) -> dict[str, Any]:
 
 def my_rooms_frame(rooms: list[dict[str, Any]]) -> dict[str, Any]:
     return {"type": "my_rooms", "data": rooms}
+
+
+def read_frame(room: str | None, other: int | None, last_read_id: int, unread: int, mentions: int) -> dict[str, Any]:
+    """The read state of a room or DM conversation, to every connection of the user."""
+    where: dict[str, Any] = {"room": room} if room is not None else {"with": other}
+    return {"type": "read", **where, "data": {"lastReadId": last_read_id, "unread": unread, "mentions": mentions}}
+
+
+def search_frame(query: str, messages: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"type": "search", "query": query, "data": messages}
 
 
 # The fields of a message as the earlier server's history listed it, one frame each.

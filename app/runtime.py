@@ -31,6 +31,7 @@ from .membership import Memberships
 from .messages import StoredMessage, message_data
 from .presence import STATEMENTS as PRESENCE_STATEMENTS
 from .presence import Presence
+from .read_state import ReadState
 from .shared_read import SharedRead
 from .users_online import UsersOnline
 from .wsframe import text_frame
@@ -143,6 +144,8 @@ class ChatRuntime:
             gevent.spawn(self._deliver_by_id, payload["id"])
         elif kind in ("p", "t"):
             self.deliver_event(payload)
+        elif kind == "read":
+            self.deliver_read(payload)
         elif kind == "member":
             if payload["userId"] in self.hub.connections_by_user:
                 gevent.spawn(self._apply_membership, payload["room"], payload["userId"])
@@ -200,6 +203,32 @@ class ChatRuntime:
         """Typing in a DM conversation: to the recipient's connections here."""
         frame = protocol.dm_typing_frame(payload["userId"], payload["username"])
         self.hub.to_user(payload["to"], text_frame(protocol.encode(frame)))
+
+    def publish_read(self, user_id: int, room: str | None, other: int | None, state: ReadState) -> None:
+        """A user's read state after a `read`: to their connections here and elsewhere."""
+        payload = {"k": "read", "userId": user_id, "d": state.wire()}
+        payload.update({"room": room} if room is not None else {"with": other})
+        self.deliver_read(payload)
+        try:
+            # Sent even while no other node seems to listen, as presence is: nothing
+            # repairs a lost one (the next `read`, `my_rooms` or `welcome` tells the
+            # state as it is).
+            self.bus.publish_event(payload)
+        except ChatError:
+            pass
+
+    def deliver_read(self, payload: dict) -> None:
+        """A read state: to every connection of its user here."""
+        connections = self.hub.connections_by_user.get(payload["userId"])
+        if not connections:
+            return
+        data = payload["d"]
+        frame = protocol.read_frame(
+            payload.get("room"), payload.get("with"), data["lastReadId"], data["unread"], data["mentions"]
+        )
+        encoded = text_frame(protocol.encode(frame))
+        for conn in tuple(connections):
+            conn.send_frame(encoded)
 
     def _read_rooms(self) -> list[dict]:
         with self.pool.autocommit() as cur:

@@ -385,6 +385,8 @@ class Draft:
     room: str | None = None
     to_user: int | None = None
     client_id: str | None = None
+    # the names it mentions (protocol.mentions_in), stored for the unread mention counts
+    mentions: list[str] | None = None
 
     @property
     def channel(self) -> tuple:
@@ -432,12 +434,12 @@ SELECT 1 FROM unnest(%(lock_low)s, %(lock_high)s) AS w(low, high)
                         FOR UPDATE) AS locked"""
 _STORE = """
 WITH input AS (
-    SELECT d.ord - 1 AS ord, d.from_user, d.to_user, d.room, d.content, d.client_id, d.username,
+    SELECT d.ord - 1 AS ord, d.from_user, d.to_user, d.room, d.content, d.client_id, d.username, d.mentions,
            CASE WHEN d.to_user IS NULL THEN NULL ELSE LEAST(d.from_user, d.to_user) END AS low,
            CASE WHEN d.to_user IS NULL THEN NULL ELSE GREATEST(d.from_user, d.to_user) END AS high
     FROM ROWS FROM (json_to_recordset(%(drafts)s) AS (from_user bigint, to_user bigint, room text,
-                    content text, client_id text, username text)) WITH ORDINALITY
-         AS d(from_user, to_user, room, content, client_id, username, ord)
+                    content text, client_id text, username text, mentions text[])) WITH ORDINALITY
+         AS d(from_user, to_user, room, content, client_id, username, mentions, ord)
 ), earlier AS (
     SELECT d.ord, m.id FROM input d
     CROSS JOIN LATERAL (SELECT m.id FROM messages m
@@ -466,8 +468,8 @@ WITH input AS (
     LEFT JOIN room_heads rh ON rh.name = f.room
     LEFT JOIN pair_heads ph ON ph.user_low = f.low AND ph.user_high = f.high
 ), inserted AS (
-    INSERT INTO messages (from_user, to_user, room, content, timestamp, client_id, seq, from_username)
-    SELECT from_user, to_user, room, content, now(), client_id, seq, username FROM numbered ORDER BY ord
+    INSERT INTO messages (from_user, to_user, room, content, timestamp, client_id, seq, from_username, mentions)
+    SELECT from_user, to_user, room, content, now(), client_id, seq, username, mentions FROM numbered ORDER BY ord
     ON CONFLICT (from_user, client_id) WHERE client_id IS NOT NULL DO NOTHING
     RETURNING id, seq, from_user, to_user, room, timestamp, client_id
 ), stored AS (

@@ -13,7 +13,7 @@ from flask import Blueprint, Response, current_app, g, request
 from flask_sock import Sock
 from wsproto.utilities import RemoteProtocolError
 
-from . import internals, protocol, store
+from . import internals, protocol, read_state, store
 from .connection import Connection
 from .errors import ChatError, RateLimited, Unauthorized
 from .handlers import dispatch
@@ -214,11 +214,20 @@ def start_session(rt: ChatRuntime, conn: Connection, identity: Identity) -> None
     conn.user_id = identity.user_id
     conn.token_expires_at = identity.refused_after
     session, partners = None, []
+    room_states: dict = {}
+    dm_states: dict = {}
     rt.hub.begin_registration(conn)  # DMs committed after the listing's snapshot are kept
     try:
         with rt.pool.autocommit() as cur:
             session = store.open_session(cur, identity)
             partners = store.conversations_of(cur, identity.user_id, WELCOME_LIST_MAX)
+            # Counted before the connection is listed in its rooms: from then on, nothing
+            # may yield before `welcome` (it comes before any live message).
+            listed = sorted(session.rooms, key=lambda r: (-r.last_id, r.room))[:WELCOME_LIST_MAX]
+            room_states = read_state.room_counts(
+                cur, identity.user_id, session.username, {r.room: r.last_read_id for r in listed}
+            )
+            dm_states = read_state.dm_counts(cur, identity.user_id, session.username, [p["userId"] for p in partners])
         conn.username = session.username
         rt.known_users.add(identity.user_id)
     except ChatError:
@@ -227,8 +236,8 @@ def start_session(rt: ChatRuntime, conn: Connection, identity: Identity) -> None
         conn.username = identity.username or f"user{identity.user_id}"
     rt.hub.add_user_connection(conn, session.threads if session else None)
     # Listed in its rooms with no yield since the read: live messages from here on.
-    rooms = rt.membership.connected(conn, session.rooms if session else [])
-    conversations = conversation_items(partners)
+    rooms = read_state.add_counts(rt.membership.connected(conn, session.rooms if session else []), room_states, "room")
+    conversations = read_state.add_counts(conversation_items(partners), dm_states, "userId")
     rt.users_online.connected(conn.user_id)  # (yields: after the rooms' listing)
     log.info("user %s (%d) connected from %s as %r", conn.username, conn.user_id, conn.peer, conn)
     conn.send(protocol.welcome_frame(conn.user_id, conn.username, datetime.now(UTC), rooms, conversations))

@@ -792,9 +792,10 @@ def test_conversations_lists_dm_partners_latest_first(connect):
     carol.send({"type": "dm", "to": alice.user_id, "content": "second"})
     last = carol.expect("dm_sent")["data"]["message"]["id"]
     alice.send({"type": "conversations"})
+    unread = {"lastReadId": 0, "unread": 1, "mentions": 0}
     assert alice.expect("conversations")["data"] == [
-        {"userId": carol.user_id, "username": carol.username, "lastId": last},
-        {"userId": bob.user_id, "username": bob.username, "lastId": last - 1},
+        {"userId": carol.user_id, "username": carol.username, "lastId": last, **unread},
+        {"userId": bob.user_id, "username": bob.username, "lastId": last - 1, **unread},
     ]
 
 

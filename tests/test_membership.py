@@ -56,7 +56,7 @@ def test_welcome_lists_the_users_rooms_and_conversations(server, connect):
         {"room": room, "private": False, "lastId": last, "lastReadId": 0, "unread": 0, "mentions": 0}
     ]
     assert data["conversations"] == [
-        {"userId": bob.user_id, "username": bob.username, "lastId": dm, "lastReadId": 0, "unread": 0}
+        {"userId": bob.user_id, "username": bob.username, "lastId": dm, "lastReadId": 0, "unread": 1, "mentions": 0}
     ]
     again.close()
 

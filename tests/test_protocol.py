@@ -187,3 +187,57 @@ def test_token_precedence_header_then_query():
     # Named but empty: refused (401), not taken for "no token, `auth` comes next".
     assert token_from_request({}, {"token": ""}) == ""
     assert token_from_request({"Authorization": "Bearer "}, {"token": "bbb"}) == ""
+
+
+@pytest.mark.parametrize(
+    "content,names",
+    [
+        ("no mention at all", None),
+        ("mail x@alice.com", None),  # an address: a word character before the @
+        ("@Alice hi", ["alice"]),
+        ("hi @alice.", ["alice", "alice."]),
+        ("(@alice), @ALICE!", ["alice"]),
+        ("@alicea", ["alicea"]),  # someone else: alice is not mentioned
+        ("@alice.smith and @bob-jones", ["alice", "alice.smith", "bob", "bob-jones"]),
+        ("@room: lunch", ["room"]),
+        ("@@alice", ["alice"]),
+        ("@ alone", None),
+        ("@Émile", ["émile"]),
+    ],
+)
+def test_mentions_are_whole_words_lower_cased(content, names):
+    assert protocol.mentions_in(content) == names
+
+
+@pytest.mark.parametrize(
+    "raw,expected",
+    [
+        ('{"type":"read","room":"r","id":5}', Command("read", room="r", id=5)),
+        ('{"type":"read","with":"7","id":"5"}', Command("read", to=7, id=5)),
+        ('{"type":"search","query":"a b"}', Command("search", query="a b", limit=20)),
+        (
+            '{"type":"search","query":"x","room":"r","before":9,"limit":500}',
+            Command("search", query="x", room="r", before=9, limit=100),
+        ),
+        ('{"type":"search","query":"x","with":3}', Command("search", query="x", to=3, limit=20)),
+    ],
+)
+def test_read_and_search_frames_parse(raw, expected):
+    assert parse_frame(raw) == expected
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '{"type":"read","room":"r"}',
+        '{"type":"read","id":1}',
+        '{"type":"read","room":"r","with":1,"id":1}',
+        '{"type":"search"}',
+        '{"type":"search","query":" \\u200b "}',
+        '{"type":"search","query":"x","room":"r","with":2}',
+        '{"type":"search","query":"x","limit":0}',
+    ],
+)
+def test_bad_read_and_search_frames_are_invalid(raw):
+    with pytest.raises(Invalid):
+        parse_frame(raw)

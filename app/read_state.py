@@ -1,0 +1,132 @@
+"""Read state (PROTOCOL.md §9): the stored read markers, and unread and mention counts.
+
+A room's marker is chat_members.last_read_id, a conversation's a row of dm_reads. Counts
+are read from the database when asked (welcome, my_rooms, conversations, read), never
+kept per member: a message to a room of 5,000 members would otherwise update 5,000 rows
+on the hot path. Each count reads index entries only (schema.sql: messages_room_id_sender,
+messages_room_mentions, messages_dm_inbox), as many as there are unread messages.
+Every function takes a cursor; all SQL is parameterised.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .protocol import ROOM_MENTION
+from .store import DM_PAIR
+
+# The newest message id of a room / conversation: a marker never goes past it, or the
+# next messages would count as read before anyone saw them.
+_ROOM_NEWEST = "COALESCE((SELECT id FROM messages WHERE room = %(room)s ORDER BY id DESC LIMIT 1), 0)"
+_DM_NEWEST = f"""COALESCE((SELECT m.id FROM messages m WHERE {DM_PAIR.format(low="%(low)s", high="%(high)s")}
+                          ORDER BY m.id DESC LIMIT 1), 0)"""
+
+# Moves the marker forward only (an older id changes nothing); the marker as it stands
+# after, or NULL when the user is not a member. `last_read_id < target` is checked again
+# on the row a concurrent read updated first, so the greater id wins whatever the order.
+MARK_ROOM = f"""
+WITH target AS (SELECT LEAST(%(id)s, {_ROOM_NEWEST}) AS id),
+moved AS (
+    UPDATE chat_members c SET last_read_id = t.id FROM target t
+    WHERE c.room = %(room)s AND c.user_id = %(me)s AND c.last_read_id < t.id
+    RETURNING c.last_read_id
+)
+SELECT COALESCE((SELECT last_read_id FROM moved),
+                (SELECT last_read_id FROM chat_members WHERE room = %(room)s AND user_id = %(me)s))"""
+
+MARK_DM = f"""
+WITH target AS (SELECT LEAST(%(id)s, {_DM_NEWEST}) AS id),
+moved AS (
+    INSERT INTO dm_reads AS r (user_id, other_id, last_read_id) SELECT %(me)s, %(other)s, id FROM target
+    ON CONFLICT (user_id, other_id) DO UPDATE SET last_read_id = EXCLUDED.last_read_id
+        WHERE r.last_read_id < EXCLUDED.last_read_id
+    RETURNING r.last_read_id
+)
+SELECT COALESCE((SELECT last_read_id FROM moved),
+                (SELECT last_read_id FROM dm_reads WHERE user_id = %(me)s AND other_id = %(other)s), 0)"""
+
+# Unread and mentions of rooms, each given with the marker it counts from. Two index-only
+# range scans per room: the unread ones in messages_room_id_sender, those of them that
+# mention anybody in the (small) messages_room_mentions.
+ROOM_COUNTS = """
+SELECT w.room,
+       (SELECT count(*) FROM messages x
+        WHERE x.room = w.room AND x.id > w.read AND x.from_user <> %(me)s),
+       (SELECT count(*) FROM messages x
+        WHERE x.room = w.room AND x.id > w.read AND x.from_user <> %(me)s
+          AND x.mentions IS NOT NULL AND x.mentions && %(names)s)
+FROM unnest(%(rooms)s::text[], %(reads)s::bigint[]) AS w(room, read)"""
+
+# The marker, unread and mentions of conversations, by partner: one index-only range scan
+# of messages_dm_inbox each (what the partner sent the user after the marker). A
+# conversation with oneself has nothing unread: every message in it is one's own.
+DM_COUNTS = """
+SELECT w.other, COALESCE(r.last_read_id, 0), c.unread, c.mentions
+FROM unnest(%(others)s::bigint[]) AS w(other)
+LEFT JOIN dm_reads r ON r.user_id = %(me)s AND r.other_id = w.other
+CROSS JOIN LATERAL (
+    SELECT count(*) AS unread, count(*) FILTER (WHERE x.mentions && %(names)s) AS mentions
+    FROM messages x
+    WHERE x.to_user = %(me)s AND x.from_user = w.other AND w.other <> %(me)s
+      AND x.id > COALESCE(r.last_read_id, 0)
+) c"""
+
+
+@dataclass(frozen=True)
+class ReadState:
+    """Where a user's reading of one room or conversation stands."""
+
+    last_read_id: int
+    unread: int
+    mentions: int
+
+    def wire(self) -> dict[str, int]:
+        return {"lastReadId": self.last_read_id, "unread": self.unread, "mentions": self.mentions}
+
+
+def mention_names(username: str) -> list[str]:
+    """The words that mention this user: their name (lower-cased, as stored by
+    protocol.mentions_in) and the room-wide one."""
+    return [username.lower(), ROOM_MENTION]
+
+
+def mark_room(cur, me: int, room: str, message_id: int) -> int | None:
+    """Move the user's marker in a room forward to `message_id` (at most the room's
+    newest message); the marker after, or None when the user is not a member."""
+    cur.execute(MARK_ROOM, {"me": me, "room": room, "id": message_id})
+    return cur.fetchone()[0]
+
+
+def mark_dm(cur, me: int, other: int, message_id: int) -> int:
+    """Move the user's marker in the conversation with `other` forward; the marker after."""
+    params = {"me": me, "other": other, "id": message_id, "low": min(me, other), "high": max(me, other)}
+    cur.execute(MARK_DM, params)
+    return cur.fetchone()[0]
+
+
+def room_counts(cur, me: int, username: str, reads: dict[str, int]) -> dict[str, ReadState]:
+    """The read state of rooms, given each room's marker (room -> last_read_id)."""
+    if not reads:
+        return {}
+    rooms = list(reads)
+    params = {"me": me, "names": mention_names(username), "rooms": rooms, "reads": [reads[r] for r in rooms]}
+    cur.execute(ROOM_COUNTS, params)
+    return {room: ReadState(reads[room], unread, mentions) for room, unread, mentions in cur}
+
+
+def dm_counts(cur, me: int, username: str, others: list[int]) -> dict[int, ReadState]:
+    """The read state of the user's conversations with `others`."""
+    if not others:
+        return {}
+    cur.execute(DM_COUNTS, {"me": me, "names": mention_names(username), "others": others})
+    return {other: ReadState(last_read, unread, mentions) for other, last_read, unread, mentions in cur}
+
+
+def add_counts(items: list[dict], states: dict, key: str) -> list[dict]:
+    """Set the read state of `welcome`/`my_rooms`/`conversations` items (found by their
+    `key` field) to the counted one; an item not counted keeps what it has."""
+    for item in items:
+        state = states.get(item[key])
+        if state is not None:
+            item.update(state.wire())
+    return items
