@@ -82,8 +82,8 @@ class Connection(Transport):
 
     def room_message(self, message: StoredMessage) -> None:
         """A live message of a joined room: held back while that room is being replayed,
-        dropped if a replay sent it already."""
-        room = message.data["room"]
+        dropped if a replay sent it already (messages and §10 events alike, by id)."""
+        room = message.room
         buffer = self.replay_buffers.get(room)
         if buffer is not None:
             if self.core.close_code is None:  # else it would never be sent

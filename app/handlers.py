@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from . import protocol, store
+from . import events, protocol, store
 from .connection import Connection
 from .errors import NotFound, NotJoined, RateLimited, Unauthorized
 from .messages import StoredMessage
@@ -75,7 +75,7 @@ def raise_not_entered(rt: ChatRuntime, room: str) -> None:
 
 
 def replay(rt: ChatRuntime, conn: Connection, room: str, since: int) -> None:
-    """Send every message of the room after `since`, then what arrived live meanwhile.
+    """Send every message and event of the room after `since`, then what arrived live meanwhile.
 
     The connection was registered before the first query, so each message is either in
     the database snapshot or in the live stream (or both: sent once, by id). The live
@@ -88,7 +88,7 @@ def replay(rt: ChatRuntime, conn: Connection, room: str, since: int) -> None:
     try:
         while True:
             with rt.pool.autocommit() as cur:
-                page = store.channel_after(cur, ("r", room), last_sent, None, page_size)
+                page = events.channel_after(cur, ("r", room), last_sent, None, page_size)
             for message in page:
                 conn.send_frame(message.wire_frame)
                 last_sent = message.id
@@ -209,4 +209,8 @@ HANDLERS: dict[str, Handler] = {
     "typing": handle_typing,
     "rooms": handle_rooms,
     "conversations": handle_conversations,
+    "edit": events.handle_event,
+    "delete": events.handle_event,
+    "react": events.handle_event,
+    "unreact": events.handle_event,
 }
