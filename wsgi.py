@@ -5,7 +5,7 @@ The settings of the whole process are made here, not in the app factory.
 
 import logging
 
-from app import create_app, db
+from app import create_app, db, redact
 from app.config import load_dotenv_file
 
 load_dotenv_file()
@@ -18,6 +18,7 @@ logging.basicConfig(
     level=str(app.config["LOG_LEVEL"]).upper(),
     format="%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s",
 )
+redact.install()  # no token in any log line of the process, gunicorn's included
 # psycopg2 waits through gevent from the start, not only once the chat runtime exists:
 # a /healthz or a login before the first WebSocket must not block the worker either.
 db.make_cooperative()

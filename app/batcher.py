@@ -17,6 +17,7 @@ import gevent
 from gevent.event import AsyncResult, Event
 
 from . import store
+from .commits_in_flight import CommitsInFlight
 from .db import Pool, SingleConnection
 from .errors import ChatError, Unavailable
 from .messages import StoredMessage
@@ -78,8 +79,10 @@ class Batcher:
         timeout_seconds: float,
         pipelines: int = 2,
         known_users: set[int] | None = None,
+        local_commits: CommitsInFlight | None = None,  # told of the DMs' commits (Hub.local_commits)
     ) -> None:
         self.pool = pool
+        self.local_commits = local_commits or CommitsInFlight()
         self.origin = origin
         self.notify_channel = notify_channel
         self.on_committed = on_committed
@@ -142,6 +145,9 @@ class Batcher:
                     continue
                 for pending in batch:
                     pending.taken = True
+                # Only DMs: their sending connection gets another frame than the rest.
+                conversations = {p.draft.channel for p in batch if p.draft.to_user is not None}
+                self.local_commits.begin(conversations)
                 try:
                     self._commit_batch(lane.connection, batch)
                 except Exception:
@@ -149,6 +155,8 @@ class Batcher:
                     for pending in batch:
                         if not pending.result.ready():
                             pending.result.set_exception(ChatError("internal error while storing"))
+                finally:
+                    self.local_commits.end(conversations)
 
     def _commit_batch(self, connection: SingleConnection, batch: list[Pending]) -> None:
         """Store a batch, then deliver and answer; a batch whose statement failed (nothing

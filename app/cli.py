@@ -5,9 +5,8 @@ from __future__ import annotations
 import click
 from flask import Flask, current_app
 from flask.cli import with_appcontext
-from werkzeug.security import generate_password_hash
 
-from . import accounts, db
+from . import accounts, db, passwords
 from .names import local_username
 from .tokens import issue_token
 
@@ -37,7 +36,7 @@ def create_user_command(username: str, password: str, reset_password: bool) -> N
     name = _local_name(username)
     try:
         user_id, created = accounts.create_user(
-            current_app.config["DATABASE_URL"], name, generate_password_hash(password), reset_password
+            current_app.config["DATABASE_URL"], name, passwords.hash_password(password), reset_password
         )
     except accounts.Refused as exc:
         raise click.ClickException(str(exc)) from None

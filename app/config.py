@@ -19,6 +19,10 @@ DEFAULTS: dict[str, Any] = {
     "JWT_SECRET": "",
     # When set, tokens must carry this `aud` claim; when empty, `aud` is not checked.
     "JWT_AUDIENCE": "",
+    # Clock skew allowed between the token issuer and this server, on `iat`, `nbf` and `exp`
+    # alike: an issuer whose clock runs ahead had its fresh tokens refused. An open
+    # connection is closed with 4001 once `exp` plus this has passed.
+    "JWT_LEEWAY_SECONDS": 30,
     # Cross-process fan-out: "postgres" (LISTEN/NOTIFY), "redis", or "auto" (redis when
     # REDIS_URL is set, else postgres).
     "CHAT_BUS": "auto",

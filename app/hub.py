@@ -19,6 +19,7 @@ import gevent
 from gevent.lock import Semaphore
 
 from . import protocol
+from .commits_in_flight import CommitsInFlight
 from .errors import ChatError
 from .messages import ChannelKey, StoredMessage
 from .metrics import GAP_FILL_DEFERRALS, GAP_FILLS
@@ -33,6 +34,12 @@ log = logging.getLogger(__name__)
 FILL_PAGE_SIZE = 500
 # Gap fills querying the database at once, per process.
 FILLS_AT_ONCE = 2
+# How long a fill that read rows of a conversation waits for this process's commits to
+# it that were under way, so that their sending connections get their DMs as dm_sent
+# (see CommitsInFlight). A delivery follows its commit within milliseconds; a lane stuck
+# on a lost connection must not hold the conversation's other messages for longer (the
+# sending tab then gets its DM as `dm`, and `dm_sent` when the delivery comes).
+LOCAL_COMMIT_WAIT_SECONDS = 2.0
 
 # fetch(channel, after_id, up_to_seq or None, limit) -> messages in id order
 Fetcher = Callable[[ChannelKey, int, "int | None", int], list[StoredMessage]]
@@ -81,6 +88,9 @@ class Hub:
         # user id -> connection being registered -> the DMs of that user that reached this
         # process while its conversations were being listed (see begin_registration)
         self.registering: dict[int, dict[Connection, list[StoredMessage]]] = {}
+        # this process's commits under way (the batcher reports them), for the gap fills
+        self.local_commits = CommitsInFlight()
+        self.local_commit_wait_seconds = LOCAL_COMMIT_WAIT_SECONDS
 
     # --- membership ---------------------------------------------------------------------
 
@@ -206,8 +216,9 @@ class Hub:
                 return  # nobody here takes this channel
         if message.seq < gate.next_seq:
             # Seen already (the fast path and the bus both bring our own). A DM of ours
-            # that a gap fill released first went out without knowing its sending tab:
-            # that tab still gets its dm_sent.
+            # that a gap fill released first (it waited for the delivery in vain, see
+            # LOCAL_COMMIT_WAIT_SECONDS) went out without knowing its sending tab: that
+            # tab still gets its dm_sent.
             if message.origin_connection is not None and message.is_dm:
                 message.origin_connection.send_frame(self._dm_sent_frame(message))
             return
@@ -317,6 +328,9 @@ class Hub:
                         return
                     GAP_FILLS.inc()
                     found = self.fetch(channel, gate.last_id, target, FILL_PAGE_SIZE)
+                # What it read may be our own commit, not delivered yet: that delivery,
+                # which knows the sending connection, is to release it.
+                self.local_commits.wait(channel, self.local_commit_wait_seconds)
                 if self.gates.get(channel) is not gate:
                     return
                 self.catch_up(gate, found)
@@ -337,13 +351,14 @@ class Hub:
             gate.filling = False
 
     def catch_up(self, gate: Gate, found: list[StoredMessage]) -> None:
-        """Release fetched messages (id order) that this process has not released yet."""
+        """Release fetched messages (id order) that this process has not released yet;
+        of one that arrived meanwhile too, the arrival (which may know its sender here)."""
         for message in found:
             if self.registering and message.is_dm:
                 self._hold_for_registering(message)
             if message.seq >= gate.next_seq:
                 gate.next_seq = message.seq  # a lower seq missing here is a hole
-                self._release(gate, message)
+                self._release(gate, gate.pending.pop(message.seq, message))
         self._drain(gate)
 
     def check_heads(self, heads: dict[ChannelKey, int], at_once: bool) -> None:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import gevent
 from flask import Blueprint, Response, abort, current_app, jsonify, request
 from gevent.lock import Semaphore
-from werkzeug.security import check_password_hash, generate_password_hash
 
-from .errors import Unavailable
+from . import passwords
+from .errors import ChatError, Unavailable
 from .names import USERNAME_MAX_CHARS, is_valid_username
 from .runtime import get_runtime
 from .throttle import Throttle, TooManyAttempts, reserve_together
@@ -20,15 +20,16 @@ from .tokens import issue_token
 bp = Blueprint("login", __name__)
 
 # Password checks running at once. Each takes a thread of gevent's pool (which its DNS
-# resolver shares) and a core for ~140 ms: a flood of logins waits here, and leaves the
-# event loop the CPU it needs to serve the WebSockets.
+# resolver shares) and a core for ~140 ms (twice that when an old hash is replaced): a
+# flood of logins waits here, and leaves the event loop the CPU it needs to serve the
+# WebSockets.
 HASHES_AT_ONCE = 2
 # How long a login waits for one of them before it is answered 503 (retry later): under
 # a flood, a queue without end would hold every request (and its greenlet) for good.
 HASH_WAIT_SECONDS = 10.0
 
 # Checked against when the user does not exist, so that both cases take as long.
-_DUMMY_HASH = generate_password_hash("not a password")
+_DUMMY_HASH = passwords.hash_password("not a password")
 
 # Attempts per client address: an office behind one address signs in often, so ten at
 # once, then spaced up to 1 s apart (a guesser's sustained pace from one address).
@@ -40,18 +41,35 @@ by_account = Throttle()
 _hash_slots = Semaphore(HASHES_AT_ONCE)
 
 
-def _check_password(stored_hash: str, password: str) -> bool:
-    """check_password_hash in a thread of gevent's pool, at most HASHES_AT_ONCE at a time.
+def _check_password(stored_hash: str, password: str) -> tuple[bool, str | None]:
+    """passwords.check in a thread of gevent's pool, at most HASHES_AT_ONCE at a time.
 
-    scrypt holds a core for ~140 ms: in the event loop's thread that froze every WebSocket
-    of the worker. hashlib.scrypt releases the GIL, so the loop runs on meanwhile.
+    A hash holds a core for ~140 ms: in the event loop's thread that froze every WebSocket
+    of the worker. argon2 and hashlib.scrypt release the GIL, so the loop runs on meanwhile.
     """
     if not _hash_slots.acquire(timeout=HASH_WAIT_SECONDS):
         raise Unavailable("too many sign-ins at once, retry later")
     try:
-        return gevent.get_hub().threadpool.apply(check_password_hash, (stored_hash, password))
+        return gevent.get_hub().threadpool.apply(passwords.check, (stored_hash, password))
     finally:
         _hash_slots.release()
+
+
+def _replace_hash(user_id: int, old_hash: str, new_hash: str) -> None:
+    """Store the stronger hash, unless the password was changed meanwhile; when the
+    database is away, the next sign-in tries again."""
+    try:
+        with get_runtime(current_app).pool.autocommit() as cur:
+            cur.execute("UPDATE users SET password = %s WHERE id = %s AND password = %s", (new_hash, user_id, old_hash))
+    except ChatError:
+        pass
+
+
+@bp.after_request
+def not_stored(response: Response) -> Response:
+    """A token must not stay in a browser's or a proxy's cache."""
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 @bp.post("/api/login")
@@ -83,11 +101,13 @@ def login() -> tuple[Response, int]:
         return jsonify(error=exc.message), 503
     stored_hash = row[2] if row and row[2] else _DUMMY_HASH
     try:
-        matches = _check_password(stored_hash, password)
+        matches, new_hash = _check_password(stored_hash, password)
     except Unavailable as exc:
         return jsonify(error=exc.message), 503
     if not (matches and row and row[2]):
         return jsonify(error="invalid credentials"), 401
+    if new_hash is not None:
+        _replace_hash(row[0], row[2], new_hash)
     by_account.forget(account)
     by_address.uncount(address)  # shared by everyone behind it: a success just is no failure
     user_id, name = row[0], row[1]

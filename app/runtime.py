@@ -89,6 +89,7 @@ class ChatRuntime:
             timeout_seconds=config["STORE_TIMEOUT_SECONDS"],
             pipelines=config["COMMIT_PIPELINES"],
             known_users=self.known_users,
+            local_commits=self.hub.local_commits,
         )
         # The `rooms` answer, encoded: read at most once a second, however many clients ask
         # (each presence event made every member of the room ask at once).

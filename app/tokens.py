@@ -22,19 +22,32 @@ class Identity:
     """Who a verified token speaks for, and until when (`exp` in Unix seconds).
 
     `username` is None when the token has none, `expires_at` when it has no `exp`.
+    `leeway_seconds` is the clock skew the token was checked with.
     """
 
     user_id: int
     username: str | None
     expires_at: float | None = None
+    leeway_seconds: float = 0.0
+
+    @property
+    def refused_after(self) -> float | None:
+        """When this server stops taking the token (`exp` plus the leeway); None: never.
+
+        An open connection is closed then, not at `exp`: the handshake took the token
+        within the same leeway, and closing at `exp` would drop it as soon as it opened.
+        """
+        return None if self.expires_at is None else self.expires_at + self.leeway_seconds
 
 
-def verify_token(token: str, secret: str, audience: str | None = None) -> Identity:
+def verify_token(token: str, secret: str, audience: str | None = None, leeway_seconds: float = 0.0) -> Identity:
     """Check signature, algorithm, exp/nbf/iat and (when given) the audience; raise
     Unauthorized with the reason.
 
     Without `audience` an `aud` claim is not checked: the shared secret is what says the
     issuer made the token, and PyJWT would otherwise refuse every token that has one.
+    `leeway_seconds` is allowed on all three dates alike (PyJWT's leeway): a token is
+    taken from `iat`/`nbf` minus it until `exp` plus it.
     """
     if not secret:
         raise Unauthorized("server has no JWT secret configured")
@@ -48,7 +61,9 @@ def verify_token(token: str, secret: str, audience: str | None = None) -> Identi
         "verify_aud": audience is not None,
     }
     try:
-        claims = jwt.decode(token, secret, algorithms=[ALGORITHM], audience=audience, options=options)
+        claims = jwt.decode(
+            token, secret, algorithms=[ALGORITHM], audience=audience, options=options, leeway=leeway_seconds
+        )
     except jwt.ExpiredSignatureError:
         raise Unauthorized("token has expired") from None
     except jwt.ImmatureSignatureError:
@@ -61,12 +76,13 @@ def verify_token(token: str, secret: str, audience: str | None = None) -> Identi
         raise Unauthorized("token is for another audience") from None
     except jwt.InvalidTokenError as exc:
         raise Unauthorized(f"token is invalid: {exc.__class__.__name__}") from None
-    return Identity(_user_id(claims), _username(claims), _expires_at(claims))
+    return Identity(_user_id(claims), _username(claims), _expires_at(claims), leeway_seconds)
 
 
 def verify_configured(token: str, config) -> Identity:
-    """verify_token with the app's JWT_SECRET and JWT_AUDIENCE (empty: not checked)."""
-    return verify_token(token, config["JWT_SECRET"], config["JWT_AUDIENCE"] or None)
+    """verify_token with the app's JWT_SECRET, JWT_AUDIENCE (empty: not checked) and
+    JWT_LEEWAY_SECONDS."""
+    return verify_token(token, config["JWT_SECRET"], config["JWT_AUDIENCE"] or None, config["JWT_LEEWAY_SECONDS"])
 
 
 def _user_id(claims: dict) -> int:

@@ -210,7 +210,7 @@ class FirstFrameAuth:
 
 def start_session(rt: ChatRuntime, conn: Connection, identity: Identity) -> None:
     conn.user_id = identity.user_id
-    conn.token_expires_at = identity.expires_at
+    conn.token_expires_at = identity.refused_after
     threads = None
     rt.hub.begin_registration(conn)  # DMs committed after the listing's snapshot are kept
     try:

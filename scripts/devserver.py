@@ -57,13 +57,11 @@ DEMO_PASSWORD = "chat-demo"
 
 def create_demo_users(database_url: str) -> None:
     """alice and bob, password chat-demo, in the embedded database only (never in yours)."""
-    from werkzeug.security import generate_password_hash
-
-    from app import accounts
+    from app import accounts, passwords
 
     for name in DEMO_USERS:
         try:
-            accounts.create_user(database_url, name, generate_password_hash(DEMO_PASSWORD), reset_password=True)
+            accounts.create_user(database_url, name, passwords.hash_password(DEMO_PASSWORD), reset_password=True)
         except accounts.Refused as exc:
             print(f"no demo user {name}: {exc}", file=sys.stderr)
     print(f"sign in on the page as {' or '.join(DEMO_USERS)}, password {DEMO_PASSWORD}", file=sys.stderr)

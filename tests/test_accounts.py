@@ -4,9 +4,8 @@ which ids users made here get beside the tokens' users, and what names are store
 from __future__ import annotations
 
 import pytest
-from werkzeug.security import check_password_hash
 
-from app import create_app
+from app import create_app, passwords
 from app.tokens import verify_token
 from tests.support.clients import Client
 from tests.support.databases import sql
@@ -60,7 +59,7 @@ def test_a_local_users_password_changes_only_when_asked(database_url):
     reset = create_user(database_url, name, "second", "--reset-password")
     assert reset.exit_code == 0 and "new password" in reset.output
     [(same_id, new_hash)] = stored(database_url, name)
-    assert same_id == user_id and check_password_hash(new_hash, "second")
+    assert same_id == user_id and passwords.check(new_hash, "second") == (True, None)
 
 
 def test_a_name_is_stored_stripped_and_in_nfc(database_url):

@@ -9,6 +9,7 @@ import pytest
 
 from app import db, store
 from app.batcher import Batcher
+from app.commits_in_flight import CommitsInFlight
 from app.errors import Unavailable
 from tests.support.databases import sql
 
@@ -112,4 +113,31 @@ def test_a_committed_batch_is_delivered_and_answered_when_looking_up_a_resend_fa
         assert again.duplicate and again.message.id == earlier.id
     finally:
         lock.release()
+        pool.close()
+
+
+def test_a_dms_commit_is_reported_in_flight_until_it_is_delivered(fresh_database):
+    """A gap fill waits for it (app/commits_in_flight.py): from before the statement is
+    sent until the delivery is done, and no longer."""
+    db.make_cooperative()
+    url = fresh_database()
+    sql(url, "INSERT INTO users (id, username) VALUES (1, 'one'), (2, 'two')")
+    sql(url, "INSERT INTO rooms (name) VALUES ('r')")
+    pool = db.Pool(url, size=2)
+    commits = CommitsInFlight()
+    in_flight_while_delivered: list[bool] = []
+    conversation = ("d", 1, 2)
+
+    def delivered(messages: list) -> None:
+        in_flight_while_delivered.append(not commits.wait(conversation, timeout_seconds=0))
+
+    batcher = Batcher(pool, "test", lambda: None, delivered, 256, 5, pipelines=1, local_commits=commits)
+    batcher.known_users.update({1, 2})
+    try:
+        batcher.submit(store.Draft(from_user=1, username="one", content="hi", to_user=2), None)
+        assert in_flight_while_delivered == [True]
+        assert commits.wait(conversation, timeout_seconds=0)  # over once answered
+        batcher.submit(store.Draft(from_user=1, username="one", content="in a room", room="r"), None)
+        assert in_flight_while_delivered == [True, False]  # a room's is not waited for
+    finally:
         pool.close()

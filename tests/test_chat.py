@@ -11,6 +11,7 @@ import jwt
 import pytest
 import websocket
 
+from app.config import DEFAULTS
 from tests.support.asyncapi import check_server_frame
 from tests.support.clients import Client, assert_closed_with, join
 from tests.support.databases import sql
@@ -20,6 +21,7 @@ from tests.support.servers import Server
 from tests.support.waiting import wait_for
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
+LEEWAY = DEFAULTS["JWT_LEEWAY_SECONDS"]  # the test server's clock skew allowance
 
 
 # --- authentication --------------------------------------------------------------------------------
@@ -87,8 +89,9 @@ def test_a_token_whose_username_cannot_be_a_name_still_connects(server, database
 
 BAD_TOKENS = {
     "wrong secret": lambda uid: make_token(uid, secret="another-secret-another-secret-123"),
-    "expired": lambda uid: make_token(uid, exp=int(time.time()) - 5),
-    "not yet valid": lambda uid: make_token(uid, nbf=int(time.time()) + 600),
+    "expired": lambda uid: make_token(uid, exp=int(time.time()) - LEEWAY - 30),
+    "not yet valid": lambda uid: make_token(uid, nbf=int(time.time()) + LEEWAY + 30),
+    "issued in the future": lambda uid: make_token(uid, iat=int(time.time()) + LEEWAY + 30),
     "alg none": lambda uid: jwt.encode({"user_id": uid}, None, algorithm="none"),
     "HS512": lambda uid: jwt.encode({"user_id": uid}, SECRET, algorithm="HS512"),
     "no user id": lambda uid: jwt.encode({"username": "x"}, SECRET, algorithm="HS256"),
@@ -176,7 +179,25 @@ def test_an_upgrade_is_judged_by_the_http_rules(server, request_line, upgrade, s
     assert answer.split(" ")[1] == str(status), answer
 
 
-@pytest.mark.parametrize("kind", ["wrong secret", "expired", "alg none"])
+# Tokens of an issuer whose clock is a few seconds off ours: taken within JWT_LEEWAY_SECONDS.
+SKEWED_TOKENS = {
+    "issued 5 s ahead": lambda uid: make_token(uid, iat=int(time.time()) + 5, nbf=int(time.time()) + 5),
+    "expired 5 s ago": lambda uid: make_token(uid, iat=int(time.time()) - 60, exp=int(time.time()) - 5),
+}
+
+
+@pytest.mark.parametrize("how", ["query", "header", "frame"])
+@pytest.mark.parametrize("kind", SKEWED_TOKENS)
+def test_a_token_within_the_clock_skew_leeway_is_taken(server, kind, how):
+    user_id = new_user_id()
+    client = Client.connect(server.url, SKEWED_TOKENS[kind](user_id), how=how)
+    assert client.expect("welcome")["data"]["userId"] == user_id
+    client.send({"type": "auth", "token": SKEWED_TOKENS[kind](user_id)})  # and as a renewal
+    assert client.expect("auth_ok")["data"]["userId"] == user_id
+    client.close()
+
+
+@pytest.mark.parametrize("kind", ["wrong secret", "expired", "alg none", "not yet valid", "issued in the future"])
 def test_bad_auth_frame_closes_with_4001(server, kind):
     client = Client.connect(server.url)
     client.send({"type": "auth", "token": BAD_TOKENS[kind](new_user_id())})
@@ -200,9 +221,11 @@ def test_no_auth_within_timeout_closes_with_4001(server):
 
 @pytest.mark.slow
 def test_a_connection_is_closed_with_4001_when_its_token_expires(server):
+    """At `exp` plus the leeway the handshake allowed: a token taken within it lasts."""
     user_id = new_user_id()
-    client = Client.connect(server.url, make_token(user_id, exp=int(time.time()) + 2))
+    client = Client.connect(server.url, make_token(user_id, exp=int(time.time()) + 4 - LEEWAY))
     client.expect("welcome")
+    client.nothing_more("error", wait=1.5)  # the expiry check passes once a second
     join(client, unique("expiring"))
     client.send({"type": "ping"})
     client.expect("pong")  # usable until the expiry
@@ -214,7 +237,7 @@ def test_a_connection_is_closed_with_4001_when_its_token_expires(server):
 @pytest.mark.slow
 def test_a_fresh_token_of_the_same_user_keeps_the_connection_open(server):
     user_id = new_user_id()
-    client = Client.connect(server.url, make_token(user_id, exp=int(time.time()) + 2))
+    client = Client.connect(server.url, make_token(user_id, exp=int(time.time()) + 2 - LEEWAY))
     client.expect("welcome")
     later = int(time.time()) + 3600
     client.send({"type": "auth", "token": make_token(user_id, exp=later)})

@@ -245,9 +245,9 @@ def test_the_event_loop_runs_while_passwords_are_checked(client, alice, monkeypa
     ran_meanwhile: list[bool] = []
     running, most_running = [0], [0]
     counting = threading.Lock()
-    real_check = login.check_password_hash
+    real_check = login.passwords.check
 
-    def check_once_a_greenlet_ran(stored_hash: str, password: str) -> bool:
+    def check_once_a_greenlet_ran(stored_hash: str, password: str) -> tuple[bool, str | None]:
         with counting:
             running[0] += 1
             most_running[0] = max(most_running[0], running[0])
@@ -264,7 +264,7 @@ def test_the_event_loop_runs_while_passwords_are_checked(client, alice, monkeypa
                 event.set()
             gevent.sleep(0.001)
 
-    monkeypatch.setattr(login, "check_password_hash", check_once_a_greenlet_ran)
+    monkeypatch.setattr(login.passwords, "check", check_once_a_greenlet_ran)
     ticking = gevent.spawn(ticker)
     try:
         logins = [

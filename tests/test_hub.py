@@ -6,6 +6,7 @@ import json
 import time
 
 import gevent
+import gevent.event
 import pytest
 
 from app.hub import Hub
@@ -171,20 +172,59 @@ def test_a_new_conversation_starts_at_seq_one():
     assert len(alice.frames) == 1 and b'"type":"dm"' in alice.frames[0]
 
 
-def test_a_dm_a_fill_released_first_is_still_acknowledged_to_its_sending_tab():
-    """The sender's own commit delivers its DM with the sending tab; a gap fill that read
-    the committed row a moment earlier released it without: the tab gets dm_sent anyway."""
-    hub = Hub(lambda *args: [], gap_wait_seconds=0.01)
-    sending_tab, other_tab = FakeConnection(1), FakeConnection(1)
+def frame_types(conn: FakeConnection) -> list[str]:
+    return [json.loads(frame[2 if frame[1] < 126 else 4 :])["type"] for frame in conn.frames]
+
+
+@pytest.mark.parametrize("gap", [False, True], ids=["in order", "behind a gap"])
+def test_a_dm_a_fill_reads_before_its_commit_delivers_it_reaches_its_sending_tab_once(gap):
+    """The fill reads the committed row while the commit's own delivery (which knows the
+    sending tab) has not run yet: the sending tab must get dm_sent only, never dm too."""
     pair = ("d", 1, 2)
-    hub.add_user_connection(sending_tab, threads=[(pair, 0, 0)])
-    hub.add_user_connection(other_tab, threads=[(pair, 0, 0)])
     data = message_data(300, 1, "alice", "hi", "t", to_user=2)
-    hub.catch_up(hub.gates[pair], [StoredMessage(id=300, seq=1, data=data)])  # the fill
-    ours = StoredMessage(id=300, seq=1, data=data, origin_connection=sending_tab)
-    hub.deliver(ours)  # the commit path, a moment later
-    assert [b'"type":"dm_sent"' in frame for frame in sending_tab.frames] == [False, True]
-    assert len(other_tab.frames) == 1  # its dm, once
+    committed = [StoredMessage(id=300, seq=2 if gap else 1, data=data)]
+    if gap:  # seq 1 was lost by the bus: the fill fetches it along
+        committed.insert(0, StoredMessage(id=299, seq=1, data=message_data(299, 2, "bob", "yo", "t", to_user=1)))
+    fetched = gevent.event.Event()
+
+    def fetch(channel, after_id, up_to_seq, limit):
+        fetched.set()
+        return committed
+
+    hub = Hub(fetch, gap_wait_seconds=0.01)
+    sending_tab, other_tab, bob = FakeConnection(1), FakeConnection(1), FakeConnection(2)
+    for conn in (sending_tab, other_tab, bob):
+        hub.add_user_connection(conn, threads=[(pair, 0, 0)])
+    hub.local_commits.begin([pair])  # the batch of the sending tab's DM is being committed
+    hub.check_heads({pair: committed[-1].seq}, at_once=True)  # a head read just after the commit
+    with gevent.Timeout(2):
+        fetched.wait()
+    gevent.sleep(0)  # the fill had its chance to release what it read
+    ours = committed[-1]
+    hub.deliver(StoredMessage(id=ours.id, seq=ours.seq, data=data, origin_connection=sending_tab))
+    hub.local_commits.end([pair])  # the commit's delivery is done
+    settle(hub)
+    expected = ["dm"] if gap else []
+    assert frame_types(sending_tab) == [*expected, "dm_sent"]
+    assert frame_types(other_tab) == frame_types(bob) == [*expected, "dm"]
+
+
+def test_a_fill_goes_on_without_a_commits_delivery_that_does_not_come():
+    """A lane stuck on a lost connection must not hold the conversation for long: the
+    sending tab then gets its DM as dm, and dm_sent once the delivery comes."""
+    pair = ("d", 1, 2)
+    data = message_data(300, 1, "alice", "hi", "t", to_user=2)
+    hub = Hub(lambda *args: [StoredMessage(id=300, seq=1, data=data)], gap_wait_seconds=0.01)
+    hub.local_commit_wait_seconds = 0.01
+    sending_tab = FakeConnection(1)
+    hub.add_user_connection(sending_tab, threads=[(pair, 0, 0)])
+    hub.local_commits.begin([pair])
+    hub.check_heads({pair: 1}, at_once=True)
+    settle(hub)
+    assert frame_types(sending_tab) == ["dm"]
+    hub.deliver(StoredMessage(id=300, seq=1, data=data, origin_connection=sending_tab))
+    hub.local_commits.end([pair])
+    assert frame_types(sending_tab) == ["dm", "dm_sent"]
 
 
 def test_a_user_is_in_a_room_while_one_of_its_connections_is():
