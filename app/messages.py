@@ -55,15 +55,15 @@ class StoredMessage:
         return self._frame
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, kw_only=True)
 class StoredEvent(StoredMessage):
     """A committed edit, delete or reaction (PROTOCOL.md §10): `id` is its eventId, `seq`
     its place in the message's channel, `data` the frame's data. It travels through gates,
     gap fills and replays like a message; its channel is explicit, since a reaction's data
     does not name it."""
 
-    kind: str = "message_edited"  # the frame type: message_edited, message_deleted, reaction
-    event_channel: ChannelKey = ()
+    kind: str  # the frame type: message_edited, message_deleted or reaction
+    event_channel: ChannelKey
 
     def __post_init__(self) -> None:
         if self.event_channel[0] == "r":
