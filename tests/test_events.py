@@ -7,6 +7,7 @@ import pytest
 from tests.support.clients import Client, join
 from tests.support.databases import sql
 from tests.support.identities import unique
+from tests.support.servers import Server
 
 THUMBS = "\U0001f44d"
 HEART = "\u2764\ufe0f"
@@ -21,6 +22,16 @@ def send(client: Client, room: str, content: str) -> dict:
 def send_dm(client: Client, to: int, content: str) -> dict:
     client.send({"type": "dm", "to": to, "content": content})
     return client.expect("dm_sent")["data"]["message"]
+
+
+def event_ids(client: Client, count: int) -> list[int]:
+    """The eventIds of the next `count` §10 frames (presence and the like passed over)."""
+    ids = []
+    while len(ids) < count:
+        frame = client.recv_any()
+        if "eventId" in frame:
+            ids.append(frame["eventId"])
+    return ids
 
 
 def history(client: Client, room: str) -> dict[int, dict]:
@@ -45,10 +56,10 @@ def test_edit_delete_and_reactions_reach_every_member_and_history_shows_them_now
     assert edited["eventId"] > sent["id"]
     assert edited["data"] == {**sent, "content": "hello", "editedAt": edited["data"]["editedAt"]}
 
-    bob.send({"type": "react", "id": sent["id"], "emoji": THUMBS})
-    alice.send({"type": "react", "id": sent["id"], "emoji": THUMBS})
-    bob.send({"type": "react", "id": sent["id"], "emoji": HEART})
-    reactions = [alice_tab.expect("reaction") for _ in range(3)]
+    reactions = []
+    for client, emoji in ((bob, THUMBS), (alice, THUMBS), (bob, HEART)):
+        client.send({"type": "react", "id": sent["id"], "emoji": emoji})
+        reactions.append(alice_tab.expect("reaction"))
     assert [(r["data"]["userId"], r["data"]["emoji"], r["data"]["on"]) for r in reactions] == [
         (bob.user_id, THUMBS, True),
         (alice.user_id, THUMBS, True),
@@ -274,3 +285,37 @@ def test_join_with_since_replays_missed_events_in_id_order_exactly_once(connect)
     live = again.recv_any()
     assert live["type"] == "reaction" and live["data"]["emoji"] == HEART
     again.nothing_more("reaction", wait=0.3)
+
+
+@pytest.fixture(scope="module")
+def two_workers(database_url):
+    srv = Server(database_url, workers=2, GAP_WAIT_SECONDS="0.2", HEARTBEAT_SECONDS="0.5").start()
+    yield srv
+    srv.stop()
+
+
+def test_two_workers_carry_events_like_messages_and_replay_what_a_client_missed(connect, two_workers):
+    room = unique("room")
+    author = connect(srv=two_workers)
+    readers = [connect(srv=two_workers) for _ in range(4)]  # spread over both workers by the kernel
+    for client in (author, *readers):
+        join(client, room)
+    target = send(author, room, "target")
+    for reader in readers:
+        reader.expect("message", id=target["id"])
+    away = readers.pop()
+    away.close()
+    told = []
+    for n, reader in enumerate(readers):
+        reader.send({"type": "react", "id": target["id"], "emoji": THUMBS})
+        told.append(author.expect("reaction", userId=reader.user_id)["eventId"])
+        author.send({"type": "edit", "id": target["id"], "content": f"edit {n}"})
+        told.append(author.expect("message_edited", content=f"edit {n}")["eventId"])
+    author.send({"type": "delete", "id": target["id"]})
+    told.append(author.expect("message_deleted")["eventId"])
+    for reader in readers:
+        assert event_ids(reader, len(told)) == told
+    back = connect(away.user_id, away.username, srv=two_workers)
+    join(back, room, since=target["id"])
+    assert event_ids(back, len(told)) == told
+    back.nothing_more("reaction", wait=0.3)
