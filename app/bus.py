@@ -21,6 +21,7 @@ sequence number. The body is one JSON object whose `k` says what it is:
   {"k": "p", "room", "event": "join"|"leave", "userId", "username", "v": number}
                                     presence, numbered per (room, user) (app/presence.py)
   {"k": "t", "room", "userId", "username"}   typing
+  {"k": "dt", "to", "userId", "username"}    typing in the DM conversation with `to`
   {"k": "hello"}                    a node started listening
 
 Short keys: a message's payload is built for every message on the PostgreSQL bus, in

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from .messages import ChannelKey, StoredEvent, StoredMessage
-from .store import MESSAGE_COLUMNS, WIRE_TIMESTAMP, row_to_message
+from .store import DM_PAIR, MESSAGE_COLUMNS, WIRE_TIMESTAMP, row_to_message
 
 # The frame each kind of event is told with.
 FRAME_OF = {"edit": "message_edited", "delete": "message_deleted", "react": "reaction", "unreact": "reaction"}
@@ -191,6 +191,26 @@ def events_after(cur, channel: ChannelKey, after_id: int, below_seq: int | None,
         params.append(below_seq)
     cur.execute(f"{SELECT_EVENTS} WHERE {where} ORDER BY e.id LIMIT %s", [*params, limit])
     return [row_to_event(row) for row in cur]
+
+
+def last_id_below(cur, channel: ChannelKey, from_seq: int) -> int:
+    """The id of the channel's last message or event numbered below `from_seq` (0: none):
+    where a gate that never knew its last id resumes (within a channel ids grow with seq)."""
+    if channel[0] == "r":
+        messages, events, params = "m.room = %(room)s", "e.room = %(room)s", {"room": channel[1]}
+    else:
+        messages = DM_PAIR.format(low="%(low)s", high="%(high)s")
+        events = "e.user_low = %(low)s AND e.user_high = %(high)s"
+        params = {"low": channel[1], "high": channel[2]}
+    cur.execute(
+        f"""SELECT GREATEST(
+               COALESCE((SELECT m.id FROM messages m WHERE {messages} AND m.seq < %(seq)s
+                         ORDER BY m.id DESC LIMIT 1), 0),
+               COALESCE((SELECT e.id FROM message_events e WHERE {events} AND e.seq < %(seq)s
+                         ORDER BY e.id DESC LIMIT 1), 0))""",
+        {**params, "seq": from_seq},
+    )
+    return cur.fetchone()[0]
 
 
 def events_by_id(cur, ids: list[int]) -> list[StoredEvent]:

@@ -116,9 +116,14 @@ def record(rt: ChatRuntime, cur, conn: Connection, command: Command, message: St
     return event
 
 
-def channel_after(cur, channel: ChannelKey, after_id: int, below_seq: int | None, limit: int) -> list[StoredMessage]:
+def channel_after(
+    cur, channel: ChannelKey, after_id: int | None, below_seq: int | None, limit: int, from_seq: int = 0
+) -> list[StoredMessage]:
     """A channel's messages and events with id > after_id (and seq < below_seq): the first
-    `limit` of them in id order (a replay's page, a gap fill's)."""
+    `limit` of them in id order (a replay's page, a gap fill's). `after_id` None: after the
+    channel's last message or event numbered below `from_seq`."""
+    if after_id is None:
+        after_id = event_store.last_id_below(cur, channel, from_seq)
     messages = store.channel_after(cur, channel, after_id, below_seq, limit)
     events = event_store.events_after(cur, channel, after_id, below_seq, limit)
     if not events:

@@ -180,9 +180,26 @@ def handle_dm_history(rt: ChatRuntime, conn: Connection, command: Command) -> No
 
 
 def handle_typing(rt: ChatRuntime, conn: Connection, command: Command) -> None:
+    if command.to is not None:
+        handle_dm_typing(rt, conn, command)
+        return
     if command.room not in conn.rooms:
         raise NotJoined(f"not joined to room '{command.room}'")
     rt.publish_typing(command.room, conn.user_id, conn.username)
+
+
+def handle_dm_typing(rt: ChatRuntime, conn: Connection, command: Command) -> None:
+    """To every connection of the recipient; typing to oneself tells nobody (the sender's
+    own connections never get their typing) and is not an error: a DM to oneself is allowed."""
+    ensure_user_exists(rt, command.to)
+    if command.to != conn.user_id:
+        rt.publish_dm_typing(command.to, conn.user_id, conn.username)
+
+
+def handle_users(rt: ChatRuntime, conn: Connection, command: Command) -> None:
+    with rt.pool.autocommit() as cur:
+        users = store.find_users(cur, command.query, command.limit, rt.config["NODE_TIMEOUT_SECONDS"])
+    conn.send(protocol.users_frame(users))
 
 
 def handle_rooms(rt: ChatRuntime, conn: Connection, command: Command) -> None:
@@ -209,6 +226,7 @@ HANDLERS: dict[str, Handler] = {
     "typing": handle_typing,
     "rooms": handle_rooms,
     "conversations": handle_conversations,
+    "users": handle_users,
     "edit": events.handle_event,
     "delete": events.handle_event,
     "react": events.handle_event,

@@ -58,20 +58,31 @@ _NOTIFY = """CASE WHEN version IS NOT NULL AND %(channel)s IS NOT NULL THEN
 _ANNOUNCED_ROW = """(%(announce)s AND NOT others.online) OR EXISTS (
     SELECT 1 FROM room_presence WHERE room = %(room)s AND user_id = %(user_id)s AND announced)"""
 
+# Whether a process other than `node_id`, dead or alive, has a row of the user in the room:
+# each room's count of users online (room_online, what `rooms` lists) changes with the
+# user's first row there and their last.
+_OTHER_ROWS = """EXISTS (SELECT 1 FROM room_presence WHERE room = %(room)s AND user_id = %(user_id)s
+                        AND node_id <> %(node_id)s)"""
+
 # The statements of joining and leaving, prepared on every connection of the pool. A join
 # (Presence.enter) is one query string, so one round trip and one transaction: create the
-# room if asked; take the (room, user) advisory lock, held until the end; then, in a
-# statement of its own (so that its snapshot comes after the lock and sees what the
-# previous holder committed), read the room's stream position, add our row unless there
-# is one, and tell whether this is the user's first connection in the room anywhere,
-# announcing it if so. A leave likewise removes the row, and tells (and announces) whether
-# it was the user's last; one that finds no row to remove announces nothing (two tabs
-# leaving at once may both find the user gone from the hub: the first announced it).
+# room if asked; take the (room, user) advisory lock, held until the end, and lock the
+# user's rows in the room (a burial removing one waits for us, or we for it: see
+# Presence._remove_rows); then, in a statement of its own (so that its snapshot comes
+# after the locks and sees what the previous holder committed), read the room's stream
+# position, add our row unless there is one, count the user in the room if it is their
+# first row, and tell whether this is the user's first connection in the room on a live
+# node, announcing it if so. A leave likewise removes the row, uncounts the user if it was
+# their last, and tells (and announces) whether it was the last; one that finds no row to
+# remove announces nothing (two tabs leaving at once may both find the user gone from the
+# hub: the first announced it).
 STATEMENTS = PreparedStatements(
     {
         "chat_lock_creator": store.LOCK_CREATOR,
         "chat_create_room": store.CREATE_ROOM,
         "chat_presence_lock": "SELECT pg_advisory_xact_lock(hashtextextended(%(lock)s, 0))",
+        "chat_presence_rows": """SELECT 1 FROM room_presence WHERE room = %(room)s AND user_id = %(user_id)s
+                                 ORDER BY node_id FOR UPDATE""",
         "chat_enter": f"""
             WITH room AS ({store.ROOM_STATE}),
             others AS MATERIALIZED (SELECT {_OTHERS_ONLINE} AS online),
@@ -79,6 +90,10 @@ STATEMENTS = PreparedStatements(
                 INSERT INTO room_presence (room, user_id, node_id, username, announced)
                 SELECT name, %(user_id)s, %(node_id)s, %(username)s, {_ANNOUNCED_ROW} FROM room, others
                 ON CONFLICT DO NOTHING RETURNING 1
+            ), counted AS (
+                INSERT INTO room_online AS o (room, online)
+                SELECT name, 1 FROM room WHERE EXISTS (SELECT 1 FROM entered) AND NOT {_OTHER_ROWS}
+                ON CONFLICT (room) DO UPDATE SET online = o.online + 1
             ), step AS MATERIALIZED (
                 SELECT last_seq, last_id, EXISTS (SELECT 1 FROM entered) AND NOT others.online AS first
                 FROM room, others
@@ -90,6 +105,9 @@ STATEMENTS = PreparedStatements(
             WITH gone AS (
                 DELETE FROM room_presence WHERE room = %(room)s AND user_id = %(user_id)s AND node_id = %(node_id)s
                 RETURNING announced
+            ), uncounted AS (
+                UPDATE room_online SET online = online - 1
+                WHERE room = %(room)s AND EXISTS (SELECT 1 FROM gone) AND NOT {_OTHER_ROWS}
             ), step AS MATERIALIZED (
                 SELECT NOT {_OTHERS_ONLINE} AS last,
                        %(announce)s OR COALESCE((SELECT bool_or(announced) FROM gone), false) AS heard,
@@ -121,9 +139,10 @@ STATEMENTS = PreparedStatements(
     settings=("SET plan_cache_mode = force_generic_plan",),
 )
 _EXECUTE = STATEMENTS.execute
-_JOIN = "; ".join([_EXECUTE["chat_presence_lock"], _EXECUTE["chat_enter"]])
+_LOCKS = [_EXECUTE["chat_presence_lock"], _EXECUTE["chat_presence_rows"]]
+_JOIN = "; ".join([*_LOCKS, _EXECUTE["chat_enter"]])
 _JOIN_CREATING = "; ".join([_EXECUTE["chat_lock_creator"], _EXECUTE["chat_create_room"], _JOIN])
-_LEAVE = "; ".join([_EXECUTE["chat_presence_lock"], _EXECUTE["chat_leave"]])
+_LEAVE = "; ".join([*_LOCKS, _EXECUTE["chat_leave"]])
 
 
 class Entered(NamedTuple):
@@ -456,15 +475,7 @@ class Presence:
             dead = [row[0] for row in cur]
             if not dead:
                 return
-            cur.execute(
-                """WITH p AS (DELETE FROM room_presence WHERE node_id = ANY(%s) RETURNING *)
-                   SELECT p.room, p.user_id,
-                          COALESCE(max(p.username), (SELECT username FROM users u WHERE u.id = p.user_id)),
-                          bool_or(p.announced)
-                   FROM p GROUP BY p.room, p.user_id ORDER BY p.room, p.user_id""",
-                (dead,),
-            )
-            gone = [(room, user_id, username or f"user{user_id}", heard) for room, user_id, username, heard in cur]
+            gone = _remove_rows(cur, dead)
         log.info("buried %d dead node(s): %s", len(dead), ", ".join(dead))
         # The leave of a dead node's connection: is the user still online on a live one
         # (this one included)?
@@ -475,8 +486,45 @@ class Presence:
     def forget_node(self) -> None:
         """On shutdown: remove our node and presence rows (the leaves were sent already)."""
         with self.pool.transaction() as cur:
-            cur.execute("DELETE FROM room_presence WHERE node_id = %s", (self.node_id,))
+            _remove_rows(cur, [self.node_id])
             cur.execute("DELETE FROM chat_nodes WHERE node_id = %s", (self.node_id,))
+
+
+def _remove_rows(cur, nodes: list[str]) -> list[tuple[str, int, str, bool]]:
+    """Remove the presence rows of `nodes` (rooms and users) and count again the users online in their rooms,
+    in the caller's transaction; returns (room, user id, name, heard_join) per user removed.
+
+    Without the advisory locks of joins and leaves (a dead node may have thousands of
+    users, more locks than PostgreSQL's lock table holds), yet exact: a join or leave locks
+    every row of its user in the room, a dead node's too, so removing such a row waits for
+    one under way (or it for the removal); and each room's count is then locked (after its
+    row is made sure of, so that no join inserts it after our snapshot) and taken again from
+    the rows, each statement seeing what the previous one waited for.
+    """
+    cur.execute("DELETE FROM user_presence WHERE node_id = ANY(%s)", (nodes,))
+    cur.execute(
+        """WITH p AS (DELETE FROM room_presence WHERE node_id = ANY(%s) RETURNING *)
+           SELECT p.room, p.user_id,
+                  COALESCE(max(p.username), (SELECT username FROM users u WHERE u.id = p.user_id)),
+                  bool_or(p.announced)
+           FROM p GROUP BY p.room, p.user_id ORDER BY p.room, p.user_id""",
+        (nodes,),
+    )
+    gone = [(room, user_id, username or f"user{user_id}", heard) for room, user_id, username, heard in cur]
+    rooms = sorted({room for room, *_ in gone})
+    if rooms:
+        cur.execute(
+            """INSERT INTO room_online (room, online) SELECT unnest(%(rooms)s::text[]), 0 ON CONFLICT DO NOTHING;
+               SELECT 1 FROM room_online WHERE room = ANY(%(rooms)s) ORDER BY room FOR UPDATE""",
+            {"rooms": rooms},
+        )
+        cur.execute(
+            """UPDATE room_online o SET online = (SELECT count(DISTINCT user_id) FROM room_presence p
+                                                  WHERE p.room = o.room)
+               WHERE o.room = ANY(%s)""",
+            (rooms,),
+        )
+    return gone
 
 
 def _dumps_text(value: object) -> str:

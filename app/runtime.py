@@ -33,6 +33,7 @@ from .messages import StoredEvent, StoredMessage, message_data
 from .presence import STATEMENTS as PRESENCE_STATEMENTS
 from .presence import Presence
 from .shared_read import SharedRead
+from .users_online import UsersOnline
 from .wsframe import text_frame
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,7 @@ class ChatRuntime:
             user_here=self.hub.user_in_room,
             rooms_per_minute=config["ROOMS_CREATE_PER_MINUTE"],
         )
+        self.users_online = UsersOnline(self.pool, self.node_id, lambda: self.hub.connections_by_user)
         self.batcher = Batcher(
             self.pool,
             origin=self.bus.origin,
@@ -145,6 +147,8 @@ class ChatRuntime:
             gevent.spawn(self._deliver_event_by_id, payload["id"])
         elif kind in ("p", "t"):
             self.deliver_event(payload)
+        elif kind == "dt":
+            self.deliver_dm_typing(payload)
         # "hello": a node started listening; the bus noted it, nothing to deliver
 
     def _deliver_by_id(self, message_id: int) -> None:
@@ -192,17 +196,32 @@ class ChatRuntime:
         except ChatError:
             pass  # typing is best effort
 
+    def publish_dm_typing(self, to: int, user_id: int, username: str) -> None:
+        payload = {"k": "dt", "to": to, "userId": user_id, "username": username}
+        self.deliver_dm_typing(payload)
+        try:
+            self.bus.publish_event(payload, only_if_heard=True)
+        except ChatError:
+            pass  # typing is best effort
+
+    def deliver_dm_typing(self, payload: dict) -> None:
+        """Typing in a DM conversation: to the recipient's connections here."""
+        frame = protocol.dm_typing_frame(payload["userId"], payload["username"])
+        self.hub.to_user(payload["to"], text_frame(protocol.encode(frame)))
+
     def _read_rooms_frame(self) -> bytes:
         with self.pool.autocommit() as cur:
-            rooms = store.list_rooms(cur, self.config["NODE_TIMEOUT_SECONDS"], self.config["ROOMS_LIST_MAX"])
+            rooms = store.list_rooms(cur, self.config["ROOMS_LIST_MAX"])
         return text_frame(protocol.encode(protocol.rooms_frame(rooms)))
 
     # --- catching up ---------------------------------------------------------------------------
 
-    def _fetch_channel(self, channel: tuple, after_id: int, up_to_seq: int | None, limit: int) -> list[StoredMessage]:
+    def _fetch_channel(
+        self, channel: tuple, after_id: int | None, from_seq: int, up_to_seq: int | None, limit: int
+    ) -> list[StoredMessage]:
         below = None if up_to_seq is None else up_to_seq + 1
         with self.pool.autocommit() as cur:
-            return events.channel_after(cur, channel, after_id, below, limit)
+            return events.channel_after(cur, channel, after_id, below, limit, from_seq)
 
     def resync(self) -> None:
         """After the bus (re)connects: fetch whatever was committed while it was away, and
@@ -227,7 +246,7 @@ class ChatRuntime:
         # Each step on its own: presence upkeep failing half-way (the pool exhausted, say)
         # must not skip the check that bounds how long a message lost by pub/sub stays
         # undelivered.
-        steps = (self._tend_presence, self._check_heads, self.presence.repair_unheard)
+        steps = (self._tend_presence, self._check_heads, self.presence.repair_unheard, self.users_online.repair)
         while True:
             for step in steps:
                 try:

@@ -74,10 +74,12 @@ def create_user(cur, identity: Identity) -> str:
 # What a connection needs when it opens, prepared on every connection of the pool (like
 # the join's statements, app/presence.py), since every client runs it: the user's stored
 # name, the row added first if there is none (unless the name is taken: then None), and
-# each of their conversations with its stream position.
+# each of their conversations with its last seq. Only what dm_threads holds: the id of each
+# conversation's last message (a lookup in `messages` per conversation, ~200 ms for a user
+# with 50k partners) is looked up by a gate that needs it (see channel_after).
 SESSION = PreparedStatements(
     {
-        "chat_open_session": f"""
+        "chat_open_session": """
             WITH stored AS (
                 SELECT username FROM users WHERE id = %(user_id)s
             ), created AS (
@@ -86,30 +88,25 @@ SESSION = PreparedStatements(
                 ON CONFLICT DO NOTHING RETURNING username
             )
             SELECT COALESCE((SELECT username FROM stored), (SELECT username FROM created)),
-                   t.user_low, t.user_high, t.last_seq, t.last_id
+                   t.user_low, t.user_high, t.last_seq
             FROM (SELECT %(user_id)s AS id) AS me
-            LEFT JOIN LATERAL (
-                SELECT t.user_low, t.user_high, t.last_seq,
-                       COALESCE((SELECT id FROM messages m WHERE {DM_PAIR.format(low="t.user_low", high="t.user_high")}
-                                 ORDER BY id DESC LIMIT 1), 0) AS last_id
-                FROM dm_threads t WHERE t.user_low = me.id OR t.user_high = me.id
-            ) AS t ON true""",
+            LEFT JOIN dm_threads t ON t.user_low = me.id OR t.user_high = me.id""",
     },
     types={"user_id": "bigint", "username": "text"},
     settings=("SET plan_cache_mode = force_generic_plan",),
 )
 
 
-def open_session(cur, identity: Identity) -> tuple[str, list[tuple[tuple, int, int]]]:
-    """A connecting user's name and every conversation of theirs with its stream position,
-    (channel, last_seq, last_id); the user's row is created if missing. One statement,
-    unless a new user's name is taken by another id."""
+def open_session(cur, identity: Identity) -> tuple[str, list[tuple[tuple, int]]]:
+    """A connecting user's name and every conversation of theirs with its last seq,
+    (channel, last_seq); the user's row is created if missing. One statement, unless a
+    new user's name is taken by another id."""
     cur.execute(
         SESSION.execute["chat_open_session"],
         {"user_id": identity.user_id, "username": identity.username or f"user{identity.user_id}"},
     )
     rows = cur.fetchall()
-    threads = [(("d", low, high), last_seq, last_id) for _, low, high, last_seq, last_id in rows if low is not None]
+    threads = [(("d", low, high), last_seq) for _, low, high, last_seq in rows if low is not None]
     stored = rows[0][0]
     if stored is None:
         return create_user(cur, identity), threads
@@ -178,19 +175,18 @@ def room_named(cur, room: str) -> bool:
     return cur.fetchone() is not None
 
 
-# The `rooms` list: the `most` rooms with the most users online, then by name. Only rooms
-# with someone online have a count, and those are read from room_presence (as many rows
-# as users are in rooms, however many rooms exist); the rest of the list, rooms with
-# nobody online, is the first names of the rooms' name index. A GROUP BY over every room
-# took 650 ms at 517k rooms (bench/rooms_list.py measures this one).
+# The `rooms` list: the `most` rooms with the most users online, then by name. The rooms
+# with someone online are read from their maintained counts (room_online, kept by joins,
+# leaves and burials: app/presence.py) in the order of its index, the rest of the list,
+# rooms with nobody online, from the first names of the rooms' name index: a few thousand
+# index entries, however many rooms exist and users are online. (Counting room_presence
+# took 40 ms p99 at 20k users online; a GROUP BY over every room 650 ms at 517k rooms.
+# bench/rooms_list.py measures this one.)
 LIST_ROOMS = f"""
-WITH online AS (
-    SELECT p.room, count(DISTINCT p.user_id) AS online FROM room_presence p
-    WHERE p.node_id IN (SELECT node_id FROM chat_nodes WHERE heartbeat_at > now() - make_interval(secs => %(alive)s))
-    GROUP BY p.room
-), crowded AS (
-    SELECT r.name, r.description, o.online FROM online o JOIN rooms r ON r.name = o.room AND r.{PUBLIC}
-    ORDER BY o.online DESC, r.name LIMIT %(most)s
+WITH crowded AS (
+    SELECT r.name, r.description, o.online::bigint AS online
+    FROM room_online o JOIN rooms r ON r.name = o.room AND r.{PUBLIC}
+    WHERE o.online > 0 ORDER BY o.online DESC, o.room LIMIT %(most)s
 ), quiet AS (
     SELECT r.name, r.description, 0::bigint AS online FROM rooms r
     WHERE r.{PUBLIC} AND NOT EXISTS (SELECT 1 FROM crowded c WHERE c.name = r.name)
@@ -201,9 +197,9 @@ SELECT name, description, online FROM (
 ) listed ORDER BY name"""
 
 
-def list_rooms(cur, alive_seconds: float, most: int) -> list[dict[str, Any]]:
+def list_rooms(cur, most: int) -> list[dict[str, Any]]:
     """The `most` rooms with the most users online (then by name), in name order."""
-    cur.execute(LIST_ROOMS, {"alive": alive_seconds, "most": most})
+    cur.execute(LIST_ROOMS, {"most": most})
     return [{"name": name, "description": description, "online": online} for name, description, online in cur]
 
 
@@ -244,15 +240,25 @@ def dm_history(
     return rows if after is not None else rows[::-1]
 
 
-def channel_after(cur, channel: tuple, after_id: int, below_seq: int | None, limit: int) -> list[StoredMessage]:
-    """Messages of a room or conversation with id > after_id (and seq < below_seq), in id order."""
+def channel_after(
+    cur, channel: tuple, after_id: int | None, below_seq: int | None, limit: int, from_seq: int = 0
+) -> list[StoredMessage]:
+    """Messages of a room or conversation with id > after_id (and seq < below_seq), in id
+    order. `after_id` None: after the channel's last message numbered below `from_seq`
+    (within a channel ids grow with seq), looked up by the same query."""
     if channel[0] == "r":
         where, params = "m.room = %s", [channel[1]]
     else:
         where = DM_PAIR.format(low="%s", high="%s")
         params = [channel[1], channel[2]]
-    where += " AND m.id > %s"
-    params.append(after_id)
+    if after_id is None:
+        # (read backwards from the newest: past the messages not released yet only)
+        last_released = f"SELECT m.id FROM messages m WHERE {where} AND m.seq < %s ORDER BY m.id DESC LIMIT 1"
+        where += f" AND m.id > COALESCE(({last_released}), 0)"
+        params += [*params, from_seq]
+    else:
+        where += " AND m.id > %s"
+        params.append(after_id)
     if below_seq is not None:
         where += " AND m.seq < %s"
         params.append(below_seq)
@@ -524,3 +530,84 @@ def draft_message(draft: Draft, result: BatchResult) -> StoredMessage:
         draft.client_id,
     )
     return StoredMessage(id=result.id, seq=result.seq, data=data)
+
+
+# --- who is connected, and finding people ---------------------------------------------------
+
+_ALIVE_NODES = "SELECT node_id FROM chat_nodes WHERE heartbeat_at > now() - make_interval(secs => %(alive)s)"
+# A name as `users` compares and orders it: the expression of the users_lower_username and
+# user_presence_lower_username indexes (schema.sql), so that they serve both.
+_SORT_NAME = 'lower({}.username) COLLATE "C"'
+# The online users whose name starts with the prefix, from user_presence (a scan of what
+# matches, however few of the users in that name range are online); then, only when they
+# are fewer than the limit, the offline ones from users (skipping at most those few online).
+FIND_USERS = f"""
+WITH online AS MATERIALIZED (
+    SELECT DISTINCT ON ({_SORT_NAME.format("p")}, p.user_id) p.user_id, {_SORT_NAME.format("p")} AS sort_name
+    FROM user_presence p
+    WHERE {_SORT_NAME.format("p")} LIKE lower(%(prefix)s) || '%%' AND p.node_id IN ({_ALIVE_NODES})
+    ORDER BY {_SORT_NAME.format("p")}, p.user_id LIMIT %(limit)s
+), offline AS (
+    SELECT u.id, u.username, {_SORT_NAME.format("u")} AS sort_name FROM users u
+    WHERE (SELECT count(*) FROM online) < %(limit)s
+      AND {_SORT_NAME.format("u")} LIKE lower(%(prefix)s) || '%%'
+      AND NOT EXISTS (SELECT 1 FROM user_presence p WHERE p.user_id = u.id AND p.node_id IN ({_ALIVE_NODES}))
+    ORDER BY {_SORT_NAME.format("u")}, u.id LIMIT %(limit)s
+)
+SELECT id, username, online FROM (
+    SELECT u.id, u.username, true AS online, o.sort_name FROM online o JOIN users u ON u.id = o.user_id
+    UNION ALL
+    SELECT id, username, false, sort_name FROM offline
+) found ORDER BY NOT online, sort_name, id LIMIT %(limit)s"""
+
+
+# The user's stored name (a user connected while the database was away may have no row yet).
+_STORED_NAME = "COALESCE((SELECT s.username FROM users s WHERE s.id = {0}), 'user' || {0})"
+
+
+def like_prefix(text: str) -> str:
+    r"""`text` as the start of a LIKE pattern: its own %, _ and \ match only themselves."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def find_users(cur, prefix: str, limit: int, alive_seconds: float) -> list[dict[str, Any]]:
+    """Up to `limit` users whose name starts with `prefix` (case-insensitive): the online
+    ones first, each group in name order."""
+    cur.execute(FIND_USERS, {"prefix": like_prefix(prefix), "limit": limit, "alive": alive_seconds})
+    return [{"userId": user_id, "username": name, "online": online} for user_id, name, online in cur]
+
+
+def note_user_online(cur, user_id: int, node_id: str) -> None:
+    """The user has a connection on this node (user_presence)."""
+    cur.execute(
+        f"""INSERT INTO user_presence (user_id, node_id, username)
+            VALUES (%(user_id)s, %(node_id)s, {_STORED_NAME.format("%(user_id)s")})
+            ON CONFLICT DO NOTHING""",
+        {"user_id": user_id, "node_id": node_id},
+    )
+
+
+def note_user_offline(cur, user_id: int, node_id: str) -> None:
+    """The user's last connection on this node closed."""
+    cur.execute("DELETE FROM user_presence WHERE user_id = %s AND node_id = %s", (user_id, node_id))
+
+
+def users_noted_online(cur, node_id: str) -> int:
+    """How many users user_presence has on this node."""
+    cur.execute("SELECT count(*) FROM user_presence WHERE node_id = %s", (node_id,))
+    return cur.fetchone()[0]
+
+
+def note_users_online(cur, user_ids: list[int], node_id: str) -> None:
+    """Make this node's user_presence rows exactly `user_ids`."""
+    cur.execute(
+        "DELETE FROM user_presence WHERE node_id = %(node_id)s AND NOT user_id = ANY(%(users)s::bigint[])",
+        {"node_id": node_id, "users": user_ids},
+    )
+    cur.execute(
+        f"""INSERT INTO user_presence (user_id, node_id, username)
+            SELECT here.user_id, %(node_id)s, {_STORED_NAME.format("here.user_id")}
+            FROM unnest(%(users)s::bigint[]) AS here (user_id)
+            ON CONFLICT DO NOTHING""",
+        {"node_id": node_id, "users": user_ids},
+    )

@@ -221,6 +221,7 @@ def start_session(rt: ChatRuntime, conn: Connection, identity: Identity) -> None
         # Chatting needs the database anyway; until it is back, greet with the claims.
         conn.username = identity.username or f"user{identity.user_id}"
     rt.hub.add_user_connection(conn, threads)
+    rt.users_online.connected(conn.user_id)
     log.info("user %s (%d) connected from %s as %r", conn.username, conn.user_id, conn.peer, conn)
     conn.send(protocol.welcome_frame(conn.user_id, conn.username, datetime.now(UTC)))
 
@@ -252,6 +253,7 @@ def end_session(rt: ChatRuntime, conn: Connection) -> None:
             log.exception("leaving %s for %r failed", room, conn)
     if conn.user_id:
         rt.hub.remove_user_connection(conn)
+        rt.users_online.disconnected(conn.user_id)
         log.info(
             "user %s (%d) disconnected (%r, %.0f ms cleanup)",
             conn.username,

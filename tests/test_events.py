@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import psycopg2
 import pytest
 
+from app import events
 from tests.support.clients import Client, join
 from tests.support.databases import sql
 from tests.support.identities import unique
@@ -319,3 +321,23 @@ def test_two_workers_carry_events_like_messages_and_replay_what_a_client_missed(
     join(back, room, since=target["id"])
     assert event_ids(back, len(told)) == told
     back.nothing_more("reaction", wait=0.3)
+
+
+def test_a_gate_that_never_knew_its_last_id_resumes_after_the_last_message_or_event_before_it(connect, database_url):
+    """A conversation's gate starts with its seq only (app/hub.py); its first fill reads from
+    the last item numbered below that seq, which may be an event."""
+    alice, bob = connect(), connect()
+    first = send_dm(alice, bob.user_id, "one")
+    alice.send({"type": "react", "id": first["id"], "emoji": THUMBS})
+    react = alice.expect("reaction")
+    second = send_dm(bob, alice.user_id, "two")
+    bob.send({"type": "edit", "id": second["id"], "content": "two!"})
+    edit = bob.expect("message_edited")
+    channel = ("d", min(alice.user_id, bob.user_id), max(alice.user_id, bob.user_id))
+    with psycopg2.connect(database_url, options="-c timezone=UTC") as conn, conn.cursor() as cur:
+        # the react is seq 2: from seq 3, after it
+        found = events.channel_after(cur, channel, None, None, 100, from_seq=3)
+        assert [item.id for item in found] == [second["id"], edit["eventId"]]
+        found = events.channel_after(cur, channel, None, None, 100, from_seq=2)
+        assert [item.id for item in found] == [react["eventId"], second["id"], edit["eventId"]]
+    conn.close()
