@@ -291,7 +291,8 @@ def test_join_with_since_replays_missed_events_in_id_order_exactly_once(connect)
 
 @pytest.fixture(scope="module")
 def two_workers(database_url):
-    srv = Server(database_url, workers=2, GAP_WAIT_SECONDS="0.2", HEARTBEAT_SECONDS="0.5").start()
+    # Small replay pages: a replay of events and messages together crosses pages.
+    srv = Server(database_url, workers=2, GAP_WAIT_SECONDS="0.2", HEARTBEAT_SECONDS="0.5", REPLAY_PAGE_SIZE="4").start()
     yield srv
     srv.stop()
 
@@ -317,9 +318,11 @@ def test_two_workers_carry_events_like_messages_and_replay_what_a_client_missed(
     told.append(author.expect("message_deleted")["eventId"])
     for reader in readers:
         assert event_ids(reader, len(told)) == told
+    later = send(author, room, "after them")
     back = connect(away.user_id, away.username, srv=two_workers)
     join(back, room, since=target["id"])
     assert event_ids(back, len(told)) == told
+    assert back.expect("message")["data"]["id"] == later["id"]
     back.nothing_more("reaction", wait=0.3)
 
 
