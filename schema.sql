@@ -47,12 +47,50 @@ ALTER TABLE messages ADD COLUMN IF NOT EXISTS seq bigint;
 -- name it arrived with live (users.username may differ: taken by someone else, or renamed).
 ALTER TABLE messages ADD COLUMN IF NOT EXISTS from_username text;
 
+-- Edits, deletes and reactions (app/events.py): the message row holds what the message is
+-- now, so that history reads no other table. A delete empties `content` (the row stays as
+-- a tombstone); `reactions` is {"emoji": [user ids in reaction order]} in the order the
+-- emoji first came, kept from message_reactions by each reaction's transaction (json, not
+-- jsonb: jsonb would sort the emoji). All three are NULL/false for a plain message, so
+-- adding them rewrites nothing and costs the insert nothing.
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS edited_at timestamptz;
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS deleted boolean NOT NULL DEFAULT false;
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS reactions json;
+
 -- One counter per direct-message conversation, like rooms.last_seq.
 CREATE TABLE IF NOT EXISTS dm_threads (
     user_low    bigint NOT NULL,
     user_high   bigint NOT NULL,
     last_seq    bigint NOT NULL DEFAULT 0,
     PRIMARY KEY (user_low, user_high)
+);
+
+-- Every edit, delete, react and unreact, in its room's (conversation's) stream: `id` is
+-- drawn from the message id sequence and `seq` from rooms.last_seq / dm_threads.last_seq,
+-- both under the channel's row lock like a message's, so that gates, gap fills and
+-- `join` with `since` order events and messages together by id. `content` is the edit's
+-- text, erased (NULL) when the message is deleted; `username` the actor's name as shown.
+CREATE TABLE IF NOT EXISTS message_events (
+    id          bigint PRIMARY KEY,
+    seq         bigint NOT NULL,
+    room        text,                       -- set for an event of a room message
+    user_low    bigint,                     -- set for an event of a DM: its conversation
+    user_high   bigint,
+    kind        text NOT NULL CHECK (kind IN ('edit', 'delete', 'react', 'unreact')),
+    message_id  bigint NOT NULL,
+    user_id     bigint NOT NULL,
+    username    text NOT NULL,
+    emoji       text,
+    content     text,
+    at          timestamptz NOT NULL DEFAULT now()
+);
+-- One reaction per (message, user, emoji); event_id orders a message's reactions.
+CREATE TABLE IF NOT EXISTS message_reactions (
+    message_id  bigint NOT NULL,
+    user_id     bigint NOT NULL,
+    emoji       text NOT NULL,
+    event_id    bigint NOT NULL,
+    PRIMARY KEY (message_id, user_id, emoji)
 );
 
 -- The deployment this database belongs to, made up once: its id names the Redis channel
@@ -158,10 +196,10 @@ EXCEPTION WHEN unique_violation THEN
 END $$;
 
 -- Room history, replay after `since`, gap filling, and unread counts: newest-first and
--- id-range scans. `from_user` rides in the index so that counting a room's unread messages
--- (not the user's own) reads the index alone. It replaced messages_room_id (the same
--- without from_user) rather than adding a second index to every insert.
-CREATE INDEX IF NOT EXISTS messages_room_id_sender ON messages (room, id) INCLUDE (from_user)
+-- id-range scans. `from_user` and `deleted` ride in the index so that counting a room's
+-- unread messages (not the user's own, not deleted) reads the index alone. It replaced
+-- messages_room_id (the same without them) rather than adding a second index to every insert.
+CREATE INDEX IF NOT EXISTS messages_room_id_sender ON messages (room, id) INCLUDE (from_user, deleted)
     WHERE room IS NOT NULL;
 DROP INDEX IF EXISTS messages_room_id;
 -- DM history of one conversation, whichever side sent.
@@ -206,6 +244,12 @@ CREATE TABLE IF NOT EXISTS dm_reads (
 CREATE INDEX IF NOT EXISTS messages_room_mentions ON messages (room, id) INCLUDE (from_user, mentions)
     WHERE room IS NOT NULL AND mentions IS NOT NULL;
 -- A user's unread DMs from one partner, counted from the index alone.
-CREATE INDEX IF NOT EXISTS messages_dm_inbox ON messages (to_user, from_user, id) INCLUDE (mentions)
+CREATE INDEX IF NOT EXISTS messages_dm_inbox ON messages (to_user, from_user, id) INCLUDE (mentions, deleted)
     WHERE to_user IS NOT NULL;
 CREATE INDEX IF NOT EXISTS messages_search ON messages USING gin (search);
+-- Events of a room or conversation after an id (replay, gap fill), and of one message
+-- (the latest edit, delete or reaction, answering a resend).
+CREATE INDEX IF NOT EXISTS message_events_room_id ON message_events (room, id) WHERE room IS NOT NULL;
+CREATE INDEX IF NOT EXISTS message_events_pair_id
+    ON message_events (user_low, user_high, id) WHERE user_low IS NOT NULL;
+CREATE INDEX IF NOT EXISTS message_events_message_id ON message_events (message_id, id);

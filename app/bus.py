@@ -13,6 +13,11 @@ sequence number. The body is one JSON object whose `k` says what it is:
   {"k": "m", "s": seq, "d": data}   a committed message; `d` is its wire `data`
                                     (PROTOCOL.md §3), `s` its room/conversation seq
   {"k": "ref", "id": id}            a message too large for a NOTIFY: fetch it by id
+  {"k": "e", "s": seq, "id": eventId, "t": type, "c": channel, "d": data}
+                                    an edit, delete or reaction (app/events.py): `t` its
+                                    frame type, `c` its channel (["r", room] or ["d", low,
+                                    high]), `d` the frame's data (PROTOCOL.md §10)
+  {"k": "eref", "id": eventId}      an event too large for a NOTIFY: fetch it by id
   {"k": "p", "room", "event": "join"|"leave", "userId", "username", "v": number}
                                     presence, numbered per (room, user) (app/presence.py)
   {"k": "t", "room", "userId", "username"}   typing
@@ -56,7 +61,7 @@ from gevent.event import Event
 
 from . import db
 from .errors import ChatError
-from .messages import StoredMessage
+from .messages import StoredEvent, StoredMessage
 from .metrics import BUS_RECONNECTS, FOREIGN_PAYLOADS
 
 log = logging.getLogger(__name__)
@@ -85,6 +90,26 @@ def redis_channel(deployment: str) -> str:
 def message_payload(origin: str, message: StoredMessage) -> str:
     body = orjson.dumps({"k": "m", "s": message.seq, "d": message.data}).decode()
     return f"{origin}|{body}"
+
+
+# What one NOTIFY may carry, with room to spare (PostgreSQL refuses 8000 bytes and more).
+NOTIFY_MAX_BYTES = 7900
+
+
+def stored_event_payload(origin: str, event: StoredEvent, max_bytes: int | None = None) -> str:
+    """The payload of a committed §10 event; past `max_bytes`, only its id (a reference)."""
+    body = orjson.dumps(
+        {"k": "e", "s": event.seq, "id": event.id, "t": event.kind, "c": event.channel, "d": event.data}
+    ).decode()
+    payload = f"{origin}|{body}"
+    if max_bytes is not None and len(payload.encode()) > max_bytes:
+        return f"{origin}|{orjson.dumps({'k': 'eref', 'id': event.id}).decode()}"
+    return payload
+
+
+def stored_event_of(body: dict) -> StoredEvent:
+    """The event an "e" payload carries."""
+    return StoredEvent(body["id"], body["s"], body["d"], kind=body["t"], event_channel=tuple(body["c"]))
 
 
 def event_payload(origin: str, event: dict) -> str:
@@ -159,6 +184,15 @@ class Bus:
 
     def publish_messages(self, messages: list[StoredMessage]) -> None:
         """Announce committed messages (engines that cannot do it inside the transaction)."""
+
+    def publish_stored_event(self, event: StoredEvent) -> None:
+        """Announce a committed §10 event (engines that cannot do it inside the transaction)."""
+
+    def notify_payload(self, event: StoredEvent) -> tuple[str, str] | None:
+        """(channel, payload) announcing a §10 event inside its transaction, or None when
+        this engine publishes after commit or nobody would listen."""
+        channel = self.batch_notify_channel()
+        return None if channel is None else (channel, stored_event_payload(self.origin, event, NOTIFY_MAX_BYTES))
 
     def publish_event(self, event: dict, only_if_heard: bool = False) -> None:
         """Announce a presence or typing event (presence on PostgreSQL goes inside the
@@ -304,6 +338,11 @@ class RedisBus(Bus):
             return
         self.outgoing.extend(message_payload(self.origin, message) for message in messages)
         self.outgoing_ready.set()
+
+    def publish_stored_event(self, event: StoredEvent) -> None:
+        if self.announcing():
+            self.outgoing.append(stored_event_payload(self.origin, event))
+            self.outgoing_ready.set()
 
     def _publish_event(self, event: dict) -> None:
         self.outgoing.append(event_payload(self.origin, event))

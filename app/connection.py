@@ -86,8 +86,9 @@ class Connection(Transport):
         self.send(protocol.error_frame(code, message, about))
 
     def room_message(self, message: StoredMessage) -> None:
-        """Send a live message of a joined room, held back while the room is replayed, dropped if replayed."""
-        room = message.data["room"]
+        """Send a live message or §10 event of a joined room, held back while the room is replayed, dropped if
+        replayed (by id)."""
+        room = message.room
         buffer = self.replay_buffers.get(room)
         if buffer is not None:
             if self.core.close_code is None:  # else it would never be sent

@@ -53,3 +53,9 @@ class Unavailable(ChatError):
     """The database cannot be reached right now; the client should retry later."""
 
     code = "unavailable"
+
+
+class Forbidden(ChatError):
+    """Allowed to see it, not to change it: someone else's message (PROTOCOL.md §10)."""
+
+    code = "forbidden"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from . import protocol, read_state, search, store
+from . import events, protocol, read_state, search, store
 from .connection import Connection
 from .errors import NotFound, NotJoined, RateLimited, Unauthorized
 from .membership import room_item
@@ -62,8 +62,8 @@ def raise_not_entered(rt: ChatRuntime, room: str) -> None:
 
 
 def replay(rt: ChatRuntime, conn: Connection, room: str, since: int, up_to: int | None = None) -> None:
-    """Send every message of the room after `since` (up to `up_to` if given), then what
-    arrived live meanwhile.
+    """Send every message and event of the room after `since` (up to `up_to` if given),
+    then what arrived live meanwhile.
 
     The connection was registered before the first query, so each message is either in
     the database snapshot or in the live stream (or both: sent once, by id). The live
@@ -77,7 +77,7 @@ def replay(rt: ChatRuntime, conn: Connection, room: str, since: int, up_to: int 
     try:
         while True:
             with rt.pool.autocommit() as cur:
-                page = store.channel_after(cur, ("r", room), last_sent, None, page_size, up_to_id=up_to)
+                page = events.channel_after(cur, ("r", room), last_sent, None, page_size, up_to_id=up_to)
             for message in page:
                 conn.send_frame(message.wire_frame)
                 last_sent = message.id
@@ -280,4 +280,8 @@ HANDLERS: dict[str, Handler] = {
     "users": handle_users,
     "read": handle_read,
     "search": handle_search,
+    "edit": events.handle_event,
+    "delete": events.handle_event,
+    "react": events.handle_event,
+    "unreact": events.handle_event,
 }

@@ -264,7 +264,7 @@ class Hub:
         if message.is_dm:
             self._fan_out_dm(message)
         else:
-            for conn in tuple(self.members_by_room.get(message.data["room"], ())):
+            for conn in tuple(self.members_by_room.get(message.room, ())):
                 conn.room_message(message)
 
     def _drain(self, gate: Gate) -> None:
@@ -285,10 +285,10 @@ class Hub:
                 del pending[seq]
 
     def _fan_out_dm(self, message: StoredMessage) -> None:
-        sender, recipient = message.data["fromUser"], message.data["to"]
+        _, low, high = message.channel  # the two parties (the same user twice: a note to self)
         frame = message.wire_frame
-        receivers = set(self.connections_by_user.get(recipient, ()))
-        receivers.update(self.connections_by_user.get(sender, ()))
+        receivers = set(self.connections_by_user.get(low, ()))
+        receivers.update(self.connections_by_user.get(high, ()))
         for conn in receivers:
             if conn is message.origin_connection:
                 conn.send_frame(self._dm_sent_frame(message))
@@ -392,6 +392,12 @@ class Hub:
                 self._schedule_fill(channel, gate, delay=0, up_to_seq=head)
             else:
                 gate.behind_at = gate.next_seq
+
+    def receives(self, conn: Connection, channel: ChannelKey) -> bool:
+        """Whether this connection is among those a channel's stream reaches here."""
+        if channel[0] == "r":
+            return conn in self.members_by_room.get(channel[1], ())
+        return conn in self.connections_by_user.get(conn.user_id, ()) and conn.user_id in channel[1:]
 
     # --- other events ----------------------------------------------------------------------------
 

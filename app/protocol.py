@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from .emoji import is_single_emoji
 from .errors import BadJson, Invalid, NotFound, TooLarge, UnknownType
 
 ROOM_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -80,6 +81,8 @@ class Command:
     token: str | None = None
     query: str | None = None
     id: int | None = None
+    message_id: int | None = None  # the message an edit, delete or reaction is about
+    emoji: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -356,6 +359,39 @@ def mentions_in(content: str) -> list[str] | None:
     return sorted(names) or None
 
 
+def _message_id(frame: dict[str, Any]) -> int:
+    """The message an event is about: an id like any other; one no message can have (0,
+    negative, beyond a bigint) is an unknown message, `not_found` (it is not ill-typed)."""
+    value = _as_integer(frame.get("id"))
+    if value is not None and not 0 < value < 2**63:
+        raise NotFound(f"message {value} does not exist")
+    return _int_field(frame, "id", required=True, minimum=1)
+
+
+def _emoji(frame: dict[str, Any]) -> str:
+    emoji = frame.get("emoji")
+    if emoji is None:
+        raise Invalid("field 'emoji' is required")
+    if not isinstance(emoji, str) or not is_single_emoji(emoji):
+        raise Invalid("field 'emoji' must be a single emoji")
+    return emoji
+
+
+def _parse_edit(frame: dict[str, Any], limits: Limits) -> Command:
+    return Command("edit", message_id=_message_id(frame), content=_content(frame, limits))
+
+
+def _parse_delete(frame: dict[str, Any], limits: Limits) -> Command:
+    return Command("delete", message_id=_message_id(frame))
+
+
+def _parse_reaction(kind: str):
+    def parse(frame: dict[str, Any], limits: Limits) -> Command:
+        return Command(kind, message_id=_message_id(frame), emoji=_emoji(frame))
+
+    return parse
+
+
 def _parse_bare(kind: str):
     def parse(frame: dict[str, Any], limits: Limits) -> Command:
         return Command(kind)
@@ -379,6 +415,10 @@ _PARSERS = {
     "ping": _parse_bare("ping"),
     "read": _parse_read,
     "search": _parse_search,
+    "edit": _parse_edit,
+    "delete": _parse_delete,
+    "react": _parse_reaction("react"),
+    "unreact": _parse_reaction("unreact"),
 }
 
 
@@ -466,6 +506,27 @@ def dm_frame(data: dict[str, Any]) -> dict[str, Any]:
 
 def dm_sent_frame(data: dict[str, Any]) -> dict[str, Any]:
     return {"type": "dm_sent", "data": {"to": data["to"], "status": "ok", "message": data}}
+
+
+def message_edited_frame(event_id: int, data: dict[str, Any]) -> dict[str, Any]:
+    """A message was edited (PROTOCOL.md §10): its data as edited, with editedAt."""
+    return {"type": "message_edited", "eventId": event_id, "data": data}
+
+
+def message_deleted_frame(event_id: int, data: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "message_deleted", "eventId": event_id, "data": data}
+
+
+def reaction_frame(event_id: int, data: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "reaction", "eventId": event_id, "data": data}
+
+
+# The frame of each §10 event, by its type (app/messages.py, StoredEvent).
+EVENT_FRAMES = {
+    "message_edited": message_edited_frame,
+    "message_deleted": message_deleted_frame,
+    "reaction": reaction_frame,
+}
 
 
 def listed_users(users: Mapping[int, str], max_users: int) -> list[dict[str, Any]]:

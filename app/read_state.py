@@ -51,7 +51,7 @@ SELECT COALESCE((SELECT last_read_id FROM moved),
 ROOM_COUNTS = """
 SELECT w.room,
        (SELECT count(*) FROM messages x
-        WHERE x.room = w.room AND x.id > w.read AND x.from_user <> %(me)s),
+        WHERE x.room = w.room AND x.id > w.read AND x.from_user <> %(me)s AND NOT x.deleted),
        (SELECT count(*) FROM messages x
         WHERE x.room = w.room AND x.id > w.read AND x.from_user <> %(me)s
           AND x.mentions IS NOT NULL AND x.mentions && %(names)s)
@@ -68,7 +68,7 @@ CROSS JOIN LATERAL (
     SELECT count(*) AS unread, count(*) FILTER (WHERE x.mentions && %(names)s) AS mentions
     FROM messages x
     WHERE x.to_user = %(me)s AND x.from_user = w.other AND w.other <> %(me)s
-      AND x.id > COALESCE(r.last_read_id, 0)
+      AND x.id > COALESCE(r.last_read_id, 0) AND NOT x.deleted
 ) c"""
 
 

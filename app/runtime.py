@@ -18,17 +18,19 @@ from gevent.lock import Semaphore
 
 from . import (
     db,
+    event_store,
+    events,
     pauses,
     protocol,
     store,
 )
 from .batcher import Batcher
-from .bus import Bus, PostgresBus, RedisBus, redis_channel
+from .bus import Bus, PostgresBus, RedisBus, redis_channel, stored_event_of
 from .connection import watch_connections
 from .errors import ChatError
 from .hub import Hub
 from .membership import Memberships
-from .messages import StoredMessage, message_data
+from .messages import StoredEvent, StoredMessage, message_data
 from .presence import STATEMENTS as PRESENCE_STATEMENTS
 from .presence import Presence
 from .read_state import ReadState
@@ -142,6 +144,10 @@ class ChatRuntime:
             self.hub.deliver(StoredMessage(id=data["id"], seq=payload["s"], data=message_data(**_wire_to_args(data))))
         elif kind == "ref":
             gevent.spawn(self._deliver_by_id, payload["id"])
+        elif kind == "e":
+            self.hub.deliver(stored_event_of(payload))
+        elif kind == "eref":
+            gevent.spawn(self._deliver_event_by_id, payload["id"])
         elif kind in ("p", "t"):
             self.deliver_event(payload)
         elif kind == "read":
@@ -169,6 +175,21 @@ class ChatRuntime:
             return  # the gate's gap filling fetches it once the database is back
         for message in found:
             self.hub.deliver(message)
+
+    def _deliver_event_by_id(self, event_id: int) -> None:
+        try:
+            with self.pool.autocommit() as cur:
+                found = event_store.events_by_id(cur, [event_id])
+        except ChatError:
+            return  # the gate's gap filling fetches it once the database is back
+        for event in found:
+            self.hub.deliver(event)
+
+    def deliver_stored_event(self, event: StoredEvent) -> None:
+        """Our own committed edit, delete or reaction: deliver here, announce where the bus
+        did not inside the transaction."""
+        self.hub.deliver(event)
+        self.bus.publish_stored_event(event)
 
     def deliver_event(self, payload: dict) -> None:
         """A presence or typing event: to the room's members here but that user's own."""
@@ -241,7 +262,7 @@ class ChatRuntime:
     ) -> list[StoredMessage]:
         below = None if up_to_seq is None else up_to_seq + 1
         with self.pool.autocommit() as cur:
-            return store.channel_after(cur, channel, after_id, below, limit, from_seq)
+            return events.channel_after(cur, channel, after_id, below, limit, from_seq)
 
     def resync(self) -> None:
         """After the bus (re)connects: fetch whatever was committed while it was away, and

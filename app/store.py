@@ -20,8 +20,10 @@ from .tokens import Identity
 WIRE_TIMESTAMP = """to_char({}, 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
 USERNAME = "COALESCE(m.from_username, u.username, 'user' || m.from_user)"
 # Stored messages as row_to_message reads them; a query adds its WHERE and ORDER BY.
-SELECT_MESSAGES = f"""SELECT m.id, m.seq, m.from_user, {USERNAME}, m.content, {WIRE_TIMESTAMP.format("m.timestamp")},
-           m.room, m.to_user, m.client_id
+# Its columns show each message as it is now (edited, deleted, its reactions: app/events.py).
+MESSAGE_COLUMNS = f"""m.id, m.seq, m.from_user, {USERNAME}, m.content, {WIRE_TIMESTAMP.format("m.timestamp")},
+           m.room, m.to_user, m.client_id, {WIRE_TIMESTAMP.format("m.edited_at")}, m.deleted, m.reactions"""
+SELECT_MESSAGES = f"""SELECT {MESSAGE_COLUMNS}
     FROM messages m LEFT JOIN users u ON u.id = m.from_user"""
 # The messages of one conversation, by its (lower, higher) user ids: the expression of the
 # messages_dm_pair_id index (schema.sql), so that the index serves it.
@@ -31,8 +33,11 @@ DM_PAIR = (
 
 
 def row_to_message(row: tuple) -> StoredMessage:
-    id, seq, from_user, username, content, timestamp, room, to_user, client_id = row
-    data = message_data(id, from_user, username, content, timestamp, room, to_user, client_id)
+    """A message from the MESSAGE_COLUMNS of a row."""
+    id, seq, from_user, username, content, timestamp, room, to_user, client_id, edited_at, deleted, reactions = row
+    data = message_data(
+        id, from_user, username, content, timestamp, room, to_user, client_id, edited_at, deleted, reactions
+    )
     return StoredMessage(id=id, seq=seq or 0, data=data)
 
 
@@ -191,9 +196,12 @@ CREATE_ROOM = """INSERT INTO rooms (name, created_by) SELECT %(room)s, %(user_id
                                       WHERE created_by = %(user_id)s AND created_at > now() - interval '1 minute')
                                      < %(rooms_per_minute)s)
     ON CONFLICT DO NOTHING"""
-# A room's stream position in one snapshot: its last_seq and the id of that message.
+# A room's stream position in one snapshot: its last_seq and the id of that message, or of
+# that edit, delete or reaction (app/events.py: a client's `since` may be an event's id).
 ROOM_STATE = f"""SELECT r.name, r.last_seq,
-           COALESCE((SELECT id FROM messages WHERE room = r.name ORDER BY id DESC LIMIT 1), 0) AS last_id
+           GREATEST(COALESCE((SELECT id FROM messages WHERE room = r.name ORDER BY id DESC LIMIT 1), 0),
+                    COALESCE((SELECT id FROM message_events WHERE room = r.name ORDER BY id DESC LIMIT 1), 0))
+           AS last_id
     FROM rooms r WHERE r.name = %(room)s AND r.{PUBLIC}"""
 
 

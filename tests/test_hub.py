@@ -10,7 +10,7 @@ import gevent.event
 import pytest
 
 from app.hub import Hub
-from app.messages import StoredMessage, message_data
+from app.messages import StoredEvent, StoredMessage, message_data
 
 
 class FakeConnection:
@@ -372,3 +372,36 @@ def test_a_connection_closed_while_registered_keeps_nothing():
     hub.remove_user_connection(alice)
     hub.deliver(dm(50, 1, sender=2, to=1))
     assert hub.registering == {} and hub.gates == {}
+
+
+def room_event(id: int, seq: int, kind: str = "reaction", room: str = "r") -> StoredEvent:
+    """A §10 event of a room message (its data does not name the room: its channel does)."""
+    data = {"id": 1, "emoji": "\U0001f44d", "userId": 2, "username": "v", "on": True}
+    return StoredEvent(id=id, seq=seq, data=data, kind=kind, event_channel=("r", room))
+
+
+def test_events_and_messages_share_one_order_whatever_path_brings_them():
+    """Events go through the room's gate like messages: released in seq order, each once;
+    one that comes early waits, and one lost is filled from the database with the rest."""
+    lost = room_event(103, 13)
+    hub, conn, calls = make_hub(stored=[lost])
+    hub.deliver(room_event(102, 12))  # before the message it follows: waits
+    hub.deliver(room_message(101, 11))
+    hub.deliver(room_event(102, 12))  # the same event again (its own commit and the bus)
+    hub.deliver(room_message(104, 14))  # behind the lost event: waits, then filled
+    settle(hub)
+    assert conn.received == [101, 102, 103, 104]
+    assert calls == [(("r", "r"), 102, 13)]
+
+
+def test_a_dm_event_reaches_both_parties_connections():
+    hub, _, _ = make_hub()
+    sender, recipient, other = FakeConnection(7), FakeConnection(8), FakeConnection(9)
+    for conn in (sender, recipient, other):
+        hub.add_user_connection(conn, [(("d", 7, 8), 3)])
+    data = {"id": 30, "to": 8, "fromUser": 7}
+    event = StoredEvent(id=31, seq=4, data=data, kind="message_deleted", event_channel=("d", 7, 8))
+    hub.deliver(event)
+    frames = [json.loads(conn.frames[0][2:]) for conn in (sender, recipient)]
+    assert frames == [{"type": "message_deleted", "eventId": 31, "data": {"id": 30, "to": 8, "fromUser": 7}}] * 2
+    assert other.frames == []

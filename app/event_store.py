@@ -1,0 +1,229 @@
+"""The SQL of edits, deletes and reactions (PROTOCOL.md §10), and events read back.
+
+An event is a row of `message_events` in its message's stream: its id comes from the
+message id sequence and its seq from the room's (conversation's) last_seq, both taken
+under that channel's row lock, like a message's. So the gates, gap fills and replays,
+which order by seq and id, carry events with messages and need nothing of their own.
+Every function takes a cursor inside a transaction the caller owns.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import protocol
+from .messages import ChannelKey, StoredEvent, StoredMessage
+from .store import DM_PAIR, MESSAGE_COLUMNS, WIRE_TIMESTAMP, row_to_message
+
+# The frame each kind of event is told with.
+FRAME_OF = {"edit": "message_edited", "delete": "message_deleted", "react": "reaction", "unreact": "reaction"}
+
+# The message an event is about, locked until the event commits: two edits (or a react and
+# its unreact) of one message are decided one after the other, each seeing the other's
+# outcome. Also whether its room is private (not served here: app/store.py, PUBLIC).
+LOCK_MESSAGE = f"""SELECT {MESSAGE_COLUMNS},
+           m.room IS NOT NULL AND EXISTS (SELECT 1 FROM rooms r WHERE r.name = m.room AND r.is_private IS TRUE)
+    FROM messages m LEFT JOIN users u ON u.id = m.from_user
+    WHERE m.id = %(id)s FOR UPDATE OF m"""
+
+# Events with the message they are about, as row_to_event reads them.
+SELECT_EVENTS = f"""SELECT e.id, e.seq, e.kind, e.room, e.user_low, e.user_high, e.user_id, e.username, e.emoji,
+           e.content, {WIRE_TIMESTAMP.format("e.at")}, {MESSAGE_COLUMNS}
+    FROM message_events e JOIN messages m ON m.id = e.message_id LEFT JOIN users u ON u.id = m.from_user"""
+EVENT_FIELDS = 11
+
+# The latest event of a kind about a message (and, for a reaction, of that user and emoji):
+# what a resend is answered with.
+LATEST = f"""{SELECT_EVENTS}
+    WHERE e.message_id = %(id)s AND e.kind = %(kind)s
+      AND (%(user_id)s::bigint IS NULL OR (e.user_id = %(user_id)s AND e.emoji = %(emoji)s))
+    ORDER BY e.id DESC LIMIT 1"""
+
+# The next place in the channel's stream, under its row lock (held until commit), and the
+# event's id drawn only then: within a channel, id order is then seq order and commit order,
+# for events and messages alike (the group commit draws its ids under the same lock).
+NEXT_IN_ROOM = f"""UPDATE rooms SET last_seq = last_seq + 1 WHERE name = %(room)s
+    RETURNING last_seq, nextval(pg_get_serial_sequence('messages', 'id')), {WIRE_TIMESTAMP.format("now()")}"""
+NEXT_IN_PAIR = f"""INSERT INTO dm_threads AS t (user_low, user_high, last_seq) VALUES (%(low)s, %(high)s, 1)
+    ON CONFLICT (user_low, user_high) DO UPDATE SET last_seq = t.last_seq + 1
+    RETURNING last_seq, nextval(pg_get_serial_sequence('messages', 'id')), {WIRE_TIMESTAMP.format("now()")}"""
+
+INSERT_EVENT = """INSERT INTO message_events (id, seq, room, user_low, user_high, kind, message_id, user_id, username,
+                                emoji, content, at)
+    VALUES (%(event_id)s, %(seq)s, %(room)s, %(low)s, %(high)s, %(kind)s, %(id)s, %(user_id)s, %(username)s,
+            %(emoji)s, %(content)s, now())"""
+# A message's reactions as the message row shows them: emoji in the order they first came,
+# user ids in reaction order.
+_REACTIONS = """UPDATE messages SET reactions = (
+        SELECT json_object_agg(emoji, users ORDER BY first) FROM (
+            SELECT emoji, json_agg(user_id ORDER BY event_id) AS users, min(event_id) AS first
+            FROM message_reactions WHERE message_id = %(id)s GROUP BY emoji) AS by_emoji)
+    WHERE id = %(id)s"""
+# What each kind changes, in the event's transaction.
+APPLY = {
+    # The mentions follow the content: the unread mention counts read them (read_state.py).
+    "edit": """UPDATE messages SET content = %(content)s, edited_at = now(), mentions = %(mentions)s::text[]
+        WHERE id = %(id)s""",
+    # The content is erased wherever it is stored (the edits' copies too); the row stays,
+    # a tombstone, so that ids, seqs and replies keep their place.
+    "delete": """UPDATE messages SET content = '', deleted = true, reactions = NULL, mentions = NULL
+        WHERE id = %(id)s;
+        DELETE FROM message_reactions WHERE message_id = %(id)s;
+        UPDATE message_events SET content = NULL WHERE message_id = %(id)s AND content IS NOT NULL""",
+    "react": """INSERT INTO message_reactions (message_id, user_id, emoji, event_id)
+        VALUES (%(id)s, %(user_id)s, %(emoji)s, %(event_id)s);
+        """
+    + _REACTIONS,
+    "unreact": """DELETE FROM message_reactions WHERE message_id = %(id)s AND user_id = %(user_id)s
+        AND emoji = %(emoji)s;
+        """
+    + _REACTIONS,
+}
+NOTIFY = "SELECT pg_notify(%(channel)s, %(payload)s)"
+
+
+def lock_message(cur, message_id: int) -> tuple[StoredMessage, bool] | None:
+    """The message (locked until commit) and whether its room is private; None if unknown."""
+    cur.execute(LOCK_MESSAGE, {"id": message_id})
+    row = cur.fetchone()
+    if row is None:
+        return None
+    return row_to_message(row[:-1]), row[-1]
+
+
+def has_reaction(cur, message_id: int, user_id: int, emoji: str) -> bool:
+    cur.execute(
+        "SELECT 1 FROM message_reactions WHERE message_id = %s AND user_id = %s AND emoji = %s",
+        (message_id, user_id, emoji),
+    )
+    return cur.fetchone() is not None
+
+
+def latest_event(cur, message_id: int, kind: str, user_id: int | None = None, emoji: str | None = None):
+    """The latest event of `kind` about the message (of that user and emoji), or None."""
+    cur.execute(LATEST, {"id": message_id, "kind": kind, "user_id": user_id, "emoji": emoji})
+    row = cur.fetchone()
+    return None if row is None else row_to_event(row)
+
+
+def next_in_channel(cur, channel: ChannelKey) -> tuple[int, int, str] | None:
+    """(seq, event id, timestamp) of a new event of the channel, its row locked; None when
+    the room has no row (a message of a room removed under it)."""
+    if channel[0] == "r":
+        cur.execute(NEXT_IN_ROOM, {"room": channel[1]})
+    else:
+        cur.execute(NEXT_IN_PAIR, {"low": channel[1], "high": channel[2]})
+    return cur.fetchone()
+
+
+def record(
+    cur, event: StoredEvent, kind: str, user_id: int, username: str, content: str | None, announce: tuple | None
+) -> None:
+    """Store the event and the change it makes; with `announce` (NOTIFY channel, payload),
+    announce it in the same transaction, so that listeners hear it exactly at commit."""
+    channel = event.channel
+    params: dict[str, Any] = {
+        "event_id": event.id,
+        "seq": event.seq,
+        "room": channel[1] if channel[0] == "r" else None,
+        "low": channel[1] if channel[0] == "d" else None,
+        "high": channel[2] if channel[0] == "d" else None,
+        "kind": kind,
+        "id": event.data["id"],
+        "user_id": user_id,
+        "username": username,
+        "emoji": event.data.get("emoji"),
+        "content": content,
+        "mentions": protocol.mentions_in(content) if kind == "edit" and content else None,
+    }
+    statements = [INSERT_EVENT, APPLY[kind]]
+    if announce is not None:
+        statements.append(NOTIFY)
+        params["channel"], params["payload"] = announce
+    cur.execute(";\n".join(statements), params)
+
+
+def row_to_event(row: tuple) -> StoredEvent:
+    """An event from a SELECT_EVENTS row, with its message as it is now."""
+    id, seq, kind, room, low, high, user_id, username, emoji, content, at = row[:EVENT_FIELDS]
+    message = row_to_message(row[EVENT_FIELDS:])
+    channel = ("r", room) if room is not None else ("d", low, high)
+    return make_event(id, seq, kind, channel, message, user_id, username, emoji, content, at)
+
+
+def make_event(
+    id: int,
+    seq: int,
+    kind: str,
+    channel: ChannelKey,
+    message: StoredMessage,
+    user_id: int,
+    username: str,
+    emoji: str | None,
+    content: str | None,
+    at: str,
+) -> StoredEvent:
+    """The event's frame data (PROTOCOL.md §10). An edit shows the message with the edit's
+    content; once the message is deleted, its tombstone (the content is erased)."""
+    data: dict[str, Any]
+    if kind == "edit":
+        data = dict(message.data)
+        if not data.get("deleted"):
+            data["content"] = content
+        data["editedAt"] = at
+    elif kind == "delete":
+        data = {"id": message.id}
+        if message.is_dm:
+            data["to"] = message.data["to"]
+        else:
+            data["room"] = message.data["room"]
+        data["fromUser"] = message.data["fromUser"]
+    else:
+        data = {"id": message.id, "emoji": emoji, "userId": user_id, "username": username, "on": kind == "react"}
+    return StoredEvent(id=id, seq=seq, data=data, kind=FRAME_OF[kind], event_channel=channel)
+
+
+def events_after(
+    cur, channel: ChannelKey, after_id: int, below_seq: int | None, limit: int, up_to_id: int | None = None
+) -> list[StoredEvent]:
+    """Events of a room or conversation with id > after_id (and seq < below_seq, and id <=
+    up_to_id), in id order."""
+    if channel[0] == "r":
+        where, params = "e.room = %s", [channel[1]]
+    else:
+        where, params = "e.user_low = %s AND e.user_high = %s", [channel[1], channel[2]]
+    where += " AND e.id > %s"
+    params.append(after_id)
+    if below_seq is not None:
+        where += " AND e.seq < %s"
+        params.append(below_seq)
+    if up_to_id is not None:
+        where += " AND e.id <= %s"
+        params.append(up_to_id)
+    cur.execute(f"{SELECT_EVENTS} WHERE {where} ORDER BY e.id LIMIT %s", [*params, limit])
+    return [row_to_event(row) for row in cur]
+
+
+def last_id_below(cur, channel: ChannelKey, from_seq: int) -> int:
+    """The id of the channel's last message or event numbered below `from_seq` (0: none):
+    where a gate that never knew its last id resumes (within a channel ids grow with seq)."""
+    if channel[0] == "r":
+        messages, events, params = "m.room = %(room)s", "e.room = %(room)s", {"room": channel[1]}
+    else:
+        messages = DM_PAIR.format(low="%(low)s", high="%(high)s")
+        events = "e.user_low = %(low)s AND e.user_high = %(high)s"
+        params = {"low": channel[1], "high": channel[2]}
+    cur.execute(
+        f"""SELECT GREATEST(
+               COALESCE((SELECT m.id FROM messages m WHERE {messages} AND m.seq < %(seq)s
+                         ORDER BY m.id DESC LIMIT 1), 0),
+               COALESCE((SELECT e.id FROM message_events e WHERE {events} AND e.seq < %(seq)s
+                         ORDER BY e.id DESC LIMIT 1), 0))""",
+        {**params, "seq": from_seq},
+    )
+    return cur.fetchone()[0]
+
+
+def events_by_id(cur, ids: list[int]) -> list[StoredEvent]:
+    cur.execute(f"{SELECT_EVENTS} WHERE e.id = ANY(%s) ORDER BY e.id", (ids,))
+    return [row_to_event(row) for row in cur]

@@ -1,0 +1,141 @@
+"""Edit, delete, react, unreact (PROTOCOL.md §10): each one event in its message's stream.
+
+One transaction per event: the message's row is locked and the request decided against it
+(who may, and whether it changes anything); then the channel's row is locked for the
+event's seq and id, the event and its change are stored, and (on the PostgreSQL bus)
+announced. Only after the commit is anyone told, through the same gates as messages.
+
+A request that changes nothing is a resend (PROTOCOL.md §10, docs/protocol.md): an edit
+to the content of the message's latest edit, a delete of a deleted message, a react
+already on, an unreact already off. It stores no event; the sending connection alone is
+answered with the event that made the message so, its eventId unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from . import event_store, store
+from .errors import Forbidden, NotFound
+from .messages import ChannelKey, StoredEvent, StoredMessage
+from .protocol import Command
+
+if TYPE_CHECKING:
+    from .connection import Connection
+    from .runtime import ChatRuntime
+
+
+def handle_event(rt: ChatRuntime, conn: Connection, command: Command) -> None:
+    """Serve an edit, delete, react or unreact (the command's type)."""
+    kind = command.type
+    timeout_ms = round(rt.config["STORE_TIMEOUT_SECONDS"] * 1000)
+    with rt.pool.transaction() as cur:
+        # A lock held by a stuck transaction must not keep the sender waiting for good.
+        cur.execute("SET LOCAL statement_timeout = %s", (f"{timeout_ms}ms",))
+        locked = event_store.lock_message(cur, command.message_id)
+        if locked is None or not may_read(conn, *locked):
+            raise NotFound(f"message {command.message_id} does not exist")
+        message = locked[0]
+        check_allowed(cur, conn, kind, message)
+        event = answered_before(cur, conn, command, message)
+        fresh = event is None
+        if fresh:
+            event = record(rt, cur, conn, command, message)
+    if fresh:
+        rt.deliver_stored_event(event)
+    if not fresh or not rt.hub.receives(conn, event.channel):
+        conn.send_frame(event.wire_frame)  # (a reader not joined to the room: its answer)
+
+
+def may_read(conn: Connection, message: StoredMessage, private_room: bool) -> bool:
+    """Whether the user can read the message: a party to its DM; for a room, what the
+    history allows (public rooms to anyone, private ones to nobody here).
+
+    Hook: where rooms gain stored members, a private room's members may read it too.
+    """
+    if message.is_dm:
+        return conn.user_id in message.channel[1:]
+    return not private_room
+
+
+def check_allowed(cur, conn: Connection, kind: str, message: StoredMessage) -> None:
+    """Only the author edits; the author deletes, and so does the room's owner; any
+    reader reacts."""
+    author = message.data["fromUser"] == conn.user_id
+    if kind == "edit" and not author:
+        raise Forbidden("only its author may edit a message")
+    if kind == "delete" and not author and not is_room_owner(cur, message, conn.user_id):
+        raise Forbidden("only its author (or the room's owner) may delete a message")
+
+
+def is_room_owner(cur, message: StoredMessage, user_id: int) -> bool:
+    """Whether the user owns the message's room (chat_members.role: its creator)."""
+    if message.is_dm:
+        return False
+    cur.execute(
+        "SELECT 1 FROM chat_members WHERE room = %s AND user_id = %s AND role = 'owner'", (message.room, user_id)
+    )
+    return cur.fetchone() is not None
+
+
+def answered_before(cur, conn: Connection, command: Command, message: StoredMessage) -> StoredEvent | None:
+    """The event a request that changes nothing is answered with (None: it changes
+    something). A deleted message takes no edit or reaction: it is gone."""
+    kind, message_id = command.type, command.message_id
+    deleted = bool(message.data.get("deleted"))
+    if kind == "delete":
+        if not deleted:
+            return None
+        earlier = event_store.latest_event(cur, message_id, "delete")
+        if earlier is None:  # (emptied by other means than a delete event)
+            raise NotFound(f"message {message_id} was deleted")
+        return earlier
+    if deleted:
+        raise NotFound(f"message {message_id} was deleted")
+    if kind == "edit":
+        if "editedAt" not in message.data or message.data["content"] != command.content:
+            return None
+        return event_store.latest_event(cur, message_id, "edit")
+    reacted = event_store.has_reaction(cur, message_id, conn.user_id, command.emoji)
+    if reacted != (kind == "react"):
+        return None
+    earlier = event_store.latest_event(cur, message_id, kind, conn.user_id, command.emoji)
+    if earlier is None:  # an unreact of a reaction never made
+        raise NotFound(f"no {command.emoji} reaction of yours on message {message_id}")
+    return earlier
+
+
+def record(rt: ChatRuntime, cur, conn: Connection, command: Command, message: StoredMessage) -> StoredEvent:
+    """Number, store and announce the event (inside the caller's transaction)."""
+    channel: ChannelKey = message.channel
+    numbered = event_store.next_in_channel(cur, channel)
+    if numbered is None:
+        raise NotFound(f"message {command.message_id} does not exist")
+    seq, event_id, at = numbered
+    event = event_store.make_event(
+        event_id, seq, command.type, channel, message, conn.user_id, conn.username, command.emoji, command.content, at
+    )
+    announce = rt.bus.notify_payload(event)
+    event_store.record(cur, event, command.type, conn.user_id, conn.username, command.content, announce)
+    return event
+
+
+def channel_after(
+    cur,
+    channel: ChannelKey,
+    after_id: int | None,
+    below_seq: int | None,
+    limit: int,
+    from_seq: int = 0,
+    up_to_id: int | None = None,
+) -> list[StoredMessage]:
+    """A channel's messages and events with id > after_id (and seq < below_seq, and id <=
+    up_to_id): the first `limit` of them in id order (a replay's page, a gap fill's).
+    `after_id` None: after the channel's last message or event numbered below `from_seq`."""
+    if after_id is None:
+        after_id = event_store.last_id_below(cur, channel, from_seq)
+    messages = store.channel_after(cur, channel, after_id, below_seq, limit, up_to_id=up_to_id)
+    events = event_store.events_after(cur, channel, after_id, below_seq, limit, up_to_id)
+    if not events:
+        return messages
+    return sorted([*messages, *events], key=lambda item: item.id)[:limit]

@@ -1,0 +1,141 @@
+"""Edits, deletes and reactions across workers and hosts, on both buses (PROTOCOL.md §10).
+
+Two instances ("hosts") of two workers each share one PostgreSQL: events must reach every
+member once, in the room's one order with the messages, and a client that was away must
+get every one it missed through `join` with `since`, whichever instance it comes back to.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from tests.support.clients import Client, join
+from tests.support.identities import make_token, new_user_id, unique
+from tests.support.restartable import PrivateRedis
+from tests.support.servers import Server
+
+pytestmark = pytest.mark.cluster
+
+CLUSTER_ENV = {"HEARTBEAT_SECONDS": "0.5", "NODE_TIMEOUT_SECONDS": "3", "GAP_WAIT_SECONDS": "0.2"}
+THUMBS = "\U0001f44d"
+EVENT_TYPES = ("message", "message_edited", "message_deleted", "reaction")
+
+
+@pytest.fixture(scope="module", params=["postgres", "redis"])
+def cluster(request, fresh_database):
+    database_url = fresh_database()  # its own: nodes on another bus must not bury these
+    env = {"CHAT_BUS": request.param, **CLUSTER_ENV}
+    redis = None
+    if request.param == "redis":
+        redis = PrivateRedis().start()
+        env["REDIS_URL"] = redis.url
+    servers = [Server(database_url, workers=2, **env).start() for _ in range(2)]
+    yield servers
+    for srv in servers:
+        srv.stop()
+    if redis:
+        redis.stop()
+
+
+def connect(srv: Server, user_id: int | None = None) -> Client:
+    user_id = user_id or new_user_id()
+    client = Client.connect(srv.url, make_token(user_id, f"user{user_id}"))
+    client.expect("welcome")
+    client.user_id, client.username = user_id, f"user{user_id}"
+    return client
+
+
+def stream(client: Client, count: int) -> list[tuple[str, int]]:
+    """The next `count` messages and events a client gets, as (type, id or eventId)."""
+    got = []
+    while len(got) < count:
+        frame = client.recv_any(timeout=15)
+        if frame["type"] in EVENT_TYPES:
+            got.append((frame["type"], frame.get("eventId") or frame["data"]["id"]))
+    return got
+
+
+def test_events_and_messages_reach_every_member_once_in_one_order_and_replay_after_absence(cluster):
+    room = unique("room")
+    author = connect(cluster[0])
+    members = [connect(cluster[index % 2]) for index in range(4)]
+    away = connect(cluster[1])
+    for client in (author, *members, away):
+        join(client, room)
+    targets = []
+    for n in range(3):
+        author.send({"type": "message", "room": room, "content": f"m{n}"})
+        targets.append(author.expect("message", room=room, content=f"m{n}")["data"]["id"])
+    for client in (*members, away):
+        stream(client, 3)
+    cursor = targets[-1]
+    away.close()
+
+    # Reactions from every member, edits and a delete by the author, and new messages,
+    # all at once from both instances.
+    def react(client: Client) -> None:
+        for target in targets:  # (their echoes are read below, with everything else)
+            client.send({"type": "react", "id": target, "emoji": THUMBS})
+
+    def author_works() -> None:
+        for n, target in enumerate(targets):
+            author.send({"type": "edit", "id": target, "content": f"m{n} edited"})
+            author.expect("message_edited", id=target)
+            author.send({"type": "message", "room": room, "content": f"new {n}"})
+            author.expect("message", content=f"new {n}")
+        author.send({"type": "delete", "id": targets[0]})
+        author.expect("message_deleted", id=targets[0])
+
+    threads = [threading.Thread(target=react, args=(c,)) for c in members]
+    threads.append(threading.Thread(target=author_works))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    total = len(members) * len(targets) + 2 * len(targets) + 1
+    seen = [stream(client, total) for client in members]
+    assert all(order == seen[0] for order in seen), "every member sees one order"
+    ids = [ident for _, ident in seen[0]]
+    assert ids == sorted(ids) and len(set(ids)) == total, "that order is id order, each once"
+    for client in members:
+        client.nothing_more("reaction", wait=0.3)
+
+    # Back on the other instance with the last id it saw: exactly what it missed, in order.
+    back = connect(cluster[0], away.user_id)
+    join(back, room, since=cursor)
+    assert stream(back, total) == seen[0]
+    for kind in EVENT_TYPES:
+        back.nothing_more(kind, wait=0.2)
+
+
+def test_dm_events_cross_instances_to_both_parties(cluster):
+    alice, bob = connect(cluster[0]), connect(cluster[1])
+    alice_other = connect(cluster[1], alice.user_id)
+    alice.send({"type": "dm", "to": bob.user_id, "content": "hi"})
+    sent = alice.expect("dm_sent")["data"]["message"]
+    bob.expect("dm", id=sent["id"])
+    alice_other.expect("dm", id=sent["id"])
+    bob.send({"type": "react", "id": sent["id"], "emoji": THUMBS})
+    for client in (alice, alice_other, bob):
+        assert client.expect("reaction")["data"]["userId"] == bob.user_id
+    alice_other.send({"type": "edit", "id": sent["id"], "content": "hi there"})
+    for client in (alice, alice_other, bob):
+        edited = client.expect("message_edited")["data"]
+        assert edited["content"] == "hi there" and edited["reactions"] == {THUMBS: [bob.user_id]}
+
+
+def test_an_edit_too_large_for_a_notify_payload_still_crosses(cluster):
+    room = unique("room")
+    author, reader = connect(cluster[0]), connect(cluster[1])
+    join(author, room)
+    join(reader, room)
+    author.send({"type": "message", "room": room, "content": "short"})
+    target = author.expect("message", room=room)["data"]["id"]
+    content = "é" * 4000  # 8,000 bytes of UTF-8: over PostgreSQL's NOTIFY payload limit
+    author.send({"type": "edit", "id": target, "content": content})
+    author.send({"type": "react", "id": target, "emoji": THUMBS})
+    edited = reader.expect("message_edited")
+    reaction = reader.expect("reaction")
+    assert edited["data"]["content"] == content and edited["eventId"] < reaction["eventId"]
