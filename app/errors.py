@@ -35,6 +35,12 @@ class NotFound(ChatError):
     code = "not_found"
 
 
+class Forbidden(ChatError):
+    """The user may not do this (removing from a room they do not own)."""
+
+    code = "forbidden"
+
+
 class TooLarge(ChatError):
     code = "too_large"
 
