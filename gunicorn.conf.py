@@ -41,8 +41,8 @@ def post_worker_init(worker):
     import gevent
 
     # Everything loaded so far (Flask, gevent, psycopg2, the app) lives as long as the
-    # worker: freezing it keeps it out of every full collection, which otherwise paused
-    # the event loop for 50-150 ms under load. Fewer, larger young collections too.
+    # worker: freezing it keeps it out of every full collection, each a pause of the event
+    # loop. Fewer, larger young collections too.
     gc.collect()
     gc.freeze()
     gc.set_threshold(20_000, 20, 20)

@@ -84,6 +84,33 @@ ALTER TABLE room_presence ADD COLUMN IF NOT EXISTS username text;
 -- Whether the room heard this user's join (presence): then it hears the leave too, even
 -- if the room has grown too crowded for presence meanwhile.
 ALTER TABLE room_presence ADD COLUMN IF NOT EXISTS announced boolean NOT NULL DEFAULT false;
+-- How many users have a row in room_presence, per room (what `rooms` lists): changed with
+-- a user's first row in the room and their last, under the locks of those rows (see
+-- app/presence.py), so that the list reads the most crowded rooms from an index instead of
+-- counting the rows. Filled from room_presence when created.
+DO $$
+BEGIN
+    IF to_regclass('room_online') IS NULL THEN
+        CREATE TABLE room_online (
+            room    text PRIMARY KEY,
+            online  integer NOT NULL
+        );
+        INSERT INTO room_online (room, online)
+        SELECT room, count(DISTINCT user_id) FROM room_presence GROUP BY room;
+    END IF;
+END $$;
+CREATE INDEX IF NOT EXISTS room_online_crowded ON room_online (online DESC, room) WHERE online > 0;
+-- Who is connected at all, per server process: one row per (user, process) with an open
+-- connection of that user, in a room or not (`users` tells online from offline with it).
+-- Rows of a process whose heartbeat stopped are removed with its room_presence rows.
+-- `username` is users.username when the row was written: `users` searches the online by
+-- it, so that finding them costs what is found, not every user in the name range.
+CREATE TABLE IF NOT EXISTS user_presence (
+    user_id   bigint NOT NULL,
+    node_id   text NOT NULL,
+    username  text NOT NULL,
+    PRIMARY KEY (user_id, node_id)
+);
 -- Numbers the announced joins and leaves, each taken under its (room, user) advisory lock:
 -- a node that hears two nodes' events about one user out of order keeps the newer.
 CREATE SEQUENCE IF NOT EXISTS presence_versions;
@@ -144,3 +171,8 @@ CREATE INDEX IF NOT EXISTS dm_threads_user_high ON dm_threads (user_high);
 CREATE INDEX IF NOT EXISTS room_presence_node ON room_presence (node_id);
 -- A user's rooms (welcome, my_rooms, the heartbeat's membership check).
 CREATE INDEX IF NOT EXISTS chat_members_user ON chat_members (user_id, room);
+CREATE INDEX IF NOT EXISTS user_presence_node ON user_presence (node_id);
+-- `users`: a case-insensitive prefix search in name order. In the "C" collation a btree
+-- serves both LIKE 'prefix%' and the ORDER BY (text_pattern_ops would serve only the LIKE).
+CREATE INDEX IF NOT EXISTS users_lower_username ON users ((lower(username)) COLLATE "C", id);
+CREATE INDEX IF NOT EXISTS user_presence_lower_username ON user_presence ((lower(username)) COLLATE "C", user_id);

@@ -12,7 +12,7 @@ load_dotenv_file()
 app = create_app()
 
 # No thread name in log records: under gevent each greenlet that logs would get a
-# dummy Thread object made and torn down for it (2-3 % of a connect's CPU).
+# dummy Thread object made and torn down for it.
 logging.logThreads = False
 logging.basicConfig(
     level=str(app.config["LOG_LEVEL"]).upper(),

@@ -110,8 +110,7 @@ def _insert(cur, username: str, password_hash: str | None) -> int | None:
 
 
 def _skip_taken_ids(cur, taken: int) -> None:
-    """Move the sequence to the end of the run of consecutive ids that `taken` starts
-    (tokens brought them in), never backwards."""
+    """Move the sequence, never backwards, to the end of the run of consecutive ids (tokens') from `taken`."""
     cur.execute(
         """SELECT setval(pg_get_serial_sequence('users', 'id'), GREATEST(
                (SELECT max(id) FROM (SELECT id, id - row_number() OVER (ORDER BY id) AS run

@@ -16,6 +16,9 @@ sequence number. The body is one JSON object whose `k` says what it is:
   {"k": "p", "room", "event": "join"|"leave", "userId", "username", "v": number}
                                     presence, numbered per (room, user) (app/presence.py)
   {"k": "t", "room", "userId", "username"}   typing
+  {"k": "member", "room", "userId"}  the user's membership of the room began or ended:
+                                    their connections there read it again (app/membership.py)
+  {"k": "dt", "to", "userId", "username"}    typing in the DM conversation with `to`
   {"k": "hello"}                    a node started listening
 
 Short keys: a message's payload is built for every message on the PostgreSQL bus, in

@@ -20,7 +20,7 @@ DEFAULTS: dict[str, Any] = {
     # When set, tokens must carry this `aud` claim; when empty, `aud` is not checked.
     "JWT_AUDIENCE": "",
     # Clock skew allowed between the token issuer and this server, on `iat`, `nbf` and `exp`
-    # alike: an issuer whose clock runs ahead had its fresh tokens refused. An open
+    # alike, so that the fresh tokens of an issuer whose clock runs ahead are taken. An open
     # connection is closed with 4001 once `exp` plus this has passed.
     "JWT_LEEWAY_SECONDS": 30,
     # Cross-process fan-out: "postgres" (LISTEN/NOTIFY), "redis", or "auto" (redis when
@@ -34,7 +34,7 @@ DEFAULTS: dict[str, Any] = {
     "ROOMS_AUTO_CREATE": True,
     # Rooms one user may create a minute, over all their connections, workers and hosts
     # (counted in the database); 0: no limit. A join that would create one more gets
-    # `rate_limited`. Unbounded, one token created 16,630 rooms in 17 s.
+    # `rate_limited`: one token must not fill the database with rooms.
     "ROOMS_CREATE_PER_MINUTE": 30,
     "LOG_LEVEL": "INFO",
     # Limits of PROTOCOL.md §4.
@@ -68,8 +68,8 @@ DEFAULTS: dict[str, Any] = {
     "OUTBOX_MAX_FRAMES": 2000,
     "OUTBOX_MAX_BYTES": 16 * 1024 * 1024,
     # Bytes queued for all clients of a process together, past which a client with more
-    # than 256 KiB queued is closed with 1008 too: one user's many connections, each
-    # asking for history and never reading, held 16 MiB each (1 GB for 60).
+    # than transport.OUTBOX_SHARE_BYTES queued is closed with 1008 too: many connections
+    # that never read could otherwise each hold OUTBOX_MAX_BYTES.
     "OUTBOX_TOTAL_MAX_BYTES": 256 * 1024 * 1024,
     # Kernel send buffer per client socket: bounds the memory a client that stops reading
     # can hold (the kernel would let it grow to megabytes) before its outbox overflows.
@@ -78,7 +78,7 @@ DEFAULTS: dict[str, Any] = {
     "CLOSE_TIMEOUT_SECONDS": 5.0,
     # Database pool: connections per worker process, and how long to wait for one. A crowd
     # connecting holds them one round trip at a time, but each waits for the busy event
-    # loop to come round: 10,000 connects took 16-24 s with 8, 14-15 s with 16 or 32. Each
+    # loop to come round, so more than a few help (bench: 16 beat 8; 32 gained nothing). Each
     # worker also holds COMMIT_PIPELINES + 1 more (group commit, bus listener): mind
     # PostgreSQL's max_connections (100 by default) when adding workers.
     "DB_POOL_SIZE": 16,

@@ -86,8 +86,7 @@ class Connection(Transport):
         self.send(protocol.error_frame(code, message, about))
 
     def room_message(self, message: StoredMessage) -> None:
-        """A live message of a joined room: held back while that room is being replayed,
-        dropped if a replay sent it already."""
+        """Send a live message of a joined room, held back while the room is replayed, dropped if replayed."""
         room = message.data["room"]
         buffer = self.replay_buffers.get(room)
         if buffer is not None:
@@ -110,19 +109,20 @@ class Connection(Transport):
         return held
 
     def expire(self) -> None:
-        """The token has expired: say so and close with 4001, the code of a refused token
-        (clients fetch a fresh one and reconnect)."""
+        """Say the token has expired and close with 4001, so that the client reconnects with a fresh one."""
         self.token_expires_at = None
         self.send_error("unauthorized", "token has expired: connect again with a fresh one")
         self.close(CLOSE_UNAUTHORIZED, "token expired")
 
 
 def watch_connections(connections, ping_interval: float, pong_timeout: float) -> None:
-    """Ping connections that were silent for `ping_interval`; drop those that then stay
-    silent for `pong_timeout` (any frame counts as an answer), and those that read
-    nothing for `pong_timeout` while something waits for them, however much they send;
-    close those whose token has expired. One greenlet for all, a pass at least once a
-    second."""
+    """Ping silent connections, drop dead or non-reading ones, close those whose token expired.
+
+    A connection silent for `ping_interval` is pinged, and dropped if it stays silent for
+    `pong_timeout` (any frame counts as an answer); one that reads nothing for `pong_timeout`
+    while something waits for it is dropped however much it sends. One greenlet for all, a pass
+    at least once a second.
+    """
     tick = min(max(min(ping_interval, pong_timeout) / 5, 0.05), 1.0)
     while True:
         gevent.sleep(tick)

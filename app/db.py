@@ -59,8 +59,10 @@ def make_cooperative() -> None:
 
 
 def connect(dsn: str, connect_timeout: int = 3, autocommit: bool = False, setup: Callable[[Any], None] | None = None):
-    """One new connection in UTC, with TCP keepalives so a vanished server is noticed;
-    `setup(cursor)` runs on it first, in autocommit (the connection is closed if it fails)."""
+    """One new connection in UTC, with TCP keepalives so that a vanished server is noticed.
+
+    `setup(cursor)` runs on it first, in autocommit (the connection is closed if it fails).
+    """
     conn = psycopg2.connect(
         dsn,
         connect_timeout=connect_timeout,
@@ -161,10 +163,9 @@ class Pool:
     def autocommit(self) -> Iterator:
         """A cursor whose every `execute` is a transaction of its own, in one round trip.
 
-        `transaction()` costs two more (psycopg2 sends BEGIN and COMMIT as statements of
-        their own), and each waits for this worker's event loop to come round: for one
-        statement, or for a query string of several (which PostgreSQL runs as one
-        transaction), this is a third of the time a connection is held.
+        `transaction()` costs two more (psycopg2 sends BEGIN and COMMIT as statements of their
+        own), each waiting for the event loop to come round. Use this for one statement, or for a
+        query string of several (which PostgreSQL runs as one transaction).
         """
         with self.connection() as conn:
             started = time.perf_counter()
@@ -192,10 +193,10 @@ class Pool:
 
 
 class SingleConnection:
-    """One autocommit connection owned by one greenlet (the group commit): every
-    statement is its own transaction and its own round trip.
+    """One autocommit connection owned by one greenlet (the group commit).
 
-    `setup(cursor)` runs on every new connection (to prepare statements, say).
+    Every statement is its own transaction and its own round trip. `setup(cursor)` runs on
+    every new connection (to prepare statements, say).
     """
 
     def __init__(self, dsn: str, connect_timeout: int, setup: Callable[[Any], None] | None = None) -> None:
@@ -256,10 +257,8 @@ class SingleConnection:
             self.conn = None
 
 
-# The operating system's poll(): select() cannot watch a descriptor above 1023 and raised
-# ValueError once a worker held ~1,000 client sockets, which read as "closed": every
-# group commit then opened a new connection (measured: 1,188 reconnects in one 8 s
-# benchmark step, a new PostgreSQL backend each). gevent's patching removes select.poll.
+# The operating system's poll(), which gevent's patching removes: select() cannot watch a
+# descriptor above 1023, and a worker holds thousands of client sockets.
 _os_poll = get_original("select", "poll")
 
 
@@ -271,8 +270,10 @@ def readable(fd: int) -> bool:
 
 
 def closed_by_server(conn) -> bool:
-    """An idle connection with something to read was closed by the server (a restart,
-    an administrator): nothing else is sent to an idle connection that does not LISTEN."""
+    """Whether the server closed an idle connection (a restart, an administrator).
+
+    Nothing else is sent to an idle connection that does not LISTEN, so anything to read means closed.
+    """
     try:
         return readable(conn.fileno())
     except (OSError, ValueError, psycopg2.InterfaceError):
@@ -295,9 +296,10 @@ SCHEMA_LOCK_KEY = 0x63686174  # "chat"
 
 
 def load_schema(dsn: str, only_if_missing: bool = False, connect_timeout: int = 3) -> list[str]:
-    """Apply schema.sql (every statement in it is safe to run again); return the tables
-    and columns ("table.column") that were missing. With `only_if_missing`, apply it only
-    if one was."""
+    """Apply schema.sql and return the tables and columns ("table.column") that were missing.
+
+    Every statement in it is safe to run again. With `only_if_missing`, apply it only if one was.
+    """
     conn = connect(dsn, connect_timeout=connect_timeout)
     try:
         with conn.cursor() as cur:
@@ -323,8 +325,7 @@ def load_schema(dsn: str, only_if_missing: bool = False, connect_timeout: int = 
 
 
 def ensure_schema(dsn: str, connect_timeout: int = 3) -> None:
-    """Load schema.sql if a table or column of it is missing: a new database works without
-    `make db`, and so does one that an older version of this server made.
+    """Load schema.sql if a table or column of it is missing, so that new and older databases work.
 
     Only then: schema.sql's ALTER TABLEs take locks that stall every query behind them
     for as long as they wait (an upgrade takes them once). Failures are logged, not

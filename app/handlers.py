@@ -86,7 +86,7 @@ def replay(rt: ChatRuntime, conn: Connection, room: str, since: int, up_to: int 
     try:
         while True:
             with rt.pool.autocommit() as cur:
-                page = store.channel_after(cur, ("r", room), last_sent, None, page_size, up_to)
+                page = store.channel_after(cur, ("r", room), last_sent, None, page_size, up_to_id=up_to)
             for message in page:
                 conn.send_frame(message.wire_frame)
                 last_sent = message.id
@@ -179,9 +179,26 @@ def handle_dm_history(rt: ChatRuntime, conn: Connection, command: Command) -> No
 
 
 def handle_typing(rt: ChatRuntime, conn: Connection, command: Command) -> None:
+    if command.to is not None:
+        handle_dm_typing(rt, conn, command)
+        return
     if command.room not in conn.rooms:
         refuse_non_member(rt, conn, command.room)
     rt.publish_typing(command.room, conn.user_id, conn.username)
+
+
+def handle_dm_typing(rt: ChatRuntime, conn: Connection, command: Command) -> None:
+    """To every connection of the recipient; typing to oneself tells nobody (the sender's
+    own connections never get their typing) and is not an error: a DM to oneself is allowed."""
+    ensure_user_exists(rt, command.to)
+    if command.to != conn.user_id:
+        rt.publish_dm_typing(command.to, conn.user_id, conn.username)
+
+
+def handle_users(rt: ChatRuntime, conn: Connection, command: Command) -> None:
+    with rt.pool.autocommit() as cur:
+        users = store.find_users(cur, command.query, command.limit, rt.config["NODE_TIMEOUT_SECONDS"])
+    conn.send(protocol.users_frame(users))
 
 
 def handle_rooms(rt: ChatRuntime, conn: Connection, command: Command) -> None:
@@ -191,7 +208,7 @@ def handle_rooms(rt: ChatRuntime, conn: Connection, command: Command) -> None:
     unlisted = [room for room in conn.rooms if room not in listed]
     if unlisted:
         with rt.pool.autocommit() as cur:
-            private = store.private_rooms_of(cur, conn.user_id, unlisted, rt.config["NODE_TIMEOUT_SECONDS"])
+            private = store.private_rooms_of(cur, conn.user_id, unlisted)
         rooms = sorted(rooms + private, key=lambda room: room["name"])
     conn.send(protocol.rooms_frame([{**room, "member": room["name"] in conn.rooms} for room in rooms]))
 
@@ -235,6 +252,7 @@ HANDLERS: dict[str, Handler] = {
     "rooms": handle_rooms,
     "my_rooms": handle_my_rooms,
     "conversations": handle_conversations,
+    "users": handle_users,
     "create_room": handle_create_room,
     "invite": handle_invite,
     "remove": handle_remove,

@@ -40,8 +40,10 @@ PLACEHOLDER_PAGE = """<!doctype html><meta charset="utf-8"><title>Chat server</t
 
 @bp.after_app_request
 def security_headers(response: Response) -> Response:
-    """Every HTTP answer of the app gets them; a WebSocket's 101 is written by
-    flask-sock before any hook and is not touched."""
+    """Add the security headers to every HTTP answer of the app.
+
+    A WebSocket's 101 is written by flask-sock before any hook and is not touched.
+    """
     for name, value in SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)
     policy = PAGE_POLICY if request.endpoint == "http.index" else OTHER_POLICY

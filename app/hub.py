@@ -41,8 +41,10 @@ FILLS_AT_ONCE = 2
 # sending tab then gets its DM as `dm`, and `dm_sent` when the delivery comes).
 LOCAL_COMMIT_WAIT_SECONDS = 2.0
 
-# fetch(channel, after_id, up_to_seq or None, limit) -> messages in id order
-Fetcher = Callable[[ChannelKey, int, "int | None", int], list[StoredMessage]]
+# fetch(channel, after_id, from_seq, up_to_seq or None, limit) -> messages in id order,
+# those after `after_id`; when that is None (not looked up yet), those after the channel's
+# last message numbered below `from_seq`
+Fetcher = Callable[[ChannelKey, "int | None", int, "int | None", int], list[StoredMessage]]
 # () -> a moment before which every bus payload that reached this process was handled, or
 # None when unknown (Bus.handled_until)
 BusProgress = Callable[[], "float | None"]
@@ -53,7 +55,10 @@ class Gate:
     """Where one channel's stream stands in this process."""
 
     next_seq: int  # the sequence number to release next
-    last_id: int  # id of the last message released (or older): the fill query's lower bound
+    # id of the last message released (or older): the fill query's lower bound. None: not
+    # looked up (a conversation listed at connect), the fill query finds it. Listing the
+    # ids of a user's 50k conversations at every connect cost ~200 ms; few ever need one.
+    last_id: int | None
     pending: dict[int, StoredMessage] = field(default_factory=dict)  # early arrivals by seq
     filling: bool = False
     # a head the running fill is to reach as well (see _schedule_fill)
@@ -80,8 +85,8 @@ class Hub:
         self.connections_by_user: dict[int, set[Connection]] = {}
         # channel -> its gate, for every room and conversation with a member here
         self.gates: dict[ChannelKey, Gate] = {}
-        # user id -> the conversations of that user with a gate here (so that a user's
-        # last disconnect drops them without looking at every gate of the process)
+        # user id -> the conversations of that connected user with a gate here (so that
+        # a user's last disconnect drops them without looking at every gate of the process)
         self.conversations_by_user: dict[int, set[ChannelKey]] = {}
         # users whose conversations could not be listed when they connected (database
         # down): a DM of theirs on an unknown channel starts the stream where it stands
@@ -105,20 +110,19 @@ class Hub:
         """
         self.registering.setdefault(conn.user_id, {})[conn] = []
 
-    def add_user_connection(self, conn: Connection, threads: list[tuple[ChannelKey, int, int]] | None) -> None:
+    def add_user_connection(self, conn: Connection, threads: list[tuple[ChannelKey, int]] | None) -> None:
         """Register an authenticated connection; `threads` are its user's conversations
-        (None: they could not be listed)."""
+        with their last seq (None: they could not be listed)."""
         held = self._end_registration(conn)
         self.connections_by_user.setdefault(conn.user_id, set()).add(conn)
         if threads is None:
             self.users_without_threads.add(conn.user_id)
         else:
             self.users_without_threads.discard(conn.user_id)
-            for channel, last_seq, last_id in threads:
-                self.track(channel, last_seq, last_id)
+            for channel, last_seq in threads:
+                self.track(channel, last_seq, None)
         if held:
-            listed_seq = {channel: last_seq for channel, last_seq, _ in threads or ()}
-            self._send_on(conn, held, listed_seq)
+            self._send_on(conn, held, dict(threads or ()))
 
     def _end_registration(self, conn: Connection) -> list[StoredMessage]:
         pending = self.registering.get(conn.user_id)
@@ -196,7 +200,7 @@ class Hub:
         members = self.members_by_room.get(room)
         return members is not None and any(c in members for c in self.connections_by_user.get(user_id, ()))
 
-    def track(self, channel: ChannelKey, last_seq: int, last_id: int) -> None:
+    def track(self, channel: ChannelKey, last_seq: int, last_id: int | None) -> None:
         if channel not in self.gates:
             self.gates[channel] = Gate(next_seq=last_seq + 1, last_id=last_id)
         self._note_conversation(channel)
@@ -204,7 +208,11 @@ class Hub:
     def _note_conversation(self, channel: ChannelKey) -> None:
         if channel[0] == "d":
             for user in channel[1:]:
-                self.conversations_by_user.setdefault(user, set()).add(channel)
+                # Only users connected here: one connecting later notes the conversation
+                # with its listing (or takes it over at the other's last disconnect), and
+                # a set for each of a user's 50k partners was half of what a connect cost.
+                if user in self.connections_by_user:
+                    self.conversations_by_user.setdefault(user, set()).add(channel)
 
     # --- delivery -------------------------------------------------------------------------
 
@@ -251,7 +259,8 @@ class Hub:
 
     def _release(self, gate: Gate, message: StoredMessage) -> None:
         gate.next_seq = message.seq + 1
-        gate.last_id = max(gate.last_id, message.id)
+        # (within a channel ids grow with seq: this one is the highest released)
+        gate.last_id = message.id if gate.last_id is None else max(gate.last_id, message.id)
         if message.is_dm:
             self._fan_out_dm(message)
         else:
@@ -331,7 +340,7 @@ class Hub:
                         gate.fill_up_to = None
                         return
                     GAP_FILLS.inc()
-                    found = self.fetch(channel, gate.last_id, target, FILL_PAGE_SIZE)
+                    found = self.fetch(channel, gate.last_id, gate.next_seq, target, FILL_PAGE_SIZE)
                 # What it read may be our own commit, not delivered yet: that delivery,
                 # which knows the sending connection, is to release it.
                 self.local_commits.wait(channel, self.local_commit_wait_seconds)
@@ -391,3 +400,8 @@ class Hub:
         for conn in tuple(self.members_by_room.get(room, ())):
             if conn.user_id != user_id:
                 conn.send_frame(frame)
+
+    def to_user(self, user_id: int, frame: bytes) -> None:
+        """Send a frame to every connection of one user here."""
+        for conn in tuple(self.connections_by_user.get(user_id, ())):
+            conn.send_frame(frame)

@@ -1,5 +1,4 @@
-"""Every private internal of flask-sock, simple-websocket, gunicorn and gevent the server
-relies on, in one place, and the code that touches them.
+"""Every private internal of flask-sock, simple-websocket, gunicorn and gevent we rely on, and the code touching them.
 
 tests/test_internals.py checks each of them, and fails if the source of any function
 listed in FINGERPRINTS changes (a version bump): read the entry, check that the reliance
@@ -67,11 +66,11 @@ def server_options() -> dict:
 
 
 def take_over(ws):
-    """The socket of a simple-websocket Server after the handshake, as a socket of our
-    own; everything else `ws` holds (the WSGI environ with gunicorn's request, wsproto's
-    and h11's state: ~60 objects) is dropped now, by reference counting, instead of
-    waiting for the garbage collector, which paused the loop for tens of ms in a
-    crowd's connect."""
+    """The socket of a simple-websocket Server after the handshake, as a socket of our own.
+
+    Everything else `ws` holds (the WSGI environ, wsproto's and h11's state) is dropped now, by
+    reference counting: left to the garbage collector, many connects at once pause the loop.
+    """
     sock = ws.sock.dup()
     ws.connected = False  # simple-websocket's own close() now does nothing
     ws.environ = ws.ws = ws.sock = ws.event = ws.thread = None
@@ -79,9 +78,10 @@ def take_over(ws):
 
 
 def pipelined_bytes(environ: dict) -> bytes:
-    """What the client sent right behind its upgrade request, which gunicorn's parser read
-    with it: frames of a client that did not wait for the 101 (RFC 6455 asks clients to
-    wait; some send their `auth` at once), lost otherwise."""
+    """The bytes the client sent right behind its upgrade request, read by gunicorn's parser with it.
+
+    Frames of a client that did not wait for the 101 (some send their `auth` at once): lost otherwise.
+    """
     reader = getattr(environ.get("wsgi.input"), "reader", None)
     take_buffered = getattr(getattr(reader, "unreader", None), "take_buffered", None)
     return take_buffered() if take_buffered is not None else b""

@@ -20,9 +20,8 @@ from .tokens import issue_token
 bp = Blueprint("login", __name__)
 
 # Password checks running at once. Each takes a thread of gevent's pool (which its DNS
-# resolver shares) and a core for ~140 ms (twice that when an old hash is replaced): a
-# flood of logins waits here, and leaves the event loop the CPU it needs to serve the
-# WebSockets.
+# resolver shares) and a core for a noticeable time: a flood of logins waits here, and
+# leaves the event loop the CPU it needs to serve the WebSockets.
 HASHES_AT_ONCE = 2
 # How long a login waits for one of them before it is answered 503 (retry later): under
 # a flood, a queue without end would hold every request (and its greenlet) for good.
@@ -44,8 +43,8 @@ _hash_slots = Semaphore(HASHES_AT_ONCE)
 def _check_password(stored_hash: str, password: str) -> tuple[bool, str | None]:
     """passwords.check in a thread of gevent's pool, at most HASHES_AT_ONCE at a time.
 
-    A hash holds a core for ~140 ms: in the event loop's thread that froze every WebSocket
-    of the worker. argon2 and hashlib.scrypt release the GIL, so the loop runs on meanwhile.
+    A hash holds a core for long (argon2id is slow on purpose): in the event loop's thread it
+    would freeze every WebSocket of the worker. argon2 and hashlib.scrypt release the GIL.
     """
     if not _hash_slots.acquire(timeout=HASH_WAIT_SECONDS):
         raise Unavailable("too many sign-ins at once, retry later")
@@ -56,8 +55,10 @@ def _check_password(stored_hash: str, password: str) -> tuple[bool, str | None]:
 
 
 def _replace_hash(user_id: int, old_hash: str, new_hash: str) -> None:
-    """Store the stronger hash, unless the password was changed meanwhile; when the
-    database is away, the next sign-in tries again."""
+    """Store the stronger hash, unless the password was changed meanwhile.
+
+    When the database is away, the next sign-in tries again.
+    """
     try:
         with get_runtime(current_app).pool.autocommit() as cur:
             cur.execute("UPDATE users SET password = %s WHERE id = %s AND password = %s", (new_hash, user_id, old_hash))

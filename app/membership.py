@@ -302,12 +302,7 @@ def room_not_found(room: str) -> NotFound:
     return NotFound(f"room '{room}' does not exist")
 
 
-def conversation_items(threads: list[tuple[tuple, int, int, int, str]]) -> list[dict]:
-    """The `welcome` items of the user's conversations, the latest first (read state as
-    for rooms: not counted yet)."""
-    started = [thread for thread in threads if thread[2]]
-    started.sort(key=lambda thread: -thread[2])
-    return [
-        {"userId": other, "username": name, "lastId": last_id, "lastReadId": 0, "unread": 0}
-        for _, _, last_id, other, name in started[:WELCOME_LIST_MAX]
-    ]
+def conversation_items(partners: list[dict]) -> list[dict]:
+    """The `welcome` items of the user's conversations (store.conversations_of, the latest
+    first), with their read state (not counted yet)."""
+    return [{**partner, "lastReadId": 0, "unread": 0} for partner in partners]

@@ -1,8 +1,8 @@
 """Prometheus metrics of one server process (served at /metrics).
 
 Counters bumped once per frame sent or received are plain integers (`Tally`) read at
-scrape time: prometheus_client's Counter takes a lock on every `inc`, which cost 8% of a
-core on the fan-out path of the benchmark.
+scrape time: prometheus_client's Counter takes a lock on every `inc`, too dear on the
+fan-out path.
 """
 
 from __future__ import annotations

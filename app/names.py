@@ -35,8 +35,10 @@ def is_valid_username(name: str) -> bool:
 
 
 def local_username(raw: str) -> str:
-    """The name a user made here gets: `raw` in NFC, stripped. Raises ValueError saying
-    why when it cannot be one (empty, too long, or holding a character not shown)."""
+    """The name a user made here gets: `raw` in NFC, stripped.
+
+    Raises ValueError saying why when it cannot be one (empty, too long, or holding a character not shown).
+    """
     if _INVISIBLE.search(raw):
         raise ValueError("a username may not hold invisible or text-direction characters")
     name = _normal(raw)
@@ -46,8 +48,7 @@ def local_username(raw: str) -> str:
 
 
 def shown_username(raw: str) -> str | None:
-    """A token's name as it is shown: in NFC, without the characters that are not shown,
-    stripped; None when nothing that can be a name is left."""
+    """A token's name as shown: in NFC, stripped, without invisible characters; None if no name is left."""
     name = _normal(_INVISIBLE.sub("", raw))
     return name if is_valid_username(name) else None
 

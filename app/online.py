@@ -101,9 +101,11 @@ class OnlineLists:
         self.unheard_rooms: set[str] = set()
 
     def get(self, room: str) -> RoomOnline:
-        """Who is online in the room, cluster-wide (read at most once a second per room,
-        by one greenlet while the others wait for it; presence events keep it current in
-        between)."""
+        """Who is online in the room, cluster-wide.
+
+        Read at most once a second per room, by one greenlet while the others wait for it;
+        presence events keep it current in between.
+        """
         shared = self.by_room.get(room)
         if shared is None:
             if len(self.by_room) > MAX_ROOMS_KEPT:
@@ -112,9 +114,11 @@ class OnlineLists:
         return shared.get()
 
     def now(self, room: str, read: RoomOnline) -> RoomOnline:
-        """The room's list as it stands now, with every presence event noted so far: the
-        newest list read (another greenlet may have read it again since `read` was), or
-        `read`. No I/O: for answering a join, whose later events reach the joiner."""
+        """The room's list as it stands now, with every presence event noted so far.
+
+        That is the newest list read (another greenlet may have read it again since `read` was),
+        or `read`. No I/O: for answering a join, whose later events reach the joiner.
+        """
         latest = self._latest(room)
         return latest if latest is not None else read
 
@@ -138,8 +142,10 @@ class OnlineLists:
         self.unheard_rooms.update(rooms)
 
     def repair_unheard(self) -> None:
-        """Read again the lists of the rooms marked unheard, which tells their members here
-        the joins and leaves they missed (see `_read`). A failure leaves the rest marked."""
+        """Read again the lists of the rooms marked unheard, telling their members the events they missed.
+
+        See `_read`. A failure leaves the rest marked.
+        """
         for room in sorted(self.unheard_rooms):
             shared = self.by_room.get(room)
             if shared is not None:
@@ -151,8 +157,7 @@ class OnlineLists:
         return shared.latest if shared is not None else None
 
     def _read(self, room: str) -> RoomOnline:
-        """Read the list, apply the events noted meanwhile, and tell the room's members
-        here how it differs from the list it replaces.
+        """Read the list, apply the events noted meanwhile, and tell the members here what changed.
 
         Its snapshot may predate an event that was committed elsewhere and noted here
         while the query ran, in the list this read replaces: without them, the user
@@ -185,8 +190,10 @@ class OnlineLists:
         return online
 
     def _tell_differences(self, room: str, told: RoomOnline, online: RoomOnline) -> None:
-        """Deliver here, as presence events, what turns the list `told` into `online`
-        (not in rooms too crowded for presence, where nobody was told anything)."""
+        """Deliver here, as presence events, what turns the list `told` into `online`.
+
+        Not in rooms too crowded for presence, where nobody was told anything.
+        """
         if max(len(told.users), len(online.users)) > self.max_announced_room_size:
             return
         before, after = told.users, online.users

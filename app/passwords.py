@@ -11,9 +11,8 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from werkzeug.security import check_password_hash
 
 # RFC 9106's second recommended option (64 MiB, 3 passes), on one lane instead of four:
-# a check then takes one core (~140 ms, as much CPU as the scrypt it replaces, with twice
-# its memory), and login.HASHES_AT_ONCE bounds the cores sign-in can take from the event
-# loop. An attacker's cost per guess does not depend on the lanes.
+# a check then takes one core, and login.HASHES_AT_ONCE bounds the cores sign-in can take
+# from the event loop. An attacker's cost per guess does not depend on the lanes.
 HASHER = PasswordHasher(time_cost=3, memory_cost=64 * 1024, parallelism=1)
 ARGON2_PREFIX = "$argon2"
 
@@ -24,8 +23,7 @@ def hash_password(password: str) -> str:
 
 
 def check(stored_hash: str, password: str) -> tuple[bool, str | None]:
-    """Whether the password matches, and when it does but the stored hash is of an older
-    kind, the hash to store instead (else None).
+    """Whether the password matches, and the hash to store instead if the stored one is weaker (else None).
 
     Blocks a core for as long as a hash takes: call it from a thread (argon2 and
     hashlib's scrypt release the GIL).

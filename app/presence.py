@@ -65,6 +65,11 @@ _ANNOUNCED_ROW = """(%(announce)s AND NOT others.online) OR EXISTS (
 # Whether this node may remove the row of `node_id`: its own, or a dead node's (a node
 # taken for dead that beats again keeps its rows: it is alive).
 _REMOVABLE = f"NOT (%(only_if_dead)s AND %(node_id)s <> %(me)s AND %(node_id)s IN ({ALIVE}))"
+# Whether a process other than `node_id`, dead or alive, has a row of the user in the room:
+# each room's count of users online (room_online, what `rooms` lists) changes with the
+# user's first row there and their last.
+_OTHER_ROWS = """EXISTS (SELECT 1 FROM room_presence WHERE room = %(room)s AND user_id = %(user_id)s
+                        AND node_id <> %(node_id)s)"""
 # The announcement of a membership that began or ended, on the PostgreSQL bus, inside its
 # transaction: the user's connections on other nodes follow it (app/membership.py).
 _NOTIFY_MEMBER = """CASE WHEN member_changed AND %(channel)s IS NOT NULL THEN
@@ -83,6 +88,10 @@ _ENTER = f"""
                 INSERT INTO room_presence (room, user_id, node_id, username, announced)
                 SELECT name, %(user_id)s, %(node_id)s, %(username)s, {_ANNOUNCED_ROW} FROM room, others
                 ON CONFLICT DO NOTHING RETURNING 1
+            ), counted AS (
+                INSERT INTO room_online AS o (room, online)
+                SELECT name, 1 FROM room WHERE EXISTS (SELECT 1 FROM entered) AND NOT {_OTHER_ROWS}
+                ON CONFLICT (room) DO UPDATE SET online = o.online + 1
             ), step AS MATERIALIZED (
                 SELECT last_seq, last_id, EXISTS (SELECT 1 FROM entered) AND NOT others.online AS first,
                        EXISTS (SELECT 1 FROM added) AS member_changed,
@@ -97,9 +106,11 @@ _ENTER = f"""
 
 # The statements of membership and presence, prepared on every connection of the pool.
 # Each change is one query string, so one round trip and one transaction: create the room
-# if asked; take the (room, user) advisory lock, held until the end; then, in a statement
-# of its own (so that its snapshot comes after the lock and sees what the previous holder
-# committed), the change itself:
+# if asked; take the (room, user) advisory lock, held until the end, and lock the user's
+# rows in the room (a burial removing one waits for us, or we for it); then, in a statement
+# of its own (so that its snapshot comes after the locks and sees what the previous holder
+# committed), the change itself. Each keeps the room's count of users online (room_online)
+# with the user's first row there and their last:
 # - chat_join: make the user a member (unless they are), add this node's presence row
 #   unless there is one, read the room's stream position, and tell whether this is the
 #   user's first connection in the room anywhere, announcing it if so. A worker killed
@@ -119,6 +130,8 @@ STATEMENTS = PreparedStatements(
         "chat_lock_creator": store.LOCK_CREATOR,
         "chat_create_room": store.CREATE_ROOM,
         "chat_presence_lock": "SELECT pg_advisory_xact_lock(hashtextextended(%(lock)s, 0))",
+        "chat_presence_rows": """SELECT 1 FROM room_presence WHERE room = %(room)s AND user_id = %(user_id)s
+                                 ORDER BY node_id FOR UPDATE""",
         "chat_join": f"""
             WITH room AS ({store.ROOM_STATE}),
             added AS (
@@ -134,6 +147,9 @@ STATEMENTS = PreparedStatements(
                 DELETE FROM room_presence WHERE room = %(room)s AND user_id = %(user_id)s AND node_id = %(node_id)s
                                                 AND {_REMOVABLE}
                 RETURNING announced
+            ), uncounted AS (
+                UPDATE room_online SET online = online - 1
+                WHERE room = %(room)s AND EXISTS (SELECT 1 FROM gone) AND NOT {_OTHER_ROWS}
             ), step AS MATERIALIZED (
                 SELECT NOT {_OTHERS_ONLINE} AS last,
                        %(announce)s OR COALESCE((SELECT bool_or(announced) FROM gone), false) AS heard,
@@ -147,6 +163,8 @@ STATEMENTS = PreparedStatements(
                 DELETE FROM chat_members WHERE room = %(room)s AND user_id = %(user_id)s RETURNING 1
             ), gone AS (
                 DELETE FROM room_presence WHERE room = %(room)s AND user_id = %(user_id)s RETURNING announced
+            ), uncounted AS (
+                UPDATE room_online SET online = online - 1 WHERE room = %(room)s AND EXISTS (SELECT 1 FROM gone)
             ), step AS MATERIALIZED (
                 SELECT EXISTS (SELECT 1 FROM ended) AS member_changed, EXISTS (SELECT 1 FROM gone) AS was_here,
                        %(announce)s OR COALESCE((SELECT bool_or(announced) FROM gone), false) AS heard
@@ -173,6 +191,8 @@ STATEMENTS = PreparedStatements(
                 DELETE FROM room_presence WHERE room = %(room)s AND user_id = %(user_id)s
                                             AND EXISTS (SELECT 1 FROM ended)
                 RETURNING announced
+            ), uncounted AS (
+                UPDATE room_online SET online = online - 1 WHERE room = %(room)s AND EXISTS (SELECT 1 FROM gone)
             ), step AS MATERIALIZED (
                 SELECT EXISTS (SELECT 1 FROM ended) AS member_changed, EXISTS (SELECT 1 FROM gone) AS was_here,
                        %(announce)s OR COALESCE((SELECT bool_or(announced) FROM gone), false) AS heard
@@ -206,13 +226,14 @@ STATEMENTS = PreparedStatements(
     settings=("SET plan_cache_mode = force_generic_plan",),
 )
 _EXECUTE = STATEMENTS.execute
-_JOIN = "; ".join([_EXECUTE["chat_presence_lock"], _EXECUTE["chat_join"]])
+_LOCKS = [_EXECUTE["chat_presence_lock"], _EXECUTE["chat_presence_rows"]]
+_JOIN = "; ".join([*_LOCKS, _EXECUTE["chat_join"]])
 _JOIN_CREATING = "; ".join([_EXECUTE["chat_lock_creator"], _EXECUTE["chat_create_room"], _JOIN])
-_ENTER_MEMBER = "; ".join([_EXECUTE["chat_presence_lock"], _EXECUTE["chat_enter"]])
-_LEAVE = "; ".join([_EXECUTE["chat_presence_lock"], _EXECUTE["chat_leave"]])
-_END_MEMBERSHIP = "; ".join([_EXECUTE["chat_presence_lock"], _EXECUTE["chat_end_membership"]])
-_INVITE = "; ".join([_EXECUTE["chat_presence_lock"], _EXECUTE["chat_invite"]])
-_REMOVE = "; ".join([_EXECUTE["chat_presence_lock"], _EXECUTE["chat_remove"]])
+_ENTER_MEMBER = "; ".join([*_LOCKS, _EXECUTE["chat_enter"]])
+_LEAVE = "; ".join([*_LOCKS, _EXECUTE["chat_leave"]])
+_END_MEMBERSHIP = "; ".join([*_LOCKS, _EXECUTE["chat_end_membership"]])
+_INVITE = "; ".join([*_LOCKS, _EXECUTE["chat_invite"]])
+_REMOVE = "; ".join([*_LOCKS, _EXECUTE["chat_remove"]])
 
 
 class Entered(NamedTuple):
@@ -597,9 +618,12 @@ class Presence:
                 self.after_commit(self._leave(room, user_id, username, node_id))
         with self.pool.autocommit() as cur:
             cur.execute(
-                """DELETE FROM chat_nodes n WHERE heartbeat_at < now() - make_interval(secs => %s)
-                     AND NOT EXISTS (SELECT 1 FROM room_presence p WHERE p.node_id = n.node_id)
-                   RETURNING node_id""",
+                """WITH dead AS (
+                       DELETE FROM chat_nodes n WHERE heartbeat_at < now() - make_interval(secs => %s)
+                         AND NOT EXISTS (SELECT 1 FROM room_presence p WHERE p.node_id = n.node_id)
+                       RETURNING node_id
+                   ), offline AS (DELETE FROM user_presence WHERE node_id IN (SELECT node_id FROM dead))
+                   SELECT node_id FROM dead""",
                 (self.node_timeout,),
             )
             dead = [row[0] for row in cur]
@@ -609,8 +633,33 @@ class Presence:
     def forget_node(self) -> None:
         """On shutdown: remove our node and presence rows (the leaves were sent already)."""
         with self.pool.transaction() as cur:
-            cur.execute("DELETE FROM room_presence WHERE node_id = %s", (self.node_id,))
+            _remove_rows(cur, [self.node_id])
             cur.execute("DELETE FROM chat_nodes WHERE node_id = %s", (self.node_id,))
+
+
+def _remove_rows(cur, nodes: list[str]) -> None:
+    """Remove the presence rows of `nodes` (rooms and users), in the caller's transaction,
+    and count again the users online in their rooms.
+
+    Each room's count is locked (after its row is made sure of, so that no join inserts
+    it after our snapshot) and taken again from the rows, each statement seeing what the
+    previous one waited for.
+    """
+    cur.execute("DELETE FROM user_presence WHERE node_id = ANY(%s)", (nodes,))
+    cur.execute("DELETE FROM room_presence WHERE node_id = ANY(%s) RETURNING room", (nodes,))
+    rooms = sorted({room for (room,) in cur})
+    if rooms:
+        cur.execute(
+            """INSERT INTO room_online (room, online) SELECT unnest(%(rooms)s::text[]), 0 ON CONFLICT DO NOTHING;
+               SELECT 1 FROM room_online WHERE room = ANY(%(rooms)s) ORDER BY room FOR UPDATE""",
+            {"rooms": rooms},
+        )
+        cur.execute(
+            """UPDATE room_online o SET online = (SELECT count(DISTINCT user_id) FROM room_presence p
+                                                  WHERE p.room = o.room)
+               WHERE o.room = ANY(%s)""",
+            (rooms,),
+        )
 
 
 def _dumps_text(value: object) -> str:

@@ -29,6 +29,12 @@ MY_ROOMS_DEFAULT_LIMIT = 200
 MY_ROOMS_MAX_LIMIT = 1000
 # A room's description (create_room), in characters: a line under the name in a room list.
 DESCRIPTION_MAX_CHARS = 500
+# Users per `users` answer (PROTOCOL.md §11): a picker shows a screenful; everyone at once
+# (100k) is not a list anybody reads.
+USERS_DEFAULT_LIMIT = 20
+USERS_MAX_LIMIT = 100
+# The longest `users` query: no name is longer (app/names.py, USERNAME_MAX_CHARS).
+USERS_QUERY_MAX_CHARS = 64
 
 # Older clients spoke these names; each maps to the current type (PROTOCOL.md §2).
 TYPE_ALIASES = {
@@ -65,6 +71,7 @@ class Command:
     user_id: int | None = None
     private: bool = False
     description: str = ""
+    query: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -246,7 +253,27 @@ def _parse_dm_history(frame: dict[str, Any], limits: Limits) -> Command:
 
 
 def _parse_typing(frame: dict[str, Any], limits: Limits) -> Command:
-    return Command("typing", room=_room(frame))
+    """In a room (`room`), or in the DM conversation with user `to`."""
+    if "to" not in frame:
+        return Command("typing", room=_room(frame))
+    if "room" in frame:
+        raise Invalid("typing takes either 'room' or 'to', not both")
+    return Command("typing", to=_user_field(frame, "to"))
+
+
+def _parse_users(frame: dict[str, Any], limits: Limits) -> Command:
+    query = frame.get("query")
+    if query is None:
+        query = ""  # everyone
+    if not isinstance(query, str):
+        raise Invalid("field 'query' must be a string")
+    if len(query) > USERS_QUERY_MAX_CHARS:
+        raise Invalid(f"field 'query' is longer than {USERS_QUERY_MAX_CHARS} characters")
+    if "\x00" in query:
+        raise Invalid("field 'query' must not contain NUL characters")
+    # Names are stored in NFC (app/names.py): "e" + a combining accent finds "é".
+    query = unicodedata.normalize("NFC", query)
+    return Command("users", query=query, limit=_limit(frame, USERS_DEFAULT_LIMIT, USERS_MAX_LIMIT))
 
 
 def _parse_conversations(frame: dict[str, Any], limits: Limits) -> Command:
@@ -310,6 +337,7 @@ _PARSERS = {
     "create_room": _parse_create_room,
     "invite": _parse_member_change("invite"),
     "remove": _parse_member_change("remove"),
+    "users": _parse_users,
     "ping": _parse_bare("ping"),
 }
 
@@ -437,6 +465,11 @@ def typing_frame(room: str, user_id: int, username: str) -> dict[str, Any]:
     return {"type": "typing", "room": room, "data": {"userId": user_id, "username": username}}
 
 
+def dm_typing_frame(user_id: int, username: str) -> dict[str, Any]:
+    """Typing in the DM conversation with the sender: `with` names the conversation."""
+    return {"type": "typing", "with": user_id, "data": {"userId": user_id, "username": username}}
+
+
 def _page_echo(command: Command) -> dict[str, Any]:
     """The page a history answer is for, so that a client can match answers to requests."""
     echo: dict[str, Any] = {"limit": command.limit}
@@ -457,6 +490,10 @@ def dm_history_frame(command: Command, messages: list[dict[str, Any]]) -> dict[s
 
 def conversations_frame(conversations: list[dict[str, Any]]) -> dict[str, Any]:
     return {"type": "conversations", "data": conversations}
+
+
+def users_frame(users: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"type": "users", "data": users}
 
 
 def rooms_frame(rooms: list[dict[str, Any]]) -> dict[str, Any]:

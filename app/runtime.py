@@ -32,6 +32,7 @@ from .messages import StoredMessage, message_data
 from .presence import STATEMENTS as PRESENCE_STATEMENTS
 from .presence import Presence
 from .shared_read import SharedRead
+from .users_online import UsersOnline
 from .wsframe import text_frame
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,7 @@ class ChatRuntime:
         self.membership = Memberships(
             self.hub, self.presence, self.pool, config["JOIN_ACK_MAX_USERS"], config["ROOMS_CREATE_PER_MINUTE"]
         )
+        self.users_online = UsersOnline(self.pool, self.node_id, lambda: self.hub.connections_by_user)
         self.batcher = Batcher(
             self.pool,
             origin=self.bus.origin,
@@ -151,6 +153,8 @@ class ChatRuntime:
                 gevent.spawn(
                     self._apply_membership, payload["room"], payload["userId"], payload.get("invited"), removed
                 )
+        elif kind == "dt":
+            self.deliver_dm_typing(payload)
         # "hello": a node started listening; the bus noted it, nothing to deliver
 
     def _apply_membership(self, room: str, user_id: int, invited: dict | None, removed: bool) -> None:
@@ -191,16 +195,31 @@ class ChatRuntime:
         except ChatError:
             pass  # typing is best effort
 
+    def publish_dm_typing(self, to: int, user_id: int, username: str) -> None:
+        payload = {"k": "dt", "to": to, "userId": user_id, "username": username}
+        self.deliver_dm_typing(payload)
+        try:
+            self.bus.publish_event(payload, only_if_heard=True)
+        except ChatError:
+            pass  # typing is best effort
+
+    def deliver_dm_typing(self, payload: dict) -> None:
+        """Typing in a DM conversation: to the recipient's connections here."""
+        frame = protocol.dm_typing_frame(payload["userId"], payload["username"])
+        self.hub.to_user(payload["to"], text_frame(protocol.encode(frame)))
+
     def _read_rooms(self) -> list[dict]:
         with self.pool.autocommit() as cur:
-            return store.list_rooms(cur, self.config["NODE_TIMEOUT_SECONDS"], self.config["ROOMS_LIST_MAX"])
+            return store.list_rooms(cur, self.config["ROOMS_LIST_MAX"])
 
     # --- catching up ---------------------------------------------------------------------------
 
-    def _fetch_channel(self, channel: tuple, after_id: int, up_to_seq: int | None, limit: int) -> list[StoredMessage]:
+    def _fetch_channel(
+        self, channel: tuple, after_id: int | None, from_seq: int, up_to_seq: int | None, limit: int
+    ) -> list[StoredMessage]:
         below = None if up_to_seq is None else up_to_seq + 1
         with self.pool.autocommit() as cur:
-            return store.channel_after(cur, channel, after_id, below, limit)
+            return store.channel_after(cur, channel, after_id, below, limit, from_seq)
 
     def resync(self) -> None:
         """After the bus (re)connects: fetch whatever was committed while it was away, and
@@ -226,7 +245,13 @@ class ChatRuntime:
         # must not skip the check that bounds how long a message lost by pub/sub stays
         # undelivered.
         # Memberships before presence: the rows follow the connections listed in the rooms.
-        steps = (self.membership.reconcile, self._tend_presence, self._check_heads, self.presence.repair_unheard)
+        steps = (
+            self.membership.reconcile,
+            self._tend_presence,
+            self._check_heads,
+            self.presence.repair_unheard,
+            self.users_online.repair,
+        )
         while True:
             for step in steps:
                 try:

@@ -30,13 +30,11 @@ class SharedRead(Generic[T]):
 
     @property
     def latest(self) -> T | None:
-        """The last result read, however old (None before the first read): for keeping
-        it current in place between reads."""
+        """The last result read, however old (None before the first read), to keep current in place."""
         return self._value
 
     def refresh(self) -> T:
-        """Read again now: after a read already running, whose snapshot may be older than
-        what the caller knows has changed."""
+        """Read again now, after any read already running (its snapshot may predate the caller's change)."""
         if self._reading is not None:
             try:
                 self._reading.get()

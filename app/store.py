@@ -78,11 +78,13 @@ VISIBLE = f"""(r.{PUBLIC} OR EXISTS (SELECT 1 FROM chat_members v
 # What a connection needs when it opens, prepared on every connection of the pool (like
 # the join's statements, app/presence.py), since every client runs it: the user's stored
 # name, the row added first if there is none (unless the name is taken: then None), and
-# each of their conversations with its stream position and the partner's name; then the
-# rooms the user is a member of, each with its stream position and read state.
+# each of their conversations with its last seq; then the rooms the user is a member of,
+# each with its stream position and read state. Of a conversation only what dm_threads
+# holds: the id of its last message (a lookup in `messages` per conversation, ~200 ms for
+# a user with 50k partners) is looked up by a gate that needs it (see channel_after).
 SESSION = PreparedStatements(
     {
-        "chat_open_session": f"""
+        "chat_open_session": """
             WITH stored AS (
                 SELECT username FROM users WHERE id = %(user_id)s
             ), created AS (
@@ -91,16 +93,9 @@ SESSION = PreparedStatements(
                 ON CONFLICT DO NOTHING RETURNING username
             )
             SELECT COALESCE((SELECT username FROM stored), (SELECT username FROM created)),
-                   t.user_low, t.user_high, t.last_seq, t.last_id, t.partner
+                   t.user_low, t.user_high, t.last_seq
             FROM (SELECT %(user_id)s AS id) AS me
-            LEFT JOIN LATERAL (
-                SELECT t.user_low, t.user_high, t.last_seq,
-                       COALESCE((SELECT id FROM messages m WHERE {DM_PAIR.format(low="t.user_low", high="t.user_high")}
-                                 ORDER BY id DESC LIMIT 1), 0) AS last_id,
-                       (SELECT username FROM users u
-                        WHERE u.id = CASE WHEN t.user_low = me.id THEN t.user_high ELSE t.user_low END) AS partner
-                FROM dm_threads t WHERE t.user_low = me.id OR t.user_high = me.id
-            ) AS t ON true""",
+            LEFT JOIN dm_threads t ON t.user_low = me.id OR t.user_high = me.id""",
         "chat_member_rooms": """
             SELECT m.room, r.last_seq,
                    COALESCE((SELECT id FROM messages WHERE room = m.room ORDER BY id DESC LIMIT 1), 0),
@@ -127,30 +122,21 @@ class MemberRoom:
 @dataclass(frozen=True)
 class Session:
     """What a connecting user starts with: their name, their conversations (channel,
-    last_seq, last_id, partner id, partner name) and the rooms they are a member of."""
+    last_seq) as the hub tracks them, and the rooms they are a member of."""
 
     username: str
-    threads: list[tuple[tuple, int, int, int, str]]
+    threads: list[tuple[tuple, int]]
     rooms: list[MemberRoom]
-
-    def thread_positions(self) -> list[tuple[tuple, int, int]]:
-        """(channel, last_seq, last_id) of each conversation, as the hub tracks them."""
-        return [(channel, last_seq, last_id) for channel, last_seq, last_id, _, _ in self.threads]
 
 
 def open_session(cur, identity: Identity) -> Session:
-    """A connecting user's name, every conversation of theirs and every room they are a
-    member of, with stream positions; the user's row is created if missing. Two
-    statements, three if a new user's name is taken by another id."""
+    """A connecting user's name, every conversation of theirs with its last seq and every
+    room they are a member of with its stream position; the user's row is created if
+    missing. Two statements, three if a new user's name is taken by another id."""
     parameters = {"user_id": identity.user_id, "username": identity.username or f"user{identity.user_id}"}
     cur.execute(SESSION.execute["chat_open_session"], parameters)
     rows = cur.fetchall()
-    threads = [
-        (("d", low, high), last_seq, last_id, high if low == identity.user_id else low, partner)
-        for _, low, high, last_seq, last_id, partner in rows
-        if low is not None
-    ]
-    threads = [(channel, seq, last, other, name or f"user{other}") for channel, seq, last, other, name in threads]
+    threads = [(("d", low, high), last_seq) for _, low, high, last_seq in rows if low is not None]
     stored = rows[0][0]
     username = create_user(cur, identity) if stored is None else identity.username or stored
     cur.execute(SESSION.execute["chat_member_rooms"], parameters)
@@ -305,19 +291,18 @@ def room_named(cur, room: str) -> bool:
     return cur.fetchone() is not None
 
 
-# The `rooms` list: the `most` rooms with the most users online, then by name. Only rooms
-# with someone online have a count, and those are read from room_presence (as many rows
-# as users are in rooms, however many rooms exist); the rest of the list, rooms with
-# nobody online, is the first names of the rooms' name index. A GROUP BY over every room
-# took 650 ms at 517k rooms (bench/rooms_list.py measures this one).
+# The `rooms` list: the `most` rooms with the most users online, then by name. The rooms
+# with someone online are read from their maintained counts (room_online, kept by joins,
+# leaves and burials: app/presence.py) in the order of its index, the rest of the list,
+# rooms with nobody online, from the first names of the rooms' name index: a few thousand
+# index entries, however many rooms exist and users are online. (Counting room_presence
+# took 40 ms p99 at 20k users online; a GROUP BY over every room 650 ms at 517k rooms.
+# bench/rooms_list.py measures this one.)
 LIST_ROOMS = f"""
-WITH online AS (
-    SELECT p.room, count(DISTINCT p.user_id) AS online FROM room_presence p
-    WHERE p.node_id IN (SELECT node_id FROM chat_nodes WHERE heartbeat_at > now() - make_interval(secs => %(alive)s))
-    GROUP BY p.room
-), crowded AS (
-    SELECT r.name, r.description, o.online FROM online o JOIN rooms r ON r.name = o.room AND r.{PUBLIC}
-    ORDER BY o.online DESC, r.name LIMIT %(most)s
+WITH crowded AS (
+    SELECT r.name, r.description, o.online::bigint AS online
+    FROM room_online o JOIN rooms r ON r.name = o.room AND r.{PUBLIC}
+    WHERE o.online > 0 ORDER BY o.online DESC, o.room LIMIT %(most)s
 ), quiet AS (
     SELECT r.name, r.description, 0::bigint AS online FROM rooms r
     WHERE r.{PUBLIC} AND NOT EXISTS (SELECT 1 FROM crowded c WHERE c.name = r.name)
@@ -328,26 +313,24 @@ SELECT name, description, online, (SELECT count(*) FROM chat_members m WHERE m.r
 ) listed ORDER BY name"""
 
 
-def list_rooms(cur, alive_seconds: float, most: int) -> list[dict[str, Any]]:
+def list_rooms(cur, most: int) -> list[dict[str, Any]]:
     """The `most` public rooms with the most users online (then by name), in name order,
     with their member counts (a user's private rooms: `private_rooms_of`)."""
-    cur.execute(LIST_ROOMS, {"alive": alive_seconds, "most": most})
+    cur.execute(LIST_ROOMS, {"most": most})
     return [
         {"name": name, "description": description, "online": online, "members": members, "private": False}
         for name, description, online, members in cur
     ]
 
 
-def private_rooms_of(cur, user_id: int, rooms: list[str], alive_seconds: float) -> list[dict[str, Any]]:
+def private_rooms_of(cur, user_id: int, rooms: list[str]) -> list[dict[str, Any]]:
     """Those of `rooms` that are private with the user a member, as `list_rooms` lists rooms."""
     cur.execute(
-        """SELECT r.name, r.description,
-                  (SELECT count(DISTINCT p.user_id) FROM room_presence p WHERE p.room = r.name AND p.node_id IN (
-                       SELECT node_id FROM chat_nodes WHERE heartbeat_at > now() - make_interval(secs => %(alive)s))),
+        """SELECT r.name, r.description, COALESCE((SELECT o.online FROM room_online o WHERE o.room = r.name), 0),
                   (SELECT count(*) FROM chat_members c WHERE c.room = r.name)
            FROM rooms r JOIN chat_members m ON m.room = r.name AND m.user_id = %(me)s
            WHERE r.name = ANY(%(rooms)s) AND r.is_private""",
-        {"me": user_id, "rooms": rooms, "alive": alive_seconds},
+        {"me": user_id, "rooms": rooms},
     )
     return [
         {"name": name, "description": description, "online": online, "members": members, "private": True}
@@ -407,17 +390,31 @@ def dm_history(
 
 
 def channel_after(
-    cur, channel: tuple, after_id: int, below_seq: int | None, limit: int, up_to_id: int | None = None
+    cur,
+    channel: tuple,
+    after_id: int | None,
+    below_seq: int | None,
+    limit: int,
+    from_seq: int = 0,
+    up_to_id: int | None = None,
 ) -> list[StoredMessage]:
     """Messages of a room or conversation with id > after_id (and seq < below_seq, and
-    id <= up_to_id), in id order."""
+    id <= up_to_id), in id order. `after_id` None: after the channel's last message
+    numbered below `from_seq` (within a channel ids grow with seq), looked up by the same
+    query."""
     if channel[0] == "r":
         where, params = "m.room = %s", [channel[1]]
     else:
         where = DM_PAIR.format(low="%s", high="%s")
         params = [channel[1], channel[2]]
-    where += " AND m.id > %s"
-    params.append(after_id)
+    if after_id is None:
+        # (read backwards from the newest: past the messages not released yet only)
+        last_released = f"SELECT m.id FROM messages m WHERE {where} AND m.seq < %s ORDER BY m.id DESC LIMIT 1"
+        where += f" AND m.id > COALESCE(({last_released}), 0)"
+        params += [*params, from_seq]
+    else:
+        where += " AND m.id > %s"
+        params.append(after_id)
     if below_seq is not None:
         where += " AND m.seq < %s"
         params.append(below_seq)
@@ -692,3 +689,84 @@ def draft_message(draft: Draft, result: BatchResult) -> StoredMessage:
         draft.client_id,
     )
     return StoredMessage(id=result.id, seq=result.seq, data=data)
+
+
+# --- who is connected, and finding people ---------------------------------------------------
+
+_ALIVE_NODES = "SELECT node_id FROM chat_nodes WHERE heartbeat_at > now() - make_interval(secs => %(alive)s)"
+# A name as `users` compares and orders it: the expression of the users_lower_username and
+# user_presence_lower_username indexes (schema.sql), so that they serve both.
+_SORT_NAME = 'lower({}.username) COLLATE "C"'
+# The online users whose name starts with the prefix, from user_presence (a scan of what
+# matches, however few of the users in that name range are online); then, only when they
+# are fewer than the limit, the offline ones from users (skipping at most those few online).
+FIND_USERS = f"""
+WITH online AS MATERIALIZED (
+    SELECT DISTINCT ON ({_SORT_NAME.format("p")}, p.user_id) p.user_id, {_SORT_NAME.format("p")} AS sort_name
+    FROM user_presence p
+    WHERE {_SORT_NAME.format("p")} LIKE lower(%(prefix)s) || '%%' AND p.node_id IN ({_ALIVE_NODES})
+    ORDER BY {_SORT_NAME.format("p")}, p.user_id LIMIT %(limit)s
+), offline AS (
+    SELECT u.id, u.username, {_SORT_NAME.format("u")} AS sort_name FROM users u
+    WHERE (SELECT count(*) FROM online) < %(limit)s
+      AND {_SORT_NAME.format("u")} LIKE lower(%(prefix)s) || '%%'
+      AND NOT EXISTS (SELECT 1 FROM user_presence p WHERE p.user_id = u.id AND p.node_id IN ({_ALIVE_NODES}))
+    ORDER BY {_SORT_NAME.format("u")}, u.id LIMIT %(limit)s
+)
+SELECT id, username, online FROM (
+    SELECT u.id, u.username, true AS online, o.sort_name FROM online o JOIN users u ON u.id = o.user_id
+    UNION ALL
+    SELECT id, username, false, sort_name FROM offline
+) found ORDER BY NOT online, sort_name, id LIMIT %(limit)s"""
+
+
+# The user's stored name (a user connected while the database was away may have no row yet).
+_STORED_NAME = "COALESCE((SELECT s.username FROM users s WHERE s.id = {0}), 'user' || {0})"
+
+
+def like_prefix(text: str) -> str:
+    r"""`text` as the start of a LIKE pattern: its own %, _ and \ match only themselves."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def find_users(cur, prefix: str, limit: int, alive_seconds: float) -> list[dict[str, Any]]:
+    """Up to `limit` users whose name starts with `prefix` (case-insensitive): the online
+    ones first, each group in name order."""
+    cur.execute(FIND_USERS, {"prefix": like_prefix(prefix), "limit": limit, "alive": alive_seconds})
+    return [{"userId": user_id, "username": name, "online": online} for user_id, name, online in cur]
+
+
+def note_user_online(cur, user_id: int, node_id: str) -> None:
+    """The user has a connection on this node (user_presence)."""
+    cur.execute(
+        f"""INSERT INTO user_presence (user_id, node_id, username)
+            VALUES (%(user_id)s, %(node_id)s, {_STORED_NAME.format("%(user_id)s")})
+            ON CONFLICT DO NOTHING""",
+        {"user_id": user_id, "node_id": node_id},
+    )
+
+
+def note_user_offline(cur, user_id: int, node_id: str) -> None:
+    """The user's last connection on this node closed."""
+    cur.execute("DELETE FROM user_presence WHERE user_id = %s AND node_id = %s", (user_id, node_id))
+
+
+def users_noted_online(cur, node_id: str) -> int:
+    """How many users user_presence has on this node."""
+    cur.execute("SELECT count(*) FROM user_presence WHERE node_id = %s", (node_id,))
+    return cur.fetchone()[0]
+
+
+def note_users_online(cur, user_ids: list[int], node_id: str) -> None:
+    """Make this node's user_presence rows exactly `user_ids`."""
+    cur.execute(
+        "DELETE FROM user_presence WHERE node_id = %(node_id)s AND NOT user_id = ANY(%(users)s::bigint[])",
+        {"node_id": node_id, "users": user_ids},
+    )
+    cur.execute(
+        f"""INSERT INTO user_presence (user_id, node_id, username)
+            SELECT here.user_id, %(node_id)s, {_STORED_NAME.format("here.user_id")}
+            FROM unnest(%(users)s::bigint[]) AS here (user_id)
+            ON CONFLICT DO NOTHING""",
+        {"node_id": node_id, "users": user_ids},
+    )

@@ -3,8 +3,8 @@
 The first few attempts on a key run at once; from then on each must start a growing
 delay after the one before it, up to one attempt per `max_delay` seconds. The delay is a
 reservation, not a sleep counted from each attempt's arrival: attempts sent at once
-queue one behind the other instead of all waiting the same time and then all being
-checked (N parallel requests were N guesses per delay). An attempt that would have to
+queue one behind the other, so N parallel requests are still one guess per delay, not N.
+An attempt that would have to
 wait longer than `max_wait` is refused with the time after which to retry, and not
 counted: a flood holds no request open.
 
@@ -109,9 +109,11 @@ class Throttle:
 
 
 def reserve_together(claims: list[tuple[Throttle, str]], now: float | None = None) -> float:
-    """One attempt against keys of several throttles (each with its own spacing): it starts
-    when the last of them is free, or is refused by the first that would make it wait
-    longer than its `max_wait`, and then counts against none."""
+    """Reserve one attempt against keys of several throttles; return how long it must wait.
+
+    It starts when the last of the keys is free, or is refused (TooManyAttempts) by the first
+    that would make it wait longer than its `max_wait`, and then counts against none.
+    """
     now = time.monotonic() if now is None else now
     start = now
     for throttle, key in claims:

@@ -41,8 +41,7 @@ class Identity:
 
 
 def verify_token(token: str, secret: str, audience: str | None = None, leeway_seconds: float = 0.0) -> Identity:
-    """Check signature, algorithm, exp/nbf/iat and (when given) the audience; raise
-    Unauthorized with the reason.
+    """Check signature, algorithm, exp/nbf/iat and (when given) the audience; raise Unauthorized why not.
 
     Without `audience` an `aud` claim is not checked: the shared secret is what says the
     issuer made the token, and PyJWT would otherwise refuse every token that has one.
@@ -80,8 +79,7 @@ def verify_token(token: str, secret: str, audience: str | None = None, leeway_se
 
 
 def verify_configured(token: str, config) -> Identity:
-    """verify_token with the app's JWT_SECRET, JWT_AUDIENCE (empty: not checked) and
-    JWT_LEEWAY_SECONDS."""
+    """verify_token with the app's JWT_SECRET, JWT_AUDIENCE (empty: not checked) and JWT_LEEWAY_SECONDS."""
     return verify_token(token, config["JWT_SECRET"], config["JWT_AUDIENCE"] or None, config["JWT_LEEWAY_SECONDS"])
 
 
@@ -123,9 +121,10 @@ def issue_token(secret: str, user_id: int, username: str, ttl_seconds: int) -> s
 
 
 def token_from_request(headers, args) -> str | None:
-    """The handshake token: `Authorization: Bearer` first, then `?token=`; None when the
-    request names none. An empty one is returned as "" (refused: a client that meant to
-    send a token, not one that will send `auth` next)."""
+    """The handshake token: `Authorization: Bearer` first, then `?token=`; None when the request names none.
+
+    An empty one is returned as "" and refused: that client meant to send a token, not `auth` next.
+    """
     authorization = headers.get("Authorization", "")
     scheme, _, value = authorization.partition(" ")
     if scheme.lower() == "bearer":

@@ -32,19 +32,16 @@ log = logging.getLogger(__name__)
 RECEIVE_BYTES = 16 * 1024
 # Messages one reading turn handles before letting other connections have theirs.
 MESSAGES_PER_TURN = 32
-# Bytes one reading turn takes from the socket before the next read waits for the other
-# connections: control frames and fragments are no messages, and a client sending them
-# faster than the worker parses them (6-byte pings, empty fragments: 3.4 MB/s did it)
-# held the event loop for as long as it kept sending, until gunicorn killed the worker.
+# Bytes one reading turn takes from the socket before the other connections get theirs:
+# control frames and fragments are no messages, so MESSAGES_PER_TURN alone does not end a turn.
 READ_BYTES_PER_TURN = RECEIVE_BYTES
 
-# The flusher writes at most about this much per send(): joining a slow client's whole
-# queue into one bytes object copied up to the whole queue, per slow client.
+# The flusher writes at most about this much per send(), so it never copies a slow client's
+# whole queue into one bytes object.
 FLUSH_CHUNK_BYTES = 64 * 1024
-# A closing connection waits this long, beyond CLOSE_TIMEOUT_SECONDS, per byte of the write
-# in progress: a frame half-way out cannot be cut short, and the close frame can only
-# follow it. The speed of a slow mobile link: a client that reads that fast (or faster)
-# gets its close code, 1008 for a queue overflow, instead of a cut connection.
+# A closing connection waits beyond CLOSE_TIMEOUT_SECONDS for the write in progress, at this
+# speed (a slow mobile link): a frame half-way out cannot be cut short, the close frame follows
+# it, and a client reading that fast still gets its close code instead of a cut connection.
 SLOW_LINK_BYTES_PER_SECOND = 32 * 1024
 # How long a client that was sent our close frame gets to answer it before the socket is
 # cut: closing a socket with unread data resets it, and the client could lose our close frame.
@@ -62,8 +59,7 @@ class Transport:
     """The I/O of one client's WebSocket after the handshake."""
 
     # Slots, not a __dict__: thousands of idle connections each hold one of these, and
-    # past 30 attributes an instance dict stops sharing its keys (CPython's limit) and
-    # costs ~1.5 KB more per connection (measured: 10,000 idle connections, +19 MB).
+    # past 30 attributes an instance dict stops sharing its keys (CPython's limit).
     __slots__ = (
         "id",
         "sock",
@@ -193,9 +189,10 @@ class Transport:
         )
 
     def _over_process_budget(self, more: int) -> bool:
-        """Whether this client, behind already, would take the process's queues past
-        OUTBOX_TOTAL_MAX_BYTES: each client's bound alone let a thousand clients that
-        ask for history and never read hold 16 GB."""
+        """Whether this client, behind already, would take the process's queues past OUTBOX_TOTAL_MAX_BYTES.
+
+        Each client's own bound does not bound their sum: many clients that never read add up.
+        """
         return (
             Transport.queued_in_process + more > self.outbox_total_max_bytes
             and self.outbox_bytes + self.held_bytes + more > OUTBOX_SHARE_BYTES
@@ -219,16 +216,20 @@ class Transport:
         Transport.queued_in_process += delta
 
     def hold(self, size: int) -> None:
-        """Count `size` bytes the session keeps for the client outside the outbox; a
-        client past its limits with them is closed with 1008 as too slow."""
+        """Count `size` bytes the session keeps for the client outside the outbox.
+
+        A client past its limits with them is closed with 1008 as too slow.
+        """
         self.held_bytes += size
         Transport.queued_in_process += size
         if size > 0 and self.core.close_code is None and self._overflows(0):
             self._overflow()
 
     def _drop_queue(self) -> None:
-        """Forget the queued frames, but for the rest of a frame begun on the wire: cut
-        short, the close frame would land inside it and the client read garbage."""
+        """Forget the queued frames, but for the rest of a frame begun on the wire.
+
+        Cut short, that frame would have the close frame land inside it.
+        """
         self.outbox.clear()
         self._count_queued((0 if self.writing is None else len(self.writing)) - self.outbox_bytes)
 
@@ -272,8 +273,10 @@ class Transport:
             self.flusher = gevent.spawn(self._flush)
 
     def _flush(self) -> None:
-        """Write what is queued, then our close frame if closing, waiting as long as the
-        client reads slowly. Bytes stay counted until the kernel has taken them."""
+        """Write what is queued, then our close frame if closing, at the pace the client reads.
+
+        Bytes stay counted until the kernel has taken them.
+        """
         closing = False
         try:
             while True:
@@ -319,16 +322,16 @@ class Transport:
     # --- receiving ----------------------------------------------------------------------------
 
     def absorb_early(self, data: bytes) -> None:
-        """Take bytes the client sent before the connection was handed over (read by the
-        HTTP parser along with the upgrade request): they come first."""
+        """Take bytes the client sent with the upgrade request (read by the HTTP parser): they come first."""
         if data:
             self.last_heard = time.monotonic()
             self.core.receive_data(data)
 
     def watch(self, on_message: Callable[[Transport, str | bytes], None], on_end: Callable[[Transport], None]) -> None:
-        """From now on, call on_message for each message the client sends, in order, and
-        on_end once when the connection is over; no greenlet waits meanwhile. on_message
-        may be replaced (self.on_message) between messages."""
+        """Call on_message for each message the client sends, in order, and on_end once at the end.
+
+        No greenlet waits meanwhile. on_message may be replaced (self.on_message) between messages.
+        """
         self.on_message = on_message
         self.on_end = on_end
         self.watcher = internals.read_watcher(self.raw.fileno())
@@ -396,8 +399,10 @@ class Transport:
             self.on_end(self)
 
     def finish(self) -> None:
-        """The connection is over: let the flusher write what is queued (and the close
-        frame), then close the socket, forgetting what the client was never sent."""
+        """Let the flusher write what is queued and the close frame, then close the socket.
+
+        What the client was never sent is forgotten.
+        """
         self.closed = True
         if self.watcher is not None:
             self.watcher.stop()

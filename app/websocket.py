@@ -17,7 +17,7 @@ from . import internals, protocol, store
 from .connection import Connection
 from .errors import ChatError, RateLimited, Unauthorized
 from .handlers import dispatch
-from .membership import conversation_items
+from .membership import WELCOME_LIST_MAX, conversation_items
 from .metrics import AUTH_REFUSED, CONNECTIONS, FRAMES_IN
 from .runtime import ChatRuntime, get_runtime, shutting_down
 from .tokens import Identity, token_from_request, verify_configured
@@ -213,21 +213,23 @@ class FirstFrameAuth:
 def start_session(rt: ChatRuntime, conn: Connection, identity: Identity) -> None:
     conn.user_id = identity.user_id
     conn.token_expires_at = identity.refused_after
-    session = None
+    session, partners = None, []
     rt.hub.begin_registration(conn)  # DMs committed after the listing's snapshot are kept
     try:
         with rt.pool.autocommit() as cur:
             session = store.open_session(cur, identity)
+            partners = store.conversations_of(cur, identity.user_id, WELCOME_LIST_MAX)
         conn.username = session.username
         rt.known_users.add(identity.user_id)
     except ChatError:
         # Chatting needs the database anyway; until it is back, greet with the claims (the
         # heartbeat's membership check lists the connection in its rooms once it is back).
         conn.username = identity.username or f"user{identity.user_id}"
-    rt.hub.add_user_connection(conn, session.thread_positions() if session else None)
+    rt.hub.add_user_connection(conn, session.threads if session else None)
     # Listed in its rooms with no yield since the read: live messages from here on.
     rooms = rt.membership.connected(conn, session.rooms if session else [])
-    conversations = conversation_items(session.threads) if session else []
+    conversations = conversation_items(partners)
+    rt.users_online.connected(conn.user_id)  # (yields: after the rooms' listing)
     log.info("user %s (%d) connected from %s as %r", conn.username, conn.user_id, conn.peer, conn)
     conn.send(protocol.welcome_frame(conn.user_id, conn.username, datetime.now(UTC), rooms, conversations))
 
@@ -256,6 +258,7 @@ def end_session(rt: ChatRuntime, conn: Connection) -> None:
         log.exception("unlisting %r from its rooms failed", conn)
     if conn.user_id:
         rt.hub.remove_user_connection(conn)
+        rt.users_online.disconnected(conn.user_id)
         log.info(
             "user %s (%d) disconnected (%r, %.0f ms cleanup)",
             conn.username,

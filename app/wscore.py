@@ -93,8 +93,7 @@ class WebSocketCore:
             self.frames.append(Frame(_VIOLATION, exc.reason, close_code=exc.code))
 
     def next_event(self):
-        """The next message (str or bytes) among the frames read so far, or one of
-        NEED_MORE, SEND, CLOSE, END (see their definitions)."""
+        """The next message (str or bytes) read so far, or a Signal: NEED_MORE, SEND, CLOSE or END."""
         frames = self.frames
         while frames:
             frame = frames.pop(0)
@@ -125,8 +124,7 @@ class WebSocketCore:
         return True
 
     def take_close_frame(self) -> bytes | None:
-        """Our close frame, once the close handshake has begun; None before, and after
-        it was taken once."""
+        """Our close frame, once the close handshake has begun; None before that and after it was taken."""
         if self.close_code is None or self.close_sent:
             return None
         self.close_sent = True

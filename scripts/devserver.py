@@ -46,7 +46,7 @@ def write_private(path: Path, text: str) -> None:
     """Write a file only its owner may read (it holds a secret or a password)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as file:
-        os.fchmod(fd, 0o600)  # made before with other modes
+        os.fchmod(fd, 0o600)  # os.open's mode applies only to a new file
         file.write(text)
 
 
@@ -106,7 +106,7 @@ def serve(env: dict[str, str]) -> int:
 
     gunicorn runs in a process group of its own, so that the terminal's Ctrl-C reaches its
     master alone, which stops the workers: a worker that got the SIGINT too, besides its
-    master's SIGQUIT, exited twice and printed a traceback ending in SystemExit.
+    master's SIGQUIT, would exit twice with a traceback.
     """
     gunicorn = str(ROOT / ".venv" / "bin" / "gunicorn")
     started: list[subprocess.Popen] = []

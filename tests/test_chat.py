@@ -430,6 +430,41 @@ def test_dm_reaches_recipient_tabs_and_senders_other_tabs(connect, database_url)
     ]
 
 
+def test_a_dm_lost_in_a_conversation_older_than_the_connection_is_filled_in(connect, database_url):
+    """A connection learns its conversations' positions (last seq) but not their last
+    message ids: a gap in one is filled from the right place, without loss or repeat."""
+    alice_id, bob_id = new_user_id(), new_user_id()
+    low, high = min(alice_id, bob_id), max(alice_id, bob_id)
+    sql(
+        database_url,
+        "INSERT INTO users (id, username) VALUES (%s, %s), (%s, %s)",
+        (alice_id, f"user{alice_id}", bob_id, f"user{bob_id}"),
+    )
+    for seq in (1, 2, 3):  # an old conversation, among other messages
+        sql(
+            database_url,
+            "INSERT INTO messages (from_user, to_user, content, seq) VALUES (%s, %s, %s, %s)",
+            (bob_id, alice_id, f"old {seq}", seq),
+        )
+        sql(database_url, "INSERT INTO messages (from_user, room, content) VALUES (%s, 'elsewhere', 'x')", (bob_id,))
+    sql(database_url, "INSERT INTO dm_threads (user_low, user_high, last_seq) VALUES (%s, %s, 3)", (low, high))
+    alice = connect(alice_id)
+    # Committed by another process whose bus lost it:
+    sql(database_url, "UPDATE dm_threads SET last_seq = 4 WHERE user_low = %s AND user_high = %s", (low, high))
+    lost = sql(
+        database_url,
+        """INSERT INTO messages (from_user, to_user, content, seq)
+                                 VALUES (%s, %s, 'lost', 4) RETURNING id""",
+        (bob_id, alice_id),
+    )[0][0]
+    bob = connect(bob_id)
+    bob.send({"type": "dm", "to": alice_id, "content": "live"})
+    live = bob.expect("dm_sent")["data"]["message"]["id"]
+    assert [alice.expect("dm")["data"]["id"] for _ in range(2)] == [lost, live]
+    assert bob.expect("dm")["data"]["id"] == lost
+    alice.nothing_more("dm", wait=0.5)
+
+
 def test_dm_history_pages_and_catches_up(connect):
     alice, bob = connect(), connect()
     ids = []

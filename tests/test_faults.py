@@ -15,7 +15,7 @@ import websocket
 
 from tests.support.asyncapi import check_server_frame
 from tests.support.clients import Client, assert_closed_with, join
-from tests.support.databases import sql
+from tests.support.databases import seed_room, sql
 from tests.support.faults import FaultPhases
 from tests.support.identities import make_token, new_user_id, unique
 from tests.support.servers import Server
@@ -270,13 +270,7 @@ def test_a_long_replay_to_a_slow_reader_is_not_cut_by_the_keepalive(database_url
     ).start()
     try:
         room, backlog = unique("backlog"), 3000
-        sql(database_url, "INSERT INTO rooms (name, last_seq) VALUES (%s, %s)", (room, backlog))
-        sql(
-            database_url,
-            """INSERT INTO messages (from_user, room, content, seq)
-               SELECT 1, %s, 'old ' || g, g FROM generate_series(1, %s) g""",
-            (room, backlog),
-        )
+        seed_room(database_url, room, backlog)
         user_id = new_user_id()
         reader = Client.connect(
             srv.url, make_token(user_id, "reader"), sockopt=((socket.SOL_SOCKET, socket.SO_RCVBUF, 4096),)
@@ -469,13 +463,7 @@ def test_live_messages_held_back_by_a_replay_count_toward_the_outbox_limit(datab
     ).start()
     try:
         room, backlog = unique("busy"), 3000
-        sql(database_url, "INSERT INTO rooms (name, last_seq) VALUES (%s, %s)", (room, backlog))
-        sql(
-            database_url,
-            """INSERT INTO messages (from_user, room, content, seq)
-               SELECT 1, %s, 'old ' || g, g FROM generate_series(1, %s) g""",
-            (room, backlog),
-        )
+        seed_room(database_url, room, backlog)
         sender = connect_to(srv)
         join(sender, room)
         reader = Client.connect(

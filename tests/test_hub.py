@@ -37,14 +37,21 @@ def room_message(id: int, seq: int, room: str = "r") -> StoredMessage:
     return StoredMessage(id=id, seq=seq, data=message_data(id, 1, "u", "c", "t", room=room))
 
 
+def fetch_stored(stored: list[StoredMessage], after_id, from_seq, up_to_seq, limit) -> list[StoredMessage]:
+    """What store.channel_after answers, from messages of one channel in id order."""
+    if after_id is None:
+        after_id = max((m.id for m in stored if m.seq < from_seq), default=0)
+    return [m for m in stored if m.id > after_id and (up_to_seq is None or m.seq <= up_to_seq)][:limit]
+
+
 def make_hub(
     stored: list[StoredMessage] | None = None, bus_handled_until=lambda: None
 ) -> tuple[Hub, FakeConnection, list]:
     calls = []
 
-    def fetch(channel, after_id, up_to_seq, limit):
+    def fetch(channel, after_id, from_seq, up_to_seq, limit):
         calls.append((channel, after_id, up_to_seq))
-        return [m for m in stored or [] if m.id > after_id and (up_to_seq is None or m.seq <= up_to_seq)][:limit]
+        return fetch_stored(stored or [], after_id, from_seq, up_to_seq, limit)
 
     hub = Hub(fetch, gap_wait_seconds=0.01, bus_handled_until=bus_handled_until)
     conn = FakeConnection(5)
@@ -187,14 +194,14 @@ def test_a_dm_a_fill_reads_before_its_commit_delivers_it_reaches_its_sending_tab
         committed.insert(0, StoredMessage(id=299, seq=1, data=message_data(299, 2, "bob", "yo", "t", to_user=1)))
     fetched = gevent.event.Event()
 
-    def fetch(channel, after_id, up_to_seq, limit):
+    def fetch(channel, after_id, from_seq, up_to_seq, limit):
         fetched.set()
         return committed
 
     hub = Hub(fetch, gap_wait_seconds=0.01)
     sending_tab, other_tab, bob = FakeConnection(1), FakeConnection(1), FakeConnection(2)
     for conn in (sending_tab, other_tab, bob):
-        hub.add_user_connection(conn, threads=[(pair, 0, 0)])
+        hub.add_user_connection(conn, threads=[(pair, 0)])
     hub.local_commits.begin([pair])  # the batch of the sending tab's DM is being committed
     hub.check_heads({pair: committed[-1].seq}, at_once=True)  # a head read just after the commit
     with gevent.Timeout(2):
@@ -217,7 +224,7 @@ def test_a_fill_goes_on_without_a_commits_delivery_that_does_not_come():
     hub = Hub(lambda *args: [StoredMessage(id=300, seq=1, data=data)], gap_wait_seconds=0.01)
     hub.local_commit_wait_seconds = 0.01
     sending_tab = FakeConnection(1)
-    hub.add_user_connection(sending_tab, threads=[(pair, 0, 0)])
+    hub.add_user_connection(sending_tab, threads=[(pair, 0)])
     hub.local_commits.begin([pair])
     hub.check_heads({pair: 1}, at_once=True)
     settle(hub)
@@ -252,11 +259,11 @@ def test_a_conversations_gate_lives_while_one_of_its_users_is_connected_here(lis
     hub = Hub(lambda *args: [], gap_wait_seconds=0.01)
     alice, bob, alice_again = FakeConnection(1), FakeConnection(2), FakeConnection(1)
     pair = ("d", 1, 2)
-    hub.add_user_connection(alice, threads=[(pair, 3, 30)])
-    hub.add_user_connection(bob, threads=[(pair, 3, 30)])
+    hub.add_user_connection(alice, threads=[(pair, 3)])
+    hub.add_user_connection(bob, threads=[(pair, 3)])
     hub.remove_user_connection(alice)
     assert pair in hub.gates  # bob is still here
-    hub.add_user_connection(alice_again, threads=[(pair, 3, 30)] if listed else None)
+    hub.add_user_connection(alice_again, threads=[(pair, 3)] if listed else None)
     hub.remove_user_connection(bob)
     assert pair in hub.gates  # alice is back
     hub.remove_user_connection(alice_again)
@@ -320,19 +327,42 @@ def test_dms_committed_while_a_connection_is_registered_reach_it():
     between reached this process before it could reach her, and must not be lost."""
     hub = Hub(lambda *args: [], gap_wait_seconds=0.01)
     carol = FakeConnection(3)  # here already, in a conversation with alice
-    hub.add_user_connection(carol, threads=[(("d", 1, 3), 4, 40)])
+    hub.add_user_connection(carol, threads=[(("d", 1, 3), 4)])
     alice = FakeConnection(1)
     hub.begin_registration(alice)
     hub.deliver(dm(50, 1, sender=2, to=1))  # bob starts a conversation: nobody here takes it
     hub.deliver(dm(41, 5, sender=3, to=1))  # carol writes: released to carol's tab only
     hub.deliver(dm(40, 4, sender=3, to=1))  # in alice's listing (a late copy)
     hub.deliver(dm(52, 2, sender=2, to=1))
-    hub.add_user_connection(alice, threads=[(("d", 1, 3), 4, 40)])  # read before 41 and 50
+    hub.add_user_connection(alice, threads=[(("d", 1, 3), 4)])  # read before 41 and 50
     assert sorted(dm_ids(alice)) == [41, 50, 52]
     assert dm_ids(alice).index(50) < dm_ids(alice).index(52)
     assert ("d", 1, 2) in hub.gates and hub.registering == {}
     hub.deliver(dm(53, 3, sender=2, to=1))  # and the conversation goes on live
     assert dm_ids(alice)[-1] == 53 and len(alice.frames) == 4
+
+
+def test_a_gap_in_a_conversation_listed_at_connect_is_filled_from_its_last_released_message():
+    """A connection lists its conversations' last seq, not their last message id: the
+    first fill of such a conversation finds that id itself, later ones know it."""
+    pair = ("d", 1, 2)
+    stored = [dm(10, 1, 1, 2), dm(25, 2, 2, 1), dm(30, 3, 1, 2), dm(44, 4, 2, 1), dm(60, 6, 1, 2)]
+    calls = []
+
+    def fetch(channel, after_id, from_seq, up_to_seq, limit):
+        calls.append((after_id, from_seq))
+        return fetch_stored(stored, after_id, from_seq, up_to_seq, limit)
+
+    hub = Hub(fetch, gap_wait_seconds=0.01)
+    alice = FakeConnection(1)
+    hub.add_user_connection(alice, threads=[(pair, 3)])
+    assert hub.gates[pair].last_id is None
+    hub.deliver(dm(50, 5, 2, 1))  # 44 was lost
+    settle(hub)
+    hub.deliver(dm(70, 7, 2, 1))  # 60 was lost
+    settle(hub)
+    assert dm_ids(alice) == [44, 50, 60, 70]
+    assert calls == [(None, 4), (50, 6)]
 
 
 def test_a_connection_closed_while_registered_keeps_nothing():

@@ -316,3 +316,62 @@ def test_a_leave_committed_but_not_answered_is_told_here_by_the_heartbeat(presen
     node.heartbeat(dict)
     node.repair_unheard()
     assert events == [("join", ALICE[0]), ("leave", ALICE[0])]
+
+
+def test_the_rooms_online_counts_stay_exact_through_joins_leaves_and_burials(presence):
+    """room_online counts each room's users with a row, whichever node: a user's first row
+    counts, their last uncounts, and a burial counts its rooms again, also while a join
+    of one of the dead node's users runs on a live node (the burial waits for its rows)."""
+    import gevent
+    from gevent.event import Event
+
+    from app.presence import _JOIN
+
+    node, url, _ = presence
+    other = Presence(node.pool, node.bus, "n2", 10.0, lambda event: None)
+    carol = (3, "carol")
+    sql(url, "INSERT INTO rooms (name) VALUES ('side')")
+    sql(url, "INSERT INTO chat_nodes (node_id) VALUES ('n1'), ('n2')")
+
+    def counts() -> dict[str, int]:
+        listed = dict(sql(url, "SELECT room, online FROM room_online WHERE online <> 0"))
+        rows = dict(sql(url, "SELECT room, count(DISTINCT user_id) FROM room_presence GROUP BY room"))
+        assert listed == rows
+        return listed
+
+    node.enter("lobby", *ALICE, create_room=False)
+    other.enter("lobby", *ALICE, create_room=False)  # her second tab, on the other node
+    other.enter("lobby", *BOB, create_room=False)
+    other.enter("side", *BOB, create_room=False)
+    node.enter("lobby", *carol, create_room=False)
+    assert counts() == {"lobby": 3, "side": 1}
+    node.leave("lobby", *carol)
+    node.leave("lobby", *ALICE)  # her tab on n2 is still there
+    assert counts() == {"lobby": 2, "side": 1}
+    node.enter("lobby", *ALICE, create_room=False)
+    assert counts() == {"lobby": 2, "side": 1}
+
+    # n2 dies while Bob's join of 'side' on n1 is being committed: that join sees n2's row
+    # (so Bob is counted already) and the burial must not uncount him.
+    sql(url, "UPDATE chat_nodes SET heartbeat_at = now() - interval '1 hour' WHERE node_id = 'n2'")
+    joined, commit = Event(), Event()
+
+    def join_bob() -> None:
+        with node.pool.transaction() as cur:
+            cur.execute(_JOIN, node._parameters("side", *BOB, {}, "n1", False))
+            joined.set()
+            commit.wait()
+
+    joining = gevent.spawn(join_bob)
+    joined.wait(timeout=5)
+    burying = gevent.spawn(node.heartbeat, set, lambda user_id, room: False)
+    with gevent.Timeout(5):
+        while not sql(
+            url, "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        ):
+            gevent.sleep(0.01)  # the burial waits for the join's locks
+    commit.set()
+    gevent.joinall([joining, burying], raise_error=True, timeout=5)
+    assert counts() == {"lobby": 1, "side": 1}
+    node.forget_node()
+    assert counts() == {}

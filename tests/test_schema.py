@@ -84,7 +84,9 @@ def test_make_db_twice_on_the_legacy_tables_keeps_their_data_and_serves(legacy_d
         assert new["id"] == 2
         client.send({"type": "join", "room": "legacy", "since": 0})
         client.expect("join_ack", room="legacy")
-        assert [client.expect("message", room="legacy")["data"]["id"] for _ in range(2)] == [1, 2]
+        # A member resuming: the replay sends what did not reach this connection live.
+        assert client.expect("message", room="legacy")["data"]["id"] == 1
+        client.nothing_more("message", wait=0.3)
         client.send({"type": "dm", "to": 1, "content": "hi old-timer"})
         assert client.expect("dm_sent")["data"]["message"]["to"] == 1
         client.close()

@@ -66,3 +66,14 @@ def sql(url: str, query: str, params: tuple = ()) -> list[tuple]:
         return rows
     finally:
         conn.close()
+
+
+def seed_room(url: str, room: str, messages: int) -> None:
+    """Make room `room` with `messages` old messages in it ('old 1' ... 'old N'), as if sent."""
+    sql(url, "INSERT INTO rooms (name, last_seq) VALUES (%s, %s)", (room, messages))
+    sql(
+        url,
+        """INSERT INTO messages (from_user, room, content, seq)
+           SELECT 1, %s, 'old ' || g, g FROM generate_series(1, %s) g""",
+        (room, messages),
+    )
