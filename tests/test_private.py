@@ -236,7 +236,7 @@ def test_a_room_turned_private_in_sql_is_cut_off_from_non_members_at_once(server
     send(member, room, "while public")
     outsider.send({"type": "room_history", "room": room})
     assert len(outsider.expect("room_history")["data"]) == 1
-    assert room in listed(outsider)
+    wait_for(lambda: room in listed(outsider), 3, "the new room in the list", pause=0.25)  # (read once a second)
 
     sql(database_url, "UPDATE rooms SET is_private = true WHERE name = %s", (room,))
     for frame in (
