@@ -92,9 +92,26 @@ export function ChatScreen({
   const [unread, setUnread] = useState<Record<string, number>>({});
   // Narrow screens: the sidebar is a drawer.
   const [navOpen, setNavOpen] = useState(false);
+  // Narrow screens: who is online is a drawer too, opened from the conversation's header.
+  const [membersOpen, setMembersOpen] = useState(false);
+  const membersButton = useRef<HTMLButtonElement>(null);
+  const closeMembers = useCallback(() => {
+    setMembersOpen(false);
+    membersButton.current?.focus();
+  }, []);
+  useEffect(() => {
+    if (!membersOpen) return;
+    const onKey = (e: KeyboardEvent) => {
+      if (e.key === 'Escape') closeMembers();
+    };
+    document.addEventListener('keydown', onKey);
+    return () => document.removeEventListener('keydown', onKey);
+  }, [membersOpen, closeMembers]);
+  const members = { open: membersOpen, onToggle: () => setMembersOpen((o) => !o), buttonRef: membersButton };
   const select = useCallback((t: Target | null) => {
     setActive(t);
     setNavOpen(false);
+    setMembersOpen(false);
   }, []);
   const { toasts, push, dismiss } = useToasts();
   const activeKey = active ? targetKey(active) : null;
@@ -269,8 +286,9 @@ export function ChatScreen({
   );
 
   return (
-    <div className={`app-shell ${navOpen ? 'nav-open' : ''}`}>
+    <div className={`app-shell ${navOpen ? 'nav-open' : ''} ${membersOpen ? 'members-open' : ''}`}>
       <button className="nav-scrim" aria-label="Close menu" onClick={() => setNavOpen(false)} />
+      <button className="members-scrim" aria-label="Close the list of who is online" tabIndex={-1} onClick={closeMembers} />
       <Sidebar
         me={me}
         status={chat.status}
@@ -293,6 +311,7 @@ export function ChatScreen({
               summary={roomSummary(room, connected, roomInfo?.description)}
               onOpenNav={() => setNavOpen(true)}
               unread={totalUnread}
+              members={members}
               onLeave={() => leaveRoom(room.name)}
             />
             {banner}
@@ -332,6 +351,7 @@ export function ChatScreen({
               online={onlineIds.has(dm.userId)}
               onOpenNav={() => setNavOpen(true)}
               unread={totalUnread}
+              members={members}
             />
             {banner}
             <MessageList
@@ -384,6 +404,7 @@ export function ChatScreen({
         total={membersTotal}
         unknownNote={connected ? 'Joining…' : 'Not connected: shown again once reconnected.'}
         meId={me.userId}
+        open={membersOpen}
         onMessage={startDm}
       />
 

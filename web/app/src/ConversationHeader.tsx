@@ -1,3 +1,4 @@
+import type { Ref } from 'react';
 import { Avatar } from './Avatar';
 
 /** The header of an open room: its name (cut with an ellipsis when long), who is online, Leave. */
@@ -6,6 +7,7 @@ export function RoomHeader({
   summary,
   onOpenNav,
   unread,
+  members,
   onLeave,
 }: {
   name: string;
@@ -13,6 +15,7 @@ export function RoomHeader({
   summary: string;
   onOpenNav: () => void;
   unread: number;
+  members: MembersToggle;
   onLeave: () => void;
 }) {
   return (
@@ -25,6 +28,7 @@ export function RoomHeader({
         </h1>
         <p className="muted small conv-summary">{summary}</p>
       </div>
+      <MembersButton {...members} />
       <button className="btn btn-ghost btn-sm conv-action" onClick={onLeave} data-testid="leave-room">
         Leave
       </button>
@@ -42,12 +46,14 @@ export function DmHeader({
   online,
   onOpenNav,
   unread,
+  members,
 }: {
   userId: number;
   username: string;
   online: boolean;
   onOpenNav: () => void;
   unread: number;
+  members: MembersToggle;
 }) {
   return (
     <header className="conv-head">
@@ -65,6 +71,7 @@ export function DmHeader({
           </p>
         </div>
       </div>
+      <MembersButton {...members} />
     </header>
   );
 }
@@ -76,6 +83,33 @@ function MenuButton({ onClick, unread }: { onClick: () => void; unread: number }
         <path d="M4 6h16M4 12h16M4 18h16" stroke="currentColor" strokeWidth="2" strokeLinecap="round" />
       </svg>
       {unread > 0 && <span className="menu-dot" />}
+    </button>
+  );
+}
+
+/** The list of who is online, a drawer on narrow screens (beside the conversation on wide ones). */
+export interface MembersToggle {
+  open: boolean;
+  onToggle: () => void;
+  buttonRef: Ref<HTMLButtonElement>;
+}
+
+function MembersButton({ open, onToggle, buttonRef }: MembersToggle) {
+  return (
+    <button
+      ref={buttonRef}
+      className="members-btn icon-btn"
+      aria-label="Who is online"
+      aria-expanded={open}
+      aria-controls="members-panel"
+      onClick={onToggle}
+      data-testid="members-toggle"
+    >
+      <svg viewBox="0 0 24 24" width="20" height="20" aria-hidden="true" fill="none" stroke="currentColor" strokeWidth="2" strokeLinecap="round">
+        <circle cx="9" cy="8" r="3.5" />
+        <path d="M2.5 20c.6-3.6 3.2-5.5 6.5-5.5s5.9 1.9 6.5 5.5" />
+        <path d="M16 4.8a3.5 3.5 0 0 1 0 6.4M18.5 14.8c1.6.8 2.7 2.5 3 5.2" />
+      </svg>
     </button>
   );
 }

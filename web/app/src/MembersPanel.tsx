@@ -1,9 +1,11 @@
+import { useEffect, useRef } from 'react';
 import type { UserRef } from '@chat/use-chat';
 import { Avatar } from './Avatar';
 
 /**
  * Who is online; `total` counts them all when the list is capped (crowded rooms). null: not known
  * right now (disconnected, or joining the room): `unknownNote` says why, instead of a 0.
+ * `open`: shown as a drawer on narrow screens (where it is otherwise hidden), focused when opened.
  */
 export function MembersPanel({
   title,
@@ -11,6 +13,7 @@ export function MembersPanel({
   total,
   unknownNote,
   meId,
+  open,
   onMessage,
 }: {
   title: string;
@@ -18,14 +21,26 @@ export function MembersPanel({
   total: number | null;
   unknownNote: string;
   meId: number;
+  open: boolean;
   onMessage: (u: UserRef) => void;
 }) {
+  const ref = useRef<HTMLElement>(null);
+  useEffect(() => {
+    if (open) ref.current?.focus();
+  }, [open]);
   const unlisted = total === null ? 0 : Math.max(0, total - users.length);
   const sorted = [...users].sort((a, b) =>
     a.userId === meId ? -1 : b.userId === meId ? 1 : a.username.localeCompare(b.username),
   );
   return (
-    <aside className="members" aria-label={title}>
+    <aside
+      ref={ref}
+      id="members-panel"
+      className={`members ${open ? 'is-open' : ''}`}
+      aria-label={title}
+      tabIndex={-1}
+      data-testid="members-panel"
+    >
       <h2 className="section-title">
         <span className="section-title-text" title={title}>
           {title}

@@ -1,7 +1,8 @@
 import { useEffect, useLayoutEffect, useRef, useState, type ReactNode } from 'react';
-import { isRetryable, type DirectMessage, type PendingMessage, type RoomMessage } from '@chat/use-chat';
+import { isRetryable, mentionsUser, type DirectMessage, type PendingMessage, type RoomMessage } from '@chat/use-chat';
 import { Avatar } from './Avatar';
 import { formatDay, formatTime, parseTime } from './format';
+import { Markup } from './markup/Markup';
 
 type Msg = RoomMessage | DirectMessage;
 
@@ -34,6 +35,8 @@ export function MessageList(props: Props) {
   const stick = useRef(true);
   const prevFirstId = useRef<number | null>(null);
   const prevHeight = useRef(0);
+  // The list's size when last measured: a scroll event at another size comes from a resize.
+  const size = useRef({ width: 0, height: 0 });
   // What was already pending when the list was shown: only messages sent from here on scroll it.
   const seenPending = useRef(new Set(pending.map((p) => p.clientId)));
   // The newest message id when the reader scrolled away from the newest messages; null: they are there.
@@ -56,7 +59,22 @@ export function MessageList(props: Props) {
     }
     prevFirstId.current = firstId;
     prevHeight.current = el.scrollHeight;
+    size.current = { width: el.clientWidth, height: el.clientHeight };
   });
+
+  // The list changes size with the window: a reader at the newest messages stays there; one
+  // reading back keeps their place (the browser anchors what they read).
+  useEffect(() => {
+    const el = ref.current;
+    if (!el) return;
+    const observer = new ResizeObserver(() => {
+      if (stick.current) el.scrollTop = el.scrollHeight;
+      prevHeight.current = el.scrollHeight;
+      size.current = { width: el.clientWidth, height: el.clientHeight };
+    });
+    observer.observe(el);
+    return () => observer.disconnect();
+  }, []);
 
   // The hook keeps every message while the reader is back in the history (none dropped under
   // their eyes) and trims the list once they are back at the newest, or gone.
@@ -76,6 +94,9 @@ export function MessageList(props: Props) {
   function onScroll() {
     const el = ref.current;
     if (!el) return;
+    // Moved by a resize (text reflowed, the browser kept what was read in place), not by the
+    // reader: the observer above decides, before the next frame.
+    if (el.clientWidth !== size.current.width || el.clientHeight !== size.current.height) return;
     stick.current = el.scrollHeight - el.scrollTop - el.clientHeight < BOTTOM_SLACK_PX;
     if (stick.current === readingBack) setAwayFrom(stick.current ? null : (messages.at(-1)?.id ?? 0));
     if (el.scrollTop < 150 && hasMore && !loadingOlder && historyLoaded) onLoadOlder();
@@ -97,7 +118,7 @@ export function MessageList(props: Props) {
           {props.beginningText}
         </HistoryEdge>
         {messages.map((m) => {
-          const item = <MessageItem key={m.id} message={m} prev={prev} mine={m.fromUser === meId} />;
+          const item = <MessageItem key={m.id} message={m} prev={prev} mine={m.fromUser === meId} meName={meName} />;
           prev = m;
           return item;
         })}
@@ -151,7 +172,7 @@ function HistoryEdge({
 }
 
 /** One message, grouped with the previous one when the same author wrote it shortly before. */
-function MessageItem({ message: m, prev, mine }: { message: Msg; prev: Msg | null; mine: boolean }) {
+function MessageItem({ message: m, prev, mine, meName }: { message: Msg; prev: Msg | null; mine: boolean; meName: string }) {
   const t = parseTime(m.timestamp)?.getTime() ?? 0;
   const pt = prev ? (parseTime(prev.timestamp)?.getTime() ?? 0) : 0;
   const newDay = !prev || formatDay(prev.timestamp) !== formatDay(m.timestamp);
@@ -164,7 +185,7 @@ function MessageItem({ message: m, prev, mine }: { message: Msg; prev: Msg | nul
         </div>
       )}
       <article
-        className={`message ${grouped ? 'is-grouped' : ''} ${mine ? 'is-mine' : ''}`}
+        className={`message ${grouped ? 'is-grouped' : ''} ${mine ? 'is-mine' : ''} ${!mine && mentionsUser(m.content, meName) ? 'mentions-me' : ''}`}
         data-testid="message"
         data-id={m.id}
         data-from={m.username}
@@ -184,9 +205,9 @@ function MessageItem({ message: m, prev, mine }: { message: Msg; prev: Msg | nul
             </header>
           )}
           {/* dir=auto: a message in Hebrew or Arabic reads right to left, punctuation included */}
-          <p className="message-content" dir="auto">
-            {m.content}
-          </p>
+          <div className="message-content" dir="auto">
+            <Markup content={m.content} username={meName} />
+          </div>
         </div>
       </article>
     </>
@@ -248,9 +269,9 @@ function PendingItem({
             <span className="pending-state">Sending…</span>
           )}
         </header>
-        <p className="message-content" dir="auto">
-          {p.content}
-        </p>
+        <div className="message-content" dir="auto">
+          <Markup content={p.content} username={meName} />
+        </div>
       </div>
     </article>
   );

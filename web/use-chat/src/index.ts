@@ -20,3 +20,4 @@ export type {
 export { mergeById } from './messageLists';
 export { backoffDelay, DEFAULT_BACKOFF, type BackoffOptions } from './backoff';
 export * from './protocol';
+export { mentionKind, mentionPattern, mentionsUser, ROOM_MENTION } from './mentions';
