@@ -30,9 +30,9 @@ def test_a_replay_stops_reading_once_its_client_is_gone(fresh_database, monkeypa
     pages: list[int] = []
     channel_after = store.channel_after
 
-    def counted(cur, channel, after_id, below, limit, up_to=None):
+    def counted(cur, channel, after_id, below, limit, **bounds):
         pages.append(after_id)
-        return channel_after(cur, channel, after_id, below, limit, up_to)
+        return channel_after(cur, channel, after_id, below, limit, **bounds)
 
     monkeypatch.setattr(store, "channel_after", counted)
     ours, theirs = gevent.socket.socketpair()
@@ -63,10 +63,10 @@ def test_a_replay_that_fails_unexpectedly_unlists_the_connection(fresh_database,
     )
     channel_after = store.channel_after
 
-    def failing_on_the_second_page(cur, channel, after_id, below, limit, up_to=None):
+    def failing_on_the_second_page(cur, channel, after_id, below, limit, **bounds):
         if after_id:
             raise RuntimeError("a bug")
-        return channel_after(cur, channel, after_id, below, limit, up_to)
+        return channel_after(cur, channel, after_id, below, limit, **bounds)
 
     monkeypatch.setattr(store, "channel_after", failing_on_the_second_page)
     ours, theirs = gevent.socket.socketpair()

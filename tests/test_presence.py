@@ -339,16 +339,16 @@ def test_the_rooms_online_counts_stay_exact_through_joins_leaves_and_burials(pre
         assert listed == rows
         return listed
 
-    node.enter("lobby", *ALICE, create_room=False)
-    other.enter("lobby", *ALICE, create_room=False)  # her second tab, on the other node
-    other.enter("lobby", *BOB, create_room=False)
-    other.enter("side", *BOB, create_room=False)
-    node.enter("lobby", *carol, create_room=False)
+    node.join("lobby", *ALICE, create_room=False)
+    other.join("lobby", *ALICE, create_room=False)  # her second tab, on the other node
+    other.join("lobby", *BOB, create_room=False)
+    other.join("side", *BOB, create_room=False)
+    node.join("lobby", *carol, create_room=False)
     assert counts() == {"lobby": 3, "side": 1}
     node.leave("lobby", *carol)
     node.leave("lobby", *ALICE)  # her tab on n2 is still there
     assert counts() == {"lobby": 2, "side": 1}
-    node.enter("lobby", *ALICE, create_room=False)
+    node.join("lobby", *ALICE, create_room=False)
     assert counts() == {"lobby": 2, "side": 1}
 
     # n2 dies while Bob's join of 'side' on n1 is being committed: that join sees n2's row
@@ -364,7 +364,9 @@ def test_the_rooms_online_counts_stay_exact_through_joins_leaves_and_burials(pre
 
     joining = gevent.spawn(join_bob)
     joined.wait(timeout=5)
-    burying = gevent.spawn(node.heartbeat, set, lambda user_id, room: False)
+    here = {("lobby", ALICE[0]): ALICE[1], ("side", BOB[0]): BOB[1]}  # n1's connections
+    node.user_here = lambda user_id, room: (room, user_id) in here
+    burying = gevent.spawn(node.heartbeat, lambda: here)
     with gevent.Timeout(5):
         while not sql(
             url, "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
