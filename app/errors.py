@@ -35,12 +35,6 @@ class NotFound(ChatError):
     code = "not_found"
 
 
-class Forbidden(ChatError):
-    """The user may not do this (removing from a room they do not own)."""
-
-    code = "forbidden"
-
-
 class TooLarge(ChatError):
     code = "too_large"
 
@@ -59,3 +53,10 @@ class Unavailable(ChatError):
     """The database cannot be reached right now; the client should retry later."""
 
     code = "unavailable"
+
+
+class Forbidden(ChatError):
+    """Allowed to see it, not to change it: someone else's message (PROTOCOL.md §10), a
+    room's members when not its owner (§8)."""
+
+    code = "forbidden"
