@@ -118,8 +118,10 @@ _ENTER = f"""
 # - chat_enter: the same for a member only (the heartbeat's reconcile, a membership made
 #   on another node): a user who is no longer a member gets no row.
 # - chat_leave: remove one node's row (ours, or a dead node's), telling (and announcing)
-#   whether it was the user's last anywhere; one that finds no row to remove announces
-#   nothing (the heartbeat may find a row that a leave has just removed).
+#   whether it was the user's last anywhere; one that finds no row to remove changes and
+#   announces nothing (the heartbeat may find a row that a leave has just removed, two
+#   nodes may bury one dead node at once): the remover's event, maybe still on its way,
+#   is the one to tell.
 # - chat_end_membership: end the membership and remove every node's row of the user in
 #   the room: they are online there nowhere now.
 # - chat_invite: make the user a member if `by` is one (no presence row: each node with a
@@ -155,7 +157,7 @@ STATEMENTS = PreparedStatements(
                        %(announce)s OR COALESCE((SELECT bool_or(announced) FROM gone), false) AS heard,
                        EXISTS (SELECT 1 FROM gone) AS was_here
             ), told AS MATERIALIZED (
-                SELECT last, {_VERSION_IF.format("last AND heard AND was_here")} FROM step
+                SELECT last AND was_here AS last, {_VERSION_IF.format("last AND heard AND was_here")} FROM step
             )
             SELECT last, version, {_NOTIFY} FROM told""",
         "chat_end_membership": f"""
