@@ -210,7 +210,6 @@ CREATE UNIQUE INDEX IF NOT EXISTS messages_sender_client_id
     ON messages (from_user, client_id) WHERE client_id IS NOT NULL;
 -- A user's rooms of the last minute (the creation limit).
 CREATE INDEX IF NOT EXISTS rooms_created_by ON rooms (created_by, created_at) WHERE created_by IS NOT NULL;
-CREATE INDEX IF NOT EXISTS dm_threads_user_high ON dm_threads (user_high);
 CREATE INDEX IF NOT EXISTS room_presence_node ON room_presence (node_id);
 -- A user's rooms (welcome, my_rooms, the heartbeat's membership check).
 CREATE INDEX IF NOT EXISTS chat_members_user ON chat_members (user_id, room);
@@ -253,3 +252,35 @@ CREATE INDEX IF NOT EXISTS message_events_room_id ON message_events (room, id) W
 CREATE INDEX IF NOT EXISTS message_events_pair_id
     ON message_events (user_low, user_high, id) WHERE user_low IS NOT NULL;
 CREATE INDEX IF NOT EXISTS message_events_message_id ON message_events (message_id, id);
+
+-- dm_threads.last_id: the id of the conversation's newest message or event (0: none; a
+-- client's cursor may be an event's id), set with last_seq by the statement that bumps it,
+-- under the row lock (app/store.py, app/event_store.py), so that a user's conversations,
+-- newest first, are read from the dm_threads_*_last indexes instead of looking up the newest
+-- message of every conversation. Filled from `messages` and `message_events` once, in the
+-- transaction that adds the column (after the indexes above, which serve it); a later load
+-- finds the column and does nothing. Messages stored by a server of an earlier version do
+-- not move it: load this before starting the servers of this version.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute
+                   WHERE attrelid = 'dm_threads'::regclass AND attname = 'last_id' AND NOT attisdropped) THEN
+        ALTER TABLE dm_threads ADD COLUMN last_id bigint NOT NULL DEFAULT 0;
+        UPDATE dm_threads t SET last_id = GREATEST(
+            COALESCE((SELECT m.id FROM messages m
+                      WHERE m.to_user IS NOT NULL AND LEAST(m.from_user, m.to_user) = t.user_low
+                        AND GREATEST(m.from_user, m.to_user) = t.user_high
+                      ORDER BY m.id DESC LIMIT 1), 0),
+            COALESCE((SELECT e.id FROM message_events e
+                      WHERE e.user_low = t.user_low AND e.user_high = t.user_high
+                      ORDER BY e.id DESC LIMIT 1), 0));
+    END IF;
+END $$;
+-- A user's conversations, newest first, from either side: `conversations` reads the first
+-- entries of both (store.conversations_of), however many conversations the user has; and
+-- every conversation of a connecting user (store.open_session). dm_threads_high_last
+-- replaced dm_threads_user_high (user_high alone) rather than adding a third index to each
+-- update of a conversation's row.
+CREATE INDEX IF NOT EXISTS dm_threads_low_last ON dm_threads (user_low, last_id DESC, user_high);
+CREATE INDEX IF NOT EXISTS dm_threads_high_last ON dm_threads (user_high, last_id DESC, user_low);
+DROP INDEX IF EXISTS dm_threads_user_high;

@@ -444,19 +444,29 @@ def messages_by_id(cur, ids: list[int]) -> list[StoredMessage]:
     return [row_to_message(row) for row in cur]
 
 
+# A page of the user's conversations, newest first (then by partner), from dm_threads.last_id:
+# the user is the lower id of some conversations and the higher of the others, so each side is
+# read from its own index (dm_threads_low_last, dm_threads_high_last) in that order, and
+# PostgreSQL merges the two: offset + limit entries of each at most, however many
+# conversations the user has (a lookup of the newest message of each took ~200 ms for a user
+# with 50k partners). A conversation with oneself is read from the first side only.
+CONVERSATIONS = """
+SELECT c.other, COALESCE(u.username, 'user' || c.other), c.last_id FROM (
+    (SELECT t.user_high AS other, t.last_id FROM dm_threads t
+     WHERE t.user_low = %(me)s AND t.last_id > 0 ORDER BY t.last_id DESC, t.user_high LIMIT %(end)s)
+    UNION ALL
+    (SELECT t.user_low, t.last_id FROM dm_threads t
+     WHERE t.user_high = %(me)s AND t.user_low <> %(me)s AND t.last_id > 0
+     ORDER BY t.last_id DESC, t.user_low LIMIT %(end)s)
+    ORDER BY last_id DESC, other LIMIT %(limit)s OFFSET %(offset)s
+) c LEFT JOIN users u ON u.id = c.other
+ORDER BY c.last_id DESC, c.other"""
+
+
 def conversations_of(cur, user_id: int, limit: int, offset: int = 0) -> list[dict[str, Any]]:
-    """A page of the user's DM partners, the most recently active first, with the last
-    message id."""
-    cur.execute(
-        f"""SELECT other, COALESCE(u.username, 'user' || other), last_id FROM (
-               SELECT CASE WHEN t.user_low = %(me)s THEN t.user_high ELSE t.user_low END AS other,
-                      (SELECT id FROM messages m WHERE {DM_PAIR.format(low="t.user_low", high="t.user_high")}
-                       ORDER BY id DESC LIMIT 1) AS last_id
-               FROM dm_threads t WHERE t.user_low = %(me)s OR t.user_high = %(me)s
-           ) c LEFT JOIN users u ON u.id = c.other
-           WHERE last_id IS NOT NULL ORDER BY last_id DESC LIMIT %(limit)s OFFSET %(offset)s""",
-        {"me": user_id, "limit": limit, "offset": offset},
-    )
+    """A page of the user's DM partners, the most recently active first, with the id of
+    the conversation's newest message or event."""
+    cur.execute(CONVERSATIONS, {"me": user_id, "limit": limit, "offset": offset, "end": offset + limit})
     return [{"userId": other, "username": name, "lastId": last_id} for other, name, last_id in cur]
 
 
@@ -522,7 +532,9 @@ def find_by_client_ids(cur, keys: list[tuple[int, str]]) -> dict[tuple[int, str]
 #     (two pipelines, or two processes) never wait for each other crosswise;
 #   - answer drafts whose (sender, clientId) is stored already with that message;
 #   - number the others per room / conversation by bumping rooms.last_seq and
-#     dm_threads.last_seq (the row lock orders commits within a room like ids);
+#     dm_threads.last_seq (the row lock orders commits within a room like ids), their ids
+#     drawn under those locks, in draft order, so that the same update sets the
+#     conversation's dm_threads.last_id;
 #   - insert them, and (with a NOTIFY channel) announce them inside the same transaction,
 #     so that listeners hear each exactly when it is committed, in commit order. A payload
 #     over PostgreSQL's 8000-byte limit carries only the id; listeners fetch the rest.
@@ -533,10 +545,14 @@ _LOCK_ROOMS = "SELECT 1 FROM rooms WHERE name = ANY(%(lock_rooms)s) ORDER BY nam
 # lookups of the batch's own keys (LATERAL ... LIMIT 1 cannot become a hash join over the
 # whole table). Measured: with the plain join of `earlier`, prepared on an empty table,
 # every batch with clientIds scanned all of `messages`.
+# A conversation's row is made here if missing (last_seq 0), so that it is locked, like an
+# existing one, before the batch draws its ids: two batches starting the same conversation
+# at once then draw their ids one after the other, in seq order. The conflict's update
+# (`WHERE false`) locks the existing row and writes nothing.
 _LOCK_PAIRS = """
-SELECT 1 FROM unnest(%(lock_low)s, %(lock_high)s) AS w(low, high)
-    CROSS JOIN LATERAL (SELECT 1 FROM dm_threads t WHERE t.user_low = w.low AND t.user_high = w.high
-                        FOR UPDATE) AS locked"""
+INSERT INTO dm_threads AS t (user_low, user_high)
+SELECT w.low, w.high FROM unnest(%(lock_low)s, %(lock_high)s) AS w(low, high)
+ON CONFLICT (user_low, user_high) DO UPDATE SET last_seq = t.last_seq WHERE false"""
 _STORE = """
 WITH input AS (
     SELECT d.ord - 1 AS ord, d.from_user, d.to_user, d.room, d.content, d.client_id, d.username, d.mentions,
@@ -557,24 +573,27 @@ WITH input AS (
            row_number() OVER (PARTITION BY d.room, d.low, d.high ORDER BY d.ord) AS rank,
            count(*) OVER (PARTITION BY d.room, d.low, d.high) AS n
     FROM input d WHERE d.ord NOT IN (SELECT ord FROM earlier)
+), drawn AS (
+    SELECT f.*, nextval(pg_get_serial_sequence('messages', 'id')) AS id FROM fresh f ORDER BY f.ord
 ), room_heads AS (
     UPDATE rooms r SET last_seq = r.last_seq + c.n
     FROM (SELECT room, max(n) AS n FROM fresh WHERE room IS NOT NULL GROUP BY room ORDER BY room) AS c
     WHERE r.name = c.room AND r.name = ANY(%(lock_rooms)s)
     RETURNING r.name, r.last_seq
 ), pair_heads AS (
-    INSERT INTO dm_threads AS t (user_low, user_high, last_seq)
-    SELECT low, high, max(n) FROM fresh WHERE low IS NOT NULL GROUP BY low, high ORDER BY low, high
-    ON CONFLICT (user_low, user_high) DO UPDATE SET last_seq = t.last_seq + EXCLUDED.last_seq
+    INSERT INTO dm_threads AS t (user_low, user_high, last_seq, last_id)
+    SELECT low, high, max(n), max(id) FROM drawn WHERE low IS NOT NULL GROUP BY low, high ORDER BY low, high
+    ON CONFLICT (user_low, user_high) DO UPDATE SET last_seq = t.last_seq + EXCLUDED.last_seq,
+                                                    last_id = EXCLUDED.last_id
     RETURNING user_low, user_high, last_seq
 ), numbered AS (
     SELECT f.*, COALESCE(rh.last_seq, ph.last_seq) - f.n + f.rank AS seq
-    FROM fresh f
+    FROM drawn f
     LEFT JOIN room_heads rh ON rh.name = f.room
     LEFT JOIN pair_heads ph ON ph.user_low = f.low AND ph.user_high = f.high
 ), inserted AS (
-    INSERT INTO messages (from_user, to_user, room, content, timestamp, client_id, seq, from_username, mentions)
-    SELECT from_user, to_user, room, content, now(), client_id, seq, username, mentions FROM numbered ORDER BY ord
+    INSERT INTO messages (id, from_user, to_user, room, content, timestamp, client_id, seq, from_username, mentions)
+    SELECT id, from_user, to_user, room, content, now(), client_id, seq, username, mentions FROM numbered ORDER BY ord
     ON CONFLICT (from_user, client_id) WHERE client_id IS NOT NULL DO NOTHING
     RETURNING id, seq, from_user, to_user, room, timestamp, client_id
 ), stored AS (
