@@ -21,8 +21,8 @@ CREATE TABLE IF NOT EXISTS rooms (
 );
 ALTER TABLE rooms ADD COLUMN IF NOT EXISTS description text NOT NULL DEFAULT '';
 ALTER TABLE rooms ADD COLUMN IF NOT EXISTS created_at timestamptz NOT NULL DEFAULT now();
--- The existing backend's private rooms. Who may read one is that backend's business, which
--- this server does not know: it serves none (not listed; joining or reading one is not_found).
+-- Private rooms (PROTOCOL.md §8), also the existing backend's: served to their members
+-- (chat_members) only; for anyone else they do not exist.
 ALTER TABLE rooms ADD COLUMN IF NOT EXISTS is_private boolean NOT NULL DEFAULT false;
 -- Per-room message counter, bumped under the room's row lock by every insert: within a room
 -- it orders commits like ids, and lets each server process see a gap in what it received.
@@ -154,8 +154,8 @@ CREATE TABLE IF NOT EXISTS user_presence (
 CREATE SEQUENCE IF NOT EXISTS presence_versions;
 
 -- Membership belongs to the user and is stored (PROTOCOL.md §6): a row per (room, user) from
--- `join` until `leave`, whatever connections come and go. `role` is 'owner' for a room's
--- creator once rooms are created as private ones (§8), else 'member'. `last_read_id` is the
+-- `join` until `leave`, whatever connections come and go. `role` is 'owner' for the creator
+-- of a room made by create_room (§8), else 'member'. `last_read_id` is the
 -- read state of §9: the room's last message id when the user became a member.
 -- Created with its upgrade rule: on a database that had messages before this table existed,
 -- whoever sent to a room in the last 30 days becomes a member of it (read up to their own

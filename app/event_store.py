@@ -13,16 +13,16 @@ from typing import Any
 
 from . import protocol
 from .messages import ChannelKey, StoredEvent, StoredMessage
-from .store import DM_PAIR, MESSAGE_COLUMNS, WIRE_TIMESTAMP, row_to_message
+from .store import DM_PAIR, MESSAGE_COLUMNS, VISIBLE, WIRE_TIMESTAMP, row_to_message
 
 # The frame each kind of event is told with.
 FRAME_OF = {"edit": "message_edited", "delete": "message_deleted", "react": "reaction", "unreact": "reaction"}
 
 # The message an event is about, locked until the event commits: two edits (or a react and
 # its unreact) of one message are decided one after the other, each seeing the other's
-# outcome. Also whether its room is private (not served here: app/store.py, PUBLIC).
+# outcome. Also whether its room is hidden from the user: private, and they no member.
 LOCK_MESSAGE = f"""SELECT {MESSAGE_COLUMNS},
-           m.room IS NOT NULL AND EXISTS (SELECT 1 FROM rooms r WHERE r.name = m.room AND r.is_private IS TRUE)
+           m.room IS NOT NULL AND NOT EXISTS (SELECT 1 FROM rooms r WHERE r.name = m.room AND {VISIBLE})
     FROM messages m LEFT JOIN users u ON u.id = m.from_user
     WHERE m.id = %(id)s FOR UPDATE OF m"""
 
@@ -82,9 +82,10 @@ APPLY = {
 NOTIFY = "SELECT pg_notify(%(channel)s, %(payload)s)"
 
 
-def lock_message(cur, message_id: int) -> tuple[StoredMessage, bool] | None:
-    """The message (locked until commit) and whether its room is private; None if unknown."""
-    cur.execute(LOCK_MESSAGE, {"id": message_id})
+def lock_message(cur, message_id: int, user_id: int) -> tuple[StoredMessage, bool] | None:
+    """The message (locked until commit) and whether its room is hidden from the user
+    (private, and they no member); None if unknown."""
+    cur.execute(LOCK_MESSAGE, {"id": message_id, "user_id": user_id})
     row = cur.fetchone()
     if row is None:
         return None
