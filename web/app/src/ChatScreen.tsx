@@ -257,11 +257,12 @@ export function ChatScreen({
   useUnreadTitle(totalUnread);
   const mark = activeKey ? chat.reads[activeKey] : undefined;
   // The "new messages" line stays where the conversation was read up to when it was opened.
-  const [line, setLine] = useState<{ key: string; after: number } | null>(null);
+  const [line, setLine] = useState<{ key: string | null; after: number | null }>({ key: null, after: null });
   useEffect(() => {
-    if (activeKey && mark && line?.key !== activeKey) setLine({ key: activeKey, after: mark.lastReadId });
+    if (line.key !== activeKey) setLine({ key: activeKey, after: mark?.lastReadId ?? null });
+    else if (line.after === null && mark) setLine({ key: activeKey, after: mark.lastReadId });
   }, [activeKey, mark, line]);
-  const unreadAfter = line && line.key === activeKey ? line.after : null;
+  const unreadAfter = line.key === activeKey ? line.after : null;
   // Seen: the conversation is open, scrolled to its newest message, in a focused window.
   const [atNewest, setAtNewest] = useState(true);
   const focused = useWindowFocused();

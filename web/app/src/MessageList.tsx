@@ -205,7 +205,8 @@ export function MessageList(props: Props) {
               )}
               <MessageItem
                 message={m}
-                prev={lineHere ? null : prev}
+                prev={prev}
+                afterLine={lineHere}
                 mine={m.fromUser === meId}
                 meId={meId}
                 meName={meName}
@@ -277,9 +278,12 @@ function MessageItem({
   editing,
   highlighted,
   actions,
+  afterLine,
 }: {
   message: Msg;
   prev: Msg | null;
+  /** right after the new-messages line: starts a group of its own */
+  afterLine: boolean;
   mine: boolean;
   meId: number;
   meName: string;
@@ -290,7 +294,7 @@ function MessageItem({
   const t = parseTime(m.timestamp)?.getTime() ?? 0;
   const pt = prev ? (parseTime(prev.timestamp)?.getTime() ?? 0) : 0;
   const newDay = !prev || formatDay(prev.timestamp) !== formatDay(m.timestamp);
-  const grouped = !!prev && !newDay && prev.fromUser === m.fromUser && t - pt < GROUP_WINDOW_MS;
+  const grouped = !!prev && !newDay && !afterLine && prev.fromUser === m.fromUser && t - pt < GROUP_WINDOW_MS;
   return (
     <>
       {newDay && (
