@@ -1,4 +1,4 @@
-import type { Ref } from 'react';
+import type { ReactNode, Ref } from 'react';
 import { Avatar } from './Avatar';
 
 /** The header of an open room: its name (cut with an ellipsis when long), who is online, Leave. */
@@ -9,6 +9,7 @@ export function RoomHeader({
   unread,
   members,
   onLeave,
+  extra,
 }: {
   name: string;
   /** "3 online · description", or what is known while it is not */
@@ -17,6 +18,8 @@ export function RoomHeader({
   unread: number;
   members: MembersToggle;
   onLeave: () => void;
+  /** more buttons (search) */
+  extra?: ReactNode;
 }) {
   return (
     <header className="conv-head">
@@ -28,6 +31,7 @@ export function RoomHeader({
         </h1>
         <p className="muted small conv-summary">{summary}</p>
       </div>
+      {extra}
       <MembersButton {...members} />
       <button className="btn btn-ghost btn-sm conv-action" onClick={onLeave} data-testid="leave-room">
         Leave
@@ -47,6 +51,7 @@ export function DmHeader({
   onOpenNav,
   unread,
   members,
+  extra,
 }: {
   userId: number;
   username: string;
@@ -54,6 +59,8 @@ export function DmHeader({
   onOpenNav: () => void;
   unread: number;
   members: MembersToggle;
+  /** more buttons (search) */
+  extra?: ReactNode;
 }) {
   return (
     <header className="conv-head">
@@ -71,6 +78,7 @@ export function DmHeader({
           </p>
         </div>
       </div>
+      {extra}
       <MembersButton {...members} />
     </header>
   );

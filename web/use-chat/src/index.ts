@@ -12,6 +12,8 @@ export type {
   ConversationState,
   DmState,
   PendingMessage,
+  ReadMark,
+  SearchState,
   RoomState,
   TokenContext,
   WebSocketCtor,
@@ -21,3 +23,4 @@ export { mergeById } from './messageLists';
 export { backoffDelay, DEFAULT_BACKOFF, type BackoffOptions } from './backoff';
 export * from './protocol';
 export { mentionKind, mentionPattern, mentionsUser, ROOM_MENTION } from './mentions';
+export { indexOfId, withReaction } from './eventReducers';

@@ -53,6 +53,8 @@ function state(patch: Partial<ChatState> = {}): ChatState {
     users: { 1: ME },
     outbox: [],
     errors: [],
+    reads: {},
+    search: null,
     ...patch,
   };
 }
