@@ -282,8 +282,7 @@ class Memberships:
         self.hub.leave_room(conn, room)
 
     def _join_ack(self, room: str, entered: Entered, user_id: int, username: str) -> dict:
-        online = self.presence.online.now(room, entered.online)
-        online.add(user_id, username)
+        online = self.presence.online.with_joiner(room, entered.online, user_id, username)
         gate = self.hub.gates.get(("r", room))
         last_id = max(entered.state.last_id, gate.last_id if gate is not None else 0)
         listed = online.listed(self.join_ack_max_users)

@@ -148,6 +148,25 @@ class OnlineLists:
         latest = self._latest(room)
         return latest if latest is not None else read
 
+    def with_joiner(self, room: str, read: RoomOnline, user_id: int, username: str) -> RoomOnline:
+        """The list a joiner's join_ack gives: the room's as it stands now (see `now`), with them.
+
+        The joiner's presence reaches the members here as an event (ours, noted already, or
+        another node's, which may still be on its way) unless the room is too crowded for
+        it: only then is the joiner added to the list they were told, as a read would. In a
+        smaller room they are listed in a copy, for the joiner alone, so that the event is
+        still news here when it comes.
+        """
+        online = self.now(room, read)
+        if online.users.get(user_id) == username:
+            return online
+        if len(online.users) >= self.max_announced_room_size:
+            online.add(user_id, username)
+            return online
+        joined = RoomOnline(dict(online.users))
+        joined.add(user_id, username)
+        return joined
+
     def note(self, room: str, event: str, user_id: int, username: str) -> bool:
         """Keep the room's list current with a presence event heard or sent.
 

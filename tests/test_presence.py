@@ -5,11 +5,14 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
+import orjson
 import pytest
 
 from app import db, runtime
 from app.bus import PostgresBus
 from app.errors import Unavailable
+from app.hub import Hub
+from app.membership import Memberships
 from app.presence import ALIVE, Presence
 from tests.support.databases import sql
 
@@ -433,3 +436,41 @@ def test_the_rooms_online_counts_stay_exact_through_joins_leaves_and_burials(pre
     assert counts() == {"lobby": 1, "side": 1}
     node.forget_node()
     assert counts() == {}
+
+
+class Tab:
+    """A connection as Memberships sees it, keeping what it is sent."""
+
+    def __init__(self, user_id: int, username: str) -> None:
+        self.user_id, self.username = user_id, username
+        self.rooms: dict[str, int] = {}
+        self.sent: list[dict] = []
+
+    def send(self, frame: dict) -> None:
+        self.sent.append(frame)
+
+
+def test_a_join_answered_here_before_its_announcement_arrives_is_still_told_here(presence):
+    """Bob's tab on another node enters the room first and announces his join; his tab here
+    enters second (nothing to announce) and gets its join_ack before that announcement
+    arrives. Listing him to himself must not tell the members here he came: the
+    announcement does, once."""
+    node, url, _ = presence
+    told = tell_news_only(node)
+    sql(url, "INSERT INTO chat_nodes (node_id) VALUES ('n1'), ('n2')")
+    hub = Hub(fetch=lambda *args: [], gap_wait_seconds=1.0)
+    membership = Memberships(hub, node, node.pool, join_ack_max_users=10)
+    node.after_commit(node.enter("lobby", *ALICE).announced)  # alice is here: the list is read
+    elsewhere = Presence(node.pool, node.bus, "n2", 10.0, lambda event: None)
+    announced = elsewhere.enter("lobby", *BOB).announced  # first anywhere: numbered, on its way
+    tab = Tab(*BOB)
+    hub.connections_by_user[BOB[0]] = {tab}
+    membership.apply("lobby", BOB[0])
+    ack = tab.sent[-1]
+    assert ack["type"] == "join_ack" and ack["data"]["online"] == 2
+    assert {user["userId"] for user in orjson.loads(orjson.dumps(ack))["data"]["users"]} == {1, 2}
+    for event in announced * 2:  # arrives, and once more
+        node.deliver_event(event)
+    node.online.by_room["lobby"].max_age_seconds = 0
+    node.online.get("lobby")  # a read tells nothing more
+    assert told == [("join", ALICE[0]), ("join", BOB[0])]
