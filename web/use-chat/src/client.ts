@@ -15,7 +15,8 @@
  */
 import { backAtNewest, conversationOf, dmKey, parseKey, roomKey, unseen, withConversation, withDm } from './conversation';
 import { Connection } from './connection';
-import { Membership } from './membership';
+import { Directory } from './directory';
+import { Membership, type CreateRoomOptions } from './membership';
 import { History } from './history';
 import { resolveOptions, type ResolvedOptions } from './options';
 import { Outbox, startingOutbox } from './outbox';
@@ -29,6 +30,7 @@ import {
   type RoomMessage,
   type ServerFrame,
   type UserId,
+  type WelcomeFrame,
 } from './protocol';
 import {
   peerOf,
@@ -68,6 +70,11 @@ export const CHAT_ACTIONS = [
   'setReadingBack',
   'typing',
   'refreshRooms',
+  'createRoom',
+  'invite',
+  'remove',
+  'findUsers',
+  'clearUsers',
   'retry',
   'discard',
   'dismissError',
@@ -97,6 +104,7 @@ export class ChatClient {
   private readonly outbox: Outbox;
   private readonly history: History;
   private readonly membership: Membership;
+  private readonly directory: Directory;
   /** conversations whose reader is away from the newest messages: nothing is dropped from them (`maxMessages`) */
   private readonly readingBack = new Set<ConversationKey>();
 
@@ -108,7 +116,7 @@ export class ChatClient {
     const dms: Record<number, DmState> = {};
     for (const p of outbox) if (p.kind === 'dm' && !dms[p.to!]) dms[p.to!] = newDm(p.to!, `user ${p.to}`);
     this.store = new Store(
-      { status: 'idle', me: null, attempt: 0, nextRetryAt: null, lastCloseCode: null, rooms: [], joined, dms, users: {}, outbox, errors: [] },
+      { status: 'idle', me: null, attempt: 0, nextRetryAt: null, lastCloseCode: null, rooms: [], joined, dms, users: {}, userOnline: {}, people: null, outbox, errors: [] },
       opts,
     );
     this.retries = new Retries(opts.now);
@@ -134,6 +142,12 @@ export class ChatClient {
     this.leave = this.membership.leave;
     this.typing = this.membership.typing;
     this.refreshRooms = this.membership.refreshRooms;
+    this.createRoom = this.membership.createRoom;
+    this.invite = this.membership.invite;
+    this.remove = this.membership.remove;
+    this.directory = new Directory(this.store, this.queue);
+    this.findUsers = this.directory.findUsers;
+    this.clearUsers = this.directory.clearUsers;
   }
 
   // ----- store and lifecycle --------------------------------------------------
@@ -166,6 +180,16 @@ export class ChatClient {
   readonly typing: (room: string) => void;
   /** Asks for the rooms list now (skipped when over the send budget); the periodic refresh starts over. */
   readonly refreshRooms: () => void;
+  /** Creates a room owned by me, public or private; false if the name is invalid or mine already. */
+  readonly createRoom: (room: string, options?: CreateRoomOptions) => boolean;
+  /** Makes a user a member of a room of mine. */
+  readonly invite: (room: string, userId: UserId) => void;
+  /** Ends a user's membership of a room I own. */
+  readonly remove: (room: string, userId: UserId) => void;
+  /** Searches people by the start of their name (`people`), online ones first, offline ones too. */
+  readonly findUsers: (query: string) => void;
+  /** Forgets the search. */
+  readonly clearUsers: () => void;
 
   /** Queues a room message; returns its clientId, or null if it was refused locally. */
   sendMessage = (room: string, content: string): string | null => {
@@ -238,10 +262,11 @@ export class ChatClient {
       case 'welcome':
         this.conn.welcomed();
         this.queue.fill();
-        this.membership.onWelcome();
         this.history.onWelcome();
         this.store.update((s) => reduceWelcome(s, frame));
-        this.resync();
+        this.membership.onWelcome(frame);
+        this.directory.onWelcome();
+        this.resync(frame);
         return;
       case 'message': {
         const key = roomKey(frame.data.room);
@@ -267,14 +292,27 @@ export class ChatClient {
         this.history.onConversations(frame);
         return;
       case 'join_ack':
+        if (!this.membership.acceptsJoinAck(frame)) return;
         this.store.update((s) => reduceJoinAck(s, frame));
+        this.membership.joinAcked(frame.room);
         return;
       case 'left': {
-        const next = reduceLeft(state, frame);
-        if (next.rooms !== state.rooms) this.membership.onUncounted();
+        this.membership.onLeft(frame);
+        const before = this.state;
+        const next = reduceLeft(before, frame);
+        if (next.rooms !== before.rooms) this.membership.onUncounted();
         this.store.replace(next);
         return;
       }
+      case 'invited':
+        this.membership.onInvited(frame);
+        return;
+      case 'my_rooms':
+        this.membership.onMyRooms(frame);
+        return;
+      case 'users':
+        this.directory.onUsers(frame);
+        return;
       case 'presence':
         this.store.update((s) => reducePresence(s, frame));
         return;
@@ -321,7 +359,11 @@ export class ChatClient {
         break;
       case 'join':
       case 'join_room':
+      case 'create_room':
         this.membership.joinRefused(code, about.room);
+        break;
+      case 'users':
+        this.directory.refused();
         break;
       case 'room_history':
         if (about.room !== undefined) this.history.refused(roomKey(about.room), code);
@@ -338,13 +380,15 @@ export class ChatClient {
   // ----- connection events and housekeeping -----------------------------------
 
   /** After `welcome`: bring the server up to date with what this client is and had. */
-  private resync(): void {
+  private resync(welcome: WelcomeFrame): void {
     this.membership.rejoinAll();
     for (const dm of Object.values(this.state.dms)) this.history.loadIfOpened(dm);
     this.refreshRooms();
     // Names the conversations with news (caught up then) and those this client does not know yet
     // (new device, reloaded page). Without it (older servers) every loaded conversation catches up.
-    this.history.requestConversations();
+    const listed = welcome.data.conversations;
+    if (listed) this.history.onConversations({ type: 'conversations', data: listed });
+    else this.history.requestConversations();
     // Same clientId as before: the server answers with the stored message instead of storing it twice.
     this.outbox.pump();
   }
@@ -355,6 +399,7 @@ export class ChatClient {
     this.history.reset();
     this.retries.clear();
     this.membership.reset();
+    this.directory.reset();
     this.store.update(reduceDisconnected);
   }
 

@@ -57,9 +57,11 @@ export function withOnlineCounts(joined: Record<string, RoomState>, rooms: RoomI
 }
 
 /** The state of a room just asked to join: nothing loaded yet. */
-export function newRoom(name: string): RoomState {
+export function newRoom(name: string, isPrivate = false): RoomState {
   return {
     name,
+    private: isPrivate,
+    members: null,
     status: 'joining',
     messages: [],
     users: [],
