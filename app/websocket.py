@@ -48,6 +48,12 @@ def check_handshake() -> Response | None:
     if shutting_down():
         # Clients reconnect elsewhere (or here, after the restart).
         return Response("shutting down\n", status=503, mimetype="text/plain")
+    try:
+        get_runtime()  # made by the first connection, and it needs the database
+    except ChatError as exc:
+        # Before the 101, so that the client reads an HTTP answer, not one written into
+        # its WebSocket stream, and tries again later.
+        return Response(f"unavailable: {exc.message}\n", status=503, mimetype="text/plain")
     token = token_from_request(request.headers, request.args)
     g.identity = None
     if token is None:

@@ -484,3 +484,22 @@ def test_live_messages_held_back_by_a_replay_count_toward_the_outbox_limit(datab
                 break
     finally:
         srv.stop()
+
+
+def test_a_first_connection_while_the_database_is_down_is_refused_before_the_upgrade(embedded_postgres):
+    """The worker makes its chat runtime at its first WebSocket, and that needs the
+    database: when it cannot, the client gets a 503 it can read and retry on, not a 101
+    followed by an HTTP error page written into its WebSocket stream."""
+    url = embedded_postgres.start()
+    srv = Server(url, DB_CONNECT_TIMEOUT_SECONDS="1").start()
+    try:
+        embedded_postgres.stop()
+        token = make_token(new_user_id(), "early")
+        with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+            Client.connect(srv.url, token)
+        assert refused.value.status_code == 503
+        embedded_postgres.start()
+        client = Client.connect(srv.url, token)  # the next connection makes the runtime
+        client.expect("welcome")
+    finally:
+        srv.stop()
