@@ -1,13 +1,17 @@
 import type { Ref } from 'react';
 import { Avatar } from './Avatar';
+import { LockIcon } from './LockIcon';
 
-/** The header of an open room: its name (cut with an ellipsis when long), who is online, Leave. */
+/** The header of an open room: its name (cut with an ellipsis when long), who is online, Invite, Leave. */
 export function RoomHeader({
   name,
   summary,
   onOpenNav,
   unread,
   members,
+  isPrivate,
+  inviting,
+  onInvite,
   onLeave,
 }: {
   name: string;
@@ -16,6 +20,10 @@ export function RoomHeader({
   onOpenNav: () => void;
   unread: number;
   members: MembersToggle;
+  isPrivate: boolean;
+  /** the invite picker is open */
+  inviting: boolean;
+  onInvite: () => void;
   onLeave: () => void;
 }) {
   return (
@@ -26,9 +34,19 @@ export function RoomHeader({
           <span className="hash">#</span>
           <span className="conv-name">{name}</span>
         </h1>
-        <p className="muted small conv-summary">{summary}</p>
+        <p className="muted small conv-summary">
+          {isPrivate && (
+            <span className="lock" title="Private room: members only" data-testid="private-room">
+              <LockIcon /> Private ·{' '}
+            </span>
+          )}
+          {summary}
+        </p>
       </div>
       <MembersButton {...members} />
+      <button className="btn btn-ghost btn-sm conv-action" aria-expanded={inviting} onClick={onInvite} data-testid="invite-button">
+        Invite
+      </button>
       <button className="btn btn-ghost btn-sm conv-action" onClick={onLeave} data-testid="leave-room">
         Leave
       </button>

@@ -280,6 +280,8 @@ export class ChatClient {
         const peer = peerOf(m, state.me?.userId);
         this.store.update((s) => (frame.type === 'dm' ? reduceDm(s, frame, this.env()) : reduceDmSent(s, frame, this.env())));
         this.announce(dmKey(peer), state.dms[peer], [m]);
+        // Written from my other device to someone this one never saw: the list has their name.
+        if (!state.users[peer]) this.history.requestConversations();
         return;
       }
       case 'room_history':
@@ -294,7 +296,7 @@ export class ChatClient {
       case 'join_ack':
         if (!this.membership.acceptsJoinAck(frame)) return;
         this.store.update((s) => reduceJoinAck(s, frame));
-        this.membership.joinAcked(frame.room);
+        this.membership.joinAcked(frame.room, !!state.joined[frame.room]);
         return;
       case 'left': {
         this.membership.onLeft(frame);

@@ -191,12 +191,17 @@ export class Membership {
     return !this.leaving.has(frame.room) || this.asked.has(frame.room);
   }
 
-  /** A room acknowledged: no longer asked for; one new here (joined elsewhere, invited) loads its latest page. */
-  joinAcked(room: string): void {
-    this.asked.delete(room);
+  /**
+   * A room acknowledged (`wasListed`: it was in `joined` before the ack): no longer asked for. One
+   * not loaded yet loads its latest page; one new here (joined or created on another device) is
+   * looked up in the rooms list, which says whether it is private (the ack does not).
+   */
+  joinAcked(room: string, wasListed: boolean): void {
+    const askedHere = this.asked.delete(room);
     this.leaving.delete(room);
     const r = this.store.state.joined[room];
     if (r && !r.historyLoaded) this.history.requestLatestOnce(roomKey(room));
+    if (!wasListed && !askedHere) this.refreshRooms();
   }
 
   /**

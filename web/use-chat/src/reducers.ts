@@ -26,7 +26,7 @@ import type {
   UserRef,
   WelcomeFrame,
 } from './protocol';
-import { dedupeUsers, newDm, newRoom, onlineAfter, withListedUsers, withOnlineCounts, withRoomOnline } from './rooms';
+import { dedupeUsers, newDm, newRoom, onlineAfter, withListedUsers, withOnlineCounts, withPrivacy, withRoomOnline } from './rooms';
 import type { ChatState, ConversationKey, DmState, RoomState } from './state';
 
 /** What the reducers need to know besides the snapshot. */
@@ -255,10 +255,10 @@ export function reduceTyping(state: ChatState, frame: TypingEventFrame): ChatSta
   );
 }
 
-/** `rooms`: the rooms list; joined rooms take its online counts, and it counts at least the users they list. */
+/** `rooms`: the rooms list; joined rooms take its online counts and whether they are private, and it counts at least the users they list. */
 export function reduceRooms(state: ChatState, frame: RoomsFrame): ChatState {
   const rooms = frame.data.filter((r) => r && typeof r.name === 'string');
-  const joined = withOnlineCounts(state.joined, rooms);
+  const joined = withPrivacy(withOnlineCounts(state.joined, rooms), rooms);
   return { ...state, rooms: withListedUsers(rooms, joined), joined };
 }
 

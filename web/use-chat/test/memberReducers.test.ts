@@ -5,6 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import { reduceInvited, reduceLeftElsewhere, reduceMemberRooms, reduceUsers, withoutRoom } from '../src/memberReducers';
 import { parseServerFrame, type RoomMessage } from '../src/protocol';
+import { reduceRooms } from '../src/reducers';
 import { newRoom } from '../src/rooms';
 import type { ChatState, PendingMessage, RoomState } from '../src/state';
 
@@ -194,5 +195,14 @@ describe('users', () => {
     const s = reduceUsers(state({ people: { query: 'bob', results: null } }), frame as never, 'bo');
     expect(s.people).toEqual({ query: 'bob', results: null });
     expect(s.userOnline[2]).toBe(true);
+  });
+});
+
+describe('rooms list', () => {
+  it('tells whether a room joined on another device is private (its join_ack does not)', () => {
+    const s0 = state({ joined: { team: room('team', { status: 'joined' }), general: room('general') } });
+    const s = reduceRooms(s0, { type: 'rooms', data: [{ name: 'team', online: 1, members: 1, private: true, member: true }, { name: 'general', online: 1 }] });
+    expect(s.joined.team.private).toBe(true);
+    expect(s.joined.general).toBe(s0.joined.general);
   });
 });

@@ -102,6 +102,8 @@ describe('my rooms, as the server stores them', () => {
     server.sendToUser(ALICE.userId, { type: 'join_ack', room: 'elsewhere', data: { room: 'elsewhere', status: 'ok', users: [ALICE], online: 1, members: 2 } });
     await until(() => c.getState().joined.elsewhere?.historyLoaded);
     expect(c.getState().joined.elsewhere.messages.map((m) => m.content)).toEqual(['old news']);
+    // the rooms list says whether it is private
+    await until(() => sentOn(1, 'rooms').length === 2);
     server.sendToUser(ALICE.userId, { type: 'left', room: 'elsewhere' });
     await until(() => !c.getState().joined.elsewhere);
   });
@@ -139,6 +141,19 @@ describe('my rooms, as the server stores them', () => {
     c.join('general');
     await until(() => c.getState().joined.general?.status === 'joined');
     expect(c.getState().joined.fleeting).toBeUndefined();
+  });
+});
+
+describe('conversations from my other device', () => {
+  it('a DM I wrote on another device to someone this one never saw: their name comes from the conversations list', async () => {
+    const c = makeClient();
+    c.start();
+    await until(() => c.getState().status === 'open');
+    const asked = server.framesOfType('conversations').length;
+    // as the server tells my other connections of a DM I sent
+    server.sendToUser(ALICE.userId, { type: 'dm', data: server.postDm(ALICE, 3, 'hi bobby') });
+    await until(() => c.getState().dms[3]?.username === 'bobby');
+    expect(server.framesOfType('conversations').length).toBe(asked + 1);
   });
 });
 
