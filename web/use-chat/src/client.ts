@@ -367,6 +367,10 @@ export class ChatClient {
       case 'users':
         this.directory.refused();
         break;
+      case 'my_rooms':
+        // Nothing the user asked for: the rooms stay as they are, and the list is asked for again.
+        this.membership.myRoomsRefused(code);
+        return;
       case 'room_history':
         if (about.room !== undefined) this.history.refused(roomKey(about.room), code);
         break;
@@ -413,6 +417,7 @@ export class ChatClient {
     this.membership.refreshIfDue(now);
     for (const key of this.retries.takeDue(now)) {
       if (key === 'conversations') this.history.requestConversations();
+      else if (key === 'my_rooms') this.membership.confirmRooms();
       else if (key.startsWith('history:')) this.history.resume(key.slice('history:'.length) as ConversationKey);
       else this.membership.rejoin(key.slice('join:'.length));
     }

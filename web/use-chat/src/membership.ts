@@ -16,6 +16,7 @@ import {
   type InvitedFrame,
   type JoinAckFrame,
   type LeftFrame,
+  type MemberRoom,
   type MyRoomsFrame,
   type TypingEventFrame,
   type UserId,
@@ -61,8 +62,14 @@ export class Membership {
   private readonly asked = new Map<string, ClientFrame>();
   /** Rooms I left whose `left` has not come yet: a `join_ack` sent before it does not bring them back. */
   private readonly leaving = new Set<string>();
-  /** how many of my rooms the server listed so far on this connection (`welcome`, then `my_rooms` pages) */
-  private listedRooms = 0;
+  /** my rooms the server listed so far on this connection while the list is not whole yet (`welcome`, then `my_rooms` pages) */
+  private listing: MemberRoom[] | null = null;
+  /**
+   * Rooms this client had that the server has not listed yet while the list is not whole: not
+   * joined meanwhile (a `join` would make me a member again of a room I left elsewhere); joined
+   * once listed, dropped once the whole list lacks them.
+   */
+  private readonly unconfirmed = new Set<string>();
 
   constructor(
     private readonly opts: Opts,
@@ -156,31 +163,74 @@ export class Membership {
   /**
    * A new connection: the rooms list is asked for now, or at the next tick if the joins used the
    * budget. A server that stores membership lists my rooms (`welcome.rooms`): they are mine now,
-   * whatever this client had (left or removed elsewhere meanwhile: dropped), but for joins asked
-   * here and not acknowledged yet. A full list may have more: asked with `my_rooms`. A user who
-   * is a member of nothing joins `defaultRooms`.
+   * whatever this client had (left or removed elsewhere meanwhile: dropped once the list is
+   * known to be whole), but for joins asked here and not acknowledged yet. A full list (200) is
+   * completed with `my_rooms`; an empty one, while this client has rooms, is checked with
+   * `my_rooms` first (a server that cannot read the database greets with no rooms, and answers
+   * `my_rooms` with `unavailable`). A user who is a member of nothing joins `defaultRooms`.
    */
   onWelcome(frame: WelcomeFrame): void {
     this.roomsDueAt = 0;
     this.leaving.clear();
+    this.listing = null;
+    this.unconfirmed.clear();
+    this.retries.delete('my_rooms');
     const rooms = frame.data.rooms;
     if (!rooms) return;
-    const complete = rooms.length < WELCOME_ROOMS_MAX;
-    this.following(() => this.store.update((s) => reduceMemberRooms(s, rooms, new Set(this.asked.keys()), complete)));
-    this.listedRooms = rooms.length;
-    if (!complete) this.queue.send({ type: 'my_rooms', offset: rooms.length, limit: MY_ROOMS_PAGE });
+    const listed = new Set(rooms.map((r) => r.room));
+    const unlisted = Object.keys(this.store.state.joined).filter((r) => !this.asked.has(r) && !listed.has(r));
+    if (rooms.length >= WELCOME_ROOMS_MAX || (rooms.length === 0 && unlisted.length)) {
+      this.store.update((s) => reduceMemberRooms(s, rooms, new Set(this.asked.keys()), false));
+      for (const r of unlisted) this.unconfirmed.add(r);
+      this.listing = [...rooms];
+      this.queue.send({ type: 'my_rooms', offset: rooms.length, limit: MY_ROOMS_PAGE });
+      return;
+    }
+    this.following(() => this.store.update((s) => reduceMemberRooms(s, rooms, new Set(this.asked.keys()), true)));
     if (rooms.length === 0 && this.asked.size === 0) {
-      for (const r of this.opts.defaultRooms) if (isValidRoomName(r) && !this.store.state.joined[r]) this.join(r);
+      // Listed as asked for: `rejoinAll` joins them with the others.
+      for (const r of this.opts.defaultRooms) {
+        if (!isValidRoomName(r) || this.store.state.joined[r]) continue;
+        this.asked.set(r, { type: 'join', room: r });
+        this.store.set({ joined: { ...this.store.state.joined, [r]: newRoom(r) } });
+      }
     }
   }
 
-  /** A page of `my_rooms`: its rooms are listed and joined; a full page is followed by the next one. */
+  /** Asks the server for the whole list of my rooms again (after a passing refusal of `my_rooms`). */
+  confirmRooms(): void {
+    this.listing = [];
+    this.queue.send({ type: 'my_rooms', offset: 0, limit: MY_ROOMS_PAGE });
+  }
+
+  /**
+   * A page of `my_rooms`: its rooms are listed and joined; a full page is followed by the next
+   * one; the last one completes the list, and the rooms not in it go.
+   */
   onMyRooms(frame: MyRoomsFrame): void {
     const before = this.store.state.joined;
     this.store.update((s) => reduceMemberRooms(s, frame.data, new Set(this.asked.keys()), false));
-    for (const r of frame.data) if (!before[r.room]) this.sendJoin(this.store.state.joined[r.room]);
-    this.listedRooms += frame.data.length;
-    if (frame.data.length >= MY_ROOMS_PAGE) this.queue.send({ type: 'my_rooms', offset: this.listedRooms, limit: MY_ROOMS_PAGE });
+    for (const r of frame.data) {
+      if (before[r.room] && !this.unconfirmed.delete(r.room)) continue;
+      this.sendJoin(this.store.state.joined[r.room]);
+    }
+    if (this.listing === null) return;
+    this.listing.push(...frame.data);
+    if (frame.data.length >= MY_ROOMS_PAGE) {
+      this.queue.send({ type: 'my_rooms', offset: this.listing.length, limit: MY_ROOMS_PAGE });
+      return;
+    }
+    const all = this.listing;
+    this.listing = null;
+    this.unconfirmed.clear();
+    this.following(() => this.store.update((s) => reduceMemberRooms(s, all, new Set(this.asked.keys()), true)));
+  }
+
+  /** `my_rooms` refused: the rooms stay as they are (not joined); after a passing refusal the list is asked for again later. */
+  myRoomsRefused(code: ErrorCode): void {
+    if (this.listing === null) return;
+    this.listing = null;
+    if (PASSING_CODES.has(code)) this.retries.later('my_rooms', retryDelay(code));
   }
 
   /**
@@ -224,9 +274,9 @@ export class Membership {
     this.tell({ kind: 'invited', room: frame.room, by: frame.data.by });
   }
 
-  /** Joins every room again on a new connection. */
+  /** Joins every room again on a new connection (but those the server has not listed as mine yet). */
   rejoinAll(): void {
-    for (const room of Object.values(this.store.state.joined)) this.sendJoin(room);
+    for (const room of Object.values(this.store.state.joined)) if (!this.unconfirmed.has(room.name)) this.sendJoin(room);
   }
 
   /** Joins a room again whose join was refused for a passing reason. */

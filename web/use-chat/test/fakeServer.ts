@@ -374,6 +374,12 @@ export class FakeChatServer {
         this.sendTo(conn, { type: 'join_ack', room: f.room, data: { room: f.room, status: 'ok', users: [me], online: 1, members: 1 } });
         return;
       }
+      case 'my_rooms': {
+        const mine = [...this.memberOf(me.userId)].map((room) => ({ room, private: false, lastId: this.lastId(room) }));
+        const from = typeof f.offset === 'number' ? f.offset : 0;
+        this.sendTo(conn, { type: 'my_rooms', data: mine.slice(from, from + (typeof f.limit === 'number' ? f.limit : 200)) });
+        return;
+      }
       case 'users': {
         const q = String(f.query ?? '').toLowerCase();
         const online = new Set([...this.conns].map((c) => c.user?.userId));
