@@ -21,8 +21,8 @@ CREATE TABLE IF NOT EXISTS rooms (
 );
 ALTER TABLE rooms ADD COLUMN IF NOT EXISTS description text NOT NULL DEFAULT '';
 ALTER TABLE rooms ADD COLUMN IF NOT EXISTS created_at timestamptz NOT NULL DEFAULT now();
--- The existing backend's private rooms. Who may read one is that backend's business, which
--- this server does not know: it serves none (not listed; joining or reading one is not_found).
+-- Private rooms (PROTOCOL.md §8), also the existing backend's: served to their members
+-- (chat_members) only; for anyone else they do not exist.
 ALTER TABLE rooms ADD COLUMN IF NOT EXISTS is_private boolean NOT NULL DEFAULT false;
 -- Per-room message counter, bumped under the room's row lock by every insert: within a room
 -- it orders commits like ids, and lets each server process see a gap in what it received.
@@ -154,8 +154,8 @@ CREATE TABLE IF NOT EXISTS user_presence (
 CREATE SEQUENCE IF NOT EXISTS presence_versions;
 
 -- Membership belongs to the user and is stored (PROTOCOL.md §6): a row per (room, user) from
--- `join` until `leave`, whatever connections come and go. `role` is 'owner' for a room's
--- creator once rooms are created as private ones (§8), else 'member'. `last_read_id` is the
+-- `join` until `leave`, whatever connections come and go. `role` is 'owner' for the creator
+-- of a room made by create_room (§8), else 'member'. `last_read_id` is the
 -- read state of §9: the room's last message id when the user became a member.
 -- Created with its upgrade rule: on a database that had messages before this table existed,
 -- whoever sent to a room in the last 30 days becomes a member of it (read up to their own
@@ -210,7 +210,6 @@ CREATE UNIQUE INDEX IF NOT EXISTS messages_sender_client_id
     ON messages (from_user, client_id) WHERE client_id IS NOT NULL;
 -- A user's rooms of the last minute (the creation limit).
 CREATE INDEX IF NOT EXISTS rooms_created_by ON rooms (created_by, created_at) WHERE created_by IS NOT NULL;
-CREATE INDEX IF NOT EXISTS dm_threads_user_high ON dm_threads (user_high);
 CREATE INDEX IF NOT EXISTS room_presence_node ON room_presence (node_id);
 -- A user's rooms (welcome, my_rooms, the heartbeat's membership check).
 CREATE INDEX IF NOT EXISTS chat_members_user ON chat_members (user_id, room);
@@ -253,3 +252,35 @@ CREATE INDEX IF NOT EXISTS message_events_room_id ON message_events (room, id) W
 CREATE INDEX IF NOT EXISTS message_events_pair_id
     ON message_events (user_low, user_high, id) WHERE user_low IS NOT NULL;
 CREATE INDEX IF NOT EXISTS message_events_message_id ON message_events (message_id, id);
+
+-- dm_threads.last_id: the id of the conversation's newest message or event (0: none; a
+-- client's cursor may be an event's id), set with last_seq by the statement that bumps it,
+-- under the row lock (app/store.py, app/event_store.py), so that a user's conversations,
+-- newest first, are read from the dm_threads_*_last indexes instead of looking up the newest
+-- message of every conversation. Filled from `messages` and `message_events` once, in the
+-- transaction that adds the column (after the indexes above, which serve it); a later load
+-- finds the column and does nothing. Messages stored by a server of an earlier version do
+-- not move it: load this before starting the servers of this version.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute
+                   WHERE attrelid = 'dm_threads'::regclass AND attname = 'last_id' AND NOT attisdropped) THEN
+        ALTER TABLE dm_threads ADD COLUMN last_id bigint NOT NULL DEFAULT 0;
+        UPDATE dm_threads t SET last_id = GREATEST(
+            COALESCE((SELECT m.id FROM messages m
+                      WHERE m.to_user IS NOT NULL AND LEAST(m.from_user, m.to_user) = t.user_low
+                        AND GREATEST(m.from_user, m.to_user) = t.user_high
+                      ORDER BY m.id DESC LIMIT 1), 0),
+            COALESCE((SELECT e.id FROM message_events e
+                      WHERE e.user_low = t.user_low AND e.user_high = t.user_high
+                      ORDER BY e.id DESC LIMIT 1), 0));
+    END IF;
+END $$;
+-- A user's conversations, newest first, from either side: `conversations` reads the first
+-- entries of both (store.conversations_of), however many conversations the user has; and
+-- every conversation of a connecting user (store.open_session). dm_threads_high_last
+-- replaced dm_threads_user_high (user_high alone) rather than adding a third index to each
+-- update of a conversation's row.
+CREATE INDEX IF NOT EXISTS dm_threads_low_last ON dm_threads (user_low, last_id DESC, user_high);
+CREATE INDEX IF NOT EXISTS dm_threads_high_last ON dm_threads (user_high, last_id DESC, user_low);
+DROP INDEX IF EXISTS dm_threads_user_high;

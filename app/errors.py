@@ -56,6 +56,7 @@ class Unavailable(ChatError):
 
 
 class Forbidden(ChatError):
-    """Allowed to see it, not to change it: someone else's message (PROTOCOL.md §10)."""
+    """Allowed to see it, not to change it: someone else's message (PROTOCOL.md §10), a
+    room's members when not its owner (§8)."""
 
     code = "forbidden"

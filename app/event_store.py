@@ -13,16 +13,16 @@ from typing import Any
 
 from . import protocol
 from .messages import ChannelKey, StoredEvent, StoredMessage
-from .store import DM_PAIR, MESSAGE_COLUMNS, WIRE_TIMESTAMP, row_to_message
+from .store import DM_PAIR, MESSAGE_COLUMNS, VISIBLE, WIRE_TIMESTAMP, row_to_message
 
 # The frame each kind of event is told with.
 FRAME_OF = {"edit": "message_edited", "delete": "message_deleted", "react": "reaction", "unreact": "reaction"}
 
 # The message an event is about, locked until the event commits: two edits (or a react and
 # its unreact) of one message are decided one after the other, each seeing the other's
-# outcome. Also whether its room is private (not served here: app/store.py, PUBLIC).
+# outcome. Also whether its room is hidden from the user: private, and they no member.
 LOCK_MESSAGE = f"""SELECT {MESSAGE_COLUMNS},
-           m.room IS NOT NULL AND EXISTS (SELECT 1 FROM rooms r WHERE r.name = m.room AND r.is_private IS TRUE)
+           m.room IS NOT NULL AND NOT EXISTS (SELECT 1 FROM rooms r WHERE r.name = m.room AND {VISIBLE})
     FROM messages m LEFT JOIN users u ON u.id = m.from_user
     WHERE m.id = %(id)s FOR UPDATE OF m"""
 
@@ -41,12 +41,18 @@ LATEST = f"""{SELECT_EVENTS}
 
 # The next place in the channel's stream, under its row lock (held until commit), and the
 # event's id drawn only then: within a channel, id order is then seq order and commit order,
-# for events and messages alike (the group commit draws its ids under the same lock).
+# for events and messages alike (the group commit draws its ids under the same lock). A
+# conversation's event is its newest entry: its id is the conversation's last_id.
+_NEXT_ID = "nextval(pg_get_serial_sequence('messages', 'id'))"
 NEXT_IN_ROOM = f"""UPDATE rooms SET last_seq = last_seq + 1 WHERE name = %(room)s
-    RETURNING last_seq, nextval(pg_get_serial_sequence('messages', 'id')), {WIRE_TIMESTAMP.format("now()")}"""
-NEXT_IN_PAIR = f"""INSERT INTO dm_threads AS t (user_low, user_high, last_seq) VALUES (%(low)s, %(high)s, 1)
-    ON CONFLICT (user_low, user_high) DO UPDATE SET last_seq = t.last_seq + 1
-    RETURNING last_seq, nextval(pg_get_serial_sequence('messages', 'id')), {WIRE_TIMESTAMP.format("now()")}"""
+    RETURNING last_seq, {_NEXT_ID}, {WIRE_TIMESTAMP.format("now()")}"""
+# (The id of VALUES is drawn before the conflict is known, so a conversation that has its
+# row, nearly always, leaves it unused, a gap in the sequence: the SET draws another under
+# the lock.)
+NEXT_IN_PAIR = f"""INSERT INTO dm_threads AS t (user_low, user_high, last_seq, last_id)
+    VALUES (%(low)s, %(high)s, 1, {_NEXT_ID})
+    ON CONFLICT (user_low, user_high) DO UPDATE SET last_seq = t.last_seq + 1, last_id = {_NEXT_ID}
+    RETURNING last_seq, last_id, {WIRE_TIMESTAMP.format("now()")}"""
 
 INSERT_EVENT = """INSERT INTO message_events (id, seq, room, user_low, user_high, kind, message_id, user_id, username,
                                 emoji, content, at)
@@ -82,9 +88,10 @@ APPLY = {
 NOTIFY = "SELECT pg_notify(%(channel)s, %(payload)s)"
 
 
-def lock_message(cur, message_id: int) -> tuple[StoredMessage, bool] | None:
-    """The message (locked until commit) and whether its room is private; None if unknown."""
-    cur.execute(LOCK_MESSAGE, {"id": message_id})
+def lock_message(cur, message_id: int, user_id: int) -> tuple[StoredMessage, bool] | None:
+    """The message (locked until commit) and whether its room is hidden from the user
+    (private, and they no member); None if unknown."""
+    cur.execute(LOCK_MESSAGE, {"id": message_id, "user_id": user_id})
     row = cur.fetchone()
     if row is None:
         return None

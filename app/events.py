@@ -32,7 +32,7 @@ def handle_event(rt: ChatRuntime, conn: Connection, command: Command) -> None:
     with rt.pool.transaction() as cur:
         # A lock held by a stuck transaction must not keep the sender waiting for good.
         cur.execute("SET LOCAL statement_timeout = %s", (f"{timeout_ms}ms",))
-        locked = event_store.lock_message(cur, command.message_id)
+        locked = event_store.lock_message(cur, command.message_id, conn.user_id)
         if locked is None or not may_read(conn, *locked):
             raise NotFound(f"message {command.message_id} does not exist")
         message = locked[0]
@@ -47,15 +47,12 @@ def handle_event(rt: ChatRuntime, conn: Connection, command: Command) -> None:
         conn.send_frame(event.wire_frame)  # (a reader not joined to the room: its answer)
 
 
-def may_read(conn: Connection, message: StoredMessage, private_room: bool) -> bool:
+def may_read(conn: Connection, message: StoredMessage, hidden_room: bool) -> bool:
     """Whether the user can read the message: a party to its DM; for a room, what the
-    history allows (public rooms to anyone, private ones to nobody here).
-
-    Hook: where rooms gain stored members, a private room's members may read it too.
-    """
+    history allows (a public room to anyone, a private one to its members)."""
     if message.is_dm:
         return conn.user_id in message.channel[1:]
-    return not private_room
+    return not hidden_room
 
 
 def check_allowed(cur, conn: Connection, kind: str, message: StoredMessage) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from . import events, protocol, read_state, search, store
 from .connection import Connection
 from .errors import NotFound, NotJoined, RateLimited, Unauthorized
-from .membership import room_item
+from .membership import room_item, room_not_found
 from .messages import StoredMessage
 from .protocol import Command
 from .runtime import ChatRuntime
@@ -58,7 +58,16 @@ def raise_not_entered(rt: ChatRuntime, room: str) -> None:
             if not store.room_named(cur, room):
                 limit = rt.config["ROOMS_CREATE_PER_MINUTE"]
                 raise RateLimited(f"too many rooms created: at most {limit} a minute; join an existing one or wait")
-    raise NotFound(f"room '{room}' does not exist")
+    raise room_not_found(room)
+
+
+def refuse_non_member(rt: ChatRuntime, conn: Connection, room: str) -> None:
+    """A room frame from a connection not in the room: `not_joined` for a public room,
+    `not_found` for one that does not exist for the user (unknown, or private)."""
+    with rt.pool.autocommit() as cur:
+        if not store.room_visible(cur, room, conn.user_id):
+            raise room_not_found(room)
+    raise NotJoined(f"not joined to room '{room}'")
 
 
 def replay(rt: ChatRuntime, conn: Connection, room: str, since: int, up_to: int | None = None) -> None:
@@ -166,8 +175,8 @@ def ensure_user_exists(rt: ChatRuntime, user_id: int) -> None:
 
 def handle_room_history(rt: ChatRuntime, conn: Connection, command: Command) -> None:
     with rt.pool.autocommit() as cur:
-        if command.room not in conn.rooms and not store.room_exists(cur, command.room):
-            raise NotFound(f"room '{command.room}' does not exist")
+        if command.room not in conn.rooms and not store.room_visible(cur, command.room, conn.user_id):
+            raise room_not_found(command.room)
         messages = store.room_history(cur, command.room, command.limit, command.before, command.after)
     conn.send(protocol.room_history_frame(command, [m.data for m in messages]))
     if conn.legacy:
@@ -188,7 +197,7 @@ def handle_typing(rt: ChatRuntime, conn: Connection, command: Command) -> None:
         handle_dm_typing(rt, conn, command)
         return
     if command.room not in conn.rooms:
-        raise NotJoined(f"not joined to room '{command.room}'")
+        refuse_non_member(rt, conn, command.room)
     rt.publish_typing(command.room, conn.user_id, conn.username)
 
 
@@ -207,7 +216,14 @@ def handle_users(rt: ChatRuntime, conn: Connection, command: Command) -> None:
 
 
 def handle_rooms(rt: ChatRuntime, conn: Connection, command: Command) -> None:
+    """The public rooms (shared, at most a second old) and the user's private ones."""
     rooms = rt.rooms_list.get()
+    listed = {room["name"] for room in rooms}
+    unlisted = [room for room in conn.rooms if room not in listed]
+    if unlisted:
+        with rt.pool.autocommit() as cur:
+            private = store.private_rooms_of(cur, conn.user_id, unlisted)
+        rooms = sorted(rooms + private, key=lambda room: room["name"])
     conn.send(protocol.rooms_frame([{**room, "member": room["name"] in conn.rooms} for room in rooms]))
 
 
@@ -215,7 +231,7 @@ def handle_my_rooms(rt: ChatRuntime, conn: Connection, command: Command) -> None
     with rt.pool.autocommit() as cur:
         rooms = store.my_rooms(cur, conn.user_id, command.limit, command.offset)
         states = read_state.room_counts(cur, conn.user_id, conn.username, {r.room: r.last_read_id for r in rooms})
-    items = [room_item(r.room, r.last_id, r.last_read_id) for r in rooms]
+    items = [room_item(r.room, r.last_id, r.last_read_id, r.private) for r in rooms]
     conn.send(protocol.my_rooms_frame(read_state.add_counts(items, states, "room")))
 
 
@@ -235,7 +251,7 @@ def handle_read(rt: ChatRuntime, conn: Connection, command: Command) -> None:
         if command.room is not None:
             last_read = read_state.mark_room(cur, conn.user_id, command.room, command.id)
             if last_read is None:
-                raise_not_member(cur, command.room)
+                raise_not_member(cur, command.room, conn.user_id)
             state = read_state.room_counts(cur, conn.user_id, conn.username, {command.room: last_read})[command.room]
         else:
             read_state.mark_dm(cur, conn.user_id, command.to, command.id)
@@ -243,12 +259,12 @@ def handle_read(rt: ChatRuntime, conn: Connection, command: Command) -> None:
     rt.publish_read(conn.user_id, command.room, command.to, state)
 
 
-def raise_not_member(cur, room: str) -> None:
+def raise_not_member(cur, room: str, user_id: int) -> None:
     """Why a room the user is not a member of cannot be read: `not_joined` for a room
     they may join, `not_found` for one that does not exist (or is private)."""
-    if store.room_exists(cur, room):
+    if store.room_visible(cur, room, user_id):
         raise NotJoined(f"join room '{room}' before marking it read")
-    raise NotFound(f"room '{room}' does not exist")
+    raise room_not_found(room)
 
 
 def handle_search(rt: ChatRuntime, conn: Connection, command: Command) -> None:
@@ -256,10 +272,23 @@ def handle_search(rt: ChatRuntime, conn: Connection, command: Command) -> None:
     if command.to is not None:
         ensure_user_exists(rt, command.to)
     with rt.pool.autocommit() as cur:
-        if command.room is not None and command.room not in conn.rooms and not store.room_exists(cur, command.room):
-            raise NotFound(f"room '{command.room}' does not exist")
+        if command.room is not None and command.room not in conn.rooms:
+            if not store.room_visible(cur, command.room, conn.user_id):
+                raise room_not_found(command.room)
         found = search.search(cur, conn.user_id, command.query, command.room, command.to, command.before, command.limit)
     conn.send(protocol.search_frame(command.query, [m.data for m in found]))
+
+
+def handle_create_room(rt: ChatRuntime, conn: Connection, command: Command) -> None:
+    rt.membership.create(conn, command.room, command.private, command.description)
+
+
+def handle_invite(rt: ChatRuntime, conn: Connection, command: Command) -> None:
+    rt.membership.invite(conn, command.room, command.user_id)
+
+
+def handle_remove(rt: ChatRuntime, conn: Connection, command: Command) -> None:
+    rt.membership.remove(conn, command.room, command.user_id)
 
 
 PONG_FRAME = text_frame(protocol.PONG)
@@ -284,4 +313,7 @@ HANDLERS: dict[str, Handler] = {
     "delete": events.handle_event,
     "react": events.handle_event,
     "unreact": events.handle_event,
+    "create_room": handle_create_room,
+    "invite": handle_invite,
+    "remove": handle_remove,
 }

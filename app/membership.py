@@ -7,6 +7,10 @@ and changed by `join` and `leave` here, by the bus's `member` events from other 
 by the heartbeat's check against the database (what the bus lost). Nothing here runs per
 message: `message` looks at `Connection.rooms` only.
 
+Private rooms (PROTOCOL.md §8) are made with `create_room`, whose creator owns them; any
+member may `invite` a user, the owner may `remove` one. An invitation or a removal reaches
+the user's connections on other nodes as a `member` event carrying what they are told.
+
 `Connection.rooms` maps each room to the connection's *floor*: every message of the room
 with an id above it has been sent to the connection or will be, live. A `join` with
 `since` replays what lies between `since` and the floor, so that nothing is missed or sent
@@ -20,6 +24,7 @@ from typing import NamedTuple
 from . import protocol, store
 from .connection import Connection
 from .db import Pool
+from .errors import Forbidden, Invalid, NotFound, NotJoined, RateLimited
 from .hub import Hub
 from .presence import Entered, Presence
 
@@ -39,11 +44,15 @@ class Joined(NamedTuple):
 class Memberships:
     """This process's side of membership: registering connections, telling them."""
 
-    def __init__(self, hub: Hub, presence: Presence, pool: Pool, join_ack_max_users: int) -> None:
+    def __init__(
+        self, hub: Hub, presence: Presence, pool: Pool, join_ack_max_users: int, rooms_per_minute: int = 0
+    ) -> None:
         self.hub = hub
         self.presence = presence
         self.pool = pool
         self.join_ack_max_users = join_ack_max_users
+        # Rooms a user may create a minute (0: no limit): create_room counts with join.
+        self.rooms_per_minute = rooms_per_minute
 
     # --- a connection's life ------------------------------------------------------------------
 
@@ -56,7 +65,7 @@ class Memberships:
             if not self.hub.user_in_room(conn.user_id, member.room):
                 firsts.append((member.room, conn.user_id, conn.username))
             floor = self._register(conn, member.room, member.last_seq, member.last_id)
-            items.append(room_item(member.room, max(member.last_id, floor), member.last_read_id))
+            items.append(room_item(member.room, max(member.last_id, floor), member.last_read_id, member.private))
         # The user's first connection here in these rooms: this node's presence rows.
         self.presence.tend_soon(firsts)
         items.sort(key=lambda item: (-item["lastId"], item["room"]))
@@ -123,10 +132,68 @@ class Memberships:
         user_id = conn.user_id
         with self.presence.changing(room, user_id):
             self.presence.end_membership(room, user_id, conn.username)
-            for other in list(self.hub.connections_by_user.get(user_id, ())):
-                if room in other.rooms:
-                    self._unregister(other, room)
-                    other.send(protocol.left_frame(room))
+            self._drop(room, user_id)
+
+    # --- private rooms and invitations (PROTOCOL.md §8) ------------------------------------------
+
+    def create(self, conn: Connection, room: str, private: bool, description: str) -> None:
+        """Create the room with the user as its owner and first member; every connection of
+        theirs gets join_ack (those on other nodes by the `member` event)."""
+        with self.pool.transaction() as cur:
+            created, taken = store.create_owned_room(
+                cur, room, conn.user_id, private, description, self.rooms_per_minute
+            )
+        if not created:
+            if taken:
+                raise Invalid(f"room '{room}' exists already: choose another name")
+            raise RateLimited(f"too many rooms created: at most {self.rooms_per_minute} a minute; wait")
+        self.presence.publish_member({"k": "member", "room": room, "userId": conn.user_id})
+        self.apply(room, conn.user_id)
+
+    def invite(self, conn: Connection, room: str, user_id: int) -> None:
+        """Make the user a member of the room, `conn`'s user being one; their connections get
+        `invited` and join_ack, the members `presence` if they are online. Inviting a
+        member changes nothing and tells nothing."""
+        with self.pool.autocommit() as cur:
+            access = store.room_access(cur, room, conn.user_id)
+            if access is None:
+                raise room_not_found(room)
+            if access.role is None:
+                raise NotJoined(f"join room '{room}' before inviting to it")
+            if not store.user_exists(cur, user_id):
+                raise NotFound(f"user {user_id} does not exist")
+        invited = protocol.invited_frame(room, access.private, access.description, conn.user_id, conn.username)
+        event = {"k": "member", "room": room, "userId": user_id, "invited": invited}
+        if self.presence.invite(room, user_id, conn.user_id, event):
+            self.apply(room, user_id, invited=invited)
+
+    def remove(self, conn: Connection, room: str, user_id: int) -> None:
+        """End the user's membership, `conn`'s user owning the room; their connections get
+        `left` with the reason "removed" and nothing of the room after it."""
+        with self.pool.autocommit() as cur:
+            access = store.room_access(cur, room, conn.user_id)
+            if access is None:
+                raise room_not_found(room)
+            if access.role != "owner":
+                raise Forbidden(f"only the owner of room '{room}' may remove its members")
+            if user_id == conn.user_id:
+                raise Forbidden("the owner cannot remove themself: leave the room instead")
+            username = store.member_name(cur, room, user_id)
+            if username is None:
+                raise NotFound(f"user {user_id} does not exist")
+            if not store.is_member(cur, room, user_id):
+                raise NotFound(f"user {user_id} is not a member of room '{room}'")
+        event = {"k": "member", "room": room, "userId": user_id, "removed": True}
+        with self.presence.changing(room, user_id):
+            if not self.presence.remove(room, user_id, username, conn.user_id, event):
+                raise NotFound(f"user {user_id} is not a member of room '{room}'")  # gone meanwhile
+            self._drop(room, user_id, "removed")
+
+    def removed_elsewhere(self, room: str, user_id: int) -> None:
+        """A removal committed on another node: the user's connections here stop receiving
+        the room at once, before anything the bus brings after it (on PostgreSQL, the
+        order of the commits); `apply` then settles on what is stored."""
+        self._drop(room, user_id, "removed")
 
     def unregister(self, conn: Connection, room: str) -> None:
         """One connection stops receiving a room (a replay that failed: the client joins
@@ -138,9 +205,10 @@ class Memberships:
 
     # --- what happened elsewhere ----------------------------------------------------------------
 
-    def apply(self, room: str, user_id: int) -> None:
+    def apply(self, room: str, user_id: int, invited: dict | None = None, removed: bool = False) -> None:
         """Make this process's connections of the user follow their membership of the room
-        as stored now: registered with a join_ack, or unregistered with `left`.
+        as stored now: registered with a join_ack (after `invited`, when they were), or
+        unregistered with `left` (with the reason "removed", when they were).
 
         For a `member` event from another node, and for a difference the heartbeat found.
         The membership is read again under the (room, user) lock rather than taken from the
@@ -157,7 +225,7 @@ class Memberships:
                 gone = [conn for conn in connections if room in conn.rooms]
                 for conn in gone:
                     self._unregister(conn, room)
-                    conn.send(protocol.left_frame(room))
+                    conn.send(protocol.left_frame(room, "removed" if removed else None))
                 if gone:
                     self.presence.leave(room, user_id, username)
                 return
@@ -168,6 +236,8 @@ class Memberships:
         if newly:
             ack = self._join_ack(room, entered, user_id, username)
             for conn in newly:
+                if invited is not None:
+                    conn.send(invited)
                 conn.send(ack)
 
     def reconcile(self) -> None:
@@ -198,6 +268,13 @@ class Memberships:
         conn.rooms[room] = floor
         return floor
 
+    def _drop(self, room: str, user_id: int, reason: str | None = None) -> None:
+        """Every connection of the user here stops receiving the room, and gets `left`."""
+        for conn in list(self.hub.connections_by_user.get(user_id, ())):
+            if room in conn.rooms:
+                self._unregister(conn, room)
+                conn.send(protocol.left_frame(room, reason))
+
     def _unregister(self, conn: Connection, room: str) -> None:
         conn.rooms.pop(room, None)
         conn.end_replay(room)
@@ -213,10 +290,16 @@ class Memberships:
         return protocol.join_ack_frame(room, listed, len(online.users), entered.members, last_id)
 
 
-def room_item(room: str, last_id: int, last_read_id: int) -> dict:
+def room_item(room: str, last_id: int, last_read_id: int, private: bool = False) -> dict:
     """A room of `welcome` and `my_rooms`; its unread and mention counts are set by
     read_state.add_counts."""
-    return {"room": room, "private": False, "lastId": last_id, "lastReadId": last_read_id, "unread": 0, "mentions": 0}
+    return {"room": room, "private": private, "lastId": last_id, "lastReadId": last_read_id, "unread": 0, "mentions": 0}
+
+
+def room_not_found(room: str) -> NotFound:
+    """The one answer for a room that does not exist and for a private room the user is not
+    a member of: the same code and text, so that the two are never told apart."""
+    return NotFound(f"room '{room}' does not exist")
 
 
 def conversation_items(partners: list[dict]) -> list[dict]:

@@ -10,6 +10,7 @@ the new one differs, which is how events lost with the bus are repaired.
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable, Iterable
 
 import orjson
@@ -20,6 +21,10 @@ from .shared_read import SharedRead
 # Rooms whose lists one process keeps at most; past it they are all forgotten (read again
 # when asked), which bounds the memory of a process that saw many rooms come and go.
 MAX_ROOMS_KEPT = 10_000
+# How long a leave that a read of a crowded room's list found, without telling it, stays
+# news for the members here: its event is then on its way, late by its bus's delay
+# (seconds while Redis catches up), or by a dead node's timeout and its burial's pace.
+UNTOLD_LEAVE_MEMORY_SECONDS = 120.0
 
 
 class RoomOnline:
@@ -30,12 +35,15 @@ class RoomOnline:
     so that a crowd joining a room is not listed and encoded once per join.
     """
 
-    __slots__ = ("users", "_listed", "_listed_ids")
+    __slots__ = ("users", "_listed", "_listed_ids", "_gone_untold")
 
     def __init__(self, users: dict[int, str]) -> None:
         self.users = users
         self._listed: tuple[int, orjson.Fragment] | None = None  # (how many at most, the JSON)
         self._listed_ids: set[int] = set()
+        # user id -> time.monotonic() when a read found them gone and told nobody here (see
+        # `carry_untold`): their leave is still news
+        self._gone_untold: dict[int, float] = {}
 
     def add(self, user_id: int, username: str) -> bool:
         """Add (or rename) a user; whether the list changed."""
@@ -44,12 +52,14 @@ class RoomOnline:
         if self._listed and (user_id in self._listed_ids or len(self.users) < self._listed[0]):
             self._listed = None  # a listed name changed, or the newcomer is listed too
         self.users[user_id] = username
+        self._gone_untold.pop(user_id, None)
         return True
 
     def remove(self, user_id: int) -> bool:
-        """Remove a user; whether the list changed."""
+        """Remove a user; whether the list changed, or the members here were not told yet
+        that the user left."""
         if self.users.pop(user_id, None) is None:
-            return False
+            return self._gone_untold.pop(user_id, None) is not None
         if user_id in self._listed_ids:
             self._listed = None  # the next one moves up into the list
         return True
@@ -59,6 +69,22 @@ class RoomOnline:
         if event == "join":
             return self.add(user_id, username)
         return self.remove(user_id)
+
+    def carry_untold(self, replaced: RoomOnline, told_differences: bool) -> None:
+        """Take over from the list this one replaces the users gone whose leave nobody here
+        was told, with those it lists and this one does not, unless the difference was told.
+
+        A read of a room too crowded for presence tells its members nothing: the leave
+        of a user whose join they heard (from before the room grew crowded), committed
+        before the read or hidden from it as a dead node's row, still comes as an event,
+        which must not find the user already gone from the list.
+        """
+        now = time.monotonic()
+        horizon = now - UNTOLD_LEAVE_MEMORY_SECONDS
+        gone = {user_id: at for user_id, at in replaced._gone_untold.items() if at > horizon}
+        if not told_differences:
+            gone.update((user_id, now) for user_id in replaced.users if user_id not in gone)
+        self._gone_untold = {user_id: at for user_id, at in gone.items() if user_id not in self.users}
 
     def listed(self, max_users: int) -> orjson.Fragment:
         """The JSON array of the first `max_users` users as join_ack lists them."""
@@ -186,19 +212,21 @@ class OnlineLists:
                 if user_id not in online.users and self.here(user_id, room):
                     online.add(user_id, username)
         if told is not None:
-            self._tell_differences(room, told, online)
+            online.carry_untold(told, self._tell_differences(room, told, online))
         return online
 
-    def _tell_differences(self, room: str, told: RoomOnline, online: RoomOnline) -> None:
-        """Deliver here, as presence events, what turns the list `told` into `online`.
+    def _tell_differences(self, room: str, told: RoomOnline, online: RoomOnline) -> bool:
+        """Deliver here, as presence events, what turns the list `told` into `online`;
+        whether it did.
 
         Not in rooms too crowded for presence, where nobody was told anything.
         """
         if max(len(told.users), len(online.users)) > self.max_announced_room_size:
-            return
+            return False
         before, after = told.users, online.users
         differences = [("leave", user_id, name) for user_id, name in before.items() if user_id not in after]
         differences += [("join", user_id, name) for user_id, name in after.items() if before.get(user_id) != name]
         for event, user_id, username in differences:
             # Without a number: the list read is newer than any event applied so far.
             self.tell({"k": "p", "room": room, "event": event, "userId": user_id, "username": username})
+        return True

@@ -75,6 +75,11 @@ _OTHER_ROWS = """EXISTS (SELECT 1 FROM room_presence WHERE room = %(room)s AND u
 _NOTIFY_MEMBER = """CASE WHEN member_changed AND %(channel)s IS NOT NULL THEN
     pg_notify(%(channel)s, %(origin)s || '|' || json_build_object('k', 'member', 'room', %(room)s,
                                                                   'userId', %(user_id)s)::text) END"""
+# The same for an invitation or a removal (PROTOCOL.md §8), whose event carries what the
+# user's connections are told: built by the caller (Memberships), as it is published on
+# buses that cannot announce inside the transaction.
+_NOTIFY_MEMBER_EVENT = """CASE WHEN member_changed AND %(channel)s IS NOT NULL THEN
+    pg_notify(%(channel)s, %(origin)s || '|' || %(member_event)s::text) END"""
 # A user's presence row here, in a room they are a member of: the first CTEs say which room
 # (`room`: name, last_seq, last_id) and whether the membership is new (`added`).
 _ENTER = f"""
@@ -113,10 +118,15 @@ _ENTER = f"""
 # - chat_enter: the same for a member only (the heartbeat's reconcile, a membership made
 #   on another node): a user who is no longer a member gets no row.
 # - chat_leave: remove one node's row (ours, or a dead node's), telling (and announcing)
-#   whether it was the user's last anywhere; one that finds no row to remove announces
-#   nothing (the heartbeat may find a row that a leave has just removed).
+#   whether it was the user's last anywhere; one that finds no row to remove changes and
+#   announces nothing (the heartbeat may find a row that a leave has just removed, two
+#   nodes may bury one dead node at once): the remover's event, maybe still on its way,
+#   is the one to tell.
 # - chat_end_membership: end the membership and remove every node's row of the user in
 #   the room: they are online there nowhere now.
+# - chat_invite: make the user a member if `by` is one (no presence row: each node with a
+#   connection of theirs enters them, Memberships.apply).
+# - chat_remove: chat_end_membership, if `by` owns the room (and the user does not).
 STATEMENTS = PreparedStatements(
     {
         "chat_lock_creator": store.LOCK_CREATOR,
@@ -147,7 +157,7 @@ STATEMENTS = PreparedStatements(
                        %(announce)s OR COALESCE((SELECT bool_or(announced) FROM gone), false) AS heard,
                        EXISTS (SELECT 1 FROM gone) AS was_here
             ), told AS MATERIALIZED (
-                SELECT last, {_VERSION_IF.format("last AND heard AND was_here")} FROM step
+                SELECT last AND was_here AS last, {_VERSION_IF.format("last AND heard AND was_here")} FROM step
             )
             SELECT last, version, {_NOTIFY} FROM told""",
         "chat_end_membership": f"""
@@ -164,6 +174,34 @@ STATEMENTS = PreparedStatements(
                 SELECT member_changed, was_here, {_VERSION_IF.format("was_here AND heard")} FROM step
             )
             SELECT member_changed, was_here, version, {_NOTIFY}, {_NOTIFY_MEMBER} FROM told""",
+        "chat_invite": f"""
+            WITH added AS (
+                INSERT INTO chat_members (room, user_id, last_read_id)
+                SELECT r.name, %(user_id)s,
+                       COALESCE((SELECT id FROM messages WHERE room = r.name ORDER BY id DESC LIMIT 1), 0)
+                FROM rooms r WHERE r.name = %(room)s
+                  AND EXISTS (SELECT 1 FROM chat_members WHERE room = %(room)s AND user_id = %(by)s)
+                ON CONFLICT DO NOTHING RETURNING 1
+            ), step AS MATERIALIZED (SELECT EXISTS (SELECT 1 FROM added) AS member_changed)
+            SELECT member_changed, {_NOTIFY_MEMBER_EVENT} FROM step""",
+        "chat_remove": f"""
+            WITH ended AS (
+                DELETE FROM chat_members WHERE room = %(room)s AND user_id = %(user_id)s AND role <> 'owner'
+                  AND EXISTS (SELECT 1 FROM chat_members WHERE room = %(room)s AND user_id = %(by)s AND role = 'owner')
+                RETURNING 1
+            ), gone AS (
+                DELETE FROM room_presence WHERE room = %(room)s AND user_id = %(user_id)s
+                                            AND EXISTS (SELECT 1 FROM ended)
+                RETURNING announced
+            ), uncounted AS (
+                UPDATE room_online SET online = online - 1 WHERE room = %(room)s AND EXISTS (SELECT 1 FROM gone)
+            ), step AS MATERIALIZED (
+                SELECT EXISTS (SELECT 1 FROM ended) AS member_changed, EXISTS (SELECT 1 FROM gone) AS was_here,
+                       %(announce)s OR COALESCE((SELECT bool_or(announced) FROM gone), false) AS heard
+            ), told AS MATERIALIZED (
+                SELECT member_changed, was_here, {_VERSION_IF.format("was_here AND heard")} FROM step
+            )
+            SELECT member_changed, was_here, version, {_NOTIFY}, {_NOTIFY_MEMBER_EVENT} FROM told""",
         "chat_online_users": f"""
             SELECT DISTINCT ON (p.user_id) p.user_id, COALESCE(p.username, u.username, 'user' || p.user_id)
             FROM room_presence p LEFT JOIN users u ON u.id = p.user_id
@@ -184,6 +222,8 @@ STATEMENTS = PreparedStatements(
         "announce": "boolean",
         "only_if_dead": "boolean",
         "rooms_per_minute": "integer",
+        "by": "bigint",
+        "member_event": "jsonb",
     },
     settings=("SET plan_cache_mode = force_generic_plan",),
 )
@@ -194,6 +234,8 @@ _JOIN_CREATING = "; ".join([_EXECUTE["chat_lock_creator"], _EXECUTE["chat_create
 _ENTER_MEMBER = "; ".join([*_LOCKS, _EXECUTE["chat_enter"]])
 _LEAVE = "; ".join([*_LOCKS, _EXECUTE["chat_leave"]])
 _END_MEMBERSHIP = "; ".join([*_LOCKS, _EXECUTE["chat_end_membership"]])
+_INVITE = "; ".join([*_LOCKS, _EXECUTE["chat_invite"]])
+_REMOVE = "; ".join([*_LOCKS, _EXECUTE["chat_remove"]])
 
 
 class Entered(NamedTuple):
@@ -347,11 +389,47 @@ class Presence:
         self.after_commit(self._after_statement(was_here, version, event))
         return ended
 
-    def _publish_member(self, room: str, user_id: int) -> None:
+    def invite(self, room: str, user_id: int, by: int, member_event: dict) -> bool:
+        """Make the user a member of the room if `by` is one, announcing `member_event` to
+        the other nodes: one round trip. Whether the membership is new."""
+        parameters = self._parameters(room, user_id, "", {}, self.node_id, False)
+        parameters.update(by=by, member_event=Json(member_event, dumps=_dumps_text))
+        with self.pool.autocommit() as cur:
+            cur.execute(_INVITE, parameters)
+            (added,) = cur.fetchone()[:1]
+        if added:
+            self._publish_member(room, user_id, member_event)
+        return added
+
+    def remove(self, room: str, user_id: int, username: str, by: int, member_event: dict) -> bool:
+        """End the user's membership of the room if `by` owns it (as `end_membership`),
+        announcing `member_event` to the other nodes. Whether it ended."""
+        event = {"k": "p", "room": room, "event": "leave", "userId": user_id, "username": username}
+        announce = self._announced_in(self.online.get(room), user_id)
+        parameters = self._parameters(room, user_id, username, event, self.node_id, announce)
+        parameters.update(by=by, member_event=Json(member_event, dumps=_dumps_text))
+        try:
+            with self.pool.autocommit() as cur:
+                cur.execute(_REMOVE, parameters)
+                ended, was_here, version = cur.fetchone()[:3]
+        except ChatError:
+            self.online.mark_unheard([room])
+            raise
+        if ended:
+            self._publish_member(room, user_id, member_event)
+        self.after_commit(self._after_statement(was_here, version, event))
+        return ended
+
+    def _publish_member(self, room: str, user_id: int, event: dict | None = None) -> None:
         """A membership began or ended: the PostgreSQL bus told it inside the transaction;
         other buses are told now."""
         if not self.bus.notify_channel:
-            self.bus.publish_event({"k": "member", "room": room, "userId": user_id})
+            self.bus.publish_event(event or {"k": "member", "room": room, "userId": user_id})
+
+    def publish_member(self, event: dict) -> None:
+        """Tell the other nodes of a membership changed outside these statements (a room
+        created with its owner), on every bus."""
+        self.bus.publish_event(event)
 
     def _leave(self, room: str, user_id: int, username: str, node_id: str) -> list[dict]:
         """Remove `node_id`'s row of the user in the room (ours, or a dead node's while it

@@ -28,6 +28,8 @@ CONVERSATIONS_MAX_LIMIT = 1000
 # Rooms per `my_rooms` answer, likewise (PROTOCOL.md §6).
 MY_ROOMS_DEFAULT_LIMIT = 200
 MY_ROOMS_MAX_LIMIT = 1000
+# A room's description (create_room), in characters: a line under the name in a room list.
+DESCRIPTION_MAX_CHARS = 500
 # Users per `users` answer (PROTOCOL.md §11): a picker shows a screenful; everyone at once
 # (100k) is not a list anybody reads.
 USERS_DEFAULT_LIMIT = 20
@@ -79,6 +81,9 @@ class Command:
     after: int | None = None
     offset: int | None = None
     token: str | None = None
+    user_id: int | None = None
+    private: bool = False
+    description: str = ""
     query: str | None = None
     id: int | None = None
     message_id: int | None = None  # the message an edit, delete or reaction is about
@@ -392,6 +397,29 @@ def _parse_reaction(kind: str):
     return parse
 
 
+def _parse_create_room(frame: dict[str, Any], limits: Limits) -> Command:
+    private = frame.get("private", False)
+    if not isinstance(private, bool):
+        raise Invalid("field 'private' must be true or false")
+    description = frame.get("description", "")
+    if not isinstance(description, str):
+        raise Invalid("field 'description' must be a string")
+    if len(description) > DESCRIPTION_MAX_CHARS:
+        raise TooLarge(f"field 'description' is longer than {DESCRIPTION_MAX_CHARS} characters")
+    if "\x00" in description:
+        raise Invalid("field 'description' must not contain NUL characters")
+    return Command("create_room", room=_room(frame), private=private, description=description)
+
+
+def _parse_member_change(kind: str):
+    """`invite` and `remove`: a room and the user it is about."""
+
+    def parse(frame: dict[str, Any], limits: Limits) -> Command:
+        return Command(kind, room=_room(frame), user_id=_user_field(frame, "userId"))
+
+    return parse
+
+
 def _parse_bare(kind: str):
     def parse(frame: dict[str, Any], limits: Limits) -> Command:
         return Command(kind)
@@ -411,6 +439,9 @@ _PARSERS = {
     "rooms": _parse_bare("rooms"),
     "conversations": _parse_conversations,
     "my_rooms": _parse_my_rooms,
+    "create_room": _parse_create_room,
+    "invite": _parse_member_change("invite"),
+    "remove": _parse_member_change("remove"),
     "users": _parse_users,
     "ping": _parse_bare("ping"),
     "read": _parse_read,
@@ -544,8 +575,18 @@ def join_ack_frame(
     return {"type": "join_ack", "room": room, "data": data}
 
 
-def left_frame(room: str) -> dict[str, Any]:
-    return {"type": "left", "room": room}
+def left_frame(room: str, reason: str | None = None) -> dict[str, Any]:
+    """The end of a membership: by `leave` (no reason), or `reason` "removed" by the owner."""
+    if reason is None:
+        return {"type": "left", "room": room}
+    return {"type": "left", "room": room, "reason": reason}
+
+
+def invited_frame(room: str, private: bool, description: str, by_user_id: int, by_username: str) -> dict[str, Any]:
+    """To every connection of a user another member made a member of the room."""
+    by = {"userId": by_user_id, "username": by_username}
+    data = {"room": room, "private": private, "description": description, "by": by}
+    return {"type": "invited", "room": room, "data": data}
 
 
 def presence_frame(room: str, event: str, user_id: int, username: str) -> dict[str, Any]:

@@ -83,7 +83,9 @@ class ChatRuntime:
             user_here=self.hub.user_in_room,
             rooms_per_minute=config["ROOMS_CREATE_PER_MINUTE"],
         )
-        self.membership = Memberships(self.hub, self.presence, self.pool, config["JOIN_ACK_MAX_USERS"])
+        self.membership = Memberships(
+            self.hub, self.presence, self.pool, config["JOIN_ACK_MAX_USERS"], config["ROOMS_CREATE_PER_MINUTE"]
+        )
         self.users_online = UsersOnline(self.pool, self.node_id, lambda: self.hub.connections_by_user)
         self.batcher = Batcher(
             self.pool,
@@ -154,14 +156,19 @@ class ChatRuntime:
             self.deliver_read(payload)
         elif kind == "member":
             if payload["userId"] in self.hub.connections_by_user:
-                gevent.spawn(self._apply_membership, payload["room"], payload["userId"])
+                removed = bool(payload.get("removed"))
+                if removed:
+                    self.membership.removed_elsewhere(payload["room"], payload["userId"])
+                gevent.spawn(
+                    self._apply_membership, payload["room"], payload["userId"], payload.get("invited"), removed
+                )
         elif kind == "dt":
             self.deliver_dm_typing(payload)
         # "hello": a node started listening; the bus noted it, nothing to deliver
 
-    def _apply_membership(self, room: str, user_id: int) -> None:
+    def _apply_membership(self, room: str, user_id: int, invited: dict | None, removed: bool) -> None:
         try:
-            self.membership.apply(room, user_id)
+            self.membership.apply(room, user_id, invited, removed)
         except ChatError:
             pass  # the heartbeat's membership check applies it once the database is back
         except Exception:

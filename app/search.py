@@ -11,13 +11,12 @@ content, so its vector is empty and nothing finds it.
 from __future__ import annotations
 
 from .messages import StoredMessage
-from .store import DM_PAIR, PUBLIC, SELECT_MESSAGES, row_to_message
+from .store import DM_PAIR, SELECT_MESSAGES, row_to_message
 
 QUERY = "websearch_to_tsquery('simple'::regconfig, %(query)s)"
-# Where a search with no `room` or `with` looks: the user's served rooms, and the
-# conversations they are a party to (sent by them, or to them).
-_MINE = f"""(m.room IN (SELECT c.room FROM chat_members c JOIN rooms r ON r.name = c.room AND r.{PUBLIC}
-                        WHERE c.user_id = %(me)s)
+# Where a search with no `room` or `with` looks: the rooms the user is a member of (private
+# ones too), and the conversations they are a party to (sent by them, or to them).
+_MINE = """(m.room IN (SELECT c.room FROM chat_members c WHERE c.user_id = %(me)s)
             OR (m.to_user = %(me)s) OR (m.to_user IS NOT NULL AND m.from_user = %(me)s))"""
 
 

@@ -71,9 +71,14 @@ def create_user(cur, identity: Identity) -> str:
     return identity.username or (row[0] if row else wanted)
 
 
-# The rooms this server serves: not the existing backend's private ones (see schema.sql).
-# (IS NOT TRUE: that backend's column may hold NULLs.)
+# Public rooms, served to everyone; a private one (also the existing backend's) is served to
+# its members only (PROTOCOL.md §8). (IS NOT TRUE: that backend's column may hold NULLs.)
 PUBLIC = "is_private IS NOT TRUE"
+# Whether the room `r` is served to user %(user_id)s: public, or private with them a member.
+# Read in the statement that serves it, so a room turned private (by the existing backend,
+# in SQL) is refused to non-members from its commit on.
+VISIBLE = f"""(r.{PUBLIC} OR EXISTS (SELECT 1 FROM chat_members v
+                                     WHERE v.room = r.name AND v.user_id = %(user_id)s))"""
 
 # What a connection needs when it opens, prepared on every connection of the pool (like
 # the join's statements, app/presence.py), since every client runs it: the user's stored
@@ -96,11 +101,11 @@ SESSION = PreparedStatements(
                    t.user_low, t.user_high, t.last_seq
             FROM (SELECT %(user_id)s AS id) AS me
             LEFT JOIN dm_threads t ON t.user_low = me.id OR t.user_high = me.id""",
-        "chat_member_rooms": f"""
+        "chat_member_rooms": """
             SELECT m.room, r.last_seq,
                    COALESCE((SELECT id FROM messages WHERE room = m.room ORDER BY id DESC LIMIT 1), 0),
-                   m.last_read_id
-            FROM chat_members m JOIN rooms r ON r.name = m.room AND r.{PUBLIC}
+                   m.last_read_id, r.is_private IS TRUE
+            FROM chat_members m JOIN rooms r ON r.name = m.room
             WHERE m.user_id = %(user_id)s""",
     },
     types={"user_id": "bigint", "username": "text"},
@@ -116,6 +121,7 @@ class MemberRoom:
     last_seq: int
     last_id: int
     last_read_id: int
+    private: bool = False
 
 
 @dataclass(frozen=True)
@@ -143,15 +149,15 @@ def open_session(cur, identity: Identity) -> Session:
 
 
 def member_rooms(cur, user_id: int) -> list[MemberRoom]:
-    """The rooms the user is a member of now (served ones only: not private)."""
+    """The rooms the user is a member of now."""
     cur.execute(SESSION.execute["chat_member_rooms"], {"user_id": user_id})
     return [MemberRoom(*row) for row in cur]
 
 
 def members_of(cur, user_ids: list[int]) -> set[tuple[str, int]]:
-    """(room, user) of every membership of these users in a served room."""
+    """(room, user) of every membership of these users."""
     cur.execute(
-        f"""SELECT m.room, m.user_id FROM chat_members m JOIN rooms r ON r.name = m.room AND r.{PUBLIC}
+        """SELECT m.room, m.user_id FROM chat_members m JOIN rooms r ON r.name = m.room
             WHERE m.user_id = ANY(%s)""",
         (user_ids,),
     )
@@ -202,13 +208,89 @@ ROOM_STATE = f"""SELECT r.name, r.last_seq,
            GREATEST(COALESCE((SELECT id FROM messages WHERE room = r.name ORDER BY id DESC LIMIT 1), 0),
                     COALESCE((SELECT id FROM message_events WHERE room = r.name ORDER BY id DESC LIMIT 1), 0))
            AS last_id
-    FROM rooms r WHERE r.name = %(room)s AND r.{PUBLIC}"""
+    FROM rooms r WHERE r.name = %(room)s AND {VISIBLE}"""
 
 
-def room_exists(cur, room: str) -> bool:
-    """Whether the room exists and is served here (a private one is not)."""
-    cur.execute(f"SELECT 1 FROM rooms WHERE name = %s AND {PUBLIC}", (room,))
+def room_visible(cur, room: str, user_id: int) -> bool:
+    """Whether the room exists for the user: public, or private with them a member."""
+    cur.execute(f"SELECT 1 FROM rooms r WHERE r.name = %(room)s AND {VISIBLE}", {"room": room, "user_id": user_id})
     return cur.fetchone() is not None
+
+
+@dataclass(frozen=True)
+class RoomAccess:
+    """A room as one user may see it, and their part in it (role None: not a member)."""
+
+    private: bool
+    description: str
+    role: str | None
+
+
+def room_access(cur, room: str, user_id: int) -> RoomAccess | None:
+    """The room as the user sees it; None when it does not exist for them (unknown, or
+    private and they are not a member: never told apart)."""
+    cur.execute(
+        f"""SELECT r.is_private IS TRUE, r.description,
+                   (SELECT role FROM chat_members m WHERE m.room = r.name AND m.user_id = %(user_id)s)
+            FROM rooms r WHERE r.name = %(room)s AND {VISIBLE}""",
+        {"room": room, "user_id": user_id},
+    )
+    row = cur.fetchone()
+    return RoomAccess(*row) if row else None
+
+
+def is_member(cur, room: str, user_id: int) -> bool:
+    cur.execute("SELECT 1 FROM chat_members WHERE room = %s AND user_id = %s", (room, user_id))
+    return cur.fetchone() is not None
+
+
+def member_name(cur, room: str, user_id: int) -> str | None:
+    """The name the user's presence in the room goes by (its token's, as its join was
+    announced), else their stored one; None when there is no such user."""
+    cur.execute(
+        """SELECT COALESCE((SELECT p.username FROM room_presence p
+                            WHERE p.room = %(room)s AND p.user_id = u.id AND p.username IS NOT NULL LIMIT 1),
+                           u.username)
+           FROM users u WHERE u.id = %(user_id)s""",
+        {"room": room, "user_id": user_id},
+    )
+    row = cur.fetchone()
+    return row[0] if row else None
+
+
+# create_room: the room, with its creator as its owner and first member, unless the name is
+# taken or the creator is over the creation limit (CREATE_ROOM's rule). Run after
+# LOCK_CREATOR in the same transaction. Returns whether it was created, and whether the name
+# was taken before (the statement's snapshot does not see its own insert).
+CREATE_OWNED_ROOM = """
+WITH created AS (
+    INSERT INTO rooms (name, created_by, is_private, description)
+    SELECT %(room)s, %(user_id)s, %(private)s, %(description)s
+    WHERE NOT EXISTS (SELECT 1 FROM rooms WHERE name = %(room)s)
+      AND (%(rooms_per_minute)s = 0 OR (SELECT count(*) FROM rooms
+                                      WHERE created_by = %(user_id)s AND created_at > now() - interval '1 minute')
+                                     < %(rooms_per_minute)s)
+    ON CONFLICT DO NOTHING RETURNING name
+), owner AS (
+    INSERT INTO chat_members (room, user_id, role) SELECT name, %(user_id)s, 'owner' FROM created
+)
+SELECT EXISTS (SELECT 1 FROM created), EXISTS (SELECT 1 FROM rooms WHERE name = %(room)s)"""
+
+
+def create_owned_room(
+    cur, room: str, user_id: int, private: bool, description: str, rooms_per_minute: int
+) -> tuple[bool, bool]:
+    """Create a room owned by the user (see CREATE_OWNED_ROOM): (created, name taken)."""
+    parameters = {
+        "room": room,
+        "user_id": user_id,
+        "private": private,
+        "description": description,
+        "rooms_per_minute": rooms_per_minute,
+    }
+    cur.execute(LOCK_CREATOR, parameters)
+    cur.execute(CREATE_OWNED_ROOM, parameters)
+    return cur.fetchone()
 
 
 def room_named(cur, room: str) -> bool:
@@ -240,8 +322,8 @@ SELECT name, description, online, (SELECT count(*) FROM chat_members m WHERE m.r
 
 
 def list_rooms(cur, most: int) -> list[dict[str, Any]]:
-    """The `most` rooms with the most users online (then by name), in name order, with
-    their member counts (private rooms are not served: none is listed)."""
+    """The `most` public rooms with the most users online (then by name), in name order,
+    with their member counts (a user's private rooms: `private_rooms_of`)."""
     cur.execute(LIST_ROOMS, {"most": most})
     return [
         {"name": name, "description": description, "online": online, "members": members, "private": False}
@@ -249,13 +331,28 @@ def list_rooms(cur, most: int) -> list[dict[str, Any]]:
     ]
 
 
+def private_rooms_of(cur, user_id: int, rooms: list[str]) -> list[dict[str, Any]]:
+    """Those of `rooms` that are private with the user a member, as `list_rooms` lists rooms."""
+    cur.execute(
+        """SELECT r.name, r.description, COALESCE((SELECT o.online FROM room_online o WHERE o.room = r.name), 0),
+                  (SELECT count(*) FROM chat_members c WHERE c.room = r.name)
+           FROM rooms r JOIN chat_members m ON m.room = r.name AND m.user_id = %(me)s
+           WHERE r.name = ANY(%(rooms)s) AND r.is_private""",
+        {"me": user_id, "rooms": rooms},
+    )
+    return [
+        {"name": name, "description": description, "online": online, "members": members, "private": True}
+        for name, description, online, members in cur
+    ]
+
+
 def my_rooms(cur, user_id: int, limit: int, offset: int = 0) -> list[MemberRoom]:
     """A page of the rooms the user is a member of, the most recently active first."""
     cur.execute(
-        f"""SELECT room, last_seq, last_id, last_read_id FROM (
-               SELECT m.room, r.last_seq, m.last_read_id,
+        """SELECT room, last_seq, last_id, last_read_id, private FROM (
+               SELECT m.room, r.last_seq, m.last_read_id, r.is_private IS TRUE AS private,
                       COALESCE((SELECT id FROM messages WHERE room = m.room ORDER BY id DESC LIMIT 1), 0) AS last_id
-               FROM chat_members m JOIN rooms r ON r.name = m.room AND r.{PUBLIC}
+               FROM chat_members m JOIN rooms r ON r.name = m.room
                WHERE m.user_id = %(me)s
            ) mine ORDER BY last_id DESC, room LIMIT %(limit)s OFFSET %(offset)s""",
         {"me": user_id, "limit": limit, "offset": offset},
@@ -347,19 +444,29 @@ def messages_by_id(cur, ids: list[int]) -> list[StoredMessage]:
     return [row_to_message(row) for row in cur]
 
 
+# A page of the user's conversations, newest first (then by partner), from dm_threads.last_id:
+# the user is the lower id of some conversations and the higher of the others, so each side is
+# read from its own index (dm_threads_low_last, dm_threads_high_last) in that order, and
+# PostgreSQL merges the two: offset + limit entries of each at most, however many
+# conversations the user has (a lookup of the newest message of each took ~200 ms for a user
+# with 50k partners). A conversation with oneself is read from the first side only.
+CONVERSATIONS = """
+SELECT c.other, COALESCE(u.username, 'user' || c.other), c.last_id FROM (
+    (SELECT t.user_high AS other, t.last_id FROM dm_threads t
+     WHERE t.user_low = %(me)s AND t.last_id > 0 ORDER BY t.last_id DESC, t.user_high LIMIT %(end)s)
+    UNION ALL
+    (SELECT t.user_low, t.last_id FROM dm_threads t
+     WHERE t.user_high = %(me)s AND t.user_low <> %(me)s AND t.last_id > 0
+     ORDER BY t.last_id DESC, t.user_low LIMIT %(end)s)
+    ORDER BY last_id DESC, other LIMIT %(limit)s OFFSET %(offset)s
+) c LEFT JOIN users u ON u.id = c.other
+ORDER BY c.last_id DESC, c.other"""
+
+
 def conversations_of(cur, user_id: int, limit: int, offset: int = 0) -> list[dict[str, Any]]:
-    """A page of the user's DM partners, the most recently active first, with the last
-    message id."""
-    cur.execute(
-        f"""SELECT other, COALESCE(u.username, 'user' || other), last_id FROM (
-               SELECT CASE WHEN t.user_low = %(me)s THEN t.user_high ELSE t.user_low END AS other,
-                      (SELECT id FROM messages m WHERE {DM_PAIR.format(low="t.user_low", high="t.user_high")}
-                       ORDER BY id DESC LIMIT 1) AS last_id
-               FROM dm_threads t WHERE t.user_low = %(me)s OR t.user_high = %(me)s
-           ) c LEFT JOIN users u ON u.id = c.other
-           WHERE last_id IS NOT NULL ORDER BY last_id DESC LIMIT %(limit)s OFFSET %(offset)s""",
-        {"me": user_id, "limit": limit, "offset": offset},
-    )
+    """A page of the user's DM partners, the most recently active first, with the id of
+    the conversation's newest message or event."""
+    cur.execute(CONVERSATIONS, {"me": user_id, "limit": limit, "offset": offset, "end": offset + limit})
     return [{"userId": other, "username": name, "lastId": last_id} for other, name, last_id in cur]
 
 
@@ -425,7 +532,9 @@ def find_by_client_ids(cur, keys: list[tuple[int, str]]) -> dict[tuple[int, str]
 #     (two pipelines, or two processes) never wait for each other crosswise;
 #   - answer drafts whose (sender, clientId) is stored already with that message;
 #   - number the others per room / conversation by bumping rooms.last_seq and
-#     dm_threads.last_seq (the row lock orders commits within a room like ids);
+#     dm_threads.last_seq (the row lock orders commits within a room like ids), their ids
+#     drawn under those locks, in draft order, so that the same update sets the
+#     conversation's dm_threads.last_id;
 #   - insert them, and (with a NOTIFY channel) announce them inside the same transaction,
 #     so that listeners hear each exactly when it is committed, in commit order. A payload
 #     over PostgreSQL's 8000-byte limit carries only the id; listeners fetch the rest.
@@ -436,10 +545,14 @@ _LOCK_ROOMS = "SELECT 1 FROM rooms WHERE name = ANY(%(lock_rooms)s) ORDER BY nam
 # lookups of the batch's own keys (LATERAL ... LIMIT 1 cannot become a hash join over the
 # whole table). Measured: with the plain join of `earlier`, prepared on an empty table,
 # every batch with clientIds scanned all of `messages`.
+# A conversation's row is made here if missing (last_seq 0), so that it is locked, like an
+# existing one, before the batch draws its ids: two batches starting the same conversation
+# at once then draw their ids one after the other, in seq order. The conflict's update
+# (`WHERE false`) locks the existing row and writes nothing.
 _LOCK_PAIRS = """
-SELECT 1 FROM unnest(%(lock_low)s, %(lock_high)s) AS w(low, high)
-    CROSS JOIN LATERAL (SELECT 1 FROM dm_threads t WHERE t.user_low = w.low AND t.user_high = w.high
-                        FOR UPDATE) AS locked"""
+INSERT INTO dm_threads AS t (user_low, user_high)
+SELECT w.low, w.high FROM unnest(%(lock_low)s, %(lock_high)s) AS w(low, high)
+ON CONFLICT (user_low, user_high) DO UPDATE SET last_seq = t.last_seq WHERE false"""
 _STORE = """
 WITH input AS (
     SELECT d.ord - 1 AS ord, d.from_user, d.to_user, d.room, d.content, d.client_id, d.username, d.mentions,
@@ -460,24 +573,27 @@ WITH input AS (
            row_number() OVER (PARTITION BY d.room, d.low, d.high ORDER BY d.ord) AS rank,
            count(*) OVER (PARTITION BY d.room, d.low, d.high) AS n
     FROM input d WHERE d.ord NOT IN (SELECT ord FROM earlier)
+), drawn AS (
+    SELECT f.*, nextval(pg_get_serial_sequence('messages', 'id')) AS id FROM fresh f ORDER BY f.ord
 ), room_heads AS (
     UPDATE rooms r SET last_seq = r.last_seq + c.n
     FROM (SELECT room, max(n) AS n FROM fresh WHERE room IS NOT NULL GROUP BY room ORDER BY room) AS c
     WHERE r.name = c.room AND r.name = ANY(%(lock_rooms)s)
     RETURNING r.name, r.last_seq
 ), pair_heads AS (
-    INSERT INTO dm_threads AS t (user_low, user_high, last_seq)
-    SELECT low, high, max(n) FROM fresh WHERE low IS NOT NULL GROUP BY low, high ORDER BY low, high
-    ON CONFLICT (user_low, user_high) DO UPDATE SET last_seq = t.last_seq + EXCLUDED.last_seq
+    INSERT INTO dm_threads AS t (user_low, user_high, last_seq, last_id)
+    SELECT low, high, max(n), max(id) FROM drawn WHERE low IS NOT NULL GROUP BY low, high ORDER BY low, high
+    ON CONFLICT (user_low, user_high) DO UPDATE SET last_seq = t.last_seq + EXCLUDED.last_seq,
+                                                    last_id = EXCLUDED.last_id
     RETURNING user_low, user_high, last_seq
 ), numbered AS (
     SELECT f.*, COALESCE(rh.last_seq, ph.last_seq) - f.n + f.rank AS seq
-    FROM fresh f
+    FROM drawn f
     LEFT JOIN room_heads rh ON rh.name = f.room
     LEFT JOIN pair_heads ph ON ph.user_low = f.low AND ph.user_high = f.high
 ), inserted AS (
-    INSERT INTO messages (from_user, to_user, room, content, timestamp, client_id, seq, from_username, mentions)
-    SELECT from_user, to_user, room, content, now(), client_id, seq, username, mentions FROM numbered ORDER BY ord
+    INSERT INTO messages (id, from_user, to_user, room, content, timestamp, client_id, seq, from_username, mentions)
+    SELECT id, from_user, to_user, room, content, now(), client_id, seq, username, mentions FROM numbered ORDER BY ord
     ON CONFLICT (from_user, client_id) WHERE client_id IS NOT NULL DO NOTHING
     RETURNING id, seq, from_user, to_user, room, timestamp, client_id
 ), stored AS (

@@ -55,6 +55,18 @@ def seed(url: str, partners: int, messages: int) -> None:
                SELECT %s, g, %s FROM generate_series(%s, %s) g""",
             (USER_ID, messages, FIRST_PARTNER, FIRST_PARTNER + partners - 1),
         )
+        # Each conversation's newest id, where the schema keeps it (dm_threads.last_id; a
+        # version before it has no such column).
+        cur.execute(
+            "SELECT 1 FROM information_schema.columns WHERE table_name = 'dm_threads' AND column_name = 'last_id'"
+        )
+        if cur.fetchone():
+            cur.execute(
+                """UPDATE dm_threads t SET last_id = newest.id
+                   FROM (SELECT LEAST(from_user, to_user) AS low, GREATEST(from_user, to_user) AS high, max(id) AS id
+                         FROM messages WHERE to_user IS NOT NULL GROUP BY 1, 2) AS newest
+                   WHERE t.user_low = newest.low AND t.user_high = newest.high"""
+            )
     conn.autocommit = True
     with conn.cursor() as cur:
         cur.execute("VACUUM ANALYZE")

@@ -599,3 +599,63 @@ def test_a_member_reconnecting_elsewhere_is_told_once_and_receives_without_a_joi
     sender.send({"type": "message", "room": room, "content": "welcome back"})
     assert again.expect("message", room=room, timeout=15)["data"]["content"] == "welcome back"
     watcher.nothing_more("presence", wait=1.0)
+
+
+def test_private_rooms_invitations_and_removals_reach_every_tab_on_every_host(cluster):
+    """Alice and Bob, two tabs each, one per instance. Alice creates a private room (every
+    tab of hers gets join_ack), invites Bob (each of his tabs gets `invited` then
+    join_ack, hers a presence join once), they talk, she removes him (each of his tabs
+    gets `left` with the reason, and nothing of the room after it)."""
+    room = unique("private")
+    alice_id, bob_id = new_user_id(), new_user_id()
+    alice = [connect(cluster[index], alice_id) for index in range(2)]
+    bob = [connect(cluster[index], bob_id) for index in range(2)]
+    alice[0].send({"type": "create_room", "room": room, "private": True, "description": "two hosts"})
+    for tab in alice:
+        tab.expect("join_ack", room=room, timeout=15)
+    alice[1].send({"type": "invite", "room": room, "userId": bob_id})
+    for tab in bob:
+        data = tab.expect("invited", room=room, timeout=15)["data"]
+        assert data["by"]["userId"] == alice_id and data["private"] is True and data["description"] == "two hosts"
+        tab.expect("join_ack", room=room, timeout=15)
+    for tab in alice:
+        tab.expect("presence", room=room, event="join", userId=bob_id, timeout=15)
+    bob[1].send({"type": "message", "room": room, "content": "hello from host two"})
+    for tab in (*alice, bob[0]):
+        assert tab.expect("message", room=room, timeout=15)["data"]["content"] == "hello from host two"
+    bob[1].expect("message", room=room)
+    alice[0].send({"type": "remove", "room": room, "userId": bob_id})
+    for tab in bob:
+        assert tab.expect("left", room=room, timeout=15) == {"type": "left", "room": room, "reason": "removed"}
+    for tab in alice:
+        tab.expect("presence", room=room, event="leave", userId=bob_id, timeout=15)
+    alice[1].send({"type": "message", "room": room, "content": "after the removal"})
+    for tab in alice:
+        tab.expect("message", room=room, content="after the removal", timeout=15)
+    for tab in bob:
+        tab.nothing_more("message", wait=0.5)
+        tab.send({"type": "room_history", "room": room})
+        tab.expect_error("not_found")
+    for tab in alice:
+        tab.nothing_more("presence", wait=0.3)
+
+
+def test_a_room_turned_private_in_sql_is_refused_to_non_members_on_every_host(cluster):
+    """The flip is read by each request: on both instances a non-member gets not_found at
+    once, while the members, on both instances, keep receiving the room."""
+    room = unique("flipped")
+    members = [connect(cluster[index]) for index in range(2)]
+    outsiders = [connect(cluster[index]) for index in range(2)]
+    for member in members:
+        join(member, room)
+    database_url = cluster[0].database_url
+    sql(database_url, "UPDATE rooms SET is_private = true WHERE name = %s", (room,))
+    for outsider in outsiders:
+        for frame in ({"type": "room_history", "room": room}, {"type": "join", "room": room, "since": 0}):
+            outsider.send(frame)
+            outsider.expect_error("not_found")
+    members[0].send({"type": "message", "room": room, "content": "still ours"})
+    for member in members:
+        assert member.expect("message", room=room, timeout=15)["data"]["content"] == "still ours"
+    for outsider in outsiders:
+        outsider.nothing_more("message", wait=0.3)

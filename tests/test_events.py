@@ -344,3 +344,25 @@ def test_a_gate_that_never_knew_its_last_id_resumes_after_the_last_message_or_ev
         found = events.channel_after(cur, channel, None, None, 100, from_seq=2)
         assert [item.id for item in found] == [react["eventId"], second["id"], edit["eventId"]]
     conn.close()
+
+
+def test_a_conversations_last_id_follows_its_newest_message_or_event(connect):
+    """`conversations` orders by the newest entry of each conversation: a new DM, and
+    also an edit or a reaction (whose id a client may hold as its cursor)."""
+    alice, bob, carol = connect(), connect(), connect()
+    to_bob = send_dm(alice, bob.user_id, "hi bob")
+    to_carol = send_dm(alice, carol.user_id, "hi carol")
+
+    def listed() -> list[tuple[int, int]]:
+        alice.send({"type": "conversations"})
+        return [(c["userId"], c["lastId"]) for c in alice.expect("conversations")["data"]]
+
+    assert listed() == [(carol.user_id, to_carol["id"]), (bob.user_id, to_bob["id"])]
+    bob.send({"type": "react", "id": to_bob["id"], "emoji": THUMBS})
+    reacted = alice.expect("reaction")["eventId"]
+    assert listed() == [(bob.user_id, reacted), (carol.user_id, to_carol["id"])]
+    alice.send({"type": "edit", "id": to_carol["id"], "content": "hi Carol"})
+    edited = alice.expect("message_edited")["eventId"]
+    assert listed() == [(carol.user_id, edited), (bob.user_id, reacted)]
+    again = send_dm(bob, alice.user_id, "hello alice")
+    assert listed() == [(bob.user_id, again["id"]), (carol.user_id, edited)]

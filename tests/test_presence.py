@@ -194,6 +194,62 @@ def test_a_user_joined_here_whose_row_the_others_removed_is_not_told_gone(presen
     assert set(node.online.get("lobby").users) == {ALICE[0]}
 
 
+def tell_news_only(node: Presence) -> list[tuple[str, int]]:
+    """Make the node deliver events as runtime.deliver_event does, only those that are news
+    to the members here; returns what they are told."""
+    told: list[tuple[str, int]] = []
+
+    def deliver(event: dict) -> None:
+        if node.in_order(event) and node.online.note(event["room"], event["event"], event["userId"], event["username"]):
+            told.append((event["event"], event["userId"]))
+
+    node.deliver_event = node.online.tell = deliver
+    return told
+
+
+def test_a_dead_nodes_user_whose_join_was_heard_is_told_gone_from_a_crowded_room(presence):
+    """The burial reads the list of a room too crowded for presence (dead nodes' rows are
+    not in it) before it removes the row: the read tells nobody anything, and the leave
+    of a user whose join the room heard, announced then, is still news here."""
+    node, url, _ = presence
+    told = tell_news_only(node)
+    node.max_announced_room_size = node.online.max_announced_room_size = 2
+    sql(url, "INSERT INTO chat_members (room, user_id) VALUES ('lobby', 3)")
+    sql(url, "INSERT INTO chat_nodes (node_id) VALUES ('n1'), ('n2')")
+    sql(
+        url,
+        """INSERT INTO room_presence (room, user_id, node_id, username, announced)
+           VALUES ('lobby', 1, 'n2', 'alice', true), ('lobby', 2, 'n1', 'bob', false),
+                  ('lobby', 3, 'n1', 'carol', false)""",
+    )
+    assert set(node.online.get("lobby").users) == {1, 2, 3}  # what the members here were told
+    node.online.by_room["lobby"].max_age_seconds = 0  # the burial reads the list again
+    sql(url, "UPDATE chat_nodes SET heartbeat_at = now() - interval '1 hour' WHERE node_id = 'n2'")
+    node.user_here = lambda user_id, room: True
+    node.heartbeat(lambda: {("lobby", 2): "bob", ("lobby", 3): "carol"})
+    assert rows(url) == [("n1", 2), ("n1", 3)]
+    assert told == [("leave", ALICE[0])]
+
+
+def test_a_leave_that_finds_the_row_removed_leaves_the_removers_event_news(presence):
+    """Two nodes burying one dead node at once: the second's leave finds the row gone and
+    changes nothing, so the first one's leave, heard after it, is still told here."""
+    node, url, _ = presence
+    told = tell_news_only(node)
+    sql(url, "INSERT INTO chat_nodes (node_id) VALUES ('n2')")
+    sql(
+        url,
+        """INSERT INTO room_presence (room, user_id, node_id, username, announced)
+           VALUES ('lobby', 1, 'n2', 'alice', true)""",
+    )
+    assert set(node.online.get("lobby").users) == {ALICE[0]}
+    sql(url, "UPDATE chat_nodes SET heartbeat_at = now() - interval '1 hour' WHERE node_id = 'n2'")
+    the_others = node._leave("lobby", *ALICE, "n2")  # another node's burial: its event is on the bus
+    node.after_commit(node._leave("lobby", *ALICE, "n2"))  # ours
+    node.after_commit(the_others)  # heard
+    assert told == [("leave", ALICE[0])]
+
+
 def test_a_join_is_answered_from_the_list_as_it_stands_now(presence):
     """A join reads the list before its statement; another greenlet may read it again
     meanwhile, and the events noted from then on go into that newer list only."""

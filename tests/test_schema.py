@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import psycopg2
 import pytest
 
-from app import create_app
+from app import create_app, store
 from tests.support.clients import Client
 from tests.support.databases import database_url_for, drop_database, sql
 from tests.support.identities import make_token, new_user_id
@@ -240,3 +240,31 @@ def test_the_upgrade_makes_recent_senders_members_of_their_rooms_once(legacy_dat
     sql(legacy_database, "DELETE FROM chat_members WHERE room = 'board'")  # left since
     assert make_db(legacy_database).returncode == 0
     assert sql(legacy_database, members) == [("lively", 2, "member", last)]
+
+
+def test_loading_the_schema_fills_the_last_id_of_existing_conversations_once(fresh_database):
+    """A database whose dm_threads predates last_id gets each conversation's newest message
+    or event id when the schema is loaded, and `conversations` lists them by it; a later
+    load changes nothing."""
+    url = fresh_database()
+    sql(url, "ALTER TABLE dm_threads DROP COLUMN last_id")
+    sql(
+        url,
+        """INSERT INTO messages (id, from_user, to_user, content, seq) VALUES
+               (901, 1, 2, 'to two', 1), (902, 3, 1, 'from three', 1), (903, 2, 1, 'from two', 2);
+           INSERT INTO message_events (id, seq, user_low, user_high, kind, message_id, user_id, username, emoji)
+               VALUES (904, 2, 1, 3, 'react', 902, 1, 'one', 'x');
+           INSERT INTO dm_threads (user_low, user_high, last_seq) VALUES (1, 2, 2), (1, 3, 2), (4, 5, 1)""",
+    )
+    assert make_db(url).returncode == 0
+    threads = "SELECT user_low, user_high, last_id FROM dm_threads ORDER BY user_low, user_high"
+    assert sql(url, threads) == [(1, 2, 903), (1, 3, 904), (4, 5, 0)]
+    conn = psycopg2.connect(url)
+    try:
+        with conn.cursor() as cur:
+            assert [(c["userId"], c["lastId"]) for c in store.conversations_of(cur, 1, 10)] == [(3, 904), (2, 903)]
+    finally:
+        conn.close()
+    sql(url, "UPDATE dm_threads SET last_id = 0 WHERE user_low = 1 AND user_high = 2")
+    assert make_db(url).returncode == 0
+    assert sql(url, threads) == [(1, 2, 0), (1, 3, 904), (4, 5, 0)]
