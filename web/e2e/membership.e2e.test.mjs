@@ -195,6 +195,37 @@ describe('rooms and people across devices', { timeout: 180_000 }, () => {
     await snap('removed');
   });
 
+  step('on a phone the room browser and the invite picker fit the screen', async () => {
+    const page = pages.alice;
+    await page.setViewportSize({ width: 375, height: 700 });
+    try {
+      await page.click('.menu-btn');
+      await openBrowser(page);
+      // her private room is listed to her, a member
+      await page.waitForSelector('[data-testid=browser-room][data-room=secret][data-member=true]');
+      const fits = () =>
+        page.evaluate(() => {
+          const open = document.querySelector('[data-testid=room-browser], [data-testid=invite-popover]').getBoundingClientRect();
+          return { pageWidth: document.documentElement.scrollWidth, left: open.left, right: open.right };
+        });
+      let box = await fits();
+      assert.ok(box.pageWidth <= 375 && box.left >= 0 && box.right <= 375, `the room browser: ${JSON.stringify(box)}`);
+      await snap('phone-room-browser');
+      await closeBrowser(page);
+      await page.click('.menu-btn'); // opening the browser closed the drawer
+      await openRoom(page, 'general');
+      await page.click('[data-testid=invite-button]');
+      await page.waitForSelector('[data-testid=invite-popover] [data-testid=person]');
+      box = await fits();
+      assert.ok(box.pageWidth <= 375 && box.left >= 0 && box.right <= 375, `the invite picker: ${JSON.stringify(box)}`);
+      await snap('phone-invite');
+      await page.keyboard.press('Escape');
+      await page.waitForSelector('[data-testid=invite-popover]', { state: 'detached' });
+    } finally {
+      await page.setViewportSize({ width: 1280, height: 800 });
+    }
+  });
+
   step('a new DM from the people picker, to carol who never connected: offline, and written to all the same', async () => {
     await pages.alice.click('[data-testid=new-dm]');
     // everyone, online people first
