@@ -178,6 +178,8 @@ export class Membership {
     const rooms = frame.data.rooms;
     if (!rooms) return;
     const listed = new Set(rooms.map((r) => r.room));
+    // Mine already (the answer was lost with the connection): joined, not asked for (or created) again.
+    for (const r of listed) this.asked.delete(r);
     const unlisted = Object.keys(this.store.state.joined).filter((r) => !this.asked.has(r) && !listed.has(r));
     if (rooms.length >= WELCOME_ROOMS_MAX || (rooms.length === 0 && unlisted.length)) {
       this.store.update((s) => reduceMemberRooms(s, rooms, new Set(this.asked.keys()), false));
@@ -211,6 +213,7 @@ export class Membership {
     const before = this.store.state.joined;
     this.store.update((s) => reduceMemberRooms(s, frame.data, new Set(this.asked.keys()), false));
     for (const r of frame.data) {
+      this.asked.delete(r.room);
       if (before[r.room] && !this.unconfirmed.delete(r.room)) continue;
       this.sendJoin(this.store.state.joined[r.room]);
     }

@@ -195,6 +195,20 @@ describe('creating rooms', () => {
     expect(c.getState().joined.team).toBeUndefined();
   });
 
+  it('a room created whose answer was lost with the connection is not created again', async () => {
+    const c = makeClient();
+    c.start();
+    await until(() => c.getState().status === 'open');
+    server.onFrame = (_conn, f) => (f.type === 'create_room' ? 'lose-reply' : undefined);
+    c.createRoom('team', { private: true });
+    await until(() => c.getState().status !== 'open');
+    server.onFrame = null;
+    await until(() => c.getState().joined.team?.status === 'joined');
+    expect(server.framesOfType('create_room')).toHaveLength(1);
+    expect(sentOn(2, 'join')).toEqual([{ type: 'join', room: 'team' }]);
+    expect(c.getState().errors).toEqual([]);
+  });
+
   it('invite and remove go to the server as they are', async () => {
     server.memberOf(ALICE.userId).add('team');
     const c = makeClient();
