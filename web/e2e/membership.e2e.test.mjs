@@ -245,6 +245,7 @@ describe('rooms and people across devices', { timeout: 180_000 }, () => {
     await waitForText(pages.alice, 'hello carol, for when you come');
     // online dots in the DM list: carol offline (as the server said), bob online (a room we share)
     await pages.alice.waitForSelector('[data-testid=dm-item][data-username=carol][data-online=false]');
+    assert.match(await pages.alice.textContent('[data-testid=dm-presence]'), /^Offline/);
     await pages.bob.click('[data-testid=new-dm]');
     await pick(pages.bob, '[data-testid=dm-people]', 'ali', 'alice', true);
     await waitForTitle(pages.bob, 'alice');

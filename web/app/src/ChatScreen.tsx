@@ -410,7 +410,7 @@ export function ChatScreen({
             <DmHeader
               userId={dm.userId}
               username={chat.users[dm.userId]?.username ?? dm.username}
-              online={onlineIds.has(dm.userId) || chat.userOnline[dm.userId] === true}
+              online={dms.find((d) => d.userId === dm.userId)?.online ?? null}
               onOpenNav={() => setNavOpen(true)}
               unread={totalUnread}
               members={members}

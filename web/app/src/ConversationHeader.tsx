@@ -55,8 +55,8 @@ export function RoomHeader({
 }
 
 /**
- * The header of a direct conversation. `online`: known online from a room we share; otherwise
- * nothing is said, as the protocol has no user-level presence (they may well be connected).
+ * The header of a direct conversation. `online`: known online from a room we share, or as the
+ * server's people search said (which also says offline); null: nothing is said (not known).
  */
 export function DmHeader({
   userId,
@@ -68,7 +68,7 @@ export function DmHeader({
 }: {
   userId: number;
   username: string;
-  online: boolean;
+  online: boolean | null;
   onOpenNav: () => void;
   unread: number;
   members: MembersToggle;
@@ -77,7 +77,7 @@ export function DmHeader({
     <header className="conv-head">
       <MenuButton onClick={onOpenNav} unread={unread} />
       <div className="conv-head-user conv-head-text">
-        <Avatar userId={userId} name={username} size={32} online={online || undefined} />
+        <Avatar userId={userId} name={username} size={32} online={online ?? undefined} />
         <div className="conv-head-text">
           <h1 data-testid="conv-title" title={username}>
             <span className="conv-name" dir="auto">
@@ -85,7 +85,7 @@ export function DmHeader({
             </span>
           </h1>
           <p className="muted small conv-summary" data-testid="dm-presence">
-            {online ? 'Online · direct message' : 'Direct message'}
+            {online === null ? 'Direct message' : online ? 'Online · direct message' : 'Offline · direct message'}
           </p>
         </div>
       </div>
