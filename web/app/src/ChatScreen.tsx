@@ -227,7 +227,7 @@ export function ChatScreen({
       Object.values(chat.joined)
         .map((r) => {
           const info = chat.rooms.find((x) => x.name === r.name);
-          return { ...info, name: r.name, online: info?.online ?? onlineCount(r), private: r.private, joined: true };
+          return { ...info, name: r.name, online: info?.online ?? onlineCount(r), private: r.private };
         })
         .sort((a, b) => a.name.localeCompare(b.name)),
     [chat.rooms, chat.joined],

@@ -22,8 +22,8 @@ export const targetKey = (t: Target): ConversationKey => (t.kind === 'room' ? ro
 interface Props {
   me: UserRef;
   status: ConnectionStatus;
-  /** my rooms */
-  rooms: Array<RoomInfo & { joined: boolean }>;
+  /** my rooms (the others are found in the room browser) */
+  rooms: RoomInfo[];
   /** `online`: seen in a room I am in, or as the latest search said; null: not known */
   dms: Array<UserRef & { online: boolean | null }>;
   /** the people search, for a new conversation */
@@ -80,12 +80,11 @@ export function Sidebar(p: Props) {
               return (
                 <li key={r.name}>
                   <button
-                    className={`nav-item ${isActive(t) ? 'is-active' : ''} ${r.joined ? '' : 'is-unjoined'} ${n ? 'has-unread' : ''}`}
-                    onClick={() => (r.joined ? p.onSelect(t) : p.onJoin(r.name))}
-                    title={r.joined ? r.description || r.name : `Join #${r.name}`}
+                    className={`nav-item ${isActive(t) ? 'is-active' : ''} ${n ? 'has-unread' : ''}`}
+                    onClick={() => p.onSelect(t)}
+                    title={r.description || r.name}
                     data-testid="room-item"
                     data-room={r.name}
-                    data-joined={r.joined}
                     data-private={!!r.private}
                   >
                     <span className="hash" aria-hidden="true">

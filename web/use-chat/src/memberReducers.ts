@@ -19,7 +19,7 @@ export function withoutRoom(state: ChatState, name: string): ChatState {
 }
 
 /** The rooms list with `room` marked as one I am (not) a member of; the list itself when nothing changes. */
-export function withMemberFlag(rooms: RoomInfo[], room: string, member: boolean): RoomInfo[] {
+function withMemberFlag(rooms: RoomInfo[], room: string, member: boolean): RoomInfo[] {
   const i = rooms.findIndex((r) => r.name === room);
   if (i < 0 || rooms[i].member === member) return rooms;
   const next = rooms.slice();
