@@ -13,12 +13,15 @@ import {
 } from '@chat/use-chat';
 import type { Unsent } from './App';
 import { Composer } from './Composer';
+import { ConfirmDialog } from './ConfirmDialog';
 import { ConnectionBanner } from './ConnectionStatus';
 import { DmHeader, RoomHeader } from './ConversationHeader';
 import { wsUrl } from './format';
 import { MembersPanel } from './MembersPanel';
-import { MessageList } from './MessageList';
 import { InvitePopover } from './InvitePopover';
+import { MessageList, type MessageActions } from './MessageList';
+import { useUnreadTitle, useWindowFocused } from './readTracking';
+import { SearchPanel } from './SearchPanel';
 import { RoomBrowser, type NewRoom } from './RoomBrowser';
 import {
   clearDrafts,
@@ -101,7 +104,6 @@ export function ChatScreen({
     return p;
   }, [session.userId, outboxAtStart]);
   const [active, setActive] = useState<Target | null>(() => initialTarget(prefs));
-  const [unread, setUnread] = useState<Record<string, number>>({});
   const [browsing, setBrowsing] = useState(false);
   const [inviting, setInviting] = useState(false);
   const [owned, setOwned] = useState<string[]>(() => prefs.owned);
@@ -131,13 +133,6 @@ export function ChatScreen({
   }, []);
   const { toasts, push, dismiss } = useToasts();
   const activeKey = active ? targetKey(active) : null;
-  const activeKeyRef = useRef(activeKey);
-  activeKeyRef.current = activeKey;
-
-  const bump = useCallback((key: string) => {
-    if (activeKeyRef.current === key) return;
-    setUnread((u) => ({ ...u, [key]: (u[key] ?? 0) + 1 }));
-  }, []);
 
   const chat = useChat({
     url: wsUrl(),
@@ -149,12 +144,6 @@ export function ChatScreen({
     onError: (e) => {
       if (e.code === 'unauthorized') return; // handled by signing out below
       push({ ...describe(e), tone: 'error' });
-    },
-    onMessage: (m: RoomMessage) => {
-      if (m.fromUser !== session.userId) bump(`r:${m.room}`);
-    },
-    onDm: (m: DirectMessage) => {
-      if (m.fromUser !== session.userId) bump(`d:${m.fromUser}`);
     },
   });
   const { openDm, addDm } = chat;
@@ -196,11 +185,6 @@ export function ChatScreen({
     }
   }, [chat.status, onSignedOut, session.userId]);
 
-  // Reading a conversation clears its unread count.
-  useEffect(() => {
-    if (!activeKey) return;
-    setUnread((u) => (u[activeKey] ? { ...u, [activeKey]: 0 } : u));
-  }, [activeKey]);
 
   // The active room may disappear (left here or elsewhere, removed, refused by the server): fall
   // back to another one. Nothing open yet (a first visit): the first room that comes.
@@ -294,12 +278,102 @@ export function ChatScreen({
   const dm = active?.kind === 'dm' ? chat.dms[active.userId] : undefined;
   const queued = chat.outbox.filter((p) => p.status !== 'failed').length;
   const connected = chat.status === 'open';
-  const { loadOlder, setReadingBack } = chat;
+  const { loadOlder, setReadingBack, markRead } = chat;
+  // Read state (protocol §9): the server's counts, on every device; what is seen is marked read.
+  const { unread, mentions, totalUnread } = useMemo(() => {
+    const u: Record<string, number> = {};
+    const m: Record<string, number> = {};
+    let total = 0;
+    for (const [key, r] of Object.entries(chat.reads)) {
+      u[key] = r.unread;
+      m[key] = r.mentions;
+      total += r.unread;
+    }
+    return { unread: u, mentions: m, totalUnread: total };
+  }, [chat.reads]);
+  useUnreadTitle(totalUnread);
+  const mark = activeKey ? chat.reads[activeKey] : undefined;
+  // The "new messages" line stays where the conversation was read up to when it was opened.
+  const [line, setLine] = useState<{ key: string | null; after: number | null }>({ key: null, after: null });
+  useEffect(() => {
+    if (line.key !== activeKey) setLine({ key: activeKey, after: mark?.lastReadId ?? null });
+    else if (line.after === null && mark) setLine({ key: activeKey, after: mark.lastReadId });
+  }, [activeKey, mark, line]);
+  const unreadAfter = line.key === activeKey ? line.after : null;
+  // Seen: the conversation is open, scrolled to its newest message, in a focused window.
+  const [atNewest, setAtNewest] = useState(true);
+  const focused = useWindowFocused();
+  const activeConv = room ?? dm;
+  const newestId = activeConv?.messages.at(-1)?.id;
+  const loaded = activeConv?.historyLoaded ?? false;
+  useEffect(() => {
+    if (activeKey && atNewest && focused && connected && loaded && newestId !== undefined) markRead(activeKey);
+  }, [activeKey, atNewest, focused, connected, loaded, newestId, markRead]);
+
+  // Editing, deleting (asked first), reacting; the message search and where it leads.
+  const [editingId, setEditingId] = useState<number | null>(null);
+  const [toDelete, setToDelete] = useState<RoomMessage | DirectMessage | null>(null);
+  const [searchOpen, setSearchOpen] = useState(false);
+  const [focus, setFocus] = useState<{ key: string; id: number; seq: number } | null>(null);
+  useEffect(() => setEditingId(null), [activeKey]);
+  const nameOf = useCallback((userId: number) => chat.users[userId]?.username ?? `user ${userId}`, [chat.users]);
+  const { editMessage, react, unreact } = chat;
+  const focusComposer = () => requestAnimationFrame(() => document.querySelector<HTMLTextAreaElement>('[data-testid=composer] textarea')?.focus());
+  const actions: MessageActions = useMemo(
+    () => ({
+      nameOf,
+      onEdit: setEditingId,
+      onEditSave: (id, text) => {
+        if (editMessage(id, text)) {
+          setEditingId(null);
+          focusComposer();
+        }
+      },
+      onEditCancel: () => {
+        setEditingId(null);
+        focusComposer();
+      },
+      onDelete: setToDelete,
+      onReact: (id, emoji, on) => (on ? react(id, emoji) : unreact(id, emoji)),
+    }),
+    [nameOf, editMessage, react, unreact],
+  );
+  const editLast = () => {
+    const mine = [...((activeConv?.messages ?? []) as Array<RoomMessage | DirectMessage>)].reverse().find((m) => m.fromUser === me.userId && !m.deleted);
+    if (!mine) return false;
+    setEditingId(mine.id);
+    return true;
+  };
+  const openResult = (m: RoomMessage | DirectMessage) => {
+    const t: Target =
+      'room' in m && typeof m.room === 'string' ? { kind: 'room', room: m.room } : { kind: 'dm', userId: m.fromUser === me.userId ? (m as DirectMessage).to : m.fromUser };
+    if (t.kind === 'room' && !chat.joined[t.room]) chat.join(t.room);
+    if (t.kind === 'dm') openDm(t.userId);
+    select(t);
+    setFocus((f) => ({ key: targetKey(t), id: m.id, seq: (f?.seq ?? 0) + 1 }));
+  };
+  const focusHere = focus && focus.key === activeKey ? { id: focus.id, seq: focus.seq } : null;
+  const searchButton = (
+    <button
+      className="icon-btn search-btn"
+      aria-label="Search messages"
+      title="Search messages"
+      aria-expanded={searchOpen}
+      onClick={() => setSearchOpen((o) => !o)}
+      data-testid="search-toggle"
+    >
+      <svg viewBox="0 0 24 24" width="18" height="18" aria-hidden="true" fill="none" stroke="currentColor" strokeWidth="2" strokeLinecap="round">
+        <circle cx="11" cy="11" r="6.5" />
+        <path d="m16 16 4.5 4.5" />
+      </svg>
+    </button>
+  );
   const onLoadOlder = useCallback(() => {
     if (activeKey) loadOlder(activeKey);
   }, [activeKey, loadOlder]);
   const onReadingBack = useCallback(
     (readingBack: boolean) => {
+      setAtNewest(!readingBack);
       if (activeKey) setReadingBack(activeKey, readingBack);
     },
     [activeKey, setReadingBack],
@@ -314,7 +388,6 @@ export function ChatScreen({
     [session.userId, activeKey],
   );
 
-  const totalUnread = Object.values(unread).reduce((a, b) => a + b, 0);
   const roomInfo = room ? chat.rooms.find((r) => r.name === room.name) : undefined;
   // Unknown (not 0) while disconnected or joining: the last list may be stale.
   const membersTotal = !connected ? null : room ? (room.status === 'joined' ? onlineCount(room) : null) : online.length;
@@ -340,6 +413,7 @@ export function ChatScreen({
         }}
         active={active}
         unread={unread}
+        mentions={mentions}
         onSelect={select}
         onJoin={join}
         onStartDm={startDm}
@@ -359,6 +433,7 @@ export function ChatScreen({
               inviting={inviting}
               onInvite={() => setInviting((x) => !x)}
               onLeave={() => leaveRoom(room.name)}
+              extra={searchButton}
             />
             {inviting && (
               <InvitePopover
@@ -390,6 +465,10 @@ export function ChatScreen({
               onReadingBack={onReadingBack}
               onRetry={chat.retry}
               onDiscard={chat.discard}
+              unreadAfter={unreadAfter}
+              focus={focusHere}
+              editingId={editingId}
+              actions={actions}
               beginningText={`This is the very beginning of #${room.name}.`}
             />
             <TypingLine typing={room.typing} />
@@ -400,6 +479,7 @@ export function ChatScreen({
               onTextChange={onDraftChange}
               offline={!connected}
               onTyping={() => chat.typing(room.name)}
+              onEditLast={editLast}
               onSend={(text) => chat.sendMessage(room.name, text) !== null}
             />
           </>
@@ -414,6 +494,7 @@ export function ChatScreen({
               onOpenNav={() => setNavOpen(true)}
               unread={totalUnread}
               members={members}
+              extra={searchButton}
             />
             {banner}
             <MessageList
@@ -429,19 +510,25 @@ export function ChatScreen({
               onReadingBack={onReadingBack}
               onRetry={chat.retry}
               onDiscard={chat.discard}
+              unreadAfter={unreadAfter}
+              focus={focusHere}
+              editingId={editingId}
+              actions={actions}
               beginningText={
                 <>
                   This is the beginning of your conversation with <bdi>{dm.username}</bdi>.
                 </>
               }
             />
-            <div className="typing-line" />
+            <TypingLine typing={dm.typing} />
             <Composer
               key={`composer:${activeKey}`}
               placeholder={`Message ${dm.username}`}
               initialText={draft}
               onTextChange={onDraftChange}
               offline={!connected}
+              onTyping={() => chat.typingTo(dm.userId)}
+              onEditLast={editLast}
               onSend={(text) => chat.sendDm(dm.userId, text) !== null}
             />
           </>
@@ -494,6 +581,36 @@ export function ChatScreen({
           onCreate={createRoom}
           onClose={closeBrowser}
         />
+      )}
+
+      {searchOpen && (
+        <SearchPanel
+          search={chat.search}
+          meId={me.userId}
+          nameOf={nameOf}
+          onSearch={chat.searchMessages}
+          onOpen={openResult}
+          onClose={() => {
+            setSearchOpen(false);
+            chat.clearSearch();
+          }}
+        />
+      )}
+
+      {toDelete && (
+        <ConfirmDialog
+          title="Delete this message?"
+          confirmLabel="Delete"
+          onCancel={() => setToDelete(null)}
+          onConfirm={() => {
+            if (chat.deleteMessage(toDelete.id)) setToDelete(null);
+          }}
+        >
+          <p className="muted">It will be removed for everyone. This cannot be undone.</p>
+          <blockquote className="confirm-quote" dir="auto">
+            {toDelete.content}
+          </blockquote>
+        </ConfirmDialog>
       )}
 
       <Toasts toasts={toasts} onDismiss={dismiss} />

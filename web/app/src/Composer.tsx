@@ -9,10 +9,12 @@ interface Props {
   onTextChange: (text: string) => void;
   onSend: (text: string) => boolean;
   onTyping?: () => void;
+  /** Up on an empty composer: edit my last message; true when there was one */
+  onEditLast?: () => boolean;
   offline: boolean;
 }
 
-export function Composer({ placeholder, initialText, onTextChange, onSend, onTyping, offline }: Props) {
+export function Composer({ placeholder, initialText, onTextChange, onSend, onTyping, onEditLast, offline }: Props) {
   const [text, setText] = useState(initialText);
   const ref = useRef<HTMLTextAreaElement>(null);
   const length = [...text].length;
@@ -33,6 +35,8 @@ export function Composer({ placeholder, initialText, onTextChange, onSend, onTyp
     if (e.key === 'Enter' && !e.shiftKey && !e.nativeEvent.isComposing) {
       e.preventDefault();
       submit();
+    } else if (e.key === 'ArrowUp' && text === '' && !e.shiftKey && !e.altKey && !e.ctrlKey && !e.metaKey && onEditLast?.()) {
+      e.preventDefault();
     }
   }
 

@@ -1,4 +1,4 @@
-import type { Ref } from 'react';
+import type { ReactNode, Ref } from 'react';
 import { Avatar } from './Avatar';
 import { LockIcon } from './LockIcon';
 
@@ -13,6 +13,7 @@ export function RoomHeader({
   inviting,
   onInvite,
   onLeave,
+  extra,
 }: {
   name: string;
   /** "3 online · description", or what is known while it is not */
@@ -25,6 +26,8 @@ export function RoomHeader({
   inviting: boolean;
   onInvite: () => void;
   onLeave: () => void;
+  /** more buttons (search) */
+  extra?: ReactNode;
 }) {
   return (
     <header className="conv-head">
@@ -43,6 +46,7 @@ export function RoomHeader({
           {summary}
         </p>
       </div>
+      {extra}
       <MembersButton {...members} />
       <button className="btn btn-ghost btn-sm conv-action" aria-expanded={inviting} onClick={onInvite} data-testid="invite-button">
         Invite
@@ -65,6 +69,7 @@ export function DmHeader({
   onOpenNav,
   unread,
   members,
+  extra,
 }: {
   userId: number;
   username: string;
@@ -72,6 +77,8 @@ export function DmHeader({
   onOpenNav: () => void;
   unread: number;
   members: MembersToggle;
+  /** more buttons (search) */
+  extra?: ReactNode;
 }) {
   return (
     <header className="conv-head">
@@ -89,6 +96,7 @@ export function DmHeader({
           </p>
         </div>
       </div>
+      {extra}
       <MembersButton {...members} />
     </header>
   );

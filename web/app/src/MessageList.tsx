@@ -1,10 +1,26 @@
-import { useEffect, useLayoutEffect, useRef, useState, type ReactNode } from 'react';
+import { Fragment, useEffect, useLayoutEffect, useRef, useState, type ReactNode } from 'react';
 import { isRetryable, mentionsUser, type DirectMessage, type PendingMessage, type RoomMessage } from '@chat/use-chat';
 import { Avatar } from './Avatar';
 import { formatDay, formatTime, parseTime } from './format';
 import { Markup } from './markup/Markup';
+import { MessageEditor } from './MessageEditor';
+import { ReactionChips, ReactionPicker } from './Reactions';
 
 type Msg = RoomMessage | DirectMessage;
+
+/** What the reader can do to a message: react (anyone), edit and delete (its author). */
+export interface MessageActions {
+  nameOf: (userId: number) => string;
+  onEdit: (id: number) => void;
+  onEditSave: (id: number, text: string) => void;
+  onEditCancel: () => void;
+  /** asks first */
+  onDelete: (m: Msg) => void;
+  onReact: (id: number, emoji: string, on: boolean) => void;
+}
+
+/** How long a message brought into view (search result, first unread) stays highlighted (ms). */
+const HIGHLIGHT_MS = 4000;
 
 interface Props {
   messages: Msg[];
@@ -23,6 +39,13 @@ interface Props {
   onRetry: (clientId: string) => void;
   onDiscard: (clientId: string) => void;
   beginningText: ReactNode;
+  /** the "new messages" line goes before the first message of others after this id; null: no line */
+  unreadAfter?: number | null;
+  /** a message to bring into view and highlight (a search result); a new `seq` asks again */
+  focus?: { id: number; seq: number } | null;
+  /** the message of mine being edited in place */
+  editingId?: number | null;
+  actions?: MessageActions;
 }
 
 const GROUP_WINDOW_MS = 5 * 60_000;
@@ -42,6 +65,51 @@ export function MessageList(props: Props) {
   // The newest message id when the reader scrolled away from the newest messages; null: they are there.
   const [awayFrom, setAwayFrom] = useState<number | null>(null);
   const readingBack = awayFrom !== null;
+  const unreadAfter = props.unreadAfter ?? null;
+  // A message to bring into view: by id, or the first unread one (after the read mark).
+  const [target, setTarget] = useState<{ id: number } | { after: number } | null>(null);
+  const [highlight, setHighlight] = useState<number | null>(null);
+  // Whether the first unread message is out of sight above (or not loaded yet): offer the jump.
+  const [unreadAbove, setUnreadAbove] = useState(false);
+  const focusSeq = props.focus?.seq;
+  const focusId = props.focus?.id;
+  useEffect(() => {
+    if (focusId !== undefined) setTarget({ id: focusId });
+  }, [focusId, focusSeq]);
+
+  // The target is brought into view once loaded; older pages are loaded until it is.
+  useEffect(() => {
+    if (!target) return;
+    const found = 'id' in target ? messages.find((m) => m.id === target.id) : messages.find((m) => m.id > target.after && m.fromUser !== meId);
+    if (found) {
+      stick.current = false;
+      ref.current?.querySelector(`[data-testid=message][data-id="${found.id}"]`)?.scrollIntoView({ block: 'center' });
+      setHighlight(found.id);
+      setTarget(null);
+      return;
+    }
+    const ref_ = 'id' in target ? target.id : target.after;
+    const older = messages.length === 0 || messages[0].id > ref_;
+    if (older && hasMore && historyLoaded) {
+      if (!loadingOlder) onLoadOlder();
+    } else if (historyLoaded && !loadingOlder) {
+      setTarget(null);
+    }
+  }, [target, messages, meId, hasMore, historyLoaded, loadingOlder, onLoadOlder]);
+
+  useEffect(() => {
+    if (highlight === null) return;
+    const t = setTimeout(() => setHighlight(null), HIGHLIGHT_MS);
+    return () => clearTimeout(t);
+  }, [highlight]);
+
+  function checkUnreadAbove() {
+    const el = ref.current;
+    if (!el || unreadAfter === null) return setUnreadAbove(false);
+    const line = el.querySelector('[data-testid=unread-line]');
+    if (line) return setUnreadAbove(line.getBoundingClientRect().bottom < el.getBoundingClientRect().top);
+    setUnreadAbove(hasMore && messages.length > 0 && messages[0].id > unreadAfter + 1 && messages.some((m) => m.fromUser !== meId));
+  }
 
   // Keep the view anchored: on prepend (older page) the same message stays under the eye;
   // on append the view follows if it was at the bottom, or if I just sent something (I want to
@@ -60,6 +128,7 @@ export function MessageList(props: Props) {
     prevFirstId.current = firstId;
     prevHeight.current = el.scrollHeight;
     size.current = { width: el.clientWidth, height: el.clientHeight };
+    checkUnreadAbove();
   });
 
   // The list changes size with the window: a reader at the newest messages stays there; one
@@ -100,6 +169,7 @@ export function MessageList(props: Props) {
     stick.current = el.scrollHeight - el.scrollTop - el.clientHeight < BOTTOM_SLACK_PX;
     if (stick.current === readingBack) setAwayFrom(stick.current ? null : (messages.at(-1)?.id ?? 0));
     if (el.scrollTop < 150 && hasMore && !loadingOlder && historyLoaded) onLoadOlder();
+    checkUnreadAbove();
   }
 
   function scrollToNewest() {
@@ -111,14 +181,41 @@ export function MessageList(props: Props) {
 
   const newBelow = awayFrom === null ? 0 : countNewFromOthers(messages, awayFrom, meId);
   let prev: Msg | null = null;
+  let lineShown = false;
   return (
     <div className="message-pane">
+      {unreadAbove && unreadAfter !== null && (
+        <button className="jump-unread" onClick={() => setTarget({ after: unreadAfter })} data-testid="jump-unread">
+          ↑ Jump to the first unread message
+        </button>
+      )}
       <div className="message-list" ref={ref} onScroll={onScroll} data-testid="message-list">
         <HistoryEdge historyLoaded={historyLoaded} hasMore={hasMore} loadingOlder={loadingOlder}>
           {props.beginningText}
         </HistoryEdge>
         {messages.map((m) => {
-          const item = <MessageItem key={m.id} message={m} prev={prev} mine={m.fromUser === meId} meName={meName} />;
+          const lineHere = unreadAfter !== null && !lineShown && m.id > unreadAfter && m.fromUser !== meId;
+          if (lineHere) lineShown = true;
+          const item = (
+            <Fragment key={m.id}>
+              {lineHere && (
+                <div className="unread-line" role="separator" data-testid="unread-line">
+                  <span>New messages</span>
+                </div>
+              )}
+              <MessageItem
+                message={m}
+                prev={prev}
+                afterLine={lineHere}
+                mine={m.fromUser === meId}
+                meId={meId}
+                meName={meName}
+                editing={props.editingId === m.id}
+                highlighted={highlight === m.id}
+                actions={props.actions}
+              />
+            </Fragment>
+          );
           prev = m;
           return item;
         })}
@@ -172,11 +269,32 @@ function HistoryEdge({
 }
 
 /** One message, grouped with the previous one when the same author wrote it shortly before. */
-function MessageItem({ message: m, prev, mine, meName }: { message: Msg; prev: Msg | null; mine: boolean; meName: string }) {
+function MessageItem({
+  message: m,
+  prev,
+  mine,
+  meId,
+  meName,
+  editing,
+  highlighted,
+  actions,
+  afterLine,
+}: {
+  message: Msg;
+  prev: Msg | null;
+  /** right after the new-messages line: starts a group of its own */
+  afterLine: boolean;
+  mine: boolean;
+  meId: number;
+  meName: string;
+  editing: boolean;
+  highlighted: boolean;
+  actions?: MessageActions;
+}) {
   const t = parseTime(m.timestamp)?.getTime() ?? 0;
   const pt = prev ? (parseTime(prev.timestamp)?.getTime() ?? 0) : 0;
   const newDay = !prev || formatDay(prev.timestamp) !== formatDay(m.timestamp);
-  const grouped = !!prev && !newDay && prev.fromUser === m.fromUser && t - pt < GROUP_WINDOW_MS;
+  const grouped = !!prev && !newDay && !afterLine && prev.fromUser === m.fromUser && t - pt < GROUP_WINDOW_MS;
   return (
     <>
       {newDay && (
@@ -185,10 +303,11 @@ function MessageItem({ message: m, prev, mine, meName }: { message: Msg; prev: M
         </div>
       )}
       <article
-        className={`message ${grouped ? 'is-grouped' : ''} ${mine ? 'is-mine' : ''} ${!mine && mentionsUser(m.content, meName) ? 'mentions-me' : ''}`}
+        className={`message ${grouped ? 'is-grouped' : ''} ${mine ? 'is-mine' : ''} ${!mine && mentionsUser(m.content, meName) ? 'mentions-me' : ''} ${highlighted ? 'is-highlighted' : ''} ${m.deleted ? 'is-deleted' : ''}`}
         data-testid="message"
         data-id={m.id}
         data-from={m.username}
+        data-highlighted={highlighted || undefined}
       >
         <div className="message-gutter">
           {grouped ? (
@@ -205,10 +324,41 @@ function MessageItem({ message: m, prev, mine, meName }: { message: Msg; prev: M
             </header>
           )}
           {/* dir=auto: a message in Hebrew or Arabic reads right to left, punctuation included */}
-          <div className="message-content" dir="auto">
-            <Markup content={m.content} username={meName} />
-          </div>
+          {m.deleted ? (
+            <p className="message-content tombstone" data-testid="tombstone">
+              This message was deleted.
+            </p>
+          ) : editing && actions ? (
+            <MessageEditor initial={m.content} onSave={(text) => actions.onEditSave(m.id, text)} onCancel={actions.onEditCancel} />
+          ) : (
+            <div className="message-content" dir="auto">
+              <Markup content={m.content} username={meName} />
+            </div>
+          )}
+          {m.editedAt && !m.deleted && !editing && (
+            <span className="edited muted small" title={`Edited ${formatTime(m.editedAt)}`} data-testid="edited">
+              (edited)
+            </span>
+          )}
+          {m.reactions && actions && !m.deleted && (
+            <ReactionChips reactions={m.reactions} meId={meId} nameOf={actions.nameOf} onToggle={(e, on) => actions.onReact(m.id, e, on)} />
+          )}
         </div>
+        {actions && !m.deleted && !editing && (
+          <div className="msg-actions" data-testid="message-actions">
+            <ReactionPicker mine={(e) => !!m.reactions?.[e]?.includes(meId)} onPick={(e, on) => actions.onReact(m.id, e, on)} />
+            {mine && (
+              <>
+                <button type="button" className="msg-action" onClick={() => actions.onEdit(m.id)} data-testid="edit-button" aria-label="Edit message" title="Edit">
+                  ✎
+                </button>
+                <button type="button" className="msg-action" onClick={() => actions.onDelete(m)} data-testid="delete-button" aria-label="Delete message" title="Delete">
+                  🗑
+                </button>
+              </>
+            )}
+          </div>
+        )}
       </article>
     </>
   );

@@ -33,6 +33,8 @@ interface Props {
   onBrowseRooms: () => void;
   active: Target | null;
   unread: Record<string, number>;
+  /** unread mentions of me, by conversation key */
+  mentions: Record<string, number>;
   onSelect: (t: Target) => void;
   onJoin: (room: string) => void;
   onStartDm: (u: UserRef) => void;
@@ -91,7 +93,7 @@ export function Sidebar(p: Props) {
                       {r.private ? <LockIcon /> : '#'}
                     </span>
                     <span className="nav-label">{r.name}</span>
-                    {n > 0 && <span className="badge badge-unread">{n}</span>}
+                    <UnreadBadges unread={n} mentions={p.mentions[targetKey(t)] ?? 0} testId="room-unread" />
                     <RoomOnlineCount online={p.status === 'open' ? r.online : null} />
                   </button>
                 </li>
@@ -167,11 +169,7 @@ export function Sidebar(p: Props) {
                     <span className="nav-label" dir="auto" title={u.username}>
                       {u.username}
                     </span>
-                    {n > 0 && (
-                      <span className="badge badge-unread" data-testid="dm-unread">
-                        {n}
-                      </span>
-                    )}
+                    <UnreadBadges unread={n} mentions={p.mentions[targetKey(t)] ?? 0} testId="dm-unread" />
                   </button>
                 </li>
               );
@@ -208,5 +206,23 @@ function RoomOnlineCount({ online }: { online: number | null }) {
       <span className="mini-dot" aria-hidden="true" />
       {online ?? '–'}
     </span>
+  );
+}
+
+/** A conversation's unread count, and apart from it how many of those mention me. */
+function UnreadBadges({ unread, mentions, testId }: { unread: number; mentions: number; testId: string }) {
+  return (
+    <>
+      {mentions > 0 && (
+        <span className="badge badge-mention" data-testid="mention-badge" title={`${mentions} unread mention${mentions === 1 ? '' : 's'} of you`}>
+          @{mentions}
+        </span>
+      )}
+      {unread > 0 && (
+        <span className="badge badge-unread" data-testid={testId} title={`${unread} unread`}>
+          {unread}
+        </span>
+      )}
+    </>
   );
 }

@@ -15,7 +15,19 @@
  */
 import { backAtNewest, conversationOf, dmKey, parseKey, roomKey, unseen, withConversation, withDm } from './conversation';
 import { Connection } from './connection';
+import { DmTyping } from './dmTyping';
 import { Directory } from './directory';
+import {
+  reduceDmTyping,
+  reduceMessageDeleted,
+  reduceMessageEdited,
+  reduceReaction,
+  reduceSearch,
+  withDmTypingEnded,
+  withSearchStarted,
+} from './eventReducers';
+import { lastId } from './messageLists';
+import { reduceConversationReads, reduceRead, reduceWelcomeReads, readWouldMove, withArrivals, withReadLocally } from './readState';
 import { Membership, type CreateRoomOptions } from './membership';
 import { History } from './history';
 import { resolveOptions, type ResolvedOptions } from './options';
@@ -26,7 +38,9 @@ import {
   type DirectMessage,
   type ErrorAbout,
   type ErrorCode,
+  type EventClientFrame,
   type ErrorFrame,
+  type MessageId,
   type RoomMessage,
   type ServerFrame,
   type UserId,
@@ -54,6 +68,9 @@ import { SendQueue } from './sendQueue';
 import { Store } from './store';
 import type { ChatClientOptions, ChatState, Conversation, ConversationKey, DmState, RoomState } from './state';
 
+/** How many results a search asks for (the server's default is 20, its cap 100). */
+const SEARCH_LIMIT = 50;
+
 export { CLOSE_CLIENT_TIMEOUT, CLOSE_UNAUTHORIZED } from './connection';
 export { jwtExpiresAt } from './options';
 export { isRetryable } from './outbox';
@@ -69,6 +86,14 @@ export const CHAT_ACTIONS = [
   'loadOlder',
   'setReadingBack',
   'typing',
+  'typingTo',
+  'markRead',
+  'editMessage',
+  'deleteMessage',
+  'react',
+  'unreact',
+  'searchMessages',
+  'clearSearch',
   'refreshRooms',
   'createRoom',
   'invite',
@@ -105,6 +130,7 @@ export class ChatClient {
   private readonly history: History;
   private readonly membership: Membership;
   private readonly directory: Directory;
+  private readonly dmTyping: DmTyping;
   /** conversations whose reader is away from the newest messages: nothing is dropped from them (`maxMessages`) */
   private readonly readingBack = new Set<ConversationKey>();
 
@@ -116,7 +142,7 @@ export class ChatClient {
     const dms: Record<number, DmState> = {};
     for (const p of outbox) if (p.kind === 'dm' && !dms[p.to!]) dms[p.to!] = newDm(p.to!, `user ${p.to}`);
     this.store = new Store(
-      { status: 'idle', me: null, attempt: 0, nextRetryAt: null, lastCloseCode: null, rooms: [], joined, dms, users: {}, userOnline: {}, people: null, outbox, errors: [] },
+      { status: 'idle', me: null, attempt: 0, nextRetryAt: null, lastCloseCode: null, rooms: [], joined, dms, users: {}, userOnline: {}, people: null, outbox, errors: [], reads: {}, search: null },
       opts,
     );
     this.retries = new Retries(opts.now);
@@ -135,8 +161,13 @@ export class ChatClient {
     this.history = new History(opts, this.store, this.retries, {
       send: (frame) => this.queue.send(frame),
       env: () => this.env(),
-      announce: (key, before, msgs) => this.announce(key, before, msgs),
+      announce: (key, before, msgs) => {
+        this.store.update((s) => withArrivals(s, key, msgs));
+        this.announce(key, before, msgs);
+      },
     });
+    this.dmTyping = new DmTyping(opts, this.store, this.queue);
+    this.typingTo = this.dmTyping.typingTo;
     this.membership = new Membership(opts, this.store, this.queue, this.history, this.retries, (key) => this.readingBack.delete(key));
     this.join = this.membership.join;
     this.leave = this.membership.leave;
@@ -190,6 +221,45 @@ export class ChatClient {
   readonly findUsers: (query: string) => void;
   /** Forgets the search. */
   readonly clearUsers: () => void;
+  /** Tells user `to` I am typing to them (protocol: `typing` with `to`); throttled like `typing`. */
+  readonly typingTo: (to: UserId) => void;
+
+  /**
+   * The user has seen `key` up to its newest message (open, scrolled to the bottom, window
+   * focused): sends `read` (§9) when that moves its read mark; the counts drop at once.
+   */
+  markRead = (key: ConversationKey): void => {
+    const c = conversationOf(this.state, key);
+    const ref = parseKey(key);
+    const newest = c ? lastId<RoomMessage | DirectMessage>(c.messages) : null;
+    if (!c || !ref || newest === null || !readWouldMove(this.state, key, newest)) return;
+    const frame = ref.kind === 'room' ? { type: 'read' as const, room: ref.room, id: newest } : { type: 'read' as const, with: ref.userId, id: newest };
+    if (this.queue.send(frame)) this.store.update((s) => withReadLocally(s, key, newest));
+  };
+
+  /** Changes the content of a message of mine (§10); false when refused here (bad content, not connected). */
+  editMessage = (id: MessageId, content: string): boolean => this.acceptable(content) && this.sendEvent({ type: 'edit', id, content });
+
+  /** Deletes a message of mine (§10); false when not connected. */
+  deleteMessage = (id: MessageId): boolean => this.sendEvent({ type: 'delete', id });
+
+  /** Adds my reaction `emoji` to a message (§10); false when not connected. */
+  react = (id: MessageId, emoji: string): boolean => this.sendEvent({ type: 'react', id, emoji });
+
+  /** Takes my reaction `emoji` off a message (§10); false when not connected. */
+  unreact = (id: MessageId, emoji: string): boolean => this.sendEvent({ type: 'unreact', id, emoji });
+
+  /** Searches my rooms and conversations (§11); the results come in `search`. */
+  searchMessages = (query: string): void => {
+    const q = query.trim();
+    if (!q) return;
+    if (this.sendEvent({ type: 'search', query: q, limit: SEARCH_LIMIT })) this.store.update((s) => withSearchStarted(s, q));
+  };
+
+  /** Forgets the search and its results. */
+  clearSearch = (): void => {
+    if (this.state.search) this.store.set({ search: null });
+  };
 
   /** Queues a room message; returns its clientId, or null if it was refused locally. */
   sendMessage = (room: string, content: string): string | null => {
@@ -210,6 +280,7 @@ export class ChatClient {
       return null;
     }
     this.store.update((s) => withDm(s, to, (d) => d, s.users[to]?.username ?? `user ${to}`));
+    this.dmTyping.wroteTo(to);
     return this.outbox.enqueue(dmKey(to), content);
   };
 
@@ -263,7 +334,7 @@ export class ChatClient {
         this.conn.welcomed();
         this.queue.fill();
         this.history.onWelcome();
-        this.store.update((s) => reduceWelcome(s, frame));
+        this.store.update((s) => reduceWelcomeReads(reduceWelcome(s, frame), frame));
         this.membership.onWelcome(frame);
         this.directory.onWelcome();
         this.resync(frame);
@@ -271,6 +342,7 @@ export class ChatClient {
       case 'message': {
         const key = roomKey(frame.data.room);
         this.store.update((s) => reduceMessage(s, frame, this.env()));
+        if (this.state.joined[frame.data.room]) this.store.update((s) => withArrivals(s, key, [frame.data]));
         this.announce(key, state.joined[frame.data.room], [frame.data]);
         return;
       }
@@ -279,6 +351,7 @@ export class ChatClient {
         const m = frame.type === 'dm' ? frame.data : frame.data.message;
         const peer = peerOf(m, state.me?.userId);
         this.store.update((s) => (frame.type === 'dm' ? reduceDm(s, frame, this.env()) : reduceDmSent(s, frame, this.env())));
+        this.store.update((s) => withDmTypingEnded(withArrivals(s, dmKey(peer), [m]), m.fromUser));
         this.announce(dmKey(peer), state.dms[peer], [m]);
         // Written from my other device to someone this one never saw: the list has their name.
         if (!state.users[peer]) this.history.requestConversations();
@@ -292,6 +365,22 @@ export class ChatClient {
         return;
       case 'conversations':
         this.history.onConversations(frame);
+        this.store.update((s) => reduceConversationReads(s, frame));
+        return;
+      case 'read':
+        this.store.update((s) => reduceRead(s, frame));
+        return;
+      case 'message_edited':
+        this.store.update((s) => reduceMessageEdited(s, frame));
+        return;
+      case 'message_deleted':
+        this.store.update((s) => reduceMessageDeleted(s, frame));
+        return;
+      case 'reaction':
+        this.store.update((s) => reduceReaction(s, frame));
+        return;
+      case 'search':
+        this.store.update((s) => reduceSearch(s, frame));
         return;
       case 'join_ack':
         if (!this.membership.acceptsJoinAck(frame)) return;
@@ -319,6 +408,11 @@ export class ChatClient {
         this.store.update((s) => reducePresence(s, frame));
         return;
       case 'typing': {
+        if ('with' in frame) {
+          if (frame.data.userId !== state.me?.userId) this.dmTyping.onTyping(frame.with);
+          this.store.update((s) => reduceDmTyping(s, frame));
+          return;
+        }
         if (typingShows(state, frame)) this.membership.onTyping(frame);
         this.store.update((s) => reduceTyping(s, frame));
         return;
@@ -406,12 +500,14 @@ export class ChatClient {
     this.retries.clear();
     this.membership.reset();
     this.directory.reset();
+    this.dmTyping.reset();
     this.store.update(reduceDisconnected);
   }
 
   private tick(): void {
     const now = this.opts.now();
     this.membership.expireTyping(now);
+    this.dmTyping.expire(now);
     if (this.state.status !== 'open') return;
     if (!this.conn.keepalive(now)) return;
     this.membership.refreshIfDue(now);
@@ -424,6 +520,13 @@ export class ChatClient {
     this.history.expire(now);
     // Re-send what was not acknowledged (same clientId, so never stored twice).
     this.outbox.pump();
+  }
+
+  /** Sends an edit, delete, reaction or search; refused here (and said) while not connected. */
+  private sendEvent(frame: EventClientFrame): boolean {
+    if (this.state.status === 'open' && this.queue.send(frame)) return true;
+    this.store.pushError('client_invalid', 'Not connected: try again once the connection is back.');
+    return false;
   }
 
   /** Whether `content` may be sent (else the problem is shown): not blank, not too long, well formed. */

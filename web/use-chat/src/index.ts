@@ -14,6 +14,8 @@ export type {
   DmState,
   MembershipEvent,
   PendingMessage,
+  ReadMark,
+  SearchState,
   RoomState,
   TokenContext,
   WebSocketCtor,
@@ -23,3 +25,4 @@ export { mergeById } from './messageLists';
 export { backoffDelay, DEFAULT_BACKOFF, type BackoffOptions } from './backoff';
 export * from './protocol';
 export { mentionKind, mentionPattern, mentionsUser, ROOM_MENTION } from './mentions';
+export { indexOfId, withReaction } from './eventReducers';

@@ -370,7 +370,8 @@ export class Membership {
       return;
     }
     if (room.historyLoaded) {
-      this.queue.send({ type: 'join', room: room.name, since: lastId(room.messages) ?? 0 });
+      // The last id seen counts events too (§10: edits, deletes, reactions share the id sequence).
+      this.queue.send({ type: 'join', room: room.name, since: Math.max(lastId(room.messages) ?? 0, room.lastEventId ?? 0) });
       return;
     }
     this.queue.send({ type: 'join', room: room.name });

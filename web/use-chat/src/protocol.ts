@@ -6,6 +6,10 @@
  * (the protocol grows by extension), which is why `ServerFrame` parsing is lenient.
  */
 
+import { EVENT_SERVER_TYPES, parseEventFrame, readCountsOf, type DmTypingEventFrame, type EventClientFrame, type EventServerFrame, type ReadCounts } from './events';
+
+export * from './events';
+
 export type UserId = number;
 export type MessageId = number;
 
@@ -24,6 +28,12 @@ export interface RoomMessage {
   timestamp: string;
   room: string;
   clientId?: string;
+  /** when it was last edited (§10) */
+  editedAt?: string;
+  /** deleted (§10): `content` is '' */
+  deleted?: boolean;
+  /** emoji -> the ids of the users who reacted with it, in reaction order (§10) */
+  reactions?: Record<string, UserId[]>;
 }
 
 /** `dm` data: a stored direct message. */
@@ -35,6 +45,12 @@ export interface DirectMessage {
   content: string;
   timestamp: string;
   clientId?: string;
+  /** when it was last edited (§10) */
+  editedAt?: string;
+  /** deleted (§10): `content` is '' */
+  deleted?: boolean;
+  /** emoji -> the ids of the users who reacted with it, in reaction order (§10) */
+  reactions?: Record<string, UserId[]>;
 }
 
 /** One entry of the `conversations` list (a server extension): a DM partner and the newest id. */
@@ -43,6 +59,8 @@ export interface ConversationInfo {
   username: string;
   /** id of the newest message of the conversation */
   lastId: MessageId | null;
+  /** its read state (§9); absent from older servers */
+  read?: ReadCounts;
 }
 
 export interface RoomInfo {
@@ -63,6 +81,8 @@ export interface MemberRoom {
   private: boolean;
   /** the room's newest message id as the connection stands (0: none) */
   lastId: MessageId;
+  /** its read state (§9); absent from older servers */
+  read?: ReadCounts;
 }
 
 /** One answer of a `users` search: a user, and whether they are connected anywhere. */
@@ -192,7 +212,8 @@ export type ClientFrame =
   | TypingFrame
   | RoomsRequestFrame
   | PingFrame
-  | ConversationsRequestFrame;
+  | ConversationsRequestFrame
+  | EventClientFrame;
 
 // ---------------------------------------------------------------------------
 // Server -> client (§3)
@@ -316,7 +337,9 @@ export type ServerFrame =
   | ConversationsFrame
   | InvitedFrame
   | MyRoomsFrame
-  | UsersFrame;
+  | UsersFrame
+  | DmTypingEventFrame
+  | EventServerFrame;
 
 export type ServerFrameType = ServerFrame['type'];
 
@@ -426,12 +449,14 @@ function parseConversation(v: unknown): ConversationInfo | null {
     userId: v.userId,
     username: typeof v.username === 'string' && v.username ? v.username : `user ${v.userId}`,
     lastId: typeof v.lastId === 'number' ? v.lastId : null,
+    ...(readCountsOf(v) ? { read: readCountsOf(v)! } : {}),
   };
 }
 
 function parseMemberRoom(v: unknown): MemberRoom | null {
   if (!isObject(v) || typeof v.room !== 'string') return null;
-  return { room: v.room, private: v.private === true, lastId: typeof v.lastId === 'number' ? v.lastId : 0 };
+  const read = readCountsOf(v);
+  return { room: v.room, private: v.private === true, lastId: typeof v.lastId === 'number' ? v.lastId : 0, ...(read ? { read } : {}) };
 }
 
 function parseMemberRooms(v: unknown): MemberRoom[] {
@@ -477,7 +502,9 @@ export function parseServerFrame(text: string): ServerFrame | null {
   } catch {
     return null;
   }
-  if (!isObject(v) || typeof v.type !== 'string' || !SERVER_TYPES.has(v.type)) return null;
+  if (!isObject(v) || typeof v.type !== 'string') return null;
+  if (EVENT_SERVER_TYPES.has(v.type)) return parseEventFrame(v);
+  if (!SERVER_TYPES.has(v.type)) return null;
   const d = v.data;
   switch (v.type as ServerFrameType) {
     case 'welcome':
@@ -546,6 +573,7 @@ export function parseServerFrame(text: string): ServerFrame | null {
         ? (v as unknown as PresenceFrame)
         : null;
     case 'typing':
+      if (typeof v.with === 'number' && isObject(d) && typeof d.userId === 'number') return v as unknown as DmTypingEventFrame;
       return typeof v.room === 'string' && isObject(d) && typeof d.userId === 'number'
         ? (v as unknown as TypingEventFrame)
         : null;

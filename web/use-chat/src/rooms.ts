@@ -85,7 +85,7 @@ export function newRoom(name: string, isPrivate = false): RoomState {
 
 /** The state of a conversation just opened or listed: nothing loaded yet. */
 export function newDm(userId: UserId, username: string): DmState {
-  return { userId, username, messages: [], listedLastId: null, historyLoaded: false, hasMore: true, loadingOlder: false };
+  return { userId, username, messages: [], listedLastId: null, historyLoaded: false, hasMore: true, loadingOlder: false, typing: [] };
 }
 
 /** `users` with each user once, in order of first appearance, as plain `{ userId, username }` (the last entry's name). */

@@ -4,7 +4,7 @@
  * Types only: the client and its reducers (reducers.ts) build and replace these objects, never change them.
  */
 import type { BackoffOptions } from './backoff';
-import type { DirectMessage, ErrorAbout, ErrorCode, MessageId, RoomInfo, RoomMessage, UserId, UserInfo, UserRef } from './protocol';
+import type { DirectMessage, ErrorAbout, ErrorCode, MessageId, ReadCounts, RoomInfo, RoomMessage, UserId, UserInfo, UserRef } from './protocol';
 
 export type ConnectionStatus =
   /** not started yet */
@@ -32,6 +32,11 @@ export interface ConversationState<M extends RoomMessage | DirectMessage> {
   /** there may be older messages than `messages[0]` */
   hasMore: boolean;
   loadingOlder: boolean;
+  /**
+   * The newest `eventId` (edit, delete, reaction: §10) received for it. With the newest message id,
+   * it is the "last id seen" a `join` resumes from (`since`), so missed events are replayed once.
+   */
+  lastEventId?: MessageId;
 }
 
 export interface RoomState extends ConversationState<RoomMessage> {
@@ -63,6 +68,24 @@ export interface DmState extends ConversationState<DirectMessage> {
    * (null: not listed), e.g. to order conversations whose messages are not loaded yet
    */
   listedLastId: MessageId | null;
+  /** the other user, while typing to me (expires after `typingTtlMs`) */
+  typing: UserRef[];
+}
+
+/** The read state of a room or conversation (protocol §9), as the server last told it and counted on since. */
+export interface ReadMark extends ReadCounts {
+  /**
+   * The newest id `unread` and `mentions` include: messages replayed up to it (a `join` with
+   * `since`, a DM catch-up) were counted by the server already; later ones are counted here.
+   */
+  countedUpTo: MessageId;
+}
+
+/** A search (protocol §11) and its results, newest first. */
+export interface SearchState {
+  query: string;
+  /** null: the server has not answered yet */
+  results: Array<RoomMessage | DirectMessage> | null;
 }
 
 /** A room or a DM conversation (see `ConversationKey`). */
@@ -128,6 +151,10 @@ export interface ChatState {
   outbox: PendingMessage[];
   /** latest errors, oldest first (at most `maxErrors`) */
   errors: ChatError[];
+  /** read state by conversation key (servers with protocol §9): unread and mention counts */
+  reads: Record<string, ReadMark>;
+  /** the latest search, null when there is none */
+  search: SearchState | null;
 }
 
 /** A change of my memberships someone else made. */

@@ -427,6 +427,26 @@ describe('recovery: nothing lost, nothing doubled', () => {
     expect(server.framesOfType('room_history')).toHaveLength(1);
   });
 
+  it('re-joins with since = the last message or event id seen, whichever is newer (§10 events)', async () => {
+    server.post('general', BOB, 'first');
+    const c = makeClient({ initialRooms: ['general'] });
+    c.start();
+    await until(() => c.getState().joined.general?.messages.length === 1);
+    // an event takes the next id of the shared sequence: bob reacts to the message
+    const eventId = (server as unknown as { nextId: number }).nextId++;
+    for (const conn of server.conns) {
+      server.sendTo(conn, { type: 'reaction', eventId, data: { id: 1, emoji: '👍', userId: 2, username: 'bob', on: true } });
+    }
+    await until(() => c.getState().joined.general.messages[0].reactions);
+    expect(c.getState().joined.general.lastEventId).toBe(eventId);
+    await server.kill();
+    await until(() => c.getState().status === 'reconnecting');
+    server.post('general', BOB, 'missed');
+    await server.start(server.port);
+    await until(() => c.getState().joined.general.messages.length === 2);
+    expect(server.framesOfType('join').at(-1)).toEqual({ type: 'join', room: 'general', since: eventId });
+  });
+
   it('re-sends an unacknowledged message with the same clientId after a drop, stored once', async () => {
     const ids = ['cid-1', 'cid-2'];
     const c = makeClient({ initialRooms: ['general'], generateClientId: () => ids.shift()! });

@@ -33,6 +33,8 @@ function state(patch: Partial<ChatState> = {}): ChatState {
     people: null,
     outbox: [],
     errors: [],
+    reads: {},
+    search: null,
     ...patch,
   };
 }

@@ -55,6 +55,8 @@ function state(patch: Partial<ChatState> = {}): ChatState {
     people: null,
     outbox: [],
     errors: [],
+    reads: {},
+    search: null,
     ...patch,
   };
 }
