@@ -14,7 +14,6 @@ import { chromium } from 'playwright-core';
 import { ARTIFACTS, ChatServer, Database, freePort, WEB_DIST } from './lib/harness.mjs';
 import {
   joinRoom,
-  nextDialog,
   openRoom,
   send,
   sidebarRooms,
@@ -185,9 +184,10 @@ describe('rooms and people across devices', { timeout: 180_000 }, () => {
     await waitForText(pages.alice, 'thanks for having me');
     await pages.alice.waitForSelector('[data-testid=online-user][data-username=bob][data-online=true]');
     await snap('invited');
-    const asked = nextDialog(pages.alice, true);
     await pages.alice.click('[data-testid=online-user][data-username=bob] [data-testid=remove-member]');
-    assert.match(await asked, /Remove bob from #secret/);
+    const asked = await pages.alice.waitForSelector('[data-testid=confirm-dialog]');
+    assert.match(await asked.textContent(), /Remove bob from #secret\?/);
+    await pages.alice.click('[data-testid=confirm-ok]');
     await toast(pages.bob, /removed from #secret/);
     await pages.bob.waitForSelector('[data-testid=room-item][data-room=secret]', { state: 'detached' });
     assert.notEqual(await pages.bob.textContent('[data-testid=conv-title]'), '#secret');

@@ -313,6 +313,8 @@ export function ChatScreen({
   // Editing, deleting (asked first), reacting; the message search and where it leads.
   const [editingId, setEditingId] = useState<number | null>(null);
   const [toDelete, setToDelete] = useState<RoomMessage | DirectMessage | null>(null);
+  // The owner removing someone from a room: asked first.
+  const [toRemove, setToRemove] = useState<{ room: string; user: UserRef } | null>(null);
   const [searchOpen, setSearchOpen] = useState(false);
   const [focus, setFocus] = useState<{ key: string; id: number; seq: number } | null>(null);
   useEffect(() => setEditingId(null), [activeKey]);
@@ -555,14 +557,24 @@ export function ChatScreen({
         meId={me.userId}
         open={membersOpen}
         onMessage={startDm}
-        onRemove={
-          room && owned.includes(room.name)
-            ? (u) => {
-                if (window.confirm(`Remove ${u.username} from #${room.name}? They will no longer see it.`)) chat.remove(room.name, u.userId);
-              }
-            : undefined
-        }
+        onRemove={room && owned.includes(room.name) ? (user) => setToRemove({ room: room.name, user }) : undefined}
       />
+
+      {toRemove && (
+        <ConfirmDialog
+          title={`Remove ${toRemove.user.username} from #${toRemove.room}?`}
+          confirmLabel="Remove"
+          onCancel={() => setToRemove(null)}
+          onConfirm={() => {
+            chat.remove(toRemove.room, toRemove.user.userId);
+            setToRemove(null);
+          }}
+        >
+          <p className="muted">
+            <bdi>{toRemove.user.username}</bdi> will no longer see #{toRemove.room} nor what is written there.
+          </p>
+        </ConfirmDialog>
+      )}
 
       {browsing && (
         <RoomBrowser

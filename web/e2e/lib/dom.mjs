@@ -69,13 +69,3 @@ export async function toast(page, pattern) {
   );
   return handle.jsonValue();
 }
-
-/** Answers the next dialog (confirm) with `accept`, resolves to its text. */
-export function nextDialog(page, accept) {
-  return new Promise((resolve) =>
-    page.once('dialog', async (d) => {
-      resolve(d.message());
-      await (accept ? d.accept() : d.dismiss());
-    }),
-  );
-}
