@@ -48,8 +48,18 @@ export function RoomHeader({
       </div>
       {extra}
       <MembersButton {...members} />
-      <button className="btn btn-ghost btn-sm conv-action" aria-expanded={inviting} onClick={onInvite} data-testid="invite-button">
-        Invite
+      <button
+        className="btn btn-ghost btn-sm conv-action invite-btn"
+        aria-label="Invite someone"
+        aria-expanded={inviting}
+        onClick={onInvite}
+        data-testid="invite-button"
+      >
+        <svg viewBox="0 0 24 24" width="16" height="16" aria-hidden="true" fill="none" stroke="currentColor" strokeWidth="2" strokeLinecap="round">
+          <circle cx="10" cy="8" r="3.5" />
+          <path d="M3.5 20c.6-3.6 3.2-5.5 6.5-5.5s5.9 1.9 6.5 5.5M19 8v6M16 11h6" />
+        </svg>
+        <span className="btn-label">Invite</span>
       </button>
       <button className="btn btn-ghost btn-sm conv-action" onClick={onLeave} data-testid="leave-room">
         Leave
