@@ -5,6 +5,7 @@ import {
   useChat,
   type ChatError,
   type DirectMessage,
+  type MembershipEvent,
   type PendingMessage,
   type RoomMessage,
   type RoomState,
@@ -17,11 +18,14 @@ import { ConnectionBanner } from './ConnectionStatus';
 import { DmHeader, RoomHeader } from './ConversationHeader';
 import { wsUrl } from './format';
 import { MembersPanel } from './MembersPanel';
+import { InvitePopover } from './InvitePopover';
 import { MessageList, type MessageActions } from './MessageList';
 import { useUnreadTitle, useWindowFocused } from './readTracking';
 import { SearchPanel } from './SearchPanel';
+import { RoomBrowser, type NewRoom } from './RoomBrowser';
 import {
   clearDrafts,
+  hasPrefs,
   loadDraft,
   loadPrefs,
   saveDraft,
@@ -62,6 +66,12 @@ function leaveUnsentQuestion(room: string, unsent: number): string {
   return `${what} #${room} ${unsent === 1 ? 'has' : 'have'} not been sent yet and will be discarded. Leave #${room} anyway?`;
 }
 
+/** What the user is told when someone else changed their memberships. */
+function membershipNotice(e: MembershipEvent): string {
+  if (e.kind === 'removed') return `You were removed from #${e.room} by its owner.`;
+  return e.by ? `${e.by.username} added you to #${e.room}.` : `You were added to #${e.room}.`;
+}
+
 function initialTarget(prefs: Prefs): Target | null {
   const a = prefs.active;
   if (a?.startsWith('r:') && prefs.rooms.includes(a.slice(2))) return { kind: 'room', room: a.slice(2) };
@@ -85,6 +95,8 @@ export function ChatScreen({
     const all = [...(initialOutbox ?? []), ...loadUnsent(session.userId)];
     return all.filter((m, i) => all.findIndex((o) => o.clientId === m.clientId) === i);
   }, [session.userId, initialOutbox]);
+  // A first visit on this device, by a user who is a member of no room, lands in #general.
+  const firstVisit = useMemo(() => !hasPrefs(session.userId), [session.userId]);
   const prefs = useMemo(() => {
     const p = loadPrefs(session.userId);
     // the rooms of messages still to send, also if they were not remembered
@@ -92,6 +104,9 @@ export function ChatScreen({
     return p;
   }, [session.userId, outboxAtStart]);
   const [active, setActive] = useState<Target | null>(() => initialTarget(prefs));
+  const [browsing, setBrowsing] = useState(false);
+  const [inviting, setInviting] = useState(false);
+  const [owned, setOwned] = useState<string[]>(() => prefs.owned);
   // Narrow screens: the sidebar is a drawer.
   const [navOpen, setNavOpen] = useState(false);
   // Narrow screens: who is online is a drawer too, opened from the conversation's header.
@@ -114,6 +129,7 @@ export function ChatScreen({
     setActive(t);
     setNavOpen(false);
     setMembersOpen(false);
+    setInviting(false);
   }, []);
   const { toasts, push, dismiss } = useToasts();
   const activeKey = active ? targetKey(active) : null;
@@ -122,7 +138,9 @@ export function ChatScreen({
     url: wsUrl(),
     getToken: async () => session.token,
     initialRooms: prefs.rooms,
+    defaultRooms: firstVisit ? ['general'] : [],
     initialOutbox: outboxAtStart,
+    onMembership: (e) => push({ title: membershipNotice(e), tone: 'info' }),
     onError: (e) => {
       if (e.code === 'unauthorized') return; // handled by signing out below
       push({ ...describe(e), tone: 'error' });
@@ -151,8 +169,9 @@ export function ChatScreen({
       rooms: roomNames ? roomNames.split('\n') : [],
       dms: dmPeers ? dmPeers.split('\n').map((s) => ({ userId: Number(s.split(':')[0]), username: s.slice(s.indexOf(':') + 1) })) : [],
       active: activeKey,
+      owned,
     });
-  }, [roomNames, dmPeers, session.userId, activeKey]);
+  }, [roomNames, dmPeers, session.userId, activeKey, owned]);
 
   // ...nor with a reload of the page.
   useEffect(() => saveUnsent(session.userId, chat.outbox), [session.userId, chat.outbox]);
@@ -167,9 +186,10 @@ export function ChatScreen({
   }, [chat.status, onSignedOut, session.userId]);
 
 
-  // The active room may disappear (left, or refused by the server): fall back to another one.
+  // The active room may disappear (left here or elsewhere, removed, refused by the server): fall
+  // back to another one. Nothing open yet (a first visit): the first room that comes.
   useEffect(() => {
-    if (active?.kind === 'room' && !chat.joined[active.room]) {
+    if (!active || (active.kind === 'room' && !chat.joined[active.room])) {
       const next = Object.keys(chat.joined)[0];
       setActive(next ? { kind: 'room', room: next } : null);
     }
@@ -185,13 +205,18 @@ export function ChatScreen({
   }, [chat.joined, chat.status, me]);
   const onlineIds = useMemo(() => new Set(online.map((u) => u.userId)), [online]);
 
-  const rooms = useMemo(() => {
-    const list = chat.rooms.map((r) => ({ ...r, joined: !!chat.joined[r.name] }));
-    for (const [name, r] of Object.entries(chat.joined)) {
-      if (!list.some((x) => x.name === name)) list.push({ name, description: '', online: onlineCount(r), joined: true });
-    }
-    return list.sort((a, b) => Number(b.joined) - Number(a.joined) || a.name.localeCompare(b.name));
-  }, [chat.rooms, chat.joined]);
+  // My rooms (the server's list of them follows me across devices); others are found in the room browser.
+  const rooms = useMemo(
+    () =>
+      Object.values(chat.joined)
+        .map((r) => {
+          const info = chat.rooms.find((x) => x.name === r.name);
+          return { ...info, name: r.name, online: info?.online ?? onlineCount(r), private: r.private };
+        })
+        .sort((a, b) => a.name.localeCompare(b.name)),
+    [chat.rooms, chat.joined],
+  );
+  const mine = useMemo(() => new Set(Object.keys(chat.joined)), [chat.joined]);
 
   // Latest conversation first, also before its messages are loaded (the server's list says).
   const dms = useMemo(
@@ -200,11 +225,12 @@ export function ChatScreen({
         .map((d) => ({
           userId: d.userId,
           username: chat.users[d.userId]?.username ?? d.username,
-          online: onlineIds.has(d.userId),
+          // seen in a room we share, else as the latest search said; else not known
+          online: onlineIds.has(d.userId) || chat.userOnline[d.userId] === true ? true : chat.userOnline[d.userId] === false ? false : null,
           latest: Math.max(d.listedLastId ?? 0, d.messages.at(-1)?.id ?? 0),
         }))
         .sort((a, b) => b.latest - a.latest || a.username.localeCompare(b.username)),
-    [chat.dms, chat.users, onlineIds],
+    [chat.dms, chat.users, chat.userOnline, onlineIds],
   );
 
   const join = useCallback(
@@ -213,6 +239,17 @@ export function ChatScreen({
     },
     [chat, select],
   );
+
+  const createRoom = useCallback(
+    (r: NewRoom) => {
+      if (!chat.createRoom(r.name, { private: r.private, description: r.description })) return;
+      setOwned((o) => (o.includes(r.name) ? o : [...o, r.name]));
+      setBrowsing(false);
+      select({ kind: 'room', room: r.name });
+    },
+    [chat, select],
+  );
+  const closeBrowser = useCallback(() => setBrowsing(false), []);
 
   const startDm = useCallback(
     (u: UserRef) => {
@@ -276,6 +313,8 @@ export function ChatScreen({
   // Editing, deleting (asked first), reacting; the message search and where it leads.
   const [editingId, setEditingId] = useState<number | null>(null);
   const [toDelete, setToDelete] = useState<RoomMessage | DirectMessage | null>(null);
+  // The owner removing someone from a room: asked first.
+  const [toRemove, setToRemove] = useState<{ room: string; user: UserRef } | null>(null);
   const [searchOpen, setSearchOpen] = useState(false);
   const [focus, setFocus] = useState<{ key: string; id: number; seq: number } | null>(null);
   useEffect(() => setEditingId(null), [activeKey]);
@@ -367,7 +406,13 @@ export function ChatScreen({
         status={chat.status}
         rooms={rooms}
         dms={dms}
-        online={online}
+        people={chat.people}
+        findUsers={chat.findUsers}
+        clearUsers={chat.clearUsers}
+        onBrowseRooms={() => {
+          setBrowsing(true);
+          setNavOpen(false);
+        }}
         active={active}
         unread={unread}
         mentions={mentions}
@@ -386,9 +431,28 @@ export function ChatScreen({
               onOpenNav={() => setNavOpen(true)}
               unread={totalUnread}
               members={members}
+              isPrivate={room.private}
+              inviting={inviting}
+              onInvite={() => setInviting((x) => !x)}
               onLeave={() => leaveRoom(room.name)}
               extra={searchButton}
             />
+            {inviting && (
+              <InvitePopover
+                room={room.name}
+                people={chat.people}
+                findUsers={chat.findUsers}
+                clearUsers={chat.clearUsers}
+                online={room.users}
+                meId={me.userId}
+                onInvite={(u) => {
+                  chat.invite(room.name, u.userId);
+                  setInviting(false);
+                  push({ title: `${u.username} was invited to #${room.name}.`, tone: 'info' });
+                }}
+                onClose={() => setInviting(false)}
+              />
+            )}
             {banner}
             <MessageList
               key={`r:${room.name}`}
@@ -428,7 +492,7 @@ export function ChatScreen({
             <DmHeader
               userId={dm.userId}
               username={chat.users[dm.userId]?.username ?? dm.username}
-              online={onlineIds.has(dm.userId)}
+              online={dms.find((d) => d.userId === dm.userId)?.online ?? null}
               onOpenNav={() => setNavOpen(true)}
               unread={totalUnread}
               members={members}
@@ -493,7 +557,43 @@ export function ChatScreen({
         meId={me.userId}
         open={membersOpen}
         onMessage={startDm}
+        onRemove={room && owned.includes(room.name) ? (user) => setToRemove({ room: room.name, user }) : undefined}
       />
+
+      {toRemove && (
+        <ConfirmDialog
+          title={`Remove ${toRemove.user.username} from #${toRemove.room}?`}
+          confirmLabel="Remove"
+          onCancel={() => setToRemove(null)}
+          onConfirm={() => {
+            chat.remove(toRemove.room, toRemove.user.userId);
+            setToRemove(null);
+          }}
+        >
+          <p className="muted">
+            <bdi>{toRemove.user.username}</bdi> will no longer see #{toRemove.room} nor what is written there.
+          </p>
+        </ConfirmDialog>
+      )}
+
+      {browsing && (
+        <RoomBrowser
+          rooms={chat.rooms}
+          mine={mine}
+          connected={connected}
+          onRefresh={chat.refreshRooms}
+          onOpen={(name) => {
+            setBrowsing(false);
+            select({ kind: 'room', room: name });
+          }}
+          onJoin={(name) => {
+            setBrowsing(false);
+            join(name);
+          }}
+          onCreate={createRoom}
+          onClose={closeBrowser}
+        />
+      )}
 
       {searchOpen && (
         <SearchPanel

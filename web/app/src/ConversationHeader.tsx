@@ -1,13 +1,17 @@
 import type { ReactNode, Ref } from 'react';
 import { Avatar } from './Avatar';
+import { LockIcon } from './LockIcon';
 
-/** The header of an open room: its name (cut with an ellipsis when long), who is online, Leave. */
+/** The header of an open room: its name (cut with an ellipsis when long), who is online, Invite, Leave. */
 export function RoomHeader({
   name,
   summary,
   onOpenNav,
   unread,
   members,
+  isPrivate,
+  inviting,
+  onInvite,
   onLeave,
   extra,
 }: {
@@ -17,6 +21,10 @@ export function RoomHeader({
   onOpenNav: () => void;
   unread: number;
   members: MembersToggle;
+  isPrivate: boolean;
+  /** the invite picker is open */
+  inviting: boolean;
+  onInvite: () => void;
   onLeave: () => void;
   /** more buttons (search) */
   extra?: ReactNode;
@@ -29,10 +37,30 @@ export function RoomHeader({
           <span className="hash">#</span>
           <span className="conv-name">{name}</span>
         </h1>
-        <p className="muted small conv-summary">{summary}</p>
+        <p className="muted small conv-summary">
+          {isPrivate && (
+            <span className="lock" title="Private room: members only" data-testid="private-room">
+              <LockIcon /> Private ·{' '}
+            </span>
+          )}
+          {summary}
+        </p>
       </div>
       {extra}
       <MembersButton {...members} />
+      <button
+        className="btn btn-ghost btn-sm conv-action invite-btn"
+        aria-label="Invite someone"
+        aria-expanded={inviting}
+        onClick={onInvite}
+        data-testid="invite-button"
+      >
+        <svg viewBox="0 0 24 24" width="16" height="16" aria-hidden="true" fill="none" stroke="currentColor" strokeWidth="2" strokeLinecap="round">
+          <circle cx="10" cy="8" r="3.5" />
+          <path d="M3.5 20c.6-3.6 3.2-5.5 6.5-5.5s5.9 1.9 6.5 5.5M19 8v6M16 11h6" />
+        </svg>
+        <span className="btn-label">Invite</span>
+      </button>
       <button className="btn btn-ghost btn-sm conv-action" onClick={onLeave} data-testid="leave-room">
         Leave
       </button>
@@ -41,8 +69,8 @@ export function RoomHeader({
 }
 
 /**
- * The header of a direct conversation. `online`: known online from a room we share; otherwise
- * nothing is said, as the protocol has no user-level presence (they may well be connected).
+ * The header of a direct conversation. `online`: known online from a room we share, or as the
+ * server's people search said (which also says offline); null: nothing is said (not known).
  */
 export function DmHeader({
   userId,
@@ -55,7 +83,7 @@ export function DmHeader({
 }: {
   userId: number;
   username: string;
-  online: boolean;
+  online: boolean | null;
   onOpenNav: () => void;
   unread: number;
   members: MembersToggle;
@@ -66,7 +94,7 @@ export function DmHeader({
     <header className="conv-head">
       <MenuButton onClick={onOpenNav} unread={unread} />
       <div className="conv-head-user conv-head-text">
-        <Avatar userId={userId} name={username} size={32} online={online || undefined} />
+        <Avatar userId={userId} name={username} size={32} online={online ?? undefined} />
         <div className="conv-head-text">
           <h1 data-testid="conv-title" title={username}>
             <span className="conv-name" dir="auto">
@@ -74,7 +102,7 @@ export function DmHeader({
             </span>
           </h1>
           <p className="muted small conv-summary" data-testid="dm-presence">
-            {online ? 'Online · direct message' : 'Direct message'}
+            {online === null ? 'Direct message' : online ? 'Online · direct message' : 'Offline · direct message'}
           </p>
         </div>
       </div>

@@ -15,6 +15,7 @@ export function MembersPanel({
   meId,
   open,
   onMessage,
+  onRemove,
 }: {
   title: string;
   users: UserRef[];
@@ -23,6 +24,8 @@ export function MembersPanel({
   meId: number;
   open: boolean;
   onMessage: (u: UserRef) => void;
+  /** the room's owner may remove its members (absent: not theirs to remove) */
+  onRemove?: (u: UserRef) => void;
 }) {
   const ref = useRef<HTMLElement>(null);
   useEffect(() => {
@@ -57,7 +60,7 @@ export function MembersPanel({
         ) : (
           <>
             {sorted.map((u) => (
-              <Member key={u.userId} user={u} isMe={u.userId === meId} onMessage={onMessage} />
+              <Member key={u.userId} user={u} isMe={u.userId === meId} onMessage={onMessage} onRemove={onRemove} />
             ))}
             {unlisted > 0 && (
               <li className="muted small member-more" data-testid="online-more">
@@ -72,9 +75,19 @@ export function MembersPanel({
   );
 }
 
-function Member({ user: u, isMe, onMessage }: { user: UserRef; isMe: boolean; onMessage: (u: UserRef) => void }) {
+function Member({
+  user: u,
+  isMe,
+  onMessage,
+  onRemove,
+}: {
+  user: UserRef;
+  isMe: boolean;
+  onMessage: (u: UserRef) => void;
+  onRemove?: (u: UserRef) => void;
+}) {
   return (
-    <li className="member" data-testid="online-user" data-user-id={u.userId} data-username={u.username}>
+    <li className="member" data-testid="online-user" data-user-id={u.userId} data-username={u.username} data-online="true">
       <Avatar userId={u.userId} name={u.username} size={28} online />
       <span className="member-name" title={u.username}>
         <bdi>{u.username}</bdi>
@@ -83,6 +96,17 @@ function Member({ user: u, isMe, onMessage }: { user: UserRef; isMe: boolean; on
       {!isMe && (
         <button className="btn btn-ghost btn-sm" onClick={() => onMessage(u)} data-testid="dm-button">
           Message
+        </button>
+      )}
+      {!isMe && onRemove && (
+        <button
+          className="icon-btn btn-remove"
+          onClick={() => onRemove(u)}
+          aria-label={`Remove ${u.username} from the room`}
+          title="Remove from the room"
+          data-testid="remove-member"
+        >
+          ×
         </button>
       )}
     </li>

@@ -1,7 +1,18 @@
 import { useState, type FormEvent } from 'react';
-import { dmKey, isValidRoomName, roomKey, type ConnectionStatus, type ConversationKey, type RoomInfo, type UserRef } from '@chat/use-chat';
+import {
+  dmKey,
+  isValidRoomName,
+  roomKey,
+  type ChatState,
+  type ConnectionStatus,
+  type ConversationKey,
+  type RoomInfo,
+  type UserRef,
+} from '@chat/use-chat';
 import { Avatar } from './Avatar';
 import { ConnectionPill } from './ConnectionStatus';
+import { LockIcon } from './LockIcon';
+import { PeoplePicker } from './PeoplePicker';
 
 export type Target = { kind: 'room'; room: string } | { kind: 'dm'; userId: number };
 
@@ -11,10 +22,15 @@ export const targetKey = (t: Target): ConversationKey => (t.kind === 'room' ? ro
 interface Props {
   me: UserRef;
   status: ConnectionStatus;
-  rooms: Array<RoomInfo & { joined: boolean }>;
-  /** `online`: known to be online (seen in a room I am in); else unknown, as the protocol has no user-level presence */
-  dms: Array<UserRef & { online: boolean }>;
-  online: UserRef[];
+  /** my rooms (the others are found in the room browser) */
+  rooms: RoomInfo[];
+  /** `online`: seen in a room I am in, or as the latest search said; null: not known */
+  dms: Array<UserRef & { online: boolean | null }>;
+  /** the people search, for a new conversation */
+  people: ChatState['people'];
+  findUsers: (query: string) => void;
+  clearUsers: () => void;
+  onBrowseRooms: () => void;
   active: Target | null;
   unread: Record<string, number>;
   /** unread mentions of me, by conversation key */
@@ -44,7 +60,7 @@ export function Sidebar(p: Props) {
   }
 
   const isActive = (t: Target) => p.active !== null && targetKey(p.active) === targetKey(t);
-  const others = p.online.filter((u) => u.userId !== p.me.userId);
+  const notMe = new Set([p.me.userId]);
 
   return (
     <aside className="sidebar">
@@ -66,15 +82,15 @@ export function Sidebar(p: Props) {
               return (
                 <li key={r.name}>
                   <button
-                    className={`nav-item ${isActive(t) ? 'is-active' : ''} ${r.joined ? '' : 'is-unjoined'} ${n ? 'has-unread' : ''}`}
-                    onClick={() => (r.joined ? p.onSelect(t) : p.onJoin(r.name))}
-                    title={r.joined ? r.description || r.name : `Join #${r.name}`}
+                    className={`nav-item ${isActive(t) ? 'is-active' : ''} ${n ? 'has-unread' : ''}`}
+                    onClick={() => p.onSelect(t)}
+                    title={r.description || r.name}
                     data-testid="room-item"
                     data-room={r.name}
-                    data-joined={r.joined}
+                    data-private={!!r.private}
                   >
                     <span className="hash" aria-hidden="true">
-                      #
+                      {r.private ? <LockIcon /> : '#'}
                     </span>
                     <span className="nav-label">{r.name}</span>
                     <UnreadBadges unread={n} mentions={p.mentions[targetKey(t)] ?? 0} testId="room-unread" />
@@ -100,6 +116,9 @@ export function Sidebar(p: Props) {
             </button>
           </form>
           {roomError && <p className="field-error">{roomError}</p>}
+          <button className="btn btn-ghost btn-sm browse-btn" onClick={p.onBrowseRooms} data-testid="browse-rooms">
+            Browse or create rooms…
+          </button>
         </section>
 
         <section>
@@ -117,25 +136,18 @@ export function Sidebar(p: Props) {
           </h2>
           {picking && (
             <div className="picker" data-testid="dm-picker">
-              {others.length === 0 ? (
-                <p className="muted small">Nobody else is online in your rooms right now.</p>
-              ) : (
-                others.map((u) => (
-                  <button
-                    key={u.userId}
-                    className="picker-item"
-                    onClick={() => {
-                      setPicking(false);
-                      p.onStartDm(u);
-                    }}
-                  >
-                    <Avatar userId={u.userId} name={u.username} size={22} online />
-                    <span className="nav-label" dir="auto">
-                      {u.username}
-                    </span>
-                  </button>
-                ))
-              )}
+              <PeoplePicker
+                people={p.people}
+                findUsers={p.findUsers}
+                clearUsers={p.clearUsers}
+                exclude={notMe}
+                label="Find someone to write to"
+                testId="dm-people"
+                onPick={(u) => {
+                  setPicking(false);
+                  p.onStartDm(u);
+                }}
+              />
             </div>
           )}
           <ul className="nav-list">
@@ -150,9 +162,10 @@ export function Sidebar(p: Props) {
                     data-testid="dm-item"
                     data-user-id={u.userId}
                     data-username={u.username}
+                    data-online={u.online ?? 'unknown'}
                   >
-                    {/* no dot when not known online: "offline" could be wrong */}
-                    <Avatar userId={u.userId} name={u.username} size={20} online={u.online || undefined} />
+                    {/* no dot while not known: "offline" could be wrong */}
+                    <Avatar userId={u.userId} name={u.username} size={20} online={u.online ?? undefined} />
                     <span className="nav-label" dir="auto" title={u.username}>
                       {u.username}
                     </span>
@@ -161,7 +174,7 @@ export function Sidebar(p: Props) {
                 </li>
               );
             })}
-            {p.dms.length === 0 && <li className="muted small empty-hint">Start one from the online list.</li>}
+            {p.dms.length === 0 && <li className="muted small empty-hint">Start one with “+”.</li>}
           </ul>
         </section>
       </nav>

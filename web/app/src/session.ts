@@ -63,9 +63,22 @@ export interface Prefs {
   dms: Array<{ userId: number; username: string }>;
   /** the conversation open last: `r:<room>` or `d:<userId>` */
   active: string | null;
+  /** the rooms created on this device (their owner may remove members; the server says no one else may) */
+  owned: string[];
 }
 
-/** Per-user preferences kept across reloads: joined rooms, DM peers, the open conversation. */
+const strings = (v: unknown): string[] => (Array.isArray(v) ? v.filter((x: unknown): x is string => typeof x === 'string') : []);
+
+/** Whether this device remembers anything of the user: not their first visit here. */
+export function hasPrefs(userId: number): boolean {
+  try {
+    return localStorage.getItem(`chat.prefs.${userId}`) !== null;
+  } catch {
+    return false;
+  }
+}
+
+/** Per-user preferences kept across reloads: joined rooms, DM peers, the open conversation, the rooms created here. */
 export function loadPrefs(userId: number): Prefs {
   try {
     const raw = localStorage.getItem(`chat.prefs.${userId}`);
@@ -75,12 +88,13 @@ export function loadPrefs(userId: number): Prefs {
         rooms: Array.isArray(p.rooms) ? p.rooms.filter((r: unknown) => typeof r === 'string') : ['general'],
         dms: Array.isArray(p.dms) ? p.dms.filter((d: { userId?: unknown }) => typeof d?.userId === 'number') : [],
         active: typeof p.active === 'string' ? p.active : null,
+        owned: strings(p.owned),
       };
     }
   } catch {
     /* ignore */
   }
-  return { rooms: ['general'], dms: [], active: null };
+  return { rooms: [], dms: [], active: null, owned: [] };
 }
 
 export function savePrefs(userId: number, prefs: Prefs): void {

@@ -16,6 +16,7 @@
 import { backAtNewest, conversationOf, dmKey, parseKey, roomKey, unseen, withConversation, withDm } from './conversation';
 import { Connection } from './connection';
 import { DmTyping } from './dmTyping';
+import { Directory } from './directory';
 import {
   reduceDmTyping,
   reduceMessageDeleted,
@@ -27,7 +28,7 @@ import {
 } from './eventReducers';
 import { lastId } from './messageLists';
 import { reduceConversationReads, reduceRead, reduceWelcomeReads, readWouldMove, withArrivals, withReadLocally } from './readState';
-import { Membership } from './membership';
+import { Membership, type CreateRoomOptions } from './membership';
 import { History } from './history';
 import { resolveOptions, type ResolvedOptions } from './options';
 import { Outbox, startingOutbox } from './outbox';
@@ -43,6 +44,7 @@ import {
   type RoomMessage,
   type ServerFrame,
   type UserId,
+  type WelcomeFrame,
 } from './protocol';
 import {
   peerOf,
@@ -93,6 +95,11 @@ export const CHAT_ACTIONS = [
   'searchMessages',
   'clearSearch',
   'refreshRooms',
+  'createRoom',
+  'invite',
+  'remove',
+  'findUsers',
+  'clearUsers',
   'retry',
   'discard',
   'dismissError',
@@ -122,6 +129,7 @@ export class ChatClient {
   private readonly outbox: Outbox;
   private readonly history: History;
   private readonly membership: Membership;
+  private readonly directory: Directory;
   private readonly dmTyping: DmTyping;
   /** conversations whose reader is away from the newest messages: nothing is dropped from them (`maxMessages`) */
   private readonly readingBack = new Set<ConversationKey>();
@@ -134,7 +142,7 @@ export class ChatClient {
     const dms: Record<number, DmState> = {};
     for (const p of outbox) if (p.kind === 'dm' && !dms[p.to!]) dms[p.to!] = newDm(p.to!, `user ${p.to}`);
     this.store = new Store(
-      { status: 'idle', me: null, attempt: 0, nextRetryAt: null, lastCloseCode: null, rooms: [], joined, dms, users: {}, outbox, errors: [], reads: {}, search: null },
+      { status: 'idle', me: null, attempt: 0, nextRetryAt: null, lastCloseCode: null, rooms: [], joined, dms, users: {}, userOnline: {}, people: null, outbox, errors: [], reads: {}, search: null },
       opts,
     );
     this.retries = new Retries(opts.now);
@@ -165,6 +173,12 @@ export class ChatClient {
     this.leave = this.membership.leave;
     this.typing = this.membership.typing;
     this.refreshRooms = this.membership.refreshRooms;
+    this.createRoom = this.membership.createRoom;
+    this.invite = this.membership.invite;
+    this.remove = this.membership.remove;
+    this.directory = new Directory(this.store, this.queue);
+    this.findUsers = this.directory.findUsers;
+    this.clearUsers = this.directory.clearUsers;
   }
 
   // ----- store and lifecycle --------------------------------------------------
@@ -197,6 +211,16 @@ export class ChatClient {
   readonly typing: (room: string) => void;
   /** Asks for the rooms list now (skipped when over the send budget); the periodic refresh starts over. */
   readonly refreshRooms: () => void;
+  /** Creates a room owned by me, public or private; false if the name is invalid or mine already. */
+  readonly createRoom: (room: string, options?: CreateRoomOptions) => boolean;
+  /** Makes a user a member of a room of mine. */
+  readonly invite: (room: string, userId: UserId) => void;
+  /** Ends a user's membership of a room I own. */
+  readonly remove: (room: string, userId: UserId) => void;
+  /** Searches people by the start of their name (`people`), online ones first, offline ones too. */
+  readonly findUsers: (query: string) => void;
+  /** Forgets the search. */
+  readonly clearUsers: () => void;
   /** Tells user `to` I am typing to them (protocol: `typing` with `to`); throttled like `typing`. */
   readonly typingTo: (to: UserId) => void;
 
@@ -309,10 +333,11 @@ export class ChatClient {
       case 'welcome':
         this.conn.welcomed();
         this.queue.fill();
-        this.membership.onWelcome();
         this.history.onWelcome();
         this.store.update((s) => reduceWelcomeReads(reduceWelcome(s, frame), frame));
-        this.resync();
+        this.membership.onWelcome(frame);
+        this.directory.onWelcome();
+        this.resync(frame);
         return;
       case 'message': {
         const key = roomKey(frame.data.room);
@@ -328,6 +353,8 @@ export class ChatClient {
         this.store.update((s) => (frame.type === 'dm' ? reduceDm(s, frame, this.env()) : reduceDmSent(s, frame, this.env())));
         this.store.update((s) => withDmTypingEnded(withArrivals(s, dmKey(peer), [m]), m.fromUser));
         this.announce(dmKey(peer), state.dms[peer], [m]);
+        // Written from my other device to someone this one never saw: the list has their name.
+        if (!state.users[peer]) this.history.requestConversations();
         return;
       }
       case 'room_history':
@@ -356,14 +383,27 @@ export class ChatClient {
         this.store.update((s) => reduceSearch(s, frame));
         return;
       case 'join_ack':
+        if (!this.membership.acceptsJoinAck(frame)) return;
         this.store.update((s) => reduceJoinAck(s, frame));
+        this.membership.joinAcked(frame.room, !!state.joined[frame.room]);
         return;
       case 'left': {
-        const next = reduceLeft(state, frame);
-        if (next.rooms !== state.rooms) this.membership.onUncounted();
+        this.membership.onLeft(frame);
+        const before = this.state;
+        const next = reduceLeft(before, frame);
+        if (next.rooms !== before.rooms) this.membership.onUncounted();
         this.store.replace(next);
         return;
       }
+      case 'invited':
+        this.membership.onInvited(frame);
+        return;
+      case 'my_rooms':
+        this.membership.onMyRooms(frame);
+        return;
+      case 'users':
+        this.directory.onUsers(frame);
+        return;
       case 'presence':
         this.store.update((s) => reducePresence(s, frame));
         return;
@@ -415,8 +455,16 @@ export class ChatClient {
         break;
       case 'join':
       case 'join_room':
+      case 'create_room':
         this.membership.joinRefused(code, about.room);
         break;
+      case 'users':
+        this.directory.refused();
+        break;
+      case 'my_rooms':
+        // Nothing the user asked for: the rooms stay as they are, and the list is asked for again.
+        this.membership.myRoomsRefused(code);
+        return;
       case 'room_history':
         if (about.room !== undefined) this.history.refused(roomKey(about.room), code);
         break;
@@ -432,13 +480,15 @@ export class ChatClient {
   // ----- connection events and housekeeping -----------------------------------
 
   /** After `welcome`: bring the server up to date with what this client is and had. */
-  private resync(): void {
+  private resync(welcome: WelcomeFrame): void {
     this.membership.rejoinAll();
     for (const dm of Object.values(this.state.dms)) this.history.loadIfOpened(dm);
     this.refreshRooms();
     // Names the conversations with news (caught up then) and those this client does not know yet
     // (new device, reloaded page). Without it (older servers) every loaded conversation catches up.
-    this.history.requestConversations();
+    const listed = welcome.data.conversations;
+    if (listed) this.history.onConversations({ type: 'conversations', data: listed });
+    else this.history.requestConversations();
     // Same clientId as before: the server answers with the stored message instead of storing it twice.
     this.outbox.pump();
   }
@@ -449,6 +499,7 @@ export class ChatClient {
     this.history.reset();
     this.retries.clear();
     this.membership.reset();
+    this.directory.reset();
     this.dmTyping.reset();
     this.store.update(reduceDisconnected);
   }
@@ -462,6 +513,7 @@ export class ChatClient {
     this.membership.refreshIfDue(now);
     for (const key of this.retries.takeDue(now)) {
       if (key === 'conversations') this.history.requestConversations();
+      else if (key === 'my_rooms') this.membership.confirmRooms();
       else if (key.startsWith('history:')) this.history.resume(key.slice('history:'.length) as ConversationKey);
       else this.membership.rejoin(key.slice('join:'.length));
     }

@@ -1,6 +1,7 @@
 export { useChat, type UseChatOptions, type UseChatResult } from './useChat';
 export { ChatClient, CHAT_ACTIONS, isRetryable, jwtExpiresAt, CLOSE_CLIENT_TIMEOUT, CLOSE_UNAUTHORIZED, type ChatActions } from './client';
 export { dmKey, keyOfPending, parseKey, roomKey, type ConversationRef } from './conversation';
+export type { CreateRoomOptions } from './membership';
 export { loadUnsent, saveUnsent, type UnsentStorage } from './outbox';
 export type {
   ChatClientOptions,
@@ -11,6 +12,7 @@ export type {
   ConversationKey,
   ConversationState,
   DmState,
+  MembershipEvent,
   PendingMessage,
   ReadMark,
   SearchState,

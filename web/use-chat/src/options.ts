@@ -6,7 +6,7 @@ import { HISTORY_PAGE_MAX } from './protocol';
 import type { ChatClientOptions } from './state';
 
 /** Options whose default is "none". */
-type Optional = 'initialRooms' | 'initialOutbox' | 'WebSocket' | 'backoff' | 'onError' | 'onMessage' | 'onDm';
+type Optional = 'initialRooms' | 'initialOutbox' | 'WebSocket' | 'backoff' | 'onError' | 'onMessage' | 'onDm' | 'onMembership';
 
 export type ResolvedOptions = Required<Omit<ChatClientOptions, Optional>> & Pick<ChatClientOptions, Optional>;
 
@@ -57,6 +57,7 @@ export function resolveOptions(options: ChatClientOptions): ResolvedOptions {
     goingAwayMaxMs: 3_000,
     roomsRefreshMs: 30_000,
     roomsRefreshJitter: 0.5,
+    defaultRooms: [],
     historyTimeoutMs: 15_000,
     tickMs: 1_000,
     maxErrors: 5,

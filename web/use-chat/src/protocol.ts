@@ -1,5 +1,5 @@
 /**
- * Typed frames of the chat wire protocol v1 (shared/PROTOCOL.md).
+ * Typed frames of the chat wire protocol (docs/protocol.md; v2 where the server serves it).
  *
  * Every frame is one JSON object with a `type`. The unions below cover the whole protocol;
  * unknown `type`s and unknown fields coming from the server must be ignored by clients
@@ -67,6 +67,27 @@ export interface RoomInfo {
   name: string;
   description?: string | null;
   online: number;
+  /** how many members the room has (servers with stored membership) */
+  members?: number;
+  /** a private room (listed only to its members) */
+  private?: boolean;
+  /** whether the caller is a member */
+  member?: boolean;
+}
+
+/** One room of `welcome.rooms` / `my_rooms`: a room the user is a member of. */
+export interface MemberRoom {
+  room: string;
+  private: boolean;
+  /** the room's newest message id as the connection stands (0: none) */
+  lastId: MessageId;
+  /** its read state (§9); absent from older servers */
+  read?: ReadCounts;
+}
+
+/** One answer of a `users` search: a user, and whether they are connected anywhere. */
+export interface UserInfo extends UserRef {
+  online: boolean;
 }
 
 export type ErrorCode =
@@ -143,7 +164,44 @@ export interface ConversationsRequestFrame {
   type: 'conversations';
 }
 
+/** Creates a room owned by the caller (PROTOCOL.md §8); answered by `join_ack`. */
+export interface CreateRoomFrame {
+  type: 'create_room';
+  room: string;
+  private?: boolean;
+  description?: string;
+}
+/** Makes a user a member of a room of mine (§8); no answer on success. */
+export interface InviteFrame {
+  type: 'invite';
+  room: string;
+  userId: UserId;
+}
+/** Ends a user's membership of a room I own (§8); no answer on success. */
+export interface RemoveFrame {
+  type: 'remove';
+  room: string;
+  userId: UserId;
+}
+/** The rooms I am a member of, past the 200 `welcome` lists. */
+export interface MyRoomsRequestFrame {
+  type: 'my_rooms';
+  limit?: number;
+  offset?: number;
+}
+/** Users whose name starts with `query`, the online ones first. */
+export interface UsersRequestFrame {
+  type: 'users';
+  query?: string;
+  limit?: number;
+}
+
 export type ClientFrame =
+  | CreateRoomFrame
+  | InviteFrame
+  | RemoveFrame
+  | MyRoomsRequestFrame
+  | UsersRequestFrame
   | AuthFrame
   | JoinFrame
   | LeaveFrame
@@ -163,7 +221,8 @@ export type ClientFrame =
 
 export interface WelcomeFrame {
   type: 'welcome';
-  data: { userId: UserId; username: string; serverTime: string };
+  /** `rooms` and `conversations`: servers with stored membership (absent on older ones) */
+  data: { userId: UserId; username: string; serverTime: string; rooms?: MemberRoom[]; conversations?: ConversationInfo[] };
 }
 export interface MessageFrame {
   type: 'message';
@@ -216,11 +275,27 @@ export interface JoinAckFrame {
   type: 'join_ack';
   room: string;
   /** `online` (extension): how many users are online in the room; `users` may list fewer of them */
-  data: { room: string; status: 'ok'; users: UserRef[]; online?: number };
+  data: { room: string; status: 'ok'; users: UserRef[]; online?: number; members?: number };
 }
 export interface LeftFrame {
   type: 'left';
   room: string;
+  /** "removed": the room's owner ended the membership (absent: the user left) */
+  reason?: string;
+}
+/** I was made a member of a room by another member (§8); its `join_ack` follows. */
+export interface InvitedFrame {
+  type: 'invited';
+  room: string;
+  data: { room: string; private: boolean; description: string; by: UserRef | null };
+}
+export interface MyRoomsFrame {
+  type: 'my_rooms';
+  data: MemberRoom[];
+}
+export interface UsersFrame {
+  type: 'users';
+  data: UserInfo[];
 }
 export interface PresenceFrame {
   type: 'presence';
@@ -260,6 +335,9 @@ export type ServerFrame =
   | RoomsFrame
   | PongFrame
   | ConversationsFrame
+  | InvitedFrame
+  | MyRoomsFrame
+  | UsersFrame
   | DmTypingEventFrame
   | EventServerFrame;
 
@@ -280,6 +358,9 @@ const SERVER_TYPES: ReadonlySet<string> = new Set<ServerFrameType>([
   'rooms',
   'pong',
   'conversations',
+  'invited',
+  'my_rooms',
+  'users',
 ]);
 
 // ---------------------------------------------------------------------------
@@ -372,6 +453,44 @@ function parseConversation(v: unknown): ConversationInfo | null {
   };
 }
 
+function parseMemberRoom(v: unknown): MemberRoom | null {
+  if (!isObject(v) || typeof v.room !== 'string') return null;
+  const read = readCountsOf(v);
+  return { room: v.room, private: v.private === true, lastId: typeof v.lastId === 'number' ? v.lastId : 0, ...(read ? { read } : {}) };
+}
+
+function parseMemberRooms(v: unknown): MemberRoom[] {
+  return Array.isArray(v) ? v.map(parseMemberRoom).filter((r): r is MemberRoom => r !== null) : [];
+}
+
+function parseUserInfo(v: unknown): UserInfo | null {
+  if (!isObject(v) || typeof v.userId !== 'number') return null;
+  const username = typeof v.username === 'string' && v.username ? v.username : `user ${v.userId}`;
+  return { userId: v.userId, username, online: v.online === true };
+}
+
+function parseWelcome(v: Record<string, unknown>, d: Record<string, unknown>): WelcomeFrame {
+  const data: WelcomeFrame['data'] = {
+    userId: d.userId as number,
+    username: typeof d.username === 'string' ? d.username : `user ${d.userId}`,
+    serverTime: typeof d.serverTime === 'string' ? d.serverTime : '',
+  };
+  if (Array.isArray(d.rooms)) data.rooms = parseMemberRooms(d.rooms);
+  if (Array.isArray(d.conversations)) {
+    data.conversations = d.conversations.map(parseConversation).filter((c): c is ConversationInfo => c !== null);
+  }
+  return { ...(v as unknown as WelcomeFrame), data };
+}
+
+function parseInvited(v: Record<string, unknown>): InvitedFrame | null {
+  const d: Record<string, unknown> = isObject(v.data) ? v.data : {};
+  const room = typeof v.room === 'string' ? v.room : typeof d.room === 'string' ? d.room : null;
+  if (room === null) return null;
+  const by = isObject(d.by) && typeof d.by.userId === 'number' && typeof d.by.username === 'string' ? { userId: d.by.userId, username: d.by.username } : null;
+  const description = typeof d.description === 'string' ? d.description : '';
+  return { type: 'invited', room, data: { room, private: d.private === true, description, by } };
+}
+
 /**
  * Parses one text frame. Returns null for anything that is not a well-formed frame of a known
  * type (unknown types are ignored, as the protocol asks of clients).
@@ -389,7 +508,7 @@ export function parseServerFrame(text: string): ServerFrame | null {
   const d = v.data;
   switch (v.type as ServerFrameType) {
     case 'welcome':
-      return isObject(d) && typeof d.userId === 'number' ? (v as unknown as WelcomeFrame) : null;
+      return isObject(d) && typeof d.userId === 'number' ? parseWelcome(v, d) : null;
     case 'message':
       return isRoomMessage(d) ? (v as unknown as MessageFrame) : null;
     case 'dm':
@@ -422,6 +541,7 @@ export function parseServerFrame(text: string): ServerFrame | null {
       if (room === null) return null;
       const users = isObject(d) && Array.isArray(d.users) ? (d.users as unknown[]) : [];
       const online = isObject(d) && typeof d.online === 'number' && d.online >= 0 ? { online: d.online } : {};
+      const members = isObject(d) && typeof d.members === 'number' && d.members >= 0 ? { members: d.members } : {};
       return {
         type: 'join_ack',
         room,
@@ -432,11 +552,19 @@ export function parseServerFrame(text: string): ServerFrame | null {
             (u): u is UserRef => isObject(u) && typeof u.userId === 'number' && typeof u.username === 'string',
           ),
           ...online,
+          ...members,
         },
       };
     }
     case 'left':
-      return typeof v.room === 'string' ? (v as unknown as LeftFrame) : null;
+      if (typeof v.room !== 'string') return null;
+      return typeof v.reason === 'string' ? { type: 'left', room: v.room, reason: v.reason } : { type: 'left', room: v.room };
+    case 'invited':
+      return parseInvited(v);
+    case 'my_rooms':
+      return Array.isArray(d) ? { type: 'my_rooms', data: parseMemberRooms(d) } : null;
+    case 'users':
+      return Array.isArray(d) ? { type: 'users', data: d.map(parseUserInfo).filter((u): u is UserInfo => u !== null) } : null;
     case 'presence':
       return typeof v.room === 'string' &&
         isObject(d) &&

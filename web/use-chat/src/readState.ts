@@ -9,7 +9,7 @@
 import { conversationOf, dmKey, roomKey } from './conversation';
 import { lastId } from './messageLists';
 import { mentionsUser } from './mentions';
-import { readCountsOf, type ConversationsFrame, type DirectMessage, type MessageId, type ReadCounts, type ReadEventFrame, type RoomMessage, type WelcomeFrame } from './protocol';
+import type { ConversationsFrame, DirectMessage, MessageId, ReadCounts, ReadEventFrame, RoomMessage, WelcomeFrame } from './protocol';
 import type { ChatState, ConversationKey, ReadMark } from './state';
 
 function withMark(state: ChatState, key: ConversationKey, mark: ReadMark): ChatState {
@@ -34,16 +34,9 @@ function newestLoaded(state: ChatState, key: ConversationKey): MessageId {
 
 /** `welcome`: the read state of each of my rooms and conversations, counted up to their `lastId`. */
 export function reduceWelcomeReads(state: ChatState, frame: WelcomeFrame): ChatState {
-  const data = frame.data as unknown as { rooms?: unknown; conversations?: unknown };
   let s = state;
-  for (const r of Array.isArray(data.rooms) ? data.rooms : []) {
-    const counts = readCountsOf(r);
-    if (counts && typeof r.room === 'string') s = withServerCounts(s, roomKey(r.room), counts, typeof r.lastId === 'number' ? r.lastId : 0);
-  }
-  for (const c of Array.isArray(data.conversations) ? data.conversations : []) {
-    const counts = readCountsOf(c);
-    if (counts && typeof c.userId === 'number') s = withServerCounts(s, dmKey(c.userId), counts, typeof c.lastId === 'number' ? c.lastId : 0);
-  }
+  for (const r of frame.data.rooms ?? []) if (r.read) s = withServerCounts(s, roomKey(r.room), r.read, r.lastId);
+  for (const c of frame.data.conversations ?? []) if (c.read) s = withServerCounts(s, dmKey(c.userId), c.read, c.lastId ?? 0);
   return s;
 }
 

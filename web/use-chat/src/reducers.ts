@@ -26,7 +26,7 @@ import type {
   UserRef,
   WelcomeFrame,
 } from './protocol';
-import { dedupeUsers, newDm, onlineAfter, withListedUsers, withOnlineCounts, withRoomOnline } from './rooms';
+import { dedupeUsers, newDm, newRoom, onlineAfter, withListedUsers, withOnlineCounts, withPrivacy, withRoomOnline } from './rooms';
 import type { ChatState, ConversationKey, DmState, RoomState } from './state';
 
 /** What the reducers need to know besides the snapshot. */
@@ -180,14 +180,24 @@ export function reduceDmHistory(state: ChatState, frame: DmHistoryFrame, env: Re
   });
 }
 
-/** `join_ack`: a room joined, with who is online there; the rooms list counts it as the server just did. */
+/**
+ * `join_ack`: a room joined, with who is online there; the rooms list counts it as the server just
+ * did. A room not listed yet is added: my membership began on another device of mine (a join, a
+ * room created there), or by an invitation.
+ */
 export function reduceJoinAck(state: ChatState, frame: JoinAckFrame): ChatState {
   const s = withUsers(state, frame.data.users);
   const users = dedupeUsers(frame.data.users);
   const online = frame.data.online === undefined ? null : Math.max(users.length, frame.data.online);
-  const next = withRoom(s, frame.room, (r) => ({ ...r, status: 'joined', users, online }));
-  if (!next.joined[frame.room]) return next;
-  return { ...next, rooms: withRoomOnline(next.rooms, frame.room, online ?? users.length, true) };
+  const members = frame.data.members ?? null;
+  const had = s.joined[frame.room] ?? newRoom(frame.room);
+  const next = { ...s, joined: { ...s.joined, [frame.room]: { ...had, status: 'joined' as const, users, online, members } } };
+  const rooms = withRoomOnline(next.rooms, frame.room, online ?? users.length, true);
+  const i = rooms.findIndex((r) => r.name === frame.room);
+  if (i < 0 || (rooms[i].member !== false && members === null)) return { ...next, rooms };
+  const patched = rooms.slice();
+  patched[i] = { ...rooms[i], member: true, ...(members === null ? {} : { members }) };
+  return { ...next, rooms: patched };
 }
 
 /**
@@ -245,10 +255,10 @@ export function reduceTyping(state: ChatState, frame: TypingEventFrame): ChatSta
   );
 }
 
-/** `rooms`: the rooms list; joined rooms take its online counts, and it counts at least the users they list. */
+/** `rooms`: the rooms list; joined rooms take its online counts and whether they are private, and it counts at least the users they list. */
 export function reduceRooms(state: ChatState, frame: RoomsFrame): ChatState {
   const rooms = frame.data.filter((r) => r && typeof r.name === 'string');
-  const joined = withOnlineCounts(state.joined, rooms);
+  const joined = withPrivacy(withOnlineCounts(state.joined, rooms), rooms);
   return { ...state, rooms: withListedUsers(rooms, joined), joined };
 }
 

@@ -6,7 +6,7 @@ import type { ConversationKey } from './state';
 import type { ErrorCode } from './protocol';
 
 /** A room's join, a conversation's latest page or catch-up, the conversations list. */
-export type RetryKey = `join:${string}` | `history:${ConversationKey}` | 'conversations';
+export type RetryKey = `join:${string}` | `history:${ConversationKey}` | 'conversations' | 'my_rooms';
 
 /** Error codes that may not repeat if the same request is sent again later (busy server or database). */
 export const PASSING_CODES: ReadonlySet<string> = new Set(['rate_limited', 'unavailable', 'internal']);

@@ -56,10 +56,22 @@ export function withOnlineCounts(joined: Record<string, RoomState>, rooms: RoomI
   return next;
 }
 
+/** Joined rooms marked private or not as the rooms list says (a room joined on another device is listed before it is known). */
+export function withPrivacy(joined: Record<string, RoomState>, rooms: RoomInfo[]): Record<string, RoomState> {
+  let next = joined;
+  for (const info of rooms) {
+    const r = next[info.name];
+    if (r && typeof info.private === 'boolean' && info.private !== r.private) next = { ...next, [info.name]: { ...r, private: info.private } };
+  }
+  return next;
+}
+
 /** The state of a room just asked to join: nothing loaded yet. */
-export function newRoom(name: string): RoomState {
+export function newRoom(name: string, isPrivate = false): RoomState {
   return {
     name,
+    private: isPrivate,
+    members: null,
     status: 'joining',
     messages: [],
     users: [],

@@ -4,7 +4,7 @@
  * Types only: the client and its reducers (reducers.ts) build and replace these objects, never change them.
  */
 import type { BackoffOptions } from './backoff';
-import type { DirectMessage, ErrorAbout, ErrorCode, MessageId, ReadCounts, RoomInfo, RoomMessage, UserId, UserRef } from './protocol';
+import type { DirectMessage, ErrorAbout, ErrorCode, MessageId, ReadCounts, RoomInfo, RoomMessage, UserId, UserInfo, UserRef } from './protocol';
 
 export type ConnectionStatus =
   /** not started yet */
@@ -53,6 +53,10 @@ export interface RoomState extends ConversationState<RoomMessage> {
   online: number | null;
   /** others typing right now (entries expire after `typingTtlMs`) */
   typing: UserRef[];
+  /** a private room: it exists for its members only, who join it by invitation */
+  private: boolean;
+  /** how many members the room has (`join_ack.data.members`); null: not told */
+  members: number | null;
 }
 
 export interface DmState extends ConversationState<DirectMessage> {
@@ -129,12 +133,20 @@ export interface ChatState {
    * missing from the list) and `left`.
    */
   rooms: RoomInfo[];
-  /** rooms this client is in (or joining), by name */
+  /**
+   * The rooms I am a member of (or joining), by name. With a server that stores membership
+   * (`welcome.rooms`) it follows the user's other devices: a room joined, left, created or
+   * invited to there is added or dropped here too.
+   */
   joined: Record<string, RoomState>;
   /** DM conversations, by the other user's id */
   dms: Record<number, DmState>;
   /** every user seen so far (presence, join_ack, messages) */
   users: Record<number, UserRef>;
+  /** whether a user is connected anywhere, as the latest `users` answer naming them said */
+  userOnline: Record<number, boolean>;
+  /** the latest `findUsers` search: its query and its answer (null while it is on its way) */
+  people: { query: string; results: UserInfo[] | null } | null;
   /** frames sent but not yet acknowledged by the server, in sending order */
   outbox: PendingMessage[];
   /** latest errors, oldest first (at most `maxErrors`) */
@@ -144,6 +156,9 @@ export interface ChatState {
   /** the latest search, null when there is none */
   search: SearchState | null;
 }
+
+/** A change of my memberships someone else made. */
+export type MembershipEvent = { kind: 'invited'; room: string; by: UserRef | null } | { kind: 'removed'; room: string };
 
 export interface WebSocketLike {
   readonly readyState: number;
@@ -176,8 +191,14 @@ export interface ChatClientOptions {
   url: string;
   /** returns the JWT; called before every connection attempt. null/undefined = no credentials: stop. */
   getToken: (ctx: TokenContext) => Promise<string | null | undefined> | string | null | undefined;
-  /** rooms to join when the client starts */
+  /**
+   * Rooms to join when the client starts. A server that stores membership lists my rooms in
+   * `welcome`: then these are kept only if I am a member of them (they were remembered from an
+   * earlier visit; left elsewhere since, they go).
+   */
   initialRooms?: string[];
+  /** Rooms joined when the server says I am a member of no room at all (a new user). Default none. */
+  defaultRooms?: string[];
   /**
    * Outbox entries of an earlier client of the same user (e.g. `outbox` before the token expired
    * and the user signed in again): sent again with their clientId, so never stored twice. Room
@@ -257,6 +278,8 @@ export interface ChatClientOptions {
   onMessage?: (message: RoomMessage) => void;
   /** each new DM, live or brought by a catch-up after a reconnection (not history pages), once */
   onDm?: (message: DirectMessage) => void;
+  /** I was invited to a room (`by` someone), or removed from one by its owner: worth telling the user */
+  onMembership?: (event: MembershipEvent) => void;
   /** injectable for tests */
   random?: () => number;
   generateClientId?: () => string;

@@ -51,6 +51,8 @@ function state(messages: RoomMessage[] = [], dms: DirectMessage[] = []): ChatSta
     joined: { general: { ...newRoom('general'), status: 'joined', historyLoaded: true, hasMore: false, messages } },
     dms: { 2: { ...newDm(2, 'bob'), historyLoaded: true, messages: dms } },
     users: { 1: ME, 2: BOB },
+    userOnline: {},
+    people: null,
     outbox: [],
     errors: [],
     reads: {},

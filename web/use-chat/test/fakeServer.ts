@@ -67,6 +67,11 @@ export class FakeChatServer {
   crowd = 0;
   /** when set, answers a frame with this error instead of handling it (return null to handle it) */
   refuse: ((conn: Conn, frame: AnyFrame) => { code: string; message: string } | null) | null = null;
+  /**
+   * Stored membership (PROTOCOL.md §6): the rooms each user is a member of, listed in `welcome`,
+   * changed by `join`, `leave` and `create_room`. null: a server without it (per-connection joins).
+   */
+  members: Map<number, Set<string>> | null = null;
   private readonly buckets = new Map<number, { tokens: number; at: number }>();
 
   get url(): string {
@@ -145,6 +150,23 @@ export class FakeChatServer {
     this.dms.push(m);
     for (const c of this.conns) if (c.user?.userId === to) this.sendTo(c, { type: 'dm', data: m });
     return m;
+  }
+
+  /** Sends `frame` to every connection of a user (join_ack, left, invited of stored membership). */
+  sendToUser(userId: number, frame: AnyFrame): void {
+    for (const c of this.conns) if (c.user?.userId === userId) this.sendTo(c, frame);
+  }
+
+  /** The rooms a user is a member of (stored membership; a throwaway set without it). */
+  memberOf(userId: number): Set<string> {
+    if (!this.members) return new Set();
+    const set = this.members.get(userId) ?? new Set<string>();
+    this.members.set(userId, set);
+    return set;
+  }
+
+  private lastId(room: string): number {
+    return this.roomMsgs.filter((m) => m.room === room).at(-1)?.id ?? 0;
   }
 
   sendTo(c: Conn, frame: AnyFrame): void {
@@ -296,7 +318,9 @@ export class FakeChatServer {
       }
       conn.user = user;
       this.armExpiry(conn, f.token);
-      this.sendTo(conn, { type: 'welcome', data: { ...user, serverTime: new Date().toISOString() } });
+      const data: AnyFrame = { ...user, serverTime: new Date().toISOString() };
+      if (this.members) data.rooms = [...(this.members.get(user.userId) ?? [])].map((room) => ({ room, private: false, lastId: this.lastId(room) }));
+      this.sendTo(conn, { type: 'welcome', data });
       return;
     }
     if (f.type === 'auth') {
@@ -322,6 +346,7 @@ export class FakeChatServer {
         }
         const first = ![...this.conns].some((c) => c.user?.userId === me.userId && c.rooms.has(room));
         conn.rooms.add(room);
+        this.memberOf(me.userId).add(room);
         const users = this.online(room);
         const data: AnyFrame = { room, status: 'ok', users: users.slice(0, this.joinAckMaxUsers) };
         if (this.extensions) data.online = users.length + this.crowd;
@@ -338,7 +363,35 @@ export class FakeChatServer {
         }
         return;
       }
+      case 'create_room': {
+        if (this.rooms.has(f.room)) {
+          this.error(conn, 'invalid', `room '${String(f.room)}' exists already`, f);
+          return;
+        }
+        this.rooms.set(f.room, f.description ?? '');
+        conn.rooms.add(f.room);
+        this.memberOf(me.userId).add(f.room);
+        this.sendTo(conn, { type: 'join_ack', room: f.room, data: { room: f.room, status: 'ok', users: [me], online: 1, members: 1 } });
+        return;
+      }
+      case 'my_rooms': {
+        const mine = [...this.memberOf(me.userId)].map((room) => ({ room, private: false, lastId: this.lastId(room) }));
+        const from = typeof f.offset === 'number' ? f.offset : 0;
+        this.sendTo(conn, { type: 'my_rooms', data: mine.slice(from, from + (typeof f.limit === 'number' ? f.limit : 200)) });
+        return;
+      }
+      case 'users': {
+        const q = String(f.query ?? '').toLowerCase();
+        const online = new Set([...this.conns].map((c) => c.user?.userId));
+        const found = [...new Map([...this.tokens.values()].map((u) => [u.userId, u])).values()]
+          .filter((u) => u.username.toLowerCase().startsWith(q))
+          .map((u) => ({ ...u, online: online.has(u.userId) }))
+          .sort((a, b) => Number(b.online) - Number(a.online) || a.username.localeCompare(b.username));
+        this.sendTo(conn, { type: 'users', data: found });
+        return;
+      }
       case 'leave':
+        this.members?.get(me.userId)?.delete(f.room);
         this.leaveRoom(conn, f.room);
         this.sendTo(conn, { type: 'left', room: f.room });
         return;

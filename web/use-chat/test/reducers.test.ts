@@ -51,6 +51,8 @@ function state(patch: Partial<ChatState> = {}): ChatState {
     joined: { general: room('general', { status: 'joined', historyLoaded: true, hasMore: false }) },
     dms: {},
     users: { 1: ME },
+    userOnline: {},
+    people: null,
     outbox: [],
     errors: [],
     reads: {},
@@ -257,9 +259,11 @@ describe('join_ack', () => {
     expect(s.users[2]).toEqual(BOB);
   });
 
-  it('leaves the rooms list alone for a room no longer joined', () => {
-    const s = reduceJoinAck(state({ joined: {} }), { type: 'join_ack', room: 'gone', data: { room: 'gone', status: 'ok', users: [] } });
-    expect(s.rooms).toEqual([]);
+  it('adds a room I became a member of elsewhere (another device, an invitation), a member in the rooms list', () => {
+    const s0 = state({ joined: {}, rooms: [{ name: 'team', description: '', online: 0, members: 1, member: false }] });
+    const s = reduceJoinAck(s0, { type: 'join_ack', room: 'team', data: { room: 'team', status: 'ok', users: [ME, BOB], online: 2, members: 2 } });
+    expect(s.joined.team).toMatchObject({ status: 'joined', users: [ME, BOB], online: 2, members: 2, historyLoaded: false });
+    expect(s.rooms).toEqual([{ name: 'team', description: '', online: 2, members: 2, member: true }]);
   });
 });
 
