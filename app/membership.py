@@ -26,6 +26,7 @@ from .connection import Connection
 from .db import Pool
 from .errors import Forbidden, Invalid, NotFound, NotJoined, RateLimited
 from .hub import Hub
+from .noyield import not_yielding
 from .presence import Entered, Presence
 
 # Rooms and conversations listed in `welcome` at most (PROTOCOL.md §1); the rest come with
@@ -103,19 +104,19 @@ class Memberships:
             newly = [c for c in self.hub.connections_by_user.get(user_id, ()) if room not in c.rooms]
             for other in newly:
                 self._register(other, room, state.last_seq, state.last_id)
-        # Committed, and listed by the hub: from here on nothing may yield before the
-        # join_acks, or a live message could reach a connection first. First the
-        # announcement (to the others here: it puts the joiner in the room's list, which
-        # tells whether an event is news to them; it does not yield). Then the list as it
+        # Committed, and listed by the hub: the join_acks must go out before any live
+        # message. First the announcement (to the others here: it puts the joiner in the
+        # room's list, which tells whether an event is news to them). Then the list as it
         # stands now, not as read before the statement: events noted meanwhile did not
         # reach the joiner, nor did they reach `entered.online` if the list was read
         # again. The joiner is in it even when not announced (another tab, a crowd).
-        self.presence.after_commit(entered.announced)
-        ack = self._join_ack(room, entered, conn.user_id, conn.username)
-        conn.send(ack)
-        for other in newly:
-            if other is not conn:
-                other.send(ack)
+        with not_yielding("a join's listing and its join_acks"):
+            self.presence.after_commit(entered.announced)
+            ack = self._join_ack(room, entered, conn.user_id, conn.username)
+            conn.send(ack)
+            for other in newly:
+                if other is not conn:
+                    other.send(ack)
         if since is None:
             return Joined(None, None)
         # A `since` past the newest message (a database restored from an older backup, a

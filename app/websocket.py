@@ -19,6 +19,7 @@ from .errors import ChatError, RateLimited, Unauthorized
 from .handlers import dispatch
 from .membership import WELCOME_LIST_MAX, conversation_items
 from .metrics import AUTH_REFUSED, CONNECTIONS, FRAMES_IN
+from .noyield import not_yielding
 from .runtime import ChatRuntime, get_runtime, shutting_down
 from .tokens import Identity, token_from_request, verify_configured
 from .wsframe import CLOSE_GOING_AWAY, CLOSE_UNAUTHORIZED
@@ -240,13 +241,15 @@ def start_session(rt: ChatRuntime, conn: Connection, identity: Identity) -> None
         # Chatting needs the database anyway; until it is back, greet with the claims (the
         # heartbeat's membership check lists the connection in its rooms once it is back).
         conn.username = identity.username or f"user{identity.user_id}"
-    rt.hub.add_user_connection(conn, session.threads if session else None)
-    # Listed in its rooms with no yield since the read: live messages from here on.
-    rooms = read_state.add_counts(rt.membership.connected(conn, session.rooms if session else []), room_states, "room")
-    conversations = read_state.add_counts(conversation_items(partners), dm_states, "userId")
-    rt.users_online.connected(conn.user_id)  # (yields: after the rooms' listing)
+    # From the listing in its rooms on, live messages come: `welcome` must go out first.
+    with not_yielding("a connection's listing and its welcome"):
+        rt.hub.add_user_connection(conn, session.threads if session else None)
+        rooms = rt.membership.connected(conn, session.rooms if session else [])
+        rooms = read_state.add_counts(rooms, room_states, "room")
+        conversations = read_state.add_counts(conversation_items(partners), dm_states, "userId")
+        conn.send(protocol.welcome_frame(conn.user_id, conn.username, datetime.now(UTC), rooms, conversations))
     log.info("user %s (%d) connected from %s as %r", conn.username, conn.user_id, conn.peer, conn)
-    conn.send(protocol.welcome_frame(conn.user_id, conn.username, datetime.now(UTC), rooms, conversations))
+    rt.users_online.connected(conn.user_id)
 
 
 def serve_message(rt: ChatRuntime, conn: Connection, raw: str | bytes) -> None:
