@@ -12,6 +12,9 @@ from tests.support.databases import sql
 from tests.support.identities import SECRET, make_token, new_user_id, unique
 from tests.support.servers import Server
 
+# Each test runs the command line against a database of its own.
+pytestmark = pytest.mark.slow
+
 BIGGEST_ID = 2**63 - 1
 
 

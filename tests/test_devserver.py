@@ -8,11 +8,16 @@ import subprocess
 import sys
 import urllib.request
 
+import pytest
+
 from tests.support.databases import sql
 from tests.support.identities import SECRET, unique
 from tests.support.project import ROOT
 from tests.support.servers import free_port
 from tests.support.waiting import wait_for
+
+# Each test starts the dev server or make in a subprocess: seconds each.
+pytestmark = pytest.mark.slow
 
 DEVSERVER = [sys.executable, str(ROOT / "scripts" / "devserver.py")]
 

@@ -15,6 +15,9 @@ from tests.support.databases import sql
 from tests.support.identities import make_token, new_user_id, unique
 from tests.support.servers import Server
 
+# Each test starts its own server to read its HTTP answers.
+pytestmark = pytest.mark.slow
+
 COMMON = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",

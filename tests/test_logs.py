@@ -15,6 +15,9 @@ from tests.support.identities import make_token, new_user_id
 from tests.support.servers import Server
 from tests.support.waiting import wait_for
 
+# Each test starts its own gunicorn to read what it logs: seconds each.
+pytestmark = pytest.mark.slow
+
 # Request lines gunicorn refuses, and logs whole at WARNING: "{token}" is where a token goes.
 MALFORMED_LINES = {
     "double space": "GET /ws?token={token}  HTTP/1.1",

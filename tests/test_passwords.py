@@ -14,6 +14,9 @@ from app.tokens import verify_token
 from tests.support.databases import sql
 from tests.support.identities import SECRET, unique
 
+# Each test hashes passwords with argon2id (64 MiB, 3 passes) on a real server.
+pytestmark = pytest.mark.slow
+
 
 def sign_in(server, username: str, password: str) -> int:
     request = urllib.request.Request(

@@ -96,6 +96,7 @@ def test_create_room_makes_the_creator_owner_on_every_tab(server, connect, datab
     assert members(database_url, secret) == [(alice.user_id, "owner")]
 
 
+@pytest.mark.slow
 def test_invite_and_remove_with_two_users_on_two_tabs_each(connect, database_url):
     alice = [connect()]
     alice.append(connect(alice[0].user_id, alice[0].username))
@@ -225,6 +226,7 @@ def test_create_room_counts_against_the_creation_limit(strict_server, database_u
     assert sql(database_url, "SELECT 1 FROM rooms WHERE name = %s", (refused,)) == []
 
 
+@pytest.mark.slow
 def test_a_room_turned_private_in_sql_is_cut_off_from_non_members_at_once(server, connect, database_url):
     """The existing backend flips rooms.is_private: members keep the room; from the
     commit on, a live non-member connection gets not_found for it, and the list drops it

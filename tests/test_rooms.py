@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.support.clients import Client, join
 from tests.support.databases import sql
 from tests.support.identities import make_token, new_user_id, unique
@@ -15,6 +17,7 @@ def connect(srv: Server, user_id: int) -> Client:
     return client
 
 
+@pytest.mark.slow
 def test_a_user_creates_at_most_the_configured_rooms_a_minute_over_all_connections(fresh_database):
     database_url = fresh_database()
     srv = Server(database_url, ROOMS_CREATE_PER_MINUTE="3").start()
@@ -45,6 +48,7 @@ def test_a_user_creates_at_most_the_configured_rooms_a_minute_over_all_connectio
         srv.stop()
 
 
+@pytest.mark.slow
 def test_rooms_with_nobody_online_fill_the_list_by_name(fresh_database):
     """The most crowded first; the rest of ROOMS_LIST_MAX are empty rooms in name order
     (not the existing backend's private ones)."""

@@ -125,6 +125,7 @@ def test_the_legacy_backends_private_rooms_are_not_served(legacy_database):
     assert sql(legacy_database, "SELECT count(*) FROM messages WHERE room = 'board'") == [(1,)]
 
 
+@pytest.mark.slow
 def test_create_user_on_the_legacy_tables_draws_from_the_backends_own_sequence(legacy_database):
     """A user made here takes the next id of the existing backend's users.id serial, which
     that backend's next user then skips; that backend's users get no password here."""
@@ -242,6 +243,7 @@ def test_the_upgrade_makes_recent_senders_members_of_their_rooms_once(legacy_dat
     assert sql(legacy_database, members) == [("lively", 2, "member", last)]
 
 
+@pytest.mark.slow
 def test_loading_the_schema_fills_the_last_id_of_existing_conversations_once(fresh_database):
     """A database whose dm_threads predates last_id gets each conversation's newest message
     or event id when the schema is loaded, and `conversations` lists them by it; a later
