@@ -56,8 +56,8 @@ class Gate:
 
     next_seq: int  # the sequence number to release next
     # id of the last message released (or older): the fill query's lower bound. None: not
-    # looked up (a conversation listed at connect), the fill query finds it. Listing the
-    # ids of a user's 50k conversations at every connect cost ~200 ms; few ever need one.
+    # looked up (a conversation listed at connect), the fill query finds it: listing the
+    # ids of all of a user's conversations at connect costs much, and few ever need one.
     last_id: int | None
     pending: dict[int, StoredMessage] = field(default_factory=dict)  # early arrivals by seq
     filling: bool = False
@@ -76,7 +76,7 @@ class Hub:
         self.gap_wait_seconds = gap_wait_seconds
         self.bus_handled_until = bus_handled_until
         # Fills fetching at once. A process that falls behind finds gaps in nearly every
-        # room; one query each at once is what made it fall further behind.
+        # room; one query for each at once would put it further behind.
         self._fetching = Semaphore(FILLS_AT_ONCE)
         # room name -> connections of this process of the room's members (a dict keeps
         # the order they came in)
@@ -101,18 +101,20 @@ class Hub:
     # --- membership ---------------------------------------------------------------------
 
     def begin_registration(self, conn: Connection) -> None:
-        """Keep the user's DMs from now until `add_user_connection`, which lists the
-        connection with its conversations as read meanwhile.
+        """Keep the user's DMs from now until `add_user_connection` lists the connection.
 
-        A DM committed after that read but delivered before the connection is listed
-        would reach it neither way: not listed yet for the live stream, and not in the
-        read (a conversation it starts is not even known). Those are sent on at listing.
+        The connection is listed with its conversations as read meanwhile. A DM committed
+        after that read but delivered before the connection is listed would reach it neither
+        way: not listed yet for the live stream, and not in the read (a conversation it starts
+        is not even known). Those are sent on at listing.
         """
         self.registering.setdefault(conn.user_id, {})[conn] = []
 
     def add_user_connection(self, conn: Connection, threads: list[tuple[ChannelKey, int]] | None) -> None:
-        """Register an authenticated connection; `threads` are its user's conversations
-        with their last seq (None: they could not be listed)."""
+        """Register an authenticated connection.
+
+        `threads` are its user's conversations with their last seq (None: they could not be listed).
+        """
         held = self._end_registration(conn)
         self.connections_by_user.setdefault(conn.user_id, set()).add(conn)
         if threads is None:
@@ -178,9 +180,11 @@ class Hub:
                     del self.conversations_by_user[other]
 
     def join_room(self, conn: Connection, room: str, last_seq: int, last_id: int) -> int:
-        """List a connection in a room; the room's stream here starts after (last_seq,
-        last_id) if new. Returns the id of the last message released here before it
-        (every later one reaches the connection, in order)."""
+        """List a connection in a room; return the id of the last message released here before it.
+
+        Every later message reaches the connection, in order. The room's stream here starts
+        after (last_seq, last_id) if new.
+        """
         self.track(("r", room), last_seq, last_id)
         self.members_by_room.setdefault(room, {})[conn] = None
         return self.gates[("r", room)].last_id
@@ -195,8 +199,10 @@ class Hub:
             self.gates.pop(("r", room), None)
 
     def user_in_room(self, user_id: int, room: str) -> bool:
-        """Whether a connection of this user, here, is joined to the room (asked at every
-        leave: it looks at the user's few connections, not at the room's crowd)."""
+        """Whether a connection of this user, here, is joined to the room.
+
+        Asked at every leave: it looks at the user's few connections, not at the room's crowd.
+        """
         members = self.members_by_room.get(room)
         return members is not None and any(c in members for c in self.connections_by_user.get(user_id, ()))
 
@@ -210,7 +216,7 @@ class Hub:
             for user in channel[1:]:
                 # Only users connected here: one connecting later notes the conversation
                 # with its listing (or takes it over at the other's last disconnect), and
-                # a set for each of a user's 50k partners was half of what a connect cost.
+                # a set for each of a user's many partners would weigh on every connect.
                 if user in self.connections_by_user:
                     self.conversations_by_user.setdefault(user, set()).add(channel)
 
@@ -272,7 +278,7 @@ class Hub:
         next_seq (a hole skipped, a fill) has overtaken.
 
         By key, not by min() per message: thousands can wait behind one gap, and a scan
-        per release blocked the event loop for a second at 10,000.
+        per release would block the event loop.
         """
         pending = gate.pending
         while pending:
@@ -315,11 +321,9 @@ class Hub:
     def _fill(self, channel: ChannelKey, gate: Gate, up_to_seq: int | None, due: float) -> None:
         """Fetch what is missing before the earliest waiting message (or up to a seq).
 
-        A process too busy to keep up with the bus sees a gap in nearly every room. It
-        used to fetch, one query per room at once, messages that were still on their
-        way: measured with two workers at overload, ~450 fetches a second each, which
-        loaded PostgreSQL and the worker more, and the lag grew without bound
-        (bench/README.md, item 15). So at most FILLS_AT_ONCE fills query at once, each
+        A process too busy to keep up with the bus sees a gap in nearly every room, mostly
+        of messages still on their way; fetching them all at once loads PostgreSQL and the
+        worker more and the lag grows. So at most FILLS_AT_ONCE fills query at once, each
         looking again whether its gap is still open when its turn comes; and a gap is
         fetched only once the bus has handled what reached this process by the time the
         fill was due.
@@ -364,8 +368,10 @@ class Hub:
             gate.filling = False
 
     def catch_up(self, gate: Gate, found: list[StoredMessage]) -> None:
-        """Release fetched messages (id order) that this process has not released yet;
-        of one that arrived meanwhile too, the arrival (which may know its sender here)."""
+        """Release fetched messages (id order) that this process has not released yet.
+
+        Of one that arrived meanwhile too, the arrival is released (it may know its sender here).
+        """
         for message in found:
             if self.registering and message.is_dm:
                 self._hold_for_registering(message)
