@@ -51,8 +51,11 @@ def join_room(rt: ChatRuntime, conn: Connection, room: str, since: int | None = 
 
 
 def raise_not_entered(rt: ChatRuntime, room: str) -> None:
-    """Why a join found no room: it does not exist (or is private), or, where joining
-    creates rooms, the user has created as many as they may for now."""
+    """Raise why a join found no room.
+
+    It does not exist (or is private), or, where joining creates rooms, the user has created
+    as many as they may for now.
+    """
     if rt.config["ROOMS_AUTO_CREATE"]:
         with rt.pool.autocommit() as cur:
             if not store.room_named(cur, room):
@@ -62,8 +65,11 @@ def raise_not_entered(rt: ChatRuntime, room: str) -> None:
 
 
 def refuse_non_member(rt: ChatRuntime, conn: Connection, room: str) -> None:
-    """A room frame from a connection not in the room: `not_joined` for a public room,
-    `not_found` for one that does not exist for the user (unknown, or private)."""
+    """Refuse a room frame from a connection not in the room.
+
+    `not_joined` for a public room, `not_found` for one that does not exist for the user
+    (unknown, or private).
+    """
     with rt.pool.autocommit() as cur:
         if not store.room_visible(cur, room, conn.user_id):
             raise room_not_found(room)
@@ -71,8 +77,7 @@ def refuse_non_member(rt: ChatRuntime, conn: Connection, room: str) -> None:
 
 
 def replay(rt: ChatRuntime, conn: Connection, room: str, since: int, up_to: int | None = None) -> None:
-    """Send every message and event of the room after `since` (up to `up_to` if given),
-    then what arrived live meanwhile.
+    """Send every message and event of the room after `since`, then what arrived live meanwhile.
 
     The connection was registered before the first query, so each message is either in
     the database snapshot or in the live stream (or both: sent once, by id). The live
@@ -155,8 +160,10 @@ def handle_dm(rt: ChatRuntime, conn: Connection, command: Command) -> None:
 
 
 def answer_resend(conn: Connection, stored: StoredMessage) -> None:
-    """A clientId sent again: answer with the message stored under it, as if it had just
-    been sent (PROTOCOL.md §2), in the frame of its own kind whatever the resend was."""
+    """Answer a clientId sent again with the message stored under it, as if it had just been sent.
+
+    PROTOCOL.md §2; in the frame of its own kind whatever the resend was.
+    """
     if stored.is_dm:
         conn.send(protocol.dm_sent_frame(stored.data))
     else:
@@ -202,8 +209,11 @@ def handle_typing(rt: ChatRuntime, conn: Connection, command: Command) -> None:
 
 
 def handle_dm_typing(rt: ChatRuntime, conn: Connection, command: Command) -> None:
-    """To every connection of the recipient; typing to oneself tells nobody (the sender's
-    own connections never get their typing) and is not an error: a DM to oneself is allowed."""
+    """Tell every connection of the recipient that the user is typing to them.
+
+    Typing to oneself tells nobody (the sender's own connections never get their typing) and
+    is not an error: a DM to oneself is allowed.
+    """
     ensure_user_exists(rt, command.to)
     if command.to != conn.user_id:
         rt.publish_dm_typing(command.to, conn.user_id, conn.username)
@@ -243,8 +253,11 @@ def handle_conversations(rt: ChatRuntime, conn: Connection, command: Command) ->
 
 
 def handle_read(rt: ChatRuntime, conn: Connection, command: Command) -> None:
-    """Move the user's read marker forward; every connection of theirs, anywhere, gets
-    the read state as it stands after (the current one, for an id it had passed)."""
+    """Move the user's read marker forward.
+
+    Every connection of theirs, anywhere, gets the read state as it stands after (the current
+    one, for an id it had passed).
+    """
     if command.to is not None:
         ensure_user_exists(rt, command.to)
     with rt.pool.autocommit() as cur:
@@ -260,8 +273,11 @@ def handle_read(rt: ChatRuntime, conn: Connection, command: Command) -> None:
 
 
 def raise_not_member(cur, room: str, user_id: int) -> None:
-    """Why a room the user is not a member of cannot be read: `not_joined` for a room
-    they may join, `not_found` for one that does not exist (or is private)."""
+    """Raise why a room the user is not a member of cannot be read.
+
+    `not_joined` for a room they may join, `not_found` for one that does not exist (or is
+    private).
+    """
     if store.room_visible(cur, room, user_id):
         raise NotJoined(f"join room '{room}' before marking it read")
     raise room_not_found(room)
