@@ -322,8 +322,9 @@ class Presence:
         return self._changing.hold((room, user_id))
 
     def join(self, room: str, user_id: int, username: str, create_room: bool) -> Entered | None:
-        """Make the user a member of the room (created first if `create_room`) and record
-        this node's connection there: one round trip, one transaction.
+        """Make the user a member of the room and record this node's connection there.
+
+        The room is created first if `create_room`; one round trip, one transaction.
 
         Returns the room's stream position, the announcements to pass to `after_commit`,
         who was online (read before, so that answering the join needs no more I/O) and
@@ -335,8 +336,10 @@ class Presence:
         return self._enter(_JOIN_CREATING if create_room else _JOIN, room, user_id, username)
 
     def enter(self, room: str, user_id: int, username: str) -> Entered | None:
-        """Record this node's connection of a member in the room (as `join`, without
-        making anyone a member); None when the user is not a member (any more)."""
+        """Record this node's connection of a member in the room, as `join` without making anyone a member.
+
+        None when the user is not a member (any more).
+        """
         return self._enter(_ENTER_MEMBER, room, user_id, username)
 
     def _enter(self, statement: str, room: str, user_id: int, username: str) -> Entered | None:
@@ -361,9 +364,11 @@ class Presence:
         return Entered(RoomState(last_seq, last_id), announced, online, members, new_member)
 
     def leave(self, room: str, user_id: int, username: str) -> None:
-        """Forget this node's connection of the user in the room, announcing it if no
-        connection of theirs remains anywhere: one round trip, under the (room, user)
-        advisory lock. A failure is the heartbeat's to repair."""
+        """Forget this node's connection of the user in the room.
+
+        Announced if no connection of theirs remains anywhere: one round trip, under the
+        (room, user) advisory lock. A failure is the heartbeat's to repair.
+        """
         try:
             announced = self._leave(room, user_id, username, self.node_id)
         except ChatError:
@@ -372,9 +377,11 @@ class Presence:
         self.after_commit(announced)
 
     def end_membership(self, room: str, user_id: int, username: str) -> bool:
-        """End the user's membership of the room and their presence there on every node,
-        announcing the leave if they were online: one round trip. Whether they were a
-        member."""
+        """End the user's membership of the room and their presence there on every node.
+
+        The leave is announced if they were online; one round trip. Returns whether they
+        were a member.
+        """
         event = {"k": "p", "room": room, "event": "leave", "userId": user_id, "username": username}
         announce = self._announced_in(self.online.get(room), user_id)
         try:
@@ -390,8 +397,10 @@ class Presence:
         return ended
 
     def invite(self, room: str, user_id: int, by: int, member_event: dict) -> bool:
-        """Make the user a member of the room if `by` is one, announcing `member_event` to
-        the other nodes: one round trip. Whether the membership is new."""
+        """Make the user a member of the room if `by` is one; return whether the membership is new.
+
+        `member_event` is announced to the other nodes; one round trip.
+        """
         parameters = self._parameters(room, user_id, "", {}, self.node_id, False)
         parameters.update(by=by, member_event=Json(member_event, dumps=_dumps_text))
         with self.pool.autocommit() as cur:
@@ -402,8 +411,10 @@ class Presence:
         return added
 
     def remove(self, room: str, user_id: int, username: str, by: int, member_event: dict) -> bool:
-        """End the user's membership of the room if `by` owns it (as `end_membership`),
-        announcing `member_event` to the other nodes. Whether it ended."""
+        """End the user's membership of the room if `by` owns it; return whether it ended.
+
+        As `end_membership`, announcing `member_event` to the other nodes.
+        """
         event = {"k": "p", "room": room, "event": "leave", "userId": user_id, "username": username}
         announce = self._announced_in(self.online.get(room), user_id)
         parameters = self._parameters(room, user_id, username, event, self.node_id, announce)
@@ -421,19 +432,25 @@ class Presence:
         return ended
 
     def _publish_member(self, room: str, user_id: int, event: dict | None = None) -> None:
-        """A membership began or ended: the PostgreSQL bus told it inside the transaction;
-        other buses are told now."""
+        """Tell the other nodes that a membership began or ended.
+
+        The PostgreSQL bus told it inside the transaction; other buses are told now.
+        """
         if not self.bus.notify_channel:
             self.bus.publish_event(event or {"k": "member", "room": room, "userId": user_id})
 
     def publish_member(self, event: dict) -> None:
-        """Tell the other nodes of a membership changed outside these statements (a room
-        created with its owner), on every bus."""
+        """Tell the other nodes, on every bus, of a membership changed outside these statements.
+
+        A room created with its owner, say.
+        """
         self.bus.publish_event(event)
 
     def _leave(self, room: str, user_id: int, username: str, node_id: str) -> list[dict]:
-        """Remove `node_id`'s row of the user in the room (ours, or a dead node's while it
-        stays dead); the announcements to make."""
+        """Remove `node_id`'s row of the user in the room; return the announcements to make.
+
+        The row is ours, or a dead node's while it stays dead.
+        """
         event = {"k": "p", "room": room, "event": "leave", "userId": user_id, "username": username}
         announce = self._announced_in(self.online.get(room), user_id)
         parameters = self._parameters(room, user_id, username, event, node_id, announce)
@@ -460,9 +477,11 @@ class Presence:
         return parameters
 
     def _after_statement(self, changed: bool, version: int | None, event: dict) -> list[dict]:
-        """The announcements of a committed join or leave (`changed`: the user's first or
-        last anywhere); when it is not announced (a crowded room), only the cached list
-        changes."""
+        """Return the announcements of a committed join or leave.
+
+        `changed`: the user's first or last anywhere. When it is not announced (a crowded
+        room), only the cached list changes.
+        """
         if not changed:
             return []
         if version is not None:
@@ -496,8 +515,9 @@ class Presence:
         self.online.repair_unheard()
 
     def in_order(self, payload: dict) -> bool:
-        """Whether a presence event is newer than any other heard here about its user in
-        its room, and so is to be applied (it is then remembered as the newest).
+        """Whether a presence event is newer than any other heard here about its user in its room.
+
+        Such an event is to be applied, and is then remembered as the newest.
 
         A user's leave on one node and their next join on another (a page reloaded onto
         another worker) are committed in that order, numbered under the (room, user)
@@ -524,10 +544,13 @@ class Presence:
     # --- the reconcile, and the heartbeat --------------------------------------------------------
 
     def tend(self, room: str, user_id: int, username: str) -> None:
-        """Make this node's row of the user in the room say what the hub says: there while
-        a connection of theirs here is in the room (and they are a member), else gone.
-        Under the (room, user) lock, asking the hub then: joins and leaves go on meanwhile.
-        Both statements change nothing when the row is as it should be already."""
+        """Make this node's row of the user in the room say what the hub says.
+
+        The row is there while a connection of theirs here is in the room (and they are a
+        member), else gone. Under the (room, user) lock, asking the hub then: joins and
+        leaves go on meanwhile. Both statements change nothing when the row is as it should
+        be already.
+        """
         with self.changing(room, user_id):
             if self.user_here(user_id, room):
                 entered = self.enter(room, user_id, username)
@@ -537,8 +560,11 @@ class Presence:
                 self.leave(room, user_id, username)
 
     def tend_soon(self, pairs: list[tuple[str, int, str]]) -> None:
-        """Tend these (room, user id, name) now, in a greenlet of their own (a connection's
-        first or last here: its rooms' rows); what fails is the heartbeat's."""
+        """Tend these (room, user id, name) now, in a greenlet of their own.
+
+        Called at a connection's first or last here, for its rooms' rows; what fails is the
+        heartbeat's.
+        """
         if pairs:
             gevent.spawn(self._tend_all, pairs)
 
@@ -552,8 +578,9 @@ class Presence:
             log.exception("writing presence failed")
 
     def heartbeat(self, local_presence: Callable[[], dict[tuple[str, int], str]]) -> int:
-        """Refresh our node, reconcile its presence rows with its connections, and bury
-        nodes that stopped beating. Returns how many other nodes are alive.
+        """Refresh our node, reconcile its rows with its connections, bury nodes that stopped beating.
+
+        Returns how many other nodes are alive.
 
         `local_presence()` maps (room, user id) to the name, for every connection here in
         a room. The reconcile compares it with our rows and tends each difference (see
@@ -600,10 +627,12 @@ class Presence:
             self._beat()
 
     def _bury_dead_nodes(self) -> None:
-        """Remove the rows of nodes that stopped beating one by one, each under its
-        (room, user) lock and announcing the user's leave if they are online nowhere else;
-        then the nodes without rows. What fails stays in the table for the next heartbeat
-        (of any node): the rows are the list of what is left to do."""
+        """Remove the rows of nodes that stopped beating, then the nodes without rows.
+
+        One row at a time, each under its (room, user) lock and announcing the user's leave
+        if they are online nowhere else. What fails stays in the table for the next
+        heartbeat (of any node): the rows are the list of what is left to do.
+        """
         with self.pool.autocommit() as cur:
             cur.execute(
                 """SELECT p.room, p.user_id, COALESCE(p.username, u.username, 'user' || p.user_id), p.node_id
@@ -640,8 +669,9 @@ class Presence:
 
 
 def _remove_rows(cur, nodes: list[str]) -> None:
-    """Remove the presence rows of `nodes` (rooms and users), in the caller's transaction,
-    and count again the users online in their rooms.
+    """Remove the presence rows of `nodes` and count again the users online in their rooms.
+
+    Rooms and users, in the caller's transaction.
 
     Each room's count is locked (after its row is made sure of, so that no join inserts
     it after our snapshot) and taken again from the rows, each statement seeing what the
