@@ -54,8 +54,7 @@ def ensure_user(cur, identity: Identity) -> str:
 
 
 def create_user(cur, identity: Identity) -> str:
-    """Add the row of a user that has none (another session may add it meanwhile);
-    return its username."""
+    """Add the row of a user that has none (another session may add it meanwhile); return its username."""
     wanted = identity.username or f"user{identity.user_id}"
     # The name may belong to someone else already: then keep the user id visible in it.
     for candidate in (wanted, f"{wanted}#{identity.user_id}"):
@@ -85,8 +84,8 @@ VISIBLE = f"""(r.{PUBLIC} OR EXISTS (SELECT 1 FROM chat_members v
 # name, the row added first if there is none (unless the name is taken: then None), and
 # each of their conversations with its last seq; then the rooms the user is a member of,
 # each with its stream position and read state. Of a conversation only what dm_threads
-# holds: the id of its last message (a lookup in `messages` per conversation, ~200 ms for
-# a user with 50k partners) is looked up by a gate that needs it (see channel_after).
+# holds: the id of its last message (a lookup in `messages` per conversation, costly for a
+# user with many partners) is looked up by a gate that needs it (see channel_after).
 SESSION = PreparedStatements(
     {
         "chat_open_session": """
@@ -126,8 +125,11 @@ class MemberRoom:
 
 @dataclass(frozen=True)
 class Session:
-    """What a connecting user starts with: their name, their conversations (channel,
-    last_seq) as the hub tracks them, and the rooms they are a member of."""
+    """What a connecting user starts with.
+
+    Their name, their conversations (channel, last_seq) as the hub tracks them, and the
+    rooms they are a member of.
+    """
 
     username: str
     threads: list[tuple[tuple, int]]
@@ -135,9 +137,11 @@ class Session:
 
 
 def open_session(cur, identity: Identity) -> Session:
-    """A connecting user's name, every conversation of theirs with its last seq and every
-    room they are a member of with its stream position; the user's row is created if
-    missing. Two statements, three if a new user's name is taken by another id."""
+    """Read what a connecting user starts with (see Session), creating the user's row if missing.
+
+    Every conversation comes with its last seq, every room with its stream position. Two
+    statements, three if a new user's name is taken by another id.
+    """
     parameters = {"user_id": identity.user_id, "username": identity.username or f"user{identity.user_id}"}
     cur.execute(SESSION.execute["chat_open_session"], parameters)
     rows = cur.fetchall()
@@ -187,9 +191,8 @@ class RoomState:
 
 
 # Room creation is limited per user in the database, not per worker: a user's connections
-# may be spread over every worker and host, and one token with 100 connections created
-# 16,630 rooms in 17 s. A join that would create a room first takes an advisory lock of the
-# user (held to the end of its transaction), so that the user's joins on every process
+# may be spread over every worker and host. A join that would create a room first takes an
+# advisory lock of the user (held to the end of its transaction), so that the user's joins on every process
 # count their recent rooms one after the other and the limit is exact.
 LOCK_CREATOR = """SELECT pg_advisory_xact_lock(hashtextextended('rooms-by:' || %(user_id)s, 0))
     WHERE NOT EXISTS (SELECT 1 FROM rooms WHERE name = %(room)s)"""
@@ -227,8 +230,11 @@ class RoomAccess:
 
 
 def room_access(cur, room: str, user_id: int) -> RoomAccess | None:
-    """The room as the user sees it; None when it does not exist for them (unknown, or
-    private and they are not a member: never told apart)."""
+    """The room as the user sees it.
+
+    None when it does not exist for them (unknown, or private and they are not a member:
+    never told apart).
+    """
     cur.execute(
         f"""SELECT r.is_private IS TRUE, r.description,
                    (SELECT role FROM chat_members m WHERE m.room = r.name AND m.user_id = %(user_id)s)
@@ -245,8 +251,11 @@ def is_member(cur, room: str, user_id: int) -> bool:
 
 
 def member_name(cur, room: str, user_id: int) -> str | None:
-    """The name the user's presence in the room goes by (its token's, as its join was
-    announced), else their stored one; None when there is no such user."""
+    """The name the user's presence in the room goes by, else their stored one.
+
+    The presence's name is its token's, as its join was announced. None when there is no
+    such user.
+    """
     cur.execute(
         """SELECT COALESCE((SELECT p.username FROM room_presence p
                             WHERE p.room = %(room)s AND p.user_id = u.id AND p.username IS NOT NULL LIMIT 1),
@@ -303,9 +312,8 @@ def room_named(cur, room: str) -> bool:
 # with someone online are read from their maintained counts (room_online, kept by joins,
 # leaves and burials: app/presence.py) in the order of its index, the rest of the list,
 # rooms with nobody online, from the first names of the rooms' name index: a few thousand
-# index entries, however many rooms exist and users are online. (Counting room_presence
-# took 40 ms p99 at 20k users online; a GROUP BY over every room 650 ms at 517k rooms.
-# bench/rooms_list.py measures this one.)
+# index entries, however many rooms exist and users are online (counting room_presence, or
+# grouping every room, grows with them). bench/rooms_list.py measures this one.
 LIST_ROOMS = f"""
 WITH crowded AS (
     SELECT r.name, r.description, o.online::bigint AS online
@@ -322,8 +330,10 @@ SELECT name, description, online, (SELECT count(*) FROM chat_members m WHERE m.r
 
 
 def list_rooms(cur, most: int) -> list[dict[str, Any]]:
-    """The `most` public rooms with the most users online (then by name), in name order,
-    with their member counts (a user's private rooms: `private_rooms_of`)."""
+    """The `most` public rooms with the most users online (then by name), in name order.
+
+    With their member counts (a user's private rooms: `private_rooms_of`).
+    """
     cur.execute(LIST_ROOMS, {"most": most})
     return [
         {"name": name, "description": description, "online": online, "members": members, "private": False}
@@ -406,10 +416,12 @@ def channel_after(
     from_seq: int = 0,
     up_to_id: int | None = None,
 ) -> list[StoredMessage]:
-    """Messages of a room or conversation with id > after_id (and seq < below_seq, and
-    id <= up_to_id), in id order. `after_id` None: after the channel's last message
-    numbered below `from_seq` (within a channel ids grow with seq), looked up by the same
-    query."""
+    """Messages of a room or conversation with id > after_id, in id order.
+
+    Also seq < below_seq and id <= up_to_id when given. `after_id` None: after the
+    channel's last message numbered below `from_seq` (within a channel ids grow with seq),
+    looked up by the same query.
+    """
     if channel[0] == "r":
         where, params = "m.room = %s", [channel[1]]
     else:
@@ -448,8 +460,8 @@ def messages_by_id(cur, ids: list[int]) -> list[StoredMessage]:
 # the user is the lower id of some conversations and the higher of the others, so each side is
 # read from its own index (dm_threads_low_last, dm_threads_high_last) in that order, and
 # PostgreSQL merges the two: offset + limit entries of each at most, however many
-# conversations the user has (a lookup of the newest message of each took ~200 ms for a user
-# with 50k partners). A conversation with oneself is read from the first side only.
+# conversations the user has (a lookup of the newest message of each would grow with them).
+# A conversation with oneself is read from the first side only.
 CONVERSATIONS = """
 SELECT c.other, COALESCE(u.username, 'user' || c.other), c.last_id FROM (
     (SELECT t.user_high AS other, t.last_id FROM dm_threads t
@@ -464,8 +476,10 @@ ORDER BY c.last_id DESC, c.other"""
 
 
 def conversations_of(cur, user_id: int, limit: int, offset: int = 0) -> list[dict[str, Any]]:
-    """A page of the user's DM partners, the most recently active first, with the id of
-    the conversation's newest message or event."""
+    """A page of the user's DM partners, the most recently active first.
+
+    Each with the id of the conversation's newest message or event.
+    """
     cur.execute(CONVERSATIONS, {"me": user_id, "limit": limit, "offset": offset, "end": offset + limit})
     return [{"userId": other, "username": name, "lastId": last_id} for other, name, last_id in cur]
 
@@ -543,8 +557,7 @@ _LOCK_ROOMS = "SELECT 1 FROM rooms WHERE name = ANY(%(lock_rooms)s) ORDER BY nam
 # The plans of these statements are made once, maybe while the tables are still empty,
 # and kept: so each statement reaches `messages`, `rooms` and `dm_threads` only by index
 # lookups of the batch's own keys (LATERAL ... LIMIT 1 cannot become a hash join over the
-# whole table). Measured: with the plain join of `earlier`, prepared on an empty table,
-# every batch with clientIds scanned all of `messages`.
+# whole table: a plain join planned on an empty table would scan all of `messages`).
 # A conversation's row is made here if missing (last_seq 0), so that it is locked, like an
 # existing one, before the batch draws its ids: two batches starting the same conversation
 # at once then draw their ids one after the other, in seq order. The conflict's update
@@ -616,10 +629,10 @@ _ANNOUNCE = """,
                      'content', content, 'timestamp', ts, 'room', room, 'clientId', client_id)))::text AS body
              FROM stored) AS announced"""
 
-# Prepared once per connection and planned once: planning this query cost PostgreSQL
-# more than running it (bench/README.md, item 9). Generic plans are forced on the
-# group-commit connections, since the plan does not depend on the values, and with
-# PostgreSQL's default choice every batch was planned again (custom plans).
+# Prepared once per connection and planned once: planning this query costs PostgreSQL
+# more than running it. Generic plans are forced on the group-commit connections, since
+# the plan does not depend on the values; PostgreSQL's default choice (custom plans) would
+# plan every batch again.
 BATCH = PreparedStatements(
     {
         "chat_lock_rooms": _LOCK_ROOMS,
@@ -641,9 +654,8 @@ BATCH = PreparedStatements(
         "SET plan_cache_mode = force_generic_plan",
         # Every batch updates rows of `rooms`, so that small table is mostly dead row
         # versions between vacuums, and a sequential scan of it (which the planner prefers
-        # for a small table) reads them all, under the row locks: measured at 3,240
-        # msgs/s, the median latency was 47 ms with it and 12 ms without. These
-        # connections run only these statements, so index scans are forced.
+        # for a small table) reads them all, under the row locks. These connections run
+        # only these statements, so index scans are forced.
         "SET enable_seqscan = off",
     ),
 )
@@ -676,8 +688,7 @@ def batch_query(
     """
     params = {
         # One JSON array of the drafts' fields (orjson writes dataclasses): psycopg2 quotes
-        # one string instead of seven arrays' elements one by one, a third of the client's
-        # CPU per batch (bench/README.md, item 10).
+        # one string instead of seven arrays' elements one by one, which costs much CPU.
         "drafts": orjson.dumps(drafts).decode(),
         "channel": notify_channel,
         "origin": origin,
@@ -759,8 +770,10 @@ def like_prefix(text: str) -> str:
 
 
 def find_users(cur, prefix: str, limit: int, alive_seconds: float) -> list[dict[str, Any]]:
-    """Up to `limit` users whose name starts with `prefix` (case-insensitive): the online
-    ones first, each group in name order."""
+    """Up to `limit` users whose name starts with `prefix` (case-insensitive).
+
+    The online ones first, each group in name order.
+    """
     cur.execute(FIND_USERS, {"prefix": like_prefix(prefix), "limit": limit, "alive": alive_seconds})
     return [{"userId": user_id, "username": name, "online": online} for user_id, name, online in cur]
 
