@@ -25,7 +25,7 @@ from .metrics import BATCH_SIZE, MESSAGES_STORED
 
 log = logging.getLogger(__name__)
 
-# Counted once per batch: a labelled counter's lookup and lock per message showed in profiles.
+# Counted once per batch: a labelled counter's lookup and lock per message would cost too much.
 STORED_ROOM_MESSAGES = MESSAGES_STORED.labels("room")
 STORED_DMS = MESSAGES_STORED.labels("dm")
 # A sender whose draft is in a batch being committed waits past the store timeout for its
@@ -159,8 +159,11 @@ class Batcher:
                     self.local_commits.end(conversations)
 
     def _commit_batch(self, connection: SingleConnection, batch: list[Pending]) -> None:
-        """Store a batch, then deliver and answer; a batch whose statement failed (nothing
-        committed) is stored again one by one, so that one bad draft sinks no other."""
+        """Store a batch, then deliver and answer.
+
+        A batch whose statement failed (nothing committed) is stored again one by one, so
+        that one bad draft sinks no other.
+        """
         try:
             stored = self._store(connection, batch)
         except ChatError as exc:
@@ -206,8 +209,10 @@ class Batcher:
         return unique, results
 
     def _answer(self, batch: list[Pending], unique: list[Pending], results: dict[int, store.BatchResult]) -> None:
-        """Deliver a committed batch's new messages and answer their senders; then answer
-        the resends with their stored messages, which takes a query of its own."""
+        """Deliver a committed batch's new messages and answer their senders, then the resends.
+
+        The resends are answered with their stored messages, which takes a query of its own.
+        """
         outcomes: dict[int, Outcome] = {}
         earlier: list[tuple[Pending, store.BatchResult | None]] = []
         for index, pending in enumerate(unique):
@@ -260,8 +265,11 @@ class Batcher:
                 pending.result.set(Outcome(outcome.message, duplicate=True))
 
     def _find_earlier(self, earlier: list[tuple[Pending, store.BatchResult | None]]) -> dict[int, Outcome]:
-        """The stored messages that resends name: by id, or by (sender, clientId) for a
-        draft that lost the race for its clientId to another process."""
+        """The stored messages that resends name.
+
+        By id, or by (sender, clientId) for a draft that lost the race for its clientId to
+        another process.
+        """
         outcomes: dict[int, Outcome] = {}
         by_id = {result.id: pending for pending, result in earlier if result is not None}
         lookups = [pending for pending, result in earlier if result is None]
