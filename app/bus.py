@@ -40,10 +40,9 @@ schema.sql stores in the database (chat_deployment), or is set by BUS_CHANNEL.
 
 A process alone (no other node alive in chat_nodes, no hello or payload from one lately)
 does not announce its messages or typing at all: nobody would hear them, and announcing
-cost a single worker about a third of its median latency (bench/README.md, item 12). A
-node says hello when its listener connects, so that the others start announcing at once;
-a message committed before they heard it is one more message pub/sub did not bring,
-found by the gates' gap filling.
+weighs on a single worker's latency. A node says hello when its listener connects, so
+that the others start announcing at once; a message committed before they heard it is
+one more message pub/sub did not bring, found by the gates' gap filling.
 """
 
 from __future__ import annotations
@@ -154,9 +153,9 @@ class Bus:
         return time.monotonic() < self.peers_until
 
     def handled_until(self) -> float | None:
-        """A moment (time.monotonic()) before which every payload that reached this
-        process has been handled; None when that is not known (not listening, or an
-        engine that does not track it).
+        """A moment (time.monotonic()) before which every payload that reached this process was handled.
+
+        None when that is not known (not listening, or an engine that does not track it).
 
         A busy process handles the bus's payloads late: a message missing from a room is
         then most likely among those not handled yet, not lost (see Hub._fill).
@@ -189,16 +188,18 @@ class Bus:
         """Announce a committed §10 event (engines that cannot do it inside the transaction)."""
 
     def notify_payload(self, event: StoredEvent) -> tuple[str, str] | None:
-        """(channel, payload) announcing a §10 event inside its transaction, or None when
-        this engine publishes after commit or nobody would listen."""
+        """(channel, payload) announcing a §10 event inside its transaction.
+
+        None when this engine publishes after commit or nobody would listen.
+        """
         channel = self.batch_notify_channel()
         return None if channel is None else (channel, stored_event_payload(self.origin, event, NOTIFY_MAX_BYTES))
 
     def publish_event(self, event: dict, only_if_heard: bool = False) -> None:
-        """Announce a presence or typing event (presence on PostgreSQL goes inside the
-        transaction that changes it instead: app/presence.py).
+        """Announce a presence or typing event.
 
-        `only_if_heard` skips it while no other node seems to listen, as messages are
+        Presence on PostgreSQL goes inside the transaction that changes it instead
+        (app/presence.py). `only_if_heard` skips it while no other node seems to listen, as messages are
         skipped (typing). Presence goes out regardless: nothing repairs a lost presence
         event, and a node that has just started may listen before this one heard its
         hello.
@@ -314,8 +315,8 @@ class RedisBus(Bus):
     """Redis pub/sub: published right after each commit, at most once.
 
     A greenlet of its own publishes, in order, what the commits and events queue: a
-    Redis that does not answer must not hold up the group commit (it waited out the
-    socket timeout, 1 s, in every batch).
+    Redis that does not answer must not hold up the group commit (every batch would
+    wait out the socket timeout).
     """
 
     def __init__(self, url: str, channel: str, **kwargs) -> None:
