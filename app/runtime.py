@@ -98,8 +98,8 @@ class ChatRuntime:
             known_users=self.known_users,
             local_commits=self.hub.local_commits,
         )
-        # The `rooms` list: read at most once a second, however many clients ask (each
-        # presence event made every member of the room ask at once).
+        # The `rooms` list: read at most once a second, however many clients ask (a
+        # presence event can make every member of the room ask at once).
         self.rooms_list = SharedRead(self._read_rooms, ROOMS_MAX_AGE_SECONDS)
         # every open WebSocket of this process, authenticated or not
         self.connections: set = set()
@@ -193,8 +193,10 @@ class ChatRuntime:
             self.hub.deliver(event)
 
     def deliver_stored_event(self, event: StoredEvent) -> None:
-        """Our own committed edit, delete or reaction: deliver here, announce where the bus
-        did not inside the transaction."""
+        """Deliver our own committed edit, delete or reaction here, and announce it.
+
+        Announced here only where the bus did not inside the transaction.
+        """
         self.hub.deliver(event)
         self.bus.publish_stored_event(event)
 
@@ -272,8 +274,10 @@ class ChatRuntime:
             return events.channel_after(cur, channel, after_id, below, limit, from_seq)
 
     def resync(self) -> None:
-        """After the bus (re)connects: fetch whatever was committed while it was away, and
-        tell the members here the joins and leaves it lost."""
+        """After the bus (re)connects, fetch what was committed while it was away.
+
+        The members here are also told the joins and leaves it lost.
+        """
         gevent.spawn(self._check_heads, True)
         self.presence.online.mark_unheard(self.hub.members_by_room)  # (by the next heartbeat)
 
