@@ -11,6 +11,7 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Callable
 
 import gevent
 from flask import Flask, current_app
@@ -145,11 +146,11 @@ class ChatRuntime:
             data = payload["d"]
             self.hub.deliver(StoredMessage(id=data["id"], seq=payload["s"], data=message_data(**_wire_to_args(data))))
         elif kind == "ref":
-            gevent.spawn(self._deliver_by_id, payload["id"])
+            gevent.spawn(self._deliver_by_id, store.messages_by_id, payload["id"])
         elif kind == "e":
             self.hub.deliver(stored_event_of(payload))
         elif kind == "eref":
-            gevent.spawn(self._deliver_event_by_id, payload["id"])
+            gevent.spawn(self._deliver_by_id, event_store.events_by_id, payload["id"])
         elif kind in ("p", "t"):
             self.deliver_event(payload)
         elif kind == "read":
@@ -174,23 +175,16 @@ class ChatRuntime:
         except Exception:
             log.exception("applying a membership change of user %d in %s failed", user_id, room)
 
-    def _deliver_by_id(self, message_id: int) -> None:
+    def _deliver_by_id(self, read: Callable, item_id: int) -> None:
+        """Fetch one message (store.messages_by_id) or event (event_store.events_by_id) a
+        payload only named, and deliver it here."""
         try:
             with self.pool.autocommit() as cur:
-                found = store.messages_by_id(cur, [message_id])
+                found = read(cur, [item_id])
         except ChatError:
             return  # the gate's gap filling fetches it once the database is back
-        for message in found:
-            self.hub.deliver(message)
-
-    def _deliver_event_by_id(self, event_id: int) -> None:
-        try:
-            with self.pool.autocommit() as cur:
-                found = event_store.events_by_id(cur, [event_id])
-        except ChatError:
-            return  # the gate's gap filling fetches it once the database is back
-        for event in found:
-            self.hub.deliver(event)
+        for item in found:
+            self.hub.deliver(item)
 
     def deliver_stored_event(self, event: StoredEvent) -> None:
         """Deliver our own committed edit, delete or reaction here, and announce it.
@@ -216,18 +210,19 @@ class ChatRuntime:
     def publish_typing(self, room: str, user_id: int, username: str) -> None:
         payload = {"k": "t", "room": room, "userId": user_id, "username": username}
         self.deliver_event(payload)
-        try:
-            self.bus.publish_event(payload, only_if_heard=True)
-        except ChatError:
-            pass  # typing is best effort
+        self._publish_typing(payload)
 
     def publish_dm_typing(self, to: int, user_id: int, username: str) -> None:
         payload = {"k": "dt", "to": to, "userId": user_id, "username": username}
         self.deliver_dm_typing(payload)
+        self._publish_typing(payload)
+
+    def _publish_typing(self, payload: dict) -> None:
+        """To the other nodes, if any listens: typing is best effort, never repaired."""
         try:
             self.bus.publish_event(payload, only_if_heard=True)
         except ChatError:
-            pass  # typing is best effort
+            pass
 
     def deliver_dm_typing(self, payload: dict) -> None:
         """Typing in a DM conversation: to the recipient's connections here."""

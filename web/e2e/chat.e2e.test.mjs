@@ -9,20 +9,9 @@ import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { chromium } from 'playwright-core';
-import { ARTIFACTS, ChatServer, Database, freePort, WEB_DIST } from './lib/harness.mjs';
+import { ARTIFACTS, ChatServer, Database, freePort, WEB_DIST, launchChromium } from './lib/harness.mjs';
 import { existsSync } from 'node:fs';
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
-const CHROMIUM_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-background-networking',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-component-update',
-  '--disable-sync',
-];
 const WAIT = 30_000;
 
 const pw = () => randomBytes(9).toString('base64url');
@@ -201,7 +190,7 @@ describe('chat page against the real server', { timeout: 180_000 }, () => {
     server = new ChatServer({ db, port: await freePort() });
     for (const [name, password] of Object.entries(users)) await server.createUser(name, password);
     await server.start();
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+    browser = await launchChromium(chromium);
     for (const name of Object.keys(users)) {
       const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 } });
       const page = await ctx.newPage();

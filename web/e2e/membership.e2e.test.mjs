@@ -11,7 +11,7 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { chromium } from 'playwright-core';
-import { ARTIFACTS, ChatServer, Database, freePort, WEB_DIST } from './lib/harness.mjs';
+import { ARTIFACTS, ChatServer, Database, freePort, WEB_DIST, launchChromium } from './lib/harness.mjs';
 import {
   joinRoom,
   openRoom,
@@ -25,8 +25,6 @@ import {
   waitForTitle,
 } from './lib/dom.mjs';
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
-const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--no-first-run', '--disable-sync'];
 /** How soon a room someone creates must show in another person's open room browser (ms). */
 const NEW_ROOM_VISIBLE_WITHIN_MS = 8_000;
 
@@ -98,7 +96,7 @@ describe('rooms and people across devices', { timeout: 180_000 }, () => {
     server = new ChatServer({ db, port: await freePort() });
     for (const [name, password] of Object.entries(users)) await server.createUser(name, password);
     await server.start();
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+    browser = await launchChromium(chromium);
   });
 
   after(async () => {

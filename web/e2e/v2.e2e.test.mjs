@@ -11,10 +11,8 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { chromium } from 'playwright-core';
-import { ARTIFACTS, ChatServer, Database, freePort, until, WEB_DIST } from './lib/harness.mjs';
+import { ARTIFACTS, ChatServer, Database, freePort, until, WEB_DIST, launchChromium } from './lib/harness.mjs';
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
-const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--no-first-run', '--disable-sync'];
 const WAIT = 30_000;
 
 const users = { alice: randomBytes(9).toString('base64url'), bob: randomBytes(9).toString('base64url') };
@@ -116,7 +114,7 @@ describe('v2 features of the chat page, two users and two devices', { timeout: 2
     server = new ChatServer({ db, port: await freePort() });
     for (const [name, password] of Object.entries(users)) await server.createUser(name, password);
     await server.start();
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+    browser = await launchChromium(chromium);
     for (const dev of Object.keys(who)) {
       const ctx = await browser.newContext({ viewport: dev === 'phone' ? { width: 1000, height: 760 } : { width: 1280, height: 800 } });
       const page = await ctx.newPage();

@@ -240,3 +240,22 @@ export class ChatServer {
     ws.close(1000);
   }
 }
+
+// Debian's Chromium (playwright cannot download its own browsers here), without the
+// background networking that this machine's closed network refuses.
+const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+const CHROMIUM_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-background-networking',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-component-update',
+  '--disable-sync',
+];
+
+/** Launches the browser every test file drives. */
+export function launchChromium(chromium) {
+  return chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+}
