@@ -567,7 +567,8 @@ def checkpoint(db):
     psql(db, sql="CHECKPOINT", check=False)
 
 
-def chat_step(ctx, srv, db, rooms, step_no):
+def chat_step(ctx, srv, db, rooms, step_no, window=None):
+    """One chat step at `rooms` rooms; `window` (a Window) reads the measured window's CPU."""
     o = ctx.opts
     cfg = {
         "url": srv.url, "secret": ctx.secret, "welcome": srv.spec["welcome"],
@@ -578,7 +579,7 @@ def chat_step(ctx, srv, db, rooms, step_no):
     checkpoint(db)
     busy = wait_quiet(o.quiet_wait, o.quiet_limit)
     prof = start_profile(ctx, srv, f"step{step_no}-rooms{rooms}", o.step_seconds + 5)
-    window = Window(srv.proc.pid, db)
+    window = window or Window(srv.proc.pid, db)
     with Sampler(srv.proc.pid, db) as smp:
         res = run_loadgen("chat", cfg, ctx.workdir, timeout=o.step_seconds + 180, window=window)
     if window.result and res.get("sentMsgsPerS"):
@@ -847,6 +848,257 @@ def scenario_history(ctx, key, db):
     return out
 
 
+# ------------------------------------------------------------------ fixed load (issue #22)
+class PerfWindow(Window):
+    """A Window that also counts the server's user-space instructions and cycles with
+    `perf stat` between the MARKs: far steadier than CPU time on a shared machine."""
+
+    def __init__(self, server_pid, db, workdir, tag):
+        super().__init__(server_pid, db)
+        self.out = os.path.join(workdir, f"perf-{tag}.csv")
+        self.perf = None
+
+    def __call__(self, at):
+        if at == "measure-start" and shutil.which("perf"):
+            pids = ",".join(str(p) for p in process_tree(self.server_pid))
+            self.perf = subprocess.Popen(["perf", "stat", "-x", ",", "-e", "instructions:u,cycles:u", "-p", pids,
+                                          "-o", self.out], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                         start_new_session=True)
+            LOADGENS.append(self.perf)
+        super().__call__(at)
+        if at == "measure-end" and self.perf:
+            self.perf.send_signal(signal.SIGINT)
+            try:
+                self.perf.wait(10)
+            except subprocess.TimeoutExpired:
+                self.perf.kill()
+            counts = {}
+            try:
+                with open(self.out) as f:
+                    for line in f:
+                        parts = line.strip().split(",")
+                        if len(parts) > 2 and parts[0].replace(".", "").isdigit():
+                            counts[parts[2].split(":")[0]] = int(float(parts[0]))
+            except OSError:
+                pass
+            if not counts:
+                log(f"    perf stat counted nothing (no hardware counters here, e.g. in a VM): see {self.out}")
+            if self.result is not None:
+                self.result.update(counts)
+
+
+def fixed_variant(spec):
+    """`server[:wN][:u][:redis]` -> (server, workers, unpinned, redis): one column of the fixed-load table."""
+    parts = spec.split(":")
+    v = {"name": spec, "server": parts[0], "workers": 1, "unpinned": False, "redis": False}
+    for p in parts[1:]:
+        if p.startswith("w") and p[1:].isdigit():
+            v["workers"] = int(p[1:])
+        elif p == "u":
+            v["unpinned"] = True
+        elif p == "redis":
+            v["redis"] = True
+        else:
+            raise SystemExit(f"--fixed-variants: unknown part {p!r} of {spec!r}")
+    if v["server"] not in SERVERS:
+        raise SystemExit(f"--fixed-variants: unknown server {v['server']!r}")
+    return v
+
+
+def fixed_one(ctx, v, rep):
+    """One fixed-load step of variant `v`: fresh database and server, warm-up, one measured step."""
+    global SERVER_CORE, WORKERS
+    o = ctx.opts
+    saved = SERVER_CORE, WORKERS
+    SERVER_CORE = "0,1" if v["unpinned"] else saved[0]
+    WORKERS = str(v["workers"])
+    key = v["server"]
+    tag = v["name"].replace(":", "-") + f"-r{rep}"
+    db = f"bench_fixed_{tag.replace('-', '_')}_{os.getpid()}"
+    create_db(db, SERVERS[key]["schema"])
+    env = dict(o.env.get(key, {}))
+    if v["redis"]:
+        env.update({"CHAT_BUS": "redis", "REDIS_URL": o.redis_url})
+    srv = None
+    try:
+        srv = Server(key, db, ctx.secret, env, ctx.workdir, tag)
+        warm = run_loadgen("chat", {"url": srv.url, "secret": ctx.secret, "welcome": srv.spec["welcome"],
+                                    "rooms": o.fixed_rooms, "members": o.members, "rate": o.rate, "durationS": 4,
+                                    "warmupS": 1, "drainS": 3, "tag": "warm", "userBase": 100000,
+                                    "roomPrefix": "bench", "clientIds": o.client_ids}, ctx.workdir, timeout=180)
+        log(f"  {v['name']} rep {rep}: warm-up p99 {warm.get('latencyMs', {}).get('p99')} ms")
+        time.sleep(1)
+        window = PerfWindow(srv.proc.pid, db, ctx.workdir, tag) if o.perf else Window(srv.proc.pid, db)
+        res = chat_step(ctx, srv, db, o.fixed_rooms, rep, window=window)
+        w = res.get("measuredWindow") or {}
+        messages = (res.get("sentMsgsPerS") or 0) * w.get("wall_s", 0)
+        if messages and "instructions" in w:
+            w["instructions_per_msg"] = round(w["instructions"] / messages)
+            w["cycles_per_msg"] = round(w.get("cycles", 0) / messages)
+        if res.get("profile") is None:
+            res.pop("profile", None)
+        return res
+    except Exception as e:  # noqa: BLE001 - one failing variant must not stop the others
+        log(f"  {v['name']} rep {rep} failed: {e}")
+        return {"ok": False, "reason": str(e)}
+    finally:
+        if srv:
+            srv.stop()
+        if not o.keep:
+            drop_db(db)
+        SERVER_CORE, WORKERS = saved
+
+
+def scenario_fixed(ctx, results, save):
+    """CPU per stored message at one fixed load, the variants interleaved rep by rep (issue #22, goals 2-3).
+
+    Each rep runs every variant once, in turn, so that slow spells of a shared machine
+    land on all of them alike; ratios are taken within a rep.
+    """
+    o = ctx.opts
+    variants = [fixed_variant(s) for s in o.fixed_variants.split(",") if s]
+    out = results.setdefault("fixed", {"rooms": o.fixed_rooms, "variants": [v["name"] for v in variants], "reps": []})
+    for rep in range(1, o.reps + 1):
+        row = {}
+        out["reps"].append(row)
+        for v in variants:
+            log(f"== fixed load: {v['name']} rep {rep}/{o.reps} ({o.fixed_rooms} rooms, "
+                f"{o.fixed_rooms * o.members * o.rate:g} msgs/s)")
+            row[v["name"]] = fixed_one(ctx, v, rep)
+            save()
+    return out
+
+
+def _median(xs):
+    xs = sorted(x for x in xs if x is not None)
+    if not xs:
+        return None
+    n = len(xs)
+    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+
+
+def report_fixed(fixed, opts):
+    """Per variant: median over reps of CPU and instructions per message, and latency; ratios to the first."""
+    names = fixed["variants"]
+    base = names[0]
+    per = {n: [] for n in names}
+    for row in fixed["reps"]:
+        for n in names:
+            r = row.get(n) or {}
+            w = r.get("measuredWindow") or {}
+            bw = (row.get(base) or {}).get("measuredWindow") or {}
+            per[n].append({
+                "us": w.get("server_us_per_msg"), "pg": w.get("postgres_us_per_msg"),
+                "ins": w.get("instructions_per_msg"), "p50": (r.get("latencyMs") or {}).get("p50"),
+                "p99": (r.get("latencyMs") or {}).get("p99"), "ok": r.get("ok"), "disturbed": r.get("disturbed"),
+                "other": (r.get("server") or {}).get("other_cpu_pct"), "rate": r.get("storedMsgsPerS"),
+                "ratio": (w["server_us_per_msg"] / bw["server_us_per_msg"])
+                if w.get("server_us_per_msg") and bw.get("server_us_per_msg") else None,
+                "ins_ratio": (w["instructions_per_msg"] / bw["instructions_per_msg"])
+                if w.get("instructions_per_msg") and bw.get("instructions_per_msg") else None,
+            })
+    rows = []
+    for n in names:
+        xs = per[n]
+        col = lambda k, xs=xs: [x[k] for x in xs]  # noqa: E731
+        rows.append([n, fmt(_median(col("rate"))), " / ".join(fmt(x, 0) for x in col("us")), fmt(_median(col("us")), 0),
+                     fmt(_median(col("pg")), 0), fmt(_median(col("ins")), 0),
+                     fmt(_median(col("p50")), 1), fmt(_median(col("p99")), 1),
+                     sum(1 for x in xs if x["ok"]), " / ".join(fmt(x, 0) for x in col("other")),
+                     f"{_median(col('ratio')):.2f}x" if _median(col("ratio")) else "-",
+                     f"{_median(col('ins_ratio')):.2f}x" if _median(col("ins_ratio")) else "-"])
+    head = (f"### Fixed load: {fixed['rooms']} rooms x {opts.members} members x {opts.rate:g} msgs/s "
+            f"({fixed['rooms'] * opts.members * opts.rate:,.0f} msgs/s), {len(fixed['reps'])} interleaved reps\n")
+    return head + "\n" + table(["variant", "stored msgs/s", "server us/msg per rep", "server us/msg (median)",
+                                 "postgres us/msg", "user instructions/msg", "p50 ms", "p99 ms", "steps passed",
+                                 "other load % per rep", f"us/msg vs {base}", f"instructions vs {base}"], rows)
+
+
+# ------------------------------------------------------------------ one large room (issue #22, goal 4)
+def bigroom_one(ctx, key, rep):
+    """`--bigroom-n` members in one room on a fresh server, one sending 1 msg/s: latency at every member."""
+    o = ctx.opts
+    tag = f"bigroom-r{rep}"
+    db = f"bench_bigroom_{key}_{rep}_{os.getpid()}"
+    create_db(db, SERVERS[key]["schema"])
+    srv = None
+    try:
+        srv = ctx.start(key, db, tag)
+        wait_quiet(o.quiet_wait, o.quiet_limit)
+        cfg = {"url": srv.url, "secret": ctx.secret, "welcome": srv.spec["welcome"], "n": o.bigroom_n, "room": "big",
+               "rate": o.bigroom_rate, "durationS": o.bigroom_seconds, "warmupS": 2, "connectConcurrency": 200}
+        with Sampler(srv.proc.pid, db) as smp:
+            res = run_loadgen("bigroom", cfg, ctx.workdir, timeout=o.bigroom_seconds + 600)
+        res["server"] = smp.finish(res.get("loadgenCpuS"))
+        res["disturbed"] = smp.result["other_cpu_pct"] > o.disturbed_limit
+        lat = res.get("latencyMs") or {}
+        log(f"  {key} rep {rep}: {res.get('connected')}/{o.bigroom_n} joined in {res.get('connectS')} s "
+            f"(+{res.get('settleS')} s settle); {res.get('messages')} messages, lost {res.get('lost')}; "
+            f"latency p50 {lat.get('p50')} p99 {lat.get('p99')} max {lat.get('max')} ms; to all p99 "
+            f"{(res.get('msToAll') or {}).get('p99')} ms; other load {smp.result['other_cpu_pct']} %")
+        return res
+    except Exception as e:  # noqa: BLE001 - one failing server must not stop the others
+        log(f"  bigroom {key} rep {rep} failed: {e}")
+        return {"ok": False, "reason": str(e)}
+    finally:
+        if srv:
+            srv.stop()
+        if not o.keep:
+            drop_db(db)
+
+
+def scenario_bigroom(ctx, results, save):
+    """One room of 5,000 members and one sender at 1 msg/s, the servers interleaved rep by rep."""
+    o = ctx.opts
+    servers = [s for s in o.servers.split(",") if s]
+    out = results.setdefault("bigroom", {"n": o.bigroom_n, "servers": servers, "reps": []})
+    for rep in range(1, o.reps + 1):
+        row = {}
+        out["reps"].append(row)
+        for key in servers:
+            log(f"== one room of {o.bigroom_n}: {key} rep {rep}/{o.reps}")
+            row[key] = bigroom_one(ctx, key, rep)
+            save()
+    return out
+
+
+def report_bigroom(big, opts):
+    rows = []
+    for key in big["servers"]:
+        rs = [row.get(key) or {} for row in big["reps"]]
+        lat = [r.get("latencyMs") or {} for r in rs]
+        rows.append([key, " / ".join(f"{r.get('connected', '-')}" for r in rs),
+                     " / ".join(fmt(r.get("connectS"), 1) for r in rs),
+                     " / ".join(fmt(r.get("lost")) for r in rs),
+                     " / ".join(fmt(x.get("p50"), 1) for x in lat), " / ".join(fmt(x.get("p99"), 1) for x in lat),
+                     fmt(_median([x.get("p99") for x in lat]), 1), " / ".join(fmt(x.get("max"), 1) for x in lat),
+                     " / ".join(fmt((r.get("server") or {}).get("other_cpu_pct"), 0) for r in rs)])
+    head = (f"### One room of {big['n']:,} members, one sender at {opts.bigroom_rate:g} msg/s for "
+            f"{opts.bigroom_seconds:g} s ({len(big['reps'])} interleaved reps; per rep)\n")
+    return head + "\n" + table(["server", "joined", "connect+join s", "lost", "p50 ms", "p99 ms", "p99 ms (median)",
+                                 "max ms", "other load %"], rows)
+
+
+# Scenarios that start their servers themselves, alternating them rep by rep:
+# name -> (run(ctx, results, save), report(its results, opts)).
+INTERLEAVED = {"fixed": (scenario_fixed, report_fixed), "bigroom": (scenario_bigroom, report_bigroom)}
+
+
+def run_interleaved(ctx, scenarios, results, meta):
+    def save():
+        with open(os.path.join(ctx.workdir, "results.json"), "w") as f:
+            json.dump({"meta": meta, "results": results}, f, indent=1)
+
+    for sc in scenarios:
+        if sc in INTERLEAVED:
+            INTERLEAVED[sc][0](ctx, results, save)
+            save()
+
+
+def report_interleaved(results, opts):
+    return "".join("\n\n" + rep(results[sc], opts) for sc, (_, rep) in INTERLEAVED.items() if sc in results)
+
+
 # ------------------------------------------------------------------ report
 def fmt(x, nd=0):
     if x is None:
@@ -980,6 +1232,16 @@ def parse_args(argv):
                          "e.g. 0.35: stands in for a core per worker when measuring scaling with --workers")
     ap.add_argument("--server-cpus", default="0", help="taskset CPU list of the server (default: core 0)")
     ap.add_argument("--loadgen-cpus", default="1", help="taskset CPU list of the load generator (default: core 1)")
+    ap.add_argument("--fixed-rooms", type=int, default=100,
+                    help="fixed: rooms of the one load step (100 x 10 members x 2 msgs/s = 2,000 msgs/s)")
+    ap.add_argument("--fixed-variants", default="project,node,project:u,project:w2:u",
+                    help="fixed: comma list of server[:wN][:u][:redis] (N workers, unpinned on all cores, Redis bus)")
+    ap.add_argument("--reps", type=int, default=3, help="fixed, bigroom: interleaved repetitions of every variant")
+    ap.add_argument("--perf", action="store_true", help="fixed: count the server's instructions with perf stat")
+    ap.add_argument("--bigroom-n", type=int, default=5000, help="bigroom: members of the one room")
+    ap.add_argument("--bigroom-rate", type=float, default=1.0, help="bigroom: messages/s of the one sender")
+    ap.add_argument("--bigroom-seconds", type=float, default=30.0, help="bigroom: sending time")
+    ap.add_argument("--redis-url", default="redis://127.0.0.1:6379/0", help="fixed: Redis of the :redis variants")
     ap.add_argument("--out", default=os.path.join(BENCH, "results"))
     o = ap.parse_args(argv)
     global SERVER_CORE, LOADGEN_CORE, WORKERS, WORKER_CPU_SHARE
@@ -1022,7 +1284,7 @@ def main(argv=None):
         if s not in SERVERS:
             sys.exit(f"unknown server {s}")
     for s in scenarios:
-        if s not in ("chat", "idle", "history"):
+        if s not in ("chat", "idle", "history") and s not in INTERLEAVED:
             sys.exit(f"unknown scenario {s}")
     skipped = [s for s in servers if not SERVERS[s]["available"]()]
     for s in skipped:
@@ -1049,6 +1311,8 @@ def main(argv=None):
         for key in servers:
             results[key] = {}
             for sc in scenarios:
+                if sc in INTERLEAVED:
+                    continue
                 db = f"bench_{key}_{sc}_{os.getpid()}"
                 log(f"== {key}: {sc} (database {db})")
                 create_db(db, SERVERS[key]["schema"])
@@ -1064,10 +1328,11 @@ def main(argv=None):
                         drop_db(db)
                 with open(os.path.join(workdir, "results.json"), "w") as f:
                     json.dump({"meta": meta, "results": results}, f, indent=1)
+        run_interleaved(ctx, scenarios, results, meta)
     finally:
         cleanup()
     meta["elapsed_s"] = round(time.monotonic() - t_start)
-    text = report(results, o)
+    text = report(results, o) + report_interleaved(results, o)
     with open(os.path.join(workdir, "results.json"), "w") as f:
         json.dump({"meta": meta, "results": results}, f, indent=1)
     with open(os.path.join(workdir, "report.md"), "w") as f:

@@ -727,6 +727,117 @@ async function runHistory() {
   });
 }
 
+// ================================================================ bigroom
+// One room of `n` members, one of them sending `rate` messages/s for `durationS`: the
+// delivery latency at every member (issue #22, goal 4). The other members only listen.
+async function runBigRoom() {
+  const N = cfg.n || 5000;
+  const ROOM = cfg.room || 'big';
+  const USER_BASE = cfg.userBase || 700000;
+  const RATE = cfg.rate || 1;
+  const DURATION = (cfg.durationS || 30) * 1000;
+  const WARMUP = (cfg.warmupS === undefined ? 2 : cfg.warmupS) * 1000;
+  const TAG = 'big' + Date.now().toString(36);
+  const COUNT = Math.floor((DURATION / 1000) * RATE);
+  const lat = new Samples(N * COUNT);
+  const perMessage = []; // seq -> {got, last}
+  const sentAt = [];
+  const st = { received: 0, dup: 0, errors: {}, unexpectedCloses: {} };
+  let measureFrom = Infinity;
+
+  let frames = 0;
+  function onFrame(c, buf, now) {
+    frames++;
+    // presence of later joins reaches the early members: skip anything but our messages cheaply
+    if (buf.length > 2048 || !buf.includes(TAG)) return;
+    let m;
+    try {
+      m = JSON.parse(buf);
+    } catch (e) {
+      return;
+    }
+    if (m.type === 'error') return bump(st.errors, m.code || 'unknown');
+    if (m.type !== 'message' || !m.data || typeof m.data.content !== 'string') return;
+    const p = m.data.content.split(' ', 4);
+    const seq = +p[2];
+    const t = +p[3];
+    if (c.seen[seq]) {
+      st.dup++;
+      return;
+    }
+    c.seen[seq] = 1;
+    st.received++;
+    const pm = perMessage[seq];
+    pm.got++;
+    pm.last = Math.max(pm.last, now - t);
+    if (t >= measureFrom) lat.push(now - t);
+  }
+  const specs = [];
+  for (let i = 0; i < N; i++) specs.push([USER_BASE + i, [ROOM]]);
+  const t0 = performance.now();
+  const { clients, failures } = await connectAll(specs, onFrame, {
+    onClose: (c, code) => bump(st.unexpectedCloses, code),
+  });
+  const connectS = (performance.now() - t0) / 1000;
+  const live = clients.filter(Boolean);
+  for (const c of live) c.seen = new Uint8Array(COUNT + 1);
+  log(`bigroom: ${live.length}/${N} connected+joined in ${connectS.toFixed(1)}s`);
+  // let the joins' presence traffic settle before sending: until 1 s passes without a frame (max 120 s)
+  const settleEnd = performance.now() + 120000;
+  for (let seen = -1; frames !== seen && performance.now() < settleEnd; ) {
+    seen = frames;
+    await sleep(1000);
+  }
+  const settleS = (performance.now() - t0) / 1000 - connectS;
+  const sender = live[0];
+  const start = performance.now() + 20;
+  measureFrom = start + WARMUP;
+  const cpu0 = process.cpuUsage();
+  for (let seq = 0; seq < COUNT; seq++) {
+    const due = start + (seq * 1000) / RATE;
+    await sleep(Math.max(0, due - performance.now()));
+    perMessage[seq] = { got: 0, last: 0 };
+    const now = performance.now();
+    sentAt[seq] = now;
+    sender.ws.send(JSON.stringify({ type: 'message', room: ROOM, content: `b1 ${TAG} ${seq} ${now.toFixed(3)} hello all` }));
+  }
+  // drain: everything delivered, or 5 s with nothing new
+  let last = st.received;
+  let lastProgress = performance.now();
+  while (st.received < COUNT * live.length && performance.now() - lastProgress < 5000) {
+    await sleep(50);
+    if (st.received !== last) {
+      last = st.received;
+      lastProgress = performance.now();
+    }
+  }
+  const cpu = process.cpuUsage(cpu0);
+  closeAll(live);
+  await waitClosed(live, 5000);
+  const toAll = new Samples(COUNT);
+  for (const pm of perMessage) if (pm && pm.got === live.length) toAll.push(pm.last);
+  const latency = lat.summary();
+  emit('RESULT', {
+    mode: 'bigroom',
+    n: N,
+    connected: live.length,
+    connectFailures: failures,
+    connectS: +connectS.toFixed(2),
+    settleS: +settleS.toFixed(2),
+    messages: COUNT,
+    expected: COUNT * live.length,
+    received: st.received,
+    lost: COUNT * live.length - st.received,
+    duplicates: st.dup,
+    errors: st.errors,
+    unexpectedCloses: st.unexpectedCloses,
+    latencyMs: latency,
+    msToAll: toAll.summary(),
+    loadgenCpuS: +((cpu.user + cpu.system) / 1e6).toFixed(2),
+    ok: live.length === N && st.received === COUNT * live.length && !st.dup,
+  });
+}
+
 // ================================================================ prime
 async function runPrime() {
   const users = cfg.users || [];
@@ -745,7 +856,7 @@ async function runPrime() {
   emit('RESULT', { mode: 'prime', users: users.length, connected: ok.length, connectFailures: failures });
 }
 
-const modes = { chat: runChat, idle: runIdle, history: runHistory, prime: runPrime };
+const modes = { chat: runChat, idle: runIdle, history: runHistory, prime: runPrime, bigroom: runBigRoom };
 if (!modes[mode]) {
   log('usage: node loadgen.js chat|idle|history|prime <json config or file>');
   process.exit(2);
