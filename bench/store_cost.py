@@ -9,6 +9,7 @@ from /proc for the connection's backend, so it needs PostgreSQL on this machine.
     .venv/bin/python bench/store_cost.py               # as the server runs them
     .venv/bin/python bench/store_cost.py --plans auto  # prepared, PostgreSQL's own plan choice
     .venv/bin/python bench/store_cost.py --plans unprepared  # the whole query text each time
+    .venv/bin/python bench/store_cost.py --ceiling  # 1-8 lanes at once: PostgreSQL's group-commit ceiling
 
 One connection does not show what concurrency adds (two lanes updating `rooms`, see
 bench/README.md item 9); the chat scenario of run.py does.
@@ -20,6 +21,7 @@ import argparse
 import os
 import random
 import sys
+import threading
 import time
 
 import psycopg2
@@ -99,6 +101,60 @@ def measure(url: str, size: int, notify: str | None, plans: str) -> str:
     )
 
 
+def ceiling(url: str, lanes: int, size: int, notify: str | None, seconds: float) -> str:
+    """The group-commit ceiling: `lanes` connections committing batches of `size` back to back.
+
+    As many lanes as the workers of a deployment hold together (COMMIT_PIPELINES each),
+    every one in its own thread (psycopg2 lets go of the GIL while PostgreSQL works):
+    messages/s and commits/s that PostgreSQL takes, and its CPU per message.
+    """
+    conns = []
+    for _ in range(lanes):
+        conn = psycopg2.connect(url)
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            store.prepare_batch_statements(cur)
+        conns.append(conn)
+    done = [0] * lanes
+    stop = threading.Event()
+
+    def lane(i: int) -> None:
+        rnd = random.Random(i)
+        with conns[i].cursor() as cur:
+            while not stop.is_set():
+                drafts = [
+                    store.Draft(
+                        from_user=rnd.randint(1, USERS),
+                        username="u",
+                        content="b1 run room member 12 1733000000000 lorem ipsum dolor sit amet",
+                        room=f"r{rnd.randrange(ROOMS)}",
+                    )
+                    for _ in range(size)
+                ]
+                cur.execute(*store.batch_query(drafts, notify, "bench"))
+                cur.fetchall()
+                done[i] += 1
+
+    pg_before = sum(backend_cpu_s(c) for c in conns)
+    threads = [threading.Thread(target=lane, args=(i,)) for i in range(lanes)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    time.sleep(seconds)
+    stop.set()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - start
+    pg = sum(backend_cpu_s(c) for c in conns) - pg_before
+    for c in conns:
+        c.close()
+    commits = sum(done)
+    return (
+        f"| {lanes:>5} | {size:>5} | {'yes' if notify else 'no':>6} | {commits / wall:>9,.0f} | "
+        f"{commits * size / wall:>10,.0f} | {pg / max(1, commits * size) * 1e6:>13.0f} |"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -108,12 +164,26 @@ def main() -> None:
         help="generic: as the server prepares them; auto: prepared, PostgreSQL chooses (custom plans); "
         "unprepared: the whole query, planned each run",
     )
+    parser.add_argument(
+        "--ceiling",
+        action="store_true",
+        help="the group-commit ceiling instead: 1-8 lanes committing back to back, batches of 1, 10 and 40",
+    )
+    parser.add_argument("--seconds", type=float, default=5.0, help="--ceiling: seconds per measurement")
     options = parser.parse_args()
     name = f"bench_store_cost_{os.getpid()}"
     create_db(name, os.path.join(ROOT, "schema.sql"))
     url = db_url(name)
     try:
         seed(url)
+        if options.ceiling:
+            print("| lanes | batch | NOTIFY | commits/s | messages/s | PG CPU us/msg |")
+            print("|------:|------:|-------:|----------:|-----------:|--------------:|")
+            for size in (1, 10, 40):
+                for lanes in (1, 2, 4, 8):
+                    for notify in (None, "chat_bench"):
+                        print(ceiling(url, lanes, size, notify, options.seconds), flush=True)
+            return
         print(f"plans: {options.plans}\n")
         print("| batch | NOTIFY | PG CPU us/msg | client CPU us/batch | wall ms/batch |")
         print("|------:|-------:|--------------:|--------------------:|--------------:|")
