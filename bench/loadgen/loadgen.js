@@ -383,6 +383,9 @@ async function runChat() {
   // and PostgreSQL's CPU time then, leaving out the connects and the warm-up)
   setTimeout(() => emit('MARK', { at: 'measure-start' }), Math.max(0, measureStart - performance.now()));
   setTimeout(() => emit('MARK', { at: 'measure-end' }), Math.max(0, measureEnd - performance.now()));
+  // and when sending begins and everything sent has arrived: CPU per message over all of it
+  // holds also when the server falls behind (its backlog is worked off after measure-end)
+  setTimeout(() => emit('MARK', { at: 'send-start' }), Math.max(0, sendStart - performance.now()));
   let lateSends = 0;
   for (const c of clients) {
     if (!c) continue;
@@ -434,6 +437,7 @@ async function runChat() {
     } else if (performance.now() - lastProgress > DRAIN) break;
   }
   const drainS = (performance.now() - sendEnd) / 1000;
+  emit('MARK', { at: 'drained' });
   eld.disable();
   closeAll(clients);
   await waitClosed(clients, 3000);
