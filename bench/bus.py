@@ -120,7 +120,7 @@ def pg_listener(url: str, ready, stop_after: float, out) -> None:
     conn.autocommit = True
     conn.cursor().execute(f"LISTEN {CHANNEL}")
     backend = conn.get_backend_pid()
-    cpu0 = proc_cpu_s(backend)
+    cpu0, own0 = proc_cpu_s(backend), time.process_time()
     ready.set()
     lat, n, last = [], 0, time.time()
     while time.time() - last < stop_after:
@@ -133,7 +133,7 @@ def pg_listener(url: str, ready, stop_after: float, out) -> None:
             if conn.notifies:
                 last = now
             conn.notifies.clear()
-    out.put(("sub", n, lat, proc_cpu_s(backend) - cpu0))
+    out.put(("sub", n, lat, proc_cpu_s(backend) - cpu0, time.process_time() - own0))
 
 
 def redis_listener(url: str, channel: str, ready, stop_after: float, out) -> None:
@@ -143,6 +143,7 @@ def redis_listener(url: str, channel: str, ready, stop_after: float, out) -> Non
     while pubsub.get_message(timeout=1.0) is None and not pubsub.subscribed:
         pass
     ready.set()
+    own0 = time.process_time()
     lat, n, last = [], 0, time.time()
     while time.time() - last < stop_after:
         item = pubsub.get_message(timeout=0.2)
@@ -151,7 +152,7 @@ def redis_listener(url: str, channel: str, ready, stop_after: float, out) -> Non
             lat.append(now - sent_at(item["data"].decode()))
             n += 1
             last = now
-    out.put(("sub", n, lat, 0.0))
+    out.put(("sub", n, lat, 0.0, time.process_time() - own0))
 
 
 # ------------------------------------------------------------------ the bus's own CPU
@@ -199,21 +200,26 @@ def run_shape(bus: str, target: str, shape: tuple[int, int, int], seconds: float
     for p in publishers:
         p.start()
     results = [out.get(timeout=seconds + 120) for _ in range(pubs + subs)]
-    if bus == "postgres":  # each publisher and listener read its backend's CPU
-        server_cpu = sum(r[3] for r in results)
     for p in publishers + listeners:
         p.join(10)
+    if bus == "postgres":  # each publisher and listener read its backend's CPU
+        server_cpu = sum(r[3] for r in results)
+    else:
         server_cpu = (proc_cpu_s(server) - before) if server else 0.0
     published = sum(r[1] for r in results if r[0] == "pub")
     wall = max(r[2] for r in results if r[0] == "pub")
     got = [r[1] for r in results if r[0] == "sub"]
     lat = [x for r in results if r[0] == "sub" for x in r[2]]
+    listener_cpu = sum(r[4] for r in results if r[0] == "sub")
     return {
         "published": published,
         "pub_per_s": published / wall,
         "delivered_min": min(got),
         "deliv_per_s": min(got) / wall,
         "server_us_per_payload": 1e6 * server_cpu / max(1, published),
+        # what reading a payload costs a listening process (psycopg2 or redis-py): every
+        # worker pays it for every payload on the channel
+        "listener_us_per_payload": 1e6 * listener_cpu / max(1, sum(got)),
         "p50_ms": 1e3 * (percentile(lat, 50) or 0),
         "p99_ms": 1e3 * (percentile(lat, 99) or 0),
         "max_ms": 1e3 * (max(lat) if lat else 0),
@@ -230,9 +236,9 @@ def main() -> None:
     print(f"payload: {len(payload(1).encode())} bytes; {os.cpu_count()} CPUs; {options.seconds:g} s each\n")
     print(
         "| bus | publishers | listeners | per round trip | published/s (flat out) | delivered/s at each listener | "
-        f"bus server CPU us/payload | p50 / p99 / max ms at {options.rate:,.0f}/s |"
+        f"bus server CPU us/payload | listener CPU us/payload | p50 / p99 / max ms at {options.rate:,.0f}/s |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
     for bus in options.bus.split(","):
         name = f"bench_bus_{os.getpid()}"
         if bus == "postgres":
@@ -248,6 +254,7 @@ def main() -> None:
                 print(
                     f"| {bus} | {shape[0]} | {shape[1]} | {shape[2]} | {flat['pub_per_s']:,.0f} | "
                     f"{flat['deliv_per_s']:,.0f} | {flat['server_us_per_payload']:.0f} | "
+                    f"{flat['listener_us_per_payload']:.0f} | "
                     f"{paced['p50_ms']:.1f} / {paced['p99_ms']:.1f} / {paced['max_ms']:.1f} |",
                     flush=True,
                 )

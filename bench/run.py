@@ -1043,12 +1043,16 @@ def report_fixed(fixed, opts):
                      sum(1 for x in xs if x["ok"]), " / ".join(fmt(x, 0) for x in col("other")),
                      f"{_median(col('ratio')):.2f}x" if _median(col("ratio")) else "-",
                      f"{_median(col('ins_ratio')):.2f}x" if _median(col("ins_ratio")) else "-"])
+    headers = ["variant", "stored msgs/s", "server us/msg per rep", "server us/msg (median)", "postgres us/msg",
+               "send+drain: server us/msg per rep", "send+drain: postgres us/msg", f"send+drain vs {base}",
+               "user instructions/msg", "p50 ms", "p99 ms", "steps passed", "other load % per rep",
+               f"us/msg vs {base}", f"instructions vs {base}"]
+    if all(row[8] == "-" for row in rows):  # no hardware counters: leave their columns out
+        headers = [h for i, h in enumerate(headers) if i not in (8, 14)]
+        rows = [[c for i, c in enumerate(row) if i not in (8, 14)] for row in rows]
     head = (f"### Fixed load: {fixed['rooms']} rooms x {opts.members} members x {opts.rate:g} msgs/s "
             f"({fixed['rooms'] * opts.members * opts.rate:,.0f} msgs/s), {len(fixed['reps'])} interleaved reps\n")
-    return head + "\n" + table(["variant", "stored msgs/s", "server us/msg per rep", "server us/msg (median)",
-                                 "postgres us/msg", "send+drain: server us/msg per rep", "send+drain: postgres us/msg",
-                                 f"send+drain vs {base}", "user instructions/msg", "p50 ms", "p99 ms", "steps passed",
-                                 "other load % per rep", f"us/msg vs {base}", f"instructions vs {base}"], rows)
+    return head + "\n" + table(headers, rows)
 
 
 # ------------------------------------------------------------------ one large room (issue #22, goal 4)
@@ -1066,7 +1070,7 @@ def bigroom_one(ctx, key, rep):
                "rate": o.bigroom_rate, "durationS": o.bigroom_seconds, "warmupS": 2, "connectConcurrency": 200}
         with Sampler(srv.proc.pid, db) as smp:
             res = run_loadgen("bigroom", cfg, ctx.workdir, timeout=o.bigroom_seconds + 600)
-        res["server"] = smp.finish(res.get("loadgenCpuS"))
+        res["server"] = smp.finish(res.get("cpuTotalS"))
         res["disturbed"] = smp.result["other_cpu_pct"] > o.disturbed_limit
         lat = res.get("latencyMs") or {}
         log(f"  {key} rep {rep}: {res.get('connected')}/{o.bigroom_n} joined in {res.get('connectS')} s "
