@@ -22,6 +22,10 @@ batch of 10 is one commit carrying 10 NOTIFYs. For Redis it is the publisher's p
 
     .venv/bin/python bench/bus.py                    # both buses, the default shapes
     .venv/bin/python bench/bus.py --bus redis --seconds 5
+
+Then, for Redis, its own CPU per publish against the number of subscribers (raw sockets
+that read and discard, so that Python's parsing does not limit it): what one Redis
+process spends per message for N workers listening on one channel.
 """
 
 from __future__ import annotations
@@ -226,6 +230,52 @@ def run_shape(bus: str, target: str, shape: tuple[int, int, int], seconds: float
     }
 
 
+def redis_fanout(url: str, subscribers: int, payloads: int = 100_000) -> float:
+    """redis-server's CPU per publish with `subscribers` raw-socket subscribers that read and discard.
+
+    Pipelined in rounds of 2,500, as app/bus.py pipelines what queued: Redis's own cost,
+    without a Python subscriber's parsing (which the table above has as listener CPU).
+    """
+    import socket
+    import threading
+
+    channel = f"{CHANNEL}:fan:{os.getpid()}"
+    stop = threading.Event()
+    command = f"*2\r\n$9\r\nSUBSCRIBE\r\n${len(channel)}\r\n{channel}\r\n".encode()
+    address = redis.Redis.from_url(url).connection_pool.connection_kwargs
+    host, port = address.get("host", "127.0.0.1"), address.get("port", 6379)
+
+    def drain() -> None:
+        with socket.create_connection((host, port)) as sock:
+            sock.sendall(command)
+            sock.settimeout(0.2)
+            while not stop.is_set():
+                try:
+                    if not sock.recv(1 << 20):
+                        return
+                except TimeoutError:
+                    pass
+
+    readers = [threading.Thread(target=drain) for _ in range(subscribers)]
+    for t in readers:
+        t.start()
+    time.sleep(0.5)
+    client, server = redis.Redis.from_url(url), redis_server_pid()
+    text = payload(1)
+    before = proc_cpu_s(server)
+    for _ in range(payloads // 2500):
+        pipe = client.pipeline(transaction=False)
+        for _ in range(2500):
+            pipe.publish(channel, text)
+        pipe.execute()
+    time.sleep(0.3)
+    cpu = proc_cpu_s(server) - before
+    stop.set()
+    for t in readers:
+        t.join()
+    return 1e6 * cpu / payloads
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--bus", default="postgres,redis", help="comma list of postgres,redis")
@@ -261,6 +311,11 @@ def main() -> None:
         finally:
             if bus == "postgres":
                 drop_db(name)
+    if "redis" in options.bus.split(",") and redis_server_pid():
+        print("\n| subscribers | redis-server CPU us per publish (pipelined, subscribers that only read) |")
+        print("|---:|---:|")
+        for subscribers in (0, 1, 4, 8, 16, 32):
+            print(f"| {subscribers} | {redis_fanout(options.redis_url, subscribers):.2f} |", flush=True)
 
 
 if __name__ == "__main__":
