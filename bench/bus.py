@@ -220,7 +220,7 @@ def run_shape(bus: str, target: str, shape: tuple[int, int, int], seconds: float
         "pub_per_s": published / wall,
         "delivered_min": min(got),
         "deliv_per_s": min(got) / wall,
-        "server_us_per_payload": 1e6 * server_cpu / max(1, published),
+        "server_us_per_payload": 1e6 * max(0.0, server_cpu) / max(1, published),
         # what reading a payload costs a listening process (psycopg2 or redis-py): every
         # worker pays it for every payload on the channel
         "listener_us_per_payload": 1e6 * listener_cpu / max(1, sum(got)),

@@ -101,12 +101,14 @@ def measure(url: str, size: int, notify: str | None, plans: str) -> str:
     )
 
 
-def ceiling(url: str, lanes: int, size: int, notify: str | None, seconds: float) -> str:
+def ceiling(url: str, lanes: int, size: int, notify: str | None, seconds: float, after: bool = False) -> str:
     """The group-commit ceiling: `lanes` connections committing batches of `size` back to back.
 
     As many lanes as the workers of a deployment hold together (COMMIT_PIPELINES each),
     every one in its own thread (psycopg2 lets go of the GIL while PostgreSQL works):
-    messages/s and commits/s that PostgreSQL takes, and its CPU per message.
+    messages/s and commits/s that PostgreSQL takes, and its CPU per message. With `after`,
+    the batch is stored without NOTIFY and its payloads NOTIFYed in a second statement,
+    a transaction of its own: what moving the announcement out of the commit would give.
     """
     conns = []
     for _ in range(lanes):
@@ -131,8 +133,13 @@ def ceiling(url: str, lanes: int, size: int, notify: str | None, seconds: float)
                     )
                     for _ in range(size)
                 ]
-                cur.execute(*store.batch_query(drafts, notify, "bench"))
-                cur.fetchall()
+                cur.execute(*store.batch_query(drafts, None if after else notify, "bench"))
+                rows = cur.fetchall()
+                if after and notify:
+                    # announced after the commit, in a transaction of its own that writes
+                    # nothing: it takes the NOTIFY lock, but flushes no WAL while holding it
+                    payloads = [f'bench|{{"k":"m","s":{row[3]},"id":{row[2]}}}' for row in rows]
+                    cur.execute("SELECT pg_notify(%s, p) FROM unnest(%s::text[]) p", (notify, payloads))
                 done[i] += 1
 
     pg_before = sum(backend_cpu_s(c) for c in conns)
@@ -148,9 +155,10 @@ def ceiling(url: str, lanes: int, size: int, notify: str | None, seconds: float)
     pg = sum(backend_cpu_s(c) for c in conns) - pg_before
     for c in conns:
         c.close()
-    commits = sum(done)
+    commits = sum(done)  # batches stored (with NOTIFY after: each one more transaction that writes nothing)
+    announced = ("after" if after else "yes") if notify else "no"
     return (
-        f"| {lanes:>5} | {size:>5} | {'yes' if notify else 'no':>6} | {commits / wall:>9,.0f} | "
+        f"| {lanes:>5} | {size:>5} | {announced:>6} | {commits / wall:>9,.0f} | "
         f"{commits * size / wall:>10,.0f} | {pg / max(1, commits * size) * 1e6:>13.0f} |"
     )
 
@@ -167,7 +175,8 @@ def main() -> None:
     parser.add_argument(
         "--ceiling",
         action="store_true",
-        help="the group-commit ceiling instead: 1-8 lanes committing back to back, batches of 1, 10 and 40",
+        help="the group-commit ceiling instead: 1-8 lanes committing back to back, batches of 1, 10 and 40; "
+        "without NOTIFY, with NOTIFY inside the commit (as the server does), and NOTIFY after it",
     )
     parser.add_argument("--seconds", type=float, default=5.0, help="--ceiling: seconds per measurement")
     options = parser.parse_args()
@@ -181,8 +190,8 @@ def main() -> None:
             print("|------:|------:|-------:|----------:|-----------:|--------------:|")
             for size in (1, 10, 40):
                 for lanes in (1, 2, 4, 8):
-                    for notify in (None, "chat_bench"):
-                        print(ceiling(url, lanes, size, notify, options.seconds), flush=True)
+                    for notify, after in ((None, False), ("chat_bench", False), ("chat_bench", True)):
+                        print(ceiling(url, lanes, size, notify, options.seconds, after), flush=True)
             return
         print(f"plans: {options.plans}\n")
         print("| batch | NOTIFY | PG CPU us/msg | client CPU us/batch | wall ms/batch |")
