@@ -616,8 +616,17 @@ def room_history_frame(command: Command, messages: list[dict[str, Any]]) -> dict
     return {"type": "room_history", "room": command.room, **_page_echo(command), "data": messages}
 
 
-def dm_history_frame(command: Command, messages: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"type": "dm_history", "with": command.to, **_page_echo(command), "data": messages}
+def dm_history_frame(
+    command: Command, messages: list[dict[str, Any]], events: list[dict[str, Any]] | None = None, more: bool = False
+) -> dict[str, Any]:
+    """A page of a DM conversation; with `after`, also the §10 event frames since (`events`),
+    and `more` when those were cut at their cap (docs/protocol.md, DM catch-up)."""
+    frame = {"type": "dm_history", "with": command.to, **_page_echo(command), "data": messages}
+    if events is not None:
+        frame["events"] = events
+        if more:
+            frame["more"] = True
+    return frame
 
 
 def conversations_frame(conversations: list[dict[str, Any]]) -> dict[str, Any]:
