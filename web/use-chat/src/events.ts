@@ -78,6 +78,9 @@ export interface DmTypingEventFrame {
   data: UserRef;
 }
 
+/** The §10 frames that change a message (live, in a room's replay, in a DM catch-up's `events`). */
+export type MessageEventFrame = MessageEditedFrame | MessageDeletedFrame | ReactionFrame;
+
 export type EventServerFrame = ReadEventFrame | MessageEditedFrame | MessageDeletedFrame | ReactionFrame | SearchFrame;
 
 export const EVENT_SERVER_TYPES: ReadonlySet<string> = new Set<EventServerFrame['type']>([
@@ -106,6 +109,13 @@ export function readCountsOf(v: unknown): ReadCounts | null {
     unread: isId(v.unread) && v.unread >= 0 ? v.unread : 0,
     mentions: isId(v.mentions) && v.mentions >= 0 ? v.mentions : 0,
   };
+}
+
+/** The well-formed §10 frames of a DM catch-up's `events` (anything else is left out). */
+export function parseMessageEvents(v: unknown): MessageEventFrame[] {
+  if (!Array.isArray(v)) return [];
+  const frames = v.filter(isObject).map(parseEventFrame);
+  return frames.filter((f): f is MessageEventFrame => f?.type === 'message_edited' || f?.type === 'message_deleted' || f?.type === 'reaction');
 }
 
 /** Parses a frame of one of `EVENT_SERVER_TYPES` (already JSON); null when malformed. */

@@ -6,7 +6,7 @@
  * (the protocol grows by extension), which is why `ServerFrame` parsing is lenient.
  */
 
-import { EVENT_SERVER_TYPES, parseEventFrame, readCountsOf, type DmTypingEventFrame, type EventClientFrame, type EventServerFrame, type ReadCounts } from './events';
+import { EVENT_SERVER_TYPES, parseEventFrame, parseMessageEvents, readCountsOf, type MessageEventFrame, type DmTypingEventFrame, type EventClientFrame, type EventServerFrame, type ReadCounts } from './events';
 
 export * from './events';
 
@@ -251,6 +251,13 @@ export interface DmHistoryFrame extends PageEcho {
   type: 'dm_history';
   with: UserId;
   data: DirectMessage[];
+  /**
+   * A catch-up's answer (`after`): the edits, deletes and reactions of the conversation since, in
+   * id order, to apply after `data` (absent on older servers and on other pages).
+   */
+  events?: MessageEventFrame[];
+  /** `events` was cut at the server's cap: the rest comes `after` its last eventId */
+  more?: boolean;
 }
 /**
  * What an error names of the request it answers (a server extension, at the top level and in
@@ -520,9 +527,12 @@ export function parseServerFrame(text: string): ServerFrame | null {
         ? (v as unknown as RoomHistoryFrame)
         : null;
     case 'dm_history':
-      return typeof v.with === 'number' && Array.isArray(d) && d.every(isDirectMessage)
-        ? (v as unknown as DmHistoryFrame)
-        : null;
+      if (typeof v.with !== 'number' || !Array.isArray(d) || !d.every(isDirectMessage)) return null;
+      return {
+        ...(v as unknown as DmHistoryFrame),
+        ...(v.events === undefined ? {} : { events: parseMessageEvents(v.events) }),
+        ...(v.more === true ? { more: true } : {}),
+      };
     case 'error': {
       // Existing clients read data.message; accept either place.
       const message =
