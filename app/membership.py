@@ -117,6 +117,7 @@ class Memberships:
             for other in newly:
                 if other is not conn:
                     other.send(ack)
+            self.presence.online.listed_to(room, [conn, *newly])
         if since is None:
             return Joined(None, None)
         # A `since` past the newest message (a database restored from an older backup, a
@@ -240,6 +241,7 @@ class Memberships:
                 if invited is not None:
                     conn.send(invited)
                 conn.send(ack)
+            self.presence.online.listed_to(room, newly)
 
     def reconcile(self) -> None:
         """Compare the memberships of the users connected here with the database and

@@ -17,9 +17,9 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import gevent
 import orjson
@@ -281,6 +281,7 @@ class Presence:
         online_cache_seconds: float = 1.0,
         user_here: Callable[[int, str], bool] = lambda user_id, room: False,
         rooms_per_minute: int = 0,
+        members_here: Callable[[str], Iterable[Any]] = lambda room: (),
     ) -> None:
         self.pool = pool
         self.bus = bus
@@ -297,7 +298,12 @@ class Presence:
         self.rooms_per_minute = rooms_per_minute
         # who is online in each room, as this process has told its members
         self.online = OnlineLists(
-            self._read_online_users, deliver_event, max_announced_room_size, online_cache_seconds, user_here
+            self._read_online_users,
+            deliver_event,
+            max_announced_room_size,
+            online_cache_seconds,
+            user_here,
+            members_here,
         )
         # (room, user_id) -> held while this process changes that user's membership or
         # presence there (see `changing`)

@@ -82,6 +82,7 @@ class ChatRuntime:
             self.deliver_event,
             max_announced_room_size=config["PRESENCE_MAX_ROOM_SIZE"],
             user_here=self.hub.user_in_room,
+            members_here=lambda room: self.hub.members_by_room.get(room, ()),
             rooms_per_minute=config["ROOMS_CREATE_PER_MINUTE"],
         )
         self.membership = Memberships(
@@ -200,9 +201,13 @@ class ChatRuntime:
         if payload["k"] == "p":
             if not self.presence.in_order(payload):
                 return  # older than one applied already (another node announced it late)
-            if not self.presence.online.note(room, payload["event"], user_id, username):
+            news = self.presence.online.note(room, payload["event"], user_id, username)
+            if not news:
                 return  # the members here know already (a re-read of the list told them)
             frame = protocol.presence_frame(room, payload["event"], user_id, username)
+            if news is not True:  # news only to these (OnlineLists.note)
+                self.hub.to_connections_in_room(news, room, user_id, text_frame(protocol.encode(frame)))
+                return
         else:
             frame = protocol.typing_frame(room, user_id, username)
         self.hub.to_room_except_user(room, user_id, text_frame(protocol.encode(frame)))
