@@ -268,7 +268,7 @@ def handle_my_rooms(rt: ChatRuntime, conn: Connection, command: Command) -> None
     with rt.pool.autocommit() as cur:
         rooms = store.my_rooms(cur, conn.user_id, command.limit, command.offset)
         states = read_state.room_counts(cur, conn.user_id, conn.username, {r.room: r.last_read_id for r in rooms})
-    items = [room_item(r.room, r.last_id, r.last_read_id, r.private) for r in rooms]
+    items = [room_item(r.room, r.last_id, r.last_read_id, r.private, r.owner) for r in rooms]
     conn.send(protocol.my_rooms_frame(read_state.add_counts(items, states, "room")))
 
 

@@ -96,12 +96,14 @@ _ENTER = f"""
                 SELECT last_seq, last_id, EXISTS (SELECT 1 FROM entered) AND NOT others.online AS first,
                        EXISTS (SELECT 1 FROM added) AS member_changed,
                        (SELECT count(*) FROM chat_members WHERE room = %(room)s) + (SELECT count(*) FROM added)
-                           AS members
+                           AS members,
+                       (SELECT user_id FROM chat_members WHERE room = %(room)s AND role = 'owner'
+                        ORDER BY user_id LIMIT 1) AS owner
                 FROM room, others
             ), told AS MATERIALIZED (
                 SELECT *, {_VERSION_IF.format("first AND %(announce)s")} FROM step
             )
-            SELECT last_seq, last_id, first, version, member_changed, members, {_NOTIFY}, {_NOTIFY_MEMBER}
+            SELECT last_seq, last_id, first, version, member_changed, members, {_NOTIFY}, {_NOTIFY_MEMBER}, owner
             FROM told"""
 
 # The statements of membership and presence, prepared on every connection of the pool.
@@ -246,6 +248,7 @@ class Entered(NamedTuple):
     online: RoomOnline
     members: int  # the room's member count, the user included
     new_member: bool  # the statement made the user a member
+    owner: int | None = None  # the room's owner (chat_members.role), None for a room made by `join`
 
 
 class KeyedLocks:
@@ -364,10 +367,11 @@ class Presence:
         if row is None:
             return None
         last_seq, last_id, first, version, new_member, members = row[:6]
+        owner = row[-1]
         if new_member:
             self._publish_member(room, user_id)
         announced = self._after_statement(first, version, event)
-        return Entered(RoomState(last_seq, last_id), announced, online, members, new_member)
+        return Entered(RoomState(last_seq, last_id), announced, online, members, new_member, owner)
 
     def leave(self, room: str, user_id: int, username: str) -> None:
         """Forget this node's connection of the user in the room.

@@ -567,11 +567,19 @@ def listed_users(users: Mapping[int, str], max_users: int) -> list[dict[str, Any
 
 
 def join_ack_frame(
-    room: str, listed: list[dict[str, Any]] | orjson.Fragment, online: int, members: int, last_id: int
+    room: str,
+    listed: list[dict[str, Any]] | orjson.Fragment,
+    online: int,
+    members: int,
+    last_id: int,
+    owner: int | None = None,
 ) -> dict[str, Any]:
     """The ack of a join: `listed` (listed_users' list, or that list encoded), how many
-    are `online` in all, the room's member count and the id of its newest message."""
+    are `online` in all, the room's member count, the id of its newest message, and its
+    `owner` when it has one (an addition to PROTOCOL.md: who may `remove`)."""
     data = {"room": room, "status": "ok", "users": listed, "online": online, "members": members, "lastId": last_id}
+    if owner is not None:
+        data["owner"] = owner
     return {"type": "join_ack", "room": room, "data": data}
 
 

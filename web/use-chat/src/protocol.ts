@@ -282,7 +282,7 @@ export interface JoinAckFrame {
   type: 'join_ack';
   room: string;
   /** `online` (extension): how many users are online in the room; `users` may list fewer of them */
-  data: { room: string; status: 'ok'; users: UserRef[]; online?: number; members?: number };
+  data: { room: string; status: 'ok'; users: UserRef[]; online?: number; members?: number; owner?: UserId };
 }
 export interface LeftFrame {
   type: 'left';
@@ -552,6 +552,7 @@ export function parseServerFrame(text: string): ServerFrame | null {
       const users = isObject(d) && Array.isArray(d.users) ? (d.users as unknown[]) : [];
       const online = isObject(d) && typeof d.online === 'number' && d.online >= 0 ? { online: d.online } : {};
       const members = isObject(d) && typeof d.members === 'number' && d.members >= 0 ? { members: d.members } : {};
+      const owner = isObject(d) && typeof d.owner === 'number' && Number.isInteger(d.owner) ? { owner: d.owner } : {};
       return {
         type: 'join_ack',
         room,
@@ -563,6 +564,7 @@ export function parseServerFrame(text: string): ServerFrame | null {
           ),
           ...online,
           ...members,
+          ...owner,
         },
       };
     }
