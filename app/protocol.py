@@ -653,10 +653,19 @@ def my_rooms_frame(rooms: list[dict[str, Any]]) -> dict[str, Any]:
     return {"type": "my_rooms", "data": rooms}
 
 
-def read_frame(room: str | None, other: int | None, last_read_id: int, unread: int, mentions: int) -> dict[str, Any]:
-    """The read state of a room or DM conversation, to every connection of the user."""
+def read_frame(
+    room: str | None, other: int | None, last_read_id: int, unread: int, mentions: int, counted_up_to: int | None = None
+) -> dict[str, Any]:
+    """The read state of a room or DM conversation, to every connection of the user.
+
+    `countedUpTo` (an addition to PROTOCOL.md): the newest message id the counts include,
+    so that a client counts only later arrivals on top of them.
+    """
     where: dict[str, Any] = {"room": room} if room is not None else {"with": other}
-    return {"type": "read", **where, "data": {"lastReadId": last_read_id, "unread": unread, "mentions": mentions}}
+    data: dict[str, Any] = {"lastReadId": last_read_id, "unread": unread, "mentions": mentions}
+    if counted_up_to is not None:
+        data["countedUpTo"] = counted_up_to
+    return {"type": "read", **where, "data": data}
 
 
 def search_frame(query: str, messages: list[dict[str, Any]]) -> dict[str, Any]:

@@ -54,14 +54,18 @@ SELECT w.room,
         WHERE x.room = w.room AND x.id > w.read AND x.from_user <> %(me)s AND NOT x.deleted),
        (SELECT count(*) FROM messages x
         WHERE x.room = w.room AND x.id > w.read AND x.from_user <> %(me)s
-          AND x.mentions IS NOT NULL AND x.mentions && %(names)s)
+          AND x.mentions IS NOT NULL AND x.mentions && %(names)s),
+       COALESCE((SELECT x.id FROM messages x WHERE x.room = w.room ORDER BY x.id DESC LIMIT 1), 0)
 FROM unnest(%(rooms)s::text[], %(reads)s::bigint[]) AS w(room, read)"""
 
 # The marker, unread and mentions of conversations, by partner: one index-only range scan
 # of messages_dm_inbox each (what the partner sent the user after the marker). A
 # conversation with oneself has nothing unread: every message in it is one's own.
 DM_COUNTS = """
-SELECT w.other, COALESCE(r.last_read_id, 0), c.unread, c.mentions
+SELECT w.other, COALESCE(r.last_read_id, 0), c.unread, c.mentions,
+       COALESCE((SELECT x.id FROM messages x
+                 WHERE x.to_user = %(me)s AND x.from_user = w.other AND w.other <> %(me)s
+                 ORDER BY x.id DESC LIMIT 1), 0)
 FROM unnest(%(others)s::bigint[]) AS w(other)
 LEFT JOIN dm_reads r ON r.user_id = %(me)s AND r.other_id = w.other
 CROSS JOIN LATERAL (
@@ -79,6 +83,10 @@ class ReadState:
     last_read_id: int
     unread: int
     mentions: int
+    # The newest message the counts took in (in the statement's snapshot): a client counts
+    # only those after it as they arrive. The room's newest; a conversation's newest from
+    # the partner, the only ones the counts look at.
+    counted_up_to: int = 0
 
     def wire(self) -> dict[str, int]:
         return {"lastReadId": self.last_read_id, "unread": self.unread, "mentions": self.mentions}
@@ -111,7 +119,7 @@ def room_counts(cur, me: int, username: str, reads: dict[str, int]) -> dict[str,
     rooms = list(reads)
     params = {"me": me, "names": mention_names(username), "rooms": rooms, "reads": [reads[r] for r in rooms]}
     cur.execute(ROOM_COUNTS, params)
-    return {room: ReadState(reads[room], unread, mentions) for room, unread, mentions in cur}
+    return {room: ReadState(reads[room], unread, mentions, newest) for room, unread, mentions, newest in cur}
 
 
 def dm_counts(cur, me: int, username: str, others: list[int]) -> dict[int, ReadState]:
@@ -119,7 +127,7 @@ def dm_counts(cur, me: int, username: str, others: list[int]) -> dict[int, ReadS
     if not others:
         return {}
     cur.execute(DM_COUNTS, {"me": me, "names": mention_names(username), "others": others})
-    return {other: ReadState(last_read, unread, mentions) for other, last_read, unread, mentions in cur}
+    return {other: ReadState(*state) for other, *state in cur}
 
 
 def add_counts(items: list[dict], states: dict, key: str) -> list[dict]:

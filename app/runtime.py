@@ -236,7 +236,7 @@ class ChatRuntime:
 
     def publish_read(self, user_id: int, room: str | None, other: int | None, state: ReadState) -> None:
         """A user's read state after a `read`: to their connections here and elsewhere."""
-        payload = {"k": "read", "userId": user_id, "d": state.wire()}
+        payload = {"k": "read", "userId": user_id, "d": {**state.wire(), "countedUpTo": state.counted_up_to}}
         payload.update({"room": room} if room is not None else {"with": other})
         self.deliver_read(payload)
         try:
@@ -254,7 +254,12 @@ class ChatRuntime:
             return
         data = payload["d"]
         frame = protocol.read_frame(
-            payload.get("room"), payload.get("with"), data["lastReadId"], data["unread"], data["mentions"]
+            payload.get("room"),
+            payload.get("with"),
+            data["lastReadId"],
+            data["unread"],
+            data["mentions"],
+            data.get("countedUpTo"),  # (absent from a node of the version before)
         )
         encoded = text_frame(protocol.encode(frame))
         for conn in tuple(connections):

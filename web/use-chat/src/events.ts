@@ -11,6 +11,11 @@ export interface ReadCounts {
   lastReadId: MessageId;
   unread: number;
   mentions: number;
+  /**
+   * In `read` frames (an extension): the newest message id the counts include, also when that
+   * message has not reached this client yet. Absent from older servers.
+   */
+  countedUpTo?: MessageId;
 }
 
 // ----- client -> server -----------------------------------------------------
@@ -108,6 +113,7 @@ export function readCountsOf(v: unknown): ReadCounts | null {
     lastReadId: v.lastReadId,
     unread: isId(v.unread) && v.unread >= 0 ? v.unread : 0,
     mentions: isId(v.mentions) && v.mentions >= 0 ? v.mentions : 0,
+    ...(isId(v.countedUpTo) && v.countedUpTo >= 0 ? { countedUpTo: v.countedUpTo } : {}),
   };
 }
 
