@@ -265,16 +265,18 @@ class OnlineLists:
             # surely passed. Not to those who join later: their join_ack lists the change.
             online.unlisted = set(self.members_here(room))
             online.unlisted_until = time.monotonic() + UNTOLD_LEAVE_MEMORY_SECONDS
-        else:
-            online.unlisted, online.unlisted_until = told.unlisted, told.unlisted_until
-            # Joined here but without a row: this process was buried by the others while
-            # it could not beat, and its heartbeat has yet to write its users again. They
-            # are online (the others are told so once that is done), not gone and back.
-            for user_id, username in told.users.items():
-                if user_id not in online.users and self.here(user_id, room):
-                    online.add(user_id, username)
-        if told is not None:
-            online.carry_untold(told, self._tell_differences(room, told, online))
+            return online
+        if told.unlisted and time.monotonic() < told.unlisted_until:
+            # (those still in the room: a closed connection is not kept alive by the set)
+            online.unlisted = told.unlisted.intersection(self.members_here(room))
+            online.unlisted_until = told.unlisted_until
+        # Joined here but without a row: this process was buried by the others while
+        # it could not beat, and its heartbeat has yet to write its users again. They
+        # are online (the others are told so once that is done), not gone and back.
+        for user_id, username in told.users.items():
+            if user_id not in online.users and self.here(user_id, room):
+                online.add(user_id, username)
+        online.carry_untold(told, self._tell_differences(room, told, online))
         return online
 
     def _tell_differences(self, room: str, told: RoomOnline, online: RoomOnline) -> bool:

@@ -518,6 +518,10 @@ def test_a_change_the_first_read_holds_before_its_event_arrives_is_told_once_to_
     membership.join(alice, "lobby", None, create_room=False)
     node.deliver_event({**announced[0], "v": announced[0]["v"] + 1000})
     assert alice.presences() == [("join", 3), ("join", BOB[0])]
+    # a re-read keeps only those still without a list and in the room (nobody now)
+    hub.leave_room(carol, "lobby")
+    node.online.by_room["lobby"].max_age_seconds = 0
+    assert node.online.get("lobby").unlisted == set()
 
 
 def test_past_the_rooms_kept_only_the_lists_of_rooms_nobody_here_is_in_are_forgotten(presence, monkeypatch):
