@@ -292,10 +292,11 @@ def handle_read(rt: ChatRuntime, conn: Connection, command: Command) -> None:
             last_read = read_state.mark_room(cur, conn.user_id, command.room, command.id)
             if last_read is None:
                 raise_not_member(cur, command.room, conn.user_id)
-            state = read_state.room_counts(cur, conn.user_id, conn.username, {command.room: last_read})[command.room]
+            reads = {command.room: last_read}
+            state = read_state.room_counts(cur, conn.user_id, conn.username, reads, bounds=True)[command.room]
         else:
             read_state.mark_dm(cur, conn.user_id, command.to, command.id)
-            state = read_state.dm_counts(cur, conn.user_id, conn.username, [command.to])[command.to]
+            state = read_state.dm_counts(cur, conn.user_id, conn.username, [command.to], bounds=True)[command.to]
     rt.publish_read(conn.user_id, command.room, command.to, state)
 
 
