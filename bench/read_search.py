@@ -41,7 +41,6 @@ import argparse
 import json
 import os
 import random
-import statistics
 import sys
 import time
 
@@ -202,20 +201,56 @@ def seeded(name: str) -> int | None:
 # ------------------------------------------------------------------ measuring
 
 
-def timed(runs: int, one) -> list[float]:
-    times = []
+# Wall time counts waiting for a core, and this machine is shared (2 cores): each figure
+# also comes with the CPU time it cost, on a quiet machine its latency. CPU time: of the
+# processes in CPU_PIDS (/proc/<pid>/schedstat, in ns), and of this thread if CPU_THREAD.
+CPU_PIDS: list[int] = []
+CPU_THREAD = [True]
+
+
+def _cpu_ns() -> int:
+    spent = time.thread_time_ns() if CPU_THREAD[0] else 0
+    for pid in CPU_PIDS:
+        try:
+            with open(f"/proc/{pid}/schedstat") as f:
+                spent += int(f.read().split()[0])
+        except OSError:
+            pass
+    return spent
+
+
+class Sample:
+    """Wall and CPU milliseconds of timed steps."""
+
+    def __init__(self) -> None:
+        self.wall: list[float] = []
+        self.cpu: list[float] = []
+
+    def time(self, one):
+        wall, cpu = time.perf_counter_ns(), _cpu_ns()
+        result = one()
+        self.cpu.append((_cpu_ns() - cpu) / 1e6)
+        self.wall.append((time.perf_counter_ns() - wall) / 1e6)
+        return result
+
+
+def timed(runs: int, one) -> Sample:
+    sample = Sample()
     for _ in range(runs):
-        started = time.perf_counter()
-        one()
-        times.append((time.perf_counter() - started) * 1000)
-    return times
+        sample.time(one)
+    return sample
 
 
-def report(name: str, times: list[float], note: str = "") -> None:
-    times = sorted(times)
-    p99 = times[min(len(times) - 1, int(len(times) * 0.99))]
+def _p(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(len(values) * q))]
+
+
+def report(name: str, sample: Sample, note: str = "") -> None:
+    wall, cpu = sample.wall, sample.cpu
     print(
-        f"{name:<38} p50 {statistics.median(times):7.2f} ms   p99 {p99:7.2f} ms   max {times[-1]:7.2f} ms  {note}",
+        f"{name:<38} p50 {_p(wall, 0.5):7.2f} ms  p99 {_p(wall, 0.99):7.2f} ms  max {max(wall):7.2f} ms"
+        f"  | CPU p50 {_p(cpu, 0.5):6.2f} ms  p99 {_p(cpu, 0.99):6.2f} ms  {note}",
         flush=True,
     )
 
@@ -264,24 +299,22 @@ def measure_class(cur, users: Users, runs: int, rng: random.Random, label: str, 
         user = rng.randint(1, BENCH_USERS)
         search.search(cur, user, query(), None, rng.choice(users.partners(user)), None, 20)
 
-    pages: list[int] = []
+    pages = Sample()
 
     def next_page() -> None:
         user, word = rng.randint(1, BENCH_USERS), query()
         first = search.search(cur, user, word, None, None, None, 20)
         if len(first) < 20:
             return  # no second page: not timed
-        started = time.perf_counter()
-        search.search(cur, user, word, None, None, first[-1].id, 20)
-        pages.append((time.perf_counter() - started) * 1000)
+        pages.time(lambda: search.search(cur, user, word, None, None, first[-1].id, 20))
 
     report(f"search {label}", timed(runs, everywhere))
     report("  in one room (room)", timed(runs, in_room))
     report("  in one conversation (with)", timed(runs, with_partner))
     for _ in range(runs):
         next_page()
-    if pages:
-        report("  next page (before)", pages, f"({len(pages)} had one)")
+    if pages.wall:
+        report("  next page (before)", pages, f"({len(pages.wall)} had one)")
 
 
 def measure_history(cur, users: Users, runs: int, rng: random.Random) -> None:
@@ -290,17 +323,14 @@ def measure_history(cur, users: Users, runs: int, rng: random.Random) -> None:
         return rng.choice(users.rooms[user])
 
     report("room_history latest 50", timed(runs, lambda: store.room_history(cur, pick(), 50)))
-    back: list[float] = []
-    deep: list[float] = []
+    back, deep = Sample(), Sample()
     for _ in range(runs):
         room = pick()
         page = store.room_history(cur, room, 50)
         for _ in range(3):
             if not page:
                 break
-            started = time.perf_counter()
-            page = store.room_history(cur, room, 50, before=page[0].id)
-            back.append((time.perf_counter() - started) * 1000)
+            page = back.time(lambda room=room, page=page: store.room_history(cur, room, 50, before=page[0].id))
         cur.execute("SELECT last_seq FROM rooms WHERE name = %s", (room,))
         size = cur.fetchone()[0]
         cur.execute(
@@ -308,9 +338,7 @@ def measure_history(cur, users: Users, runs: int, rng: random.Random) -> None:
         )
         row = cur.fetchone()
         if row:
-            started = time.perf_counter()
-            store.room_history(cur, room, 50, before=row[0])
-            deep.append((time.perf_counter() - started) * 1000)
+            deep.time(lambda room=room, row=row: store.room_history(cur, room, 50, before=row[0]))
     report("room_history 3 pages back (before)", back)
     report("room_history deep (before a random id)", deep)
 
@@ -329,20 +357,22 @@ def measure_welcome(url: str, runs: int, rng: random.Random) -> None:
             ws.close()
             return frame
 
-        def connect_alone() -> dict:
+        for _ in range(3):
+            connect()  # the worker's pool connections, prepared statements, first plans
+        # CPU: the server's processes and the PostgreSQL backends of its pool (not this
+        # client's handshake).
+        CPU_PIDS[:] = _children(server.pid) + [server.pid] + _backends(url)
+        CPU_THREAD[0] = False
+        sample = Sample()
+        frames = []
+        for _ in range(runs):
             # Not timed: the server's work for the previous connection's close (its user
             # leaves the presence of 50 rooms) is done before the next connection opens.
             time.sleep(0.2)
-            started = time.perf_counter()
-            frame = connect()
-            times.append((time.perf_counter() - started) * 1000)
-            return frame
-
-        for _ in range(3):
-            connect()  # the worker's pool connections, prepared statements, first plans
-        times: list[float] = []
-        frames = [connect_alone() for _ in range(runs)]
-        report("welcome: connect to welcome", times)
+            frames.append(sample.time(connect))
+        CPU_PIDS.clear()
+        CPU_THREAD[0] = True
+        report("welcome: connect to welcome", sample)
         data = json.loads(frames[-1])["data"]
         rooms, conversations = data["rooms"], data["conversations"]
         print(
@@ -353,6 +383,29 @@ def measure_welcome(url: str, runs: int, rng: random.Random) -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def _children(pid: int) -> list[int]:
+    """The processes under `pid` (gunicorn's workers)."""
+    found = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as f:
+            for child in map(int, f.read().split()):
+                found += [child, *_children(child)]
+    return found
+
+
+def _backends(url: str) -> list[int]:
+    """The PostgreSQL backends connected to the database of `url` (but the asking one)."""
+    conn = psycopg2.connect(url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            return [pid for (pid,) in cur]
+    finally:
+        conn.close()
 
 
 def main() -> None:
@@ -393,6 +446,8 @@ def main() -> None:
         cur = conn.cursor()
         cur.execute("SET TIME ZONE 'UTC'")
         users = Users(cur)
+        cur.execute("SELECT pg_backend_pid()")
+        CPU_PIDS[:] = [cur.fetchone()[0]]
         if "search" in only:
             measure_search(cur, users, args.runs, rng)
         if "history" in only:
