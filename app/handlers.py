@@ -262,12 +262,12 @@ def handle_read(rt: ChatRuntime, conn: Connection, command: Command) -> None:
         ensure_user_exists(rt, command.to)
     with rt.pool.autocommit() as cur:
         if command.room is not None:
-            last_read = read_state.mark_room(cur, conn.user_id, command.room, command.id)
+            last_read = read_state.mark_room(cur, conn.user_id, command.room, command.message_id)
             if last_read is None:
                 raise_not_member(cur, command.room, conn.user_id)
             state = read_state.room_counts(cur, conn.user_id, conn.username, {command.room: last_read})[command.room]
         else:
-            read_state.mark_dm(cur, conn.user_id, command.to, command.id)
+            read_state.mark_dm(cur, conn.user_id, command.to, command.message_id)
             state = read_state.dm_counts(cur, conn.user_id, conn.username, [command.to])[command.to]
     rt.publish_read(conn.user_id, command.room, command.to, state)
 

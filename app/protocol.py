@@ -85,8 +85,7 @@ class Command:
     private: bool = False
     description: str = ""
     query: str | None = None
-    id: int | None = None
-    message_id: int | None = None  # the message an edit, delete or reaction is about
+    message_id: int | None = None  # what a read marks up to, or what an edit, delete or reaction is about
     emoji: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -311,7 +310,7 @@ def _parse_my_rooms(frame: dict[str, Any], limits: Limits) -> Command:
 def _parse_read(frame: dict[str, Any], limits: Limits) -> Command:
     """Read up to `id` in a room (`room`) or in the DM conversation with `with`."""
     room, other = _channel_fields(frame, required=True)
-    return Command("read", room=room, to=other, id=_int_field(frame, "id", required=True))
+    return Command("read", room=room, to=other, message_id=_int_field(frame, "id", required=True))
 
 
 def _parse_search(frame: dict[str, Any], limits: Limits) -> Command:
