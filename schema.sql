@@ -252,12 +252,15 @@ CREATE INDEX IF NOT EXISTS messages_dm_inbox ON messages (to_user, from_user, id
 -- a DM. Its id: 'T<b>_' and id >> b, for windows of 2^16, 2^18 and 2^20 ids. Capitals,
 -- which the 'simple' configuration never makes of text, so that no word of a message or a
 -- query is one of them. The planner inlines the function: changing its body needs a
--- REINDEX of messages_search_scoped. It replaced messages_search (the words alone).
--- Building it takes minutes on a big table and blocks writes meanwhile: on a big database,
--- build it beforehand by hand with CREATE INDEX CONCURRENTLY (the same definition, after
--- creating the function), which this then finds in place.
+-- REINDEX of messages_search_scoped. PARALLEL UNSAFE, so that no search is planned in
+-- parallel: its steps are the branches of a UNION ALL read in order (app/search.py), which
+-- a Parallel Append would not keep (PostgreSQL 15 and 16 build GIN indexes serially
+-- anyway). It replaced messages_search (the words alone). Building it takes minutes on a
+-- big table and blocks writes meanwhile: on a big database, build it beforehand by hand
+-- with CREATE INDEX CONCURRENTLY (the same definition, after creating the function),
+-- which this then finds in place.
 CREATE OR REPLACE FUNCTION chat_search_scope(id bigint, room text, from_user bigint, to_user bigint)
-    RETURNS tsvector LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURNS tsvector LANGUAGE sql IMMUTABLE PARALLEL UNSAFE
     AS $$ SELECT array_to_tsvector(array_remove(ARRAY[
               'R' || md5(room), 'U' || to_user::text, CASE WHEN to_user IS NOT NULL THEN 'U' || from_user::text END,
               'T16_' || (id >> 16)::text, 'T18_' || (id >> 18)::text, 'T20_' || (id >> 20)::text], NULL)) $$;

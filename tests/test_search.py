@@ -270,3 +270,32 @@ def test_every_step_of_a_search_adds_the_next_newest(fresh_database):
                 assert paged == mine
     finally:
         conn.close()
+
+
+def test_a_search_is_never_planned_in_parallel(fresh_database):
+    """Its steps are the branches of a UNION ALL read in order, newest first, until the
+    page is full: a Parallel Append would interleave them (and stop on older matches)."""
+    url = fresh_database()
+    sql(
+        url,
+        """INSERT INTO messages (from_user, room, content)
+           SELECT n %% 50, 'r' || n %% 40, 'word' || n %% 7 FROM generate_series(1, 50000) AS n""",
+    )
+    sql(url, "INSERT INTO chat_members (room, user_id) SELECT 'r' || n, 1 FROM generate_series(1, 30) AS n")
+    sql(url, "ANALYZE")
+    conn = psycopg2.connect(url)
+    conn.autocommit = True
+    try:
+        with conn.cursor(cursor_factory=RecordingCursor) as cur:
+            # Parallel plans made as cheap as they get.
+            for setting in ("parallel_setup_cost", "parallel_tuple_cost"):
+                cur.execute(f"SET {setting} = 0")
+            for setting in ("min_parallel_table_scan_size", "min_parallel_index_scan_size"):
+                cur.execute(f"SET {setting} = 0")
+            for room in (None, "r1"):
+                search_module.search(cur, 1, "word3", room, None, None, 20)
+                cur.execute(b"EXPLAIN " + cur.ran[-1])
+                plan = "\n".join(row[0] for row in cur)
+                assert "Append" in plan and "Gather" not in plan, plan
+    finally:
+        conn.close()
