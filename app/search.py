@@ -18,9 +18,11 @@ first, until it has `limit` messages:
      the user may read, in that window; a word found in 1 message in 1,000 is 10,000
      messages at 10 M, each of which would otherwise be fetched to test its room;
   3. the rest, from the index.
-The scope lexemes only narrow: the exact conditions (membership, the conversation, the
-words on `search` itself) are tested on every row found, so a hash collision, or a
-membership changed in between, finds nothing more than the user may read.
+All in one statement (after one that reads the lexemes), a UNION ALL whose branches after
+the one that fills the page never run. The scope lexemes only narrow: the exact conditions
+(membership, the conversation, the words on `search` itself) are tested on every row
+found, so a hash collision, or a membership changed in between, finds nothing more than
+the user may read.
 """
 
 from __future__ import annotations
