@@ -245,7 +245,28 @@ CREATE INDEX IF NOT EXISTS messages_room_mentions ON messages (room, id) INCLUDE
 -- A user's unread DMs from one partner, counted from the index alone.
 CREATE INDEX IF NOT EXISTS messages_dm_inbox ON messages (to_user, from_user, id) INCLUDE (mentions, deleted)
     WHERE to_user IS NOT NULL;
-CREATE INDEX IF NOT EXISTS messages_search ON messages USING gin (search);
+-- Search (app/search.py): a message's words, where it was written and where its id lies,
+-- in one GIN index, so that a search asks it for the words within the user's rooms and
+-- conversations and within a window of ids (the newest first). Where: 'R' and the md5 of
+-- the room's name (hex: any name makes a plain lexeme), or 'U' and the id of each party of
+-- a DM. Its id: 'T<b>_' and id >> b, for windows of 2^16, 2^18 and 2^20 ids. Capitals,
+-- which the 'simple' configuration never makes of text, so that no word of a message or a
+-- query is one of them. The planner inlines the function: changing its body needs a
+-- REINDEX of messages_search_scoped. PARALLEL UNSAFE, so that no search is planned in
+-- parallel: its steps are the branches of a UNION ALL read in order (app/search.py), which
+-- a Parallel Append would not keep (PostgreSQL 15 and 16 build GIN indexes serially
+-- anyway). It replaced messages_search (the words alone). Building it takes minutes on a
+-- big table and blocks writes meanwhile: on a big database, build it beforehand by hand
+-- with CREATE INDEX CONCURRENTLY (the same definition, after creating the function),
+-- which this then finds in place.
+CREATE OR REPLACE FUNCTION chat_search_scope(id bigint, room text, from_user bigint, to_user bigint)
+    RETURNS tsvector LANGUAGE sql IMMUTABLE PARALLEL UNSAFE
+    AS $$ SELECT array_to_tsvector(array_remove(ARRAY[
+              'R' || md5(room), 'U' || to_user::text, CASE WHEN to_user IS NOT NULL THEN 'U' || from_user::text END,
+              'T16_' || (id >> 16)::text, 'T18_' || (id >> 18)::text, 'T20_' || (id >> 20)::text], NULL)) $$;
+CREATE INDEX IF NOT EXISTS messages_search_scoped
+    ON messages USING gin ((search || chat_search_scope(id, room, from_user, to_user)));
+DROP INDEX IF EXISTS messages_search;
 -- Events of a room or conversation after an id (replay, gap fill), and of one message
 -- (the latest edit, delete or reaction, answering a resend).
 CREATE INDEX IF NOT EXISTS message_events_room_id ON message_events (room, id) WHERE room IS NOT NULL;

@@ -54,6 +54,9 @@ DEFAULTS: dict[str, Any] = {
     "PRESENCE_MAX_ROOM_SIZE": 500,
     # Frames a replay (`join` with `since`) reads from the database per query.
     "REPLAY_PAGE_SIZE": 500,
+    # Event frames (edits, deletes, reactions) one DM catch-up answer (`dm_history` with
+    # `after`) carries at most; past it the answer says `more` and the client asks again.
+    "DM_CATCH_UP_EVENTS": 500,
     # An idle connection is pinged this often; one that sends nothing back within
     # PONG_TIMEOUT_SECONDS after a ping is dropped, and so is one that takes none of what
     # waits for it for as long, whatever it sends.

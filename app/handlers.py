@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from . import events, protocol, read_state, search, store
+from . import event_store, events, protocol, read_state, search, store
 from .connection import Connection
 from .errors import NotFound, NotJoined, RateLimited, Unauthorized
 from .membership import room_item, room_not_found
-from .messages import StoredMessage
+from .messages import StoredMessage, dm_channel
 from .protocol import Command
 from .runtime import ChatRuntime
 from .tokens import verify_configured
@@ -193,10 +193,37 @@ def handle_room_history(rt: ChatRuntime, conn: Connection, command: Command) -> 
 
 
 def handle_dm_history(rt: ChatRuntime, conn: Connection, command: Command) -> None:
+    """A page of the conversation; a catch-up (`after`) also carries the events since."""
     ensure_user_exists(rt, command.to)
+    if command.after is not None:
+        dm_catch_up(rt, conn, command)
+        return
     with rt.pool.autocommit() as cur:
-        messages = store.dm_history(cur, conn.user_id, command.to, command.limit, command.before, command.after)
+        messages = store.dm_history(cur, conn.user_id, command.to, command.limit, command.before)
     conn.send(protocol.dm_history_frame(command, [m.data for m in messages]))
+
+
+def dm_catch_up(rt: ChatRuntime, conn: Connection, command: Command) -> None:
+    """The messages after `after`, and the edits, deletes and reactions since, in one answer.
+
+    The messages are shown as they are now, but a client that had older ones learns of
+    their changes only from the events (a room's `join` with `since` replays them too).
+    One snapshot for both reads: an event in the answer is about a message the client has
+    (or gets in this answer); whatever commits later comes live. The events end where the
+    page does (its last message, when the page is full: the next page carries the rest),
+    and at DM_CATCH_UP_EVENTS, when the answer says `more` and the client asks again after
+    the last eventId.
+    """
+    cap = rt.config["DM_CATCH_UP_EVENTS"]
+    with rt.pool.transaction() as cur:
+        cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        messages = store.dm_history(cur, conn.user_id, command.to, command.limit, after=command.after)
+        up_to = messages[-1].id if len(messages) >= command.limit else None
+        channel = dm_channel(conn.user_id, command.to)
+        found = event_store.events_after(cur, channel, command.after, None, cap + 1, up_to)
+    more = len(found) > cap
+    events_data = [protocol.EVENT_FRAMES[e.kind](e.id, e.data) for e in found[:cap]]
+    conn.send(protocol.dm_history_frame(command, [m.data for m in messages], events_data, more))
 
 
 def handle_typing(rt: ChatRuntime, conn: Connection, command: Command) -> None:
@@ -241,7 +268,7 @@ def handle_my_rooms(rt: ChatRuntime, conn: Connection, command: Command) -> None
     with rt.pool.autocommit() as cur:
         rooms = store.my_rooms(cur, conn.user_id, command.limit, command.offset)
         states = read_state.room_counts(cur, conn.user_id, conn.username, {r.room: r.last_read_id for r in rooms})
-    items = [room_item(r.room, r.last_id, r.last_read_id, r.private) for r in rooms]
+    items = [room_item(r.room, r.last_id, r.last_read_id, r.private, r.owner) for r in rooms]
     conn.send(protocol.my_rooms_frame(read_state.add_counts(items, states, "room")))
 
 
@@ -262,13 +289,14 @@ def handle_read(rt: ChatRuntime, conn: Connection, command: Command) -> None:
         ensure_user_exists(rt, command.to)
     with rt.pool.autocommit() as cur:
         if command.room is not None:
-            last_read = read_state.mark_room(cur, conn.user_id, command.room, command.id)
+            last_read = read_state.mark_room(cur, conn.user_id, command.room, command.message_id)
             if last_read is None:
                 raise_not_member(cur, command.room, conn.user_id)
-            state = read_state.room_counts(cur, conn.user_id, conn.username, {command.room: last_read})[command.room]
+            reads = {command.room: last_read}
+            state = read_state.room_counts(cur, conn.user_id, conn.username, reads, bounds=True)[command.room]
         else:
-            read_state.mark_dm(cur, conn.user_id, command.to, command.id)
-            state = read_state.dm_counts(cur, conn.user_id, conn.username, [command.to])[command.to]
+            read_state.mark_dm(cur, conn.user_id, command.to, command.message_id)
+            state = read_state.dm_counts(cur, conn.user_id, conn.username, [command.to], bounds=True)[command.to]
     rt.publish_read(conn.user_id, command.room, command.to, state)
 
 

@@ -413,6 +413,13 @@ class Hub:
             if conn.user_id != user_id:
                 conn.send_frame(frame)
 
+    def to_connections_in_room(self, connections, room: str, user_id: int, frame: bytes) -> None:
+        """Send a frame to those of these connections still in the room here, but one user's."""
+        members = self.members_by_room.get(room, ())
+        for conn in tuple(connections):
+            if conn in members and conn.user_id != user_id:
+                conn.send_frame(frame)
+
     def to_user(self, user_id: int, frame: bytes) -> None:
         """Send a frame to every connection of one user here."""
         for conn in tuple(self.connections_by_user.get(user_id, ())):

@@ -66,7 +66,9 @@ class Memberships:
             if not self.hub.user_in_room(conn.user_id, member.room):
                 firsts.append((member.room, conn.user_id, conn.username))
             floor = self._register(conn, member.room, member.last_seq, member.last_id)
-            items.append(room_item(member.room, max(member.last_id, floor), member.last_read_id, member.private))
+            items.append(
+                room_item(member.room, max(member.last_id, floor), member.last_read_id, member.private, member.owner)
+            )
         # The user's first connection here in these rooms: this node's presence rows.
         self.presence.tend_soon(firsts)
         items.sort(key=lambda item: (-item["lastId"], item["room"]))
@@ -117,6 +119,7 @@ class Memberships:
             for other in newly:
                 if other is not conn:
                     other.send(ack)
+            self.presence.online.listed_to(room, [conn, *newly])
         if since is None:
             return Joined(None, None)
         # A `since` past the newest message (a database restored from an older backup, a
@@ -240,6 +243,7 @@ class Memberships:
                 if invited is not None:
                     conn.send(invited)
                 conn.send(ack)
+            self.presence.online.listed_to(room, newly)
 
     def reconcile(self) -> None:
         """Compare the memberships of the users connected here with the database and
@@ -287,13 +291,21 @@ class Memberships:
         gate = self.hub.gates.get(("r", room))
         last_id = max(entered.state.last_id, gate.last_id if gate is not None else 0)
         listed = online.listed(self.join_ack_max_users)
-        return protocol.join_ack_frame(room, listed, len(online.users), entered.members, last_id)
+        return protocol.join_ack_frame(room, listed, len(online.users), entered.members, last_id, entered.owner)
 
 
-def room_item(room: str, last_id: int, last_read_id: int, private: bool = False) -> dict:
+def room_item(room: str, last_id: int, last_read_id: int, private: bool = False, owner: bool = False) -> dict:
     """A room of `welcome` and `my_rooms`; its unread and mention counts are set by
-    read_state.add_counts."""
-    return {"room": room, "private": private, "lastId": last_id, "lastReadId": last_read_id, "unread": 0, "mentions": 0}
+    read_state.add_counts. `role` ("owner": the user may `remove`) is an addition to PROTOCOL.md."""
+    return {
+        "room": room,
+        "private": private,
+        "role": "owner" if owner else "member",
+        "lastId": last_id,
+        "lastReadId": last_read_id,
+        "unread": 0,
+        "mentions": 0,
+    }
 
 
 def room_not_found(room: str) -> NotFound:

@@ -12,14 +12,16 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import orjson
 
 from .protocol import listed_users
 from .shared_read import SharedRead
 
-# Rooms whose lists one process keeps at most; past it they are all forgotten (read again
-# when asked), which bounds the memory of a process that saw many rooms come and go.
+# Rooms whose lists one process keeps at most; past it those of the rooms with no member
+# here are forgotten (read again when asked), which bounds the memory of a process that saw
+# many rooms come and go. A room with members here keeps its list: it is what they were told.
 MAX_ROOMS_KEPT = 10_000
 # How long a leave that a read of a crowded room's list found, without telling it, stays
 # news for the members here: its event is then on its way, late by its bus's delay
@@ -35,10 +37,16 @@ class RoomOnline:
     so that a crowd joining a room is not listed and encoded once per join.
     """
 
-    __slots__ = ("users", "_listed", "_listed_ids", "_gone_untold")
+    __slots__ = ("users", "_listed", "_listed_ids", "_gone_untold", "unlisted", "unlisted_until")
 
     def __init__(self, users: dict[int, str]) -> None:
         self.users = users
+        # The connections here that were in the room when its first list was read, and have
+        # had no join_ack from a list since, until time.monotonic() passes `unlisted_until`:
+        # each was told every event heard until that read, and a late event of a change
+        # the read already holds is still news to them (see OnlineLists._read).
+        self.unlisted: set[Any] = set()
+        self.unlisted_until = 0.0
         self._listed: tuple[int, orjson.Fragment] | None = None  # (how many at most, the JSON)
         self._listed_ids: set[int] = set()
         # user id -> time.monotonic() when a read found them gone and told nobody here (see
@@ -105,12 +113,15 @@ class OnlineLists:
         max_announced_room_size: int,
         max_age_seconds: float = 1.0,
         here: Callable[[int, str], bool] = lambda user_id, room: False,
+        members_here: Callable[[str], Iterable[Any]] = lambda room: (),
     ) -> None:
         # room -> who is online there, cluster-wide (a query)
         self.read_users = read_users
         # (user id, room) -> whether a connection of the user here is joined to the room
         # (Hub.user_in_room)
         self.here = here
+        # room -> the connections here registered in the room (Hub.members_by_room)
+        self.members_here = members_here
         # delivers a presence event here, as the bus would (runtime.deliver_event)
         self.tell = tell
         # rooms with more users online than this hear no joins and leaves (presence.py)
@@ -135,7 +146,7 @@ class OnlineLists:
         shared = self.by_room.get(room)
         if shared is None:
             if len(self.by_room) > MAX_ROOMS_KEPT:
-                self.by_room.clear()
+                self._forget_rooms_without_members()
             shared = self.by_room[room] = SharedRead(functools.partial(self._read, room), self.max_age_seconds)
         return shared.get()
 
@@ -167,12 +178,23 @@ class OnlineLists:
         joined.add(user_id, username)
         return joined
 
-    def note(self, room: str, event: str, user_id: int, username: str) -> bool:
+    def _forget_rooms_without_members(self) -> None:
+        """Forget the lists of the rooms nobody here is in.
+
+        A list is what the members here were told: forgotten, the next read would be a
+        first read again, with no list to tell them the difference from.
+        """
+        for room in [room for room in self.by_room if not any(True for _ in self.members_here(room))]:
+            del self.by_room[room]
+
+    def note(self, room: str, event: str, user_id: int, username: str) -> bool | set[Any]:
         """Keep the room's list current with a presence event heard or sent.
 
         Returns whether the event is news to the room's members here, which is what the
         list stands for: False when it changes nothing (a join of someone listed
-        already: a re-read or another node told it first).
+        already: a re-read or another node told it first). Or the connections it is news to:
+        those that had no list when the room's first list was read, for an event that read
+        held already (see `_read`).
         """
         noted = self._noted_while_reading.get(room)
         if noted is not None:
@@ -180,7 +202,17 @@ class OnlineLists:
         cached = self._latest(room)
         if cached is None:
             return True
-        return cached.apply(event, user_id, username)
+        if cached.apply(event, user_id, username):
+            return True
+        if cached.unlisted and time.monotonic() < cached.unlisted_until:
+            return set(cached.unlisted)
+        return False
+
+    def listed_to(self, room: str, connections: Iterable[Any]) -> None:
+        """These connections got the room's list (a join_ack): only what changes it is news to them now."""
+        cached = self._latest(room)
+        if cached is not None and cached.unlisted:
+            cached.unlisted.difference_update(connections)
 
     def mark_unheard(self, rooms: Iterable[str]) -> None:
         """The bus was away: presence events of these rooms may have been lost here."""
@@ -223,15 +255,28 @@ class OnlineLists:
         for event, user_id, username in noted:
             online.apply(event, user_id, username)
         told = self._latest(room)
-        if told is not None:
-            # Joined here but without a row: this process was buried by the others while
-            # it could not beat, and its heartbeat has yet to write its users again. They
-            # are online (the others are told so once that is done), not gone and back.
-            for user_id, username in told.users.items():
-                if user_id not in online.users and self.here(user_id, room):
-                    online.add(user_id, username)
-        if told is not None:
-            online.carry_untold(told, self._tell_differences(room, told, online))
+        if told is None:
+            # The first read. The members here were told every event heard so far (with no
+            # list, each was news), but this snapshot may hold a change whose event has not
+            # reached this process yet: committed elsewhere just before, on its way on the
+            # bus. Heard after this read, it changes nothing in the list; to the members
+            # here before the read it is still news, and they are told it (once: in_order
+            # drops repeats), until they get a join_ack from a list or a bus's delay has
+            # surely passed. Not to those who join later: their join_ack lists the change.
+            online.unlisted = set(self.members_here(room))
+            online.unlisted_until = time.monotonic() + UNTOLD_LEAVE_MEMORY_SECONDS
+            return online
+        if told.unlisted and time.monotonic() < told.unlisted_until:
+            # (those still in the room: a closed connection is not kept alive by the set)
+            online.unlisted = told.unlisted.intersection(self.members_here(room))
+            online.unlisted_until = told.unlisted_until
+        # Joined here but without a row: this process was buried by the others while
+        # it could not beat, and its heartbeat has yet to write its users again. They
+        # are online (the others are told so once that is done), not gone and back.
+        for user_id, username in told.users.items():
+            if user_id not in online.users and self.here(user_id, room):
+                online.add(user_id, username)
+        online.carry_untold(told, self._tell_differences(room, told, online))
         return online
 
     def _tell_differences(self, room: str, told: RoomOnline, online: RoomOnline) -> bool:

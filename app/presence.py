@@ -17,9 +17,9 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import gevent
 import orjson
@@ -96,12 +96,14 @@ _ENTER = f"""
                 SELECT last_seq, last_id, EXISTS (SELECT 1 FROM entered) AND NOT others.online AS first,
                        EXISTS (SELECT 1 FROM added) AS member_changed,
                        (SELECT count(*) FROM chat_members WHERE room = %(room)s) + (SELECT count(*) FROM added)
-                           AS members
+                           AS members,
+                       (SELECT user_id FROM chat_members WHERE room = %(room)s AND role = 'owner'
+                        ORDER BY user_id LIMIT 1) AS owner
                 FROM room, others
             ), told AS MATERIALIZED (
                 SELECT *, {_VERSION_IF.format("first AND %(announce)s")} FROM step
             )
-            SELECT last_seq, last_id, first, version, member_changed, members, {_NOTIFY}, {_NOTIFY_MEMBER}
+            SELECT last_seq, last_id, first, version, member_changed, members, {_NOTIFY}, {_NOTIFY_MEMBER}, owner
             FROM told"""
 
 # The statements of membership and presence, prepared on every connection of the pool.
@@ -246,6 +248,7 @@ class Entered(NamedTuple):
     online: RoomOnline
     members: int  # the room's member count, the user included
     new_member: bool  # the statement made the user a member
+    owner: int | None = None  # the room's owner (chat_members.role), None for a room made by `join`
 
 
 class KeyedLocks:
@@ -281,6 +284,7 @@ class Presence:
         online_cache_seconds: float = 1.0,
         user_here: Callable[[int, str], bool] = lambda user_id, room: False,
         rooms_per_minute: int = 0,
+        members_here: Callable[[str], Iterable[Any]] = lambda room: (),
     ) -> None:
         self.pool = pool
         self.bus = bus
@@ -297,7 +301,12 @@ class Presence:
         self.rooms_per_minute = rooms_per_minute
         # who is online in each room, as this process has told its members
         self.online = OnlineLists(
-            self._read_online_users, deliver_event, max_announced_room_size, online_cache_seconds, user_here
+            self._read_online_users,
+            deliver_event,
+            max_announced_room_size,
+            online_cache_seconds,
+            user_here,
+            members_here,
         )
         # (room, user_id) -> held while this process changes that user's membership or
         # presence there (see `changing`)
@@ -358,10 +367,11 @@ class Presence:
         if row is None:
             return None
         last_seq, last_id, first, version, new_member, members = row[:6]
+        owner = row[-1]
         if new_member:
             self._publish_member(room, user_id)
         announced = self._after_statement(first, version, event)
-        return Entered(RoomState(last_seq, last_id), announced, online, members, new_member)
+        return Entered(RoomState(last_seq, last_id), announced, online, members, new_member, owner)
 
     def leave(self, room: str, user_id: int, username: str) -> None:
         """Forget this node's connection of the user in the room.

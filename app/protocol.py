@@ -85,8 +85,7 @@ class Command:
     private: bool = False
     description: str = ""
     query: str | None = None
-    id: int | None = None
-    message_id: int | None = None  # the message an edit, delete or reaction is about
+    message_id: int | None = None  # what a read marks up to, or what an edit, delete or reaction is about
     emoji: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -311,7 +310,7 @@ def _parse_my_rooms(frame: dict[str, Any], limits: Limits) -> Command:
 def _parse_read(frame: dict[str, Any], limits: Limits) -> Command:
     """Read up to `id` in a room (`room`) or in the DM conversation with `with`."""
     room, other = _channel_fields(frame, required=True)
-    return Command("read", room=room, to=other, id=_int_field(frame, "id", required=True))
+    return Command("read", room=room, to=other, message_id=_int_field(frame, "id", required=True))
 
 
 def _parse_search(frame: dict[str, Any], limits: Limits) -> Command:
@@ -567,11 +566,19 @@ def listed_users(users: Mapping[int, str], max_users: int) -> list[dict[str, Any
 
 
 def join_ack_frame(
-    room: str, listed: list[dict[str, Any]] | orjson.Fragment, online: int, members: int, last_id: int
+    room: str,
+    listed: list[dict[str, Any]] | orjson.Fragment,
+    online: int,
+    members: int,
+    last_id: int,
+    owner: int | None = None,
 ) -> dict[str, Any]:
     """The ack of a join: `listed` (listed_users' list, or that list encoded), how many
-    are `online` in all, the room's member count and the id of its newest message."""
+    are `online` in all, the room's member count, the id of its newest message, and its
+    `owner` when it has one (an addition to PROTOCOL.md: who may `remove`)."""
     data = {"room": room, "status": "ok", "users": listed, "online": online, "members": members, "lastId": last_id}
+    if owner is not None:
+        data["owner"] = owner
     return {"type": "join_ack", "room": room, "data": data}
 
 
@@ -616,8 +623,17 @@ def room_history_frame(command: Command, messages: list[dict[str, Any]]) -> dict
     return {"type": "room_history", "room": command.room, **_page_echo(command), "data": messages}
 
 
-def dm_history_frame(command: Command, messages: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"type": "dm_history", "with": command.to, **_page_echo(command), "data": messages}
+def dm_history_frame(
+    command: Command, messages: list[dict[str, Any]], events: list[dict[str, Any]] | None = None, more: bool = False
+) -> dict[str, Any]:
+    """A page of a DM conversation; with `after`, also the §10 event frames since (`events`),
+    and `more` when those were cut at their cap (docs/protocol.md, DM catch-up)."""
+    frame = {"type": "dm_history", "with": command.to, **_page_echo(command), "data": messages}
+    if events is not None:
+        frame["events"] = events
+        if more:
+            frame["more"] = True
+    return frame
 
 
 def conversations_frame(conversations: list[dict[str, Any]]) -> dict[str, Any]:
@@ -636,10 +652,19 @@ def my_rooms_frame(rooms: list[dict[str, Any]]) -> dict[str, Any]:
     return {"type": "my_rooms", "data": rooms}
 
 
-def read_frame(room: str | None, other: int | None, last_read_id: int, unread: int, mentions: int) -> dict[str, Any]:
-    """The read state of a room or DM conversation, to every connection of the user."""
+def read_frame(
+    room: str | None, other: int | None, last_read_id: int, unread: int, mentions: int, counted_up_to: int | None = None
+) -> dict[str, Any]:
+    """The read state of a room or DM conversation, to every connection of the user.
+
+    `countedUpTo` (an addition to PROTOCOL.md): the newest message id the counts include,
+    so that a client counts only later arrivals on top of them.
+    """
     where: dict[str, Any] = {"room": room} if room is not None else {"with": other}
-    return {"type": "read", **where, "data": {"lastReadId": last_read_id, "unread": unread, "mentions": mentions}}
+    data: dict[str, Any] = {"lastReadId": last_read_id, "unread": unread, "mentions": mentions}
+    if counted_up_to is not None:
+        data["countedUpTo"] = counted_up_to
+    return {"type": "read", **where, "data": data}
 
 
 def search_frame(query: str, messages: list[dict[str, Any]]) -> dict[str, Any]:

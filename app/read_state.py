@@ -54,14 +54,20 @@ SELECT w.room,
         WHERE x.room = w.room AND x.id > w.read AND x.from_user <> %(me)s AND NOT x.deleted),
        (SELECT count(*) FROM messages x
         WHERE x.room = w.room AND x.id > w.read AND x.from_user <> %(me)s
-          AND x.mentions IS NOT NULL AND x.mentions && %(names)s)
+          AND x.mentions IS NOT NULL AND x.mentions && %(names)s),
+       CASE WHEN %(bounds)s THEN
+           COALESCE((SELECT x.id FROM messages x WHERE x.room = w.room ORDER BY x.id DESC LIMIT 1), 0) END
 FROM unnest(%(rooms)s::text[], %(reads)s::bigint[]) AS w(room, read)"""
 
 # The marker, unread and mentions of conversations, by partner: one index-only range scan
 # of messages_dm_inbox each (what the partner sent the user after the marker). A
 # conversation with oneself has nothing unread: every message in it is one's own.
 DM_COUNTS = """
-SELECT w.other, COALESCE(r.last_read_id, 0), c.unread, c.mentions
+SELECT w.other, COALESCE(r.last_read_id, 0), c.unread, c.mentions,
+       CASE WHEN %(bounds)s THEN
+           COALESCE((SELECT x.id FROM messages x
+                     WHERE x.to_user = %(me)s AND x.from_user = w.other AND w.other <> %(me)s
+                     ORDER BY x.id DESC LIMIT 1), 0) END
 FROM unnest(%(others)s::bigint[]) AS w(other)
 LEFT JOIN dm_reads r ON r.user_id = %(me)s AND r.other_id = w.other
 CROSS JOIN LATERAL (
@@ -79,6 +85,12 @@ class ReadState:
     last_read_id: int
     unread: int
     mentions: int
+    # The newest message the counts took in (in the statement's snapshot), asked for by
+    # `read` only (`bounds`): a client counts only those after it as they arrive. The room's
+    # newest; a conversation's newest from the partner, the only ones the counts look at.
+    # (Not read for welcome and the lists, whose items carry a lastId of their own: it cost
+    # welcome an index probe per room and conversation.)
+    counted_up_to: int | None = None
 
     def wire(self) -> dict[str, int]:
         return {"lastReadId": self.last_read_id, "unread": self.unread, "mentions": self.mentions}
@@ -104,22 +116,30 @@ def mark_dm(cur, me: int, other: int, message_id: int) -> int:
     return cur.fetchone()[0]
 
 
-def room_counts(cur, me: int, username: str, reads: dict[str, int]) -> dict[str, ReadState]:
-    """The read state of rooms, given each room's marker (room -> last_read_id)."""
+def room_counts(cur, me: int, username: str, reads: dict[str, int], bounds: bool = False) -> dict[str, ReadState]:
+    """The read state of rooms, given each room's marker (room -> last_read_id); with
+    `bounds`, up to which message each was counted."""
     if not reads:
         return {}
     rooms = list(reads)
-    params = {"me": me, "names": mention_names(username), "rooms": rooms, "reads": [reads[r] for r in rooms]}
+    params = {
+        "me": me,
+        "names": mention_names(username),
+        "rooms": rooms,
+        "reads": [reads[r] for r in rooms],
+        "bounds": bounds,
+    }
     cur.execute(ROOM_COUNTS, params)
-    return {room: ReadState(reads[room], unread, mentions) for room, unread, mentions in cur}
+    return {room: ReadState(reads[room], unread, mentions, newest) for room, unread, mentions, newest in cur}
 
 
-def dm_counts(cur, me: int, username: str, others: list[int]) -> dict[int, ReadState]:
-    """The read state of the user's conversations with `others`."""
+def dm_counts(cur, me: int, username: str, others: list[int], bounds: bool = False) -> dict[int, ReadState]:
+    """The read state of the user's conversations with `others`; with `bounds`, up to
+    which message each was counted."""
     if not others:
         return {}
-    cur.execute(DM_COUNTS, {"me": me, "names": mention_names(username), "others": others})
-    return {other: ReadState(last_read, unread, mentions) for other, last_read, unread, mentions in cur}
+    cur.execute(DM_COUNTS, {"me": me, "names": mention_names(username), "others": others, "bounds": bounds})
+    return {other: ReadState(*state) for other, *state in cur}
 
 
 def add_counts(items: list[dict], states: dict, key: str) -> list[dict]:

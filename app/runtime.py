@@ -82,6 +82,7 @@ class ChatRuntime:
             self.deliver_event,
             max_announced_room_size=config["PRESENCE_MAX_ROOM_SIZE"],
             user_here=self.hub.user_in_room,
+            members_here=lambda room: self.hub.members_by_room.get(room, ()),
             rooms_per_minute=config["ROOMS_CREATE_PER_MINUTE"],
         )
         self.membership = Memberships(
@@ -200,9 +201,13 @@ class ChatRuntime:
         if payload["k"] == "p":
             if not self.presence.in_order(payload):
                 return  # older than one applied already (another node announced it late)
-            if not self.presence.online.note(room, payload["event"], user_id, username):
+            news = self.presence.online.note(room, payload["event"], user_id, username)
+            if not news:
                 return  # the members here know already (a re-read of the list told them)
             frame = protocol.presence_frame(room, payload["event"], user_id, username)
+            if news is not True:  # news only to these (OnlineLists.note)
+                self.hub.to_connections_in_room(news, room, user_id, text_frame(protocol.encode(frame)))
+                return
         else:
             frame = protocol.typing_frame(room, user_id, username)
         self.hub.to_room_except_user(room, user_id, text_frame(protocol.encode(frame)))
@@ -231,7 +236,7 @@ class ChatRuntime:
 
     def publish_read(self, user_id: int, room: str | None, other: int | None, state: ReadState) -> None:
         """A user's read state after a `read`: to their connections here and elsewhere."""
-        payload = {"k": "read", "userId": user_id, "d": state.wire()}
+        payload = {"k": "read", "userId": user_id, "d": {**state.wire(), "countedUpTo": state.counted_up_to}}
         payload.update({"room": room} if room is not None else {"with": other})
         self.deliver_read(payload)
         try:
@@ -249,7 +254,12 @@ class ChatRuntime:
             return
         data = payload["d"]
         frame = protocol.read_frame(
-            payload.get("room"), payload.get("with"), data["lastReadId"], data["unread"], data["mentions"]
+            payload.get("room"),
+            payload.get("with"),
+            data["lastReadId"],
+            data["unread"],
+            data["mentions"],
+            data.get("countedUpTo"),  # (absent from a node of the version before)
         )
         encoded = text_frame(protocol.encode(frame))
         for conn in tuple(connections):

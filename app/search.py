@@ -1,11 +1,28 @@
 """Full-text search of messages (PROTOCOL.md §11), newest first.
 
 Messages carry a generated `search` tsvector (schema.sql, the 'simple' configuration: words
-as written, lower-cased, any language) with a GIN index. A query is read as a web search
-engine reads one (websearch_to_tsquery: words ANDed, "quoted phrases", `or`, `-word`).
-A user finds what they may read: the rooms they are a member of and their own DMs, or the
-one room (a public one, or theirs) or conversation asked for. A deleted message has empty
-content, so its vector is empty and nothing finds it.
+as written, lower-cased, any language). A query is read as a web search engine reads one
+(websearch_to_tsquery: words ANDed, "quoted phrases", `or`, `-word`). A user finds what
+they may read: the rooms they are a member of and their own DMs, or the one room (a public
+one, or theirs) or conversation asked for. A deleted message has empty content, so its
+vector is empty and nothing finds it.
+
+How it stays fast on a big table (the figures: bench/README.md). The GIN index
+messages_search_scoped holds each message's words together with lexemes of where it was
+written and of where its id lies (schema.sql, chat_search_scope). A search reads, newest
+first, until it has `limit` messages:
+  1. the newest WALK ids, walking the primary key and testing each message: this finds a
+     common word soon, for which the index would hand over more matches than needed;
+  2. windows of ids of growing size (WINDOWS), each from the index: the words AND the
+     user's rooms and conversations AND the window. The index then hands over only matches
+     the user may read, in that window; a word found in 1 message in 1,000 is 10,000
+     messages at 10 M, each of which would otherwise be fetched to test its room;
+  3. the rest, from the index.
+All in one statement (after one that reads the lexemes), a UNION ALL whose branches after
+the one that fills the page never run. The scope lexemes only narrow: the exact conditions
+(membership, the conversation, the words on `search` itself) are tested on every row
+found, so a hash collision, or a membership changed in between, finds nothing more than
+the user may read.
 """
 
 from __future__ import annotations
@@ -14,10 +31,20 @@ from .messages import StoredMessage
 from .store import DM_PAIR, SELECT_MESSAGES, row_to_message
 
 QUERY = "websearch_to_tsquery('simple'::regconfig, %(query)s)"
+# The indexed expression of messages_search_scoped (schema.sql), for the planner to match.
+SCOPED = "(m.search || chat_search_scope(m.id, m.room, m.from_user, m.to_user))"
 # Where a search with no `room` or `with` looks: the rooms the user is a member of (private
 # ones too), and the conversations they are a party to (sent by them, or to them).
 _MINE = """(m.room IN (SELECT c.room FROM chat_members c WHERE c.user_id = %(me)s)
             OR (m.to_user = %(me)s) OR (m.to_user IS NOT NULL AND m.from_user = %(me)s))"""
+# The same as lexemes of the index (tsquery text): any of the user's rooms, or a DM of theirs.
+_MINE_LEXEMES = """concat_ws(' | ', (SELECT string_agg('R' || md5(c.room), ' | ') FROM chat_members c
+                                     WHERE c.user_id = %(me)s), 'U' || %(me)s::text)"""
+# The newest ids walked on the primary key first.
+WALK = 1 << 14
+# Then windows of ids from the index, each of two aligned blocks of 2^bits ids (the index
+# holds each message's block for these sizes: chat_search_scope), below the previous one.
+WINDOWS = (16, 18, 20)
 
 
 def search(
@@ -25,18 +52,46 @@ def search(
 ) -> list[StoredMessage]:
     """The newest `limit` messages matching `query` (below id `before`), in the one room or
     conversation given, else in everything the user may read."""
-    params: dict = {"me": me, "query": query, "limit": limit, "before": before}
+    params: dict = {"me": me, "query": query, "before": before, "limit": limit}
     if room is not None:
-        scope = "m.room = %(room)s"
+        scope, lexemes = "m.room = %(room)s", "'R' || md5(%(room)s)"
         params["room"] = room
     elif other is not None:
         scope = DM_PAIR.format(low="%(low)s", high="%(high)s")
+        lexemes = "'U' || %(low)s::text || ' & U' || %(high)s::text"
         params.update(low=min(me, other), high=max(me, other))
     else:
-        scope = _MINE
-    below = " AND m.id < %(before)s" if before is not None else ""
-    cur.execute(
-        f"{SELECT_MESSAGES} WHERE m.search @@ {QUERY} AND {scope}{below} ORDER BY m.id DESC LIMIT %(limit)s",
-        params,
-    )
+        scope, lexemes = _MINE, _MINE_LEXEMES
+    # The query's and the scope's lexemes, as text: given to each step as constants, so
+    # that the planner estimates from the index's statistics what matches.
+    top = "%(before)s::bigint" if before is not None else "(SELECT max(id) + 1 FROM messages)"
+    cur.execute(f"SELECT {QUERY}::text, {lexemes}, {top}", params)
+    words, within, high = cur.fetchone()
+    if not words or high is None:
+        return []  # no word to find (only punctuation, say), or no message at all
+    params.update(words=words, within=within)
+    exact = f"m.search @@ %(words)s::tsquery AND {scope}"
+    indexed = f"{SCOPED} @@ %(words)s::tsquery AND {SCOPED} @@ %(within)s::tsquery AND {exact}"
+    # One statement: each step a branch of a UNION ALL, newest ids first and disjoint, so
+    # that their rows in order are newest first; the branches after the one that completes
+    # `limit` rows are never run.
+    steps = [_step(exact, max(high - WALK, 0), high)]
+    high -= WALK
+    for bits in WINDOWS:
+        if high <= 0:
+            break
+        block = (high - 1) >> bits
+        low = max(block - 1, 0) << bits
+        blocks = " | ".join(f"T{bits}_{b}" for b in (block, block - 1) if b >= 0)
+        steps.append(_step(f"{indexed} AND {SCOPED} @@ '{blocks}'::tsquery", low, high))
+        high = low
+    if high > 0:
+        steps.append(_step(indexed, 0, high))
+    cur.execute(f"SELECT * FROM ({' UNION ALL '.join(steps)}) AS found LIMIT %(limit)s", params)
     return [row_to_message(row) for row in cur]
+
+
+def _step(where: str, low: int, high: int) -> str:
+    """A branch: the newest `limit` messages with ids in [low, high) that meet `where`."""
+    bounds = f"m.id >= {low:d} AND m.id < {high:d}"
+    return f"({SELECT_MESSAGES} WHERE {where} AND {bounds} ORDER BY m.id DESC LIMIT %(limit)s)"

@@ -103,7 +103,7 @@ SESSION = PreparedStatements(
         "chat_member_rooms": """
             SELECT m.room, r.last_seq,
                    COALESCE((SELECT id FROM messages WHERE room = m.room ORDER BY id DESC LIMIT 1), 0),
-                   m.last_read_id, r.is_private IS TRUE
+                   m.last_read_id, r.is_private IS TRUE, m.role IS NOT DISTINCT FROM 'owner'
             FROM chat_members m JOIN rooms r ON r.name = m.room
             WHERE m.user_id = %(user_id)s""",
     },
@@ -121,6 +121,7 @@ class MemberRoom:
     last_id: int
     last_read_id: int
     private: bool = False
+    owner: bool = False  # the user owns the room (chat_members.role)
 
 
 @dataclass(frozen=True)
@@ -359,8 +360,9 @@ def private_rooms_of(cur, user_id: int, rooms: list[str]) -> list[dict[str, Any]
 def my_rooms(cur, user_id: int, limit: int, offset: int = 0) -> list[MemberRoom]:
     """A page of the rooms the user is a member of, the most recently active first."""
     cur.execute(
-        """SELECT room, last_seq, last_id, last_read_id, private FROM (
+        """SELECT room, last_seq, last_id, last_read_id, private, owner FROM (
                SELECT m.room, r.last_seq, m.last_read_id, r.is_private IS TRUE AS private,
+                      m.role IS NOT DISTINCT FROM 'owner' AS owner,
                       COALESCE((SELECT id FROM messages WHERE room = m.room ORDER BY id DESC LIMIT 1), 0) AS last_id
                FROM chat_members m JOIN rooms r ON r.name = m.room
                WHERE m.user_id = %(me)s

@@ -22,7 +22,7 @@ from .metrics import AUTH_REFUSED, CONNECTIONS, FRAMES_IN
 from .noyield import not_yielding
 from .runtime import ChatRuntime, get_runtime, shutting_down
 from .tokens import Identity, token_from_request, verify_configured
-from .wsframe import CLOSE_GOING_AWAY, CLOSE_UNAUTHORIZED
+from .wsframe import CLOSE_GOING_AWAY, CLOSE_TRY_AGAIN_LATER, CLOSE_UNAUTHORIZED
 
 log = logging.getLogger(__name__)
 
@@ -148,8 +148,8 @@ def run_session(rt: ChatRuntime, conn: Connection, identity: Identity | None) ->
             conn.close(CLOSE_GOING_AWAY, "server shutting down")
             conn.watch(ignore_message, end)  # until the client's close frame
         elif identity is not None:
-            start_session(rt, conn, identity)
-            conn.watch(functools.partial(serve_message, rt), end)
+            started = start_session(rt, conn, identity)
+            conn.watch(functools.partial(serve_message, rt) if started else ignore_message, end)
         else:
             FirstFrameAuth(rt, conn).watch()
         return
@@ -203,8 +203,8 @@ class FirstFrameAuth:
             self.refuse(conn, exc.message)
             return
         self.timer.kill(block=False)
-        start_session(self.rt, conn, identity)
-        conn.on_message = functools.partial(serve_message, self.rt)
+        if start_session(self.rt, conn, identity):
+            conn.on_message = functools.partial(serve_message, self.rt)
 
     def on_end(self, conn: Connection) -> None:
         self.timer.kill(block=False)
@@ -217,12 +217,13 @@ class FirstFrameAuth:
         conn.close(CLOSE_UNAUTHORIZED, reason[:120])
 
 
-def start_session(rt: ChatRuntime, conn: Connection, identity: Identity) -> None:
+def start_session(rt: ChatRuntime, conn: Connection, identity: Identity) -> bool:
+    """Read the user's rooms and conversations, list the connection in them, and greet it.
+
+    False when the database cannot list them: the connection is closed with 1013 instead.
+    """
     conn.user_id = identity.user_id
     conn.token_expires_at = identity.refused_after
-    session, partners = None, []
-    room_states: dict = {}
-    dm_states: dict = {}
     rt.hub.begin_registration(conn)  # DMs committed after the listing's snapshot are kept
     try:
         with rt.pool.autocommit() as cur:
@@ -237,19 +238,25 @@ def start_session(rt: ChatRuntime, conn: Connection, identity: Identity) -> None
             dm_states = read_state.dm_counts(cur, identity.user_id, session.username, [p["userId"] for p in partners])
         conn.username = session.username
         rt.known_users.add(identity.user_id)
-    except ChatError:
-        # Chatting needs the database anyway; until it is back, greet with the claims (the
-        # heartbeat's membership check lists the connection in its rooms once it is back).
-        conn.username = identity.username or f"user{identity.user_id}"
+    except ChatError as exc:
+        # A `welcome` without the user's rooms would say they are in none, and a client
+        # would empty its list (and chatting needs the database anyway). 1013 "try again
+        # later": every client reconnects on a close other than 1000, the shipped one
+        # after 5 s (LEGACY-CLIENT.md), ours with its backoff.
+        rt.hub.remove_user_connection(conn)
+        log.warning("closing %r with 1013: its rooms cannot be listed (%s)", conn, exc.message)
+        conn.close(CLOSE_TRY_AGAIN_LATER, "database unavailable: try again later")
+        return False
     # From the listing in its rooms on, live messages come: `welcome` must go out first.
     with not_yielding("a connection's listing and its welcome"):
-        rt.hub.add_user_connection(conn, session.threads if session else None)
-        rooms = rt.membership.connected(conn, session.rooms if session else [])
+        rt.hub.add_user_connection(conn, session.threads)
+        rooms = rt.membership.connected(conn, session.rooms)
         rooms = read_state.add_counts(rooms, room_states, "room")
         conversations = read_state.add_counts(conversation_items(partners), dm_states, "userId")
         conn.send(protocol.welcome_frame(conn.user_id, conn.username, datetime.now(UTC), rooms, conversations))
     log.info("user %s (%d) connected from %s as %r", conn.username, conn.user_id, conn.peer, conn)
     rt.users_online.connected(conn.user_id)
+    return True
 
 
 def serve_message(rt: ChatRuntime, conn: Connection, raw: str | bytes) -> None:

@@ -21,6 +21,7 @@ CLOSE_PROTOCOL_ERROR = 1002
 CLOSE_INVALID_DATA = 1007
 CLOSE_POLICY_VIOLATION = 1008  # too slow a reader
 CLOSE_TOO_BIG = 1009
+CLOSE_TRY_AGAIN_LATER = 1013  # the database cannot list the user's rooms: reconnect later
 CLOSE_UNAUTHORIZED = 4001  # no valid token, or it expired (PROTOCOL.md §1)
 
 # A control frame's payload is at most 125 bytes (RFC 6455 §5.5); a close frame's starts

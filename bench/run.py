@@ -574,7 +574,7 @@ def chat_step(ctx, srv, db, rooms, step_no, window=None):
         "url": srv.url, "secret": ctx.secret, "welcome": srv.spec["welcome"],
         "rooms": rooms, "members": o.members, "rate": o.rate,
         "durationS": o.step_seconds, "warmupS": o.warmup_seconds, "drainS": 3,
-        "tag": f"s{step_no}", "userBase": 100000, "roomPrefix": "bench", "clientIds": o.client_ids,
+        "tag": f"s{step_no}", "userBase": 100000, "roomPrefix": "bench", "clientIds": o.client_ids, "mix": o.mix,
     }
     checkpoint(db)
     busy = wait_quiet(o.quiet_wait, o.quiet_limit)
@@ -684,7 +684,7 @@ def scenario_chat(ctx, key, db):
         warm = run_loadgen("chat", {"url": srv.url, "secret": ctx.secret, "welcome": srv.spec["welcome"],
                                     "rooms": o.start_rooms, "members": o.members, "rate": o.rate, "durationS": 4,
                                     "warmupS": 1, "drainS": 3, "tag": "warm", "userBase": 100000, "roomPrefix": "bench",
-                                    "clientIds": o.client_ids},
+                                    "clientIds": o.client_ids, "mix": o.mix},
                            ctx.workdir, timeout=120)
         log(f"  warm-up: {warm.get('storedMsgsPerS')} msg/s p99 {warm.get('latencyMs', {}).get('p99')} ms "
             f"{'ok' if warm.get('ok') else warm.get('reason') or warm.get('fatal')}")
@@ -1248,6 +1248,9 @@ def parse_args(argv):
     ap.add_argument("--p99-limit", type=float, default=100.0)
     ap.add_argument("--client-ids", action="store_true",
                     help="chat: every message carries a clientId, as the React client sends them")
+    ap.add_argument("--mix", action="store_true",
+                    help="chat: the v2 mixed workload: besides messages, reads, reactions, edits, deletes, "
+                         "history and search (issue #21; loadgen.js MIX_PER_MESSAGE)")
     ap.add_argument("--idle-n", type=int)
     ap.add_argument("--idle-connect-limit", type=int, default=600, help="seconds allowed to connect+join all idle clients")
     ap.add_argument("--history-rows", type=int)

@@ -162,6 +162,36 @@ def test_a_users_leave_heard_after_their_next_join_does_not_undo_it(fresh_databa
         assert bob.user_id in {user["userId"] for user in join(carol, room)["data"]["users"]}
 
 
+def test_a_join_the_first_read_of_a_room_holds_before_its_event_arrives_is_still_told(fresh_database, private_redis):
+    """Alice, a member, reconnects to the second node, which never served her room, while
+    its link to Redis stalls: Bob's join on the first node is committed, its event held
+    up, and her connection's presence row reads the room's first list there, which holds
+    him. The shipped client never sends `join` after a reconnect (LEGACY-CLIENT.md): the
+    event, when it comes, is all she is told of Bob, and must reach her, once."""
+    with second_behind_a_proxy(fresh_database(), private_redis) as (database_url, first, second, proxy):
+        room, warm = unique("first-read"), unique("warm")
+        # both nodes up and hearing each other (a node alone announces nothing)
+        watcher, other = connect(second), connect(first)
+        join(watcher, warm)
+        join(other, warm)
+        assert watcher.expect("presence", room=warm, event="join")["data"]["userId"] == other.user_id
+        alice = connect(first)
+        join(alice, room)  # a member, on the first node only
+        alice.close()
+        row = "SELECT 1 FROM room_presence WHERE room = %s AND user_id = %s"
+        wait_for(lambda: not sql(database_url, row, (room, alice.user_id)), 10, "alice gone from the room")
+        proxy.stall()
+        bob = connect(first)
+        join(bob, room)
+        wait_for(lambda: sql(database_url, row, (room, bob.user_id)), 10, "bob's join committed")
+        back = connect(second, alice.user_id)  # in the room from its welcome on, no join
+        # her row is written after the room's first list is read on the second node
+        wait_for(lambda: sql(database_url, row, (room, alice.user_id)), 10, "the first read done")
+        proxy.resume()
+        assert back.expect("presence", room=room, event="join", timeout=15)["data"]["userId"] == bob.user_id
+        back.nothing_more("presence", wait=1.0)
+
+
 def test_joins_and_leaves_lost_with_the_bus_are_told_once_it_is_back(fresh_database, private_redis):
     """The second node's link to Redis is cut while Bob leaves and Carol joins on the
     first: pub/sub keeps nothing for a subscriber that is away, so those events never

@@ -503,3 +503,38 @@ def test_a_first_connection_while_the_database_is_down_is_refused_before_the_upg
         client.expect("welcome")
     finally:
         srv.stop()
+
+
+def test_a_connection_whose_rooms_cannot_be_listed_is_closed_with_1013_not_greeted_with_none(embedded_postgres):
+    """A `welcome` with `rooms: []` while the database is down would tell a client it is in no
+    room, and it would empty its sidebar: it is closed with 1013 (try again later) instead,
+    and greeted with its rooms once the database is back."""
+    url = embedded_postgres.start()
+    srv = Server(url, DB_CONNECT_TIMEOUT_SECONDS="1", HEARTBEAT_SECONDS="0.5").start()
+    try:
+        room = unique("room")
+        user_id = new_user_id()
+        first = connect_to(srv, user_id)
+        join(first, room)
+        first.close()
+        embedded_postgres.stop()
+        for path in ("/ws", "/"):  # the compatibility endpoint too: its client reconnects on any close but 1000
+            refused = Client.connect(srv.url, make_token(user_id, f"user{user_id}"), path=path)
+            assert_closed_with(refused, 1013)
+        embedded_postgres.start()
+        again = wait_for(lambda: try_welcome(srv, user_id), timeout=30, what="a welcome once the database is back")
+        assert [r["room"] for r in again["data"]["rooms"]] == [room]
+    finally:
+        srv.stop()
+
+
+def try_welcome(srv: Server, user_id: int) -> dict | None:
+    """The welcome of a new connection of the user, or None when it was closed instead."""
+    client = Client.connect(srv.url, make_token(user_id, f"user{user_id}"))
+    try:
+        opcode, data = client.ws.recv_data(control_frame=True)
+    finally:
+        client.close()
+    if opcode == websocket.ABNF.OPCODE_CLOSE:
+        return None
+    return check_server_frame(json.loads(data))

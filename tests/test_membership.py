@@ -53,7 +53,7 @@ def test_welcome_lists_the_users_rooms_and_conversations(server, connect):
     again = Client.connect(server.url, make_token(alice.user_id, alice.username))
     data = again.expect("welcome")["data"]
     assert data["rooms"] == [
-        {"room": room, "private": False, "lastId": last, "lastReadId": 0, "unread": 0, "mentions": 0}
+        {"room": room, "private": False, "role": "member", "lastId": last, "lastReadId": 0, "unread": 0, "mentions": 0}
     ]
     assert data["conversations"] == [
         {"userId": bob.user_id, "username": bob.username, "lastId": dm, "lastReadId": 0, "unread": 1, "mentions": 0}

@@ -4,6 +4,7 @@ a failure or a burial, while joins and leaves go on."""
 from __future__ import annotations
 
 from contextlib import contextmanager
+from types import SimpleNamespace
 
 import orjson
 import pytest
@@ -474,3 +475,65 @@ def test_a_join_answered_here_before_its_announcement_arrives_is_still_told_here
     node.online.by_room["lobby"].max_age_seconds = 0
     node.online.get("lobby")  # a read tells nothing more
     assert told == [("join", ALICE[0]), ("join", BOB[0])]
+
+
+class Listener(Tab):
+    """A tab that also takes the encoded frames the hub fans out."""
+
+    def send_frame(self, frame: bytes) -> None:
+        self.sent.append(orjson.loads(frame[frame.index(b"{") :]))  # (past the WebSocket header)
+
+    def presences(self) -> list[tuple[str, int]]:
+        return [(f["data"]["event"], f["data"]["userId"]) for f in self.sent if f["type"] == "presence"]
+
+
+def test_a_change_the_first_read_holds_before_its_event_arrives_is_told_once_to_those_in_the_room(presence):
+    """Alice's tab is in the room here, but no list was read yet (her node's read failed, say):
+    each event heard is news to her. Bob's join commits on another node; Carol's join here
+    reads the room's first list, which holds Bob, before his event arrives. Alice is still
+    told he came, once; Carol, whose join_ack lists him, is not told it again."""
+    node, url, _ = presence
+    sql(url, "INSERT INTO chat_nodes (node_id) VALUES ('n1'), ('n2')")
+    sql(url, "INSERT INTO chat_members (room, user_id) VALUES ('lobby', 3)")
+    hub = Hub(fetch=lambda *args: [], gap_wait_seconds=1.0)
+    rt = SimpleNamespace(presence=node, hub=hub)
+    node.deliver_event = node.online.tell = lambda payload: runtime.ChatRuntime.deliver_event(rt, payload)
+    node.online.members_here = lambda room: hub.members_by_room.get(room, ())
+    membership = Memberships(hub, node, node.pool, join_ack_max_users=10)
+    alice = Listener(*ALICE)
+    hub.connections_by_user[ALICE[0]] = {alice}
+    membership._register(alice, "lobby", 0, 0)  # listed at connect; no list read here yet
+    elsewhere = Presence(node.pool, node.bus, "n2", 10.0, lambda event: None)
+    announced = elsewhere.enter("lobby", *BOB).announced  # committed; its event on its way
+    carol = Listener(3, "carol")
+    hub.connections_by_user[3] = {carol}
+    membership.join(carol, "lobby", None, create_room=False)  # the first read: Bob is in it
+    [ack] = [f for f in carol.sent if f["type"] == "join_ack"]
+    assert {user["userId"] for user in orjson.loads(orjson.dumps(ack))["data"]["users"]} == {BOB[0], 3}
+    for event in announced * 2:  # arrives, and once more
+        node.deliver_event(event)
+    assert alice.presences() == [("join", 3), ("join", BOB[0])]
+    assert carol.presences() == []
+    # Alice's tab gets a list too: from then on only what changes it is news to her
+    membership.join(alice, "lobby", None, create_room=False)
+    node.deliver_event({**announced[0], "v": announced[0]["v"] + 1000})
+    assert alice.presences() == [("join", 3), ("join", BOB[0])]
+    # a re-read keeps only those still without a list and in the room (nobody now)
+    hub.leave_room(carol, "lobby")
+    node.online.by_room["lobby"].max_age_seconds = 0
+    assert node.online.get("lobby").unlisted == set()
+
+
+def test_past_the_rooms_kept_only_the_lists_of_rooms_nobody_here_is_in_are_forgotten(presence, monkeypatch):
+    """A list is what the members here were told; forgotten, the room's next read would be a
+    first read again, with nothing to tell them the difference from."""
+    from app import online as online_module
+
+    node, url, _ = presence
+    sql(url, "INSERT INTO rooms (name) VALUES ('side'), ('third')")
+    monkeypatch.setattr(online_module, "MAX_ROOMS_KEPT", 1)
+    node.online.members_here = lambda room: ["alice's tab"] if room == "lobby" else []
+    node.online.get("lobby")
+    node.online.get("side")
+    node.online.get("third")  # past the limit: 'side' goes, 'lobby' stays
+    assert set(node.online.by_room) == {"lobby", "third"}

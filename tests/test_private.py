@@ -310,3 +310,30 @@ def _connect(srv: Server, path: str = "/ws") -> Client:
     client.expect("welcome")
     client.user_id, client.username = user_id, f"user{user_id}"
     return client
+
+
+def test_the_frames_tell_who_owns_a_room(server, connect):
+    """The page shows `remove` to the owner only: welcome, my_rooms and join_ack say who it is
+    (an addition to PROTOCOL.md), on every tab and for every member."""
+    room, plain = unique("owned"), unique("plain")
+    alice = connect()
+    alice_tab = connect(alice.user_id, alice.username)
+    bob = connect()
+    ack = create(alice, room, private=False)
+    assert ack["data"]["owner"] == alice.user_id
+    assert alice_tab.expect("join_ack", room=room)["data"]["owner"] == alice.user_id  # (by the member event)
+    assert join(bob, room)["data"]["owner"] == alice.user_id
+    assert "owner" not in join(bob, plain)["data"]  # made by `join`: nobody owns it
+
+    def roles(client: Client) -> dict[str, str]:
+        client.send({"type": "my_rooms"})
+        return {item["room"]: item["role"] for item in client.expect("my_rooms")["data"]}
+
+    assert roles(alice)[room] == "owner"
+    assert roles(bob) == {room: "member", plain: "member"}
+    again = Client.connect(server.url, make_token(alice.user_id, alice.username))
+    try:
+        rooms = again.expect("welcome")["data"]["rooms"]
+    finally:
+        again.close()
+    assert {item["room"]: item["role"] for item in rooms} == {room: "owner"}

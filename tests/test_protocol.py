@@ -212,8 +212,8 @@ def test_mentions_are_whole_words_lower_cased(content, names):
 @pytest.mark.parametrize(
     "raw,expected",
     [
-        ('{"type":"read","room":"r","id":5}', Command("read", room="r", id=5)),
-        ('{"type":"read","with":"7","id":"5"}', Command("read", to=7, id=5)),
+        ('{"type":"read","room":"r","id":5}', Command("read", room="r", message_id=5)),
+        ('{"type":"read","with":"7","id":"5"}', Command("read", to=7, message_id=5)),
         ('{"type":"search","query":"a b"}', Command("search", query="a b", limit=20)),
         (
             '{"type":"search","query":"x","room":"r","before":9,"limit":500}',

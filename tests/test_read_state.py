@@ -71,7 +71,12 @@ def test_read_moves_forward_only_and_is_told_to_every_tab(server, connect):
     join(bob, room)
     ids = [send(bob, room, f"{n} @{alice.username}") for n in range(4)]
     alice.send({"type": "read", "room": room, "id": ids[1]})
-    expected = {"type": "read", "room": room, "data": {"lastReadId": ids[1], "unread": 2, "mentions": 2}}
+    # (countedUpTo: the newest message the counts include)
+    expected = {
+        "type": "read",
+        "room": room,
+        "data": {"lastReadId": ids[1], "unread": 2, "mentions": 2, "countedUpTo": ids[-1]},
+    }
     assert alice.expect("read") == expected
     assert tab2.expect("read") == expected
     # An older id changes nothing: the state as it stands is told again.
@@ -81,7 +86,7 @@ def test_read_moves_forward_only_and_is_told_to_every_tab(server, connect):
     assert room_in(welcome_of(server, alice)["rooms"], room)["lastReadId"] == ids[1]
     # Past the newest message counts as the newest: later messages stay unread.
     alice.send({"type": "read", "room": room, "id": ids[-1] + 10_000})
-    assert alice.expect("read")["data"] == {"lastReadId": ids[-1], "unread": 0, "mentions": 0}
+    assert alice.expect("read")["data"] == {"lastReadId": ids[-1], "unread": 0, "mentions": 0, "countedUpTo": ids[-1]}
     later = send(bob, room, "after the read")
     data = room_in(welcome_of(server, alice)["rooms"], room)
     assert data == {**data, "lastId": later, "lastReadId": ids[-1], "unread": 1, "mentions": 0}
@@ -102,10 +107,11 @@ def test_dm_read_state_in_welcome_conversations_and_read(server, connect):
     assert alice.expect("read") == {
         "type": "read",
         "with": bob.user_id,
-        "data": {"lastReadId": first, "unread": 1, "mentions": 0},
+        "data": {"lastReadId": first, "unread": 1, "mentions": 0, "countedUpTo": second},
     }
     alice.send({"type": "read", "with": bob.user_id, "id": second})
-    assert alice.expect("read")["data"] == {"lastReadId": second, "unread": 0, "mentions": 0}
+    # (countedUpTo: bob's newest; alice's own later message is no business of her counts)
+    assert alice.expect("read")["data"] == {"lastReadId": second, "unread": 0, "mentions": 0, "countedUpTo": second}
     # Bob's read state is his own: alice's answer is unread to him.
     listed = next(c for c in welcome_of(server, bob)["conversations"] if c["userId"] == alice.user_id)
     assert listed["unread"] == 1 and listed["lastReadId"] == 0
@@ -171,7 +177,8 @@ def test_a_read_reaches_the_users_connections_on_another_server(fresh_database):
         ids = [send(bob, room, f"m{n} @room") for n in range(3)]
         alice_a.expect("message", id=ids[-1])
         alice_a.send({"type": "read", "room": room, "id": ids[0]})
-        expected = {"type": "read", "room": room, "data": {"lastReadId": ids[0], "unread": 2, "mentions": 2}}
+        data = {"lastReadId": ids[0], "unread": 2, "mentions": 2, "countedUpTo": ids[-1]}
+        expected = {"type": "read", "room": room, "data": data}  # (the other server's copy carries countedUpTo too)
         assert alice_a.expect("read") == expected
         assert alice_b.expect("read") == expected
         bob.nothing_more("read")

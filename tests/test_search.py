@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 
+import psycopg2
 import pytest
 
+from app import search as search_module
 from tests.support.clients import Client, join
 from tests.support.databases import sql
-from tests.support.identities import unique
+from tests.support.identities import new_user_id, unique
 
 
 def word() -> str:
@@ -137,3 +140,162 @@ def test_bad_searches_get_an_error_and_the_connection_stays_usable(connect, fram
     client.expect_error(code)
     client.send({"type": "ping"})
     client.expect("pong")
+
+
+def test_where_a_message_was_written_is_not_a_word_to_find(connect):
+    """The index holds each message's words with lexemes of its room or conversation
+    (schema.sql, chat_search_scope): typed as a query, they find nothing."""
+    room = unique("scoped")
+    alice, bob = connect(), connect()
+    join(alice, room)
+    send(alice, room, "a plain message")
+    dm(alice, bob.user_id, "a plain dm")
+    room_lexeme = "R" + hashlib.md5(room.encode()).hexdigest()
+    for query in (room_lexeme, f"U{alice.user_id}", f"U{bob.user_id}", f"{room_lexeme} plain"):
+        assert search(alice, query) == []
+        assert search(alice, query, room=room) == []
+        assert search(alice, query, **{"with": bob.user_id}) == []
+
+
+def test_a_conversation_with_oneself_is_searched_like_any(connect):
+    secret = word()
+    alice, bob = connect(), connect()
+    note = dm(alice, alice.user_id, f"note to self: {secret}")
+    dm(alice, bob.user_id, f"not to self: {secret}")
+    assert search(alice, secret, **{"with": alice.user_id}) == [note]
+    assert len(search(alice, secret)) == 2
+
+
+def test_a_room_whose_name_is_no_lexeme_is_searched(database_url):
+    """A room of the existing backend may be named anything (spaces, quotes, operators of
+    a query, any script): the index knows a room by the md5 of its name, which any name has."""
+    secret, me = word(), new_user_id()
+    room = f"it's {unique('old')} — ünïcode & | !"
+    sql(database_url, "INSERT INTO rooms (name) VALUES (%s)", (room,))
+    sql(database_url, "INSERT INTO chat_members (room, user_id) VALUES (%s, %s)", (room, me))
+    sql(
+        database_url,
+        "INSERT INTO messages (from_user, room, content) VALUES (%s, %s, %s)",
+        (me, room, f"{secret} here"),
+    )
+    conn = psycopg2.connect(database_url)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            for scope in (None, room):
+                found = search_module.search(cur, me, secret, scope, None, None, 20)
+                assert [(m.data["room"], m.data["content"]) for m in found] == [(room, f"{secret} here")]
+            assert search_module.search(cur, me + 1, secret, None, None, None, 20) == []
+    finally:
+        conn.close()
+
+
+class RecordingCursor(psycopg2.extensions.cursor):
+    """A cursor that keeps every statement it ran, as sent."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.ran: list[bytes] = []
+
+    def execute(self, query, vars=None):
+        super().execute(query, vars)
+        self.ran.append(self.query)
+
+
+def test_the_search_asks_the_scoped_index(database_url):
+    """Each kind of search matches the expression of messages_search_scoped in every step
+    that reads the index, so that the index can serve them (else a search for a rare word
+    would read the whole table)."""
+    conn = psycopg2.connect(database_url)
+    try:
+        with conn.cursor(cursor_factory=RecordingCursor) as cur:
+            # Without the plans that need no index (the other indexes of `messages` set
+            # aside, in a transaction rolled back), the plan shows whether the index fits.
+            cur.execute("SET LOCAL enable_seqscan = off; SET LOCAL enable_indexscan = off")
+            cur.execute("ALTER TABLE messages DROP CONSTRAINT messages_pkey")
+            cur.execute(
+                """SELECT indexname FROM pg_indexes
+                   WHERE tablename = 'messages' AND indexname <> 'messages_search_scoped'"""
+            )
+            for (index,) in cur.fetchall():
+                cur.execute(f'DROP INDEX "{index}"')
+            for room, other in ((None, None), ("lobby", None), (None, 2)):
+                cur.ran = []
+                # (a word nowhere: every step runs, from an id past the windows)
+                search_module.search(cur, 1, word(), room, other, 1 << 24, 20)
+                (query,) = [query for query in cur.ran if b"chat_search_scope" in query]
+                cur.execute(b"EXPLAIN " + query)
+                plan = "\n".join(row[0] for row in cur)
+                # (each window, and the rest)
+                steps = plan.count("Bitmap Index Scan on messages_search_scoped")
+                assert steps == len(search_module.WINDOWS) + 1, plan
+    finally:
+        conn.rollback()
+        conn.close()
+
+
+def test_every_step_of_a_search_adds_the_next_newest(fresh_database):
+    """Matches spread over ids that the walk, each window and the rest find: a search
+    and its pages list them all, newest first, once each, whatever step finds them."""
+    url = fresh_database()
+    me, room, other_room = new_user_id(), unique("spread"), unique("other")
+    sql(url, "INSERT INTO chat_members (room, user_id) VALUES (%s, %s)", (room, me))
+    # At ids around each step's bounds from the newest (WALK, then 2 and up to 4 blocks of
+    # each window), a match in the user's room and one elsewhere.
+    newest = 3 << 21
+    ids = sorted(
+        {
+            max(newest - d + k, 1)
+            for d in (1, 2, 1 << 14, 1 << 16, 1 << 17, 1 << 18, 1 << 19, 1 << 20, 1 << 21, 3 << 20, newest)
+            for k in (-1, 0, 1)
+        }
+    )
+    rows = [(i, me, room if n % 3 else other_room, f"needle {i}") for n, i in enumerate(ids)]
+    for row in rows:
+        sql(url, "INSERT INTO messages (id, from_user, room, content) VALUES (%s, %s, %s, %s)", row)
+    mine = sorted((i for i, _, r, _ in rows if r == room), reverse=True)
+    conn = psycopg2.connect(url)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            for scope in (None, room):
+                assert [m.id for m in search_module.search(cur, me, "needle", scope, None, None, 100)] == mine
+                paged, before = [], None
+                while True:
+                    page = search_module.search(cur, me, "needle", scope, None, before, 3)
+                    if not page:
+                        break
+                    paged += [m.id for m in page]
+                    before = page[-1].id
+                assert paged == mine
+    finally:
+        conn.close()
+
+
+def test_a_search_is_never_planned_in_parallel(fresh_database):
+    """Its steps are the branches of a UNION ALL read in order, newest first, until the
+    page is full: a Parallel Append would interleave them (and stop on older matches)."""
+    url = fresh_database()
+    sql(
+        url,
+        """INSERT INTO messages (from_user, room, content)
+           SELECT n %% 50, 'r' || n %% 40, 'word' || n %% 7 FROM generate_series(1, 50000) AS n""",
+    )
+    sql(url, "INSERT INTO chat_members (room, user_id) SELECT 'r' || n, 1 FROM generate_series(1, 30) AS n")
+    sql(url, "ANALYZE")
+    conn = psycopg2.connect(url)
+    conn.autocommit = True
+    try:
+        with conn.cursor(cursor_factory=RecordingCursor) as cur:
+            # Parallel plans made as cheap as they get.
+            for setting in ("parallel_setup_cost", "parallel_tuple_cost"):
+                cur.execute(f"SET {setting} = 0")
+            for setting in ("min_parallel_table_scan_size", "min_parallel_index_scan_size"):
+                cur.execute(f"SET {setting} = 0")
+            for room in (None, "r1"):
+                search_module.search(cur, 1, "word3", room, None, None, 20)
+                cur.execute(b"EXPLAIN " + cur.ran[-1])
+                plan = "\n".join(row[0] for row in cur)
+                assert "Append" in plan and "Gather" not in plan, plan
+    finally:
+        conn.close()

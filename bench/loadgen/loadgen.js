@@ -226,6 +226,50 @@ async function waitClosed(clients, ms) {
 }
 
 // ================================================================ chat
+// The mixed workload's frames per message sent, by kind: a reader marks read every fourth
+// message, reacts to one in ten, edits one in twenty, and now and then pages history, searches
+// or deletes. Targets are the client's own messages, so no race with another client's delete
+// can turn a frame into an error (every error fails the step).
+const MIX_PER_MESSAGE = { read: 0.25, react: 0.1, edit: 0.05, history: 0.02, search: 0.01, delete: 0.01 };
+const MIX_KEEP_OWN = 20; // own message ids remembered per client
+
+function remember(list, id) {
+  list.push(id);
+  if (list.length > MIX_KEEP_OWN) list.shift();
+}
+
+function mixTick(c, counts, rates) {
+  const send = (kind, frame) => {
+    c.ws.send(JSON.stringify(frame));
+    bump(counts, kind);
+  };
+  const r = Math.random();
+  let edge = 0;
+  const pick = () => c.own[Math.floor(Math.random() * c.own.length)];
+  if (r < (edge += rates.read)) {
+    if (c.lastId > 0) send('read', { type: 'read', room: c.roomName, id: c.lastId });
+  } else if (r < (edge += rates.react)) {
+    const id = pick();
+    if (id === undefined) return;
+    const on = !c.reacted.has(id);
+    if (on) c.reacted.add(id);
+    else c.reacted.delete(id);
+    send(on ? 'react' : 'unreact', { type: on ? 'react' : 'unreact', id, emoji: '👍' });
+  } else if (r < (edge += rates.edit)) {
+    const id = pick();
+    if (id !== undefined) send('edit', { type: 'edit', id, content: `edited ${id} lorem ipsum` });
+  } else if (r < (edge += rates.history)) {
+    send('history', { type: 'room_history', room: c.roomName, limit: 50 });
+  } else if (r < (edge += rates.search)) {
+    send('search', { type: 'search', query: 'ipsum', room: c.roomName, limit: 20 });
+  } else if (r < (edge += rates.delete)) {
+    if (c.own.length < 2) return;
+    const id = c.own.shift(); // the oldest: never edited or reacted to again
+    c.reacted.delete(id);
+    send('delete', { type: 'delete', id });
+  }
+}
+
 async function runChat() {
   const ROOMS = cfg.rooms || 10;
   const MEMBERS = cfg.members || 10;
@@ -239,6 +283,9 @@ async function runChat() {
   const ROOM_PREFIX = cfg.roomPrefix || 'bench';
   // like the React client: every message carries a clientId (the server's resend key)
   const CLIENT_IDS = Boolean(cfg.clientIds);
+  // the v2 mixed workload (issue #21): besides its messages, each client marks its room read,
+  // reacts, edits, deletes, asks for history and searches, at the rates of MIX (per message sent)
+  const MIX = cfg.mix ? MIX_PER_MESSAGE : null;
   const MAXSEQ = Math.ceil((RATE * DURATION) / 1000) + 8;
   const INTERVAL = 1000 / RATE;
 
@@ -257,6 +304,7 @@ async function runChat() {
     errors: {},
     otherFrames: {},
     unexpectedCloses: {},
+    mixSent: {},
   };
   const lat = new Samples(ROOMS * MEMBERS * MEMBERS * RATE * ((DURATION - WARMUP) / 1000) * 1.05);
   let measureStart = Infinity;
@@ -303,6 +351,7 @@ async function runChat() {
       }
       if (d.id <= c.lastId) st.idInversions++;
       else c.lastId = d.id;
+      if (MIX && sIdx === c.idx) remember(c.own, d.id);
       const k = sIdx * MAXSEQ + seq;
       if (c.seen[k]) {
         st.dup++;
@@ -347,6 +396,8 @@ async function runChat() {
     c.maxSeq = new Int32Array(MEMBERS).fill(-1);
     c.lastId = -1;
     c.seq = 0;
+    c.own = []; // ids of this client's own messages, newest last (the mix edits, deletes, reacts to these)
+    c.reacted = new Set();
   });
   const membersInRoom = new Int32Array(ROOMS);
   for (const c of clients) if (c) membersInRoom[c.room]++;
@@ -403,6 +454,7 @@ async function runChat() {
       };
       if (CLIENT_IDS) frame.clientId = `${TAG}-${c.room}-${c.idx}-${seq}`;
       c.ws.send(JSON.stringify(frame));
+      if (MIX) mixTick(c, st.mixSent, MIX);
       st.sent++;
       sentPerRoom[c.room]++;
       if (now >= measureStart) st.sentMeasured++;
@@ -464,6 +516,7 @@ async function runChat() {
     errors: st.errors,
     otherFrames: st.otherFrames,
     unexpectedCloses: st.unexpectedCloses,
+    mixSent: MIX ? st.mixSent : undefined,
     // stored-and-delivered rate: messages sent in the measured window, all of them delivered
     // to every member if lost == 0
     storedMsgsPerS: +(st.sentMeasured / measuredS).toFixed(1),

@@ -557,7 +557,11 @@ export function ChatScreen({
         meId={me.userId}
         open={membersOpen}
         onMessage={startDm}
-        onRemove={room && owned.includes(room.name) ? (user) => setToRemove({ room: room.name, user }) : undefined}
+        onRemove={
+          room && (room.owner === session.userId || owned.includes(room.name))
+            ? (user) => setToRemove({ room: room.name, user })
+            : undefined
+        }
       />
 
       {toRemove && (

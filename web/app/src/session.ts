@@ -63,7 +63,10 @@ export interface Prefs {
   dms: Array<{ userId: number; username: string }>;
   /** the conversation open last: `r:<room>` or `d:<userId>` */
   active: string | null;
-  /** the rooms created on this device (their owner may remove members; the server says no one else may) */
+  /**
+   * the rooms created on this device (their owner may remove members; the server says no one else
+   * may): for servers whose join_ack does not name the owner (ours does: `RoomState.owner`)
+   */
   owned: string[];
 }
 

@@ -371,13 +371,13 @@ export class ChatClient {
         this.store.update((s) => reduceRead(s, frame));
         return;
       case 'message_edited':
-        this.store.update((s) => reduceMessageEdited(s, frame));
+        if (!this.history.holds(frame)) this.store.update((s) => reduceMessageEdited(s, frame));
         return;
       case 'message_deleted':
-        this.store.update((s) => reduceMessageDeleted(s, frame));
+        if (!this.history.holds(frame)) this.store.update((s) => reduceMessageDeleted(s, frame));
         return;
       case 'reaction':
-        this.store.update((s) => reduceReaction(s, frame));
+        if (!this.history.holds(frame)) this.store.update((s) => reduceReaction(s, frame));
         return;
       case 'search':
         this.store.update((s) => reduceSearch(s, frame));

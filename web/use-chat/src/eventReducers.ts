@@ -12,6 +12,7 @@ import type {
   DmTypingEventFrame,
   MessageDeletedFrame,
   MessageEditedFrame,
+  MessageEventFrame,
   MessageId,
   ReactionFrame,
   RoomMessage,
@@ -118,6 +119,27 @@ export function reduceReaction(state: ChatState, frame: ReactionFrame): ChatStat
     const { reactions: _old, ...rest } = m;
     return (reactions ? { ...rest, reactions } : rest) as Msg;
   });
+}
+
+/** Any of the §10 frames that change a message. */
+export function reduceMessageEvent(state: ChatState, frame: MessageEventFrame): ChatState {
+  if (frame.type === 'message_edited') return reduceMessageEdited(state, frame);
+  if (frame.type === 'message_deleted') return reduceMessageDeleted(state, frame);
+  return reduceReaction(state, frame);
+}
+
+/**
+ * The DM partner whose conversation an event is about; undefined for a room's event, and for a
+ * reaction to a message not loaded in any conversation (the frame names the message only).
+ */
+export function dmPeerOfEvent(state: ChatState, frame: MessageEventFrame): UserId | undefined {
+  const me = state.me?.userId;
+  if (frame.type === 'reaction') {
+    return Object.values(state.dms).find((d) => indexOfId(d.messages, frame.data.id) >= 0)?.userId;
+  }
+  const d: { fromUser: UserId; to?: UserId } = frame.data;
+  if (typeof d.to !== 'number') return undefined;
+  return d.fromUser === me ? d.to : d.fromUser;
 }
 
 /** A search was asked for: its results are on their way. */

@@ -11,6 +11,11 @@ export interface ReadCounts {
   lastReadId: MessageId;
   unread: number;
   mentions: number;
+  /**
+   * In `read` frames (an extension): the newest message id the counts include, also when that
+   * message has not reached this client yet. Absent from older servers.
+   */
+  countedUpTo?: MessageId;
 }
 
 // ----- client -> server -----------------------------------------------------
@@ -78,6 +83,9 @@ export interface DmTypingEventFrame {
   data: UserRef;
 }
 
+/** The §10 frames that change a message (live, in a room's replay, in a DM catch-up's `events`). */
+export type MessageEventFrame = MessageEditedFrame | MessageDeletedFrame | ReactionFrame;
+
 export type EventServerFrame = ReadEventFrame | MessageEditedFrame | MessageDeletedFrame | ReactionFrame | SearchFrame;
 
 export const EVENT_SERVER_TYPES: ReadonlySet<string> = new Set<EventServerFrame['type']>([
@@ -105,7 +113,15 @@ export function readCountsOf(v: unknown): ReadCounts | null {
     lastReadId: v.lastReadId,
     unread: isId(v.unread) && v.unread >= 0 ? v.unread : 0,
     mentions: isId(v.mentions) && v.mentions >= 0 ? v.mentions : 0,
+    ...(isId(v.countedUpTo) && v.countedUpTo >= 0 ? { countedUpTo: v.countedUpTo } : {}),
   };
+}
+
+/** The well-formed §10 frames of a DM catch-up's `events` (anything else is left out). */
+export function parseMessageEvents(v: unknown): MessageEventFrame[] {
+  if (!Array.isArray(v)) return [];
+  const frames = v.filter(isObject).map(parseEventFrame);
+  return frames.filter((f): f is MessageEventFrame => f?.type === 'message_edited' || f?.type === 'message_deleted' || f?.type === 'reaction');
 }
 
 /** Parses a frame of one of `EVENT_SERVER_TYPES` (already JSON); null when malformed. */

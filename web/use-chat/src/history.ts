@@ -1,10 +1,11 @@
 /**
  * History requests, by conversation key (`r:<room>` | `d:<userId>`): the latest page, older pages
  * (`loadOlder`), DM catch-ups after a reconnection (`after` the last id seen, paging until
- * complete), the `conversations` list that says which conversations have news; which request an
+ * complete, with the edits, deletes and reactions since; live ones held until then), the `conversations` list that says which conversations have news; which request an
  * answer is for, requests that time out, and requests refused for a passing reason asked again.
  */
 import { conversationOf, dmKey, parseKey, roomKey, withConversation, withDm } from './conversation';
+import { dmPeerOfEvent, reduceMessageEvent } from './eventReducers';
 import { lastId, reachesBack } from './messageLists';
 import type { ResolvedOptions } from './options';
 import type {
@@ -14,6 +15,7 @@ import type {
   DmHistoryFrame,
   ErrorAbout,
   ErrorCode,
+  MessageEventFrame,
   MessageId,
   RoomHistoryFrame,
   RoomMessage,
@@ -72,6 +74,12 @@ export class History {
    * would skip everything sent while this client was away.
    */
   private readonly seenUpTo = new Map<UserId, MessageId>();
+  /**
+   * DM conversations whose catch-up is under way on this connection, with the live events
+   * (edits, deletes, reactions) that came meanwhile. Those wait for the catch-up's `events`: a
+   * newer live event applied first would make the older caught-up ones look seen already.
+   */
+  private readonly catching = new Map<UserId, MessageEventFrame[]>();
   /** when the `conversations` request waiting for its answer on this connection was sent (epoch ms) */
   private conversationsAskedAt: number | null = null;
 
@@ -153,14 +161,35 @@ export class History {
 
   /** A new connection: each loaded conversation is complete up to its newest id (caught up from there). */
   onWelcome(): void {
+    const unfinished = new Map<UserId, MessageId>();
+    // A catch-up the last connection did not finish starts again where it started: live DMs since
+    // are not the end of what is known.
+    for (const u of this.catching.keys()) if (this.seenUpTo.has(u)) unfinished.set(u, this.seenUpTo.get(u)!);
     this.seenUpTo.clear();
-    for (const d of Object.values(this.store.state.dms)) if (d.historyLoaded) this.seenUpTo.set(d.userId, lastId(d.messages) ?? 0);
+    this.catching.clear();
+    for (const d of Object.values(this.store.state.dms)) {
+      if (d.historyLoaded) this.seenUpTo.set(d.userId, unfinished.get(d.userId) ?? newestSeen(d));
+    }
   }
 
   /** The connection went away: no answer will come to what was asked on it. */
   reset(): void {
     this.waiting.clear();
     this.conversationsAskedAt = null;
+    // The held events are dropped: above the conversation's cursor, the next catch-up brings them again.
+    for (const u of this.catching.keys()) this.catching.set(u, []);
+  }
+
+  /**
+   * Whether a live event is held (true) until the catch-up of its DM conversation is done: it is
+   * applied then, after the events the catch-up brings.
+   */
+  holds(frame: MessageEventFrame): boolean {
+    const peer = dmPeerOfEvent(this.store.state, frame);
+    const held = peer === undefined ? undefined : this.catching.get(peer);
+    if (!held) return false;
+    held.push(frame);
+    return true;
   }
 
   /** A room was left or refused: its requests are forgotten. */
@@ -179,6 +208,8 @@ export class History {
       while (q.length && now - q[0].at > this.opts.historyTimeoutMs) {
         const req = q.shift()!;
         if (req.kind === 'before') this.store.update((s) => withConversation(s, key, (c) => ({ ...c, loadingOlder: false })));
+        // (given up on: what it held is applied rather than held for good)
+        else if (req.kind === 'after' && !this.isWaiting(key, (k) => k === 'after')) this.endCatchUp(key);
       }
     }
   }
@@ -199,11 +230,13 @@ export class History {
     const merged = this.pageJoins(key, req);
     const before = this.store.state.dms[frame.with];
     this.store.update((s) => reduceDmHistory(s, frame, this.deps.env(), req));
+    // What changed since, on messages had before (the page's own are as they are now): in id order.
+    for (const event of merged ? (frame.events ?? []) : []) this.store.update((s) => reduceMessageEvent(s, event));
     if (!merged || req.kind === 'stale') return;
     // A catch-up brings what was sent while this client was away: news, like live DMs.
     if (req.kind === 'after') this.deps.announce(key, before, frame.data);
     if (req.kind !== 'after') this.toOpen.delete(frame.with);
-    this.followUp(key, req, frame.data);
+    this.followUp(key, req, frame.data, frame);
   }
 
   /**
@@ -247,7 +280,9 @@ export class History {
     if (req.kind === 'before') {
       this.store.update((s) => withConversation(s, key, (c) => ({ ...c, loadingOlder: false })));
     } else if (PASSING_CODES.has(code)) {
-      this.retries.later(`history:${key}`, retryDelay(code));
+      this.retries.later(`history:${key}`, retryDelay(code)); // (a catch-up's live events stay held)
+    } else if (req.kind === 'after') {
+      this.endCatchUp(key);
     } else if (req.kind === 'latest' && ref.kind === 'dm') {
       // Refused for good (an unknown user): nothing to load, now or on the next connection. (A
       // room's latest page is asked for again with its next join.)
@@ -272,25 +307,42 @@ export class History {
     return req === STALE || req.kind !== 'before' || reachesBack<RoomMessage | DirectMessage>(conversationOf(this.store.state, key)?.messages, req.ref);
   }
 
-  /** A full catch-up page is followed by the next one; a DM catch-up that is complete is complete up to the newest id. */
-  private followUp(key: ConversationKey, req: HistoryRequest, page: Array<{ id: MessageId }>): void {
+  /**
+   * A full catch-up page is followed by the next one (after its last eventId when the server cut
+   * its events, `more`); a DM catch-up that is complete is complete up to the newest id.
+   */
+  private followUp(key: ConversationKey, req: HistoryRequest, page: Array<{ id: MessageId }>, frame?: DmHistoryFrame): void {
     if (req.kind !== 'after') return;
-    if (page.length >= req.limit && page.length) {
+    const events = frame?.events ?? [];
+    if (frame?.more && events.length) {
+      this.request(key, 'after', events[events.length - 1].eventId);
+    } else if (page.length >= req.limit && page.length) {
       this.request(key, 'after', page[page.length - 1].id);
     } else {
       const ref = parseKey(key)!;
       if (ref.kind === 'dm') this.seenUpTo.delete(ref.userId); // complete: from here on the newest id is
+      this.endCatchUp(key);
     }
   }
 
   /** Catches up a loaded conversation after the last id seen before this connection (0 if it was empty): pages follow until done. */
   private catchUp(dm: DmState): void {
-    this.request(dmKey(dm.userId), 'after', this.caughtUpTo(dm));
+    if (!this.catching.has(dm.userId)) this.catching.set(dm.userId, []);
+    if (!this.request(dmKey(dm.userId), 'after', this.caughtUpTo(dm))) this.catching.delete(dm.userId);
   }
 
-  /** The id up to which a loaded conversation is known to be complete. */
+  /** The catch-up of a DM conversation is over: the live events held meanwhile are applied, in order. */
+  private endCatchUp(key: ConversationKey): void {
+    const ref = parseKey(key);
+    if (ref?.kind !== 'dm') return;
+    const held = this.catching.get(ref.userId);
+    this.catching.delete(ref.userId);
+    for (const event of held ?? []) this.store.update((s) => reduceMessageEvent(s, event));
+  }
+
+  /** The id up to which a loaded conversation is known to be complete: its last message or event seen. */
   private caughtUpTo(dm: DmState): MessageId {
-    return this.seenUpTo.get(dm.userId) ?? lastId(dm.messages) ?? 0;
+    return this.seenUpTo.get(dm.userId) ?? newestSeen(dm);
   }
 
   /** A loaded conversation whose newest message (`newest`, per the server) is neither here nor on its way. */
@@ -298,4 +350,9 @@ export class History {
     if (!d.historyLoaded || newest === null || newest <= this.caughtUpTo(d)) return false;
     return !this.isWaiting(dmKey(d.userId), (k) => k !== 'before');
   }
+}
+
+/** The newest id of a conversation seen here: its last message, or a later event (0: nothing). */
+function newestSeen(dm: DmState): MessageId {
+  return Math.max(lastId(dm.messages) ?? 0, dm.lastEventId ?? 0);
 }

@@ -6,7 +6,7 @@
  * (the protocol grows by extension), which is why `ServerFrame` parsing is lenient.
  */
 
-import { EVENT_SERVER_TYPES, parseEventFrame, readCountsOf, type DmTypingEventFrame, type EventClientFrame, type EventServerFrame, type ReadCounts } from './events';
+import { EVENT_SERVER_TYPES, parseEventFrame, parseMessageEvents, readCountsOf, type MessageEventFrame, type DmTypingEventFrame, type EventClientFrame, type EventServerFrame, type ReadCounts } from './events';
 
 export * from './events';
 
@@ -251,6 +251,13 @@ export interface DmHistoryFrame extends PageEcho {
   type: 'dm_history';
   with: UserId;
   data: DirectMessage[];
+  /**
+   * A catch-up's answer (`after`): the edits, deletes and reactions of the conversation since, in
+   * id order, to apply after `data` (absent on older servers and on other pages).
+   */
+  events?: MessageEventFrame[];
+  /** `events` was cut at the server's cap: the rest comes `after` its last eventId */
+  more?: boolean;
 }
 /**
  * What an error names of the request it answers (a server extension, at the top level and in
@@ -275,7 +282,7 @@ export interface JoinAckFrame {
   type: 'join_ack';
   room: string;
   /** `online` (extension): how many users are online in the room; `users` may list fewer of them */
-  data: { room: string; status: 'ok'; users: UserRef[]; online?: number; members?: number };
+  data: { room: string; status: 'ok'; users: UserRef[]; online?: number; members?: number; owner?: UserId };
 }
 export interface LeftFrame {
   type: 'left';
@@ -520,9 +527,12 @@ export function parseServerFrame(text: string): ServerFrame | null {
         ? (v as unknown as RoomHistoryFrame)
         : null;
     case 'dm_history':
-      return typeof v.with === 'number' && Array.isArray(d) && d.every(isDirectMessage)
-        ? (v as unknown as DmHistoryFrame)
-        : null;
+      if (typeof v.with !== 'number' || !Array.isArray(d) || !d.every(isDirectMessage)) return null;
+      return {
+        ...(v as unknown as DmHistoryFrame),
+        ...(v.events === undefined ? {} : { events: parseMessageEvents(v.events) }),
+        ...(v.more === true ? { more: true } : {}),
+      };
     case 'error': {
       // Existing clients read data.message; accept either place.
       const message =
@@ -542,6 +552,7 @@ export function parseServerFrame(text: string): ServerFrame | null {
       const users = isObject(d) && Array.isArray(d.users) ? (d.users as unknown[]) : [];
       const online = isObject(d) && typeof d.online === 'number' && d.online >= 0 ? { online: d.online } : {};
       const members = isObject(d) && typeof d.members === 'number' && d.members >= 0 ? { members: d.members } : {};
+      const owner = isObject(d) && typeof d.owner === 'number' && Number.isInteger(d.owner) ? { owner: d.owner } : {};
       return {
         type: 'join_ack',
         room,
@@ -553,6 +564,7 @@ export function parseServerFrame(text: string): ServerFrame | null {
           ),
           ...online,
           ...members,
+          ...owner,
         },
       };
     }

@@ -48,12 +48,20 @@ export function reduceConversationReads(state: ChatState, frame: ConversationsFr
 }
 
 /**
- * `read`: the read state moved, on this device or another. Its counts include what had reached
- * this client when it came (the server counted after storing those).
+ * `read`: the read state moved, on this device or another. Its counts include every message up to
+ * `countedUpTo`, also one still on its way here (from another worker: counted again on arrival, it
+ * made the badge one too high), and none after it, also one that came already (recounted here).
+ * Without `countedUpTo` (older servers): what had reached this client when the frame came.
  */
 export function reduceRead(state: ChatState, frame: ReadEventFrame): ChatState {
   const key = 'room' in frame ? roomKey(frame.room) : dmKey(frame.with);
-  return withServerCounts(state, key, frame.data, newestLoaded(state, key));
+  const bound = frame.data.countedUpTo;
+  if (bound === undefined) return withServerCounts(state, key, frame.data, newestLoaded(state, key));
+  const { lastReadId, unread, mentions } = frame.data;
+  const upTo = Math.max(bound, lastReadId);
+  const s = withMark(state, key, { lastReadId, unread, mentions, countedUpTo: upTo });
+  const later = (conversationOf(s, key)?.messages ?? []).filter((m: RoomMessage | DirectMessage) => m.id > upTo);
+  return withArrivals(s, key, later);
 }
 
 function withServerCounts(state: ChatState, key: ConversationKey, counts: ReadCounts, countedUpTo: MessageId): ChatState {

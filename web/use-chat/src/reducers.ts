@@ -190,8 +190,9 @@ export function reduceJoinAck(state: ChatState, frame: JoinAckFrame): ChatState 
   const users = dedupeUsers(frame.data.users);
   const online = frame.data.online === undefined ? null : Math.max(users.length, frame.data.online);
   const members = frame.data.members ?? null;
+  const owner = frame.data.owner ?? null;
   const had = s.joined[frame.room] ?? newRoom(frame.room);
-  const next = { ...s, joined: { ...s.joined, [frame.room]: { ...had, status: 'joined' as const, users, online, members } } };
+  const next = { ...s, joined: { ...s.joined, [frame.room]: { ...had, status: 'joined' as const, users, online, members, owner } } };
   const rooms = withRoomOnline(next.rooms, frame.room, online ?? users.length, true);
   const i = rooms.findIndex((r) => r.name === frame.room);
   if (i < 0 || (rooms[i].member !== false && members === null)) return { ...next, rooms };

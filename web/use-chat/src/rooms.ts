@@ -72,6 +72,7 @@ export function newRoom(name: string, isPrivate = false): RoomState {
     name,
     private: isPrivate,
     members: null,
+    owner: null,
     status: 'joining',
     messages: [],
     users: [],

@@ -57,6 +57,11 @@ export interface RoomState extends ConversationState<RoomMessage> {
   private: boolean;
   /** how many members the room has (`join_ack.data.members`); null: not told */
   members: number | null;
+  /**
+   * The room's owner (`join_ack.data.owner`, an extension): the one user who may remove members.
+   * null: none (a room made by `join`), or a server that does not say.
+   */
+  owner: UserId | null;
 }
 
 export interface DmState extends ConversationState<DirectMessage> {

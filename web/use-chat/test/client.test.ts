@@ -256,6 +256,25 @@ describe('connecting', () => {
     await until(() => c.getState().status === 'open', 2000);
   });
 
+  it('keeps its rooms when the server cannot list them (1013 before welcome) and reconnects with a growing wait', async () => {
+    const c = makeClient({ initialRooms: ['general'] });
+    c.start();
+    await until(() => c.getState().joined.general?.status === 'joined');
+    // the database is down: the server closes new connections with 1013 instead of `welcome`
+    let refusals = 2;
+    server.onFrame = (conn, f) => {
+      if (f.type !== 'auth' || refusals <= 0) return;
+      refusals--;
+      conn.ws.close(1013, 'database unavailable: try again later');
+      return 'ignore';
+    };
+    server.dropAll();
+    await until(() => refusals === 0 && c.getState().attempt >= 2);
+    expect(c.getState().lastCloseCode).toBe(1013);
+    expect(Object.keys(c.getState().joined)).toEqual(['general']);
+    await until(() => c.getState().status === 'open' && c.getState().joined.general.status === 'joined');
+  });
+
   it('drops a connection that stops answering (keepalive) and reconnects', async () => {
     const c = makeClient({ pingIntervalMs: 100, pongTimeoutMs: 100 });
     c.start();

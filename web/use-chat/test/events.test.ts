@@ -102,6 +102,24 @@ describe('read state (§9)', () => {
     expect(s.reads['d:2'].lastReadId).toBe(9);
   });
 
+  it('does not count twice a message the read counts include that arrives after them (countedUpTo)', () => {
+    // read up to 2 while 3 was stored on another worker: the server counted it, its frame comes after
+    let s = withArrivals(state([rm(1), rm(2)]), 'r:general', [rm(1), rm(2)]);
+    s = reduceRead(s, frame({ type: 'read', room: 'general', data: { lastReadId: 2, unread: 1, mentions: 1, countedUpTo: 3 } }));
+    s = withArrivals(s, 'r:general', [rm(3, BOB, '@room late')]);
+    expect(s.reads['r:general']).toEqual({ lastReadId: 2, unread: 1, mentions: 1, countedUpTo: 3 });
+    // the next one is news
+    s = withArrivals(s, 'r:general', [rm(4)]);
+    expect(s.reads['r:general'].unread).toBe(2);
+  });
+
+  it('counts on top of the read counts a message that came before them but after what they include', () => {
+    // 3 arrived (counted), then the answer of a read counted up to 2 only: 3 is not in its counts
+    let s = withArrivals(state([rm(1), rm(2), rm(3, BOB, 'hi @alice')]), 'r:general', [rm(1), rm(2), rm(3, BOB, 'hi @alice')]);
+    s = reduceRead(s, frame({ type: 'read', room: 'general', data: { lastReadId: 2, unread: 0, mentions: 0, countedUpTo: 2 } }));
+    expect(s.reads['r:general']).toEqual({ lastReadId: 2, unread: 1, mentions: 1, countedUpTo: 3 });
+  });
+
   it('reading locally clears the counts at once; reading an older id changes nothing', () => {
     let s = withArrivals(state([rm(1), rm(2, BOB, '@alice')]), 'r:general', [rm(1), rm(2, BOB, '@alice')]);
     s = withReadLocally(s, 'r:general', 2);

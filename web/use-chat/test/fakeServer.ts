@@ -40,6 +40,10 @@ export class FakeChatServer {
   readonly tokenExpiry = new Map<string, number>();
   readonly roomMsgs: RoomMessage[] = [];
   readonly dms: DirectMessage[] = [];
+  /** the edits, deletes and reactions of DMs (`dmEvent`), with the conversation's two users */
+  readonly dmEvents: Array<{ pair: [number, number]; frame: AnyFrame }> = [];
+  /** the most events a DM catch-up answer carries (DM_CATCH_UP_EVENTS): past it, `more` */
+  dmCatchUpEvents = 500;
   readonly rooms = new Map<string, string>([['general', 'Everyone']]);
   private nextId = 1;
   private readonly byClientId = new Map<string, RoomMessage | DirectMessage>();
@@ -152,6 +156,33 @@ export class FakeChatServer {
     return m;
   }
 
+  /**
+   * An edit, delete or reaction of a DM by someone (as if from another client), told live to both
+   * parties' connections and kept for catch-ups (`dm_history` with `after` carries it in `events`).
+   */
+  dmEvent(by: UserRef, id: number, change: { content: string } | { deleted: true } | { emoji: string; on: boolean }): AnyFrame {
+    const m = this.dms.find((x) => x.id === id)!;
+    const eventId = this.nextId++;
+    let frame: AnyFrame;
+    if ('content' in change) {
+      m.content = change.content;
+      m.editedAt = new Date().toISOString();
+      frame = { type: 'message_edited', eventId, data: { ...m } };
+    } else if ('deleted' in change) {
+      m.content = '';
+      m.deleted = true;
+      delete m.reactions;
+      frame = { type: 'message_deleted', eventId, data: { id, to: m.to, fromUser: m.fromUser } };
+    } else {
+      const who = (m.reactions?.[change.emoji] ?? []).filter((u) => u !== by.userId);
+      m.reactions = { ...m.reactions, [change.emoji]: change.on ? [...who, by.userId] : who };
+      frame = { type: 'reaction', eventId, data: { id, emoji: change.emoji, userId: by.userId, username: by.username, on: change.on } };
+    }
+    this.dmEvents.push({ pair: [m.fromUser, m.to], frame });
+    for (const c of this.conns) if (c.user && (c.user.userId === m.to || c.user.userId === m.fromUser)) this.sendTo(c, frame);
+    return frame;
+  }
+
   /** Sends `frame` to every connection of a user (join_ack, left, invited of stored membership). */
   sendToUser(userId: number, frame: AnyFrame): void {
     for (const c of this.conns) if (c.user?.userId === userId) this.sendTo(c, frame);
@@ -214,6 +245,10 @@ export class FakeChatServer {
     for (const m of this.dms) {
       const other = m.fromUser === me.userId ? m.to : m.to === me.userId ? m.fromUser : null;
       if (other !== null) last.set(other, Math.max(last.get(other) ?? 0, m.id));
+    }
+    for (const { pair, frame } of this.dmEvents) {
+      const other = pair[0] === me.userId ? pair[1] : pair[1] === me.userId ? pair[0] : null;
+      if (other !== null) last.set(other, Math.max(last.get(other) ?? 0, frame.eventId));
     }
     return [...last]
       .sort((a, b) => b[1] - a[1])
@@ -458,7 +493,20 @@ export class FakeChatServer {
         const conv = this.dms.filter(
           (m) => (m.fromUser === me.userId && m.to === other) || (m.fromUser === other && m.to === me.userId),
         );
-        this.sendTo(conn, { type: 'dm_history', with: other, ...this.pageEcho(f), data: this.page(conv, f) });
+        const data = this.page(conv, f);
+        const answer: AnyFrame = { type: 'dm_history', with: other, ...this.pageEcho(f), data };
+        if (this.extensions && typeof f.after === 'number') {
+          // like the real server: the events since `after`, up to a full page's last message, capped
+          const full = data.length >= Math.min(200, typeof f.limit === 'number' ? f.limit : 50);
+          const upTo = full ? data[data.length - 1].id : Number.POSITIVE_INFINITY;
+          const events = this.dmEvents
+            .filter(({ pair }) => (pair[0] === me.userId && pair[1] === other) || (pair[0] === other && pair[1] === me.userId))
+            .map(({ frame }) => frame)
+            .filter((e) => e.eventId > f.after && e.eventId <= upTo);
+          answer.events = events.slice(0, this.dmCatchUpEvents);
+          if (events.length > this.dmCatchUpEvents) answer.more = true;
+        }
+        this.sendTo(conn, answer);
         return;
       }
       case 'typing':

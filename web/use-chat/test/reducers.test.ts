@@ -26,7 +26,7 @@ import {
 } from '../src/reducers';
 import { newDm, newRoom } from '../src/rooms';
 import type { ChatState, ConversationKey, PendingMessage, RoomState } from '../src/state';
-import type { DirectMessage, RoomMessage } from '../src/protocol';
+import { parseServerFrame, type DirectMessage, type JoinAckFrame, type RoomMessage } from '../src/protocol';
 
 const ME = { userId: 1, username: 'alice' };
 const BOB = { userId: 2, username: 'bob' };
@@ -264,6 +264,17 @@ describe('join_ack', () => {
     const s = reduceJoinAck(s0, { type: 'join_ack', room: 'team', data: { room: 'team', status: 'ok', users: [ME, BOB], online: 2, members: 2 } });
     expect(s.joined.team).toMatchObject({ status: 'joined', users: [ME, BOB], online: 2, members: 2, historyLoaded: false });
     expect(s.rooms).toEqual([{ name: 'team', description: '', online: 2, members: 2, member: true }]);
+  });
+
+  it("keeps the room's owner, as the server names it (none: null)", () => {
+    const frame = parseServerFrame(
+      JSON.stringify({ type: 'join_ack', room: 'team', data: { room: 'team', status: 'ok', users: [ME], online: 1, members: 2, lastId: 0, owner: 2 } }),
+    );
+    expect(frame).toMatchObject({ type: 'join_ack', data: { owner: 2 } });
+    const s = reduceJoinAck(state({ joined: {} }), frame as JoinAckFrame);
+    expect(s.joined.team.owner).toBe(2);
+    const plain = reduceJoinAck(s, { type: 'join_ack', room: 'team', data: { room: 'team', status: 'ok', users: [ME] } });
+    expect(plain.joined.team.owner).toBeNull();
   });
 });
 
