@@ -28,6 +28,7 @@ from .errors import Forbidden, Invalid, NotFound, NotJoined, RateLimited
 from .hub import Hub
 from .noyield import not_yielding
 from .presence import Entered, Presence
+from .resume_reads import ResumeReads
 
 # Rooms and conversations listed in `welcome` at most (PROTOCOL.md §1); the rest come with
 # `my_rooms` and `conversations`.
@@ -36,21 +37,30 @@ WELCOME_LIST_MAX = 200
 
 class Joined(NamedTuple):
     """What a join leaves to replay to its connection: the messages with an id above
-    `since` (None: no replay) and, when given, at most `up_to`."""
+    `since` (None: no replay) and, when given, at most `up_to`; `page`, when given, is
+    the replay's first page, read already."""
 
     since: int | None
     up_to: int | None
+    page: list | None = None
 
 
 class Memberships:
     """This process's side of membership: registering connections, telling them."""
 
     def __init__(
-        self, hub: Hub, presence: Presence, pool: Pool, join_ack_max_users: int, rooms_per_minute: int = 0
+        self,
+        hub: Hub,
+        presence: Presence,
+        pool: Pool,
+        join_ack_max_users: int,
+        rooms_per_minute: int = 0,
+        replay_page_size: int = 500,
     ) -> None:
         self.hub = hub
         self.presence = presence
         self.pool = pool
+        self.resume_reads = ResumeReads(pool, replay_page_size)
         self.join_ack_max_users = join_ack_max_users
         # Rooms a user may create a minute (0: no limit): create_room counts with join.
         self.rooms_per_minute = rooms_per_minute
@@ -142,15 +152,20 @@ class Memberships:
         spares a commit, a WAL flush, each. None when the connection stopped receiving the
         room while we read (a leave, a removal): then it joins as a new one does.
         """
-        with self.pool.autocommit() as cur:
-            members = store.member_count(cur, room)
+        floor = conn.rooms[room]
+        gate = self.hub.gates.get(("r", room))
+        last_id = max(floor, gate.last_id if gate is not None else 0)
+        if since is not None:
+            # A `since` past the newest message means the newest (see `join`).
+            since = min(since, last_id)
+        # Registered before: everything above the floor came (or comes) live, so the
+        # replay ends there, and its first page is read with the member count.
+        resumed = self.resume_reads.read(room, floor if since is None else since, floor)
         online = self.presence.online.get(room)
-        if room not in conn.rooms or not self._all_registered(conn.user_id, room):
+        if conn.rooms.get(room) != floor or not self._all_registered(conn.user_id, room):
             return None
+        members = resumed.members
         with not_yielding("a rejoin's join_ack"):
-            floor = conn.rooms[room]
-            gate = self.hub.gates.get(("r", room))
-            last_id = max(floor, gate.last_id if gate is not None else 0)
             if since is not None:
                 conn.replay_buffers[room] = []  # live messages wait until the replay is sent
             listed = self.presence.online.with_joiner(room, online, conn.user_id, conn.username)
@@ -160,8 +175,7 @@ class Memberships:
             conn.send(ack)
         if since is None:
             return Joined(None, None)
-        # Everything above the floor came (or comes) live: the replay ends there.
-        return Joined(min(since, last_id), floor)
+        return Joined(since, floor, resumed.page)
 
     def _all_registered(self, user_id: int, room: str) -> bool:
         """Whether every connection of the user here receives the room."""

@@ -250,12 +250,6 @@ def is_member(cur, room: str, user_id: int) -> bool:
     return cur.fetchone() is not None
 
 
-def member_count(cur, room: str) -> int:
-    """How many members the room has."""
-    cur.execute("SELECT count(*) FROM chat_members WHERE room = %s", (room,))
-    return cur.fetchone()[0]
-
-
 def member_name(cur, room: str, user_id: int) -> str | None:
     """The name the user's presence in the room goes by, else their stored one.
 

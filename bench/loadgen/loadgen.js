@@ -780,6 +780,7 @@ async function runStorm() {
     dup: 0,
     outOfOrder: 0,
     unexpectedIds: 0,
+    welcomeWithoutRooms: 0,
     errors: {},
     failures: {},
     otherFrames: {},
@@ -833,7 +834,11 @@ async function runStorm() {
         } catch (e) {
           return bump(st.errors, 'bad json');
         }
-        if (m.type === 'welcome') joinAll();
+        if (m.type === 'welcome') {
+          // a server that could not read the user's rooms greets with none (project)
+          if (resume && m.data && Array.isArray(m.data.rooms) && m.data.rooms.length === 0) st.welcomeWithoutRooms++;
+          joinAll();
+        }
         else if (m.type === 'join_ack') {
           c.acks++;
           check();
@@ -923,6 +928,7 @@ async function runStorm() {
     duplicates: st.dup,
     outOfOrder: st.outOfOrder,
     unexpectedIds: st.unexpectedIds,
+    welcomeWithoutRooms: st.welcomeWithoutRooms,
     errors: st.errors,
     failures: st.failures,
     otherFrames: st.otherFrames,
