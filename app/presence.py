@@ -205,10 +205,11 @@ STATEMENTS = PreparedStatements(
         "chat_lock_many": """SELECT pg_advisory_xact_lock(hashtextextended(lock, 0))
             FROM (SELECT 'presence:' || room || ':' || user_id AS lock
                   FROM unnest(%(rooms)s, %(user_ids)s) AS pair(room, user_id) ORDER BY 1 OFFSET 0) AS sorted""",
-        "chat_presence_rows_many": """SELECT 1 FROM room_presence p
-            JOIN unnest(%(rooms)s, %(user_ids)s) AS pair(room, user_id)
-                 ON p.room = pair.room AND p.user_id = pair.user_id
-            ORDER BY p.room, p.user_id, p.node_id FOR UPDATE OF p""",
+        # each pair's rows by the primary key (a join could scan the whole table)
+        "chat_presence_rows_many": """SELECT 1
+            FROM (SELECT * FROM unnest(%(rooms)s, %(user_ids)s) AS pair(room, user_id) ORDER BY 1, 2 OFFSET 0) AS pair
+            CROSS JOIN LATERAL (SELECT 1 FROM room_presence p WHERE p.room = pair.room AND p.user_id = pair.user_id
+                                ORDER BY p.node_id FOR UPDATE) AS locked""",
         "chat_enter_many": f"""
             WITH room AS (
                 SELECT pair.* FROM unnest(%(rooms)s, %(user_ids)s, %(usernames)s, %(announces)s)
@@ -233,10 +234,9 @@ STATEMENTS = PreparedStatements(
                 WHERE NOT others.other_rows GROUP BY e.room ORDER BY e.room
                 ON CONFLICT (room) DO UPDATE SET online = o.online + EXCLUDED.online
             ), step AS MATERIALIZED (
-                SELECT n, room, user_id, username, announce,
-                       EXISTS (SELECT 1 FROM entered e WHERE e.room = others.room AND e.user_id = others.user_id)
-                           AND NOT online AS first
-                FROM others
+                -- a join, not EXISTS per row: that would read all of `entered` for each pair
+                SELECT o.n, o.room, o.user_id, o.username, o.announce, e.room IS NOT NULL AND NOT o.online AS first
+                FROM others o LEFT JOIN entered e ON e.room = o.room AND e.user_id = o.user_id
             ), told AS MATERIALIZED (
                 SELECT *, {_VERSION_IF.format("first AND announce")} FROM step
             )
