@@ -47,7 +47,7 @@ def join_room(rt: ChatRuntime, conn: Connection, room: str, since: int | None = 
     if joined is None:
         raise_not_entered(rt, room)
     if joined.since is not None:
-        replay(rt, conn, room, joined.since, joined.up_to)
+        replay(rt, conn, room, joined.since, joined.up_to, joined.page)
 
 
 def raise_not_entered(rt: ChatRuntime, room: str) -> None:
@@ -76,7 +76,9 @@ def refuse_non_member(rt: ChatRuntime, conn: Connection, room: str) -> None:
     raise NotJoined(f"not joined to room '{room}'")
 
 
-def replay(rt: ChatRuntime, conn: Connection, room: str, since: int, up_to: int | None = None) -> None:
+def replay(
+    rt: ChatRuntime, conn: Connection, room: str, since: int, up_to: int | None = None, first_page: list | None = None
+) -> None:
     """Send every message and event of the room after `since`, then what arrived live meanwhile.
 
     The connection was registered before the first query, so each message is either in
@@ -84,14 +86,18 @@ def replay(rt: ChatRuntime, conn: Connection, room: str, since: int, up_to: int 
     stream of this process may lag behind what the replay read from the database (a
     message still on its way through the bus), so what it brings up to the last replayed
     id is dropped (Connection.replayed_up_to). With `up_to` (the connection's floor),
-    everything above it came or comes live, and the replay stops there.
+    everything above it came or comes live, and the replay stops there. `first_page`: the
+    first page, read already (app/resume_reads.py).
     """
     last_sent = since
     page_size = rt.config["REPLAY_PAGE_SIZE"]
     try:
         while True:
-            with rt.pool.autocommit() as cur:
-                page = events.channel_after(cur, ("r", room), last_sent, None, page_size, up_to_id=up_to)
+            if first_page is not None:
+                page, first_page = first_page, None
+            else:
+                with rt.pool.autocommit() as cur:
+                    page = events.channel_after(cur, ("r", room), last_sent, None, page_size, up_to_id=up_to)
             for message in page:
                 conn.send_frame(message.wire_frame)
                 last_sent = message.id

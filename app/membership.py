@@ -28,6 +28,7 @@ from .errors import Forbidden, Invalid, NotFound, NotJoined, RateLimited
 from .hub import Hub
 from .noyield import not_yielding
 from .presence import Entered, Presence
+from .resume_reads import ResumeReads
 
 # Rooms and conversations listed in `welcome` at most (PROTOCOL.md §1); the rest come with
 # `my_rooms` and `conversations`.
@@ -36,21 +37,30 @@ WELCOME_LIST_MAX = 200
 
 class Joined(NamedTuple):
     """What a join leaves to replay to its connection: the messages with an id above
-    `since` (None: no replay) and, when given, at most `up_to`."""
+    `since` (None: no replay) and, when given, at most `up_to`; `page`, when given, is
+    the replay's first page, read already."""
 
     since: int | None
     up_to: int | None
+    page: list | None = None
 
 
 class Memberships:
     """This process's side of membership: registering connections, telling them."""
 
     def __init__(
-        self, hub: Hub, presence: Presence, pool: Pool, join_ack_max_users: int, rooms_per_minute: int = 0
+        self,
+        hub: Hub,
+        presence: Presence,
+        pool: Pool,
+        join_ack_max_users: int,
+        rooms_per_minute: int = 0,
+        replay_page_size: int = 500,
     ) -> None:
         self.hub = hub
         self.presence = presence
         self.pool = pool
+        self.resume_reads = ResumeReads(pool, replay_page_size)
         self.join_ack_max_users = join_ack_max_users
         # Rooms a user may create a minute (0: no limit): create_room counts with join.
         self.rooms_per_minute = rooms_per_minute
@@ -95,6 +105,10 @@ class Memberships:
         the registration; the caller replays, then sends them on.
         """
         user_id = conn.user_id
+        if room in conn.rooms and self._all_registered(user_id, room):
+            joined = self._rejoin(conn, room, since)
+            if joined is not None:
+                return joined
         with self.presence.changing(room, user_id):
             entered = self.presence.join(room, user_id, conn.username, create_room)
             if entered is None:
@@ -129,6 +143,46 @@ class Memberships:
         # replay ends there. Registered now: it reads up to the newest message, and live
         # messages up to what it read are dropped (Connection.replayed_up_to).
         return Joined(since, conn.rooms[room] if known else None)
+
+    def _rejoin(self, conn: Connection, room: str, since: int | None) -> Joined | None:
+        """A join of a room the connection receives already (from its `welcome` on, say):
+        answered from what this process knows, with a read and no write.
+
+        The user is a member (the connection is registered for the room only while they
+        are: a membership ended elsewhere unregisters it when its event comes), and the
+        presence row is there or on its way (written at the connection's first here). A
+        client resuming after a restart sends one such join per room: storing nothing
+        spares a commit, a WAL flush, each. None when the connection stopped receiving the
+        room while we read (a leave, a removal): then it joins as a new one does.
+        """
+        floor = conn.rooms[room]
+        gate = self.hub.gates.get(("r", room))
+        last_id = max(floor, gate.last_id if gate is not None else 0)
+        if since is not None:
+            # A `since` past the newest message means the newest (see `join`).
+            since = min(since, last_id)
+        # Registered before: everything above the floor came (or comes) live, so the
+        # replay ends there, and its first page is read with the member count.
+        resumed = self.resume_reads.read(room, floor if since is None else since, floor)
+        online = self.presence.online.get(room)
+        if conn.rooms.get(room) != floor or not self._all_registered(conn.user_id, room):
+            return None
+        members = resumed.members
+        with not_yielding("a rejoin's join_ack"):
+            if since is not None:
+                conn.replay_buffers[room] = []  # live messages wait until the replay is sent
+            listed = self.presence.online.with_joiner(room, online, conn.user_id, conn.username)
+            ack = protocol.join_ack_frame(
+                room, listed.listed(self.join_ack_max_users), len(listed.users), members, last_id
+            )
+            conn.send(ack)
+        if since is None:
+            return Joined(None, None)
+        return Joined(since, floor, resumed.page)
+
+    def _all_registered(self, user_id: int, room: str) -> bool:
+        """Whether every connection of the user here receives the room."""
+        return all(room in other.rooms for other in self.hub.connections_by_user.get(user_id, ()))
 
     def leave(self, conn: Connection, room: str) -> None:
         """End the user's membership: every connection of theirs here leaves the room and

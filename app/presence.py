@@ -18,7 +18,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any, NamedTuple
 
 import gevent
@@ -204,6 +204,50 @@ STATEMENTS = PreparedStatements(
                 SELECT member_changed, was_here, {_VERSION_IF.format("was_here AND heard")} FROM step
             )
             SELECT member_changed, was_here, version, {_NOTIFY}, {_NOTIFY_MEMBER_EVENT} FROM told""",
+        "chat_lock_many": """SELECT pg_advisory_xact_lock(hashtextextended(lock, 0))
+            FROM (SELECT 'presence:' || room || ':' || user_id AS lock
+                  FROM unnest(%(rooms)s, %(user_ids)s) AS pair(room, user_id) ORDER BY 1 OFFSET 0) AS sorted""",
+        # each pair's rows by the primary key (a join could scan the whole table)
+        "chat_presence_rows_many": """SELECT 1
+            FROM (SELECT * FROM unnest(%(rooms)s, %(user_ids)s) AS pair(room, user_id) ORDER BY 1, 2 OFFSET 0) AS pair
+            CROSS JOIN LATERAL (SELECT 1 FROM room_presence p WHERE p.room = pair.room AND p.user_id = pair.user_id
+                                ORDER BY p.node_id FOR UPDATE) AS locked""",
+        "chat_enter_many": f"""
+            WITH room AS (
+                SELECT pair.* FROM unnest(%(rooms)s, %(user_ids)s, %(usernames)s, %(announces)s)
+                                   WITH ORDINALITY AS pair(room, user_id, username, announce, n)
+                WHERE EXISTS (SELECT 1 FROM chat_members m WHERE m.room = pair.room AND m.user_id = pair.user_id)
+            ), others AS MATERIALIZED (
+                SELECT room.*,
+                       EXISTS (SELECT 1 FROM room_presence p WHERE p.room = room.room AND p.user_id = room.user_id
+                               AND p.node_id <> %(node_id)s AND p.node_id IN ({ALIVE})) AS online,
+                       EXISTS (SELECT 1 FROM room_presence p WHERE p.room = room.room AND p.user_id = room.user_id
+                               AND p.node_id <> %(node_id)s) AS other_rows,
+                       EXISTS (SELECT 1 FROM room_presence p WHERE p.room = room.room AND p.user_id = room.user_id
+                               AND p.announced) AS heard
+                FROM room
+            ), entered AS (
+                INSERT INTO room_presence (room, user_id, node_id, username, announced)
+                SELECT room, user_id, %(node_id)s, username, (announce AND NOT online) OR heard FROM others
+                ON CONFLICT DO NOTHING RETURNING room, user_id
+            ), counted AS (
+                INSERT INTO room_online AS o (room, online)
+                SELECT e.room, count(*) FROM entered e JOIN others USING (room, user_id)
+                WHERE NOT others.other_rows GROUP BY e.room ORDER BY e.room
+                ON CONFLICT (room) DO UPDATE SET online = o.online + EXCLUDED.online
+            ), step AS MATERIALIZED (
+                -- a join, not EXISTS per row: that would read all of `entered` for each pair
+                SELECT o.n, o.room, o.user_id, o.username, o.announce, e.room IS NOT NULL AND NOT o.online AS first
+                FROM others o LEFT JOIN entered e ON e.room = o.room AND e.user_id = o.user_id
+            ), told AS MATERIALIZED (
+                SELECT *, {_VERSION_IF.format("first AND announce")} FROM step
+            )
+            SELECT n, first, version,
+                   CASE WHEN version IS NOT NULL AND %(channel)s IS NOT NULL THEN
+                       pg_notify(%(channel)s, %(origin)s || '|' || jsonb_build_object(
+                           'k', 'p', 'room', room, 'event', 'join', 'userId', user_id, 'username', username,
+                           'v', version)::text) END
+            FROM told ORDER BY n""",
         "chat_online_users": f"""
             SELECT DISTINCT ON (p.user_id) p.user_id, COALESCE(p.username, u.username, 'user' || p.user_id)
             FROM room_presence p LEFT JOIN users u ON u.id = p.user_id
@@ -226,6 +270,10 @@ STATEMENTS = PreparedStatements(
         "rooms_per_minute": "integer",
         "by": "bigint",
         "member_event": "jsonb",
+        "rooms": "text[]",
+        "user_ids": "bigint[]",
+        "usernames": "text[]",
+        "announces": "boolean[]",
     },
     settings=("SET plan_cache_mode = force_generic_plan",),
 )
@@ -238,6 +286,11 @@ _LEAVE = "; ".join([*_LOCKS, _EXECUTE["chat_leave"]])
 _END_MEMBERSHIP = "; ".join([*_LOCKS, _EXECUTE["chat_end_membership"]])
 _INVITE = "; ".join([*_LOCKS, _EXECUTE["chat_invite"]])
 _REMOVE = "; ".join([*_LOCKS, _EXECUTE["chat_remove"]])
+_ENTER_MANY = "; ".join([_EXECUTE["chat_lock_many"], _EXECUTE["chat_presence_rows_many"], _EXECUTE["chat_enter_many"]])
+# Pairs written by one chat_enter_many at most, and greenlets writing them at once: a
+# crowd of connects becomes a few statements, each one round trip and one commit.
+TEND_BATCH_MAX = 1000
+TENDERS_MAX = 4
 
 
 class Entered(NamedTuple):
@@ -311,6 +364,9 @@ class Presence:
         # (room, user_id) -> held while this process changes that user's membership or
         # presence there (see `changing`)
         self._changing = KeyedLocks()
+        # (room, user id, name) queued by tend_soon, and the greenlets tending them
+        self._to_tend: list[tuple[str, int, str]] = []
+        self._tenders = 0
         # (room, user_id) -> (number, time.monotonic()) of the newest presence event heard
         # here about that user in that room, the least recently heard first (see in_order)
         self._newest_events: OrderedDict[tuple[str, int], tuple[int, float]] = OrderedDict()
@@ -575,17 +631,80 @@ class Presence:
         Called at a connection's first or last here, for its rooms' rows; what fails is the
         heartbeat's.
         """
-        if pairs:
-            gevent.spawn(self._tend_all, pairs)
+        if not pairs:
+            return
+        self._to_tend.extend(pairs)
+        if self._tenders < TENDERS_MAX:
+            self._tenders += 1
+            gevent.spawn(self._tend_queued)
 
-    def _tend_all(self, pairs: list[tuple[str, int, str]]) -> None:
+    def _tend_queued(self) -> None:
+        """Tend what tend_soon queued, many pairs a statement, until nothing is left.
+
+        The connects of a crowd (every client reconnecting after a restart) queue their
+        rooms while a statement runs; the next takes them all at once, like a group commit.
+        """
         try:
-            for room, user_id, username in pairs:
-                self.tend(room, user_id, username)
+            while self._to_tend:
+                batch = self._to_tend[:TEND_BATCH_MAX]
+                del self._to_tend[:TEND_BATCH_MAX]
+                try:
+                    self.tend_many(batch)
+                except ChatError:
+                    pass  # the next heartbeat's reconcile finds what is left
+                except Exception:
+                    log.exception("writing presence failed")
+        finally:
+            self._tenders -= 1
+
+    def tend_many(self, pairs: list[tuple[str, int, str]]) -> None:
+        """`tend` for many (room, user id, name) at once.
+
+        The rows to add are written by one statement: one round trip and one commit for all
+        of them, where each took its own (a WAL flush each). Rows to remove, rarer on a
+        connect, are removed one by one. The (room, user) locks are taken in one order, here
+        and in the statement, so that two batches never wait for each other in a circle.
+        """
+        pairs = sorted({(room, user_id): username for room, user_id, username in pairs}.items())
+        with ExitStack() as held:
+            for key, _ in pairs:
+                held.enter_context(self._changing.hold(key))
+            entering = [(room, user_id, name) for (room, user_id), name in pairs if self.user_here(user_id, room)]
+            if entering:
+                self._enter_many(entering)
+            for (room, user_id), username in pairs:
+                if not self.user_here(user_id, room):
+                    self.leave(room, user_id, username)
+
+    def _enter_many(self, entering: list[tuple[str, int, str]]) -> None:
+        """chat_enter for every (room, user id, name), in one statement; then their announcements."""
+        rooms = sorted({room for room, _, _ in entering})
+        onlines = {room: self.online.get(room) for room in rooms}
+        events = [
+            {"k": "p", "room": room, "event": "join", "userId": user_id, "username": username}
+            for room, user_id, username in entering
+        ]
+        parameters = {
+            "rooms": [room for room, _, _ in entering],
+            "user_ids": [user_id for _, user_id, _ in entering],
+            "usernames": [username for _, _, username in entering],
+            "announces": [self._announced_in(onlines[room], user_id) for room, user_id, _ in entering],
+            "node_id": self.node_id,
+            "alive_seconds": self.node_timeout,
+            "channel": self.bus.notify_channel,
+            "origin": self.bus.origin,
+        }
+        try:
+            with self.pool.autocommit() as cur:
+                cur.execute(_ENTER_MANY, parameters)
+                rows = cur.fetchall()
         except ChatError:
-            pass  # the next heartbeat's reconcile finds what is left
-        except Exception:
-            log.exception("writing presence failed")
+            self.online.mark_unheard(rooms)
+            raise
+        announced = []
+        for n, first, version, _ in rows:
+            announced += self._after_statement(first, version, events[n - 1])
+        self.after_commit(announced)
 
     def heartbeat(self, local_presence: Callable[[], dict[tuple[str, int], str]]) -> int:
         """Refresh our node, reconcile its rows with its connections, bury nodes that stopped beating.
@@ -603,9 +722,12 @@ class Presence:
         with self.pool.autocommit() as cur:
             cur.execute("SELECT room, user_id, username FROM room_presence WHERE node_id = %s", (self.node_id,))
             have = {(room, user_id): username for room, user_id, username in cur}
-        for key in sorted(should.keys() - have.keys()):
+        missing = sorted(should.keys() - have.keys())
+        for start in range(0, len(missing), TEND_BATCH_MAX):
             self._beat_if_due()
-            self.tend(*key, should[key])
+            self.tend_many(
+                [(room, user_id, should[room, user_id]) for room, user_id in missing[start : start + TEND_BATCH_MAX]]
+            )
         for key in sorted(have.keys() - should.keys()):
             self._beat_if_due()
             self.tend(*key, have[key] or f"user{key[1]}")

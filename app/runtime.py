@@ -86,7 +86,12 @@ class ChatRuntime:
             rooms_per_minute=config["ROOMS_CREATE_PER_MINUTE"],
         )
         self.membership = Memberships(
-            self.hub, self.presence, self.pool, config["JOIN_ACK_MAX_USERS"], config["ROOMS_CREATE_PER_MINUTE"]
+            self.hub,
+            self.presence,
+            self.pool,
+            config["JOIN_ACK_MAX_USERS"],
+            config["ROOMS_CREATE_PER_MINUTE"],
+            config["REPLAY_PAGE_SIZE"],
         )
         self.users_online = UsersOnline(self.pool, self.node_id, lambda: self.hub.connections_by_user)
         self.batcher = Batcher(

@@ -232,3 +232,31 @@ def _connected(srv: Server, user_id: int) -> Client | None:
         return Client.connect(srv.url, make_token(user_id, "victim"))
     except OSError:
         return None
+
+
+def test_a_members_join_is_answered_without_waiting_for_a_write(server, connect, database_url):
+    """A join of a room the connection receives already (every room of a client resuming
+    after a restart) stores nothing: answered and replayed while the (room, user) lock
+    that every membership and presence write takes is held elsewhere."""
+    room = unique("resumed")
+    sender = connect()
+    join(sender, room)
+    reader = connect()
+    join(reader, room)
+    seen = send(sender, room, "seen")["id"]
+    reader.close()
+    missed = send(sender, room, "missed")["id"]
+    holder = psycopg2.connect(database_url)
+    holder.autocommit = True
+    try:
+        with holder.cursor() as cur:
+            cur.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (f"presence:{room}:{reader.user_id}",))
+        again = connect(reader.user_id, reader.username)
+        ack = join(again, room, since=seen)["data"]
+        assert (ack["members"], ack["lastId"]) == (2, missed)
+        assert again.user_id in [user["userId"] for user in ack["users"]]
+        assert again.expect("message", room=room)["data"]["id"] == missed
+    finally:
+        holder.close()
+    presence = "SELECT count(*) FROM room_presence WHERE room = %s AND user_id = %s"
+    wait_for(lambda: sql(database_url, presence, (room, reader.user_id)) == [(1,)], 10, "the presence row written")

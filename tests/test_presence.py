@@ -57,25 +57,77 @@ def rows(url: str) -> list[tuple[str, int]]:
 
 
 def test_users_are_written_again_until_every_one_is(presence, monkeypatch):
-    """A node's reconcile writes the rows of its connections' users; one write failing
-    leaves the others for the next heartbeat, which writes them."""
+    """A node's reconcile writes the rows of its connections' users; a write failing
+    leaves its rows for the next heartbeat, which writes them."""
     node, url, _ = presence
     here = {("lobby", ALICE[0]): ALICE[1], ("lobby", BOB[0]): BOB[1]}
     node.user_here = lambda user_id, room: True
-    enter = node.enter
+    enter_many = node._enter_many
 
-    def fails_for_bob_once(room, user_id, username):
-        if user_id == BOB[0] and not failed:
-            failed.append(user_id)
+    def fails_once(entering):
+        if not failed:
+            failed.append(entering)
             raise Unavailable("database is busy")
-        return enter(room, user_id, username)
+        return enter_many(entering)
 
-    failed: list[int] = []
-    monkeypatch.setattr(node, "enter", fails_for_bob_once)
+    failed: list = []
+    monkeypatch.setattr(node, "_enter_many", fails_once)
     with pytest.raises(Unavailable):
         node.heartbeat(lambda: here)
+    assert rows(url) == []
     node.heartbeat(lambda: here)
     assert rows(url) == [("n1", ALICE[0]), ("n1", BOB[0])]
+
+
+class Recording:
+    """A cursor that notes the presence writes it runs."""
+
+    def __init__(self, cur, noted: list) -> None:
+        self.cur, self.noted = cur, noted
+
+    def execute(self, query, *args):
+        if any(name in query for name in ("chat_enter", "chat_join", "chat_leave")):
+            self.noted.append(query)
+        return self.cur.execute(query, *args)
+
+    def __getattr__(self, name):
+        return getattr(self.cur, name)
+
+
+def test_the_rows_of_many_connects_are_written_by_one_statement(presence):
+    """tend_many writes every (room, user) it is given at once, each announced as tend
+    would: the first row of a user anywhere is a join, a row already there changes
+    nothing, a member no more gets none, and the room's count of users online follows."""
+    node, url, events = presence
+    sql(url, "INSERT INTO rooms (name) VALUES ('den')")
+    sql(url, "INSERT INTO chat_members (room, user_id) VALUES ('den', 1)")
+    sql(url, "INSERT INTO chat_nodes (node_id) VALUES ('n2')")
+    sql(url, "INSERT INTO room_presence (room, user_id, node_id, username) VALUES ('den', 1, 'n2', 'alice')")
+    sql(url, "INSERT INTO room_online (room, online) VALUES ('den', 1)")
+    node.user_here = lambda user_id, room: True
+    writes = []
+    autocommit = node.pool.autocommit
+
+    @contextmanager
+    def recorded():
+        with autocommit() as cur:
+            yield Recording(cur, writes)
+
+    node.pool.autocommit = recorded
+    node.tend_many([("lobby", *ALICE), ("lobby", *BOB), ("den", *ALICE), ("den", *BOB)])
+    node.pool.autocommit = autocommit
+    assert len(writes) == 1
+    assert sql(url, "SELECT room, user_id, node_id FROM room_presence ORDER BY 1, 2, 3") == [
+        ("den", 1, "n1"),
+        ("den", 1, "n2"),
+        ("lobby", 1, "n1"),
+        ("lobby", 2, "n1"),
+    ]
+    # alice was online in den already (on n2): only the lobby hears of her, and of bob
+    assert sorted(events) == [("join", ALICE[0]), ("join", BOB[0])]
+    assert sql(url, "SELECT room, online FROM room_online ORDER BY 1") == [("den", 1), ("lobby", 2)]
+    node.tend_many([("lobby", *ALICE), ("lobby", *BOB)])
+    assert len(events) == 2
 
 
 def test_a_user_who_left_meanwhile_is_not_written_again(presence):
@@ -332,18 +384,21 @@ def test_a_long_heartbeat_keeps_the_node_alive_while_it_writes(presence, monkeyp
     timeout: the node must stay alive meanwhile, or the others bury it again, and again."""
     import gevent
 
+    import app.presence as presence_module
+
     _, url, _ = presence
     node = Presence(presence[0].pool, presence[0].bus, "n1", 1.0, lambda event: None)
     here = {("lobby", 100 + n): f"user{n}" for n in range(8)}
     sql(url, "INSERT INTO chat_members (room, user_id) SELECT 'lobby', 100 + g FROM generate_series(0, 7) g")
     node.user_here = lambda user_id, room: True
-    enter = node.enter
+    enter_many = node._enter_many
 
-    def slow_enter(*args, **kwargs):
-        gevent.sleep(0.25)  # a busy database: 2 s for the 8
-        return enter(*args, **kwargs)
+    def slow_enter_many(*args, **kwargs):
+        gevent.sleep(0.25)  # a busy database: 2 s for the 8 statements
+        return enter_many(*args, **kwargs)
 
-    monkeypatch.setattr(node, "enter", slow_enter)
+    monkeypatch.setattr(presence_module, "TEND_BATCH_MAX", 1)  # thousands of users: many statements
+    monkeypatch.setattr(node, "_enter_many", slow_enter_many)
     alive_seen: list[bool] = []
 
     def watch() -> None:

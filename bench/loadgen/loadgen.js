@@ -14,6 +14,8 @@
 //            latest page, then `pages` pages backwards with `before`, then a deep `before` at
 //            a random stored id; latency percentiles per kind.
 //   prime    connect users and join rooms so that the server creates their rows, then quit.
+//   storm    `n` users, each a member of 20 rooms, reconnect at once: welcome, `join` with
+//            `since` for each room, every join_ack and replayed message awaited and checked.
 //
 // Progress goes to stderr; the result is one line "RESULT {json}" on stdout.
 
@@ -913,9 +915,199 @@ async function runPrime() {
   emit('RESULT', { mode: 'prime', users: users.length, connected: ok.length, connectFailures: failures });
 }
 
-const modes = { chat: runChat, idle: runIdle, history: runHistory, prime: runPrime, bigroom: runBigRoom };
+// ================================================================ storm
+// `n` users, each a member of `perUser` rooms (storm_rooms below), reconnect at once (at most
+// `concurrency` of them between their handshake and their last join_ack at a time), each:
+// open with ?token=, await `welcome` (project), send `join` for each of its rooms at once
+// (with `since` from the resume file when given), await every join_ack and every replayed
+// message. The resume file ({room: [since, [ids above since]]}) says what each replay must
+// hold: lost, duplicated or out-of-order ids are counted per client and room.
+function stormRooms(i, n, perUser, roomSize, prefix) {
+  // room k of user i: the users are cut into runs of `roomSize` consecutive ones, the cut
+  // shifted by 7*k for the k-th room so that the rooms of one user have different members;
+  // bench/run.py seeds chat_members with the same formula
+  const perK = n / roomSize;
+  const rooms = [];
+  for (let k = 0; k < perUser; k++) rooms.push(prefix + (k * perK + Math.floor(((i + 7 * k) % n) / roomSize)));
+  return rooms;
+}
+
+async function runStorm() {
+  const N = cfg.n || 5000;
+  const PER_USER = cfg.perUser || 20;
+  const ROOM_SIZE = cfg.roomSize || 20;
+  const PREFIX = cfg.roomPrefix || 'st';
+  const USER_BASE = cfg.userBase || 700000;
+  const CONC = cfg.concurrency || 500;
+  const LIMIT_S = cfg.limitS || 600;
+  const resume = cfg.resumeFile ? JSON.parse(fs.readFileSync(cfg.resumeFile, 'utf8')) : null;
+  const st = {
+    replayed: 0,
+    expectedReplay: 0,
+    lost: 0,
+    dup: 0,
+    outOfOrder: 0,
+    unexpectedIds: 0,
+    welcomeWithoutRooms: 0,
+    errors: {},
+    failures: {},
+    otherFrames: {},
+    unexpectedCloses: {},
+  };
+  const perClientMs = new Samples(N);
+
+  // one client: resolves when its welcome, all join_acks and all replayed messages are in
+  function one(i) {
+    return new Promise((resolve) => {
+      const uid = USER_BASE + i;
+      const rooms = stormRooms(i, N, PER_USER, ROOM_SIZE, PREFIX);
+      const c = { ws: null, acks: 0, want: 0, got: 0, seen: {}, next: {}, done: false };
+      const t0 = performance.now();
+      let timer = null;
+      const finish = (why) => {
+        if (c.done) return;
+        c.done = true;
+        clearTimeout(timer);
+        if (why) bump(st.failures, why);
+        else perClientMs.push(performance.now() - t0);
+        resolve(c);
+      };
+      timer = setTimeout(() => finish('timeout'), CONNECT_TIMEOUT_MS * 4);
+      const ws = new WebSocket(URL_BASE + '?token=' + token(uid), { perMessageDeflate: false, handshakeTimeout: CONNECT_TIMEOUT_MS });
+      c.ws = ws;
+      const check = () => {
+        if (!c.done && c.acks === rooms.length && c.got >= c.want) finish(null);
+      };
+      const joinAll = () => {
+        for (const room of rooms) {
+          const frame = { type: 'join', room };
+          if (resume) {
+            const r = resume[room];
+            frame.since = r ? r[0] : 0;
+            const ids = r ? r[1] : [];
+            c.want += ids.length;
+            c.next[room] = 0; // index in ids of the next replayed message
+          }
+          ws.send(JSON.stringify(frame));
+        }
+        st.expectedReplay += c.want;
+      };
+      ws.on('open', () => {
+        if (!WELCOME) joinAll();
+      });
+      ws.on('message', (buf) => {
+        let m;
+        try {
+          m = JSON.parse(buf);
+        } catch (e) {
+          return bump(st.errors, 'bad json');
+        }
+        if (m.type === 'welcome') {
+          // a server that could not read the user's rooms greets with none (project)
+          if (resume && m.data && Array.isArray(m.data.rooms) && m.data.rooms.length === 0) st.welcomeWithoutRooms++;
+          joinAll();
+        }
+        else if (m.type === 'join_ack') {
+          c.acks++;
+          check();
+        } else if (m.type === 'message' && resume && m.data && m.data.room) {
+          const room = m.data.room;
+          const ids = resume[room] ? resume[room][1] : [];
+          const id = m.data.id;
+          const key = room + '/' + id;
+          if (c.seen[key]) {
+            st.dup++;
+            return;
+          }
+          c.seen[key] = 1;
+          const at = ids.indexOf(id);
+          if (at < 0) {
+            st.unexpectedIds++;
+            return;
+          }
+          if (at < c.next[room]) st.outOfOrder++;
+          else c.next[room] = at + 1;
+          c.got++;
+          st.replayed++;
+          check();
+        } else if (m.type === 'error') {
+          bump(st.errors, m.code || 'unknown');
+        } else bump(st.otherFrames, m.type);
+      });
+      ws.on('unexpected-response', (req, res) => finish('http ' + res.statusCode));
+      ws.on('error', (e) => finish('ws error ' + e.message));
+      ws.on('close', (code) => {
+        if (!c.done) finish('closed ' + code);
+        else if (!c.closing) bump(st.unexpectedCloses, code);
+      });
+    });
+  }
+
+  const clients = new Array(N).fill(null);
+  let next = 0;
+  let doneCount = 0;
+  const t0 = performance.now();
+  const deadline = t0 + LIMIT_S * 1000;
+  let lastLog = t0;
+  emit('MARK', { at: 'measure-start' });
+  async function worker() {
+    while (next < N && performance.now() < deadline) {
+      const i = next++;
+      clients[i] = await one(i);
+      doneCount++;
+      if (performance.now() - lastLog > 5000) {
+        lastLog = performance.now();
+        log(`storm: ${doneCount}/${N} resumed`);
+      }
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(CONC, N) }, worker));
+  const wallS = (performance.now() - t0) / 1000;
+  emit('MARK', { at: 'measure-end' });
+  // late duplicates or extra replays would show within this second
+  await sleep(1000);
+  const live = clients.filter((c) => c && c.ws);
+  let missing = 0;
+  for (const c of live) if (c.got < c.want) missing += c.want - c.got;
+  for (const c of live) c.closing = true;
+  closeAll(live);
+  await waitClosed(live, 10000);
+  const failures = Object.values(st.failures).reduce((a, b) => a + b, 0);
+  const errors = Object.values(st.errors).reduce((a, b) => a + b, 0);
+  const reasons = [];
+  if (failures) reasons.push(`${failures} clients failed ${JSON.stringify(st.failures)}`);
+  if (missing) reasons.push(`lost ${missing}`);
+  if (st.dup) reasons.push(`dup ${st.dup}`);
+  if (st.outOfOrder) reasons.push(`out-of-order ${st.outOfOrder}`);
+  if (st.unexpectedIds) reasons.push(`unexpected ids ${st.unexpectedIds}`);
+  if (errors) reasons.push(`errors ${JSON.stringify(st.errors)}`);
+  emit('RESULT', {
+    mode: 'storm',
+    n: N,
+    perUser: PER_USER,
+    roomSize: ROOM_SIZE,
+    concurrency: CONC,
+    resumed: perClientMs.n,
+    wallS: +wallS.toFixed(3),
+    perClientMs: perClientMs.summary(),
+    expectedReplay: st.expectedReplay,
+    replayed: st.replayed,
+    lost: missing,
+    duplicates: st.dup,
+    outOfOrder: st.outOfOrder,
+    unexpectedIds: st.unexpectedIds,
+    welcomeWithoutRooms: st.welcomeWithoutRooms,
+    errors: st.errors,
+    failures: st.failures,
+    otherFrames: st.otherFrames,
+    ok: reasons.length === 0,
+    reason: reasons.join('; '),
+  });
+}
+
+const modes = { chat: runChat, idle: runIdle, history: runHistory, prime: runPrime, storm: runStorm, bigroom: runBigRoom };
 if (!modes[mode]) {
-  log('usage: node loadgen.js chat|idle|history|prime <json config or file>');
+  log('usage: node loadgen.js chat|idle|history|prime|storm|bigroom <json config or file>');
   process.exit(2);
 }
 modes[mode]().then(
