@@ -173,9 +173,10 @@ class Memberships:
                 conn.replay_buffers[room] = []  # live messages wait until the replay is sent
             listed = self.presence.online.with_joiner(room, online, conn.user_id, conn.username)
             ack = protocol.join_ack_frame(
-                room, listed.listed(self.join_ack_max_users), len(listed.users), members, last_id
+                room, listed.listed(self.join_ack_max_users), len(listed.users), members, last_id, resumed.owner
             )
             conn.send(ack)
+        self.presence.online.listed_to(room, [conn])
         if since is None:
             return Joined(None, None)
         return Joined(since, floor, resumed.page)

@@ -1,4 +1,4 @@
-"""The reads of many resuming joins at once: member counts and first replay pages.
+"""The reads of many resuming joins at once: member counts, owners and first replay pages.
 
 A client resuming after a restart sends `join` with `since` for each of its rooms, all of
 which its connection receives already (app/membership.py, Memberships._rejoin). Each needs
@@ -27,7 +27,9 @@ READERS_MAX = 2
 _REQUESTS = (
     "unnest(%(rooms)s::text[], %(sinces)s::bigint[], %(up_tos)s::bigint[]) WITH ORDINALITY AS r(room, since, up_to, n)"
 )
-_COUNTS = f"SELECT r.n, (SELECT count(*) FROM chat_members c WHERE c.room = r.room) FROM {_REQUESTS}"
+_COUNTS = f"""SELECT r.n, (SELECT count(*) FROM chat_members c WHERE c.room = r.room),
+    (SELECT c.user_id FROM chat_members c WHERE c.room = r.room AND c.role = 'owner' ORDER BY c.user_id LIMIT 1)
+    FROM {_REQUESTS}"""
 _MESSAGES = f"""SELECT r.n, page.* FROM {_REQUESTS} CROSS JOIN LATERAL (
     {SELECT_MESSAGES} WHERE m.room = r.room AND m.id > r.since AND m.id <= r.up_to ORDER BY m.id LIMIT %(limit)s
 ) AS page"""
@@ -37,9 +39,10 @@ _EVENTS = f"""SELECT r.n, page.* FROM {_REQUESTS} CROSS JOIN LATERAL (
 
 
 class Resumed(NamedTuple):
-    """A room's member count, and its messages and events in (since, up_to], the first page."""
+    """A room's member count and owner, and its messages and events in (since, up_to], the first page."""
 
     members: int
+    owner: int | None  # None for a room made by `join`
     page: list[StoredMessage]
 
 
@@ -92,7 +95,7 @@ class ResumeReads:
         pages: list[list[StoredMessage]] = [[] for _ in batch]
         with self.pool.autocommit() as cur:
             cur.execute(_COUNTS, parameters)
-            counts = dict(cur.fetchall())
+            counts = {n: (members, owner) for n, members, owner in cur.fetchall()}
             # Only a join with something to replay needs its page.
             if any(since < up_to for _, since, up_to, _ in batch):
                 cur.execute(_MESSAGES, parameters)
@@ -104,5 +107,5 @@ class ResumeReads:
         answers = []
         for n, page in enumerate(pages, start=1):
             page.sort(key=lambda item: item.id)
-            answers.append(Resumed(counts[n], page[: self.page_size]))
+            answers.append(Resumed(*counts[n], page[: self.page_size]))
         return answers

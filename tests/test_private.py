@@ -324,6 +324,9 @@ def test_the_frames_tell_who_owns_a_room(server, connect):
     assert alice_tab.expect("join_ack", room=room)["data"]["owner"] == alice.user_id  # (by the member event)
     assert join(bob, room)["data"]["owner"] == alice.user_id
     assert "owner" not in join(bob, plain)["data"]  # made by `join`: nobody owns it
+    # a join of a room the connection receives already (a resume) says it too
+    assert join(bob, room)["data"]["owner"] == alice.user_id
+    assert "owner" not in join(bob, plain)["data"]
 
     def roles(client: Client) -> dict[str, str]:
         client.send({"type": "my_rooms"})
