@@ -154,6 +154,18 @@ def test_schema_loads_twice_on_a_fresh_database(fresh_database):
     assert {"id", "from_user", "to_user", "room", "content", "timestamp"} <= columns
 
 
+def test_the_search_index_is_updated_in_place_also_when_it_was_built_before(fresh_database):
+    """No GIN pending list: the insert that finds it full merges it inside a batch of messages
+    everyone waits for. A load on a database whose index was built with one turns it off."""
+    url = fresh_database()
+    assert make_db(url).returncode == 0
+    options = "SELECT reloptions FROM pg_class WHERE relname = 'messages_search_scoped'"
+    assert sql(url, options) == [(["fastupdate=off"],)]
+    sql(url, "ALTER INDEX messages_search_scoped RESET (fastupdate)")
+    assert make_db(url).returncode == 0
+    assert sql(url, options) == [(["fastupdate=off"],)]
+
+
 @pytest.mark.slow
 def test_a_server_on_an_empty_database_creates_the_tables_itself(empty_database):
     srv = Server(empty_database, workers=2).start()

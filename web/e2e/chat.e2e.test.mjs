@@ -11,8 +11,7 @@ import { after, before, describe, it } from 'node:test';
 import { chromium } from 'playwright-core';
 import { ARTIFACTS, ChatServer, Database, freePort, WEB_DIST, launchChromium } from './lib/harness.mjs';
 import { existsSync } from 'node:fs';
-
-const WAIT = 30_000;
+import { WAIT, composer, joinRoom, openRoom, send, waitForStatus, waitForText } from './lib/dom.mjs';
 
 const pw = () => randomBytes(9).toString('base64url');
 const users = { alice: pw(), bob: pw() };
@@ -49,15 +48,6 @@ function step(name, fn) {
 
 // ----- DOM helpers (everything waits on the DOM, nothing sleeps) -----------------------------
 
-const composer = (page) => page.locator('[data-testid=composer] textarea');
-
-async function send(page, text) {
-  await composer(page).fill(text);
-  await composer(page).press('Enter');
-  // the composer is cleared once the hook accepted the message (queued or sent)
-  await page.waitForFunction(() => document.querySelector('[data-testid=composer] textarea')?.value === '');
-}
-
 /** [{id, text, from}] of the confirmed messages in the open conversation, in DOM order. */
 function domMessages(page) {
   return page.$$eval('[data-testid=message]', (els) =>
@@ -66,14 +56,6 @@ function domMessages(page) {
       from: e.getAttribute('data-from'),
       text: e.querySelector('.message-content')?.textContent ?? '',
     })),
-  );
-}
-
-function waitForText(page, text, timeout = WAIT) {
-  return page.waitForFunction(
-    (t) => [...document.querySelectorAll('[data-testid=message] .message-content')].some((e) => e.textContent === t),
-    text,
-    { timeout },
   );
 }
 
@@ -119,25 +101,10 @@ function nextDialog(page, accept) {
   );
 }
 
-function waitForStatus(page, status, timeout = WAIT) {
-  return page.waitForSelector(`[data-testid=conn-status][data-status=${status}]`, { timeout });
-}
-
 function waitNoPending(page, timeout = WAIT) {
   return page.waitForFunction(() => document.querySelectorAll('[data-testid=pending-message]').length === 0, null, {
     timeout,
   });
-}
-
-async function openRoom(page, room) {
-  await page.click(`[data-testid=room-item][data-room="${room}"]`);
-  await page.waitForFunction((r) => document.querySelector('[data-testid=conv-title]')?.textContent === `#${r}`, room);
-}
-
-async function joinRoom(page, room) {
-  await page.fill('[data-testid=join-input]', room);
-  await page.press('[data-testid=join-input]', 'Enter');
-  await page.waitForFunction((r) => document.querySelector('[data-testid=conv-title]')?.textContent === `#${r}`, room);
 }
 
 async function openDm(page, username) {

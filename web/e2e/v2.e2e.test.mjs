@@ -11,9 +11,9 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { chromium } from 'playwright-core';
+import { WAIT, composer, joinRoom, openRoom, send } from './lib/dom.mjs';
 import { ARTIFACTS, ChatServer, Database, freePort, until, WEB_DIST, launchChromium } from './lib/harness.mjs';
 
-const WAIT = 30_000;
 
 const users = { alice: randomBytes(9).toString('base64url'), bob: randomBytes(9).toString('base64url') };
 /** @type {Record<string, import('playwright-core').Page>} the devices: alice's laptop and phone, bob's */
@@ -46,14 +46,6 @@ function step(name, fn) {
 
 // ----- DOM helpers (everything waits on the DOM, nothing sleeps) -----------------------------
 
-const composer = (page) => page.locator('[data-testid=composer] textarea');
-
-async function send(page, text) {
-  await composer(page).fill(text);
-  await composer(page).press('Enter');
-  await page.waitForFunction(() => document.querySelector('[data-testid=composer] textarea')?.value === '');
-}
-
 /** The id of the (newest) message whose text is `text` in the open conversation, once shown. */
 async function idOf(page, text) {
   const handle = await page.waitForFunction(
@@ -83,17 +75,6 @@ async function signIn(page, name) {
   await page.fill('input[name=password]', users[name]);
   await page.click('button[type=submit]');
   await page.waitForSelector('[data-testid=conn-status][data-status=open]');
-}
-
-async function openRoom(page, room) {
-  await page.click(`[data-testid=room-item][data-room="${room}"]`);
-  await page.waitForFunction((r) => document.querySelector('[data-testid=conv-title]')?.textContent === `#${r}`, room);
-}
-
-async function joinRoom(page, room) {
-  await page.fill('[data-testid=join-input]', room);
-  await page.press('[data-testid=join-input]', 'Enter');
-  await page.waitForFunction((r) => document.querySelector('[data-testid=conv-title]')?.textContent === `#${r}`, room);
 }
 
 /** The text of a room's badge in the sidebar ('' when there is none). */

@@ -1,43 +1,13 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { WebSocket } from 'ws';
-import { ChatClient, dmKey, isRetryable, jwtExpiresAt, type ChatClientOptions, type TokenContext, type WebSocketCtor } from '../src';
+import { ChatClient, dmKey, isRetryable, jwtExpiresAt, type ChatClientOptions, type TokenContext } from '../src';
+import { ALICE, BOB, TestClients, until } from './harness';
 import { FakeChatServer, type Conn } from './fakeServer';
 
-const ALICE = { userId: 1, username: 'alice' };
-const BOB = { userId: 2, username: 'bob' };
-
 let server: FakeChatServer;
-const clients: ChatClient[] = [];
+const clients = new TestClients(() => server.url);
+const makeClient = (opts: Partial<ChatClientOptions> = {}, token = 'tok-alice') =>
+  clients.make({ resendAfterMs: 400, typingTtlMs: 300, ...opts }, token);
 
-function makeClient(opts: Partial<ChatClientOptions> = {}, token = 'tok-alice'): ChatClient {
-  const c = new ChatClient({
-    url: server.url,
-    WebSocket: WebSocket as unknown as WebSocketCtor,
-    getToken: async () => token,
-    backoff: { baseMs: 20, capMs: 200, jitter: 0 },
-    stableAfterMs: 300,
-    tickMs: 20,
-    resendAfterMs: 400,
-    welcomeTimeoutMs: 2000,
-    pingIntervalMs: 0,
-    typingTtlMs: 300,
-    goingAwayMinMs: 0,
-    goingAwayMaxMs: 0,
-    ...opts,
-  });
-  clients.push(c);
-  return c;
-}
-
-const until = (fn: () => unknown, timeout = 5000) =>
-  vi.waitFor(
-    () => {
-      if (!fn()) throw new Error('condition not met yet');
-    },
-    { timeout, interval: 10 },
-  );
-
-/** Takes the server down until `c` notices, runs `meanwhile`, and starts it again. */
 /** Starts `c`, opens bob's conversation and waits until `first`, from bob, is in it. */
 async function startWithDmFromBob(c: ChatClient, first: string) {
   c.start();
@@ -48,6 +18,7 @@ async function startWithDmFromBob(c: ChatClient, first: string) {
   await until(() => c.getState().dms[BOB.userId].messages.length === 1);
 }
 
+/** Takes the server down until `c` notices, runs `meanwhile`, and starts it again. */
 async function whileServerDown(c: ChatClient, meanwhile: () => void) {
   await server.kill();
   await until(() => c.getState().status === 'reconnecting');
@@ -63,7 +34,7 @@ beforeEach(async () => {
 });
 
 afterEach(async () => {
-  for (const c of clients.splice(0)) c.stop();
+  clients.stopAll();
   await server.kill();
 });
 

@@ -3,42 +3,14 @@
  * while the client was away (the `events` of `dm_history` with `after`), applied once each in id
  * order, with live events that come before the answer held until it is applied.
  */
-import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { WebSocket } from 'ws';
-import { ChatClient, type ChatClientOptions, type WebSocketCtor } from '../src';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { ChatClient, type ChatClientOptions } from '../src';
+import { ALICE, BOB, TestClients, until } from './harness';
 import { FakeChatServer } from './fakeServer';
 
-const ALICE = { userId: 1, username: 'alice' };
-const BOB = { userId: 2, username: 'bob' };
-
 let server: FakeChatServer;
-const clients: ChatClient[] = [];
-
-function makeClient(opts: Partial<ChatClientOptions> = {}): ChatClient {
-  const c = new ChatClient({
-    url: server.url,
-    WebSocket: WebSocket as unknown as WebSocketCtor,
-    getToken: async () => 'tok-alice',
-    backoff: { baseMs: 20, capMs: 200, jitter: 0 },
-    stableAfterMs: 300,
-    tickMs: 20,
-    welcomeTimeoutMs: 2000,
-    pingIntervalMs: 0,
-    goingAwayMinMs: 0,
-    goingAwayMaxMs: 0,
-    ...opts,
-  });
-  clients.push(c);
-  return c;
-}
-
-const until = (fn: () => unknown, timeout = 5000) =>
-  vi.waitFor(
-    () => {
-      if (!fn()) throw new Error('condition not met yet');
-    },
-    { timeout, interval: 10 },
-  );
+const clients = new TestClients(() => server.url);
+const makeClient = (opts: Partial<ChatClientOptions> = {}) => clients.make(opts);
 
 /** Starts `c` with bob's conversation open and `contents` from bob in it. */
 async function startWithBob(c: ChatClient, ...contents: string[]) {
@@ -69,7 +41,7 @@ beforeEach(async () => {
 });
 
 afterEach(async () => {
-  for (const c of clients.splice(0)) c.stop();
+  clients.stopAll();
   await server.kill();
 });
 

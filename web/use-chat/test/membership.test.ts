@@ -3,42 +3,14 @@
  * rooms come from `welcome` and follow my other devices; a reconnection resumes each of them with
  * `join` + `since`; invitations and removals; creating rooms; finding people.
  */
-import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { WebSocket } from 'ws';
-import { ChatClient, type ChatClientOptions, type MembershipEvent, type WebSocketCtor } from '../src';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { type ChatClientOptions, type MembershipEvent } from '../src';
+import { ALICE, BOB, TestClients, until } from './harness';
 import { FakeChatServer } from './fakeServer';
 
-const ALICE = { userId: 1, username: 'alice' };
-const BOB = { userId: 2, username: 'bob' };
-
 let server: FakeChatServer;
-const clients: ChatClient[] = [];
-
-function makeClient(opts: Partial<ChatClientOptions> = {}): ChatClient {
-  const c = new ChatClient({
-    url: server.url,
-    WebSocket: WebSocket as unknown as WebSocketCtor,
-    getToken: async () => 'tok-alice',
-    backoff: { baseMs: 20, capMs: 200, jitter: 0 },
-    stableAfterMs: 300,
-    tickMs: 20,
-    welcomeTimeoutMs: 2000,
-    pingIntervalMs: 0,
-    goingAwayMinMs: 0,
-    goingAwayMaxMs: 0,
-    ...opts,
-  });
-  clients.push(c);
-  return c;
-}
-
-const until = (fn: () => unknown, timeout = 5000) =>
-  vi.waitFor(
-    () => {
-      if (!fn()) throw new Error('condition not met yet');
-    },
-    { timeout, interval: 10 },
-  );
+const clients = new TestClients(() => server.url);
+const makeClient = (opts: Partial<ChatClientOptions> = {}) => clients.make(opts);
 
 /** The frames of `type` alice sent on her `n`-th connection (1-based). */
 function sentOn(n: number, type: string) {
@@ -56,7 +28,7 @@ beforeEach(async () => {
 });
 
 afterEach(async () => {
-  for (const c of clients.splice(0)) c.stop();
+  clients.stopAll();
   await server.kill();
 });
 
