@@ -1,7 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { ChatClient, dmKey, isRetryable, jwtExpiresAt, type ChatClientOptions, type TokenContext } from '../src';
-import { ALICE, BOB, TestClients, until } from './harness';
-import { FakeChatServer, type Conn } from './fakeServer';
+import { ALICE, BOB, startServer, TestClients, until, whileServerDown } from './harness';
+import type { Conn, FakeChatServer } from './fakeServer';
 
 let server: FakeChatServer;
 const clients = new TestClients(() => server.url);
@@ -18,19 +18,8 @@ async function startWithDmFromBob(c: ChatClient, first: string) {
   await until(() => c.getState().dms[BOB.userId].messages.length === 1);
 }
 
-/** Takes the server down until `c` notices, runs `meanwhile`, and starts it again. */
-async function whileServerDown(c: ChatClient, meanwhile: () => void) {
-  await server.kill();
-  await until(() => c.getState().status === 'reconnecting');
-  meanwhile();
-  await server.start(server.port);
-}
-
 beforeEach(async () => {
-  server = new FakeChatServer();
-  server.addUser(ALICE.userId, ALICE.username);
-  server.addUser(BOB.userId, BOB.username);
-  await server.start();
+  server = await startServer();
 });
 
 afterEach(async () => {
@@ -539,7 +528,7 @@ describe('recovery: nothing lost, nothing doubled', () => {
     const c = makeClient({ initialRooms: rooms, typingThrottleMs: 0 });
     c.start();
     await until(() => rooms.every((r) => c.getState().joined[r]?.status === 'joined'), 8000);
-    await whileServerDown(c, () => {
+    await whileServerDown(server, c, () => {
       for (let i = 0; i < 15; i++) c.sendMessage(rooms[i % rooms.length], `backlog ${i}`);
     });
     await until(() => c.getState().joined['room-0'].status === 'joined');
@@ -572,7 +561,7 @@ describe('recovery: nothing lost, nothing doubled', () => {
     c.sendDm(BOB.userId, 'hi bob');
     await until(() => c.getState().dms[BOB.userId].messages.length === 2 && c.getState().outbox.length === 0);
     const lastSeen = c.getState().dms[BOB.userId].messages[1].id;
-    await whileServerDown(c, () => server.postDm(BOB, ALICE.userId, 'while you were away'));
+    await whileServerDown(server, c, () => server.postDm(BOB, ALICE.userId, 'while you were away'));
     await until(() => c.getState().dms[BOB.userId].messages.length === 3);
     expect(server.framesOfType('dm_history').at(-1)).toEqual({ type: 'dm_history', with: 2, limit: 50, after: lastSeen });
     expect(c.getState().dms[BOB.userId].messages.map((m) => m.content)).toEqual([
@@ -586,7 +575,7 @@ describe('recovery: nothing lost, nothing doubled', () => {
     const told: string[] = [];
     const c = makeClient({ onDm: (m) => told.push(m.content) });
     await startWithDmFromBob(c, 'live');
-    await whileServerDown(c, () => {
+    await whileServerDown(server, c, () => {
       server.postDm(BOB, ALICE.userId, 'away 1');
       server.postDm(BOB, ALICE.userId, 'away 2');
     });
@@ -602,7 +591,7 @@ describe('recovery: nothing lost, nothing doubled', () => {
     await until(() => c.getState().status === 'open');
     c.openDm(BOB.userId);
     await until(() => c.getState().dms[BOB.userId]?.historyLoaded);
-    await whileServerDown(c, () => {
+    await whileServerDown(server, c, () => {
       for (let i = 1; i <= 7; i++) server.postDm(BOB, ALICE.userId, `away ${i}`);
     });
     await until(() => c.getState().dms[BOB.userId].messages.length === 7);
@@ -699,7 +688,7 @@ describe('server extensions (and their absence)', () => {
     server.postDm(BOB, ALICE.userId, 'seen live');
     await until(() => c.getState().dms[BOB.userId].messages.length === 1);
     const seen = c.getState().dms[BOB.userId].messages[0].id;
-    await whileServerDown(c, () => server.postDm(BOB, ALICE.userId, 'missed'));
+    await whileServerDown(server, c, () => server.postDm(BOB, ALICE.userId, 'missed'));
     await until(() => c.getState().dms[BOB.userId].messages.length === 2);
     expect(c.getState().dms[BOB.userId].messages.map((m) => m.content)).toEqual(['seen live', 'missed']);
     expect(onLatestConnection('conversations')).toHaveLength(1);
@@ -717,7 +706,7 @@ describe('server extensions (and their absence)', () => {
     c.openDm(BOB.userId);
     await until(() => c.getState().dms[BOB.userId]?.historyLoaded);
     expect(c.getState().joined.general.online).toBeNull();
-    await whileServerDown(c, () => server.postDm(BOB, ALICE.userId, 'missed'));
+    await whileServerDown(server, c, () => server.postDm(BOB, ALICE.userId, 'missed'));
     await until(() => c.getState().dms[BOB.userId].messages.length === 1);
     expect(onLatestConnection('conversations')).toHaveLength(1);
     expect(onLatestConnection('dm_history')).toEqual([{ type: 'dm_history', with: BOB.userId, limit: 50, after: 0 }]);
@@ -1009,7 +998,7 @@ describe('review fixes', () => {
     let refusals = 1; // the database is still down when the client comes back
     server.refuse = (_conn, f) =>
       f.type === 'dm_history' && refusals-- > 0 ? { code: 'unavailable', message: 'database unavailable' } : null;
-    await whileServerDown(c, () => server.postDm(BOB, ALICE.userId, 'missed'));
+    await whileServerDown(server, c, () => server.postDm(BOB, ALICE.userId, 'missed'));
     await until(() => c.getState().errors.some((e) => e.code === 'unavailable'));
     expect(c.getState().errors.at(-1)).toMatchObject({ requestType: 'dm_history', with: BOB.userId });
     await until(() => c.getState().dms[BOB.userId].messages.length === 2, 6000);
@@ -1049,7 +1038,7 @@ describe('review fixes', () => {
           server.postDm(BOB, ALICE.userId, 'live, right after the reconnection');
         }
       };
-      await whileServerDown(c, () => {
+      await whileServerDown(server, c, () => {
         server.postDm(BOB, ALICE.userId, 'missed 1');
         server.postDm(BOB, ALICE.userId, 'missed 2');
       });
@@ -1216,7 +1205,7 @@ describe('review fixes', () => {
     await until(() => c.getState().status === 'open');
     server.postDm(BOB, ALICE.userId, 'early'); // arrives live; the conversation is never opened
     await until(() => c.getState().dms[BOB.userId]?.messages.length === 1);
-    await whileServerDown(c, () => {
+    await whileServerDown(server, c, () => {
       for (let i = 1; i <= 5; i++) server.postDm(BOB, ALICE.userId, `away ${i}`);
     });
     await until(() => c.getState().dms[BOB.userId].historyLoaded);
@@ -1267,7 +1256,7 @@ describe('review fixes', () => {
     await until(() => c.getState().joined.general?.status === 'joined');
     server.post('general', BOB, 'early');
     await until(() => c.getState().joined.general.messages.length === 1);
-    await whileServerDown(c, () => {
+    await whileServerDown(server, c, () => {
       holdHistory = false;
       for (let i = 1; i <= 5; i++) server.post('general', BOB, `away ${i}`);
     });

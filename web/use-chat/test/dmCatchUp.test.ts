@@ -5,8 +5,8 @@
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ChatClient, type ChatClientOptions } from '../src';
-import { ALICE, BOB, TestClients, until } from './harness';
-import { FakeChatServer } from './fakeServer';
+import { ALICE, BOB, startServer, TestClients, until, whileServerDown } from './harness';
+import type { FakeChatServer } from './fakeServer';
 
 let server: FakeChatServer;
 const clients = new TestClients(() => server.url);
@@ -23,21 +23,11 @@ async function startWithBob(c: ChatClient, ...contents: string[]) {
   return c.getState().dms[BOB.userId].messages.map((m) => m.id);
 }
 
-async function whileServerDown(c: ChatClient, meanwhile: () => void) {
-  await server.kill();
-  await until(() => c.getState().status === 'reconnecting');
-  meanwhile();
-  await server.start(server.port);
-}
-
 const catchUps = () => server.framesOfType('dm_history').filter((f) => f.after !== undefined);
 const bobs = (c: ChatClient) => c.getState().dms[BOB.userId];
 
 beforeEach(async () => {
-  server = new FakeChatServer();
-  server.addUser(ALICE.userId, ALICE.username);
-  server.addUser(BOB.userId, BOB.username);
-  await server.start();
+  server = await startServer();
 });
 
 afterEach(async () => {
@@ -50,7 +40,7 @@ describe('DM catch-up of edits, deletes and reactions', () => {
     const c = makeClient();
     const [first, second, third] = await startWithBob(c, 'first', 'second', 'third');
     let last = 0;
-    await whileServerDown(c, () => {
+    await whileServerDown(server, c, () => {
       server.dmEvent(BOB, first, { content: 'first, edited' });
       server.dmEvent(BOB, second, { emoji: '👍', on: true });
       server.dmEvent(ALICE, second, { emoji: '👍', on: true });
@@ -74,7 +64,7 @@ describe('DM catch-up of edits, deletes and reactions', () => {
     const seen = server.dmEvent(BOB, first, { emoji: '🎉', on: true }).eventId;
     await until(() => bobs(c).lastEventId === seen);
     let edit = 0;
-    await whileServerDown(c, () => {
+    await whileServerDown(server, c, () => {
       edit = server.dmEvent(BOB, first, { content: 'first, edited' }).eventId;
     });
     await until(() => bobs(c).lastEventId === edit);
@@ -85,7 +75,7 @@ describe('DM catch-up of edits, deletes and reactions', () => {
   it('holds a live event that comes before the catch-up answer, and applies it after', async () => {
     const c = makeClient();
     const [first, second] = await startWithBob(c, 'first', 'second');
-    await whileServerDown(c, () => server.dmEvent(BOB, first, { content: 'edited while away' }));
+    await whileServerDown(server, c, () => server.dmEvent(BOB, first, { content: 'edited while away' }));
     let live = 0;
     // a reaction told live just before the server answers the catch-up (it reaches the client first)
     server.onFrame = (_conn, f) => {
@@ -103,7 +93,7 @@ describe('DM catch-up of edits, deletes and reactions', () => {
     const c = makeClient();
     const [first] = await startWithBob(c, 'first');
     const ids: number[] = [];
-    await whileServerDown(c, () => {
+    await whileServerDown(server, c, () => {
       for (const emoji of ['👍', '🎉', '❤️']) ids.push(server.dmEvent(BOB, first, { emoji, on: true }).eventId);
     });
     await until(() => bobs(c).lastEventId === ids[2]);

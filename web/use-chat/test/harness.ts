@@ -5,9 +5,27 @@
 import { vi } from 'vitest';
 import { WebSocket } from 'ws';
 import { ChatClient, type ChatClientOptions, type WebSocketCtor } from '../src';
+import { FakeChatServer } from './fakeServer';
 
 export const ALICE = { userId: 1, username: 'alice' };
 export const BOB = { userId: 2, username: 'bob' };
+
+/** A fake server that knows alice and bob, listening. */
+export async function startServer(): Promise<FakeChatServer> {
+  const server = new FakeChatServer();
+  server.addUser(ALICE.userId, ALICE.username);
+  server.addUser(BOB.userId, BOB.username);
+  await server.start();
+  return server;
+}
+
+/** Takes `server` down until `c` notices, runs `meanwhile`, and starts it again on its port. */
+export async function whileServerDown(server: FakeChatServer, c: ChatClient, meanwhile: () => void) {
+  await server.kill();
+  await until(() => c.getState().status === 'reconnecting');
+  meanwhile();
+  await server.start(server.port);
+}
 
 /** Timers short enough for a test, and no pings or going-away delay to wait out. */
 const TEST_OPTIONS: Partial<ChatClientOptions> = {
