@@ -38,6 +38,19 @@ SEEDED_MESSAGES = 200_000  # so that the indexes have depth, as in a live databa
 INLINE_STATEMENTS = {name: store.BATCH.inline(name) for name in store.BATCH.statements}
 
 
+
+def random_drafts(rnd: random.Random, size: int) -> list[store.Draft]:
+    """`size` messages of the benchmark's shape, from random users to random rooms."""
+    return [
+        store.Draft(
+            from_user=rnd.randint(1, USERS),
+            username="u",
+            content="b1 run room member 12 1733000000000 lorem ipsum dolor sit amet",
+            room=f"r{rnd.randrange(ROOMS)}",
+        )
+        for _ in range(size)
+    ]
+
 def backend_cpu_s(conn) -> float:
     return proc_cpu_s(conn.get_backend_pid())
 
@@ -70,15 +83,7 @@ def measure(url: str, size: int, notify: str | None, plans: str) -> str:
     rnd = random.Random(size)
 
     def drafts() -> list[store.Draft]:
-        return [
-            store.Draft(
-                from_user=rnd.randint(1, USERS),
-                username="u",
-                content="b1 run room member 12 1733000000000 lorem ipsum dolor sit amet",
-                room=f"r{rnd.randrange(ROOMS)}",
-            )
-            for _ in range(size)
-        ]
+        return random_drafts(rnd, size)
 
     statements = INLINE_STATEMENTS if plans == "unprepared" else store.BATCH.execute
     batches = max(200, 4000 // size)
@@ -124,15 +129,7 @@ def ceiling(url: str, lanes: int, size: int, notify: str | None, seconds: float,
         rnd = random.Random(i)
         with conns[i].cursor() as cur:
             while not stop.is_set():
-                drafts = [
-                    store.Draft(
-                        from_user=rnd.randint(1, USERS),
-                        username="u",
-                        content="b1 run room member 12 1733000000000 lorem ipsum dolor sit amet",
-                        room=f"r{rnd.randrange(ROOMS)}",
-                    )
-                    for _ in range(size)
-                ]
+                drafts = random_drafts(rnd, size)
                 cur.execute(*store.batch_query(drafts, None if after else notify, "bench"))
                 rows = cur.fetchall()
                 if after and notify:
