@@ -88,9 +88,6 @@ class Hub:
         # user id -> the conversations of that connected user with a gate here (so that
         # a user's last disconnect drops them without looking at every gate of the process)
         self.conversations_by_user: dict[int, set[ChannelKey]] = {}
-        # users whose conversations could not be listed when they connected (database
-        # down): a DM of theirs on an unknown channel starts the stream where it stands
-        self.users_without_threads: set[int] = set()
         # user id -> connection being registered -> the DMs of that user that reached this
         # process while its conversations were being listed (see begin_registration)
         self.registering: dict[int, dict[Connection, list[StoredMessage]]] = {}
@@ -110,21 +107,14 @@ class Hub:
         """
         self.registering.setdefault(conn.user_id, {})[conn] = []
 
-    def add_user_connection(self, conn: Connection, threads: list[tuple[ChannelKey, int]] | None) -> None:
-        """Register an authenticated connection.
-
-        `threads` are its user's conversations with their last seq (None: they could not be listed).
-        """
+    def add_user_connection(self, conn: Connection, threads: list[tuple[ChannelKey, int]]) -> None:
+        """Register an authenticated connection; `threads` are its user's conversations with their last seq."""
         held = self._end_registration(conn)
         self.connections_by_user.setdefault(conn.user_id, set()).add(conn)
-        if threads is None:
-            self.users_without_threads.add(conn.user_id)
-        else:
-            self.users_without_threads.discard(conn.user_id)
-            for channel, last_seq in threads:
-                self.track(channel, last_seq, None)
+        for channel, last_seq in threads:
+            self.track(channel, last_seq, None)
         if held:
-            self._send_on(conn, held, dict(threads or ()))
+            self._send_on(conn, held, dict(threads))
 
     def _end_registration(self, conn: Connection) -> list[StoredMessage]:
         pending = self.registering.get(conn.user_id)
@@ -163,13 +153,12 @@ class Hub:
         if connections:
             return
         del self.connections_by_user[conn.user_id]
-        self.users_without_threads.discard(conn.user_id)
         for channel in self.conversations_by_user.pop(conn.user_id, ()):
             other = channel[2] if channel[1] == conn.user_id else channel[1]
             if other in self.connections_by_user:
-                # The gate stays for the other user, whose index must hold it: one who
-                # connected while conversations could not be listed has none of its own,
-                # and the gate would outlive them both.
+                # The gate stays for the other user, whose index must hold it: one whose
+                # listing did not hold the conversation (see _note_conversation) has no
+                # entry of its own, and the gate would outlive them both.
                 self.conversations_by_user.setdefault(other, set()).add(channel)
                 continue
             self.gates.pop(channel, None)
@@ -254,11 +243,8 @@ class Hub:
         if not any(user in self.connections_by_user for user in users):
             return None
         # A conversation unknown when its local user connected was started afterwards:
-        # all of it is news, from seq 1 (unless that listing failed: then from here).
-        if any(user in self.users_without_threads for user in users):
-            gate = Gate(next_seq=message.seq, last_id=message.id - 1)
-        else:
-            gate = Gate(next_seq=1, last_id=0)
+        # all of it is news, from seq 1.
+        gate = Gate(next_seq=1, last_id=0)
         self.gates[message.channel] = gate
         self._note_conversation(message.channel)
         return gate
