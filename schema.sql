@@ -265,10 +265,10 @@ CREATE OR REPLACE FUNCTION chat_search_scope(id bigint, room text, from_user big
               'R' || md5(room), 'U' || to_user::text, CASE WHEN to_user IS NOT NULL THEN 'U' || from_user::text END,
               'T16_' || (id >> 16)::text, 'T18_' || (id >> 18)::text, 'T20_' || (id >> 20)::text], NULL)) $$;
 -- fastupdate off: with GIN's pending list, the insert that finds the list full (4 MB, a few
--- seconds of messages here) merges all of it into the index inside its own statement, and
--- that statement is a batch of messages everyone is waiting for: 85-156 ms stores, p99 over
--- 100 ms in the chat benchmark. Updated in place, each insert pays a little more and no
--- batch pays for the others (bench/README.md, "The search index and the chat figure").
+-- seconds of messages) merges all of it into the index inside its own statement, and that
+-- statement is a batch of messages everyone is waiting for. Updated in place, each insert
+-- pays a little more and no batch pays for the others (bench/README.md, "The chat figure
+-- and the v2 features").
 CREATE INDEX IF NOT EXISTS messages_search_scoped
     ON messages USING gin ((search || chat_search_scope(id, room, from_user, to_user))) WITH (fastupdate = off);
 ALTER INDEX messages_search_scoped SET (fastupdate = off);

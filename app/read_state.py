@@ -22,10 +22,10 @@ _DM_NEWEST = f"""COALESCE((SELECT m.id FROM messages m WHERE {DM_PAIR.format(low
                           ORDER BY m.id DESC LIMIT 1), 0)"""
 
 # A marker's commit does not wait for its WAL to reach the disk: readers send one every few
-# messages, and a flush each cost PostgreSQL more than the messages themselves in the mixed
-# benchmark (bench/README.md). What a crash of PostgreSQL (not a clean restart, which
-# flushes) can undo is the last fraction of a second of markers, never a message: the
-# counts then show those messages unread again.
+# messages, each a commit of its own, and a flush each would make the markers cost more
+# than the messages they mark, which share a flush per batch. What a crash of PostgreSQL
+# (not a clean restart, which flushes) can undo is the last fraction of a second of
+# markers, never a message: the counts then show those messages unread again.
 _NO_FLUSH_WAIT = "SET LOCAL synchronous_commit = off;"
 
 # Moves the marker forward only (an older id changes nothing); the marker as it stands
