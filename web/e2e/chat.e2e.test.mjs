@@ -9,7 +9,8 @@ import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { chromium } from 'playwright-core';
-import { ARTIFACTS, ChatServer, Database, freePort, WEB_DIST, launchChromium } from './lib/harness.mjs';
+import { ChatServer, Database, freePort, WEB_DIST, launchChromium } from './lib/harness.mjs';
+import { stepsWithScreenshots } from './lib/steps.mjs';
 import { existsSync } from 'node:fs';
 import { WAIT, composer, joinRoom, openRoom, send, waitForStatus, waitForText } from './lib/dom.mjs';
 
@@ -21,30 +22,8 @@ let server;
 let browser;
 /** @type {Record<string, import('playwright-core').Page>} */
 const pages = {};
-let shot = 0;
 
-async function snap(name) {
-  shot++;
-  await Promise.all(
-    Object.entries(pages).map(([who, page]) =>
-      page
-        .screenshot({ path: path.join(ARTIFACTS, `${String(shot).padStart(2, '0')}-${name}-${who}.png`) })
-        .catch(() => {}),
-    ),
-  );
-}
-
-/** A test step that leaves screenshots behind when it fails. */
-function step(name, fn) {
-  it(name, async () => {
-    try {
-      await fn();
-    } catch (e) {
-      await snap(`FAILED-${name.replace(/\W+/g, '-').slice(0, 40)}`);
-      throw e;
-    }
-  });
-}
+const { snap, step } = stepsWithScreenshots(pages, '');
 
 // ----- DOM helpers (everything waits on the DOM, nothing sleeps) -----------------------------
 

@@ -11,7 +11,8 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { chromium } from 'playwright-core';
-import { ARTIFACTS, ChatServer, Database, freePort, WEB_DIST, launchChromium } from './lib/harness.mjs';
+import { ChatServer, Database, freePort, WEB_DIST, launchChromium } from './lib/harness.mjs';
+import { stepsWithScreenshots } from './lib/steps.mjs';
 import {
   joinRoom,
   openRoom,
@@ -36,27 +37,8 @@ let server;
 let browser;
 /** alice (her first device), alice2 (her second device), bob */
 const pages = {};
-let shot = 0;
 
-async function snap(name) {
-  shot++;
-  await Promise.all(
-    Object.entries(pages).map(([who, page]) =>
-      page.screenshot({ path: path.join(ARTIFACTS, `m${String(shot).padStart(2, '0')}-${name}-${who}.png`) }).catch(() => {}),
-    ),
-  );
-}
-
-function step(name, fn) {
-  it(name, async () => {
-    try {
-      await fn();
-    } catch (e) {
-      await snap(`FAILED-${name.replace(/\W+/g, '-').slice(0, 40)}`);
-      throw e;
-    }
-  });
-}
+const { snap, step } = stepsWithScreenshots(pages, 'm');
 
 async function newPage(who) {
   const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 } });

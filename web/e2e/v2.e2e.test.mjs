@@ -12,7 +12,8 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { chromium } from 'playwright-core';
 import { WAIT, composer, joinRoom, openRoom, send } from './lib/dom.mjs';
-import { ARTIFACTS, ChatServer, Database, freePort, until, WEB_DIST, launchChromium } from './lib/harness.mjs';
+import { ChatServer, Database, freePort, until, WEB_DIST, launchChromium } from './lib/harness.mjs';
+import { stepsWithScreenshots } from './lib/steps.mjs';
 
 
 const users = { alice: randomBytes(9).toString('base64url'), bob: randomBytes(9).toString('base64url') };
@@ -22,27 +23,8 @@ const who = { laptop: 'alice', phone: 'alice', bob: 'bob' };
 let db;
 let server;
 let browser;
-let shot = 0;
 
-async function snap(name) {
-  shot++;
-  await Promise.all(
-    Object.entries(pages).map(([dev, page]) =>
-      page.screenshot({ path: path.join(ARTIFACTS, `v2-${String(shot).padStart(2, '0')}-${name}-${dev}.png`) }).catch(() => {}),
-    ),
-  );
-}
-
-function step(name, fn) {
-  it(name, async () => {
-    try {
-      await fn();
-    } catch (e) {
-      await snap(`FAILED-${name.replace(/\W+/g, '-').slice(0, 40)}`);
-      throw e;
-    }
-  });
-}
+const { snap, step } = stepsWithScreenshots(pages, 'v2-');
 
 // ----- DOM helpers (everything waits on the DOM, nothing sleeps) -----------------------------
 
