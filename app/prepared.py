@@ -3,7 +3,8 @@
 A statement that runs on every join or group commit costs PostgreSQL more to parse and
 plan than to run (bench/README.md, items 9 and 14). Each set here is written with
 psycopg2's `%(name)s` placeholders and a SQL type per parameter; `prepare` runs on every
-new connection, and `execute[name]` is the `EXECUTE` to send instead of the statement.
+new connection, and `execute[name]` is the `EXECUTE` to send instead of the statement (or,
+for one planned each time, the statement itself).
 """
 
 from __future__ import annotations
@@ -17,12 +18,24 @@ PLACEHOLDER = re.compile(r"%\((\w+)\)s")
 class PreparedStatements:
     """Named statements sharing one table of parameter types."""
 
-    def __init__(self, statements: dict[str, str], types: dict[str, str], settings: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        statements: dict[str, str],
+        types: dict[str, str],
+        settings: tuple[str, ...] = (),
+        planned_each_time: frozenset[str] = frozenset(),
+    ) -> None:
         self.statements = statements
         self.types = types  # parameter -> SQL type; their order numbers the $n
         # run before preparing, on the same connection (SET ...)
         self.settings = settings
-        self.execute = {name: self._execute(name) for name in statements}
+        # Statements sent whole, never prepared, so that PostgreSQL plans each run with its
+        # values: for one whose array parameters join each other, a generic plan guesses a
+        # handful of rows and picks nested loops, quadratic in the array's length.
+        self.planned_each_time = planned_each_time
+        self.execute = {
+            name: self.inline(name) if name in planned_each_time else self._execute(name) for name in statements
+        }
 
     def parameters(self, name: str) -> list[str]:
         """The parameters a statement uses, in the order of its $n."""
@@ -32,14 +45,18 @@ class PreparedStatements:
         """Prepare every statement on the cursor's connection (one round trip)."""
         commands = list(self.settings)
         for name, sql in self.statements.items():
+            if name in self.planned_each_time:
+                continue
             names = self.parameters(name)
             types = f"({', '.join(self.types[n] for n in names)})" if names else ""
             commands.append(f"PREPARE {name} {types} AS {_numbered(sql, names)}")
         cur.execute(";\n".join(commands))
 
     def inline(self, name: str) -> str:
-        """The statement itself with its parameters cast, to run it unprepared (bench)."""
-        return PLACEHOLDER.sub(lambda m: f"{m.group(0)}::{self.types[m.group(1)]}", self.statements[name])
+        """The statement itself with its parameters cast, to run it unprepared; named in a
+        comment, which logs and pg_stat_statements show."""
+        cast = PLACEHOLDER.sub(lambda m: f"{m.group(0)}::{self.types[m.group(1)]}", self.statements[name])
+        return f"/* {name} */ {cast}"
 
     def _execute(self, name: str) -> str:
         """`EXECUTE name(...)` with the statement's parameters as psycopg2 placeholders."""

@@ -275,7 +275,22 @@ STATEMENTS = PreparedStatements(
         "usernames": "text[]",
         "announces": "boolean[]",
     },
-    settings=("SET plan_cache_mode = force_generic_plan",),
+    settings=(
+        "SET plan_cache_mode = force_generic_plan",
+        # A generic plan is made once per connection, from the statistics of that moment.
+        # room_presence is emptied by a restart and refilled by the crowd reconnecting: a
+        # plan made while it was (or was analyzed) near empty scans it whole for every
+        # (room, user) looked up, for the connection's life (2.5 ms a pair at 37,000 rows:
+        # most of a reconnect storm's PostgreSQL time). Every statement of the pool looks
+        # rows up by key, so index scans are forced, as on the group-commit connections
+        # (store.BATCH); a table that no index serves is still scanned.
+        "SET enable_seqscan = off",
+    ),
+    # Its CTEs join each other by (room, user): planned generically (unnest of a parameter
+    # guessed at 10 rows, a row after the filter) those joins were nested loops, a million
+    # comparisons for a batch of 1,000 pairs (258 ms, against 15 ms planned with the
+    # arrays' lengths: 3 ms of planning per batch).
+    planned_each_time=frozenset({"chat_enter_many"}),
 )
 _EXECUTE = STATEMENTS.execute
 _LOCKS = [_EXECUTE["chat_presence_lock"], _EXECUTE["chat_presence_rows"]]
