@@ -22,7 +22,7 @@ from .protocol import ROOM_MENTION
 from .read_state import NO_FLUSH_WAIT, ReadState, mention_names
 from .store import DM_PAIR
 
-# Reads answered by one statement at most, and greenlets running one at once: a second
+# Reads answered by one statement at most, and greenlets sending one at once: a second
 # batch forms while the first is on its way, as in app/resume_reads.py.
 BATCH_MAX = 500
 READERS_MAX = 2
@@ -30,8 +30,11 @@ READERS_MAX = 2
 # The room reads: each with its room's newest id (a marker never goes past it, as in
 # MARK_ROOM; also the counts' `countedUpTo`, read in the same snapshot); the markers moved
 # forward only (`last_read_id < target`, checked again on a row a concurrent read updated
-# first); each marker as it stands after (the moved one, else the one the snapshot holds;
-# NULL for a user who is not a member); and the counts from it, as ROOM_COUNTS's.
+# first); and the counts from each marker as it stands after, as ROOM_COUNTS's. The rest of
+# the statement sees the rows as they were before the UPDATE: the marker after is the
+# greater of that one and the target, NULL for a user who is not a member. (Not joined
+# with the UPDATE's RETURNING: planned for a few rows, that join would compare every read
+# with every other.) Each newest is read once: room_asked, used twice, is computed once.
 _ROOMS = """
 room_asked AS (
     SELECT r.*, COALESCE((SELECT x.id FROM messages x WHERE x.room = r.room ORDER BY x.id DESC LIMIT 1), 0) AS newest
@@ -40,12 +43,9 @@ room_asked AS (
 ), room_moved AS (
     UPDATE chat_members c SET last_read_id = LEAST(r.id, r.newest) FROM room_asked r
     WHERE c.room = r.room AND c.user_id = r.me AND c.last_read_id < LEAST(r.id, r.newest)
-    RETURNING r.n, c.last_read_id
 ), room_after AS (
-    SELECT r.*, COALESCE(m.last_read_id, c.last_read_id) AS read
-    FROM room_asked r
-    LEFT JOIN room_moved m ON m.n = r.n
-    LEFT JOIN chat_members c ON c.room = r.room AND c.user_id = r.me
+    SELECT r.*, CASE WHEN c.user_id IS NOT NULL THEN GREATEST(c.last_read_id, LEAST(r.id, r.newest)) END AS read
+    FROM room_asked r LEFT JOIN chat_members c ON c.room = r.room AND c.user_id = r.me
 )"""
 _ROOM_STATES = """
 SELECT false, s.n, s.read,
@@ -58,9 +58,9 @@ SELECT false, s.n, s.read,
 FROM room_after s"""
 
 # The conversation reads, as MARK_DM then DM_COUNTS: the marker clamped to the
-# conversation's newest message, `countedUpTo` the partner's newest (the only messages the
-# counts look at). INSERT's RETURNING knows only the table: a move is found again by its
-# (user, partner), which the batch holds once.
+# conversation's newest message, and after the move the greater of the stored one (none
+# is 0) and the target; `countedUpTo` the partner's newest (the only messages the counts
+# look at).
 _DMS = f"""
 dm_asked AS (
     SELECT r.*,
@@ -76,12 +76,9 @@ dm_asked AS (
     INSERT INTO dm_reads AS d (user_id, other_id, last_read_id) SELECT me, other, LEAST(id, newest) FROM dm_asked
     ON CONFLICT (user_id, other_id) DO UPDATE SET last_read_id = EXCLUDED.last_read_id
         WHERE d.last_read_id < EXCLUDED.last_read_id
-    RETURNING d.user_id, d.other_id, d.last_read_id
 ), dm_after AS (
-    SELECT r.*, COALESCE(m.last_read_id, d.last_read_id, 0) AS read
-    FROM dm_asked r
-    LEFT JOIN dm_moved m ON m.user_id = r.me AND m.other_id = r.other
-    LEFT JOIN dm_reads d ON d.user_id = r.me AND d.other_id = r.other
+    SELECT r.*, GREATEST(COALESCE(d.last_read_id, 0), LEAST(r.id, r.newest)) AS read
+    FROM dm_asked r LEFT JOIN dm_reads d ON d.user_id = r.me AND d.other_id = r.other
 )"""
 _DM_STATES = """
 SELECT true, s.n, s.read, c.unread, c.mentions, s.counted_up_to
@@ -190,8 +187,10 @@ def _merged(marks: list[ReadMark]) -> tuple[list[ReadMark], list[ReadMark]]:
 
     Twice in one statement, a row would be updated once by an arbitrary one of them (and
     an INSERT ... ON CONFLICT would fail), and the two answers could tell different
-    markers; merged, both are answered with the marker as it stands after. Sorted as the
-    tables' keys, so that two batches moving the same markers lock them in one order.
+    markers; merged, both are answered with the marker as it stands after. Sorted: the
+    statement probes the markers in its arrays' order, so two batches moving the same
+    markers lock them in one order (else each could wait for a row the other holds, until
+    PostgreSQL failed one).
     """
     greatest: dict[tuple, ReadMark] = {}
     for mark in marks:
