@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import NoReturn
 
 from . import event_store, events, protocol, read_state, search, store
 from .connection import Connection
@@ -293,20 +294,15 @@ def handle_read(rt: ChatRuntime, conn: Connection, command: Command) -> None:
     """
     if command.to is not None:
         ensure_user_exists(rt, command.to)
-    with rt.pool.autocommit() as cur:
-        if command.room is not None:
-            last_read = read_state.mark_room(cur, conn.user_id, command.room, command.message_id)
-            if last_read is None:
-                raise_not_member(cur, command.room, conn.user_id)
-            reads = {command.room: last_read}
-            state = read_state.room_counts(cur, conn.user_id, conn.username, reads, bounds=True)[command.room]
-        else:
-            read_state.mark_dm(cur, conn.user_id, command.to, command.message_id)
-            state = read_state.dm_counts(cur, conn.user_id, conn.username, [command.to], bounds=True)[command.to]
+    # Moved and counted with the other reads queued meanwhile (app/read_marks.py).
+    state = rt.read_marks.mark(conn.user_id, conn.username, command.room, command.to, command.message_id)
+    if state is None:
+        with rt.pool.autocommit() as cur:
+            raise_not_member(cur, command.room, conn.user_id)
     rt.publish_read(conn.user_id, command.room, command.to, state)
 
 
-def raise_not_member(cur, room: str, user_id: int) -> None:
+def raise_not_member(cur, room: str, user_id: int) -> NoReturn:
     """Raise why a room the user is not a member of cannot be read.
 
     `not_joined` for a room they may join, `not_found` for one that does not exist (or is

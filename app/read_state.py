@@ -5,7 +5,8 @@ are read from the database when asked (welcome, my_rooms, conversations, read), 
 kept per member: a message to a room of 5,000 members would otherwise update 5,000 rows
 on the hot path. Each count reads index entries only (schema.sql: messages_room_id_sender,
 messages_room_mentions, messages_dm_inbox), as many as there are unread messages.
-Every function takes a cursor; all SQL is parameterised.
+Every function takes a cursor; all SQL is parameterised. A `read` frame's move and counts
+are app/read_marks.py's, many at once, written after MARK_ROOM, MARK_DM and the counts here.
 """
 
 from __future__ import annotations
@@ -22,16 +23,16 @@ _DM_NEWEST = f"""COALESCE((SELECT m.id FROM messages m WHERE {DM_PAIR.format(low
                           ORDER BY m.id DESC LIMIT 1), 0)"""
 
 # A marker's commit does not wait for its WAL to reach the disk: readers send one every few
-# messages, each a commit of its own, and a flush each would make the markers cost more
-# than the messages they mark, which share a flush per batch. What a crash of PostgreSQL
+# messages, committed alone or a batch at a time (app/read_marks.py), and a flush each would
+# make the markers cost more than the messages they mark, which share a flush per batch. What a crash of PostgreSQL
 # (not a clean restart, which flushes) can undo is the last fraction of a second of
 # markers, never a message: the counts then show those messages unread again.
-_NO_FLUSH_WAIT = "SET LOCAL synchronous_commit = off;"
+NO_FLUSH_WAIT = "SET LOCAL synchronous_commit = off;"
 
 # Moves the marker forward only (an older id changes nothing); the marker as it stands
 # after, or NULL when the user is not a member. `last_read_id < target` is checked again
 # on the row a concurrent read updated first, so the greater id wins whatever the order.
-MARK_ROOM = f"""{_NO_FLUSH_WAIT}
+MARK_ROOM = f"""{NO_FLUSH_WAIT}
 WITH target AS (SELECT LEAST(%(id)s, {_ROOM_NEWEST}) AS id),
 moved AS (
     UPDATE chat_members c SET last_read_id = t.id FROM target t
@@ -41,7 +42,7 @@ moved AS (
 SELECT COALESCE((SELECT last_read_id FROM moved),
                 (SELECT last_read_id FROM chat_members WHERE room = %(room)s AND user_id = %(me)s))"""
 
-MARK_DM = f"""{_NO_FLUSH_WAIT}
+MARK_DM = f"""{NO_FLUSH_WAIT}
 WITH target AS (SELECT LEAST(%(id)s, {_DM_NEWEST}) AS id),
 moved AS (
     INSERT INTO dm_reads AS r (user_id, other_id, last_read_id) SELECT %(me)s, %(other)s, id FROM target

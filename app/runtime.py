@@ -34,6 +34,8 @@ from .membership import Memberships
 from .messages import StoredEvent, StoredMessage, message_data
 from .presence import STATEMENTS as PRESENCE_STATEMENTS
 from .presence import Presence
+from .read_marks import STATEMENTS as READ_MARKS_STATEMENTS
+from .read_marks import ReadMarks
 from .read_state import ReadState
 from .shared_read import SharedRead
 from .users_online import UsersOnline
@@ -93,6 +95,8 @@ class ChatRuntime:
             config["ROOMS_CREATE_PER_MINUTE"],
             config["REPLAY_PAGE_SIZE"],
         )
+        # `read` frames: many users' markers moved and counted a round trip.
+        self.read_marks = ReadMarks(self.pool)
         self.users_online = UsersOnline(self.pool, self.node_id, lambda: self.hub.connections_by_user)
         self.batcher = Batcher(
             self.pool,
@@ -355,9 +359,11 @@ class ChatRuntime:
 
 
 def prepare_pool_statements(cur) -> None:
-    """What every connection of the pool prepares: the statements each connect and join run."""
+    """What every connection of the pool prepares: the statements each connect, join and
+    `read` run."""
     store.SESSION.prepare(cur)
     PRESENCE_STATEMENTS.prepare(cur)
+    READ_MARKS_STATEMENTS.prepare(cur)
 
 
 def _wire_to_args(data: dict) -> dict:

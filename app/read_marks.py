@@ -1,0 +1,224 @@
+"""The `read` frames of many users at once: markers moved and counts read, a round trip for all.
+
+A reader sends `read` every few messages (PROTOCOL.md §9), and each cost two statements of
+its own, a marker's move then its counts, each a round trip and each parsed and planned
+anew: under load PostgreSQL spent about a third of its CPU planning them, and the worker
+its share on the round trips. Queued here like the resuming joins' reads
+(app/resume_reads.py), the reads of many users are answered by one prepared statement: it
+moves every marker and counts from where each stands after, as read_state's MARK_ROOM,
+MARK_DM, ROOM_COUNTS and DM_COUNTS (with bounds) would one by one.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import gevent
+from gevent.event import AsyncResult
+
+from .db import Pool
+from .prepared import PreparedStatements
+from .protocol import ROOM_MENTION
+from .read_state import NO_FLUSH_WAIT, ReadState, mention_names
+from .store import DM_PAIR
+
+# Reads answered by one statement at most, and greenlets sending one at once: a second
+# batch forms while the first is on its way, as in app/resume_reads.py.
+BATCH_MAX = 500
+READERS_MAX = 2
+
+# The room reads: each with its room's newest id (a marker never goes past it, as in
+# MARK_ROOM; also the counts' `countedUpTo`, read in the same snapshot); the markers moved
+# forward only (`last_read_id < target`, checked again on a row a concurrent read updated
+# first); and the counts from each marker as it stands after, as ROOM_COUNTS's. The rest of
+# the statement sees the rows as they were before the UPDATE: the marker after is the
+# greater of that one and the target, NULL for a user who is not a member. (Not joined
+# with the UPDATE's RETURNING: planned for a few rows, that join would compare every read
+# with every other.) Each newest is read once: room_asked, used twice, is computed once.
+_ROOMS = """
+room_asked AS (
+    SELECT r.*, COALESCE((SELECT x.id FROM messages x WHERE x.room = r.room ORDER BY x.id DESC LIMIT 1), 0) AS newest
+    FROM unnest(%(room_users)s::bigint[], %(rooms)s::text[], %(room_ids)s::bigint[], %(room_names)s::text[])
+         WITH ORDINALITY AS r(me, room, id, name, n)
+), room_moved AS (
+    UPDATE chat_members c SET last_read_id = LEAST(r.id, r.newest) FROM room_asked r
+    WHERE c.room = r.room AND c.user_id = r.me AND c.last_read_id < LEAST(r.id, r.newest)
+), room_after AS (
+    SELECT r.*, CASE WHEN c.user_id IS NOT NULL THEN GREATEST(c.last_read_id, LEAST(r.id, r.newest)) END AS read
+    FROM room_asked r LEFT JOIN chat_members c ON c.room = r.room AND c.user_id = r.me
+)"""
+_ROOM_STATES = """
+SELECT false, s.n, s.read,
+       (SELECT count(*) FROM messages x
+        WHERE x.room = s.room AND x.id > s.read AND x.from_user <> s.me AND NOT x.deleted),
+       (SELECT count(*) FROM messages x
+        WHERE x.room = s.room AND x.id > s.read AND x.from_user <> s.me
+          AND x.mentions IS NOT NULL AND x.mentions && ARRAY[s.name, %(everyone)s]),
+       s.newest
+FROM room_after s"""
+
+# The conversation reads, as MARK_DM then DM_COUNTS: the marker clamped to the
+# conversation's newest message, and after the move the greater of the stored one (none
+# is 0) and the target; `countedUpTo` the partner's newest (the only messages the counts
+# look at).
+_DMS = f"""
+dm_asked AS (
+    SELECT r.*,
+           COALESCE((SELECT m.id FROM messages m
+                     WHERE {DM_PAIR.format(low="LEAST(r.me, r.other)", high="GREATEST(r.me, r.other)")}
+                     ORDER BY m.id DESC LIMIT 1), 0) AS newest,
+           COALESCE((SELECT x.id FROM messages x
+                     WHERE x.to_user = r.me AND x.from_user = r.other AND r.other <> r.me
+                     ORDER BY x.id DESC LIMIT 1), 0) AS counted_up_to
+    FROM unnest(%(dm_users)s::bigint[], %(others)s::bigint[], %(dm_ids)s::bigint[], %(dm_names)s::text[])
+         WITH ORDINALITY AS r(me, other, id, name, n)
+), dm_moved AS (
+    INSERT INTO dm_reads AS d (user_id, other_id, last_read_id) SELECT me, other, LEAST(id, newest) FROM dm_asked
+    ON CONFLICT (user_id, other_id) DO UPDATE SET last_read_id = EXCLUDED.last_read_id
+        WHERE d.last_read_id < EXCLUDED.last_read_id
+), dm_after AS (
+    SELECT r.*, GREATEST(COALESCE(d.last_read_id, 0), LEAST(r.id, r.newest)) AS read
+    FROM dm_asked r LEFT JOIN dm_reads d ON d.user_id = r.me AND d.other_id = r.other
+)"""
+_DM_STATES = """
+SELECT true, s.n, s.read, c.unread, c.mentions, s.counted_up_to
+FROM dm_after s CROSS JOIN LATERAL (
+    SELECT count(*) AS unread, count(*) FILTER (WHERE x.mentions && ARRAY[s.name, %(everyone)s]) AS mentions
+    FROM messages x
+    WHERE x.to_user = s.me AND x.from_user = s.other AND s.other <> s.me AND x.id > s.read AND NOT x.deleted
+) c"""
+
+# Prepared on every connection of the pool (runtime.prepare_pool_statements): a batch is
+# often a read or two (a round trip gathers what arrived meanwhile), and planning the
+# statement would then cost more than running it. Planned generically (the pool's
+# connections force it, store.SESSION): the arrays' sizes change nothing in the plan, an
+# index probe per read. Rows: (is a DM, position in its array, marker, unread, mentions,
+# counted up to); the marker NULL for a room the user is not a member of.
+STATEMENTS = PreparedStatements(
+    {"chat_read_marks": f"WITH {_ROOMS}, {_DMS}\n{_ROOM_STATES}\nUNION ALL{_DM_STATES}"},
+    types={
+        "room_users": "bigint[]",
+        "rooms": "text[]",
+        "room_ids": "bigint[]",
+        "room_names": "text[]",
+        "dm_users": "bigint[]",
+        "others": "bigint[]",
+        "dm_ids": "bigint[]",
+        "dm_names": "text[]",
+        "everyone": "text",
+    },
+)
+# One query string, so one transaction in autocommit: its commit waits for no flush (see
+# read_state.NO_FLUSH_WAIT for why a marker may).
+_MARK = f"{NO_FLUSH_WAIT} {STATEMENTS.execute['chat_read_marks']}"
+
+
+class ReadMark(NamedTuple):
+    """A `read`: the user's marker in a room or (`other`) a conversation, to `message_id`."""
+
+    me: int
+    username: str  # whose mentions the counts look for
+    room: str | None
+    other: int | None
+    message_id: int
+
+    @property
+    def marker(self) -> tuple[int, str | None, int | None]:
+        """Which marker the read moves: the same for two reads of one user and room."""
+        return self.me, self.room, self.other
+
+
+class ReadMarks:
+    """Queue of `read`s, each answered with the read state after it, many a round trip."""
+
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
+        self._queue: list[tuple[ReadMark, AsyncResult]] = []
+        self._readers = 0
+
+    def mark(self, me: int, username: str, room: str | None, other: int | None, message_id: int) -> ReadState | None:
+        """Move the user's marker in `room` or the conversation with `other` forward to
+        `message_id` (at most the newest message); the read state after, with
+        `counted_up_to`, or None when the user is not a member of the room.
+
+        Raises what the statement raised (ChatError when the database is away).
+        """
+        result: AsyncResult = AsyncResult()
+        self._queue.append((ReadMark(me, username, room, other, message_id), result))
+        if self._readers < READERS_MAX:
+            self._readers += 1
+            gevent.spawn(self._mark_queued)
+        return result.get()
+
+    def _mark_queued(self) -> None:
+        try:
+            while self._queue:
+                batch = self._queue[:BATCH_MAX]
+                del self._queue[:BATCH_MAX]
+                try:
+                    states = self._mark([mark for mark, _ in batch])
+                except BaseException as exc:
+                    for _, result in batch:
+                        result.set_exception(exc)
+                    if not isinstance(exc, Exception):
+                        raise
+                else:
+                    for (_, result), state in zip(batch, states, strict=True):
+                        result.set(state)
+        finally:
+            self._readers -= 1
+
+    def _mark(self, marks: list[ReadMark]) -> list[ReadState | None]:
+        """The read state after each read of the batch, in its order."""
+        rooms, dms = _merged(marks)
+        with self.pool.autocommit() as cur:
+            cur.execute(_MARK, _parameters(rooms, dms))
+            rows = cur.fetchall()
+        states: dict[tuple, ReadState | None] = {}
+        for is_dm, n, read, unread, mentions, counted_up_to in rows:
+            marker = (dms if is_dm else rooms)[n - 1].marker
+            states[marker] = None if read is None else ReadState(read, unread, mentions, counted_up_to)
+        return [states[mark.marker] for mark in marks]
+
+
+def _merged(marks: list[ReadMark]) -> tuple[list[ReadMark], list[ReadMark]]:
+    """The room reads and the conversation reads, one per marker: of two reads of one
+    marker the greater id, since it wins anyway.
+
+    Twice in one statement, a row would be updated once by an arbitrary one of them (and
+    an INSERT ... ON CONFLICT would fail), and the two answers could tell different
+    markers; merged, both are answered with the marker as it stands after. Sorted: the
+    statement probes the markers in its arrays' order, so two batches moving the same
+    markers lock them in one order (else each could wait for a row the other holds, until
+    PostgreSQL failed one).
+    """
+    greatest: dict[tuple, ReadMark] = {}
+    for mark in marks:
+        held = greatest.get(mark.marker)
+        if held is None or mark.message_id > held.message_id:
+            greatest[mark.marker] = mark
+    rooms = sorted((m for m in greatest.values() if m.room is not None), key=lambda m: (m.room, m.me))
+    dms = sorted((m for m in greatest.values() if m.room is None), key=lambda m: (m.me, m.other))
+    return rooms, dms
+
+
+def _parameters(rooms: list[ReadMark], dms: list[ReadMark]) -> dict:
+    """The statement's arrays: a column each of the room reads and of the conversation
+    reads; of a user's mention words only their own (the room-wide one is everyone's)."""
+    return {
+        "room_users": [m.me for m in rooms],
+        "rooms": [m.room for m in rooms],
+        "room_ids": [m.message_id for m in rooms],
+        "room_names": [_own_mention(m.username) for m in rooms],
+        "dm_users": [m.me for m in dms],
+        "others": [m.other for m in dms],
+        "dm_ids": [m.message_id for m in dms],
+        "dm_names": [_own_mention(m.username) for m in dms],
+        "everyone": ROOM_MENTION,
+    }
+
+
+def _own_mention(username: str) -> str:
+    """The word that mentions this user alone (read_state.mention_names without @room;
+    a user named "room" has none other)."""
+    return next((name for name in mention_names(username) if name != ROOM_MENTION), ROOM_MENTION)
