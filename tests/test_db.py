@@ -214,3 +214,47 @@ def test_a_statement_rolled_back_is_unavailable_and_keeps_the_pools_connections(
             assert cur.fetchone()[0] == backend
     finally:
         pool.close()
+
+
+def backend_of(pool: db.Pool) -> int:
+    with pool.autocommit() as cur:
+        cur.execute("SELECT pg_backend_pid()")
+        return cur.fetchone()[0]
+
+
+def user_rows(url: str, user_id: int) -> int:
+    return len(sql(url, "SELECT 1 FROM users WHERE id = %s", (user_id,)))
+
+
+def test_an_explicit_transaction_left_open_commits_when_its_block_ends(database_url):
+    pool = db.Pool(database_url, size=1)
+    user_id = new_user_id()
+    try:
+        backend = backend_of(pool)
+        with pool.explicit_transaction() as cur:
+            cur.execute("BEGIN; INSERT INTO users (id, username) VALUES (%s, %s)", (user_id, unique("kept")))
+        assert user_rows(database_url, user_id) == 1
+        assert backend_of(pool) == backend
+    finally:
+        pool.close()
+
+
+@pytest.mark.parametrize("fails_in", ["python", "the string before its commit"])
+def test_an_explicit_transaction_that_fails_is_rolled_back_and_keeps_its_connection(database_url, fails_in):
+    """Whether the block raises or a statement fails before the COMMIT of its string, the
+    transaction is undone and the connection goes back to the pool outside one (a
+    connection returned inside one would be closed, and every idle one with it)."""
+    pool = db.Pool(database_url, size=1)
+    user_id = new_user_id()
+    insert = "BEGIN; INSERT INTO users (id, username) VALUES (%s, %s)"
+    try:
+        backend = backend_of(pool)
+        with pytest.raises((ZeroDivisionError, psycopg2.errors.DivisionByZero)), pool.explicit_transaction() as cur:
+            if fails_in == "python":
+                cur.execute(insert, (user_id, unique("undone")))
+                raise ZeroDivisionError
+            cur.execute(f"{insert}; SELECT 1 / 0; COMMIT", (user_id, unique("undone")))
+        assert user_rows(database_url, user_id) == 0
+        assert backend_of(pool) == backend
+    finally:
+        pool.close()
