@@ -4,15 +4,18 @@ An event is a row of `message_events` in its message's stream: its id comes from
 message id sequence and its seq from the room's (conversation's) last_seq, both taken
 under that channel's row lock, like a message's. So the gates, gap fills and replays,
 which order by seq and id, carry events with messages and need nothing of their own.
-Every function takes a cursor inside a transaction the caller owns.
+Every function takes a cursor inside a transaction the caller owns, but two: an event's
+transaction is opened by begin_and_lock and committed by record_and_commit, each in the
+round trip of its first (last) statements (the statements are prepared: STATEMENTS).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import protocol
 from .messages import ChannelKey, StoredEvent, StoredMessage
+from .prepared import PreparedStatements
 from .store import DM_PAIR, MESSAGE_COLUMNS, VISIBLE, WIRE_TIMESTAMP, row_to_message
 
 # The frame each kind of event is told with.
@@ -20,11 +23,23 @@ FRAME_OF = {"edit": "message_edited", "delete": "message_deleted", "react": "rea
 
 # The message an event is about, locked until the event commits: two edits (or a react and
 # its unreact) of one message are decided one after the other, each seeing the other's
-# outcome. Also whether its room is hidden from the user: private, and they no member.
-LOCK_MESSAGE = f"""SELECT {MESSAGE_COLUMNS},
-           m.room IS NOT NULL AND NOT EXISTS (SELECT 1 FROM rooms r WHERE r.name = m.room AND {VISIBLE})
+# outcome. The lock is a statement of its own: the next one, which reads the message and
+# what deciding the request needs, then takes its snapshot after the lock is granted, so
+# it sees what the transaction it waited for committed (in the locking statement, the
+# subqueries would read from before the wait: a react sent twice at once would be
+# recorded twice). It reads whether the message's room is hidden from the user (private,
+# and they no member), whether the user owns that room (who may delete), and whether
+# their reaction with the request's emoji is on (a react or unreact that changes nothing):
+# each an index lookup, cheaper than a round trip of its own.
+LOCK_MESSAGE = "SELECT 1 FROM messages WHERE id = %(id)s FOR UPDATE"
+READ_MESSAGE = f"""SELECT {MESSAGE_COLUMNS},
+           m.room IS NOT NULL AND NOT EXISTS (SELECT 1 FROM rooms r WHERE r.name = m.room AND {VISIBLE}),
+           EXISTS (SELECT 1 FROM chat_members o WHERE o.room = m.room AND o.user_id = %(user_id)s
+                   AND o.role = 'owner'),
+           EXISTS (SELECT 1 FROM message_reactions x WHERE x.message_id = m.id AND x.user_id = %(user_id)s
+                   AND x.emoji = %(emoji)s)
     FROM messages m LEFT JOIN users u ON u.id = m.from_user
-    WHERE m.id = %(id)s FOR UPDATE OF m"""
+    WHERE m.id = %(id)s"""
 
 # Events with the message they are about, as row_to_event reads them.
 SELECT_EVENTS = f"""SELECT e.id, e.seq, e.kind, e.room, e.user_low, e.user_high, e.user_id, e.username, e.emoji,
@@ -33,10 +48,11 @@ SELECT_EVENTS = f"""SELECT e.id, e.seq, e.kind, e.room, e.user_low, e.user_high,
 EVENT_FIELDS = 11
 
 # The latest event of a kind about a message (and, for a reaction, of that user and emoji):
-# what a resend is answered with.
+# what a resend is answered with. (A generic plan keeps the user test as a filter: the
+# index on (message_id, id) still finds a message's few events.)
 LATEST = f"""{SELECT_EVENTS}
     WHERE e.message_id = %(id)s AND e.kind = %(kind)s
-      AND (%(user_id)s::bigint IS NULL OR (e.user_id = %(user_id)s AND e.emoji = %(emoji)s))
+      AND (%(user_id)s IS NULL OR (e.user_id = %(user_id)s AND e.emoji = %(emoji)s))
     ORDER BY e.id DESC LIMIT 1"""
 
 # The next place in the channel's stream, under its row lock (held until commit), and the
@@ -59,56 +75,111 @@ INSERT_EVENT = """INSERT INTO message_events (id, seq, room, user_low, user_high
     VALUES (%(event_id)s, %(seq)s, %(room)s, %(low)s, %(high)s, %(kind)s, %(id)s, %(user_id)s, %(username)s,
             %(emoji)s, %(content)s, now())"""
 # A message's reactions as the message row shows them: emoji in the order they first came,
-# user ids in reaction order.
-_REACTIONS = """UPDATE messages SET reactions = (
+# user ids in reaction order. (A statement after the reaction's own, so that it sees it.)
+REACTIONS = """UPDATE messages SET reactions = (
         SELECT json_object_agg(emoji, users ORDER BY first) FROM (
             SELECT emoji, json_agg(user_id ORDER BY event_id) AS users, min(event_id) AS first
             FROM message_reactions WHERE message_id = %(id)s GROUP BY emoji) AS by_emoji)
     WHERE id = %(id)s"""
-# What each kind changes, in the event's transaction.
-APPLY = {
-    # The mentions follow the content: the unread mention counts read them (read_state.py).
-    "edit": """UPDATE messages SET content = %(content)s, edited_at = now(), mentions = %(mentions)s::text[]
-        WHERE id = %(id)s""",
-    # The content is erased wherever it is stored (the edits' copies too); the row stays,
-    # a tombstone, so that ids, seqs and replies keep their place.
-    "delete": """UPDATE messages SET content = '', deleted = true, reactions = NULL, mentions = NULL
-        WHERE id = %(id)s;
-        DELETE FROM message_reactions WHERE message_id = %(id)s;
-        UPDATE message_events SET content = NULL WHERE message_id = %(id)s AND content IS NOT NULL""",
-    "react": """INSERT INTO message_reactions (message_id, user_id, emoji, event_id)
-        VALUES (%(id)s, %(user_id)s, %(emoji)s, %(event_id)s);
-        """
-    + _REACTIONS,
-    "unreact": """DELETE FROM message_reactions WHERE message_id = %(id)s AND user_id = %(user_id)s
-        AND emoji = %(emoji)s;
-        """
-    + _REACTIONS,
-}
 NOTIFY = "SELECT pg_notify(%(channel)s, %(payload)s)"
 
+# Every statement of an event, prepared on every connection of the pool (by
+# runtime.prepare_pool_statements), since PostgreSQL spent more parsing and planning them
+# than running them. Each is a lookup by key, so a generic plan is right whatever the
+# parameters (tests/test_db.py checks them on tables grown after planning).
+STATEMENTS = PreparedStatements(
+    {
+        "chat_event_lock": LOCK_MESSAGE,
+        "chat_event_message": READ_MESSAGE,
+        "chat_event_latest": LATEST,
+        "chat_event_next_in_room": NEXT_IN_ROOM,
+        "chat_event_next_in_pair": NEXT_IN_PAIR,
+        "chat_event_insert": INSERT_EVENT,
+        # The mentions follow the content: the unread mention counts read them (read_state.py).
+        "chat_event_edit": """UPDATE messages SET content = %(content)s, edited_at = now(), mentions = %(mentions)s
+            WHERE id = %(id)s""",
+        # The content is erased wherever it is stored (the edits' copies too); the row stays,
+        # a tombstone, so that ids, seqs and replies keep their place.
+        "chat_event_delete": """UPDATE messages SET content = '', deleted = true, reactions = NULL, mentions = NULL
+            WHERE id = %(id)s""",
+        "chat_event_delete_reactions": "DELETE FROM message_reactions WHERE message_id = %(id)s",
+        "chat_event_erase_edits": """UPDATE message_events SET content = NULL
+            WHERE message_id = %(id)s AND content IS NOT NULL""",
+        "chat_event_react": """INSERT INTO message_reactions (message_id, user_id, emoji, event_id)
+            VALUES (%(id)s, %(user_id)s, %(emoji)s, %(event_id)s)""",
+        "chat_event_unreact": """DELETE FROM message_reactions
+            WHERE message_id = %(id)s AND user_id = %(user_id)s AND emoji = %(emoji)s""",
+        "chat_event_reactions": REACTIONS,
+        "chat_event_notify": NOTIFY,
+    },
+    types={
+        "id": "bigint",
+        "user_id": "bigint",
+        "emoji": "text",
+        "kind": "text",
+        "room": "text",
+        "low": "bigint",
+        "high": "bigint",
+        "event_id": "bigint",
+        "seq": "bigint",
+        "username": "text",
+        "content": "text",
+        "mentions": "text[]",
+        "channel": "text",
+        "payload": "text",
+    },
+    settings=("SET plan_cache_mode = force_generic_plan",),
+)
+_EXECUTE = STATEMENTS.execute
 
-def lock_message(cur, message_id: int, user_id: int) -> tuple[StoredMessage, bool] | None:
-    """The message (locked until commit) and whether its room is hidden from the user
-    (private, and they no member); None if unknown."""
-    cur.execute(LOCK_MESSAGE, {"id": message_id, "user_id": user_id})
+# Opens the event's transaction and reads the locked message, in one round trip: the
+# statement timeout is the transaction's (a lock held by a stuck transaction must not keep
+# the sender waiting for good).
+BEGIN_AND_LOCK = "; ".join(
+    [
+        "BEGIN",
+        "SET LOCAL statement_timeout = %(timeout)s",
+        _EXECUTE["chat_event_lock"],
+        _EXECUTE["chat_event_message"],
+    ]
+)
+# What each kind changes, in the event's transaction.
+APPLY = {
+    "edit": [_EXECUTE["chat_event_edit"]],
+    "delete": [
+        _EXECUTE["chat_event_delete"],
+        _EXECUTE["chat_event_delete_reactions"],
+        _EXECUTE["chat_event_erase_edits"],
+    ],
+    "react": [_EXECUTE["chat_event_react"], _EXECUTE["chat_event_reactions"]],
+    "unreact": [_EXECUTE["chat_event_unreact"], _EXECUTE["chat_event_reactions"]],
+}
+
+
+class Locked(NamedTuple):
+    """A message locked for an event, and what deciding the request needs of it."""
+
+    message: StoredMessage
+    hidden: bool  # its room is private, and the user no member
+    owner: bool  # the user owns its room
+    reacted: bool  # the user's reaction with the request's emoji is on it
+
+
+def begin_and_lock(cur, message_id: int, user_id: int, emoji: str | None, timeout_ms: int) -> Locked | None:
+    """Open the event's transaction (on an autocommit connection: Pool.explicit_transaction),
+    with its statement timeout, and lock the message in it until commit; None if unknown."""
+    params = {"id": message_id, "user_id": user_id, "emoji": emoji, "timeout": f"{timeout_ms}ms"}
+    cur.execute(BEGIN_AND_LOCK, params)
     row = cur.fetchone()
     if row is None:
         return None
-    return row_to_message(row[:-1]), row[-1]
-
-
-def has_reaction(cur, message_id: int, user_id: int, emoji: str) -> bool:
-    cur.execute(
-        "SELECT 1 FROM message_reactions WHERE message_id = %s AND user_id = %s AND emoji = %s",
-        (message_id, user_id, emoji),
-    )
-    return cur.fetchone() is not None
+    hidden, owner, reacted = row[-3:]
+    return Locked(row_to_message(row[:-3]), hidden, owner, reacted)
 
 
 def latest_event(cur, message_id: int, kind: str, user_id: int | None = None, emoji: str | None = None):
     """The latest event of `kind` about the message (of that user and emoji), or None."""
-    cur.execute(LATEST, {"id": message_id, "kind": kind, "user_id": user_id, "emoji": emoji})
+    cur.execute(_EXECUTE["chat_event_latest"], {"id": message_id, "kind": kind, "user_id": user_id, "emoji": emoji})
     row = cur.fetchone()
     return None if row is None else row_to_event(row)
 
@@ -117,17 +188,22 @@ def next_in_channel(cur, channel: ChannelKey) -> tuple[int, int, str] | None:
     """(seq, event id, timestamp) of a new event of the channel, its row locked; None when
     the room has no row (a message of a room removed under it)."""
     if channel[0] == "r":
-        cur.execute(NEXT_IN_ROOM, {"room": channel[1]})
+        cur.execute(_EXECUTE["chat_event_next_in_room"], {"room": channel[1]})
     else:
-        cur.execute(NEXT_IN_PAIR, {"low": channel[1], "high": channel[2]})
+        cur.execute(_EXECUTE["chat_event_next_in_pair"], {"low": channel[1], "high": channel[2]})
     return cur.fetchone()
 
 
-def record(
+def record_and_commit(
     cur, event: StoredEvent, kind: str, user_id: int, username: str, content: str | None, announce: tuple | None
 ) -> None:
     """Store the event and the change it makes; with `announce` (NOTIFY channel, payload),
-    announce it in the same transaction, so that listeners hear it exactly at commit."""
+    announce it in the same transaction, so that listeners hear it exactly at commit.
+
+    The commit goes in the same round trip: the channel's row lock (next_in_channel) is
+    held until it, and the group commit of the channel's messages waits for it. An error
+    stops the string before the COMMIT: the transaction is left failed, for the caller's
+    rollback (Pool.explicit_transaction)."""
     channel = event.channel
     params: dict[str, Any] = {
         "event_id": event.id,
@@ -143,11 +219,11 @@ def record(
         "content": content,
         "mentions": protocol.mentions_in(content) if kind == "edit" and content else None,
     }
-    statements = [INSERT_EVENT, APPLY[kind]]
+    statements = [_EXECUTE["chat_event_insert"], *APPLY[kind]]
     if announce is not None:
-        statements.append(NOTIFY)
+        statements.append(_EXECUTE["chat_event_notify"])
         params["channel"], params["payload"] = announce
-    cur.execute(";\n".join(statements), params)
+    cur.execute("; ".join([*statements, "COMMIT"]), params)
 
 
 def row_to_event(row: tuple) -> StoredEvent:

@@ -26,21 +26,23 @@ if TYPE_CHECKING:
 
 
 def handle_event(rt: ChatRuntime, conn: Connection, command: Command) -> None:
-    """Serve an edit, delete, react or unreact (the command's type)."""
-    kind = command.type
+    """Serve an edit, delete, react or unreact (the command's type).
+
+    Three round trips for an event: open the transaction and read the locked message with
+    the checks; take the channel's row lock and the event's place; store, announce and
+    commit. Only the last two hold the channel's lock, which the group commit of the
+    channel's messages waits for. A resend reads the earlier event instead of the last two.
+    """
     timeout_ms = round(rt.config["STORE_TIMEOUT_SECONDS"] * 1000)
-    with rt.pool.transaction() as cur:
-        # A lock held by a stuck transaction must not keep the sender waiting for good.
-        cur.execute("SET LOCAL statement_timeout = %s", (f"{timeout_ms}ms",))
-        locked = event_store.lock_message(cur, command.message_id, conn.user_id)
-        if locked is None or not may_read(conn, *locked):
+    with rt.pool.explicit_transaction() as cur:
+        locked = event_store.begin_and_lock(cur, command.message_id, conn.user_id, command.emoji, timeout_ms)
+        if locked is None or not may_read(conn, locked.message, locked.hidden):
             raise NotFound(f"message {command.message_id} does not exist")
-        message = locked[0]
-        check_allowed(cur, conn, kind, message)
-        event = answered_before(cur, conn, command, message)
+        check_allowed(conn, command.type, locked)
+        event = answered_before(cur, conn, command, locked)
         fresh = event is None
         if fresh:
-            event = record(rt, cur, conn, command, message)
+            event = record(rt, cur, conn, command, locked.message)
     if fresh:
         rt.deliver_stored_event(event)
     if not fresh or not rt.hub.receives(conn, event.channel):
@@ -55,30 +57,20 @@ def may_read(conn: Connection, message: StoredMessage, hidden_room: bool) -> boo
     return not hidden_room
 
 
-def check_allowed(cur, conn: Connection, kind: str, message: StoredMessage) -> None:
-    """Only the author edits; the author deletes, and so does the room's owner; any
-    reader reacts."""
-    author = message.data["fromUser"] == conn.user_id
+def check_allowed(conn: Connection, kind: str, locked: event_store.Locked) -> None:
+    """Only the author edits; the author deletes, and so does the room's owner
+    (chat_members.role: its creator); any reader reacts."""
+    author = locked.message.data["fromUser"] == conn.user_id
     if kind == "edit" and not author:
         raise Forbidden("only its author may edit a message")
-    if kind == "delete" and not author and not is_room_owner(cur, message, conn.user_id):
+    if kind == "delete" and not author and not locked.owner:
         raise Forbidden("only its author (or the room's owner) may delete a message")
 
 
-def is_room_owner(cur, message: StoredMessage, user_id: int) -> bool:
-    """Whether the user owns the message's room (chat_members.role: its creator)."""
-    if message.is_dm:
-        return False
-    cur.execute(
-        "SELECT 1 FROM chat_members WHERE room = %s AND user_id = %s AND role = 'owner'", (message.room, user_id)
-    )
-    return cur.fetchone() is not None
-
-
-def answered_before(cur, conn: Connection, command: Command, message: StoredMessage) -> StoredEvent | None:
+def answered_before(cur, conn: Connection, command: Command, locked: event_store.Locked) -> StoredEvent | None:
     """The event a request that changes nothing is answered with (None: it changes
     something). A deleted message takes no edit or reaction: it is gone."""
-    kind, message_id = command.type, command.message_id
+    kind, message_id, message = command.type, command.message_id, locked.message
     deleted = bool(message.data.get("deleted"))
     if kind == "delete":
         if not deleted:
@@ -93,8 +85,7 @@ def answered_before(cur, conn: Connection, command: Command, message: StoredMess
         if "editedAt" not in message.data or message.data["content"] != command.content:
             return None
         return event_store.latest_event(cur, message_id, "edit")
-    reacted = event_store.has_reaction(cur, message_id, conn.user_id, command.emoji)
-    if reacted != (kind == "react"):
+    if locked.reacted != (kind == "react"):
         return None
     earlier = event_store.latest_event(cur, message_id, kind, conn.user_id, command.emoji)
     if earlier is None:  # an unreact of a reaction never made
@@ -103,7 +94,7 @@ def answered_before(cur, conn: Connection, command: Command, message: StoredMess
 
 
 def record(rt: ChatRuntime, cur, conn: Connection, command: Command, message: StoredMessage) -> StoredEvent:
-    """Number, store and announce the event (inside the caller's transaction)."""
+    """Number, store, announce and commit the event."""
     channel: ChannelKey = message.channel
     numbered = event_store.next_in_channel(cur, channel)
     if numbered is None:
@@ -113,7 +104,7 @@ def record(rt: ChatRuntime, cur, conn: Connection, command: Command, message: St
         event_id, seq, command.type, channel, message, conn.user_id, conn.username, command.emoji, command.content, at
     )
     announce = rt.bus.notify_payload(event)
-    event_store.record(cur, event, command.type, conn.user_id, conn.username, command.content, announce)
+    event_store.record_and_commit(cur, event, command.type, conn.user_id, conn.username, command.content, announce)
     return event
 
 

@@ -359,11 +359,12 @@ class ChatRuntime:
 
 
 def prepare_pool_statements(cur) -> None:
-    """What every connection of the pool prepares: the statements each connect, join and
-    `read` run."""
+    """What every connection of the pool prepares: the statements each connect, join,
+    `read` and event (edit, delete, reaction) run."""
     store.SESSION.prepare(cur)
     PRESENCE_STATEMENTS.prepare(cur)
     READ_MARKS_STATEMENTS.prepare(cur)
+    event_store.STATEMENTS.prepare(cur)
 
 
 def _wire_to_args(data: dict) -> dict:

@@ -7,7 +7,7 @@ import os
 import psycopg2.errors
 import pytest
 
-from app import db, presence, runtime, store
+from app import db, event_store, presence, runtime, store
 from app.errors import Unavailable
 from tests.support.databases import sql
 from tests.support.identities import new_user_id, unique
@@ -214,3 +214,105 @@ def test_a_statement_rolled_back_is_unavailable_and_keeps_the_pools_connections(
             assert cur.fetchone()[0] == backend
     finally:
         pool.close()
+
+
+def backend_of(pool: db.Pool) -> int:
+    with pool.autocommit() as cur:
+        cur.execute("SELECT pg_backend_pid()")
+        return cur.fetchone()[0]
+
+
+def user_rows(url: str, user_id: int) -> int:
+    return len(sql(url, "SELECT 1 FROM users WHERE id = %s", (user_id,)))
+
+
+def test_an_explicit_transaction_left_open_commits_when_its_block_ends(database_url):
+    pool = db.Pool(database_url, size=1)
+    user_id = new_user_id()
+    try:
+        backend = backend_of(pool)
+        with pool.explicit_transaction() as cur:
+            cur.execute("BEGIN; INSERT INTO users (id, username) VALUES (%s, %s)", (user_id, unique("kept")))
+        assert user_rows(database_url, user_id) == 1
+        assert backend_of(pool) == backend
+    finally:
+        pool.close()
+
+
+@pytest.mark.parametrize("fails_in", ["python", "the string before its commit"])
+def test_an_explicit_transaction_that_fails_is_rolled_back_and_keeps_its_connection(database_url, fails_in):
+    """Whether the block raises or a statement fails before the COMMIT of its string, the
+    transaction is undone and the connection goes back to the pool outside one (a
+    connection returned inside one would be closed, and every idle one with it)."""
+    pool = db.Pool(database_url, size=1)
+    user_id = new_user_id()
+    insert = "BEGIN; INSERT INTO users (id, username) VALUES (%s, %s)"
+    try:
+        backend = backend_of(pool)
+        with pytest.raises((ZeroDivisionError, psycopg2.errors.DivisionByZero)), pool.explicit_transaction() as cur:
+            if fails_in == "python":
+                cur.execute(insert, (user_id, unique("undone")))
+                raise ZeroDivisionError
+            cur.execute(f"{insert}; SELECT 1 / 0; COMMIT", (user_id, unique("undone")))
+        assert user_rows(database_url, user_id) == 0
+        assert backend_of(pool) == backend
+    finally:
+        pool.close()
+
+
+def event_parameters(message_id: int, event_id: int) -> dict:
+    """Parameters for every statement of an event (app/event_store.py STATEMENTS)."""
+    return {
+        "id": message_id,
+        "user_id": 7,
+        "emoji": "x",
+        "kind": "react",
+        "room": "plan1",
+        "low": 7,
+        "high": 8,
+        "event_id": event_id,
+        "seq": 1,
+        "username": "u7",
+        "content": "edited",
+        "mentions": [],
+        "channel": "chat_plan_test",
+        "payload": "p",
+    }
+
+
+def test_event_plans_made_on_empty_tables_stay_lookups_as_the_tables_grow(fresh_database):
+    """An event's statements are planned once per pooled connection (generic plans),
+    perhaps on empty tables: an event must still read only its own rows once the tables
+    hold many."""
+    url = fresh_database()
+    pool = db.Pool(url, size=1, setup=runtime.prepare_pool_statements)
+    statements = list(event_store.STATEMENTS.execute.values())
+    try:
+        with pool.autocommit() as cur:
+            cur.execute(
+                """INSERT INTO rooms (name) VALUES ('plan1');
+                   INSERT INTO messages (from_user, room, content, seq) VALUES (8, 'plan1', 'hi', 1) RETURNING id"""
+            )
+            message_id = cur.fetchone()[0]
+            for statement in statements:  # plans made now, on empty tables
+                cur.execute(statement, event_parameters(message_id, -1))
+            cur.execute(
+                """INSERT INTO rooms (name) SELECT 'plan' || g FROM generate_series(2, 2000) g;
+                   INSERT INTO chat_members (room, user_id) SELECT 'plan' || (g %% 2000 + 1), g
+                   FROM generate_series(1, 40000) g;
+                   INSERT INTO messages (from_user, room, content, seq)
+                   SELECT g %% 1000, 'plan' || (g %% 2000 + 1), 'grown', 0 FROM generate_series(1, 60000) g;
+                   INSERT INTO message_events (id, seq, room, kind, message_id, user_id, username, emoji)
+                   SELECT 10000000 + g, 0, 'plan2', 'react', %s + g, g %% 1000, 'u', 'x'
+                   FROM generate_series(1, 60000) g;
+                   INSERT INTO message_reactions (message_id, user_id, emoji, event_id)
+                   SELECT %s + g, g %% 1000, 'x', 10000000 + g FROM generate_series(1, 60000) g;
+                   INSERT INTO dm_threads SELECT g, g + 1, 0 FROM generate_series(100, 30100) g""",
+                (message_id, message_id),
+            )
+            # No ANALYZE (see the batch test above).
+            read = pages_read(cur, statements, event_parameters(message_id, -2))
+    finally:
+        pool.close()
+    # index lookups: 149 pages; planned with sequential scans: 8,548
+    assert read < 400, f"one event's statements read {read} pages"
