@@ -5,8 +5,8 @@ its own, a marker's move then its counts, each a round trip and each parsed and 
 anew: under load PostgreSQL spent about a third of its CPU planning them, and the worker
 its share on the round trips. Queued here like the resuming joins' reads
 (app/resume_reads.py), the reads of many users are answered by one prepared statement: it
-moves every marker and counts from where each stands after, as read_state's MARK_ROOM,
-MARK_DM, ROOM_COUNTS and DM_COUNTS (with bounds) would one by one.
+moves every marker forward and counts from where each stands after, as read_state's
+ROOM_COUNTS and DM_COUNTS count.
 """
 
 from __future__ import annotations
@@ -27,10 +27,11 @@ from .store import DM_PAIR
 BATCH_MAX = 500
 READERS_MAX = 2
 
-# The room reads: each with its room's newest id (a marker never goes past it, as in
-# MARK_ROOM; also the counts' `countedUpTo`, read in the same snapshot); the markers moved
-# forward only (`last_read_id < target`, checked again on a row a concurrent read updated
-# first); and the counts from each marker as it stands after, as ROOM_COUNTS's. The rest of
+# The room reads: each with its room's newest id (a marker never goes past it, or the
+# next messages would count as read before anyone saw them; also the counts'
+# `countedUpTo`, read in the same snapshot); the markers moved forward only
+# (`last_read_id < target`, checked again on a row a concurrent read updated first); and
+# the counts from each marker as it stands after, as ROOM_COUNTS's. The rest of
 # the statement sees the rows as they were before the UPDATE: the marker after is the
 # greater of that one and the target, NULL for a user who is not a member. (Not joined
 # with the UPDATE's RETURNING: planned for a few rows, that join would compare every read
@@ -57,7 +58,7 @@ SELECT false, s.n, s.read,
        s.newest
 FROM room_after s"""
 
-# The conversation reads, as MARK_DM then DM_COUNTS: the marker clamped to the
+# The conversation reads, counted as DM_COUNTS counts: the marker clamped to the
 # conversation's newest message, and after the move the greater of the stored one (none
 # is 0) and the target; `countedUpTo` the partner's newest (the only messages the counts
 # look at).

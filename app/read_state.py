@@ -6,7 +6,7 @@ kept per member: a message to a room of 5,000 members would otherwise update 5,0
 on the hot path. Each count reads index entries only (schema.sql: messages_room_id_sender,
 messages_room_mentions, messages_dm_inbox), as many as there are unread messages.
 Every function takes a cursor; all SQL is parameterised. A `read` frame's move and counts
-are app/read_marks.py's, many at once, written after MARK_ROOM, MARK_DM and the counts here.
+are app/read_marks.py's, many reads at once, counted as ROOM_COUNTS and DM_COUNTS count.
 """
 
 from __future__ import annotations
@@ -14,44 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .protocol import ROOM_MENTION
-from .store import DM_PAIR
-
-# The newest message id of a room / conversation: a marker never goes past it, or the
-# next messages would count as read before anyone saw them.
-_ROOM_NEWEST = "COALESCE((SELECT id FROM messages WHERE room = %(room)s ORDER BY id DESC LIMIT 1), 0)"
-_DM_NEWEST = f"""COALESCE((SELECT m.id FROM messages m WHERE {DM_PAIR.format(low="%(low)s", high="%(high)s")}
-                          ORDER BY m.id DESC LIMIT 1), 0)"""
 
 # A marker's commit does not wait for its WAL to reach the disk: readers send one every few
-# messages, committed alone or a batch at a time (app/read_marks.py), and a flush each would
-# make the markers cost more than the messages they mark, which share a flush per batch. What a crash of PostgreSQL
-# (not a clean restart, which flushes) can undo is the last fraction of a second of
-# markers, never a message: the counts then show those messages unread again.
+# messages, a batch of them a commit (app/read_marks.py), and a flush each would make the
+# markers cost more than the messages they mark, which share a flush per batch. What a
+# crash of PostgreSQL (not a clean restart, which flushes) can undo is the last fraction of
+# a second of markers, never a message: the counts then show those messages unread again.
 NO_FLUSH_WAIT = "SET LOCAL synchronous_commit = off;"
-
-# Moves the marker forward only (an older id changes nothing); the marker as it stands
-# after, or NULL when the user is not a member. `last_read_id < target` is checked again
-# on the row a concurrent read updated first, so the greater id wins whatever the order.
-MARK_ROOM = f"""{NO_FLUSH_WAIT}
-WITH target AS (SELECT LEAST(%(id)s, {_ROOM_NEWEST}) AS id),
-moved AS (
-    UPDATE chat_members c SET last_read_id = t.id FROM target t
-    WHERE c.room = %(room)s AND c.user_id = %(me)s AND c.last_read_id < t.id
-    RETURNING c.last_read_id
-)
-SELECT COALESCE((SELECT last_read_id FROM moved),
-                (SELECT last_read_id FROM chat_members WHERE room = %(room)s AND user_id = %(me)s))"""
-
-MARK_DM = f"""{NO_FLUSH_WAIT}
-WITH target AS (SELECT LEAST(%(id)s, {_DM_NEWEST}) AS id),
-moved AS (
-    INSERT INTO dm_reads AS r (user_id, other_id, last_read_id) SELECT %(me)s, %(other)s, id FROM target
-    ON CONFLICT (user_id, other_id) DO UPDATE SET last_read_id = EXCLUDED.last_read_id
-        WHERE r.last_read_id < EXCLUDED.last_read_id
-    RETURNING r.last_read_id
-)
-SELECT COALESCE((SELECT last_read_id FROM moved),
-                (SELECT last_read_id FROM dm_reads WHERE user_id = %(me)s AND other_id = %(other)s), 0)"""
 
 # Unread and mentions of rooms, each given with the marker it counts from. Two index-only
 # range scans per room: the unread ones in messages_room_id_sender, those of them that
@@ -62,20 +31,14 @@ SELECT w.room,
         WHERE x.room = w.room AND x.id > w.read AND x.from_user <> %(me)s AND NOT x.deleted),
        (SELECT count(*) FROM messages x
         WHERE x.room = w.room AND x.id > w.read AND x.from_user <> %(me)s
-          AND x.mentions IS NOT NULL AND x.mentions && %(names)s),
-       CASE WHEN %(bounds)s THEN
-           COALESCE((SELECT x.id FROM messages x WHERE x.room = w.room ORDER BY x.id DESC LIMIT 1), 0) END
+          AND x.mentions IS NOT NULL AND x.mentions && %(names)s)
 FROM unnest(%(rooms)s::text[], %(reads)s::bigint[]) AS w(room, read)"""
 
 # The marker, unread and mentions of conversations, by partner: one index-only range scan
 # of messages_dm_inbox each (what the partner sent the user after the marker). A
 # conversation with oneself has nothing unread: every message in it is one's own.
 DM_COUNTS = """
-SELECT w.other, COALESCE(r.last_read_id, 0), c.unread, c.mentions,
-       CASE WHEN %(bounds)s THEN
-           COALESCE((SELECT x.id FROM messages x
-                     WHERE x.to_user = %(me)s AND x.from_user = w.other AND w.other <> %(me)s
-                     ORDER BY x.id DESC LIMIT 1), 0) END
+SELECT w.other, COALESCE(r.last_read_id, 0), c.unread, c.mentions
 FROM unnest(%(others)s::bigint[]) AS w(other)
 LEFT JOIN dm_reads r ON r.user_id = %(me)s AND r.other_id = w.other
 CROSS JOIN LATERAL (
@@ -93,8 +56,8 @@ class ReadState:
     last_read_id: int
     unread: int
     mentions: int
-    # The newest message the counts took in (in the statement's snapshot), asked for by
-    # `read` only (`bounds`): a client counts only those after it as they arrive. The room's
+    # The newest message the counts took in (in the statement's snapshot), told by `read`
+    # only (app/read_marks.py): a client counts only those after it as they arrive. The room's
     # newest; a conversation's newest from the partner, the only ones the counts look at.
     # (Not read for welcome and the lists, whose items carry a lastId of their own: it cost
     # welcome an index probe per room and conversation.)
@@ -110,23 +73,8 @@ def mention_names(username: str) -> list[str]:
     return [username.lower(), ROOM_MENTION]
 
 
-def mark_room(cur, me: int, room: str, message_id: int) -> int | None:
-    """Move the user's marker in a room forward to `message_id` (at most the room's
-    newest message); the marker after, or None when the user is not a member."""
-    cur.execute(MARK_ROOM, {"me": me, "room": room, "id": message_id})
-    return cur.fetchone()[0]
-
-
-def mark_dm(cur, me: int, other: int, message_id: int) -> int:
-    """Move the user's marker in the conversation with `other` forward; the marker after."""
-    params = {"me": me, "other": other, "id": message_id, "low": min(me, other), "high": max(me, other)}
-    cur.execute(MARK_DM, params)
-    return cur.fetchone()[0]
-
-
-def room_counts(cur, me: int, username: str, reads: dict[str, int], bounds: bool = False) -> dict[str, ReadState]:
-    """The read state of rooms, given each room's marker (room -> last_read_id); with
-    `bounds`, up to which message each was counted."""
+def room_counts(cur, me: int, username: str, reads: dict[str, int]) -> dict[str, ReadState]:
+    """The read state of rooms, given each room's marker (room -> last_read_id)."""
     if not reads:
         return {}
     rooms = list(reads)
@@ -135,18 +83,16 @@ def room_counts(cur, me: int, username: str, reads: dict[str, int], bounds: bool
         "names": mention_names(username),
         "rooms": rooms,
         "reads": [reads[r] for r in rooms],
-        "bounds": bounds,
     }
     cur.execute(ROOM_COUNTS, params)
-    return {room: ReadState(reads[room], unread, mentions, newest) for room, unread, mentions, newest in cur}
+    return {room: ReadState(reads[room], unread, mentions) for room, unread, mentions in cur}
 
 
-def dm_counts(cur, me: int, username: str, others: list[int], bounds: bool = False) -> dict[int, ReadState]:
-    """The read state of the user's conversations with `others`; with `bounds`, up to
-    which message each was counted."""
+def dm_counts(cur, me: int, username: str, others: list[int]) -> dict[int, ReadState]:
+    """The read state of the user's conversations with `others`."""
     if not others:
         return {}
-    cur.execute(DM_COUNTS, {"me": me, "names": mention_names(username), "others": others, "bounds": bounds})
+    cur.execute(DM_COUNTS, {"me": me, "names": mention_names(username), "others": others})
     return {other: ReadState(*state) for other, *state in cur}
 
 

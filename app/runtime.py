@@ -249,10 +249,11 @@ class ChatRuntime:
         payload.update({"room": room} if room is not None else {"with": other})
         self.deliver_read(payload)
         try:
-            # Sent even while no other node seems to listen, as presence is: nothing
-            # repairs a lost one (the next `read`, `my_rooms` or `welcome` tells the
-            # state as it is).
-            self.bus.publish_event(payload)
+            # Only while another node may listen, as typing: a process alone (the default
+            # of one worker) paid a NOTIFY and its round trip for every `read`, heard by
+            # nobody. A device on a node that started a moment ago (before its hello came)
+            # can miss one; its next `read`, `my_rooms` or `welcome` tells the state as it is.
+            self.bus.publish_event(payload, only_if_heard=True)
         except ChatError:
             pass
 
