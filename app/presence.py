@@ -285,6 +285,10 @@ STATEMENTS = PreparedStatements(
         # rows up by key, so index scans are forced, as on the group-commit connections
         # (store.BATCH); a table that no index serves is still scanned.
         "SET enable_seqscan = off",
+        # A plan with a scan so disabled costs more than 10^10, far past jit_above_cost:
+        # PostgreSQL then compiled it, 80 ms each run (the heartbeat's 0.5 ms statement
+        # took 98). Statements of a few milliseconds never gain from JIT.
+        "SET jit = off",
     ),
     # Its CTEs join each other by (room, user): planned generically (unnest of a parameter
     # guessed at 10 rows, a row after the filter) those joins were nested loops, a million

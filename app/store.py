@@ -659,6 +659,9 @@ BATCH = PreparedStatements(
         # for a small table) reads them all, under the row locks. These connections run
         # only these statements, so index scans are forced.
         "SET enable_seqscan = off",
+        # (and no JIT: a disabled scan's cost, past 10^10, would have a plan compiled at
+        # every run, tens of milliseconds; see app/presence.py STATEMENTS)
+        "SET jit = off",
     ),
 )
 
