@@ -62,6 +62,7 @@ from . import db
 from .errors import ChatError
 from .messages import StoredEvent, StoredMessage
 from .metrics import BUS_RECONNECTS, FOREIGN_PAYLOADS
+from .transport import coalesced
 
 log = logging.getLogger(__name__)
 
@@ -294,8 +295,9 @@ class PostgresBus(Bus):
                 read_at = time.monotonic()
                 conn.poll()  # reads everything that has come
                 notifies, conn.notifies[:] = list(conn.notifies), []
-                for notify in notifies:
-                    self._receive(notify.payload)
+                with coalesced():  # what came at once goes to each client in one write
+                    for notify in notifies:
+                        self._receive(notify.payload)
                 self._handled_until = read_at
         finally:
             self._waiting_on = None

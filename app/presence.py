@@ -33,6 +33,7 @@ from .errors import ChatError
 from .online import OnlineLists, RoomOnline
 from .prepared import PreparedStatements
 from .store import RoomState
+from .transport import coalesced
 
 log = logging.getLogger(__name__)
 
@@ -575,10 +576,18 @@ class Presence:
         return []
 
     def after_commit(self, announced: list[dict]) -> None:
-        """Deliver the announcements of a committed transaction here (and publish them)."""
+        """Deliver the announcements of a committed transaction here (and publish them).
+
+        Publishing waits for the bus, so the frames are coalesced (one write per client)
+        only where nothing is published here: the PostgreSQL bus announced them already.
+        """
+        if self.bus.notify_channel:
+            with coalesced():
+                for payload in announced:
+                    self.deliver_event(payload)
+            return
         for payload in announced:
-            if not self.bus.notify_channel:
-                self.bus.publish_event(payload)
+            self.bus.publish_event(payload)
             self.deliver_event(payload)
 
     def _announced_in(self, online: RoomOnline, user_id: int) -> bool:

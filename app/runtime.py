@@ -38,6 +38,7 @@ from .read_marks import STATEMENTS as READ_MARKS_STATEMENTS
 from .read_marks import ReadMarks
 from .read_state import ReadState
 from .shared_read import SharedRead
+from .transport import coalesced
 from .users_online import UsersOnline
 from .wsframe import text_frame
 
@@ -146,8 +147,9 @@ class ChatRuntime:
 
     def _committed(self, messages: list[StoredMessage]) -> None:
         """Our own commit: deliver here at once, and announce where the bus needs it."""
-        for message in messages:
-            self.hub.deliver(message)
+        with coalesced():  # a client in several of the batch's rooms: one write
+            for message in messages:
+                self.hub.deliver(message)
         self.bus.publish_messages(messages)
 
     def on_bus_payload(self, payload: dict) -> None:

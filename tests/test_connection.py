@@ -1,5 +1,5 @@
 """A connection's sending side over a real socket pair: what the client reads when the
-server gives up on a client that reads too slowly."""
+server gives up on a client that reads too slowly, and when frames are coalesced."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import gevent
 import gevent.socket
 
 from app.connection import Connection
+from app.transport import coalesced
 from app.wsframe import CLOSE_POLICY_VIOLATION, OP_CLOSE, OP_TEXT, text_frame
 from tests.support.connection_config import CONNECTION_CONFIG
 from tests.support.frames import server_frames
@@ -90,3 +91,58 @@ def test_the_process_total_counts_a_frame_until_the_kernel_has_taken_it():
         for _, theirs in pairs:
             theirs.close()
     assert Connection.queued_in_process == baseline
+
+
+class CountingSocket:
+    """A socket whose send() calls are counted."""
+
+    def __init__(self, sock) -> None:
+        self.sock, self.sends = sock, 0
+
+    def send(self, data) -> int:
+        self.sends += 1
+        return self.sock.send(data)
+
+
+def test_frames_sent_inside_coalesced_reach_each_client_in_order_in_one_write_at_its_end():
+    """A fan-out inside `coalesced()` writes nothing until the block ends, then each
+    client's frames, joined, with one send(); an inner block leaves that to the outer."""
+    pairs = [gevent.socket.socketpair() for _ in range(2)]
+    first, second = (Connection(ours, CONNECTION_CONFIG, "test") for ours, _ in pairs)
+    for conn in (first, second):
+        conn.raw = CountingSocket(conn.raw)
+    try:
+        with coalesced():
+            for n in range(3):
+                first.send_frame(text_frame(f"first {n}".encode()))
+                with coalesced():
+                    second.send_frame(text_frame(f"second {n}".encode()))
+            assert (first.raw.sends, second.raw.sends) == (0, 0)
+        assert (first.raw.sends, second.raw.sends) == (1, 1)
+        first.close(1000)
+        second.close(1000)
+        received = [server_frames(read_to_the_end(theirs)) for _, theirs in pairs]
+    finally:
+        for ours, theirs in pairs:
+            ours.close()
+            theirs.close()
+    assert [payload for _, payload in received[0][:3]] == [b"first 0", b"first 1", b"first 2"]
+    assert [payload for _, payload in received[1][:3]] == [b"second 0", b"second 1", b"second 2"]
+    assert [opcode for opcode, _ in received[0]] == [OP_TEXT] * 3 + [OP_CLOSE]
+
+
+def test_a_client_closed_inside_coalesced_gets_the_frames_sent_before_the_close_then_the_close():
+    """Closing starts inside the block: what was sent before it still goes first, what
+    is sent after it is dropped, and the close frame comes last."""
+    ours, theirs = gevent.socket.socketpair()
+    conn = Connection(ours, CONNECTION_CONFIG, "test")
+    try:
+        with coalesced():
+            conn.send_frame(text_frame(b"before"))
+            conn.close(1000)
+            conn.send_frame(text_frame(b"after"))
+        frames = server_frames(read_to_the_end(theirs))
+    finally:
+        ours.close()
+        theirs.close()
+    assert [(opcode, payload[:6]) for opcode, payload in frames] == [(OP_TEXT, b"before"), (OP_CLOSE, frames[1][1][:6])]
