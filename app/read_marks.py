@@ -3,19 +3,16 @@
 A reader sends `read` every few messages (PROTOCOL.md §9), and each cost two statements of
 its own, a marker's move then its counts, each a round trip and each parsed and planned
 anew: under load PostgreSQL spent about a third of its CPU planning them, and the worker
-its share on the round trips. Queued here like the resuming joins' reads
-(app/resume_reads.py), the reads of many users are answered by one prepared statement: it
-moves every marker forward and counts from where each stands after, as read_state's
-ROOM_COUNTS and DM_COUNTS count.
+its share on the round trips. Queued here (app/batched.py), the reads of many users are
+answered by one prepared statement: it moves every marker forward and counts from where
+each stands after, as read_state's ROOM_COUNTS and DM_COUNTS count.
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
-import gevent
-from gevent.event import AsyncResult
-
+from .batched import Batched
 from .db import Pool
 from .prepared import PreparedStatements
 from .protocol import ROOM_MENTION
@@ -23,7 +20,7 @@ from .read_state import NO_FLUSH_WAIT, ReadState, mention_names
 from .store import DM_PAIR
 
 # Reads answered by one statement at most, and greenlets sending one at once: a second
-# batch forms while the first is on its way, as in app/resume_reads.py.
+# batch forms while the first is on its way (app/batched.py).
 BATCH_MAX = 500
 READERS_MAX = 2
 
@@ -129,13 +126,12 @@ class ReadMark(NamedTuple):
         return self.me, self.room, self.other
 
 
-class ReadMarks:
+class ReadMarks(Batched[ReadMark, ReadState | None]):
     """Queue of `read`s, each answered with the read state after it, many a round trip."""
 
     def __init__(self, pool: Pool) -> None:
+        super().__init__(BATCH_MAX, READERS_MAX)
         self.pool = pool
-        self._queue: list[tuple[ReadMark, AsyncResult]] = []
-        self._readers = 0
 
     def mark(self, me: int, username: str, room: str | None, other: int | None, message_id: int) -> ReadState | None:
         """Move the user's marker in `room` or the conversation with `other` forward to
@@ -144,32 +140,9 @@ class ReadMarks:
 
         Raises what the statement raised (ChatError when the database is away).
         """
-        result: AsyncResult = AsyncResult()
-        self._queue.append((ReadMark(me, username, room, other, message_id), result))
-        if self._readers < READERS_MAX:
-            self._readers += 1
-            gevent.spawn(self._mark_queued)
-        return result.get()
+        return self.ask(ReadMark(me, username, room, other, message_id))
 
-    def _mark_queued(self) -> None:
-        try:
-            while self._queue:
-                batch = self._queue[:BATCH_MAX]
-                del self._queue[:BATCH_MAX]
-                try:
-                    states = self._mark([mark for mark, _ in batch])
-                except BaseException as exc:
-                    for _, result in batch:
-                        result.set_exception(exc)
-                    if not isinstance(exc, Exception):
-                        raise
-                else:
-                    for (_, result), state in zip(batch, states, strict=True):
-                        result.set(state)
-        finally:
-            self._readers -= 1
-
-    def _mark(self, marks: list[ReadMark]) -> list[ReadState | None]:
+    def answer_batch(self, marks: list[ReadMark]) -> list[ReadState | None]:
         """The read state after each read of the batch, in its order."""
         rooms, dms = _merged(marks)
         with self.pool.autocommit() as cur:

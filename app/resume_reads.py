@@ -4,17 +4,15 @@ A client resuming after a restart sends `join` with `since` for each of its room
 which its connection receives already (app/membership.py, Memberships._rejoin). Each needs
 the room's member count for its join_ack and the messages and events between its `since`
 and its floor for the replay: three queries. A crowd reconnecting at once sends tens of
-thousands; queued here, they are read for many joins a round trip, like the batcher's
-group commit (app/batcher.py), and the pool stays free for the rest.
+thousands; queued here (app/batched.py), they are read for many joins a round trip, and the
+pool stays free for the rest.
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
-import gevent
-from gevent.event import AsyncResult
-
+from .batched import Batched
 from .db import Pool
 from .event_store import SELECT_EVENTS, row_to_event
 from .messages import StoredMessage
@@ -46,50 +44,26 @@ class Resumed(NamedTuple):
     page: list[StoredMessage]
 
 
-class ResumeReads:
+class ResumeReads(Batched[tuple[str, int, int], Resumed]):
     """Queue of (room, since, up_to) reads, answered many a round trip."""
 
     def __init__(self, pool: Pool, page_size: int) -> None:
+        super().__init__(BATCH_MAX, READERS_MAX)
         self.pool = pool
         self.page_size = page_size
-        self._queue: list[tuple[str, int, int, AsyncResult]] = []
-        self._readers = 0
 
     def read(self, room: str, since: int, up_to: int) -> Resumed:
         """The room's member count and the first page of what lies in (since, up_to], in id order.
 
         Raises what the read raised (ChatError when the database is away).
         """
-        result: AsyncResult = AsyncResult()
-        self._queue.append((room, since, up_to, result))
-        if self._readers < READERS_MAX:
-            self._readers += 1
-            gevent.spawn(self._read_queued)
-        return result.get()
+        return self.ask((room, since, up_to))
 
-    def _read_queued(self) -> None:
-        try:
-            while self._queue:
-                batch = self._queue[:BATCH_MAX]
-                del self._queue[:BATCH_MAX]
-                try:
-                    answers = self._read(batch)
-                except BaseException as exc:
-                    for *_, result in batch:
-                        result.set_exception(exc)
-                    if not isinstance(exc, Exception):
-                        raise
-                else:
-                    for (*_, result), answer in zip(batch, answers, strict=True):
-                        result.set(answer)
-        finally:
-            self._readers -= 1
-
-    def _read(self, batch: list[tuple[str, int, int, AsyncResult]]) -> list[Resumed]:
+    def answer_batch(self, batch: list[tuple[str, int, int]]) -> list[Resumed]:
         parameters = {
-            "rooms": [room for room, _, _, _ in batch],
-            "sinces": [since for _, since, _, _ in batch],
-            "up_tos": [up_to for _, _, up_to, _ in batch],
+            "rooms": [room for room, _, _ in batch],
+            "sinces": [since for _, since, _ in batch],
+            "up_tos": [up_to for _, _, up_to in batch],
             "limit": self.page_size,
         }
         pages: list[list[StoredMessage]] = [[] for _ in batch]
@@ -97,7 +71,7 @@ class ResumeReads:
             cur.execute(_COUNTS, parameters)
             counts = {n: (members, owner) for n, members, owner in cur.fetchall()}
             # Only a join with something to replay needs its page.
-            if any(since < up_to for _, since, up_to, _ in batch):
+            if any(since < up_to for _, since, up_to in batch):
                 cur.execute(_MESSAGES, parameters)
                 for row in cur:
                     pages[row[0] - 1].append(row_to_message(row[1:]))

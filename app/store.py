@@ -783,13 +783,14 @@ def find_users(cur, prefix: str, limit: int, alive_seconds: float) -> list[dict[
     return [{"userId": user_id, "username": name, "online": online} for user_id, name, online in cur]
 
 
-def note_user_online(cur, user_id: int, node_id: str) -> None:
-    """The user has a connection on this node (user_presence)."""
+def add_users_online(cur, user_ids: list[int], node_id: str) -> None:
+    """These users have a connection on this node (user_presence), one statement for all."""
     cur.execute(
         f"""INSERT INTO user_presence (user_id, node_id, username)
-            VALUES (%(user_id)s, %(node_id)s, {_STORED_NAME.format("%(user_id)s")})
+            SELECT here.user_id, %(node_id)s, {_STORED_NAME.format("here.user_id")}
+            FROM unnest(%(users)s::bigint[]) AS here(user_id)
             ON CONFLICT DO NOTHING""",
-        {"user_id": user_id, "node_id": node_id},
+        {"users": user_ids, "node_id": node_id},
     )
 
 

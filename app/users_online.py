@@ -14,11 +14,31 @@ import logging
 from collections.abc import Callable, Collection
 
 from . import store
+from .batched import Batched
 from .db import Pool
 from .errors import ChatError
 from .presence import KeyedLocks
 
 log = logging.getLogger(__name__)
+
+# Rows written by one statement at most, and greenlets writing at once: a crowd connecting
+# at once (after a restart) is a few statements and commits, not one each.
+WRITE_BATCH_MAX = 500
+WRITERS_MAX = 2
+
+
+class RowWrites(Batched[int, None]):
+    """The user_presence rows of users whose first connection here opened, many a statement."""
+
+    def __init__(self, pool: Pool, node_id: str) -> None:
+        super().__init__(WRITE_BATCH_MAX, WRITERS_MAX)
+        self.pool = pool
+        self.node_id = node_id
+
+    def answer_batch(self, user_ids: list[int]) -> list[None]:
+        with self.pool.autocommit() as cur:
+            store.add_users_online(cur, sorted(set(user_ids)), self.node_id)
+        return [None] * len(user_ids)
 
 
 class UsersOnline:
@@ -34,6 +54,7 @@ class UsersOnline:
         # A write failed (the database away): the next heartbeat writes every row again.
         self.dirty = False
         self._locks = KeyedLocks()
+        self._row_writes = RowWrites(pool, node_id)
 
     def connected(self, user_id: int) -> None:
         """A connection of the user opened here (and is in `connected_here` already).
@@ -45,8 +66,7 @@ class UsersOnline:
             if user_id in self.written:
                 return
             try:
-                with self.pool.autocommit() as cur:
-                    store.note_user_online(cur, user_id, self.node_id)
+                self._row_writes.ask(user_id)  # with those of the others connecting meanwhile
             except ChatError:
                 self.dirty = True
                 return

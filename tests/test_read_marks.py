@@ -61,13 +61,13 @@ def mark_at_once(reads: ReadMarks, asked: list[tuple]) -> list:
 def counting_batches(reads: ReadMarks) -> list[int]:
     """From now on the size of every batch `reads` sends goes into the returned list."""
     sizes: list[int] = []
-    mark = reads._mark
+    mark = reads.answer_batch
 
     def counted(batch):
         sizes.append(len(batch))
         return mark(batch)
 
-    reads._mark = counted
+    reads.answer_batch = counted
     return sizes
 
 

@@ -1,0 +1,64 @@
+"""Requests that many greenlets make at once, answered many a round trip.
+
+What group commit does for messages (app/batcher.py), for statements that need no lock
+order of their own: the reads of resuming joins (app/resume_reads.py), the `read` markers
+(app/read_marks.py), the rows of users connecting (app/users_online.py). A crowd
+reconnecting, or readers under load, would each pay a round trip, a transaction and (for a
+write) a commit; queued here, one statement serves everyone who asked while the previous one
+ran, and the pool stays free for the rest.
+"""
+
+from __future__ import annotations
+
+from typing import Generic, TypeVar
+
+import gevent
+from gevent.event import AsyncResult
+
+Request = TypeVar("Request")
+Answer = TypeVar("Answer")
+
+
+class Batched(Generic[Request, Answer]):
+    """A queue of requests and at most `runners_max` greenlets answering them, `batch_max`
+    a batch. Subclasses answer a batch (`answer_batch`)."""
+
+    def __init__(self, batch_max: int, runners_max: int) -> None:
+        self.batch_max = batch_max
+        self.runners_max = runners_max
+        self._queue: list[tuple[Request, AsyncResult]] = []
+        self._runners = 0
+
+    def ask(self, request: Request) -> Answer:
+        """The request's answer, once a batch holding it is answered.
+
+        Raises what answering its batch raised (ChatError when the database is away).
+        """
+        result: AsyncResult = AsyncResult()
+        self._queue.append((request, result))
+        if self._runners < self.runners_max:
+            self._runners += 1
+            gevent.spawn(self._answer_queued)
+        return result.get()
+
+    def answer_batch(self, batch: list[Request]) -> list[Answer]:
+        """The answer of each request of the batch, in its order."""
+        raise NotImplementedError
+
+    def _answer_queued(self) -> None:
+        try:
+            while self._queue:
+                batch = self._queue[: self.batch_max]
+                del self._queue[: self.batch_max]
+                try:
+                    answers = self.answer_batch([request for request, _ in batch])
+                except BaseException as exc:
+                    for _, result in batch:
+                        result.set_exception(exc)
+                    if not isinstance(exc, Exception):
+                        raise
+                else:
+                    for (_, result), answer in zip(batch, answers, strict=True):
+                        result.set(answer)
+        finally:
+            self._runners -= 1

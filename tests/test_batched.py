@@ -1,0 +1,69 @@
+"""Batched: requests of many greenlets answered many a round trip (app/batched.py)."""
+
+from __future__ import annotations
+
+import gevent
+import pytest
+
+from app.batched import Batched
+
+
+class Doubling(Batched[int, int]):
+    """Answers each number with its double, a batch a (slow) round trip; a negative number
+    fails its whole batch."""
+
+    def __init__(self, batch_max: int = 3, runners_max: int = 2) -> None:
+        super().__init__(batch_max, runners_max)
+        self.batches: list[list[int]] = []
+        self.running = self.most_running = 0
+
+    def answer_batch(self, batch: list[int]) -> list[int]:
+        self.batches.append(batch)
+        self.running += 1
+        self.most_running = max(self.most_running, self.running)
+        gevent.sleep(0.01)  # the round trip: others queue meanwhile
+        self.running -= 1
+        if any(n < 0 for n in batch):
+            raise ValueError("negative")
+        return [2 * n for n in batch]
+
+
+def ask_at_once(batched: Batched, requests: list[int]) -> list:
+    """Each request's answer (or what it raised), all asked before any is answered."""
+    greenlets = [gevent.spawn(batched.ask, request) for request in requests]
+    gevent.joinall(greenlets)
+    return [g.value if g.successful() else g.exception for g in greenlets]
+
+
+def test_requests_asked_at_once_share_batches_of_at_most_the_maximum_each_answered_its_own():
+    doubling = Doubling(batch_max=3, runners_max=2)
+    assert ask_at_once(doubling, list(range(10))) == [2 * n for n in range(10)]
+    assert sorted(n for batch in doubling.batches for n in batch) == list(range(10))
+    assert max(len(batch) for batch in doubling.batches) == 3
+    assert len(doubling.batches) < 10  # shared: not a round trip each
+
+
+def test_no_more_batches_run_at_once_than_the_runners_allowed():
+    doubling = Doubling(batch_max=1, runners_max=2)
+    ask_at_once(doubling, list(range(6)))
+    assert doubling.most_running == 2
+
+
+def test_a_failed_batch_fails_its_own_requests_only_and_the_next_batch_is_answered():
+    doubling = Doubling(batch_max=2, runners_max=1)
+    answers = ask_at_once(doubling, [1, -1, 2, 3])
+    assert [type(a) for a in answers[:2]] == [ValueError, ValueError]  # the first batch: [1, -1]
+    assert answers[2:] == [4, 6]
+    assert doubling.ask(5) == 10  # the queue goes on
+
+
+def test_a_request_asked_alone_is_answered_at_once():
+    doubling = Doubling()
+    assert doubling.ask(21) == 42
+    assert doubling.batches == [[21]]
+
+
+@pytest.mark.parametrize("runners_max", [1, 3])
+def test_every_request_is_answered_whatever_the_number_of_runners(runners_max):
+    doubling = Doubling(batch_max=4, runners_max=runners_max)
+    assert ask_at_once(doubling, list(range(25))) == [2 * n for n in range(25)]
