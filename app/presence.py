@@ -291,11 +291,15 @@ STATEMENTS = PreparedStatements(
         # took 98). Statements of a few milliseconds never gain from JIT.
         "SET jit = off",
     ),
-    # Its CTEs join each other by (room, user): planned generically (unnest of a parameter
-    # guessed at 10 rows, a row after the filter) those joins were nested loops, a million
-    # comparisons for a batch of 1,000 pairs (258 ms, against 15 ms planned with the
-    # arrays' lengths: 3 ms of planning per batch).
-    planned_each_time=frozenset({"chat_enter_many"}),
+    # Statements of a batch of up to 1,000 pairs, where planning costs little: planned with
+    # the arrays' lengths and the tables' size of the moment. chat_enter_many's CTEs join
+    # each other by (room, user): planned generically (unnest of a parameter guessed at 10
+    # rows, a row after the filter) those joins were nested loops, a million comparisons for
+    # a batch of 1,000 pairs (258 ms, against 15 ms: 3 ms of planning). A generic plan of
+    # chat_presence_rows_many made while room_presence was near empty walked the whole of
+    # room_presence_node (it gives the ORDER BY) for each pair: 193 ms a batch, the storm's
+    # largest cost in PostgreSQL.
+    planned_each_time=frozenset({"chat_enter_many", "chat_presence_rows_many"}),
 )
 _EXECUTE = STATEMENTS.execute
 _LOCKS = [_EXECUTE["chat_presence_lock"], _EXECUTE["chat_presence_rows"]]
