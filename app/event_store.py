@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 from . import protocol
 from .messages import ChannelKey, StoredEvent, StoredMessage
 from .prepared import PreparedStatements
-from .store import DM_PAIR, MESSAGE_COLUMNS, VISIBLE, WIRE_TIMESTAMP, row_to_message
+from .store import DM_PAIR, MESSAGE_COLUMNS, VISIBLE, WIRE_TIMESTAMP, row_to_message, stream_bounds
 
 # The frame each kind of event is told with.
 FRAME_OF = {"edit": "message_edited", "delete": "message_deleted", "react": "reaction", "unreact": "reaction"}
@@ -269,21 +269,13 @@ def make_event(
 def events_after(
     cur, channel: ChannelKey, after_id: int, below_seq: int | None, limit: int, up_to_id: int | None = None
 ) -> list[StoredEvent]:
-    """Events of a room or conversation with id > after_id (and seq < below_seq, and id <=
-    up_to_id), in id order."""
+    """Events of a room or conversation within store.stream_bounds, the first `limit` in id order."""
     if channel[0] == "r":
         where, params = "e.room = %s", [channel[1]]
     else:
         where, params = "e.user_low = %s AND e.user_high = %s", [channel[1], channel[2]]
-    where += " AND e.id > %s"
-    params.append(after_id)
-    if below_seq is not None:
-        where += " AND e.seq < %s"
-        params.append(below_seq)
-    if up_to_id is not None:
-        where += " AND e.id <= %s"
-        params.append(up_to_id)
-    cur.execute(f"{SELECT_EVENTS} WHERE {where} ORDER BY e.id LIMIT %s", [*params, limit])
+    bounds, bound_params = stream_bounds("e", after_id, below_seq, up_to_id)
+    cur.execute(f"{SELECT_EVENTS} WHERE {where}{bounds} ORDER BY e.id LIMIT %s", [*params, *bound_params, limit])
     return [row_to_event(row) for row in cur]
 
 

@@ -138,25 +138,22 @@ def handle_message(rt: ChatRuntime, conn: Connection, command: Command) -> None:
         # The earlier server took messages to rooms without a join, and its clients rely
         # on it (PROTOCOL.md §7): the sender becomes a member first, as by `join`.
         join_room(rt, conn, command.room)
+    send(rt, conn, command)
+
+
+def handle_dm(rt: ChatRuntime, conn: Connection, command: Command) -> None:
+    ensure_user_exists(rt, command.to)
+    send(rt, conn, command)
+
+
+def send(rt: ChatRuntime, conn: Connection, command: Command) -> None:
+    """Store a room message or DM (group commit); a resend of its clientId is answered
+    with the message stored before."""
     draft = store.Draft(
         conn.user_id,
         conn.username,
         command.content,
         room=command.room,
-        client_id=command.client_id,
-        mentions=protocol.mentions_in(command.content),
-    )
-    outcome = rt.batcher.submit(draft, conn)
-    if outcome.duplicate:
-        answer_resend(conn, outcome.message)
-
-
-def handle_dm(rt: ChatRuntime, conn: Connection, command: Command) -> None:
-    ensure_user_exists(rt, command.to)
-    draft = store.Draft(
-        conn.user_id,
-        conn.username,
-        command.content,
         to_user=command.to,
         client_id=command.client_id,
         mentions=protocol.mentions_in(command.content),

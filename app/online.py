@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -27,6 +27,23 @@ MAX_ROOMS_KEPT = 10_000
 # news for the members here: its event is then on its way, late by its bus's delay
 # (seconds while Redis catches up), or by a dead node's timeout and its burial's pace.
 UNTOLD_LEAVE_MEMORY_SECONDS = 120.0
+
+
+class News(NamedTuple):
+    """Whom the members here are to tell of a presence event: everyone in the room, only
+    `to_these` connections, or nobody (then it is false)."""
+
+    to_everyone: bool
+    # connections that had no list when the room's first list was read, for an event that
+    # read held already (OnlineLists._read): it is news to them alone
+    to_these: frozenset = frozenset()
+
+    def __bool__(self) -> bool:
+        return self.to_everyone or bool(self.to_these)
+
+
+EVERYONE = News(True)
+NOBODY = News(False)
 
 
 class RoomOnline:
@@ -187,26 +204,23 @@ class OnlineLists:
         for room in [room for room in self.by_room if not any(True for _ in self.members_here(room))]:
             del self.by_room[room]
 
-    def note(self, room: str, event: str, user_id: int, username: str) -> bool | set[Any]:
-        """Keep the room's list current with a presence event heard or sent.
+    def note(self, room: str, event: str, user_id: int, username: str) -> News:
+        """Keep the room's list current with a presence event heard or sent, and say whom
+        it is news to among the room's members here (what the list stands for).
 
-        Returns whether the event is news to the room's members here, which is what the
-        list stands for: False when it changes nothing (a join of someone listed
-        already: a re-read or another node told it first). Or the connections it is news to:
-        those that had no list when the room's first list was read, for an event that read
-        held already (see `_read`).
+        Nobody when it changes nothing (a join of someone listed already: a re-read or
+        another node told it first). Only some connections when those had no list when the
+        room's first list was read, for an event that read held already (see `_read`).
         """
         noted = self._noted_while_reading.get(room)
         if noted is not None:
             noted.append((event, user_id, username))
         cached = self._latest(room)
-        if cached is None:
-            return True
-        if cached.apply(event, user_id, username):
-            return True
+        if cached is None or cached.apply(event, user_id, username):
+            return EVERYONE
         if cached.unlisted and time.monotonic() < cached.unlisted_until:
-            return set(cached.unlisted)
-        return False
+            return News(False, frozenset(cached.unlisted))
+        return NOBODY
 
     def listed_to(self, room: str, connections: Iterable[Any]) -> None:
         """These connections got the room's list (a join_ack): only what changes it is news to them now."""

@@ -107,6 +107,23 @@ _ENTER = f"""
             SELECT last_seq, last_id, first, version, member_changed, members, {_NOTIFY}, {_NOTIFY_MEMBER}, owner
             FROM told"""
 
+
+def _membership_ended(notify_member: str) -> str:
+    """The end of a statement that ends a membership (its CTEs `ended`, the membership row
+    removed, and `gone`, the user's presence rows): the room's count of users online, whether
+    the user was here and is told gone, and the announcements (`notify_member`: of the
+    membership change)."""
+    return f""", uncounted AS (
+                UPDATE room_online SET online = online - 1 WHERE room = %(room)s AND EXISTS (SELECT 1 FROM gone)
+            ), step AS MATERIALIZED (
+                SELECT EXISTS (SELECT 1 FROM ended) AS member_changed, EXISTS (SELECT 1 FROM gone) AS was_here,
+                       %(announce)s OR COALESCE((SELECT bool_or(announced) FROM gone), false) AS heard
+            ), told AS MATERIALIZED (
+                SELECT member_changed, was_here, {_VERSION_IF.format("was_here AND heard")} FROM step
+            )
+            SELECT member_changed, was_here, version, {_NOTIFY}, {notify_member} FROM told"""
+
+
 # The statements of membership and presence, prepared on every connection of the pool.
 # Each change is one query string, so one round trip and one transaction: create the room
 # if asked; take the (room, user) advisory lock, held until the end, and lock the user's
@@ -168,15 +185,7 @@ STATEMENTS = PreparedStatements(
                 DELETE FROM chat_members WHERE room = %(room)s AND user_id = %(user_id)s RETURNING 1
             ), gone AS (
                 DELETE FROM room_presence WHERE room = %(room)s AND user_id = %(user_id)s RETURNING announced
-            ), uncounted AS (
-                UPDATE room_online SET online = online - 1 WHERE room = %(room)s AND EXISTS (SELECT 1 FROM gone)
-            ), step AS MATERIALIZED (
-                SELECT EXISTS (SELECT 1 FROM ended) AS member_changed, EXISTS (SELECT 1 FROM gone) AS was_here,
-                       %(announce)s OR COALESCE((SELECT bool_or(announced) FROM gone), false) AS heard
-            ), told AS MATERIALIZED (
-                SELECT member_changed, was_here, {_VERSION_IF.format("was_here AND heard")} FROM step
-            )
-            SELECT member_changed, was_here, version, {_NOTIFY}, {_NOTIFY_MEMBER} FROM told""",
+            ){_membership_ended(_NOTIFY_MEMBER)}""",
         "chat_invite": f"""
             WITH added AS (
                 INSERT INTO chat_members (room, user_id, last_read_id)
@@ -196,15 +205,7 @@ STATEMENTS = PreparedStatements(
                 DELETE FROM room_presence WHERE room = %(room)s AND user_id = %(user_id)s
                                             AND EXISTS (SELECT 1 FROM ended)
                 RETURNING announced
-            ), uncounted AS (
-                UPDATE room_online SET online = online - 1 WHERE room = %(room)s AND EXISTS (SELECT 1 FROM gone)
-            ), step AS MATERIALIZED (
-                SELECT EXISTS (SELECT 1 FROM ended) AS member_changed, EXISTS (SELECT 1 FROM gone) AS was_here,
-                       %(announce)s OR COALESCE((SELECT bool_or(announced) FROM gone), false) AS heard
-            ), told AS MATERIALIZED (
-                SELECT member_changed, was_here, {_VERSION_IF.format("was_here AND heard")} FROM step
-            )
-            SELECT member_changed, was_here, version, {_NOTIFY}, {_NOTIFY_MEMBER_EVENT} FROM told""",
+            ){_membership_ended(_NOTIFY_MEMBER_EVENT)}""",
         "chat_lock_many": """SELECT pg_advisory_xact_lock(hashtextextended(lock, 0))
             FROM (SELECT 'presence:' || room || ':' || user_id AS lock
                   FROM unnest(%(rooms)s, %(user_ids)s) AS pair(room, user_id) ORDER BY 1 OFFSET 0) AS sorted""",

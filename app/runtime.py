@@ -216,8 +216,8 @@ class ChatRuntime:
             if not news:
                 return  # the members here know already (a re-read of the list told them)
             frame = protocol.presence_frame(room, payload["event"], user_id, username)
-            if news is not True:  # news only to these (OnlineLists.note)
-                self.hub.to_connections_in_room(news, room, user_id, text_frame(protocol.encode(frame)))
+            if not news.to_everyone:
+                self.hub.to_connections_in_room(news.to_these, room, user_id, text_frame(protocol.encode(frame)))
                 return
         else:
             frame = protocol.typing_frame(room, user_id, username)

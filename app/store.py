@@ -409,44 +409,30 @@ def dm_history(
     return rows if after is not None else rows[::-1]
 
 
-def channel_after(
-    cur,
-    channel: tuple,
-    after_id: int | None,
-    below_seq: int | None,
-    limit: int,
-    from_seq: int = 0,
-    up_to_id: int | None = None,
-) -> list[StoredMessage]:
-    """Messages of a room or conversation with id > after_id, in id order.
+def stream_bounds(alias: str, after_id: int, below_seq: int | None, up_to_id: int | None) -> tuple[str, list]:
+    """The bounds of a page of a channel's stream, for the table aliased `alias`: id >
+    after_id, and seq < below_seq and id <= up_to_id when given (" AND ..." and its params)."""
+    sql, params = f" AND {alias}.id > %s", [after_id]
+    if below_seq is not None:
+        sql += f" AND {alias}.seq < %s"
+        params.append(below_seq)
+    if up_to_id is not None:
+        sql += f" AND {alias}.id <= %s"
+        params.append(up_to_id)
+    return sql, params
 
-    Also seq < below_seq and id <= up_to_id when given. `after_id` None: after the
-    channel's last message numbered below `from_seq` (within a channel ids grow with seq),
-    looked up by the same query.
-    """
+
+def channel_after(
+    cur, channel: tuple, after_id: int, below_seq: int | None, limit: int, up_to_id: int | None = None
+) -> list[StoredMessage]:
+    """Messages of a room or conversation within stream_bounds, the first `limit` in id order."""
     if channel[0] == "r":
         where, params = "m.room = %s", [channel[1]]
     else:
         where = DM_PAIR.format(low="%s", high="%s")
         params = [channel[1], channel[2]]
-    if after_id is None:
-        # (read backwards from the newest: past the messages not released yet only)
-        last_released = f"SELECT m.id FROM messages m WHERE {where} AND m.seq < %s ORDER BY m.id DESC LIMIT 1"
-        where += f" AND m.id > COALESCE(({last_released}), 0)"
-        params += [*params, from_seq]
-    else:
-        where += " AND m.id > %s"
-        params.append(after_id)
-    if below_seq is not None:
-        where += " AND m.seq < %s"
-        params.append(below_seq)
-    if up_to_id is not None:
-        where += " AND m.id <= %s"
-        params.append(up_to_id)
-    cur.execute(
-        f"{SELECT_MESSAGES} WHERE {where} ORDER BY m.id LIMIT %s",
-        params + [limit],
-    )
+    bounds, bound_params = stream_bounds("m", after_id, below_seq, up_to_id)
+    cur.execute(f"{SELECT_MESSAGES} WHERE {where}{bounds} ORDER BY m.id LIMIT %s", [*params, *bound_params, limit])
     return [row_to_message(row) for row in cur]
 
 
