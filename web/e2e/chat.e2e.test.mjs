@@ -6,12 +6,9 @@
 // Run: node --test chat.e2e.test.mjs   (after `make -C web build`; the server's .venv must exist)
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { chromium } from 'playwright-core';
-import { ChatServer, Database, freePort, WEB_DIST, launchChromium } from './lib/harness.mjs';
+import { newDevicePage, startStage, stopStage } from './lib/stage.mjs';
 import { stepsWithScreenshots } from './lib/steps.mjs';
-import { existsSync } from 'node:fs';
 import { WAIT, composer, joinRoom, openRoom, send, waitForStatus, waitForText } from './lib/dom.mjs';
 
 const pw = () => randomBytes(9).toString('base64url');
@@ -130,27 +127,11 @@ describe('chat page against the real server', { timeout: 180_000 }, () => {
   const elsewhere = []; // messages stored in other rooms (but #archive)
 
   before(async () => {
-    assert.ok(existsSync(path.join(WEB_DIST, 'index.html')), `no ${WEB_DIST}/index.html: run make -C web build`);
-    db = new Database();
-    await db.create();
-    server = new ChatServer({ db, port: await freePort() });
-    for (const [name, password] of Object.entries(users)) await server.createUser(name, password);
-    await server.start();
-    browser = await launchChromium(chromium);
-    for (const name of Object.keys(users)) {
-      const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 } });
-      const page = await ctx.newPage();
-      page.setDefaultTimeout(WAIT);
-      page.on('pageerror', (e) => console.error(`[${name}] page error:`, e.message));
-      pages[name] = page;
-    }
+    ({ db, server, browser } = await startStage(users));
+    for (const name of Object.keys(users)) pages[name] = await newDevicePage(browser, name);
   });
 
-  after(async () => {
-    await browser?.close().catch(() => {});
-    await server?.kill('SIGKILL').catch(() => {});
-    await db?.drop().catch((e) => console.error('dropdb failed:', e.message));
-  });
+  after(() => stopStage({ db, server, browser }));
 
   step('refuses a wrong password with a visible error', async () => {
     const page = pages.alice;
@@ -613,10 +594,8 @@ describe('chat page against the real server', { timeout: 180_000 }, () => {
 
   step('a new device lists the past DM conversations (server list), loaded when opened', async () => {
     // A fresh browser context has no remembered conversations: only the server's list knows them.
-    const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+    const page = await newDevicePage(browser, 'bob-new-device');
     try {
-      const page = await ctx.newPage();
-      page.setDefaultTimeout(WAIT);
       pages['bob-new-device'] = page;
       await signIn('bob', users.bob, page);
       await openDm(page, 'alice');
@@ -625,7 +604,7 @@ describe('chat page against the real server', { timeout: 180_000 }, () => {
       await snap('new-device');
     } finally {
       delete pages['bob-new-device'];
-      await ctx.close();
+      await page.context().close();
     }
   });
 });

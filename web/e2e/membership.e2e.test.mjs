@@ -7,11 +7,8 @@
 // Run: node --test membership.e2e.test.mjs   (after `make -C web build`; the server's .venv must exist)
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
-import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { chromium } from 'playwright-core';
-import { ChatServer, Database, freePort, WEB_DIST, launchChromium } from './lib/harness.mjs';
+import { newDevicePage, startStage, stopStage } from './lib/stage.mjs';
 import { stepsWithScreenshots } from './lib/steps.mjs';
 import {
   joinRoom,
@@ -20,7 +17,6 @@ import {
   sidebarRooms,
   signIn,
   toast,
-  WAIT,
   waitForSidebar,
   waitForText,
   waitForTitle,
@@ -41,12 +37,8 @@ const pages = {};
 const { snap, step } = stepsWithScreenshots(pages, 'm');
 
 async function newPage(who) {
-  const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 } });
-  const page = await ctx.newPage();
-  page.setDefaultTimeout(WAIT);
-  page.on('pageerror', (e) => console.error(`[${who}] page error:`, e.message));
-  pages[who] = page;
-  return page;
+  pages[who] = await newDevicePage(browser, who);
+  return pages[who];
 }
 
 async function openBrowser(page) {
@@ -72,20 +64,10 @@ async function pick(page, within, query, username, online) {
 
 describe('rooms and people across devices', { timeout: 180_000 }, () => {
   before(async () => {
-    assert.ok(existsSync(path.join(WEB_DIST, 'index.html')), `no ${WEB_DIST}/index.html: run make -C web build`);
-    db = new Database();
-    await db.create();
-    server = new ChatServer({ db, port: await freePort() });
-    for (const [name, password] of Object.entries(users)) await server.createUser(name, password);
-    await server.start();
-    browser = await launchChromium(chromium);
+    ({ db, server, browser } = await startStage(users));
   });
 
-  after(async () => {
-    await browser?.close().catch(() => {});
-    await server?.kill('SIGKILL').catch(() => {});
-    await db?.drop().catch((e) => console.error('dropdb failed:', e.message));
-  });
+  after(() => stopStage({ db, server, browser }));
 
   step("alice's second device shows the sidebar of her first one, from the server", async () => {
     await signIn(await newPage('alice'), server.base, 'alice', users.alice);

@@ -7,12 +7,10 @@
 // Run: node --test v2.e2e.test.mjs   (after `make -C web build`; the server's .venv must exist)
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
-import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { chromium } from 'playwright-core';
 import { WAIT, composer, joinRoom, openRoom, send } from './lib/dom.mjs';
-import { ChatServer, Database, freePort, until, WEB_DIST, launchChromium } from './lib/harness.mjs';
+import { until } from './lib/harness.mjs';
+import { DESKTOP, newDevicePage, startStage, stopStage } from './lib/stage.mjs';
 import { stepsWithScreenshots } from './lib/steps.mjs';
 
 
@@ -20,6 +18,8 @@ const users = { alice: randomBytes(9).toString('base64url'), bob: randomBytes(9)
 /** @type {Record<string, import('playwright-core').Page>} the devices: alice's laptop and phone, bob's */
 const pages = {};
 const who = { laptop: 'alice', phone: 'alice', bob: 'bob' };
+/** alice's phone: a smaller window than a desktop's; at 1,000 px, who is online is a drawer there. */
+const PHONE = { width: 1000, height: 760 };
 let db;
 let server;
 let browser;
@@ -71,27 +71,11 @@ function waitBadge(page, room, testid, text) {
 
 describe('v2 features of the chat page, two users and two devices', { timeout: 240_000 }, () => {
   before(async () => {
-    assert.ok(existsSync(path.join(WEB_DIST, 'index.html')), `no ${WEB_DIST}/index.html: run make -C web build`);
-    db = new Database();
-    await db.create();
-    server = new ChatServer({ db, port: await freePort() });
-    for (const [name, password] of Object.entries(users)) await server.createUser(name, password);
-    await server.start();
-    browser = await launchChromium(chromium);
-    for (const dev of Object.keys(who)) {
-      const ctx = await browser.newContext({ viewport: dev === 'phone' ? { width: 1000, height: 760 } : { width: 1280, height: 800 } });
-      const page = await ctx.newPage();
-      page.setDefaultTimeout(WAIT);
-      page.on('pageerror', (e) => console.error(`[${dev}] page error:`, e.message));
-      pages[dev] = page;
-    }
+    ({ db, server, browser } = await startStage(users));
+    for (const dev of Object.keys(who)) pages[dev] = await newDevicePage(browser, dev, dev === 'phone' ? PHONE : DESKTOP);
   });
 
-  after(async () => {
-    await browser?.close().catch(() => {});
-    await server?.kill('SIGKILL').catch(() => {});
-    await db?.drop().catch((e) => console.error('dropdb failed:', e.message));
-  });
+  after(() => stopStage({ db, server, browser }));
 
   step('alice on two devices and bob sign in; alice reads elsewhere', async () => {
     for (const [dev, name] of Object.entries(who)) {

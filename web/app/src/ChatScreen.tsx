@@ -1,9 +1,10 @@
-import { useCallback, useEffect, useMemo, useRef, useState } from 'react';
+import { useCallback, useEffect, useMemo, useRef, useState, type ReactNode } from 'react';
 import {
   loadUnsent,
   saveUnsent,
   useChat,
   type ChatError,
+  type Conversation,
   type DirectMessage,
   type MembershipEvent,
   type PendingMessage,
@@ -70,6 +71,20 @@ function leaveUnsentQuestion(room: string, unsent: number): string {
 function membershipNotice(e: MembershipEvent): string {
   if (e.kind === 'removed') return `You were removed from #${e.room} by its owner.`;
   return e.by ? `${e.by.username} added you to #${e.room}.` : `You were added to #${e.room}.`;
+}
+
+/** What a room and a DM conversation differ in below their headers (see `conversationBody`). */
+interface ConversationView {
+  conv: Conversation;
+  /** the message list's key: a new one per conversation, so its scroll state starts afresh */
+  listKey: string;
+  /** my messages to this conversation not yet delivered */
+  pending: PendingMessage[];
+  beginningText: ReactNode;
+  placeholder: string;
+  onTyping: () => void;
+  /** false: refused, nothing queued (the composer keeps the text) */
+  onSend: (text: string) => boolean;
 }
 
 function initialTarget(prefs: Prefs): Target | null {
@@ -396,6 +411,42 @@ export function ChatScreen({
   const banner = (
     <ConnectionBanner status={chat.status} nextRetryAt={chat.nextRetryAt} queued={queued} onRetry={chat.reconnectNow} />
   );
+  // A room and a DM differ only in their header and in what `ConversationView` names: the list,
+  // the typing line and the composer below are one piece, so both behave the same.
+  const conversationBody = (v: ConversationView) => (
+    <>
+      <MessageList
+        key={v.listKey}
+        messages={v.conv.messages}
+        pending={v.pending}
+        meId={me.userId}
+        meName={me.username}
+        historyLoaded={v.conv.historyLoaded}
+        hasMore={v.conv.hasMore}
+        loadingOlder={v.conv.loadingOlder}
+        onLoadOlder={onLoadOlder}
+        onReadingBack={onReadingBack}
+        onRetry={chat.retry}
+        onDiscard={chat.discard}
+        unreadAfter={unreadAfter}
+        focus={focusHere}
+        editingId={editingId}
+        actions={actions}
+        beginningText={v.beginningText}
+      />
+      <TypingLine typing={v.conv.typing} />
+      <Composer
+        key={`composer:${activeKey}`}
+        placeholder={v.placeholder}
+        initialText={draft}
+        onTextChange={onDraftChange}
+        offline={!connected}
+        onTyping={v.onTyping}
+        onEditLast={editLast}
+        onSend={v.onSend}
+      />
+    </>
+  );
 
   return (
     <div className={`app-shell ${navOpen ? 'nav-open' : ''} ${membersOpen ? 'members-open' : ''}`}>
@@ -454,36 +505,15 @@ export function ChatScreen({
               />
             )}
             {banner}
-            <MessageList
-              key={`r:${room.name}`}
-              messages={room.messages}
-              pending={chat.outbox.filter((p) => p.kind === 'message' && p.room === room.name)}
-              meId={me.userId}
-              meName={me.username}
-              historyLoaded={room.historyLoaded}
-              hasMore={room.hasMore}
-              loadingOlder={room.loadingOlder}
-              onLoadOlder={onLoadOlder}
-              onReadingBack={onReadingBack}
-              onRetry={chat.retry}
-              onDiscard={chat.discard}
-              unreadAfter={unreadAfter}
-              focus={focusHere}
-              editingId={editingId}
-              actions={actions}
-              beginningText={`This is the very beginning of #${room.name}.`}
-            />
-            <TypingLine typing={room.typing} />
-            <Composer
-              key={`composer:${activeKey}`}
-              placeholder={`Message #${room.name}`}
-              initialText={draft}
-              onTextChange={onDraftChange}
-              offline={!connected}
-              onTyping={() => chat.typing(room.name)}
-              onEditLast={editLast}
-              onSend={(text) => chat.sendMessage(room.name, text) !== null}
-            />
+            {conversationBody({
+              conv: room,
+              listKey: `r:${room.name}`,
+              pending: chat.outbox.filter((p) => p.kind === 'message' && p.room === room.name),
+              beginningText: `This is the very beginning of #${room.name}.`,
+              placeholder: `Message #${room.name}`,
+              onTyping: () => chat.typing(room.name),
+              onSend: (text) => chat.sendMessage(room.name, text) !== null,
+            })}
           </>
         )}
 
@@ -499,40 +529,19 @@ export function ChatScreen({
               extra={searchButton}
             />
             {banner}
-            <MessageList
-              key={`d:${dm.userId}`}
-              messages={dm.messages}
-              pending={chat.outbox.filter((p) => p.kind === 'dm' && p.to === dm.userId)}
-              meId={me.userId}
-              meName={me.username}
-              historyLoaded={dm.historyLoaded}
-              hasMore={dm.hasMore}
-              loadingOlder={dm.loadingOlder}
-              onLoadOlder={onLoadOlder}
-              onReadingBack={onReadingBack}
-              onRetry={chat.retry}
-              onDiscard={chat.discard}
-              unreadAfter={unreadAfter}
-              focus={focusHere}
-              editingId={editingId}
-              actions={actions}
-              beginningText={
+            {conversationBody({
+              conv: dm,
+              listKey: `d:${dm.userId}`,
+              pending: chat.outbox.filter((p) => p.kind === 'dm' && p.to === dm.userId),
+              beginningText: (
                 <>
                   This is the beginning of your conversation with <bdi>{dm.username}</bdi>.
                 </>
-              }
-            />
-            <TypingLine typing={dm.typing} />
-            <Composer
-              key={`composer:${activeKey}`}
-              placeholder={`Message ${dm.username}`}
-              initialText={draft}
-              onTextChange={onDraftChange}
-              offline={!connected}
-              onTyping={() => chat.typingTo(dm.userId)}
-              onEditLast={editLast}
-              onSend={(text) => chat.sendDm(dm.userId, text) !== null}
-            />
+              ),
+              placeholder: `Message ${dm.username}`,
+              onTyping: () => chat.typingTo(dm.userId),
+              onSend: (text) => chat.sendDm(dm.userId, text) !== null,
+            })}
           </>
         )}
 

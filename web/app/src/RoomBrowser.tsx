@@ -1,6 +1,7 @@
 import { useEffect, useId, useState, type FormEvent } from 'react';
-import { isValidRoomName, type RoomInfo } from '@chat/use-chat';
+import type { RoomInfo } from '@chat/use-chat';
 import { LockIcon } from './LockIcon';
+import { useRoomNameField } from './roomNameField';
 import './membership.css';
 
 /**
@@ -43,10 +44,9 @@ export function RoomBrowser({
 }) {
   const titleId = useId();
   const [filter, setFilter] = useState('');
-  const [name, setName] = useState('');
+  const nameField = useRoomNameField();
   const [description, setDescription] = useState('');
   const [isPrivate, setPrivate] = useState(false);
-  const [error, setError] = useState<string | null>(null);
 
   useEffect(() => {
     if (!connected) return;
@@ -69,13 +69,10 @@ export function RoomBrowser({
 
   function create(e: FormEvent) {
     e.preventDefault();
-    const room = name.trim().replace(/^#/, '');
-    if (!isValidRoomName(room)) {
-      setError('Use 1–64 letters, digits, “-”, “_” or “.”');
-      return;
-    }
+    const room = nameField.validName();
+    if (!room) return;
     if (rooms.some((r) => r.name === room) || mine.has(room)) {
-      setError(`#${room} exists already.`);
+      nameField.setError(`#${room} exists already.`);
       return;
     }
     onCreate({ name: room, description: description.trim(), private: isPrivate });
@@ -134,11 +131,8 @@ export function RoomBrowser({
           <h3>Create a room</h3>
           <input
             className="dialog-input"
-            value={name}
-            onChange={(e) => {
-              setName(e.target.value);
-              setError(null);
-            }}
+            value={nameField.text}
+            onChange={nameField.onChange}
             placeholder="name, e.g. design-team"
             aria-label="Name of the new room"
             data-testid="create-room-name"
@@ -155,8 +149,8 @@ export function RoomBrowser({
             <input type="checkbox" checked={isPrivate} onChange={(e) => setPrivate(e.target.checked)} data-testid="create-room-private" />
             Private: only people invited can find and join it
           </label>
-          {error && <p className="form-error">{error}</p>}
-          <button className="btn btn-primary" type="submit" disabled={!name.trim() || !connected} data-testid="create-room-submit">
+          {nameField.error && <p className="form-error">{nameField.error}</p>}
+          <button className="btn btn-primary" type="submit" disabled={!nameField.text.trim() || !connected} data-testid="create-room-submit">
             Create {isPrivate ? 'private room' : 'room'}
           </button>
         </form>

@@ -1,7 +1,6 @@
 import { useState, type FormEvent } from 'react';
 import {
   dmKey,
-  isValidRoomName,
   roomKey,
   type ChatState,
   type ConnectionStatus,
@@ -13,6 +12,7 @@ import { Avatar } from './Avatar';
 import { ConnectionPill } from './ConnectionStatus';
 import { LockIcon } from './LockIcon';
 import { PeoplePicker } from './PeoplePicker';
+import { useRoomNameField } from './roomNameField';
 
 export type Target = { kind: 'room'; room: string } | { kind: 'dm'; userId: number };
 
@@ -42,20 +42,16 @@ interface Props {
 }
 
 export function Sidebar(p: Props) {
-  const [roomName, setRoomName] = useState('');
-  const [roomError, setRoomError] = useState<string | null>(null);
+  const roomField = useRoomNameField();
   const [picking, setPicking] = useState(false);
 
   function join(e: FormEvent) {
     e.preventDefault();
-    const name = roomName.trim().replace(/^#/, '');
+    // Nothing typed (or a lone '#'): nothing to join, and nothing to complain about either.
+    if (!roomField.name) return;
+    const name = roomField.validName();
     if (!name) return;
-    if (!isValidRoomName(name)) {
-      setRoomError('Use 1–64 letters, digits, “-”, “_” or “.”');
-      return;
-    }
-    setRoomError(null);
-    setRoomName('');
+    roomField.clear();
     p.onJoin(name);
   }
 
@@ -102,20 +98,17 @@ export function Sidebar(p: Props) {
           </ul>
           <form className="join-form" onSubmit={join}>
             <input
-              value={roomName}
-              onChange={(e) => {
-                setRoomName(e.target.value);
-                setRoomError(null);
-              }}
+              value={roomField.text}
+              onChange={roomField.onChange}
               placeholder="Join or create a room"
               aria-label="Join or create a room"
               data-testid="join-input"
             />
-            <button className="btn btn-ghost btn-sm" type="submit" disabled={!roomName.trim()}>
+            <button className="btn btn-ghost btn-sm" type="submit" disabled={!roomField.text.trim()}>
               Join
             </button>
           </form>
-          {roomError && <p className="field-error">{roomError}</p>}
+          {roomField.error && <p className="field-error">{roomField.error}</p>}
           <button className="btn btn-ghost btn-sm browse-btn" onClick={p.onBrowseRooms} data-testid="browse-rooms">
             Browse or create rooms…
           </button>

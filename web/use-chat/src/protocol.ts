@@ -415,24 +415,17 @@ function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
+/** The fields a room message and a DM have alike, checked in one place so the two cannot drift apart. */
+function hasMessageFields(v: unknown): v is Record<string, unknown> & Pick<RoomMessage, 'id' | 'fromUser' | 'content'> {
+  return isObject(v) && typeof v.id === 'number' && typeof v.fromUser === 'number' && typeof v.content === 'string';
+}
+
 function isRoomMessage(v: unknown): v is RoomMessage {
-  return (
-    isObject(v) &&
-    typeof v.id === 'number' &&
-    typeof v.fromUser === 'number' &&
-    typeof v.content === 'string' &&
-    typeof v.room === 'string'
-  );
+  return hasMessageFields(v) && typeof v.room === 'string';
 }
 
 function isDirectMessage(v: unknown): v is DirectMessage {
-  return (
-    isObject(v) &&
-    typeof v.id === 'number' &&
-    typeof v.fromUser === 'number' &&
-    typeof v.to === 'number' &&
-    typeof v.content === 'string'
-  );
+  return hasMessageFields(v) && typeof v.to === 'number';
 }
 
 /** The request an error names, from the top level or from `data` (absent on older servers). */

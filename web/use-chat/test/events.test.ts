@@ -17,9 +17,9 @@ import { parseServerFrame, type DirectMessage, type RoomMessage } from '../src/p
 import { reduceConversationReads, reduceRead, reduceWelcomeReads, withArrivals, withReadLocally } from '../src/readState';
 import { newDm, newRoom } from '../src/rooms';
 import type { ChatState } from '../src/state';
+import { ALICE as ME, BOB } from './harness';
+import { openState } from './states';
 
-const ME = { userId: 1, username: 'alice' };
-const BOB = { userId: 2, username: 'bob' };
 const T = '2026-11-23T12:00:00.000000Z';
 
 const rm = (id: number, from = BOB, content = `m${id}`, extra: Partial<RoomMessage> = {}): RoomMessage => ({
@@ -40,24 +40,13 @@ const dmsg = (id: number, from = BOB, to = ME.userId, content = `d${id}`): Direc
   timestamp: T,
 });
 
+/** Alice in #general and in a conversation with bob, both loaded with these messages. */
 function state(messages: RoomMessage[] = [], dms: DirectMessage[] = []): ChatState {
-  return {
-    status: 'open',
-    me: ME,
-    attempt: 0,
-    nextRetryAt: null,
-    lastCloseCode: null,
-    rooms: [],
+  return openState({
     joined: { general: { ...newRoom('general'), status: 'joined', historyLoaded: true, hasMore: false, messages } },
     dms: { 2: { ...newDm(2, 'bob'), historyLoaded: true, messages: dms } },
     users: { 1: ME, 2: BOB },
-    userOnline: {},
-    people: null,
-    outbox: [],
-    errors: [],
-    reads: {},
-    search: null,
-  };
+  });
 }
 
 /** A server frame, through the parser the client uses. */

@@ -7,37 +7,15 @@ import { reduceInvited, reduceLeftElsewhere, reduceMemberRooms, reduceUsers, wit
 import { parseServerFrame, type RoomMessage } from '../src/protocol';
 import { reduceRooms } from '../src/reducers';
 import { newRoom } from '../src/rooms';
-import type { ChatState, PendingMessage, RoomState } from '../src/state';
-
-const ME = { userId: 1, username: 'alice' };
-const BOB = { userId: 2, username: 'bob' };
+import type { PendingMessage, RoomState } from '../src/state';
+import { BOB } from './harness';
+import { openState as state } from './states';
 
 function room(name: string, patch: Partial<RoomState> = {}): RoomState {
   return { ...newRoom(name), ...patch };
 }
 
 const msg = (id: number, r: string): RoomMessage => ({ id, fromUser: 2, username: 'bob', content: `m${id}`, timestamp: 't', room: r });
-
-function state(patch: Partial<ChatState> = {}): ChatState {
-  return {
-    status: 'open',
-    me: ME,
-    attempt: 0,
-    nextRetryAt: null,
-    lastCloseCode: null,
-    rooms: [],
-    joined: {},
-    dms: {},
-    users: { 1: ME },
-    userOnline: {},
-    people: null,
-    outbox: [],
-    errors: [],
-    reads: {},
-    search: null,
-    ...patch,
-  };
-}
 
 const pending = (clientId: string, r: string): PendingMessage => ({
   clientId,

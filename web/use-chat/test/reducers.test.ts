@@ -27,9 +27,9 @@ import {
 import { newDm, newRoom } from '../src/rooms';
 import type { ChatState, ConversationKey, PendingMessage, RoomState } from '../src/state';
 import { parseServerFrame, type DirectMessage, type JoinAckFrame, type RoomMessage } from '../src/protocol';
+import { ALICE as ME, BOB } from './harness';
+import { openState } from './states';
 
-const ME = { userId: 1, username: 'alice' };
-const BOB = { userId: 2, username: 'bob' };
 const CAROL = { userId: 3, username: 'carol' };
 
 function env(maxMessages = 100, readingBack: ConversationKey[] = []): ReduceEnv {
@@ -40,25 +40,9 @@ function room(name: string, patch: Partial<RoomState> = {}): RoomState {
   return { ...newRoom(name), ...patch };
 }
 
+/** Alice in #general, joined with its history loaded; then `patch`. */
 function state(patch: Partial<ChatState> = {}): ChatState {
-  return {
-    status: 'open',
-    me: ME,
-    attempt: 0,
-    nextRetryAt: null,
-    lastCloseCode: null,
-    rooms: [],
-    joined: { general: room('general', { status: 'joined', historyLoaded: true, hasMore: false }) },
-    dms: {},
-    users: { 1: ME },
-    userOnline: {},
-    people: null,
-    outbox: [],
-    errors: [],
-    reads: {},
-    search: null,
-    ...patch,
-  };
+  return openState({ joined: { general: room('general', { status: 'joined', historyLoaded: true, hasMore: false }) }, ...patch });
 }
 
 function rm(id: number, from = BOB, extra: Partial<RoomMessage> = {}): RoomMessage {
