@@ -68,12 +68,16 @@ def sql(url: str, query: str, params: tuple = ()) -> list[tuple]:
         conn.close()
 
 
-def seed_room(url: str, room: str, messages: int) -> None:
-    """Make room `room` with `messages` old messages in it ('old 1' ... 'old N'), as if sent."""
+def seed_room(url: str, room: str, messages: int, content_bytes: int | None = None) -> None:
+    """Make room `room` with `messages` old messages in it, as if sent.
+
+    Their contents read 'old 1' ... 'old N', or are each `content_bytes` of 'y' when given
+    (for answers of a known size).
+    """
     sql(url, "INSERT INTO rooms (name, last_seq) VALUES (%s, %s)", (room, messages))
     sql(
         url,
         """INSERT INTO messages (from_user, room, content, seq)
-           SELECT 1, %s, 'old ' || g, g FROM generate_series(1, %s) g""",
-        (room, messages),
+           SELECT 1, %s, coalesce(repeat('y', %s), 'old ' || g), g FROM generate_series(1, %s) g""",
+        (room, content_bytes, messages),
     )
