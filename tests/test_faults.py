@@ -48,8 +48,9 @@ def test_shutdown_closes_with_1001_and_messages_survive_a_restart(database_url):
         srv.stop()
 
 
-# A receive buffer a few frames fill: the server's sends to a client that reads slowly, or
-# not at all, block at once instead of after the kernel's default of some hundred KB.
+# A 4 KB receive buffer, which a few frames fill: the server's sends to a client that
+# reads slowly, or not at all, back up at once rather than after the kernel's default
+# (about 128 KB, and growing with use).
 SMALL_RECEIVE_BUFFER = [(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)]
 
 
