@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.clients import Client
+from tests.support.cluster import start_cluster
 from tests.support.databases import create_database, drop_database, find_admin_url
 from tests.support.identities import make_token, new_user_id
 from tests.support.project import ROOT
@@ -82,6 +83,24 @@ def connect(server: Server):
     yield _connect
     for client in opened:
         client.close()
+
+
+@pytest.fixture(scope="module", params=["postgres", "redis"])
+def cluster(request, fresh_database) -> Iterator[list[Server]]:
+    """Two instances of two workers each, on each bus in turn (a private Redis for its own)."""
+    # A database of its own: nodes on another bus must not bury this cluster's nodes.
+    database_url = fresh_database()
+    env = {"CHAT_BUS": request.param}
+    redis = None
+    if request.param == "redis":
+        redis = PrivateRedis().start()
+        env["REDIS_URL"] = redis.url
+    servers = start_cluster(database_url, **env)
+    yield servers
+    for srv in servers:
+        srv.stop()
+    if redis:
+        redis.stop()
 
 
 # --- database servers that tests may stop and start ------------------------------------------------

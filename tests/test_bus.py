@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 import gevent
 import orjson
@@ -12,7 +13,7 @@ import pytest
 
 from app import bus as bus_module
 from app import db
-from app.bus import CHANNEL, PostgresBus
+from app.bus import CHANNEL, PostgresBus, RedisBus
 from app.messages import StoredMessage, message_data
 from tests.support.databases import sql
 from tests.support.faults import StallingProxy
@@ -101,6 +102,19 @@ def test_a_listener_that_was_connected_reconnects_soon_again(monkeypatch):
     assert pauses[:6] == [first, first * 2, first, first * 2, first * 4, first]
 
 
+def redis_bus(url: str, channel: str = "chat_events:d1", on_connected: Callable[[], None] = lambda: None) -> RedisBus:
+    """Node `me` of deployment `d1` on the Redis at `url`, deaf to the payloads it hears."""
+    return RedisBus(
+        url,
+        channel,
+        origin="me",
+        deployment="d1",
+        on_payload=lambda payload: None,
+        on_connected=on_connected,
+        peer_hold_seconds=5,
+    )
+
+
 def test_publishing_to_a_hung_redis_does_not_hold_up_the_commit():
     """The group commit calls publish_messages before answering its senders: it only
     queues, so a Redis that accepts connections and never answers costs it nothing (it
@@ -108,21 +122,11 @@ def test_publishing_to_a_hung_redis_does_not_hold_up_the_commit():
     import select
     import socket
 
-    from app.bus import RedisBus
-
     hung = socket.socket()
     hung.bind(("127.0.0.1", 0))
     hung.listen(8)
     try:
-        bus = RedisBus(
-            f"redis://127.0.0.1:{hung.getsockname()[1]}/0",
-            "chat_events:d1",
-            origin="me",
-            deployment="d1",
-            on_payload=lambda payload: None,
-            on_connected=lambda: None,
-            peer_hold_seconds=5,
-        )
+        bus = redis_bus(f"redis://127.0.0.1:{hung.getsockname()[1]}/0")
         bus.publish_messages([room_message(1), room_message(2)])
         assert select.select([hung], [], [], 0)[0] == [], "the commit itself went to Redis"
         assert len(bus.outgoing) == 2
@@ -133,19 +137,9 @@ def test_publishing_to_a_hung_redis_does_not_hold_up_the_commit():
 def test_queued_payloads_reach_redis_in_order(private_redis):
     import redis
 
-    from app.bus import RedisBus
-
     listener = redis.Redis.from_url(private_redis.url).pubsub(ignore_subscribe_messages=True)
     listener.subscribe(CHANNEL)
-    bus = RedisBus(
-        private_redis.url,
-        CHANNEL,
-        origin="me",
-        deployment="d1",
-        on_payload=lambda payload: None,
-        on_connected=lambda: None,
-        peer_hold_seconds=5,
-    )
+    bus = redis_bus(private_redis.url, CHANNEL)
     bus.publisher_greenlet = gevent.spawn(bus._publish_forever)  # the publisher alone, no listener
     try:
         bus.publish_messages([room_message(1), room_message(2)])
@@ -207,20 +201,11 @@ def test_a_postgres_listener_whose_server_went_silent_reconnects(fresh_database,
 
 @pytest.mark.slow
 def test_a_redis_listener_whose_server_went_silent_reconnects(private_redis, monkeypatch):
-    from app.bus import RedisBus
 
     monkeypatch.setattr(bus_module, "LISTENER_PROBE_SECONDS", 0.3)
     proxy = StallingProxy(private_redis.port)
     connected: list[bool] = []
-    bus = RedisBus(
-        f"redis://127.0.0.1:{proxy.port}/0",
-        "chat_events:d1",
-        origin="me",
-        deployment="d1",
-        on_payload=lambda p: None,
-        on_connected=lambda: connected.append(True),
-        peer_hold_seconds=5,
-    )
+    bus = redis_bus(f"redis://127.0.0.1:{proxy.port}/0", on_connected=lambda: connected.append(True))
     # redis-py blocks this thread (the tests do not patch sockets for gevent): the
     # listener runs here, and the proxy in its own threads stalls a second after it
     # subscribed, having answered its probes meanwhile.

@@ -15,15 +15,17 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 
 import psycopg2
 import pytest
 import redis
 
 from app.bus import redis_channel
-from tests.support.clients import Client, join
+from tests.support.clients import Client, connect_to, join
+from tests.support.cluster import CLUSTER_ENV, start_cluster
 from tests.support.databases import sql
-from tests.support.faults import FaultPhases, StallingProxy
+from tests.support.faults import FaultPhases, StallingProxy, is_ack_of, send_until_acked
 from tests.support.identities import SECRET, make_token, new_user_id, unique
 from tests.support.restartable import PrivateRedis
 from tests.support.servers import Server
@@ -33,41 +35,9 @@ from tests.support.waiting import wait_for
 pytestmark = pytest.mark.cluster
 
 
-CLUSTER_ENV = {"HEARTBEAT_SECONDS": "0.5", "NODE_TIMEOUT_SECONDS": "3", "GAP_WAIT_SECONDS": "0.2"}
-
-
-def start_cluster(database_url: str, **env: str) -> list[Server]:
-    return [Server(database_url, workers=2, **CLUSTER_ENV, **env).start() for _ in range(2)]
-
-
-@pytest.fixture(scope="module", params=["postgres", "redis"])
-def cluster(request, fresh_database):
-    # A database of its own: nodes on another bus must not bury this cluster's nodes.
-    database_url = fresh_database()
-    env = {"CHAT_BUS": request.param}
-    redis = None
-    if request.param == "redis":
-        redis = PrivateRedis().start()
-        env["REDIS_URL"] = redis.url
-    servers = start_cluster(database_url, **env)
-    yield servers
-    for srv in servers:
-        srv.stop()
-    if redis:
-        redis.stop()
-
-
-def connect(srv: Server, user_id: int | None = None) -> Client:
-    user_id = user_id or new_user_id()
-    client = Client.connect(srv.url, make_token(user_id, f"user{user_id}"))
-    client.expect("welcome")
-    client.user_id, client.username = user_id, f"user{user_id}"
-    return client
-
-
 def spread(servers: list[Server], count: int) -> list[Client]:
     """`count` clients, alternating between the instances (and so over their workers)."""
-    return [connect(servers[index % len(servers)]) for index in range(count)]
+    return [connect_to(servers[index % len(servers)]) for index in range(count)]
 
 
 def test_room_messages_reach_every_member_once_in_the_same_order(cluster):
@@ -98,14 +68,14 @@ def test_room_messages_reach_every_member_once_in_the_same_order(cluster):
 
 def test_presence_join_ack_rooms_and_typing_are_cluster_wide(cluster):
     room = unique("room")
-    alice = connect(cluster[0])
-    bob_first = connect(cluster[1])
+    alice = connect_to(cluster[0])
+    bob_first = connect_to(cluster[1])
     join(alice, room)
     ack = join(bob_first, room)
     assert {u["userId"] for u in ack["data"]["users"]} == {alice.user_id, bob_first.user_id}
     assert alice.expect("presence", room=room, event="join")["data"]["userId"] == bob_first.user_id
     # bob's second tab, on the other instance: no second presence event
-    bob_second = connect(cluster[0], bob_first.user_id)
+    bob_second = connect_to(cluster[0], bob_first.user_id)
     join(bob_second, room)
     alice.nothing_more("presence", wait=0.8)
     alice.send({"type": "rooms"})
@@ -137,6 +107,19 @@ def second_behind_a_proxy(database_url: str, bus: PrivateRedis) -> Iterator[tupl
         proxy.close()
 
 
+def joined_and_heard(watching: Server, joining: Server, room: str) -> tuple[Client, Client]:
+    """New clients of `watching` and `joining` in `room`, once the first has heard the second join.
+
+    On two nodes, the join heard also tells that they hear each other on the bus.
+    """
+    watcher = connect_to(watching)
+    join(watcher, room)
+    joiner = connect_to(joining)
+    join(joiner, room)
+    assert watcher.expect("presence", room=room, event="join")["data"]["userId"] == joiner.user_id
+    return watcher, joiner
+
+
 def test_a_users_leave_heard_after_their_next_join_does_not_undo_it(fresh_database, private_redis):
     """Bob's page reloads onto another node: his leave on the first node is committed
     before his join on the second, but each node announces its own. Where the leave
@@ -145,20 +128,16 @@ def test_a_users_leave_heard_after_their_next_join_does_not_undo_it(fresh_databa
     on the second node, heard neither: to her he never left.)"""
     with second_behind_a_proxy(fresh_database(), private_redis) as (database_url, first, second, proxy):
         room = unique("reload")
-        alice = connect(second)
-        join(alice, room)
-        bob = connect(first)
-        join(bob, room)
-        assert alice.expect("presence", room=room, event="join")["data"]["userId"] == bob.user_id
+        alice, bob = joined_and_heard(second, first, room)
         proxy.stall()
         bob.close()
         bobs_row = "SELECT 1 FROM room_presence WHERE room = %s AND user_id = %s"
         wait_for(lambda: not sql(database_url, bobs_row, (room, bob.user_id)), 10, "bob's leave committed")
-        bob_again = connect(second, bob.user_id)
+        bob_again = connect_to(second, bob.user_id)
         join(bob_again, room)  # announced before its join_ack: not to Alice, who has him online
         proxy.resume()
         alice.nothing_more("presence", wait=1.5)
-        carol = connect(second)
+        carol = connect_to(second)
         assert bob.user_id in {user["userId"] for user in join(carol, room)["data"]["users"]}
 
 
@@ -171,20 +150,17 @@ def test_a_join_the_first_read_of_a_room_holds_before_its_event_arrives_is_still
     with second_behind_a_proxy(fresh_database(), private_redis) as (database_url, first, second, proxy):
         room, warm = unique("first-read"), unique("warm")
         # both nodes up and hearing each other (a node alone announces nothing)
-        watcher, other = connect(second), connect(first)
-        join(watcher, warm)
-        join(other, warm)
-        assert watcher.expect("presence", room=warm, event="join")["data"]["userId"] == other.user_id
-        alice = connect(first)
+        joined_and_heard(second, first, warm)
+        alice = connect_to(first)
         join(alice, room)  # a member, on the first node only
         alice.close()
         row = "SELECT 1 FROM room_presence WHERE room = %s AND user_id = %s"
         wait_for(lambda: not sql(database_url, row, (room, alice.user_id)), 10, "alice gone from the room")
         proxy.stall()
-        bob = connect(first)
+        bob = connect_to(first)
         join(bob, room)
         wait_for(lambda: sql(database_url, row, (room, bob.user_id)), 10, "bob's join committed")
-        back = connect(second, alice.user_id)  # in the room from its welcome on, no join
+        back = connect_to(second, alice.user_id)  # in the room from its welcome on, no join
         # her row is written after the room's first list is read on the second node
         wait_for(lambda: sql(database_url, row, (room, alice.user_id)), 10, "the first read done")
         proxy.resume()
@@ -199,15 +175,11 @@ def test_joins_and_leaves_lost_with_the_bus_are_told_once_it_is_back(fresh_datab
     once each."""
     with second_behind_a_proxy(fresh_database(), private_redis) as (database_url, first, second, proxy):
         room = unique("partition")
-        alice = connect(second)
-        join(alice, room)
-        bob = connect(first)
-        join(bob, room)
-        assert alice.expect("presence", room=room, event="join")["data"]["userId"] == bob.user_id
+        alice, bob = joined_and_heard(second, first, room)
         proxy.cut()
         bob.send({"type": "leave", "room": room})
         bob.expect("left", room=room)
-        carol = connect(first)
+        carol = connect_to(first)
         join(carol, room)
         online = "SELECT user_id FROM room_presence WHERE room = %s ORDER BY user_id"
         rows = sorted([(alice.user_id,), (carol.user_id,)])
@@ -217,7 +189,7 @@ def test_joins_and_leaves_lost_with_the_bus_are_told_once_it_is_back(fresh_datab
         assert {(e["event"], e["userId"]) for e in told} == {("leave", bob.user_id), ("join", carol.user_id)}
         # the second node's clients are told nothing twice, and its list is right
         alice.nothing_more("presence", wait=1.0)
-        dave = connect(second)
+        dave = connect_to(second)
         assert {u["userId"] for u in join(dave, room)["data"]["users"]} == {alice.user_id, carol.user_id, dave.user_id}
 
 
@@ -226,11 +198,8 @@ def grown_crowded(servers: list[Server], watcher_at: int, early_at: int) -> tupl
     early user's join, then grown too crowded for presence by a third user (who joins
     at the watcher's instance, unannounced): (room, watcher, early)."""
     room = unique("grown")
-    watcher, early = connect(servers[watcher_at]), connect(servers[early_at])
-    join(watcher, room)
-    join(early, room)
-    assert watcher.expect("presence", room=room, event="join")["data"]["userId"] == early.user_id
-    join(connect(servers[watcher_at]), room)
+    watcher, early = joined_and_heard(servers[watcher_at], servers[early_at], room)
+    join(connect_to(servers[watcher_at]), room)
     return room, watcher, early
 
 
@@ -240,7 +209,7 @@ def test_a_join_heard_before_the_room_grew_crowded_has_its_leave_heard_across_no
     servers = start_cluster(fresh_database(), PRESENCE_MAX_ROOM_SIZE="2")
     try:
         room, alice, bob_first = grown_crowded(servers, watcher_at=0, early_at=1)
-        bob_second = connect(servers[0], bob_first.user_id)
+        bob_second = connect_to(servers[0], bob_first.user_id)
         join(bob_second, room)
         # (a leave would end bob's membership on both tabs: his connections close instead)
         bob_first.close()
@@ -254,10 +223,10 @@ def test_a_join_heard_before_the_room_grew_crowded_has_its_leave_heard_across_no
 
 def test_dms_and_idempotency_across_instances(cluster):
     database_url = cluster[0].database_url
-    alice = connect(cluster[0])
-    alice_other = connect(cluster[1], alice.user_id)
-    bob = connect(cluster[1])
-    bob_other = connect(cluster[0], bob.user_id)
+    alice = connect_to(cluster[0])
+    alice_other = connect_to(cluster[1], alice.user_id)
+    bob = connect_to(cluster[1])
+    bob_other = connect_to(cluster[0], bob.user_id)
     alice.send({"type": "dm", "to": bob.user_id, "content": "across", "clientId": "x-1"})
     message = alice.expect("dm_sent")["data"]["message"]
     for client in (bob, bob_other, alice_other):
@@ -288,7 +257,7 @@ def test_join_with_since_across_instances_while_others_send(cluster):
     threads = [threading.Thread(target=keep_sending, args=(s,)) for s in senders[1:]]
     for thread in threads:
         thread.start()
-    late = connect(cluster[1])
+    late = connect_to(cluster[1])
     join(late, room, since=first[1])
     for thread in threads:
         thread.join()
@@ -301,12 +270,12 @@ def test_killed_worker_clients_resume_and_its_presence_disappears(database_url):
     servers = start_cluster(database_url)
     try:
         room = unique("room")
-        watcher = connect(servers[1])
+        watcher = connect_to(servers[1])
         join(watcher, room)
-        victims = [connect(servers[0]) for _ in range(4)]
+        victims = [connect_to(servers[0]) for _ in range(4)]
         for client in victims:
             join(client, room)
-        sender = connect(servers[1])
+        sender = connect_to(servers[1])
         join(sender, room)
         for n in range(5):
             sender.send({"type": "message", "room": room, "content": f"before {n}"})
@@ -327,7 +296,7 @@ def test_killed_worker_clients_resume_and_its_presence_disappears(database_url):
         assert gone == {c.user_id for c in victims}
         # they reconnect to the surviving instance and resume without loss or repeat
         for client in victims:
-            again = connect(servers[1], client.user_id)
+            again = connect_to(servers[1], client.user_id)
             join(again, room, since=last_seen[client.user_id])
             assert [again.expect("message", room=room)["data"]["id"] for _ in range(5)] == after
             again.nothing_more("message", wait=0.2)
@@ -370,15 +339,9 @@ def traffic_with_fault(servers: list[Server], stop, start, database_url: str) ->
                 phases.at_halfway()
             client_id = f"f{index}-{n}"
             frame = {"type": "message", "room": room, "content": client_id, "clientId": client_id}
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                sender.send(frame)
-                acked_id = await_ack(sender, client_id)
-                if acked_id is not None:
-                    phases.answered(index)
-                    acked[client_id] = acked_id
-                    break
-                phases.refused(index)
+            acknowledges = partial(is_ack_of, client_id=client_id)
+            reply, _ = send_until_acked(sender, frame, acknowledges, phases, index, time.monotonic() + 60)
+            acked[client_id] = reply["data"]["id"]
 
     threads = [threading.Thread(target=send_all, args=(i, s)) for i, s in enumerate(senders)]
     fault_thread = threading.Thread(target=phases.run, args=(stop, start))
@@ -395,17 +358,6 @@ def traffic_with_fault(servers: list[Server], stop, start, database_url: str) ->
         got = [listener.expect("message", room=room, timeout=20)["data"]["id"] for _ in range(len(expected))]
         assert got == expected
         listener.nothing_more("message", wait=0.3)
-
-
-def await_ack(client: Client, client_id: str) -> int | None:
-    """The id of our message once acknowledged, or None after an `unavailable`."""
-    while True:
-        frame = client.recv_any(timeout=15)
-        if frame["type"] == "message" and frame["data"].get("clientId") == client_id:
-            return frame["data"]["id"]
-        if frame["type"] == "error":
-            assert frame["code"] == "unavailable", frame
-            return None
 
 
 def restart_during_traffic(database_url: str, stop, start, **env: str) -> None:
@@ -437,7 +389,7 @@ def test_postgres_restart_during_traffic_across_instances(embedded_postgres):
 
 def test_a_message_too_large_for_a_notify_payload_still_crosses(cluster):
     room = unique("room")
-    sender, receiver = connect(cluster[0]), connect(cluster[1])
+    sender, receiver = connect_to(cluster[0]), connect_to(cluster[1])
     join(sender, room)
     join(receiver, room)
     content = "é" * 4000  # 8,000 bytes of UTF-8: over PostgreSQL's NOTIFY payload limit
@@ -503,7 +455,7 @@ def test_a_lone_node_announces_nothing_until_another_says_hello(fresh_database, 
     heard = Announcements(bus, database_url, private_redis.url)
     servers = [Server(database_url, **env).start()]
     try:
-        alice = connect(servers[0])
+        alice = connect_to(servers[0])
         join(alice, room)
         # A new node announces until its heartbeats have found it alone for NODE_TIMEOUT_SECONDS.
         time.sleep(node_timeout + 1.0)
@@ -514,7 +466,7 @@ def test_a_lone_node_announces_nothing_until_another_says_hello(fresh_database, 
         assert heard.bodies(wait=1.0) == [], "a node alone put its messages or typing on the bus"
 
         servers.append(Server(database_url, **env).start())
-        bob = connect(servers[1])  # its worker starts chatting: its listener says hello
+        bob = connect_to(servers[1])  # its worker starts chatting: its listener says hello
         heard.wait_for_hello()
         assert join(bob, room)["data"]["status"] == "ok"
         alice.send({"type": "message", "room": room, "content": "now someone does"})
@@ -586,12 +538,12 @@ def test_membership_follows_the_user_on_every_worker_and_host(cluster):
     gives join_ack on all, all receive; a leave on another gives `left` on all, and none
     receives the room any more. The watcher hears one join and one leave."""
     room = unique("devices")
-    watcher, sender = connect(cluster[0]), connect(cluster[1])
+    watcher, sender = connect_to(cluster[0]), connect_to(cluster[1])
     join(watcher, room)
     join(sender, room)
     watcher.expect("presence", room=room, event="join", userId=sender.user_id)
     user_id = new_user_id()
-    tabs = [connect(cluster[index % 2], user_id) for index in range(4)]
+    tabs = [connect_to(cluster[index % 2], user_id) for index in range(4)]
     join(tabs[0], room)
     for tab in tabs[1:]:
         tab.expect("join_ack", room=room, timeout=15)
@@ -615,16 +567,16 @@ def test_a_member_reconnecting_elsewhere_is_told_once_and_receives_without_a_joi
     """A member's only connection closes (leave, once), then one opens on the other
     instance without a join (join, once): it receives the room from its welcome on."""
     room = unique("roam")
-    watcher, sender = connect(cluster[0]), connect(cluster[0])
+    watcher, sender = connect_to(cluster[0]), connect_to(cluster[0])
     join(watcher, room)
     join(sender, room)
     watcher.expect("presence", room=room, event="join", userId=sender.user_id)
-    roamer = connect(cluster[0])
+    roamer = connect_to(cluster[0])
     join(roamer, room)
     watcher.expect("presence", room=room, event="join", userId=roamer.user_id)
     roamer.close()
     watcher.expect("presence", room=room, event="leave", userId=roamer.user_id, timeout=15)
-    again = connect(cluster[1], roamer.user_id)
+    again = connect_to(cluster[1], roamer.user_id)
     watcher.expect("presence", room=room, event="join", userId=roamer.user_id, timeout=15)
     sender.send({"type": "message", "room": room, "content": "welcome back"})
     assert again.expect("message", room=room, timeout=15)["data"]["content"] == "welcome back"
@@ -638,8 +590,8 @@ def test_private_rooms_invitations_and_removals_reach_every_tab_on_every_host(cl
     gets `left` with the reason, and nothing of the room after it)."""
     room = unique("private")
     alice_id, bob_id = new_user_id(), new_user_id()
-    alice = [connect(cluster[index], alice_id) for index in range(2)]
-    bob = [connect(cluster[index], bob_id) for index in range(2)]
+    alice = [connect_to(cluster[index], alice_id) for index in range(2)]
+    bob = [connect_to(cluster[index], bob_id) for index in range(2)]
     alice[0].send({"type": "create_room", "room": room, "private": True, "description": "two hosts"})
     for tab in alice:
         tab.expect("join_ack", room=room, timeout=15)
@@ -674,8 +626,8 @@ def test_a_room_turned_private_in_sql_is_refused_to_non_members_on_every_host(cl
     """The flip is read by each request: on both instances a non-member gets not_found at
     once, while the members, on both instances, keep receiving the room."""
     room = unique("flipped")
-    members = [connect(cluster[index]) for index in range(2)]
-    outsiders = [connect(cluster[index]) for index in range(2)]
+    members = [connect_to(cluster[index]) for index in range(2)]
+    outsiders = [connect_to(cluster[index]) for index in range(2)]
     for member in members:
         join(member, room)
     database_url = cluster[0].database_url

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import psycopg2
 import pytest
 
@@ -34,6 +36,21 @@ def event_ids(client: Client, count: int) -> list[int]:
         if "eventId" in frame:
             ids.append(frame["eventId"])
     return ids
+
+
+def two_members(connect: Callable[..., Client], room: str) -> tuple[Client, Client]:
+    """Alice and Bob: two new users' clients (of the `connect` fixture), both joined to `room`."""
+    alice, bob = connect(), connect()
+    join(alice, room)
+    join(bob, room)
+    return alice, bob
+
+
+def assert_refused(client: Client, code: str, *frames: dict) -> None:
+    """Send each frame in turn, and assert that each is refused with the error `code`."""
+    for frame in frames:
+        client.send(frame)
+        client.expect_error(code)
 
 
 def history(client: Client, room: str) -> dict[int, dict]:
@@ -138,25 +155,20 @@ def test_who_may_do_what(connect):
     alice, bob, carol = connect(), connect(), connect()
     join(alice, room)
     sent = send(alice, room, "mine")
-    bob.send({"type": "edit", "id": sent["id"], "content": "yours"})
-    bob.expect_error("forbidden")
-    bob.send({"type": "delete", "id": sent["id"]})
-    bob.expect_error("forbidden")
+    assert_refused(
+        bob, "forbidden", {"type": "edit", "id": sent["id"], "content": "yours"}, {"type": "delete", "id": sent["id"]}
+    )
     # a reader who did not join the room may react: answered with the event itself
     bob.send({"type": "react", "id": sent["id"], "emoji": THUMBS})
     assert bob.expect("reaction")["data"]["userId"] == bob.user_id
     assert alice.expect("reaction")["data"]["userId"] == bob.user_id
     # a DM is readable by its two parties only
     dm = send_dm(alice, bob.user_id, "between us")
-    carol.send({"type": "react", "id": dm["id"], "emoji": THUMBS})
-    carol.expect_error("not_found")
-    carol.send({"type": "delete", "id": dm["id"]})
-    carol.expect_error("not_found")
-    bob.send({"type": "edit", "id": dm["id"], "content": "changed"})
-    bob.expect_error("forbidden")
-    for frame in ({"type": "edit", "id": 2**62, "content": "x"}, {"type": "delete", "id": 2**62}):
-        alice.send(frame)
-        alice.expect_error("not_found")
+    assert_refused(
+        carol, "not_found", {"type": "react", "id": dm["id"], "emoji": THUMBS}, {"type": "delete", "id": dm["id"]}
+    )
+    assert_refused(bob, "forbidden", {"type": "edit", "id": dm["id"], "content": "changed"})
+    assert_refused(alice, "not_found", {"type": "edit", "id": 2**62, "content": "x"}, {"type": "delete", "id": 2**62})
     # nothing of the refusals reached anyone
     alice.nothing_more("message_edited", wait=0.3)
     alice.nothing_more("message_deleted", wait=0.1)
@@ -200,9 +212,7 @@ def test_bad_event_frames_are_refused_and_the_connection_stays_usable(connect, f
 
 def test_resends_store_nothing_twice_and_answer_the_sender_with_the_first_event(connect, database_url):
     room = unique("room")
-    alice, bob = connect(), connect()
-    join(alice, room)
-    join(bob, room)
+    alice, bob = two_members(connect, room)
     sent = send(alice, room, "draft")
     bob.expect("message", id=sent["id"])
     alice.send({"type": "edit", "id": sent["id"], "content": "final"})
@@ -227,10 +237,8 @@ def test_resends_store_nothing_twice_and_answer_the_sender_with_the_first_event(
     alice.expect("message_deleted", eventId=first_delete["eventId"])
     alice.send({"type": "delete", "id": sent["id"]})
     assert alice.expect("message_deleted") == first_delete
-    alice.send({"type": "edit", "id": sent["id"], "content": "back"})
-    alice.expect_error("not_found")
-    bob.send({"type": "react", "id": sent["id"], "emoji": THUMBS})
-    bob.expect_error("not_found")
+    assert_refused(alice, "not_found", {"type": "edit", "id": sent["id"], "content": "back"})
+    assert_refused(bob, "not_found", {"type": "react", "id": sent["id"], "emoji": THUMBS})
     # the other member heard each event once
     for kind in ("message_edited", "reaction", "message_deleted"):
         bob.nothing_more(kind, wait=0.2)
@@ -242,9 +250,7 @@ def test_resends_store_nothing_twice_and_answer_the_sender_with_the_first_event(
 
 def test_join_with_since_replays_missed_events_in_id_order_exactly_once(connect):
     room = unique("room")
-    alice, bob = connect(), connect()
-    join(alice, room)
-    join(bob, room)
+    alice, bob = two_members(connect, room)
     old = send(alice, room, "old")
     bob.expect("message", id=old["id"])
     cursor = old["id"]

@@ -11,40 +11,13 @@ import threading
 
 import pytest
 
-from tests.support.clients import Client, join
-from tests.support.identities import make_token, new_user_id, unique
-from tests.support.restartable import PrivateRedis
-from tests.support.servers import Server
+from tests.support.clients import Client, connect_to, join
+from tests.support.identities import unique
 
 pytestmark = pytest.mark.cluster
 
-CLUSTER_ENV = {"HEARTBEAT_SECONDS": "0.5", "NODE_TIMEOUT_SECONDS": "3", "GAP_WAIT_SECONDS": "0.2"}
 THUMBS = "\U0001f44d"
 EVENT_TYPES = ("message", "message_edited", "message_deleted", "reaction")
-
-
-@pytest.fixture(scope="module", params=["postgres", "redis"])
-def cluster(request, fresh_database):
-    database_url = fresh_database()  # its own: nodes on another bus must not bury these
-    env = {"CHAT_BUS": request.param, **CLUSTER_ENV}
-    redis = None
-    if request.param == "redis":
-        redis = PrivateRedis().start()
-        env["REDIS_URL"] = redis.url
-    servers = [Server(database_url, workers=2, **env).start() for _ in range(2)]
-    yield servers
-    for srv in servers:
-        srv.stop()
-    if redis:
-        redis.stop()
-
-
-def connect(srv: Server, user_id: int | None = None) -> Client:
-    user_id = user_id or new_user_id()
-    client = Client.connect(srv.url, make_token(user_id, f"user{user_id}"))
-    client.expect("welcome")
-    client.user_id, client.username = user_id, f"user{user_id}"
-    return client
 
 
 def stream(client: Client, count: int) -> list[tuple[str, int]]:
@@ -59,9 +32,9 @@ def stream(client: Client, count: int) -> list[tuple[str, int]]:
 
 def test_events_and_messages_reach_every_member_once_in_one_order_and_replay_after_absence(cluster):
     room = unique("room")
-    author = connect(cluster[0])
-    members = [connect(cluster[index % 2]) for index in range(4)]
-    away = connect(cluster[1])
+    author = connect_to(cluster[0])
+    members = [connect_to(cluster[index % 2]) for index in range(4)]
+    away = connect_to(cluster[1])
     for client in (author, *members, away):
         join(client, room)
     targets = []
@@ -103,7 +76,7 @@ def test_events_and_messages_reach_every_member_once_in_one_order_and_replay_aft
         client.nothing_more("reaction", wait=0.3)
 
     # Back on the other instance with the last id it saw: exactly what it missed, in order.
-    back = connect(cluster[0], away.user_id)
+    back = connect_to(cluster[0], away.user_id)
     join(back, room, since=cursor)
     assert stream(back, total) == seen[0]
     for kind in EVENT_TYPES:
@@ -111,8 +84,8 @@ def test_events_and_messages_reach_every_member_once_in_one_order_and_replay_aft
 
 
 def test_dm_events_cross_instances_to_both_parties(cluster):
-    alice, bob = connect(cluster[0]), connect(cluster[1])
-    alice_other = connect(cluster[1], alice.user_id)
+    alice, bob = connect_to(cluster[0]), connect_to(cluster[1])
+    alice_other = connect_to(cluster[1], alice.user_id)
     alice.send({"type": "dm", "to": bob.user_id, "content": "hi"})
     sent = alice.expect("dm_sent")["data"]["message"]
     bob.expect("dm", id=sent["id"])
@@ -128,7 +101,7 @@ def test_dm_events_cross_instances_to_both_parties(cluster):
 
 def test_an_edit_too_large_for_a_notify_payload_still_crosses(cluster):
     room = unique("room")
-    author, reader = connect(cluster[0]), connect(cluster[1])
+    author, reader = connect_to(cluster[0]), connect_to(cluster[1])
     join(author, room)
     join(reader, room)
     author.send({"type": "message", "room": room, "content": "short"})

@@ -8,29 +8,22 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from functools import partial
 
 import psycopg2
 import pytest
 import websocket
 
 from tests.support.asyncapi import check_server_frame
-from tests.support.clients import Client, assert_closed_with, join
+from tests.support.clients import Client, assert_closed_with, connect_to, join, join_new_clients
 from tests.support.databases import seed_room, sql
-from tests.support.faults import FaultPhases
+from tests.support.faults import FaultPhases, is_ack_of, send_until_acked, server_through_outages
 from tests.support.identities import make_token, new_user_id, unique
 from tests.support.servers import Server
 from tests.support.waiting import wait_for
 
 # Every test here starts its own server and waits a fault out: seconds each.
 pytestmark = pytest.mark.slow
-
-
-def connect_to(srv: Server, user_id: int | None = None) -> Client:
-    user_id = user_id or new_user_id()
-    client = Client.connect(srv.url, make_token(user_id, f"user{user_id}"))
-    client.expect("welcome")
-    client.user_id = user_id
-    return client
 
 
 def test_shutdown_closes_with_1001_and_messages_survive_a_restart(database_url):
@@ -55,6 +48,19 @@ def test_shutdown_closes_with_1001_and_messages_survive_a_restart(database_url):
         srv.stop()
 
 
+# A 4 KB receive buffer, which a few frames fill: the server's sends to a client that
+# reads slowly, or not at all, back up at once rather than after the kernel's default
+# (about 128 KB, and growing with use).
+SMALL_RECEIVE_BUFFER = [(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)]
+
+
+def connect_slow_reader(srv: Server) -> Client:
+    """A new user's client with a SMALL_RECEIVE_BUFFER and its welcome read, to read slowly or never."""
+    reader = Client.connect(srv.url, make_token(new_user_id(), "reader"), sockopt=SMALL_RECEIVE_BUFFER)
+    reader.expect("welcome")
+    return reader
+
+
 @pytest.mark.parametrize(
     "limit",
     # 150 frames of ~3.9 KB each: past 40 frames, or past 100 KB
@@ -71,13 +77,8 @@ def test_a_slow_reader_is_closed_with_1008_and_does_not_slow_its_room(database_u
     ).start()
     try:
         room = unique("room")
-        user_id = new_user_id()
-        # A client that reads nothing, with a tiny receive buffer.
-        slow = websocket.WebSocket(sockopt=[(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)])
-        slow.connect(f"{srv.url}/ws?token={make_token(user_id)}", timeout=10)
-        slow_client = Client(slow)
-        slow_client.expect("welcome")
-        join(slow_client, room)
+        slow = connect_slow_reader(srv)  # and then it reads nothing
+        join(slow, room)
         fast, sender = connect_to(srv), connect_to(srv)
         join(fast, room)
         join(sender, room)
@@ -104,9 +105,9 @@ def test_a_slow_reader_is_closed_with_1008_and_does_not_slow_its_room(database_u
         echoes.join(30)
         assert [m["data"]["content"].split()[0] for m in received] == [str(i) for i in range(150)]
         # The slow one, reading at last, finds a close frame with 1008 after its backlog.
-        slow.settimeout(10)
+        slow.ws.settimeout(10)
         while True:
-            opcode, data = slow.recv_data(control_frame=True)
+            opcode, data = slow.ws.recv_data(control_frame=True)
             if opcode == websocket.ABNF.OPCODE_CLOSE:
                 assert int.from_bytes(data[:2], "big") == 1008
                 break
@@ -148,36 +149,10 @@ def health(srv: Server) -> int:
         return exc.code
 
 
-def send_until_acked(client: Client, frame: dict, deadline: float, phases: FaultPhases, index: int) -> tuple[dict, int]:
-    """Send with a clientId until the server acknowledges it; count `unavailable` answers."""
-    unavailable = 0
-    while time.monotonic() < deadline:
-        client.send(frame)
-        while True:
-            reply = client.recv_any(timeout=15)
-            if reply["type"] == "message" and reply["data"].get("clientId") == frame["clientId"]:
-                phases.answered(index)
-                return reply["data"], unavailable
-            if reply["type"] == "error":
-                assert reply["code"] == "unavailable", reply
-                unavailable += 1
-                phases.refused(index)
-                break
-    raise AssertionError(f"{frame['clientId']} never acknowledged")
-
-
 def test_database_restart_during_traffic_loses_nothing_and_recovers_by_itself(embedded_postgres):
-    url = embedded_postgres.start()
-    # A burst large enough that retries never meet the rate limit: this test is about the outage.
-    outage_env = {"DB_CONNECT_TIMEOUT_SECONDS": "1", "STORE_TIMEOUT_SECONDS": "4", "HEARTBEAT_SECONDS": "0.5"}
-    srv = Server(url, RATE_BURST_FRAMES="1000", **outage_env).start()
-    try:
+    with server_through_outages(embedded_postgres) as (url, srv):
         room = unique("room")
-        listener = connect_to(srv)
-        join(listener, room)
-        senders = [connect_to(srv) for _ in range(3)]
-        for sender in senders:
-            join(sender, room)
+        listener, *senders = join_new_clients(srv, room, 1 + 3)
         acked: dict[str, dict] = {}
         refusals = []
         per_sender = 40
@@ -190,14 +165,15 @@ def test_database_restart_during_traffic_loses_nothing_and_recovers_by_itself(em
                 if n == per_sender // 2:
                     phases.at_halfway()
                 client_id = f"s{index}-{n}"
-                data, unavailable = send_until_acked(
+                reply, unavailable = send_until_acked(
                     sender,
                     {"type": "message", "room": room, "content": f"m {client_id}", "clientId": client_id},
-                    deadline,
+                    partial(is_ack_of, client_id=client_id),
                     phases,
                     index,
+                    deadline,
                 )
-                acked[client_id] = data
+                acked[client_id] = reply["data"]
                 refusals.append(unavailable)
 
         def restart_database() -> None:
@@ -227,8 +203,6 @@ def test_database_restart_during_traffic_loses_nothing_and_recovers_by_itself(em
         assert ids == sorted(ids)
         assert {m["clientId"] for m in received} == set(acked)
         assert health(srv) == 200
-    finally:
-        srv.stop()
 
 
 def test_a_message_told_unavailable_is_never_stored_afterwards(database_url):
@@ -257,6 +231,12 @@ def test_a_message_told_unavailable_is_never_stored_afterwards(database_url):
         srv.stop()
 
 
+# A replay of the BACKLOG in pages of 100 through a 4 KB send buffer: it lasts seconds,
+# long enough for pings, and live messages, to come meanwhile.
+BACKLOG = 3000
+SLOW_REPLAY_ENV = {"REPLAY_PAGE_SIZE": "100", "SOCKET_SEND_BUFFER_BYTES": "4096"}
+
+
 def test_a_long_replay_to_a_slow_reader_is_not_cut_by_the_keepalive(database_url):
     """Nothing reads a connection while its replay runs, so the client's answers to pings
     wait unread: a replay that outlasts the ping interval and pong timeout must not be
@@ -265,25 +245,19 @@ def test_a_long_replay_to_a_slow_reader_is_not_cut_by_the_keepalive(database_url
         database_url,
         PING_INTERVAL_SECONDS="0.5",
         PONG_TIMEOUT_SECONDS="0.5",
-        REPLAY_PAGE_SIZE="100",
-        SOCKET_SEND_BUFFER_BYTES="4096",
+        **SLOW_REPLAY_ENV,
     ).start()
     try:
-        room, backlog = unique("backlog"), 3000
-        seed_room(database_url, room, backlog)
-        user_id = new_user_id()
-        reader = Client.connect(
-            srv.url, make_token(user_id, "reader"), sockopt=((socket.SOL_SOCKET, socket.SO_RCVBUF, 4096),)
-        )
-        reader.expect("welcome")
-        reader.send({"type": "join", "room": room, "since": 0})
-        reader.expect("join_ack", room=room)
+        room = unique("backlog")
+        seed_room(database_url, room, BACKLOG)
+        reader = connect_slow_reader(srv)
+        join(reader, room, since=0)
         contents = []
-        while len(contents) < backlog:
+        while len(contents) < BACKLOG:
             contents.append(reader.expect("message", room=room)["data"]["content"])
             if len(contents) % 100 == 0:
                 time.sleep(0.1)  # a slow link: the replay takes about 3 s
-        assert contents == [f"old {n}" for n in range(1, backlog + 1)]
+        assert contents == [f"old {n}" for n in range(1, BACKLOG + 1)]
         reader.send({"type": "ping"})
         reader.expect("pong")
     finally:
@@ -298,16 +272,8 @@ def test_a_steady_but_slow_reader_closed_mid_frame_still_gets_1008(database_url)
     ).start()
     try:
         room = unique("big")
-        sql(database_url, "INSERT INTO rooms (name, last_seq) VALUES (%s, 100)", (room,))
-        sql(
-            database_url,
-            """INSERT INTO messages (from_user, room, content, seq)
-               SELECT 1, %s, repeat('y', 4000), g FROM generate_series(1, 100) g""",
-            (room,),
-        )
-        slow = websocket.WebSocket(sockopt=[(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)])
-        slow.connect(f"{srv.url}/ws?token={make_token(new_user_id())}", timeout=10)
-        Client(slow).expect("welcome")
+        seed_room(database_url, room, 100, content_bytes=4000)  # a history of 400 KB
+        slow = connect_slow_reader(srv).ws
         for _ in range(6):  # six answers of 400 KB: past the 1 MiB the server queues
             slow.send(json.dumps({"type": "room_history", "room": room, "limit": 100}))
         received = bytearray()
@@ -422,17 +388,9 @@ def test_a_client_that_reads_nothing_is_dropped_however_much_it_sends(database_u
     pongs = None
     try:
         room = unique("big")
-        sql(database_url, "INSERT INTO rooms (name, last_seq) VALUES (%s, 100)", (room,))
-        sql(
-            database_url,
-            """INSERT INTO messages (from_user, room, content, seq)
-               SELECT 1, %s, repeat('y', 4000), g FROM generate_series(1, 100) g""",
-            (room,),
-        )
+        seed_room(database_url, room, 100, content_bytes=4000)  # a history of 400 KB
         alice = connect_to(srv)
-        hoarder = websocket.WebSocket(sockopt=[(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)])
-        hoarder.connect(f"{srv.url}/ws?token={make_token(new_user_id())}", timeout=10)
-        Client(hoarder).expect("welcome")
+        hoarder = connect_slow_reader(srv).ws
         hoarder.send(json.dumps({"type": "room_history", "room": room, "limit": 100}))
         pongs = Pongs(hoarder, 0.2)  # more often than the ping interval: never pinged
         deadline = time.monotonic() + 15
@@ -456,22 +414,17 @@ def test_live_messages_held_back_by_a_replay_count_toward_the_outbox_limit(datab
     srv = Server(
         database_url,
         OUTBOX_MAX_BYTES="200000",
-        REPLAY_PAGE_SIZE="100",
-        SOCKET_SEND_BUFFER_BYTES="4096",
         RATE_BURST_FRAMES="500",
         RATE_FRAMES_PER_SECOND="500",
+        **SLOW_REPLAY_ENV,
     ).start()
     try:
-        room, backlog = unique("busy"), 3000
-        seed_room(database_url, room, backlog)
+        room = unique("busy")
+        seed_room(database_url, room, BACKLOG)
         sender = connect_to(srv)
         join(sender, room)
-        reader = Client.connect(
-            srv.url, make_token(new_user_id(), "reader"), sockopt=((socket.SOL_SOCKET, socket.SO_RCVBUF, 4096),)
-        )
-        reader.expect("welcome")
-        reader.send({"type": "join", "room": room, "since": 0})
-        reader.expect("join_ack", room=room)  # then it reads nothing: the replay waits
+        reader = connect_slow_reader(srv)
+        join(reader, room, since=0)  # then it reads nothing: the replay waits
         for index in range(60):  # 240 KB of live messages, held back for the reader
             sender.send({"type": "message", "room": room, "content": f"{index} " + "z" * 3990})
             sender.expect("message", room=room)

@@ -5,14 +5,13 @@ from __future__ import annotations
 import pytest
 
 from tests.support.clients import Client
+from tests.support.cluster import CLUSTER_ENV
 from tests.support.databases import sql
 from tests.support.identities import make_token, new_user_id, unique
 from tests.support.servers import Server
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
-
-CLUSTER_ENV = {"HEARTBEAT_SECONDS": "0.5", "NODE_TIMEOUT_SECONDS": "3", "GAP_WAIT_SECONDS": "0.2"}
 
 
 @pytest.fixture

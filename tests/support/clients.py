@@ -9,6 +9,8 @@ import pytest
 import websocket
 
 from tests.support.asyncapi import check_client_frame, check_server_frame
+from tests.support.identities import make_token, new_user_id
+from tests.support.servers import Server
 
 
 class Client:
@@ -93,6 +95,26 @@ def join(client: Client, room: str, **extra) -> dict:
     """Join `room` (with `extra` fields such as `since`) and return the join_ack."""
     client.send({"type": "join", "room": room, **extra})
     return client.expect("join_ack", room=room)
+
+
+def connect_to(srv: Server, user_id: int | None = None) -> Client:
+    """A client of `srv` with its welcome read: a new user's unless `user_id` is given.
+
+    For tests that start servers of their own (the `connect` fixture serves the shared one).
+    """
+    user_id = user_id or new_user_id()
+    client = Client.connect(srv.url, make_token(user_id, f"user{user_id}"))
+    client.expect("welcome")
+    client.user_id, client.username = user_id, f"user{user_id}"
+    return client
+
+
+def join_new_clients(srv: Server, room: str, count: int) -> list[Client]:
+    """`count` new users' clients of `srv`, each joined to `room`."""
+    clients = [connect_to(srv) for _ in range(count)]
+    for client in clients:
+        join(client, room)
+    return clients
 
 
 def assert_closed_with(client: Client, code: int) -> None:

@@ -27,11 +27,7 @@ def find_admin_url() -> str:
 
 def create_database(admin_url: str, name: str) -> str:
     """Create database `name` with schema.sql loaded, and return its URL."""
-    conn = psycopg2.connect(admin_url)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    conn.close()
+    run_outside_a_transaction(admin_url, f'CREATE DATABASE "{name}"')
     url = database_url_for(admin_url, name)
     with psycopg2.connect(url) as conn, conn.cursor() as cur:
         cur.execute((ROOT / "schema.sql").read_text())
@@ -41,11 +37,21 @@ def create_database(admin_url: str, name: str) -> str:
 
 def drop_database(admin_url: str, name: str) -> None:
     """Drop database `name`, closing whatever is still connected to it."""
+    run_outside_a_transaction(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def run_outside_a_transaction(admin_url: str, statement: str) -> None:
+    """Run one statement in autocommit: CREATE and DROP DATABASE refuse to run inside a transaction.
+
+    The statement is built by the caller: a database name cannot be a query parameter.
+    """
     conn = psycopg2.connect(admin_url)
     conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    conn.close()
+    try:
+        with conn.cursor() as cur:
+            cur.execute(statement)
+    finally:
+        conn.close()
 
 
 def database_url_for(admin_url: str, name: str) -> str:
@@ -68,12 +74,16 @@ def sql(url: str, query: str, params: tuple = ()) -> list[tuple]:
         conn.close()
 
 
-def seed_room(url: str, room: str, messages: int) -> None:
-    """Make room `room` with `messages` old messages in it ('old 1' ... 'old N'), as if sent."""
+def seed_room(url: str, room: str, messages: int, content_bytes: int | None = None) -> None:
+    """Make room `room` with `messages` old messages in it, as if sent.
+
+    Their contents read 'old 1' ... 'old N', or are each `content_bytes` of 'y' when given
+    (for answers of a known size).
+    """
     sql(url, "INSERT INTO rooms (name, last_seq) VALUES (%s, %s)", (room, messages))
     sql(
         url,
         """INSERT INTO messages (from_user, room, content, seq)
-           SELECT 1, %s, 'old ' || g, g FROM generate_series(1, %s) g""",
-        (room, messages),
+           SELECT 1, %s, coalesce(repeat('y', %s), 'old ' || g), g FROM generate_series(1, %s) g""",
+        (room, content_bytes, messages),
     )

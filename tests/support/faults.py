@@ -5,8 +5,36 @@ from __future__ import annotations
 import select
 import socket
 import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
+from tests.support.clients import Client
+from tests.support.restartable import EmbeddedPostgres
+from tests.support.servers import Server
 from tests.support.waiting import wait_for
+
+# A server that lives through a database outage within a test's seconds: a connection
+# attempt gives up after 1 s, a send waits 4 s for its commit before it is told
+# `unavailable`, and heartbeats come every half second (defaults: 3 s, 10 s, 3 s). The
+# burst is large enough that retries never meet the rate limit: these tests are about the outage.
+OUTAGE_ENV = {
+    "DB_CONNECT_TIMEOUT_SECONDS": "1",
+    "STORE_TIMEOUT_SECONDS": "4",
+    "HEARTBEAT_SECONDS": "0.5",
+    "RATE_BURST_FRAMES": "1000",
+}
+
+
+@contextmanager
+def server_through_outages(postgres: EmbeddedPostgres) -> Iterator[tuple[str, Server]]:
+    """A server on the restartable `postgres`, set to wait its outages out: (database URL, server)."""
+    url = postgres.start()
+    srv = Server(url, **OUTAGE_ENV).start()
+    try:
+        yield url, srv
+    finally:
+        srv.stop()
 
 
 class FaultPhases:
@@ -49,6 +77,40 @@ class FaultPhases:
         wait_for(lambda: len(self.answered_during) == self.senders, 60, "every sender answered during the fault")
         start()
         self.over.set()
+
+
+def send_until_acked(
+    client: Client,
+    frame: dict,
+    acknowledges: Callable[[dict], bool],
+    phases: FaultPhases,
+    sender: int,
+    deadline: float,
+) -> tuple[dict, int]:
+    """Send `frame` until a reply `acknowledges` it: (that reply, how many `unavailable`s came first).
+
+    A refused frame is sent again as it was (a resend, which the server must not store
+    twice) once the fault is over; any error but `unavailable` fails the test.
+    """
+    unavailable = 0
+    while time.monotonic() < deadline:
+        client.send(frame)
+        while True:
+            reply = client.recv_any(timeout=15)
+            if acknowledges(reply):
+                phases.answered(sender)
+                return reply, unavailable
+            if reply["type"] == "error":
+                assert reply["code"] == "unavailable", reply
+                unavailable += 1
+                phases.refused(sender)
+                break
+    raise AssertionError(f"{frame} never acknowledged")
+
+
+def is_ack_of(reply: dict, client_id: str) -> bool:
+    """Whether `reply` is the echo that acknowledges the message sent with `client_id`."""
+    return reply["type"] == "message" and reply["data"].get("clientId") == client_id
 
 
 class StallingProxy:
