@@ -27,6 +27,7 @@ from gevent.lock import Semaphore
 from psycopg2.extras import Json
 
 from . import store
+from .batched import Batched
 from .bus import Bus
 from .db import Pool
 from .errors import ChatError
@@ -250,11 +251,13 @@ STATEMENTS = PreparedStatements(
                            'k', 'p', 'room', room, 'event', 'join', 'userId', user_id, 'username', username,
                            'v', version)::text) END
             FROM told ORDER BY n""",
+        # The online lists of rooms read at once (OnlineListReads): who has a row on a live node.
         "chat_online_users": f"""
-            SELECT DISTINCT ON (p.user_id) p.user_id, COALESCE(p.username, u.username, 'user' || p.user_id)
+            SELECT DISTINCT ON (p.room, p.user_id) p.room, p.user_id,
+                   COALESCE(p.username, u.username, 'user' || p.user_id)
             FROM room_presence p LEFT JOIN users u ON u.id = p.user_id
-            WHERE p.room = %(room)s AND p.node_id IN ({ALIVE})
-            ORDER BY p.user_id""",
+            WHERE p.room = ANY(%(rooms)s) AND p.node_id IN ({ALIVE})
+            ORDER BY p.room, p.user_id""",
     },
     types={
         "room": "text",
@@ -316,6 +319,9 @@ _ENTER_MANY = "; ".join([_EXECUTE["chat_lock_many"], _EXECUTE["chat_presence_row
 # crowd of connects becomes a few statements, each one round trip and one commit.
 TEND_BATCH_MAX = 1000
 TENDERS_MAX = 4
+# Rooms whose online lists one statement reads at most, and greenlets reading at once.
+ONLINE_READ_BATCH_MAX = 500
+ONLINE_READERS_MAX = 2
 
 
 class Entered(NamedTuple):
@@ -350,6 +356,26 @@ class KeyedLocks:
                 del self._locks[key]
 
 
+class OnlineListReads(Batched[str, dict[int, str]]):
+    """The online lists of many rooms, read by one statement: a crowd reconnecting joins
+    thousands of rooms, and the first join of each here reads its list (OnlineLists)."""
+
+    def __init__(self, pool: Pool, node_timeout: float) -> None:
+        super().__init__(ONLINE_READ_BATCH_MAX, ONLINE_READERS_MAX)
+        self.pool = pool
+        self.node_timeout = node_timeout
+
+    def answer_batch(self, rooms: list[str]) -> list[dict[int, str]]:
+        """Each room's users online (user id -> name), a list of its own for each asker."""
+        by_room: dict[str, dict[int, str]] = {room: {} for room in rooms}
+        with self.pool.autocommit() as cur:
+            cur.execute(_EXECUTE["chat_online_users"], {"rooms": sorted(by_room), "alive_seconds": self.node_timeout})
+            rows = cur.fetchall()
+        for room, user_id, username in rows:
+            by_room[room][user_id] = username
+        return [dict(by_room[room]) for room in rooms]
+
+
 class Presence:
     def __init__(
         self,
@@ -377,6 +403,7 @@ class Presence:
         self.max_announced_room_size = max_announced_room_size
         # Rooms a user may create a minute (0: no limit), counted in the database.
         self.rooms_per_minute = rooms_per_minute
+        self._online_reads = OnlineListReads(pool, node_timeout_seconds)
         # who is online in each room, as this process has told its members
         self.online = OnlineLists(
             self._read_online_users,
@@ -600,9 +627,7 @@ class Presence:
         return len(online.users) + (user_id not in online.users) <= self.max_announced_room_size
 
     def _read_online_users(self, room: str) -> dict[int, str]:
-        with self.pool.autocommit() as cur:
-            cur.execute(_EXECUTE["chat_online_users"], {"room": room, "alive_seconds": self.node_timeout})
-            return dict(cur.fetchall())
+        return self._online_reads.ask(room)
 
     def repair_unheard(self) -> None:
         """Tell the members here the joins and leaves the bus lost (OnlineLists.repair_unheard).

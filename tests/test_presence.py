@@ -14,7 +14,7 @@ from app.bus import PostgresBus
 from app.errors import Unavailable
 from app.hub import Hub
 from app.membership import Memberships
-from app.presence import ALIVE, Presence
+from app.presence import ALIVE, OnlineListReads, Presence
 from tests.support.databases import sql
 
 ALICE, BOB = (1, "alice"), (2, "bob")
@@ -592,3 +592,33 @@ def test_past_the_rooms_kept_only_the_lists_of_rooms_nobody_here_is_in_are_forgo
     node.online.get("side")
     node.online.get("third")  # past the limit: 'side' goes, 'lobby' stays
     assert set(node.online.by_room) == {"lobby", "third"}
+
+
+def test_the_online_lists_of_many_rooms_are_read_at_once_each_asker_its_own(presence):
+    """The first joins of a crowd read thousands of rooms' lists: those asked for while a
+    read runs share the next statement; each asker gets the room's users on live nodes."""
+    import gevent
+
+    node, url, _ = presence
+    sql(url, "INSERT INTO chat_nodes (node_id) VALUES ('n2')")
+    sql(url, "INSERT INTO chat_nodes (node_id, heartbeat_at) VALUES ('gone', now() - interval '1 hour')")
+    sql(
+        url,
+        """INSERT INTO room_presence (room, user_id, node_id, username) VALUES ('lobby', 1, 'n2', 'alice'),
+           ('lobby', 2, 'gone', 'bob'), ('den', 2, 'n2', 'bob'), ('den', 1, 'n2', 'alice')""",
+    )
+    reads = OnlineListReads(node.pool, 10.0)
+    batches: list[list[str]] = []
+    answer_batch = reads.answer_batch
+
+    def counted(rooms):
+        batches.append(rooms)
+        return answer_batch(rooms)
+
+    reads.answer_batch = counted
+    greenlets = [gevent.spawn(reads.ask, room) for room in ("lobby", "den", "hall", "lobby", "den")]
+    gevent.joinall(greenlets)
+    lists = [g.value for g in greenlets]
+    assert lists == [{1: "alice"}, {1: "alice", 2: "bob"}, {}, {1: "alice"}, {1: "alice", 2: "bob"}]
+    assert lists[0] is not lists[3]  # each its own: a list is changed where it is kept
+    assert len(batches) < len(greenlets)
