@@ -469,10 +469,17 @@ def loadgen_cmd(mode, cfg, workdir):
     return ["taskset", "-c", LOADGEN_CORE, "node", LOADGEN, mode, path]
 
 
+# ws's native addons (bufferutil, utf-8-validate) off in the generator: for chat-sized
+# frames each call into them costs more than it saves. Its CPU for one fixed step (2,000
+# msgs/s, 20,000 deliveries/s, two runs each): 8.83 and 9.05 s with them, 8.26 and 8.33
+# without (bench/README.md, goal 5 of issue #22). The Node reference server keeps them.
+LOADGEN_ENV = {"WS_NO_BUFFER_UTIL": "1", "WS_NO_UTF_8_VALIDATE": "1"}
+
+
 def run_loadgen(mode, cfg, workdir, timeout, window=None):
     """Run the load generator to its RESULT; `window(at)` is called at each MARK it emits."""
     p = subprocess.Popen(loadgen_cmd(mode, cfg, workdir), stdout=subprocess.PIPE, stderr=None, text=True,
-                         stdin=subprocess.DEVNULL, start_new_session=True)
+                         stdin=subprocess.DEVNULL, start_new_session=True, env={**os.environ, **LOADGEN_ENV})
     LOADGENS.append(p)
     killer = threading.Timer(timeout, lambda: os.killpg(p.pid, signal.SIGKILL))
     killer.start()
