@@ -10,7 +10,7 @@ from pathlib import Path
 
 import psycopg2
 
-from tests.support.project import ROOT
+from app import db
 from tests.support.servers import free_port
 from tests.support.waiting import wait_for
 
@@ -41,9 +41,10 @@ class EmbeddedPostgres:
                 cur.execute("CREATE DATABASE chat")
         admin.close()
         chat_url = url.replace("/postgres?", "/chat?")
-        with psycopg2.connect(chat_url) as conn, conn.cursor() as cur:
-            cur.execute((ROOT / "schema.sql").read_text())
-        conn.close()
+        # As the server does at its start: only what is missing, so a restart under a running
+        # server (which reconnects and prepares meanwhile) takes no lock of schema.sql's ALTERs,
+        # which once deadlocked with it.
+        db.load_schema(chat_url, only_if_missing=True)
         return chat_url
 
     def stop(self) -> None:
