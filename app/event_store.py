@@ -128,7 +128,6 @@ STATEMENTS = PreparedStatements(
         "channel": "text",
         "payload": "text",
     },
-    settings=("SET plan_cache_mode = force_generic_plan",),
 )
 _EXECUTE = STATEMENTS.execute
 

@@ -14,6 +14,19 @@ import re
 # psycopg2's named placeholder, %(name)s
 PLACEHOLDER = re.compile(r"%\((\w+)\)s")
 
+# How the connections that run prepared statements plan them (the pool's, the group
+# commit's lanes), set once per connection before preparing:
+# - generic plans: a statement is planned once per connection, not at each run (planning
+#   these costs PostgreSQL more than running them);
+# - index scans forced: a generic plan is made from the statistics of its moment and kept
+#   for the connection's life, and a table small then (room_presence right after a
+#   restart, `rooms` between vacuums) would be scanned whole at every lookup once it has
+#   grown. Every statement there looks rows up by key; a table that no index serves is
+#   still scanned;
+# - no JIT: a plan whose scan is so disabled costs more than jit_above_cost and would be
+#   compiled at every run; statements of milliseconds never gain from it.
+PLANNER_SETTINGS = ("SET plan_cache_mode = force_generic_plan", "SET enable_seqscan = off", "SET jit = off")
+
 
 class PreparedStatements:
     """Named statements sharing one table of parameter types."""
@@ -30,8 +43,8 @@ class PreparedStatements:
         # run before preparing, on the same connection (SET ...)
         self.settings = settings
         # Statements sent whole, never prepared, so that PostgreSQL plans each run with its
-        # values: for one whose array parameters join each other, a generic plan guesses a
-        # handful of rows and picks nested loops, quadratic in the array's length.
+        # values and the tables as they are (a generic plan guesses an array parameter's
+        # length, and keeps what it chose for a table's size of its moment).
         self.planned_each_time = planned_each_time
         self.execute = {
             name: self.inline(name) if name in planned_each_time else self._execute(name) for name in statements

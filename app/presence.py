@@ -280,29 +280,11 @@ STATEMENTS = PreparedStatements(
         "usernames": "text[]",
         "announces": "boolean[]",
     },
-    settings=(
-        "SET plan_cache_mode = force_generic_plan",
-        # A generic plan is made once per connection, from the statistics of that moment.
-        # room_presence is emptied by a restart and refilled by the crowd reconnecting: a
-        # plan made while it was (or was analyzed) near empty scans it whole for every
-        # (room, user) looked up, for the connection's life (2.5 ms a pair at 37,000 rows:
-        # most of a reconnect storm's PostgreSQL time). Every statement of the pool looks
-        # rows up by key, so index scans are forced, as on the group-commit connections
-        # (store.BATCH); a table that no index serves is still scanned.
-        "SET enable_seqscan = off",
-        # A plan with a scan so disabled costs more than 10^10, far past jit_above_cost:
-        # PostgreSQL then compiled it, 80 ms each run (the heartbeat's 0.5 ms statement
-        # took 98). Statements of a few milliseconds never gain from JIT.
-        "SET jit = off",
-    ),
-    # Statements of a batch of up to 1,000 pairs, where planning costs little: planned with
-    # the arrays' lengths and the tables' size of the moment. chat_enter_many's CTEs join
-    # each other by (room, user): planned generically (unnest of a parameter guessed at 10
-    # rows, a row after the filter) those joins were nested loops, a million comparisons for
-    # a batch of 1,000 pairs (258 ms, against 15 ms: 3 ms of planning). A generic plan of
-    # chat_presence_rows_many made while room_presence was near empty walked the whole of
-    # room_presence_node (it gives the ORDER BY) for each pair: 193 ms a batch, the storm's
-    # largest cost in PostgreSQL.
+    # The statements of a batch of up to 1,000 pairs, where planning costs little against
+    # running: planned with the arrays' lengths and the table as it is. Generically, unnest
+    # of a parameter is guessed at 10 rows, so chat_enter_many's CTE joins by (room, user)
+    # would be nested loops, quadratic in the batch; and a plan made while room_presence
+    # was small can walk a whole index for each pair.
     planned_each_time=frozenset({"chat_enter_many", "chat_presence_rows_many"}),
 )
 _EXECUTE = STATEMENTS.execute

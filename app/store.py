@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from .messages import StoredMessage, message_data
-from .prepared import PreparedStatements
+from .prepared import PLANNER_SETTINGS, PreparedStatements
 from .tokens import Identity
 
 # A timestamp column in the wire format (PROTOCOL.md: RFC 3339, UTC, microseconds).
@@ -108,7 +108,6 @@ SESSION = PreparedStatements(
             WHERE m.user_id = %(user_id)s""",
     },
     types={"user_id": "bigint", "username": "text"},
-    settings=("SET plan_cache_mode = force_generic_plan",),
 )
 
 
@@ -638,17 +637,7 @@ BATCH = PreparedStatements(
         "channel": "text",
         "origin": "text",
     },
-    settings=(
-        "SET plan_cache_mode = force_generic_plan",
-        # Every batch updates rows of `rooms`, so that small table is mostly dead row
-        # versions between vacuums, and a sequential scan of it (which the planner prefers
-        # for a small table) reads them all, under the row locks. These connections run
-        # only these statements, so index scans are forced.
-        "SET enable_seqscan = off",
-        # (and no JIT: a disabled scan's cost, past 10^10, would have a plan compiled at
-        # every run, tens of milliseconds; see app/presence.py STATEMENTS)
-        "SET jit = off",
-    ),
+    settings=PLANNER_SETTINGS,
 )
 
 

@@ -11,7 +11,7 @@ import psycopg2.errors
 import psycopg2.extensions
 import pytest
 
-from app import db, event_store
+from app import db, event_store, runtime
 from tests.support.databases import sql
 from tests.support.identities import new_user_id, unique
 from tests.support.waiting import wait_for
@@ -22,11 +22,11 @@ THUMBS = "\N{THUMBS UP SIGN}"
 
 @pytest.fixture
 def connect(database_url: str) -> Iterator:
-    """Connections as the pool makes them (the event statements prepared), closed after."""
+    """Connections as the pool makes them (its statements prepared, planned as the pool's), closed after."""
     made = []
 
     def _connect():
-        conn = db.connect(database_url, autocommit=True, setup=event_store.STATEMENTS.prepare)
+        conn = db.connect(database_url, autocommit=True, setup=runtime.prepare_pool_statements)
         made.append(conn)
         return conn
 
