@@ -84,7 +84,7 @@ REACTIONS = """UPDATE messages SET reactions = (
 NOTIFY = "SELECT pg_notify(%(channel)s, %(payload)s)"
 
 # Every statement of an event, prepared on every connection of the pool (by
-# runtime.prepare_pool_statements), since PostgreSQL spent more parsing and planning them
+# runtime.prepare_pool_statements), since parsing and planning them costs PostgreSQL more
 # than running them. Each is a lookup by key, so a generic plan is right whatever the
 # parameters (tests/test_db.py checks them on tables grown after planning).
 STATEMENTS = PreparedStatements(

@@ -700,8 +700,8 @@ class Presence:
     def tend_many(self, pairs: list[tuple[str, int, str]]) -> None:
         """`tend` for many (room, user id, name) at once.
 
-        The rows to add are written by one statement: one round trip and one commit for all
-        of them, where each took its own (a WAL flush each). Rows to remove, rarer on a
+        The rows to add are written by one statement: one round trip and one commit (one
+        WAL flush) for all of them. Rows to remove, rarer on a
         connect, are removed one by one. The (room, user) locks are taken in one order, here
         and in the statement, so that two batches never wait for each other in a circle.
         """

@@ -1,11 +1,10 @@
 """The `read` frames of many users at once: markers moved and counts read, a round trip for all.
 
-A reader sends `read` every few messages (PROTOCOL.md §9), and each cost two statements of
-its own, a marker's move then its counts, each a round trip and each parsed and planned
-anew: under load PostgreSQL spent about a third of its CPU planning them, and the worker
-its share on the round trips. Queued here (app/batched.py), the reads of many users are
-answered by one prepared statement: it moves every marker forward and counts from where
-each stands after, as read_state's ROOM_COUNTS and DM_COUNTS count.
+A reader sends `read` every few messages (PROTOCOL.md §9): a move and its counts each, a
+round trip and a statement to plan apiece, would cost more than the messages read. Queued
+here (app/batched.py), the reads of many users are answered by one prepared statement: it
+moves every marker forward and counts from where each stands after, as read_state's
+ROOM_COUNTS and DM_COUNTS count.
 """
 
 from __future__ import annotations

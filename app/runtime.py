@@ -252,10 +252,10 @@ class ChatRuntime:
         payload.update({"room": room} if room is not None else {"with": other})
         self.deliver_read(payload)
         try:
-            # Only while another node may listen, as typing: a process alone (the default
-            # of one worker) paid a NOTIFY and its round trip for every `read`, heard by
-            # nobody. A device on a node that started a moment ago (before its hello came)
-            # can miss one; its next `read`, `my_rooms` or `welcome` tells the state as it is.
+            # Only while another node may listen, as typing: alone (the default of one
+            # worker), a NOTIFY per `read` would be heard by nobody. A device on a node that
+            # started a moment ago (before its hello came) can miss one; its next `read`,
+            # `my_rooms` or `welcome` tells the state as it is.
             self.bus.publish_event(payload, only_if_heard=True)
         except ChatError:
             pass

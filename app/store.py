@@ -786,10 +786,4 @@ def note_users_online(cur, user_ids: list[int], node_id: str) -> None:
         "DELETE FROM user_presence WHERE node_id = %(node_id)s AND NOT user_id = ANY(%(users)s::bigint[])",
         {"node_id": node_id, "users": user_ids},
     )
-    cur.execute(
-        f"""INSERT INTO user_presence (user_id, node_id, username)
-            SELECT here.user_id, %(node_id)s, {_STORED_NAME.format("here.user_id")}
-            FROM unnest(%(users)s::bigint[]) AS here (user_id)
-            ON CONFLICT DO NOTHING""",
-        {"node_id": node_id, "users": user_ids},
-    )
+    add_users_online(cur, user_ids, node_id)

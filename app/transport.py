@@ -63,10 +63,10 @@ _coalescing: dict[Transport, list[bytes]] | None = None
 def coalesced() -> Iterator[None]:
     """Write the frames sent inside the block once per client, joined, when it ends.
 
-    A fan-out loop that sends one client many frames in a row paid a send() each: the
-    presence of a crowd reconnecting (each of a thousand users told in its 20 rooms to
-    everyone online there), a group commit's messages, the bus's payloads read at once.
-    Joined, a client's frames take one system call. Each client's frames keep their order,
+    A fan-out loop can send one client many frames in a row: the presence of a crowd
+    reconnecting (each user told in each of its rooms to everyone online there), a group
+    commit's messages, the bus's payloads read at once. Joined, a client's frames take one
+    system call, not one each. Each client's frames keep their order,
     and reach the socket before anything sent after the block. The block must not wait
     (no I/O): what other greenlets send meanwhile would wait with it. A nested block
     leaves the writing to the outer one.
