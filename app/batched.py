@@ -36,10 +36,19 @@ class Batched(Generic[Request, Answer]):
         """
         result: AsyncResult = AsyncResult()
         self._queue.append((request, result))
-        if self._runners < self.runners_max:
+        self._start_runner()
+        return result.get()
+
+    def ask_later(self, requests: list[Request]) -> None:
+        """Queue requests whose answers nobody waits for: what answering them raises is
+        lost, so such a subclass's answer_batch handles its own failures."""
+        self._queue.extend((request, AsyncResult()) for request in requests)
+        self._start_runner()
+
+    def _start_runner(self) -> None:
+        if self._queue and self._runners < self.runners_max:
             self._runners += 1
             gevent.spawn(self._answer_queued)
-        return result.get()
 
     def answer_batch(self, batch: list[Request]) -> list[Answer]:
         """The answer of each request of the batch, in its order."""

@@ -21,7 +21,6 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any, NamedTuple
 
-import gevent
 import orjson
 from gevent.lock import Semaphore
 from psycopg2.extras import Json
@@ -358,6 +357,24 @@ class OnlineListReads(Batched[str, dict[int, str]]):
         return [dict(by_room[room]) for room in rooms]
 
 
+class Tends(Batched[tuple[str, int, str], None]):
+    """(room, user id, name) pairs tended many a statement (Presence.tend_many), nobody
+    waiting: what fails is the heartbeat's to repair."""
+
+    def __init__(self, tend_many: Callable[[list[tuple[str, int, str]]], None]) -> None:
+        super().__init__(TEND_BATCH_MAX, TENDERS_MAX)
+        self.tend_many = tend_many
+
+    def answer_batch(self, pairs: list[tuple[str, int, str]]) -> list[None]:
+        try:
+            self.tend_many(pairs)
+        except ChatError:
+            pass  # the next heartbeat's reconcile finds what is left
+        except Exception:
+            log.exception("writing presence failed")
+        return [None] * len(pairs)
+
+
 class Presence:
     def __init__(
         self,
@@ -398,9 +415,10 @@ class Presence:
         # (room, user_id) -> held while this process changes that user's membership or
         # presence there (see `changing`)
         self._changing = KeyedLocks()
-        # (room, user id, name) queued by tend_soon, and the greenlets tending them
-        self._to_tend: list[tuple[str, int, str]] = []
-        self._tenders = 0
+        # (room, user id, name) queued by tend_soon: the connects of a crowd (every client
+        # reconnecting after a restart) queue their rooms while a statement runs, and the
+        # next takes them all at once
+        self._tends = Tends(self.tend_many)
         # (room, user_id) -> (number, time.monotonic()) of the newest presence event heard
         # here about that user in that room, the least recently heard first (see in_order)
         self._newest_events: OrderedDict[tuple[str, int], tuple[int, float]] = OrderedDict()
@@ -666,36 +684,12 @@ class Presence:
                 self.leave(room, user_id, username)
 
     def tend_soon(self, pairs: list[tuple[str, int, str]]) -> None:
-        """Tend these (room, user id, name) now, in a greenlet of their own.
+        """Tend these (room, user id, name) soon, with the others queued meanwhile (Tends).
 
         Called at a connection's first or last here, for its rooms' rows; what fails is the
         heartbeat's.
         """
-        if not pairs:
-            return
-        self._to_tend.extend(pairs)
-        if self._tenders < TENDERS_MAX:
-            self._tenders += 1
-            gevent.spawn(self._tend_queued)
-
-    def _tend_queued(self) -> None:
-        """Tend what tend_soon queued, many pairs a statement, until nothing is left.
-
-        The connects of a crowd (every client reconnecting after a restart) queue their
-        rooms while a statement runs; the next takes them all at once, like a group commit.
-        """
-        try:
-            while self._to_tend:
-                batch = self._to_tend[:TEND_BATCH_MAX]
-                del self._to_tend[:TEND_BATCH_MAX]
-                try:
-                    self.tend_many(batch)
-                except ChatError:
-                    pass  # the next heartbeat's reconcile finds what is left
-                except Exception:
-                    log.exception("writing presence failed")
-        finally:
-            self._tenders -= 1
+        self._tends.ask_later(pairs)
 
     def tend_many(self, pairs: list[tuple[str, int, str]]) -> None:
         """`tend` for many (room, user id, name) at once.

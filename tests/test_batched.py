@@ -67,3 +67,13 @@ def test_a_request_asked_alone_is_answered_at_once():
 def test_every_request_is_answered_whatever_the_number_of_runners(runners_max):
     doubling = Doubling(batch_max=4, runners_max=runners_max)
     assert ask_at_once(doubling, list(range(25))) == [2 * n for n in range(25)]
+
+
+def test_requests_asked_for_later_are_answered_with_those_queued_meanwhile_nobody_waiting():
+    doubling = Doubling(batch_max=10, runners_max=1)
+    doubling.ask_later([1, 2])
+    doubling.ask_later([3])
+    assert doubling.batches == []  # nothing waits: the runner has not run yet
+    assert doubling.ask(4) == 8
+    assert sorted(n for batch in doubling.batches for n in batch) == [1, 2, 3, 4]
+    assert len(doubling.batches) == 1
