@@ -180,6 +180,17 @@ BEGIN
     END IF;
 END $$;
 
+-- The memberships whose latest end was a removal by the room's owner (PROTOCOL.md §8), so
+-- that a node which finds a membership gone before the bus has told it why (the heartbeat's
+-- membership check) still tells the user's tabs `left` with the reason "removed". A removal
+-- writes the row; a leave deletes it; a new membership leaves it, to be settled by its end.
+CREATE TABLE IF NOT EXISTS chat_removals (
+    room        text NOT NULL,
+    user_id     bigint NOT NULL,
+    removed_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (room, user_id)
+);
+
 -- Indexes. A legacy table may hold rows that a unique index refuses; then that index is
 -- skipped with a notice rather than failing the whole load.
 DO $$

@@ -302,8 +302,12 @@ class Memberships:
 
     def reconcile(self) -> None:
         """Compare the memberships of the users connected here with the database and
-        apply each difference (a `member` event the bus lost, a join whose answer was
-        lost after its commit). One query; a statement per difference only."""
+        apply each difference (a `member` event the bus lost or has not brought yet, a join
+        whose answer was lost after its commit). One query; more only for differences.
+
+        A membership found gone is told as a removal if it was one: the owner's node may
+        not have published its event yet, and the user's tabs must not read a plain leave.
+        """
         users = list(self.hub.connections_by_user)
         if not users:
             return
@@ -317,8 +321,14 @@ class Memberships:
             rooms = by_user.get(user_id, set())
             for conn in tuple(self.hub.connections_by_user.get(user_id, ())):
                 differences.update((room, user_id) for room in rooms.symmetric_difference(conn.rooms))
+        if not differences:
+            return
+        removals: set[tuple[str, int]] = set()
+        if ended := [pair for pair in differences if pair not in stored]:
+            with self.pool.autocommit() as cur:
+                removals = store.removed_among(cur, ended)
         for room, user_id in sorted(differences):
-            self.apply(room, user_id)
+            self.apply(room, user_id, removed=(room, user_id) in removals)
 
     # --- helpers --------------------------------------------------------------------------------
 

@@ -143,10 +143,11 @@ def _membership_ended(notify_member: str) -> str:
 #   nodes may bury one dead node at once): the remover's event, maybe still on its way,
 #   is the one to tell.
 # - chat_end_membership: end the membership and remove every node's row of the user in
-#   the room: they are online there nowhere now.
+#   the room: they are online there nowhere now; the membership's end was not a removal.
 # - chat_invite: make the user a member if `by` is one (no presence row: each node with a
 #   connection of theirs enters them, Memberships.apply).
-# - chat_remove: chat_end_membership, if `by` owns the room (and the user does not).
+# - chat_remove: chat_end_membership, if `by` owns the room (and the user does not),
+#   noting the removal (chat_removals) for a node that finds the membership gone untold.
 STATEMENTS = PreparedStatements(
     {
         "chat_lock_creator": store.LOCK_CREATOR,
@@ -185,6 +186,9 @@ STATEMENTS = PreparedStatements(
                 DELETE FROM chat_members WHERE room = %(room)s AND user_id = %(user_id)s RETURNING 1
             ), gone AS (
                 DELETE FROM room_presence WHERE room = %(room)s AND user_id = %(user_id)s RETURNING announced
+            ), not_removed AS (
+                DELETE FROM chat_removals WHERE room = %(room)s AND user_id = %(user_id)s
+                                            AND EXISTS (SELECT 1 FROM ended)
             ){_membership_ended(_NOTIFY_MEMBER)}""",
         "chat_invite": f"""
             WITH added AS (
@@ -205,6 +209,9 @@ STATEMENTS = PreparedStatements(
                 DELETE FROM room_presence WHERE room = %(room)s AND user_id = %(user_id)s
                                             AND EXISTS (SELECT 1 FROM ended)
                 RETURNING announced
+            ), removal AS (
+                INSERT INTO chat_removals (room, user_id) SELECT %(room)s, %(user_id)s FROM ended
+                ON CONFLICT (room, user_id) DO UPDATE SET removed_at = now()
             ){_membership_ended(_NOTIFY_MEMBER_EVENT)}""",
         "chat_lock_many": """SELECT pg_advisory_xact_lock(hashtextextended(lock, 0))
             FROM (SELECT 'presence:' || room || ':' || user_id AS lock

@@ -168,6 +168,18 @@ def members_of(cur, user_ids: list[int]) -> set[tuple[str, int]]:
     return set(cur)
 
 
+def removed_among(cur, pairs: list[tuple[str, int]]) -> set[tuple[str, int]]:
+    """Those of these (room, user) whose membership's latest end was a removal (chat_removals)."""
+    if not pairs:
+        return set()
+    cur.execute(
+        """SELECT c.room, c.user_id FROM chat_removals c
+            JOIN unnest(%s::text[], %s::bigint[]) AS pair(room, user_id) USING (room, user_id)""",
+        ([room for room, _ in pairs], [user_id for _, user_id in pairs]),
+    )
+    return set(cur)
+
+
 def deployment_id(cur) -> str:
     """The id of the deployment this database belongs to (schema.sql, chat_deployment)."""
     cur.execute("SELECT id FROM chat_deployment")

@@ -500,10 +500,14 @@ class Tab:
     def __init__(self, user_id: int, username: str) -> None:
         self.user_id, self.username = user_id, username
         self.rooms: dict[str, int] = {}
+        self.replayed_up_to: dict[str, int] = {}
         self.sent: list[dict] = []
 
     def send(self, frame: dict) -> None:
         self.sent.append(frame)
+
+    def end_replay(self, room: str) -> None:
+        """(No replay runs here.)"""
 
 
 def test_a_join_answered_here_before_its_announcement_arrives_is_still_told_here(presence):
@@ -530,6 +534,42 @@ def test_a_join_answered_here_before_its_announcement_arrives_is_still_told_here
     node.online.by_room["lobby"].max_age_seconds = 0
     node.online.get("lobby")  # a read tells nothing more
     assert told == [("join", ALICE[0]), ("join", BOB[0])]
+
+
+@pytest.mark.parametrize(
+    "history, told",
+    [
+        (["remove"], {"type": "left", "room": "lobby", "reason": "removed"}),
+        (["leave"], {"type": "left", "room": "lobby"}),
+        (["remove", "invite", "leave"], {"type": "left", "room": "lobby"}),
+        (["leave", "invite", "remove"], {"type": "left", "room": "lobby", "reason": "removed"}),
+    ],
+)
+def test_a_membership_found_ended_before_its_event_is_told_with_why_it_ended(presence, history, told):
+    """Another node ended Bob's membership and has not published its event yet (the Redis
+    bus publishes after the commit): the heartbeat's membership check finds it gone first.
+    His tab here must read a removal by the owner as one (PROTOCOL.md §8), and a leave as
+    a plain leave, whatever ended the memberships before."""
+    node, url, _ = presence
+    sql(url, "UPDATE chat_members SET role = 'owner' WHERE user_id = %s", (ALICE[0],))
+    hub = Hub(fetch=lambda *args: [], gap_wait_seconds=1.0)
+    membership = Memberships(hub, node, node.pool, join_ack_max_users=10)
+    tab = Tab(*BOB)
+    hub.connections_by_user[BOB[0]] = {tab}
+    elsewhere = Presence(node.pool, node.bus, "n2", 10.0, lambda event: None)
+    member_event = {"k": "member", "room": "lobby", "userId": BOB[0]}
+    steps = {
+        "remove": lambda: elsewhere.remove("lobby", BOB[0], BOB[1], ALICE[0], {**member_event, "removed": True}),
+        "leave": lambda: elsewhere.end_membership("lobby", *BOB),
+        "invite": lambda: elsewhere.invite("lobby", BOB[0], ALICE[0], member_event),
+    }
+    for step in history[:-1]:
+        assert steps[step]()
+    membership.reconcile()  # a member: his tab receives the room
+    assert "lobby" in tab.rooms and tab.sent[-1]["type"] == "join_ack"
+    assert steps[history[-1]]()
+    membership.reconcile()
+    assert "lobby" not in tab.rooms and tab.sent[-1] == told
 
 
 class Listener(Tab):
