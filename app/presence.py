@@ -286,12 +286,14 @@ STATEMENTS = PreparedStatements(
         "usernames": "text[]",
         "announces": "boolean[]",
     },
-    # The statements of a batch of up to 1,000 pairs, where planning costs little against
-    # running: planned with the arrays' lengths and the table as it is. Generically, unnest
-    # of a parameter is guessed at 10 rows, so chat_enter_many's CTE joins by (room, user)
-    # would be nested loops, quadratic in the batch; and a plan made while room_presence
-    # was small can walk a whole index for each pair.
-    planned_each_time=frozenset({"chat_enter_many", "chat_presence_rows_many"}),
+    # The statements of a batch (up to 1,000 pairs, or 500 rooms), where planning costs
+    # little against running: planned with the arrays' lengths and the table as it is.
+    # Generically, unnest of a parameter is guessed at 10 rows, so chat_enter_many's CTE
+    # joins by (room, user) would be nested loops, quadratic in the batch; and a plan made
+    # while room_presence was small (a worker's first statements after a restart, before
+    # its crowd reconnects) walks the whole room_presence_node index, filtering each row
+    # by room, for each pair, or for each online-list read.
+    planned_each_time=frozenset({"chat_enter_many", "chat_presence_rows_many", "chat_online_users"}),
 )
 _EXECUTE = STATEMENTS.execute
 _LOCKS = [_EXECUTE["chat_presence_lock"], _EXECUTE["chat_presence_rows"]]
