@@ -79,6 +79,13 @@ PUBLIC = "is_private IS NOT TRUE"
 VISIBLE = f"""(r.{PUBLIC} OR EXISTS (SELECT 1 FROM chat_members v
                                      WHERE v.room = r.name AND v.user_id = %(user_id)s))"""
 
+# The id of room {0}'s newest entry, a message or an edit, delete or reaction (0: none):
+# where a connection's stream of the room starts when nothing else here receives it, so an
+# event after the newest message counts (app/events.py: a client's `since` may be an
+# event's id, and a replay ends there). Two index probes.
+ROOM_LAST_ID = """GREATEST(COALESCE((SELECT id FROM messages WHERE room = {0} ORDER BY id DESC LIMIT 1), 0),
+                    COALESCE((SELECT id FROM message_events WHERE room = {0} ORDER BY id DESC LIMIT 1), 0))"""
+
 # What a connection needs when it opens, prepared on every connection of the pool (like
 # the join's statements, app/presence.py), since every client runs it: the user's stored
 # name, the row added first if there is none (unless the name is taken: then None), and
@@ -100,9 +107,8 @@ SESSION = PreparedStatements(
                    t.user_low, t.user_high, t.last_seq
             FROM (SELECT %(user_id)s AS id) AS me
             LEFT JOIN dm_threads t ON t.user_low = me.id OR t.user_high = me.id""",
-        "chat_member_rooms": """
-            SELECT m.room, r.last_seq,
-                   COALESCE((SELECT id FROM messages WHERE room = m.room ORDER BY id DESC LIMIT 1), 0),
+        "chat_member_rooms": f"""
+            SELECT m.room, r.last_seq, {ROOM_LAST_ID.format("m.room")},
                    m.last_read_id, r.is_private IS TRUE, m.role IS NOT DISTINCT FROM 'owner'
             FROM chat_members m JOIN rooms r ON r.name = m.room
             WHERE m.user_id = %(user_id)s""",
@@ -218,11 +224,8 @@ CREATE_ROOM = """INSERT INTO rooms (name, created_by) SELECT %(room)s, %(user_id
                                      < %(rooms_per_minute)s)
     ON CONFLICT DO NOTHING"""
 # A room's stream position in one snapshot: its last_seq and the id of that message, or of
-# that edit, delete or reaction (app/events.py: a client's `since` may be an event's id).
-ROOM_STATE = f"""SELECT r.name, r.last_seq,
-           GREATEST(COALESCE((SELECT id FROM messages WHERE room = r.name ORDER BY id DESC LIMIT 1), 0),
-                    COALESCE((SELECT id FROM message_events WHERE room = r.name ORDER BY id DESC LIMIT 1), 0))
-           AS last_id
+# that edit, delete or reaction.
+ROOM_STATE = f"""SELECT r.name, r.last_seq, {ROOM_LAST_ID.format("r.name")} AS last_id
     FROM rooms r WHERE r.name = %(room)s AND {VISIBLE}"""
 
 
@@ -371,10 +374,9 @@ def private_rooms_of(cur, user_id: int, rooms: list[str]) -> list[dict[str, Any]
 def my_rooms(cur, user_id: int, limit: int, offset: int = 0) -> list[MemberRoom]:
     """A page of the rooms the user is a member of, the most recently active first."""
     cur.execute(
-        """SELECT room, last_seq, last_id, last_read_id, private, owner FROM (
+        f"""SELECT room, last_seq, last_id, last_read_id, private, owner FROM (
                SELECT m.room, r.last_seq, m.last_read_id, r.is_private IS TRUE AS private,
-                      m.role IS NOT DISTINCT FROM 'owner' AS owner,
-                      COALESCE((SELECT id FROM messages WHERE room = m.room ORDER BY id DESC LIMIT 1), 0) AS last_id
+                      m.role IS NOT DISTINCT FROM 'owner' AS owner, {ROOM_LAST_ID.format("m.room")} AS last_id
                FROM chat_members m JOIN rooms r ON r.name = m.room
                WHERE m.user_id = %(me)s
            ) mine ORDER BY last_id DESC, room LIMIT %(limit)s OFFSET %(offset)s""",

@@ -295,6 +295,24 @@ def test_join_with_since_replays_missed_events_in_id_order_exactly_once(connect)
     again.nothing_more("reaction", wait=0.3)
 
 
+def test_a_room_whose_newest_entry_is_an_event_replays_it_to_a_member_back_after_everyone_left(connect):
+    """When nobody is left in the room on the worker, a returning member's connection starts
+    the room's stream there from what the database says: its newest entry must count
+    events, or an event after the newest message is neither replayed nor live."""
+    room = unique("room")
+    alice, bob = two_members(connect, room)
+    first = send(alice, room, "first")
+    bob.expect("message", id=first["id"])
+    bob.close()
+    alice.send({"type": "react", "id": first["id"], "emoji": THUMBS})
+    react = alice.expect("reaction")
+    alice.close()  # nobody in the room on the worker now
+
+    back = connect(bob.user_id, bob.username)
+    join(back, room, since=first["id"])
+    assert back.expect("reaction", timeout=5)["eventId"] == react["eventId"]
+
+
 @pytest.fixture(scope="module")
 def two_workers(database_url):
     # Small replay pages: a replay of events and messages together crosses pages.
