@@ -28,7 +28,7 @@ from psycopg2.extras import Json
 from . import store
 from .batched import Batched
 from .bus import Bus
-from .db import Pool
+from .db import BigintArray, Pool
 from .errors import ChatError
 from .online import OnlineLists, RoomOnline
 from .prepared import PreparedStatements
@@ -729,7 +729,7 @@ class Presence:
         ]
         parameters = {
             "rooms": [room for room, _, _ in entering],
-            "user_ids": [user_id for _, user_id, _ in entering],
+            "user_ids": BigintArray(user_id for _, user_id, _ in entering),
             "usernames": [username for _, _, username in entering],
             "announces": [self._announced_in(onlines[room], user_id) for room, user_id, _ in entering],
             "node_id": self.node_id,

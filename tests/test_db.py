@@ -316,3 +316,16 @@ def test_event_plans_made_on_empty_tables_stay_lookups_as_the_tables_grow(fresh_
         pool.close()
     # index lookups: 149 pages; planned with sequential scans: 8,548
     assert read < 400, f"one event's statements read {read} pages"
+
+
+@pytest.mark.parametrize("ids", [[], [7], [1, -2, 2**62, True]])
+def test_a_bigint_array_reaches_postgresql_as_the_integers_it_holds(database_url, ids):
+    with psycopg2.connect(database_url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT %s, pg_typeof(%s)::text", (db.BigintArray(ids), db.BigintArray(ids)))
+        assert cur.fetchone() == ([int(i) for i in ids], "bigint[]")
+
+
+@pytest.mark.parametrize("bad", [None, 2.5, "3", "1}'; DROP TABLE users; --"])
+def test_a_bigint_array_holding_anything_but_integers_is_refused_before_it_is_sent(database_url, bad):
+    with psycopg2.connect(database_url) as conn, conn.cursor() as cur, pytest.raises(TypeError):
+        cur.mogrify("%s", (db.BigintArray([1, bad]),))
