@@ -44,7 +44,7 @@ class BigintArray(list):
     """Integers for a bigint[] parameter, sent as one array literal.
 
     psycopg2 adapts a list element by element, through a Python adapter object for each
-    (about 0.9 us an integer, 0.09 written out at once): a crowd reconnecting sends arrays
+    (about 0.9 us an integer, 0.09 us written out at once): a crowd reconnecting sends arrays
     of thousands of ids a batch (app/resume_reads.py, Presence.tend_many). An element that
     is not an int fails the adaptation (int.__repr__ refuses it): nothing is sent.
     """
