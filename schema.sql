@@ -185,9 +185,8 @@ END $$;
 -- membership check) still tells the user's tabs `left` with the reason "removed". A removal
 -- writes the row; a leave deletes it; a new membership leaves it, to be settled by its end.
 CREATE TABLE IF NOT EXISTS chat_removals (
-    room        text NOT NULL,
-    user_id     bigint NOT NULL,
-    removed_at  timestamptz NOT NULL DEFAULT now(),
+    room     text NOT NULL,
+    user_id  bigint NOT NULL,
     PRIMARY KEY (room, user_id)
 );
 

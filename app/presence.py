@@ -211,7 +211,7 @@ STATEMENTS = PreparedStatements(
                 RETURNING announced
             ), removal AS (
                 INSERT INTO chat_removals (room, user_id) SELECT %(room)s, %(user_id)s FROM ended
-                ON CONFLICT (room, user_id) DO UPDATE SET removed_at = now()
+                ON CONFLICT DO NOTHING
             ){_membership_ended(_NOTIFY_MEMBER_EVENT)}""",
         "chat_lock_many": """SELECT pg_advisory_xact_lock(hashtextextended(lock, 0))
             FROM (SELECT 'presence:' || room || ':' || user_id AS lock
