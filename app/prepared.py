@@ -28,6 +28,11 @@ PLACEHOLDER = re.compile(r"%\((\w+)\)s")
 PLANNER_SETTINGS = ("SET plan_cache_mode = force_generic_plan", "SET enable_seqscan = off", "SET jit = off")
 
 
+def plan_as_prepared(cur) -> None:
+    """Set PLANNER_SETTINGS on the cursor's connection: before its statements are prepared."""
+    cur.execute("; ".join(PLANNER_SETTINGS))
+
+
 class PreparedStatements:
     """Named statements sharing one table of parameter types."""
 
@@ -35,13 +40,10 @@ class PreparedStatements:
         self,
         statements: dict[str, str],
         types: dict[str, str],
-        settings: tuple[str, ...] = (),
         planned_each_time: frozenset[str] = frozenset(),
     ) -> None:
         self.statements = statements
         self.types = types  # parameter -> SQL type; their order numbers the $n
-        # run before preparing, on the same connection (SET ...)
-        self.settings = settings
         # Statements sent whole, never prepared, so that PostgreSQL plans each run with its
         # values and the tables as they are (a generic plan guesses an array parameter's
         # length, and keeps what it chose for a table's size of its moment).
@@ -56,7 +58,7 @@ class PreparedStatements:
 
     def prepare(self, cur) -> None:
         """Prepare every statement on the cursor's connection (one round trip)."""
-        commands = list(self.settings)
+        commands = []
         for name, sql in self.statements.items():
             if name in self.planned_each_time:
                 continue

@@ -32,7 +32,7 @@ from .errors import ChatError
 from .hub import Hub
 from .membership import Memberships
 from .messages import StoredEvent, StoredMessage, message_data
-from .prepared import PLANNER_SETTINGS
+from .prepared import plan_as_prepared
 from .presence import STATEMENTS as PRESENCE_STATEMENTS
 from .presence import Presence
 from .read_marks import STATEMENTS as READ_MARKS_STATEMENTS
@@ -365,7 +365,7 @@ class ChatRuntime:
 def prepare_pool_statements(cur) -> None:
     """What every connection of the pool prepares: the statements each connect, join,
     `read` and event (edit, delete, reaction) run, planned as prepared.PLANNER_SETTINGS says."""
-    cur.execute("; ".join(PLANNER_SETTINGS))
+    plan_as_prepared(cur)
     store.SESSION.prepare(cur)
     PRESENCE_STATEMENTS.prepare(cur)
     READ_MARKS_STATEMENTS.prepare(cur)

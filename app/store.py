@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from .messages import StoredMessage, message_data
-from .prepared import PLANNER_SETTINGS, PreparedStatements
+from .prepared import PreparedStatements, plan_as_prepared
 from .tokens import Identity
 
 # A timestamp column in the wire format (PROTOCOL.md: RFC 3339, UTC, microseconds).
@@ -651,12 +651,13 @@ BATCH = PreparedStatements(
         "channel": "text",
         "origin": "text",
     },
-    settings=PLANNER_SETTINGS,
 )
 
 
 def prepare_batch_statements(cur) -> None:
-    """Prepare the group-commit statements on a new connection (see BATCH)."""
+    """Prepare the group-commit statements on a new connection (see BATCH), planned as
+    prepared.PLANNER_SETTINGS says."""
+    plan_as_prepared(cur)
     BATCH.prepare(cur)
 
 
