@@ -704,9 +704,9 @@ class Presence:
         """`tend` for many (room, user id, name) at once.
 
         The rows to add are written by one statement: one round trip and one commit (one
-        WAL flush) for all of them. Rows to remove, rarer on a
-        connect, are removed one by one. The (room, user) locks are taken in one order, here
-        and in the statement, so that two batches never wait for each other in a circle.
+        WAL flush) for all of them. Rows to remove, rarer on a connect, are removed one by
+        one. The (room, user) locks are taken in one order, here and in the statement, so
+        that two batches never wait for each other in a circle.
         """
         pairs = sorted({(room, user_id): username for room, user_id, username in pairs}.items())
         with ExitStack() as held:

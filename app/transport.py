@@ -66,10 +66,10 @@ def coalesced() -> Iterator[None]:
     A fan-out loop can send one client many frames in a row: the presence of a crowd
     reconnecting (each user told in each of its rooms to everyone online there), a group
     commit's messages, the bus's payloads read at once. Joined, a client's frames take one
-    system call, not one each. Each client's frames keep their order,
-    and reach the socket before anything sent after the block. The block must not wait
-    (no I/O): what other greenlets send meanwhile would wait with it. A nested block
-    leaves the writing to the outer one.
+    system call, not one each. Each client's frames keep their order, and reach the socket
+    before anything sent after the block. The block must not wait (no I/O): what other
+    greenlets send meanwhile would wait with it. A nested block leaves the writing to the
+    outer one.
     """
     global _coalescing
     if _coalescing is not None:
