@@ -25,28 +25,32 @@ NO_FLUSH_WAIT = "SET LOCAL synchronous_commit = off;"
 # Unread and mentions of rooms, each given with the marker it counts from. Two index-only
 # range scans per room: the unread ones in messages_room_id_sender, those of them that
 # mention anybody in the (small) messages_room_mentions.
-ROOM_COUNTS = """
-SELECT w.room,
+# (ROOM_UNREAD: the two counts of room w.room from marker w.read for user {me}, mentioned by
+# the words {names}; a batch of users gives each row its own.)
+ROOM_UNREAD = """(SELECT count(*) FROM messages x
+        WHERE x.room = w.room AND x.id > w.read AND x.from_user <> {me} AND NOT x.deleted),
        (SELECT count(*) FROM messages x
-        WHERE x.room = w.room AND x.id > w.read AND x.from_user <> %(me)s AND NOT x.deleted),
-       (SELECT count(*) FROM messages x
-        WHERE x.room = w.room AND x.id > w.read AND x.from_user <> %(me)s
-          AND x.mentions IS NOT NULL AND x.mentions && %(names)s)
+        WHERE x.room = w.room AND x.id > w.read AND x.from_user <> {me}
+          AND x.mentions IS NOT NULL AND x.mentions && {names})"""
+ROOM_COUNTS = f"""
+SELECT w.room, {ROOM_UNREAD.format(me="%(me)s", names="%(names)s")}
 FROM unnest(%(rooms)s::text[], %(reads)s::bigint[]) AS w(room, read)"""
 
 # The marker, unread and mentions of conversations, by partner: one index-only range scan
 # of messages_dm_inbox each (what the partner sent the user after the marker). A
 # conversation with oneself has nothing unread: every message in it is one's own.
-DM_COUNTS = """
-SELECT w.other, COALESCE(r.last_read_id, 0), c.unread, c.mentions
-FROM unnest(%(others)s::bigint[]) AS w(other)
-LEFT JOIN dm_reads r ON r.user_id = %(me)s AND r.other_id = w.other
+# (DM_UNREAD: the marker and counts of user {me}'s conversation with w.other, as ROOM_UNREAD.)
+DM_UNREAD = """COALESCE(r.last_read_id, 0), c.unread, c.mentions
+FROM {rows}
+LEFT JOIN dm_reads r ON r.user_id = {me} AND r.other_id = w.other
 CROSS JOIN LATERAL (
-    SELECT count(*) AS unread, count(*) FILTER (WHERE x.mentions && %(names)s) AS mentions
+    SELECT count(*) AS unread, count(*) FILTER (WHERE x.mentions && {names}) AS mentions
     FROM messages x
-    WHERE x.to_user = %(me)s AND x.from_user = w.other AND w.other <> %(me)s
+    WHERE x.to_user = {me} AND x.from_user = w.other AND w.other <> {me}
       AND x.id > COALESCE(r.last_read_id, 0) AND NOT x.deleted
 ) c"""
+DM_COUNTS = f"""
+SELECT w.other, {DM_UNREAD.format(rows="unnest(%(others)s::bigint[]) AS w(other)", me="%(me)s", names="%(names)s")}"""
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,8 @@ from .read_state import ReadState
 from .shared_read import SharedRead
 from .transport import coalesced
 from .users_online import UsersOnline
+from .welcome_reads import STATEMENTS as WELCOME_STATEMENTS
+from .welcome_reads import WelcomeReads
 from .wsframe import text_frame
 
 log = logging.getLogger(__name__)
@@ -97,6 +99,8 @@ class ChatRuntime:
             config["ROOMS_CREATE_PER_MINUTE"],
             config["REPLAY_PAGE_SIZE"],
         )
+        # connecting users' `welcome` reads, many users a round trip
+        self.welcome_reads = WelcomeReads(self.pool)
         # `read` frames: many users' markers moved and counted a round trip.
         self.read_marks = ReadMarks(self.pool)
         self.users_online = UsersOnline(self.pool, self.node_id, lambda: self.hub.connections_by_user)
@@ -366,7 +370,7 @@ def prepare_pool_statements(cur) -> None:
     """What every connection of the pool prepares: the statements each connect, join,
     `read` and event (edit, delete, reaction) run, planned as prepared.PLANNER_SETTINGS says."""
     plan_as_prepared(cur)
-    store.SESSION.prepare(cur)
+    WELCOME_STATEMENTS.prepare(cur)
     PRESENCE_STATEMENTS.prepare(cur)
     READ_MARKS_STATEMENTS.prepare(cur)
     event_store.STATEMENTS.prepare(cur)

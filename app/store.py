@@ -86,35 +86,9 @@ VISIBLE = f"""(r.{PUBLIC} OR EXISTS (SELECT 1 FROM chat_members v
 ROOM_LAST_ID = """GREATEST(COALESCE((SELECT id FROM messages WHERE room = {0} ORDER BY id DESC LIMIT 1), 0),
                     COALESCE((SELECT id FROM message_events WHERE room = {0} ORDER BY id DESC LIMIT 1), 0))"""
 
-# What a connection needs when it opens, prepared on every connection of the pool (like
-# the join's statements, app/presence.py), since every client runs it: the user's stored
-# name, the row added first if there is none (unless the name is taken: then None), and
-# each of their conversations with its last seq; then the rooms the user is a member of,
-# each with its stream position and read state. Of a conversation only what dm_threads
-# holds: the id of its last message (a lookup in `messages` per conversation, costly for a
-# user with many partners) is looked up by a gate that needs it (see channel_after).
-SESSION = PreparedStatements(
-    {
-        "chat_open_session": """
-            WITH stored AS (
-                SELECT username FROM users WHERE id = %(user_id)s
-            ), created AS (
-                INSERT INTO users (id, username) SELECT %(user_id)s, %(username)s
-                WHERE NOT EXISTS (SELECT 1 FROM stored)
-                ON CONFLICT DO NOTHING RETURNING username
-            )
-            SELECT COALESCE((SELECT username FROM stored), (SELECT username FROM created)),
-                   t.user_low, t.user_high, t.last_seq
-            FROM (SELECT %(user_id)s AS id) AS me
-            LEFT JOIN dm_threads t ON t.user_low = me.id OR t.user_high = me.id""",
-        "chat_member_rooms": f"""
-            SELECT m.room, r.last_seq, {ROOM_LAST_ID.format("m.room")},
-                   m.last_read_id, r.is_private IS TRUE, m.role IS NOT DISTINCT FROM 'owner'
-            FROM chat_members m JOIN rooms r ON r.name = m.room
-            WHERE m.user_id = %(user_id)s""",
-    },
-    types={"user_id": "bigint", "username": "text"},
-)
+# A membership `m` of room `r` as MemberRoom reads it.
+MEMBER_ROOM_COLUMNS = f"""m.room, r.last_seq, {ROOM_LAST_ID.format("m.room")},
+                   m.last_read_id, r.is_private IS TRUE, m.role IS NOT DISTINCT FROM 'owner'"""
 
 
 @dataclass(frozen=True)
@@ -131,37 +105,17 @@ class MemberRoom:
 
 @dataclass(frozen=True)
 class Session:
-    """What a connecting user starts with.
+    """What a connecting user starts with (app/welcome_reads.py reads it).
 
     Their name, their conversations (channel, last_seq) as the hub tracks them, and the
-    rooms they are a member of.
+    rooms they are a member of. Of a conversation only what dm_threads holds: the id of its
+    last message (a lookup in `messages` per conversation, costly for a user with many
+    partners) is looked up by a gate that needs it (see channel_after).
     """
 
     username: str
     threads: list[tuple[tuple, int]]
     rooms: list[MemberRoom]
-
-
-def open_session(cur, identity: Identity) -> Session:
-    """Read what a connecting user starts with (see Session), creating the user's row if missing.
-
-    Every conversation comes with its last seq, every room with its stream position. Two
-    statements, three if a new user's name is taken by another id.
-    """
-    parameters = {"user_id": identity.user_id, "username": identity.username or f"user{identity.user_id}"}
-    cur.execute(SESSION.execute["chat_open_session"], parameters)
-    rows = cur.fetchall()
-    threads = [(("d", low, high), last_seq) for _, low, high, last_seq in rows if low is not None]
-    stored = rows[0][0]
-    username = create_user(cur, identity) if stored is None else identity.username or stored
-    cur.execute(SESSION.execute["chat_member_rooms"], parameters)
-    return Session(username, threads, [MemberRoom(*row) for row in cur])
-
-
-def member_rooms(cur, user_id: int) -> list[MemberRoom]:
-    """The rooms the user is a member of now."""
-    cur.execute(SESSION.execute["chat_member_rooms"], {"user_id": user_id})
-    return [MemberRoom(*row) for row in cur]
 
 
 def members_of(cur, user_ids: list[int]) -> set[tuple[str, int]]:
@@ -463,17 +417,19 @@ def messages_by_id(cur, ids: list[int]) -> list[StoredMessage]:
 # PostgreSQL merges the two: offset + limit entries of each at most, however many
 # conversations the user has (a lookup of the newest message of each would grow with them).
 # A conversation with oneself is read from the first side only.
-CONVERSATIONS = """
+# (CONVERSATIONS_OF: of user {me}, for a batch of users to give it theirs.)
+CONVERSATIONS_OF = """
 SELECT c.other, COALESCE(u.username, 'user' || c.other), c.last_id FROM (
     (SELECT t.user_high AS other, t.last_id FROM dm_threads t
-     WHERE t.user_low = %(me)s AND t.last_id > 0 ORDER BY t.last_id DESC, t.user_high LIMIT %(end)s)
+     WHERE t.user_low = {me} AND t.last_id > 0 ORDER BY t.last_id DESC, t.user_high LIMIT %(end)s)
     UNION ALL
     (SELECT t.user_low, t.last_id FROM dm_threads t
-     WHERE t.user_high = %(me)s AND t.user_low <> %(me)s AND t.last_id > 0
+     WHERE t.user_high = {me} AND t.user_low <> {me} AND t.last_id > 0
      ORDER BY t.last_id DESC, t.user_low LIMIT %(end)s)
     ORDER BY last_id DESC, other LIMIT %(limit)s OFFSET %(offset)s
 ) c LEFT JOIN users u ON u.id = c.other
 ORDER BY c.last_id DESC, c.other"""
+CONVERSATIONS = CONVERSATIONS_OF.format(me="%(me)s")
 
 
 def conversations_of(cur, user_id: int, limit: int, offset: int = 0) -> list[dict[str, Any]]:

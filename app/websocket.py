@@ -13,11 +13,11 @@ from flask import Blueprint, Response, current_app, g, request
 from flask_sock import Sock
 from wsproto.utilities import RemoteProtocolError
 
-from . import internals, protocol, read_state, store
+from . import internals, protocol, read_state
 from .connection import Connection
 from .errors import ChatError, RateLimited, Unauthorized
 from .handlers import dispatch
-from .membership import WELCOME_LIST_MAX, conversation_items
+from .membership import conversation_items
 from .metrics import AUTH_REFUSED, CONNECTIONS, FRAMES_IN
 from .noyield import not_yielding
 from .runtime import ChatRuntime, get_runtime, shutting_down
@@ -226,16 +226,9 @@ def start_session(rt: ChatRuntime, conn: Connection, identity: Identity) -> bool
     conn.token_expires_at = identity.refused_after
     rt.hub.begin_registration(conn)  # DMs committed after the listing's snapshot are kept
     try:
-        with rt.pool.autocommit() as cur:
-            session = store.open_session(cur, identity)
-            partners = store.conversations_of(cur, identity.user_id, WELCOME_LIST_MAX)
-            # Counted before the connection is listed in its rooms: from then on, nothing
-            # may yield before `welcome` (it comes before any live message).
-            listed = sorted(session.rooms, key=lambda r: (-r.last_id, r.room))[:WELCOME_LIST_MAX]
-            room_states = read_state.room_counts(
-                cur, identity.user_id, session.username, {r.room: r.last_read_id for r in listed}
-            )
-            dm_states = read_state.dm_counts(cur, identity.user_id, session.username, [p["userId"] for p in partners])
+        # Counted before the connection is listed in its rooms: from then on, nothing
+        # may yield before `welcome` (it comes before any live message).
+        session, partners, room_states, dm_states = rt.welcome_reads.read(identity)
         conn.username = session.username
         rt.known_users.add(identity.user_id)
     except ChatError as exc:
