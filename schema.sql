@@ -223,6 +223,9 @@ CREATE INDEX IF NOT EXISTS rooms_created_by ON rooms (created_by, created_at) WH
 CREATE INDEX IF NOT EXISTS room_presence_node ON room_presence (node_id);
 -- A user's rooms (welcome, my_rooms, the heartbeat's membership check).
 CREATE INDEX IF NOT EXISTS chat_members_user ON chat_members (user_id, room);
+-- A room's owner (join_ack's `owner`, read by every join): one probe, not a read of every
+-- member's row to find the one whose role says so.
+CREATE INDEX IF NOT EXISTS chat_members_owner ON chat_members (room, user_id) WHERE role = 'owner';
 CREATE INDEX IF NOT EXISTS user_presence_node ON user_presence (node_id);
 -- `users`: a case-insensitive prefix search in name order. In the "C" collation a btree
 -- serves both LIKE 'prefix%' and the ORDER BY (text_pattern_ops would serve only the LIKE).
