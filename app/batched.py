@@ -34,10 +34,14 @@ class Batched(Generic[Request, Answer]):
 
         Raises what answering its batch raised (ChatError when the database is away).
         """
+        return self.submit(request).get()
+
+    def submit(self, request: Request) -> AsyncResult:
+        """Queue the request; its answer (or what answering it raised) comes in the result."""
         result: AsyncResult = AsyncResult()
         self._queue.append((request, result))
         self._start_runner()
-        return result.get()
+        return result
 
     def ask_later(self, requests: list[Request]) -> None:
         """Queue requests whose answers nobody waits for: what answering them raises is

@@ -11,6 +11,7 @@ import logging
 import time
 
 import gevent
+from gevent.event import AsyncResult
 
 from . import protocol, wsframe
 from .messages import StoredMessage
@@ -54,6 +55,7 @@ class Connection(Transport):
         "replay_buffers",
         "replayed_up_to",
         "rate",
+        "reads_ahead",
     )
 
     def __init__(self, sock, config: dict, peer: str) -> None:
@@ -74,6 +76,9 @@ class Connection(Transport):
         # be behind the database the replay read, so live messages up to it are dropped
         self.replayed_up_to: dict[str, int] = {}
         self.rate = TokenBucket(config["RATE_BURST_FRAMES"], config["RATE_FRAMES_PER_SECOND"])
+        # (room, since, floor) -> the resume read of a join the client sent and that waits
+        # its turn, queued while an earlier one was handled (Memberships.read_ahead)
+        self.reads_ahead: dict[tuple[str, int, int], AsyncResult] | None = None
 
     def __repr__(self) -> str:
         return f"<Connection {self.id} user={self.user_id} peer={self.peer}>"

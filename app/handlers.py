@@ -8,7 +8,7 @@ from typing import NoReturn
 
 from . import event_store, events, protocol, read_state, search, store
 from .connection import Connection
-from .errors import NotFound, NotJoined, RateLimited, Unauthorized
+from .errors import ChatError, NotFound, NotJoined, RateLimited, Unauthorized
 from .membership import room_item, room_not_found
 from .messages import StoredMessage, dm_channel
 from .protocol import Command
@@ -39,7 +39,21 @@ def handle_ping(rt: ChatRuntime, conn: Connection, command: Command) -> None:
 
 
 def handle_join(rt: ChatRuntime, conn: Connection, command: Command) -> None:
+    rt.membership.read_ahead(conn, command.room, command.since, lambda: queued_joins(rt, conn))
     join_room(rt, conn, command.room, command.since)
+
+
+def queued_joins(rt: ChatRuntime, conn: Connection) -> list[tuple[str, int | None]]:
+    """(room, since) of each join the client has sent that waits its turn (read already)."""
+    joins = []
+    for raw in conn.core.queued_messages():
+        try:
+            command = protocol.parse_frame(raw, rt.limits)
+        except ChatError:
+            continue  # answered in its turn
+        if command.type == "join":
+            joins.append((command.room, command.since))
+    return joins
 
 
 def join_room(rt: ChatRuntime, conn: Connection, room: str, since: int | None = None) -> None:

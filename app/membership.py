@@ -19,7 +19,10 @@ twice on that connection, counting what came live since `welcome`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
+
+from gevent.event import AsyncResult
 
 from . import protocol, store
 from .connection import Connection
@@ -33,6 +36,9 @@ from .resume_reads import ResumeReads
 # Rooms and conversations listed in `welcome` at most (PROTOCOL.md §1); the rest come with
 # `my_rooms` and `conversations`.
 WELCOME_LIST_MAX = 200
+# Joins whose resume reads one burst reads ahead at most (a client resuming sends one per
+# room: the rate limit's burst, 30 frames, bounds it too).
+READ_AHEAD_MAX = 64
 
 
 class Joined(NamedTuple):
@@ -105,7 +111,7 @@ class Memberships:
         the registration; the caller replays, then sends them on.
         """
         user_id = conn.user_id
-        if room in conn.rooms and self._all_registered(user_id, room):
+        if self._receives(conn, room):
             joined = self._rejoin(conn, room, since)
             if joined is not None:
                 return joined
@@ -155,15 +161,16 @@ class Memberships:
         spares a commit, a WAL flush, each. None when the connection stopped receiving the
         room while we read (a leave, a removal): then it joins as a new one does.
         """
-        floor = conn.rooms[room]
+        key = self._resume_read(conn, room, since)
+        _, since_or_floor, floor = key
+        if since is not None:
+            since = since_or_floor
         gate = self.hub.gates.get(("r", room))
         last_id = max(floor, gate.last_id if gate is not None else 0)
-        if since is not None:
-            # A `since` past the newest message means the newest (see `join`).
-            since = min(since, last_id)
         # Registered before: everything above the floor came (or comes) live, so the
         # replay ends there, and its first page is read with the member count.
-        resumed = self.resume_reads.read(room, floor if since is None else since, floor)
+        ahead = conn.reads_ahead.pop(key, None) if conn.reads_ahead else None
+        resumed = ahead.get() if ahead is not None else self.resume_reads.read(*key)
         online = self.presence.online.get(room)
         if conn.rooms.get(room) != floor or not self._all_registered(conn.user_id, room):
             return None
@@ -180,6 +187,47 @@ class Memberships:
         if since is None:
             return Joined(None, None)
         return Joined(since, floor, resumed.page)
+
+    def _resume_read(self, conn: Connection, room: str, since: int | None) -> tuple[str, int, int]:
+        """What a join of a room the connection receives reads: (room, since, floor).
+
+        A `since` past the newest message means the newest (see `join`); without one, the
+        read is of the member count alone (nothing lies between the floor and itself).
+        """
+        floor = conn.rooms[room]
+        if since is None:
+            return room, floor, floor
+        gate = self.hub.gates.get(("r", room))
+        return room, min(since, max(floor, gate.last_id if gate is not None else 0)), floor
+
+    def read_ahead(
+        self, conn: Connection, room: str, since: int | None, queued: Callable[[], list[tuple[str, int | None]]]
+    ) -> None:
+        """Queue at once the resume reads of a join being handled and of those the client has
+        sent after it (`queued()`: their (room, since), in order).
+
+        A client resuming sends a join per room in one burst, and each waits for its read
+        before the next is handled: read one after another, a burst of 20 would wait for 20
+        batches of ResumeReads. Read ahead, they share one, and each join, handled in its
+        turn, takes its read from conn.reads_ahead. Only joins of rooms the connection
+        receives (those `_rejoin` answers) are read; a read that no join comes to take (the
+        join was refused, the room left meanwhile) is dropped with the next burst's.
+        """
+        if not self._receives(conn, room):
+            return  # a join that writes (Presence.join): not a resuming one
+        if conn.reads_ahead and self._resume_read(conn, room, since) in conn.reads_ahead:
+            return  # read ahead with an earlier join of its burst
+        ahead: dict[tuple[str, int, int], AsyncResult] = {}
+        for joined, joined_since in [(room, since), *queued()][:READ_AHEAD_MAX]:
+            if self._receives(conn, joined):
+                key = self._resume_read(conn, joined, joined_since)
+                if key not in ahead:
+                    ahead[key] = self.resume_reads.submit(key)
+        conn.reads_ahead = ahead
+
+    def _receives(self, conn: Connection, room: str) -> bool:
+        """Whether the connection, and every other of its user here, receives the room."""
+        return room in conn.rooms and self._all_registered(conn.user_id, room)
 
     def _all_registered(self, user_id: int, room: str) -> bool:
         """Whether every connection of the user here receives the room."""

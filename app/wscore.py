@@ -115,6 +115,16 @@ class WebSocketCore:
             # a pong: the bytes that brought it were a sign of life, nothing to answer
         return END if self.close_received else NEED_MORE
 
+    def queued_messages(self) -> list[str | bytes]:
+        """The messages read so far that next_event will give, in order (they stay queued)."""
+        messages = []
+        for frame in self.frames:
+            if frame.opcode == OP_TEXT or frame.opcode == OP_BINARY:
+                messages.append(frame.payload)
+            elif frame.opcode == OP_CLOSE or frame.opcode == _VIOLATION:
+                break  # nothing after it is handled
+        return messages
+
     def start_close(self, code: int, reason: str = "") -> bool:
         """Begin the close handshake with `code`; False if it was begun already."""
         if self.close_code is not None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 
 import psycopg2
 import pytest
+import websocket
 
 from tests.support.clients import Client, join
 from tests.support.databases import sql
@@ -133,6 +135,54 @@ def test_join_with_since_on_a_member_room_counts_what_came_live_since_welcome(co
     assert again.expect("message", room=room)["data"]["id"] == after
     join(again, room, since=before[0])  # once more, from further back
     assert again.expect("message", room=room)["data"]["id"] == before[1]
+    again.nothing_more("message", wait=0.4)
+
+
+def test_a_burst_of_resuming_joins_with_a_leave_inside_replays_each_room_once_in_order(connect):
+    """A resuming client's joins are read ahead together (Memberships.read_ahead): a
+    leave, a join again and a second join of a room in the same burst change what the
+    later joins read, and each is still answered as if handled alone, in order."""
+    rooms = [unique("burst") for _ in range(3)]
+    sender = connect()
+    reader = connect()
+    sent = {}
+    for room in rooms:
+        join(sender, room)
+        join(reader, room)
+        sent[room] = [send(sender, room, f"{room} {n}")["id"] for n in range(3)]
+        for _ in sent[room]:
+            reader.expect("message", room=room)
+    reader.close()
+    again = connect(reader.user_id, reader.username)  # a member of all three from welcome on
+    a, b, c = rooms
+    burst = [
+        {"type": "join", "room": a, "since": sent[a][0]},
+        {"type": "leave", "room": b},
+        {"type": "join", "room": b, "since": sent[b][1]},
+        {"type": "join", "room": c, "since": sent[c][0]},
+        {"type": "join", "room": a, "since": sent[a][1]},  # replayed already: nothing more
+    ]
+    # one write, so that the server reads the whole burst at once
+    again.ws.sock.sendall(
+        b"".join(websocket.ABNF.create_frame(json.dumps(f), websocket.ABNF.OPCODE_TEXT).format() for f in burst)
+    )
+    answers = []
+    while len([f for f in answers if f[0] == "join_ack"]) < 4 or len(answers) < 10:
+        frame = again.recv_any()
+        if frame["type"] in ("join_ack", "left", "message"):
+            answers.append((frame["type"], frame.get("room") or frame["data"]["room"], frame.get("data", {}).get("id")))
+    assert answers == [
+        ("join_ack", a, None),
+        ("message", a, sent[a][1]),
+        ("message", a, sent[a][2]),
+        ("left", b, None),
+        ("join_ack", b, None),
+        ("message", b, sent[b][2]),
+        ("join_ack", c, None),
+        ("message", c, sent[c][1]),
+        ("message", c, sent[c][2]),
+        ("join_ack", a, None),
+    ]
     again.nothing_more("message", wait=0.4)
 
 

@@ -174,3 +174,23 @@ def test_the_close_frame_is_taken_once_and_only_once_closing():
     core.start_close(4001, "token expired")
     assert core.take_close_frame() == b"\x88\x0f\x0f\xa1token expired"
     assert core.take_close_frame() is None
+
+
+def test_queued_messages_are_those_next_event_will_give_and_stay_queued():
+    core = WebSocketCore(MAX_MESSAGE_BYTES)
+    core.receive_data(text(b"one") + client_frame(OP_PING, b"p") + client_frame(OP_BINARY, b"two") + text(b"three"))
+    assert core.queued_messages() == ["one", b"two", "three"]
+    assert core.next_event() == "one"  # being handled: the rest waits its turn
+    assert core.queued_messages() == [b"two", "three"]
+    assert core.queued_messages() == [b"two", "three"]  # a look, not a read
+    assert events(core) == [("pong", b"p"), b"two", "three"]
+    assert core.queued_messages() == []
+
+
+def test_no_message_after_a_close_or_a_violation_is_queued():
+    core = WebSocketCore(MAX_MESSAGE_BYTES)
+    core.receive_data(text(b"before") + close(1000) + text(b"after"))
+    assert core.queued_messages() == ["before"]
+    violated = WebSocketCore(MAX_MESSAGE_BYTES)
+    violated.receive_data(text(b"fine") + text(b"\xff") + text(b"after"))
+    assert violated.queued_messages() == ["fine"]
