@@ -26,7 +26,7 @@ class Batched(Generic[Request, Answer]):
     def __init__(self, batch_max: int, runners_max: int) -> None:
         self.batch_max = batch_max
         self.runners_max = runners_max
-        self._queue: list[tuple[Request, AsyncResult]] = []
+        self._queue: list[tuple[Request, AsyncResult | None]] = []
         self._runners = 0
 
     def ask(self, request: Request) -> Answer:
@@ -46,7 +46,7 @@ class Batched(Generic[Request, Answer]):
     def ask_later(self, requests: list[Request]) -> None:
         """Queue requests whose answers nobody waits for: what answering them raises is
         lost, so such a subclass's answer_batch handles its own failures."""
-        self._queue.extend((request, AsyncResult()) for request in requests)
+        self._queue.extend((request, None) for request in requests)  # no result to set
         self._start_runner()
 
     def _start_runner(self) -> None:
@@ -67,11 +67,13 @@ class Batched(Generic[Request, Answer]):
                     answers = self.answer_batch([request for request, _ in batch])
                 except BaseException as exc:
                     for _, result in batch:
-                        result.set_exception(exc)
+                        if result is not None:
+                            result.set_exception(exc)
                     if not isinstance(exc, Exception):
                         raise
                 else:
                     for (_, result), answer in zip(batch, answers, strict=True):
-                        result.set(answer)
+                        if result is not None:
+                            result.set(answer)
         finally:
             self._runners -= 1

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any, NamedTuple
@@ -373,6 +373,14 @@ class Tends(Batched[tuple[str, int, str], None]):
     def __init__(self, tend_many: Callable[[list[tuple[str, int, str]]], None]) -> None:
         super().__init__(TEND_BATCH_MAX, TENDERS_MAX)
         self.tend_many = tend_many
+        # (room, user id) -> how many of its tends are queued or being written: the
+        # heartbeat's reconcile leaves those to us (behind a crowd connecting, it would
+        # otherwise find them all missing and write them a second time)
+        self.pending: Counter[tuple[str, int]] = Counter()
+
+    def ask_later(self, requests: list[tuple[str, int, str]]) -> None:
+        self.pending.update((room, user_id) for room, user_id, _ in requests)
+        super().ask_later(requests)
 
     def answer_batch(self, pairs: list[tuple[str, int, str]]) -> list[None]:
         try:
@@ -381,6 +389,12 @@ class Tends(Batched[tuple[str, int, str], None]):
             pass  # the next heartbeat's reconcile finds what is left
         except Exception:
             log.exception("writing presence failed")
+        finally:
+            keys = [(room, user_id) for room, user_id, _ in pairs]
+            self.pending.subtract(keys)
+            for key in set(keys):
+                if self.pending[key] <= 0:
+                    del self.pending[key]
         return [None] * len(pairs)
 
 
@@ -765,13 +779,14 @@ class Presence:
         with self.pool.autocommit() as cur:
             cur.execute("SELECT room, user_id, username FROM room_presence WHERE node_id = %s", (self.node_id,))
             have = {(room, user_id): username for room, user_id, username in cur}
-        missing = sorted(should.keys() - have.keys())
+        pending = self._tends.pending.keys()  # written soon, or left to the next heartbeat if that fails
+        missing = sorted(should.keys() - have.keys() - pending)
         for start in range(0, len(missing), TEND_BATCH_MAX):
             self._beat_if_due()
             self.tend_many(
                 [(room, user_id, should[room, user_id]) for room, user_id in missing[start : start + TEND_BATCH_MAX]]
             )
-        for key in sorted(have.keys() - should.keys()):
+        for key in sorted(have.keys() - should.keys() - pending):
             self._beat_if_due()
             self.tend(*key, have[key] or f"user{key[1]}")
         self._bury_dead_nodes()
