@@ -227,14 +227,15 @@ STATEMENTS = PreparedStatements(
                                    WITH ORDINALITY AS pair(room, user_id, username, announce, n)
                 WHERE EXISTS (SELECT 1 FROM chat_members m WHERE m.room = pair.room AND m.user_id = pair.user_id)
             ), others AS MATERIALIZED (
-                SELECT room.*,
-                       EXISTS (SELECT 1 FROM room_presence p WHERE p.room = room.room AND p.user_id = room.user_id
-                               AND p.node_id <> %(node_id)s AND p.node_id IN ({ALIVE})) AS online,
-                       EXISTS (SELECT 1 FROM room_presence p WHERE p.room = room.room AND p.user_id = room.user_id
-                               AND p.node_id <> %(node_id)s) AS other_rows,
-                       EXISTS (SELECT 1 FROM room_presence p WHERE p.room = room.room AND p.user_id = room.user_id
-                               AND p.announced) AS heard
-                FROM room
+                -- the pair's rows read once (one index probe), not once per question
+                SELECT room.*, COALESCE(rows.online, false) AS online,
+                       COALESCE(rows.other_rows, false) AS other_rows, COALESCE(rows.heard, false) AS heard
+                FROM room CROSS JOIN LATERAL (
+                    SELECT bool_or(p.node_id <> %(node_id)s AND p.node_id IN ({ALIVE})) AS online,
+                           bool_or(p.node_id <> %(node_id)s) AS other_rows,
+                           bool_or(p.announced) AS heard
+                    FROM room_presence p WHERE p.room = room.room AND p.user_id = room.user_id
+                ) AS rows
             ), entered AS (
                 INSERT INTO room_presence (room, user_id, node_id, username, announced)
                 SELECT room, user_id, %(node_id)s, username, (announce AND NOT online) OR heard FROM others
