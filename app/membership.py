@@ -169,7 +169,11 @@ class Memberships:
         last_id = max(floor, gate.last_id if gate is not None else 0)
         # Registered before: everything above the floor came (or comes) live, so the
         # replay ends there, and its first page is read with the member count.
-        ahead = conn.reads_ahead.pop(key, None) if conn.reads_ahead else None
+        ahead = None
+        if conn.reads_ahead:
+            ahead = conn.reads_ahead.pop(key, None)
+            if not conn.reads_ahead:
+                conn.reads_ahead = None  # an idle connection keeps no empty dict
         resumed = ahead.get() if ahead is not None else self.resume_reads.read(*key)
         online = self.presence.online.get(room)
         if conn.rooms.get(room) != floor or not self._all_registered(conn.user_id, room):
