@@ -1245,7 +1245,8 @@ def scenario_storm(ctx, key, db):
     log(f"  storm: {out.get('resumed')}/{n} resumed in {out.get('wallS')} s (per client p50 "
         f"{(out.get('perClientMs') or {}).get('p50')} p99 {(out.get('perClientMs') or {}).get('p99')} ms), "
         f"replayed {out.get('replayed')}/{out.get('expectedReplay')}, lost {out.get('lost')}, "
-        f"dup {out.get('duplicates')}, "
+        f"dup {out.get('duplicates')}, presence {(out.get('otherFrames') or {}).get('presence', 0)} "
+        f"(last at {out.get('presenceSettledS')} s, {out.get('presenceAfterResumed')} after the resume), "
         f"server {w.get('server_cpu_s')} CPU s ({w.get('server_ms_per_connect')} ms/connect), postgres "
         f"{w.get('postgres_cpu_s')} CPU s, other load {smp.result['other_cpu_pct']}% -> "
         f"{'OK' if out.get('ok') else 'FAIL: ' + str(out.get('reason') or out.get('fatal'))}"
@@ -1266,12 +1267,15 @@ def storm_report(results):
         rows.append([k, f"{v.get('resumed', '-')}/{v['n']}", fmt(v.get("replayed")), fmt(v.get("wallS"), 2),
                      fmt(w.get("server_cpu_s"), 2), fmt(w.get("server_ms_per_connect"), 2),
                      fmt(w.get("postgres_cpu_s"), 2), fmt(w.get("postgres_ms_per_connect"), 2),
-                     fmt((v.get("perClientMs") or {}).get("p99"), 0), fmt(srv.get("other_cpu_pct"), 0),
+                     fmt((v.get("perClientMs") or {}).get("p99"), 0),
+                     fmt((v.get("otherFrames") or {}).get("presence", 0)), fmt(v.get("presenceSettledS"), 2),
+                     fmt(srv.get("other_cpu_pct"), 0),
                      "ok" if v.get("ok") else str(v.get("reason") or v.get("fatal") or v.get("error"))[:60],
                      ratio(v.get("wallS"), node_wall)])
     return "\n### Reconnect storm (each client: welcome, 20 joins with `since`, every replay)\n\n" + table(
         ["server", "resumed", "replayed msgs", "wall s", "server CPU s", "server CPU ms/connect", "postgres CPU s",
-         "postgres CPU ms/connect", "per-client p99 ms", "other load %", "check", "wall vs node"], rows)
+         "postgres CPU ms/connect", "per-client p99 ms", "presence frames", "presence settled s", "other load %",
+         "check", "wall vs node"], rows)
 
 
 # ------------------------------------------------------------------ report

@@ -957,7 +957,11 @@ async function runStorm() {
   const CONC = cfg.concurrency || 500;
   const LIMIT_S = cfg.limitS || 600;
   const resume = cfg.resumeFile ? JSON.parse(fs.readFileSync(cfg.resumeFile, 'utf8')) : null;
+  // after the last resume: presence settled once quiet this long, or given up after this
+  const PRESENCE_QUIET_MS = 1000;
+  const PRESENCE_SETTLE_MAX_S = cfg.presenceSettleMaxS || 120;
   const st = {
+    lastPresenceAt: 0,
     replayed: 0,
     expectedReplay: 0,
     lost: 0,
@@ -1012,7 +1016,10 @@ async function runStorm() {
         if (!WELCOME) joinAll();
       });
       ws.on('message', (buf) => {
-        if (isPresence(buf)) return bump(st.otherFrames, 'presence');
+        if (isPresence(buf)) {
+          st.lastPresenceAt = performance.now();
+          return bump(st.otherFrames, 'presence');
+        }
         let m;
         try {
           m = JSON.parse(buf);
@@ -1083,6 +1090,15 @@ async function runStorm() {
   emit('MARK', { at: 'measure-end' });
   // late duplicates or extra replays would show within this second
   await sleep(1000);
+  // A server may still be announcing the crowd's presence (rows written behind the
+  // connects): wait until no presence frame came for PRESENCE_QUIET_MS, and say when the
+  // last one came, so that work moved past the resume is seen (not counted in wallS).
+  const presenceAtResumed = st.otherFrames.presence || 0;
+  const settleDeadline = performance.now() + PRESENCE_SETTLE_MAX_S * 1000;
+  while (st.lastPresenceAt && performance.now() - st.lastPresenceAt < PRESENCE_QUIET_MS && performance.now() < settleDeadline) {
+    await sleep(200);
+  }
+  const presenceSettledS = st.lastPresenceAt ? (st.lastPresenceAt - t0) / 1000 : null;
   const live = clients.filter((c) => c && c.ws);
   let missing = 0;
   for (const c of live) if (c.got < c.want) missing += c.want - c.got;
@@ -1117,6 +1133,8 @@ async function runStorm() {
     errors: st.errors,
     failures: st.failures,
     otherFrames: st.otherFrames,
+    presenceSettledS: presenceSettledS === null ? null : +presenceSettledS.toFixed(3),
+    presenceAfterResumed: (st.otherFrames.presence || 0) - presenceAtResumed,
     ok: reasons.length === 0,
     reason: reasons.join('; '),
   });
