@@ -162,9 +162,9 @@ class Memberships:
         room while we read (a leave, a removal): then it joins as a new one does.
         """
         key = self._resume_read(conn, room, since)
-        _, since_or_floor, floor = key
+        _, read_from, floor = key
         if since is not None:
-            since = since_or_floor
+            since = read_from  # a `since` past the newest message means the newest
         gate = self.hub.gates.get(("r", room))
         last_id = max(floor, gate.last_id if gate is not None else 0)
         # Registered before: everything above the floor came (or comes) live, so the

@@ -88,9 +88,9 @@ FROM dm_after s CROSS JOIN LATERAL (
 # Prepared on every connection of the pool (runtime.prepare_pool_statements): a batch is
 # often a read or two (a round trip gathers what arrived meanwhile), and planning the
 # statement would then cost more than running it. Planned generically (the pool's
-# connections force it: prepared.PLANNER_SETTINGS): the arrays' sizes change nothing in the plan, an
-# index probe per read. Rows: (is a DM, position in its array, marker, unread, mentions,
-# counted up to); the marker NULL for a room the user is not a member of.
+# connections force it: prepared.PLANNER_SETTINGS): the arrays' sizes change nothing in
+# the plan, an index probe per read. Rows: (is a DM, position in its array, marker, unread,
+# mentions, counted up to); the marker NULL for a room the user is not a member of.
 STATEMENTS = PreparedStatements(
     {"chat_read_marks": f"WITH {_ROOMS}, {_DMS}\n{_ROOM_STATES}\nUNION ALL{_DM_STATES}"},
     types={
