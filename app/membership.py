@@ -75,20 +75,16 @@ class Memberships:
 
     def connected(self, conn: Connection, rooms: list[store.MemberRoom]) -> list[dict]:
         """Register a new connection for its user's rooms (read just before, nothing
-        yielding since); the `welcome` items of the rooms, the latest active first."""
+        yielding since); the `welcome` items of the rooms (welcome_room_items)."""
         firsts = []
-        items = []
+        floors = {}
         for member in rooms:
             if not self.hub.user_in_room(conn.user_id, member.room):
                 firsts.append((member.room, conn.user_id, conn.username))
-            floor = self._register(conn, member.room, member.last_seq, member.last_id)
-            items.append(
-                room_item(member.room, max(member.last_id, floor), member.last_read_id, member.private, member.owner)
-            )
+            floors[member.room] = self._register(conn, member.room, member.last_seq, member.last_id)
         # The user's first connection here in these rooms: this node's presence rows.
         self.presence.tend_soon(firsts)
-        items.sort(key=lambda item: (-item["lastId"], item["room"]))
-        return items[:WELCOME_LIST_MAX]
+        return welcome_room_items(rooms, floors)
 
     def disconnected(self, conn: Connection) -> None:
         """Unregister a closing connection; its user's last one here leaves this node's
@@ -409,6 +405,26 @@ class Memberships:
         last_id = max(entered.state.last_id, gate.last_id if gate is not None else 0)
         listed = online.listed(self.join_ack_max_users)
         return protocol.join_ack_frame(room, listed, len(online.users), entered.members, last_id, entered.owner)
+
+
+def latest_rooms(rooms: list[store.MemberRoom]) -> list[store.MemberRoom]:
+    """The rooms a `welcome` lists: the latest active first by what was read, at most
+    WELCOME_LIST_MAX (welcome_reads counts the unread of these)."""
+    return sorted(rooms, key=lambda r: (-r.last_id, r.room))[:WELCOME_LIST_MAX]
+
+
+def welcome_room_items(rooms: list[store.MemberRoom], floors: dict[str, int]) -> list[dict]:
+    """The `welcome` items of a user's rooms, with the connection's floor in each.
+
+    The rooms are chosen by what was read (latest_rooms), not by the floors: a message
+    that came between the read and the listing raises a room's floor, and a room chosen by
+    it could be one whose unread was not counted. Their order is the floors', the latest
+    first.
+    """
+    listed = latest_rooms(rooms)
+    items = [room_item(m.room, max(m.last_id, floors[m.room]), m.last_read_id, m.private, m.owner) for m in listed]
+    items.sort(key=lambda item: (-item["lastId"], item["room"]))
+    return items
 
 
 def room_item(room: str, last_id: int, last_read_id: int, private: bool = False, owner: bool = False) -> dict:

@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 from .batched import Batched
 from .db import BigintArray, Pool
-from .membership import WELCOME_LIST_MAX
+from .membership import WELCOME_LIST_MAX, latest_rooms
 from .prepared import PreparedStatements
 from .protocol import ROOM_MENTION
 from .read_state import DM_UNREAD, ROOM_UNREAD, ReadState, mention_names
@@ -106,11 +106,6 @@ class Welcome(NamedTuple):
     partners: list[dict]  # the latest conversations, as store.conversations_of gives them
     room_states: dict[str, ReadState]  # of the latest rooms
     dm_states: dict[int, ReadState]  # of `partners`
-
-
-def latest_rooms(rooms: list[MemberRoom]) -> list[MemberRoom]:
-    """The rooms a `welcome` lists: the latest active first, at most WELCOME_LIST_MAX."""
-    return sorted(rooms, key=lambda r: (-r.last_id, r.room))[:WELCOME_LIST_MAX]
 
 
 class WelcomeReads(Batched[Identity, Welcome]):

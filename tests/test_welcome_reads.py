@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from app import db, read_state, runtime, store
+from app.membership import WELCOME_LIST_MAX, latest_rooms, welcome_room_items
 from app.protocol import mentions_in
 from app.read_state import ReadState
 from app.tokens import Identity
@@ -154,3 +155,21 @@ def test_a_new_user_is_added_once_and_read_with_nothing(database_url, pool):
 
     assert answer == (store.Session(dave.username, [], []), [], {}, {})
     assert sql(database_url, "SELECT username FROM users WHERE id = %s", (dave.user_id,)) == [(dave.username,)]
+
+
+def test_welcome_lists_the_rooms_whose_unread_was_counted_even_when_a_later_message_raised_another():
+    # 201 rooms, one more than a welcome lists. Room "r000" was the quietest when read, but a
+    # message came before the connection was listed (its floor is the newest id): the
+    # welcome still lists the 200 rooms whose counts the batched read gave, in floor order.
+    rooms = [store.MemberRoom(f"r{n:03}", last_seq=n, last_id=n, last_read_id=0) for n in range(WELCOME_LIST_MAX + 1)]
+    floors = {member.room: member.last_id for member in rooms}
+    floors["r000"] = 10_000
+    floors["r150"] = 5_000
+
+    items = welcome_room_items(rooms, floors)
+
+    assert "r000" not in {item["room"] for item in items}
+    assert {item["room"] for item in items} == {member.room for member in latest_rooms(rooms)}
+    newest_first = [f"r{n:03}" for n in range(WELCOME_LIST_MAX, 0, -1) if n != 150]
+    assert [item["room"] for item in items] == ["r150", *newest_first]
+    assert items[0]["lastId"] == 5_000
