@@ -26,7 +26,7 @@ from gevent.lock import BoundedSemaphore
 from gevent.monkey import get_original
 from gevent.socket import wait_read, wait_write
 
-from .errors import Unavailable
+from .errors import ChatError, Unavailable
 from .metrics import DB_SECONDS
 
 log = logging.getLogger(__name__)
@@ -122,11 +122,16 @@ class Pool:
         self.setup = setup
         self._idle: list = []
         self._slots = BoundedSemaphore(size)
+        # Operations that failed (the database away or busy, or an unexpected error): what
+        # they were to write may be missing, or committed with its answer lost. The
+        # heartbeat's reconciles compare everything after one (app/full_check.py).
+        self.failures = 0
 
     @contextmanager
     def connection(self) -> Iterator:
         """Lend one connection; broken ones are closed instead of returned."""
         if not self._slots.acquire(timeout=self.acquire_timeout):
+            self.failures += 1
             raise Unavailable("database is busy: no connection free, retry later")
         conn = None
         try:
@@ -143,13 +148,20 @@ class Pool:
                 raise Unavailable("database is unavailable, retry later") from None
             yield conn
         except STATEMENT_ROLLED_BACK as exc:
+            self.failures += 1
             log.warning("database statement rolled back: %s", _first_line(exc))
             raise Unavailable("database is busy, retry later") from None
         except CONNECTION_ERRORS as exc:
+            self.failures += 1
             self._forget(conn)
             conn = None
             log.warning("database connection lost: %s", _first_line(exc))
             raise Unavailable("database is unavailable, retry later") from None
+        except BaseException as exc:
+            # (A refusal the caller raised, not_found say, changed nothing it meant to.)
+            if not isinstance(exc, ChatError) or isinstance(exc, Unavailable):
+                self.failures += 1
+            raise
         finally:
             if conn is not None:
                 if conn.closed or conn.info.transaction_status != psycopg2.extensions.TRANSACTION_STATUS_IDLE:

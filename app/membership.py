@@ -28,6 +28,7 @@ from . import protocol, store
 from .connection import Connection
 from .db import Pool
 from .errors import Forbidden, Invalid, NotFound, NotJoined, RateLimited
+from .full_check import FullCheck
 from .hub import Hub
 from .noyield import not_yielding
 from .presence import Entered, Presence
@@ -67,6 +68,8 @@ class Memberships:
         self.presence = presence
         self.pool = pool
         self.resume_reads = ResumeReads(pool, replay_page_size)
+        # whether the heartbeat's reconcile is due (it reads every membership of the users here)
+        self.full_check = FullCheck(pool)
         self.join_ack_max_users = join_ack_max_users
         # Rooms a user may create a minute (0: no limit): create_room counts with join.
         self.rooms_per_minute = rooms_per_minute
@@ -350,12 +353,23 @@ class Memberships:
 
     def reconcile(self) -> None:
         """Compare the memberships of the users connected here with the database and
-        apply each difference (a `member` event the bus lost or has not brought yet, a join
-        whose answer was lost after its commit). One query; more only for differences.
+        apply each difference (a `member` event the bus lost, a join whose answer was lost
+        after its commit), when one may have happened or once a minute anyway
+        (app/full_check.py; the runtime marks a check due when the bus reconnects). One
+        query; more only for differences.
 
         A membership found gone is told as a removal if it was one: the owner's node may
         not have published its event yet, and the user's tabs must not read a plain leave.
         """
+        if not self.full_check.begin():
+            return
+        try:
+            self._reconcile()
+        except BaseException:
+            self.full_check.mark()
+            raise
+
+    def _reconcile(self) -> None:
         users = list(self.hub.connections_by_user)
         if not users:
             return

@@ -30,6 +30,7 @@ from .batched import Batched
 from .bus import Bus
 from .db import BigintArray, Pool
 from .errors import ChatError
+from .full_check import FullCheck
 from .online import OnlineLists, RoomOnline
 from .prepared import PreparedStatements
 from .store import RoomState
@@ -450,6 +451,8 @@ class Presence:
         # other nodes were alive then
         self._beaten_at = 0.0
         self.alive_others = 0
+        # whether the heartbeat's reconcile of our rows is due (it reads them all)
+        self.full_check = FullCheck(pool)
 
     def changing(self, room: str, user_id: int):
         """Hold while this process changes the user's membership or presence in the room.
@@ -773,10 +776,21 @@ class Presence:
         a room. The reconcile compares it with our rows and tends each difference (see
         `tend`): a leave or join that could not be written, one committed though its
         answer was lost, our rows removed by the others while we could not beat: one step
-        repairs them all, since the database and the hub say what is true.
+        repairs them all, since the database and the hub say what is true. It runs when
+        one of those may have happened, or once a minute anyway (app/full_check.py).
         """
         alive_others = self._beat()
-        should = local_presence()
+        if self.full_check.begin():
+            try:
+                self._reconcile(local_presence())
+            except BaseException:
+                self.full_check.mark()
+                raise
+        self._bury_dead_nodes()
+        return alive_others
+
+    def _reconcile(self, should: dict[tuple[str, int], str]) -> None:
+        """Tend each (room, user) where our rows and the connections here (`should`) differ."""
         with self.pool.autocommit() as cur:
             cur.execute("SELECT room, user_id, username FROM room_presence WHERE node_id = %s", (self.node_id,))
             have = {(room, user_id): username for room, user_id, username in cur}
@@ -790,20 +804,26 @@ class Presence:
         for key in sorted(have.keys() - should.keys() - pending):
             self._beat_if_due()
             self.tend(*key, have[key] or f"user{key[1]}")
-        self._bury_dead_nodes()
-        return alive_others
 
     def _beat(self) -> int:
-        """Refresh our node's row; return how many other nodes are alive."""
+        """Refresh our node's row; return how many other nodes are alive.
+
+        A row found missing (the others buried this node), or a beat later than half the
+        node timeout (they may be burying it now), means our rows may be gone: the next
+        reconcile compares them all (see full_check).
+        """
         with self.pool.autocommit() as cur:
             cur.execute(
                 f"""INSERT INTO chat_nodes (node_id) VALUES (%(node_id)s)
                     ON CONFLICT (node_id) DO UPDATE SET heartbeat_at = now()
-                    RETURNING (SELECT count(*) FROM ({ALIVE}) AS alive WHERE node_id <> %(node_id)s)""",
+                    RETURNING xmax = 0, (SELECT count(*) FROM ({ALIVE}) AS alive WHERE node_id <> %(node_id)s)""",
                 {"node_id": self.node_id, "alive_seconds": self.node_timeout},
             )
-            (alive_others,) = cur.fetchone()
-        self._beaten_at = time.monotonic()
+            (inserted, alive_others) = cur.fetchone()
+        now = time.monotonic()
+        if inserted or now - self._beaten_at >= self.node_timeout / 2:
+            self.full_check.mark()
+        self._beaten_at = now
         self.alive_others = alive_others
         return alive_others
 

@@ -298,10 +298,12 @@ class ChatRuntime:
     def resync(self) -> None:
         """After the bus (re)connects, fetch what was committed while it was away.
 
-        The members here are also told the joins and leaves it lost.
+        The members here are also told the joins and leaves it lost, and the memberships
+        of the users here are compared with the database.
         """
         gevent.spawn(self._check_heads, True)
         self.presence.online.mark_unheard(self.hub.members_by_room)  # (by the next heartbeat)
+        self.membership.full_check.mark()  # member events it lost: compared by the next heartbeat
 
     def _check_heads(self, at_once: bool = False) -> None:
         gates = list(self.hub.gates)
@@ -339,11 +341,16 @@ class ChatRuntime:
             gevent.sleep(self.config["HEARTBEAT_SECONDS"])
 
     def _tend_presence(self) -> None:
+        alive_before = self.presence.alive_others
         try:
             self.presence.heartbeat(self.local_presence)
         finally:
             # As counted by the node's refresh, even if what followed it failed.
             self.bus.note_peers(self.presence.alive_others)
+            if self.presence.alive_others < alive_before:
+                # A node died: a membership it committed and never published (the Redis bus
+                # publishes after the commit) is found by comparing.
+                self.membership.full_check.mark()
 
     def local_presence(self) -> dict[tuple[str, int], str]:
         """(room, user id) -> name, for every connection here listed in a room."""
