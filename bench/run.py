@@ -507,18 +507,27 @@ class Window:
         self.server_pid, self.db = server_pid, db
         self.start = None
         self.result = None
+        self.idle = None  # the same between idle-start and idle-end (storm --storm-idle)
 
     def __call__(self, at):
         sample = (time.monotonic(), tree_stats(self.server_pid)["cpu_s"], postgres_cpu(self.db))
         if at == "measure-start":
             self.start = sample
         elif at == "measure-end" and self.start:
-            (t0, s0, pg0), (t1, s1, pg1) = self.start, sample
-            self.result = {
-                "wall_s": round(t1 - t0, 2),
-                "server_cpu_s": round(s1 - s0, 2),
-                "postgres_cpu_s": round(postgres_cpu_since(pg0, pg1), 2),
-            }
+            self.result = self.between(self.start, sample)
+        elif at == "idle-start":
+            self.idle_start = sample
+        elif at == "idle-end" and getattr(self, "idle_start", None):
+            self.idle = self.between(self.idle_start, sample)
+
+    @staticmethod
+    def between(first, last):
+        (t0, s0, pg0), (t1, s1, pg1) = first, last
+        return {
+            "wall_s": round(t1 - t0, 2),
+            "server_cpu_s": round(s1 - s0, 2),
+            "postgres_cpu_s": round(postgres_cpu_since(pg0, pg1), 2),
+        }
 
 
 class Interactive:
@@ -1221,7 +1230,7 @@ def scenario_storm(ctx, key, db):
         cfg = {"url": srv.url, "secret": ctx.secret, "welcome": srv.spec["welcome"], "n": n,
                "perUser": STORM_PER_USER, "roomSize": o.storm_room_size, "roomPrefix": STORM_PREFIX,
                "userBase": STORM_USER_BASE, "concurrency": o.storm_concurrency, "limitS": o.storm_limit,
-               "resumeFile": resume_file}
+               "resumeFile": resume_file, "idleS": o.storm_idle}
         out["busyBeforePct"] = round(wait_quiet(o.quiet_wait, o.quiet_limit), 1)
         prof = start_profile(ctx, srv, f"storm-{n}", o.storm_limit)
         window = Window(srv.proc.pid, db)
@@ -1238,6 +1247,10 @@ def scenario_storm(ctx, key, db):
             w["server_ms_per_connect"] = round(1000 * w["server_cpu_s"] / n, 3)
             w["postgres_ms_per_connect"] = round(1000 * w["postgres_cpu_s"] / n, 3)
             res["measuredWindow"] = w
+        if window.idle:
+            res["idleWindow"] = window.idle
+            log(f"  storm: {n} clients idle for {window.idle['wall_s']} s: server {window.idle['server_cpu_s']} CPU s, "
+                f"postgres {window.idle['postgres_cpu_s']} CPU s")
     finally:
         srv.stop()
     out.update(res)
@@ -1402,6 +1415,9 @@ def parse_args(argv):
                     help="storm: clients between their handshake and their last join_ack at a time")
     ap.add_argument("--storm-before", type=int, default=10, help="storm: messages per room seen before the restart")
     ap.add_argument("--storm-away", type=int, default=2, help="storm: messages per room sent while away (replayed)")
+    ap.add_argument("--storm-idle", type=float, default=0,
+                    help="storm: then keep the clients connected and quiet this many seconds, and report the "
+                         "server's and PostgreSQL's CPU meanwhile (what a crowd costs at rest)")
     ap.add_argument("--storm-limit", type=int, default=600, help="storm: seconds allowed for all to resume")
     ap.add_argument("--no-seed-fast", dest="seed_fast", action="store_false",
                     help="seed with FK/trigger checks on (slower)")

@@ -1099,6 +1099,12 @@ async function runStorm() {
     await sleep(200);
   }
   const presenceSettledS = st.lastPresenceAt ? (st.lastPresenceAt - t0) / 1000 : null;
+  if (cfg.idleS) {
+    // the crowd at rest: what the server spends keeping it (heartbeats, pings)
+    emit('MARK', { at: 'idle-start' });
+    await sleep(cfg.idleS * 1000);
+    emit('MARK', { at: 'idle-end' });
+  }
   const live = clients.filter((c) => c && c.ws);
   let missing = 0;
   for (const c of live) if (c.got < c.want) missing += c.want - c.got;
