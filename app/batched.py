@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from typing import Generic, TypeVar
 
-import gevent
 from gevent.event import AsyncResult
+
+from .runners import run_soon
 
 Request = TypeVar("Request")
 Answer = TypeVar("Answer")
@@ -52,7 +53,7 @@ class Batched(Generic[Request, Answer]):
     def _start_runner(self) -> None:
         if self._queue and self._runners < self.runners_max:
             self._runners += 1
-            gevent.spawn(self._answer_queued)
+            run_soon(self._answer_queued)
 
     def answer_batch(self, batch: list[Request]) -> list[Answer]:
         """The answer of each request of the batch, in its order."""

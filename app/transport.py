@@ -24,6 +24,7 @@ from gevent.event import Event
 
 from . import internals
 from .metrics import FRAMES_OUT, SLOW_CLIENTS
+from .runners import run_soon
 from .wscore import CLOSE, END, NEED_MORE, SEND, Signal, WebSocketCore
 from .wsframe import CLOSE_POLICY_VIOLATION, ping_frame
 
@@ -368,7 +369,7 @@ class Transport:
         self.on_end = on_end
         self.watcher = internals.read_watcher(self.raw.fileno())
         if self.core.frames:
-            gevent.spawn(self._pump)  # frames that arrived with the upgrade request
+            run_soon(self._pump)  # frames that arrived with the upgrade request
         else:
             self.watcher.start(self._on_readable)
 
@@ -376,7 +377,7 @@ class Transport:
         # In the event loop: no blocking here. The watcher stays off while the turn
         # runs, so a connection's messages are handled one after another, in order.
         self.watcher.stop()
-        gevent.spawn(self._pump)
+        run_soon(self._pump)
 
     def _pump(self) -> None:
         """One reading turn: handle what the client sent, then watch again (or end).

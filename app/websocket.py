@@ -20,6 +20,7 @@ from .handlers import dispatch
 from .membership import conversation_items
 from .metrics import AUTH_REFUSED, CONNECTIONS, FRAMES_IN
 from .noyield import not_yielding
+from .runners import run_soon
 from .runtime import ChatRuntime, get_runtime, shutting_down
 from .tokens import Identity, token_from_request, verify_configured
 from .wsframe import CLOSE_GOING_AWAY, CLOSE_TRY_AGAIN_LATER, CLOSE_UNAUTHORIZED
@@ -119,7 +120,7 @@ def chat_socket(ws) -> None:
     conn.absorb_early(internals.pipelined_bytes(request.environ))
     rt.connections.add(conn)
     CONNECTIONS.inc()
-    gevent.spawn(run_session, rt, conn, g.get("identity"))
+    run_soon(run_session, rt, conn, g.get("identity"))
 
 
 def upgrade_list_as_websocket(wsgi_app):
