@@ -389,6 +389,9 @@ class Transport:
         core = self.core
         try:
             handled = read = 0
+            # The last recv() got less than it asked for: the socket held no more then, and
+            # asking again would cost a system call that fails (EAGAIN) on almost every turn.
+            drained = False
             while True:
                 event = core.next_event()
                 if event.__class__ is not Signal:
@@ -397,8 +400,8 @@ class Transport:
                     if handled % MESSAGES_PER_TURN == 0:
                         gevent.sleep(0)  # a client sending much: other connections' turn first
                 elif event is NEED_MORE:
-                    if read >= READ_BYTES_PER_TURN:
-                        self.watcher.start(self._on_readable)  # the rest in a later turn
+                    if drained or read >= READ_BYTES_PER_TURN:
+                        self.watcher.start(self._on_readable)  # the rest (what came since) in a later turn
                         return
                     try:
                         data = self.raw.recv(RECEIVE_BYTES)
@@ -410,6 +413,7 @@ class Transport:
                     if not data:
                         break
                     read += len(data)
+                    drained = len(data) < RECEIVE_BYTES
                     self.last_heard = time.monotonic()
                     core.receive_data(data)
                 elif event is SEND:
