@@ -112,6 +112,7 @@ class Transport:
         "closed",
         "peer_gone",
         "watcher",
+        "reading",
         "on_message",
         "on_end",
         "ended",
@@ -156,6 +157,7 @@ class Transport:
         self.peer_gone = False
         # set by watch(): the read watcher and what to do with each message and at the end
         self.watcher = None
+        self.reading = False  # a reading turn (_pump) is scheduled or running
         self.on_message: Callable[[Transport, str | bytes], None] | None = None
         self.on_end: Callable[[Transport], None] | None = None
         self.ended = False
@@ -368,16 +370,29 @@ class Transport:
         self.on_message = on_message
         self.on_end = on_end
         self.watcher = internals.read_watcher(self.raw.fileno())
+        self.watcher.start(self._on_readable)
         if self.core.frames:
+            self.reading = True
             run_soon(self._pump)  # frames that arrived with the upgrade request
-        else:
-            self.watcher.start(self._on_readable)
 
     def _on_readable(self) -> None:
-        # In the event loop: no blocking here. The watcher stays off while the turn
-        # runs, so a connection's messages are handled one after another, in order.
-        self.watcher.stop()
+        # In the event loop: no blocking here. One turn at a time, so that a connection's
+        # messages are handled one after another, in order. The watcher stays on while a
+        # turn runs: stopping and starting it for each cost two epoll_ctl calls a message.
+        # Bytes coming while a turn waits (for its message's commit, say) would wake us at
+        # every loop (level-triggered) until the turn reads them: then it goes off, and
+        # the turn turns it on again when it ends.
+        if self.reading:
+            self.watcher.stop()
+            return
+        self.reading = True
         run_soon(self._pump)
+
+    def _watch_again(self) -> None:
+        """End a reading turn: the watcher starts the next when bytes come."""
+        self.reading = False
+        if not self.watcher.active:
+            self.watcher.start(self._on_readable)
 
     def _pump(self) -> None:
         """One reading turn: handle what the client sent, then watch again (or end).
@@ -401,12 +416,12 @@ class Transport:
                         gevent.sleep(0)  # a client sending much: other connections' turn first
                 elif event is NEED_MORE:
                     if drained or read >= READ_BYTES_PER_TURN:
-                        self.watcher.start(self._on_readable)  # the rest (what came since) in a later turn
+                        self._watch_again()  # the rest (what came since) in a later turn
                         return
                     try:
                         data = self.raw.recv(RECEIVE_BYTES)
                     except BlockingIOError:
-                        self.watcher.start(self._on_readable)
+                        self._watch_again()
                         return
                     except OSError:
                         data = b""
