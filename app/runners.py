@@ -55,12 +55,12 @@ class Runners:
             idle.append(me)
             try:
                 job, args = self.hub.switch()  # parked until run_soon hands it the next job
-            except greenlet.GreenletExit:
-                raise
-            except BaseException:  # woken by something else (a job's stray timeout): retire
-                log.exception("a parked runner was woken by something other than a job")
+            except BaseException as exc:  # woken by something else (a job's stray timeout): retire
                 if me in idle:
-                    idle.remove(me)
+                    idle.remove(me)  # a dead runner handed a job would drop it
+                if isinstance(exc, greenlet.GreenletExit):
+                    raise
+                log.exception("a parked runner was woken by something other than a job")
                 return
 
 

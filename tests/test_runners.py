@@ -71,3 +71,16 @@ def test_a_parked_runner_woken_by_something_else_retires_without_harming_the_loo
     runners.run_soon(done.append, 1)
     gevent.sleep(0)
     assert done == [1]
+
+
+def test_a_parked_runner_killed_is_never_handed_a_job(runners):
+    runners.run_soon(lambda: None)
+    gevent.sleep(0)
+    [parked] = runners.idle
+    gevent.get_hub().loop.run_callback(parked.throw, greenlet.GreenletExit())
+    gevent.sleep(0)
+    assert parked.dead and runners.idle == []
+    done = []
+    runners.run_soon(done.append, 1)
+    gevent.sleep(0)
+    assert done == [1]
