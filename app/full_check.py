@@ -14,6 +14,7 @@ here saw (a row changed by hand).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 # The longest a difference nothing reported stays unrepaired; one comparison in this many
@@ -28,11 +29,17 @@ class CountsFailures(Protocol):
 class FullCheck:
     """Whether the next full comparison is due, and the marks that make it so."""
 
-    __slots__ = ("pool", "every_seconds", "_marked", "_failures_seen", "_next_at")
+    __slots__ = ("pool", "every_seconds", "clock", "_marked", "_failures_seen", "_next_at")
 
-    def __init__(self, pool: CountsFailures, every_seconds: float = FULL_CHECK_SECONDS) -> None:
+    def __init__(
+        self,
+        pool: CountsFailures,
+        every_seconds: float = FULL_CHECK_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.pool = pool
         self.every_seconds = every_seconds
+        self.clock = clock
         self._marked = True  # the first heartbeat compares: nothing is known yet
         self._failures_seen = pool.failures
         self._next_at = 0.0
@@ -45,10 +52,20 @@ class FullCheck:
         """Whether a comparison is due now. If so it counts as begun: a mark from now on,
         or the comparison failing (the caller marks), makes the next one due."""
         failures = self.pool.failures
-        now = time.monotonic()
+        now = self.clock()
         if not (self._marked or failures != self._failures_seen or now >= self._next_at):
             return False
         self._marked = False
         self._failures_seen = failures
         self._next_at = now + self.every_seconds
         return True
+
+    def run_if_due(self, compare: Callable[[], None]) -> None:
+        """Run `compare` if a comparison is due; one that fails makes the next one due."""
+        if not self.begin():
+            return
+        try:
+            compare()
+        except BaseException:
+            self.mark()
+            raise

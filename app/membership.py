@@ -361,13 +361,7 @@ class Memberships:
         A membership found gone is told as a removal if it was one: the owner's node may
         not have published its event yet, and the user's tabs must not read a plain leave.
         """
-        if not self.full_check.begin():
-            return
-        try:
-            self._reconcile()
-        except BaseException:
-            self.full_check.mark()
-            raise
+        self.full_check.run_if_due(self._reconcile)
 
     def _reconcile(self) -> None:
         users = list(self.hub.connections_by_user)

@@ -247,9 +247,9 @@ STATEMENTS = PreparedStatements(
                 WHERE NOT mine
                 ON CONFLICT DO NOTHING
             ), counted AS (
-                -- From `others` alone: a join of it with what the insert returned, planned on
-                -- the CTEs' guessed sizes (a row or two), was a nested loop, 1,000 x 1,000
-                -- comparisons and 170 ms of a batch's 200 (auto_explain, a storm of 10,000).
+                -- From `others` alone, not joined with what the insert returned: the planner
+                -- guesses a CTE at a row or two, and would join two with a nested loop,
+                -- comparisons growing with the square of the batch.
                 INSERT INTO room_online AS o (room, online)
                 SELECT room, count(*) FROM others WHERE NOT mine AND NOT other_rows GROUP BY room ORDER BY room
                 ON CONFLICT (room) DO UPDATE SET online = o.online + EXCLUDED.online
@@ -785,12 +785,7 @@ class Presence:
         one of those may have happened, or once a minute anyway (app/full_check.py).
         """
         alive_others = self._beat()
-        if self.full_check.begin():
-            try:
-                self._reconcile(local_presence())
-            except BaseException:
-                self.full_check.mark()
-                raise
+        self.full_check.run_if_due(lambda: self._reconcile(local_presence()))
         self._bury_dead_nodes()
         return alive_others
 

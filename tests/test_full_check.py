@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from app.full_check import FullCheck
 
 
@@ -35,9 +33,28 @@ def test_a_mark_makes_the_next_due_also_when_made_during_a_comparison():
 
 
 def test_a_comparison_is_due_once_the_interval_passed_with_nothing_reported():
-    check = FullCheck(FakePool(), every_seconds=0.05)
+    now = [100.0]
+    check = FullCheck(FakePool(), every_seconds=60.0, clock=lambda: now[0])
     check.begin()
+    now[0] += 59.0
     assert not check.begin()
-    time.sleep(0.06)
+    now[0] += 1.0
     assert check.begin()
     assert not check.begin()
+
+
+def test_a_comparison_that_fails_makes_the_next_due():
+    check = FullCheck(FakePool())
+    compared = []
+
+    def fails() -> None:
+        compared.append(1)
+        raise RuntimeError("database away")
+
+    try:
+        check.run_if_due(fails)
+    except RuntimeError:
+        pass
+    check.run_if_due(lambda: compared.append(2))
+    check.run_if_due(lambda: compared.append(3))  # nothing since: not due
+    assert compared == [1, 2]
