@@ -507,6 +507,7 @@ class Window:
         self.server_pid, self.db = server_pid, db
         self.start = None
         self.result = None
+        self.idle_start = None
         self.idle = None  # the same between idle-start and idle-end (storm --storm-idle)
 
     def __call__(self, at):
@@ -517,7 +518,7 @@ class Window:
             self.result = self.between(self.start, sample)
         elif at == "idle-start":
             self.idle_start = sample
-        elif at == "idle-end" and getattr(self, "idle_start", None):
+        elif at == "idle-end" and self.idle_start:
             self.idle = self.between(self.idle_start, sample)
 
     @staticmethod
