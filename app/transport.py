@@ -49,6 +49,10 @@ SLOW_LINK_BYTES_PER_SECOND = 32 * 1024
 # cut: closing a socket with unread data resets it, and the client could lose our close frame.
 CLOSE_REPLY_WAIT_SECONDS = 1.0
 
+# Bytes a reading turn holds for its own client (see Transport._cork) before writing them
+# anyway: the hold must never grow with what one turn's messages ask for.
+CORK_MAX_BYTES = 64 * 1024
+
 # Bytes queued for one client past which it is closed as too slow while the process's
 # queues together hold more than OUTBOX_TOTAL_MAX_BYTES: clients that keep up (a frame or
 # two waiting) are never closed for the others.
@@ -105,6 +109,9 @@ class Transport:
         "close_timeout",
         "flusher",
         "writing",
+        "corked",
+        "corked_bytes",
+        "cork_flush",
         "progress_at",
         "drained",
         "last_heard",
@@ -145,6 +152,11 @@ class Transport:
         # What the kernel has not taken yet of a frame begun on the wire (or the flusher's
         # chunk): it must be finished before anything else goes, the close frame included.
         self.writing: memoryview | None = None
+        # While a reading turn handles a burst of messages: the frames for this client,
+        # written joined when the turn waits or ends (see _cork). None when not corked.
+        self.corked: list[bytes] | None = None
+        self.corked_bytes = 0
+        self.cork_flush = None  # the loop callback that writes them when the turn waits
         # When the kernel last took queued bytes (or queueing began): a client whose
         # queue makes no progress for the pong timeout reads nothing.
         self.progress_at = 0.0
@@ -188,6 +200,18 @@ class Transport:
         self._write(frame)
 
     def _write(self, frame: bytes) -> None:
+        corked = self.corked
+        if corked is not None:
+            corked.append(frame)
+            self.corked_bytes += len(frame)
+            if self.corked_bytes > CORK_MAX_BYTES:
+                self._flush_cork()
+            elif self.cork_flush is None:
+                self.cork_flush = gevent.get_hub().loop.run_callback(self._flush_cork)
+            return
+        self._write_now(frame)
+
+    def _write_now(self, frame: bytes) -> None:
         if self.writing is None and not self.outbox:
             # Nothing queued and nobody mid-write: bytes cannot interleave.
             try:
@@ -215,6 +239,36 @@ class Transport:
         self.outbox.append(frame)
         self._count_queued(len(frame))
         self._start_flusher()
+
+    def _cork(self) -> None:
+        """Hold the frames for this client from now until the reading turn waits or ends.
+
+        A client that sends many messages at once (the twenty joins of a reconnect, each
+        answered with a join_ack and its replayed messages) would otherwise get one send()
+        per answer frame: sixty system calls per reconnect, where one or two carry the
+        same bytes. The hold is written by a loop callback, which runs as soon as the turn
+        waits for anything (a database read, a commit) and gives the loop back, and at the
+        turn's end: it never outlasts a stretch of work that does not wait. Frames that
+        others send meanwhile (fan-outs, pings) join the hold, so their order is kept.
+        """
+        if self.corked is None:
+            self.corked = []
+
+    def _uncork(self) -> None:
+        """Write what the turn held and stop holding (the end of a reading turn)."""
+        if self.corked is not None:
+            self._flush_cork()
+            self.corked = None
+
+    def _flush_cork(self) -> None:
+        if self.cork_flush is not None:
+            self.cork_flush.stop()
+            self.cork_flush = None
+        corked = self.corked
+        if corked:
+            self.corked = []
+            self.corked_bytes = 0
+            self._write_now(corked[0] if len(corked) == 1 else b"".join(corked))
 
     def _overflows(self, more: int) -> bool:
         return (
@@ -292,6 +346,7 @@ class Transport:
             self._closing()
 
     def _closing(self) -> None:
+        self._uncork()  # what the turn held goes before the close frame
         self._start_flusher()
         in_write = 0 if self.writing is None else len(self.writing)
         gevent.spawn_later(self.close_timeout + in_write / SLOW_LINK_BYTES_PER_SECOND, self.abort)
@@ -390,6 +445,7 @@ class Transport:
 
     def _watch_again(self) -> None:
         """End a reading turn: the watcher starts the next when bytes come."""
+        self._uncork()
         self.reading = False
         if not self.watcher.active:
             self.watcher.start(self._on_readable)
@@ -410,6 +466,8 @@ class Transport:
             while True:
                 event = core.next_event()
                 if event.__class__ is not Signal:
+                    if handled:
+                        self._cork()  # a burst: its answers go out together
                     self.on_message(self, event)
                     handled += 1
                     if handled % MESSAGES_PER_TURN == 0:
@@ -439,6 +497,7 @@ class Transport:
                     break
         except Exception:
             log.exception("reading from %r failed", self)
+        self._uncork()
         self._end()
 
     def _end(self) -> None:
@@ -455,6 +514,7 @@ class Transport:
 
         What the client was never sent is forgotten.
         """
+        self._uncork()
         self.closed = True
         if self.watcher is not None:
             self.watcher.stop()

@@ -1,16 +1,18 @@
 """A connection's sending side over a real socket pair: what the client reads when the
-server gives up on a client that reads too slowly, and when frames are coalesced."""
+server gives up on a client that reads too slowly, when frames are coalesced, and when
+the answers to a burst of messages are held for one write."""
 
 from __future__ import annotations
 
 import gevent
 import gevent.socket
+from gevent.event import Event
 
 from app.connection import Connection
 from app.transport import coalesced
 from app.wsframe import CLOSE_POLICY_VIOLATION, OP_CLOSE, OP_TEXT, text_frame
 from tests.support.connection_config import CONNECTION_CONFIG
-from tests.support.frames import server_frames
+from tests.support.frames import client_frame, server_frames
 
 
 def read_to_the_end(sock) -> bytes:
@@ -103,6 +105,9 @@ class CountingSocket:
         self.sends += 1
         return self.sock.send(data)
 
+    def __getattr__(self, name):
+        return getattr(self.sock, name)  # recv, fileno: the reading side as it is
+
 
 def test_frames_sent_inside_coalesced_reach_each_client_in_order_in_one_write_at_its_end():
     """A fan-out inside `coalesced()` writes nothing until the block ends, then each
@@ -146,3 +151,98 @@ def test_a_client_closed_inside_coalesced_gets_the_frames_sent_before_the_close_
         ours.close()
         theirs.close()
     assert [(opcode, payload[:6]) for opcode, payload in frames] == [(OP_TEXT, b"before"), (OP_CLOSE, frames[1][1][:6])]
+
+
+def read_frames(sock, count: int) -> list[tuple[int, bytes]]:
+    """The first `count` frames the client reads (more may follow)."""
+    received = bytearray()
+    with gevent.Timeout(10):
+        while True:
+            frames = server_frames(bytes(received)) if received else []
+            if len(frames) >= count:
+                return frames
+            received += sock.recv(1 << 16)
+
+
+def burst(*payloads: bytes) -> bytes:
+    """Client frames sent at once: the server reads them in one turn."""
+    return b"".join(client_frame(OP_TEXT, payload) for payload in payloads)
+
+
+def test_the_answers_to_a_burst_read_in_one_turn_go_out_together_in_order():
+    """Twenty joins at once, each answered with a few frames, cost sixty send() calls:
+    from the burst's second message on, the answers are held and written joined when the
+    turn ends. The first message's go at once (a lone message is not held)."""
+    ours, theirs = gevent.socket.socketpair()
+    conn = Connection(ours, CONNECTION_CONFIG, "test")
+    conn.raw = CountingSocket(conn.raw)
+    done = Event()
+
+    def answer(conn, message) -> None:
+        conn.send_frame(text_frame(f"ack {message}".encode()))
+        conn.send_frame(text_frame(f"data {message}".encode()))
+        if message == "5":
+            done.set()
+
+    try:
+        conn.watch(answer, lambda conn: None)
+        theirs.sendall(burst(b"1", b"2", b"3", b"4", b"5"))
+        frames = read_frames(theirs, 10)
+        done.wait(10)
+    finally:
+        conn.abort()
+        conn.finish()
+        theirs.close()
+    expected = [f"{kind} {n}".encode() for n in range(1, 6) for kind in ("ack", "data")]
+    assert [payload for _, payload in frames] == expected
+    assert conn.raw.sends == 3
+
+
+def test_a_turn_that_waits_writes_what_it_held_first_and_others_frames_keep_their_place():
+    """A message whose handling waits (a database read, a commit) must not keep the answers
+    before it from the client until it is done: the client reads them while it waits. A
+    frame another greenlet sends meanwhile comes after them, before what follows."""
+    ours, theirs = gevent.socket.socketpair()
+    conn = Connection(ours, CONNECTION_CONFIG, "test")
+    released = Event()
+
+    def answer(conn, message) -> None:
+        conn.send_frame(text_frame(f"answer {message}".encode()))
+        if message == "2":
+            gevent.spawn(conn.send_frame, text_frame(b"from elsewhere"))
+            released.wait(10)  # the client must have read the answers so far by now
+            conn.send_frame(text_frame(b"after the wait"))
+
+    try:
+        conn.watch(answer, lambda conn: None)
+        theirs.sendall(burst(b"1", b"2", b"3"))
+        before = read_frames(theirs, 3)
+        released.set()
+        after = read_frames(theirs, 2)
+    finally:
+        conn.abort()
+        conn.finish()
+        theirs.close()
+    assert [payload for _, payload in before] == [b"answer 1", b"answer 2", b"from elsewhere"]
+    assert [payload for _, payload in after] == [b"after the wait", b"answer 3"]
+
+
+def test_a_client_closed_during_a_held_turn_gets_the_held_frames_then_the_close():
+    ours, theirs = gevent.socket.socketpair()
+    conn = Connection(ours, CONNECTION_CONFIG, "test")
+
+    def answer(conn, message) -> None:
+        conn.send_frame(text_frame(f"answer {message}".encode()))
+        if message == "2":
+            conn.close(1000)
+
+    try:
+        conn.watch(answer, lambda conn: None)
+        theirs.sendall(burst(b"1", b"2", b"3"))
+        frames = server_frames(read_to_the_end(theirs))
+    finally:
+        conn.abort()
+        conn.finish()
+        theirs.close()
+    assert [opcode for opcode, _ in frames] == [OP_TEXT, OP_TEXT, OP_CLOSE]
+    assert [payload for _, payload in frames[:2]] == [b"answer 1", b"answer 2"]
