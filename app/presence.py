@@ -28,7 +28,7 @@ from psycopg2.extras import Json
 from . import store
 from .batched import Batched
 from .bus import Bus
-from .db import BigintArray, Pool
+from .db import BigintArray, BoolArray, Pool, TextArray
 from .errors import ChatError
 from .full_check import FullCheck
 from .online import OnlineLists, RoomOnline
@@ -366,7 +366,8 @@ class OnlineListReads(Batched[str, dict[int, str]]):
         """Each room's users online (user id -> name), a list of its own for each asker."""
         by_room: dict[str, dict[int, str]] = {room: {} for room in rooms}
         with self.pool.autocommit() as cur:
-            cur.execute(_EXECUTE["chat_online_users"], {"rooms": sorted(by_room), "alive_seconds": self.node_timeout})
+            parameters = {"rooms": TextArray(sorted(by_room)), "alive_seconds": self.node_timeout}
+            cur.execute(_EXECUTE["chat_online_users"], parameters)
             rows = cur.fetchall()
         for room, user_id, username in rows:
             by_room[room][user_id] = username
@@ -751,10 +752,10 @@ class Presence:
             for room, user_id, username in entering
         ]
         parameters = {
-            "rooms": [room for room, _, _ in entering],
+            "rooms": TextArray(room for room, _, _ in entering),
             "user_ids": BigintArray(user_id for _, user_id, _ in entering),
-            "usernames": [username for _, _, username in entering],
-            "announces": [self._announced_in(onlines[room], user_id) for room, user_id, _ in entering],
+            "usernames": TextArray(username for _, _, username in entering),
+            "announces": BoolArray(self._announced_in(onlines[room], user_id) for room, user_id, _ in entering),
             "node_id": self.node_id,
             "alive_seconds": self.node_timeout,
             "channel": self.bus.notify_channel,

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from .batched import Batched
-from .db import BigintArray, Pool
+from .db import BigintArray, Pool, TextArray
 from .event_store import SELECT_EVENTS, row_to_event
 from .messages import StoredMessage
 from .store import SELECT_MESSAGES, row_to_message
@@ -61,7 +61,7 @@ class ResumeReads(Batched[tuple[str, int, int], Resumed]):
 
     def answer_batch(self, batch: list[tuple[str, int, int]]) -> list[Resumed]:
         parameters = {
-            "rooms": [room for room, _, _ in batch],
+            "rooms": TextArray(room for room, _, _ in batch),
             "sinces": BigintArray(since for _, since, _ in batch),
             "up_tos": BigintArray(up_to for _, _, up_to in batch),
             "limit": self.page_size,

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from .batched import Batched
-from .db import BigintArray, Pool
+from .db import BigintArray, Pool, TextArray
 from .membership import WELCOME_LIST_MAX, latest_rooms
 from .prepared import PreparedStatements
 from .protocol import ROOM_MENTION
@@ -134,7 +134,7 @@ class WelcomeReads(Batched[Identity, Welcome]):
         with self.pool.autocommit() as cur:
             cur.execute(
                 _EXECUTE["chat_open_sessions"],
-                {**ids, "usernames": [wanted[u].username or f"user{u}" for u in user_ids]},
+                {**ids, "usernames": TextArray(wanted[u].username or f"user{u}" for u in user_ids)},
             )
             for user_id, name, low, high, last_seq in cur.fetchall():
                 names[user_id] = name
@@ -181,8 +181,8 @@ class WelcomeReads(Batched[Identity, Welcome]):
                 _EXECUTE["chat_room_counts"],
                 {
                     "users": BigintArray(u for u, _ in room_rows),
-                    "names": [lowered[u] for u, _ in room_rows],
-                    "rooms": [member.room for _, member in room_rows],
+                    "names": TextArray(lowered[u] for u, _ in room_rows),
+                    "rooms": TextArray(member.room for _, member in room_rows),
                     "reads": BigintArray(member.last_read_id for _, member in room_rows),
                     "room_mention": ROOM_MENTION,
                 },
@@ -195,7 +195,7 @@ class WelcomeReads(Batched[Identity, Welcome]):
                 _EXECUTE["chat_dm_counts"],
                 {
                     "users": BigintArray(u for u, _ in dm_rows),
-                    "names": [lowered[u] for u, _ in dm_rows],
+                    "names": TextArray(lowered[u] for u, _ in dm_rows),
                     "others": BigintArray(other for _, other in dm_rows),
                     "room_mention": ROOM_MENTION,
                 },

@@ -330,3 +330,37 @@ def test_a_bigint_array_reaches_postgresql_as_the_integers_it_holds(database_url
 def test_a_bigint_array_holding_anything_but_integers_is_refused_before_it_is_sent(database_url, bad):
     with psycopg2.connect(database_url) as conn, conn.cursor() as cur, pytest.raises(TypeError):
         cur.mogrify("%s", (db.BigintArray([1, bad]),))
+
+
+# Strings an array literal or an SQL string could take for syntax.
+AWKWARD_STRINGS = ['q"uote', "back\\slash", "it's", "NULL", "null", "", "{brace}", "com,ma", "  sp ", "ünï 😀", "\\\"'"]
+
+
+@pytest.mark.parametrize("conforming", ["on", "off"])
+@pytest.mark.parametrize("values", [[], ["general"], [""], ["NULL"], AWKWARD_STRINGS, ["'); DROP TABLE users; --"]])
+def test_a_text_array_reaches_postgresql_as_the_strings_it_holds(database_url, values, conforming):
+    """Whatever the strings, and whether backslashes are escapes in plain SQL strings or not."""
+    with psycopg2.connect(database_url) as conn, conn.cursor() as cur:
+        cur.execute(f"SET standard_conforming_strings = {conforming}")
+        array = db.TextArray(values)
+        cur.execute("SELECT %s, pg_typeof(%s)::text, %s", (array, array, array))  # the literal once, kept
+        assert cur.fetchone() == (values, "text[]", values)
+
+
+@pytest.mark.parametrize("bad", [None, 7, b"bytes", "nul \x00 inside"])
+def test_a_text_array_holding_anything_but_text_is_refused_before_it_is_sent(database_url, bad):
+    with psycopg2.connect(database_url) as conn, conn.cursor() as cur, pytest.raises((TypeError, ValueError)):
+        cur.mogrify("%s", (db.TextArray(["fine", bad]),))
+
+
+@pytest.mark.parametrize("flags", [[], [True], [True, False, False]])
+def test_a_bool_array_reaches_postgresql_as_the_booleans_it_holds(database_url, flags):
+    with psycopg2.connect(database_url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT %s, pg_typeof(%s)::text", (db.BoolArray(flags), db.BoolArray(flags)))
+        assert cur.fetchone() == (flags, "boolean[]")
+
+
+@pytest.mark.parametrize("bad", [None, 1, "t"])
+def test_a_bool_array_holding_anything_but_booleans_is_refused_before_it_is_sent(database_url, bad):
+    with psycopg2.connect(database_url) as conn, conn.cursor() as cur, pytest.raises(TypeError):
+        cur.mogrify("%s", (db.BoolArray([True, bad]),))
