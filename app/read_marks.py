@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from .batched import Batched
-from .db import Pool
+from .db import BigintArray, Pool, TextArray
 from .prepared import PreparedStatements
 from .protocol import ROOM_MENTION
 from .read_state import NO_FLUSH_WAIT, ReadState, mention_names
@@ -179,14 +179,14 @@ def _parameters(rooms: list[ReadMark], dms: list[ReadMark]) -> dict:
     """The statement's arrays: a column each of the room reads and of the conversation
     reads; of a user's mention words only their own (the room-wide one is everyone's)."""
     return {
-        "room_users": [m.me for m in rooms],
-        "rooms": [m.room for m in rooms],
-        "room_ids": [m.message_id for m in rooms],
-        "room_names": [_own_mention(m.username) for m in rooms],
-        "dm_users": [m.me for m in dms],
-        "others": [m.other for m in dms],
-        "dm_ids": [m.message_id for m in dms],
-        "dm_names": [_own_mention(m.username) for m in dms],
+        "room_users": BigintArray(m.me for m in rooms),
+        "rooms": TextArray(m.room for m in rooms),
+        "room_ids": BigintArray(m.message_id for m in rooms),
+        "room_names": TextArray(_own_mention(m.username) for m in rooms),
+        "dm_users": BigintArray(m.me for m in dms),
+        "others": BigintArray(m.other for m in dms),
+        "dm_ids": BigintArray(m.message_id for m in dms),
+        "dm_names": TextArray(_own_mention(m.username) for m in dms),
         "everyone": ROOM_MENTION,
     }
 
