@@ -123,6 +123,26 @@ class WelcomeReads(Batched[Identity, Welcome]):
         return self.ask(identity)
 
     def answer_batch(self, batch: list[Identity]) -> list[Welcome]:
+        """Each identity's welcome; a user connecting again with a name of its own waits its turn.
+
+        A user's identities in one batch that give another name than its first (a rename
+        on its way, two devices with tokens of either side of it) are answered by a batch
+        after this one, as if they had connected after it: each connection's mentions are
+        counted by the name its own token gives (the batch counts one name per user).
+        """
+        first_names: dict[int, str | None] = {}
+        now, later = [], []
+        for n, identity in enumerate(batch):
+            same = first_names.setdefault(identity.user_id, identity.username) == identity.username
+            (now if same else later).append(n)
+        if not later:
+            return self._answer(batch)
+        answers: dict[int, Welcome] = {}
+        answers.update(zip(now, self._answer([batch[n] for n in now]), strict=True))
+        answers.update(zip(later, self.answer_batch([batch[n] for n in later]), strict=True))
+        return [answers[n] for n in range(len(batch))]
+
+    def _answer(self, batch: list[Identity]) -> list[Welcome]:
         # One row to add per user (a user connecting twice at once is read once).
         wanted = {identity.user_id: identity for identity in reversed(batch)}
         user_ids = BigintArray(sorted(wanted))

@@ -148,6 +148,28 @@ def test_a_user_connecting_twice_in_one_batch_gets_the_same_answer_twice(databas
     assert [r.room for r in once.session.rooms] == [room]
 
 
+def test_a_user_connecting_twice_in_one_batch_under_two_names_is_counted_by_each_name(database_url, pool):
+    """Two devices connect at once with tokens from either side of a rename: each
+    connection's mentions are counted by the name its own token gives, as if they had
+    connected one after the other (the batch counted everyone's by the first name)."""
+    old = Identity(new_user_id(), unique("old"))
+    new = Identity(old.user_id, unique("new"))
+    sender = Identity(new_user_id(), unique("sender"))
+    room = unique("room")
+    add_users(database_url, old, sender)
+    add_room(database_url, room, old, sender)
+    send(database_url, sender, f"hello @{old.username}", room=room)
+    send(database_url, sender, f"and @{new.username}", room=room)
+    send(database_url, sender, f"again @{new.username}", room=room)
+
+    as_old, as_new, as_old_again = WelcomeReads(pool).answer_batch([old, new, old])
+
+    assert [as_old.session.username, as_new.session.username] == [old.username, new.username]
+    assert as_old.room_states[room].mentions == 1
+    assert as_new.room_states[room].mentions == 2
+    assert as_old_again == as_old
+
+
 def test_a_new_user_is_added_once_and_read_with_nothing(database_url, pool):
     dave = Identity(new_user_id(), unique("dave"))
 
