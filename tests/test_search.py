@@ -272,6 +272,31 @@ def test_every_step_of_a_search_adds_the_next_newest(fresh_database):
         conn.close()
 
 
+def test_a_later_page_walks_only_when_the_pages_before_it_were_dense(fresh_database):
+    """A page whose `before` lies far below the newest message (the pages before it found
+    the word sparse for this user) skips the walk of the newest ids and reads the index;
+    a first page, or one near the newest (a common word), walks. Either way the same
+    messages are found (test_every_step_of_a_search_adds_the_next_newest pages through both)."""
+    url = fresh_database()
+    newest = 3 << 21
+    sql(url, "INSERT INTO messages (id, from_user, room, content) VALUES (%s, 1, 'lobby', 'newest')", (newest,))
+    span = search_module.WALK_AFTER_SPAN_MAX
+    conn = psycopg2.connect(url)
+    conn.autocommit = True
+    try:
+        with conn.cursor(cursor_factory=RecordingCursor) as cur:
+            for before, walks in ((None, True), (newest - 5, True), (newest - span + 2, True), (newest - span, False)):
+                cur.ran = []
+                search_module.search(cur, 1, "needle", None, None, before, 20)
+                first_branch = cur.ran[-1].split(b"UNION ALL")[0]
+                assert (b"chat_search_scope" not in first_branch) == walks, before
+            cur.ran = []
+            assert search_module.search(cur, 1, "needle", None, None, 0, 20) == []
+            assert len(cur.ran) == 1  # nothing below id 0: no search statement at all
+    finally:
+        conn.close()
+
+
 def test_a_search_is_never_planned_in_parallel(fresh_database):
     """Its steps are the branches of a UNION ALL read in order, newest first, until the
     page is full: a Parallel Append would interleave them (and stop on older matches)."""
