@@ -62,40 +62,28 @@ class TextArray(list):
     """Strings for a text[] parameter, sent as one quoted array literal (see BigintArray).
 
     psycopg2 quotes a list's strings one by one (about 0.8 us each): the batched reads and
-    writes of a crowd reconnecting send thousands of room and user names a statement, some
-    of them in two or three statements of one batch. The literal is built once per array
-    and kept: change no element once it was sent. An element that is not a str, or one
-    holding NUL (PostgreSQL text cannot), is refused before anything is sent.
+    writes of a crowd reconnecting send thousands of room and user names a statement.
+    Here the array literal is built in Python and quoted once, by psycopg2's own
+    QuotedString (the connection's encoding and string syntax). An element that is not a
+    str, or one holding NUL (PostgreSQL text cannot), is refused before anything is sent.
     """
-
-    __slots__ = ("literal",)
 
 
 class _TextArrayLiteral:
-    """The adapter of a TextArray: its array literal, quoted for the connection."""
-
-    __slots__ = ("values", "conn")
+    """The adapter of a TextArray: its array literal as one quoted string, cast to text[]."""
 
     def __init__(self, values: TextArray) -> None:
-        self.values = values
-        self.conn = None
+        self.quoted = psycopg2.extensions.QuotedString(_text_array_literal(values))
 
     def prepare(self, conn) -> None:
-        self.conn = conn
+        self.quoted.prepare(conn)
 
     def getquoted(self) -> bytes:
-        literal = getattr(self.values, "literal", None)
-        if literal is None:
-            literal = self.values.literal = _text_array_literal(self.values)
-        quoted = "'" + literal.replace("'", "''") + "'"
-        if self.conn is None or self.conn.get_parameter_status("standard_conforming_strings") != "on":
-            quoted = "E" + quoted.replace("\\", "\\\\")  # backslashes are escapes in E'' strings
-        encoding = psycopg2.extensions.encodings[self.conn.encoding] if self.conn is not None else "utf-8"
-        return quoted.encode(encoding) + b"::text[]"
+        return self.quoted.getquoted() + b"::text[]"
 
 
 def _text_array_literal(values: list[str]) -> str:
-    """The array literal of these strings, unquoted as an SQL string yet."""
+    """The array literal of these strings, before SQL quoting."""
     if not values:
         return "{}"
     # Inside an array literal, double quotes keep each element whole (a comma, a brace, the
@@ -103,8 +91,6 @@ def _text_array_literal(values: list[str]) -> str:
     elements = '","'.join(values)  # TypeError for anything but str
     if "\\" in elements or '"' in elements:
         elements = '","'.join(v.replace("\\", "\\\\").replace('"', '\\"') for v in values)
-    if "\x00" in elements:
-        raise ValueError("A string literal cannot contain NUL (0x00) characters.")
     return '{"' + elements + '"}'
 
 

@@ -59,7 +59,7 @@ def search(
 ) -> list[StoredMessage]:
     """The newest `limit` messages matching `query` (below id `before`), in the one room or
     conversation given, else in everything the user may read."""
-    params: dict = {"me": me, "query": query, "before": before, "limit": limit}
+    params: dict = {"me": me, "query": query, "limit": limit}
     if room is not None:
         scope, lexemes = "m.room = %(room)s", "'R' || md5(%(room)s)"
         params["room"] = room

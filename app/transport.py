@@ -2,12 +2,13 @@
 
 The protocol itself (frames, ping/pong, the close handshake) is app/wscore.py's; this
 moves its bytes. Reading is event driven: an idle connection is a libev read watcher,
-and only when bytes arrive does a greenlet run to handle the messages they complete,
-then end (a greenlet parked in recv() would cost ~9 KB for the connection's whole life).
-Sending writes straight to the non-blocking socket from whoever sends, and only what the
-kernel does not take at once is queued in the outbox, drained by a flusher greenlet that
-exists only while there is something to drain. A client too far behind is closed with
-1008; its rooms never wait for it.
+and only when bytes arrive does a reading turn run, in a kept greenlet (app/runners.py),
+to handle the messages they complete (a greenlet parked in recv() would cost ~9 KB for
+the connection's whole life). Sending writes straight to the non-blocking socket from
+whoever sends, and only what the kernel does not take at once is queued in the outbox,
+drained by a flusher greenlet that exists only while there is something to drain; the
+answers to a burst of messages are held for one write (_cork), as a fan-out's are
+(coalesced). A client too far behind is closed with 1008; its rooms never wait for it.
 """
 
 from __future__ import annotations
