@@ -6,10 +6,19 @@ the room's member count for its join_ack and the messages and events between its
 and its floor for the replay: three queries. A crowd reconnecting at once sends tens of
 thousands; queued here (app/batched.py), they are read for many joins a round trip, and the
 pool stays free for the rest.
+
+The members of a room come back with the same `since` (the last message they all saw) and
+the same floor (where the room stood here when their connections registered): each of
+them would read, decode and encode the same page. A page is kept (RecentPages) and handed
+to the others: the replay of a room's missed messages is read once per room, not once per
+member.
 """
 
 from __future__ import annotations
 
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from typing import NamedTuple
 
 from .batched import Batched
@@ -21,6 +30,13 @@ from .store import SELECT_MESSAGES, row_to_message
 # Joins read by one set of queries at most, and greenlets reading at once.
 BATCH_MAX = 500
 READERS_MAX = 2
+# Pages kept for the other members, counted in messages and events (a few kilobytes each
+# with their frames): a crowd of 5,000 resuming 20 rooms each holds 10,000.
+KEPT_ITEMS_MAX = 20_000
+# How long a page is handed out. Changes the server makes are safe at any age (see
+# RecentPages); this bounds those made behind its back: the existing backend shares the
+# tables and may delete a message row outright, with no event.
+KEPT_SECONDS = 30.0
 
 _REQUESTS = (
     "unnest(%(rooms)s::text[], %(sinces)s::bigint[], %(up_tos)s::bigint[]) WITH ORDINALITY AS r(room, since, up_to, n)"
@@ -44,6 +60,56 @@ class Resumed(NamedTuple):
     page: list[StoredMessage]
 
 
+class RecentPages:
+    """First replay pages by (room, since, floor), the most recent kept.
+
+    A page holds what lies in (since, floor], and the floor is an id this process released
+    in the room's order, so every entry up to it was committed when the page was read, and
+    every later change of the room (a message, or an edit, delete or reaction of an older
+    one) is an entry above the floor, which each connection with that floor gets live. A
+    kept page is therefore as good as a fresh read: a member served from it sees a message
+    as it stood when the page was read, then the events after it, as one online then did.
+    Its StoredMessages are shared, so their frames are encoded once for every member.
+    """
+
+    def __init__(
+        self,
+        items_max: int = KEPT_ITEMS_MAX,
+        seconds: float = KEPT_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.items_max = items_max
+        self.seconds = seconds
+        self.clock = clock
+        self._pages: OrderedDict[tuple[str, int, int], tuple[float, list[StoredMessage]]] = OrderedDict()
+        self._items = 0
+
+    def get(self, key: tuple[str, int, int]) -> list[StoredMessage] | None:
+        """The page kept for the key (a list of the caller's own), or None."""
+        kept = self._pages.get(key)
+        if kept is None:
+            return None
+        read_at, page = kept
+        if self.clock() - read_at > self.seconds:
+            self._forget(key)
+            return None
+        return list(page)
+
+    def keep(self, key: tuple[str, int, int], page: list[StoredMessage]) -> None:
+        if key in self._pages:
+            self._forget(key)
+        if len(page) > self.items_max:
+            return
+        self._pages[key] = (self.clock(), list(page))
+        self._items += len(page)
+        while self._items > self.items_max:
+            self._forget(next(iter(self._pages)))
+
+    def _forget(self, key: tuple[str, int, int]) -> None:
+        _, page = self._pages.pop(key)
+        self._items -= len(page)
+
+
 class ResumeReads(Batched[tuple[str, int, int], Resumed]):
     """Queue of (room, since, up_to) reads, answered many a round trip."""
 
@@ -51,6 +117,7 @@ class ResumeReads(Batched[tuple[str, int, int], Resumed]):
         super().__init__(BATCH_MAX, READERS_MAX)
         self.pool = pool
         self.page_size = page_size
+        self.recent = RecentPages()
 
     def read(self, room: str, since: int, up_to: int) -> Resumed:
         """The room's member count and the first page of what lies in (since, up_to], in id order.
@@ -60,26 +127,41 @@ class ResumeReads(Batched[tuple[str, int, int], Resumed]):
         return self.ask((room, since, up_to))
 
     def answer_batch(self, batch: list[tuple[str, int, int]]) -> list[Resumed]:
-        parameters = {
-            "rooms": TextArray(room for room, _, _ in batch),
-            "sinces": BigintArray(since for _, since, _ in batch),
-            "up_tos": BigintArray(up_to for _, _, up_to in batch),
+        # Only a join with something to replay needs its page, and only one not kept.
+        pages = [self.recent.get(key) if key[1] < key[2] else [] for key in batch]
+        missing = list(dict.fromkeys(key for key, page in zip(batch, pages, strict=True) if page is None))
+        with self.pool.autocommit() as cur:
+            cur.execute(_COUNTS, self._parameters(batch))
+            counts = {n: (members, owner) for n, members, owner in cur.fetchall()}
+            read = self._read_pages(cur, missing) if missing else {}
+        answers = []
+        for n, (key, page) in enumerate(zip(batch, pages, strict=True), start=1):
+            if page is None:
+                page = list(read[key])
+            answers.append(Resumed(*counts[n], page))
+        return answers
+
+    def _read_pages(self, cur, keys: list[tuple[str, int, int]]) -> dict[tuple[str, int, int], list[StoredMessage]]:
+        """The first page of each key, messages and events in id order, kept for the next."""
+        pages: list[list[StoredMessage]] = [[] for _ in keys]
+        parameters = self._parameters(keys)
+        cur.execute(_MESSAGES, parameters)
+        for row in cur:
+            pages[row[0] - 1].append(row_to_message(row[1:]))
+        cur.execute(_EVENTS, parameters)
+        for row in cur:
+            pages[row[0] - 1].append(row_to_event(row[1:]))
+        read = {}
+        for key, page in zip(keys, pages, strict=True):
+            page.sort(key=lambda item: item.id)
+            read[key] = page = page[: self.page_size]
+            self.recent.keep(key, page)
+        return read
+
+    def _parameters(self, keys: list[tuple[str, int, int]]) -> dict:
+        return {
+            "rooms": TextArray(room for room, _, _ in keys),
+            "sinces": BigintArray(since for _, since, _ in keys),
+            "up_tos": BigintArray(up_to for _, _, up_to in keys),
             "limit": self.page_size,
         }
-        pages: list[list[StoredMessage]] = [[] for _ in batch]
-        with self.pool.autocommit() as cur:
-            cur.execute(_COUNTS, parameters)
-            counts = {n: (members, owner) for n, members, owner in cur.fetchall()}
-            # Only a join with something to replay needs its page.
-            if any(since < up_to for _, since, up_to in batch):
-                cur.execute(_MESSAGES, parameters)
-                for row in cur:
-                    pages[row[0] - 1].append(row_to_message(row[1:]))
-                cur.execute(_EVENTS, parameters)
-                for row in cur:
-                    pages[row[0] - 1].append(row_to_event(row[1:]))
-        answers = []
-        for n, page in enumerate(pages, start=1):
-            page.sort(key=lambda item: item.id)
-            answers.append(Resumed(*counts[n], page[: self.page_size]))
-        return answers
