@@ -9,6 +9,7 @@ ones wait, and a gap that does not close by itself is filled from the database.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from gevent.lock import Semaphore
 from . import protocol
 from .commits_in_flight import CommitsInFlight
 from .errors import ChatError
-from .messages import ChannelKey, StoredMessage
+from .messages import ChannelKey, StoredEvent, StoredMessage
 from .metrics import GAP_FILL_DEFERRALS, GAP_FILLS
 from .wsframe import text_frame
 
@@ -66,6 +67,9 @@ class Gate:
     # next_seq when the periodic check last found the channel behind its head: a gap that
     # is still there at the next check was lost by the bus (not merely in flight)
     behind_at: int | None = None
+    # the number (Hub.event_numbers) of the last edit, delete or reaction released: a
+    # page of the channel read before it may show a message as it stood before it
+    last_event: int = 0
 
 
 class Hub:
@@ -94,6 +98,9 @@ class Hub:
         # this process's commits under way (the batcher reports them), for the gap fills
         self.local_commits = CommitsInFlight()
         self.local_commit_wait_seconds = LOCAL_COMMIT_WAIT_SECONDS
+        # numbers the edits, deletes and reactions as they are released here (Gate.last_event):
+        # it only grows, so a gate made again never repeats a number an older one gave
+        self.event_numbers = itertools.count(1)
 
     # --- membership ---------------------------------------------------------------------
 
@@ -178,6 +185,11 @@ class Hub:
         self.members_by_room.setdefault(room, {})[conn] = None
         return self.gates[("r", room)].last_id
 
+    def room_last_event(self, room: str) -> int:
+        """The number of the room's last edit, delete or reaction released here (0: none)."""
+        gate = self.gates.get(("r", room))
+        return gate.last_event if gate is not None else 0
+
     def leave_room(self, conn: Connection, room: str) -> None:
         members = self.members_by_room.get(room)
         if members is None:
@@ -253,6 +265,8 @@ class Hub:
         gate.next_seq = message.seq + 1
         # (within a channel ids grow with seq: this one is the highest released)
         gate.last_id = message.id if gate.last_id is None else max(gate.last_id, message.id)
+        if isinstance(message, StoredEvent):
+            gate.last_event = next(self.event_numbers)
         if message.is_dm:
             self._fan_out_dm(message)
         else:

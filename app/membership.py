@@ -67,7 +67,7 @@ class Memberships:
         self.hub = hub
         self.presence = presence
         self.pool = pool
-        self.resume_reads = ResumeReads(pool, replay_page_size)
+        self.resume_reads = ResumeReads(pool, replay_page_size, hub.room_last_event)
         # whether the heartbeat's reconcile is due (it reads every membership of the users here)
         self.full_check = FullCheck(pool)
         self.join_ack_max_users = join_ack_max_users
@@ -178,9 +178,15 @@ class Memberships:
         if conn.rooms.get(room) != floor or not self._all_registered(conn.user_id, room):
             return None
         members = resumed.members
+        page: list | None = resumed.page
         with not_yielding("a rejoin's join_ack"):
             if since is not None:
                 conn.replay_buffers[room] = []  # live messages wait until the replay is sent
+                if page and resumed.read_after_event != self.hub.room_last_event(room):
+                    # An edit, delete or reaction released since the page was read may
+                    # have reached the connection already: the replay reads afresh,
+                    # after it, as what is released from now on waits behind the replay.
+                    page = None
             listed = self.presence.online.with_joiner(room, online, conn.user_id, conn.username)
             ack = protocol.join_ack_frame(
                 room, listed.listed(self.join_ack_max_users), len(listed.users), members, last_id, resumed.owner
@@ -189,7 +195,7 @@ class Memberships:
         self.presence.online.listed_to(room, [conn])
         if since is None:
             return Joined(None, None)
-        return Joined(since, floor, resumed.page)
+        return Joined(since, floor, page)
 
     def _resume_read(self, conn: Connection, room: str, since: int | None) -> tuple[str, int, int]:
         """What a join of a room the connection receives reads: (room, since, floor).

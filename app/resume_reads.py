@@ -58,18 +58,24 @@ class Resumed(NamedTuple):
     members: int
     owner: int | None  # None for a room made by `join`
     page: list[StoredMessage]
+    # the room's last event released here when the page was read (Hub.room_last_event)
+    read_after_event: int = 0
 
 
 class RecentPages:
-    """First replay pages by (room, since, floor), the most recent kept.
+    """First replay pages by (room, since, floor), the most recent kept, each with the
+    room's last event released here when it was read.
 
     A page holds what lies in (since, floor], and the floor is an id this process released
     in the room's order, so every entry up to it was committed when the page was read, and
     every later change of the room (a message, or an edit, delete or reaction of an older
-    one) is an entry above the floor, which each connection with that floor gets live. A
-    kept page is therefore as good as a fresh read: a member served from it sees a message
-    as it stood when the page was read, then the events after it, as one online then did.
-    Its StoredMessages are shared, so their frames are encoded once for every member.
+    one) is an entry above the floor, which each connection with that floor gets live. Live
+    means perhaps before its replay, though: an edit released before a join must not be
+    followed by the message as it stood before the edit. So a join replays a page only if
+    no event of the room was released here since the page was read (Memberships._rejoin
+    checks, as it starts holding the room's live frames back); else it reads afresh. The
+    same check covers a page read for the join itself, ahead of its turn. StoredMessages
+    are shared, so their frames are encoded once for every member.
     """
 
     def __init__(
@@ -81,42 +87,46 @@ class RecentPages:
         self.items_max = items_max
         self.seconds = seconds
         self.clock = clock
-        self._pages: OrderedDict[tuple[str, int, int], tuple[float, list[StoredMessage]]] = OrderedDict()
+        # key -> (read at, the room's last event then, the page)
+        self._pages: OrderedDict[tuple[str, int, int], tuple[float, int, list[StoredMessage]]] = OrderedDict()
         self._items = 0
 
-    def get(self, key: tuple[str, int, int]) -> list[StoredMessage] | None:
-        """The page kept for the key (a list of the caller's own), or None."""
+    def get(self, key: tuple[str, int, int]) -> tuple[list[StoredMessage], int] | None:
+        """The page kept for the key (a list of the caller's own) and the room's last event
+        when it was read, or None."""
         kept = self._pages.get(key)
         if kept is None:
             return None
-        read_at, page = kept
+        read_at, last_event, page = kept
         if self.clock() - read_at > self.seconds:
             self._forget(key)
             return None
-        return list(page)
+        return list(page), last_event
 
-    def keep(self, key: tuple[str, int, int], page: list[StoredMessage]) -> None:
+    def keep(self, key: tuple[str, int, int], page: list[StoredMessage], last_event: int = 0) -> None:
         if key in self._pages:
             self._forget(key)
         if len(page) > self.items_max:
             return
-        self._pages[key] = (self.clock(), list(page))
+        self._pages[key] = (self.clock(), last_event, list(page))
         self._items += len(page)
         while self._items > self.items_max:
             self._forget(next(iter(self._pages)))
 
     def _forget(self, key: tuple[str, int, int]) -> None:
-        _, page = self._pages.pop(key)
+        _, _, page = self._pages.pop(key)
         self._items -= len(page)
 
 
 class ResumeReads(Batched[tuple[str, int, int], Resumed]):
     """Queue of (room, since, up_to) reads, answered many a round trip."""
 
-    def __init__(self, pool: Pool, page_size: int) -> None:
+    def __init__(self, pool: Pool, page_size: int, last_event: Callable[[str], int] = lambda room: 0) -> None:
         super().__init__(BATCH_MAX, READERS_MAX)
         self.pool = pool
         self.page_size = page_size
+        # room -> its last event released here (Hub.room_last_event)
+        self.last_event = last_event
         self.recent = RecentPages()
 
     def read(self, room: str, since: int, up_to: int) -> Resumed:
@@ -128,21 +138,24 @@ class ResumeReads(Batched[tuple[str, int, int], Resumed]):
 
     def answer_batch(self, batch: list[tuple[str, int, int]]) -> list[Resumed]:
         # Only a join with something to replay needs its page, and only one not kept.
-        pages = [self.recent.get(key) if key[1] < key[2] else [] for key in batch]
+        pages = [self.recent.get(key) if key[1] < key[2] else ([], 0) for key in batch]
         missing = list(dict.fromkeys(key for key, page in zip(batch, pages, strict=True) if page is None))
         with self.pool.autocommit() as cur:
             cur.execute(_COUNTS, self._parameters(batch))
             counts = {n: (members, owner) for n, members, owner in cur.fetchall()}
             read = self._read_pages(cur, missing) if missing else {}
         answers = []
-        for n, (key, page) in enumerate(zip(batch, pages, strict=True), start=1):
-            if page is None:
-                page = list(read[key])
-            answers.append(Resumed(*counts[n], page))
+        for n, (key, kept) in enumerate(zip(batch, pages, strict=True), start=1):
+            page, last_event = kept if kept is not None else read[key]
+            answers.append(Resumed(*counts[n], page if kept is not None else list(page), last_event))
         return answers
 
-    def _read_pages(self, cur, keys: list[tuple[str, int, int]]) -> dict[tuple[str, int, int], list[StoredMessage]]:
-        """The first page of each key, messages and events in id order, kept for the next."""
+    def _read_pages(
+        self, cur, keys: list[tuple[str, int, int]]
+    ) -> dict[tuple[str, int, int], tuple[list[StoredMessage], int]]:
+        """The first page of each key, messages and events in id order, and the room's last
+        event before the read; kept for the next."""
+        last_events = [self.last_event(room) for room, _, _ in keys]  # before the snapshot
         pages: list[list[StoredMessage]] = [[] for _ in keys]
         parameters = self._parameters(keys)
         cur.execute(_MESSAGES, parameters)
@@ -152,10 +165,11 @@ class ResumeReads(Batched[tuple[str, int, int], Resumed]):
         for row in cur:
             pages[row[0] - 1].append(row_to_event(row[1:]))
         read = {}
-        for key, page in zip(keys, pages, strict=True):
+        for key, page, last_event in zip(keys, pages, last_events, strict=True):
             page.sort(key=lambda item: item.id)
-            read[key] = page = page[: self.page_size]
-            self.recent.keep(key, page)
+            page = page[: self.page_size]
+            read[key] = (page, last_event)
+            self.recent.keep(key, page, last_event)
         return read
 
     def _parameters(self, keys: list[tuple[str, int, int]]) -> dict:

@@ -295,6 +295,36 @@ def test_join_with_since_replays_missed_events_in_id_order_exactly_once(connect)
     again.nothing_more("reaction", wait=0.3)
 
 
+def test_a_member_resuming_after_an_edit_it_heard_live_is_replayed_the_message_as_edited(connect):
+    """Members of a room resume with the same `since` and floor, and a page read for one is
+    kept for the next (app/resume_reads.py). An edit released in between reaches the next
+    one live, before its join: its replay must not then bring the message back as it stood
+    before the edit."""
+    room = unique("room")
+    alice, bob = two_members(connect, room)
+    carol = connect()
+    join(carol, room)
+    seen = send(alice, room, "seen")
+    for member in (bob, carol):
+        member.expect("message", id=seen["id"])
+        member.close()
+    missed = send(alice, room, "missed")
+    bob_back = connect(bob.user_id, bob.username)
+    carol_back = connect(carol.user_id, carol.username)
+    join(bob_back, room, since=seen["id"])
+    assert bob_back.expect("message", id=missed["id"])["data"]["content"] == "missed"
+
+    alice.send({"type": "edit", "id": missed["id"], "content": "missed, edited"})
+    edit = alice.expect("message_edited")
+    carol_back.expect("message_edited", eventId=edit["eventId"])  # live, before carol's join
+    join(carol_back, room, since=seen["id"])
+
+    replayed = carol_back.expect("message", id=missed["id"])
+    assert replayed["data"]["content"] == "missed, edited"
+    assert replayed["data"]["editedAt"] == edit["data"]["editedAt"]
+    carol_back.nothing_more("message", wait=0.3)
+
+
 def test_a_room_whose_newest_entry_is_an_event_replays_it_to_a_member_back_after_everyone_left(connect):
     """When nobody is left in the room on the worker, a returning member's connection starts
     the room's stream there from what the database says: its newest entry must count

@@ -68,6 +68,19 @@ def test_a_kept_page_is_the_room_up_to_its_floor_and_a_later_floor_is_read_afres
     assert contents(later.page) == ["old 2", "changed"]
 
 
+def test_a_page_tells_the_rooms_last_event_released_when_it_was_read_kept_or_not(database_url, pool):
+    """What Memberships._rejoin compares with the room's last event at the join's turn."""
+    room, ids = room_with_messages(database_url, 2)
+    last_event = {room: 4}
+    reads = ResumeReads(pool, PAGE_SIZE, lambda name: last_event[name])
+    [first] = reads.answer_batch([(room, ids[0], ids[1])])
+    last_event[room] = 5  # an edit released after the read
+
+    [kept] = reads.answer_batch([(room, ids[0], ids[1])])
+
+    assert first.read_after_event == kept.read_after_event == 4
+
+
 def test_a_batch_of_kept_new_and_empty_reads_answers_each_in_its_order(database_url, pool):
     room, ids = room_with_messages(database_url, 3)
     other, other_ids = room_with_messages(database_url, 2)
@@ -108,8 +121,8 @@ def test_recent_pages_forget_the_oldest_past_their_item_bound():
     recent.keep(("c", 0, 1), ["c1"])
 
     assert recent.get(("a", 0, 1)) is None
-    assert recent.get(("b", 0, 1)) == ["b1"]
-    assert recent.get(("c", 0, 1)) == ["c1"]
+    assert recent.get(("b", 0, 1)) == (["b1"], 0)
+    assert recent.get(("c", 0, 1)) == (["c1"], 0)
 
 
 def test_recent_pages_keep_nothing_larger_than_their_bound():
@@ -117,18 +130,18 @@ def test_recent_pages_keep_nothing_larger_than_their_bound():
     recent.keep(("a", 0, 1), ["a1"])
     recent.keep(("b", 0, 2), ["b1", "b2"])
 
-    assert recent.get(("a", 0, 1)) == ["a1"]
+    assert recent.get(("a", 0, 1)) == (["a1"], 0)
     assert recent.get(("b", 0, 2)) is None
 
 
 def test_recent_pages_hand_out_a_page_for_a_bounded_time():
     clock = FakeClock()
     recent = RecentPages(items_max=10, seconds=30, clock=clock)
-    recent.keep(("a", 0, 1), ["a1"])
+    recent.keep(("a", 0, 1), ["a1"], 7)
 
     clock.now += 30
-    assert recent.get(("a", 0, 1)) == ["a1"]
+    assert recent.get(("a", 0, 1)) == (["a1"], 7)
     clock.now += 1
     assert recent.get(("a", 0, 1)) is None
-    recent.keep(("a", 0, 1), ["a1 again"])
-    assert recent.get(("a", 0, 1)) == ["a1 again"]
+    recent.keep(("a", 0, 1), ["a1 again"], 8)
+    assert recent.get(("a", 0, 1)) == (["a1 again"], 8)
