@@ -137,8 +137,9 @@ class ResumeReads(Batched[tuple[str, int, int], Resumed]):
         return self.ask((room, since, up_to))
 
     def answer_batch(self, batch: list[tuple[str, int, int]]) -> list[Resumed]:
-        # Only a join with something to replay needs its page, and only one not kept.
-        pages = [self.recent.get(key) if key[1] < key[2] else ([], 0) for key in batch]
+        # Only a join with something to replay needs its page, and only one not kept, or
+        # kept from before an event of its room (which its join would refuse).
+        pages = [self._kept(key) if key[1] < key[2] else ([], 0) for key in batch]
         missing = list(dict.fromkeys(key for key, page in zip(batch, pages, strict=True) if page is None))
         with self.pool.autocommit() as cur:
             cur.execute(_COUNTS, self._parameters(batch))
@@ -149,6 +150,10 @@ class ResumeReads(Batched[tuple[str, int, int], Resumed]):
             page, last_event = kept if kept is not None else read[key]
             answers.append(Resumed(*counts[n], page if kept is not None else list(page), last_event))
         return answers
+
+    def _kept(self, key: tuple[str, int, int]) -> tuple[list[StoredMessage], int] | None:
+        kept = self.recent.get(key)
+        return kept if kept is not None and kept[1] == self.last_event(key[0]) else None
 
     def _read_pages(
         self, cur, keys: list[tuple[str, int, int]]

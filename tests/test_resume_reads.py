@@ -68,17 +68,25 @@ def test_a_kept_page_is_the_room_up_to_its_floor_and_a_later_floor_is_read_afres
     assert contents(later.page) == ["old 2", "changed"]
 
 
-def test_a_page_tells_the_rooms_last_event_released_when_it_was_read_kept_or_not(database_url, pool):
+def test_a_page_tells_the_rooms_last_event_when_read_and_one_kept_from_before_an_event_is_read_again(
+    database_url, pool
+):
     """What Memberships._rejoin compares with the room's last event at the join's turn."""
     room, ids = room_with_messages(database_url, 2)
     last_event = {room: 4}
     reads = ResumeReads(pool, PAGE_SIZE, lambda name: last_event[name])
-    [first] = reads.answer_batch([(room, ids[0], ids[1])])
+    key = (room, ids[0], ids[1])
+    [first] = reads.answer_batch([key])
+    [kept] = reads.answer_batch([key])
     last_event[room] = 5  # an edit released after the read
 
-    [kept] = reads.answer_batch([(room, ids[0], ids[1])])
+    [after] = reads.answer_batch([key])
+    [kept_after] = reads.answer_batch([key])
 
     assert first.read_after_event == kept.read_after_event == 4
+    assert kept.page[0] is first.page[0]
+    assert after.read_after_event == kept_after.read_after_event == 5
+    assert after.page[0] is not first.page[0] and kept_after.page[0] is after.page[0]
 
 
 def test_a_batch_of_kept_new_and_empty_reads_answers_each_in_its_order(database_url, pool):
