@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from . import event_store, events, protocol, read_state, search, store
@@ -92,7 +92,12 @@ def refuse_non_member(rt: ChatRuntime, conn: Connection, room: str) -> None:
 
 
 def replay(
-    rt: ChatRuntime, conn: Connection, room: str, since: int, up_to: int | None = None, first_page: list | None = None
+    rt: ChatRuntime,
+    conn: Connection,
+    room: str,
+    since: int,
+    up_to: int | None = None,
+    first_page: Sequence[StoredMessage] | None = None,
 ) -> None:
     """Send every message and event of the room after `since`, then what arrived live meanwhile.
 

@@ -19,7 +19,7 @@ twice on that connection, counting what came live since `welcome`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 from gevent.event import AsyncResult
@@ -30,6 +30,7 @@ from .db import Pool
 from .errors import Forbidden, Invalid, NotFound, NotJoined, RateLimited
 from .full_check import FullCheck
 from .hub import Hub
+from .messages import StoredMessage
 from .noyield import not_yielding
 from .presence import Entered, Presence
 from .resume_reads import ResumeReads
@@ -49,7 +50,7 @@ class Joined(NamedTuple):
 
     since: int | None
     up_to: int | None
-    page: list | None = None
+    page: Sequence[StoredMessage] | None = None
 
 
 class Memberships:
@@ -178,7 +179,7 @@ class Memberships:
         if conn.rooms.get(room) != floor or not self._all_registered(conn.user_id, room):
             return None
         members = resumed.members
-        page: list | None = resumed.page
+        page: Sequence[StoredMessage] | None = resumed.page
         with not_yielding("a rejoin's join_ack"):
             if since is not None:
                 conn.replay_buffers[room] = []  # live messages wait until the replay is sent

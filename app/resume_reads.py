@@ -38,6 +38,9 @@ KEPT_ITEMS_MAX = 20_000
 # tables and may delete a message row outright, with no event.
 KEPT_SECONDS = 30.0
 
+# A first replay page: never changed once read, so one is shared by every join it answers.
+Page = tuple[StoredMessage, ...]
+
 _REQUESTS = (
     "unnest(%(rooms)s::text[], %(sinces)s::bigint[], %(up_tos)s::bigint[]) WITH ORDINALITY AS r(room, since, up_to, n)"
 )
@@ -57,9 +60,9 @@ class Resumed(NamedTuple):
 
     members: int
     owner: int | None  # None for a room made by `join`
-    page: list[StoredMessage]
+    page: Page
     # the room's last event released here when the page was read (Hub.room_last_event)
-    read_after_event: int = 0
+    read_after_event: int
 
 
 class RecentPages:
@@ -74,8 +77,8 @@ class RecentPages:
     followed by the message as it stood before the edit. So a join replays a page only if
     no event of the room was released here since the page was read (Memberships._rejoin
     checks, as it starts holding the room's live frames back); else it reads afresh. The
-    same check covers a page read for the join itself, ahead of its turn. StoredMessages
-    are shared, so their frames are encoded once for every member.
+    same check covers a page read for the join itself, ahead of its turn. Pages are shared,
+    so their messages' frames are encoded once for every member.
     """
 
     def __init__(
@@ -88,12 +91,11 @@ class RecentPages:
         self.seconds = seconds
         self.clock = clock
         # key -> (read at, the room's last event then, the page)
-        self._pages: OrderedDict[tuple[str, int, int], tuple[float, int, list[StoredMessage]]] = OrderedDict()
+        self._pages: OrderedDict[tuple[str, int, int], tuple[float, int, Page]] = OrderedDict()
         self._items = 0
 
-    def get(self, key: tuple[str, int, int]) -> tuple[list[StoredMessage], int] | None:
-        """The page kept for the key (a list of the caller's own) and the room's last event
-        when it was read, or None."""
+    def get(self, key: tuple[str, int, int]) -> tuple[Page, int] | None:
+        """The page kept for the key and the room's last event when it was read, or None."""
         kept = self._pages.get(key)
         if kept is None:
             return None
@@ -101,14 +103,14 @@ class RecentPages:
         if self.clock() - read_at > self.seconds:
             self._forget(key)
             return None
-        return list(page), last_event
+        return page, last_event
 
-    def keep(self, key: tuple[str, int, int], page: list[StoredMessage], last_event: int = 0) -> None:
+    def keep(self, key: tuple[str, int, int], page: Page, last_event: int = 0) -> None:
         if key in self._pages:
             self._forget(key)
         if len(page) > self.items_max:
             return
-        self._pages[key] = (self.clock(), last_event, list(page))
+        self._pages[key] = (self.clock(), last_event, page)
         self._items += len(page)
         while self._items > self.items_max:
             self._forget(next(iter(self._pages)))
@@ -139,25 +141,22 @@ class ResumeReads(Batched[tuple[str, int, int], Resumed]):
     def answer_batch(self, batch: list[tuple[str, int, int]]) -> list[Resumed]:
         # Only a join with something to replay needs its page, and only one not kept, or
         # kept from before an event of its room (which its join would refuse).
-        pages = [self._kept(key) if key[1] < key[2] else ([], 0) for key in batch]
-        missing = list(dict.fromkeys(key for key, page in zip(batch, pages, strict=True) if page is None))
+        kept = [self._kept(key) if key[1] < key[2] else ((), 0) for key in batch]
+        missing = list(dict.fromkeys(key for key, page in zip(batch, kept, strict=True) if page is None))
         with self.pool.autocommit() as cur:
             cur.execute(_COUNTS, self._parameters(batch))
             counts = {n: (members, owner) for n, members, owner in cur.fetchall()}
             read = self._read_pages(cur, missing) if missing else {}
         answers = []
-        for n, (key, kept) in enumerate(zip(batch, pages, strict=True), start=1):
-            page, last_event = kept if kept is not None else read[key]
-            answers.append(Resumed(*counts[n], page if kept is not None else list(page), last_event))
+        for n, (key, page) in enumerate(zip(batch, kept, strict=True), start=1):
+            answers.append(Resumed(*counts[n], *(page if page is not None else read[key])))
         return answers
 
-    def _kept(self, key: tuple[str, int, int]) -> tuple[list[StoredMessage], int] | None:
+    def _kept(self, key: tuple[str, int, int]) -> tuple[Page, int] | None:
         kept = self.recent.get(key)
         return kept if kept is not None and kept[1] == self.last_event(key[0]) else None
 
-    def _read_pages(
-        self, cur, keys: list[tuple[str, int, int]]
-    ) -> dict[tuple[str, int, int], tuple[list[StoredMessage], int]]:
+    def _read_pages(self, cur, keys: list[tuple[str, int, int]]) -> dict[tuple[str, int, int], tuple[Page, int]]:
         """The first page of each key, messages and events in id order, and the room's last
         event before the read; kept for the next."""
         last_events = [self.last_event(room) for room, _, _ in keys]  # before the snapshot
@@ -172,9 +171,8 @@ class ResumeReads(Batched[tuple[str, int, int], Resumed]):
         read = {}
         for key, page, last_event in zip(keys, pages, last_events, strict=True):
             page.sort(key=lambda item: item.id)
-            page = page[: self.page_size]
-            read[key] = (page, last_event)
-            self.recent.keep(key, page, last_event)
+            read[key] = (tuple(page[: self.page_size]), last_event)
+            self.recent.keep(key, *read[key])
         return read
 
     def _parameters(self, keys: list[tuple[str, int, int]]) -> dict:

@@ -45,9 +45,8 @@ _MINE_LEXEMES = """concat_ws(' | ', (SELECT string_agg('R' || md5(c.room), ' | '
 WALK = 1 << 14
 # A later page (`before`) walks only when the pages before it, the ids from `before` up to
 # the newest, span fewer ids than this: a word that sparse for the user has a handful of
-# matches in a walk, which reads 16,384 rows where the windows read the matches (at 10 M
-# messages, a word in 1 message in 5,000: 2,100 pages with the walk, 1,500 without; a
-# common word, whose pages stay near the newest, keeps its walk).
+# matches in a walk, which reads WALK rows where the windows read only the matches. A
+# common word, whose pages stay near the newest, keeps its walk.
 WALK_AFTER_SPAN_MAX = 4 * WALK
 # Then windows of ids from the index, each of two aligned blocks of 2^bits ids (the index
 # holds each message's block for these sizes: chat_search_scope), below the previous one.

@@ -151,7 +151,7 @@ def test_a_user_connecting_twice_in_one_batch_gets_the_same_answer_twice(databas
 def test_a_user_connecting_twice_in_one_batch_under_two_names_is_counted_by_each_name(database_url, pool):
     """Two devices connect at once with tokens from either side of a rename: each
     connection's mentions are counted by the name its own token gives, as if they had
-    connected one after the other (the batch counted everyone's by the first name)."""
+    connected one after the other."""
     old = Identity(new_user_id(), unique("old"))
     new = Identity(old.user_id, unique("new"))
     sender = Identity(new_user_id(), unique("sender"))
