@@ -21,7 +21,8 @@ from .shared_read import SharedRead
 
 # Rooms whose lists one process keeps at most; past it those of the rooms with no member
 # here are forgotten (read again when asked), which bounds the memory of a process that saw
-# many rooms come and go. A room with members here keeps its list: it is what they were told.
+# many rooms come and go. A room with members here keeps its list: it is what they were told
+# (so a process with members in more rooms than this keeps up to twice as many as have them).
 MAX_ROOMS_KEPT = 10_000
 # How long a leave that a read of a crowded room's list found, without telling it, stays
 # news for the members here: its event is then on its way, late by its bus's delay
@@ -153,6 +154,8 @@ class OnlineLists:
         self._noted_while_reading: dict[str, list[tuple[str, int, str]]] = {}
         # rooms whose presence events the bus may have lost here (see mark_unheard)
         self.unheard_rooms: set[str] = set()
+        # lists left by the last sweep of those nobody here needs (see _forget_rooms_without_members)
+        self._kept_after_sweep = 0
 
     def get(self, room: str) -> RoomOnline:
         """Who is online in the room, cluster-wide.
@@ -162,7 +165,7 @@ class OnlineLists:
         """
         shared = self.by_room.get(room)
         if shared is None:
-            if len(self.by_room) > MAX_ROOMS_KEPT:
+            if len(self.by_room) > max(MAX_ROOMS_KEPT, 2 * self._kept_after_sweep):
                 self._forget_rooms_without_members()
             shared = self.by_room[room] = SharedRead(functools.partial(self._read, room), self.max_age_seconds)
         return shared.get()
@@ -200,9 +203,14 @@ class OnlineLists:
 
         A list is what the members here were told: forgotten, the next read would be a
         first read again, with no list to tell them the difference from.
+
+        The next sweep waits until the lists kept have doubled: where most rooms have
+        members here (a crowd in more rooms than MAX_ROOMS_KEPT), a sweep at every new
+        room would walk every list for each one, and find nothing to forget.
         """
         for room in [room for room in self.by_room if not any(True for _ in self.members_here(room))]:
             del self.by_room[room]
+        self._kept_after_sweep = len(self.by_room)
 
     def note(self, room: str, event: str, user_id: int, username: str) -> News:
         """Keep the room's list current with a presence event heard or sent, and say whom

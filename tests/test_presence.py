@@ -16,6 +16,7 @@ from app.bus import PostgresBus
 from app.errors import Unavailable
 from app.hub import Hub
 from app.membership import Memberships
+from app.online import OnlineLists
 from app.presence import ALIVE, OnlineListReads, Presence
 from tests.support.databases import sql
 from tests.support.waiting import wait_for
@@ -691,6 +692,26 @@ def test_past_the_rooms_kept_only_the_lists_of_rooms_nobody_here_is_in_are_forgo
     node.online.get("side")
     node.online.get("third")  # past the limit: 'side' goes, 'lobby' stays
     assert set(node.online.by_room) == {"lobby", "third"}
+
+
+def test_past_the_rooms_kept_rooms_that_all_have_members_here_are_not_walked_at_every_new_one(monkeypatch):
+    """A crowd in more rooms than MAX_ROOMS_KEPT: nothing can be forgotten, and a sweep at
+    every new room would walk every list for each (quadratic); the sweeps stay linear."""
+    from app import online as online_module
+
+    monkeypatch.setattr(online_module, "MAX_ROOMS_KEPT", 10)
+    walked: list[str] = []
+
+    def members_here(room: str) -> list[str]:
+        walked.append(room)
+        return ["a tab"]
+
+    lists = OnlineLists(lambda room: {}, lambda event: None, 500, members_here=members_here)
+    rooms = [f"room{n}" for n in range(2_000)]
+    for room in rooms:
+        lists.get(room)
+    assert set(lists.by_room) == set(rooms)
+    assert len(walked) < 4 * len(rooms)  # a sweep per new room: about two million
 
 
 def test_the_online_lists_of_many_rooms_are_read_at_once_each_asker_its_own(presence):
