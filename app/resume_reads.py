@@ -105,7 +105,8 @@ class RecentPages:
             return None
         return page, last_event
 
-    def keep(self, key: tuple[str, int, int], page: Page, last_event: int = 0) -> None:
+    def keep(self, key: tuple[str, int, int], page: Page, last_event: int) -> None:
+        """Keep a page just read, with the room's last event released here before the read."""
         if key in self._pages:
             self._forget(key)
         if len(page) > self.items_max:
@@ -153,6 +154,7 @@ class ResumeReads(Batched[tuple[str, int, int], Resumed]):
         return answers
 
     def _kept(self, key: tuple[str, int, int]) -> tuple[Page, int] | None:
+        """The kept page of the key and its stamp, if no event of its room came since it was read."""
         kept = self.recent.get(key)
         return kept if kept is not None and kept[1] == self.last_event(key[0]) else None
 

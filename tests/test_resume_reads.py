@@ -123,32 +123,32 @@ class FakeClock:
 
 def test_recent_pages_forget_the_oldest_past_their_item_bound():
     recent = RecentPages(items_max=3, seconds=60)
-    recent.keep(("a", 0, 1), ["a1", "a2"])
-    recent.keep(("b", 0, 1), ["b1"])
-    recent.keep(("c", 0, 1), ["c1"])
+    recent.keep(("a", 0, 1), ("a1", "a2"), 0)
+    recent.keep(("b", 0, 1), ("b1",), 0)
+    recent.keep(("c", 0, 1), ("c1",), 0)
 
     assert recent.get(("a", 0, 1)) is None
-    assert recent.get(("b", 0, 1)) == (["b1"], 0)
-    assert recent.get(("c", 0, 1)) == (["c1"], 0)
+    assert recent.get(("b", 0, 1)) == (("b1",), 0)
+    assert recent.get(("c", 0, 1)) == (("c1",), 0)
 
 
 def test_recent_pages_keep_nothing_larger_than_their_bound():
     recent = RecentPages(items_max=1, seconds=60)
-    recent.keep(("a", 0, 1), ["a1"])
-    recent.keep(("b", 0, 2), ["b1", "b2"])
+    recent.keep(("a", 0, 1), ("a1",), 0)
+    recent.keep(("b", 0, 2), ("b1", "b2"), 0)
 
-    assert recent.get(("a", 0, 1)) == (["a1"], 0)
+    assert recent.get(("a", 0, 1)) == (("a1",), 0)
     assert recent.get(("b", 0, 2)) is None
 
 
 def test_recent_pages_hand_out_a_page_for_a_bounded_time():
     clock = FakeClock()
     recent = RecentPages(items_max=10, seconds=30, clock=clock)
-    recent.keep(("a", 0, 1), ["a1"], 7)
+    recent.keep(("a", 0, 1), ("a1",), 7)
 
     clock.now += 30
-    assert recent.get(("a", 0, 1)) == (["a1"], 7)
+    assert recent.get(("a", 0, 1)) == (("a1",), 7)
     clock.now += 1
     assert recent.get(("a", 0, 1)) is None
-    recent.keep(("a", 0, 1), ["a1 again"], 8)
-    assert recent.get(("a", 0, 1)) == (["a1 again"], 8)
+    recent.keep(("a", 0, 1), ("a1 again",), 8)
+    assert recent.get(("a", 0, 1)) == (("a1 again",), 8)
