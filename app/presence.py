@@ -22,6 +22,7 @@ from contextlib import ExitStack, contextmanager
 from typing import Any, NamedTuple
 
 import orjson
+import psycopg2
 from gevent.lock import Semaphore
 from psycopg2.extras import Json
 
@@ -123,6 +124,48 @@ def _membership_ended(notify_member: str) -> str:
                 SELECT member_changed, was_here, {_VERSION_IF.format("was_here AND heard")} FROM step
             )
             SELECT member_changed, was_here, version, {_NOTIFY}, {notify_member} FROM told"""
+
+
+# The presence rows of many (room, user) pairs, after a CTE `room` with a row per pair (n,
+# room, user_id, username, announce, and what the statement needs besides): as chat_enter
+# writes one, each pair's row, the rooms' counts and whether each is the user's first there;
+# `told` ends with every column of `room` and first and version.
+_ENTER_PAIRS = f"""others AS MATERIALIZED (
+                -- the pair's rows read once (one index probe), not once per question; they
+                -- are locked (chat_presence_rows_many) and so is the pair: none comes or
+                -- goes before the commit, so `mine` says whether ours is inserted below
+                SELECT room.*, COALESCE(rows.online, false) AS online,
+                       COALESCE(rows.other_rows, false) AS other_rows, COALESCE(rows.heard, false) AS heard,
+                       COALESCE(rows.mine, false) AS mine
+                FROM room CROSS JOIN LATERAL (
+                    SELECT bool_or(p.node_id <> %(node_id)s AND p.node_id IN ({ALIVE})) AS online,
+                           bool_or(p.node_id <> %(node_id)s) AS other_rows,
+                           bool_or(p.announced) AS heard,
+                           bool_or(p.node_id = %(node_id)s) AS mine
+                    FROM room_presence p WHERE p.room = room.room AND p.user_id = room.user_id
+                ) AS rows
+            ), entered AS (
+                INSERT INTO room_presence (room, user_id, node_id, username, announced)
+                SELECT room, user_id, %(node_id)s, username, (announce AND NOT online) OR heard FROM others
+                WHERE NOT mine
+                ON CONFLICT DO NOTHING
+            ), counted AS (
+                -- From `others` alone, not joined with what the insert returned: the planner
+                -- guesses a CTE at a row or two, and would join two with a nested loop,
+                -- comparisons growing with the square of the batch.
+                INSERT INTO room_online AS o (room, online)
+                SELECT room, count(*) FROM others WHERE NOT mine AND NOT other_rows GROUP BY room ORDER BY room
+                ON CONFLICT (room) DO UPDATE SET online = o.online + EXCLUDED.online
+            ), step AS MATERIALIZED (
+                SELECT *, NOT mine AND NOT online AS first FROM others
+            ), told AS MATERIALIZED (
+                SELECT *, {_VERSION_IF.format("first AND announce")} FROM step
+            )"""
+# The announcement of a pair's join on the PostgreSQL bus (see _NOTIFY).
+_NOTIFY_PAIR = """CASE WHEN version IS NOT NULL AND %(channel)s IS NOT NULL THEN
+                       pg_notify(%(channel)s, %(origin)s || '|' || jsonb_build_object(
+                           'k', 'p', 'room', room, 'event', 'join', 'userId', user_id, 'username', username,
+                           'v', version)::text) END"""
 
 
 # The statements of membership and presence, prepared on every connection of the pool.
@@ -227,42 +270,41 @@ STATEMENTS = PreparedStatements(
                 SELECT pair.* FROM unnest(%(rooms)s, %(user_ids)s, %(usernames)s, %(announces)s)
                                    WITH ORDINALITY AS pair(room, user_id, username, announce, n)
                 WHERE EXISTS (SELECT 1 FROM chat_members m WHERE m.room = pair.room AND m.user_id = pair.user_id)
-            ), others AS MATERIALIZED (
-                -- the pair's rows read once (one index probe), not once per question; they
-                -- are locked (chat_presence_rows_many) and so is the pair: none comes or
-                -- goes before the commit, so `mine` says whether ours is inserted below
-                SELECT room.*, COALESCE(rows.online, false) AS online,
-                       COALESCE(rows.other_rows, false) AS other_rows, COALESCE(rows.heard, false) AS heard,
-                       COALESCE(rows.mine, false) AS mine
-                FROM room CROSS JOIN LATERAL (
-                    SELECT bool_or(p.node_id <> %(node_id)s AND p.node_id IN ({ALIVE})) AS online,
-                           bool_or(p.node_id <> %(node_id)s) AS other_rows,
-                           bool_or(p.announced) AS heard,
-                           bool_or(p.node_id = %(node_id)s) AS mine
-                    FROM room_presence p WHERE p.room = room.room AND p.user_id = room.user_id
-                ) AS rows
-            ), entered AS (
-                INSERT INTO room_presence (room, user_id, node_id, username, announced)
-                SELECT room, user_id, %(node_id)s, username, (announce AND NOT online) OR heard FROM others
-                WHERE NOT mine
+            ), {_ENTER_PAIRS}
+            SELECT n, first, version, {_NOTIFY_PAIR} FROM told ORDER BY n""",
+        # chat_join for many (room, user) pairs (Joins): the rooms' facts read once each,
+        # however many join them; a pair whose room is missing, or private and the user no
+        # member, gets no row.
+        "chat_join_many": f"""
+            WITH asked AS (
+                SELECT pair.* FROM unnest(%(rooms)s, %(user_ids)s, %(usernames)s, %(announces)s)
+                                   WITH ORDINALITY AS pair(room, user_id, username, announce, n)
+            ), rooms_asked AS MATERIALIZED (
+                SELECT r.name, r.last_seq, r.is_private IS TRUE AS private,
+                       {store.ROOM_LAST_ID.format("r.name")} AS last_id,
+                       (SELECT count(*) FROM chat_members c WHERE c.room = r.name) AS members_before,
+                       (SELECT c.user_id FROM chat_members c WHERE c.room = r.name AND c.role = 'owner'
+                        ORDER BY c.user_id LIMIT 1) AS owner
+                FROM rooms r WHERE r.name IN (SELECT room FROM asked)
+            ), room AS MATERIALIZED (
+                -- whether each is a member already: exact, the pair being locked
+                SELECT a.*, q.last_seq, q.last_id, q.members_before, q.owner, m.was_member
+                FROM asked a JOIN rooms_asked q ON q.name = a.room
+                CROSS JOIN LATERAL (SELECT EXISTS (SELECT 1 FROM chat_members c
+                                                   WHERE c.room = a.room AND c.user_id = a.user_id) AS was_member) m
+                WHERE m.was_member OR NOT q.private
+            ), added AS (
+                INSERT INTO chat_members (room, user_id, last_read_id)
+                SELECT room, user_id, last_id FROM room WHERE NOT was_member ORDER BY room, user_id
                 ON CONFLICT DO NOTHING
-            ), counted AS (
-                -- From `others` alone, not joined with what the insert returned: the planner
-                -- guesses a CTE at a row or two, and would join two with a nested loop,
-                -- comparisons growing with the square of the batch.
-                INSERT INTO room_online AS o (room, online)
-                SELECT room, count(*) FROM others WHERE NOT mine AND NOT other_rows GROUP BY room ORDER BY room
-                ON CONFLICT (room) DO UPDATE SET online = o.online + EXCLUDED.online
-            ), step AS MATERIALIZED (
-                SELECT n, room, user_id, username, announce, NOT mine AND NOT online AS first FROM others
-            ), told AS MATERIALIZED (
-                SELECT *, {_VERSION_IF.format("first AND announce")} FROM step
-            )
-            SELECT n, first, version,
-                   CASE WHEN version IS NOT NULL AND %(channel)s IS NOT NULL THEN
-                       pg_notify(%(channel)s, %(origin)s || '|' || jsonb_build_object(
-                           'k', 'p', 'room', room, 'event', 'join', 'userId', user_id, 'username', username,
-                           'v', version)::text) END
+            ), {_ENTER_PAIRS}
+            SELECT n, last_seq, last_id, first, version, NOT was_member AS member_changed,
+                   members_before + count(*) FILTER (WHERE NOT was_member) OVER (PARTITION BY room) AS members,
+                   {_NOTIFY_PAIR},
+                   CASE WHEN NOT was_member AND %(channel)s IS NOT NULL THEN
+                       pg_notify(%(channel)s, %(origin)s || '|' || json_build_object(
+                           'k', 'member', 'room', room, 'userId', user_id)::text) END,
+                   owner
             FROM told ORDER BY n""",
         # The online lists of rooms read at once (OnlineListReads): who has a row on a live node.
         "chat_online_users": f"""
@@ -300,7 +342,7 @@ STATEMENTS = PreparedStatements(
     # while room_presence was small (a worker's first statements after a restart, before
     # its crowd reconnects) walks the whole room_presence_node index, filtering each row
     # by room, for each pair, or for each online-list read.
-    planned_each_time=frozenset({"chat_enter_many", "chat_presence_rows_many", "chat_online_users"}),
+    planned_each_time=frozenset({"chat_enter_many", "chat_join_many", "chat_presence_rows_many", "chat_online_users"}),
 )
 _EXECUTE = STATEMENTS.execute
 _LOCKS = [_EXECUTE["chat_presence_lock"], _EXECUTE["chat_presence_rows"]]
@@ -311,11 +353,19 @@ _LEAVE = "; ".join([*_LOCKS, _EXECUTE["chat_leave"]])
 _END_MEMBERSHIP = "; ".join([*_LOCKS, _EXECUTE["chat_end_membership"]])
 _INVITE = "; ".join([*_LOCKS, _EXECUTE["chat_invite"]])
 _REMOVE = "; ".join([*_LOCKS, _EXECUTE["chat_remove"]])
-_ENTER_MANY = "; ".join([_EXECUTE["chat_lock_many"], _EXECUTE["chat_presence_rows_many"], _EXECUTE["chat_enter_many"]])
+_LOCKS_MANY = [_EXECUTE["chat_lock_many"], _EXECUTE["chat_presence_rows_many"]]
+_ENTER_MANY = "; ".join([*_LOCKS_MANY, _EXECUTE["chat_enter_many"]])
+_JOIN_MANY = "; ".join([*_LOCKS_MANY, _EXECUTE["chat_join_many"]])
 # Pairs written by one chat_enter_many at most, and greenlets writing them at once: a
 # crowd of connects becomes a few statements, each one round trip and one commit.
 TEND_BATCH_MAX = 1000
 TENDERS_MAX = 4
+# Joins written by one chat_join_many at most, and greenlets writing them at once. The
+# joiners of a batch resume together, each answered with a join_ack of up to 1,000 users:
+# at 500 a batch they held the event loop for 100 ms in a crowd's first joins, at 64 for
+# 60 ms at most, with the crowd joined as fast.
+JOIN_BATCH_MAX = 64
+JOINERS_MAX = 2
 # Rooms whose online lists one statement reads at most, and greenlets reading at once.
 ONLINE_READ_BATCH_MAX = 500
 ONLINE_READERS_MAX = 2
@@ -406,6 +456,89 @@ class Tends(Batched[tuple[str, int, str], None]):
         return [None] * len(pairs)
 
 
+class JoinRequest(NamedTuple):
+    room: str
+    user_id: int
+    username: str
+    announce: bool  # the room is small enough for presence events
+
+
+class Joined(NamedTuple):
+    """What a join's statement found (see Presence.join)."""
+
+    last_seq: int
+    last_id: int
+    first: bool  # the user's first presence in the room anywhere
+    version: int | None  # the announced join's number, None when not announced
+    new_member: bool  # the statement made the user a member
+    members: int  # the room's member count, the user included
+    owner: int | None
+
+
+class Joins(Batched[JoinRequest, "Joined | None | Exception"]):
+    """Joins that may make memberships, many a statement: the answer of each is what
+    chat_join tells, None when the room is missing (or private, the user no member).
+
+    One at a time, each join of a room is a transaction that updates the room's count of
+    users online (room_online) and NOTIFYs, and PostgreSQL holds both the row's lock and
+    the lock of its notification queue (one for the whole database) until the commit is
+    flushed: 5,000 people joining a room at once took 11 s, one flush after the other. In
+    a batch, the joins queued while the previous one ran share one transaction and one
+    flush. A lone join keeps its statement (chat_join), planned once per connection.
+
+    A pair is never twice in a batch: Memberships.join holds Presence.changing for it
+    while it waits.
+    """
+
+    def __init__(self, presence: Presence) -> None:
+        super().__init__(JOIN_BATCH_MAX, JOINERS_MAX)
+        self.presence = presence
+
+    def answer_batch(self, requests: list[JoinRequest]) -> list[Joined | None | Exception]:
+        if len(requests) == 1:
+            return [self._one(requests[0])]
+        try:
+            return self._many(requests)
+        except psycopg2.Error:
+            # Not the database away (that is a ChatError, for everyone): something in one
+            # request. Each alone, so that it sinks nobody else's join.
+            log.exception("a batch of %d joins failed; writing them one by one", len(requests))
+        answers: list[Joined | None | Exception] = []
+        for request in requests:
+            try:
+                answers.append(self._one(request))
+            except Exception as exc:
+                answers.append(exc)
+        return answers
+
+    def _one(self, request: JoinRequest) -> Joined | None:
+        node = self.presence
+        room, user_id, username, announce = request
+        event = join_event(room, user_id, username)
+        parameters = node._parameters(room, user_id, username, event, node.node_id, announce)
+        with node.pool.autocommit() as cur:
+            cur.execute(_JOIN, parameters)
+            row = cur.fetchone()
+        return None if row is None else Joined(*row[:6], row[-1])
+
+    def _many(self, requests: list[JoinRequest]) -> list[Joined | None]:
+        node = self.presence
+        parameters = {
+            "rooms": TextArray(request.room for request in requests),
+            "user_ids": BigintArray(request.user_id for request in requests),
+            "usernames": TextArray(request.username for request in requests),
+            "announces": BoolArray(request.announce for request in requests),
+            "node_id": node.node_id,
+            "alive_seconds": node.node_timeout,
+            "channel": node.bus.notify_channel,
+            "origin": node.bus.origin,
+        }
+        with node.pool.autocommit() as cur:
+            cur.execute(_JOIN_MANY, parameters)
+            rows = {row[0]: Joined(*row[1:7], row[-1]) for row in cur.fetchall()}
+        return [rows.get(n) for n in range(1, len(requests) + 1)]
+
+
 class Presence:
     def __init__(
         self,
@@ -450,6 +583,8 @@ class Presence:
         # reconnecting after a restart) queue their rooms while a statement runs, and the
         # next takes them all at once
         self._tends = Tends(self.tend_many)
+        # joins that may make memberships: a crowd joining a room writes them many at once
+        self._joins = Joins(self)
         # (room, user_id) -> (number, time.monotonic()) of the newest presence event heard
         # here about that user in that room, the least recently heard first (see in_order)
         self._newest_events: OrderedDict[tuple[str, int], tuple[int, float]] = OrderedDict()
@@ -474,7 +609,8 @@ class Presence:
     def join(self, room: str, user_id: int, username: str, create_room: bool) -> Entered | None:
         """Make the user a member of the room and record this node's connection there.
 
-        The room is created first if `create_room`; one round trip, one transaction.
+        One transaction, shared with the joins of others queued meanwhile (Joins); a room
+        that does not exist is created if `create_room`, in a transaction of its own.
 
         Returns the room's stream position, the announcements to pass to `after_commit`,
         who was online (read before, so that answering the join needs no more I/O) and
@@ -483,7 +619,21 @@ class Presence:
         statement runs under the (room, user) advisory lock, so two tabs joining at once
         on two processes take turns and the second finds the first one's row.
         """
-        return self._enter(_JOIN_CREATING if create_room else _JOIN, room, user_id, username)
+        online = self.online.get(room)
+        try:
+            joined = self._joins.ask(JoinRequest(room, user_id, username, self._announced_in(online, user_id)))
+            if isinstance(joined, Exception):
+                raise joined
+            if joined is None and create_room:
+                # Missing (or private, the user no member: then this finds that again):
+                # the statement that creates a room, rarely needed, runs alone.
+                return self._enter(_JOIN_CREATING, room, user_id, username)
+        except ChatError:
+            self.online.mark_unheard([room])
+            raise
+        if joined is None:
+            return None
+        return self._entered(room, user_id, username, online, joined)
 
     def enter(self, room: str, user_id: int, username: str) -> Entered | None:
         """Record this node's connection of a member in the room, as `join` without making anyone a member.
@@ -494,7 +644,7 @@ class Presence:
 
     def _enter(self, statement: str, room: str, user_id: int, username: str) -> Entered | None:
         online = self.online.get(room)
-        event = {"k": "p", "room": room, "event": "join", "userId": user_id, "username": username}
+        event = join_event(room, user_id, username)
         announce = self._announced_in(online, user_id)
         try:
             with self.pool.autocommit() as cur:
@@ -507,12 +657,15 @@ class Presence:
             raise
         if row is None:
             return None
-        last_seq, last_id, first, version, new_member, members = row[:6]
-        owner = row[-1]
-        if new_member:
+        return self._entered(room, user_id, username, online, Joined(*row[:6], row[-1]))
+
+    def _entered(self, room: str, user_id: int, username: str, online: RoomOnline, joined: Joined) -> Entered:
+        """What a committed join or entry found, its membership told and its announcements made ready."""
+        if joined.new_member:
             self._publish_member(room, user_id)
-        announced = self._after_statement(first, version, event)
-        return Entered(RoomState(last_seq, last_id), announced, online, members, new_member, owner)
+        announced = self._after_statement(joined.first, joined.version, join_event(room, user_id, username))
+        state = RoomState(joined.last_seq, joined.last_id)
+        return Entered(state, announced, online, joined.members, joined.new_member, joined.owner)
 
     def leave(self, room: str, user_id: int, username: str) -> None:
         """Forget this node's connection of the user in the room.
@@ -747,10 +900,7 @@ class Presence:
         """chat_enter for every (room, user id, name), in one statement; then their announcements."""
         rooms = sorted({room for room, _, _ in entering})
         onlines = {room: self.online.get(room) for room in rooms}
-        events = [
-            {"k": "p", "room": room, "event": "join", "userId": user_id, "username": username}
-            for room, user_id, username in entering
-        ]
+        events = [join_event(room, user_id, username) for room, user_id, username in entering]
         parameters = {
             "rooms": TextArray(room for room, _, _ in entering),
             "user_ids": BigintArray(user_id for _, user_id, _ in entering),
@@ -904,6 +1054,11 @@ def _remove_rows(cur, nodes: list[str]) -> None:
                WHERE o.room = ANY(%s)""",
             (rooms,),
         )
+
+
+def join_event(room: str, user_id: int, username: str) -> dict:
+    """A join's presence event, as the bus carries it."""
+    return {"k": "p", "room": room, "event": "join", "userId": user_id, "username": username}
 
 
 def _dumps_text(value: object) -> str:

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import gevent
 import gevent.event
 import orjson
+import psycopg2
 import pytest
 
 from app import db, runtime
@@ -17,7 +18,7 @@ from app.errors import Unavailable
 from app.hub import Hub
 from app.membership import Memberships
 from app.online import OnlineLists
-from app.presence import ALIVE, OnlineListReads, Presence
+from app.presence import ALIVE, Joins, OnlineListReads, Presence
 from tests.support.databases import sql
 from tests.support.waiting import wait_for
 
@@ -375,6 +376,94 @@ def test_a_join_is_answered_from_the_list_as_it_stands_now(presence):
     node.online.note("lobby", "join", *BOB)
     assert set(node.online.now("lobby", entered.online).users) == {1, 2}
     assert 2 not in entered.online.users
+
+
+def test_a_crowd_joining_a_room_is_written_by_a_few_statements_each_join_told_as_if_alone(presence):
+    """First joins queued while a statement runs share the next one: forty people joining
+    a room at once become forty memberships and presence rows, each announced once with
+    a number of its own, the room counted forty online, in far fewer than forty statements
+    (one each held the room's count and the notification queue through its commit)."""
+    node, url, _ = presence
+    sql(url, "INSERT INTO rooms (name) VALUES ('hall')")
+    sql(url, "INSERT INTO chat_nodes (node_id) VALUES ('n1')")
+    writes: list[str] = []
+    autocommit = node.pool.autocommit
+
+    @contextmanager
+    def recorded():
+        with autocommit() as cur:
+            yield Recording(cur, writes)
+
+    node.pool.autocommit = recorded
+    crowd = [(100 + n, f"user{n}") for n in range(40)]
+    joins = [gevent.spawn(node.join, "hall", user_id, name, False) for user_id, name in crowd]
+    gevent.joinall(joins, timeout=20, raise_error=True)
+    node.pool.autocommit = autocommit
+
+    entered = [join.value for join in joins]
+    assert all(e is not None and e.new_member for e in entered)
+    assert 1 <= min(e.members for e in entered) and max(e.members for e in entered) == 40
+    announced = [e.announced for e in entered]
+    assert all(len(a) == 1 and a[0]["event"] == "join" for a in announced)
+    assert sorted(a[0]["userId"] for a in announced) == [user_id for user_id, _ in crowd]
+    assert len({a[0]["v"] for a in announced}) == 40
+    assert sql(url, "SELECT online FROM room_online WHERE room = 'hall'") == [(40,)]
+    assert sql(url, "SELECT count(*) FROM chat_members WHERE room = 'hall'") == [(40,)]
+    assert sql(url, "SELECT count(*) FROM room_presence WHERE room = 'hall' AND node_id = 'n1'") == [(40,)]
+    assert len(writes) <= 10, f"{len(writes)} statements for 40 joins"
+    # Joined again (a second tab, say): nothing new, nobody told.
+    again = [gevent.spawn(node.join, "hall", user_id, name, False) for user_id, name in crowd[:5]]
+    gevent.joinall(again, timeout=20, raise_error=True)
+    assert all(not join.value.new_member and join.value.announced == [] for join in again)
+    assert all(join.value.members == 40 for join in again)
+    assert sql(url, "SELECT online FROM room_online WHERE room = 'hall'") == [(40,)]
+
+
+def test_a_join_of_a_missing_or_private_room_in_a_crowd_gets_no_room_and_sinks_no_other(presence):
+    """A batch answers each join for itself: a room that does not exist, or is private
+    with the user no member, is not found (created when asked), the others are joined."""
+    node, url, _ = presence
+    sql(url, "INSERT INTO rooms (name, is_private) VALUES ('hall', false), ('vault', true)")
+    sql(url, "INSERT INTO chat_members (room, user_id, role) VALUES ('vault', 7, 'owner')")
+    asks = [("hall", 101), ("nowhere", 102), ("vault", 103), ("vault", 7), ("hall", 104)]
+    joins = [gevent.spawn(node.join, room, user_id, f"u{user_id}", False) for room, user_id in asks]
+    gevent.joinall(joins, timeout=20, raise_error=True)
+    found = {ask: join.value for ask, join in zip(asks, joins, strict=True)}
+    assert found[("nowhere", 102)] is None and found[("vault", 103)] is None
+    assert found[("hall", 101)].new_member and found[("hall", 104)].new_member
+    assert not found[("vault", 7)].new_member and found[("vault", 7)].owner == 7
+    assert sql(url, "SELECT room, user_id FROM chat_members WHERE room <> 'lobby' ORDER BY 1, 2") == [
+        ("hall", 101),
+        ("hall", 104),
+        ("vault", 7),
+    ]
+    created = gevent.spawn(node.join, "nowhere", 102, "u102", True)
+    assert created.get(timeout=10).new_member and sql(url, "SELECT 1 FROM rooms WHERE name = 'nowhere'") == [(1,)]
+
+
+def test_a_batch_of_joins_that_fails_is_written_again_one_by_one(presence, monkeypatch):
+    """A statement error in a batch (something in one join, not the database away) is
+    that join's alone: the batch is written again join by join."""
+    node, url, _ = presence
+    sql(url, "INSERT INTO rooms (name) VALUES ('hall')")
+
+    def broken_batch(self, requests):
+        raise psycopg2.errors.DataError("something in one of them")
+
+    one = Joins._one
+
+    def one_broken(self, request):
+        if request.user_id == 103:
+            raise psycopg2.errors.DataError("this one")
+        return one(self, request)
+
+    monkeypatch.setattr(Joins, "_many", broken_batch)
+    monkeypatch.setattr(Joins, "_one", one_broken)
+    joins = [gevent.spawn(node.join, "hall", user_id, f"u{user_id}", False) for user_id in (101, 102, 103, 104)]
+    gevent.joinall(joins, timeout=20)
+    assert isinstance(joins[2].exception, psycopg2.errors.DataError)
+    assert all(join.successful() and join.value.new_member for join in joins[:2] + joins[3:])
+    assert sql(url, "SELECT user_id FROM chat_members WHERE room = 'hall' ORDER BY 1") == [(101,), (102,), (104,)]
 
 
 def test_a_join_committed_but_not_answered_is_undone_by_the_heartbeat(presence, monkeypatch):
