@@ -91,6 +91,30 @@ def test_presence_join_ack_rooms_and_typing_are_cluster_wide(cluster):
     assert alice.expect("presence", room=room, event="leave")["data"]["userId"] == bob_first.user_id
 
 
+def test_a_crowd_joining_one_room_on_every_worker_at_once_is_counted_and_announced_once_each(cluster):
+    """First joins arriving together are written many a statement on each worker
+    (presence.Joins) while the other workers write theirs: every joiner is a member, a
+    watcher hears each join once, and the room's counts say all of them."""
+    room = unique("room")
+    watcher = connect_to(cluster[0])
+    join(watcher, room)
+    crowd = spread(cluster, 24)
+    sends = [threading.Thread(target=c.send, args=({"type": "join", "room": room},)) for c in crowd]
+    for thread in sends:
+        thread.start()
+    for thread in sends:
+        thread.join()
+    acks = [c.expect("join_ack", room=room, timeout=20) for c in crowd]
+    heard = [watcher.expect("presence", room=room, event="join", timeout=20)["data"]["userId"] for _ in crowd]
+    assert sorted(heard) == sorted(c.user_id for c in crowd)
+    watcher.nothing_more("presence", wait=0.5)
+    # (each counts the members its statement saw: the other workers' may still be committing)
+    assert all(2 <= ack["data"]["members"] <= len(crowd) + 1 for ack in acks)
+    watcher.send({"type": "rooms"})
+    listed = next(r for r in watcher.expect("rooms")["data"] if r["name"] == room)
+    assert (listed["online"], listed["members"]) == (len(crowd) + 1, len(crowd) + 1)
+
+
 @contextmanager
 def second_behind_a_proxy(database_url: str, bus: PrivateRedis) -> Iterator[tuple[str, Server, Server, StallingProxy]]:
     """Two nodes on Redis, the second's link to it through a proxy the test can stall or
