@@ -465,7 +465,7 @@ class JoinRequest(NamedTuple):
     announce: bool  # the room is small enough for presence events
 
 
-class Joined(NamedTuple):
+class JoinOutcome(NamedTuple):
     """What a join's statement found (see Presence.join)."""
 
     last_seq: int
@@ -477,7 +477,7 @@ class Joined(NamedTuple):
     owner: int | None
 
 
-class Joins(Batched[JoinRequest, "Joined | None | Exception"]):
+class Joins(Batched[JoinRequest, "JoinOutcome | None | Exception"]):
     """Joins that may make memberships, many a statement: the answer of each is what
     chat_join tells, None when the room is missing (or private, the user no member).
 
@@ -496,7 +496,7 @@ class Joins(Batched[JoinRequest, "Joined | None | Exception"]):
         super().__init__(JOIN_BATCH_MAX, JOINERS_MAX)
         self.presence = presence
 
-    def answer_batch(self, requests: list[JoinRequest]) -> list[Joined | None | Exception]:
+    def answer_batch(self, requests: list[JoinRequest]) -> list[JoinOutcome | None | Exception]:
         if len(requests) == 1:
             return [self._one(requests[0])]
         try:
@@ -505,7 +505,7 @@ class Joins(Batched[JoinRequest, "Joined | None | Exception"]):
             # Not the database away (that is a ChatError, for everyone): something in one
             # request. Each alone, so that it sinks nobody else's join.
             log.exception("a batch of %d joins failed; writing them one by one", len(requests))
-        answers: list[Joined | None | Exception] = []
+        answers: list[JoinOutcome | None | Exception] = []
         for request in requests:
             try:
                 answers.append(self._one(request))
@@ -513,7 +513,7 @@ class Joins(Batched[JoinRequest, "Joined | None | Exception"]):
                 answers.append(exc)
         return answers
 
-    def _one(self, request: JoinRequest) -> Joined | None:
+    def _one(self, request: JoinRequest) -> JoinOutcome | None:
         node = self.presence
         room, user_id, username, announce = request
         event = join_event(room, user_id, username)
@@ -521,9 +521,9 @@ class Joins(Batched[JoinRequest, "Joined | None | Exception"]):
         with node.pool.autocommit() as cur:
             cur.execute(_JOIN, parameters)
             row = cur.fetchone()
-        return None if row is None else Joined(*row[:6], row[-1])
+        return None if row is None else JoinOutcome(*row[:6], row[-1])
 
-    def _many(self, requests: list[JoinRequest]) -> list[Joined | None]:
+    def _many(self, requests: list[JoinRequest]) -> list[JoinOutcome | None]:
         node = self.presence
         parameters = {
             "rooms": TextArray(request.room for request in requests),
@@ -537,7 +537,7 @@ class Joins(Batched[JoinRequest, "Joined | None | Exception"]):
         }
         with node.pool.autocommit() as cur:
             cur.execute(_JOIN_MANY, parameters)
-            rows = {row[0]: Joined(*row[1:7], row[-1]) for row in cur.fetchall()}
+            rows = {row[0]: JoinOutcome(*row[1:7], row[-1]) for row in cur.fetchall()}
         return [rows.get(n) for n in range(1, len(requests) + 1)]
 
 
@@ -659,9 +659,9 @@ class Presence:
             raise
         if row is None:
             return None
-        return self._entered(room, user_id, username, online, Joined(*row[:6], row[-1]))
+        return self._entered(room, user_id, username, online, JoinOutcome(*row[:6], row[-1]))
 
-    def _entered(self, room: str, user_id: int, username: str, online: RoomOnline, joined: Joined) -> Entered:
+    def _entered(self, room: str, user_id: int, username: str, online: RoomOnline, joined: JoinOutcome) -> Entered:
         """What a committed join or entry found, its membership told and its announcements made ready."""
         if joined.new_member:
             self._publish_member(room, user_id)
