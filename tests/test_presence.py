@@ -99,6 +99,24 @@ class Recording:
         return getattr(self.cur, name)
 
 
+@contextmanager
+def recording_writes(node: Presence):
+    """The presence writes of the node's pool while the block runs (Recording)."""
+    writes: list[str] = []
+    autocommit = node.pool.autocommit
+
+    @contextmanager
+    def recorded():
+        with autocommit() as cur:
+            yield Recording(cur, writes)
+
+    node.pool.autocommit = recorded
+    try:
+        yield writes
+    finally:
+        node.pool.autocommit = autocommit
+
+
 def test_the_rows_of_many_connects_are_written_by_one_statement(presence):
     """tend_many writes every (room, user) it is given at once, each announced as tend
     would: the first row of a user anywhere is a join, a row already there changes
@@ -110,17 +128,8 @@ def test_the_rows_of_many_connects_are_written_by_one_statement(presence):
     sql(url, "INSERT INTO room_presence (room, user_id, node_id, username) VALUES ('den', 1, 'n2', 'alice')")
     sql(url, "INSERT INTO room_online (room, online) VALUES ('den', 1)")
     node.user_here = lambda user_id, room: True
-    writes = []
-    autocommit = node.pool.autocommit
-
-    @contextmanager
-    def recorded():
-        with autocommit() as cur:
-            yield Recording(cur, writes)
-
-    node.pool.autocommit = recorded
-    node.tend_many([("lobby", *ALICE), ("lobby", *BOB), ("den", *ALICE), ("den", *BOB)])
-    node.pool.autocommit = autocommit
+    with recording_writes(node) as writes:
+        node.tend_many([("lobby", *ALICE), ("lobby", *BOB), ("den", *ALICE), ("den", *BOB)])
     assert len(writes) == 1
     assert sql(url, "SELECT room, user_id, node_id FROM room_presence ORDER BY 1, 2, 3") == [
         ("den", 1, "n1"),
@@ -386,19 +395,10 @@ def test_a_crowd_joining_a_room_is_written_by_a_few_statements_each_join_told_as
     node, url, _ = presence
     sql(url, "INSERT INTO rooms (name) VALUES ('hall')")
     sql(url, "INSERT INTO chat_nodes (node_id) VALUES ('n1')")
-    writes: list[str] = []
-    autocommit = node.pool.autocommit
-
-    @contextmanager
-    def recorded():
-        with autocommit() as cur:
-            yield Recording(cur, writes)
-
-    node.pool.autocommit = recorded
     crowd = [(100 + n, f"user{n}") for n in range(40)]
-    joins = [gevent.spawn(node.join, "hall", user_id, name, False) for user_id, name in crowd]
-    gevent.joinall(joins, timeout=20, raise_error=True)
-    node.pool.autocommit = autocommit
+    with recording_writes(node) as writes:
+        joins = [gevent.spawn(node.join, "hall", user_id, name, False) for user_id, name in crowd]
+        gevent.joinall(joins, timeout=20, raise_error=True)
 
     entered = [join.value for join in joins]
     assert all(e is not None and e.new_member for e in entered)
