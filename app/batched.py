@@ -55,8 +55,12 @@ class Batched(Generic[Request, Answer]):
             self._runners += 1
             run_soon(self._answer_queued)
 
-    def answer_batch(self, batch: list[Request]) -> list[Answer]:
-        """The answer of each request of the batch, in its order."""
+    def answer_batch(self, batch: list[Request]) -> list[Answer | Exception]:
+        """The answer of each request of the batch, in its order.
+
+        An answer that is an exception is raised to its asker alone (something wrong in
+        that request); what answer_batch raises is raised to every asker of the batch.
+        """
         raise NotImplementedError
 
     def _answer_queued(self) -> None:
@@ -74,7 +78,11 @@ class Batched(Generic[Request, Answer]):
                         raise
                 else:
                     for (_, result), answer in zip(batch, answers, strict=True):
-                        if result is not None:
+                        if result is None:
+                            continue
+                        if isinstance(answer, Exception):
+                            result.set_exception(answer)
+                        else:
                             result.set(answer)
         finally:
             self._runners -= 1

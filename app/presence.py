@@ -478,7 +478,7 @@ class JoinOutcome(NamedTuple):
     owner: int | None
 
 
-class Joins(Batched[JoinRequest, "JoinOutcome | None | Exception"]):
+class Joins(Batched[JoinRequest, "JoinOutcome | None"]):
     """Joins that may make memberships, many a statement: the answer of each is what
     chat_join tells, None when the room is missing (or private, the user no member).
 
@@ -625,8 +625,6 @@ class Presence:
         online = self.online.get(room)
         try:
             joined = self._joins.ask(JoinRequest(room, user_id, username, self._announced_in(online, user_id)))
-            if isinstance(joined, Exception):
-                raise joined
             if joined is None and create_room:
                 # Missing (or private, the user no member: then this finds that again):
                 # the statement that creates a room, rarely needed, runs alone.

@@ -57,6 +57,19 @@ def test_a_failed_batch_fails_its_own_requests_only_and_the_next_batch_is_answer
     assert doubling.ask(5) == 10  # the queue goes on
 
 
+def test_an_answer_that_is_an_exception_is_raised_to_its_asker_alone():
+    class Halving(Batched[int, int]):
+        def answer_batch(self, batch: list[int]) -> list[int | Exception]:
+            return [n // 2 if n % 2 == 0 else ValueError(f"{n} is odd") for n in batch]
+
+    halving = Halving(batch_max=4, runners_max=1)
+    askers = [gevent.spawn(halving.ask, n) for n in (2, 3, 4, 5)]
+    gevent.joinall(askers)
+    assert [asker.successful() for asker in askers] == [True, False, True, False]
+    assert [askers[0].value, askers[2].value] == [1, 2]
+    assert isinstance(askers[1].exception, ValueError) and str(askers[3].exception) == "5 is odd"
+
+
 def test_a_request_asked_alone_is_answered_at_once():
     doubling = Doubling()
     assert doubling.ask(21) == 42
