@@ -47,6 +47,11 @@ EVERYONE = News(True)
 NOBODY = News(False)
 
 
+def presence_event(room: str, event: str, user_id: int, username: str) -> dict:
+    """A presence event ("join" or "leave") as the bus carries it, without its number."""
+    return {"k": "p", "room": room, "event": event, "userId": user_id, "username": username}
+
+
 class RoomOnline:
     """Who is online in one room (user id -> name, in the order they came), as last read.
 
@@ -314,5 +319,5 @@ class OnlineLists:
         differences += [("join", user_id, name) for user_id, name in after.items() if before.get(user_id) != name]
         for event, user_id, username in differences:
             # Without a number: the list read is newer than any event applied so far.
-            self.tell({"k": "p", "room": room, "event": event, "userId": user_id, "username": username})
+            self.tell(presence_event(room, event, user_id, username))
         return True

@@ -32,7 +32,7 @@ from .bus import Bus
 from .db import BigintArray, BoolArray, Pool, TextArray
 from .errors import ChatError
 from .full_check import FullCheck
-from .online import OnlineLists, RoomOnline
+from .online import OnlineLists, RoomOnline, presence_event
 from .prepared import PreparedStatements
 from .store import RoomState
 from .transport import coalesced
@@ -460,6 +460,8 @@ class Tends(Batched[tuple[str, int, str], None]):
 
 
 class JoinRequest(NamedTuple):
+    """A (room, user) pair to join or enter, and whether its first presence is announced."""
+
     room: str
     user_id: int
     username: str
@@ -515,29 +517,11 @@ class Joins(Batched[JoinRequest, "JoinOutcome | None"]):
         return answers
 
     def _one(self, request: JoinRequest) -> JoinOutcome | None:
-        node = self.presence
-        room, user_id, username, announce = request
-        event = join_event(room, user_id, username)
-        parameters = node._parameters(room, user_id, username, event, node.node_id, announce)
-        with node.pool.autocommit() as cur:
-            cur.execute(_JOIN, parameters)
-            row = cur.fetchone()
-        return None if row is None else JoinOutcome(*row[:6], row[-1])
+        return self.presence._run_join(_JOIN, *request)
 
     def _many(self, requests: list[JoinRequest]) -> list[JoinOutcome | None]:
-        node = self.presence
-        parameters = {
-            "rooms": TextArray(request.room for request in requests),
-            "user_ids": BigintArray(request.user_id for request in requests),
-            "usernames": TextArray(request.username for request in requests),
-            "announces": BoolArray(request.announce for request in requests),
-            "node_id": node.node_id,
-            "alive_seconds": node.node_timeout,
-            "channel": node.bus.notify_channel,
-            "origin": node.bus.origin,
-        }
-        with node.pool.autocommit() as cur:
-            cur.execute(_JOIN_MANY, parameters)
+        with self.presence.pool.autocommit() as cur:
+            cur.execute(_JOIN_MANY, self.presence._pairs_parameters(requests))
             rows = {row[0]: JoinOutcome(*row[1:7], row[-1]) for row in cur.fetchall()}
         return [rows.get(n) for n in range(1, len(requests) + 1)]
 
@@ -645,26 +629,30 @@ class Presence:
 
     def _enter(self, statement: str, room: str, user_id: int, username: str) -> Entered | None:
         online = self.online.get(room)
-        event = join_event(room, user_id, username)
-        announce = self._announced_in(online, user_id)
         try:
-            with self.pool.autocommit() as cur:
-                cur.execute(statement, self._parameters(room, user_id, username, event, self.node_id, announce))
-                row = cur.fetchone()
+            joined = self._run_join(statement, room, user_id, username, self._announced_in(online, user_id))
         except ChatError:
             # Committed or not, the heartbeat's reconcile makes the row what the hub says;
             # the members here learn what happened when the list is read again.
             self.online.mark_unheard([room])
             raise
-        if row is None:
+        if joined is None:
             return None
-        return self._entered(room, user_id, username, online, JoinOutcome(*row[:6], row[-1]))
+        return self._entered(room, user_id, username, online, joined)
+
+    def _run_join(self, statement: str, room: str, user_id: int, username: str, announce: bool) -> JoinOutcome | None:
+        """Run one join's (or entry's) statement: what it found, None when it found no room for the user."""
+        event = presence_event(room, "join", user_id, username)
+        with self.pool.autocommit() as cur:
+            cur.execute(statement, self._parameters(room, user_id, username, event, self.node_id, announce))
+            row = cur.fetchone()
+        return None if row is None else JoinOutcome(*row[:6], row[-1])
 
     def _entered(self, room: str, user_id: int, username: str, online: RoomOnline, joined: JoinOutcome) -> Entered:
         """What a committed join or entry found, its membership told and its announcements made ready."""
         if joined.new_member:
             self._publish_member(room, user_id)
-        announced = self._after_statement(joined.first, joined.version, join_event(room, user_id, username))
+        announced = self._after_statement(joined.first, joined.version, presence_event(room, "join", user_id, username))
         state = RoomState(joined.last_seq, joined.last_id)
         return Entered(state, announced, online, joined.members, joined.new_member, joined.owner)
 
@@ -687,7 +675,7 @@ class Presence:
         The leave is announced if they were online; one round trip. Returns whether they
         were a member.
         """
-        event = {"k": "p", "room": room, "event": "leave", "userId": user_id, "username": username}
+        event = presence_event(room, "leave", user_id, username)
         announce = self._announced_in(self.online.get(room), user_id)
         try:
             with self.pool.autocommit() as cur:
@@ -720,7 +708,7 @@ class Presence:
 
         As `end_membership`, announcing `member_event` to the other nodes.
         """
-        event = {"k": "p", "room": room, "event": "leave", "userId": user_id, "username": username}
+        event = presence_event(room, "leave", user_id, username)
         announce = self._announced_in(self.online.get(room), user_id)
         parameters = self._parameters(room, user_id, username, event, self.node_id, announce)
         parameters.update(by=by, member_event=Json(member_event, dumps=_dumps_text))
@@ -756,7 +744,7 @@ class Presence:
 
         The row is ours, or a dead node's while it stays dead.
         """
-        event = {"k": "p", "room": room, "event": "leave", "userId": user_id, "username": username}
+        event = presence_event(room, "leave", user_id, username)
         announce = self._announced_in(self.online.get(room), user_id)
         parameters = self._parameters(room, user_id, username, event, node_id, announce)
         with self.pool.autocommit() as cur:
@@ -901,20 +889,14 @@ class Presence:
         """chat_enter for every (room, user id, name), in one statement; then their announcements."""
         rooms = sorted({room for room, _, _ in entering})
         onlines = {room: self.online.get(room) for room in rooms}
-        events = [join_event(room, user_id, username) for room, user_id, username in entering]
-        parameters = {
-            "rooms": TextArray(room for room, _, _ in entering),
-            "user_ids": BigintArray(user_id for _, user_id, _ in entering),
-            "usernames": TextArray(username for _, _, username in entering),
-            "announces": BoolArray(self._announced_in(onlines[room], user_id) for room, user_id, _ in entering),
-            "node_id": self.node_id,
-            "alive_seconds": self.node_timeout,
-            "channel": self.bus.notify_channel,
-            "origin": self.bus.origin,
-        }
+        events = [presence_event(room, "join", user_id, username) for room, user_id, username in entering]
+        pairs = [
+            JoinRequest(room, user_id, username, self._announced_in(onlines[room], user_id))
+            for room, user_id, username in entering
+        ]
         try:
             with self.pool.autocommit() as cur:
-                cur.execute(_ENTER_MANY, parameters)
+                cur.execute(_ENTER_MANY, self._pairs_parameters(pairs))
                 rows = cur.fetchall()
         except ChatError:
             self.online.mark_unheard(rooms)
@@ -923,6 +905,19 @@ class Presence:
         for n, first, version, _ in rows:
             announced += self._after_statement(first, version, events[n - 1])
         self.after_commit(announced)
+
+    def _pairs_parameters(self, pairs: list[JoinRequest]) -> dict:
+        """The parameters of the statements of many (room, user) pairs (_ENTER_MANY, _JOIN_MANY)."""
+        return {
+            "rooms": TextArray(pair.room for pair in pairs),
+            "user_ids": BigintArray(pair.user_id for pair in pairs),
+            "usernames": TextArray(pair.username for pair in pairs),
+            "announces": BoolArray(pair.announce for pair in pairs),
+            "node_id": self.node_id,
+            "alive_seconds": self.node_timeout,
+            "channel": self.bus.notify_channel,
+            "origin": self.bus.origin,
+        }
 
     def heartbeat(self, local_presence: Callable[[], dict[tuple[str, int], str]]) -> int:
         """Refresh our node, reconcile its rows with its connections, bury nodes that stopped beating.
@@ -1055,11 +1050,6 @@ def _remove_rows(cur, nodes: list[str]) -> None:
                WHERE o.room = ANY(%s)""",
             (rooms,),
         )
-
-
-def join_event(room: str, user_id: int, username: str) -> dict:
-    """A join's presence event, as the bus carries it."""
-    return {"k": "p", "room": room, "event": "join", "userId": user_id, "username": username}
 
 
 def _dumps_text(value: object) -> str:
