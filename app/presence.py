@@ -361,12 +361,10 @@ _JOIN_MANY = "; ".join([*_LOCKS_MANY, _EXECUTE["chat_join_many"]])
 TEND_BATCH_MAX = 1000
 TENDERS_MAX = 4
 # Joins written by one chat_join_many at most, and greenlets writing them at once. The
-# joiners of a batch resume together, each answered with a join_ack of up to 1,000 users:
-# at 500 a batch they held the event loop for 100 ms in a crowd's first joins, at 64 for
-# 60 ms at most, with the crowd joined as fast. Two writers: while a batch waits for a
-# lock (a pair another node is changing), the other writes the joins that come meanwhile;
-# one writer batched a little better (the crowd of 5,000 joined in 7.3 s, against 6.3-7.6
-# with two), within the noise.
+# joiners of a batch resume together, each building a join_ack of up to 1,000 users
+# before the event loop comes round: the batch bounds that pause. Two writers, so that
+# while one batch waits for a lock (a pair another node is changing) the joins that come
+# meanwhile are written by the other.
 JOIN_BATCH_MAX = 64
 JOINERS_MAX = 2
 # Rooms whose online lists one statement reads at most, and greenlets reading at once.
@@ -484,12 +482,12 @@ class Joins(Batched[JoinRequest, "JoinOutcome | None"]):
     """Joins that may make memberships, many a statement: the answer of each is what
     chat_join tells, None when the room is missing (or private, the user no member).
 
-    One at a time, each join of a room is a transaction that updates the room's count of
-    users online (room_online) and NOTIFYs, and PostgreSQL holds both the row's lock and
-    the lock of its notification queue (one for the whole database) until the commit is
-    flushed: 5,000 people joining a room at once took 11 s, one flush after the other. In
-    a batch, the joins queued while the previous one ran share one transaction and one
-    flush. A lone join keeps its statement (chat_join), planned once per connection.
+    A join updates its room's count of users online (room_online) and NOTIFYs, and
+    PostgreSQL holds both the row's lock and the lock of its notification queue (one for
+    the whole database) until the commit is flushed: one transaction per join lets a crowd
+    into a room one flush at a time. In a batch, the joins queued while the previous one
+    ran share one transaction and one flush. A lone join keeps its statement (chat_join),
+    planned once per connection.
 
     A pair is never twice in a batch: Memberships.join holds Presence.changing for it
     while it waits.
