@@ -604,31 +604,33 @@ class Presence:
         statement runs under the (room, user) advisory lock, so two tabs joining at once
         on two processes take turns and the second finds the first one's row.
         """
-        online = self.online.get(room)
-        try:
-            joined = self._joins.ask(JoinRequest(room, user_id, username, self._announced_in(online, user_id)))
+
+        def write(announce: bool) -> JoinOutcome | None:
+            joined = self._joins.ask(JoinRequest(room, user_id, username, announce))
             if joined is None and create_room:
                 # Missing (or private, the user no member: then this finds that again):
                 # the statement that creates a room, rarely needed, runs alone.
-                return self._enter(_JOIN_CREATING, room, user_id, username)
-        except ChatError:
-            self.online.mark_unheard([room])
-            raise
-        if joined is None:
-            return None
-        return self._entered(room, user_id, username, online, joined)
+                joined = self._run_join(_JOIN_CREATING, room, user_id, username, announce)
+            return joined
+
+        return self._enter(room, user_id, username, write)
 
     def enter(self, room: str, user_id: int, username: str) -> Entered | None:
         """Record this node's connection of a member in the room, as `join` without making anyone a member.
 
         None when the user is not a member (any more).
         """
-        return self._enter(_ENTER_MEMBER, room, user_id, username)
+        return self._enter(
+            room, user_id, username, lambda announce: self._run_join(_ENTER_MEMBER, room, user_id, username, announce)
+        )
 
-    def _enter(self, statement: str, room: str, user_id: int, username: str) -> Entered | None:
+    def _enter(
+        self, room: str, user_id: int, username: str, write: Callable[[bool], JoinOutcome | None]
+    ) -> Entered | None:
+        """Read who is online, `write(announce)` the join or entry, and make ready what it found."""
         online = self.online.get(room)
         try:
-            joined = self._run_join(statement, room, user_id, username, self._announced_in(online, user_id))
+            joined = write(self._announced_in(online, user_id))
         except ChatError:
             # Committed or not, the heartbeat's reconcile makes the row what the hub says;
             # the members here learn what happened when the list is read again.
