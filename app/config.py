@@ -87,6 +87,14 @@ DEFAULTS: dict[str, Any] = {
     "DB_POOL_SIZE": 16,
     "DB_CONNECT_TIMEOUT_SECONDS": 3,
     "DB_ACQUIRE_TIMEOUT_SECONDS": 5.0,
+    # Longest a statement on a pool connection may run, waiting for locks included; then
+    # the request gets `unavailable` and the connection goes back to the pool. Without it,
+    # a lock held by a stuck transaction (another backend sharing the database, a node
+    # frozen mid-join) would keep each request behind it, its pool connection, and a
+    # batch's other requests waiting for as long as that transaction lives. Every pool
+    # statement is an index lookup or a batch of them (milliseconds); schema loading and
+    # the group commit's lanes (STORE_TIMEOUT_SECONDS) are not on the pool. 0: no limit.
+    "DB_STATEMENT_TIMEOUT_SECONDS": 10.0,
     # Group commit: at most this many messages share one transaction.
     "BATCH_MAX_MESSAGES": 256,
     # Group commits in flight at once (each on a connection of its own).

@@ -134,15 +134,25 @@ def make_cooperative() -> None:
     psycopg2.extensions.set_wait_callback(gevent_wait_callback)
 
 
-def connect(dsn: str, connect_timeout: int = 3, autocommit: bool = False, setup: Callable[[Any], None] | None = None):
+def connect(
+    dsn: str,
+    connect_timeout: int = 3,
+    autocommit: bool = False,
+    setup: Callable[[Any], None] | None = None,
+    statement_timeout_ms: int = 0,
+):
     """One new connection in UTC, with TCP keepalives so that a vanished server is noticed.
 
     `setup(cursor)` runs on it first, in autocommit (the connection is closed if it fails).
+    `statement_timeout_ms` is the connection's default statement_timeout (0: none).
     """
+    options = "-c timezone=UTC"
+    if statement_timeout_ms > 0:
+        options += f" -c statement_timeout={statement_timeout_ms}"
     conn = psycopg2.connect(
         dsn,
         connect_timeout=connect_timeout,
-        options="-c timezone=UTC",
+        options=options,
         application_name="chat-server",
         keepalives=1,
         keepalives_idle=10,
@@ -171,11 +181,15 @@ class Pool:
         connect_timeout: int = 3,
         acquire_timeout: float = 5.0,
         setup: Callable[[Any], None] | None = None,
+        statement_timeout: float = 0.0,
     ) -> None:
         self.dsn = dsn
         self.size = size
         self.connect_timeout = connect_timeout
         self.acquire_timeout = acquire_timeout
+        # Seconds any statement of a lent connection may run, lock waits included (0: no
+        # limit). A statement cut short raises Unavailable, as a serialization failure does.
+        self.statement_timeout_ms = round(statement_timeout * 1000)
         # run on every new connection, in autocommit (to prepare statements, say)
         self.setup = setup
         self._idle: list = []
@@ -200,7 +214,9 @@ class Pool:
                         self._forget(conn)  # and every idle one: after a restart all are dead
                         conn = None
                 if conn is None:
-                    conn = connect(self.dsn, self.connect_timeout, setup=self.setup)
+                    conn = connect(
+                        self.dsn, self.connect_timeout, setup=self.setup, statement_timeout_ms=self.statement_timeout_ms
+                    )
             except CONNECTION_ERRORS as exc:
                 log.warning("database connection failed: %s", _first_line(exc))
                 raise Unavailable("database is unavailable, retry later") from None

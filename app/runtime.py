@@ -64,6 +64,7 @@ class ChatRuntime:
             connect_timeout=config["DB_CONNECT_TIMEOUT_SECONDS"],
             acquire_timeout=config["DB_ACQUIRE_TIMEOUT_SECONDS"],
             setup=prepare_pool_statements,
+            statement_timeout=config["DB_STATEMENT_TIMEOUT_SECONDS"],
         )
         # Which deployment this database is: it scopes the bus (app/bus.py). Read before
         # anything starts: a worker that cannot read it cannot serve (the next connection

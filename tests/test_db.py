@@ -217,6 +217,20 @@ def test_a_statement_rolled_back_is_unavailable_and_keeps_the_pools_connections(
         pool.close()
 
 
+def test_the_pools_statement_timeout_cuts_a_statement_short_and_keeps_the_connection(database_url):
+    pool = db.Pool(database_url, size=1, statement_timeout=0.2)
+    try:
+        backend = backend_of(pool)
+        with pool.autocommit() as cur:
+            cur.execute("SHOW statement_timeout")
+            assert cur.fetchone()[0] == "200ms"
+        with pytest.raises(Unavailable), pool.transaction() as cur:
+            cur.execute("SELECT pg_sleep(5)")
+        assert backend_of(pool) == backend
+    finally:
+        pool.close()
+
+
 def backend_of(pool: db.Pool) -> int:
     with pool.autocommit() as cur:
         cur.execute("SELECT pg_backend_pid()")

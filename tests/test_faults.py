@@ -491,3 +491,33 @@ def try_welcome(srv: Server, user_id: int) -> dict | None:
     if opcode == websocket.ABNF.OPCODE_CLOSE:
         return None
     return check_server_frame(json.loads(data))
+
+
+def test_a_join_behind_a_lock_that_is_never_released_is_told_unavailable_and_can_retry(database_url):
+    # The (room, user) lock a join takes, held by a transaction that does not end: a node
+    # frozen mid-join, its host paused. Without a statement timeout on the pool, the join
+    # would wait for as long as that transaction lives, and hold a pool connection meanwhile.
+    srv = Server(database_url, DB_STATEMENT_TIMEOUT_SECONDS="1").start()
+    room = unique("room")
+    holder = psycopg2.connect(database_url)
+    try:
+        alice = connect_to(srv)
+        join(alice, room)
+        bob = connect_to(srv)
+        with holder.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"presence:{room}:{bob.user_id}",))
+
+        bob.send({"type": "join", "room": room})
+        bob.expect_error("unavailable", timeout=5)  # the lock is still held: the timeout told it
+        member = "SELECT 1 FROM chat_members WHERE room = %s AND user_id = %s"
+        assert sql(database_url, member, (room, bob.user_id)) == []  # no half-member
+        bob.send({"type": "rooms"})  # the connection serves on
+        bob.expect("rooms")
+
+        holder.rollback()
+        join(bob, room)
+        bob.send({"type": "message", "room": room, "content": "in at last"})
+        assert alice.expect("message", room=room)["data"]["content"] == "in at last"
+    finally:
+        holder.close()
+        srv.stop()
