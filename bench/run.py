@@ -12,7 +12,9 @@ RSS (summed over its process tree) and CPU seconds read from /proc. Scenarios:
 
   chat     stepped saturation search: rooms of 10 members, each member sends 2 msgs/s; the
            number of rooms grows until p99 > 100 ms or anything is lost / duplicated /
-           reordered / refused; the last passing step is the result.
+           reordered / refused; the last passing step is the result. With --loadgen-procs N
+           each step's rooms are shared out (whole rooms) to N generator processes started
+           at one instant, and their results merged into one (also for `fixed`).
   idle     N connections authenticated and joined to one room; server RSS; then one message
            fanned out to all N.
   history  10M messages seeded by SQL; room_history limit 50 (latest, paging with `before`,
@@ -26,6 +28,7 @@ import argparse
 import atexit
 import datetime
 import json
+import math
 import os
 import queue
 import secrets
@@ -36,6 +39,7 @@ import subprocess
 import sys
 import threading
 import time
+from array import array
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(BENCH)
@@ -50,6 +54,7 @@ PG_CLUSTER = os.environ.get("BENCH_PG_CLUSTER", "15/main")
 
 SERVER_CORE = "0"  # --server-cpus
 LOADGEN_CORE = "1"  # --loadgen-cpus
+LOADGEN_PROCS = 1  # --loadgen-procs: load generator processes sharing a chat step
 WORKERS = "1"  # --workers: gunicorn workers of the Python servers
 WORKER_CPU_SHARE = None  # --worker-cpu-share: each server process capped at this fraction of a core
 
@@ -462,11 +467,20 @@ def cleanup():
 
 
 # ------------------------------------------------------------------ load generator
-def loadgen_cmd(mode, cfg, workdir):
+def loadgen_cmd(mode, cfg, workdir, cpus=None):
     path = os.path.join(workdir, f"cfg-{mode}-{secrets.token_hex(4)}.json")
     with open(path, "w") as f:
         json.dump(cfg, f)
-    return ["taskset", "-c", LOADGEN_CORE, "node", LOADGEN, mode, path]
+    return ["taskset", "-c", cpus or LOADGEN_CORE, "node", LOADGEN, mode, path]
+
+
+def cpu_list(spec):
+    """The cores of a taskset CPU list: "1" -> ["1"], "0,2-4" -> ["0", "2", "3", "4"]."""
+    cores = []
+    for part in spec.split(","):
+        lo, _, hi = part.strip().partition("-")
+        cores += [str(c) for c in range(int(lo), int(hi or lo) + 1)]
+    return cores
 
 
 # ws's native addons (bufferutil, utf-8-validate) off in the generator: for chat-sized
@@ -498,6 +512,256 @@ def run_loadgen(mode, cfg, workdir, timeout, window=None):
     if p.returncode == -signal.SIGKILL:
         return {"fatal": f"loadgen timed out after {timeout}s"}
     return {"fatal": f"loadgen exit {p.returncode} without a result"}
+
+
+def run_chat(cfg, workdir, timeout, window=None):
+    """The chat load generator for one step: one process, or --loadgen-procs of them sharing it."""
+    procs = min(LOADGEN_PROCS, cfg["rooms"])
+    if procs <= 1:
+        return run_loadgen("chat", cfg, workdir, timeout, window)
+    return run_chat_split(cfg, workdir, timeout, window, procs)
+
+
+# marks that open a window go to `window` at the first process's, the others at the last's
+OPENING_MARKS = ("measure-start", "send-start", "idle-start")
+
+
+def run_chat_split(cfg, workdir, timeout, window, n):
+    """One chat step run by `n` load generator processes, merged into one RESULT.
+
+    The step's rooms are cut into `n` runs of whole rooms (a room's members all in one process,
+    so that its checks of loss, duplicates and order stay exact), with the users and room names
+    one process would give them. Each process connects its share and prints READY; once all
+    have, each gets "start <epoch ms>" on stdin, one wall-clock instant a little ahead, so all
+    send, warm up and measure over the same window. The processes are pinned round robin to
+    the cores of --loadgen-cpus.
+    """
+    cores = cpu_list(LOADGEN_CORE)
+    rooms, offset = cfg["rooms"], 0
+    procs, files = [], []
+    lines = queue.Queue()
+
+    def pump(i, stream):
+        for line in stream:
+            lines.put((i, line))
+        lines.put((i, None))
+
+    for i in range(n):
+        share = rooms // n + (1 if i < rooms % n else 0)
+        files.append(os.path.join(workdir, f"lat-{cfg.get('tag', 'chat')}-{i}-{secrets.token_hex(4)}.f64"))
+        shard = {"index": i, "procs": n, "roomOffset": offset, "samplesFile": files[i]}
+        offset += share
+        p = subprocess.Popen(
+            loadgen_cmd("chat", {**cfg, "rooms": share, "shard": shard}, workdir, cores[i % len(cores)]),
+            stdout=subprocess.PIPE,
+            stderr=None,
+            stdin=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+            env={**os.environ, **LOADGEN_ENV},
+        )
+        LOADGENS.append(p)
+        procs.append(p)
+        threading.Thread(target=pump, args=(i, p.stdout), daemon=True).start()
+    timed_out = threading.Event()
+
+    def kill_all():
+        timed_out.set()
+        for p in procs:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    killer = threading.Timer(timeout, kill_all)
+    killer.start()
+    results, ready, ended, started, marks = [None] * n, set(), set(), None, {}
+    try:
+        while len(ended) < n:
+            i, line = lines.get()
+            if line is None:
+                ended.add(i)
+            elif line.startswith("READY "):
+                ready.add(i)
+            elif line.startswith("MARK "):
+                at = json.loads(line[5:])["at"]
+                marks.setdefault(at, []).append(time.monotonic())
+                if window and len(marks[at]) == (1 if at in OPENING_MARKS else len(started or ())):
+                    window(at)
+            elif line.startswith("RESULT "):
+                results[i] = json.loads(line[7:])
+            if started is None and len(ready | ended) == n:
+                # everyone connected (or gone): one instant 250 ms ahead for all to start sending
+                start_ms = int(time.time() * 1000) + 250
+                started = []
+                for j in sorted(ready - ended):
+                    try:
+                        procs[j].stdin.write(f"start {start_ms}\n")
+                        procs[j].stdin.flush()
+                    except (BrokenPipeError, OSError):
+                        continue
+                    started.append(j)
+                for p in procs:
+                    try:
+                        p.stdin.close()
+                    except (BrokenPipeError, OSError):
+                        pass
+        for p in procs:
+            p.wait()
+    finally:
+        killer.cancel()
+    for i, p in enumerate(procs):
+        if results[i] is None:
+            why = f"timed out after {timeout}s" if timed_out.is_set() else f"exit {p.returncode} without a result"
+            results[i] = {"fatal": "loadgen " + why}
+    samples = array("d")
+    for path in files:
+        try:
+            with open(path, "rb") as f:
+                samples.frombytes(f.read())
+            os.remove(path)
+        except OSError:
+            pass
+    res = merge_chat(results, samples, cfg, [cores[i % len(cores)] for i in range(n)])
+    # how far apart the processes' marks reached run.py (they share absolute times)
+    res["loadgen"]["markSpreadMs"] = {at: round(1000 * (max(ts) - min(ts)), 1) for at, ts in marks.items()}
+    return res
+
+
+def percentiles(xs):
+    """loadgen.js `percentiles` in Python: the same ranks and rounding."""
+    a = sorted(xs)
+    n = len(a)
+
+    def r3(x):
+        return None if x is None else math.floor(x * 1000 + 0.5) / 1000  # JavaScript's Math.round
+
+    def at(p):
+        return a[min(n - 1, max(0, math.ceil((p / 100) * n) - 1))] if n else None
+
+    return {
+        "count": n,
+        "mean": r3(sum(a) / n) if n else None,
+        "p50": r3(at(50)),
+        "p90": r3(at(90)),
+        "p95": r3(at(95)),
+        "p99": r3(at(99)),
+        "p999": r3(at(99.9)),
+        "max": r3(a[-1]) if n else None,
+    }
+
+
+def merge_chat(parts, samples, cfg, cpus):
+    """The RESULTs of the processes that shared a chat step as one RESULT of the same shape:
+    counters summed, latency percentiles over the union of every process's measured samples,
+    the generator's CPU time summed; its self-check (CPU share of its core, event-loop delay)
+    is the worst process's, late sends summed, and every process's own in `loadgen.perProcess`.
+    """
+    live = [r for r in parts if "fatal" not in r]
+    first = live[0] if live else {}
+
+    def total(key):
+        return sum(r.get(key) or 0 for r in parts)
+
+    def counts(key):
+        out = {}
+        for r in parts:
+            for k, v in (r.get(key) or {}).items():
+                out[k] = out.get(k, 0) + v
+        return out
+
+    def worst(key, of=lambda r: r):
+        xs = [of(r).get(key) for r in live if of(r).get(key) is not None]
+        return max(xs) if xs else None
+
+    shards = [r.get("shard") or {} for r in live]
+    measured_s = max((s.get("measuredS") or 0 for s in shards), default=0) or None
+    lat = percentiles(samples)
+    per_second = [r.get("worstMsBySecond") or [] for r in live]
+    slow = [r.get("slowBySecond") or [] for r in live]
+    seconds = max((len(x) for x in per_second), default=0)
+    lg = lambda r: r.get("loadgen") or {}  # noqa: E731
+    res = {
+        "mode": "chat",
+        "rooms": cfg["rooms"],
+        "members": first.get("members", cfg.get("members")),
+        "ratePerMember": first.get("ratePerMember", cfg.get("rate")),
+        "targetMsgsPerS": total("targetMsgsPerS"),
+        "durationS": first.get("durationS"),
+        "warmupS": first.get("warmupS"),
+        "clients": total("clients"),
+        "connected": total("connected"),
+        "connectFailures": counts("connectFailures"),
+        "connectS": worst("connectS"),
+        "sent": total("sent"),
+        "sentMsgsPerS": round(sum(s.get("sentMeasured", 0) for s in shards) / measured_s, 1) if measured_s else None,
+        "expectedDeliveries": total("expectedDeliveries"),
+        "deliveredUnique": total("deliveredUnique"),
+        "lost": total("lost"),
+        "duplicates": total("duplicates"),
+        "outOfOrder": total("outOfOrder"),
+        "idInversions": total("idInversions"),
+        "wrongRoom": total("wrongRoom"),
+        "foreign": total("foreign"),
+        "badFrames": total("badFrames"),
+        "errors": counts("errors"),
+        "otherFrames": counts("otherFrames"),
+        "unexpectedCloses": counts("unexpectedCloses"),
+    }
+    if any("mixSent" in r for r in parts):
+        res["mixSent"] = counts("mixSent")
+    delivered = sum(s.get("deliveredMeasured", 0) for s in shards)
+    per_process = []
+    for r, c in zip(parts, cpus, strict=True):
+        keep = {k: r[k] for k in ("rooms", "connected", "sent", "cpuTotalS", "fatal") if k in r}
+        per_process.append({"cpus": c, **keep, **lg(r)})
+    res["storedMsgsPerS"] = res["sentMsgsPerS"]
+    res["deliveriesPerS"] = round(delivered / measured_s, 1) if measured_s else None
+    res["latencyMs"] = lat
+    res["sendStartEpochMs"] = min((r["sendStartEpochMs"] for r in live if "sendStartEpochMs" in r), default=None)
+    res["worstMsBySecond"] = [max((x[k] for x in per_second if k < len(x)), default=0) for k in range(seconds)]
+    res["slowBySecond"] = [sum(x[k] for x in slow if k < len(x)) for k in range(seconds)]
+    res["drainS"] = worst("drainS")
+    res["loadgen"] = {
+        "cpuPct": worst("cpuPct", lg),
+        "eventLoopDelayP99Ms": worst("eventLoopDelayP99Ms", lg),
+        "eventLoopDelayMaxMs": worst("eventLoopDelayMaxMs", lg),
+        "lateSends": sum(lg(r).get("lateSends") or 0 for r in live),
+        "procs": len(parts),
+        "perProcess": per_process,
+    }
+    if len(samples) != sum(s.get("latencySamples", 0) for s in shards):
+        res["latencySamplesMissing"] = sum(s.get("latencySamples", 0) for s in shards) - len(samples)
+    # pass or fail as loadgen.js decides for one process
+    reasons = [f"loadgen {i}: {r['fatal']}" for i, r in enumerate(parts) if "fatal" in r]
+    failures = sum(res["connectFailures"].values())
+    if res["connected"] == 0:
+        reasons.append("no client connected")
+    if failures:
+        reasons.append(f"{failures} connect failures")
+    if res["lost"] > 0:
+        reasons.append(f"lost {res['lost']}")
+    if res["duplicates"]:
+        reasons.append(f"dup {res['duplicates']}")
+    if res["outOfOrder"]:
+        reasons.append(f"out-of-order {res['outOfOrder']}")
+    if res["wrongRoom"]:
+        reasons.append(f"wrong room {res['wrongRoom']}")
+    if res["errors"]:
+        reasons.append(f"errors {json.dumps(res['errors'], separators=(',', ':'))}")
+    if sum(res["unexpectedCloses"].values()):
+        reasons.append(f"closes {json.dumps(res['unexpectedCloses'], separators=(',', ':'))}")
+    limit = cfg.get("p99LimitMs") or 100
+    if lat["p99"] is None or lat["p99"] > limit:
+        reasons.append(f"p99 {lat['p99']} ms")
+    if "latencySamplesMissing" in res:
+        reasons.append(f"{res['latencySamplesMissing']} latency samples missing")
+    res["ok"] = not reasons
+    res["reason"] = "; ".join(reasons)
+    if (res["loadgen"]["cpuPct"] or 0) > 85:
+        res["warning"] = "a load generator process near its CPU limit: latencies may include its own queueing"
+    res["cpuTotalS"] = round(total("cpuTotalS"), 3)
+    return res
 
 
 class Window:
@@ -598,7 +862,7 @@ def chat_step(ctx, srv, db, rooms, step_no, window=None):
     prof = start_profile(ctx, srv, f"step{step_no}-rooms{rooms}", o.step_seconds + 5)
     window = window or Window(srv.proc.pid, db)
     with Sampler(srv.proc.pid, db) as smp:
-        res = run_loadgen("chat", cfg, ctx.workdir, timeout=o.step_seconds + 180, window=window)
+        res = run_chat(cfg, ctx.workdir, timeout=o.step_seconds + 180, window=window)
     if window.result and res.get("sentMsgsPerS"):
         # CPU per stored message in the measured window: the connects and the warm-up left out
         messages = res["sentMsgsPerS"] * window.result["wall_s"]
@@ -698,11 +962,11 @@ def scenario_chat(ctx, key, db):
     try:
         # untimed warm-up at the first step's load: opens the server's database pool, warms
         # caches and JITs, so that the first measured step is not penalised
-        warm = run_loadgen("chat", {"url": srv.url, "secret": ctx.secret, "welcome": srv.spec["welcome"],
-                                    "rooms": o.start_rooms, "members": o.members, "rate": o.rate, "durationS": 4,
-                                    "warmupS": 1, "drainS": 3, "tag": "warm", "userBase": 100000, "roomPrefix": "bench",
-                                    "clientIds": o.client_ids, "mix": o.mix},
-                           ctx.workdir, timeout=120)
+        warm = run_chat({"url": srv.url, "secret": ctx.secret, "welcome": srv.spec["welcome"],
+                         "rooms": o.start_rooms, "members": o.members, "rate": o.rate, "durationS": 4,
+                         "warmupS": 1, "drainS": 3, "tag": "warm", "userBase": 100000, "roomPrefix": "bench",
+                         "clientIds": o.client_ids, "mix": o.mix},
+                        ctx.workdir, timeout=120)
         log(f"  warm-up: {warm.get('storedMsgsPerS')} msg/s p99 {warm.get('latencyMs', {}).get('p99')} ms "
             f"{'ok' if warm.get('ok') else warm.get('reason') or warm.get('fatal')}")
         time.sleep(1)
@@ -960,10 +1224,10 @@ def fixed_one(ctx, v, rep):
     srv = None
     try:
         srv = Server(key, db, ctx.secret, env, ctx.workdir, tag)
-        warm = run_loadgen("chat", {"url": srv.url, "secret": ctx.secret, "welcome": srv.spec["welcome"],
-                                    "rooms": o.fixed_rooms, "members": o.members, "rate": o.rate, "durationS": 4,
-                                    "warmupS": 1, "drainS": 3, "tag": "warm", "userBase": 100000,
-                                    "roomPrefix": "bench", "clientIds": o.client_ids}, ctx.workdir, timeout=180)
+        warm = run_chat({"url": srv.url, "secret": ctx.secret, "welcome": srv.spec["welcome"],
+                         "rooms": o.fixed_rooms, "members": o.members, "rate": o.rate, "durationS": 4,
+                         "warmupS": 1, "drainS": 3, "tag": "warm", "userBase": 100000,
+                         "roomPrefix": "bench", "clientIds": o.client_ids}, ctx.workdir, timeout=180)
         log(f"  {v['name']} rep {rep}: warm-up p99 {warm.get('latencyMs', {}).get('p99')} ms")
         time.sleep(1)
         window = PerfWindow(srv.proc.pid, db, ctx.workdir, tag) if o.perf else WholeWindow(srv.proc.pid, db)
@@ -1439,6 +1703,13 @@ def parse_args(argv):
                          "e.g. 0.35: stands in for a core per worker when measuring scaling with --workers")
     ap.add_argument("--server-cpus", default="0", help="taskset CPU list of the server (default: core 0)")
     ap.add_argument("--loadgen-cpus", default="1", help="taskset CPU list of the load generator (default: core 1)")
+    ap.add_argument(
+        "--loadgen-procs",
+        type=int,
+        default=1,
+        help="chat, fixed: load generator processes sharing each step, whole rooms each, pinned round robin "
+        "to the cores of --loadgen-cpus; their results merged into one (default 1)",
+    )
     ap.add_argument("--fixed-rooms", type=int, default=100,
                     help="fixed: rooms of the one load step (100 x 10 members x 2 msgs/s = 2,000 msgs/s)")
     ap.add_argument("--fixed-variants", default="project,node,project:u,project:w2:u",
@@ -1451,8 +1722,11 @@ def parse_args(argv):
     ap.add_argument("--redis-url", default="redis://127.0.0.1:6379/0", help="fixed: Redis of the :redis variants")
     ap.add_argument("--out", default=os.path.join(BENCH, "results"))
     o = ap.parse_args(argv)
-    global SERVER_CORE, LOADGEN_CORE, WORKERS, WORKER_CPU_SHARE
+    global SERVER_CORE, LOADGEN_CORE, LOADGEN_PROCS, WORKERS, WORKER_CPU_SHARE
     SERVER_CORE, LOADGEN_CORE, WORKERS = o.server_cpus, o.loadgen_cpus, str(o.workers)
+    if o.loadgen_procs < 1:
+        ap.error("--loadgen-procs must be at least 1")
+    LOADGEN_PROCS = o.loadgen_procs
     WORKER_CPU_SHARE = o.worker_cpu_share
     q = o.quick
     defaults = dict(step_seconds=8 if q else 20, warmup_seconds=2 if q else 4, start_rooms=20 if q else 30,
@@ -1510,6 +1784,7 @@ def main(argv=None):
     git = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     meta = {"started": stamp, "argv": sys.argv[1:], "git": git, "quick": o.quick, "servers": servers,
             "scenarios": scenarios, "cpus": os.cpu_count(), "server_core": SERVER_CORE, "loadgen_core": LOADGEN_CORE,
+            "loadgen_procs": LOADGEN_PROCS,
             "workers": int(WORKERS), "worker_cpu_share": WORKER_CPU_SHARE,
             "postgres": psql("postgres", "-At", sql="SHOW server_version", capture=True).strip(),
             "node": subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()}

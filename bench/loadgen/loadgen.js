@@ -7,6 +7,11 @@
 //   chat     many clients in rooms of `members`; each member sends `rate` messages/s for
 //            `durationS`; latency send -> receipt at every receiver (one process, one clock);
 //            loss / duplicates / out-of-order per sender per receiver; id order per receiver.
+//            With `shard` ({index, procs, roomOffset, samplesFile}) it is one of several
+//            processes sharing a step (bench/run.py --loadgen-procs): it runs rooms
+//            roomOffset .. roomOffset + rooms - 1, prints "READY {...}" once connected, starts
+//            sending at the wall-clock instant of a stdin line "start <epoch ms>", and writes
+//            its measured latencies (Float64, this machine's byte order) to samplesFile.
 //   idle     `n` connections authenticated and joined to one room, then held open; prints
 //            "READY {...}" and obeys stdin commands "fanout" (one message to everyone, timed)
 //            and "stop".
@@ -46,6 +51,25 @@ function emit(tag, obj) {
   process.stdout.write(tag + ' ' + JSON.stringify(obj) + '\n');
 }
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// Resolves with the epoch ms of the stdin line "start <ms>" (bench/run.py sends it once every
+// process of a shared step has connected); rejects if stdin closes first.
+function startFromStdin() {
+  return new Promise((resolve, reject) => {
+    const rl = readline.createInterface({ input: process.stdin });
+    let got = false;
+    rl.on('line', (line) => {
+      const m = /^start ([0-9]+)$/.exec(line.trim());
+      if (!m || got) return;
+      got = true;
+      rl.close();
+      resolve(+m[1]);
+    });
+    rl.on('close', () => {
+      if (!got) reject(new Error('stdin closed before "start"'));
+    });
+  });
+}
 
 // ---------------------------------------------------------------- tokens
 function b64url(buf) {
@@ -304,6 +328,10 @@ async function runChat() {
   const MIX = cfg.mix ? MIX_PER_MESSAGE : null;
   const MAXSEQ = Math.ceil((RATE * DURATION) / 1000) + 8;
   const INTERVAL = 1000 / RATE;
+  // one of several processes sharing the step: its rooms are the step's rooms ROOM_OFFSET ..
+  // ROOM_OFFSET + ROOMS - 1, with the users, names and content one process would give them
+  const SHARD = cfg.shard || null;
+  const ROOM_OFFSET = SHARD ? SHARD.roomOffset : 0;
 
   const st = {
     sent: 0,
@@ -333,7 +361,7 @@ async function runChat() {
   const slowBySecond = new Int32Array(seconds);
   const P99_LIMIT = cfg.p99LimitMs || 100;
 
-  const roomName = (r) => ROOM_PREFIX + r;
+  const roomName = (r) => ROOM_PREFIX + (ROOM_OFFSET + r);
   const sentPerRoom = new Int32Array(ROOMS);
 
   function onFrame(c, buf, now) {
@@ -362,7 +390,7 @@ async function runChat() {
       const sIdx = +p[3];
       const seq = +p[4];
       const t = +p[5];
-      if (sRoom !== c.room || d.room !== c.roomName) {
+      if (sRoom !== c.stepRoom || d.room !== c.roomName) {
         st.wrongRoom++;
         return;
       }
@@ -396,9 +424,11 @@ async function runChat() {
   }
   const onClose = (c, code) => bump(st.unexpectedCloses, code);
 
-  // connect: room r has users USER_BASE + r*MEMBERS + i
+  // connect: room r of the step has users USER_BASE + r*MEMBERS + i
   const specs = [];
-  for (let r = 0; r < ROOMS; r++) for (let i = 0; i < MEMBERS; i++) specs.push([USER_BASE + r * MEMBERS + i, [roomName(r)]]);
+  for (let r = 0; r < ROOMS; r++) {
+    for (let i = 0; i < MEMBERS; i++) specs.push([USER_BASE + (ROOM_OFFSET + r) * MEMBERS + i, [roomName(r)]]);
+  }
   const t0 = performance.now();
   const { clients, failures } = await connectAll(specs, onFrame, { onClose });
   const connectS = (performance.now() - t0) / 1000;
@@ -406,7 +436,8 @@ async function runChat() {
   log(`chat: ${connected}/${specs.length} connected+joined in ${connectS.toFixed(2)}s`);
   clients.forEach((c, n) => {
     if (!c) return;
-    c.room = Math.floor(n / MEMBERS);
+    c.room = Math.floor(n / MEMBERS); // in this process
+    c.stepRoom = ROOM_OFFSET + c.room; // in the step (content, clientId)
     c.idx = n % MEMBERS;
     c.roomName = roomName(c.room);
     c.seen = new Uint8Array(MEMBERS * MAXSEQ);
@@ -438,12 +469,18 @@ async function runChat() {
   }
 
   await sleep(500);
+  // a shared step: every process starts sending at the one wall-clock instant run.py gives
+  let startAt = null;
+  if (SHARD) {
+    emit('READY', { index: SHARD.index, connected });
+    startAt = await startFromStdin();
+  }
   // send phase
   const eld = monitorEventLoopDelay({ resolution: 5 });
   eld.enable();
   const cpu0 = process.cpuUsage();
-  sendStart = performance.now() + 50;
-  const sendStartEpochMs = Date.now() + 50;
+  sendStart = performance.now() + (startAt === null ? 50 : startAt - Date.now());
+  const sendStartEpochMs = startAt === null ? Date.now() + 50 : startAt;
   const sendEnd = sendStart + DURATION;
   measureStart = sendStart + WARMUP;
   measureEnd = sendEnd;
@@ -467,9 +504,9 @@ async function runChat() {
       const frame = {
         type: 'message',
         room: c.roomName,
-        content: `b1 ${TAG} ${c.room} ${c.idx} ${seq} ${now.toFixed(3)} ${PAD}`,
+        content: `b1 ${TAG} ${c.stepRoom} ${c.idx} ${seq} ${now.toFixed(3)} ${PAD}`,
       };
-      if (CLIENT_IDS) frame.clientId = `${TAG}-${c.room}-${c.idx}-${seq}`;
+      if (CLIENT_IDS) frame.clientId = `${TAG}-${c.stepRoom}-${c.idx}-${seq}`;
       c.ws.send(JSON.stringify(frame));
       if (MIX) mixTick(c, st.mixSent, MIX);
       st.sent++;
@@ -515,6 +552,18 @@ async function runChat() {
   const lost = expected - st.recvUnique;
   const measuredS = (measureEnd - measureStart) / 1000;
   const latency = lat.summary();
+  if (SHARD) {
+    // what run.py needs to merge the processes: the raw counts and every measured latency
+    fs.writeFileSync(SHARD.samplesFile, Buffer.from(lat.a.buffer, lat.a.byteOffset, lat.n * 8));
+    result.shard = {
+      index: SHARD.index,
+      roomOffset: ROOM_OFFSET,
+      sentMeasured: st.sentMeasured,
+      deliveredMeasured: st.deliveredMeasured,
+      measuredS,
+      latencySamples: lat.n,
+    };
+  }
   const failuresCount = Object.values(failures).reduce((a, b) => a + b, 0);
   const errorsCount = Object.values(st.errors).reduce((a, b) => a + b, 0);
   const closesCount = Object.values(st.unexpectedCloses).reduce((a, b) => a + b, 0);
