@@ -42,16 +42,22 @@ def edit_until_acked(
     return reply["eventId"], refused
 
 
+def first_messages(authors: list[Client], listener: Client, room: str) -> list[int]:
+    """Each author's first message in the room, once the listener has heard them all: their ids."""
+    targets = []
+    for author in authors:
+        author.send({"type": "message", "room": room, "content": "first"})
+        targets.append(author.expect("message", room=room, fromUser=author.user_id)["data"]["id"])
+    for _ in authors:
+        listener.expect("message", room=room)
+    return targets
+
+
 def test_edits_through_a_database_restart_lose_no_acknowledged_event(embedded_postgres):
     with server_through_outages(embedded_postgres) as (url, srv):
         room = unique("room")
         listener, *authors = join_new_clients(srv, room, 1 + 3)
-        targets = []
-        for author in authors:
-            author.send({"type": "message", "room": room, "content": "first"})
-            targets.append(author.expect("message", room=room, fromUser=author.user_id)["data"]["id"])
-        for _ in authors:
-            listener.expect("message", room=room)
+        targets = first_messages(authors, listener, room)
         edits = 16
         phases = FaultPhases(len(authors))
         acked: dict[int, list[int]] = {}
@@ -141,12 +147,7 @@ def test_edits_and_reactions_through_a_killed_worker_lose_no_acknowledged_event(
         listener = connect_to(servers[1])
         join(listener, room)
         authors = join_new_clients(servers[0], room, 3)
-        targets = []
-        for author in authors:
-            author.send({"type": "message", "room": room, "content": "first"})
-            targets.append(author.expect("message", room=room, fromUser=author.user_id)["data"]["id"])
-        for _ in authors:
-            listener.expect("message", room=room)
+        targets = first_messages(authors, listener, room)
         in_flight = [threading.Event() for _ in authors]
         killed = threading.Event()
         acked: dict[int, list[int]] = {}
