@@ -63,9 +63,15 @@ class Batched(Generic[Request, Answer]):
         """
         raise NotImplementedError
 
+    def before_batch(self) -> None:
+        """Called by a runner before it takes each batch; nothing here (see Tends)."""
+
     def _answer_queued(self) -> None:
         try:
             while self._queue:
+                self.before_batch()
+                if not self._queue:
+                    break  # another runner took what was queued meanwhile
                 batch = self._queue[: self.batch_max]
                 del self._queue[: self.batch_max]
                 try:

@@ -90,3 +90,25 @@ def test_requests_asked_for_later_are_answered_with_those_queued_meanwhile_nobod
     assert doubling.ask(4) == 8
     assert sorted(n for batch in doubling.batches for n in batch) == [1, 2, 3, 4]
     assert len(doubling.batches) == 1
+
+
+class WaitingFirst(Doubling):
+    """Doubling whose runners wait a turn of the event loop before taking each batch."""
+
+    def before_batch(self) -> None:
+        gevent.sleep(0)
+
+
+def test_what_queues_while_a_runner_waits_before_its_batch_joins_that_batch():
+    waiting = WaitingFirst(batch_max=10, runners_max=2)
+    first = gevent.spawn(waiting.ask, 1)
+    gevent.sleep(0)  # its runner is started, then waits: the others queue meanwhile
+    assert ask_at_once(waiting, [2, 3, 4]) == [4, 6, 8]
+    assert first.get() == 2
+    assert waiting.batches == [[1, 2, 3, 4]]
+
+
+def test_a_runner_that_finds_the_queue_emptied_while_it_waited_answers_no_empty_batch():
+    waiting = WaitingFirst(batch_max=10, runners_max=2)
+    assert ask_at_once(waiting, list(range(6))) == [2 * n for n in range(6)]
+    assert [] not in waiting.batches

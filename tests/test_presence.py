@@ -149,16 +149,17 @@ def test_the_heartbeat_leaves_the_rows_queued_for_writing_to_the_queue(presence)
     missing to the reconcile, and be written twice: it writes only the others."""
     node, url, events = presence
     node.user_here = lambda user_id, room: True
-    release, writing = gevent.event.Event(), []
+    taken, release, writing = gevent.event.Event(), gevent.event.Event(), []
 
     def held_back(pairs):
         writing.append(pairs)
+        taken.set()
         release.wait()
         node.tend_many(pairs)
 
     node._tends.tend_many = held_back
     node.tend_soon([("lobby", *ALICE)])
-    gevent.sleep(0)  # the queue's runner takes alice's row, and waits
+    assert taken.wait(5)  # the queue's runner takes alice's row, and waits
     assert writing == [[("lobby", *ALICE)]]
     node.heartbeat(lambda: {("lobby", ALICE[0]): ALICE[1], ("lobby", BOB[0]): BOB[1]})
     assert rows(url) == [("n1", BOB[0])]
