@@ -1,11 +1,14 @@
 """Requests that many greenlets make at once, answered many a round trip.
 
-What group commit does for messages (app/batcher.py), for statements that need no lock
-order of their own: the reads of resuming joins (app/resume_reads.py), the `read` markers
-(app/read_marks.py), the rows of users connecting (app/users_online.py). A crowd
-reconnecting, or readers under load, would each pay a round trip, a transaction and (for a
-write) a commit; queued here, one statement serves everyone who asked while the previous one
-ran, and the pool stays free for the rest.
+What group commit does for messages (app/batcher.py), for everything else a crowd asks at
+once: `welcome`'s reads (app/welcome_reads.py), the reads of resuming joins
+(app/resume_reads.py), the `read` markers (app/read_marks.py), the rows of users connecting
+(app/users_online.py), and in app/presence.py the online lists, the presence rows and the
+first joins. A crowd reconnecting, or readers under load, would each pay a round trip, a
+transaction and (for a write) a commit; queued here, one statement serves everyone who
+asked while the previous one ran, and the pool stays free for the rest. A statement that
+locks rows for many requests takes the locks in one order, so that two batches never wait
+for each other in a circle.
 """
 
 from __future__ import annotations

@@ -362,9 +362,9 @@ _JOIN_MANY = "; ".join([*_LOCKS_MANY, _EXECUTE["chat_join_many"]])
 TEND_BATCH_MAX = 1000
 TENDERS_MAX = 4
 # How long a batch of presence rows waits at most for the event loop to have nothing else
-# to run (Tends.before_batch). Bounds how late a user shows up (or leaves) in the lists
-# of others while the worker is busy; with TENDERS_MAX writers it still writes up to
-# 8,000 pairs a second, more than the connects a worker can serve bring.
+# to run (Tends.before_batch): how much later than its welcome a user shows up (or leaves)
+# in the lists of others while the worker is busy. A worker that is never idle still
+# writes TENDERS_MAX batches of up to TEND_BATCH_MAX pairs each such wait.
 TEND_YIELD_SECONDS = 0.5
 # Joins written by one chat_join_many at most, and greenlets writing them at once. The
 # joiners of a batch resume together, each building a join_ack of up to 1,000 users
@@ -452,8 +452,8 @@ class Tends(Batched[tuple[str, int, str], None]):
 
         Nobody waits for these rows: they put a user in the lists of the others. A crowd
         reconnecting needs its welcomes and resumes first, and the pairs queued meanwhile
-        join the batch, one statement and one commit for more of them (a storm of 5,000
-        resumed about 5 % sooner, with 16 % less PostgreSQL CPU: bench/README.md).
+        join the batch, one statement and one commit for more of them (the storm's figures
+        are in bench/README.md).
         """
         with gevent.Timeout(TEND_YIELD_SECONDS, False):
             gevent.idle()

@@ -680,7 +680,9 @@ def merge_chat(parts, samples, cfg, cpus):
     per_second = [r.get("worstMsBySecond") or [] for r in live]
     slow = [r.get("slowBySecond") or [] for r in live]
     seconds = max((len(x) for x in per_second), default=0)
-    lg = lambda r: r.get("loadgen") or {}  # noqa: E731
+    def lg(r):
+        return r.get("loadgen") or {}
+
     res = {
         "mode": "chat",
         "rooms": cfg["rooms"],
