@@ -158,7 +158,11 @@ def test_a_users_leave_heard_after_their_next_join_does_not_undo_it(fresh_databa
         bobs_row = "SELECT 1 FROM room_presence WHERE room = %s AND user_id = %s"
         wait_for(lambda: not sql(database_url, bobs_row, (room, bob.user_id)), 10, "bob's leave committed")
         bob_again = connect_to(second, bob.user_id)
-        join(bob_again, room)  # announced before its join_ack: not to Alice, who has him online
+        join(bob_again, room)
+        # His row on the second node is committed, and its join announced there (not to
+        # Alice, who has him online), before that node hears the leave. (The row is written
+        # after his welcome, when the worker has a moment: Presence.Tends.)
+        wait_for(lambda: sql(database_url, bobs_row, (room, bob.user_id)), 10, "bob's join committed")
         proxy.resume()
         alice.nothing_more("presence", wait=1.5)
         carol = connect_to(second)
