@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-PY_SOURCES := app tests scripts wsgi.py gunicorn.conf.py
+PY_SOURCES := app tests scripts bench wsgi.py gunicorn.conf.py
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 
 .PHONY: install run stop-db db token user token-usage user-usage test test-python test-fast test-web lint web bench clean

@@ -24,6 +24,7 @@ Only 127.0.0.1 is used. Everything is bounded in time; servers and databases are
 the end (also on Ctrl-C). Needs: psql, taskset, node + bench/node_modules (make -C bench setup),
 bench/.venv for the Flask reference. Standard library only.
 """
+
 import argparse
 import atexit
 import datetime
@@ -74,7 +75,7 @@ def _children_map():
                 s = f.read()
         except OSError:
             continue
-        ppid = int(s[s.rindex(")") + 2:].split()[1])
+        ppid = int(s[s.rindex(")") + 2 :].split()[1])
         kids.setdefault(ppid, []).append(int(d))
     return kids
 
@@ -95,7 +96,7 @@ def proc_cpu_s(pid):
             s = f.read()
     except OSError:
         return 0.0
-    fields = s[s.rindex(")") + 2:].split()
+    fields = s[s.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
 
 
@@ -296,17 +297,35 @@ SERVERS = {
     "project": {
         "label": "project (app/, gunicorn -w 1)",
         "cwd": ROOT,
-        "cmd": lambda port: [os.path.join(ROOT, ".venv", "bin", "gunicorn"), "-c", "gunicorn.conf.py",
-                             "-b", f"127.0.0.1:{port}", "-w", WORKERS, "wsgi:app"],
+        "cmd": lambda port: [
+            os.path.join(ROOT, ".venv", "bin", "gunicorn"),
+            "-c",
+            "gunicorn.conf.py",
+            "-b",
+            f"127.0.0.1:{port}",
+            "-w",
+            WORKERS,
+            "wsgi:app",
+        ],
         "schema": os.path.join(ROOT, "schema.sql"),
         "welcome": True,
-        "available": lambda: os.path.exists(os.path.join(ROOT, "wsgi.py")) and os.path.exists(os.path.join(ROOT, "schema.sql")),
+        "available": lambda: (
+            os.path.exists(os.path.join(ROOT, "wsgi.py")) and os.path.exists(os.path.join(ROOT, "schema.sql"))
+        ),
     },
     "flask_plain": {
         "label": "plain Flask+flask-sock+gevent",
         "cwd": os.path.join(BENCH, "reference", "flask_plain"),
-        "cmd": lambda port: [os.path.join(bench_python(), "gunicorn"), "-c", "gunicorn.conf.py",
-                             "-b", f"127.0.0.1:{port}", "-w", WORKERS, "app:app"],
+        "cmd": lambda port: [
+            os.path.join(bench_python(), "gunicorn"),
+            "-c",
+            "gunicorn.conf.py",
+            "-b",
+            f"127.0.0.1:{port}",
+            "-w",
+            WORKERS,
+            "app:app",
+        ],
         "schema": os.path.join(BENCH, "schema_reference.sql"),
         "welcome": False,
         "available": lambda: True,
@@ -374,20 +393,29 @@ class Server:
         self.key, self.spec = key, SERVERS[key]
         self.port = free_port()
         env = dict(os.environ)
-        env.update({
-            "DATABASE_URL": db_url(db),
-            "JWT_SECRET": secret,
-            "WS_BIND_ADDR": f"127.0.0.1:{self.port}",
-            "WEB_CONCURRENCY": WORKERS,
-            "PYTHONUNBUFFERED": "1",
-        })
+        env.update(
+            {
+                "DATABASE_URL": db_url(db),
+                "JWT_SECRET": secret,
+                "WS_BIND_ADDR": f"127.0.0.1:{self.port}",
+                "WEB_CONCURRENCY": WORKERS,
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
         env.update(extra_env)
         self.logpath = os.path.join(logdir, f"{key}-{tag}.log")
         self.logf = open(self.logpath, "w")
         cmd = ["taskset", "-c", SERVER_CORE] + self.spec["cmd"](self.port)
         log(f"start {key} on 127.0.0.1:{self.port} ({' '.join(cmd[3:])}); log {os.path.relpath(self.logpath, ROOT)}")
-        self.proc = subprocess.Popen(cmd, cwd=self.spec["cwd"], env=env, stdout=self.logf, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        self.proc = subprocess.Popen(
+            cmd,
+            cwd=self.spec["cwd"],
+            env=env,
+            stdout=self.logf,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         RUNNING.append(self)
         self.url = f"ws://127.0.0.1:{self.port}/ws"
         self._wait_ready()
@@ -492,8 +520,15 @@ LOADGEN_ENV = {"WS_NO_BUFFER_UTIL": "1", "WS_NO_UTF_8_VALIDATE": "1"}
 
 def run_loadgen(mode, cfg, workdir, timeout, window=None):
     """Run the load generator to its RESULT; `window(at)` is called at each MARK it emits."""
-    p = subprocess.Popen(loadgen_cmd(mode, cfg, workdir), stdout=subprocess.PIPE, stderr=None, text=True,
-                         stdin=subprocess.DEVNULL, start_new_session=True, env={**os.environ, **LOADGEN_ENV})
+    p = subprocess.Popen(
+        loadgen_cmd(mode, cfg, workdir),
+        stdout=subprocess.PIPE,
+        stderr=None,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        env={**os.environ, **LOADGEN_ENV},
+    )
     LOADGENS.append(p)
     killer = threading.Timer(timeout, lambda: os.killpg(p.pid, signal.SIGKILL))
     killer.start()
@@ -680,6 +715,7 @@ def merge_chat(parts, samples, cfg, cpus):
     per_second = [r.get("worstMsBySecond") or [] for r in live]
     slow = [r.get("slowBySecond") or [] for r in live]
     seconds = max((len(x) for x in per_second), default=0)
+
     def lg(r):
         return r.get("loadgen") or {}
 
@@ -801,8 +837,13 @@ class Interactive:
     """A loadgen process driven through stdin (idle mode)."""
 
     def __init__(self, mode, cfg, workdir):
-        self.p = subprocess.Popen(loadgen_cmd(mode, cfg, workdir), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                  text=True, start_new_session=True)
+        self.p = subprocess.Popen(
+            loadgen_cmd(mode, cfg, workdir),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
         LOADGENS.append(self.p)
         self.q = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
@@ -825,7 +866,7 @@ class Interactive:
             if line is None:
                 return None
             if line.startswith(tag + " "):
-                return json.loads(line[len(tag) + 1:])
+                return json.loads(line[len(tag) + 1 :])
 
     def send(self, cmd):
         try:
@@ -854,10 +895,20 @@ def chat_step(ctx, srv, db, rooms, step_no, window=None):
     """One chat step at `rooms` rooms; `window` (a Window) reads the measured window's CPU."""
     o = ctx.opts
     cfg = {
-        "url": srv.url, "secret": ctx.secret, "welcome": srv.spec["welcome"],
-        "rooms": rooms, "members": o.members, "rate": o.rate,
-        "durationS": o.step_seconds, "warmupS": o.warmup_seconds, "drainS": 3,
-        "tag": f"s{step_no}", "userBase": 100000, "roomPrefix": "bench", "clientIds": o.client_ids, "mix": o.mix,
+        "url": srv.url,
+        "secret": ctx.secret,
+        "welcome": srv.spec["welcome"],
+        "rooms": rooms,
+        "members": o.members,
+        "rate": o.rate,
+        "durationS": o.step_seconds,
+        "warmupS": o.warmup_seconds,
+        "drainS": 3,
+        "tag": f"s{step_no}",
+        "userBase": 100000,
+        "roomPrefix": "bench",
+        "clientIds": o.client_ids,
+        "mix": o.mix,
     }
     checkpoint(db)
     busy = wait_quiet(o.quiet_wait, o.quiet_limit)
@@ -884,17 +935,23 @@ def chat_step(ctx, srv, db, rooms, step_no, window=None):
         res["ok"] = False
         res["reason"] = (res.get("reason", "") + "; server died").strip("; ")
     lat = res.get("latencyMs", {})
-    log(f"  step {step_no}: rooms={rooms} target={rooms * o.members * o.rate} msg/s -> "
+    log(
+        f"  step {step_no}: rooms={rooms} target={rooms * o.members * o.rate} msg/s -> "
         f"stored {res.get('storedMsgsPerS')} msg/s, deliveries {res.get('deliveriesPerS')}/s, "
         f"p50 {lat.get('p50')} p99 {lat.get('p99')} ms, lost {res.get('lost')}, "
         f"cpu s: server {smp.result['server_cpu_s']} postgres {smp.result['postgres_cpu_s']} loadgen "
-        f"{smp.result['loadgen_cpu_s']} other {smp.result['other_cpu_s']} in {smp.result['wall_s']} s, rss {smp.result['rss_mb_peak']} MB, "
+        f"{smp.result['loadgen_cpu_s']} other {smp.result['other_cpu_s']} in {smp.result['wall_s']} s, "
+        f"rss {smp.result['rss_mb_peak']} MB, "
         f"-> {'PASS' if res.get('ok') else 'FAIL: ' + res.get('reason', '')}"
-        f"{' (DISTURBED by other load)' if res['disturbed'] else ''}")
+        f"{' (DISTURBED by other load)' if res['disturbed'] else ''}"
+    )
     if "measuredWindow" in res:
         w = res["measuredWindow"]
-        log(f"    measured window ({w['wall_s']} s): server {w['server_cpu_s']} CPU s, {w['server_us_per_msg']} us/msg; "
-            f"postgres {w['postgres_cpu_s']} CPU s, {w['postgres_us_per_msg']} us/msg")
+        log(
+            f"    measured window ({w['wall_s']} s): server {w['server_cpu_s']} CPU s, "
+            f"{w['server_us_per_msg']} us/msg; "
+            f"postgres {w['postgres_cpu_s']} CPU s, {w['postgres_us_per_msg']} us/msg"
+        )
     spikes = slow_seconds(res, o.p99_limit)
     if spikes:
         log(f"    seconds with deliveries over {o.p99_limit:g} ms (second: worst ms, how many): {spikes}")
@@ -905,7 +962,7 @@ def chat_step(ctx, srv, db, rooms, step_no, window=None):
 def slow_seconds(res, limit_ms):
     """The seconds of a step (by send time) that held a delivery slower than the limit."""
     worst, slow = res.get("worstMsBySecond") or [], res.get("slowBySecond") or []
-    return " ".join(f"{k}: {w} ms ({n})" for k, (w, n) in enumerate(zip(worst, slow)) if w > limit_ms)
+    return " ".join(f"{k}: {w} ms ({n})" for k, (w, n) in enumerate(zip(worst, slow, strict=False)) if w > limit_ms)
 
 
 def start_profile(ctx, srv, tag, seconds):
@@ -919,8 +976,24 @@ def start_profile(ctx, srv, tag, seconds):
     pids = process_tree(srv.proc.pid)
     worker = pids[-1]  # gunicorn: the worker is the master's child
     out = os.path.join(ctx.workdir, f"profile-{srv.key}-{tag}")
-    cmd = ["taskset", "-c", LOADGEN_CORE, spy, "record", "--pid", str(worker), "--duration", str(int(seconds)),
-           "--rate", "200", "--nonblocking", "--format", "raw", "--output", out + ".txt"]
+    cmd = [
+        "taskset",
+        "-c",
+        LOADGEN_CORE,
+        spy,
+        "record",
+        "--pid",
+        str(worker),
+        "--duration",
+        str(int(seconds)),
+        "--rate",
+        "200",
+        "--nonblocking",
+        "--format",
+        "raw",
+        "--output",
+        out + ".txt",
+    ]
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     LOADGENS.append(p)
     return p, out
@@ -948,7 +1021,11 @@ def finish_profile(p, out):
             own[frames[-1]] = own.get(frames[-1], 0) + n
             for fr in set(frames):
                 incl[fr] = incl.get(fr, 0) + n
-    lines = [f"py-spy samples: {total} (idle excluded); collapsed stacks in {os.path.basename(path)}", "", "self %  function"]
+    lines = [
+        f"py-spy samples: {total} (idle excluded); collapsed stacks in {os.path.basename(path)}",
+        "",
+        "self %  function",
+    ]
     lines += [f"{100 * n / total:6.1f}  {fn}" for fn, n in sorted(own.items(), key=lambda x: -x[1])[:40]]
     lines += ["", "inclusive %  function"]
     lines += [f"{100 * n / total:6.1f}  {fn}" for fn, n in sorted(incl.items(), key=lambda x: -x[1])[:60]]
@@ -964,14 +1041,32 @@ def scenario_chat(ctx, key, db):
     try:
         # untimed warm-up at the first step's load: opens the server's database pool, warms
         # caches and JITs, so that the first measured step is not penalised
-        warm = run_chat({"url": srv.url, "secret": ctx.secret, "welcome": srv.spec["welcome"],
-                         "rooms": o.start_rooms, "members": o.members, "rate": o.rate, "durationS": 4,
-                         "warmupS": 1, "drainS": 3, "tag": "warm", "userBase": 100000, "roomPrefix": "bench",
-                         "clientIds": o.client_ids, "mix": o.mix},
-                        ctx.workdir, timeout=120)
-        log(f"  warm-up: {warm.get('storedMsgsPerS')} msg/s p99 {warm.get('latencyMs', {}).get('p99')} ms "
-            f"{'ok' if warm.get('ok') else warm.get('reason') or warm.get('fatal')}")
+        warm = run_chat(
+            {
+                "url": srv.url,
+                "secret": ctx.secret,
+                "welcome": srv.spec["welcome"],
+                "rooms": o.start_rooms,
+                "members": o.members,
+                "rate": o.rate,
+                "durationS": 4,
+                "warmupS": 1,
+                "drainS": 3,
+                "tag": "warm",
+                "userBase": 100000,
+                "roomPrefix": "bench",
+                "clientIds": o.client_ids,
+                "mix": o.mix,
+            },
+            ctx.workdir,
+            timeout=120,
+        )
+        log(
+            f"  warm-up: {warm.get('storedMsgsPerS')} msg/s p99 {warm.get('latencyMs', {}).get('p99')} ms "
+            f"{'ok' if warm.get('ok') else warm.get('reason') or warm.get('fatal')}"
+        )
         time.sleep(1)
+
         def step(rooms):
             if rooms not in tried:
                 for attempt in range(1 + o.retries):
@@ -1027,11 +1122,21 @@ def scenario_idle(ctx, key, db):
         out["rss_mb_before"] = round(base["rss_mb"], 1)
         out["pss_mb_before"] = round(base["pss_mb"], 1)
         cpu0 = base["cpu_s"]
-        lg = Interactive("idle", {
-            "url": srv.url, "secret": ctx.secret, "welcome": srv.spec["welcome"], "n": o.idle_n, "room": "lobby",
-            "userBase": 500000, "connectLimitS": o.idle_connect_limit, "holdMaxS": o.idle_connect_limit + 180,
-            "connectConcurrency": 200,
-        }, ctx.workdir)
+        lg = Interactive(
+            "idle",
+            {
+                "url": srv.url,
+                "secret": ctx.secret,
+                "welcome": srv.spec["welcome"],
+                "n": o.idle_n,
+                "room": "lobby",
+                "userBase": 500000,
+                "connectLimitS": o.idle_connect_limit,
+                "holdMaxS": o.idle_connect_limit + 180,
+                "connectConcurrency": 200,
+            },
+            ctx.workdir,
+        )
         ready = lg.expect("READY", o.idle_connect_limit + 90)
         if ready is None:
             out["error"] = "loadgen did not become ready"
@@ -1050,8 +1155,11 @@ def scenario_idle(ctx, key, db):
         out["fanout"] = lg.expect("FANOUT", 60)
         out["loadgen_end"] = lg.finish()
         out["serverAlive"] = srv.alive()
-        log(f"  idle: {ready['connected']}/{o.idle_n} joined in {ready['connectS']}s (+{ready.get('settleS')}s settle), "
-            f"RSS {out['rss_mb_before']} -> {out['rss_mb']} MB (PSS {out['pss_mb']} MB), fanout {out['fanout']}")
+        log(
+            f"  idle: {ready['connected']}/{o.idle_n} joined in {ready['connectS']}s "
+            f"(+{ready.get('settleS')}s settle), "
+            f"RSS {out['rss_mb_before']} -> {out['rss_mb']} MB (PSS {out['pss_mb']} MB), fanout {out['fanout']}"
+        )
     finally:
         srv.stop()
     return out
@@ -1068,10 +1176,12 @@ def seed_history(db, rows, fast):
     if fast:
         # bulk load without per-row FK trigger checks (rows are valid by construction)
         pre += " SET session_replication_role = replica;"
-    sql = (f"{pre} INSERT INTO messages (from_user, room, content, timestamp) "
-           f"SELECT 1 + (g % {HIST_USERS}), 'h' || (g % {HIST_ROOMS}), "
-           f"'seeded history message ' || g || ' lorem ipsum dolor sit amet, consectetur adipiscing', "
-           f"now() - ({rows} - g) * interval '10 milliseconds' FROM generate_series(1, {rows}) g")
+    sql = (
+        f"{pre} INSERT INTO messages (from_user, room, content, timestamp) "
+        f"SELECT 1 + (g % {HIST_USERS}), 'h' || (g % {HIST_ROOMS}), "
+        f"'seeded history message ' || g || ' lorem ipsum dolor sit amet, consectetur adipiscing', "
+        f"now() - ({rows} - g) * interval '10 milliseconds' FROM generate_series(1, {rows}) g"
+    )
     psql(db, sql=sql)
     psql(db, sql="VACUUM ANALYZE")
     psql(db, sql="CHECKPOINT")
@@ -1086,9 +1196,19 @@ def scenario_history(ctx, key, db):
     # 1. let the server itself create the users' and rooms' rows (whatever its schema needs)
     srv = ctx.start(key, db, "history-prime")
     try:
-        pr = run_loadgen("prime", {"url": srv.url, "secret": ctx.secret, "welcome": srv.spec["welcome"],
-                                   "users": list(range(1, HIST_USERS + 1)), "roomNames": rooms, "roomsPerUser": 1},
-                         ctx.workdir, timeout=120)
+        pr = run_loadgen(
+            "prime",
+            {
+                "url": srv.url,
+                "secret": ctx.secret,
+                "welcome": srv.spec["welcome"],
+                "users": list(range(1, HIST_USERS + 1)),
+                "roomNames": rooms,
+                "roomsPerUser": 1,
+            },
+            ctx.workdir,
+            timeout=120,
+        )
     finally:
         srv.stop()
     if pr.get("connected") != HIST_USERS:
@@ -1099,9 +1219,15 @@ def scenario_history(ctx, key, db):
     log(f"  history: {out['seed']['rows']:,} rows in {out['seed']['seed_s']} s")
     # deep `before` targets: random stored ids with at least one page older than them
     deep = {}
-    sample = psql(db, "-At", "-F", ",", capture=True,
-                  sql=f"SELECT room, id FROM messages TABLESAMPLE SYSTEM (0.2) WHERE room LIKE 'h%' "
-                      f"AND id > (SELECT min(id) FROM messages) + {HIST_ROOMS * 200} LIMIT 20000")
+    sample = psql(
+        db,
+        "-At",
+        "-F",
+        ",",
+        capture=True,
+        sql=f"SELECT room, id FROM messages TABLESAMPLE SYSTEM (0.2) WHERE room LIKE 'h%' "
+        f"AND id > (SELECT min(id) FROM messages) + {HIST_ROOMS * 200} LIMIT 20000",
+    )
     for line in sample.splitlines():
         r, i = line.split(",")
         deep.setdefault(r, []).append(int(i))
@@ -1111,9 +1237,20 @@ def scenario_history(ctx, key, db):
     # 3. measure on a fresh server process
     srv = ctx.start(key, db, "history")
     try:
-        cfg = {"url": srv.url, "secret": ctx.secret, "welcome": srv.spec["welcome"], "clients": o.history_clients,
-               "rate": o.history_rate, "durationS": o.history_seconds, "warmupS": 3, "limit": 50, "pages": 3,
-               "roomNames": rooms, "deepFile": deep_file, "userBase": 900000}
+        cfg = {
+            "url": srv.url,
+            "secret": ctx.secret,
+            "welcome": srv.spec["welcome"],
+            "clients": o.history_clients,
+            "rate": o.history_rate,
+            "durationS": o.history_seconds,
+            "warmupS": 3,
+            "limit": 50,
+            "pages": 3,
+            "roomNames": rooms,
+            "deepFile": deep_file,
+            "userBase": 900000,
+        }
         wait_quiet(o.quiet_wait, o.quiet_limit)
         with Sampler(srv.proc.pid, db) as smp:
             res = run_loadgen("history", cfg, ctx.workdir, timeout=o.history_seconds + 90)
@@ -1124,10 +1261,12 @@ def scenario_history(ctx, key, db):
         srv.stop()
     out.update(res)
     lat = res.get("latencyMs", {})
-    log(f"  history: {res.get('achievedReqPerS')} req/s, all p50 {lat.get('all', {}).get('p50')} p99 "
+    log(
+        f"  history: {res.get('achievedReqPerS')} req/s, all p50 {lat.get('all', {}).get('p50')} p99 "
         f"{lat.get('all', {}).get('p99')} ms (latest p99 {lat.get('latest', {}).get('p99')}, page p99 "
         f"{lat.get('page', {}).get('p99')}, deep p99 {lat.get('deep', {}).get('p99')}), invalid {res.get('invalid')}, "
-        f"errors {res.get('errors')}")
+        f"errors {res.get('errors')}"
+    )
     return out
 
 
@@ -1165,9 +1304,12 @@ class PerfWindow(WholeWindow):
     def __call__(self, at):
         if at == "measure-start" and shutil.which("perf"):
             pids = ",".join(str(p) for p in process_tree(self.server_pid))
-            self.perf = subprocess.Popen(["perf", "stat", "-x", ",", "-e", "instructions:u,cycles:u", "-p", pids,
-                                          "-o", self.out], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                         start_new_session=True)
+            self.perf = subprocess.Popen(
+                ["perf", "stat", "-x", ",", "-e", "instructions:u,cycles:u", "-p", pids, "-o", self.out],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
             LOADGENS.append(self.perf)
         super().__call__(at)
         if at == "measure-end" and self.perf:
@@ -1226,10 +1368,25 @@ def fixed_one(ctx, v, rep):
     srv = None
     try:
         srv = Server(key, db, ctx.secret, env, ctx.workdir, tag)
-        warm = run_chat({"url": srv.url, "secret": ctx.secret, "welcome": srv.spec["welcome"],
-                         "rooms": o.fixed_rooms, "members": o.members, "rate": o.rate, "durationS": 4,
-                         "warmupS": 1, "drainS": 3, "tag": "warm", "userBase": 100000,
-                         "roomPrefix": "bench", "clientIds": o.client_ids}, ctx.workdir, timeout=180)
+        warm = run_chat(
+            {
+                "url": srv.url,
+                "secret": ctx.secret,
+                "welcome": srv.spec["welcome"],
+                "rooms": o.fixed_rooms,
+                "members": o.members,
+                "rate": o.rate,
+                "durationS": 4,
+                "warmupS": 1,
+                "drainS": 3,
+                "tag": "warm",
+                "userBase": 100000,
+                "roomPrefix": "bench",
+                "clientIds": o.client_ids,
+            },
+            ctx.workdir,
+            timeout=180,
+        )
         log(f"  {v['name']} rep {rep}: warm-up p99 {warm.get('latencyMs', {}).get('p99')} ms")
         time.sleep(1)
         window = PerfWindow(srv.proc.pid, db, ctx.workdir, tag) if o.perf else WholeWindow(srv.proc.pid, db)
@@ -1239,8 +1396,10 @@ def fixed_one(ctx, v, rep):
             whole["server_us_per_msg"] = round(1e6 * whole["server_cpu_s"] / res["sent"], 1)
             whole["postgres_us_per_msg"] = round(1e6 * whole["postgres_cpu_s"] / res["sent"], 1)
             res["sendAndDrain"] = whole
-            log(f"    send phase and drain ({whole['wall_s']} s): server {whole['server_us_per_msg']} us/msg, "
-                f"postgres {whole['postgres_us_per_msg']} us/msg")
+            log(
+                f"    send phase and drain ({whole['wall_s']} s): server {whole['server_us_per_msg']} us/msg, "
+                f"postgres {whole['postgres_us_per_msg']} us/msg"
+            )
         w = res.get("measuredWindow") or {}
         messages = (res.get("sentMsgsPerS") or 0) * w.get("wall_s", 0)
         if messages and "instructions" in w:
@@ -1273,8 +1432,10 @@ def scenario_fixed(ctx, results, save):
         row = {}
         out["reps"].append(row)
         for v in variants:
-            log(f"== fixed load: {v['name']} rep {rep}/{o.reps} ({o.fixed_rooms} rooms, "
-                f"{o.fixed_rooms * o.members * o.rate:g} msgs/s)")
+            log(
+                f"== fixed load: {v['name']} rep {rep}/{o.reps} ({o.fixed_rooms} rooms, "
+                f"{o.fixed_rooms * o.members * o.rate:g} msgs/s)"
+            )
             row[v["name"]] = fixed_one(ctx, v, rep)
             save()
     return out
@@ -1300,41 +1461,77 @@ def report_fixed(fixed, opts):
             bw = (row.get(base) or {}).get("measuredWindow") or {}
             wh = r.get("sendAndDrain") or {}
             bwh = (row.get(base) or {}).get("sendAndDrain") or {}
-            per[n].append({
-                "us": w.get("server_us_per_msg"), "pg": w.get("postgres_us_per_msg"),
-                "whole": wh.get("server_us_per_msg"), "whole_pg": wh.get("postgres_us_per_msg"),
-                "whole_ratio": (wh["server_us_per_msg"] / bwh["server_us_per_msg"])
-                if wh.get("server_us_per_msg") and bwh.get("server_us_per_msg") else None,
-                "ins": w.get("instructions_per_msg"), "p50": (r.get("latencyMs") or {}).get("p50"),
-                "p99": (r.get("latencyMs") or {}).get("p99"), "ok": r.get("ok"), "disturbed": r.get("disturbed"),
-                "other": (r.get("server") or {}).get("other_cpu_pct"), "rate": r.get("storedMsgsPerS"),
-                "ratio": (w["server_us_per_msg"] / bw["server_us_per_msg"])
-                if w.get("server_us_per_msg") and bw.get("server_us_per_msg") else None,
-                "ins_ratio": (w["instructions_per_msg"] / bw["instructions_per_msg"])
-                if w.get("instructions_per_msg") and bw.get("instructions_per_msg") else None,
-            })
+            per[n].append(
+                {
+                    "us": w.get("server_us_per_msg"),
+                    "pg": w.get("postgres_us_per_msg"),
+                    "whole": wh.get("server_us_per_msg"),
+                    "whole_pg": wh.get("postgres_us_per_msg"),
+                    "whole_ratio": (wh["server_us_per_msg"] / bwh["server_us_per_msg"])
+                    if wh.get("server_us_per_msg") and bwh.get("server_us_per_msg")
+                    else None,
+                    "ins": w.get("instructions_per_msg"),
+                    "p50": (r.get("latencyMs") or {}).get("p50"),
+                    "p99": (r.get("latencyMs") or {}).get("p99"),
+                    "ok": r.get("ok"),
+                    "disturbed": r.get("disturbed"),
+                    "other": (r.get("server") or {}).get("other_cpu_pct"),
+                    "rate": r.get("storedMsgsPerS"),
+                    "ratio": (w["server_us_per_msg"] / bw["server_us_per_msg"])
+                    if w.get("server_us_per_msg") and bw.get("server_us_per_msg")
+                    else None,
+                    "ins_ratio": (w["instructions_per_msg"] / bw["instructions_per_msg"])
+                    if w.get("instructions_per_msg") and bw.get("instructions_per_msg")
+                    else None,
+                }
+            )
     rows = []
     for n in names:
         xs = per[n]
         col = lambda k, xs=xs: [x[k] for x in xs]  # noqa: E731
-        rows.append([n, fmt(_median(col("rate"))), " / ".join(fmt(x, 0) for x in col("us")), fmt(_median(col("us")), 0),
-                     fmt(_median(col("pg")), 0), " / ".join(fmt(x, 0) for x in col("whole")),
-                     fmt(_median(col("whole_pg")), 0),
-                     f"{_median(col('whole_ratio')):.2f}x" if _median(col("whole_ratio")) else "-",
-                     fmt(_median(col("ins")), 0),
-                     fmt(_median(col("p50")), 1), fmt(_median(col("p99")), 1),
-                     sum(1 for x in xs if x["ok"]), " / ".join(fmt(x, 0) for x in col("other")),
-                     f"{_median(col('ratio')):.2f}x" if _median(col("ratio")) else "-",
-                     f"{_median(col('ins_ratio')):.2f}x" if _median(col("ins_ratio")) else "-"])
-    headers = ["variant", "stored msgs/s", "server us/msg per rep", "server us/msg (median)", "postgres us/msg",
-               "send+drain: server us/msg per rep", "send+drain: postgres us/msg", f"send+drain vs {base}",
-               "user instructions/msg", "p50 ms", "p99 ms", "steps passed", "other load % per rep",
-               f"us/msg vs {base}", f"instructions vs {base}"]
+        rows.append(
+            [
+                n,
+                fmt(_median(col("rate"))),
+                " / ".join(fmt(x, 0) for x in col("us")),
+                fmt(_median(col("us")), 0),
+                fmt(_median(col("pg")), 0),
+                " / ".join(fmt(x, 0) for x in col("whole")),
+                fmt(_median(col("whole_pg")), 0),
+                f"{_median(col('whole_ratio')):.2f}x" if _median(col("whole_ratio")) else "-",
+                fmt(_median(col("ins")), 0),
+                fmt(_median(col("p50")), 1),
+                fmt(_median(col("p99")), 1),
+                sum(1 for x in xs if x["ok"]),
+                " / ".join(fmt(x, 0) for x in col("other")),
+                f"{_median(col('ratio')):.2f}x" if _median(col("ratio")) else "-",
+                f"{_median(col('ins_ratio')):.2f}x" if _median(col("ins_ratio")) else "-",
+            ]
+        )
+    headers = [
+        "variant",
+        "stored msgs/s",
+        "server us/msg per rep",
+        "server us/msg (median)",
+        "postgres us/msg",
+        "send+drain: server us/msg per rep",
+        "send+drain: postgres us/msg",
+        f"send+drain vs {base}",
+        "user instructions/msg",
+        "p50 ms",
+        "p99 ms",
+        "steps passed",
+        "other load % per rep",
+        f"us/msg vs {base}",
+        f"instructions vs {base}",
+    ]
     if all(row[8] == "-" for row in rows):  # no hardware counters: leave their columns out
         headers = [h for i, h in enumerate(headers) if i not in (8, 14)]
         rows = [[c for i, c in enumerate(row) if i not in (8, 14)] for row in rows]
-    head = (f"### Fixed load: {fixed['rooms']} rooms x {opts.members} members x {opts.rate:g} msgs/s "
-            f"({fixed['rooms'] * opts.members * opts.rate:,.0f} msgs/s), {len(fixed['reps'])} interleaved reps\n")
+    head = (
+        f"### Fixed load: {fixed['rooms']} rooms x {opts.members} members x {opts.rate:g} msgs/s "
+        f"({fixed['rooms'] * opts.members * opts.rate:,.0f} msgs/s), {len(fixed['reps'])} interleaved reps\n"
+    )
     return head + "\n" + table(headers, rows)
 
 
@@ -1349,17 +1546,28 @@ def bigroom_one(ctx, key, rep):
     try:
         srv = ctx.start(key, db, tag)
         wait_quiet(o.quiet_wait, o.quiet_limit)
-        cfg = {"url": srv.url, "secret": ctx.secret, "welcome": srv.spec["welcome"], "n": o.bigroom_n, "room": "big",
-               "rate": o.bigroom_rate, "durationS": o.bigroom_seconds, "warmupS": 2, "connectConcurrency": 200}
+        cfg = {
+            "url": srv.url,
+            "secret": ctx.secret,
+            "welcome": srv.spec["welcome"],
+            "n": o.bigroom_n,
+            "room": "big",
+            "rate": o.bigroom_rate,
+            "durationS": o.bigroom_seconds,
+            "warmupS": 2,
+            "connectConcurrency": 200,
+        }
         with Sampler(srv.proc.pid, db) as smp:
             res = run_loadgen("bigroom", cfg, ctx.workdir, timeout=o.bigroom_seconds + 600)
         res["server"] = smp.finish(res.get("cpuTotalS"))
         res["disturbed"] = smp.result["other_cpu_pct"] > o.disturbed_limit
         lat = res.get("latencyMs") or {}
-        log(f"  {key} rep {rep}: {res.get('connected')}/{o.bigroom_n} joined in {res.get('connectS')} s "
+        log(
+            f"  {key} rep {rep}: {res.get('connected')}/{o.bigroom_n} joined in {res.get('connectS')} s "
             f"(+{res.get('settleS')} s settle); {res.get('messages')} messages, lost {res.get('lost')}; "
             f"latency p50 {lat.get('p50')} p99 {lat.get('p99')} max {lat.get('max')} ms; to all p99 "
-            f"{(res.get('msToAll') or {}).get('p99')} ms; other load {smp.result['other_cpu_pct']} %")
+            f"{(res.get('msToAll') or {}).get('p99')} ms; other load {smp.result['other_cpu_pct']} %"
+        )
         return res
     except Exception as e:  # noqa: BLE001 - one failing server must not stop the others
         log(f"  bigroom {key} rep {rep} failed: {e}")
@@ -1391,16 +1599,41 @@ def report_bigroom(big, opts):
     for key in big["servers"]:
         rs = [row.get(key) or {} for row in big["reps"]]
         lat = [r.get("latencyMs") or {} for r in rs]
-        rows.append([key, " / ".join(f"{r.get('connected', '-')}" for r in rs),
-                     " / ".join(fmt(r.get("connectS"), 1) for r in rs),
-                     " / ".join(fmt(r.get("lost")) for r in rs),
-                     " / ".join(fmt(x.get("p50"), 1) for x in lat), " / ".join(fmt(x.get("p99"), 1) for x in lat),
-                     fmt(_median([x.get("p99") for x in lat]), 1), " / ".join(fmt(x.get("max"), 1) for x in lat),
-                     " / ".join(fmt((r.get("server") or {}).get("other_cpu_pct"), 0) for r in rs)])
-    head = (f"### One room of {big['n']:,} members, one sender at {opts.bigroom_rate:g} msg/s for "
-            f"{opts.bigroom_seconds:g} s ({len(big['reps'])} interleaved reps; per rep)\n")
-    return head + "\n" + table(["server", "joined", "connect+join s", "lost", "p50 ms", "p99 ms", "p99 ms (median)",
-                                 "max ms", "other load %"], rows)
+        rows.append(
+            [
+                key,
+                " / ".join(f"{r.get('connected', '-')}" for r in rs),
+                " / ".join(fmt(r.get("connectS"), 1) for r in rs),
+                " / ".join(fmt(r.get("lost")) for r in rs),
+                " / ".join(fmt(x.get("p50"), 1) for x in lat),
+                " / ".join(fmt(x.get("p99"), 1) for x in lat),
+                fmt(_median([x.get("p99") for x in lat]), 1),
+                " / ".join(fmt(x.get("max"), 1) for x in lat),
+                " / ".join(fmt((r.get("server") or {}).get("other_cpu_pct"), 0) for r in rs),
+            ]
+        )
+    head = (
+        f"### One room of {big['n']:,} members, one sender at {opts.bigroom_rate:g} msg/s for "
+        f"{opts.bigroom_seconds:g} s ({len(big['reps'])} interleaved reps; per rep)\n"
+    )
+    return (
+        head
+        + "\n"
+        + table(
+            [
+                "server",
+                "joined",
+                "connect+join s",
+                "lost",
+                "p50 ms",
+                "p99 ms",
+                "p99 ms (median)",
+                "max ms",
+                "other load %",
+            ],
+            rows,
+        )
+    )
 
 
 # Scenarios that start their servers themselves, alternating them rep by rep:
@@ -1421,6 +1654,7 @@ def run_interleaved(ctx, scenarios, results, meta):
 
 def report_interleaved(results, opts):
     return "".join("\n\n" + rep(results[sc], opts) for sc, (_, rep) in INTERLEAVED.items() if sc in results)
+
 
 # ------------------------------------------------------------------ storm (issues #20, #22)
 STORM_USER_BASE = 700000
@@ -1446,7 +1680,9 @@ def seed_storm(db, key, n, room_size, before, away):
         psql(db, sql=f"INSERT INTO rooms (name) SELECT '{STORM_PREFIX}' || r FROM generate_series(0, {rooms - 1}) r")
         return {}, round(time.monotonic() - t0, 1)
     per_room = before + away
-    psql(db, sql=f"""SET synchronous_commit = off;
+    psql(
+        db,
+        sql=f"""SET synchronous_commit = off;
         INSERT INTO users (id, username) SELECT {STORM_USER_BASE} + i, 'u' || ({STORM_USER_BASE} + i)
             FROM generate_series(0, {n - 1}) i;
         INSERT INTO users (id, username) VALUES ({sender}, 'storm-sender');
@@ -1459,11 +1695,18 @@ def seed_storm(db, key, n, room_size, before, away):
             SELECT {storm_rooms_sql(n, room_size)}, {STORM_USER_BASE} + i, 0
             FROM generate_series(0, {n - 1}) i, generate_series(0, {STORM_PER_USER - 1}) k;
         UPDATE chat_members c SET last_read_id = m.id FROM messages m
-            WHERE m.room = c.room AND m.seq = {before};""")
+            WHERE m.room = c.room AND m.seq = {before};""",
+    )
     psql(db, sql="VACUUM ANALYZE")
-    rows = psql(db, "-At", "-F", ",", capture=True,
-                sql=f"SELECT room, seq, id FROM messages WHERE room LIKE '{STORM_PREFIX}%' AND seq >= {before} "
-                    f"ORDER BY room, id")
+    rows = psql(
+        db,
+        "-At",
+        "-F",
+        ",",
+        capture=True,
+        sql=f"SELECT room, seq, id FROM messages WHERE room LIKE '{STORM_PREFIX}%' AND seq >= {before} "
+        f"ORDER BY room, id",
+    )
     resume = {}
     for line in rows.splitlines():
         room, seq, mid = line.split(",")
@@ -1489,15 +1732,30 @@ def scenario_storm(ctx, key, db):
         with open(resume_file, "w") as f:
             json.dump(resume, f)
     checkpoint(db)
-    out = {"n": n, "roomSize": o.storm_room_size, "rooms": n * STORM_PER_USER // o.storm_room_size,
-           "concurrency": o.storm_concurrency, "seed_s": seed_s,
-           "replayPerClient": STORM_PER_USER * o.storm_away if resume else 0}
+    out = {
+        "n": n,
+        "roomSize": o.storm_room_size,
+        "rooms": n * STORM_PER_USER // o.storm_room_size,
+        "concurrency": o.storm_concurrency,
+        "seed_s": seed_s,
+        "replayPerClient": STORM_PER_USER * o.storm_away if resume else 0,
+    }
     srv = ctx.start(key, db, "storm")  # the restart: a fresh process on the stored state
     try:
-        cfg = {"url": srv.url, "secret": ctx.secret, "welcome": srv.spec["welcome"], "n": n,
-               "perUser": STORM_PER_USER, "roomSize": o.storm_room_size, "roomPrefix": STORM_PREFIX,
-               "userBase": STORM_USER_BASE, "concurrency": o.storm_concurrency, "limitS": o.storm_limit,
-               "resumeFile": resume_file, "idleS": o.storm_idle}
+        cfg = {
+            "url": srv.url,
+            "secret": ctx.secret,
+            "welcome": srv.spec["welcome"],
+            "n": n,
+            "perUser": STORM_PER_USER,
+            "roomSize": o.storm_room_size,
+            "roomPrefix": STORM_PREFIX,
+            "userBase": STORM_USER_BASE,
+            "concurrency": o.storm_concurrency,
+            "limitS": o.storm_limit,
+            "resumeFile": resume_file,
+            "idleS": o.storm_idle,
+        }
         out["busyBeforePct"] = round(wait_quiet(o.quiet_wait, o.quiet_limit), 1)
         prof = start_profile(ctx, srv, f"storm-{n}", o.storm_limit)
         window = Window(srv.proc.pid, db)
@@ -1516,13 +1774,16 @@ def scenario_storm(ctx, key, db):
             res["measuredWindow"] = w
         if window.idle:
             res["idleWindow"] = window.idle
-            log(f"  storm: {n} clients idle for {window.idle['wall_s']} s: server {window.idle['server_cpu_s']} CPU s, "
-                f"postgres {window.idle['postgres_cpu_s']} CPU s")
+            log(
+                f"  storm: {n} clients idle for {window.idle['wall_s']} s: server {window.idle['server_cpu_s']} CPU s, "
+                f"postgres {window.idle['postgres_cpu_s']} CPU s"
+            )
     finally:
         srv.stop()
     out.update(res)
     w = out.get("measuredWindow", {})
-    log(f"  storm: {out.get('resumed')}/{n} resumed in {out.get('wallS')} s (per client p50 "
+    log(
+        f"  storm: {out.get('resumed')}/{n} resumed in {out.get('wallS')} s (per client p50 "
         f"{(out.get('perClientMs') or {}).get('p50')} p99 {(out.get('perClientMs') or {}).get('p99')} ms), "
         f"replayed {out.get('replayed')}/{out.get('expectedReplay')}, lost {out.get('lost')}, "
         f"dup {out.get('duplicates')}, presence {(out.get('otherFrames') or {}).get('presence', 0)} "
@@ -1530,7 +1791,8 @@ def scenario_storm(ctx, key, db):
         f"server {w.get('server_cpu_s')} CPU s ({w.get('server_ms_per_connect')} ms/connect), postgres "
         f"{w.get('postgres_cpu_s')} CPU s, other load {smp.result['other_cpu_pct']}% -> "
         f"{'OK' if out.get('ok') else 'FAIL: ' + str(out.get('reason') or out.get('fatal'))}"
-        f"{' (DISTURBED by other load)' if out.get('disturbed') else ''}")
+        f"{' (DISTURBED by other load)' if out.get('disturbed') else ''}"
+    )
     return out
 
 
@@ -1544,18 +1806,43 @@ def storm_report(results):
     for k, v in storm.items():
         w = v.get("measuredWindow") or {}
         srv = v.get("server") or {}
-        rows.append([k, f"{v.get('resumed', '-')}/{v['n']}", fmt(v.get("replayed")), fmt(v.get("wallS"), 2),
-                     fmt(w.get("server_cpu_s"), 2), fmt(w.get("server_ms_per_connect"), 2),
-                     fmt(w.get("postgres_cpu_s"), 2), fmt(w.get("postgres_ms_per_connect"), 2),
-                     fmt((v.get("perClientMs") or {}).get("p99"), 0),
-                     fmt((v.get("otherFrames") or {}).get("presence", 0)), fmt(v.get("presenceSettledS"), 2),
-                     fmt(srv.get("other_cpu_pct"), 0),
-                     "ok" if v.get("ok") else str(v.get("reason") or v.get("fatal") or v.get("error"))[:60],
-                     ratio(v.get("wallS"), node_wall)])
+        rows.append(
+            [
+                k,
+                f"{v.get('resumed', '-')}/{v['n']}",
+                fmt(v.get("replayed")),
+                fmt(v.get("wallS"), 2),
+                fmt(w.get("server_cpu_s"), 2),
+                fmt(w.get("server_ms_per_connect"), 2),
+                fmt(w.get("postgres_cpu_s"), 2),
+                fmt(w.get("postgres_ms_per_connect"), 2),
+                fmt((v.get("perClientMs") or {}).get("p99"), 0),
+                fmt((v.get("otherFrames") or {}).get("presence", 0)),
+                fmt(v.get("presenceSettledS"), 2),
+                fmt(srv.get("other_cpu_pct"), 0),
+                "ok" if v.get("ok") else str(v.get("reason") or v.get("fatal") or v.get("error"))[:60],
+                ratio(v.get("wallS"), node_wall),
+            ]
+        )
     return "\n### Reconnect storm (each client: welcome, 20 joins with `since`, every replay)\n\n" + table(
-        ["server", "resumed", "replayed msgs", "wall s", "server CPU s", "server CPU ms/connect", "postgres CPU s",
-         "postgres CPU ms/connect", "per-client p99 ms", "presence frames", "presence settled s", "other load %",
-         "check", "wall vs node"], rows)
+        [
+            "server",
+            "resumed",
+            "replayed msgs",
+            "wall s",
+            "server CPU s",
+            "server CPU ms/connect",
+            "postgres CPU s",
+            "postgres CPU ms/connect",
+            "per-client p99 ms",
+            "presence frames",
+            "presence settled s",
+            "other load %",
+            "check",
+            "wall vs node",
+        ],
+        rows,
+    )
 
 
 # ------------------------------------------------------------------ report
@@ -1575,9 +1862,11 @@ def ratio(a, b):
 
 def table(headers, rows):
     widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) if rows else len(str(h)) for i, h in enumerate(headers)]
-    line = "| " + " | ".join(str(h).ljust(w) for h, w in zip(headers, widths)) + " |"
+    line = "| " + " | ".join(str(h).ljust(w) for h, w in zip(headers, widths, strict=True)) + " |"
     sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-    return "\n".join([line, sep] + ["| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |" for r in rows])
+    return "\n".join(
+        [line, sep] + ["| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=False)) + " |" for r in rows]
+    )
 
 
 def first_fail(chat, opts):
@@ -1598,18 +1887,51 @@ def report(results, opts):
             lat = b.get("latencyMs", {})
             srv = b.get("server", {})
             win = b.get("measuredWindow", {})
-            rows.append([k, fmt(b.get("storedMsgsPerS")), fmt(b.get("deliveriesPerS")), v["bestRooms"] * opts.members or "-",
-                         fmt(lat.get("p50"), 1), fmt(lat.get("p99"), 1), fmt(srv.get("rss_mb_peak"), 0),
-                         (f"{srv.get('server_cpu_s')}/{srv.get('wall_s')}" if srv else "-"),
-                         fmt(win.get("server_us_per_msg"), 0), fmt(win.get("postgres_us_per_msg"), 0),
-                         fmt(b.get("idInversions")), fmt(srv.get("other_cpu_pct"), 0),
-                         first_fail(v, opts),
-                         ratio(base.get(k), base.get("flask_plain")), ratio(base.get(k), base.get("node"))])
-        out.append("### Chat saturation (last passing step: p99 <= %d ms, nothing lost/duplicated/reordered/refused)\n" % opts.p99_limit)
-        out.append(table(["server", "stored msgs/s", "deliveries/s", "clients", "p50 ms", "p99 ms", "RSS MB",
-                          "server CPU s/wall s", "server CPU us/msg", "postgres CPU us/msg", "id-order inversions",
-                          "other load %", "first failing msgs/s: why",
-                          "vs flask_plain", "vs node"], rows))
+            rows.append(
+                [
+                    k,
+                    fmt(b.get("storedMsgsPerS")),
+                    fmt(b.get("deliveriesPerS")),
+                    v["bestRooms"] * opts.members or "-",
+                    fmt(lat.get("p50"), 1),
+                    fmt(lat.get("p99"), 1),
+                    fmt(srv.get("rss_mb_peak"), 0),
+                    (f"{srv.get('server_cpu_s')}/{srv.get('wall_s')}" if srv else "-"),
+                    fmt(win.get("server_us_per_msg"), 0),
+                    fmt(win.get("postgres_us_per_msg"), 0),
+                    fmt(b.get("idInversions")),
+                    fmt(srv.get("other_cpu_pct"), 0),
+                    first_fail(v, opts),
+                    ratio(base.get(k), base.get("flask_plain")),
+                    ratio(base.get(k), base.get("node")),
+                ]
+            )
+        out.append(
+            f"### Chat saturation (last passing step: p99 <= {opts.p99_limit:g} ms, "
+            "nothing lost/duplicated/reordered/refused)\n"
+        )
+        out.append(
+            table(
+                [
+                    "server",
+                    "stored msgs/s",
+                    "deliveries/s",
+                    "clients",
+                    "p50 ms",
+                    "p99 ms",
+                    "RSS MB",
+                    "server CPU s/wall s",
+                    "server CPU us/msg",
+                    "postgres CPU us/msg",
+                    "id-order inversions",
+                    "other load %",
+                    "first failing msgs/s: why",
+                    "vs flask_plain",
+                    "vs node",
+                ],
+                rows,
+            )
+        )
     idle = {k: v["idle"] for k, v in results.items() if "idle" in v}
     if idle:
         rows = []
@@ -1618,25 +1940,81 @@ def report(results, opts):
         for k, v in idle.items():
             lg = v.get("loadgen") or {}
             fo = v.get("fanout") or {}
-            rows.append([k, f"{lg.get('connected', '-')}/{v['n']}", fmt(lg.get("connectS"), 1), fmt(v.get("rss_mb_before"), 0),
-                         fmt(v.get("rss_mb"), 0), fmt(v.get("pss_mb"), 0), fmt(v.get("kb_per_conn"), 1),
-                         fmt(fo.get("msToAll"), 1) if fo else "-", ratio(v.get("rss_mb"), node_rss), ratio(v.get("rss_mb"), plain_rss)])
+            rows.append(
+                [
+                    k,
+                    f"{lg.get('connected', '-')}/{v['n']}",
+                    fmt(lg.get("connectS"), 1),
+                    fmt(v.get("rss_mb_before"), 0),
+                    fmt(v.get("rss_mb"), 0),
+                    fmt(v.get("pss_mb"), 0),
+                    fmt(v.get("kb_per_conn"), 1),
+                    fmt(fo.get("msToAll"), 1) if fo else "-",
+                    ratio(v.get("rss_mb"), node_rss),
+                    ratio(v.get("rss_mb"), plain_rss),
+                ]
+            )
         out.append("\n### Idle connections in one room (server RSS summed over its process tree)\n")
-        out.append(table(["server", "joined", "connect+join s", "RSS MB before", "RSS MB with conns", "PSS MB",
-                          "KB/conn", "1 msg to all ms", "RSS vs node", "RSS vs flask_plain"], rows))
+        out.append(
+            table(
+                [
+                    "server",
+                    "joined",
+                    "connect+join s",
+                    "RSS MB before",
+                    "RSS MB with conns",
+                    "PSS MB",
+                    "KB/conn",
+                    "1 msg to all ms",
+                    "RSS vs node",
+                    "RSS vs flask_plain",
+                ],
+                rows,
+            )
+        )
     hist = {k: v["history"] for k, v in results.items() if "history" in v}
     if hist:
         rows = []
         for k, v in hist.items():
             lat = v.get("latencyMs", {})
-            g = lambda kind, p: fmt((lat.get(kind) or {}).get(p), 2)  # noqa: E731
-            rows.append([k, fmt((v.get("seed") or {}).get("rows")), fmt(v.get("achievedReqPerS"), 0),
-                         g("all", "p50"), g("all", "p99"), g("latest", "p99"), g("page", "p99"), g("deep", "p99"),
-                         g("all", "max"), f"{v.get('invalid', '-')}/{sum((v.get('errors') or {}).values())}",
-                         v.get("error", "")])
+
+            def g(kind, p, lat=lat):
+                return fmt((lat.get(kind) or {}).get(p), 2)
+
+            rows.append(
+                [
+                    k,
+                    fmt((v.get("seed") or {}).get("rows")),
+                    fmt(v.get("achievedReqPerS"), 0),
+                    g("all", "p50"),
+                    g("all", "p99"),
+                    g("latest", "p99"),
+                    g("page", "p99"),
+                    g("deep", "p99"),
+                    g("all", "max"),
+                    f"{v.get('invalid', '-')}/{sum((v.get('errors') or {}).values())}",
+                    v.get("error", ""),
+                ]
+            )
         out.append("\n### room_history limit 50 over WebSocket\n")
-        out.append(table(["server", "rows", "req/s", "p50 ms", "p99 ms", "latest p99", "before-page p99", "deep before p99",
-                          "max ms", "invalid/errors", "note"], rows))
+        out.append(
+            table(
+                [
+                    "server",
+                    "rows",
+                    "req/s",
+                    "p50 ms",
+                    "p99 ms",
+                    "latest p99",
+                    "before-page p99",
+                    "deep before p99",
+                    "max ms",
+                    "invalid/errors",
+                    "note",
+                ],
+                rows,
+            )
+        )
     out.append(storm_report(results))
     return "\n".join(out)
 
@@ -1665,44 +2043,83 @@ def parse_args(argv):
     ap.add_argument("--members", type=int, default=10)
     ap.add_argument("--rate", type=float, default=2.0, help="messages/s per member")
     ap.add_argument("--p99-limit", type=float, default=100.0)
-    ap.add_argument("--client-ids", action="store_true",
-                    help="chat: every message carries a clientId, as the React client sends them")
-    ap.add_argument("--mix", action="store_true",
-                    help="chat: the v2 mixed workload: besides messages, reads, reactions, edits, deletes, "
-                         "history and search (issue #21; loadgen.js MIX_PER_MESSAGE)")
+    ap.add_argument(
+        "--client-ids",
+        action="store_true",
+        help="chat: every message carries a clientId, as the React client sends them",
+    )
+    ap.add_argument(
+        "--mix",
+        action="store_true",
+        help="chat: the v2 mixed workload: besides messages, reads, reactions, edits, deletes, "
+        "history and search (issue #21; loadgen.js MIX_PER_MESSAGE)",
+    )
     ap.add_argument("--idle-n", type=int)
-    ap.add_argument("--idle-connect-limit", type=int, default=600, help="seconds allowed to connect+join all idle clients")
+    ap.add_argument(
+        "--idle-connect-limit", type=int, default=600, help="seconds allowed to connect+join all idle clients"
+    )
     ap.add_argument("--history-rows", type=int)
     ap.add_argument("--history-clients", type=int, default=40)
     ap.add_argument("--history-rate", type=float, default=5.0, help="room_history requests/s per client")
     ap.add_argument("--history-seconds", type=float)
     ap.add_argument("--storm-n", type=int, help="storm: reconnecting clients (5,000; quick 2,000)")
     ap.add_argument("--storm-room-size", type=int, default=20, help="storm: members per room (20 rooms per user)")
-    ap.add_argument("--storm-concurrency", type=int, default=500,
-                    help="storm: clients between their handshake and their last join_ack at a time")
+    ap.add_argument(
+        "--storm-concurrency",
+        type=int,
+        default=500,
+        help="storm: clients between their handshake and their last join_ack at a time",
+    )
     ap.add_argument("--storm-before", type=int, default=10, help="storm: messages per room seen before the restart")
     ap.add_argument("--storm-away", type=int, default=2, help="storm: messages per room sent while away (replayed)")
-    ap.add_argument("--storm-idle", type=float, default=0,
-                    help="storm: then keep the clients connected and quiet this many seconds, and report the "
-                         "server's and PostgreSQL's CPU meanwhile (what a crowd costs at rest)")
+    ap.add_argument(
+        "--storm-idle",
+        type=float,
+        default=0,
+        help="storm: then keep the clients connected and quiet this many seconds, and report the "
+        "server's and PostgreSQL's CPU meanwhile (what a crowd costs at rest)",
+    )
     ap.add_argument("--storm-limit", type=int, default=600, help="storm: seconds allowed for all to resume")
-    ap.add_argument("--no-seed-fast", dest="seed_fast", action="store_false",
-                    help="seed with FK/trigger checks on (slower)")
-    ap.add_argument("--env", action="append", default=[], metavar="SERVER:KEY=VALUE",
-                    help="extra environment for one server, e.g. project:CHAT_RATE_BURST=100")
-    ap.add_argument("--quiet-limit", type=float, default=20.0,
-                    help="before each measurement wait until the machine is busy below this %% of a core")
+    ap.add_argument(
+        "--no-seed-fast", dest="seed_fast", action="store_false", help="seed with FK/trigger checks on (slower)"
+    )
+    ap.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="SERVER:KEY=VALUE",
+        help="extra environment for one server, e.g. project:CHAT_RATE_BURST=100",
+    )
+    ap.add_argument(
+        "--quiet-limit",
+        type=float,
+        default=20.0,
+        help="before each measurement wait until the machine is busy below this %% of a core",
+    )
     ap.add_argument("--quiet-wait", type=float, default=600.0, help="longest wait for quiet, seconds")
-    ap.add_argument("--disturbed-limit", type=float, default=15.0,
-                    help="a step during which other processes used more than this %% of a core is 'disturbed'")
+    ap.add_argument(
+        "--disturbed-limit",
+        type=float,
+        default=15.0,
+        help="a step during which other processes used more than this %% of a core is 'disturbed'",
+    )
     ap.add_argument("--retries", type=int, default=2, help="re-runs of a failing step that was disturbed")
-    ap.add_argument("--profile", default="", help="comma list of Python servers to sample with py-spy during each chat step")
+    ap.add_argument(
+        "--profile", default="", help="comma list of Python servers to sample with py-spy during each chat step"
+    )
     ap.add_argument("--keep", action="store_true", help="keep the databases")
-    ap.add_argument("--workers", type=int, default=1,
-                    help="gunicorn workers of the Python servers (node has one process whatever this says)")
-    ap.add_argument("--worker-cpu-share", type=float,
-                    help="cap each server process (gunicorn worker, node) at this fraction of one core, "
-                         "e.g. 0.35: stands in for a core per worker when measuring scaling with --workers")
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="gunicorn workers of the Python servers (node has one process whatever this says)",
+    )
+    ap.add_argument(
+        "--worker-cpu-share",
+        type=float,
+        help="cap each server process (gunicorn worker, node) at this fraction of one core, "
+        "e.g. 0.35: stands in for a core per worker when measuring scaling with --workers",
+    )
     ap.add_argument("--server-cpus", default="0", help="taskset CPU list of the server (default: core 0)")
     ap.add_argument("--loadgen-cpus", default="1", help="taskset CPU list of the load generator (default: core 1)")
     ap.add_argument(
@@ -1712,10 +2129,17 @@ def parse_args(argv):
         help="chat, fixed: load generator processes sharing each step, whole rooms each, pinned round robin "
         "to the cores of --loadgen-cpus; their results merged into one (default 1)",
     )
-    ap.add_argument("--fixed-rooms", type=int, default=100,
-                    help="fixed: rooms of the one load step (100 x 10 members x 2 msgs/s = 2,000 msgs/s)")
-    ap.add_argument("--fixed-variants", default="project,node,project:u,project:w2:u",
-                    help="fixed: comma list of server[:wN][:u][:redis] (N workers, unpinned on all cores, Redis bus)")
+    ap.add_argument(
+        "--fixed-rooms",
+        type=int,
+        default=100,
+        help="fixed: rooms of the one load step (100 x 10 members x 2 msgs/s = 2,000 msgs/s)",
+    )
+    ap.add_argument(
+        "--fixed-variants",
+        default="project,node,project:u,project:w2:u",
+        help="fixed: comma list of server[:wN][:u][:redis] (N workers, unpinned on all cores, Redis bus)",
+    )
     ap.add_argument("--reps", type=int, default=3, help="fixed, bigroom: interleaved repetitions of every variant")
     ap.add_argument("--perf", action="store_true", help="fixed: count the server's instructions with perf stat")
     ap.add_argument("--bigroom-n", type=int, default=5000, help="bigroom: members of the one room")
@@ -1731,10 +2155,17 @@ def parse_args(argv):
     LOADGEN_PROCS = o.loadgen_procs
     WORKER_CPU_SHARE = o.worker_cpu_share
     q = o.quick
-    defaults = dict(step_seconds=8 if q else 20, warmup_seconds=2 if q else 4, start_rooms=20 if q else 30,
-                    step_factor=2.0 if q else 1.4, bisect=1 if q else 3, idle_n=2000 if q else 10000,
-                    history_rows=1_000_000 if q else 10_000_000, history_seconds=10 if q else 30,
-                    storm_n=2000 if q else 5000)
+    defaults = dict(
+        step_seconds=8 if q else 20,
+        warmup_seconds=2 if q else 4,
+        start_rooms=20 if q else 30,
+        step_factor=2.0 if q else 1.4,
+        bisect=1 if q else 3,
+        idle_n=2000 if q else 10000,
+        history_rows=1_000_000 if q else 10_000_000,
+        history_seconds=10 if q else 30,
+        storm_n=2000 if q else 5000,
+    )
     for k, v in defaults.items():
         if getattr(o, k) is None:
             setattr(o, k, v)
@@ -1783,13 +2214,25 @@ def main(argv=None):
     KEEP_DBS = o.keep
     atexit.register(cleanup)
     signal.signal(signal.SIGTERM, lambda *a: sys.exit(143))
-    git = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    meta = {"started": stamp, "argv": sys.argv[1:], "git": git, "quick": o.quick, "servers": servers,
-            "scenarios": scenarios, "cpus": os.cpu_count(), "server_core": SERVER_CORE, "loadgen_core": LOADGEN_CORE,
-            "loadgen_procs": LOADGEN_PROCS,
-            "workers": int(WORKERS), "worker_cpu_share": WORKER_CPU_SHARE,
-            "postgres": psql("postgres", "-At", sql="SHOW server_version", capture=True).strip(),
-            "node": subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()}
+    git = subprocess.run(
+        ["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    meta = {
+        "started": stamp,
+        "argv": sys.argv[1:],
+        "git": git,
+        "quick": o.quick,
+        "servers": servers,
+        "scenarios": scenarios,
+        "cpus": os.cpu_count(),
+        "server_core": SERVER_CORE,
+        "loadgen_core": LOADGEN_CORE,
+        "loadgen_procs": LOADGEN_PROCS,
+        "workers": int(WORKERS),
+        "worker_cpu_share": WORKER_CPU_SHARE,
+        "postgres": psql("postgres", "-At", sql="SHOW server_version", capture=True).strip(),
+        "node": subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip(),
+    }
     results = {}
     t_start = time.monotonic()
     try:
@@ -1802,13 +2245,20 @@ def main(argv=None):
                 log(f"== {key}: {sc} (database {db})")
                 create_db(db, SERVERS[key]["schema"])
                 try:
-                    fn = {"chat": scenario_chat, "idle": scenario_idle, "history": scenario_history,
-                          "storm": scenario_storm}[sc]
+                    fn = {
+                        "chat": scenario_chat,
+                        "idle": scenario_idle,
+                        "history": scenario_history,
+                        "storm": scenario_storm,
+                    }[sc]
                     results[key][sc] = fn(ctx, key, db)
                 except Exception as e:  # noqa: BLE001 - one failing server must not stop the others
                     log(f"  {key}/{sc} failed: {e}")
-                    results[key][sc] = {"error": str(e), "best": None, "bestRooms": 0, "firstFailRooms": None, "steps": []} \
-                        if sc == "chat" else {"error": str(e), "n": o.idle_n}
+                    results[key][sc] = (
+                        {"error": str(e), "best": None, "bestRooms": 0, "firstFailRooms": None, "steps": []}
+                        if sc == "chat"
+                        else {"error": str(e), "n": o.idle_n}
+                    )
                 finally:
                     if not o.keep:
                         drop_db(db)
@@ -1822,7 +2272,10 @@ def main(argv=None):
     with open(os.path.join(workdir, "results.json"), "w") as f:
         json.dump({"meta": meta, "results": results}, f, indent=1)
     with open(os.path.join(workdir, "report.md"), "w") as f:
-        f.write(f"Run {stamp} (git {git}), `python3 bench/run.py {' '.join(sys.argv[1:])}`, {meta['elapsed_s']} s\n\n{text}\n")
+        f.write(
+            f"Run {stamp} (git {git}), `python3 bench/run.py {' '.join(sys.argv[1:])}`, "
+            f"{meta['elapsed_s']} s\n\n{text}\n"
+        )
     print(text)
     log(f"results in {os.path.relpath(workdir, ROOT)}/ (results.json, report.md, server logs); {meta['elapsed_s']} s")
 

@@ -38,7 +38,6 @@ SEEDED_MESSAGES = 200_000  # so that the indexes have depth, as in a live databa
 INLINE_STATEMENTS = {name: store.BATCH.inline(name) for name in store.BATCH.statements}
 
 
-
 def random_drafts(rnd: random.Random, size: int) -> list[store.Draft]:
     """`size` messages of the benchmark's shape, from random users to random rooms."""
     return [
@@ -50,6 +49,7 @@ def random_drafts(rnd: random.Random, size: int) -> list[store.Draft]:
         )
         for _ in range(size)
     ]
+
 
 def backend_cpu_s(conn) -> float:
     return proc_cpu_s(conn.get_backend_pid())

@@ -7,10 +7,11 @@ The database access goes through a small connection pool; psycopg2 is made coope
 with gevent by psycopg2.extras.wait_select. Run by gunicorn's gevent worker
 (see gunicorn.conf.py). Env: DATABASE_URL, JWT_SECRET, PG_POOL_MAX (default 10).
 """
+
 import json
 import os
 import re
-from datetime import timezone
+from datetime import UTC
 
 import gevent.queue
 import jwt
@@ -64,12 +65,11 @@ rooms = {}  # room name -> set of ws
 
 
 def iso(ts):
-    return ts.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def error(ws, code, message):
-    ws.send(json.dumps({"type": "error", "message": message, "code": code,
-                        "data": {"message": message, "code": code}}))
+    ws.send(json.dumps({"type": "error", "message": message, "code": code, "data": {"message": message, "code": code}}))
 
 
 def authenticate():
@@ -93,8 +93,7 @@ def check_token():
 
 def chat(ws):
     uid, username = request.chat_user
-    db.run("INSERT INTO users (id, username) VALUES (%s, %s) ON CONFLICT (id) DO NOTHING",
-           (uid, username), fetch=None)
+    db.run("INSERT INTO users (id, username) VALUES (%s, %s) ON CONFLICT (id) DO NOTHING", (uid, username), fetch=None)
     joined = set()
     try:
         while True:
@@ -130,10 +129,21 @@ def chat(ws):
                     continue
                 mid, ts = db.run(
                     "INSERT INTO messages (from_user, room, content) VALUES (%s, %s, %s) RETURNING id, timestamp",
-                    (uid, room, content))
-                frame = json.dumps({"type": "message", "data": {
-                    "id": mid, "fromUser": uid, "username": username, "content": content,
-                    "timestamp": iso(ts), "room": room}})
+                    (uid, room, content),
+                )
+                frame = json.dumps(
+                    {
+                        "type": "message",
+                        "data": {
+                            "id": mid,
+                            "fromUser": uid,
+                            "username": username,
+                            "content": content,
+                            "timestamp": iso(ts),
+                            "room": room,
+                        },
+                    }
+                )
                 for member in list(rooms.get(room, ())):
                     try:
                         member.send(frame)
@@ -149,20 +159,45 @@ def chat(ws):
                     error(ws, "invalid", "invalid limit")
                     continue
                 limit = min(limit, 200)
-                cols = ("SELECT m.id, m.from_user, u.username, m.content, m.timestamp "
-                        "FROM messages m JOIN users u ON u.id = m.from_user ")
+                cols = (
+                    "SELECT m.id, m.from_user, u.username, m.content, m.timestamp "
+                    "FROM messages m JOIN users u ON u.id = m.from_user "
+                )
                 if isinstance(after, int):
-                    rows = db.run(cols + "WHERE m.room = %s AND m.id > %s ORDER BY m.id ASC LIMIT %s",
-                                  (room, after, limit), fetch="all")
+                    rows = db.run(
+                        cols + "WHERE m.room = %s AND m.id > %s ORDER BY m.id ASC LIMIT %s",
+                        (room, after, limit),
+                        fetch="all",
+                    )
                 elif isinstance(before, int):
-                    rows = db.run(cols + "WHERE m.room = %s AND m.id < %s ORDER BY m.id DESC LIMIT %s",
-                                  (room, before, limit), fetch="all")[::-1]
+                    rows = db.run(
+                        cols + "WHERE m.room = %s AND m.id < %s ORDER BY m.id DESC LIMIT %s",
+                        (room, before, limit),
+                        fetch="all",
+                    )[::-1]
                 else:
-                    rows = db.run(cols + "WHERE m.room = %s ORDER BY m.id DESC LIMIT %s",
-                                  (room, limit), fetch="all")[::-1]
-                ws.send(json.dumps({"type": "room_history", "room": room, "data": [
-                    {"id": r[0], "fromUser": r[1], "username": r[2], "content": r[3],
-                     "timestamp": iso(r[4]), "room": room} for r in rows]}))
+                    rows = db.run(cols + "WHERE m.room = %s ORDER BY m.id DESC LIMIT %s", (room, limit), fetch="all")[
+                        ::-1
+                    ]
+                ws.send(
+                    json.dumps(
+                        {
+                            "type": "room_history",
+                            "room": room,
+                            "data": [
+                                {
+                                    "id": r[0],
+                                    "fromUser": r[1],
+                                    "username": r[2],
+                                    "content": r[3],
+                                    "timestamp": iso(r[4]),
+                                    "room": room,
+                                }
+                                for r in rows
+                            ],
+                        }
+                    )
+                )
             elif kind == "ping":
                 ws.send('{"type":"pong"}')
             else:
