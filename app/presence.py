@@ -107,7 +107,7 @@ _ENTER = f"""
             ), told AS MATERIALIZED (
                 SELECT *, {_VERSION_IF.format("first AND %(announce)s")} FROM step
             )
-            SELECT last_seq, last_id, first, version, member_changed, members, {_NOTIFY}, {_NOTIFY_MEMBER}, owner
+            SELECT last_seq, last_id, first, version, member_changed, members, owner, {_NOTIFY}, {_NOTIFY_MEMBER}
             FROM told"""
 
 
@@ -301,11 +301,11 @@ STATEMENTS = PreparedStatements(
             ), {_ENTER_PAIRS}
             SELECT n, last_seq, last_id, first, version, NOT was_member AS member_changed,
                    members_before + count(*) FILTER (WHERE NOT was_member) OVER (PARTITION BY room) AS members,
+                   owner,
                    {_NOTIFY_PAIR},
                    CASE WHEN NOT was_member AND %(channel)s IS NOT NULL THEN
                        pg_notify(%(channel)s, %(origin)s || '|' || json_build_object(
-                           'k', 'member', 'room', room, 'userId', user_id)::text) END,
-                   owner
+                           'k', 'member', 'room', room, 'userId', user_id)::text) END
             FROM told ORDER BY n""",
         # The online lists of rooms read at once (OnlineListReads): who has a row on a live node.
         "chat_online_users": f"""
@@ -484,7 +484,11 @@ class JoinRequest(NamedTuple):
 
 
 class JoinOutcome(NamedTuple):
-    """What a join's statement found (see Presence.join)."""
+    """What a join's statement found (see Presence.join).
+
+    The statements (chat_join, chat_enter, chat_join_many after its pair's number) return
+    these columns in this order, then the void columns of their NOTIFYs: `from_row`.
+    """
 
     last_seq: int
     last_id: int
@@ -493,6 +497,10 @@ class JoinOutcome(NamedTuple):
     new_member: bool  # the statement made the user a member
     members: int  # the room's member count, the user included
     owner: int | None
+
+    @classmethod
+    def from_row(cls, row: tuple) -> JoinOutcome:
+        return cls._make(row[: len(cls._fields)])
 
 
 class Joins(Batched[JoinRequest, "JoinOutcome | None"]):
@@ -537,7 +545,7 @@ class Joins(Batched[JoinRequest, "JoinOutcome | None"]):
     def _many(self, requests: list[JoinRequest]) -> list[JoinOutcome | None]:
         with self.presence.pool.autocommit() as cur:
             cur.execute(_JOIN_MANY, self.presence._pairs_parameters(requests))
-            rows = {row[0]: JoinOutcome(*row[1:7], row[-1]) for row in cur.fetchall()}
+            rows = {row[0]: JoinOutcome.from_row(row[1:]) for row in cur.fetchall()}
         return [rows.get(n) for n in range(1, len(requests) + 1)]
 
 
@@ -663,7 +671,7 @@ class Presence:
         with self.pool.autocommit() as cur:
             cur.execute(statement, self._parameters(room, user_id, username, event, self.node_id, announce))
             row = cur.fetchone()
-        return None if row is None else JoinOutcome(*row[:6], row[-1])
+        return None if row is None else JoinOutcome.from_row(row)
 
     def _entered(self, room: str, user_id: int, username: str, online: RoomOnline, joined: JoinOutcome) -> Entered:
         """What a committed join or entry found, its membership told and its announcements made ready."""
