@@ -19,10 +19,10 @@ DEFAULTS: dict[str, Any] = {
     "JWT_SECRET": "",
     # When set, tokens must carry this `aud` claim; when empty, `aud` is not checked.
     "JWT_AUDIENCE": "",
-    # Clock skew allowed between the token issuer and this server, on `iat`, `nbf` and `exp`
-    # alike, so that the fresh tokens of an issuer whose clock runs ahead are taken. An open
-    # connection is closed with 4001 once `exp` plus this has passed.
-    "JWT_LEEWAY_SECONDS": 30,
+    # Clock skew allowed between the token issuer and this server on `iat` and `nbf`, so
+    # that the fresh tokens of an issuer whose clock runs a little ahead are taken. Not on
+    # `exp` (app/tokens.py): an open connection is closed with 4001 at `exp`.
+    "JWT_LEEWAY_SECONDS": 5,
     # Cross-process fan-out: "postgres" (LISTEN/NOTIFY), "redis", or "auto" (redis when
     # REDIS_URL is set, else postgres).
     "CHAT_BUS": "auto",

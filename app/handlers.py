@@ -30,7 +30,7 @@ def handle_auth(rt: ChatRuntime, conn: Connection, command: Command) -> None:
     identity = verify_configured(command.token, rt.config)
     if identity.user_id != conn.user_id:
         raise Unauthorized("token is for another user: open a new connection to switch users")
-    conn.token_expires_at = identity.refused_after
+    conn.token_expires_at = identity.expires_at
     conn.send(protocol.auth_ok_frame(conn.user_id, identity.expires_at))
 
 

@@ -21,23 +21,13 @@ ALGORITHM = "HS256"
 class Identity:
     """Who a verified token speaks for, and until when (`exp` in Unix seconds).
 
-    `username` is None when the token has none, `expires_at` when it has no `exp`.
-    `leeway_seconds` is the clock skew the token was checked with.
+    `username` is None when the token has none, `expires_at` when it has no `exp`. A
+    connection that authenticated with the token is closed at `expires_at`.
     """
 
     user_id: int
     username: str | None
     expires_at: float | None = None
-    leeway_seconds: float = 0.0
-
-    @property
-    def refused_after(self) -> float | None:
-        """When this server stops taking the token (`exp` plus the leeway); None: never.
-
-        An open connection is closed then, not at `exp`: the handshake took the token
-        within the same leeway, and closing at `exp` would drop it as soon as it opened.
-        """
-        return None if self.expires_at is None else self.expires_at + self.leeway_seconds
 
 
 def verify_token(token: str, secret: str, audience: str | None = None, leeway_seconds: float = 0.0) -> Identity:
@@ -45,8 +35,11 @@ def verify_token(token: str, secret: str, audience: str | None = None, leeway_se
 
     Without `audience` an `aud` claim is not checked: the shared secret is what says the
     issuer made the token, and PyJWT would otherwise refuse every token that has one.
-    `leeway_seconds` is allowed on all three dates alike (PyJWT's leeway): a token is
-    taken from `iat`/`nbf` minus it until `exp` plus it.
+    `leeway_seconds` is allowed on `nbf` and `iat` only: an issuer whose clock runs a
+    little ahead of ours makes tokens that would otherwise be refused as soon as they are
+    made. `exp` holds to the second, as PROTOCOL.md says: a token is taken until then, and
+    its connection closed then (an issuer whose clock runs behind makes tokens that end a
+    little early, never refused at once).
     """
     if not secret:
         raise Unauthorized("server has no JWT secret configured")
@@ -58,6 +51,7 @@ def verify_token(token: str, secret: str, audience: str | None = None, leeway_se
         "verify_sub": False,
         "verify_jti": False,
         "verify_aud": audience is not None,
+        "verify_exp": False,  # checked below, without the leeway
     }
     try:
         claims = jwt.decode(
@@ -75,7 +69,8 @@ def verify_token(token: str, secret: str, audience: str | None = None, leeway_se
         raise Unauthorized("token is for another audience") from None
     except jwt.InvalidTokenError as exc:
         raise Unauthorized(f"token is invalid: {exc.__class__.__name__}") from None
-    return Identity(_user_id(claims), _username(claims), _expires_at(claims), leeway_seconds)
+    _check_not_expired(claims)
+    return Identity(_user_id(claims), _username(claims), _expires_at(claims))
 
 
 def verify_configured(token: str, config) -> Identity:
@@ -96,6 +91,18 @@ def _user_id(claims: dict) -> int:
             return int(value)
         break
     raise Unauthorized("token names no integer user_id or sub")
+
+
+def _check_not_expired(claims: dict) -> None:
+    """Refuse a token whose `exp` has come (read as PyJWT reads it: int() of the claim)."""
+    if claims.get("exp") is None:
+        return
+    try:
+        exp = int(claims["exp"])
+    except (TypeError, ValueError):
+        raise Unauthorized("token is invalid: its exp is not an integer") from None
+    if exp <= time.time():
+        raise Unauthorized("token has expired")
 
 
 def _expires_at(claims: dict) -> float | None:

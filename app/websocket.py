@@ -224,7 +224,7 @@ def start_session(rt: ChatRuntime, conn: Connection, identity: Identity) -> bool
     False when the database cannot list them: the connection is closed with 1013 instead.
     """
     conn.user_id = identity.user_id
-    conn.token_expires_at = identity.refused_after
+    conn.token_expires_at = identity.expires_at
     rt.hub.begin_registration(conn)  # DMs committed after the listing's snapshot are kept
     try:
         # Counted before the connection is listed in its rooms: from then on, nothing

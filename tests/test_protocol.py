@@ -146,6 +146,23 @@ def test_tokens_are_verified():
             verify_token(bad, SECRET)
 
 
+def test_exp_holds_to_the_second_and_the_leeway_is_for_nbf_and_iat_only():
+    def token(**claims):
+        return jwt.encode({"user_id": 1, **claims}, SECRET, algorithm="HS256")
+
+    now = int(time.time())
+    for expired in (token(exp=now - 1), token(exp=now), token(exp=str(now - 1))):
+        with pytest.raises(Unauthorized, match="expired"):
+            verify_token(expired, SECRET, leeway_seconds=30)
+    with pytest.raises(Unauthorized, match="exp"):
+        verify_token(token(exp="soon"), SECRET, leeway_seconds=30)
+    # an issuer whose clock runs 10 s ahead: taken within a leeway of 30 s, refused without
+    ahead = token(iat=now + 10, nbf=now + 10, exp=now + 70)
+    assert verify_token(ahead, SECRET, leeway_seconds=30).expires_at == now + 70
+    with pytest.raises(Unauthorized, match="not valid yet"):
+        verify_token(ahead, SECRET, leeway_seconds=5)
+
+
 @pytest.mark.parametrize(
     ("exp", "expires_at", "wire"),
     [
