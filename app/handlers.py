@@ -235,13 +235,16 @@ def dm_catch_up(rt: ChatRuntime, conn: Connection, command: Command) -> None:
     (or gets in this answer); whatever commits later comes live. The events end where the
     page does (its last message, when the page is full: the next page carries the rest),
     and at DM_CATCH_UP_EVENTS, when the answer says `more` and the client asks again after
-    the last eventId.
+    the last eventId. With `before` too, both stop below it.
     """
     cap = rt.config["DM_CATCH_UP_EVENTS"]
     with rt.pool.transaction() as cur:
         cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        messages = store.dm_history(cur, conn.user_id, command.to, command.limit, after=command.after)
-        up_to = messages[-1].id if len(messages) >= command.limit else None
+        messages = store.dm_history(cur, conn.user_id, command.to, command.limit, command.before, command.after)
+        if len(messages) >= command.limit:
+            up_to = messages[-1].id
+        else:
+            up_to = None if command.before is None else command.before - 1
         channel = dm_channel(conn.user_id, command.to)
         found = event_store.events_after(cur, channel, command.after, None, cap + 1, up_to)
     more = len(found) > cap

@@ -89,6 +89,21 @@ def test_a_full_page_carries_the_events_up_to_its_last_message_and_the_next_page
     assert rest["events"] == [late]
 
 
+def test_a_catch_up_with_before_too_stops_its_messages_and_events_below_it(connect):
+    alice, bob = connect(), connect()
+    first, second, third, fourth = (send_dm(alice, bob.user_id, f"dm {n}") for n in range(4))
+    alice.send({"type": "edit", "id": second["id"], "content": "second, edited"})
+    edited = alice.expect("message_edited")
+
+    between = catch_up(bob, alice.user_id, first["id"], before=fourth["id"])
+    assert between["before"] == fourth["id"]
+    assert [m["id"] for m in between["data"]] == [second["id"], third["id"]]
+    assert between["events"] == []  # the edit came after `before`
+    below_the_edit = catch_up(bob, alice.user_id, first["id"], before=edited["eventId"] + 1)
+    assert [m["id"] for m in below_the_edit["data"]] == [second["id"], third["id"], fourth["id"]]
+    assert below_the_edit["events"] == [edited]
+
+
 def test_a_dm_catch_up_is_only_ever_of_the_callers_own_conversation(connect):
     alice, bob, eve = connect(), connect(), connect()
     sent = send_dm(alice, bob.user_id, "for bob")
