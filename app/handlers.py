@@ -79,16 +79,16 @@ def raise_not_entered(rt: ChatRuntime, room: str) -> None:
     raise room_not_found(room)
 
 
-def refuse_non_member(rt: ChatRuntime, conn: Connection, room: str) -> None:
+def refuse_non_member(rt: ChatRuntime, conn: Connection, room: str, why: str | None = None) -> NoReturn:
     """Refuse a room frame from a connection not in the room.
 
-    `not_joined` for a public room, `not_found` for one that does not exist for the user
-    (unknown, or private).
+    `not_joined` (saying `why`) for a public room, `not_found` for one that does not exist
+    for the user (unknown, or private): PROTOCOL.md §4 never tells those two apart.
     """
     with rt.pool.autocommit() as cur:
         if not store.room_visible(cur, room, conn.user_id):
             raise room_not_found(room)
-    raise NotJoined(f"not joined to room '{room}'")
+    raise NotJoined(why or f"not joined to room '{room}'")
 
 
 def replay(
@@ -146,14 +146,14 @@ def replay(
 
 def handle_leave(rt: ChatRuntime, conn: Connection, command: Command) -> None:
     if command.room not in conn.rooms:
-        raise NotJoined(f"not a member of room '{command.room}'")
+        refuse_non_member(rt, conn, command.room, f"not a member of room '{command.room}'")
     rt.membership.leave(conn, command.room)
 
 
 def handle_message(rt: ChatRuntime, conn: Connection, command: Command) -> None:
     if command.room not in conn.rooms:
         if not conn.legacy:
-            raise NotJoined(f"join room '{command.room}' before sending to it")
+            refuse_non_member(rt, conn, command.room, f"join room '{command.room}' before sending to it")
         # The earlier server took messages to rooms without a join, and its clients rely
         # on it (PROTOCOL.md §7): the sender becomes a member first, as by `join`.
         join_room(rt, conn, command.room)
@@ -279,14 +279,23 @@ def handle_users(rt: ChatRuntime, conn: Connection, command: Command) -> None:
 
 
 def handle_rooms(rt: ChatRuntime, conn: Connection, command: Command) -> None:
-    """The public rooms (shared, at most a second old) and the user's private ones."""
-    rooms = rt.rooms_list.get()
-    listed = {room["name"] for room in rooms}
-    unlisted = [room for room in conn.rooms if room not in listed]
-    if unlisted:
+    """The public rooms (shared, at most a second old) and the user's private ones; with a
+    `query`, those whose name holds it. With a `limit`, the busiest that many. In name order."""
+    most = min(command.limit or rt.config["ROOMS_LIST_MAX"], rt.config["ROOMS_LIST_MAX"])
+    if command.query:
         with rt.pool.autocommit() as cur:
-            private = store.private_rooms_of(cur, conn.user_id, unlisted)
-        rooms = sorted(rooms + private, key=lambda room: room["name"])
+            rooms = store.find_rooms(cur, conn.user_id, command.query, most)
+    else:
+        rooms = rt.rooms_list.get()
+        listed = {room["name"] for room in rooms}
+        unlisted = [room for room in conn.rooms if room not in listed]
+        if unlisted:
+            with rt.pool.autocommit() as cur:
+                private = store.private_rooms_of(cur, conn.user_id, unlisted)
+            rooms = sorted(rooms + private, key=lambda room: room["name"])
+        if len(rooms) > most:
+            busiest = sorted(rooms, key=lambda room: (-room["online"], room["name"]))[:most]
+            rooms = sorted(busiest, key=lambda room: room["name"])
     conn.send(protocol.rooms_frame([{**room, "member": room["name"] in conn.rooms} for room in rooms]))
 
 

@@ -34,8 +34,11 @@ DESCRIPTION_MAX_CHARS = 500
 # (100k) is not a list anybody reads.
 USERS_DEFAULT_LIMIT = 20
 USERS_MAX_LIMIT = 100
-# The longest `users` query: no name is longer (app/names.py, USERNAME_MAX_CHARS).
-USERS_QUERY_MAX_CHARS = 64
+# The longest `users` or `rooms` query: no user or room name is longer (app/names.py,
+# USERNAME_MAX_CHARS; ROOM_NAME above).
+NAME_QUERY_MAX_CHARS = 64
+# Rooms per `rooms` answer with a `limit` (without one: the server's ROOMS_LIST_MAX).
+ROOMS_MAX_LIMIT = 1000
 # Search results per answer (PROTOCOL.md §11).
 SEARCH_DEFAULT_LIMIT = 20
 SEARCH_MAX_LIMIT = 100
@@ -278,19 +281,29 @@ def _parse_typing(frame: dict[str, Any], limits: Limits) -> Command:
     return Command("typing", to=_user_field(frame, "to"))
 
 
-def _parse_users(frame: dict[str, Any], limits: Limits) -> Command:
+def _name_query(frame: dict[str, Any]) -> str:
+    """The optional `query` of `users` and `rooms`: a string of at most NAME_QUERY_MAX_CHARS, "" when absent."""
     query = frame.get("query")
     if query is None:
-        query = ""  # everyone
+        return ""  # everyone, every room
     if not isinstance(query, str):
         raise Invalid("field 'query' must be a string")
-    if len(query) > USERS_QUERY_MAX_CHARS:
-        raise Invalid(f"field 'query' is longer than {USERS_QUERY_MAX_CHARS} characters")
+    if len(query) > NAME_QUERY_MAX_CHARS:
+        raise Invalid(f"field 'query' is longer than {NAME_QUERY_MAX_CHARS} characters")
     if "\x00" in query:
         raise Invalid("field 'query' must not contain NUL characters")
     # Names are stored in NFC (app/names.py): "e" + a combining accent finds "é".
-    query = unicodedata.normalize("NFC", query)
-    return Command("users", query=query, limit=_limit(frame, USERS_DEFAULT_LIMIT, USERS_MAX_LIMIT))
+    return unicodedata.normalize("NFC", query)
+
+
+def _parse_users(frame: dict[str, Any], limits: Limits) -> Command:
+    return Command("users", query=_name_query(frame), limit=_limit(frame, USERS_DEFAULT_LIMIT, USERS_MAX_LIMIT))
+
+
+def _parse_rooms(frame: dict[str, Any], limits: Limits) -> Command:
+    """`limit` None when absent: the server's whole list (ROOMS_LIST_MAX)."""
+    limit = _limit(frame, 0, ROOMS_MAX_LIMIT) or None
+    return Command("rooms", query=_name_query(frame), limit=limit)
 
 
 def _parse_conversations(frame: dict[str, Any], limits: Limits) -> Command:
@@ -437,7 +450,7 @@ _PARSERS = {
     "room_history": _parse_room_history,
     "dm_history": _parse_dm_history,
     "typing": _parse_typing,
-    "rooms": _parse_bare("rooms"),
+    "rooms": _parse_rooms,
     "conversations": _parse_conversations,
     "my_rooms": _parse_my_rooms,
     "create_room": _parse_create_room,

@@ -310,6 +310,29 @@ def list_rooms(cur, most: int) -> list[dict[str, Any]]:
     ]
 
 
+# The rooms whose name holds %(query)s (lower case; names are ASCII), public or private
+# with the user a member, the `most` with the most users online first: a scan of the room
+# names, which a search by part of a name cannot avoid (rooms are few beside messages).
+FIND_ROOMS = f"""
+SELECT r.name, r.description, COALESCE(o.online, 0)::bigint AS online,
+       (SELECT count(*) FROM chat_members c WHERE c.room = r.name), r.is_private IS TRUE
+FROM rooms r LEFT JOIN room_online o ON o.room = r.name
+WHERE strpos(lower(r.name), %(query)s) > 0
+  AND (r.{PUBLIC} OR EXISTS (SELECT 1 FROM chat_members m WHERE m.room = r.name AND m.user_id = %(me)s))
+ORDER BY online DESC, r.name LIMIT %(most)s"""
+
+
+def find_rooms(cur, user_id: int, query: str, most: int) -> list[dict[str, Any]]:
+    """The rooms the user may see whose name holds `query` (any case), as `list_rooms` lists
+    them: the `most` with the most users online (then by name), in name order."""
+    cur.execute(FIND_ROOMS, {"query": query.lower(), "me": user_id, "most": most})
+    found = [
+        {"name": name, "description": description, "online": online, "members": members, "private": private}
+        for name, description, online, members, private in cur
+    ]
+    return sorted(found, key=lambda room: room["name"])
+
+
 def private_rooms_of(cur, user_id: int, rooms: list[str]) -> list[dict[str, Any]]:
     """Those of `rooms` that are private with the user a member, as `list_rooms` lists rooms."""
     cur.execute(

@@ -587,6 +587,47 @@ def test_rooms_lists_online_counts(connect):
     assert {r["name"]: r for r in carol.expect("rooms")["data"]}[room]["member"] is False
 
 
+def test_rooms_finds_by_part_of_the_name_and_keeps_the_busiest_within_a_limit(connect):
+    tag = unique("t")
+    busy, quiet, other, secret = f"Lobby.{tag}", f"my-lobby.{tag}", f"Other.{tag}", f"lobby.{tag}.secret"
+    alice, bob, carol = connect(), connect(), connect()
+    for client, room in ((alice, busy), (bob, busy), (alice, quiet), (alice, other)):
+        join(client, room)
+    carol.send({"type": "create_room", "room": secret, "private": True})
+    carol.expect("join_ack", room=secret)
+
+    def found(client, **request) -> list[dict]:
+        client.send({"type": "rooms", **request})
+        return client.expect("rooms")["data"]
+
+    # any case, anywhere in the name; a private room only to its members; in name order
+    assert [room["name"] for room in found(alice, query=f"LOBBY.{tag}")] == [busy, quiet]
+    assert found(alice, query=f"lobby.{tag}", limit=1) == [
+        {"name": busy, "description": "", "online": 2, "members": 2, "private": False, "member": True}
+    ]
+    assert [(room["name"], room["private"]) for room in found(carol, query=tag)] == [
+        (busy, False),
+        (other, False),
+        (secret, True),
+        (quiet, False),
+    ]
+    assert found(bob, query=f"{tag}-nothing") == []
+    assert len(found(alice, limit=1)) == 1
+
+
+def test_a_room_frame_for_a_room_that_does_not_exist_is_not_found(connect):
+    alice = connect()
+    for frame in (
+        {"type": "message", "room": unique("nowhere"), "content": "anyone?"},
+        {"type": "leave", "room": unique("nowhere")},
+        {"type": "typing", "room": unique("nowhere")},
+    ):
+        alice.send(frame)
+        assert alice.expect_error("not_found")["room"] == frame["room"]
+    alice.send({"type": "ping"})
+    alice.expect("pong")
+
+
 @pytest.mark.slow
 def test_rooms_lists_the_most_crowded_when_there_are_too_many(fresh_database):
     srv = Server(fresh_database(), ROOMS_LIST_MAX="3").start()
@@ -755,10 +796,12 @@ def test_rooms_auto_create_off_gives_not_found(database_url):
 
 
 def test_errors_name_the_request_they_answer(connect):
-    alice = connect()
-    alice.send({"type": "message", "room": "not-mine", "content": "hi", "clientId": "c-77"})
+    alice, bob = connect(), connect()
+    not_mine = unique("not-mine")
+    join(bob, not_mine)
+    alice.send({"type": "message", "room": not_mine, "content": "hi", "clientId": "c-77"})
     error = alice.expect_error("not_joined")
-    assert (error["requestType"], error["room"], error["clientId"]) == ("message", "not-mine", "c-77")
+    assert (error["requestType"], error["room"], error["clientId"]) == ("message", not_mine, "c-77")
     assert error["data"]["clientId"] == "c-77"
     missing = new_user_id()
     alice.send({"type": "dm_history", "with": missing})
@@ -767,7 +810,7 @@ def test_errors_name_the_request_they_answer(connect):
     alice.send({"type": "direct_message", "to_user_id": str(missing), "content": "hi"})  # the earlier server's
     error = alice.expect_error("not_found")
     assert (error["requestType"], error["to"]) == ("direct_message", str(missing))
-    alice.send('\n\t {"type": "message", "room": "not-mine", "content": "hi", "clientId": "c-78"}')
+    alice.send(f'\n\t {{"type": "message", "room": "{not_mine}", "content": "hi", "clientId": "c-78"}}')
     assert alice.expect_error("not_joined")["clientId"] == "c-78"  # JSON may start with whitespace
     alice.send("not json at all")
     assert "requestType" not in alice.expect_error("bad_json")

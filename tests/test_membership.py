@@ -271,7 +271,7 @@ def test_a_worker_killed_mid_join_leaves_no_half_member(fresh_database):
         if member:
             assert again.expect("message", room=room)["data"]["content"] == "am I in?"
         else:
-            again.expect_error("not_joined")
+            again.expect_error("not_found")  # nor was the room made
     finally:
         holder.close()
         srv.stop()

@@ -206,10 +206,7 @@ def test_a_private_room_does_not_exist_for_non_members(strict_server, database_u
                 client.send({**frame, "room": room})
                 errors.append(strip_room(client.expect("error"), room))
             assert errors[0] == errors[1], (frame, errors)
-            # `leave` and `message` at /ws say not_joined for both (at /, a message joins first)
-            joined_only = frame["type"] == "leave" or (frame["type"] == "message" and client is ws)
-            expected = "not_joined" if joined_only else "not_found"
-            assert errors[0]["code"] == expected, (frame, errors[0])
+            assert errors[0]["code"] == "not_found", (frame, errors[0])
     assert sql(database_url, "SELECT count(*) FROM messages WHERE room = %s", (secret,)) == before
     assert members(database_url, secret) == [(owner.user_id, "owner")]
     assert sql(database_url, "SELECT 1 FROM rooms WHERE name = %s", (missing,)) == []

@@ -48,7 +48,9 @@ SECRET = "unit-test-secret-unit-test-secret"
         ('{"type":"join","room":"r","since":"1000000000000000000"}', Command("join", room="r", since=10**18)),
         ('{"type":"dm_history","with":"9223372036854775807"}', Command("dm_history", to=2**63 - 1, limit=50)),
         ('{"type":"typing","room":"r"}', Command("typing", room="r")),
-        ('{"type":"rooms"}', Command("rooms")),
+        ('{"type":"rooms"}', Command("rooms", query="")),
+        ('{"type":"rooms","query":"Gen","limit":5}', Command("rooms", query="Gen", limit=5)),
+        ('{"type":"rooms","query":null,"limit":5000}', Command("rooms", query="", limit=1000)),
         ('{"type":"ping","extra":"ignored"}', Command("ping")),
         ('{"type":"auth","token":"t"}', Command("auth", token="t")),
     ],
@@ -94,6 +96,10 @@ def test_valid_frames_parse_to_commands(raw, expected):
         ('{"type":"join","room":"r","since":"\u0661"}', Invalid, "since"),
         ('{"type":"dm_history","with":"\u0666\u0660"}', Invalid, "with"),
         ('{"type":"auth"}', Invalid, "token"),
+        ('{"type":"rooms","query":5}', Invalid, "query"),
+        ('{"type":"rooms","query":"' + "g" * 65 + '"}', Invalid, "longer than 64"),
+        ('{"type":"rooms","limit":0}', Invalid, "limit"),
+        ('{"type":"rooms","limit":"ten"}', Invalid, "limit"),
     ],
 )
 def test_bad_frames_raise_the_error_for_their_code(raw, error, word):

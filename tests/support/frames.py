@@ -56,7 +56,7 @@ BAD_FRAMES = [
     ({"type": "join", "room": "x" * 65}, "invalid", "room"),
     ({"type": "join", "room": 5}, "invalid", "room"),
     ({"type": "join", "room": "ok", "since": "abc"}, "invalid", "since"),
-    ({"type": "message", "room": "never-joined", "content": "hi"}, "not_joined", "never-joined"),
+    ({"type": "message", "room": "never-joined", "content": "hi"}, "not_found", "never-joined"),
     ({"type": "message", "room": "x"}, "invalid", "content"),
     ({"type": "message", "room": "x", "content": "   "}, "invalid", "content"),
     ({"type": "message", "room": "x", "content": "a\u0000b"}, "invalid", "NUL"),
@@ -87,6 +87,6 @@ BAD_FRAMES = [
     ({"type": "users", "query": ["al"]}, "invalid", "query"),
     ({"type": "users", "query": "q" * 65}, "invalid", "64"),
     ({"type": "users", "limit": 0}, "invalid", "limit"),
-    ({"type": "leave", "room": "never-joined"}, "not_joined", "never-joined"),
+    ({"type": "leave", "room": "never-joined"}, "not_found", "never-joined"),
     ({"type": "auth", "token": "not-a-token"}, "unauthorized", "token is invalid"),
 ]
