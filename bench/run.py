@@ -891,25 +891,36 @@ def checkpoint(db):
     psql(db, sql="CHECKPOINT", check=False)
 
 
-def chat_step(ctx, srv, db, rooms, step_no, window=None):
-    """One chat step at `rooms` rooms; `window` (a Window) reads the measured window's CPU."""
+def chat_config(ctx, srv, rooms, **step):
+    """The load generator's `chat` config for `rooms` rooms of this run's shape; `step`
+    sets the rest (durationS, warmupS, tag, mix)."""
     o = ctx.opts
-    cfg = {
+    return {
         "url": srv.url,
         "secret": ctx.secret,
         "welcome": srv.spec["welcome"],
         "rooms": rooms,
         "members": o.members,
         "rate": o.rate,
-        "durationS": o.step_seconds,
-        "warmupS": o.warmup_seconds,
         "drainS": 3,
-        "tag": f"s{step_no}",
         "userBase": 100000,
         "roomPrefix": "bench",
         "clientIds": o.client_ids,
-        "mix": o.mix,
+        **step,
     }
+
+
+def warm_up(ctx, srv, rooms, mix=False, timeout=120):
+    """An untimed chat step of 4 s at `rooms` rooms: opens the server's database pool, warms
+    caches and JITs, so that the first measured step is not penalised."""
+    cfg = chat_config(ctx, srv, rooms, durationS=4, warmupS=1, tag="warm", mix=mix)
+    return run_chat(cfg, ctx.workdir, timeout=timeout)
+
+
+def chat_step(ctx, srv, db, rooms, step_no, window=None):
+    """One chat step at `rooms` rooms; `window` (a Window) reads the measured window's CPU."""
+    o = ctx.opts
+    cfg = chat_config(ctx, srv, rooms, durationS=o.step_seconds, warmupS=o.warmup_seconds, tag=f"s{step_no}", mix=o.mix)
     checkpoint(db)
     busy = wait_quiet(o.quiet_wait, o.quiet_limit)
     prof = start_profile(ctx, srv, f"step{step_no}-rooms{rooms}", o.step_seconds + 5)
@@ -1039,28 +1050,7 @@ def scenario_chat(ctx, key, db):
     srv = ctx.start(key, db, "chat")
     steps, tried = [], {}
     try:
-        # untimed warm-up at the first step's load: opens the server's database pool, warms
-        # caches and JITs, so that the first measured step is not penalised
-        warm = run_chat(
-            {
-                "url": srv.url,
-                "secret": ctx.secret,
-                "welcome": srv.spec["welcome"],
-                "rooms": o.start_rooms,
-                "members": o.members,
-                "rate": o.rate,
-                "durationS": 4,
-                "warmupS": 1,
-                "drainS": 3,
-                "tag": "warm",
-                "userBase": 100000,
-                "roomPrefix": "bench",
-                "clientIds": o.client_ids,
-                "mix": o.mix,
-            },
-            ctx.workdir,
-            timeout=120,
-        )
+        warm = warm_up(ctx, srv, o.start_rooms, mix=o.mix)
         log(
             f"  warm-up: {warm.get('storedMsgsPerS')} msg/s p99 {warm.get('latencyMs', {}).get('p99')} ms "
             f"{'ok' if warm.get('ok') else warm.get('reason') or warm.get('fatal')}"
@@ -1368,25 +1358,7 @@ def fixed_one(ctx, v, rep):
     srv = None
     try:
         srv = Server(key, db, ctx.secret, env, ctx.workdir, tag)
-        warm = run_chat(
-            {
-                "url": srv.url,
-                "secret": ctx.secret,
-                "welcome": srv.spec["welcome"],
-                "rooms": o.fixed_rooms,
-                "members": o.members,
-                "rate": o.rate,
-                "durationS": 4,
-                "warmupS": 1,
-                "drainS": 3,
-                "tag": "warm",
-                "userBase": 100000,
-                "roomPrefix": "bench",
-                "clientIds": o.client_ids,
-            },
-            ctx.workdir,
-            timeout=180,
-        )
+        warm = warm_up(ctx, srv, o.fixed_rooms, timeout=180)
         log(f"  {v['name']} rep {rep}: warm-up p99 {warm.get('latencyMs', {}).get('p99')} ms")
         time.sleep(1)
         window = PerfWindow(srv.proc.pid, db, ctx.workdir, tag) if o.perf else WholeWindow(srv.proc.pid, db)
