@@ -293,20 +293,16 @@ def bench_python():
     raise RuntimeError("no venv with gunicorn: run `make -C bench setup`")
 
 
+def gunicorn_cmd(bin_dir, port, app):
+    """gunicorn of `bin_dir` serving `app` with the server's own gunicorn.conf.py, on `port`, WORKERS workers."""
+    return [os.path.join(bin_dir, "gunicorn"), "-c", "gunicorn.conf.py", "-b", f"127.0.0.1:{port}", "-w", WORKERS, app]
+
+
 SERVERS = {
     "project": {
         "label": "project (app/, gunicorn -w 1)",
         "cwd": ROOT,
-        "cmd": lambda port: [
-            os.path.join(ROOT, ".venv", "bin", "gunicorn"),
-            "-c",
-            "gunicorn.conf.py",
-            "-b",
-            f"127.0.0.1:{port}",
-            "-w",
-            WORKERS,
-            "wsgi:app",
-        ],
+        "cmd": lambda port: gunicorn_cmd(os.path.join(ROOT, ".venv", "bin"), port, "wsgi:app"),
         "schema": os.path.join(ROOT, "schema.sql"),
         "welcome": True,
         "available": lambda: (
@@ -316,16 +312,7 @@ SERVERS = {
     "flask_plain": {
         "label": "plain Flask+flask-sock+gevent",
         "cwd": os.path.join(BENCH, "reference", "flask_plain"),
-        "cmd": lambda port: [
-            os.path.join(bench_python(), "gunicorn"),
-            "-c",
-            "gunicorn.conf.py",
-            "-b",
-            f"127.0.0.1:{port}",
-            "-w",
-            WORKERS,
-            "app:app",
-        ],
+        "cmd": lambda port: gunicorn_cmd(bench_python(), port, "app:app"),
         "schema": os.path.join(BENCH, "schema_reference.sql"),
         "welcome": False,
         "available": lambda: True,
