@@ -51,7 +51,7 @@ def verify_token(token: str, secret: str, audience: str | None = None, leeway_se
         "verify_sub": False,
         "verify_jti": False,
         "verify_aud": audience is not None,
-        "verify_exp": False,  # checked below, without the leeway
+        "verify_exp": False,  # checked below (_expires_at), without the leeway
     }
     try:
         claims = jwt.decode(
@@ -69,8 +69,10 @@ def verify_token(token: str, secret: str, audience: str | None = None, leeway_se
         raise Unauthorized("token is for another audience") from None
     except jwt.InvalidTokenError as exc:
         raise Unauthorized(f"token is invalid: {exc.__class__.__name__}") from None
-    _check_not_expired(claims)
-    return Identity(_user_id(claims), _username(claims), _expires_at(claims))
+    expires_at = _expires_at(claims)
+    if expires_at is not None and expires_at <= time.time():
+        raise Unauthorized("token has expired")
+    return Identity(_user_id(claims), _username(claims), expires_at)
 
 
 def verify_configured(token: str, config) -> Identity:
@@ -93,23 +95,14 @@ def _user_id(claims: dict) -> int:
     raise Unauthorized("token names no integer user_id or sub")
 
 
-def _check_not_expired(claims: dict) -> None:
-    """Refuse a token whose `exp` has come (read as PyJWT reads it: int() of the claim)."""
-    if claims.get("exp") is None:
-        return
-    try:
-        exp = int(claims["exp"])
-    except (TypeError, ValueError):
-        raise Unauthorized("token is invalid: its exp is not an integer") from None
-    if exp <= time.time():
-        raise Unauthorized("token has expired")
-
-
 def _expires_at(claims: dict) -> float | None:
+    """`exp` in Unix seconds, read as PyJWT reads it (int() of the claim); None: never."""
     if claims.get("exp") is None:
         return None
     try:
-        return float(int(claims["exp"]))  # PyJWT compared int(exp) with the clock
+        return float(int(claims["exp"]))
+    except (TypeError, ValueError):
+        raise Unauthorized("token is invalid: its exp is not an integer") from None
     except OverflowError:
         return None  # past any date a float holds: never
 
