@@ -325,20 +325,8 @@ def handle_read(rt: ChatRuntime, conn: Connection, command: Command) -> None:
     # Moved and counted with the other reads queued meanwhile (app/read_marks.py).
     state = rt.read_marks.mark(conn.user_id, conn.username, command.room, command.to, command.message_id)
     if state is None:
-        with rt.pool.autocommit() as cur:
-            raise_not_member(cur, command.room, conn.user_id)
+        refuse_non_member(rt, conn, command.room, f"join room '{command.room}' before marking it read")
     rt.publish_read(conn.user_id, command.room, command.to, state)
-
-
-def raise_not_member(cur, room: str, user_id: int) -> NoReturn:
-    """Raise why a room the user is not a member of cannot be read.
-
-    `not_joined` for a room they may join, `not_found` for one that does not exist (or is
-    private).
-    """
-    if store.room_visible(cur, room, user_id):
-        raise NotJoined(f"join room '{room}' before marking it read")
-    raise room_not_found(room)
 
 
 def handle_search(rt: ChatRuntime, conn: Connection, command: Command) -> None:
