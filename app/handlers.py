@@ -281,7 +281,7 @@ def handle_users(rt: ChatRuntime, conn: Connection, command: Command) -> None:
 def handle_rooms(rt: ChatRuntime, conn: Connection, command: Command) -> None:
     """The public rooms (shared, at most a second old) and the user's private ones; with a
     `query`, those whose name holds it. With a `limit`, the busiest that many. In name order."""
-    most = min(command.limit or rt.config["ROOMS_LIST_MAX"], rt.config["ROOMS_LIST_MAX"])
+    most = min(command.limit, rt.config["ROOMS_LIST_MAX"])
     if command.query:
         with rt.pool.autocommit() as cur:
             rooms = store.find_rooms(cur, conn.user_id, command.query, most)

@@ -37,7 +37,7 @@ USERS_MAX_LIMIT = 100
 # The longest `users` or `rooms` query: no user or room name is longer (app/names.py,
 # USERNAME_MAX_CHARS; ROOM_NAME above).
 NAME_QUERY_MAX_CHARS = 64
-# Rooms per `rooms` answer with a `limit` (without one: the server's ROOMS_LIST_MAX).
+# Rooms per `rooms` answer, also without a `limit` (the server may list fewer: ROOMS_LIST_MAX).
 ROOMS_MAX_LIMIT = 1000
 # Search results per answer (PROTOCOL.md §11).
 SEARCH_DEFAULT_LIMIT = 20
@@ -301,9 +301,7 @@ def _parse_users(frame: dict[str, Any], limits: Limits) -> Command:
 
 
 def _parse_rooms(frame: dict[str, Any], limits: Limits) -> Command:
-    """`limit` None when absent: the server's whole list (ROOMS_LIST_MAX)."""
-    limit = _limit(frame, 0, ROOMS_MAX_LIMIT) or None
-    return Command("rooms", query=_name_query(frame), limit=limit)
+    return Command("rooms", query=_name_query(frame), limit=_limit(frame, ROOMS_MAX_LIMIT, ROOMS_MAX_LIMIT))
 
 
 def _parse_conversations(frame: dict[str, Any], limits: Limits) -> Command:

@@ -293,7 +293,7 @@ WITH crowded AS (
     WHERE r.{PUBLIC} AND NOT EXISTS (SELECT 1 FROM crowded c WHERE c.name = r.name)
     ORDER BY r.name LIMIT %(most)s
 )
-SELECT name, description, online, (SELECT count(*) FROM chat_members m WHERE m.room = listed.name) FROM (
+SELECT name, description, online, (SELECT count(*) FROM chat_members m WHERE m.room = listed.name), false FROM (
     SELECT * FROM crowded UNION ALL SELECT * FROM quiet ORDER BY online DESC, name LIMIT %(most)s
 ) listed ORDER BY name"""
 
@@ -304,9 +304,14 @@ def list_rooms(cur, most: int) -> list[dict[str, Any]]:
     With their member counts (a user's private rooms: `private_rooms_of`).
     """
     cur.execute(LIST_ROOMS, {"most": most})
+    return _listed_rooms(cur)
+
+
+def _listed_rooms(cur) -> list[dict[str, Any]]:
+    """Rows of (name, description, online, members, private) as the `rooms` frame lists them."""
     return [
-        {"name": name, "description": description, "online": online, "members": members, "private": False}
-        for name, description, online, members in cur
+        {"name": name, "description": description, "online": online, "members": members, "private": private}
+        for name, description, online, members, private in cur
     ]
 
 
@@ -326,26 +331,19 @@ def find_rooms(cur, user_id: int, query: str, most: int) -> list[dict[str, Any]]
     """The rooms the user may see whose name holds `query` (any case), as `list_rooms` lists
     them: the `most` with the most users online (then by name), in name order."""
     cur.execute(FIND_ROOMS, {"query": query.lower(), "me": user_id, "most": most})
-    found = [
-        {"name": name, "description": description, "online": online, "members": members, "private": private}
-        for name, description, online, members, private in cur
-    ]
-    return sorted(found, key=lambda room: room["name"])
+    return sorted(_listed_rooms(cur), key=lambda room: room["name"])
 
 
 def private_rooms_of(cur, user_id: int, rooms: list[str]) -> list[dict[str, Any]]:
     """Those of `rooms` that are private with the user a member, as `list_rooms` lists rooms."""
     cur.execute(
         """SELECT r.name, r.description, COALESCE((SELECT o.online FROM room_online o WHERE o.room = r.name), 0),
-                  (SELECT count(*) FROM chat_members c WHERE c.room = r.name)
+                  (SELECT count(*) FROM chat_members c WHERE c.room = r.name), true
            FROM rooms r JOIN chat_members m ON m.room = r.name AND m.user_id = %(me)s
            WHERE r.name = ANY(%(rooms)s) AND r.is_private""",
         {"me": user_id, "rooms": rooms},
     )
-    return [
-        {"name": name, "description": description, "online": online, "members": members, "private": True}
-        for name, description, online, members in cur
-    ]
+    return _listed_rooms(cur)
 
 
 def my_rooms(cur, user_id: int, limit: int, offset: int = 0) -> list[MemberRoom]:

@@ -48,7 +48,7 @@ SECRET = "unit-test-secret-unit-test-secret"
         ('{"type":"join","room":"r","since":"1000000000000000000"}', Command("join", room="r", since=10**18)),
         ('{"type":"dm_history","with":"9223372036854775807"}', Command("dm_history", to=2**63 - 1, limit=50)),
         ('{"type":"typing","room":"r"}', Command("typing", room="r")),
-        ('{"type":"rooms"}', Command("rooms", query="")),
+        ('{"type":"rooms"}', Command("rooms", query="", limit=1000)),
         ('{"type":"rooms","query":"Gen","limit":5}', Command("rooms", query="Gen", limit=5)),
         ('{"type":"rooms","query":null,"limit":5000}', Command("rooms", query="", limit=1000)),
         ('{"type":"ping","extra":"ignored"}', Command("ping")),
