@@ -282,7 +282,8 @@ def room_named(cur, room: str) -> bool:
 # leaves and burials: app/presence.py) in the order of its index, the rest of the list,
 # rooms with nobody online, from the first names of the rooms' name index: a few thousand
 # index entries, however many rooms exist and users are online (counting room_presence, or
-# grouping every room, grows with them). bench/rooms_list.py measures this one.
+# grouping every room, grows with them). bench/rooms_list.py measures this one. In code
+# point order, whatever the database's collation, as handle_rooms sorts the lists it merges.
 LIST_ROOMS = f"""
 WITH crowded AS (
     SELECT r.name, r.description, o.online::bigint AS online
@@ -295,7 +296,8 @@ WITH crowded AS (
 )
 SELECT name, description, online, (SELECT count(*) FROM chat_members m WHERE m.room = listed.name), false FROM (
     SELECT * FROM crowded UNION ALL SELECT * FROM quiet ORDER BY online DESC, name LIMIT %(most)s
-) listed ORDER BY name"""
+) listed ORDER BY name COLLATE "C"
+"""
 
 
 def list_rooms(cur, most: int) -> list[dict[str, Any]]:
