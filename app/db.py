@@ -282,33 +282,6 @@ class Pool:
                     conn.autocommit = False
                 DB_SECONDS.observe(time.perf_counter() - started)
 
-    @contextmanager
-    def explicit_transaction(self) -> Iterator:
-        """A cursor whose caller sends BEGIN and COMMIT inside its own query strings.
-
-        `transaction()` spends a round trip on each (psycopg2 sends them alone), and a
-        transaction holding a lock others wait for (a room's row: the group commit) makes
-        them wait that much longer. Here the caller opens with "BEGIN; ..." and may end with
-        "...; COMMIT". A transaction still open when the block ends is committed, or rolled
-        back if the block raised: no connection goes back to the pool inside one (it would
-        be closed, with every idle one).
-        """
-        with self.connection() as conn:
-            started = time.perf_counter()
-            conn.autocommit = True  # BEGIN and COMMIT are the caller's: psycopg2 sends neither
-            try:
-                with conn.cursor() as cur:
-                    yield cur
-                    if in_transaction(conn):
-                        cur.execute("COMMIT")
-            except BaseException:
-                roll_back(conn)
-                raise
-            finally:
-                if not conn.closed:
-                    conn.autocommit = False
-                DB_SECONDS.observe(time.perf_counter() - started)
-
     def _forget(self, conn) -> None:
         """Close a broken connection and every idle one: after a restart all are dead."""
         stale, self._idle = self._idle, []
@@ -386,26 +359,6 @@ class SingleConnection:
             except Exception:
                 pass
             self.conn = None
-
-
-def in_transaction(conn) -> bool:
-    """Whether the server has a transaction open on the connection (failed or not)."""
-    return not conn.closed and conn.info.transaction_status in (
-        psycopg2.extensions.TRANSACTION_STATUS_INTRANS,
-        psycopg2.extensions.TRANSACTION_STATUS_INERROR,
-    )
-
-
-def roll_back(conn) -> None:
-    """End an autocommit connection's open transaction, if any (psycopg2's `rollback()`
-    sends nothing in autocommit). Failing that, the connection stays in it, and the pool
-    closes it instead of lending it again."""
-    try:
-        if in_transaction(conn):
-            with conn.cursor() as cur:
-                cur.execute("ROLLBACK")
-    except psycopg2.Error:
-        pass
 
 
 # The operating system's poll(), which gevent's patching removes: select() cannot watch a

@@ -4,16 +4,23 @@ An event is a row of `message_events` in its message's stream: its id comes from
 message id sequence and its seq from the room's (conversation's) last_seq, both taken
 under that channel's row lock, like a message's. So the gates, gap fills and replays,
 which order by seq and id, carry events with messages and need nothing of their own.
-Every function takes a cursor inside a transaction the caller owns, but two: an event's
-transaction is opened by begin_and_lock and committed by record_and_commit, each in the
-round trip of its first (last) statements (the statements are prepared: STATEMENTS).
+
+Events are stored many at a time (app/event_batch.py), in two round trips that hold no
+lock between them: READ_MESSAGES reads the messages the requests are about, with what
+deciding each needs; STORE_EVENTS stores the ones decided to change something, each only
+if its message is still as read (its row version, `xmin`), in one transaction that holds
+the channels' row locks for that one round trip. A request whose message changed between
+the two is decided again.
 """
 
 from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from . import protocol
+import orjson
+
+from . import protocol, store
+from .db import BigintArray, TextArray
 from .messages import ChannelKey, StoredEvent, StoredMessage
 from .prepared import PreparedStatements
 from .store import DM_PAIR, MESSAGE_COLUMNS, VISIBLE, WIRE_TIMESTAMP, row_to_message, stream_bounds
@@ -21,25 +28,22 @@ from .store import DM_PAIR, MESSAGE_COLUMNS, VISIBLE, WIRE_TIMESTAMP, row_to_mes
 # The frame each kind of event is told with.
 FRAME_OF = {"edit": "message_edited", "delete": "message_deleted", "react": "reaction", "unreact": "reaction"}
 
-# The message an event is about, locked until the event commits: two edits (or a react and
-# its unreact) of one message are decided one after the other, each seeing the other's
-# outcome. The lock is a statement of its own: the next one, which reads the message and
-# what deciding the request needs, then takes its snapshot after the lock is granted, so
-# it sees what the transaction it waited for committed (in the locking statement, the
-# subqueries would read from before the wait: a react sent twice at once would be
-# recorded twice). It reads whether the message's room is hidden from the user (private,
-# and they no member), whether the user owns that room (who may delete), and whether
-# their reaction with the request's emoji is on (a react or unreact that changes nothing):
-# each an index lookup, cheaper than a round trip of its own.
-LOCK_MESSAGE = "SELECT 1 FROM messages WHERE id = %(id)s FOR UPDATE"
-READ_MESSAGE = f"""SELECT {MESSAGE_COLUMNS},
-           m.room IS NOT NULL AND NOT EXISTS (SELECT 1 FROM rooms r WHERE r.name = m.room AND {VISIBLE}),
-           EXISTS (SELECT 1 FROM chat_members o WHERE o.room = m.room AND o.user_id = %(user_id)s
-                   AND o.role = 'owner'),
-           EXISTS (SELECT 1 FROM message_reactions x WHERE x.message_id = m.id AND x.user_id = %(user_id)s
-                   AND x.emoji = %(emoji)s)
-    FROM messages m LEFT JOIN users u ON u.id = m.from_user
-    WHERE m.id = %(id)s"""
+# The messages that requests are about, each with its row version and what deciding the
+# request needs: whether its room is hidden from the user (private, and they no member),
+# whether the user owns that room (who may delete), and whether their reaction with the
+# request's emoji is on (a react or unreact that changes nothing). Each an index lookup.
+# (Each check a scalar subquery with LIMIT 1: an EXISTS here may be planned as a hashed
+# subplan, which reads every row of its table that matches the parts not about the row.)
+READ_MESSAGES = f"""SELECT q.ord, m.xmin::text, {MESSAGE_COLUMNS},
+           m.room IS NOT NULL AND (SELECT true FROM rooms r WHERE r.name = m.room
+                                   AND {VISIBLE.replace("%(user_id)s", "q.user_id")} LIMIT 1) IS NULL,
+           (SELECT true FROM chat_members o WHERE o.room = m.room AND o.user_id = q.user_id
+            AND o.role = 'owner' LIMIT 1) IS NOT NULL,
+           (SELECT true FROM message_reactions x WHERE x.message_id = m.id AND x.user_id = q.user_id
+            AND x.emoji = q.emoji LIMIT 1) IS NOT NULL
+    FROM unnest(%(ids)s, %(user_ids)s, %(emojis)s) WITH ORDINALITY AS q(id, user_id, emoji, ord)
+    JOIN messages m ON m.id = q.id
+    LEFT JOIN users u ON u.id = m.from_user"""
 
 # Events with the message they are about, as row_to_event reads them.
 SELECT_EVENTS = f"""SELECT e.id, e.seq, e.kind, e.room, e.user_low, e.user_high, e.user_id, e.username, e.emoji,
@@ -55,125 +59,251 @@ LATEST = f"""{SELECT_EVENTS}
       AND (%(user_id)s IS NULL OR (e.user_id = %(user_id)s AND e.emoji = %(emoji)s))
     ORDER BY e.id DESC LIMIT 1"""
 
-# The next place in the channel's stream, under its row lock (held until commit), and the
-# event's id drawn only then: within a channel, id order is then seq order and commit order,
-# for events and messages alike (the group commit draws its ids under the same lock). A
-# conversation's event is its newest entry: its id is the conversation's last_id.
-_NEXT_ID = "nextval(pg_get_serial_sequence('messages', 'id'))"
-NEXT_IN_ROOM = f"""UPDATE rooms SET last_seq = last_seq + 1 WHERE name = %(room)s
-    RETURNING last_seq, {_NEXT_ID}, {WIRE_TIMESTAMP.format("now()")}"""
-# (The id of VALUES is drawn before the conflict is known, so a conversation that has its
-# row, nearly always, leaves it unused, a gap in the sequence: the SET draws another under
-# the lock.)
-NEXT_IN_PAIR = f"""INSERT INTO dm_threads AS t (user_low, user_high, last_seq, last_id)
-    VALUES (%(low)s, %(high)s, 1, {_NEXT_ID})
-    ON CONFLICT (user_low, user_high) DO UPDATE SET last_seq = t.last_seq + 1, last_id = {_NEXT_ID}
-    RETURNING last_seq, last_id, {WIRE_TIMESTAMP.format("now()")}"""
+# The locks STORE_EVENTS needs, each set in one sorted order (messages, then rooms, then
+# conversations), so that two batches never wait for each other crosswise; the group
+# commit of messages takes rooms before conversations too (store.py). Each is a statement
+# of its own: the statement after them takes its snapshot once they are granted, so it
+# sees what the transactions it waited for committed.
+LOCK_MESSAGES = "SELECT 1 FROM messages WHERE id = ANY(%(ids)s) ORDER BY id FOR UPDATE"
+LOCK_ROOMS = "SELECT 1 FROM rooms WHERE name = ANY(%(rooms)s) ORDER BY name FOR UPDATE"
+# (A conversation's row is made if missing, as the group commit makes it: store.LOCK_PAIRS.)
+LOCK_PAIRS = store.LOCK_PAIRS
 
-INSERT_EVENT = """INSERT INTO message_events (id, seq, room, user_low, user_high, kind, message_id, user_id, username,
+# Stores a batch of decided events in one statement, in the transaction of the locks above:
+#   - an event whose message is no longer as it was decided on is left out (no row comes
+#     back for it: it is decided again). An edit must find the message's row version
+#     (`xmin`) unchanged, since its frame shows the whole message; a delete, the message
+#     not deleted; a reaction, the message not deleted and that user's reaction with that
+#     emoji still off (a react) or on (an unreact);
+#   - the others are numbered per channel under its row lock, their ids drawn then, in
+#     request order (within a channel, id order is seq order and commit order, for events
+#     and messages alike); a conversation's newest entry sets its last_id;
+#   - each makes its change: an edit rewrites the content (and the mentions the unread
+#     counts read); a delete erases the content wherever it is stored (the edits' copies
+#     too) and leaves the row, a tombstone, so that ids, seqs and replies keep their place;
+#     a reaction is added or taken away, and the message row's summary of its reactions
+#     (emoji in the order they first came, user ids in reaction order) is written again;
+#   - announced, with a NOTIFY channel, inside the transaction, so that listeners hear each
+#     exactly at commit: the payload of app/bus.py's stored_event_payload, assembled from
+#     the head and data the caller wrote, with the place and time known only here.
+# The statement's parts see the tables as they were before it, and a row may be rewritten
+# only once in it: so a batch holds an edit or a delete alone of its message, and a
+# reaction of one (user, emoji) at most once (app/event_batch.py).
+_STORE = f"""
+WITH input AS (
+    SELECT * FROM json_to_recordset(%(events)s) AS e(ord int, kind text, message_id bigint, version text,
+        user_id bigint, username text, emoji text, content text, mentions text[], room text, low bigint,
+        high bigint, head text, data text)
+), guarded AS (
+    SELECT i.* FROM input i
+    CROSS JOIN LATERAL (
+        SELECT 1 FROM messages m
+        WHERE m.id = i.message_id
+          AND CASE i.kind WHEN 'edit' THEN m.xmin::text = i.version
+                          WHEN 'delete' THEN NOT m.deleted
+                          ELSE NOT m.deleted
+                               AND (SELECT true FROM message_reactions x WHERE x.message_id = m.id
+                                    AND x.user_id = i.user_id AND x.emoji = i.emoji LIMIT 1) IS NULL
+                                   = (i.kind = 'react') END
+        LIMIT 1) AS same  -- (LIMIT: a lookup per event, never a join of all `messages`)
+), ranked AS (
+    SELECT g.*, row_number() OVER (PARTITION BY g.room, g.low, g.high ORDER BY g.ord) AS rank,
+           count(*) OVER (PARTITION BY g.room, g.low, g.high) AS n
+    FROM guarded g
+), drawn AS (
+    SELECT r.*, nextval(pg_get_serial_sequence('messages', 'id')) AS id FROM ranked r ORDER BY r.ord
+), room_heads AS (
+    UPDATE rooms r SET last_seq = r.last_seq + c.n
+    FROM (SELECT room, max(n) AS n FROM ranked WHERE room IS NOT NULL GROUP BY room) AS c
+    WHERE r.name = c.room AND r.name = ANY(%(rooms)s)  -- (the array: an index lookup, as in store.py)
+    RETURNING r.name, r.last_seq
+), pair_heads AS (
+    UPDATE dm_threads t SET last_seq = t.last_seq + c.n, last_id = c.last_id
+    FROM (SELECT low, high, max(n) AS n, max(id) AS last_id FROM drawn WHERE low IS NOT NULL
+          GROUP BY low, high) AS c
+    WHERE t.user_low = c.low AND t.user_high = c.high
+    RETURNING t.user_low, t.user_high, t.last_seq
+), numbered AS (
+    SELECT d.*, COALESCE(rh.last_seq, ph.last_seq) - d.n + d.rank AS seq,
+           {WIRE_TIMESTAMP.format("now()")} AS ts
+    FROM drawn d
+    LEFT JOIN room_heads rh ON rh.name = d.room
+    LEFT JOIN pair_heads ph ON ph.user_low = d.low AND ph.user_high = d.high
+    WHERE COALESCE(rh.last_seq, ph.last_seq) IS NOT NULL
+), inserted AS (
+    INSERT INTO message_events (id, seq, room, user_low, user_high, kind, message_id, user_id, username,
                                 emoji, content, at)
-    VALUES (%(event_id)s, %(seq)s, %(room)s, %(low)s, %(high)s, %(kind)s, %(id)s, %(user_id)s, %(username)s,
-            %(emoji)s, %(content)s, now())"""
-# A message's reactions as the message row shows them: emoji in the order they first came,
-# user ids in reaction order. (A statement after the reaction's own, so that it sees it.)
-REACTIONS = """UPDATE messages SET reactions = (
+    SELECT id, seq, room, low, high, kind, message_id, user_id, username, emoji, content, now()
+    FROM numbered ORDER BY id
+), edited AS (
+    UPDATE messages m SET content = n.content, edited_at = now(), mentions = n.mentions
+    FROM numbered n WHERE n.kind = 'edit' AND m.id = n.message_id
+), deleted AS (
+    UPDATE messages m SET content = '', deleted = true, reactions = NULL, mentions = NULL
+    FROM numbered n WHERE n.kind = 'delete' AND m.id = n.message_id
+), erased AS (
+    UPDATE message_events e SET content = NULL
+    FROM numbered n WHERE n.kind = 'delete' AND e.message_id = n.message_id AND e.content IS NOT NULL
+), unreacted AS (
+    DELETE FROM message_reactions x USING numbered n
+    WHERE x.message_id = n.message_id
+      AND (n.kind = 'delete' OR (n.kind = 'unreact' AND x.user_id = n.user_id AND x.emoji = n.emoji))
+), reacted AS (
+    INSERT INTO message_reactions (message_id, user_id, emoji, event_id)
+    SELECT message_id, user_id, emoji, id FROM numbered WHERE kind = 'react'
+), reactions_now AS (
+    SELECT x.message_id, x.emoji, x.user_id, x.event_id FROM message_reactions x
+    WHERE x.message_id IN (SELECT message_id FROM numbered WHERE kind IN ('react', 'unreact'))
+      AND NOT EXISTS (SELECT 1 FROM numbered u WHERE u.kind = 'unreact' AND u.message_id = x.message_id
+                      AND u.user_id = x.user_id AND u.emoji = x.emoji)
+    UNION ALL
+    SELECT message_id, emoji, user_id, id FROM numbered WHERE kind = 'react'
+), summed AS (
+    UPDATE messages m SET reactions = (
         SELECT json_object_agg(emoji, users ORDER BY first) FROM (
             SELECT emoji, json_agg(user_id ORDER BY event_id) AS users, min(event_id) AS first
-            FROM message_reactions WHERE message_id = %(id)s GROUP BY emoji) AS by_emoji)
-    WHERE id = %(id)s"""
-NOTIFY = "SELECT pg_notify(%(channel)s, %(payload)s)"
+            FROM reactions_now x WHERE x.message_id = m.id GROUP BY emoji) AS by_emoji)
+    FROM (SELECT DISTINCT message_id FROM numbered WHERE kind IN ('react', 'unreact')) AS n
+    WHERE m.id = n.message_id
+)
+SELECT ord, id, seq, ts {{announce}} FROM numbered
+"""
+_ANNOUNCE = """,
+       pg_notify(%(channel)s, CASE WHEN octet_length(body) <= 7900 THEN body
+                                   ELSE %(origin)s || '|' || json_build_object('k', 'eref', 'id', id)::text END)
+       FROM (SELECT numbered.*, %(origin)s || '|{"k":"e","s":' || seq || ',"id":' || id || ',' || head
+                    || CASE WHEN kind = 'edit' THEN left(data, -1) || ',"editedAt":' || to_json(ts)::text || '}'
+                            ELSE data END
+                    || '}' AS body
+             FROM numbered ORDER BY id) AS announced"""
 
 # Every statement of an event, prepared on every connection of the pool (by
 # runtime.prepare_pool_statements), since parsing and planning them costs PostgreSQL more
-# than running them. Each is a lookup by key, so a generic plan is right whatever the
+# than running them. Each reaches its rows by key, so a generic plan is right whatever the
 # parameters (tests/test_db.py checks them on tables grown after planning).
 STATEMENTS = PreparedStatements(
     {
-        "chat_event_lock": LOCK_MESSAGE,
-        "chat_event_message": READ_MESSAGE,
+        "chat_event_messages": READ_MESSAGES,
         "chat_event_latest": LATEST,
-        "chat_event_next_in_room": NEXT_IN_ROOM,
-        "chat_event_next_in_pair": NEXT_IN_PAIR,
-        "chat_event_insert": INSERT_EVENT,
-        # The mentions follow the content: the unread mention counts read them (read_state.py).
-        "chat_event_edit": """UPDATE messages SET content = %(content)s, edited_at = now(), mentions = %(mentions)s
-            WHERE id = %(id)s""",
-        # The content is erased wherever it is stored (the edits' copies too); the row stays,
-        # a tombstone, so that ids, seqs and replies keep their place.
-        "chat_event_delete": """UPDATE messages SET content = '', deleted = true, reactions = NULL, mentions = NULL
-            WHERE id = %(id)s""",
-        "chat_event_delete_reactions": "DELETE FROM message_reactions WHERE message_id = %(id)s",
-        "chat_event_erase_edits": """UPDATE message_events SET content = NULL
-            WHERE message_id = %(id)s AND content IS NOT NULL""",
-        "chat_event_react": """INSERT INTO message_reactions (message_id, user_id, emoji, event_id)
-            VALUES (%(id)s, %(user_id)s, %(emoji)s, %(event_id)s)""",
-        "chat_event_unreact": """DELETE FROM message_reactions
-            WHERE message_id = %(id)s AND user_id = %(user_id)s AND emoji = %(emoji)s""",
-        "chat_event_reactions": REACTIONS,
-        "chat_event_notify": NOTIFY,
+        "chat_event_lock_messages": LOCK_MESSAGES,
+        "chat_event_lock_rooms": LOCK_ROOMS,
+        "chat_event_lock_pairs": LOCK_PAIRS,
+        "chat_event_store": _STORE.replace(" {announce}", ""),
+        "chat_event_store_announce": _STORE.replace(" {announce} FROM numbered\n", _ANNOUNCE + "\n"),
     },
     types={
+        "ids": "bigint[]",
+        "user_ids": "bigint[]",
+        "emojis": "text[]",
         "id": "bigint",
         "user_id": "bigint",
         "emoji": "text",
         "kind": "text",
-        "room": "text",
-        "low": "bigint",
-        "high": "bigint",
-        "event_id": "bigint",
-        "seq": "bigint",
-        "username": "text",
-        "content": "text",
-        "mentions": "text[]",
+        "rooms": "text[]",
+        "lock_low": "bigint[]",
+        "lock_high": "bigint[]",
+        "events": "json",
         "channel": "text",
-        "payload": "text",
+        "origin": "text",
     },
 )
 _EXECUTE = STATEMENTS.execute
 
-# Opens the event's transaction and reads the locked message, in one round trip: the
-# statement timeout is the transaction's (a lock held by a stuck transaction must not keep
-# the sender waiting for good).
-BEGIN_AND_LOCK = "; ".join(
-    [
-        "BEGIN",
-        "SET LOCAL statement_timeout = %(timeout)s",
-        _EXECUTE["chat_event_lock"],
-        _EXECUTE["chat_event_message"],
-    ]
-)
-# What each kind changes, in the event's transaction.
-APPLY = {
-    "edit": [_EXECUTE["chat_event_edit"]],
-    "delete": [
-        _EXECUTE["chat_event_delete"],
-        _EXECUTE["chat_event_delete_reactions"],
-        _EXECUTE["chat_event_erase_edits"],
-    ],
-    "react": [_EXECUTE["chat_event_react"], _EXECUTE["chat_event_reactions"]],
-    "unreact": [_EXECUTE["chat_event_unreact"], _EXECUTE["chat_event_reactions"]],
-}
 
-
-class Locked(NamedTuple):
-    """A message locked for an event, and what deciding the request needs of it."""
+class Read(NamedTuple):
+    """A message a request is about, as read, and what deciding the request needs of it."""
 
     message: StoredMessage
-    hidden: bool  # its room is private, and the user no member
+    version: str  # its row version (xmin): STORE_EVENTS stores the event only on this one
+    hidden: bool  # its room is private, and the user no member (or it has no room any more)
     owner: bool  # the user owns its room
     reacted: bool  # the user's reaction with the request's emoji is on it
 
 
-def begin_and_lock(cur, message_id: int, user_id: int, emoji: str | None, timeout_ms: int) -> Locked | None:
-    """Open the event's transaction (on an autocommit connection: Pool.explicit_transaction),
-    with its statement timeout, and lock the message in it until commit; None if unknown."""
-    params = {"id": message_id, "user_id": user_id, "emoji": emoji, "timeout": f"{timeout_ms}ms"}
-    cur.execute(BEGIN_AND_LOCK, params)
-    row = cur.fetchone()
-    if row is None:
-        return None
-    hidden, owner, reacted = row[-3:]
-    return Locked(row_to_message(row[:-3]), hidden, owner, reacted)
+def read_messages(cur, requests: list[tuple[int, int, str | None]]) -> list[Read | None]:
+    """For each (message id, user id, emoji), the message as read now (None: unknown)."""
+    cur.execute(
+        _EXECUTE["chat_event_messages"],
+        {
+            "ids": BigintArray(r[0] for r in requests),
+            "user_ids": BigintArray(r[1] for r in requests),
+            "emojis": TextArray(r[2] or "" for r in requests),  # (no emoji: matches no reaction)
+        },
+    )
+    found: list[Read | None] = [None] * len(requests)
+    for row in cur:
+        hidden, owner, reacted = row[-3:]
+        found[row[0] - 1] = Read(row_to_message(row[2:-3]), row[1], hidden, owner, reacted)
+    return found
+
+
+class Decided(NamedTuple):
+    """An event to store: what it does, and what it was decided on."""
+
+    kind: str
+    read: Read
+    user_id: int
+    username: str
+    emoji: str | None
+    content: str | None
+
+
+def store_events(
+    cur, decided: list[Decided], notify_channel: str | None, origin: str
+) -> dict[int, tuple[int, int, str]]:
+    """Store the events in one transaction (the cursor's connection in autocommit: one
+    query string is one); by position, the (event id, seq, timestamp) of each stored. One
+    missing was not stored: its message changed since it was read."""
+    rows = []
+    for ord, d in enumerate(decided):
+        message = d.read.message
+        channel = message.channel
+        # The frame data without what only the statement knows: make_event's, and for an
+        # edit its content without editedAt, which the statement appends with its time.
+        data = make_event(0, 0, d.kind, channel, message, d.user_id, d.username, d.emoji, d.content, "").data
+        if d.kind == "edit":
+            data.pop("editedAt")
+        rows.append(
+            {
+                "ord": ord,
+                "kind": d.kind,
+                "message_id": message.id,
+                "version": d.read.version,
+                "user_id": d.user_id,
+                "username": d.username,
+                "emoji": d.emoji,
+                "content": d.content,
+                "mentions": protocol.mentions_in(d.content) if d.kind == "edit" and d.content else None,
+                "room": channel[1] if channel[0] == "r" else None,
+                "low": channel[1] if channel[0] == "d" else None,
+                "high": channel[2] if channel[0] == "d" else None,
+                "head": '"t":'
+                + orjson.dumps(FRAME_OF[d.kind]).decode()
+                + ',"c":'
+                + orjson.dumps(channel).decode()
+                + ',"d":',
+                "data": orjson.dumps(data).decode(),
+            }
+        )
+    channels = {d.read.message.channel for d in decided}
+    pairs = sorted(c[1:] for c in channels if c[0] == "d")
+    params = {
+        "ids": BigintArray(sorted({d.read.message.id for d in decided})),
+        "rooms": TextArray(sorted(c[1] for c in channels if c[0] == "r")),
+        "lock_low": BigintArray(p[0] for p in pairs),
+        "lock_high": BigintArray(p[1] for p in pairs),
+        "events": orjson.dumps(rows).decode(),
+        "channel": notify_channel,
+        "origin": origin,
+    }
+    statements = ["chat_event_lock_messages"]
+    if params["rooms"]:
+        statements.append("chat_event_lock_rooms")
+    if pairs:
+        statements.append("chat_event_lock_pairs")
+    statements.append("chat_event_store_announce" if notify_channel else "chat_event_store")
+    cur.execute("; ".join(_EXECUTE[name] for name in statements), params)
+    return {row[0]: (row[1], row[2], row[3]) for row in cur.fetchall()}
 
 
 def latest_event(cur, message_id: int, kind: str, user_id: int | None = None, emoji: str | None = None):
@@ -181,48 +311,6 @@ def latest_event(cur, message_id: int, kind: str, user_id: int | None = None, em
     cur.execute(_EXECUTE["chat_event_latest"], {"id": message_id, "kind": kind, "user_id": user_id, "emoji": emoji})
     row = cur.fetchone()
     return None if row is None else row_to_event(row)
-
-
-def next_in_channel(cur, channel: ChannelKey) -> tuple[int, int, str] | None:
-    """(seq, event id, timestamp) of a new event of the channel, its row locked; None when
-    the room has no row (a message of a room removed under it)."""
-    if channel[0] == "r":
-        cur.execute(_EXECUTE["chat_event_next_in_room"], {"room": channel[1]})
-    else:
-        cur.execute(_EXECUTE["chat_event_next_in_pair"], {"low": channel[1], "high": channel[2]})
-    return cur.fetchone()
-
-
-def record_and_commit(
-    cur, event: StoredEvent, kind: str, user_id: int, username: str, content: str | None, announce: tuple | None
-) -> None:
-    """Store the event and the change it makes; with `announce` (NOTIFY channel, payload),
-    announce it in the same transaction, so that listeners hear it exactly at commit.
-
-    The commit goes in the same round trip: the channel's row lock (next_in_channel) is
-    held until it, and the group commit of the channel's messages waits for it. An error
-    stops the string before the COMMIT: the transaction is left failed, for the caller's
-    rollback (Pool.explicit_transaction)."""
-    channel = event.channel
-    params: dict[str, Any] = {
-        "event_id": event.id,
-        "seq": event.seq,
-        "room": channel[1] if channel[0] == "r" else None,
-        "low": channel[1] if channel[0] == "d" else None,
-        "high": channel[2] if channel[0] == "d" else None,
-        "kind": kind,
-        "id": event.data["id"],
-        "user_id": user_id,
-        "username": username,
-        "emoji": event.data.get("emoji"),
-        "content": content,
-        "mentions": protocol.mentions_in(content) if kind == "edit" and content else None,
-    }
-    statements = [_EXECUTE["chat_event_insert"], *APPLY[kind]]
-    if announce is not None:
-        statements.append(_EXECUTE["chat_event_notify"])
-        params["channel"], params["payload"] = announce
-    cur.execute("; ".join([*statements, "COMMIT"]), params)
 
 
 def row_to_event(row: tuple) -> StoredEvent:

@@ -29,6 +29,7 @@ from .batcher import Batcher
 from .bus import Bus, PostgresBus, RedisBus, redis_channel, stored_event_of
 from .connection import watch_connections
 from .errors import ChatError
+from .event_batch import EventBatches
 from .hub import Hub
 from .membership import Memberships
 from .messages import StoredEvent, StoredMessage, message_data
@@ -104,6 +105,10 @@ class ChatRuntime:
         self.welcome_reads = WelcomeReads(self.pool)
         # `read` frames: many users' markers moved and counted a round trip.
         self.read_marks = ReadMarks(self.pool)
+        # edits, deletes and reactions: many decided a round trip, stored in one commit
+        self.event_batches = EventBatches(
+            self.pool, events.decide, self.deliver_stored_event, self.bus.batch_notify_channel, self.bus.origin
+        )
         self.users_online = UsersOnline(self.pool, self.node_id, lambda: self.hub.connections_by_user)
         self.batcher = Batcher(
             self.pool,

@@ -542,7 +542,7 @@ _LOCK_ROOMS = "SELECT 1 FROM rooms WHERE name = ANY(%(lock_rooms)s) ORDER BY nam
 # existing one, before the batch draws its ids: two batches starting the same conversation
 # at once then draw their ids one after the other, in seq order. The conflict's update
 # (`WHERE false`) locks the existing row and writes nothing.
-_LOCK_PAIRS = """
+LOCK_PAIRS = """
 INSERT INTO dm_threads AS t (user_low, user_high)
 SELECT w.low, w.high FROM unnest(%(lock_low)s, %(lock_high)s) AS w(low, high)
 ON CONFLICT (user_low, user_high) DO UPDATE SET last_seq = t.last_seq WHERE false"""
@@ -616,7 +616,7 @@ _ANNOUNCE = """,
 BATCH = PreparedStatements(
     {
         "chat_lock_rooms": _LOCK_ROOMS,
-        "chat_lock_pairs": _LOCK_PAIRS,
+        "chat_lock_pairs": LOCK_PAIRS,
         "chat_store": _STORE.format(announce="", no_announce="", ts=WIRE_TIMESTAMP.format("i.timestamp")),
         "chat_store_announce": _STORE.replace(" {announce} FROM stored\n", _ANNOUNCE + "\n").format(
             no_announce=", NULL", ts=WIRE_TIMESTAMP.format("i.timestamp")

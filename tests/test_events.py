@@ -351,6 +351,57 @@ def two_workers(database_url):
     srv.stop()
 
 
+def event_frames(client: Client, count: int) -> list[dict]:
+    """The next `count` §10 frames (presence and the like passed over)."""
+    frames = []
+    while len(frames) < count:
+        frame = client.recv_any()
+        assert frame["type"] != "error", frame
+        if "eventId" in frame:
+            frames.append(frame)
+    return frames
+
+
+def test_events_sent_at_once_are_each_stored_once_and_heard_by_every_member_in_one_order(connect, database_url):
+    """Requests arriving together are decided and stored together (app/event_batch.py),
+    several about one message among them: each must still be decided on what the one
+    before it did, stored once, and told to everyone in one order."""
+    room = unique("room")
+    author = connect()
+    reactors = [connect() for _ in range(5)]
+    for client in (author, *reactors):
+        join(client, room)
+    target = send(author, room, "target")
+    for reactor in reactors:
+        reactor.expect("message", id=target["id"])
+    for reactor in reactors:  # nobody waits for an answer before the next frame
+        for kind, emoji in (("react", THUMBS), ("react", HEART), ("unreact", THUMBS), ("react", HEART)):
+            reactor.send({"type": kind, "id": target["id"], "emoji": emoji})
+    for content in ("first", "second"):
+        author.send({"type": "edit", "id": target["id"], "content": content})
+    stored = len(reactors) * 3 + 2  # each reactor's second HEART is a resend: answered, not stored
+    told = event_frames(author, stored)
+    heard = [[frame["eventId"] for frame in told]]
+    for reactor in reactors:
+        frames = event_frames(reactor, stored + 1)  # its resend's answer too, to it alone
+        ids = [frame["eventId"] for frame in frames]
+        resend = [frame for frame in frames if frame["type"] == "reaction" and ids.count(frame["eventId"]) == 2]
+        assert [(f["data"]["userId"], f["data"]["emoji"], f["data"]["on"]) for f in resend] == [
+            (reactor.user_id, HEART, True)
+        ] * 2
+        heard.append(sorted(set(ids), key=ids.index))
+    assert all(ids == heard[0] for ids in heard)
+    assert heard[0] == sorted(heard[0])
+    now = history(author, room)[target["id"]]
+    assert now["content"] == "second"
+    hearts = [f["data"]["userId"] for f in told if f["type"] == "reaction" and f["data"]["emoji"] == HEART]
+    assert now["reactions"] == {HEART: hearts}
+    assert sorted(hearts) == sorted(r.user_id for r in reactors)
+    seqs = sql(database_url, "SELECT seq FROM message_events WHERE message_id = %s ORDER BY id", (target["id"],))
+    first = sql(database_url, "SELECT seq FROM messages WHERE id = %s", (target["id"],))[0][0] + 1
+    assert [seq for (seq,) in seqs] == list(range(first, first + stored))
+
+
 def test_two_workers_carry_events_like_messages_and_replay_what_a_client_missed(connect, two_workers):
     room = unique("room")
     author = connect(srv=two_workers)
