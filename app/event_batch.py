@@ -125,12 +125,16 @@ class EventBatches(Batched[EventRequest, Answer]):
         return answers  # type: ignore[return-value]  (every one set by now)
 
     def _round_guarded(self, batch: list[EventRequest], indexes: list[int], answers: list) -> list[int]:
-        """_round, with its failures told to its requests: the database away to all of them
-        (an event whose commit was not confirmed is safe to send again: a resend changes
-        nothing); anything else, for one request at a time, so that one bad request sinks
-        no other."""
+        """Decide and store a round's requests (split_round), then deliver what it stored;
+        returns those whose message changed before their event was stored, to decide again.
+
+        A failure before the commit is told to the round's requests: the database away to
+        all of them (an event whose commit was not confirmed is safe to send again: a
+        resend changes nothing); anything else, for one request at a time, so that one bad
+        request sinks no other.
+        """
         try:
-            return self._round(batch, indexes, answers)
+            to_store, stored = self._decide_and_store(batch, indexes, answers)
         except ChatError as exc:
             failed = exc
         except Exception:
@@ -139,14 +143,18 @@ class EventBatches(Batched[EventRequest, Answer]):
                 return [i for index in indexes for i in self._round_guarded(batch, [index], answers)]
             log.exception("storing an event failed")
             failed = ChatError("internal error while storing")
+        else:
+            return self._committed(to_store, stored, answers)
         for index in indexes:
             if answers[index] is None:
                 answers[index] = failed
         return []
 
-    def _round(self, batch: list[EventRequest], indexes: list[int], answers: list) -> list[int]:
-        """Decide and store these requests (one per message); returns those whose message
-        changed before their event was stored, to decide again."""
+    def _decide_and_store(
+        self, batch: list[EventRequest], indexes: list[int], answers: list
+    ) -> tuple[list[tuple[int, event_store.Decided]], dict[int, tuple[int, int, str]]]:
+        """Read and decide these requests, answering the refused and the resends; store
+        the others in one commit. Returns them (by request index) and where each was stored."""
         requests = [batch[i] for i in indexes]
         to_store: list[tuple[int, event_store.Decided]] = []
         with self.pool.autocommit() as cur:
@@ -164,11 +172,18 @@ class EventBatches(Batched[EventRequest, Answer]):
                 else:
                     to_store.append((index, decided))
             if not to_store:
-                return []
+                return [], {}
             stored = event_store.store_events(
                 cur, [decided for _, decided in to_store], self.notify_channel(), self.origin
             )
-        # Committed: from here on nothing may fail these events or store them again.
+        return to_store, stored
+
+    def _committed(
+        self, to_store: list[tuple[int, event_store.Decided]], stored: dict[int, tuple[int, int, str]], answers: list
+    ) -> list[int]:
+        """Deliver the stored events in id order and answer their requests; returns those
+        not stored (their message changed since it was read). Nothing here may fail these
+        events or store them again: they are committed."""
         events = []
         changed = []
         for position, (index, decided) in enumerate(to_store):
