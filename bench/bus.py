@@ -39,7 +39,9 @@ import time
 
 import psycopg2
 import redis
-from run import ROOT, create_db, db_url, drop_db, proc_cpu_s, psql
+from harness.paths import ROOT
+from harness.pg import create_db, db_url, drop_db, psql
+from harness.procs import proc_cpu_s
 
 sys.path.insert(0, ROOT)
 

@@ -27,7 +27,9 @@ import urllib.request
 import jwt
 import psycopg2
 import websocket
-from run import ROOT, create_db, db_url, drop_db, free_port  # bench/run.py: same database handling
+from harness.paths import ROOT
+from harness.pg import create_db, db_url, drop_db  # bench/harness: run.py's database handling
+from harness.servers import free_port
 
 SECRET = "bench-secret-that-is-long-enough-for-hs256"
 USER_ID = 1

@@ -48,7 +48,9 @@ import jwt
 import psycopg2
 import websocket
 from connect_many_dms import SECRET, start_server
-from run import ROOT, db_url, drop_db, free_port, psql  # bench/run.py: same database handling
+from harness.paths import ROOT
+from harness.pg import db_url, drop_db, psql  # bench/harness: run.py's database handling
+from harness.servers import free_port
 
 sys.path.insert(0, ROOT)
 

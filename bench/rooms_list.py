@@ -19,7 +19,8 @@ import sys
 import time
 
 import psycopg2
-from run import ROOT, create_db, db_url, drop_db  # bench/run.py: same database handling
+from harness.paths import ROOT
+from harness.pg import create_db, db_url, drop_db  # bench/harness: run.py's database handling
 
 sys.path.insert(0, ROOT)
 

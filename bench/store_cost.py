@@ -25,7 +25,9 @@ import threading
 import time
 
 import psycopg2
-from run import ROOT, create_db, db_url, drop_db, proc_cpu_s  # bench/run.py: same database, same /proc reading
+from harness.paths import ROOT
+from harness.pg import create_db, db_url, drop_db  # bench/harness: run.py's database handling
+from harness.procs import proc_cpu_s  # and its /proc reading
 
 sys.path.insert(0, ROOT)
 

@@ -990,7 +990,7 @@ async function runPrime() {
 function stormRooms(i, n, perUser, roomSize, prefix) {
   // room k of user i: the users are cut into runs of `roomSize` consecutive ones, the cut
   // shifted by 7*k for the k-th room so that the rooms of one user have different members;
-  // bench/run.py seeds chat_members with the same formula
+  // bench/harness/scenarios/storm.py seeds chat_members with the same formula
   const perK = n / roomSize;
   const rooms = [];
   for (let k = 0; k < perUser; k++) rooms.push(prefix + (k * perK + Math.floor(((i + 7 * k) % n) / roomSize)));
