@@ -92,19 +92,13 @@ def message_payload(origin: str, message: StoredMessage) -> str:
     return f"{origin}|{body}"
 
 
-# What one NOTIFY may carry, with room to spare (PostgreSQL refuses 8000 bytes and more).
-NOTIFY_MAX_BYTES = 7900
-
-
-def stored_event_payload(origin: str, event: StoredEvent, max_bytes: int | None = None) -> str:
-    """The payload of a committed §10 event; past `max_bytes`, only its id (a reference)."""
+def stored_event_payload(origin: str, event: StoredEvent) -> str:
+    """The payload of a committed §10 event (on the PostgreSQL bus, event_store.py
+    assembles the same in SQL, inside the event's transaction)."""
     body = orjson.dumps(
         {"k": "e", "s": event.seq, "id": event.id, "t": event.kind, "c": event.channel, "d": event.data}
     ).decode()
-    payload = f"{origin}|{body}"
-    if max_bytes is not None and len(payload.encode()) > max_bytes:
-        return f"{origin}|{orjson.dumps({'k': 'eref', 'id': event.id}).decode()}"
-    return payload
+    return f"{origin}|{body}"
 
 
 def stored_event_of(body: dict) -> StoredEvent:
@@ -187,14 +181,6 @@ class Bus:
 
     def publish_stored_event(self, event: StoredEvent) -> None:
         """Announce a committed §10 event (engines that cannot do it inside the transaction)."""
-
-    def notify_payload(self, event: StoredEvent) -> tuple[str, str] | None:
-        """(channel, payload) announcing a §10 event inside its transaction.
-
-        None when this engine publishes after commit or nobody would listen.
-        """
-        channel = self.batch_notify_channel()
-        return None if channel is None else (channel, stored_event_payload(self.origin, event, NOTIFY_MAX_BYTES))
 
     def publish_event(self, event: dict, only_if_heard: bool = False) -> None:
         """Announce a presence or typing event.

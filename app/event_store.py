@@ -85,7 +85,9 @@ LOCK_PAIRS = store.LOCK_PAIRS
 #     (emoji in the order they first came, user ids in reaction order) is written again;
 #   - announced, with a NOTIFY channel, inside the transaction, so that listeners hear each
 #     exactly at commit: the payload of app/bus.py's stored_event_payload, assembled from
-#     the head and data the caller wrote, with the place and time known only here.
+#     the head and data the caller wrote, with the place and time known only here. One
+#     over 7,900 bytes (PostgreSQL refuses 8,000) names the event only ("eref"): its
+#     listeners read it from the database.
 # The statement's parts see the tables as they were before it, and a row may be rewritten
 # only once in it: so a batch holds an edit or a delete alone of its message, and a
 # reaction of one (user, emoji) at most once (app/event_batch.py).
