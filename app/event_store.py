@@ -6,11 +6,11 @@ under that channel's row lock, like a message's. So the gates, gap fills and rep
 which order by seq and id, carry events with messages and need nothing of their own.
 
 Events are stored many at a time (app/event_batch.py), in two round trips that hold no
-lock between them: READ_MESSAGES reads the messages the requests are about, with what
-deciding each needs; STORE_EVENTS stores the ones decided to change something, each only
-if its message is still as read (its row version, `xmin`), in one transaction that holds
-the channels' row locks for that one round trip. A request whose message changed between
-the two is decided again.
+lock between them: read_messages reads the messages the requests are about, with what
+deciding each needs; store_events stores the ones decided to change something, each only
+if its message is still as it was decided on (_STORE says what that is per kind), in one
+transaction that holds the channels' row locks for that one round trip. A request whose
+message changed between the two is decided again.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ LATEST = f"""{SELECT_EVENTS}
       AND (%(user_id)s IS NULL OR (e.user_id = %(user_id)s AND e.emoji = %(emoji)s))
     ORDER BY e.id DESC LIMIT 1"""
 
-# The locks STORE_EVENTS needs, each set in one sorted order (messages, then rooms, then
+# The locks _STORE needs, each set in one sorted order (messages, then rooms, then
 # conversations), so that two batches never wait for each other crosswise; the group
 # commit of messages takes rooms before conversations too (store.py). Each is a statement
 # of its own: the statement after them takes its snapshot once they are granted, so it
