@@ -216,7 +216,7 @@ class Read(NamedTuple):
     """A message a request is about, as read, and what deciding the request needs of it."""
 
     message: StoredMessage
-    version: str  # its row version (xmin): STORE_EVENTS stores the event only on this one
+    version: str  # its row version (xmin): an edit is stored only on this one (_STORE)
     hidden: bool  # its room is private, and the user no member (or it has no room any more)
     owner: bool  # the user owns its room
     reacted: bool  # the user's reaction with the request's emoji is on it
