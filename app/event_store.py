@@ -65,8 +65,9 @@ LATEST = f"""{SELECT_EVENTS}
 # of its own: the statement after them takes its snapshot once they are granted, so it
 # sees what the transactions it waited for committed.
 LOCK_MESSAGES = "SELECT 1 FROM messages WHERE id = ANY(%(ids)s) ORDER BY id FOR UPDATE"
-LOCK_ROOMS = "SELECT 1 FROM rooms WHERE name = ANY(%(rooms)s) ORDER BY name FOR UPDATE"
-# (A conversation's row is made if missing, as the group commit makes it: store.LOCK_PAIRS.)
+# The rooms' and conversations' locks are the group commit's own statements (a
+# conversation's row is made if missing, as the group commit makes it).
+LOCK_ROOMS = store.LOCK_ROOMS
 LOCK_PAIRS = store.LOCK_PAIRS
 
 # Stores a batch of decided events in one statement, in the transaction of the locks above:
@@ -117,7 +118,7 @@ WITH input AS (
 ), room_heads AS (
     UPDATE rooms r SET last_seq = r.last_seq + c.n
     FROM (SELECT room, max(n) AS n FROM ranked WHERE room IS NOT NULL GROUP BY room) AS c
-    WHERE r.name = c.room AND r.name = ANY(%(rooms)s)  -- (the array: an index lookup, as in store.py)
+    WHERE r.name = c.room AND r.name = ANY(%(lock_rooms)s)  -- (the array: an index lookup, as in store.py)
     RETURNING r.name, r.last_seq
 ), pair_heads AS (
     UPDATE dm_threads t SET last_seq = t.last_seq + c.n, last_id = c.last_id
@@ -201,7 +202,7 @@ STATEMENTS = PreparedStatements(
         "user_id": "bigint",
         "emoji": "text",
         "kind": "text",
-        "rooms": "text[]",
+        "lock_rooms": "text[]",
         "lock_low": "bigint[]",
         "lock_high": "bigint[]",
         "events": "json",
@@ -291,7 +292,7 @@ def store_events(
     pairs = sorted(c[1:] for c in channels if c[0] == "d")
     params = {
         "ids": BigintArray(sorted({d.read.message.id for d in decided})),
-        "rooms": TextArray(sorted(c[1] for c in channels if c[0] == "r")),
+        "lock_rooms": TextArray(sorted(c[1] for c in channels if c[0] == "r")),
         "lock_low": BigintArray(p[0] for p in pairs),
         "lock_high": BigintArray(p[1] for p in pairs),
         "events": orjson.dumps(rows).decode(),
@@ -299,7 +300,7 @@ def store_events(
         "origin": origin,
     }
     statements = ["chat_event_lock_messages"]
-    if params["rooms"]:
+    if params["lock_rooms"]:
         statements.append("chat_event_lock_rooms")
     if pairs:
         statements.append("chat_event_lock_pairs")

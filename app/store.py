@@ -533,7 +533,7 @@ def find_by_client_ids(cur, keys: list[tuple[int, str]]) -> dict[tuple[int, str]
 #     so that listeners hear each exactly when it is committed, in commit order. A payload
 #     over PostgreSQL's 8000-byte limit carries only the id; listeners fetch the rest.
 # The payloads are those of app/bus.py ("<origin>|<json>", kinds "m" and "ref").
-_LOCK_ROOMS = "SELECT 1 FROM rooms WHERE name = ANY(%(lock_rooms)s) ORDER BY name FOR UPDATE"
+LOCK_ROOMS = "SELECT 1 FROM rooms WHERE name = ANY(%(lock_rooms)s) ORDER BY name FOR UPDATE"
 # The plans of these statements are made once, maybe while the tables are still empty,
 # and kept: so each statement reaches `messages`, `rooms` and `dm_threads` only by index
 # lookups of the batch's own keys (LATERAL ... LIMIT 1 cannot become a hash join over the
@@ -615,7 +615,7 @@ _ANNOUNCE = """,
 # plan every batch again.
 BATCH = PreparedStatements(
     {
-        "chat_lock_rooms": _LOCK_ROOMS,
+        "chat_lock_rooms": LOCK_ROOMS,
         "chat_lock_pairs": LOCK_PAIRS,
         "chat_store": _STORE.format(announce="", no_announce="", ts=WIRE_TIMESTAMP.format("i.timestamp")),
         "chat_store_announce": _STORE.replace(" {announce} FROM stored\n", _ANNOUNCE + "\n").format(

@@ -263,7 +263,7 @@ def event_parameters(cur, message_id: int, kind: str) -> dict:
         "user_id": 7,
         "emoji": "x",
         "kind": kind,
-        "rooms": ["plan1"],
+        "lock_rooms": ["plan1"],
         "lock_low": [7],
         "lock_high": [8],
         "events": json.dumps([event]),
