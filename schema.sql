@@ -50,8 +50,8 @@ ALTER TABLE messages ADD COLUMN IF NOT EXISTS from_username text;
 -- Edits, deletes and reactions (app/events.py): the message row holds what the message is
 -- now, so that history reads no other table. A delete empties `content` (the row stays as
 -- a tombstone); `reactions` is {"emoji": [user ids in reaction order]} in the order the
--- emoji first came, kept from message_reactions by each reaction's transaction (json, not
--- jsonb: jsonb would sort the emoji). All three are NULL/false for a plain message, so
+-- emoji first came, kept from message_reactions by the statement that stores a reaction
+-- (json, not jsonb: jsonb would sort the emoji). All three are NULL/false for a plain message, so
 -- adding them rewrites nothing and costs the insert nothing.
 ALTER TABLE messages ADD COLUMN IF NOT EXISTS edited_at timestamptz;
 ALTER TABLE messages ADD COLUMN IF NOT EXISTS deleted boolean NOT NULL DEFAULT false;

@@ -1,16 +1,17 @@
 """Edits, deletes and reactions sent at the same moment, decided together and stored in one commit.
 
-Each event used to be a transaction of its own: three round trips, the channel's row lock
-held across the last two, and a commit (a WAL flush) per event, while the group commit of
-the channel's messages waited for that lock (bench/README.md, the mixed workload). Here a
-batch takes two round trips whatever its size, and holds no lock between them:
+An event decided and stored in a transaction of its own would hold its channel's row lock
+across round trips and pay a commit (a WAL flush) each, while the group commit of the
+channel's messages waited for that lock. Here a batch takes two round trips whatever its
+size, and holds no lock between them:
 
 1. read every request's message with what deciding it needs (event_store.read_messages);
 2. decide each in Python (app/events.py: not found, forbidden, a resend answered with the
    event before it, or an event to store);
 3. store the events to store in one statement (event_store.store_events), under the
-   messages' and channels' row locks, each only if its message is the row version it was
-   decided on. One that is not (changed by another worker meanwhile) is decided again.
+   messages' and channels' row locks, each only if its message is still as it was decided
+   on (event_store._STORE says what that is per kind). One that is not (changed by another
+   worker meanwhile) is decided again.
 
 Only after the commit are the new events delivered, in id order, and their senders answered.
 """
