@@ -2,6 +2,7 @@
 
 import os
 import subprocess
+from contextlib import contextmanager
 
 from . import settings
 from .procs import proc_cpu_s
@@ -39,6 +40,17 @@ def drop_db(name):
     psql("postgres", sql=f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', check=False)
     if name in settings.CREATED_DBS:
         settings.CREATED_DBS.remove(name)
+
+
+@contextmanager
+def scratch_db(name, schema_file, keep=False):
+    """A fresh database for one server run, dropped when the run ends unless kept (--keep)."""
+    create_db(name, schema_file)
+    try:
+        yield name
+    finally:
+        if not keep:
+            drop_db(name)
 
 
 def checkpoint(db):

@@ -181,6 +181,12 @@ class Server:
     def stats(self):
         return tree_stats(self.proc.pid)
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
     def stop(self):
         if self in settings.RUNNING:
             settings.RUNNING.remove(self)

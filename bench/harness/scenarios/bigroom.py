@@ -4,7 +4,7 @@ import os
 
 from ..loadgen import run_loadgen
 from ..log import log
-from ..pg import create_db, drop_db
+from ..pg import scratch_db
 from ..procs import wait_quiet
 from ..report import fmt, median, table
 from ..servers import SERVERS
@@ -16,42 +16,35 @@ def bigroom_one(ctx, key, rep):
     o = ctx.opts
     tag = f"bigroom-r{rep}"
     db = f"bench_bigroom_{key}_{rep}_{os.getpid()}"
-    create_db(db, SERVERS[key]["schema"])
-    srv = None
     try:
-        srv = ctx.start(key, db, tag)
-        wait_quiet(o.quiet_wait, o.quiet_limit)
-        cfg = {
-            "url": srv.url,
-            "secret": ctx.secret,
-            "welcome": srv.spec["welcome"],
-            "n": o.bigroom_n,
-            "room": "big",
-            "rate": o.bigroom_rate,
-            "durationS": o.bigroom_seconds,
-            "warmupS": 2,
-            "connectConcurrency": 200,
-        }
-        with Sampler(srv.proc.pid, db) as smp:
-            res = run_loadgen("bigroom", cfg, ctx.workdir, timeout=o.bigroom_seconds + 600)
-        res["server"] = smp.finish(res.get("cpuTotalS"))
-        res["disturbed"] = smp.result["other_cpu_pct"] > o.disturbed_limit
-        lat = res.get("latencyMs") or {}
-        log(
-            f"  {key} rep {rep}: {res.get('connected')}/{o.bigroom_n} joined in {res.get('connectS')} s "
-            f"(+{res.get('settleS')} s settle); {res.get('messages')} messages, lost {res.get('lost')}; "
-            f"latency p50 {lat.get('p50')} p99 {lat.get('p99')} max {lat.get('max')} ms; to all p99 "
-            f"{(res.get('msToAll') or {}).get('p99')} ms; other load {smp.result['other_cpu_pct']} %"
-        )
-        return res
+        with scratch_db(db, SERVERS[key]["schema"], o.keep), ctx.start(key, db, tag) as srv:
+            wait_quiet(o.quiet_wait, o.quiet_limit)
+            cfg = {
+                "url": srv.url,
+                "secret": ctx.secret,
+                "welcome": srv.spec["welcome"],
+                "n": o.bigroom_n,
+                "room": "big",
+                "rate": o.bigroom_rate,
+                "durationS": o.bigroom_seconds,
+                "warmupS": 2,
+                "connectConcurrency": 200,
+            }
+            with Sampler(srv.proc.pid, db) as smp:
+                res = run_loadgen("bigroom", cfg, ctx.workdir, timeout=o.bigroom_seconds + 600)
+            res["server"] = smp.finish(res.get("cpuTotalS"))
+            res["disturbed"] = smp.result["other_cpu_pct"] > o.disturbed_limit
+            lat = res.get("latencyMs") or {}
+            log(
+                f"  {key} rep {rep}: {res.get('connected')}/{o.bigroom_n} joined in {res.get('connectS')} s "
+                f"(+{res.get('settleS')} s settle); {res.get('messages')} messages, lost {res.get('lost')}; "
+                f"latency p50 {lat.get('p50')} p99 {lat.get('p99')} max {lat.get('max')} ms; to all p99 "
+                f"{(res.get('msToAll') or {}).get('p99')} ms; other load {smp.result['other_cpu_pct']} %"
+            )
+            return res
     except Exception as e:  # noqa: BLE001 - one failing server must not stop the others
         log(f"  bigroom {key} rep {rep} failed: {e}")
         return {"ok": False, "reason": str(e)}
-    finally:
-        if srv:
-            srv.stop()
-        if not o.keep:
-            drop_db(db)
 
 
 def scenario_bigroom(ctx, results, save):

@@ -5,7 +5,7 @@ import time
 
 from .. import settings
 from ..log import log
-from ..pg import create_db, drop_db
+from ..pg import scratch_db
 from ..report import fmt, median, table
 from ..servers import SERVERS, Server
 from ..windows import PerfWindow, WholeWindow
@@ -39,43 +39,40 @@ def fixed_one(ctx, v, rep):
     key = v["server"]
     tag = v["name"].replace(":", "-") + f"-r{rep}"
     db = f"bench_fixed_{tag.replace('-', '_')}_{os.getpid()}"
-    create_db(db, SERVERS[key]["schema"])
     env = dict(o.env.get(key, {}))
     if v["redis"]:
         env.update({"CHAT_BUS": "redis", "REDIS_URL": o.redis_url})
-    srv = None
     try:
-        srv = Server(key, db, ctx.secret, env, ctx.workdir, tag)
-        warm = warm_up(ctx, srv, o.fixed_rooms, timeout=180)
-        log(f"  {v['name']} rep {rep}: warm-up p99 {warm.get('latencyMs', {}).get('p99')} ms")
-        time.sleep(1)
-        window = PerfWindow(srv.proc.pid, db, ctx.workdir, tag) if o.perf else WholeWindow(srv.proc.pid, db)
-        res = chat_step(ctx, srv, db, o.fixed_rooms, rep, window=window)
-        whole = getattr(window, "whole", None)
-        if whole and res.get("sent"):
-            whole["server_us_per_msg"] = round(1e6 * whole["server_cpu_s"] / res["sent"], 1)
-            whole["postgres_us_per_msg"] = round(1e6 * whole["postgres_cpu_s"] / res["sent"], 1)
-            res["sendAndDrain"] = whole
-            log(
-                f"    send phase and drain ({whole['wall_s']} s): server {whole['server_us_per_msg']} us/msg, "
-                f"postgres {whole['postgres_us_per_msg']} us/msg"
-            )
-        w = res.get("measuredWindow") or {}
-        messages = (res.get("sentMsgsPerS") or 0) * w.get("wall_s", 0)
-        if messages and "instructions" in w:
-            w["instructions_per_msg"] = round(w["instructions"] / messages)
-            w["cycles_per_msg"] = round(w.get("cycles", 0) / messages)
-        if res.get("profile") is None:
-            res.pop("profile", None)
-        return res
+        with (
+            scratch_db(db, SERVERS[key]["schema"], o.keep),
+            Server(key, db, ctx.secret, env, ctx.workdir, tag) as srv,
+        ):
+            warm = warm_up(ctx, srv, o.fixed_rooms, timeout=180)
+            log(f"  {v['name']} rep {rep}: warm-up p99 {warm.get('latencyMs', {}).get('p99')} ms")
+            time.sleep(1)
+            window = PerfWindow(srv.proc.pid, db, ctx.workdir, tag) if o.perf else WholeWindow(srv.proc.pid, db)
+            res = chat_step(ctx, srv, db, o.fixed_rooms, rep, window=window)
+            whole = getattr(window, "whole", None)
+            if whole and res.get("sent"):
+                whole["server_us_per_msg"] = round(1e6 * whole["server_cpu_s"] / res["sent"], 1)
+                whole["postgres_us_per_msg"] = round(1e6 * whole["postgres_cpu_s"] / res["sent"], 1)
+                res["sendAndDrain"] = whole
+                log(
+                    f"    send phase and drain ({whole['wall_s']} s): server {whole['server_us_per_msg']} us/msg, "
+                    f"postgres {whole['postgres_us_per_msg']} us/msg"
+                )
+            w = res.get("measuredWindow") or {}
+            messages = (res.get("sentMsgsPerS") or 0) * w.get("wall_s", 0)
+            if messages and "instructions" in w:
+                w["instructions_per_msg"] = round(w["instructions"] / messages)
+                w["cycles_per_msg"] = round(w.get("cycles", 0) / messages)
+            if res.get("profile") is None:
+                res.pop("profile", None)
+            return res
     except Exception as e:  # noqa: BLE001 - one failing variant must not stop the others
         log(f"  {v['name']} rep {rep} failed: {e}")
         return {"ok": False, "reason": str(e)}
     finally:
-        if srv:
-            srv.stop()
-        if not o.keep:
-            drop_db(db)
         settings.SERVER_CORE, settings.WORKERS = saved
 
 
