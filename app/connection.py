@@ -56,6 +56,7 @@ class Connection(Transport):
         "replayed_up_to",
         "rate",
         "reads_ahead",
+        "read_told",
     )
 
     def __init__(self, sock, config: dict, peer: str) -> None:
@@ -79,6 +80,9 @@ class Connection(Transport):
         # (room, since, floor) -> the resume read of a join the client sent and that waits
         # its turn, queued while an earlier one was handled (Memberships.read_ahead)
         self.reads_ahead: dict[tuple[str, int, int], AsyncResult] | None = None
+        # ("r", room) or ("d", partner) -> (lastReadId, countedUpTo) of the last `read`
+        # state sent here (read_is_news); made at the first
+        self.read_told: dict[tuple, tuple[int, int]] | None = None
 
     def __repr__(self) -> str:
         return f"<Connection {self.id} user={self.user_id} peer={self.peer}>"
@@ -107,6 +111,24 @@ class Connection(Transport):
                     return
                 del self.replayed_up_to[room]  # the stream has passed the replay
         self.send_frame(message.wire_frame)
+
+    def read_is_news(self, where: tuple, state: tuple[int, int]) -> bool:
+        """Whether a `read` state (lastReadId, countedUpTo) is not older than the last one
+        this connection was sent for the same room or conversation; if so it is noted.
+
+        The stored marker never moves backwards (PROTOCOL.md §9), but the states of two
+        reads at once, answered by two workers, can arrive in either order: sent second,
+        the older one would show the client a marker gone back and a wrong unread count.
+        A state equal to the last one is sent again: it answers a `read` of this connection.
+        """
+        told = self.read_told
+        if told is None:
+            told = self.read_told = {}
+        last = told.get(where)
+        if last is not None and state < last:
+            return False
+        told[where] = state
+        return True
 
     def end_replay(self, room: str) -> list[StoredMessage]:
         """Stop holding the room's live messages back; those held so far, in order."""

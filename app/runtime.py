@@ -271,7 +271,7 @@ class ChatRuntime:
             pass
 
     def deliver_read(self, payload: dict) -> None:
-        """A read state: to every connection of its user here."""
+        """A read state: to every connection of its user here that was not told a later one."""
         connections = self.hub.connections_by_user.get(payload["userId"])
         if not connections:
             return
@@ -285,8 +285,11 @@ class ChatRuntime:
             data.get("countedUpTo"),  # (absent from a node of the version before)
         )
         encoded = text_frame(protocol.encode(frame))
+        where = ("r", payload["room"]) if "room" in payload else ("d", payload["with"])
+        state = (data["lastReadId"], data.get("countedUpTo") or 0)
         for conn in tuple(connections):
-            conn.send_frame(encoded)
+            if conn.read_is_news(where, state):
+                conn.send_frame(encoded)
 
     def _read_rooms(self) -> list[dict]:
         with self.pool.autocommit() as cur:

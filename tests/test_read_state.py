@@ -6,7 +6,9 @@ import json
 
 import pytest
 
+from app.bus import CHANNEL
 from tests.support.clients import Client, join
+from tests.support.databases import sql
 from tests.support.identities import make_token, new_user_id, unique
 from tests.support.servers import Server
 
@@ -187,3 +189,36 @@ def test_a_read_reaches_the_users_connections_on_another_server(fresh_database):
             client.close()
         for srv in servers:
             srv.stop()
+
+
+def test_a_read_state_older_than_one_a_connection_was_told_is_not_sent_to_it(server, connect):
+    """Two tabs on two workers read at once: each worker tells its state to every tab, so
+    a tab can get the newer state first. The older one, coming second, would move the
+    tab's marker back: it is not sent. (The other worker's state is sent as a worker
+    would, by NOTIFY on the bus.)"""
+    room = unique("told")
+    alice = connect()
+    bob = connect()
+    join(alice, room)
+    join(bob, room)
+    first = send(bob, room, "one")
+    second = send(bob, room, "two")
+    alice.send({"type": "read", "room": room, "id": second})
+    assert alice.expect("read", room=room)["data"]["lastReadId"] == second
+
+    [(deployment,)] = sql(server.database_url, "SELECT id FROM chat_deployment")
+
+    def from_another_worker(last_read_id: int, unread: int) -> None:
+        state = {"lastReadId": last_read_id, "unread": unread, "mentions": 0, "countedUpTo": second}
+        body = json.dumps({"k": "read", "userId": alice.user_id, "room": room, "d": state})
+        sql(server.database_url, "SELECT pg_notify(%s, %s)", (CHANNEL, f"{deployment}/another-worker|{body}"))
+
+    from_another_worker(first, unread=1)  # older than what alice was told
+    from_another_worker(second, unread=0)  # the same again: sent (it may answer a read)
+    assert alice.expect("read", room=room)["data"] == {
+        "lastReadId": second,
+        "unread": 0,
+        "mentions": 0,
+        "countedUpTo": second,
+    }
+    alice.nothing_more("read")
