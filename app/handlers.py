@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import NoReturn
 
 from . import event_store, events, protocol, read_state, search, store
@@ -62,7 +62,7 @@ def join_room(rt: ChatRuntime, conn: Connection, room: str, since: int | None = 
     if joined is None:
         raise_not_entered(rt, room)
     if joined.since is not None:
-        replay(rt, conn, room, joined.since, joined.up_to, joined.page)
+        rt.membership.replay(conn, room, joined.since, joined.up_to, joined.page)
 
 
 def raise_not_entered(rt: ChatRuntime, room: str) -> None:
@@ -89,59 +89,6 @@ def refuse_non_member(rt: ChatRuntime, conn: Connection, room: str, why: str | N
         if not store.room_visible(cur, room, conn.user_id):
             raise room_not_found(room)
     raise NotJoined(why or f"not joined to room '{room}'")
-
-
-def replay(
-    rt: ChatRuntime,
-    conn: Connection,
-    room: str,
-    since: int,
-    up_to: int | None = None,
-    first_page: Sequence[StoredMessage] | None = None,
-) -> None:
-    """Send every message and event of the room after `since`, then what arrived live meanwhile.
-
-    The connection was registered before the first query, so each message is either in
-    the database snapshot or in the live stream (or both: sent once, by id). The live
-    stream of this process may lag behind what the replay read from the database (a
-    message still on its way through the bus), so what it brings up to the last replayed
-    id is dropped (Connection.replayed_up_to). With `up_to` (the connection's floor),
-    everything above it came or comes live, and the replay stops there. `first_page`: the
-    first page, read already (app/resume_reads.py).
-    """
-    last_sent = since
-    page_size = rt.config["REPLAY_PAGE_SIZE"]
-    try:
-        while True:
-            if first_page is not None:
-                page, first_page = first_page, None
-            else:
-                with rt.pool.autocommit() as cur:
-                    page = events.channel_after(cur, ("r", room), last_sent, None, page_size, up_to_id=up_to)
-            for message in page:
-                conn.send_frame(message.wire_frame)
-                last_sent = message.id
-            if len(page) < page_size:
-                break
-            conn.wait_until_drained()
-            if room not in conn.replay_buffers:
-                return  # left meanwhile
-            if conn.peer_gone or conn.close_code is not None:
-                return  # gone (or going): the rest would be read for nobody
-    except Exception:
-        # A replay with a hole would let the client skip messages for good: this
-        # connection stops receiving the room instead (the membership stays), so that
-        # it joins again with the same `since`. (Kept listed, the connection would also
-        # hold the room's live messages back for good.)
-        rt.membership.unregister(conn, room)
-        raise
-    if room in conn.rooms:
-        # Everything above `since` has now been sent, or comes live.
-        conn.rooms[room] = since if up_to is None else min(conn.rooms[room], since)
-    if up_to is None:
-        conn.replayed_up_to[room] = last_sent
-    for message in conn.end_replay(room):
-        conn.room_message(message)
 
 
 def handle_leave(rt: ChatRuntime, conn: Connection, command: Command) -> None:

@@ -15,25 +15,37 @@ the user's connections on other nodes as a `member` event carrying what they are
 with an id above it has been sent to the connection or will be, live. A `join` with
 `since` replays what lies between `since` and the floor, so that nothing is missed or sent
 twice on that connection, counting what came live since `welcome`.
+
+A membership begins at the room's last id when its statement ran (`after` in the bus's
+`member` event). Every later message is the member's, but a connection is listed in the
+room here only once the membership is known here, a round trip later, or, on another
+node, once its event has come: a message sent meanwhile (the legacy client's first one
+to a room, which joins it) can be released here first, to nobody of theirs. Such a
+connection is caught up: after its join_ack, what lies between the beginning and its
+floor is replayed to it from the database, its live messages held back meanwhile.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
-from gevent.event import AsyncResult
+from gevent.event import AsyncResult, Event
 
-from . import protocol, store
+from . import events, protocol, store
 from .connection import Connection
 from .db import Pool
-from .errors import Forbidden, Invalid, NotFound, NotJoined, RateLimited
+from .errors import ChatError, Forbidden, Invalid, NotFound, NotJoined, RateLimited
 from .full_check import FullCheck
 from .hub import Hub
 from .messages import StoredMessage
 from .noyield import not_yielding
 from .presence import Entered, Presence
 from .resume_reads import ResumeReads
+from .runners import run_soon
+
+log = logging.getLogger(__name__)
 
 # Rooms and conversations listed in `welcome` at most (PROTOCOL.md §1); the rest come with
 # `my_rooms` and `conversations`.
@@ -69,6 +81,10 @@ class Memberships:
         self.presence = presence
         self.pool = pool
         self.resume_reads = ResumeReads(pool, replay_page_size, hub.room_last_event)
+        self.replay_page_size = replay_page_size
+        # (connection, room) -> set when that connection's catch-up (see module doc) ends:
+        # a join of the room on that connection waits for it
+        self._catching_up: dict[tuple[Connection, str], Event] = {}
         # whether the heartbeat's reconcile is due (it reads every membership of the users here)
         self.full_check = FullCheck(pool)
         self.join_ack_max_users = join_ack_max_users
@@ -111,6 +127,9 @@ class Memberships:
         the registration; the caller replays, then sends them on.
         """
         user_id = conn.user_id
+        catching_up = self._catching_up.get((conn, room))
+        if catching_up is not None:
+            catching_up.wait()  # its replay and this join's would interleave
         if self._receives(conn, room):
             joined = self._rejoin(conn, room, since)
             if joined is not None:
@@ -126,6 +145,8 @@ class Memberships:
             newly = [c for c in self.hub.connections_by_user.get(user_id, ()) if room not in c.rooms]
             for other in newly:
                 self._register(other, room, state.last_seq, state.last_id)
+            # (this connection's own catch-up, if it needs one, is its replay below)
+            behind = self._hold_for_catch_up([c for c in newly if c is not conn or since is None], room, state.last_id)
         # Committed, and listed by the hub: the join_acks must go out before any live
         # message. First the announcement (to the others here: it puts the joiner in the
         # room's list, which tells whether an event is news to them). Then the list as it
@@ -140,7 +161,10 @@ class Memberships:
                 if other is not conn:
                     other.send(ack)
             self.presence.online.listed_to(room, [conn, *newly])
+        self._catch_up([other for other in behind if other is not conn], room, state.last_id)
         if since is None:
+            if conn in behind:
+                return Joined(state.last_id, conn.rooms[room])
             return Joined(None, None)
         # A `since` past the newest message (a database restored from an older backup, a
         # client's bug) means the newest: what comes after the join is all new to it.
@@ -264,8 +288,9 @@ class Memberships:
             if taken:
                 raise Invalid(f"room '{room}' exists already: choose another name")
             raise RateLimited(f"too many rooms created: at most {self.rooms_per_minute} a minute; wait")
-        self.presence.publish_member({"k": "member", "room": room, "userId": conn.user_id})
-        self.apply(room, conn.user_id)
+        # A new room: every message of it comes after the membership began.
+        self.presence.publish_member({"k": "member", "room": room, "userId": conn.user_id, "after": 0})
+        self.apply(room, conn.user_id, after=0)
 
     def invite(self, conn: Connection, room: str, user_id: int) -> None:
         """Make the user a member of the room, `conn`'s user being one; their connections get
@@ -281,8 +306,9 @@ class Memberships:
                 raise NotFound(f"user {user_id} does not exist")
         invited = protocol.invited_frame(room, access.private, access.description, conn.user_id, conn.username)
         event = {"k": "member", "room": room, "userId": user_id, "invited": invited}
-        if self.presence.invite(room, user_id, conn.user_id, event):
-            self.apply(room, user_id, invited=invited)
+        after = self.presence.invite(room, user_id, conn.user_id, event)
+        if after is not None:
+            self.apply(room, user_id, invited=invited, after=after)
 
     def remove(self, conn: Connection, room: str, user_id: int) -> None:
         """End the user's membership, `conn`'s user owning the room; their connections get
@@ -322,14 +348,18 @@ class Memberships:
 
     # --- what happened elsewhere ----------------------------------------------------------------
 
-    def apply(self, room: str, user_id: int, invited: dict | None = None, removed: bool = False) -> None:
+    def apply(
+        self, room: str, user_id: int, invited: dict | None = None, removed: bool = False, after: int | None = None
+    ) -> None:
         """Make this process's connections of the user follow their membership of the room
         as stored now: registered with a join_ack (after `invited`, when they were), or
         unregistered with `left` (with the reason "removed", when they were).
 
         For a `member` event from another node, and for a difference the heartbeat found.
         The membership is read again under the (room, user) lock rather than taken from the
-        event, so events heard out of order, or twice, end in the stored state.
+        event, so events heard out of order, or twice, end in the stored state. `after`,
+        when known: the room's last id when the membership began; the connections
+        registered now are caught up from it (see the module doc).
         """
         connections = self.hub.connections_by_user.get(user_id)
         if not connections:
@@ -349,6 +379,7 @@ class Memberships:
             newly = [conn for conn in connections if room not in conn.rooms]
             for conn in newly:
                 self._register(conn, room, entered.state.last_seq, entered.state.last_id)
+            behind = self._hold_for_catch_up(newly, room, after)
         self.presence.after_commit(entered.announced)
         if newly:
             ack = self._join_ack(room, entered, user_id, username)
@@ -357,6 +388,7 @@ class Memberships:
                     conn.send(invited)
                 conn.send(ack)
             self.presence.online.listed_to(room, newly)
+        self._catch_up(behind, room, after)
 
     def reconcile(self) -> None:
         """Compare the memberships of the users connected here with the database and
@@ -392,6 +424,99 @@ class Memberships:
                 removals = store.removed_among(cur, ended)
         for room, user_id in sorted(differences):
             self.apply(room, user_id, removed=(room, user_id) in removals)
+
+    # --- replays --------------------------------------------------------------------------------
+
+    def replay(
+        self,
+        conn: Connection,
+        room: str,
+        since: int,
+        up_to: int | None = None,
+        first_page: Sequence[StoredMessage] | None = None,
+    ) -> None:
+        """Send every message and event of the room after `since`, then what arrived live meanwhile.
+
+        The connection was registered before the first query, with its live messages held
+        (Connection.replay_buffers), so each message is either in the database snapshot or
+        in the live stream (or both: sent once, by id). The live stream of this process may
+        lag behind what the replay read from the database (a message still on its way
+        through the bus), so what it brings up to the last replayed id is dropped
+        (Connection.replayed_up_to). With `up_to` (the connection's floor), everything above
+        it came or comes live, and the replay stops there. `first_page`: the first page,
+        read already (app/resume_reads.py).
+        """
+        last_sent = since
+        try:
+            while True:
+                if first_page is not None:
+                    page, first_page = first_page, None
+                else:
+                    with self.pool.autocommit() as cur:
+                        page = events.channel_after(
+                            cur, ("r", room), last_sent, None, self.replay_page_size, up_to_id=up_to
+                        )
+                for message in page:
+                    conn.send_frame(message.wire_frame)
+                    last_sent = message.id
+                if len(page) < self.replay_page_size:
+                    break
+                conn.wait_until_drained()
+                if room not in conn.replay_buffers:
+                    return  # left meanwhile
+                if conn.peer_gone or conn.close_code is not None:
+                    return  # gone (or going): the rest would be read for nobody
+        except Exception:
+            # A replay with a hole would let the client skip messages for good: this
+            # connection stops receiving the room instead (the membership stays), so that
+            # it joins again with the same `since`. (Kept listed, the connection would also
+            # hold the room's live messages back for good.)
+            self.unregister(conn, room)
+            raise
+        if room in conn.rooms:
+            # Everything above `since` has now been sent, or comes live.
+            conn.rooms[room] = since if up_to is None else min(conn.rooms[room], since)
+        if up_to is None:
+            conn.replayed_up_to[room] = last_sent
+        for message in conn.end_replay(room):
+            conn.room_message(message)
+
+    def _hold_for_catch_up(self, connections: list[Connection], room: str, began: int | None) -> list[Connection]:
+        """Those of these connections, just registered, that need a catch-up (see the
+        module doc): whose floor is above `began`, the room's last id when the membership
+        began (None: not known). Their live messages wait from now until it is sent."""
+        if began is None:
+            return []
+        behind = [conn for conn in connections if conn.rooms[room] > began]
+        for conn in behind:
+            conn.replay_buffers[room] = []
+        return behind
+
+    def _catch_up(self, connections: list[Connection], room: str, began: int | None) -> None:
+        """Replay to each connection, after its join_ack, the room's messages above `began`
+        up to its floor, in a greenlet of its own; a join of the room on it waits for that."""
+        for conn in connections:
+            key = (conn, room)
+            done = self._catching_up[key] = Event()
+            run_soon(self._catch_up_one, conn, room, began, conn.rooms[room], key, done)
+
+    def _catch_up_one(
+        self, conn: Connection, room: str, began: int, floor: int, key: tuple[Connection, str], done: Event
+    ) -> None:
+        try:
+            if room in conn.replay_buffers:  # else it left (or closed) meanwhile
+                self.replay(conn, room, began, up_to=floor)
+        except ChatError:
+            # The connection stopped receiving the room (the replay's rule). No request of
+            # its client waits to be told: the next membership check lists it again.
+            self.full_check.mark()
+        except Exception:
+            log.exception("catching %r up with room %s failed", conn, room)
+            self.full_check.mark()
+        finally:
+            if self._catching_up.get(key) is done:
+                del self._catching_up[key]
+            done.set()
 
     # --- helpers --------------------------------------------------------------------------------
 

@@ -74,11 +74,16 @@ _REMOVABLE = f"NOT (%(only_if_dead)s AND %(node_id)s <> %(me)s AND %(node_id)s I
 # user's first row there and their last.
 _OTHER_ROWS = """EXISTS (SELECT 1 FROM room_presence WHERE room = %(room)s AND user_id = %(user_id)s
                         AND node_id <> %(node_id)s)"""
-# The announcement of a membership that began or ended, on the PostgreSQL bus, inside its
-# transaction: the user's connections on other nodes follow it (app/membership.py).
+# The announcements of a membership that began or ended, on the PostgreSQL bus, inside
+# its transaction: the user's connections on other nodes follow it (app/membership.py).
+# One that began says `after`, the room's last id then: every later message is the
+# user's, and reaches their connections elsewhere even if it gets there before this
+# event.
 _NOTIFY_MEMBER = """CASE WHEN member_changed AND %(channel)s IS NOT NULL THEN
     pg_notify(%(channel)s, %(origin)s || '|' || json_build_object('k', 'member', 'room', %(room)s,
-                                                                  'userId', %(user_id)s)::text) END"""
+                                                                  'userId', %(user_id)s{})::text) END"""
+_NOTIFY_MEMBER_BEGAN = _NOTIFY_MEMBER.format(", 'after', last_id")
+_NOTIFY_MEMBER_ENDED = _NOTIFY_MEMBER.format("")
 # The same for an invitation or a removal (PROTOCOL.md §8), whose event carries what the
 # user's connections are told: built by the caller (Memberships), as it is published on
 # buses that cannot announce inside the transaction.
@@ -107,7 +112,7 @@ _ENTER = f"""
             ), told AS MATERIALIZED (
                 SELECT *, {_VERSION_IF.format("first AND %(announce)s")} FROM step
             )
-            SELECT last_seq, last_id, first, version, member_changed, members, owner, {_NOTIFY}, {_NOTIFY_MEMBER}
+            SELECT last_seq, last_id, first, version, member_changed, members, owner, {_NOTIFY}, {_NOTIFY_MEMBER_BEGAN}
             FROM told"""
 
 
@@ -234,17 +239,23 @@ STATEMENTS = PreparedStatements(
             ), not_removed AS (
                 DELETE FROM chat_removals WHERE room = %(room)s AND user_id = %(user_id)s
                                             AND EXISTS (SELECT 1 FROM ended)
-            ){_membership_ended(_NOTIFY_MEMBER)}""",
+            ){_membership_ended(_NOTIFY_MEMBER_ENDED)}""",
         "chat_invite": f"""
-            WITH added AS (
+            WITH room AS MATERIALIZED (
+                SELECT r.name, {store.ROOM_LAST_ID.format("r.name")} AS last_id FROM rooms r WHERE r.name = %(room)s
+            ), added AS (
                 INSERT INTO chat_members (room, user_id, last_read_id)
-                SELECT r.name, %(user_id)s,
-                       COALESCE((SELECT id FROM messages WHERE room = r.name ORDER BY id DESC LIMIT 1), 0)
-                FROM rooms r WHERE r.name = %(room)s
-                  AND EXISTS (SELECT 1 FROM chat_members WHERE room = %(room)s AND user_id = %(by)s)
+                SELECT name, %(user_id)s,
+                       COALESCE((SELECT id FROM messages WHERE room = name ORDER BY id DESC LIMIT 1), 0)
+                FROM room WHERE EXISTS (SELECT 1 FROM chat_members WHERE room = %(room)s AND user_id = %(by)s)
                 ON CONFLICT DO NOTHING RETURNING 1
-            ), step AS MATERIALIZED (SELECT EXISTS (SELECT 1 FROM added) AS member_changed)
-            SELECT member_changed, {_NOTIFY_MEMBER_EVENT} FROM step""",
+            ), step AS MATERIALIZED (
+                SELECT EXISTS (SELECT 1 FROM added) AS member_changed, COALESCE((SELECT last_id FROM room), 0) AS after
+            )
+            SELECT member_changed, after, CASE WHEN member_changed AND %(channel)s IS NOT NULL THEN
+                pg_notify(%(channel)s,
+                          %(origin)s || '|' || (%(member_event)s || jsonb_build_object('after', after))::text) END
+            FROM step""",
         "chat_remove": f"""
             WITH ended AS (
                 DELETE FROM chat_members WHERE room = %(room)s AND user_id = %(user_id)s AND role <> 'owner'
@@ -305,7 +316,7 @@ STATEMENTS = PreparedStatements(
                    {_NOTIFY_PAIR},
                    CASE WHEN NOT was_member AND %(channel)s IS NOT NULL THEN
                        pg_notify(%(channel)s, %(origin)s || '|' || json_build_object(
-                           'k', 'member', 'room', room, 'userId', user_id)::text) END
+                           'k', 'member', 'room', room, 'userId', user_id, 'after', last_id)::text) END
             FROM told ORDER BY n""",
         # The online lists of rooms read at once (OnlineListReads): who has a row on a live node.
         "chat_online_users": f"""
@@ -676,7 +687,8 @@ class Presence:
     def _entered(self, room: str, user_id: int, username: str, online: RoomOnline, joined: JoinOutcome) -> Entered:
         """What a committed join or entry found, its membership told and its announcements made ready."""
         if joined.new_member:
-            self._publish_member(room, user_id)
+            began = {"k": "member", "room": room, "userId": user_id, "after": joined.last_id}
+            self._publish_member(room, user_id, began)
         announced = self._after_statement(joined.first, joined.version, presence_event(room, "join", user_id, username))
         state = RoomState(joined.last_seq, joined.last_id)
         return Entered(state, announced, online, joined.members, joined.new_member, joined.owner)
@@ -714,19 +726,21 @@ class Presence:
         self.after_commit(self._after_statement(was_here, version, event))
         return ended
 
-    def invite(self, room: str, user_id: int, by: int, member_event: dict) -> bool:
-        """Make the user a member of the room if `by` is one; return whether the membership is new.
+    def invite(self, room: str, user_id: int, by: int, member_event: dict) -> int | None:
+        """Make the user a member of the room if `by` is one; the room's last id when the
+        membership began, None when it is not new.
 
-        `member_event` is announced to the other nodes; one round trip.
+        `member_event` is announced to the other nodes, with that id as `after`; one round trip.
         """
         parameters = self._parameters(room, user_id, "", {}, self.node_id, False)
         parameters.update(by=by, member_event=Json(member_event, dumps=_dumps_text))
         with self.pool.autocommit() as cur:
             cur.execute(_INVITE, parameters)
-            (added,) = cur.fetchone()[:1]
-        if added:
-            self._publish_member(room, user_id, member_event)
-        return added
+            added, after = cur.fetchone()[:2]
+        if not added:
+            return None
+        self._publish_member(room, user_id, {**member_event, "after": after})
+        return after
 
     def remove(self, room: str, user_id: int, username: str, by: int, member_event: dict) -> bool:
         """End the user's membership of the room if `by` owns it; return whether it ended.

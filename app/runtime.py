@@ -184,15 +184,22 @@ class ChatRuntime:
                 if removed:
                     self.membership.removed_elsewhere(payload["room"], payload["userId"])
                 gevent.spawn(
-                    self._apply_membership, payload["room"], payload["userId"], payload.get("invited"), removed
+                    self._apply_membership,
+                    payload["room"],
+                    payload["userId"],
+                    payload.get("invited"),
+                    removed,
+                    payload.get("after"),  # (absent from a node of the version before)
                 )
         elif kind == "dt":
             self.deliver_dm_typing(payload)
         # "hello": a node started listening; the bus noted it, nothing to deliver
 
-    def _apply_membership(self, room: str, user_id: int, invited: dict | None, removed: bool) -> None:
+    def _apply_membership(
+        self, room: str, user_id: int, invited: dict | None, removed: bool, after: int | None
+    ) -> None:
         try:
-            self.membership.apply(room, user_id, invited, removed)
+            self.membership.apply(room, user_id, invited, removed, after)
         except ChatError:
             pass  # the heartbeat's membership check applies it once the database is back
         except Exception:

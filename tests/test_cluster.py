@@ -669,3 +669,47 @@ def test_a_room_turned_private_in_sql_is_refused_to_non_members_on_every_host(cl
         assert member.expect("message", room=room, timeout=15)["data"]["content"] == "still ours"
     for outsider in outsiders:
         outsider.nothing_more("message", wait=0.3)
+
+
+def arrived_after_its_join_ack(tab: Client, room: str, content: str) -> None:
+    """The tab gets the room's join_ack, then the message, once."""
+    tab.expect("join_ack", room=room, timeout=15)
+    assert not [f for f in tab.seen if f.get("type") == "message"], "a message came before the join_ack"
+    tab.expect("message", room=room, content=content, timeout=15)
+    tab.nothing_more("message", wait=0.2)
+
+
+def test_a_message_sent_right_after_a_membership_begins_reaches_every_tab_on_every_host(cluster):
+    """A membership begun on one host reaches the user's tabs on the other through the
+    bus, and a message sent at once behind it can get there first (for a room that host
+    has nobody else in, it finds no one to deliver to). The tab is still sent it, after
+    its join_ack: the legacy client's first message to a room (it joins, PROTOCOL.md §7),
+    a join and a message sent together at /ws, and an invitation followed by a message."""
+    for round in range(4):
+        user_id = new_user_id()
+        legacy = Client.connect(cluster[0].url, make_token(user_id, f"user{user_id}"), path="/")
+        legacy.expect("welcome")
+        elsewhere = connect_to(cluster[1], user_id)
+        room = unique(f"first-{round}")
+        legacy.send({"type": "message", "room": room, "content": "typed before any join"})
+        legacy.expect("message", room=room)
+        arrived_after_its_join_ack(elsewhere, room, "typed before any join")
+
+        tab = connect_to(cluster[0], user_id)
+        room = unique(f"joined-{round}")
+        tab.send({"type": "join", "room": room})
+        tab.send({"type": "message", "room": room, "content": "right behind the join"})
+        tab.expect("message", room=room)
+        arrived_after_its_join_ack(elsewhere, room, "right behind the join")
+
+        owner = connect_to(cluster[0])
+        room = unique(f"invited-{round}")
+        owner.send({"type": "create_room", "room": room, "private": True})
+        owner.expect("join_ack", room=room)
+        owner.send({"type": "invite", "room": room, "userId": user_id})
+        owner.send({"type": "message", "room": room, "content": "right behind the invitation"})
+        owner.expect("message", room=room)
+        elsewhere.expect("invited", room=room, timeout=15)
+        arrived_after_its_join_ack(elsewhere, room, "right behind the invitation")
+        for client in (legacy, elsewhere, tab, owner):
+            client.close()

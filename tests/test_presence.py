@@ -710,7 +710,7 @@ def test_a_membership_found_ended_before_its_event_is_told_with_why_it_ended(pre
     steps = {
         "remove": lambda: elsewhere.remove("lobby", BOB[0], BOB[1], ALICE[0], {**member_event, "removed": True}),
         "leave": lambda: elsewhere.end_membership("lobby", *BOB),
-        "invite": lambda: elsewhere.invite("lobby", BOB[0], ALICE[0], member_event),
+        "invite": lambda: elsewhere.invite("lobby", BOB[0], ALICE[0], member_event) is not None,
     }
     for step in history[:-1]:
         assert steps[step]()

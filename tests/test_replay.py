@@ -1,4 +1,5 @@
-"""Command handlers in this process, over a real database and a real socket pair."""
+"""A room replayed to one connection (Memberships.replay), in this process, over a real
+database and a real socket pair."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from types import SimpleNamespace
 import gevent.socket
 import pytest
 
-from app import db, handlers, store
+from app import db, store
 from app.connection import Connection
 from app.hub import Hub
 from app.membership import Memberships
@@ -40,9 +41,10 @@ def test_a_replay_stops_reading_once_its_client_is_gone(fresh_database, monkeypa
     theirs.close()  # the client went away right after asking
     pool = db.Pool(url, size=1)
     try:
-        runtime = SimpleNamespace(config={"REPLAY_PAGE_SIZE": 100}, pool=pool)
+        hub = Hub(fetch=lambda *args: [], gap_wait_seconds=1.0)
+        membership = Memberships(hub, SimpleNamespace(), pool, join_ack_max_users=10, replay_page_size=100)
         conn.replay_buffers["long"] = []
-        handlers.replay(runtime, conn, "long", since=0)
+        membership.replay(conn, "long", since=0)
     finally:
         pool.close()
         ours.close()
@@ -77,12 +79,11 @@ def test_a_replay_that_fails_unexpectedly_unlists_the_connection(fresh_database,
     presence = SimpleNamespace(changing=lambda room, user: contextlib.nullcontext(), tend_soon=tended.extend)
     pool = db.Pool(url, size=1)
     try:
-        membership = Memberships(hub, presence, pool, join_ack_max_users=10)
-        runtime = SimpleNamespace(config={"REPLAY_PAGE_SIZE": 100}, pool=pool, hub=hub, membership=membership)
+        membership = Memberships(hub, presence, pool, join_ack_max_users=10, replay_page_size=100)
         conn.rooms["long"] = hub.join_room(conn, "long", 300, 300)
         conn.replay_buffers["long"] = []
         with pytest.raises(RuntimeError):
-            handlers.replay(runtime, conn, "long", since=0)
+            membership.replay(conn, "long", since=0)
     finally:
         pool.close()
         ours.close()
