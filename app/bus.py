@@ -21,13 +21,13 @@ sequence number. The body is one JSON object whose `k` says what it is:
   {"k": "p", "room", "event": "join"|"leave", "userId", "username", "v": number}
                                     presence, numbered per (room, user) (app/presence.py)
   {"k": "t", "room", "userId", "username"}   typing
-  {"k": "member", "room", "userId", "after"? | "invited"? | "removed"?}
+  {"k": "member", "room", "userId", "after"? | "ended"? | "invited"? | "removed"?}
                                     the user's membership of the room began or ended:
                                     their connections there read it again; `after`, for
                                     one that began, is the room's last id then: their
-                                    connections here are sent what came later;
-                                    `removed`: they stop receiving the room at once
-                                    (app/membership.py)
+                                    connections here are sent what came later; `ended`
+                                    (a leave) and `removed`: they stop receiving the room
+                                    at once (app/membership.py)
   {"k": "dt", "to", "userId", "username"}    typing in the DM conversation with `to`
   {"k": "read", "userId", "room"|"with", "d": {"lastReadId", "unread", "mentions"}}
                                     a user's read state after a `read` (PROTOCOL.md §9),

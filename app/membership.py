@@ -332,11 +332,12 @@ class Memberships:
                 raise NotFound(f"user {user_id} is not a member of room '{room}'")  # gone meanwhile
             self._drop(room, user_id, "removed")
 
-    def removed_elsewhere(self, room: str, user_id: int) -> None:
-        """A removal committed on another node: the user's connections here stop receiving
-        the room at once, before anything the bus brings after it (on PostgreSQL, the
-        order of the commits); `apply` then settles on what is stored."""
-        self._drop(room, user_id, "removed")
+    def ended_elsewhere(self, room: str, user_id: int, reason: str | None) -> None:
+        """A leave or a removal (`reason` "removed") committed on another node: the user's
+        connections here stop receiving the room at once, before anything the bus brings
+        after it (on PostgreSQL, the order of the commits); `apply` then settles on what is
+        stored."""
+        self._drop(room, user_id, reason)
 
     def unregister(self, conn: Connection, room: str) -> None:
         """One connection stops receiving a room (a replay that failed: the client joins

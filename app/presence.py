@@ -78,12 +78,13 @@ _OTHER_ROWS = """EXISTS (SELECT 1 FROM room_presence WHERE room = %(room)s AND u
 # its transaction: the user's connections on other nodes follow it (app/membership.py).
 # One that began says `after`, the room's last id then: every later message is the
 # user's, and reaches their connections elsewhere even if it gets there before this
-# event.
+# event. One that ended by a leave says `ended`: those connections stop receiving the
+# room at once, before any later message.
 _NOTIFY_MEMBER = """CASE WHEN member_changed AND %(channel)s IS NOT NULL THEN
     pg_notify(%(channel)s, %(origin)s || '|' || json_build_object('k', 'member', 'room', %(room)s,
                                                                   'userId', %(user_id)s{})::text) END"""
 _NOTIFY_MEMBER_BEGAN = _NOTIFY_MEMBER.format(", 'after', last_id")
-_NOTIFY_MEMBER_ENDED = _NOTIFY_MEMBER.format("")
+_NOTIFY_MEMBER_ENDED = _NOTIFY_MEMBER.format(", 'ended', true")
 # The same for an invitation or a removal (PROTOCOL.md §8), whose event carries what the
 # user's connections are told: built by the caller (Memberships), as it is published on
 # buses that cannot announce inside the transaction.
@@ -722,7 +723,7 @@ class Presence:
             self.online.mark_unheard([room])
             raise
         if ended:
-            self._publish_member(room, user_id)
+            self._publish_member(room, user_id, {"k": "member", "room": room, "userId": user_id, "ended": True})
         self.after_commit(self._after_statement(was_here, version, event))
         return ended
 

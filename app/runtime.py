@@ -181,8 +181,8 @@ class ChatRuntime:
         elif kind == "member":
             if payload["userId"] in self.hub.connections_by_user:
                 removed = bool(payload.get("removed"))
-                if removed:
-                    self.membership.removed_elsewhere(payload["room"], payload["userId"])
+                if removed or payload.get("ended"):
+                    self.membership.ended_elsewhere(payload["room"], payload["userId"], "removed" if removed else None)
                 gevent.spawn(
                     self._apply_membership,
                     payload["room"],

@@ -713,3 +713,47 @@ def test_a_message_sent_right_after_a_membership_begins_reaches_every_tab_on_eve
         arrived_after_its_join_ack(elsewhere, room, "right behind the invitation")
         for client in (legacy, elsewhere, tab, owner):
             client.close()
+
+
+def test_nothing_stored_after_a_leave_reaches_the_users_tabs_on_another_host(fresh_database):
+    """A leave on one host ends the membership for every tab: a message stored after it
+    must not reach the user's tab on the other host, before its `left` or after; one stored
+    before it arrives there before the `left`. The message is sent while the leave is on
+    its way; which was stored first is the order of their NOTIFYs (of their commits), on
+    the PostgreSQL bus, whose order every node hears."""
+    database_url = fresh_database()
+    servers = start_cluster(database_url, CHAT_BUS="postgres")
+    heard = Announcements("postgres", database_url, None)
+    try:
+        for round in range(8):
+            room = unique(f"left-{round}")
+            user_id = new_user_id()
+            here, elsewhere = connect_to(servers[0], user_id), connect_to(servers[1], user_id)
+            other = connect_to(servers[0])
+            join(other, room)
+            join(here, room)
+            elsewhere.expect("join_ack", room=room, timeout=15)
+            heard.bodies(wait=0.2)  # (what came before)
+            here.send({"type": "leave", "room": room})
+            other.send({"type": "message", "room": room, "content": "during the leave"})
+            elsewhere.expect("left", room=room, timeout=15)
+            order = [
+                body["k"]
+                for body in heard.bodies(wait=0.5)
+                if (body["k"] == "member" and body.get("ended"))
+                or (body["k"] == "m" and body["d"]["content"] == "during the leave")
+            ]
+            came = [f for f in elsewhere.seen if f.get("type") == "message"]
+            if order == ["m", "member"]:
+                assert [f["data"]["content"] for f in came] == ["during the leave"]
+            else:
+                assert order == ["member", "m"]
+                assert not came, "a message stored after the leave reached the user's other tab"
+            elsewhere.seen = [f for f in elsewhere.seen if f not in came]
+            elsewhere.nothing_more("message", wait=0.2)
+            for client in (here, elsewhere, other):
+                client.close()
+    finally:
+        heard.close()
+        for srv in servers:
+            srv.stop()
