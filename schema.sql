@@ -31,6 +31,31 @@ ALTER TABLE rooms ADD COLUMN IF NOT EXISTS last_seq bigint NOT NULL DEFAULT 0;
 -- how many rooms one user creates a minute (ROOMS_CREATE_PER_MINUTE).
 ALTER TABLE rooms ADD COLUMN IF NOT EXISTS created_by bigint;
 
+-- How many statements have set rooms.is_private, counted in their own transaction (the
+-- existing backend flips it in SQL, and tells nobody). Each worker shares its `rooms` list
+-- for up to a second, and reads it again at once when this count has moved since: so a
+-- room turned private is never listed to a non-member after the flip's commit (PROTOCOL.md
+-- §8). One row, changed only by such rare statements.
+CREATE TABLE IF NOT EXISTS chat_privacy_changes (
+    one_row  boolean PRIMARY KEY DEFAULT true CHECK (one_row),
+    changes  bigint NOT NULL DEFAULT 0
+);
+INSERT INTO chat_privacy_changes DEFAULT VALUES ON CONFLICT DO NOTHING;
+CREATE OR REPLACE FUNCTION chat_count_privacy_change() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE chat_privacy_changes SET changes = changes + 1;
+    RETURN NULL;
+END $$;
+DO $$
+BEGIN
+    -- (made once: creating a trigger locks the table)
+    IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'rooms_privacy_changed'
+                                              AND tgrelid = 'rooms'::regclass) THEN
+        CREATE TRIGGER rooms_privacy_changed AFTER UPDATE OF is_private ON rooms
+            FOR EACH STATEMENT EXECUTE FUNCTION chat_count_privacy_change();
+    END IF;
+END $$;
+
 CREATE TABLE IF NOT EXISTS messages (
     id          bigserial PRIMARY KEY,
     from_user   bigint NOT NULL,

@@ -226,14 +226,14 @@ def handle_users(rt: ChatRuntime, conn: Connection, command: Command) -> None:
 
 
 def handle_rooms(rt: ChatRuntime, conn: Connection, command: Command) -> None:
-    """The public rooms (shared, at most a second old) and the user's private ones; with a
+    """The public rooms (shared, at most a second old: runtime.public_rooms) and the user's private ones; with a
     `query`, those whose name holds it. With a `limit`, the busiest that many. In name order."""
     most = min(command.limit, rt.config["ROOMS_LIST_MAX"])
     if command.query:
         with rt.pool.autocommit() as cur:
             rooms = store.find_rooms(cur, conn.user_id, command.query, most)
     else:
-        rooms = rt.rooms_list.get()
+        rooms = rt.public_rooms()
         listed = {room["name"] for room in rooms}
         unlisted = [room for room in conn.rooms if room not in listed]
         if unlisted:

@@ -123,7 +123,11 @@ class ChatRuntime:
         )
         # The `rooms` list: read at most once a second, however many clients ask (a
         # presence event can make every member of the room ask at once).
+        # The public rooms `rooms` lists, with the count of privacy changes read before them
+        # (schema.sql, chat_privacy_changes); and that count now, read at each `rooms` (one
+        # read for all who ask at once): a list older than a change is read again.
         self.rooms_list = SharedRead(self._read_rooms, ROOMS_MAX_AGE_SECONDS)
+        self.privacy_changes = SharedRead(self._read_privacy_changes, 0.0)
         # every open WebSocket of this process, authenticated or not
         self.connections: set = set()
         self.connection_watch = gevent.spawn(
@@ -298,9 +302,25 @@ class ChatRuntime:
             if conn.read_is_news(where, state):
                 conn.send_frame(encoded)
 
-    def _read_rooms(self) -> list[dict]:
+    def public_rooms(self) -> list[dict]:
+        """The public rooms `rooms` lists: shared, at most ROOMS_MAX_AGE_SECONDS old, but
+        never older than the last change of a room's privacy (a room turned private in SQL
+        is not listed from the commit on)."""
+        changes = self.privacy_changes.get()
+        seen, rooms = self.rooms_list.get()
+        if seen < changes:
+            seen, rooms = self.rooms_list.refresh()
+        return rooms
+
+    def _read_rooms(self) -> tuple[int, list[dict]]:
         with self.pool.autocommit() as cur:
-            return store.list_rooms(cur, self.config["ROOMS_LIST_MAX"])
+            # the count first: the list then holds every change it counts
+            changes = store.privacy_changes(cur)
+            return changes, store.list_rooms(cur, self.config["ROOMS_LIST_MAX"])
+
+    def _read_privacy_changes(self) -> int:
+        with self.pool.autocommit() as cur:
+            return store.privacy_changes(cur)
 
     # --- catching up ---------------------------------------------------------------------------
 

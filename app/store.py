@@ -300,6 +300,13 @@ SELECT name, description, online, (SELECT count(*) FROM chat_members m WHERE m.r
 """
 
 
+def privacy_changes(cur) -> int:
+    """How many statements have set a room's privacy (schema.sql, chat_privacy_changes)."""
+    cur.execute("SELECT changes FROM chat_privacy_changes")
+    row = cur.fetchone()
+    return row[0] if row is not None else 0
+
+
 def list_rooms(cur, most: int) -> list[dict[str, Any]]:
     """The `most` public rooms with the most users online (then by name), in name order.
 
