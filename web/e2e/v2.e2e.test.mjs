@@ -202,6 +202,23 @@ describe('v2 features of the chat page, two users and two devices', { timeout: 2
     assert.equal(await chip(pages.bob).getAttribute('aria-pressed'), 'false');
   });
 
+  step("a palette opened over the messages below takes every one of its clicks", async () => {
+    // It opens downwards, over the next messages: their toolbars, shown as the pointer
+    // crosses them (or there unseen), must not take the clicks meant for its emoji.
+    const bob = pages.bob;
+    const below = await bob.$$eval('[data-testid=message]', (ms) => ms.slice(-4, -1).map((m) => Number(m.getAttribute('data-id'))));
+    assert.equal(below.length, 3, 'three messages with others below them');
+    for (const [n, emoji] of [[0, '😢'], [1, '😮'], [2, '🎉']]) {
+      const id = below[n];
+      await message(bob, id).hover();
+      await message(bob, id).locator('[data-testid=react-button]').click();
+      await message(bob, id).locator(`[data-testid=emoji-option][data-emoji="${emoji}"]`).click({ timeout: 5000 });
+      const chip = message(pages.laptop, id).locator(`[data-testid=reaction-chip][data-emoji="${emoji}"]`);
+      await chip.waitFor();
+      assert.match(await chip.getAttribute('title'), new RegExp(`^bob reacted with ${emoji}$`));
+    }
+  });
+
   step('search opens the conversation at the message found, highlighted', async () => {
     const bob = pages.bob;
     await joinRoom(bob, 'elsewhere');
