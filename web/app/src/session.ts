@@ -81,13 +81,21 @@ export function hasPrefs(userId: number): boolean {
   }
 }
 
-/** Per-user preferences kept across reloads: joined rooms, DM peers, the open conversation, the rooms created here. */
+/** This tab's open conversation, kept across its reloads (the other tabs of the user have their own). */
+const activeKey = (userId: number) => `chat.active.${userId}`;
+
+/**
+ * Per-user preferences kept across reloads: joined rooms, DM peers, the open conversation, the rooms
+ * created here. The open conversation is this tab's, after a reload; a new tab opens the one opened
+ * last in any tab.
+ */
 export function loadPrefs(userId: number): Prefs {
+  let prefs: Prefs = { rooms: [], dms: [], active: null, owned: [] };
   try {
     const raw = localStorage.getItem(`chat.prefs.${userId}`);
     if (raw) {
       const p = JSON.parse(raw);
-      return {
+      prefs = {
         rooms: Array.isArray(p.rooms) ? p.rooms.filter((r: unknown) => typeof r === 'string') : ['general'],
         dms: Array.isArray(p.dms) ? p.dms.filter((d: { userId?: unknown }) => typeof d?.userId === 'number') : [],
         active: typeof p.active === 'string' ? p.active : null,
@@ -97,12 +105,24 @@ export function loadPrefs(userId: number): Prefs {
   } catch {
     /* ignore */
   }
-  return { rooms: [], dms: [], active: null, owned: [] };
+  try {
+    const mine = sessionStorage.getItem(activeKey(userId));
+    if (mine) prefs.active = mine;
+  } catch {
+    /* ignore */
+  }
+  return prefs;
 }
 
 export function savePrefs(userId: number, prefs: Prefs): void {
   try {
     localStorage.setItem(`chat.prefs.${userId}`, JSON.stringify(prefs));
+  } catch {
+    /* ignore */
+  }
+  try {
+    if (prefs.active) sessionStorage.setItem(activeKey(userId), prefs.active);
+    else sessionStorage.removeItem(activeKey(userId));
   } catch {
     /* ignore */
   }
