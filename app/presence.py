@@ -246,8 +246,7 @@ STATEMENTS = PreparedStatements(
                 SELECT r.name, {store.ROOM_LAST_ID.format("r.name")} AS last_id FROM rooms r WHERE r.name = %(room)s
             ), added AS (
                 INSERT INTO chat_members (room, user_id, last_read_id)
-                SELECT name, %(user_id)s,
-                       COALESCE((SELECT id FROM messages WHERE room = name ORDER BY id DESC LIMIT 1), 0)
+                SELECT name, %(user_id)s, last_id
                 FROM room WHERE EXISTS (SELECT 1 FROM chat_members WHERE room = %(room)s AND user_id = %(by)s)
                 ON CONFLICT DO NOTHING RETURNING 1
             ), step AS MATERIALIZED (
