@@ -21,13 +21,10 @@ from .commits_in_flight import CommitsInFlight
 from .db import Pool, SingleConnection
 from .errors import ChatError, Unavailable
 from .messages import StoredMessage
-from .metrics import BATCH_SIZE, MESSAGES_STORED
+from .metrics import BATCH_SIZE, STORED_DMS, STORED_ROOM_MESSAGES
 
 log = logging.getLogger(__name__)
 
-# Counted once per batch: a labelled counter's lookup and lock per message would cost too much.
-STORED_ROOM_MESSAGES = MESSAGES_STORED.labels("room")
-STORED_DMS = MESSAGES_STORED.labels("dm")
 # A sender whose draft is in a batch being committed waits past the store timeout for its
 # outcome: at most the lane's statement timeout more, and this for the round trips.
 UNKNOWN_OUTCOME_GRACE_SECONDS = 5.0
@@ -226,10 +223,8 @@ class Batcher:
         fresh = sorted((outcome.message for outcome in outcomes.values()), key=lambda m: m.id)
         BATCH_SIZE.observe(len(batch))
         dms = sum(message.is_dm for message in fresh)
-        if dms:
-            STORED_DMS.inc(dms)
-        if len(fresh) > dms:
-            STORED_ROOM_MESSAGES.inc(len(fresh) - dms)
+        STORED_DMS.value += dms
+        STORED_ROOM_MESSAGES.value += len(fresh) - dms
         # Deliver before answering the senders, so a sender sees its own message first.
         try:
             self.on_committed(fresh)
