@@ -162,9 +162,12 @@ class ChatRuntime:
 
     def _committed(self, messages: list[StoredMessage]) -> None:
         """Our own commit: deliver here at once, and announce where the bus needs it."""
-        with coalesced():  # a client in several of the batch's rooms: one write
-            for message in messages:
-                self.hub.deliver(message)
+        if len(messages) == 1:
+            self.hub.deliver(messages[0])  # a frame per client: nothing to join
+        else:
+            with coalesced():  # a client in several of the batch's rooms: one write
+                for message in messages:
+                    self.hub.deliver(message)
         self.bus.publish_messages(messages)
 
     def on_bus_payload(self, payload: dict) -> None:

@@ -17,8 +17,7 @@ import itertools
 import logging
 import socket
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import gevent
 from gevent.event import Event
@@ -61,12 +60,40 @@ OUTBOX_SHARE_BYTES = 256 * 1024
 
 _ids = itertools.count(1)
 
-# The frames each client is sent while a `coalesced()` block is open, written when it ends.
-_coalescing: dict[Transport, list[bytes]] | None = None
+# The frames each client is sent while a `coalesced()` block is open, written when it ends:
+# one frame as bytes, several as a list (most clients get one, and a list each would cost).
+_coalescing: dict[Transport, bytes | list[bytes]] | None = None
 
 
-@contextmanager
-def coalesced() -> Iterator[None]:
+class _Coalesced:
+    """The block `coalesced()` opens: a class, not a generator, since every group commit's
+    fan-out opens one (contextlib's generator machinery cost ~5,000 instructions a block)."""
+
+    __slots__ = ("depth",)
+
+    def __init__(self) -> None:
+        self.depth = 0
+
+    def __enter__(self) -> None:
+        global _coalescing
+        if self.depth == 0:
+            _coalescing = {}
+        self.depth += 1
+
+    def __exit__(self, *exc_info: object) -> None:
+        global _coalescing
+        self.depth -= 1
+        if self.depth:
+            return  # a nested block leaves the writing to the outer one
+        held, _coalescing = _coalescing, None
+        for transport, frames in held.items():
+            transport._write(b"".join(frames) if frames.__class__ is list else frames)
+
+
+_COALESCED = _Coalesced()  # blocks never wait, so one process-wide block serves every greenlet
+
+
+def coalesced() -> _Coalesced:
     """Write the frames sent inside the block once per client, joined, when it ends.
 
     A fan-out loop can send one client many frames in a row: the presence of a crowd
@@ -77,17 +104,7 @@ def coalesced() -> Iterator[None]:
     greenlets send meanwhile would wait with it. A nested block leaves the writing to the
     outer one.
     """
-    global _coalescing
-    if _coalescing is not None:
-        yield
-        return
-    _coalescing = held = {}
-    try:
-        yield
-    finally:
-        _coalescing = None
-        for transport, frames in held.items():
-            transport._write(frames[0] if len(frames) == 1 else b"".join(frames))
+    return _COALESCED
 
 
 class Transport:
@@ -196,7 +213,13 @@ class Transport:
             return
         FRAMES_OUT.value += 1
         if _coalescing is not None:
-            _coalescing.setdefault(self, []).append(frame)
+            held = _coalescing.get(self)
+            if held is None:
+                _coalescing[self] = frame
+            elif held.__class__ is list:
+                held.append(frame)
+            else:
+                _coalescing[self] = [held, frame]
             return
         self._write(frame)
 
