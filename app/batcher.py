@@ -9,6 +9,7 @@ commit hands the stored messages to local delivery. Stored before delivered, alw
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,17 +29,19 @@ log = logging.getLogger(__name__)
 # A sender whose draft is in a batch being committed waits past the store timeout for its
 # outcome: at most the lane's statement timeout more, and this for the round trips.
 UNKNOWN_OUTCOME_GRACE_SECONDS = 5.0
+# How often the senders' waits are held against their deadlines: one sweep for all of
+# them, not a gevent.Timeout each (a timer started and cancelled per message cost the
+# worker 20,000 instructions, 4 % of a message; bench/callgrind.py). A sender is told
+# `unavailable` up to this much later than its deadline.
+EXPIRY_SWEEP_SECONDS = 0.1
 
 
 @dataclass
 class Pending:
     draft: store.Draft
     origin: object  # the sending connection
+    queued_at: float  # time.monotonic() when submitted
     result: AsyncResult = field(default_factory=AsyncResult)
-    # The sender gave up waiting (told `unavailable`) while it was queued: never stored.
-    abandoned: bool = False
-    # Taken into a batch: from then on its sender waits for that batch's outcome.
-    taken: bool = False
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,8 @@ class Lane:
 
     def __init__(self, batcher: Batcher, connection: SingleConnection) -> None:
         self.connection = connection
-        self.queue: deque[Pending] = deque()
+        self.queue: deque[Pending] = deque()  # in the order submitted, so by queued_at
+        self.in_flight: list[Pending] = []  # the batch being committed, in the same order
         self.wakeup = Event()
         self.greenlet = gevent.spawn(batcher.run_lane, self)
 
@@ -94,6 +98,8 @@ class Batcher:
             Lane(self, SingleConnection(pool.dsn, pool.connect_timeout, setup=self._prepare_lane))
             for _ in range(pipelines)
         ]
+        # Holds the senders' deadlines while any sender waits (_sweep_while_waited).
+        self.sweeper: gevent.Greenlet | None = None
 
     def _prepare_lane(self, cur) -> None:
         """Set up a new lane connection: its statement timeout, its prepared statements.
@@ -116,32 +122,56 @@ class Batcher:
         or when the connection is lost mid-commit, the outcome is unknown, and said so
         (or, for a lost connection, "retry later": a resend with its clientId is safe).
         """
-        pending = Pending(draft, origin)
+        pending = Pending(draft, origin, time.monotonic())
         self.lanes[hash(draft.channel) % len(self.lanes)].add(pending)
+        if self.sweeper is None:
+            self.sweeper = gevent.spawn_later(EXPIRY_SWEEP_SECONDS, self._sweep_while_waited)
+        return pending.result.get()  # (or raises what the batch or the sweep set)
+
+    def _sweep_while_waited(self) -> None:
+        """Tell the senders past their deadline, until nobody waits (submit starts it again)."""
         try:
-            return pending.result.get(timeout=self.timeout_seconds)
-        except gevent.Timeout:
-            if not pending.taken:
-                pending.abandoned = True
-                raise Unavailable("storing the message timed out, nothing was stored: retry later") from None
-        try:
-            return pending.result.get(timeout=self.timeout_seconds + UNKNOWN_OUTCOME_GRACE_SECONDS)
-        except gevent.Timeout:
-            raise Unavailable(
-                "storing the message timed out and it may yet be stored: send it again with the same clientId"
-            ) from None
+            while self._expire_waits(time.monotonic()):
+                gevent.sleep(EXPIRY_SWEEP_SECONDS)
+        except Exception:
+            log.exception("checking the senders' deadlines failed")
+        finally:
+            self.sweeper = None
+
+    def _expire_waits(self, now: float) -> bool:
+        """Answer `unavailable` to each sender past its deadline; whether any sender still waits.
+
+        Queued past the store timeout: withdrawn, never to be stored. In a batch being
+        committed past twice that and the grace: the outcome is unknown, and said so.
+        """
+        waiting = False
+        for lane in self.lanes:
+            queue = lane.queue
+            while queue and now - queue[0].queued_at >= self.timeout_seconds:
+                queue.popleft().result.set_exception(
+                    Unavailable("storing the message timed out, nothing was stored: retry later")
+                )
+            in_flight = lane.in_flight
+            # (the oldest first: when it is not late, none is)
+            if in_flight and now - in_flight[0].queued_at >= 2 * self.timeout_seconds + UNKNOWN_OUTCOME_GRACE_SECONDS:
+                for pending in in_flight:
+                    if not pending.result.ready():
+                        pending.result.set_exception(
+                            Unavailable(
+                                "storing the message timed out and it may yet be stored: "
+                                "send it again with the same clientId"
+                            )
+                        )
+            waiting = waiting or bool(queue) or bool(in_flight)
+        return waiting
 
     def run_lane(self, lane: Lane) -> None:
         while True:
             lane.wakeup.wait()
             lane.wakeup.clear()
             while lane.queue:
-                taken = [lane.queue.popleft() for _ in range(min(len(lane.queue), self.max_batch))]
-                batch = [pending for pending in taken if not pending.abandoned]
-                if not batch:
-                    continue
-                for pending in batch:
-                    pending.taken = True
+                batch = [lane.queue.popleft() for _ in range(min(len(lane.queue), self.max_batch))]
+                lane.in_flight = batch
                 # Only DMs: their sending connection gets another frame than the rest.
                 conversations = {p.draft.channel for p in batch if p.draft.to_user is not None}
                 self.local_commits.begin(conversations)
@@ -153,6 +183,7 @@ class Batcher:
                         if not pending.result.ready():
                             pending.result.set_exception(ChatError("internal error while storing"))
                 finally:
+                    lane.in_flight = []
                     self.local_commits.end(conversations)
 
     def _commit_batch(self, connection: SingleConnection, batch: list[Pending]) -> None:

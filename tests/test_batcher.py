@@ -3,10 +3,13 @@ the database stalls or fails half-way, and that nothing is stored twice meanwhil
 
 from __future__ import annotations
 
+import time
+
 import gevent
 import psycopg2
 import pytest
 
+from app import batcher as batcher_module
 from app import db, store
 from app.batcher import Batcher
 from app.commits_in_flight import CommitsInFlight
@@ -78,6 +81,33 @@ def test_a_draft_whose_sender_gave_up_before_it_was_sent_is_not_stored(stalled_r
         gevent.sleep(0.3)  # the lane's next turn
         # The first was being committed, and its sender got it; the second was withdrawn.
         assert stored_contents(url) == ["connects the lane", "in flight"]
+    finally:
+        lock.release()
+        pool.close()
+
+
+def test_a_sender_whose_batch_outlasts_its_deadline_is_told_it_may_yet_be_stored(stalled_room, monkeypatch):
+    monkeypatch.setattr(batcher_module, "UNKNOWN_OUTCOME_GRACE_SECONDS", 0.2)
+    url, lock = stalled_room
+    pool = db.Pool(url, size=2)
+    delivered: list = []
+    batcher = make_batcher(pool, delivered, timeout_seconds=5)
+    try:
+        batcher.submit(draft("connects the lane"), None)  # (statement timeout: 5 s)
+        batcher.timeout_seconds = 0.3  # the sender's deadline, from now on: 0.3 x 2 + 0.2 s
+        lock.hold()
+        started = time.monotonic()
+        with pytest.raises(Unavailable, match="may yet be stored"):
+            batcher.submit(draft("in flight"), None)  # its batch waits for the room's lock
+        assert time.monotonic() - started >= 0.8, "told before its deadline"
+        lock.release()
+        # Its batch goes on and commits: stored and delivered, as the sender was told it might be.
+        gevent.sleep(0.5)
+        assert stored_contents(url) == ["connects the lane", "in flight"]
+        assert [m.data["content"] for m in delivered] == ["connects the lane", "in flight"]
+        # Nobody waits any more: the deadlines' sweep has ended.
+        gevent.sleep(0.3)
+        assert batcher.sweeper is None
     finally:
         lock.release()
         pool.close()
