@@ -97,6 +97,9 @@ class Connection(Transport):
     def room_message(self, message: StoredMessage) -> None:
         """Send a live message or §10 event of a joined room, held back while the room is replayed, dropped if
         replayed (by id)."""
+        if not self.replay_buffers and not self.replayed_up_to:
+            self.send_frame(message.wire_frame)  # nearly always: no replay of any room under way
+            return
         room = message.room
         buffer = self.replay_buffers.get(room)
         if buffer is not None:

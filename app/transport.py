@@ -221,7 +221,12 @@ class Transport:
             else:
                 _coalescing[self] = [held, frame]
             return
-        self._write(frame)
+        if self.corked is None and self.writing is None and not self.outbox:
+            # What _write and _write_now would decide, decided here: this runs once per
+            # frame and receiver, and a call less is a few per cent of a fan-out.
+            self._send_now(frame)
+        else:
+            self._write(frame)
 
     def _write(self, frame: bytes) -> None:
         corked = self.corked
@@ -237,26 +242,34 @@ class Transport:
 
     def _write_now(self, frame: bytes) -> None:
         if self.writing is None and not self.outbox:
-            # Nothing queued and nobody mid-write: bytes cannot interleave.
-            try:
-                sent = self.raw.send(frame)
-            except BlockingIOError:
-                sent = 0
-            except OSError:
-                self.peer_gone = True  # its reader finds out and cleans up
-                return
-            if sent == len(frame):
-                return
-            self.progress_at = time.monotonic()
-            if sent:
-                # Begun on the wire: the rest goes first, whatever happens next.
-                self.writing = memoryview(frame)[sent:]
-                self._count_queued(len(frame) - sent)
-                if self._overflows(0):
-                    self._overflow()
-                else:
-                    self._start_flusher()
-                return
+            self._send_now(frame)  # nothing queued and nobody mid-write: bytes cannot interleave
+        else:
+            self._queue(frame)
+
+    def _send_now(self, frame: bytes) -> None:
+        """Write a frame on a socket with nothing queued; queue what the kernel does not take."""
+        try:
+            sent = self.raw.send(frame)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self.peer_gone = True  # its reader finds out and cleans up
+            return
+        if sent == len(frame):
+            return
+        self.progress_at = time.monotonic()
+        if sent:
+            # Begun on the wire: the rest goes first, whatever happens next.
+            self.writing = memoryview(frame)[sent:]
+            self._count_queued(len(frame) - sent)
+            if self._overflows(0):
+                self._overflow()
+            else:
+                self._start_flusher()
+        else:
+            self._queue(frame)
+
+    def _queue(self, frame: bytes) -> None:
         if self._overflows(len(frame)):
             self._overflow()
             return
