@@ -6,15 +6,23 @@ drowns in it. Valgrind's callgrind counts the instructions a process executes, t
 from run to run within a fraction of a per cent: what a change to the message path saves
 shows even when it is small.
 
-The project's server runs under callgrind (gunicorn, one worker, its own database).
-Ten clients join one room; the senders take turns, one message at a time, and every client
-reads it before the next is sent, so each message is stored alone and written to ten
-sockets, the same way in every run. The count is zeroed after a warm-up and dumped after
-the measured messages: instructions of user space only (the kernel's share, the system
-calls, is not counted, and is the same whatever Python does).
+The project's server runs under callgrind (gunicorn, one worker, its own database). What
+is counted happens one at a time, the same way in every run; the count is zeroed after a
+warm-up and dumped after the measured part: instructions of user space only (the kernel's
+share, the system calls, is not counted, and is the same whatever Python does).
 
-    .venv/bin/python bench/callgrind.py                 # 300 messages, instructions a message
-    .venv/bin/python bench/callgrind.py --messages 1000 --top 30  # and the 30 costliest C functions
+- messages (the default): ten clients join one room; the senders take turns, and every
+  client reads a message before the next is sent, so each is stored alone and written to
+  ten sockets.
+- `--resume N`: the reconnect of the storm scenario (run.py), one user after another: N
+  users, each a member of 20 rooms holding 2 messages sent while they were away (seeded as
+  the storm seeds them), connect, get `welcome`, `join` their 20 rooms with `since` and
+  get 20 `join_ack`s and 40 replayed messages, then disconnect.
+
+    .venv/bin/python bench/callgrind.py                  # instructions a message
+    .venv/bin/python bench/callgrind.py --resume 200     # instructions a reconnect
+    .venv/bin/python bench/callgrind.py --keep /tmp/cg   # and keep the dump, for
+    callgrind_annotate --inclusive=yes /tmp/cg/callgrind.out.*  # the costliest C functions
 
 Compare two versions of the code by running it in each (a worktree of the other commit).
 Under callgrind the server runs about 50 times slower: the latency is not meaningful.
@@ -36,7 +44,8 @@ import urllib.request
 import jwt
 import orjson
 import websocket
-from harness.pg import create_db, db_url, drop_db
+from harness.pg import create_db, db_url, drop_db, psql
+from harness.scenarios.storm import STORM_PER_USER, STORM_USER_BASE, seed_storm, storm_rooms_sql
 from harness.servers import free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -48,10 +57,15 @@ CONTENT = "b1 run room member 12 1733000000000 lorem ipsum dolor sit amet"
 BOOT_TIMEOUT_SECONDS = 300  # imports and the first requests under callgrind are slow
 FRAME_TIMEOUT_SECONDS = 60
 NODE_TIMEOUT_SECONDS = 10  # app/config.py's default
+# --resume: members of each storm room, and the messages each room holds that its members
+# saw (the last is their `since`) and that came while they were away (the storm's defaults)
+ROOM_SIZE = 20
+SEEN_BEFORE = 2
+SENT_WHILE_AWAY = 2
 
 
-def token(user_id: int) -> str:
-    claims = {"sub": str(user_id), "username": f"cg{user_id}", "exp": int(time.time()) + 3600}
+def token(user_id: int, username: str) -> str:
+    claims = {"sub": str(user_id), "username": username, "exp": int(time.time()) + 3600}
     return jwt.encode(claims, SECRET, algorithm="HS256")
 
 
@@ -77,9 +91,17 @@ def read_until(ws: websocket.WebSocket, wanted) -> dict:
             return frame
 
 
-def connect(port: int, user_id: int) -> websocket.WebSocket:
-    ws = websocket.create_connection(f"ws://127.0.0.1:{port}/ws?token={token(user_id)}", timeout=FRAME_TIMEOUT_SECONDS)
+def open_session(port: int, user_id: int, username: str) -> websocket.WebSocket:
+    """A client of the user, past its `welcome`."""
+    url = f"ws://127.0.0.1:{port}/ws?token={token(user_id, username)}"
+    ws = websocket.create_connection(url, timeout=FRAME_TIMEOUT_SECONDS)
     read_until(ws, lambda f: f.get("type") == "welcome")
+    return ws
+
+
+def connect(port: int, user_id: int) -> websocket.WebSocket:
+    """A member of the counted room, joined."""
+    ws = open_session(port, user_id, f"cg{user_id}")
     ws.send(orjson.dumps({"type": "join", "room": ROOM}).decode())
     read_until(ws, lambda f: f.get("type") == "join_ack")
     return ws
@@ -94,6 +116,36 @@ def exchange(clients: list[websocket.WebSocket], first: int, count: int, tag: st
         )
         for ws in clients:
             read_until(ws, lambda f, c=client_id: f.get("type") == "message" and f["data"].get("clientId") == c)
+
+
+def reconnect(port: int, user: int, rooms: list[str], resume: dict) -> None:
+    """One storm client: connect, resume every room with `since`, take what it is owed, leave."""
+    ws = open_session(port, STORM_USER_BASE + user, f"u{STORM_USER_BASE + user}")
+    owed = set()
+    for room in rooms:
+        since, ids = resume[room]
+        owed.update((room, i) for i in ids)
+        ws.send(orjson.dumps({"type": "join", "room": room, "since": since}).decode())
+    acks = 0
+    while acks < len(rooms) or owed:
+        frame = orjson.loads(ws.recv())
+        if frame.get("type") == "join_ack":
+            acks += 1
+        elif frame.get("type") == "message":
+            owed.discard((frame["data"]["room"], frame["data"]["id"]))
+    ws.close()
+
+
+def storm_rooms(db: str, users: int, room_size: int) -> list[list[str]]:
+    """Each storm user's rooms, as the storm seeds them (storm_rooms_sql)."""
+    rows = psql(
+        db,
+        "-At",
+        capture=True,
+        sql=f"SELECT string_agg({storm_rooms_sql(users, room_size)}, ',' ORDER BY k) "
+        f"FROM generate_series(0, {users - 1}) i, generate_series(0, {STORM_PER_USER - 1}) k GROUP BY i ORDER BY i",
+    )
+    return [line.split(",") for line in rows.splitlines()]
 
 
 def worker_pid(master: int) -> int:
@@ -126,7 +178,13 @@ def main() -> None:
     ap.add_argument(
         "--clients", type=int, default=CLIENTS, help=f"members of the room, all connected (default {CLIENTS})"
     )
-    ap.add_argument("--top", type=int, default=0, help="also print the N C functions with the most instructions")
+    ap.add_argument(
+        "--resume",
+        type=int,
+        default=0,
+        metavar="N",
+        help=f"count reconnects instead: N users (a multiple of {ROOM_SIZE})",
+    )
     ap.add_argument("--keep", help="keep the callgrind output in this directory")
     o = ap.parse_args()
     if not shutil.which("valgrind"):
@@ -147,6 +205,11 @@ def main() -> None:
         PING_INTERVAL_SECONDS="3600",
     )
     create_db(db, os.path.join(ROOT, "schema.sql"))
+    if o.resume:
+        if o.resume % ROOM_SIZE or o.resume < 2 * ROOM_SIZE:
+            raise SystemExit(f"--resume must be a multiple of {ROOM_SIZE}, at least {2 * ROOM_SIZE}")
+        resume, _ = seed_storm(db, "project", o.resume, ROOM_SIZE, SEEN_BEFORE, SENT_WHILE_AWAY)
+        rooms = storm_rooms(db, o.resume, ROOM_SIZE)
     cmd = [
         "valgrind",
         "--tool=callgrind",
@@ -170,14 +233,31 @@ def main() -> None:
     try:
         wait_until_up(port, proc)
         worker = worker_pid(proc.pid)
-        clients = [connect(port, user_id) for user_id in range(1, o.clients + 1)]
+        if o.resume:
+            # the first fifth warms up, the rest is counted
+            warm, count, what = o.resume // 5, o.resume - o.resume // 5, "reconnect"
+            label = (
+                f"reconnects of users in {STORM_PER_USER} rooms, {STORM_PER_USER * SENT_WHILE_AWAY} messages replayed"
+            )
+
+            def run(first: int, n: int, tag: str) -> None:
+                for user in range(first, first + n):
+                    reconnect(port, user, rooms[user], resume)
+        else:
+            warm, count, what = o.warmup, o.messages, "message"
+            label = f"messages to a room of {o.clients}"
+            clients = [connect(port, user_id) for user_id in range(1, o.clients + 1)]
+
+            def run(first: int, n: int, tag: str) -> None:
+                exchange(clients, first, n, tag)
+
         # A node that started alone announces its commits on the bus for the node timeout
         # (a peer may be starting too), then stops: count it as it runs from then on.
         time.sleep(NODE_TIMEOUT_SECONDS + 1)
-        exchange(clients, 0, o.warmup, "warm")
+        run(0, warm, "warm")
         callgrind_control("--zero", str(worker))
         started = time.monotonic()
-        exchange(clients, 0, o.messages, "counted")
+        run(warm, count, "counted")
         wall = time.monotonic() - started
         callgrind_control("--dump=counted", str(worker))
         dumps = sorted(glob.glob(f"{out_dir}/callgrind.out.{worker}.*"), key=os.path.getmtime)
@@ -185,16 +265,9 @@ def main() -> None:
             raise SystemExit(f"no dump of the worker in {out_dir}")
         instructions = total_instructions(dumps[-1])
         print(
-            f"{o.messages} messages to a room of {o.clients}, one at a time ({wall:.0f} s under callgrind): "
-            f"{instructions:,} instructions, {instructions / o.messages:,.0f} a message"
+            f"{count} {label}, one at a time ({wall:.0f} s under callgrind): "
+            f"{instructions:,} instructions, {instructions / count:,.0f} a {what}"
         )
-        if o.top:
-            report = subprocess.run(
-                ["callgrind_annotate", "--inclusive=no", dumps[-1]], capture_output=True, text=True
-            ).stdout
-            lines = [line for line in report.splitlines() if "*" not in line[:3]]
-            start = next(i for i, line in enumerate(lines) if "file:function" in line)
-            print("\n".join(lines[start : start + o.top + 2]))
         if o.keep:
             os.makedirs(o.keep, exist_ok=True)
             shutil.copy(dumps[-1], o.keep)
