@@ -542,8 +542,8 @@ describe('chat page against the real server', { timeout: 180_000 }, () => {
   step('a refused token sends the user back to the sign-in page', async () => {
     const page = pages.alice;
     await page.evaluate(() => {
-      const s = JSON.parse(sessionStorage.getItem('chat.session'));
-      sessionStorage.setItem('chat.session', JSON.stringify({ ...s, token: 'not.a.valid-token' }));
+      const s = JSON.parse(localStorage.getItem('chat.session'));
+      localStorage.setItem('chat.session', JSON.stringify({ ...s, token: 'not.a.valid-token' }));
     });
     await page.reload();
     const notice = await page.waitForSelector('.login-notice');

@@ -18,6 +18,7 @@ import {
   signIn,
   toast,
   waitForSidebar,
+  waitForStatus,
   waitForText,
   waitForTitle,
 } from './lib/dom.mjs';
@@ -221,5 +222,20 @@ describe('rooms and people across devices', { timeout: 180_000 }, () => {
     await snap('dm-offline');
     const rows = await db.query("SELECT count(*) FROM messages WHERE content = 'hello carol, for when you come'");
     assert.equal(Number(rows[0][0]), 1);
+  });
+
+  step('a new tab of the browser opens signed in; signing out there signs out the other tab too', async () => {
+    const tab = await pages.bob.context().newPage();
+    pages.bobTab = tab;
+    await tab.goto(server.base + '/');
+    await waitForStatus(tab, 'open');
+    assert.equal(await tab.textContent('[data-testid=me]'), 'bob');
+    await waitForSidebar(tab, await sidebarRooms(pages.bob));
+    await tab.click('[data-testid=sign-out]');
+    await tab.waitForSelector('[data-testid=login-form]');
+    await pages.bob.waitForSelector('[data-testid=login-form]');
+    // alice, in another browser, is still signed in
+    await waitForStatus(pages.alice, 'open');
+    assert.equal(await pages.alice.textContent('[data-testid=me]'), 'alice');
   });
 });

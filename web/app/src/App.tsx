@@ -1,8 +1,8 @@
-import { useCallback, useState } from 'react';
+import { useCallback, useEffect, useState } from 'react';
 import type { PendingMessage } from '@chat/use-chat';
 import { ChatScreen } from './ChatScreen';
 import { LoginScreen } from './LoginScreen';
-import { loadSession, saveSession, type Session } from './session';
+import { loadSession, onSessionChangedElsewhere, saveSession, type Session } from './session';
 
 /** Messages not yet delivered when the session expired: sent once the same user signs in again (in memory; a reload keeps them through sessionStorage, see loadUnsent). */
 export interface Unsent {
@@ -26,6 +26,18 @@ export function App() {
       setSession(s);
     },
     [unsent],
+  );
+
+  // Another tab signed out: so is this one. Another tab signed in as someone else: this
+  // one follows, as a reload would. The same user again (a newer token) changes nothing:
+  // this tab's connection stays as it is.
+  useEffect(
+    () =>
+      onSessionChangedElsewhere((stored) => {
+        setNotice(null);
+        setSession((current) => (stored && current && stored.userId === current.userId ? current : stored));
+      }),
+    [],
   );
 
   const onSignedOut = useCallback((why?: string, left?: Unsent) => {

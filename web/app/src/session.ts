@@ -4,12 +4,14 @@ export interface Session {
   username: string;
 }
 
+// Kept in localStorage, which every tab of the browser shares: a new tab opens signed in,
+// as people expect of a chat page, and signing out in one tab signs out all of them
+// (onSessionChangedElsewhere). Pages of the version before kept it per tab, in sessionStorage.
 const KEY = 'chat.session';
 
-export function loadSession(): Session | null {
+function parseSession(raw: string | null): Session | null {
+  if (!raw) return null;
   try {
-    const raw = sessionStorage.getItem(KEY);
-    if (!raw) return null;
     const s = JSON.parse(raw) as Session;
     return typeof s.token === 'string' && typeof s.userId === 'number' ? s : null;
   } catch {
@@ -17,13 +19,36 @@ export function loadSession(): Session | null {
   }
 }
 
+export function loadSession(): Session | null {
+  try {
+    const shared = parseSession(localStorage.getItem(KEY));
+    if (shared) return shared;
+    const tabs = parseSession(sessionStorage.getItem(KEY)); // a tab signed in before the change
+    if (tabs) saveSession(tabs);
+    return tabs;
+  } catch {
+    return null;
+  }
+}
+
 export function saveSession(s: Session | null): void {
   try {
-    if (s) sessionStorage.setItem(KEY, JSON.stringify(s));
-    else sessionStorage.removeItem(KEY);
+    if (s) localStorage.setItem(KEY, JSON.stringify(s));
+    else localStorage.removeItem(KEY);
+    sessionStorage.removeItem(KEY);
   } catch {
     /* storage disabled: the session lives in memory only */
   }
+}
+
+/** Calls `changed` with the stored session each time another tab signs in or out (the
+ * `storage` event, which a tab never gets for its own writes); returns the unsubscribe. */
+export function onSessionChangedElsewhere(changed: (s: Session | null) => void): () => void {
+  const listener = (e: StorageEvent) => {
+    if (e.key === KEY || e.key === null) changed(parseSession(e.key === null ? null : e.newValue));
+  };
+  window.addEventListener('storage', listener);
+  return () => window.removeEventListener('storage', listener);
 }
 
 export class LoginError extends Error {}

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { loadPrefs, savePrefs, type Prefs } from '../src/session';
+import { loadPrefs, loadSession, savePrefs, saveSession, type Prefs, type Session } from '../src/session';
 
 /** A Web Storage in memory: the browser's localStorage (shared by tabs) or a tab's sessionStorage. */
 class MemoryStorage {
@@ -15,7 +15,7 @@ class MemoryStorage {
   }
 }
 
-const shared = new MemoryStorage();
+let shared = new MemoryStorage();
 const g = globalThis as unknown as { localStorage?: MemoryStorage; sessionStorage?: MemoryStorage };
 
 /** Runs `f` in a tab: the browser's shared localStorage, and the tab's own sessionStorage. */
@@ -30,6 +30,32 @@ const prefs = (active: string): Prefs => ({ rooms: ['general', 'hist'], dms: [{ 
 afterEach(() => {
   delete g.localStorage;
   delete g.sessionStorage;
+  shared = new MemoryStorage();
+});
+
+const alice: Session = { token: 'a.b.c', userId: 1, username: 'alice' };
+
+describe('the session', () => {
+  it('is the browser’s: a new tab opens signed in, and signing out in one tab signs out every tab', () => {
+    inTab(new MemoryStorage(), () => saveSession(alice));
+    const second = new MemoryStorage();
+    expect(inTab(second, loadSession)).toEqual(alice);
+    inTab(second, () => saveSession(null));
+    expect(inTab(new MemoryStorage(), loadSession)).toBeNull();
+  });
+
+  it('kept per tab by the page before, is taken over by the browser at the next load', () => {
+    const tab = new MemoryStorage();
+    tab.setItem('chat.session', JSON.stringify(alice));
+    expect(inTab(tab, loadSession)).toEqual(alice);
+    expect(tab.getItem('chat.session')).toBeNull();
+    expect(inTab(new MemoryStorage(), loadSession)).toEqual(alice);
+  });
+
+  it('is none when what is stored is not a session', () => {
+    shared.setItem('chat.session', '{"token": 5}');
+    expect(inTab(new MemoryStorage(), loadSession)).toBeNull();
+  });
 });
 
 describe('the open conversation', () => {
