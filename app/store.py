@@ -674,9 +674,8 @@ def batch_query(
         "channel": notify_channel,
         "origin": origin,
     }
-    channels = sorted({d.channel for d in drafts}, key=repr)
-    params["lock_rooms"] = sorted(c[1] for c in channels if c[0] == "r")
-    pairs = sorted(c[1:] for c in channels if c[0] == "d")
+    params["lock_rooms"] = sorted({d.room for d in drafts if d.to_user is None})
+    pairs = sorted({d.channel[1:] for d in drafts if d.to_user is not None})
     params["lock_low"] = [p[0] for p in pairs]
     params["lock_high"] = [p[1] for p in pairs]
     # Locks that would lock nothing are left out (most batches hold no DM).
