@@ -121,11 +121,11 @@ class ChatRuntime:
             known_users=self.known_users,
             local_commits=self.hub.local_commits,
         )
-        # The `rooms` list: read at most once a second, however many clients ask (a
-        # presence event can make every member of the room ask at once).
-        # The public rooms `rooms` lists, with the count of privacy changes read before them
-        # (schema.sql, chat_privacy_changes); and that count now, read at each `rooms` (one
-        # read for all who ask at once): a list older than a change is read again.
+        # The public rooms `rooms` lists, read at most once a second however many clients
+        # ask (a presence event can make every member of a room ask at once), with the count
+        # of privacy changes read before them (schema.sql, chat_privacy_changes); and that
+        # count now, read at each `rooms` (one read for all who ask at once): a list older
+        # than a change is read again (public_rooms).
         self.rooms_list = SharedRead(self._read_rooms, ROOMS_MAX_AGE_SECONDS)
         self.privacy_changes = SharedRead(self._read_privacy_changes, 0.0)
         # every open WebSocket of this process, authenticated or not
