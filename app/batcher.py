@@ -129,12 +129,19 @@ class Batcher:
         return pending.result.get()  # (or raises what the batch or the sweep set)
 
     def _sweep_while_waited(self) -> None:
-        """Tell the senders past their deadline, until nobody waits (submit starts it again)."""
+        """Tell the senders past their deadline, until nobody waits (submit starts it again).
+
+        A sweep that fails is tried again at the next: the senders wait with no timer of
+        their own, so a sweeper that stopped while they wait would leave them waiting.
+        """
         try:
-            while self._expire_waits(time.monotonic()):
+            while True:
+                try:
+                    if not self._expire_waits(time.monotonic()):
+                        return
+                except Exception:
+                    log.exception("checking the senders' deadlines failed")
                 gevent.sleep(EXPIRY_SWEEP_SECONDS)
-        except Exception:
-            log.exception("checking the senders' deadlines failed")
         finally:
             self.sweeper = None
 

@@ -113,6 +113,37 @@ def test_a_sender_whose_batch_outlasts_its_deadline_is_told_it_may_yet_be_stored
         pool.close()
 
 
+def test_a_sweep_that_fails_once_does_not_leave_a_sender_waiting_for_good(stalled_room, monkeypatch):
+    url, lock = stalled_room
+    pool = db.Pool(url, size=2)
+    batcher = make_batcher(pool, [], timeout_seconds=5)
+    failures = []
+    expire = batcher._expire_waits
+
+    def failing_once_armed(now: float) -> bool:
+        if failures == ["armed"]:
+            failures.append("failed")
+            raise RuntimeError("a sweep that fails")
+        return expire(now)
+
+    monkeypatch.setattr(batcher, "_expire_waits", failing_once_armed)
+    try:
+        batcher.submit(draft("connects the lane"), None)
+        batcher.timeout_seconds = 0.3
+        lock.hold()
+        in_flight = gevent.spawn(batcher.submit, draft("in flight"), None)
+        gevent.sleep(0.1)  # its batch now waits for the room's lock; the sweep runs meanwhile
+        failures.append("armed")  # the next sweep fails, while both senders wait
+        with gevent.Timeout(5, AssertionError("the sender was never answered")):
+            with pytest.raises(Unavailable, match="nothing was stored"):
+                batcher.submit(draft("queued behind it"), None)
+        assert failures == ["armed", "failed"]
+    finally:
+        lock.release()
+        in_flight.join(timeout=5)
+        pool.close()
+
+
 @pytest.mark.slow
 def test_a_committed_batch_is_delivered_and_answered_when_looking_up_a_resend_fails(stalled_room):
     url, lock = stalled_room
