@@ -45,6 +45,7 @@ import jwt
 import orjson
 import websocket
 from harness.pg import create_db, db_url, drop_db, psql
+from harness.procs import process_tree
 from harness.scenarios.storm import STORM_PER_USER, STORM_USER_BASE, seed_storm, storm_rooms_sql
 from harness.servers import free_port
 
@@ -152,9 +153,9 @@ def worker_pid(master: int) -> int:
     """The gunicorn worker: the master's only child (valgrind follows the fork)."""
     deadline = time.monotonic() + BOOT_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
-        out = subprocess.run(["pgrep", "-P", str(master)], capture_output=True, text=True).stdout.split()
-        if out:
-            return int(out[0])
+        tree = process_tree(master)
+        if len(tree) > 1:
+            return tree[-1]
         time.sleep(0.5)
     raise SystemExit("no gunicorn worker")
 
