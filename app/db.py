@@ -89,7 +89,8 @@ def _text_array_literal(values: list[str]) -> str:
     # Inside an array literal, double quotes keep each element whole (a comma, a brace, the
     # word NULL), and a backslash escapes a double quote or itself.
     elements = '","'.join(values)  # TypeError for anything but str
-    if "\\" in elements or '"' in elements:
+    # (each separator holds two double quotes: any more are the strings' own)
+    if "\\" in elements or elements.count('"') != 2 * (len(values) - 1):
         elements = '","'.join(v.replace("\\", "\\\\").replace('"', '\\"') for v in values)
     return '{"' + elements + '"}'
 

@@ -329,7 +329,19 @@ AWKWARD_STRINGS = ['q"uote', "back\\slash", "it's", "NULL", "null", "", "{brace}
 
 
 @pytest.mark.parametrize("conforming", ["on", "off"])
-@pytest.mark.parametrize("values", [[], ["general"], [""], ["NULL"], AWKWARD_STRINGS, ["'); DROP TABLE users; --"]])
+@pytest.mark.parametrize(
+    "values",
+    [
+        [],
+        ["general"],
+        [""],
+        ["NULL"],
+        ["general", "random", "", "dev"],
+        AWKWARD_STRINGS,
+        ["'); DROP TABLE users; --"],
+        *(["general", awkward, "dev"] for awkward in AWKWARD_STRINGS),
+    ],
+)
 def test_a_text_array_reaches_postgresql_as_the_strings_it_holds(database_url, values, conforming):
     """Whatever the strings, and whether backslashes are escapes in plain SQL strings or not."""
     with psycopg2.connect(database_url) as conn, conn.cursor() as cur:
