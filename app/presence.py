@@ -17,14 +17,12 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 import gevent
 import orjson
 import psycopg2
-from gevent.lock import Semaphore
 from psycopg2.extras import Json
 
 from . import store
@@ -33,6 +31,7 @@ from .bus import Bus
 from .db import BigintArray, BoolArray, Pool, TextArray
 from .errors import ChatError
 from .full_check import FullCheck
+from .keyed_locks import KeyedLocks
 from .online import OnlineLists, RoomOnline, presence_event
 from .prepared import PreparedStatements
 from .store import RoomState
@@ -398,27 +397,6 @@ class Entered(NamedTuple):
     members: int  # the room's member count, the user included
     new_member: bool  # the statement made the user a member
     owner: int | None = None  # the room's owner (chat_members.role), None for a room made by `join`
-
-
-class KeyedLocks:
-    """One lock per key, existing only while someone holds or waits for it."""
-
-    def __init__(self) -> None:
-        self._locks: dict[object, list] = {}  # key -> [lock, holders and waiters]
-
-    @contextmanager
-    def hold(self, key: object) -> Iterator[None]:
-        entry = self._locks.get(key)
-        if entry is None:
-            entry = self._locks[key] = [Semaphore(), 0]
-        entry[1] += 1
-        try:
-            with entry[0]:
-                yield
-        finally:
-            entry[1] -= 1
-            if not entry[1]:
-                del self._locks[key]
 
 
 class OnlineListReads(Batched[str, dict[int, str]]):
@@ -914,9 +892,7 @@ class Presence:
         that two batches never wait for each other in a circle.
         """
         pairs = sorted({(room, user_id): username for room, user_id, username in pairs}.items())
-        with ExitStack() as held:
-            for key, _ in pairs:
-                held.enter_context(self._changing.hold(key))
+        with self._changing.hold_all([key for key, _ in pairs]):
             entering = [(room, user_id, name) for (room, user_id), name in pairs if self.user_here(user_id, room)]
             if entering:
                 self._enter_many(entering)
