@@ -13,9 +13,6 @@ keeps its promise runs no tracer call at all, so the cost is installing and remo
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import greenlet
 
 
@@ -23,20 +20,32 @@ class Yielded(AssertionError):
     """A stretch that promised not to yield let another greenlet run."""
 
 
-@contextmanager
-def not_yielding(what: str) -> Iterator[None]:
-    """Run the block; raise Yielded (naming `what`) if it switched to another greenlet."""
-    switches: list[str] = []
+def not_yielding(what: str) -> NotYielding:
+    """`with` it: the block runs; Yielded (naming `what`) is raised after it if it switched
+    to another greenlet."""
+    return NotYielding(what)
 
-    def trace(event: str, args: tuple) -> None:
-        switches.append(event)
-        if previous is not None:
-            previous(event, args)
 
-    previous = greenlet.settrace(trace)
-    try:
-        yield
-    finally:
-        greenlet.settrace(previous)
-    if switches:
-        raise Yielded(f"{what}: another greenlet ran in a stretch that must not yield")
+class NotYielding:
+    """The `with` block of not_yielding: a class, not a contextlib generator, as it wraps
+    every join_ack (twenty a reconnect)."""
+
+    __slots__ = ("what", "switched", "previous")
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.switched = False
+        self.previous = None
+
+    def __enter__(self) -> None:
+        self.previous = greenlet.settrace(self._trace)
+
+    def _trace(self, event: str, args: tuple) -> None:
+        self.switched = True
+        if self.previous is not None:
+            self.previous(event, args)
+
+    def __exit__(self, exc_type: object, *exc_info: object) -> None:
+        greenlet.settrace(self.previous)
+        if self.switched and exc_type is None:
+            raise Yielded(f"{self.what}: another greenlet ran in a stretch that must not yield")
