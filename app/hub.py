@@ -205,7 +205,11 @@ class Hub:
         Asked at every leave: it looks at the user's few connections, not at the room's crowd.
         """
         members = self.members_by_room.get(room)
-        return members is not None and any(c in members for c in self.connections_by_user.get(user_id, ()))
+        if members is not None:
+            for conn in self.connections_by_user.get(user_id, ()):  # (a loop: no generator to make)
+                if conn in members:
+                    return True
+        return False
 
     def track(self, channel: ChannelKey, last_seq: int, last_id: int | None) -> None:
         if channel not in self.gates:

@@ -265,7 +265,12 @@ class Memberships:
 
     def _all_registered(self, user_id: int, room: str) -> bool:
         """Whether every connection of the user here receives the room."""
-        return all(room in other.rooms for other in self.hub.connections_by_user.get(user_id, ()))
+        # (a loop, not all() over a generator: asked several times a join, four hundred
+        # thousand times in a storm of 5,000)
+        for other in self.hub.connections_by_user.get(user_id, ()):
+            if room not in other.rooms:
+                return False
+        return True
 
     def leave(self, conn: Connection, room: str) -> None:
         """End the user's membership: every connection of theirs here leaves the room and
