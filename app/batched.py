@@ -53,6 +53,10 @@ class Batched(Generic[Request, Answer]):
         self._queue.extend((request, None) for request in requests)  # no result to set
         self._start_runner()
 
+    def busy(self) -> bool:
+        """Whether requests are queued or being answered now."""
+        return bool(self._queue) or self._runners > 0
+
     def _start_runner(self) -> None:
         if self._queue and self._runners < self.runners_max:
             self._runners += 1

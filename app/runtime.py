@@ -92,6 +92,7 @@ class ChatRuntime:
             user_here=self.hub.user_in_room,
             members_here=lambda room: self.hub.members_by_room.get(room, ()),
             rooms_per_minute=config["ROOMS_CREATE_PER_MINUTE"],
+            crowd_connecting=lambda: self.welcome_reads.busy() or self.membership.resume_reads.busy(),
         )
         self.membership = Memberships(
             self.hub,

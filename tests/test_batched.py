@@ -112,3 +112,14 @@ def test_a_runner_that_finds_the_queue_emptied_while_it_waited_answers_no_empty_
     waiting = WaitingFirst(batch_max=10, runners_max=2)
     assert ask_at_once(waiting, list(range(6))) == [2 * n for n in range(6)]
     assert [] not in waiting.batches
+
+
+def test_busy_while_requests_are_queued_or_answered_and_not_after():
+    doubling = Doubling(batch_max=10, runners_max=1)
+    assert not doubling.busy()
+    asker = gevent.spawn(doubling.ask, 1)
+    gevent.sleep(0.001)  # its batch is being answered (the round trip takes 0.01 s)
+    assert doubling.busy()
+    assert asker.get() == 2
+    gevent.sleep(0)  # the runner ends
+    assert not doubling.busy()

@@ -18,7 +18,7 @@ from app.errors import Unavailable
 from app.hub import Hub
 from app.membership import Memberships
 from app.online import OnlineLists
-from app.presence import ALIVE, Joins, OnlineListReads, Presence
+from app.presence import ALIVE, Joins, OnlineListReads, Presence, Tends
 from tests.support.databases import sql
 from tests.support.waiting import wait_for
 
@@ -832,3 +832,30 @@ def test_the_online_lists_of_many_rooms_are_read_at_once_each_asker_its_own(pres
     assert lists == [{1: "alice"}, {1: "alice", 2: "bob"}, {}, {1: "alice"}, {1: "alice", 2: "bob"}]
     assert lists[0] is not lists[3]  # each its own: a list is changed where it is kept
     assert len(batches) < len(greenlets)
+
+
+def test_presence_rows_wait_while_a_crowd_connects_and_are_written_once_it_is_in():
+    written: list[list] = []
+    crowd = [True]
+    tends = Tends(written.append, lambda: crowd[0])
+    tends.ask_later([("lobby", 1, "ann"), ("lobby", 2, "bob")])
+    gevent.sleep(0.3)
+    assert written == []  # the welcomes and resumes of the crowd go first
+    tends.ask_later([("lobby", 3, "cy")])  # joins the waiting batch
+    crowd[0] = False
+    gevent.sleep(0.6)  # the crowd is looked at every 0.1 s
+    assert written == [[("lobby", 1, "ann"), ("lobby", 2, "bob"), ("lobby", 3, "cy")]]
+    assert not tends.pending
+
+
+def test_presence_rows_wait_for_a_crowd_no_longer_than_the_bound(monkeypatch):
+    import app.presence as presence_module
+
+    monkeypatch.setattr(presence_module, "TEND_CROWD_WAIT_SECONDS", 0.3)
+    written: list[list] = []
+    tends = Tends(written.append, lambda: True)  # a crowd that never ends
+    tends.ask_later([("lobby", 1, "ann")])
+    gevent.sleep(0.2)
+    assert written == []
+    gevent.sleep(1.0)
+    assert written == [[("lobby", 1, "ann")]]
