@@ -8,7 +8,7 @@ time zone is UTC, so legacy `timestamp without time zone` columns read the same)
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -91,9 +91,12 @@ MEMBER_ROOM_COLUMNS = f"""m.room, r.last_seq, {ROOM_LAST_ID.format("m.room")},
                    m.last_read_id, r.is_private IS TRUE, m.role IS NOT DISTINCT FROM 'owner'"""
 
 
-@dataclass(frozen=True)
-class MemberRoom:
-    """A room the user is a member of, where its stream stands, and the user's read state."""
+class MemberRoom(NamedTuple):
+    """A room the user is a member of, where its stream stands, and the user's read state.
+
+    A named tuple, not a frozen dataclass, whose __init__ sets each field through
+    object.__setattr__: a crowd reconnecting makes twenty of these a user.
+    """
 
     room: str
     last_seq: int
