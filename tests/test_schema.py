@@ -166,6 +166,24 @@ def test_the_search_index_is_updated_in_place_also_when_it_was_built_before(fres
     assert sql(url, options) == [(["fastupdate=off"],)]
 
 
+def test_a_reaction_rewrites_its_message_in_place_without_touching_its_indexes(fresh_database):
+    """A HOT update: the page has room for the new version, and no indexed column changed."""
+    url = fresh_database()
+    assert make_db(url).returncode == 0
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO messages (from_user, room, content, seq) "
+            "SELECT 1, 'general', 'message ' || g, g FROM generate_series(1, 200) g"
+        )
+        conn.commit()
+        cur.execute("""UPDATE messages SET reactions = '{"\U0001f44d": [2]}' WHERE id IN (50, 150)""")
+        cur.execute(
+            "SELECT pg_stat_get_xact_tuples_updated(c.oid), pg_stat_get_xact_tuples_hot_updated(c.oid) "
+            "FROM pg_class c WHERE relname = 'messages'"
+        )
+        assert cur.fetchone() == (2, 2)
+
+
 @pytest.mark.slow
 def test_a_server_on_an_empty_database_creates_the_tables_itself(empty_database):
     srv = Server(empty_database, workers=2).start()
