@@ -379,8 +379,8 @@ TEND_YIELD_SECONDS = 0.5
 # Then, while a crowd is connecting (connects wait for their welcome or their resume reads),
 # the batch waits on, looking again every TEND_CROWD_POLL_SECONDS, for TEND_CROWD_WAIT_SECONDS
 # at most: a crowd's presence shows at most that much later than without it. Its chats come
-# back sooner (the rows and their fan-out were a sixth of a storm's CPU), and its presence
-# settles no later: the rows wait in fewer, larger batches (bench/README.md, the storm).
+# back sooner (the rows and their fan-out are about a sixth of a storm's CPU), and its
+# presence settles no later: the rows go in fewer, larger batches (bench/README.md, the storm).
 TEND_CROWD_POLL_SECONDS = 0.1
 TEND_CROWD_WAIT_SECONDS = 10.0
 # Joins written by one chat_join_many at most, and greenlets writing them at once. The
@@ -457,14 +457,13 @@ class Tends(Batched[tuple[str, int, str], None]):
         reconnecting needs its welcomes and resumes first, and the pairs queued meanwhile
         join the batch, one statement and one commit for more of them (the storm's figures
         are in bench/README.md). The event loop goes idle now and then even in a crowd (it
-        waits for the database), so the idle wait alone let the rows take their share.
+        waits for the database): the idle wait alone does not keep the rows behind it.
         """
         with gevent.Timeout(TEND_YIELD_SECONDS, False):
             gevent.idle()
-        waited = 0.0
-        while waited < TEND_CROWD_WAIT_SECONDS and self.crowd_connecting():
+        deadline = time.monotonic() + TEND_CROWD_WAIT_SECONDS  # wall time: a busy loop sleeps long
+        while self.crowd_connecting() and time.monotonic() < deadline:
             gevent.sleep(TEND_CROWD_POLL_SECONDS)
-            waited += TEND_CROWD_POLL_SECONDS
 
     def answer_batch(self, pairs: list[tuple[str, int, str]]) -> list[None]:
         try:
