@@ -83,8 +83,9 @@ ALTER TABLE messages ADD COLUMN IF NOT EXISTS deleted boolean NOT NULL DEFAULT f
 ALTER TABLE messages ADD COLUMN IF NOT EXISTS reactions json;
 -- A reaction rewrites its message's row (`reactions`) and changes no indexed column: with
 -- room left on the page, PostgreSQL updates it in place (HOT) and writes nothing into the
--- row's seven indexes, the full-text GIN one among them. Pages filled to 100 % leave none:
--- each reaction was an insert into every index. 10 % kept free: pages written from now on.
+-- row's seven indexes, the full-text GIN one among them. On a page filled to 100 % there is
+-- no room, and each reaction is an insert into every index. The 10 % kept free applies to
+-- pages written after it is set.
 ALTER TABLE messages SET (fillfactor = 90);
 
 -- One counter per direct-message conversation, like rooms.last_seq.

@@ -3,8 +3,8 @@
 Presence takes one per (room, user) it changes: at a reconnect, one for each of the user's
 rooms, and a crowd reconnecting takes a thousand at a time (Presence.tend_many). So the
 `with` block is a small class rather than a contextlib generator, and `hold_all` takes many
-in one block rather than an ExitStack of single ones: the generator, its context manager
-object and the stack's callbacks were several times the cost of the locks themselves.
+in one block rather than an ExitStack of single ones: a generator, its context manager
+object and the stack's callbacks cost several times what the locks themselves do.
 """
 
 from __future__ import annotations
