@@ -243,7 +243,8 @@ class Memberships:
         A client resuming sends a join per room in one burst, and each waits for its read
         before the next is handled: read one after another, a burst of 20 would wait for 20
         batches of ResumeReads. Read ahead, they share one, and each join, handled in its
-        turn, takes its read from conn.reads_ahead. Only joins of rooms the connection
+        turn, takes its read from conn.reads_ahead. The rooms' online lists, which their
+        join_acks give, are read ahead the same way (OnlineLists.prefetch). Only joins of rooms the connection
         receives (those `_rejoin` answers) are read; a read that no join comes to take (the
         join was refused, the room left meanwhile) is dropped with the next burst's.
         """
@@ -257,6 +258,7 @@ class Memberships:
                 key = self._resume_read(conn, joined, joined_since)
                 if key not in ahead:
                     ahead[key] = self.resume_reads.submit(key)
+                    self.presence.online.prefetch(joined)  # each rejoin's join_ack lists it
         conn.reads_ahead = ahead
 
     def _receives(self, conn: Connection, room: str) -> bool:

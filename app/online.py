@@ -16,7 +16,9 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from .errors import ChatError
 from .protocol import listed_users
+from .runners import run_soon
 from .shared_read import SharedRead
 
 # Rooms whose lists one process keeps at most; past it those of the rooms with no member
@@ -174,6 +176,25 @@ class OnlineLists:
                 self._forget_rooms_without_members()
             shared = self.by_room[room] = SharedRead(functools.partial(self._read, room), self.max_age_seconds)
         return shared.get()
+
+    def prefetch(self, room: str) -> None:
+        """Start reading the room's list, if `get` would read it, and return at once.
+
+        A client resuming sends a join per room in one burst (Memberships.read_ahead): each
+        join that found its list old would wait for a read of its own, and every wait
+        writes out the frames answered so far, a send() each. Started together, the lists
+        are read by one statement (OnlineListReads), and the burst is answered in one or
+        two writes instead of one per room.
+        """
+        shared = self.by_room.get(room)
+        if shared is None or shared.would_read():
+            run_soon(self._read_quietly, room)
+
+    def _read_quietly(self, room: str) -> None:
+        try:
+            self.get(room)
+        except ChatError:
+            pass  # the database is away: the join that needs the list finds out itself
 
     def now(self, room: str, read: RoomOnline) -> RoomOnline:
         """The room's list as it stands now, with every presence event noted so far.

@@ -43,6 +43,12 @@ class SharedRead(Generic[T]):
         self._read_at = float("-inf")
         return self.get()
 
+    def would_read(self) -> bool:
+        """Whether `get` would start a read now: the value is old (or missing) and no read runs."""
+        return self._reading is None and (
+            self._value is None or time.monotonic() - self._read_at >= self.max_age_seconds
+        )
+
     def get(self) -> T:
         if self._value is not None and time.monotonic() - self._read_at < self.max_age_seconds:
             return self._value

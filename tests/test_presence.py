@@ -804,6 +804,48 @@ def test_past_the_rooms_kept_rooms_that_all_have_members_here_are_not_walked_at_
     assert len(walked) < 4 * len(rooms)  # a sweep per new room: about two million
 
 
+def test_a_prefetch_reads_an_old_list_without_waiting_and_the_get_after_it_reads_nothing_more():
+    """A resuming burst's joins (Memberships.read_ahead) start their rooms' reads together;
+    each join's own get then waits for the read under way, and a fresh list is not read again."""
+    import gevent
+
+    reads: list[str] = []
+
+    def read_users(room: str) -> dict[int, str]:
+        reads.append(room)
+        gevent.sleep(0.01)  # a round trip
+        return {1: "alice"}
+
+    lists = OnlineLists(read_users, lambda event: None, 500)
+    for room in ("lobby", "den", "hall"):
+        lists.prefetch(room)
+    assert reads == []  # nothing waited for: the reads start once the loop comes round
+    assert lists.get("den").users == {1: "alice"}
+    gevent.sleep(0.05)
+    assert sorted(reads) == ["den", "hall", "lobby"]  # one read each, the get's included
+    lists.prefetch("lobby")
+    gevent.sleep(0.05)
+    assert len(reads) == 3  # fresh: not read again
+
+
+def test_a_prefetch_that_finds_the_database_away_leaves_the_read_to_the_join():
+    import gevent
+
+    answers: list = [Unavailable("database away"), {2: "bob"}]
+
+    def read_users(room: str) -> dict[int, str]:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    lists = OnlineLists(read_users, lambda event: None, 500)
+    lists.prefetch("lobby")
+    gevent.sleep(0.01)
+    assert len(answers) == 1  # tried, and failed quietly
+    assert lists.get("lobby").users == {2: "bob"}  # the join's own get reads again
+
+
 def test_the_online_lists_of_many_rooms_are_read_at_once_each_asker_its_own(presence):
     """The first joins of a crowd read thousands of rooms' lists: those asked for while a
     read runs share the next statement; each asker gets the room's users on live nodes."""

@@ -64,3 +64,16 @@ def test_refresh_reads_again_after_a_read_already_running():
     gevent.sleep(0)  # its read has started
     assert shared.refresh() == 2
     assert running.get(timeout=5) == 1 and shared.get() == 2
+
+
+def test_would_read_is_true_only_when_get_would_start_a_read():
+    """What a prefetch asks before starting one (OnlineLists.prefetch)."""
+    shared = SharedRead(lambda: gevent.sleep(0.01) or "read", max_age_seconds=60)
+    assert shared.would_read()  # nothing read yet
+    reading = gevent.spawn(shared.get)
+    gevent.sleep(0)  # the read has started
+    assert not shared.would_read()  # a get now waits for it
+    reading.join(timeout=5)
+    assert reading.value == "read" and not shared.would_read()  # fresh
+    shared.max_age_seconds = 0
+    assert shared.would_read()  # old
