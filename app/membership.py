@@ -212,10 +212,10 @@ class Memberships:
                     # have reached the connection already: the replay reads afresh,
                     # after it, as what is released from now on waits behind the replay.
                     page = None
-            listed = self.presence.online.with_joiner(room, online, conn.user_id, conn.username)
-            ack = protocol.join_ack_frame(
-                room, listed.listed(self.join_ack_max_users), len(listed.users), members, last_id, resumed.owner
+            listed, online_count = self.presence.online.join_ack_list(
+                room, online, conn.user_id, conn.username, self.join_ack_max_users
             )
+            ack = protocol.join_ack_frame(room, listed, online_count, members, last_id, resumed.owner)
             conn.send(ack)
         self.presence.online.listed_to(room, [conn])
         if since is None:
@@ -548,11 +548,12 @@ class Memberships:
         self.hub.leave_room(conn, room)
 
     def _join_ack(self, room: str, entered: Entered, user_id: int, username: str) -> dict:
-        online = self.presence.online.with_joiner(room, entered.online, user_id, username)
+        listed, online_count = self.presence.online.join_ack_list(
+            room, entered.online, user_id, username, self.join_ack_max_users
+        )
         gate = self.hub.gates.get(("r", room))
         last_id = max(entered.state.last_id, gate.last_id if gate is not None else 0)
-        listed = online.listed(self.join_ack_max_users)
-        return protocol.join_ack_frame(room, listed, len(online.users), entered.members, last_id, entered.owner)
+        return protocol.join_ack_frame(room, listed, online_count, entered.members, last_id, entered.owner)
 
 
 def latest_rooms(rooms: list[store.MemberRoom]) -> list[store.MemberRoom]:

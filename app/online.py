@@ -72,7 +72,8 @@ class RoomOnline:
         # the read already holds is still news to them (see OnlineLists._read).
         self.unlisted: set[Any] = set()
         self.unlisted_until = 0.0
-        self._listed: tuple[int, orjson.Fragment] | None = None  # (how many at most, the JSON)
+        # (how many at most, the JSON, its bytes)
+        self._listed: tuple[int, orjson.Fragment, bytes] | None = None
         self._listed_ids: set[int] = set()
         # user id -> time.monotonic() when a read found them gone and told nobody here (see
         # `carry_untold`): their leave is still news
@@ -121,11 +122,33 @@ class RoomOnline:
 
     def listed(self, max_users: int) -> orjson.Fragment:
         """The JSON array of the first `max_users` users as join_ack lists them."""
+        return self._encoded(max_users)[1]
+
+    def listed_with(self, user_id: int, username: str, max_users: int) -> orjson.Fragment:
+        """The JSON array `listed` gives once the user is added, leaving this list as it is.
+
+        For a joiner's join_ack (OnlineLists.join_ack_list): a joiner missing from a list
+        shorter than the limit goes at its end, after the array encoded once for everyone.
+        A crowd resuming lists a hundred thousand joiners so: a copy of the list and its
+        encoding each cost five times more.
+        """
+        if user_id in self.users or len(self.users) >= max_users:
+            joined = RoomOnline(dict(self.users))
+            joined.add(user_id, username)
+            return joined.listed(max_users)
+        entry = orjson.dumps({"userId": user_id, "username": username})
+        encoded = self._encoded(max_users)[2]
+        if len(encoded) == 2:  # []
+            return orjson.Fragment(b"[" + entry + b"]")
+        return orjson.Fragment(b"".join((encoded[:-1], b",", entry, b"]")))
+
+    def _encoded(self, max_users: int) -> tuple[int, orjson.Fragment, bytes]:
         if self._listed is None or self._listed[0] != max_users:
             entries = listed_users(self.users, max_users)
             self._listed_ids = {entry["userId"] for entry in entries}
-            self._listed = (max_users, orjson.Fragment(orjson.dumps(entries)))
-        return self._listed[1]
+            encoded = orjson.dumps(entries)
+            self._listed = (max_users, orjson.Fragment(encoded), encoded)
+        return self._listed
 
 
 class OnlineLists:
@@ -205,24 +228,25 @@ class OnlineLists:
         latest = self._latest(room)
         return latest if latest is not None else read
 
-    def with_joiner(self, room: str, read: RoomOnline, user_id: int, username: str) -> RoomOnline:
-        """The list a joiner's join_ack gives: the room's as it stands now (see `now`), with them.
+    def join_ack_list(
+        self, room: str, read: RoomOnline, user_id: int, username: str, max_users: int
+    ) -> tuple[orjson.Fragment, int]:
+        """What a joiner's join_ack lists: the room's list as it stands now (see `now`), with
+        them; the JSON of its first `max_users` users, and how many are online in all.
 
         The joiner's presence reaches the members here as an event (ours, noted already, or
         another node's, which may still be on its way) unless the room is too crowded for
         it: only then is the joiner added to the list they were told, as a read would. In a
-        smaller room they are listed in a copy, for the joiner alone, so that the event is
-        still news here when it comes.
+        smaller room they are listed for the joiner alone (`RoomOnline.listed_with`), so
+        that the event is still news here when it comes.
         """
         online = self.now(room, read)
-        if online.users.get(user_id) == username:
-            return online
-        if len(online.users) >= self.max_announced_room_size:
+        if online.users.get(user_id) != username and len(online.users) >= self.max_announced_room_size:
             online.add(user_id, username)
-            return online
-        joined = RoomOnline(dict(online.users))
-        joined.add(user_id, username)
-        return joined
+        if online.users.get(user_id) == username:
+            return online.listed(max_users), len(online.users)
+        count = len(online.users) + (user_id not in online.users)
+        return online.listed_with(user_id, username, max_users), count
 
     def _forget_rooms_without_members(self) -> None:
         """Forget the lists of the rooms nobody here is in.

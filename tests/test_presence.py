@@ -17,7 +17,7 @@ from app.bus import PostgresBus
 from app.errors import Unavailable
 from app.hub import Hub
 from app.membership import Memberships
-from app.online import OnlineLists
+from app.online import OnlineLists, RoomOnline
 from app.presence import ALIVE, Joins, OnlineListReads, Presence, Tends
 from tests.support.databases import sql
 from tests.support.waiting import wait_for
@@ -802,6 +802,46 @@ def test_past_the_rooms_kept_rooms_that_all_have_members_here_are_not_walked_at_
         lists.get(room)
     assert set(lists.by_room) == set(rooms)
     assert len(walked) < 4 * len(rooms)  # a sweep per new room: about two million
+
+
+@pytest.mark.parametrize(
+    "users, joiner, max_users",
+    [
+        ({}, (7, "gus"), 10),  # the first one online
+        ({1: "alice", 2: "bob"}, (7, "gus"), 10),  # at the end
+        ({1: "alice", 2: "bob"}, (7, "gus"), 3),  # the last place
+        ({1: "alice", 2: "bob"}, (7, "gus"), 2),  # no place left: not listed
+        ({1: "alice", 2: "bob"}, (2, "bob"), 10),  # listed already
+        ({1: "alice", 2: "bob"}, (1, "alice2"), 10),  # renamed in place
+        ({1: 'al"ice', 2: "b\u00f6b"}, (7, "g\u00fcs \U0001f600"), 10),  # names that JSON escapes
+    ],
+)
+def test_a_joiner_is_listed_as_if_added_to_a_copy_and_the_list_stays_as_it_was(users, joiner, max_users):
+    online = RoomOnline(dict(users))
+    before = orjson.loads(orjson.dumps(online.listed(max_users)))
+    copy = RoomOnline(dict(users))
+    copy.add(*joiner)
+    listed = orjson.loads(orjson.dumps(online.listed_with(*joiner, max_users)))
+    assert listed == orjson.loads(orjson.dumps(copy.listed(max_users)))
+    assert online.users == users and orjson.loads(orjson.dumps(online.listed(max_users))) == before
+
+
+def test_a_join_ack_lists_the_joiner_and_counts_them_once():
+    lists = OnlineLists(lambda room: {1: "alice"}, lambda event: None, max_announced_room_size=3)
+    read = lists.get("lobby")
+    listed, count = lists.join_ack_list("lobby", read, 2, "bob", 10)
+    assert orjson.loads(orjson.dumps(listed)) == [
+        {"userId": 1, "username": "alice"},
+        {"userId": 2, "username": "bob"},
+    ]
+    assert count == 2 and read.users == {1: "alice"}  # bob's event is still news here
+    listed, count = lists.join_ack_list("lobby", read, 1, "alice", 10)
+    assert count == 1 and len(orjson.loads(orjson.dumps(listed))) == 1
+    crowded = lists.get("lobby")
+    crowded.add(3, "carol")
+    crowded.add(4, "dan")
+    listed, count = lists.join_ack_list("lobby", crowded, 5, "eve", 10)
+    assert count == 4 and 5 in crowded.users  # too crowded for events: added to the list itself
 
 
 def test_a_prefetch_reads_an_old_list_without_waiting_and_the_get_after_it_reads_nothing_more():
