@@ -243,10 +243,11 @@ class Memberships:
         A client resuming sends a join per room in one burst, and each waits for its read
         before the next is handled: read one after another, a burst of 20 would wait for 20
         batches of ResumeReads. Read ahead, they share one, and each join, handled in its
-        turn, takes its read from conn.reads_ahead. The rooms' online lists, which their
-        join_acks give, are read ahead the same way (OnlineLists.prefetch). Only joins of rooms the connection
-        receives (those `_rejoin` answers) are read; a read that no join comes to take (the
-        join was refused, the room left meanwhile) is dropped with the next burst's.
+        turn, takes its read from conn.reads_ahead; the rooms' online lists, which their
+        join_acks give, are started the same way (OnlineLists.prefetch). Only joins of rooms
+        the connection receives (those `_rejoin` answers) are read; a read that no join comes
+        to take (the join was refused, the room left meanwhile) is dropped with the next
+        burst's.
         """
         if not self._receives(conn, room):
             return  # a join that writes (Presence.join): not a resuming one
