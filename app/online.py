@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from .errors import ChatError
-from .protocol import listed_users
+from .protocol import listed_user, listed_users
 from .runners import run_soon
 from .shared_read import SharedRead
 
@@ -72,8 +72,7 @@ class RoomOnline:
         # the read already holds is still news to them (see OnlineLists._read).
         self.unlisted: set[Any] = set()
         self.unlisted_until = 0.0
-        # (how many at most, the JSON, its bytes)
-        self._listed: tuple[int, orjson.Fragment, bytes] | None = None
+        self._listed: tuple[int, bytes] | None = None  # (how many at most, the JSON)
         self._listed_ids: set[int] = set()
         # user id -> time.monotonic() when a read found them gone and told nobody here (see
         # `carry_untold`): their leave is still news
@@ -122,7 +121,7 @@ class RoomOnline:
 
     def listed(self, max_users: int) -> orjson.Fragment:
         """The JSON array of the first `max_users` users as join_ack lists them."""
-        return self._encoded(max_users)[1]
+        return orjson.Fragment(self._encoded(max_users))
 
     def listed_with(self, user_id: int, username: str, max_users: int) -> orjson.Fragment:
         """The JSON array `listed` gives once the user is added, leaving this list as it is.
@@ -136,19 +135,19 @@ class RoomOnline:
             joined = RoomOnline(dict(self.users))
             joined.add(user_id, username)
             return joined.listed(max_users)
-        entry = orjson.dumps({"userId": user_id, "username": username})
-        encoded = self._encoded(max_users)[2]
+        entry = orjson.dumps(listed_user(user_id, username))
+        encoded = self._encoded(max_users)
         if len(encoded) == 2:  # []
             return orjson.Fragment(b"[" + entry + b"]")
         return orjson.Fragment(b"".join((encoded[:-1], b",", entry, b"]")))
 
-    def _encoded(self, max_users: int) -> tuple[int, orjson.Fragment, bytes]:
+    def _encoded(self, max_users: int) -> bytes:
+        """`listed`'s JSON, encoded once and kept until one of the users it lists changes."""
         if self._listed is None or self._listed[0] != max_users:
             entries = listed_users(self.users, max_users)
             self._listed_ids = {entry["userId"] for entry in entries}
-            encoded = orjson.dumps(entries)
-            self._listed = (max_users, orjson.Fragment(encoded), encoded)
-        return self._listed
+            self._listed = (max_users, orjson.dumps(entries))
+        return self._listed[1]
 
 
 class OnlineLists:

@@ -575,7 +575,12 @@ EVENT_FRAMES = {
 def listed_users(users: Mapping[int, str], max_users: int) -> list[dict[str, Any]]:
     """join_ack's list of who is online (user id -> name): the first `max_users` of them
     (a crowd's list would cost more than it tells)."""
-    return [{"userId": user_id, "username": name} for user_id, name in islice(users.items(), max_users)]
+    return [listed_user(user_id, name) for user_id, name in islice(users.items(), max_users)]
+
+
+def listed_user(user_id: int, username: str) -> dict[str, Any]:
+    """One entry of join_ack's list of who is online."""
+    return {"userId": user_id, "username": username}
 
 
 def join_ack_frame(

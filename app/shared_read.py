@@ -45,13 +45,14 @@ class SharedRead(Generic[T]):
 
     def would_read(self) -> bool:
         """Whether `get` would start a read now: the value is old (or missing) and no read runs."""
-        return self._reading is None and (
-            self._value is None or time.monotonic() - self._read_at >= self.max_age_seconds
-        )
+        return self._reading is None and not self._fresh()
+
+    def _fresh(self) -> bool:
+        return self._value is not None and time.monotonic() - self._read_at < self.max_age_seconds
 
     def get(self) -> T:
-        if self._value is not None and time.monotonic() - self._read_at < self.max_age_seconds:
-            return self._value
+        if self._fresh():
+            return self._value  # type: ignore[return-value]  (fresh: not None)
         if self._reading is not None:
             return self._reading.get()
         reading = self._reading = AsyncResult()
