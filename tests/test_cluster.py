@@ -757,3 +757,40 @@ def test_nothing_stored_after_a_leave_reaches_the_users_tabs_on_another_host(fre
         heard.close()
         for srv in servers:
             srv.stop()
+
+
+def test_one_client_id_sent_by_two_tabs_on_two_instances_at_once_is_stored_once(cluster):
+    """Each pair of sends races: both tabs send before either commit. One row per
+    clientId; the other members get each message once, in order; each tab gets the stored
+    message, live as a member and as the answer to its own send (a resend's answer is then
+    a second copy: docs/protocol.md, "Resends"), and never a message stored twice."""
+    database_url = cluster[0].database_url
+    room = unique("room")
+    tab_a = connect_to(cluster[0])
+    tab_b = connect_to(cluster[1], tab_a.user_id)
+    bob = connect_to(cluster[1])
+    for client in (tab_a, tab_b, bob):
+        join(client, room)
+    keys = [f"twin-{n}" for n in range(10)]
+    for key in keys:
+        frame = {"type": "message", "room": room, "content": f"once {key}", "clientId": key}
+        tab_a.send(frame)
+        tab_b.send(frame)
+    seen_by_bob = [bob.expect("message", room=room, clientId=key)["data"]["id"] for key in keys]
+    assert seen_by_bob == sorted(seen_by_bob)
+    bob.nothing_more("message", wait=0.5)
+    expected = dict(zip(keys, seen_by_bob, strict=True))
+    for tab in (tab_a, tab_b):
+        copies: dict[str, int] = {}
+        for key, message_id in expected.items():
+            assert tab.expect("message", room=room, clientId=key)["data"]["id"] == message_id
+        while True:  # the answers to resends, if this tab's send came second
+            try:
+                data = tab.expect("message", room=room, timeout=0.5)["data"]
+            except TimeoutError:
+                break
+            assert expected[data["clientId"]] == data["id"]
+            copies[data["clientId"]] = copies.get(data["clientId"], 0) + 1
+        assert all(count == 1 for count in copies.values()), copies
+    stored = sql(database_url, "SELECT client_id, id FROM messages WHERE from_user = %s ORDER BY id", (tab_a.user_id,))
+    assert stored == list(expected.items())

@@ -112,3 +112,44 @@ def test_an_edit_too_large_for_a_notify_payload_still_crosses(cluster):
     edited = reader.expect("message_edited")
     reaction = reader.expect("reaction")
     assert edited["data"]["content"] == content and edited["eventId"] < reaction["eventId"]
+
+
+def test_one_reaction_sent_by_two_tabs_on_two_instances_at_once_is_stored_once(cluster):
+    """Both tabs react with the same emoji before either is stored, to ten messages: one
+    reaction row each, one `reaction` event each for the others, and each tab is answered
+    with that event (the second send's answer, the event before it, is a second copy)."""
+    room = unique("room")
+    author = connect_to(cluster[0])
+    tab_a = connect_to(cluster[0])
+    tab_b = connect_to(cluster[1], tab_a.user_id)
+    for client in (author, tab_a, tab_b):
+        join(client, room)
+    targets = []
+    for n in range(10):
+        author.send({"type": "message", "room": room, "content": f"m{n}"})
+        targets.append(author.expect("message", room=room, content=f"m{n}")["data"]["id"])
+    for target in targets:
+        tab_a.send({"type": "react", "id": target, "emoji": THUMBS})
+        tab_b.send({"type": "react", "id": target, "emoji": THUMBS})
+    events = {}
+    for target in targets:
+        reaction = author.expect("reaction", id=target)
+        assert reaction["data"]["userId"] == tab_a.user_id and reaction["data"]["on"] is True
+        events[target] = reaction["eventId"]
+    author.nothing_more("reaction", wait=0.5)
+    assert list(events.values()) == sorted(events.values())
+    for tab in (tab_a, tab_b):
+        for target in targets:
+            assert tab.expect("reaction", id=target)["eventId"] == events[target]
+        copies: dict[int, int] = {}
+        while True:
+            try:
+                reaction = tab.expect("reaction", timeout=0.5)
+            except TimeoutError:
+                break
+            assert events[reaction["data"]["id"]] == reaction["eventId"]
+            copies[reaction["eventId"]] = copies.get(reaction["eventId"], 0) + 1
+        assert all(count == 1 for count in copies.values()), copies
+    author.send({"type": "room_history", "room": room, "limit": 10})
+    history = author.expect("room_history")["data"]
+    assert all(message["reactions"] == {THUMBS: [tab_a.user_id]} for message in history)
