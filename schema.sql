@@ -270,10 +270,21 @@ ALTER TABLE messages ADD COLUMN IF NOT EXISTS mentions text[];
 -- Full-text search over what a message says now: generated from `content`, so an edit
 -- re-indexes it and a delete (which empties the content) takes it out of every search.
 -- The 'simple' configuration: words as written (lower-cased), in any language, no
--- stemming. Adding it to a big table rewrites the table once, under an exclusive lock:
--- do it in a maintenance window (docs/design.md, "Search").
-ALTER TABLE messages ADD COLUMN IF NOT EXISTS search tsvector
-    GENERATED ALWAYS AS (to_tsvector('simple'::regconfig, content)) STORED;
+-- stemming. Its parser splits words at spaces and punctuation only, so each kana and CJK
+-- ideograph is first set apart by spaces (chat_search_text): Chinese and Japanese, written
+-- without spaces, are then found inside a run of characters, a query's run being a phrase
+-- of them (app/search.py, search_query). The same character classes as there. Adding the
+-- column to a big table rewrites the table once, under an exclusive lock: do it in a
+-- maintenance window (docs/design.md, "Search"). It replaced `search` (words split at
+-- spaces only), whose index goes with it.
+CREATE OR REPLACE FUNCTION chat_search_text(content text) RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS $$ SELECT regexp_replace(content,
+              '([\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f\U00020000-\U0002ebef])',
+              ' \1 ', 'g') $$;
+ALTER TABLE messages DROP COLUMN IF EXISTS search;
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS search_words tsvector
+    GENERATED ALWAYS AS (to_tsvector('simple'::regconfig, chat_search_text(content))) STORED;
 -- A user's read marker in each DM conversation (a room's is chat_members.last_read_id):
 -- a table of its own rather than columns of dm_threads, whose row every DM locks to
 -- number itself; a `read` must not wait behind a busy conversation's commits.
@@ -314,7 +325,7 @@ CREATE OR REPLACE FUNCTION chat_search_scope(id bigint, room text, from_user big
 -- pays a little more and no batch pays for the others (bench/README.md, "The chat figure
 -- and the v2 features").
 CREATE INDEX IF NOT EXISTS messages_search_scoped
-    ON messages USING gin ((search || chat_search_scope(id, room, from_user, to_user))) WITH (fastupdate = off);
+    ON messages USING gin ((search_words || chat_search_scope(id, room, from_user, to_user))) WITH (fastupdate = off);
 ALTER INDEX messages_search_scoped SET (fastupdate = off);
 DROP INDEX IF EXISTS messages_search;
 -- Events of a room or conversation after an id (replay, gap fill), and of one message

@@ -1,11 +1,12 @@
 """Full-text search of messages (PROTOCOL.md §11), newest first.
 
-Messages carry a generated `search` tsvector (schema.sql, the 'simple' configuration: words
-as written, lower-cased, any language). A query is read as a web search engine reads one
-(websearch_to_tsquery: words ANDed, "quoted phrases", `or`, `-word`). A user finds what
-they may read: the rooms they are a member of and their own DMs, or the one room (a public
-one, or theirs) or conversation asked for. A deleted message has empty content, so its
-vector is empty and nothing finds it.
+Messages carry a generated `search_words` tsvector (schema.sql, the 'simple' configuration:
+words as written, lower-cased, any language; each kana and CJK ideograph a word of its
+own). A query is read as a web search engine reads one (websearch_to_tsquery: words ANDed,
+"quoted phrases", `or`, `-word`; a run of kana or ideographs a phrase of them:
+search_query). A user finds what they may read: the rooms they are a member of and their
+own DMs, or the one room (a public one, or theirs) or conversation asked for. A deleted
+message has empty content, so its vector is empty and nothing finds it.
 
 How it stays fast on a big table (the figures: bench/README.md). The GIN index
 messages_search_scoped holds each message's words together with lexemes of where it was
@@ -28,12 +29,19 @@ the user may read.
 
 from __future__ import annotations
 
+import re
+
 from .messages import StoredMessage
 from .store import DM_PAIR, SELECT_MESSAGES, row_to_message
 
 QUERY = "websearch_to_tsquery('simple'::regconfig, %(query)s)"
 # The indexed expression of messages_search_scoped (schema.sql), for the planner to match.
-SCOPED = "(m.search || chat_search_scope(m.id, m.room, m.from_user, m.to_user))"
+SCOPED = "(m.search_words || chat_search_scope(m.id, m.room, m.from_user, m.to_user))"
+# Kana and CJK ideographs (halfwidth katakana and the ideographs past U+FFFF included):
+# schema.sql's chat_search_text sets each apart, as a word of its own, in what is indexed.
+_IDEOGRAPHIC_RUN = re.compile(
+    "[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f\U00020000-\U0002ebef]+"
+)
 # Where a search with no `room` or `with` looks: the rooms the user is a member of (private
 # ones too), and the conversations they are a party to (sent by them, or to them).
 _MINE = """(m.room IN (SELECT c.room FROM chat_members c WHERE c.user_id = %(me)s)
@@ -53,12 +61,27 @@ WALK_AFTER_SPAN_MAX = 4 * WALK
 WINDOWS = (16, 18, 20)
 
 
+def search_query(query: str) -> str:
+    """The query as websearch_to_tsquery should read it: each run of kana or CJK ideographs
+    (a language written without spaces) a phrase of its characters, as they are indexed,
+    so that `你好` finds `我说你好世界`. Within quotes the characters join that phrase."""
+    if not _IDEOGRAPHIC_RUN.search(query):
+        return query
+    parts = query.split('"')
+    for index, part in enumerate(parts):
+        if index % 2:  # between a quote and the next (or the end): a phrase already
+            parts[index] = _IDEOGRAPHIC_RUN.sub(lambda run: f" {' '.join(run.group())} ", part)
+        else:
+            parts[index] = _IDEOGRAPHIC_RUN.sub(lambda run: f' "{" ".join(run.group())}" ', part)
+    return '"'.join(parts)
+
+
 def search(
     cur, me: int, query: str, room: str | None, other: int | None, before: int | None, limit: int
 ) -> list[StoredMessage]:
     """The newest `limit` messages matching `query` (below id `before`), in the one room or
     conversation given, else in everything the user may read."""
-    params: dict = {"me": me, "query": query, "limit": limit}
+    params: dict = {"me": me, "query": search_query(query), "limit": limit}
     if room is not None:
         scope, lexemes = "m.room = %(room)s", "'R' || md5(%(room)s)"
         params["room"] = room
@@ -76,7 +99,7 @@ def search(
         return []  # no word to find (only punctuation, say), or no message at all
     high = newest if before is None else before
     params.update(words=words, within=within)
-    exact = f"m.search @@ %(words)s::tsquery AND {scope}"
+    exact = f"m.search_words @@ %(words)s::tsquery AND {scope}"
     indexed = f"{SCOPED} @@ %(words)s::tsquery AND {SCOPED} @@ %(within)s::tsquery AND {exact}"
     # One statement: each step a branch of a UNION ALL, newest ids first and disjoint, so
     # that their rows in order are newest first; the branches after the one that completes

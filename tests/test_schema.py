@@ -166,6 +166,34 @@ def test_the_search_index_is_updated_in_place_also_when_it_was_built_before(fres
     assert sql(url, options) == [(["fastupdate=off"],)]
 
 
+def test_the_search_column_of_an_older_version_is_made_again_with_its_index(fresh_database):
+    """An older `search` column split words at spaces only: a load replaces it (and its
+    index) by `search_words`, which finds a Chinese word inside a run of characters."""
+    url = fresh_database()
+    sql(url, "DROP INDEX messages_search_scoped")
+    sql(url, "ALTER TABLE messages DROP COLUMN search_words")
+    sql(
+        url,
+        "ALTER TABLE messages ADD COLUMN search tsvector GENERATED ALWAYS AS (to_tsvector('simple', content)) STORED",
+    )
+    sql(
+        url,
+        "CREATE INDEX messages_search_scoped ON messages"
+        " USING gin ((search || chat_search_scope(id, room, from_user, to_user)))",
+    )
+    sql(url, "INSERT INTO messages (from_user, room, content) VALUES (1, 'r', '我说你好世界')")
+    assert make_db(url).returncode == 0
+    columns = (
+        "SELECT column_name FROM information_schema.columns"
+        " WHERE table_name = 'messages' AND column_name IN ('search', 'search_words')"
+    )
+    assert sql(url, columns) == [("search_words",)]
+    found = "SELECT count(*) FROM messages WHERE search_words @@ websearch_to_tsquery('simple', '\"你 好\"')"
+    assert sql(url, found) == [(1,)]
+    index = "SELECT pg_get_indexdef('messages_search_scoped'::regclass)"
+    assert "search_words" in sql(url, index)[0][0]
+
+
 def test_a_reaction_rewrites_its_message_in_place_without_touching_its_indexes(fresh_database):
     """A HOT update: the page has room for the new version, and no indexed column changed."""
     url = fresh_database()

@@ -324,3 +324,49 @@ def test_a_search_is_never_planned_in_parallel(fresh_database):
                 assert "Append" in plan and "Gather" not in plan, plan
     finally:
         conn.close()
+
+
+@pytest.mark.parametrize(
+    "query, read_as",
+    [
+        ("release notes", "release notes"),  # no kana or ideograph: as sent
+        ("你好", ' "你 好" '),
+        ("你好 world", ' "你 好"  world'),
+        ("hello你好", 'hello "你 好" '),
+        ("-你好", '- "你 好" '),
+        ("你好 or 世界", ' "你 好"  or  "世 界" '),
+        ('"你好 world"', '" 你 好  world"'),  # within quotes, part of that phrase
+        ('"你好', '" 你 好 '),  # a quote left open: a phrase to the end, as websearch reads it
+        ("こんにちはカタカナ", ' "こ ん に ち は カ タ カ ナ" '),
+        ("한국어", "한국어"),  # Korean is written with spaces between its words
+        ("\U00020000\U00020001", ' "\U00020000 \U00020001" '),  # ideographs past U+FFFF
+    ],
+)
+def test_a_run_of_kana_or_ideographs_is_searched_as_a_phrase_of_its_characters(query, read_as):
+    assert search_module.search_query(query) == read_as
+
+
+def test_chinese_and_japanese_are_found_inside_a_run_of_characters(connect):
+    """The 'simple' parser splits words at spaces and punctuation only: each kana and
+    ideograph is indexed as a word of its own, and a query's run is a phrase of them."""
+    alice = connect()
+    room = unique("room")
+    join(alice, room)
+    tag = word()
+    sent = {
+        text: send(alice, room, f"{text} {tag}")["id"]
+        for text in ("我说你好世界", "世界你好", "こんにちは世界", "hello你好")
+    }
+
+    def found(query: str) -> set[str]:
+        ids = {message["id"] for message in search(alice, f"{query} {tag}", room=room)}
+        return {text for text, message_id in sent.items() if message_id in ids}
+
+    assert found("你好") == {"我说你好世界", "世界你好", "hello你好"}
+    assert found("世界") == {"我说你好世界", "世界你好", "こんにちは世界"}
+    assert found("说你") == {"我说你好世界"}
+    assert found("好你") == set()  # a phrase: its characters in that order, together
+    assert found('"你好世界"') == {"我说你好世界"}
+    assert found("-你好 世界") == {"こんにちは世界"}
+    assert found("にち") == {"こんにちは世界"}
+    assert found("hello") == {"hello你好"}
