@@ -276,13 +276,21 @@ ALTER TABLE messages ADD COLUMN IF NOT EXISTS mentions text[];
 -- of them (app/search.py, search_query). The same character classes as there. Adding the
 -- column to a big table rewrites the table once, under an exclusive lock: do it in a
 -- maintenance window (docs/design.md, "Search"). It replaced `search` (words split at
--- spaces only), whose index goes with it.
+-- spaces only), which is dropped with its index: only that generated column of ours, never
+-- a column of that name the existing backend might have.
 CREATE OR REPLACE FUNCTION chat_search_text(content text) RETURNS text
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
     AS $$ SELECT regexp_replace(content,
               '([\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f\U00020000-\U0002ebef])',
               ' \1 ', 'g') $$;
-ALTER TABLE messages DROP COLUMN IF EXISTS search;
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_attribute
+               WHERE attrelid = 'messages'::regclass AND attname = 'search' AND NOT attisdropped
+                 AND attgenerated = 's' AND atttypid = 'tsvector'::regtype) THEN
+        ALTER TABLE messages DROP COLUMN search;
+    END IF;
+END $$;
 ALTER TABLE messages ADD COLUMN IF NOT EXISTS search_words tsvector
     GENERATED ALWAYS AS (to_tsvector('simple'::regconfig, chat_search_text(content))) STORED;
 -- A user's read marker in each DM conversation (a room's is chat_members.last_read_id):

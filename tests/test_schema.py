@@ -194,6 +194,15 @@ def test_the_search_column_of_an_older_version_is_made_again_with_its_index(fres
     assert "search_words" in sql(url, index)[0][0]
 
 
+def test_a_search_column_that_is_not_ours_is_left_alone(legacy_database):
+    """Only our own generated column is replaced: the existing backend's tables are theirs."""
+    sql(legacy_database, "ALTER TABLE messages ADD COLUMN search text")
+    sql(legacy_database, "UPDATE messages SET search = 'their notes'")
+    assert make_db(legacy_database).returncode == 0
+    assert make_db(legacy_database).returncode == 0
+    assert sql(legacy_database, "SELECT search FROM messages WHERE content = 'from the old days'") == [("their notes",)]
+
+
 def test_a_reaction_rewrites_its_message_in_place_without_touching_its_indexes(fresh_database):
     """A HOT update: the page has room for the new version, and no indexed column changed."""
     url = fresh_database()
