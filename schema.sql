@@ -273,7 +273,7 @@ ALTER TABLE messages ADD COLUMN IF NOT EXISTS mentions text[];
 -- stemming. Its parser splits words at spaces and punctuation only, so each kana and CJK
 -- ideograph is first set apart by spaces (chat_search_text): Chinese and Japanese, written
 -- without spaces, are then found inside a run of characters, a query's run being a phrase
--- of them (app/search.py, search_query). The same character classes as there. Adding the
+-- of them (app/search.py, search_query). The ranges are search.IDEOGRAPHIC's. Adding the
 -- column to a big table rewrites the table once, under an exclusive lock: do it in a
 -- maintenance window (docs/design.md, "Search"). It replaced `search` (words split at
 -- spaces only), which is dropped with its index: only that generated column of ours, never

@@ -37,11 +37,12 @@ from .store import DM_PAIR, SELECT_MESSAGES, row_to_message
 QUERY = "websearch_to_tsquery('simple'::regconfig, %(query)s)"
 # The indexed expression of messages_search_scoped (schema.sql), for the planner to match.
 SCOPED = "(m.search_words || chat_search_scope(m.id, m.room, m.from_user, m.to_user))"
-# Kana and CJK ideographs (halfwidth katakana and the ideographs past U+FFFF included):
-# schema.sql's chat_search_text sets each apart, as a word of its own, in what is indexed.
-_IDEOGRAPHIC_RUN = re.compile(
-    "[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f\U00020000-\U0002ebef]+"
-)
+# Kana and CJK ideographs (halfwidth katakana and the ideographs past U+FFFF included), as
+# escapes that Python's and PostgreSQL's regular expressions both read: schema.sql's
+# chat_search_text sets each apart, as a word of its own, in what is indexed, and must use
+# these very ranges (tests/test_search.py holds the two together).
+IDEOGRAPHIC = r"\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f\U00020000-\U0002ebef"
+_IDEOGRAPHIC_RUN = re.compile(f"[{IDEOGRAPHIC}]+")
 # Where a search with no `room` or `with` looks: the rooms the user is a member of (private
 # ones too), and the conversations they are a party to (sent by them, or to them).
 _MINE = """(m.room IN (SELECT c.room FROM chat_members c WHERE c.user_id = %(me)s)

@@ -13,6 +13,7 @@ from app import search as search_module
 from tests.support.clients import Client, join
 from tests.support.databases import sql
 from tests.support.identities import new_user_id, unique
+from tests.support.project import ROOT
 
 
 def word() -> str:
@@ -344,6 +345,13 @@ def test_a_search_is_never_planned_in_parallel(fresh_database):
 )
 def test_a_run_of_kana_or_ideographs_is_searched_as_a_phrase_of_its_characters(query, read_as):
     assert search_module.search_query(query) == read_as
+
+
+def test_the_index_sets_apart_the_characters_the_query_makes_phrases_of():
+    """schema.sql's chat_search_text and search.search_query must agree on the characters:
+    one the index keeps in a run, the other splits, would never be found."""
+    schema = (ROOT / "schema.sql").read_text()
+    assert f"'([{search_module.IDEOGRAPHIC}])'" in schema
 
 
 def test_chinese_and_japanese_are_found_inside_a_run_of_characters(connect):
