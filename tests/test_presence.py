@@ -257,7 +257,6 @@ def test_an_event_noted_while_the_list_is_read_is_not_lost_with_the_old_list(pre
     """The read's snapshot may come before a join committed elsewhere, whose event is noted
     here while the query runs: the read then replaced the list the event went into, and
     every joiner of the next second was told the user was not there (and never learned)."""
-    import gevent
 
     from app import online as online_module
 
@@ -530,7 +529,6 @@ def test_a_leave_that_removes_no_row_announces_nothing(presence):
 def test_a_long_heartbeat_keeps_the_node_alive_while_it_writes(presence, monkeypatch):
     """Writing thousands of users again after a burial takes longer than the node
     timeout: the node must stay alive meanwhile, or the others bury it again, and again."""
-    import gevent
 
     import app.presence as presence_module
 
@@ -585,7 +583,6 @@ def test_the_rooms_online_counts_stay_exact_through_joins_leaves_and_burials(pre
     """room_online counts each room's users with a row, whichever node: a user's first row
     counts, their last uncounts, and a burial counts its rooms again, also while a join
     of one of the dead node's users runs on a live node (the burial waits for its rows)."""
-    import gevent
     from gevent.event import Event
 
     from app.presence import _JOIN
@@ -847,7 +844,6 @@ def test_a_join_ack_lists_the_joiner_and_counts_them_once():
 def test_a_prefetch_reads_an_old_list_without_waiting_and_the_get_after_it_reads_nothing_more():
     """A resuming burst's joins (Memberships.read_ahead) start their rooms' reads together;
     each join's own get then waits for the read under way, and a fresh list is not read again."""
-    import gevent
 
     reads: list[str] = []
 
@@ -869,8 +865,6 @@ def test_a_prefetch_reads_an_old_list_without_waiting_and_the_get_after_it_reads
 
 
 def test_a_prefetch_that_finds_the_database_away_leaves_the_read_to_the_join():
-    import gevent
-
     answers: list = [Unavailable("database away"), {2: "bob"}]
 
     def read_users(room: str) -> dict[int, str]:
@@ -889,7 +883,6 @@ def test_a_prefetch_that_finds_the_database_away_leaves_the_read_to_the_join():
 def test_the_online_lists_of_many_rooms_are_read_at_once_each_asker_its_own(presence):
     """The first joins of a crowd read thousands of rooms' lists: those asked for while a
     read runs share the next statement; each asker gets the room's users on live nodes."""
-    import gevent
 
     node, url, _ = presence
     sql(url, "INSERT INTO chat_nodes (node_id) VALUES ('n2')")
