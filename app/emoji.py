@@ -1,10 +1,18 @@
-"""Whether a reaction is one emoji: a single extended grapheme cluster that shows as one.
+"""Whether a reaction is one emoji (a single extended grapheme cluster that shows as one),
+and the one form it is stored in.
 
 Python's own `re` knows neither grapheme clusters nor emoji properties, so the `regex`
 module (Unicode's segmentation rules, UAX #29, and its emoji data) finds the cluster; this
 module then allows only what emoji are made of, so that "a" with a combining mark, a
 digit, or an emoji followed by invisible characters is refused, not stored for everyone
 to see.
+
+One emoji can be typed several ways: a heart is U+2764 alone or followed by the emoji
+presentation selector (VS16, U+FE0F), as keyboards and pickers differ. Stored as sent,
+those would be two reactions of one user, two chips under the message, and an `unreact`
+of the one would leave the other on. So a reaction is stored, compared and told in one
+form, Unicode's "fully qualified" one (UTS #51): VS16 after each pictograph that shows as
+text by default, unless a skin tone follows it, and in a keycap; nowhere else.
 """
 
 from __future__ import annotations
@@ -32,6 +40,25 @@ EMOJI = regex.compile(
     ),
     regex.V1,
 )
+
+# A pictograph shown as text unless VS16 follows (Emoji_Presentation=No: the heart, the
+# sun, the copyright sign…), not followed by a skin tone (which asks for the emoji form
+# itself): it takes a VS16. Only real emoji (Emoji=Yes): unassigned code points kept for
+# pictographs have no form to ask for.
+_TEXT_DEFAULT = regex.compile(
+    r"([\p{Emoji}&&\p{Extended_Pictographic}&&\P{Emoji_Presentation}])(?!\p{Emoji_Modifier})", regex.V1
+)
+# A keycap's base character (a digit, # or *) takes a VS16 before the combining keycap.
+_KEYCAP = regex.compile(r"([0-9#*])\u20E3")
+
+
+def normal_emoji(emoji: str) -> str:
+    """The emoji in its fully qualified form: VS16 where UTS #51 puts it, nowhere else.
+
+    Idempotent, so a client sending back the form it was told gets the same.
+    """
+    bare = emoji.replace("\ufe0f", "")
+    return _KEYCAP.sub("\\1\ufe0f\u20e3", _TEXT_DEFAULT.sub("\\1\ufe0f", bare))
 
 
 def is_single_emoji(text: str) -> bool:

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from .emoji import is_single_emoji
+from .emoji import is_single_emoji, normal_emoji
 from .errors import BadJson, Invalid, NotFound, TooLarge, UnknownType
 
 ROOM_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -391,7 +391,12 @@ def _emoji(frame: dict[str, Any]) -> str:
         raise Invalid("field 'emoji' is required")
     if not isinstance(emoji, str) or not is_single_emoji(emoji):
         raise Invalid("field 'emoji' must be a single emoji")
-    return emoji
+    # Stored and told in one form (app/emoji.py), which must itself be one emoji within the
+    # length limit: the form a client is told is the form it may send back.
+    normal = normal_emoji(emoji)
+    if normal != emoji and not is_single_emoji(normal):
+        raise Invalid("field 'emoji' must be a single emoji")
+    return normal
 
 
 def _parse_edit(frame: dict[str, Any], limits: Limits) -> Command:

@@ -1,10 +1,10 @@
-"""What counts as one emoji for a reaction (app/emoji.py), table-driven."""
+"""What counts as one emoji for a reaction, and the form it is stored in (app/emoji.py), table-driven."""
 
 from __future__ import annotations
 
 import pytest
 
-from app.emoji import is_single_emoji
+from app.emoji import is_single_emoji, normal_emoji
 
 ONE_EMOJI = {
     "thumbs up": "\U0001f44d",
@@ -49,3 +49,37 @@ def test_one_emoji_is_accepted(text):
 @pytest.mark.parametrize("text", NOT_ONE_EMOJI.values(), ids=NOT_ONE_EMOJI.keys())
 def test_anything_else_is_refused(text):
     assert not is_single_emoji(text)
+
+
+# (as sent, its fully qualified form: UTS #51's emoji-test.txt gives these)
+NORMAL_FORMS = {
+    "heart, text default, takes VS16": ("\u2764", "\u2764\ufe0f"),
+    "heart with VS16 is kept": ("\u2764\ufe0f", "\u2764\ufe0f"),
+    "thumbs up, emoji default, stays bare": ("\U0001f44d", "\U0001f44d"),
+    "a VS16 after an emoji-default one is dropped": ("\U0001f44d\ufe0f", "\U0001f44d"),
+    "a toned text-default hand takes none": ("\U0001f590\ufe0f\U0001f3fd", "\U0001f590\U0001f3fd"),
+    "rainbow flag without VS16 takes one": ("\U0001f3f3\u200d\U0001f308", "\U0001f3f3\ufe0f\u200d\U0001f308"),
+    "eye in speech bubble: each text-default part": (
+        "\U0001f441\u200d\U0001f5e8",
+        "\U0001f441\ufe0f\u200d\U0001f5e8\ufe0f",
+    ),
+    "man golfing, toned: the sign only": (
+        "\U0001f3cc\U0001f3fd\u200d\u2642",
+        "\U0001f3cc\U0001f3fd\u200d\u2642\ufe0f",
+    ),
+    "keycap without VS16 takes one": ("#\u20e3", "#\ufe0f\u20e3"),
+    "country flag unchanged": ("\U0001f1eb\U0001f1f7", "\U0001f1eb\U0001f1f7"),
+    "copyright takes VS16": ("\u00a9", "\u00a9\ufe0f"),
+}
+
+
+@pytest.mark.parametrize(("sent", "normal"), NORMAL_FORMS.values(), ids=NORMAL_FORMS.keys())
+def test_an_emoji_is_stored_in_its_fully_qualified_form(sent, normal):
+    assert normal_emoji(sent) == normal
+
+
+@pytest.mark.parametrize("text", ONE_EMOJI.values(), ids=ONE_EMOJI.keys())
+def test_the_normal_form_is_its_own_normal_form_and_still_one_emoji(text):
+    normal = normal_emoji(text)
+    assert normal_emoji(normal) == normal
+    assert is_single_emoji(normal)

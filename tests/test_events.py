@@ -248,6 +248,28 @@ def test_resends_store_nothing_twice_and_answer_the_sender_with_the_first_event(
     assert dict(counts) == {"edit": 1, "react": 1, "unreact": 1, "delete": 1}
 
 
+def test_an_emoji_typed_with_or_without_its_presentation_selector_is_one_reaction(connect, database_url):
+    room = unique("room")
+    alice, bob = two_members(connect, room)
+    sent = send(alice, room, "tea?")
+    bob.expect("message", id=sent["id"])
+    bare_heart = "\u2764"  # a keyboard's heart: no VS16
+    bob.send({"type": "react", "id": sent["id"], "emoji": bare_heart})
+    on = alice.expect("reaction")
+    assert on["data"]["emoji"] == HEART  # told in the one form it is stored in
+    assert bob.expect("reaction") == on
+    bob.send({"type": "react", "id": sent["id"], "emoji": HEART})  # the picker's heart: the same one
+    assert bob.expect("reaction") == on  # a resend
+    alice.nothing_more("reaction", wait=0.3)
+    assert history(alice, room)[sent["id"]]["reactions"] == {HEART: [bob.user_id]}
+    bob.send({"type": "unreact", "id": sent["id"], "emoji": bare_heart})
+    off = alice.expect("reaction", on=False)
+    assert off["data"]["emoji"] == HEART
+    assert "reactions" not in history(alice, room)[sent["id"]]
+    stored = sql(database_url, "SELECT DISTINCT emoji FROM message_events WHERE message_id = %s", (sent["id"],))
+    assert stored == [(HEART,)]
+
+
 def test_join_with_since_replays_missed_events_in_id_order_exactly_once(connect):
     room = unique("room")
     alice, bob = two_members(connect, room)

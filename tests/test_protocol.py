@@ -264,3 +264,15 @@ def test_read_and_search_frames_parse(raw, expected):
 def test_bad_read_and_search_frames_are_invalid(raw):
     with pytest.raises(Invalid):
         parse_frame(raw)
+
+
+@pytest.mark.parametrize(
+    "raw,expected",
+    [
+        ('{"type":"react","id":5,"emoji":"\\u2764"}', Command("react", message_id=5, emoji="\u2764\ufe0f")),
+        ('{"type":"unreact","id":5,"emoji":"\\u2764\\ufe0f"}', Command("unreact", message_id=5, emoji="\u2764\ufe0f")),
+        ('{"type":"react","id":5,"emoji":"\\ud83d\\udc4d\\ufe0f"}', Command("react", message_id=5, emoji="\U0001f44d")),
+    ],
+)
+def test_a_reactions_emoji_is_parsed_into_its_one_stored_form(raw, expected):
+    assert parse_frame(raw) == expected
