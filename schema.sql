@@ -135,6 +135,13 @@ CREATE TABLE IF NOT EXISTS chat_deployment (
 );
 INSERT INTO chat_deployment DEFAULT VALUES ON CONFLICT DO NOTHING;
 
+-- The rewrites of stored data done on this database that SQL alone cannot spell
+-- (app/upgrades.py), each by its name: run once, in the transaction that loads this file.
+CREATE TABLE IF NOT EXISTS chat_upgrades (
+    name     text PRIMARY KEY,
+    done_at  timestamptz NOT NULL DEFAULT now()
+);
+
 -- Who is online in which room, per server process; rows of a process whose heartbeat
 -- stopped are removed by the others (see app/presence.py).
 CREATE TABLE IF NOT EXISTS chat_nodes (

@@ -6,7 +6,7 @@ import click
 from flask import Flask, current_app
 from flask.cli import with_appcontext
 
-from . import accounts, db, passwords
+from . import accounts, passwords, schema
 from .names import local_username
 from .tokens import issue_token
 
@@ -15,7 +15,7 @@ from .tokens import issue_token
 @with_appcontext
 def init_db_command() -> None:
     """Create or upgrade the tables in DATABASE_URL (safe to run twice)."""
-    db.load_schema(current_app.config["DATABASE_URL"])
+    schema.load_schema(current_app.config["DATABASE_URL"])
     click.echo("schema loaded")
 
 

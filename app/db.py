@@ -10,12 +10,10 @@ they are all dead).
 from __future__ import annotations
 
 import logging
-import re
 import select
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import psycopg2
@@ -30,8 +28,6 @@ from .errors import ChatError, Unavailable
 from .metrics import DB_SECONDS
 
 log = logging.getLogger(__name__)
-
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schema.sql"
 
 # Errors that mean "the connection or the server is gone", not "this statement is wrong".
 CONNECTION_ERRORS = (psycopg2.OperationalError, psycopg2.InterfaceError)
@@ -219,18 +215,18 @@ class Pool:
                         self.dsn, self.connect_timeout, setup=self.setup, statement_timeout_ms=self.statement_timeout_ms
                     )
             except CONNECTION_ERRORS as exc:
-                log.warning("database connection failed: %s", _first_line(exc))
+                log.warning("database connection failed: %s", first_line(exc))
                 raise Unavailable("database is unavailable, retry later") from None
             yield conn
         except STATEMENT_ROLLED_BACK as exc:
             self.failures += 1
-            log.warning("database statement rolled back: %s", _first_line(exc))
+            log.warning("database statement rolled back: %s", first_line(exc))
             raise Unavailable("database is busy, retry later") from None
         except CONNECTION_ERRORS as exc:
             self.failures += 1
             self._forget(conn)
             conn = None
-            log.warning("database connection lost: %s", _first_line(exc))
+            log.warning("database connection lost: %s", first_line(exc))
             raise Unavailable("database is unavailable, retry later") from None
         except BaseException as exc:
             # (A refusal the caller raised, not_found say, changed nothing it meant to.)
@@ -338,18 +334,18 @@ class SingleConnection:
             except psycopg2.errors.QueryCanceled as exc:
                 # Cancelled (its statement_timeout, say): nothing was committed, and its
                 # senders have waited long enough. (An OperationalError too.)
-                log.warning("database statement cancelled: %s", _first_line(exc))
+                log.warning("database statement cancelled: %s", first_line(exc))
                 raise Unavailable("database is busy, nothing was stored: retry later") from None
             except STATEMENT_ROLLED_BACK as exc:
                 # Rolled back whole (two batches locked rooms crosswise, say): nothing was
                 # committed, so running it once more is safe. (An OperationalError too:
                 # caught before those.)
-                log.warning("database statement rolled back: %s", _first_line(exc))
+                log.warning("database statement rolled back: %s", first_line(exc))
                 if attempt == 2:
                     raise Unavailable("database is busy, retry later") from None
             except CONNECTION_ERRORS as exc:
                 self.close()
-                log.warning("database unavailable: %s", _first_line(exc))
+                log.warning("database unavailable: %s", first_line(exc))
                 raise Unavailable("database is unavailable, retry later") from None
         raise AssertionError("unreachable")
 
@@ -385,66 +381,10 @@ def closed_by_server(conn) -> bool:
         return True
 
 
-def _first_line(exc: Exception) -> str:
+def first_line(exc: Exception) -> str:
+    """An error's first line, for a log line (PostgreSQL's messages go on with context)."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else exc.__class__.__name__
-
-
-# The tables and sequences schema.sql creates: when one is missing the database is new (or
-# predates it).
-SCHEMA_RELATIONS = tuple(re.findall(r"CREATE (?:TABLE|SEQUENCE) IF NOT EXISTS (\w+)", SCHEMA_PATH.read_text()))
-# The columns it adds to them since: when one is missing the database predates this server.
-SCHEMA_COLUMNS = tuple(re.findall(r"ALTER TABLE (\w+) ADD COLUMN IF NOT EXISTS (\w+)", SCHEMA_PATH.read_text()))
-# Held while schema.sql runs, so that workers starting together (or `make db` beside them)
-# do not create the same tables at once (an arbitrary key of this application).
-SCHEMA_LOCK_KEY = 0x63686174  # "chat"
-
-
-def load_schema(dsn: str, only_if_missing: bool = False, connect_timeout: int = 3) -> list[str]:
-    """Apply schema.sql and return the tables and columns ("table.column") that were missing.
-
-    Every statement in it is safe to run again. With `only_if_missing`, apply it only if one was.
-    """
-    conn = connect(dsn, connect_timeout=connect_timeout)
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_KEY,))
-            cur.execute(
-                "SELECT name FROM unnest(%s) AS name WHERE to_regclass(name) IS NULL", (list(SCHEMA_RELATIONS),)
-            )
-            missing = [row[0] for row in cur]
-            cur.execute(
-                """SELECT t || '.' || c FROM unnest(%s::text[], %s::text[]) AS added(t, c)
-                   WHERE to_regclass(t) IS NOT NULL AND NOT EXISTS (
-                       SELECT 1 FROM pg_attribute
-                       WHERE attrelid = to_regclass(t) AND attname = c AND NOT attisdropped)""",
-                ([t for t, _ in SCHEMA_COLUMNS], [c for _, c in SCHEMA_COLUMNS]),
-            )
-            missing += [row[0] for row in cur]
-            if missing or not only_if_missing:
-                cur.execute(SCHEMA_PATH.read_text())
-        conn.commit()
-        return missing
-    finally:
-        conn.close()
-
-
-def ensure_schema(dsn: str, connect_timeout: int = 3) -> None:
-    """Load schema.sql if a table or column of it is missing, so that new and older databases work.
-
-    Only then: schema.sql's ALTER TABLEs take locks that stall every query behind them
-    for as long as they wait (an upgrade takes them once). Failures are logged, not
-    raised (the database may be down for now, or the role not allowed to alter).
-    """
-    try:
-        missing = load_schema(dsn, only_if_missing=True, connect_timeout=connect_timeout)
-    except CONNECTION_ERRORS as exc:
-        log.warning("schema not checked: database unreachable (%s)", _first_line(exc))
-    except psycopg2.Error as exc:
-        log.error("could not load the schema (%s): run `make db` as a role that may", _first_line(exc))
-    else:
-        if missing:
-            log.info("schema loaded (the database lacked %s)", ", ".join(missing))
 
 
 def ping(dsn: str, timeout: int = 2) -> bool:

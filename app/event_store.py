@@ -59,6 +59,13 @@ LATEST = f"""{SELECT_EVENTS}
       AND (%(user_id)s IS NULL OR (e.user_id = %(user_id)s AND e.emoji = %(emoji)s))
     ORDER BY e.id DESC LIMIT 1"""
 
+# The summary of message `m`'s reactions that its row holds (schema.sql, messages.reactions),
+# from the reaction rows of {0}: each emoji with its user ids in reaction order, the emoji in
+# the order they first came. NULL when there are none.
+REACTIONS_OF_M = """SELECT json_object_agg(emoji, users ORDER BY first) FROM (
+            SELECT emoji, json_agg(user_id ORDER BY event_id) AS users, min(event_id) AS first
+            FROM {0} x WHERE x.message_id = m.id GROUP BY emoji) AS by_emoji"""
+
 # The locks _STORE needs, each set in one sorted order (messages, then rooms, then
 # conversations), so that two batches never wait for each other crosswise; the group
 # commit of messages takes rooms before conversations too (store.py). Each is a statement
@@ -162,10 +169,7 @@ WITH input AS (
     UNION ALL
     SELECT message_id, emoji, user_id, id FROM numbered WHERE kind = 'react'
 ), summed AS (
-    UPDATE messages m SET reactions = (
-        SELECT json_object_agg(emoji, users ORDER BY first) FROM (
-            SELECT emoji, json_agg(user_id ORDER BY event_id) AS users, min(event_id) AS first
-            FROM reactions_now x WHERE x.message_id = m.id GROUP BY emoji) AS by_emoji)
+    UPDATE messages m SET reactions = ({REACTIONS_OF_M.format("reactions_now")})
     FROM (SELECT DISTINCT message_id FROM numbered WHERE kind IN ('react', 'unreact')) AS n
     WHERE m.id = n.message_id
 )

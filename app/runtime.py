@@ -23,6 +23,7 @@ from . import (
     events,
     pauses,
     protocol,
+    schema,
     store,
 )
 from .batcher import Batcher
@@ -57,7 +58,7 @@ class ChatRuntime:
     def __init__(self, config: dict) -> None:
         self.config = config
         db.make_cooperative()
-        db.ensure_schema(config["DATABASE_URL"], config["DB_CONNECT_TIMEOUT_SECONDS"])
+        schema.ensure_schema(config["DATABASE_URL"], config["DB_CONNECT_TIMEOUT_SECONDS"])
         self.node_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.pool = db.Pool(
             config["DATABASE_URL"],

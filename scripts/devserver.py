@@ -88,7 +88,7 @@ def prepare_environment() -> dict[str, str]:
 def main() -> None:
     env = prepare_environment()
     sys.path.insert(0, str(ROOT))
-    from app.db import load_schema
+    from app.schema import load_schema
 
     load_schema(env["DATABASE_URL"])
     if env.get("CHAT_EMBEDDED_DATABASE") and len(sys.argv) == 1:

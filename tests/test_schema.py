@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
 import psycopg2
 import pytest
 
-from app import create_app, store
+from app import create_app, schema, store
 from tests.support.clients import Client
 from tests.support.databases import database_url_for, drop_database, sql
 from tests.support.identities import make_token, new_user_id
@@ -337,3 +338,50 @@ def test_loading_the_schema_fills_the_last_id_of_existing_conversations_once(fre
     sql(url, "UPDATE dm_threads SET last_id = 0 WHERE user_low = 1 AND user_high = 2")
     assert make_db(url).returncode == 0
     assert sql(url, threads) == [(1, 2, 0), (1, 3, 904), (4, 5, 0)]
+
+
+@pytest.mark.slow
+def test_reactions_stored_in_two_forms_of_one_emoji_become_one_at_the_next_start_once(fresh_database):
+    """Reactions stored before emoji had one form (app/emoji.py): a server start rewrites
+    them to it, a user's two forms of one emoji becoming their first reaction; the events
+    and the message's summary follow. It runs once: a later load leaves what it finds."""
+    bare, full, thumbs = "\u2764", "\u2764\ufe0f", "\U0001f44d"
+    url = fresh_database()
+    sql(url, "DELETE FROM chat_upgrades")  # as on a database of the version before
+    sql(
+        url,
+        """INSERT INTO messages (id, from_user, to_user, content, seq, reactions) VALUES
+               (911, 1, 2, 'hearts', 1, %(summary)s), (912, 2, 1, 'thumbs', 2, %(thumbs_summary)s);
+           INSERT INTO message_reactions (message_id, user_id, emoji, event_id) VALUES
+               (911, 2, %(bare)s, 921), (911, 1, %(full)s, 922), (911, 1, %(bare)s, 923), (912, 1, %(thumbs)s, 924);
+           INSERT INTO message_events (id, seq, user_low, user_high, kind, message_id, user_id, username, emoji)
+               VALUES (921, 3, 1, 2, 'react', 911, 2, 'two', %(bare)s),
+                      (922, 4, 1, 2, 'react', 911, 1, 'one', %(full)s),
+                      (923, 5, 1, 2, 'react', 911, 1, 'one', %(bare)s),
+                      (924, 6, 1, 2, 'react', 912, 1, 'one', %(thumbs)s)""",
+        {
+            "bare": bare,
+            "full": full,
+            "thumbs": thumbs,
+            "summary": f'{{"{bare}": [2, 1], "{full}": [1]}}',
+            "thumbs_summary": f'{{"{thumbs}": [1]}}',
+        },
+    )
+    assert "the upgrade of reactions in the normal form of their emoji" in schema.load_schema(url, only_if_missing=True)
+    reactions = "SELECT message_id, user_id, emoji, event_id FROM message_reactions ORDER BY event_id"
+    assert sql(url, reactions) == [(911, 2, full, 921), (911, 1, full, 922), (912, 1, thumbs, 924)]
+    summaries = "SELECT id, reactions::text FROM messages ORDER BY id"
+    assert [(id, json.loads(summary)) for id, summary in sql(url, summaries)] == [
+        (911, {full: [2, 1]}),
+        (912, {thumbs: [1]}),
+    ]
+    assert sql(url, "SELECT id, emoji FROM message_events ORDER BY id") == [
+        (921, full),
+        (922, full),
+        (923, full),
+        (924, thumbs),
+    ]
+    sql(url, "INSERT INTO message_reactions (message_id, user_id, emoji, event_id) VALUES (912, 2, %s, 925)", (bare,))
+    assert schema.load_schema(url, only_if_missing=True) == []
+    assert make_db(url).returncode == 0
+    assert sql(url, "SELECT emoji FROM message_reactions WHERE event_id = 925") == [(bare,)]

@@ -6,6 +6,7 @@ import os
 
 import psycopg2
 
+from app import schema
 from tests.support.project import ROOT
 
 
@@ -26,12 +27,11 @@ def find_admin_url() -> str:
 
 
 def create_database(admin_url: str, name: str) -> str:
-    """Create database `name` with schema.sql loaded, and return its URL."""
+    """Create database `name` with schema.sql loaded (its upgrades run, as `make db` does),
+    and return its URL."""
     run_outside_a_transaction(admin_url, f'CREATE DATABASE "{name}"')
     url = database_url_for(admin_url, name)
-    with psycopg2.connect(url) as conn, conn.cursor() as cur:
-        cur.execute((ROOT / "schema.sql").read_text())
-    conn.close()
+    schema.load_schema(url)
     return url
 
 
@@ -61,7 +61,7 @@ def database_url_for(admin_url: str, name: str) -> str:
     return base + ("?" + query if query else "")
 
 
-def sql(url: str, query: str, params: tuple = ()) -> list[tuple]:
+def sql(url: str, query: str, params: tuple | dict = ()) -> list[tuple]:
     """Run one query against the test database (what `psql` would show)."""
     conn = psycopg2.connect(url)
     try:

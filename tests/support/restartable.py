@@ -10,7 +10,7 @@ from pathlib import Path
 
 import psycopg2
 
-from app import db
+from app import schema
 from tests.support.servers import free_port
 from tests.support.waiting import wait_for
 
@@ -44,7 +44,7 @@ class EmbeddedPostgres:
         # As the server does at its start: only what is missing, so a restart under a running
         # server (which reconnects and prepares meanwhile) takes no lock of schema.sql's ALTERs,
         # which once deadlocked with it.
-        db.load_schema(chat_url, only_if_missing=True)
+        schema.load_schema(chat_url, only_if_missing=True)
         return chat_url
 
     def stop(self) -> None:
