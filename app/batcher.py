@@ -13,11 +13,12 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import gevent
 from gevent.event import AsyncResult, Event
 
-from . import store
+from . import event_store, store
 from .commits_in_flight import CommitsInFlight
 from .db import Pool, SingleConnection
 from .errors import ChatError, Unavailable
@@ -52,6 +53,17 @@ class Outcome:
     duplicate: bool
 
 
+@dataclass
+class Job:
+    """Other writes to a lane's channels (edits, reactions): `work(cursor)` run between two
+    batches, then `committed(what work returned)`; what that returns (or what either
+    raised) is set in `result`."""
+
+    work: Callable[[Any], Any]
+    committed: Callable[[Any], Any]
+    result: AsyncResult = field(default_factory=AsyncResult)
+
+
 class Lane:
     """One group-commit loop: a queue of drafts, a greenlet, a database connection."""
 
@@ -59,6 +71,7 @@ class Lane:
         self.connection = connection
         self.queue: deque[Pending] = deque()  # in the order submitted, so by queued_at
         self.in_flight: list[Pending] = []  # the batch being committed, in the same order
+        self.jobs: deque[Job] = deque()  # run_in_lane's, in the order given
         self.wakeup = Event()
         self.greenlet = gevent.spawn(batcher.run_lane, self)
 
@@ -110,6 +123,7 @@ class Batcher:
         """
         cur.execute("SET statement_timeout = %s", (f"{round(self.timeout_seconds * 1000)}ms",))
         store.prepare_batch_statements(cur)
+        event_store.STATEMENTS.prepare(cur)  # (the store of events: run_in_lane)
 
     def submit(self, draft: store.Draft, origin: object) -> Outcome:
         """Store a draft; return once it is committed (raise ChatError if it cannot be).
@@ -123,10 +137,33 @@ class Batcher:
         (or, for a lost connection, "retry later": a resend with its clientId is safe).
         """
         pending = Pending(draft, origin, time.monotonic())
-        self.lanes[hash(draft.channel) % len(self.lanes)].add(pending)
+        self.lane_of(draft.channel).add(pending)
         if self.sweeper is None:
             self.sweeper = gevent.spawn_later(EXPIRY_SWEEP_SECONDS, self._sweep_while_waited)
         return pending.result.get()  # (or raises what the batch or the sweep set)
+
+    def lane_of(self, channel: tuple) -> Lane:
+        """The lane that commits the channel's messages (a room or conversation: always the same)."""
+        return self.lanes[hash(channel) % len(self.lanes)]
+
+    def run_in_lane(self, channel: tuple, work: Callable[[Any], Any], committed: Callable[[Any], Any]) -> AsyncResult:
+        """Run `work(cursor)` as one transaction on the connection of the lane that commits
+        the channel's messages, between two of its batches, then `committed(its outcome)`
+        before the lane's next batch (so what it delivers is delivered in commit order, as
+        a batch's messages are). What `committed` returns, or what raised, comes in the result.
+
+        For other writes that take the channel's row lock (app/event_batch.py: edits,
+        deletes, reactions). Run by the lane, they never wait for its batches on that lock,
+        nor its batches for them. On connections of their own they did: a store of events
+        in rooms of both lanes waited for each lane's batch while holding the room locks
+        that the other lane's next batch needed, and every message of the mixed benchmark
+        waited through that (bench/README.md).
+        """
+        job = Job(work, committed)
+        lane = self.lane_of(channel)
+        lane.jobs.append(job)
+        lane.wakeup.set()
+        return job.result
 
     def _sweep_while_waited(self) -> None:
         """Tell the senders past their deadline, until nobody waits (submit starts it again).
@@ -176,22 +213,44 @@ class Batcher:
         while True:
             lane.wakeup.wait()
             lane.wakeup.clear()
-            while lane.queue:
-                batch = [lane.queue.popleft() for _ in range(min(len(lane.queue), self.max_batch))]
-                lane.in_flight = batch
-                # Only DMs: their sending connection gets another frame than the rest.
-                conversations = {p.draft.channel for p in batch if p.draft.to_user is not None}
-                self.local_commits.begin(conversations)
-                try:
-                    self._commit_batch(lane.connection, batch)
-                except Exception:
-                    log.exception("group commit failed unexpectedly")
-                    for pending in batch:
-                        if not pending.result.ready():
-                            pending.result.set_exception(ChatError("internal error while storing"))
-                finally:
-                    lane.in_flight = []
-                    self.local_commits.end(conversations)
+            while lane.queue or lane.jobs:
+                # The jobs given so far, then a batch: neither kind waits more than one
+                # turn of the other.
+                for _ in range(len(lane.jobs)):
+                    self._run_job(lane.connection, lane.jobs.popleft())
+                if lane.queue:
+                    self._commit_next(lane)
+
+    @staticmethod
+    def _run_job(connection: SingleConnection, job: Job) -> None:
+        try:
+            outcome = connection.run(job.work)
+        except Exception as exc:  # (nothing committed: its caller decides what it means)
+            job.result.set_exception(exc)
+            return
+        try:
+            job.result.set(job.committed(outcome))
+        except Exception as exc:
+            log.exception("after a lane's job committed")
+            job.result.set_exception(exc)
+
+    def _commit_next(self, lane: Lane) -> None:
+        """Take the next batch of the lane's queue and commit it."""
+        batch = [lane.queue.popleft() for _ in range(min(len(lane.queue), self.max_batch))]
+        lane.in_flight = batch
+        # Only DMs: their sending connection gets another frame than the rest.
+        conversations = {p.draft.channel for p in batch if p.draft.to_user is not None}
+        self.local_commits.begin(conversations)
+        try:
+            self._commit_batch(lane.connection, batch)
+        except Exception:
+            log.exception("group commit failed unexpectedly")
+            for pending in batch:
+                if not pending.result.ready():
+                    pending.result.set_exception(ChatError("internal error while storing"))
+        finally:
+            lane.in_flight = []
+            self.local_commits.end(conversations)
 
     def _commit_batch(self, connection: SingleConnection, batch: list[Pending]) -> None:
         """Store a batch, then deliver and answer.

@@ -1,4 +1,4 @@
-"""Edits, deletes and reactions sent at the same moment, decided together and stored in one commit.
+"""Edits, deletes and reactions sent at the same moment, decided together and stored together.
 
 An event decided and stored in a transaction of its own would hold its channel's row lock
 across round trips and pay a commit (a WAL flush) each, while the group commit of the
@@ -8,10 +8,15 @@ size, and holds no lock between them:
 1. read every request's message with what deciding it needs (event_store.read_messages);
 2. decide each in Python (app/events.py: not found, forbidden, a resend answered with the
    event before it, or an event to store);
-3. store the events to store in one statement (event_store.store_events), under the
-   messages' and channels' row locks, each only if its message is still as it was decided
-   on (event_store._STORE says what that is per kind). One that is not (changed by another
+3. store the events to store (event_store.store_events), under the messages' and
+   channels' row locks, each only if its message is still as it was decided on
+   (event_store._STORE says what that is per kind). One that is not (changed by another
    worker meanwhile) is decided again.
+
+The store is one statement for each group-commit lane whose rooms and conversations the
+events are in, run by that lane between two of its batches (Batcher.run_in_lane): so an
+event and the messages of its channel never wait for each other's row locks in this
+process, and the lane delivers the events it stored before its next batch's messages.
 
 Only after the commit are the new events delivered, in id order, and their senders answered.
 """
@@ -19,14 +24,16 @@ Only after the commit are the new events delivered, in id order, and their sende
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import NamedTuple
+from collections.abc import Callable, Hashable
+from typing import Any, NamedTuple, Protocol
+
+from gevent.event import AsyncResult
 
 from . import event_store
 from .batched import Batched
 from .db import Pool
 from .errors import ChatError, Unavailable
-from .messages import StoredEvent
+from .messages import ChannelKey, StoredEvent
 from .protocol import Command
 
 log = logging.getLogger(__name__)
@@ -37,8 +44,8 @@ log = logging.getLogger(__name__)
 DECIDE_ROUNDS_MAX = 10
 # Requests taken into one batch: a round's statement carries them as one JSON parameter.
 BATCH_MAX = 100
-# Batches under way at once, each holding a pooled connection for its two round trips: one
-# is read and decided while the other commits.
+# Batches under way at once: one is read and decided (on a pooled connection) while the
+# other is stored (in the lanes).
 RUNNERS_MAX = 2
 
 
@@ -59,6 +66,19 @@ class Answer(NamedTuple):
 
 
 Decide = Callable[[object, EventRequest, event_store.Read | None], "StoredEvent | event_store.Decided"]
+
+
+class Lanes(Protocol):
+    """Where events are stored: the group commit's lanes (app/batcher.py's Batcher)."""
+
+    def lane_of(self, channel: ChannelKey) -> Hashable:
+        """The lane of the channel (the same one for events of channels it returns for)."""
+
+    def run_in_lane(
+        self, channel: ChannelKey, work: Callable[[Any], Any], committed: Callable[[Any], Any]
+    ) -> AsyncResult:
+        """Run work(cursor) as one transaction in the channel's lane, then committed(its
+        outcome) before the lane's next batch; what that returns comes in the result."""
 
 
 def split_round(batch: list[EventRequest], waiting: list[int]) -> tuple[list[int], list[int]]:
@@ -99,6 +119,7 @@ class EventBatches(Batched[EventRequest, Answer]):
     def __init__(
         self,
         pool: Pool,
+        lanes: Lanes,
         decide: Decide,
         deliver: Callable[[StoredEvent], None],
         notify_channel: Callable[[], str | None],  # asked per batch: None when nobody listens
@@ -106,6 +127,7 @@ class EventBatches(Batched[EventRequest, Answer]):
     ) -> None:
         super().__init__(BATCH_MAX, RUNNERS_MAX)
         self.pool = pool
+        self.lanes = lanes
         self.decide = decide
         self.deliver = deliver
         self.notify_channel = notify_channel
@@ -129,33 +151,50 @@ class EventBatches(Batched[EventRequest, Answer]):
         """Decide and store a round's requests (split_round), then deliver what it stored;
         returns those whose message changed before their event was stored, to decide again.
 
-        A failure before the commit is told to the round's requests: the database away to
-        all of them (an event whose commit was not confirmed is safe to send again: a
-        resend changes nothing); anything else, for one request at a time, so that one bad
-        request sinks no other.
+        A failure before a commit is told to the requests it leaves unstored: the database
+        away to all of them (an event whose commit was not confirmed is safe to send again:
+        a resend changes nothing); anything else, for one request at a time, so that one
+        bad request sinks no other.
         """
         try:
-            to_store, stored = self._decide_and_store(batch, indexes, answers)
-        except ChatError as exc:
+            to_store = self._decide(batch, indexes, answers)
+        except Exception as exc:
+            return self._failed(batch, indexes, answers, exc)
+        # One statement per lane, all under way at once.
+        by_lane: dict[Hashable, list[tuple[int, event_store.Decided]]] = {}
+        for index, decided in to_store:
+            by_lane.setdefault(self.lanes.lane_of(decided.read.message.channel), []).append((index, decided))
+        stores = [(group, self._store_in_lane(group, answers)) for group in by_lane.values()]
+        changed: list[int] = []
+        for group, outcome in stores:
+            try:
+                changed += outcome.get()
+            except Exception as exc:
+                changed += self._failed(batch, [index for index, _ in group], answers, exc)
+        return changed
+
+    def _failed(self, batch: list[EventRequest], indexes: list[int], answers: list, exc: Exception) -> list[int]:
+        """Answer requests whose deciding or storing raised `exc` (nothing of theirs stored),
+        or, for an unexpected failure of several, try each again alone; returns those to
+        decide again."""
+        if isinstance(exc, ChatError):
             failed = exc
-        except Exception:
-            if len(indexes) > 1:
-                log.warning("a batch of %d events failed; storing them one by one", len(indexes))
-                return [i for index in indexes for i in self._round_guarded(batch, [index], answers)]
-            log.exception("storing an event failed")
-            failed = ChatError("internal error while storing")
+        elif len(indexes) > 1:
+            log.warning("a batch of %d events failed (%r); storing them one by one", len(indexes), exc)
+            return [i for index in indexes for i in self._round_guarded(batch, [index], answers)]
         else:
-            return self._committed(to_store, stored, answers)
+            log.error("storing an event failed", exc_info=exc)
+            failed = ChatError("internal error while storing")
         for index in indexes:
             if answers[index] is None:
                 answers[index] = failed
         return []
 
-    def _decide_and_store(
+    def _decide(
         self, batch: list[EventRequest], indexes: list[int], answers: list
-    ) -> tuple[list[tuple[int, event_store.Decided]], dict[int, tuple[int, int, str]]]:
-        """Read and decide these requests, answering the refused and the resends; store
-        the others in one commit. Returns them (by request index) and where each was stored."""
+    ) -> list[tuple[int, event_store.Decided]]:
+        """Read and decide these requests, answering the refused and the resends; returns
+        the events to store, by request index."""
         requests = [batch[i] for i in indexes]
         to_store: list[tuple[int, event_store.Decided]] = []
         with self.pool.autocommit() as cur:
@@ -172,12 +211,19 @@ class EventBatches(Batched[EventRequest, Answer]):
                     answers[index] = Answer(decided, fresh=False)
                 else:
                     to_store.append((index, decided))
-            if not to_store:
-                return [], {}
-            stored = event_store.store_events(
-                cur, [decided for _, decided in to_store], self.notify_channel(), self.origin
-            )
-        return to_store, stored
+        return to_store
+
+    def _store_in_lane(self, group: list[tuple[int, event_store.Decided]], answers: list) -> AsyncResult:
+        """Store a group of decided events, all of one lane's channels, in that lane, and
+        deliver them there once committed; the requests whose message changed meanwhile
+        (to decide again) come in the result."""
+        decided = [d for _, d in group]
+        notify_channel = self.notify_channel()
+        return self.lanes.run_in_lane(
+            decided[0].read.message.channel,
+            lambda cur: event_store.store_events(cur, decided, notify_channel, self.origin),
+            lambda stored: self._committed(group, stored, answers),
+        )
 
     def _committed(
         self, to_store: list[tuple[int, event_store.Decided]], stored: dict[int, tuple[int, int, str]], answers: list

@@ -2,8 +2,8 @@
 
 A request is decided against its message as read (who may, and whether it changes
 anything), then its event is numbered in the message's channel, stored with its change and
-(on the PostgreSQL bus) announced, in one commit with the other events asked meanwhile
-(app/event_batch.py). Only after the commit is anyone told, through the same gates as
+(on the PostgreSQL bus) announced, in one commit with the other events of its lane asked
+meanwhile (app/event_batch.py). Only after the commit is anyone told, through the same gates as
 messages.
 
 A request that changes nothing is a resend (PROTOCOL.md §10, docs/protocol.md): an edit

@@ -107,10 +107,6 @@ class ChatRuntime:
         self.welcome_reads = WelcomeReads(self.pool)
         # `read` frames: many users' markers moved and counted a round trip.
         self.read_marks = ReadMarks(self.pool)
-        # edits, deletes and reactions: many decided a round trip, stored in one commit
-        self.event_batches = EventBatches(
-            self.pool, events.decide, self.deliver_stored_event, self.bus.batch_notify_channel, self.bus.origin
-        )
         self.users_online = UsersOnline(self.pool, self.node_id, lambda: self.hub.connections_by_user)
         self.batcher = Batcher(
             self.pool,
@@ -122,6 +118,16 @@ class ChatRuntime:
             pipelines=config["COMMIT_PIPELINES"],
             known_users=self.known_users,
             local_commits=self.hub.local_commits,
+        )
+        # edits, deletes and reactions: many decided a round trip, stored by the lanes of
+        # the group commit, a statement a lane
+        self.event_batches = EventBatches(
+            self.pool,
+            self.batcher,
+            events.decide,
+            self.deliver_stored_event,
+            self.bus.batch_notify_channel,
+            self.bus.origin,
         )
         # The public rooms `rooms` lists, read at most once a second however many clients
         # ask (a presence event can make every member of a room ask at once), with the count

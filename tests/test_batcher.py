@@ -202,3 +202,46 @@ def test_a_dms_commit_is_reported_in_flight_until_it_is_delivered(fresh_database
         assert in_flight_while_delivered == [True, False]  # a room's is not waited for
     finally:
         pool.close()
+
+
+def test_a_job_runs_in_its_lane_between_batches_and_is_delivered_before_the_next_one(stalled_room):
+    """Batcher.run_in_lane (the store of events): given while a batch waits for the room's
+    lock, a job runs after that batch and before the next, and what its committed step
+    delivers comes between the two batches' messages, in commit order. A job that fails
+    gets its error, and the lane goes on."""
+    url, lock = stalled_room
+    pool = db.Pool(url, size=2)
+    delivered: list = []
+    batcher = make_batcher(pool, delivered, timeout_seconds=5)
+    channel = ("r", ROOM)
+
+    def describe(cur) -> str:
+        cur.execute("UPDATE rooms SET description = 'by the job' WHERE name = %s RETURNING description", (ROOM,))
+        return cur.fetchone()[0]
+
+    def deliver(description: str) -> str:
+        delivered.append(description)
+        return "answered"
+
+    try:
+        lock.hold()
+        first = gevent.spawn(batcher.submit, draft("first"), None)
+        gevent.sleep(0.2)  # its batch waits for the lock
+        job = batcher.run_in_lane(channel, describe, deliver)
+        failing = batcher.run_in_lane(channel, lambda cur: cur.execute("SELECT 1 / 0"), deliver)
+        second = gevent.spawn(batcher.submit, draft("second"), None)
+        gevent.sleep(0.2)
+        assert not job.ready()
+        lock.release()
+        assert job.get(timeout=5) == "answered"
+        with pytest.raises(psycopg2.errors.DivisionByZero):
+            failing.get(timeout=5)
+        gevent.joinall([first, second], timeout=5, raise_error=True)
+        assert [item if isinstance(item, str) else item.data["content"] for item in delivered] == [
+            "first",
+            "by the job",
+            "second",
+        ]
+        assert sql(url, "SELECT description FROM rooms WHERE name = %s", (ROOM,)) == [("by the job",)]
+    finally:
+        pool.close()
