@@ -225,7 +225,7 @@ class Batcher:
     def _run_job(connection: SingleConnection, job: Job) -> None:
         try:
             outcome = connection.run(job.work)
-        except Exception as exc:  # (nothing committed: its caller decides what it means)
+        except Exception as exc:  # (not known to be committed: its caller decides what it means)
             job.result.set_exception(exc)
             return
         try:

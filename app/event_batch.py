@@ -226,32 +226,18 @@ class EventBatches(Batched[EventRequest, Answer]):
         )
 
     def _committed(
-        self, to_store: list[tuple[int, event_store.Decided]], stored: dict[int, tuple[int, int, str]], answers: list
+        self, to_store: list[tuple[int, event_store.Decided]], stored: dict[int, StoredEvent], answers: list
     ) -> list[int]:
         """Deliver the stored events in id order and answer their requests; returns those
         not stored (their message changed since it was read). Nothing here may fail these
         events or store them again: they are committed."""
         events = []
         changed = []
-        for position, (index, decided) in enumerate(to_store):
-            placed = stored.get(position)
-            if placed is None:
+        for position, (index, _) in enumerate(to_store):
+            event = stored.get(position)
+            if event is None:
                 changed.append(index)
                 continue
-            event_id, seq, at = placed
-            message = decided.read.message
-            event = event_store.make_event(
-                event_id,
-                seq,
-                decided.kind,
-                message.channel,
-                message,
-                decided.user_id,
-                decided.username,
-                decided.emoji,
-                decided.content,
-                at,
-            )
             answers[index] = Answer(event, fresh=True)
             events.append(event)
         for event in sorted(events, key=lambda e: e.id):

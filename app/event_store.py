@@ -255,21 +255,22 @@ class Decided(NamedTuple):
     content: str | None
 
 
-def store_events(
-    cur, decided: list[Decided], notify_channel: str | None, origin: str
-) -> dict[int, tuple[int, int, str]]:
+def store_events(cur, decided: list[Decided], notify_channel: str | None, origin: str) -> dict[int, StoredEvent]:
     """Store the events in one transaction (the cursor's connection in autocommit: one
-    query string is one); by position, the (event id, seq, timestamp) of each stored. One
-    missing was not stored: its message changed since it was read."""
+    query string is one); by position, each event stored. One missing was not stored: its
+    message changed since it was read."""
     rows = []
+    # Each event as make_event builds it, but for what only the statement knows (its id,
+    # seq and time): the frame data goes into the announcement, then into the event.
+    events = []
     for ord, d in enumerate(decided):
         message = d.read.message
         channel = message.channel
-        # The frame data without what only the statement knows: make_event's, and for an
-        # edit its content without editedAt, which the statement appends with its time.
-        data = make_event(0, 0, d.kind, channel, message, d.user_id, d.username, d.emoji, d.content, "").data
+        event = make_event(0, 0, d.kind, channel, message, d.user_id, d.username, d.emoji, d.content, "")
+        events.append(event)
+        data = event.data
         if d.kind == "edit":
-            data.pop("editedAt")
+            del data["editedAt"]  # (the statement appends it, with its time)
         rows.append(
             {
                 "ord": ord,
@@ -310,7 +311,14 @@ def store_events(
         statements.append("chat_event_lock_pairs")
     statements.append("chat_event_store_announce" if notify_channel else "chat_event_store")
     cur.execute("; ".join(_EXECUTE[name] for name in statements), params)
-    return {row[0]: (row[1], row[2], row[3]) for row in cur.fetchall()}
+    stored = {}
+    for ord, event_id, seq, at, *_announced in cur.fetchall():
+        event = events[ord]
+        event.id, event.seq = event_id, seq
+        if decided[ord].kind == "edit":
+            event.data["editedAt"] = at
+        stored[ord] = event
+    return stored
 
 
 def latest_event(cur, message_id: int, kind: str, user_id: int | None = None, emoji: str | None = None):

@@ -144,7 +144,7 @@ def test_events_of_one_room_are_numbered_in_request_order_with_ids_in_seq_order(
             decided(read(conn, reacted, reactor, THUMBS), "react", reactor, THUMBS),
         ],
     )
-    (edit_id, edit_seq, _), (react_id, react_seq, _) = placed[0], placed[1]
+    (edit_id, edit_seq), (react_id, react_seq) = (placed[0].id, placed[0].seq), (placed[1].id, placed[1].seq)
     assert (edit_seq, react_seq) == (3, 4)
     assert edit_id < react_id
     assert sql(database_url, "SELECT last_seq FROM rooms WHERE name = %s", (room,)) == [(4,)]
@@ -260,7 +260,7 @@ def test_a_dm_event_is_numbered_in_its_conversation_and_becomes_its_newest_entry
     )[0][0]
     conn = connect()
     placed = store(conn, [decided(read(conn, message_id, high, THUMBS), "react", high, THUMBS)])
-    event_id, seq, _ = placed[0]
+    event_id, seq = placed[0].id, placed[0].seq
     assert seq == 2
     assert sql(
         database_url, "SELECT last_seq, last_id FROM dm_threads WHERE user_low = %s AND user_high = %s", (low, high)
@@ -284,18 +284,27 @@ def test_the_announcement_is_the_payload_the_bus_reads(database_url, connect, ki
         event = decided(
             found, kind, author, THUMBS if kind == "react" else None, "new text" if kind == "edit" else None
         )
-        event_id, seq, at = store(conn, [event], channel)[0]
+        stored = store(conn, [event], channel)[0]
         select.select([listener], [], [], 5)
         listener.poll()
         (notice,) = listener.notifies
     finally:
         listener.close()
-    made = event_store.make_event(
-        event_id, seq, kind, ("r", room), found.message, author, f"u{author}", event.emoji, event.content, at
-    )
     origin, _, body = notice.payload.partition("|")
     assert origin == "origin-test"
-    assert orjson.loads(body) == orjson.loads(bus.stored_event_payload("o", made).partition("|")[2])
+    assert orjson.loads(body) == orjson.loads(bus.stored_event_payload("o", stored).partition("|")[2])
+    # and the event is the one make_event builds from the statement's answer
+    at = stored.data.get("editedAt", "")
+    made = event_store.make_event(
+        stored.id, stored.seq, kind, ("r", room), found.message, author, f"u{author}", event.emoji, event.content, at
+    )
+    assert (stored.id, stored.seq, stored.kind, stored.channel, stored.data) == (
+        made.id,
+        made.seq,
+        made.kind,
+        made.channel,
+        made.data,
+    )
 
 
 def test_an_announcement_too_large_for_a_notify_names_the_event(database_url, connect):
@@ -306,9 +315,9 @@ def test_an_announcement_too_large_for_a_notify_names_the_event(database_url, co
     try:
         listener.cursor().execute("LISTEN chat_test_large")
         conn = connect()
-        event_id, _, _ = store(
+        event_id = store(
             conn, [decided(read(conn, message_id, author), "edit", author, content="x" * 8000)], "chat_test_large"
-        )[0]
+        )[0].id
         select.select([listener], [], [], 5)
         listener.poll()
         (notice,) = listener.notifies
