@@ -72,7 +72,8 @@ class Lanes(Protocol):
     """Where events are stored: the group commit's lanes (app/batcher.py's Batcher)."""
 
     def lane_of(self, channel: ChannelKey) -> Hashable:
-        """The lane of the channel (the same one for events of channels it returns for)."""
+        """The lane that stores the channel's writes: events whose channels share one are
+        stored by one statement."""
 
     def run_in_lane(
         self, channel: ChannelKey, work: Callable[[Any], Any], committed: Callable[[Any], Any]
@@ -174,9 +175,9 @@ class EventBatches(Batched[EventRequest, Answer]):
         return changed
 
     def _failed(self, batch: list[EventRequest], indexes: list[int], answers: list, exc: Exception) -> list[int]:
-        """Answer requests whose deciding or storing raised `exc` (nothing of theirs stored),
-        or, for an unexpected failure of several, try each again alone; returns those to
-        decide again."""
+        """Answer requests whose deciding or storing raised `exc` (none of them known to be
+        stored), or, for an unexpected failure of several, try each again alone; returns
+        those to decide again."""
         if isinstance(exc, ChatError):
             failed = exc
         elif len(indexes) > 1:
