@@ -154,10 +154,9 @@ class Batcher:
 
         For other writes that take the channel's row lock (app/event_batch.py: edits,
         deletes, reactions). Run by the lane, they never wait for its batches on that lock,
-        nor its batches for them. On connections of their own they did: a store of events
-        in rooms of both lanes waited for each lane's batch while holding the room locks
-        that the other lane's next batch needed, and every message of the mixed benchmark
-        waited through that (bench/README.md).
+        nor its batches for them. On a connection of its own, a write to rooms of both
+        lanes would hold one lane's room locks while it waited for the other lane's batch,
+        and so chain the two lanes' commits together.
         """
         job = Job(work, committed)
         lane = self.lane_of(channel)

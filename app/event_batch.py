@@ -24,16 +24,17 @@ Only after the commit are the new events delivered, in id order, and their sende
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Hashable
-from typing import Any, NamedTuple, Protocol
+from collections.abc import Callable
+from typing import NamedTuple
 
 from gevent.event import AsyncResult
 
 from . import event_store
 from .batched import Batched
+from .batcher import Batcher, Lane
 from .db import Pool
 from .errors import ChatError, Unavailable
-from .messages import ChannelKey, StoredEvent
+from .messages import StoredEvent
 from .protocol import Command
 
 log = logging.getLogger(__name__)
@@ -66,20 +67,6 @@ class Answer(NamedTuple):
 
 
 Decide = Callable[[object, EventRequest, event_store.Read | None], "StoredEvent | event_store.Decided"]
-
-
-class Lanes(Protocol):
-    """Where events are stored: the group commit's lanes (app/batcher.py's Batcher)."""
-
-    def lane_of(self, channel: ChannelKey) -> Hashable:
-        """The lane that stores the channel's writes: events whose channels share one are
-        stored by one statement."""
-
-    def run_in_lane(
-        self, channel: ChannelKey, work: Callable[[Any], Any], committed: Callable[[Any], Any]
-    ) -> AsyncResult:
-        """Run work(cursor) as one transaction in the channel's lane, then committed(its
-        outcome) before the lane's next batch; what that returns comes in the result."""
 
 
 def split_round(batch: list[EventRequest], waiting: list[int]) -> tuple[list[int], list[int]]:
@@ -120,7 +107,7 @@ class EventBatches(Batched[EventRequest, Answer]):
     def __init__(
         self,
         pool: Pool,
-        lanes: Lanes,
+        lanes: Batcher,  # whose lanes store the events (run_in_lane)
         decide: Decide,
         deliver: Callable[[StoredEvent], None],
         notify_channel: Callable[[], str | None],  # asked per batch: None when nobody listens
@@ -162,7 +149,7 @@ class EventBatches(Batched[EventRequest, Answer]):
         except Exception as exc:
             return self._failed(batch, indexes, answers, exc)
         # One statement per lane, all under way at once.
-        by_lane: dict[Hashable, list[tuple[int, event_store.Decided]]] = {}
+        by_lane: dict[Lane, list[tuple[int, event_store.Decided]]] = {}
         for index, decided in to_store:
             by_lane.setdefault(self.lanes.lane_of(decided.read.message.channel), []).append((index, decided))
         stores = [(group, self._store_in_lane(group, answers)) for group in by_lane.values()]

@@ -3,8 +3,8 @@
 A request is decided against its message as read (who may, and whether it changes
 anything), then its event is numbered in the message's channel, stored with its change and
 (on the PostgreSQL bus) announced, in one commit with the other events of its lane asked
-meanwhile (app/event_batch.py). Only after the commit is anyone told, through the same gates as
-messages.
+meanwhile (app/event_batch.py). Only after the commit is anyone told, through the same
+gates as messages.
 
 A request that changes nothing is a resend (PROTOCOL.md §10, docs/protocol.md): an edit
 to the content of the message's latest edit, a delete of a deleted message, a react
