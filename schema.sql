@@ -334,14 +334,14 @@ CREATE OR REPLACE FUNCTION chat_search_scope(id bigint, room text, from_user big
     AS $$ SELECT array_to_tsvector(array_remove(ARRAY[
               'R' || md5(room), 'U' || to_user::text, CASE WHEN to_user IS NOT NULL THEN 'U' || from_user::text END,
               'T16_' || (id >> 16)::text, 'T18_' || (id >> 18)::text, 'T20_' || (id >> 20)::text], NULL)) $$;
--- fastupdate off: with GIN's pending list, the insert that finds the list full (4 MB, a few
--- seconds of messages) merges all of it into the index inside its own statement, and that
--- statement is a batch of messages everyone is waiting for. Updated in place, each insert
--- pays a little more and no batch pays for the others (bench/README.md, "The chat figure
--- and the v2 features").
+-- fastupdate on: an insert appends its entries to GIN's pending list in one write, and the
+-- servers merge the list into the index in the background, many messages' entries at once
+-- (app/search_merge.py). Written in place instead, each entry logs a piece of its posting
+-- list: four fifths of a message's WAL. The server merges often enough that no batch of
+-- messages finds the list full (which would merge it inside that batch's statement).
 CREATE INDEX IF NOT EXISTS messages_search_scoped
-    ON messages USING gin ((search_words || chat_search_scope(id, room, from_user, to_user))) WITH (fastupdate = off);
-ALTER INDEX messages_search_scoped SET (fastupdate = off);
+    ON messages USING gin ((search_words || chat_search_scope(id, room, from_user, to_user))) WITH (fastupdate = on);
+ALTER INDEX messages_search_scoped SET (fastupdate = on);
 DROP INDEX IF EXISTS messages_search;
 -- Events of a room or conversation after an id (replay, gap fill), and of one message
 -- (the latest edit, delete or reaction, answering a resend).

@@ -1,7 +1,8 @@
 """The chat machinery of one server process, started on first use.
 
 Owns the database pool, the local hub, the group-commit batcher, the bus and presence, and
-the background greenlets (commit loop, bus listener, heartbeat, event-loop lag probe).
+the background greenlets (commit loop, bus listener, heartbeat, search index merge,
+event-loop lag probe).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from . import (
     pauses,
     protocol,
     schema,
+    search_merge,
     store,
 )
 from .batcher import Batcher
@@ -144,6 +146,8 @@ class ChatRuntime:
         self.shutting_down = False
         self.bus.start()
         self.heartbeat = gevent.spawn(self._heartbeat_forever)
+        # the search index's pending entries, merged out of the group commit's way
+        self.search_merge = gevent.spawn(search_merge.merge_forever, self.pool)
         pauses.watch_garbage_collector()
         self.lag_probe = pauses.watch_event_loop()
         log.info("chat runtime started as node %s (bus: %s)", self.node_id, type(self.bus).__name__)
