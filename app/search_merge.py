@@ -27,8 +27,8 @@ from .errors import ChatError
 
 log = logging.getLogger(__name__)
 
-# How often a worker merges: a busy server adds about a megabyte of entries a second at
-# 3,000 messages/s, a quarter of the 4 MB that would make a batch of messages merge them.
+# How often a worker merges: 3,000 messages leave about 600 KB of entries pending (79
+# pages), a seventh of the 4 MB that would make a batch of messages merge them.
 MERGE_INTERVAL_SECONDS = 1.0
 # The search index whose pending list is merged (schema.sql).
 SEARCH_INDEX = "messages_search_scoped"
