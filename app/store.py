@@ -772,9 +772,12 @@ def add_users_online(cur, user_ids: list[int], node_id: str) -> None:
     )
 
 
-def note_user_offline(cur, user_id: int, node_id: str) -> None:
-    """The user's last connection on this node closed."""
-    cur.execute("DELETE FROM user_presence WHERE user_id = %s AND node_id = %s", (user_id, node_id))
+def remove_users_online(cur, user_ids: list[int], node_id: str) -> None:
+    """These users' last connection on this node closed, one statement for all."""
+    cur.execute(
+        "DELETE FROM user_presence WHERE node_id = %(node_id)s AND user_id = ANY(%(users)s::bigint[])",
+        {"users": user_ids, "node_id": node_id},
+    )
 
 
 def users_noted_online(cur, node_id: str) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Collection
+from typing import Any
 
 from . import store
 from .batched import Batched
@@ -21,23 +22,26 @@ from .presence import KeyedLocks
 
 log = logging.getLogger(__name__)
 
-# Rows written by one statement at most, and greenlets writing at once: a crowd connecting
-# at once (after a restart) is a few statements and commits, not one each.
+# Rows written or removed by one statement at most, and greenlets doing so at once: a crowd
+# connecting at once (after a restart), or dropped at once (a network blip), is a few
+# statements and commits, not one each.
 WRITE_BATCH_MAX = 500
 WRITERS_MAX = 2
 
 
-class RowWrites(Batched[int, None]):
-    """The user_presence rows of users whose first connection here opened, many a statement."""
+class RowChanges(Batched[int, None]):
+    """One change to this process's user_presence rows (`store.add_users_online` or
+    `store.remove_users_online`), for many users a statement."""
 
-    def __init__(self, pool: Pool, node_id: str) -> None:
+    def __init__(self, pool: Pool, node_id: str, change: Callable[[Any, list[int], str], None]) -> None:
         super().__init__(WRITE_BATCH_MAX, WRITERS_MAX)
         self.pool = pool
         self.node_id = node_id
+        self.change = change
 
     def answer_batch(self, user_ids: list[int]) -> list[None]:
         with self.pool.autocommit() as cur:
-            store.add_users_online(cur, sorted(set(user_ids)), self.node_id)
+            self.change(cur, sorted(set(user_ids)), self.node_id)
         return [None] * len(user_ids)
 
 
@@ -54,7 +58,8 @@ class UsersOnline:
         # A write failed (the database away): the next heartbeat writes every row again.
         self.dirty = False
         self._locks = KeyedLocks()
-        self._row_writes = RowWrites(pool, node_id)
+        self._row_writes = RowChanges(pool, node_id, store.add_users_online)
+        self._row_removals = RowChanges(pool, node_id, store.remove_users_online)
 
     def connected(self, user_id: int) -> None:
         """A connection of the user opened here (and is in `connected_here` already).
@@ -78,8 +83,7 @@ class UsersOnline:
             if user_id in self.connected_here() or user_id not in self.written:
                 return
             try:
-                with self.pool.autocommit() as cur:
-                    store.note_user_offline(cur, user_id, self.node_id)
+                self._row_removals.ask(user_id)  # with those of the others leaving meanwhile
             except ChatError:
                 self.dirty = True
                 return

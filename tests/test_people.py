@@ -129,6 +129,26 @@ def test_dm_typing_to_an_unknown_user_is_not_found_and_the_connection_stays_usab
     assert bob.expect("typing")["with"] == alice.user_id
 
 
+def test_a_crowd_dropped_at_once_goes_offline_but_who_stays_or_comes_back_does_not(connect):
+    """Their rows are removed many a statement (a network blip drops thousands at once),
+    each still under its user's lock: a user with a tab left, or back at once, stays online."""
+    base = unique("blip")
+    crowd = [connect(username=f"{base}{n:02}") for n in range(30)]
+    stays = connect(user_id=crowd[0].user_id, username=f"{base}00")  # a second tab
+    asker = connect()
+    for client in crowd:
+        client.close()
+    back = connect(user_id=crowd[1].user_id, username=f"{base}01")
+
+    def online() -> list[str]:
+        return [user["username"] for user in find(asker, query=base, limit=100) if user["online"]]
+
+    wait_for(lambda: online() == [f"{base}00", f"{base}01"], 10, "all but two shown offline", pause=0.2)
+    stays.close()
+    back.close()
+    wait_for(lambda: online() == [], 10, "the last two shown offline", pause=0.2)
+
+
 def test_a_lost_online_row_is_written_again_by_the_heartbeat(connect, database_url):
     """As after the other processes buried this one (its heartbeat late): rows gone, users here."""
     name = unique("back")
