@@ -234,11 +234,16 @@ def grown_crowded(servers: list[Server], watcher_at: int, early_at: int) -> tupl
 def test_a_join_heard_before_the_room_grew_crowded_has_its_leave_heard_across_nodes(fresh_database):
     """The user's last tab to leave may be another node's than the one whose join the
     room heard, in a room since grown too crowded for presence: the leave still goes out."""
-    servers = start_cluster(fresh_database(), PRESENCE_MAX_ROOM_SIZE="2")
+    database_url = fresh_database()
+    servers = start_cluster(database_url, PRESENCE_MAX_ROOM_SIZE="2")
     try:
         room, alice, bob_first = grown_crowded(servers, watcher_at=0, early_at=1)
         bob_second = connect_to(servers[0], bob_first.user_id)
         join(bob_second, room)
+        # His second tab counts once its node's row is written, after his welcome, when the
+        # worker has a moment (Presence.Tends); a close of the first before that is his last.
+        bobs_rows = "SELECT count(*) FROM room_presence WHERE room = %s AND user_id = %s"
+        wait_for(lambda: sql(database_url, bobs_rows, (room, bob_first.user_id)) == [(2,)], 10, "both rows written")
         # (a leave would end bob's membership on both tabs: his connections close instead)
         bob_first.close()
         alice.nothing_more("presence", wait=0.8)  # bob is still online; the third came unannounced
