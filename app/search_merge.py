@@ -2,9 +2,9 @@
 
 Each message adds about fifteen entries to `messages_search_scoped` (its words and the
 lexemes of its scope, schema.sql). Written into the index one at a time, each entry
-rewrites and logs a piece of its posting list: four fifths of the WAL a message costs, and
-the WAL of a busy server then fills a 16 MB segment every second or so. With GIN's pending
-list (`fastupdate`), an insert appends all its entries in one write, and a merge moves many
+would rewrite and log a piece of its posting list: four fifths of the WAL a message costs,
+a 16 MB segment every second or so on a busy server. With GIN's pending list
+(`fastupdate`), an insert appends all its entries in one write, and a merge moves many
 messages' entries into the index sorted, each posting list once for all of them.
 
 The insert that finds the pending list full (`gin_pending_list_limit`, 4 MB) would merge it
