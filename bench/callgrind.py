@@ -14,6 +14,8 @@ share, the system calls, is not counted, and is the same whatever Python does).
 - messages (the default): ten clients join one room; the senders take turns, and every
   client reads a message before the next is sent, so each is stored alone and written to
   ten sockets.
+- `--reads`: the same, and every client then marks the message read and gets its `read`
+  frame: less the plain count, ten reads (issue #21's mixed workload).
 - `--resume N`: the reconnect of the storm scenario (run.py), one user after another: N
   users, each a member of 20 rooms holding 2 messages sent while they were away (seeded as
   the storm seeds them), connect, get `welcome`, `join` their 20 rooms with `since` and
@@ -21,6 +23,7 @@ share, the system calls, is not counted, and is the same whatever Python does).
 
     .venv/bin/python bench/callgrind.py                  # instructions a message
     .venv/bin/python bench/callgrind.py --resume 200     # instructions a reconnect
+    .venv/bin/python bench/callgrind.py --reads          # a message and its ten reads
     .venv/bin/python bench/callgrind.py --keep /tmp/cg   # and keep the dump, for
     callgrind_annotate --inclusive=yes /tmp/cg/callgrind.out.*  # the costliest C functions
 
@@ -108,15 +111,19 @@ def connect(port: int, user_id: int) -> websocket.WebSocket:
     return ws
 
 
-def exchange(clients: list[websocket.WebSocket], first: int, count: int, tag: str) -> None:
-    """`count` messages, the senders in turn; each read by every client before the next."""
+def exchange(clients: list[websocket.WebSocket], first: int, count: int, tag: str, reads: bool = False) -> None:
+    """`count` messages, the senders in turn; each read by every client before the next
+    (with `reads`, each client then marks it read and waits for its `read` frame)."""
     for n in range(first, first + count):
         client_id = f"{tag}-{n}"
         clients[n % len(clients)].send(
             orjson.dumps({"type": "message", "room": ROOM, "content": CONTENT, "clientId": client_id}).decode()
         )
         for ws in clients:
-            read_until(ws, lambda f, c=client_id: f.get("type") == "message" and f["data"].get("clientId") == c)
+            frame = read_until(ws, lambda f, c=client_id: f.get("type") == "message" and f["data"].get("clientId") == c)
+            if reads:
+                ws.send(orjson.dumps({"type": "read", "room": ROOM, "id": frame["data"]["id"]}).decode())
+                read_until(ws, lambda f: f.get("type") == "read")
 
 
 def reconnect(port: int, user: int, rooms: list[str], resume: dict) -> None:
@@ -186,6 +193,12 @@ def main() -> None:
         metavar="N",
         help=f"count reconnects instead: N users (a multiple of {ROOM_SIZE})",
     )
+    ap.add_argument(
+        "--reads",
+        action="store_true",
+        help="every client also marks each message read (its `read` answered): a message and "
+        "its readers' reads; less the plain count, what the reads cost",
+    )
     ap.add_argument("--keep", help="keep the callgrind output in this directory")
     o = ap.parse_args()
     if not shutil.which("valgrind"):
@@ -246,11 +259,11 @@ def main() -> None:
                     reconnect(port, user, rooms[user], resume)
         else:
             warm, count, what = o.warmup, o.messages, "message"
-            label = f"messages to a room of {o.clients}"
+            label = f"messages to a room of {o.clients}" + (", each marked read by all" if o.reads else "")
             clients = [connect(port, user_id) for user_id in range(1, o.clients + 1)]
 
             def run(first: int, n: int, tag: str) -> None:
-                exchange(clients, first, n, tag)
+                exchange(clients, first, n, tag, reads=o.reads)
 
         # A node that started alone announces its commits on the bus for the node timeout
         # (a peer may be starting too), then stops: count it as it runs from then on.

@@ -86,6 +86,13 @@ def parse_args(argv):
         help="chat: the v2 mixed workload: besides messages, reads, reactions, edits, deletes, "
         "history and search (issue #21; loadgen.js MIX_PER_MESSAGE)",
     )
+    ap.add_argument(
+        "--mix-only",
+        default="",
+        help="chat, with --mix: only these kinds of the mix (comma-separated: read, react, edit, "
+        "history, search, delete), each at its usual rate: what each kind costs alone; ping: as many "
+        "frames as the whole mix, all pings (what any frame costs)",
+    )
     ap.add_argument("--idle-n", type=int)
     ap.add_argument(
         "--idle-connect-limit", type=int, default=600, help="seconds allowed to connect+join all idle clients"

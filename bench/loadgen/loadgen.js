@@ -278,6 +278,17 @@ function remember(list, id) {
   if (list.length > MIX_KEEP_OWN) list.shift();
 }
 
+// `ping`, named in mixOnly, sends the mix's count of frames as pings instead: what a frame
+// in and a frame out cost at the least, whatever the frame asks.
+function mixRates(only) {
+  if (!only || only.length === 0) return MIX_PER_MESSAGE;
+  const unknown = only.filter((kind) => !(kind in MIX_PER_MESSAGE) && kind !== 'ping');
+  if (unknown.length) throw new Error(`mixOnly: unknown kinds ${unknown.join(', ')}`);
+  const rates = Object.fromEntries(Object.entries(MIX_PER_MESSAGE).map(([kind, rate]) => [kind, only.includes(kind) ? rate : 0]));
+  rates.ping = only.includes('ping') ? Object.values(MIX_PER_MESSAGE).reduce((a, b) => a + b, 0) : 0;
+  return rates;
+}
+
 function mixTick(c, counts, rates) {
   const send = (kind, frame) => {
     c.ws.send(JSON.stringify(frame));
@@ -307,6 +318,8 @@ function mixTick(c, counts, rates) {
     const id = c.own.shift(); // the oldest: never edited or reacted to again
     c.reacted.delete(id);
     send('delete', { type: 'delete', id });
+  } else if (r < (edge += rates.ping || 0)) {
+    send('ping', { type: 'ping' });
   }
 }
 
@@ -325,7 +338,8 @@ async function runChat() {
   const CLIENT_IDS = Boolean(cfg.clientIds);
   // the v2 mixed workload (issue #21): besides its messages, each client marks its room read,
   // reacts, edits, deletes, asks for history and searches, at the rates of MIX (per message sent)
-  const MIX = cfg.mix ? MIX_PER_MESSAGE : null;
+  // (with mixOnly, only the kinds it names, each at its usual rate)
+  const MIX = cfg.mix ? mixRates(cfg.mixOnly) : null;
   const MAXSEQ = Math.ceil((RATE * DURATION) / 1000) + 8;
   const INTERVAL = 1000 / RATE;
   // one of several processes sharing the step: its rooms are the step's rooms ROOM_OFFSET ..

@@ -26,6 +26,7 @@ def chat_config(ctx, srv, rooms, **step):
         "userBase": 100000,
         "roomPrefix": "bench",
         "clientIds": o.client_ids,
+        "mixOnly": [kind for kind in o.mix_only.split(",") if kind],
         **step,
     }
 
