@@ -190,6 +190,8 @@ def parse_args(argv):
     settings.SERVER_CORE, settings.LOADGEN_CORE, settings.WORKERS = o.server_cpus, o.loadgen_cpus, str(o.workers)
     if o.loadgen_procs < 1:
         ap.error("--loadgen-procs must be at least 1")
+    if o.mix_only and not o.mix:
+        ap.error("--mix-only chooses among the kinds of --mix: give both")
     settings.LOADGEN_PROCS = o.loadgen_procs
     settings.WORKER_CPU_SHARE = o.worker_cpu_share
     q = o.quick
