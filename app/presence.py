@@ -32,7 +32,7 @@ from .db import BigintArray, BoolArray, Pool, TextArray
 from .errors import ChatError
 from .full_check import FullCheck
 from .keyed_locks import KeyedLocks
-from .online import OnlineLists, RoomOnline, presence_event
+from .online import NOBODY, News, OnlineLists, RoomOnline, presence_event
 from .prepared import PreparedStatements
 from .store import RoomState
 from .transport import coalesced
@@ -603,6 +603,10 @@ class Presence:
         self._tends = Tends(self.tend_many, crowd_connecting)
         # joins that may make memberships: a crowd joining a room writes them many at once
         self._joins = Joins(self)
+        # (room, user_id) whose leave was heard here while their row here waited in
+        # self._tends: their join is announced when the row is written, even in a room too
+        # crowded for presence (see `hear`)
+        self._told_gone: set[tuple[str, int]] = set()
         # (room, user_id) -> (number, time.monotonic()) of the newest presence event heard
         # here about that user in that room, the least recently heard first (see in_order)
         self._newest_events: OrderedDict[tuple[str, int], tuple[int, float]] = OrderedDict()
@@ -663,12 +667,13 @@ class Presence:
         """Read who is online, `write(announce)` the join or entry, and make ready what it found."""
         online = self.online.get(room)
         try:
-            joined = write(self._announced_in(online, user_id))
+            joined = write(self._join_announced(online, room, user_id))
         except ChatError:
             # Committed or not, the heartbeat's reconcile makes the row what the hub says;
             # the members here learn what happened when the list is read again.
             self.online.mark_unheard([room])
             raise
+        self._told_gone.discard((room, user_id))
         if joined is None:
             return None
         return self._entered(room, user_id, username, online, joined)
@@ -833,6 +838,11 @@ class Presence:
             self.bus.publish_event(payload)
             self.deliver_event(payload)
 
+    def _join_announced(self, online: RoomOnline, room: str, user_id: int) -> bool:
+        """Whether the user's join of the room is to be announced if it is their first
+        anywhere: in a room small enough, or after others were told they left (`hear`)."""
+        return self._announced_in(online, user_id) or (room, user_id) in self._told_gone
+
     def _announced_in(self, online: RoomOnline, user_id: int) -> bool:
         """Whether the room, counting this user, is small enough for presence events."""
         return len(online.users) + (user_id not in online.users) <= self.max_announced_room_size
@@ -848,6 +858,24 @@ class Presence:
         clients that our users left, then that they came back (OnlineLists asks the hub).
         """
         self.online.repair_unheard()
+
+    def hear(self, payload: dict) -> News:
+        """Apply a presence event (announced here or heard from the bus) to this node's
+        lists; whom among the room's members here it is news to.
+
+        A leave of a user who is here, their row still waiting to be written (Tends), was
+        announced as their last anywhere: a tab on another node closed before this row
+        existed. Everyone was told they are gone, and in a room too crowded for presence
+        their row, once written, would tell nobody otherwise: that join is announced.
+        (A leave heard once the row's statement has begun is missed: a round trip's
+        window, not the wait for a crowd.)
+        """
+        if not self.in_order(payload):
+            return NOBODY
+        room, user_id = payload["room"], payload["userId"]
+        if payload["event"] == "leave" and (room, user_id) in self._tends.pending and self.user_here(user_id, room):
+            self._told_gone.add((room, user_id))
+        return self.online.note(room, payload["event"], user_id, payload["username"])
 
     def in_order(self, payload: dict) -> bool:
         """Whether a presence event is newer than any other heard here about its user in its room.
@@ -892,6 +920,7 @@ class Presence:
                 if entered is not None:
                     self.after_commit(entered.announced)
             else:
+                self._told_gone.discard((room, user_id))
                 self.leave(room, user_id, username)
 
     def tend_soon(self, pairs: list[tuple[str, int, str]]) -> None:
@@ -917,6 +946,7 @@ class Presence:
                 self._enter_many(entering)
             for (room, user_id), username in pairs:
                 if not self.user_here(user_id, room):
+                    self._told_gone.discard((room, user_id))
                     self.leave(room, user_id, username)
 
     def _enter_many(self, entering: list[tuple[str, int, str]]) -> None:
@@ -925,7 +955,7 @@ class Presence:
         onlines = {room: self.online.get(room) for room in rooms}
         events = [presence_event(room, "join", user_id, username) for room, user_id, username in entering]
         pairs = [
-            JoinRequest(room, user_id, username, self._announced_in(onlines[room], user_id))
+            JoinRequest(room, user_id, username, self._join_announced(onlines[room], room, user_id))
             for room, user_id, username in entering
         ]
         try:
@@ -935,6 +965,7 @@ class Presence:
         except ChatError:
             self.online.mark_unheard(rooms)
             raise
+        self._told_gone.difference_update((room, user_id) for room, user_id, _ in entering)
         announced = []
         for n, first, version, _ in rows:
             announced += self._after_statement(first, version, events[n - 1])

@@ -247,11 +247,9 @@ class ChatRuntime:
         """A presence or typing event: to the room's members here but that user's own."""
         room, user_id, username = payload["room"], payload["userId"], payload["username"]
         if payload["k"] == "p":
-            if not self.presence.in_order(payload):
-                return  # older than one applied already (another node announced it late)
-            news = self.presence.online.note(room, payload["event"], user_id, username)
+            news = self.presence.hear(payload)
             if not news:
-                return  # the members here know already (a re-read of the list told them)
+                return  # older than one applied already, or the members here know already
             frame = protocol.presence_frame(room, payload["event"], user_id, username)
             if not news.to_everyone:
                 self.hub.to_connections_in_room(news.to_these, room, user_id, text_frame(protocol.encode(frame)))

@@ -328,7 +328,7 @@ def tell_news_only(node: Presence) -> list[tuple[str, int]]:
     told: list[tuple[str, int]] = []
 
     def deliver(event: dict) -> None:
-        if node.in_order(event) and node.online.note(event["room"], event["event"], event["userId"], event["username"]):
+        if node.hear(event):
             told.append((event["event"], event["userId"]))
 
     node.deliver_event = node.online.tell = deliver
@@ -357,6 +357,48 @@ def test_a_dead_nodes_user_whose_join_was_heard_is_told_gone_from_a_crowded_room
     node.heartbeat(lambda: {("lobby", 2): "bob", ("lobby", 3): "carol"})
     assert rows(url) == [("n1", 2), ("n1", 3)]
     assert told == [("leave", ALICE[0])]
+
+
+def test_a_user_told_gone_while_their_row_here_waits_is_told_back_in_a_crowded_room(presence):
+    """Bob's join was heard before the room grew too crowded for presence. He opens a tab
+    here, and his tab on the other node closes before this node writes his row (Tends):
+    that node announces his leave, his last anywhere then. His row here, once written,
+    announces his join, or the room would take him for gone while he is here."""
+    node, url, _ = presence
+    told = tell_news_only(node)
+    node.max_announced_room_size = node.online.max_announced_room_size = 2
+    sql(url, "INSERT INTO chat_members (room, user_id) VALUES ('lobby', 3)")
+    sql(url, "INSERT INTO chat_nodes (node_id) VALUES ('n1'), ('n2')")
+    sql(
+        url,
+        """INSERT INTO room_presence (room, user_id, node_id, username, announced)
+           VALUES ('lobby', 1, 'n1', 'alice', false), ('lobby', 2, 'n2', 'bob', true),
+                  ('lobby', 3, 'n1', 'carol', false)""",
+    )
+    assert set(node.online.get("lobby").users) == {1, 2, 3}
+    node.user_here = lambda user_id, room: True  # bob's new tab is here
+    release, written = gevent.event.Event(), gevent.event.Event()
+
+    def held_back(pairs):
+        release.wait()
+        node.tend_many(pairs)
+        written.set()
+
+    node._tends.tend_many = held_back  # his row waits
+    node.tend_soon([("lobby", *BOB)])
+    # his tab on n2 closes: n2 removes its row and announces his leave, heard here
+    heard: list[dict] = []
+    other = Presence(node.pool, node.bus, "n2", 10.0, heard.append)
+    other.max_announced_room_size = other.online.max_announced_room_size = 2
+    other.leave("lobby", *BOB)
+    assert [(event["event"], event["userId"]) for event in heard] == [("leave", BOB[0])]
+    node.deliver_event(heard[0])
+    assert told == [("leave", BOB[0])]
+    release.set()
+    assert written.wait(5)
+    assert told == [("leave", BOB[0]), ("join", BOB[0])]
+    assert set(node.online.get("lobby").users) == {1, 2, 3}
+    assert sql(url, "SELECT node_id, announced FROM room_presence WHERE user_id = 2") == [("n1", True)]
 
 
 def test_a_leave_that_finds_the_row_removed_leaves_the_removers_event_news(presence):
