@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import orjson
+
 from .batched import Batched
-from .db import BigintArray, Pool, TextArray
+from .db import Pool
 from .prepared import PreparedStatements
 from .protocol import ROOM_MENTION
 from .read_state import NO_FLUSH_WAIT, ReadState, mention_names
@@ -23,6 +25,16 @@ from .store import DM_PAIR
 BATCH_MAX = 500
 READERS_MAX = 2
 
+# The reads of a JSON array of records (me, the room or other, id, name), numbered from 1
+# (n) in their order: one parameter, since psycopg2 adapts each parameter through Python,
+# and for the one or two reads of a usual batch eight arrays' adaptations cost the worker
+# more than the round trip (bench/README.md, the twentieth stop). Unnested from an array,
+# not read with json_to_recordset: PostgreSQL guesses a hundred rows for that, and a
+# generic plan made while chat_members is small would then hash the whole table at every
+# batch (tests/test_db.py); for an array it guesses ten, and looks each read up.
+_READS = """unnest(ARRAY(SELECT json_array_elements({reads}))) WITH ORDINALITY AS j(read, n)
+         CROSS JOIN LATERAL json_to_record(j.read) AS r(me bigint, {where}, id bigint, name text)"""
+
 # The room reads: each with its room's newest id (a marker never goes past it, or the
 # next messages would count as read before anyone saw them; also the counts'
 # `countedUpTo`, read in the same snapshot); the markers moved forward only
@@ -32,11 +44,11 @@ READERS_MAX = 2
 # greater of that one and the target, NULL for a user who is not a member. (Not joined
 # with the UPDATE's RETURNING: planned for a few rows, that join would compare every read
 # with every other.) Each newest is read once: room_asked, used twice, is computed once.
-_ROOMS = """
+_ROOMS = f"""
 room_asked AS (
-    SELECT r.*, COALESCE((SELECT x.id FROM messages x WHERE x.room = r.room ORDER BY x.id DESC LIMIT 1), 0) AS newest
-    FROM unnest(%(room_users)s::bigint[], %(rooms)s::text[], %(room_ids)s::bigint[], %(room_names)s::text[])
-         WITH ORDINALITY AS r(me, room, id, name, n)
+    SELECT j.n, r.*,
+           COALESCE((SELECT x.id FROM messages x WHERE x.room = r.room ORDER BY x.id DESC LIMIT 1), 0) AS newest
+    FROM {_READS.format(reads="%(rooms)s", where="room text")}
 ), room_moved AS (
     UPDATE chat_members c SET last_read_id = LEAST(r.id, r.newest) FROM room_asked r
     WHERE c.room = r.room AND c.user_id = r.me AND c.last_read_id < LEAST(r.id, r.newest)
@@ -60,15 +72,14 @@ FROM room_after s"""
 # look at).
 _DMS = f"""
 dm_asked AS (
-    SELECT r.*,
+    SELECT j.n, r.*,
            COALESCE((SELECT m.id FROM messages m
                      WHERE {DM_PAIR.format(low="LEAST(r.me, r.other)", high="GREATEST(r.me, r.other)")}
                      ORDER BY m.id DESC LIMIT 1), 0) AS newest,
            COALESCE((SELECT x.id FROM messages x
                      WHERE x.to_user = r.me AND x.from_user = r.other AND r.other <> r.me
                      ORDER BY x.id DESC LIMIT 1), 0) AS counted_up_to
-    FROM unnest(%(dm_users)s::bigint[], %(others)s::bigint[], %(dm_ids)s::bigint[], %(dm_names)s::text[])
-         WITH ORDINALITY AS r(me, other, id, name, n)
+    FROM {_READS.format(reads="%(dms)s", where="other bigint")}
 ), dm_moved AS (
     INSERT INTO dm_reads AS d (user_id, other_id, last_read_id) SELECT me, other, LEAST(id, newest) FROM dm_asked
     ON CONFLICT (user_id, other_id) DO UPDATE SET last_read_id = EXCLUDED.last_read_id
@@ -88,22 +99,12 @@ FROM dm_after s CROSS JOIN LATERAL (
 # Prepared on every connection of the pool (runtime.prepare_pool_statements): a batch is
 # often a read or two (a round trip gathers what arrived meanwhile), and planning the
 # statement would then cost more than running it. Planned generically (the pool's
-# connections force it: prepared.PLANNER_SETTINGS): the arrays' sizes change nothing in
-# the plan, an index probe per read. Rows: (is a DM, position in its array, marker, unread,
-# mentions, counted up to); the marker NULL for a room the user is not a member of.
+# connections force it: prepared.PLANNER_SETTINGS): the batch's size changes nothing in
+# the plan, an index probe per read. Rows: (is a DM, position in its array, marker,
+# unread, mentions, counted up to); the marker NULL for a room the user is not a member of.
 STATEMENTS = PreparedStatements(
     {"chat_read_marks": f"WITH {_ROOMS}, {_DMS}\n{_ROOM_STATES}\nUNION ALL{_DM_STATES}"},
-    types={
-        "room_users": "bigint[]",
-        "rooms": "text[]",
-        "room_ids": "bigint[]",
-        "room_names": "text[]",
-        "dm_users": "bigint[]",
-        "others": "bigint[]",
-        "dm_ids": "bigint[]",
-        "dm_names": "text[]",
-        "everyone": "text",
-    },
+    types={"rooms": "json", "dms": "json", "everyone": "text"},
 )
 # One query string, so one transaction in autocommit: its commit waits for no flush (see
 # read_state.NO_FLUSH_WAIT for why a marker may).
@@ -176,19 +177,20 @@ def _merged(marks: list[ReadMark]) -> tuple[list[ReadMark], list[ReadMark]]:
 
 
 def _parameters(rooms: list[ReadMark], dms: list[ReadMark]) -> dict:
-    """The statement's arrays: a column each of the room reads and of the conversation
-    reads; of a user's mention words only their own (the room-wide one is everyone's)."""
+    """The statement's records (_READS) of the room reads and of the conversation reads;
+    of a user's mention words only their own (the room-wide one is everyone's)."""
     return {
-        "room_users": BigintArray(m.me for m in rooms),
-        "rooms": TextArray(m.room for m in rooms),
-        "room_ids": BigintArray(m.message_id for m in rooms),
-        "room_names": TextArray(_own_mention(m.username) for m in rooms),
-        "dm_users": BigintArray(m.me for m in dms),
-        "others": BigintArray(m.other for m in dms),
-        "dm_ids": BigintArray(m.message_id for m in dms),
-        "dm_names": TextArray(_own_mention(m.username) for m in dms),
+        "rooms": _records(rooms, "room"),
+        "dms": _records(dms, "other"),
         "everyone": ROOM_MENTION,
     }
+
+
+def _records(marks: list[ReadMark], where: str) -> str:
+    """The JSON array of the reads' records, `where` naming the room's or conversation's field."""
+    return orjson.dumps(
+        [{"me": m.me, where: getattr(m, where), "id": m.message_id, "name": _own_mention(m.username)} for m in marks]
+    ).decode()
 
 
 def _own_mention(username: str) -> str:

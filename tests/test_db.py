@@ -8,7 +8,7 @@ import os
 import psycopg2.errors
 import pytest
 
-from app import db, event_store, presence, runtime, store
+from app import db, event_store, presence, read_marks, runtime, store
 from app.errors import Unavailable
 from tests.support.databases import sql
 from tests.support.identities import new_user_id, unique
@@ -178,6 +178,48 @@ def test_join_plans_made_on_empty_tables_stay_lookups_as_the_tables_grow(fresh_d
         pool.close()
     # index lookups: 27 pages; planned with sequential scans: 1,356
     assert read < 200, f"one join and leave read {read} pages"
+
+
+def test_read_plans_made_on_small_tables_stay_lookups_as_the_tables_grow(fresh_database):
+    """The statement of `read` is planned once per pooled connection, perhaps while the
+    tables are small: a batch of reads must still read only its own rows once they hold
+    many. (Planned for a hundred reads, as PostgreSQL guesses a set of JSON records, a
+    join with a thousand memberships hashes them all, at every batch from then on.)"""
+    url = fresh_database()
+    pool = db.Pool(url, size=1, setup=runtime.prepare_pool_statements)
+
+    def reads(message_id: int) -> dict:
+        rooms = [read_marks.ReadMark(u, f"u{u}", f"plan{u}", None, message_id) for u in (1, 2)]
+        dms = [read_marks.ReadMark(1, "u1", None, 2, message_id)]
+        return read_marks._parameters(rooms, dms)
+
+    def grow(first: int, last: int) -> None:
+        cur.execute(
+            """INSERT INTO rooms (name) SELECT 'plan' || g FROM generate_series(%(first)s, %(last)s) g;
+               INSERT INTO chat_members (room, user_id) SELECT 'plan' || g, g
+               FROM generate_series(%(first)s, %(last)s) g;
+               INSERT INTO messages (from_user, room, content, seq)
+               SELECT g %% 1000, 'plan' || g, 'grown', 0 FROM generate_series(%(first)s, %(last)s) g;
+               INSERT INTO messages (from_user, to_user, content, seq)
+               SELECT g %% 1000, g %% 1000 + 1, 'grown', 0 FROM generate_series(%(first)s, %(last)s) g;
+               INSERT INTO dm_reads (user_id, other_id, last_read_id)
+               SELECT g, g + 1, 0 FROM generate_series(%(first)s, %(last)s) g""",
+            {"first": first, "last": last},
+        )
+
+    try:
+        with pool.autocommit() as cur:
+            grow(1, 1000)
+            cur.execute("SELECT max(id) FROM messages")
+            message_id = cur.fetchone()[0]
+            cur.execute(read_marks._MARK, reads(message_id))  # planned now, on small tables
+            grow(1001, 60000)
+            # No ANALYZE (see the batch test above).
+            read = pages_read(cur, [read_marks.STATEMENTS.execute["chat_read_marks"]], reads(message_id + 1))
+    finally:
+        pool.close()
+    # index lookups: 41 pages; planned to hash the memberships (json_to_recordset): 893
+    assert read < 200, f"three reads read {read} pages"
 
 
 # A deadlock as PostgreSQL reports it (SQLSTATE 40P01), without staging two lockers.
