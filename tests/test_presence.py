@@ -335,21 +335,30 @@ def tell_news_only(node: Presence) -> list[tuple[str, int]]:
     return told
 
 
+def crowded_lobby(node: Presence, url: str, heard_on_n2: int) -> list[tuple[str, int]]:
+    """Make the lobby too crowded for presence (more than two online: alice, bob, carol),
+    each user's row on node n1 but one's, on node n2, whose join was heard before the room
+    grew crowded; returns what the members here are told from now on (tell_news_only)."""
+    told = tell_news_only(node)
+    node.max_announced_room_size = node.online.max_announced_room_size = 2
+    sql(url, "INSERT INTO chat_members (room, user_id) VALUES ('lobby', 3)")
+    sql(url, "INSERT INTO chat_nodes (node_id) VALUES ('n1'), ('n2')")
+    for user_id, username in (ALICE, BOB, (3, "carol")):
+        heard = user_id == heard_on_n2
+        sql(
+            url,
+            "INSERT INTO room_presence (room, user_id, node_id, username, announced) VALUES ('lobby', %s, %s, %s, %s)",
+            (user_id, "n2" if heard else "n1", username, heard),
+        )
+    return told
+
+
 def test_a_dead_nodes_user_whose_join_was_heard_is_told_gone_from_a_crowded_room(presence):
     """The burial reads the list of a room too crowded for presence (dead nodes' rows are
     not in it) before it removes the row: the read tells nobody anything, and the leave
     of a user whose join the room heard, announced then, is still news here."""
     node, url, _ = presence
-    told = tell_news_only(node)
-    node.max_announced_room_size = node.online.max_announced_room_size = 2
-    sql(url, "INSERT INTO chat_members (room, user_id) VALUES ('lobby', 3)")
-    sql(url, "INSERT INTO chat_nodes (node_id) VALUES ('n1'), ('n2')")
-    sql(
-        url,
-        """INSERT INTO room_presence (room, user_id, node_id, username, announced)
-           VALUES ('lobby', 1, 'n2', 'alice', true), ('lobby', 2, 'n1', 'bob', false),
-                  ('lobby', 3, 'n1', 'carol', false)""",
-    )
+    told = crowded_lobby(node, url, heard_on_n2=ALICE[0])
     assert set(node.online.get("lobby").users) == {1, 2, 3}  # what the members here were told
     node.online.by_room["lobby"].max_age_seconds = 0  # the burial reads the list again
     sql(url, "UPDATE chat_nodes SET heartbeat_at = now() - interval '1 hour' WHERE node_id = 'n2'")
@@ -365,16 +374,7 @@ def test_a_user_told_gone_while_their_row_here_waits_is_told_back_in_a_crowded_r
     that node announces his leave, his last anywhere then. His row here, once written,
     announces his join, or the room would take him for gone while he is here."""
     node, url, _ = presence
-    told = tell_news_only(node)
-    node.max_announced_room_size = node.online.max_announced_room_size = 2
-    sql(url, "INSERT INTO chat_members (room, user_id) VALUES ('lobby', 3)")
-    sql(url, "INSERT INTO chat_nodes (node_id) VALUES ('n1'), ('n2')")
-    sql(
-        url,
-        """INSERT INTO room_presence (room, user_id, node_id, username, announced)
-           VALUES ('lobby', 1, 'n1', 'alice', false), ('lobby', 2, 'n2', 'bob', true),
-                  ('lobby', 3, 'n1', 'carol', false)""",
-    )
+    told = crowded_lobby(node, url, heard_on_n2=BOB[0])
     assert set(node.online.get("lobby").users) == {1, 2, 3}
     node.user_here = lambda user_id, room: True  # bob's new tab is here
     release, written = gevent.event.Event(), gevent.event.Event()
