@@ -444,6 +444,10 @@ class Tends(Batched[tuple[str, int, str], None]):
         # heartbeat's reconcile leaves those to us (behind a crowd connecting, it would
         # otherwise find them all missing and write them a second time)
         self.pending: Counter[tuple[str, int]] = Counter()
+        # the pending (room, user id) whose leave was heard meanwhile (Presence.hear): their
+        # join is announced when their row is written, even in a room too crowded for
+        # presence; forgotten with the pair once no tend of it is pending
+        self.told_gone: set[tuple[str, int]] = set()
 
     def ask_later(self, requests: list[tuple[str, int, str]]) -> None:
         self.pending.update((room, user_id) for room, user_id, _ in requests)
@@ -478,6 +482,7 @@ class Tends(Batched[tuple[str, int, str], None]):
             for key in set(keys):
                 if self.pending[key] <= 0:
                     del self.pending[key]
+                    self.told_gone.discard(key)
         return [None] * len(pairs)
 
 
@@ -603,10 +608,6 @@ class Presence:
         self._tends = Tends(self.tend_many, crowd_connecting)
         # joins that may make memberships: a crowd joining a room writes them many at once
         self._joins = Joins(self)
-        # (room, user_id) whose leave was heard here while their row here waited in
-        # self._tends: their join is announced when the row is written, even in a room too
-        # crowded for presence (see `hear`)
-        self._told_gone: set[tuple[str, int]] = set()
         # (room, user_id) -> (number, time.monotonic()) of the newest presence event heard
         # here about that user in that room, the least recently heard first (see in_order)
         self._newest_events: OrderedDict[tuple[str, int], tuple[int, float]] = OrderedDict()
@@ -673,7 +674,6 @@ class Presence:
             # the members here learn what happened when the list is read again.
             self.online.mark_unheard([room])
             raise
-        self._told_gone.discard((room, user_id))
         if joined is None:
             return None
         return self._entered(room, user_id, username, online, joined)
@@ -841,7 +841,7 @@ class Presence:
     def _join_announced(self, online: RoomOnline, room: str, user_id: int) -> bool:
         """Whether the user's join of the room is to be announced if it is their first
         anywhere: in a room small enough, or after others were told they left (`hear`)."""
-        return self._announced_in(online, user_id) or (room, user_id) in self._told_gone
+        return self._announced_in(online, user_id) or (room, user_id) in self._tends.told_gone
 
     def _announced_in(self, online: RoomOnline, user_id: int) -> bool:
         """Whether the room, counting this user, is small enough for presence events."""
@@ -874,7 +874,7 @@ class Presence:
             return NOBODY
         room, user_id = payload["room"], payload["userId"]
         if payload["event"] == "leave" and (room, user_id) in self._tends.pending and self.user_here(user_id, room):
-            self._told_gone.add((room, user_id))
+            self._tends.told_gone.add((room, user_id))
         return self.online.note(room, payload["event"], user_id, payload["username"])
 
     def in_order(self, payload: dict) -> bool:
@@ -920,7 +920,6 @@ class Presence:
                 if entered is not None:
                     self.after_commit(entered.announced)
             else:
-                self._told_gone.discard((room, user_id))
                 self.leave(room, user_id, username)
 
     def tend_soon(self, pairs: list[tuple[str, int, str]]) -> None:
@@ -946,7 +945,6 @@ class Presence:
                 self._enter_many(entering)
             for (room, user_id), username in pairs:
                 if not self.user_here(user_id, room):
-                    self._told_gone.discard((room, user_id))
                     self.leave(room, user_id, username)
 
     def _enter_many(self, entering: list[tuple[str, int, str]]) -> None:
@@ -965,7 +963,6 @@ class Presence:
         except ChatError:
             self.online.mark_unheard(rooms)
             raise
-        self._told_gone.difference_update((room, user_id) for room, user_id, _ in entering)
         announced = []
         for n, first, version, _ in rows:
             announced += self._after_statement(first, version, events[n - 1])
